@@ -1,0 +1,1 @@
+"""hub: one shared SMS service for a province's organization departments."""

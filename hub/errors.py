@@ -1,0 +1,137 @@
+"""Every failure answers `{"error": code, "detail": text, ...}` with the right status.
+
+Our own errors are the `ApiError` family (defined in `tenants.errors` so the tenancy package can
+raise them without importing hub); Litestar's own exceptions are translated here, once:
+unparseable JSON is 400 `malformed`, a body or parameter that parses but does not validate is
+422 `invalid` with the offending `fields`.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from litestar import MediaType, Request, Response
+from litestar.exceptions import HTTPException, ValidationException
+from litestar.types import ExceptionHandlersMap
+
+from tenants.errors import (
+    ApiError,
+    Conflict,
+    ErrorBody,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Unauthorized,
+    error_responses,
+)
+
+__all__ = [
+    "ApiError",
+    "Conflict",
+    "ErrorBody",
+    "Forbidden",
+    "Invalid",
+    "NotFound",
+    "TooManyRequests",
+    "Unauthorized",
+    "error_responses",
+    "exception_handlers",
+]
+
+log = logging.getLogger("hub.errors")
+
+_HTTP_CODES = {
+    400: "malformed",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    500: "internal",
+    503: "unavailable",
+}
+# msgspec's own words for input it could not parse at all (as opposed to parse but reject).
+_MALFORMED = re.compile(
+    r"malformed|invalid json|truncated|unexpected character|input data was", re.I
+)
+
+
+class TooManyRequests(ApiError):
+    status_code = 429
+    code = "rate_limited"
+
+
+def _json(
+    status: int, body: dict[str, Any], headers: dict[str, str] | None = None
+) -> Response[Any]:
+    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+
+
+def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    return _json(exc.status_code, {"error": exc.code, "detail": exc.detail, **exc.extra})
+
+
+_FIELD_IN_MESSAGE = re.compile(r"field `([^`]+)`|at `\$\.([^`]+)`")
+
+
+def _fields(extra: Any) -> list[dict[str, str]]:
+    """Litestar's validation `extra` ([{message, key, source}]) as our `fields` list.
+
+    For a body, Litestar names the whole body `data`; msgspec's message names the field
+    ("missing required field `name`", "… - at `$.scopes[0]`"), so we take the name from there.
+    """
+    items = extra if isinstance(extra, list) else [extra] if isinstance(extra, dict) else []
+    fields = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        message = str(item.get("message", ""))
+        key = str(item.get("key", ""))
+        source = item.get("source", "")
+        source = str(getattr(source, "value", source))
+        named = _FIELD_IN_MESSAGE.search(message)
+        if key == "data" and named:
+            key = named[1] or named[2]
+        fields.append({"key": key, "message": message, "source": source})
+    return fields
+
+
+def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    fields = _fields(exc.extra)
+    messages = " ".join(f.get("message", "") for f in fields) or str(exc.detail)
+    if _MALFORMED.search(messages) or _MALFORMED.search(str(exc.detail)):
+        return _json(
+            400, {"error": "malformed", "detail": f"request body is not valid JSON: {messages}"}
+        )
+    detail = "; ".join(
+        f"{f.get('key') or f.get('source', 'body')}: {f.get('message', '')}" for f in fields
+    )
+    return _json(422, {"error": "invalid", "detail": detail or str(exc.detail), "fields": fields})
+
+
+def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    status = exc.status_code
+    if status >= 500:
+        log.error("server error: %s", exc.detail, exc_info=exc)
+    code = _HTTP_CODES.get(status, "error")
+    return _json(status, {"error": code, "detail": str(exc.detail)}, headers=exc.headers)
+
+
+def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return _json(500, {"error": "internal", "detail": "internal server error"})
+
+
+def exception_handlers() -> ExceptionHandlersMap:
+    return {
+        ApiError: _api_error,
+        ValidationException: _validation,
+        HTTPException: _http,
+        Exception: _unhandled,
+    }

@@ -1,0 +1,31 @@
+"""Liveness and readiness probes (no key needed)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Controller, Response, get
+from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
+
+from hub.health import service
+from hub.health.schemas import Health, Readiness
+
+
+class HealthController(Controller):
+    tags = ["health"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get("/healthz", summary="The process is up")
+    async def healthz(self) -> Health:
+        return Health(status="ok")
+
+    @get(
+        "/readyz",
+        summary="PostgreSQL and Redis answer",
+        responses={503: ResponseSpec(data_container=Readiness, description="A dependency is down")},
+    )
+    async def readyz(self, state: State) -> Response[Any]:
+        checks = await service.readiness(state.db, state.redis)
+        ok = all(v == "ok" for v in checks.values())
+        body = Readiness(status="ok" if ok else "unavailable", checks=checks)
+        return Response(body, status_code=200 if ok else 503)

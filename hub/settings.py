@@ -1,0 +1,99 @@
+"""Settings: one msgspec Struct, read once from `HUB_*` environment variables.
+
+`HUB_DB__DSN=postgresql://…` sets `settings.db.dsn`: a double underscore nests. Values are
+converted with `strict=False`, so `HUB_DB__POOL_MAX=20` becomes an int. A `HUB_` variable that
+names no setting stops start-up with a message naming it: a typo must not become a silent default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+PREFIX = "HUB_"
+# Variables that carry the HUB_ prefix but are not server settings: the API key a client (curl,
+# scripts) sends, and the test suite's own server addresses.
+NOT_SETTINGS = ("HUB_API_KEY", "HUB_TEST_")
+
+
+class SettingsError(Exception):
+    """The environment does not describe a valid configuration."""
+
+
+class DbSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # None: `hub up` starts an embedded PostgreSQL under data_dir.
+    dsn: str | None = None
+    pool_min: Annotated[int, msgspec.Meta(ge=1)] = 2
+    pool_max: Annotated[int, msgspec.Meta(ge=1, le=500)] = 20
+    # Seconds one statement may run before PostgreSQL cancels it.
+    statement_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
+class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # None: `hub up` starts an embedded Valkey under data_dir.
+    dsn: str | None = None
+
+
+class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    # Largest request body accepted; larger ones answer 413.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    debug: bool = False
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    db: DbSettings = DbSettings()
+    redis: RedisSettings = RedisSettings()
+    http: HttpSettings = HttpSettings()
+    # Where `hub up` keeps the embedded servers' data and its run file.
+    data_dir: str = ".hub"
+    log_level: str = "INFO"
+
+
+def _is_setting(name: str) -> bool:
+    return name.startswith(PREFIX) and not any(
+        name == other or (other.endswith("_") and name.startswith(other)) for other in NOT_SETTINGS
+    )
+
+
+def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
+    """`{"HUB_DB__DSN": "x"}` → `{"db": {"dsn": "x"}}`, rejecting names that match no field."""
+    tree: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not _is_setting(name):
+            continue
+        path = name[len(PREFIX) :].lower().split("__")
+        struct: type[msgspec.Struct] = Settings
+        node = tree
+        for depth, key in enumerate(path):
+            fields = {f.name: f.type for f in msgspec.structs.fields(struct)}
+            if key not in fields:
+                raise SettingsError(f"unknown setting {name}: no such option {key!r}")
+            leaf = depth == len(path) - 1
+            field_type = fields[key]
+            is_struct = isinstance(field_type, type) and issubclass(field_type, msgspec.Struct)
+            if leaf == is_struct:
+                raise SettingsError(
+                    f"unknown setting {name}: {key!r} is a group, not a value"
+                    if is_struct
+                    else f"unknown setting {name}: {key!r} has no parts"
+                )
+            if leaf:
+                node[key] = value
+            else:
+                struct = field_type
+                node = node.setdefault(key, {})
+    return tree
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build Settings from the environment (os.environ by default)."""
+    data = _nest(os.environ if environ is None else environ)
+    try:
+        return msgspec.convert(data, Settings, strict=False)
+    except msgspec.ValidationError as exc:
+        raise SettingsError(f"invalid setting: {exc}") from exc

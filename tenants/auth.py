@@ -1,0 +1,59 @@
+"""Authentication by API key, and scope guards.
+
+The middleware finds connections at `app.state.db`, an object with an async `acquire()` context
+manager (hub's `Database`): that attribute is the whole contract between `hub` and this module.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from litestar.connection import ASGIConnection
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+
+from tenants.errors import Forbidden, Unauthorized
+from tenants.scopes import Scope
+from tenants.service import Principal, authenticate
+
+# Routes anyone may call: health, metrics and the API's own documentation.
+PUBLIC_PATHS = ["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/docs"]
+
+
+def _bearer(header: str | None) -> str | None:
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
+    """`Authorization: Bearer hub_<prefix>_<secret>` → `request.user` is a Principal.
+
+    Looked up on every request, never cached, so a revocation holds from the next request on.
+    """
+
+    async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
+        token = _bearer(connection.headers.get("authorization"))
+        if token is None:
+            raise Unauthorized("missing API key: send `Authorization: Bearer hub_…`")
+        async with connection.app.state.db.acquire() as conn:
+            principal = await authenticate(conn, token)
+        if principal is None:
+            raise Unauthorized("invalid or revoked API key")
+        return AuthenticationResult(user=principal, auth=principal.key_prefix)
+
+
+Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]
+
+
+def require(scope: Scope) -> Guard:
+    """A route guard: the key must hold `scope`, else 403."""
+
+    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+        principal: Principal = connection.user
+        if scope not in principal.scopes:
+            raise Forbidden(f"this key lacks the {scope} scope", scope=scope.value)
+
+    guard.__name__ = f"require_{scope.name.lower()}"
+    return guard

@@ -1,0 +1,143 @@
+"""HTTP routes for the tenant tree, API keys and the caller's identity.
+
+Every route resolves the path's tenant through `service.get_visible`, so a code outside the
+caller's subtree (ancestor, sibling, unknown) is one and the same 404.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import asyncpg
+from litestar import Controller, Request, delete, get, post
+from litestar.datastructures import State
+from litestar.di import NamedDependency
+from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
+
+from tenants import service
+from tenants.auth import require
+from tenants.errors import error_responses
+from tenants.schemas import (
+    ApiKeyList,
+    CreateChild,
+    CreateKey,
+    Me,
+    NewApiKey,
+    Tenant,
+    TenantNode,
+    TenantPage,
+)
+from tenants.scopes import Scope
+from tenants.service import Principal
+
+AuthedRequest = Request[Principal, str, State]
+# The request's transaction (provided by the app as `conn`).
+Conn = NamedDependency[asyncpg.Connection]
+Code = FromPath[str]
+PageLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size")]
+After = Annotated[
+    str, QueryParameter(max_length=12, description="Cursor: the `next_after` of the previous page")
+]
+Depth = Annotated[int, QueryParameter(ge=0, le=6, description="Levels below the tenant to include")]
+
+
+class TenantController(Controller):
+    path = "/v1"
+    tags = ["tenants"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get("/me", responses=error_responses(), summary="The calling key's tenant and scopes")
+    async def me(self, request: AuthedRequest, conn: Conn) -> Me:
+        who = request.user
+        tenant = await service.get_visible(conn, who, who.tenant_code)
+        return Me(
+            tenant=service.to_tenant(tenant),
+            key_prefix=who.key_prefix,
+            scopes=sorted(who.scopes),
+        )
+
+    @get(
+        "/tenants/{code:str}",
+        guards=[require(Scope.TENANTS_READ)],
+        responses=error_responses(404),
+        summary="A tenant of the caller's subtree",
+    )
+    async def get_tenant(self, request: AuthedRequest, conn: Conn, code: Code) -> Tenant:
+        return service.to_tenant(await service.get_visible(conn, request.user, code))
+
+    @get(
+        "/tenants/{code:str}/children",
+        guards=[require(Scope.TENANTS_READ)],
+        responses=error_responses(404, 422),
+        summary="A page of a tenant's direct children, in code order",
+    )
+    async def children(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        code: Code,
+        after: After = "",
+        limit: PageLimit = 100,
+    ) -> TenantPage:
+        parent = await service.get_visible(conn, request.user, code)
+        return await service.list_children(conn, parent, after, limit)
+
+    @get(
+        "/tenants/{code:str}/tree",
+        guards=[require(Scope.TENANTS_READ)],
+        responses=error_responses(404, 422),
+        summary="A tenant's subtree, nested, down to `depth` levels",
+    )
+    async def tree(
+        self, request: AuthedRequest, conn: Conn, code: Code, depth: Depth = 2
+    ) -> TenantNode:
+        top = await service.get_visible(conn, request.user, code)
+        return await service.subtree(conn, top, depth)
+
+    @post(
+        "/tenants/{code:str}/children",
+        guards=[require(Scope.TENANTS_WRITE)],
+        responses=error_responses(404, 409, 413, 422),
+        status_code=HTTP_201_CREATED,
+        summary="Create a unit (township, institution…) under a tenant of the caller's subtree",
+    )
+    async def create_child(
+        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[CreateChild]
+    ) -> Tenant:
+        parent = await service.get_visible(conn, request.user, code)
+        return service.to_tenant(await service.create_child(conn, parent, data))
+
+    @post(
+        "/tenants/{code:str}/keys",
+        guards=[require(Scope.KEYS_WRITE)],
+        responses=error_responses(404, 413, 422),
+        status_code=HTTP_201_CREATED,
+        summary="Create an API key for a tenant of the caller's subtree; the secret is shown once",
+    )
+    async def create_key(
+        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[CreateKey]
+    ) -> NewApiKey:
+        tenant = await service.get_visible(conn, request.user, code)
+        return await service.create_key(
+            conn, tenant, frozenset(data.scopes), data.name, created_by=request.user
+        )
+
+    @get(
+        "/tenants/{code:str}/keys",
+        guards=[require(Scope.KEYS_WRITE)],
+        responses=error_responses(404),
+        summary="A tenant's API keys (never their secrets)",
+    )
+    async def list_keys(self, request: AuthedRequest, conn: Conn, code: Code) -> ApiKeyList:
+        tenant = await service.get_visible(conn, request.user, code)
+        return ApiKeyList(items=await service.list_keys(conn, tenant))
+
+    @delete(
+        "/keys/{prefix:str}",
+        guards=[require(Scope.KEYS_WRITE)],
+        responses=error_responses(404),
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Revoke a key of the caller's subtree; effective from the next request",
+    )
+    async def revoke_key(self, request: AuthedRequest, conn: Conn, prefix: FromPath[str]) -> None:
+        await service.revoke_key(conn, request.user, prefix)

@@ -1,0 +1,163 @@
+"""SQL for tenants and API keys, each query beside the row Struct it returns.
+
+A subtree is a range on `path` (C collation): `path >= $p AND path < $p || '~'` ('~' sorts after
+every digit and '/'), which stays an index range scan under asyncpg's prepared statements.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class TenantRow(msgspec.Struct, frozen=True):
+    id: int
+    code: str
+    name: str
+    level: str
+    parent_code: str | None
+    path: str
+    depth: int
+    status: str
+    signature: str
+    sms_extension: str
+    created_at: datetime
+
+
+_TENANT_COLUMNS = """
+    t.id, t.code, t.name, t.level::text AS level, p.code AS parent_code, t.path, t.depth,
+    t.status, t.signature, t.sms_extension, t.created_at
+"""
+
+# One tenant by code, only if it lies in the subtree whose path is $2.
+TENANT_IN_SUBTREE = f"""
+SELECT {_TENANT_COLUMNS}
+FROM tenants t LEFT JOIN tenants p ON p.id = t.parent_id
+WHERE t.code = $1 AND t.path >= $2 AND t.path < $2 || '~'
+"""
+
+# One tenant by code, anywhere (operator CLI only).
+TENANT_BY_CODE = f"""
+SELECT {_TENANT_COLUMNS}
+FROM tenants t LEFT JOIN tenants p ON p.id = t.parent_id
+WHERE t.code = $1
+"""
+
+# A page of a tenant's direct children, in code order after the cursor $2.
+CHILDREN_PAGE = f"""
+SELECT {_TENANT_COLUMNS}
+FROM tenants t JOIN tenants p ON p.id = t.parent_id
+WHERE t.parent_id = $1 AND t.code > $2
+ORDER BY t.code
+LIMIT $3
+"""
+
+# A subtree down to depth $2 (absolute), parents before children.
+SUBTREE = f"""
+SELECT {_TENANT_COLUMNS}
+FROM tenants t LEFT JOIN tenants p ON p.id = t.parent_id
+WHERE t.path >= $1 AND t.path < $1 || '~' AND t.depth <= $2
+ORDER BY t.path
+"""
+
+# A new child under $4 (the parent's id); nothing when the code is taken.
+INSERT_CHILD = f"""
+WITH inserted AS (
+    INSERT INTO tenants (code, name, level, parent_id, path, depth, signature)
+    SELECT $1, $2, 'unit', p.id, p.path || $1 || '/', p.depth + 1, $3
+    FROM tenants p WHERE p.id = $4
+    ON CONFLICT (code) DO NOTHING
+    RETURNING *
+)
+SELECT {_TENANT_COLUMNS}
+FROM inserted t JOIN tenants p ON p.id = t.parent_id
+"""
+
+# The hub operator's root tenant; nothing when it exists.
+INSERT_ROOT = """
+INSERT INTO tenants (code, name, level, parent_id, path, depth, signature)
+VALUES ($1, $2, 'hub', NULL, $1 || '/', 0, $3)
+ON CONFLICT DO NOTHING
+"""
+
+# Divisions of one depth under their (already present) parents; returns the new codes.
+INSERT_DIVISIONS = """
+INSERT INTO tenants (code, name, level, parent_id, path, depth, signature)
+SELECT d.code, d.name, d.level, p.id, p.path || d.code || '/', p.depth + 1, d.signature
+FROM UNNEST($1::text[], $2::text[], $3::tenant_level[], $4::text[], $5::text[])
+     AS d(code, name, level, parent_code, signature)
+JOIN tenants p ON p.code = d.parent_code
+ON CONFLICT (code) DO NOTHING
+RETURNING code
+"""
+
+# How many tenants there are per level (import summary and tests).
+COUNT_BY_LEVEL = "SELECT level::text, count(*) FROM tenants GROUP BY level"
+
+
+class ApiKeyRow(msgspec.Struct, frozen=True):
+    id: int
+    prefix: str
+    tenant_code: str
+    name: str
+    scopes: list[str]
+    created_at: datetime
+    last_used_at: datetime | None
+    revoked_at: datetime | None
+
+
+_KEY_COLUMNS = """
+    k.id, k.prefix, t.code AS tenant_code, k.name, k.scopes, k.created_at, k.last_used_at,
+    k.revoked_at
+"""
+
+# Store a new key (its secret's hash only).
+INSERT_KEY = f"""
+WITH inserted AS (
+    INSERT INTO api_keys (prefix, secret_sha256, tenant_id, name, scopes, created_by_key)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING *
+)
+SELECT {_KEY_COLUMNS} FROM inserted k JOIN tenants t ON t.id = k.tenant_id
+"""
+
+# A tenant's keys, newest first.
+KEYS_OF_TENANT = f"""
+SELECT {_KEY_COLUMNS} FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+WHERE k.tenant_id = $1
+ORDER BY k.created_at DESC, k.id DESC
+"""
+
+# Revoke a key of a tenant inside the subtree $2; returns its prefix when it is there at all.
+REVOKE_KEY_IN_SUBTREE = """
+UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())
+FROM tenants t
+WHERE k.prefix = $1 AND t.id = k.tenant_id AND t.path >= $2 AND t.path < $2 || '~'
+RETURNING k.prefix
+"""
+
+
+class CredentialRow(msgspec.Struct, frozen=True):
+    key_id: int
+    secret_sha256: bytes
+    scopes: list[str]
+    revoked: bool
+    stale_last_used: bool
+    tenant_id: int
+    tenant_code: str
+    tenant_path: str
+    tenant_status: str
+
+
+# What authentication needs to know about a key prefix.
+CREDENTIAL_BY_PREFIX = """
+SELECT k.id AS key_id, k.secret_sha256, k.scopes, k.revoked_at IS NOT NULL AS revoked,
+       k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' AS stale_last_used,
+       t.id AS tenant_id, t.code AS tenant_code, t.path AS tenant_path, t.status AS tenant_status
+FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
+WHERE k.prefix = $1
+"""
+
+# Record use, at most once a minute per key so a busy key does not write on every request.
+TOUCH_KEY = "UPDATE api_keys SET last_used_at = now() WHERE id = $1"

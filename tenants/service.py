@@ -1,0 +1,199 @@
+"""Tenant tree and API key operations. Functions take the connection first and never commit."""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from tenants import repository as sql
+from tenants.errors import Conflict, Forbidden, NotFound, tenant_not_found
+from tenants.keys import hash_secret, new_token, parse_token, secret_matches
+from tenants.repository import ApiKeyRow, CredentialRow, TenantRow
+from tenants.schemas import ApiKeyInfo, CreateChild, NewApiKey, Tenant, TenantNode, TenantPage
+from tenants.scopes import Scope
+
+ROOT_CODE = "000000"
+ROOT_NAME = "组织工作短信平台"
+ROOT_SIGNATURE = "组织工作短信平台"
+# A key may hold a scope a later version retired; it is ignored, not an error.
+_KNOWN_SCOPES = frozenset(s.value for s in Scope)
+
+
+class Principal(msgspec.Struct, frozen=True):
+    """Who is calling: an API key acting for its tenant over that tenant's subtree."""
+
+    key_id: int
+    key_prefix: str
+    tenant_id: int
+    tenant_code: str
+    tenant_path: str
+    scopes: frozenset[Scope]
+
+
+def to_tenant(row: TenantRow) -> Tenant:
+    return Tenant(
+        code=row.code,
+        name=row.name,
+        level=row.level,
+        parent_code=row.parent_code,
+        depth=row.depth,
+        status=row.status,
+        signature=f"【{row.signature}】",
+        sms_extension=row.sms_extension,
+        created_at=row.created_at,
+    )
+
+
+def to_key_info(row: ApiKeyRow) -> ApiKeyInfo:
+    return ApiKeyInfo(
+        prefix=row.prefix,
+        tenant_code=row.tenant_code,
+        name=row.name,
+        scopes=sorted(row.scopes),
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _tenant_row(record: asyncpg.Record) -> TenantRow:
+    return msgspec.convert(dict(record.items()), TenantRow)
+
+
+def _key_row(record: asyncpg.Record) -> ApiKeyRow:
+    return msgspec.convert(dict(record.items()), ApiKeyRow)
+
+
+async def get_visible(conn: asyncpg.Connection, who: Principal, code: str) -> TenantRow:
+    """The tenant `code` if it is the caller's own or in its subtree; otherwise 404."""
+    record = await conn.fetchrow(sql.TENANT_IN_SUBTREE, code, who.tenant_path)
+    if record is None:
+        raise tenant_not_found()
+    return _tenant_row(record)
+
+
+async def get_by_code(conn: asyncpg.Connection, code: str) -> TenantRow | None:
+    """Any tenant by code, for operator tools that act outside any key's subtree."""
+    record = await conn.fetchrow(sql.TENANT_BY_CODE, code)
+    return None if record is None else _tenant_row(record)
+
+
+async def list_children(
+    conn: asyncpg.Connection, parent: TenantRow, after: str, limit: int
+) -> TenantPage:
+    records = await conn.fetch(sql.CHILDREN_PAGE, parent.id, after, limit + 1)
+    rows = [_tenant_row(r) for r in records]
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return TenantPage(
+        items=[to_tenant(r) for r in rows], next_after=rows[-1].code if more and rows else None
+    )
+
+
+async def subtree(conn: asyncpg.Connection, top: TenantRow, depth: int) -> TenantNode:
+    """`top` and its descendants down to `depth` levels below it, as nested nodes.
+
+    One query one level deeper than asked tells which of the deepest nodes have children.
+    """
+    records = await conn.fetch(sql.SUBTREE, top.path, top.depth + depth + 1)
+    children: dict[str, list[TenantRow]] = {}
+    for row in map(_tenant_row, records):
+        if row.parent_code is not None and row.code != top.code:
+            children.setdefault(row.parent_code, []).append(row)
+
+    def node(row: TenantRow, remaining: int) -> TenantNode:
+        below = children.get(row.code, [])
+        shown = [node(c, remaining - 1) for c in below] if remaining > 0 else []
+        return TenantNode(
+            code=row.code,
+            name=row.name,
+            level=row.level,
+            status=row.status,
+            children=shown,
+            truncated=bool(below) and remaining == 0,
+        )
+
+    return node(top, depth)
+
+
+async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: CreateChild) -> TenantRow:
+    record = await conn.fetchrow(
+        sql.INSERT_CHILD,
+        data.code,
+        data.name.strip(),
+        data.signature or data.name.strip(),
+        parent.id,
+    )
+    if record is None:
+        raise Conflict(f"tenant code {data.code} is already taken", code_taken=data.code)
+    return _tenant_row(record)
+
+
+async def ensure_root(conn: asyncpg.Connection) -> TenantRow:
+    """The hub operator's root tenant, created on first use."""
+    await conn.execute(sql.INSERT_ROOT, ROOT_CODE, ROOT_NAME, ROOT_SIGNATURE)
+    root = await get_by_code(conn, ROOT_CODE)
+    assert root is not None
+    return root
+
+
+async def create_key(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    scopes: frozenset[Scope],
+    name: str = "",
+    created_by: Principal | None = None,
+) -> NewApiKey:
+    """A new key for `tenant`. A key can grant only scopes it holds itself."""
+    if created_by is not None and not scopes <= created_by.scopes:
+        missing = sorted(scopes - created_by.scopes)
+        raise Forbidden(
+            f"a key cannot grant scopes it does not hold: {', '.join(missing)}", scopes=missing
+        )
+    token = new_token()
+    record = await conn.fetchrow(
+        sql.INSERT_KEY,
+        token.prefix,
+        hash_secret(token.secret),
+        tenant.id,
+        name,
+        sorted(scopes),
+        created_by.key_id if created_by else None,
+    )
+    assert record is not None
+    return NewApiKey(key=str(token), info=to_key_info(_key_row(record)))
+
+
+async def list_keys(conn: asyncpg.Connection, tenant: TenantRow) -> list[ApiKeyInfo]:
+    return [to_key_info(_key_row(r)) for r in await conn.fetch(sql.KEYS_OF_TENANT, tenant.id)]
+
+
+async def revoke_key(conn: asyncpg.Connection, who: Principal, prefix: str) -> None:
+    """Revoke a key of the caller's subtree (its own included). Revoking twice is harmless."""
+    if await conn.fetchval(sql.REVOKE_KEY_IN_SUBTREE, prefix, who.tenant_path) is None:
+        raise NotFound("API key not found")
+
+
+async def authenticate(conn: asyncpg.Connection, raw_token: str) -> Principal | None:
+    """The principal for a presented key, or None for a garbled, unknown or revoked one."""
+    token = parse_token(raw_token)
+    if token is None:
+        return None
+    record = await conn.fetchrow(sql.CREDENTIAL_BY_PREFIX, token.prefix)
+    if record is None:
+        return None
+    cred = msgspec.convert(dict(record.items()), CredentialRow)
+    if not secret_matches(token.secret, cred.secret_sha256) or cred.revoked:
+        return None
+    if cred.tenant_status != "active":
+        return None
+    if cred.stale_last_used:
+        await conn.execute(sql.TOUCH_KEY, cred.key_id)
+    return Principal(
+        key_id=cred.key_id,
+        key_prefix=token.prefix,
+        tenant_id=cred.tenant_id,
+        tenant_code=cred.tenant_code,
+        tenant_path=cred.tenant_path,
+        scopes=frozenset(Scope(s) for s in cred.scopes if s in _KNOWN_SCOPES),
+    )

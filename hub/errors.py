@@ -104,14 +104,13 @@ def _fields(extra: Any) -> list[dict[str, str]]:
 
 def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     fields = _fields(exc.extra)
-    messages = " ".join(f.get("message", "") for f in fields) or str(exc.detail)
+    messages = " ".join(f["message"] for f in fields) or str(exc.detail)
+    if any(f["key"] == "data" and f["message"] == "'data'" for f in fields):
+        return _json(400, {"error": "malformed", "detail": "request body is missing"})
     if _MALFORMED.search(messages) or _MALFORMED.search(str(exc.detail)):
-        return _json(
-            400, {"error": "malformed", "detail": f"request body is not valid JSON: {messages}"}
-        )
-    detail = "; ".join(
-        f"{f.get('key') or f.get('source', 'body')}: {f.get('message', '')}" for f in fields
-    )
+        detail = f"request body is not valid JSON: {messages}"
+        return _json(400, {"error": "malformed", "detail": detail})
+    detail = "; ".join(f"{f['key'] or f['source']}: {f['message']}" for f in fields)
     return _json(422, {"error": "invalid", "detail": detail or str(exc.detail), "fields": fields})
 
 

@@ -8,6 +8,7 @@ names no setting stops start-up with a message naming it: a typo must not become
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any
 
@@ -96,4 +97,8 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     try:
         return msgspec.convert(data, Settings, strict=False)
     except msgspec.ValidationError as exc:
-        raise SettingsError(f"invalid setting: {exc}") from exc
+        # msgspec says "… - at `$.db.pool_max`"; name the variable the operator actually set.
+        message = re.sub(
+            r"`\$\.([a-z_.]+)`", lambda m: PREFIX + m[1].upper().replace(".", "__"), str(exc)
+        )
+        raise SettingsError(f"invalid setting: {message}") from exc

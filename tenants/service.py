@@ -6,7 +6,7 @@ import asyncpg
 import msgspec
 
 from tenants import repository as sql
-from tenants.errors import Conflict, Forbidden, NotFound, tenant_not_found
+from tenants.errors import Conflict, Forbidden, Invalid, NotFound, tenant_not_found
 from tenants.keys import hash_secret, new_token, parse_token, secret_matches
 from tenants.repository import ApiKeyRow, CredentialRow, TenantRow
 from tenants.schemas import ApiKeyInfo, CreateChild, NewApiKey, Tenant, TenantNode, TenantPage
@@ -116,14 +116,21 @@ async def subtree(conn: asyncpg.Connection, top: TenantRow, depth: int) -> Tenan
     return node(top, depth)
 
 
+def default_signature(name: str) -> str:
+    """A tenant's name is its signature unless it chooses one; it must be usable as one."""
+    if not 2 <= len(name) <= 30 or any(c in name for c in "【】"):
+        raise Invalid(
+            "the name cannot serve as the SMS signature (2 to 30 characters, no 【】): "
+            "give `signature`",
+            fields=[{"key": "signature", "message": "required for this name", "source": "body"}],
+        )
+    return name
+
+
 async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: CreateChild) -> TenantRow:
-    record = await conn.fetchrow(
-        sql.INSERT_CHILD,
-        data.code,
-        data.name.strip(),
-        data.signature or data.name.strip(),
-        parent.id,
-    )
+    name = data.name.strip()
+    signature = data.signature or default_signature(name)
+    record = await conn.fetchrow(sql.INSERT_CHILD, data.code, name, signature, parent.id)
     if record is None:
         raise Conflict(f"tenant code {data.code} is already taken", code_taken=data.code)
     return _tenant_row(record)

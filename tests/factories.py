@@ -15,7 +15,7 @@ LEVEL_BY_DEPTH = {1: "province", 2: "prefecture", 3: "county"}
 async def make_tenant(
     conn: asyncpg.Connection, code: str, name: str | None = None, parent: str | None = None
 ) -> TenantRow:
-    """A tenant under `parent` (default: the root). Levels follow depth, as an import would."""
+    """A tenant under `parent` (default: the root), levelled by depth as an import would."""
     root = await service.ensure_root(conn)
     parent_row = await service.get_by_code(conn, parent) if parent else root
     assert parent_row is not None, f"no parent {parent}"
@@ -40,12 +40,15 @@ def bearer(key: str) -> dict[str, str]:
 
 
 async def make_small_tree(conn: asyncpg.Connection) -> None:
-    """root ─ 510000 ─ 510100 ─ 510104 ─ 510104001
-                    └─ 510105
-    └ 520000"""
+    """root ─┬ 510000 四川省 ─┬ 510100 成都市 ─┬ 510104 锦江区 ── 510104001 春熙路街道
+    │               │                └ 510105 青羊区
+    │               └ 510300 自贡市
+    └ 520000 贵州省
+    """
     await make_tenant(conn, "510000", "四川省")
     await make_tenant(conn, "510100", "成都市", parent="510000")
     await make_tenant(conn, "510104", "锦江区", parent="510100")
     await make_tenant(conn, "510105", "青羊区", parent="510100")
     await make_tenant(conn, "510104001", "春熙路街道", parent="510104")
+    await make_tenant(conn, "510300", "自贡市", parent="510000")
     await make_tenant(conn, "520000", "贵州省")

@@ -14,6 +14,8 @@ from hub.health.schemas import Health, Readiness
 
 class HealthController(Controller):
     tags = ["health"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    # No key needed: an empty requirement overrides the API-wide bearer requirement.
+    security = [{}]  # noqa: RUF012
 
     @get("/healthz", summary="The process is up")
     async def healthz(self) -> Health:

@@ -1,0 +1,39 @@
+"""Helpers for driving the real `hub` command in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+HUB = str(Path(sys.executable).parent / "hub")
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without any HUB_ variable (as on a newcomer's machine), plus `extra`."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    env.update(extra)
+    return env
+
+
+def run_hub(
+    *args: str, env: dict[str, str], cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [HUB, *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def key_from(output: str) -> str:
+    """The key a command printed on its own line as HUB_API_KEY=…"""
+    lines = [line for line in output.splitlines() if line.startswith("HUB_API_KEY=")]
+    assert len(lines) == 1, output
+    return lines[0].removeprefix("HUB_API_KEY=")

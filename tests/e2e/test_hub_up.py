@@ -1,0 +1,138 @@
+"""The newcomer's command: `hub up` with no DSNs, exactly as the README runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import asyncpg
+import httpx
+import msgspec
+import psutil
+import pytest
+
+from hub.embedded import RunFile
+from tests.e2e.conftest import HUB, clean_env, free_port, key_from, run_hub
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+
+def _start(data_dir: Path, port: int) -> tuple[subprocess.Popen[str], str, str]:
+    """Start `hub up`; return the process, the URL and the key it printed, once it is ready."""
+    proc = subprocess.Popen(
+        [HUB, "up", "--data-dir", str(data_dir), "--port", str(port)],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if line.startswith("HUB_API_KEY="):
+            url = f"http://127.0.0.1:{port}"
+            assert httpx.get(f"{url}/readyz", timeout=10).json()["status"] == "ok"
+            return proc, url, key_from("".join(output))
+    proc.kill()
+    raise AssertionError("hub up did not become ready:\n" + "".join(output))
+
+
+def _servers_of(data_dir: Path) -> list[psutil.Process]:
+    """Every live process whose command line mentions the data dir (postgres, valkey)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if any(str(data_dir) in part for part in proc.info["cmdline"] or []):
+                found.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return found
+
+
+def _worker_heartbeats(data_dir: Path) -> int:
+    """Heartbeats in the running hub's database, found through its run file."""
+    run = msgspec.json.decode((data_dir / "run.json").read_bytes(), type=RunFile)
+
+    async def count() -> int:
+        conn = await asyncpg.connect(run.db_dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM worker_heartbeats"))
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + 10
+    while (found := asyncio.run(count())) == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
+
+
+def _stop(proc: subprocess.Popen[str]) -> str:
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    return out
+
+
+def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hubdata"
+    port = free_port()
+    proc, url, key = _start(data_dir, port)
+    try:
+        me = httpx.get(f"{url}/v1/me", headers={"Authorization": f"Bearer {key}"}, timeout=10)
+        assert me.status_code == 200
+        assert me.json()["tenant"]["code"] == "000000"
+        assert len(me.json()["scopes"]) >= 12
+        tree = httpx.get(
+            f"{url}/v1/tenants/510000/tree",
+            params={"depth": 1},
+            headers={"Authorization": f"Bearer {key}"},
+            timeout=10,
+        ).json()
+        assert len(tree["children"]) == 21  # the demo province with all its prefectures
+        assert _servers_of(data_dir), "expected embedded servers under the data dir"
+        assert _worker_heartbeats(data_dir) >= 1, "hub up runs the worker beside the API"
+
+        # Another command on the same data dir uses the running servers: its key works on the API.
+        made = run_hub(
+            "keys",
+            "create",
+            "--tenant",
+            "510104",
+            "--scope",
+            "all",
+            "--data-dir",
+            str(data_dir),
+            env=clean_env(),
+        )
+        assert made.returncode == 0, made.stdout + made.stderr
+        county_key = key_from(made.stdout)
+        me2 = httpx.get(f"{url}/v1/me", headers={"Authorization": f"Bearer {county_key}"})
+        assert me2.json()["tenant"]["code"] == "510104"
+    finally:
+        if proc.poll() is None:
+            _stop(proc)
+
+    deadline = time.monotonic() + 15
+    while _servers_of(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _servers_of(data_dir) == []
+    assert not (data_dir / "run.json").exists()
+
+    # A second run reuses the data: same tenants, same demo key.
+    proc2, url2, key2 = _start(data_dir, free_port())
+    try:
+        assert key2 == key
+        again = httpx.get(f"{url2}/v1/tenants/510104", headers={"Authorization": f"Bearer {key2}"})
+        assert again.status_code == 200
+    finally:
+        _stop(proc2)
+    assert os.path.exists(data_dir / "postgres" / "PG_VERSION")

@@ -1,0 +1,46 @@
+"""Migrations go up, all the way down, and up again on a fresh database."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+
+from hub.db import downgrade, migrate
+from tests.conftest import RUN_ID, WORKER, drop_database, with_database
+
+
+@pytest.fixture
+async def empty_db(pg_admin_dsn: str) -> AsyncIterator[str]:
+    name = f"hub_mig_{RUN_ID}_{WORKER}"
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
+    finally:
+        await admin.close()
+    yield with_database(pg_admin_dsn, name)
+    await drop_database(pg_admin_dsn, name)
+
+
+async def _tables(dsn: str) -> set[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        return {r["tablename"] for r in rows}
+    finally:
+        await conn.close()
+
+
+async def test_up_down_up(empty_db: str) -> None:
+    await asyncio.to_thread(migrate, empty_db)
+    up = await _tables(empty_db)
+    assert {"tenants", "api_keys", "alembic_version"} <= up
+
+    await asyncio.to_thread(downgrade, empty_db, "base")
+    assert await _tables(empty_db) == {"alembic_version"}
+
+    await asyncio.to_thread(migrate, empty_db)
+    assert await _tables(empty_db) == up

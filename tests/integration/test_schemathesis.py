@@ -7,6 +7,7 @@ status codes, content types and bodies as the schema documents them.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -28,6 +29,10 @@ from tests.conftest import RUN_ID, WORKER, clone_database, drop_database
 from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.slow
+# CI runs a fixed, reproducible set of examples; HUB_TEST_FUZZ_EXPLORE=1 draws new ones each run
+# (use it when changing the API: it is how the \s-versus-ECMA pattern bug was found).
+EXPLORE = os.environ.get("HUB_TEST_FUZZ_EXPLORE") == "1"
+EXAMPLES = 300 if EXPLORE else 60
 
 
 @pytest.fixture(scope="session")
@@ -71,14 +76,13 @@ def _operations() -> list[Any]:
 
 
 @pytest.mark.parametrize("operation", _operations(), ids=lambda op: op.label)
-def test_every_operation_conforms(
-    operation: Any, live_url: str, fuzz_db: tuple[str, str]
-) -> None:
+def test_every_operation_conforms(operation: Any, live_url: str, fuzz_db: tuple[str, str]) -> None:
     headers = {"Authorization": f"Bearer {fuzz_db[1]}"}
 
     @given(case=operation.as_strategy())
     @settings(
-        max_examples=40,
+        max_examples=EXAMPLES,
+        derandomize=not EXPLORE,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )

@@ -143,7 +143,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             embedded.write_run_file(data_dir, run)
             _print(
                 f"hub is up at {url} in {time.monotonic() - started:.1f}s "
-                f"(dashboard {url}/dashboard, API docs {url}/schema). Ctrl-C stops it."
+                f"(API docs {url}/schema). Ctrl-C stops it."
             )
             _print(f"HUB_API_KEY={key}")
 

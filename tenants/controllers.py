@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import asyncpg
-from litestar import Controller, Request, delete, get, post
+from litestar import Controller, Request, delete, get, patch, post
 from litestar.datastructures import State
 from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
@@ -27,6 +27,7 @@ from tenants.schemas import (
     Tenant,
     TenantNode,
     TenantPage,
+    UpdateTenant,
 )
 from tenants.scopes import Scope
 from tenants.service import Principal
@@ -64,6 +65,18 @@ class TenantController(Controller):
     )
     async def get_tenant(self, request: AuthedRequest, conn: Conn, code: Code) -> Tenant:
         return service.to_tenant(await service.get_visible(conn, request.user, code))
+
+    @patch(
+        "/tenants/{code:str}",
+        guards=[require(Scope.TENANTS_WRITE)],
+        responses=error_responses(404, 413, 422),
+        summary="Rename a tenant, change its SMS signature, or (as an ancestor) its status",
+    )
+    async def update_tenant(
+        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[UpdateTenant]
+    ) -> Tenant:
+        tenant = await service.get_visible(conn, request.user, code)
+        return service.to_tenant(await service.update_tenant(conn, request.user, tenant, data))
 
     @get(
         "/tenants/{code:str}/children",

@@ -74,6 +74,18 @@ SELECT {_TENANT_COLUMNS}
 FROM inserted t JOIN tenants p ON p.id = t.parent_id
 """
 
+# Change a tenant's name, signature or status (NULL keeps the current value).
+UPDATE_TENANT = f"""
+WITH updated AS (
+    UPDATE tenants SET name = coalesce($2, name), signature = coalesce($3, signature),
+                       status = coalesce($4, status)
+    WHERE id = $1
+    RETURNING *
+)
+SELECT {_TENANT_COLUMNS}
+FROM updated t LEFT JOIN tenants p ON p.id = t.parent_id
+"""
+
 # The hub operator's root tenant; nothing when it exists.
 INSERT_ROOT = """
 INSERT INTO tenants (code, name, level, parent_id, path, depth, signature)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -74,6 +74,13 @@ class CreateChild(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: TenantName
     # Defaults to the name.
     signature: SignatureText | None = None
+
+
+class UpdateTenant(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
+    name: TenantName | None = None
+    signature: SignatureText | None = None
+    # Only an ancestor may suspend or reactivate a tenant; a suspended tenant's keys stop working.
+    status: Literal["active", "suspended"] | None = None
 
 
 class CreateKey(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -9,7 +9,15 @@ from tenants import repository as sql
 from tenants.errors import Conflict, Forbidden, Invalid, NotFound, tenant_not_found
 from tenants.keys import hash_secret, new_token, parse_token, secret_matches
 from tenants.repository import ApiKeyRow, CredentialRow, TenantRow
-from tenants.schemas import ApiKeyInfo, CreateChild, NewApiKey, Tenant, TenantNode, TenantPage
+from tenants.schemas import (
+    ApiKeyInfo,
+    CreateChild,
+    NewApiKey,
+    Tenant,
+    TenantNode,
+    TenantPage,
+    UpdateTenant,
+)
 from tenants.scopes import Scope
 
 ROOT_CODE = "000000"
@@ -132,6 +140,19 @@ async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: Create
     record = await conn.fetchrow(sql.INSERT_CHILD, data.code, data.name, signature, parent.id)
     if record is None:
         raise Conflict(f"tenant code {data.code} is already taken", code_taken=data.code)
+    return _tenant_row(record)
+
+
+async def update_tenant(
+    conn: asyncpg.Connection, who: Principal, tenant: TenantRow, data: UpdateTenant
+) -> TenantRow:
+    """A tenant may rename itself and change its signature; only an ancestor changes its status."""
+    if data.status is not None and tenant.id == who.tenant_id:
+        raise Forbidden("a tenant cannot change its own status; its parent can")
+    record = await conn.fetchrow(
+        sql.UPDATE_TENANT, tenant.id, data.name, data.signature, data.status
+    )
+    assert record is not None
     return _tenant_row(record)
 
 

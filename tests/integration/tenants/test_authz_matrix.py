@@ -33,6 +33,7 @@ class Endpoint:
 
 ENDPOINTS = [
     Endpoint("get", "GET", "/v1/tenants/{code}", Scope.TENANTS_READ, 200),
+    Endpoint("update", "PATCH", "/v1/tenants/{code}", Scope.TENANTS_WRITE, 200, True),
     Endpoint("children", "GET", "/v1/tenants/{code}/children", Scope.TENANTS_READ, 200),
     Endpoint("tree", "GET", "/v1/tenants/{code}/tree", Scope.TENANTS_READ, 200),
     Endpoint("create_child", "POST", "/v1/tenants/{code}/children", Scope.TENANTS_WRITE, 201, True),
@@ -47,6 +48,8 @@ CALLERS = ["no_key", "garbled_key", "revoked_key", "wrong_scope"]
 def _body(endpoint: Endpoint) -> dict[str, object] | None:
     if endpoint.name == "create_child":
         return {"code": f"777{next(_codes):06d}", "name": "测试单位"}
+    if endpoint.name == "update":
+        return {"signature": "组织部测试"}
     if endpoint.name == "create_key":
         return {"scopes": ["tenants:read"], "name": "matrix"}
     return None

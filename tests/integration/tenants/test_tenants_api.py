@@ -296,3 +296,37 @@ async def test_a_name_unfit_for_a_signature_needs_one(
         headers=bearer(key),
     )
     assert ok.status_code == 201
+
+
+async def test_a_tenant_changes_its_signature_and_its_parent_its_status(
+    conn: asyncpg.Connection, client: httpx.AsyncClient
+) -> None:
+    await make_small_tree(conn)
+    county = await make_key(conn, "510104")
+    city = await make_key(conn, "510100")
+
+    renamed = await client.patch(
+        "/v1/tenants/510104", json={"signature": "锦江区委组织部"}, headers=bearer(county)
+    )
+    assert renamed.status_code == 200
+    assert renamed.json()["signature"] == "【锦江区委组织部】"
+    assert renamed.json()["name"] == "锦江区"
+
+    own_status = await client.patch(
+        "/v1/tenants/510104", json={"status": "suspended"}, headers=bearer(county)
+    )
+    assert own_status.status_code == 403
+
+    suspended = await client.patch(
+        "/v1/tenants/510104", json={"status": "suspended"}, headers=bearer(city)
+    )
+    assert suspended.json()["status"] == "suspended"
+    assert (await client.get("/v1/me", headers=bearer(county))).status_code == 401
+
+
+async def test_bad_status_is_422(conn: asyncpg.Connection, client: httpx.AsyncClient) -> None:
+    await make_small_tree(conn)
+    city = await make_key(conn, "510100")
+    resp = await client.patch("/v1/tenants/510104", json={"status": "gone"}, headers=bearer(city))
+    assert resp.status_code == 422
+    assert resp.json()["fields"][0]["key"] == "status"

@@ -22,6 +22,7 @@ from hub import queue
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
+from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
 from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
@@ -88,7 +89,13 @@ def create_app(
     logging.getLogger("hub").setLevel(settings.log_level.upper())
     metrics = PrometheusConfig(app_name="hub", prefix="hub", group_path=True, exclude=["^/metrics"])
     app = Litestar(
-        route_handlers=[HealthController, MetricsController, TenantController, docs],
+        route_handlers=[
+            HealthController,
+            MetricsController,
+            TenantController,
+            QuotaController,
+            docs,
+        ],
         dependencies={"conn": Provide(provide_connection)},
         middleware=[
             metrics.middleware,

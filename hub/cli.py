@@ -1,4 +1,4 @@
-"""The `hub` command: up, serve, worker, migrate, tenants import, keys create."""
+"""The `hub` command: up, serve, worker, migrate, tenants import, keys create, quota, audit."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
+from datetime import date
 from pathlib import Path
 from typing import TypeVar
 
@@ -20,16 +21,21 @@ import uvicorn
 from hub import embedded
 from hub.app import create_app
 from hub.db import migrate
+from hub.errors import ApiError
+from hub.quota import service as quota
+from hub.quota.schemas import parse_period, period_text
 from hub.settings import Settings, SettingsError, load_settings
 from hub.worker import build_worker
 from tenants import divisions
 from tenants import service as tenant_service
 from tenants.keys import parse_token
+from tenants.repository import TenantRow
 from tenants.scopes import ALL_SCOPES, parse_scopes
 
 log = logging.getLogger("hub.cli")
 DEMO_PROVINCE = "51"
 DEMO_KEY_FILE = "demo-key"
+CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
 T = TypeVar("T")
 
 
@@ -220,6 +226,16 @@ def cmd_tenants_import(settings: Settings, args: argparse.Namespace) -> int:
     return _run_on_db(settings, args, work)
 
 
+async def _cli_tenant(conn: asyncpg.Connection, code: str) -> TenantRow | None:
+    """A tenant named on the command line (the root exists even before any import)."""
+    tenant = await tenant_service.get_by_code(conn, code)
+    if tenant is None and code == tenant_service.ROOT_CODE:
+        tenant = await tenant_service.ensure_root(conn)
+    if tenant is None:
+        _print(f"error: no tenant with code {code} (import the tree first)")
+    return tenant
+
+
 def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
     try:
         scopes = parse_scopes(args.scope)
@@ -228,11 +244,8 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def work(conn: asyncpg.Connection) -> int:
-        tenant = await tenant_service.get_by_code(conn, args.tenant)
-        if tenant is None and args.tenant == tenant_service.ROOT_CODE:
-            tenant = await tenant_service.ensure_root(conn)
+        tenant = await _cli_tenant(conn, args.tenant)
         if tenant is None:
-            _print(f"error: no tenant with code {args.tenant} (import the tree first)")
             return 1
         new = await tenant_service.create_key(conn, tenant, scopes, args.name)
         _print(
@@ -240,6 +253,63 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         )
         _print(f"HUB_API_KEY={new.key}")
         return 0
+
+    return _run_on_db(settings, args, work)
+
+
+def _month(text: str) -> date:
+    period = parse_period(text)
+    if period is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a month (YYYY-MM)")
+    return period
+
+
+def cmd_quota_set(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        tenant = await _cli_tenant(conn, args.tenant)
+        if tenant is None:
+            return 1
+        try:
+            account = await quota.set_limit(
+                conn, tenant, args.period, CLI_ACTOR, limit=args.limit, policy=args.policy
+            )
+        except ApiError as exc:
+            _print(f"error: {exc.detail}")
+            return 1
+        _print(
+            f"{tenant.code} {tenant.name} {period_text(args.period)}: limit "
+            f"{account.limit_segments}, policy {account.policy}, used {account.used}, "
+            f"reserved {account.reserved}, allocated {account.allocated}"
+        )
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+def cmd_quota_default(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        tenant = await _cli_tenant(conn, args.tenant)
+        if tenant is None:
+            return 1
+        limit = None if args.limit == "none" else int(args.limit)
+        saved = await quota.set_defaults(conn, tenant, limit, args.policy, CLI_ACTOR)
+        _print(
+            f"{tenant.code} opens each month with limit {saved.monthly_limit}, "
+            f"policy {saved.policy}"
+        )
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+def cmd_audit_quota(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        checked, problems = await quota.audit(conn, args.period)
+        for problem in problems:
+            _print(f"MISMATCH {problem}")
+        verdict = "clean" if not problems else f"{len(problems)} problem(s)"
+        _print(f"audited {checked} accounts for {period_text(args.period)}: {verdict}")
+        return 1 if problems else 0
 
     return _run_on_db(settings, args, work)
 
@@ -284,6 +354,31 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="all 31 provinces")
     data_dir_arg(imp)
     imp.set_defaults(run=cmd_tenants_import)
+
+    quota_cmd = sub.add_parser("quota", help="monthly quotas (operator)").add_subparsers(
+        dest="quota_command", required=True
+    )
+    qset = quota_cmd.add_parser("set", help="set any tenant's limit/policy for a month")
+    qset.add_argument("--tenant", required=True)
+    qset.add_argument("--period", required=True, type=_month, help="YYYY-MM (Asia/Shanghai)")
+    qset.add_argument("--limit", type=int, help="segments")
+    qset.add_argument("--policy", choices=["strict", "pooled"])
+    data_dir_arg(qset)
+    qset.set_defaults(run=cmd_quota_set)
+    qdef = quota_cmd.add_parser("default", help="what a tenant's account opens with each month")
+    qdef.add_argument("--tenant", required=True)
+    qdef.add_argument("--limit", required=True, help="segments, or `none`")
+    qdef.add_argument("--policy", choices=["strict", "pooled"], default="strict")
+    data_dir_arg(qdef)
+    qdef.set_defaults(run=cmd_quota_default)
+
+    audit = sub.add_parser("audit", help="check ledgers").add_subparsers(
+        dest="audit_command", required=True
+    )
+    aq = audit.add_parser("quota", help="rebuild a month's quota balances from the entry log")
+    aq.add_argument("--period", required=True, type=_month)
+    data_dir_arg(aq)
+    aq.set_defaults(run=cmd_audit_quota)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(
         dest="keys_command", required=True

@@ -46,10 +46,16 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     debug: bool = False
 
 
+class QuotaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # A reservation not posted or voided within this many seconds expires (the sweeper voids it).
+    reservation_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 24 * 3600.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     db: DbSettings = DbSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
+    quota: QuotaSettings = QuotaSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"
     log_level: str = "INFO"

@@ -17,6 +17,7 @@ from arq.worker import Worker
 from hub import queue
 from hub.db import PoolDatabase, create_pool
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
+from hub.quota.jobs import expire_reservations
 from hub.settings import Settings
 
 # Tuned for a queue of batch jobs (one per few hundred messages): short polls keep latency low
@@ -43,14 +44,19 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             await ctx["db"].close()
 
     return Worker(
-        functions=[func(heartbeat, name="hub.heartbeat")],
+        functions=[
+            func(heartbeat, name="hub.heartbeat"),
+            func(expire_reservations, name="hub.quota.expire"),
+        ],
         cron_jobs=[
             cron(
                 heartbeat,
                 name="hub.heartbeat.cron",
                 second=set(range(0, 60, HEARTBEAT_SECONDS)),
                 unique=False,
-            )
+            ),
+            # Every minute; one worker at a time (SKIP LOCKED would make two harmless anyway).
+            cron(expire_reservations, name="hub.quota.expire.cron", second={5}, unique=True),
         ],
         redis_settings=queue.redis_settings(redis_dsn),
         on_startup=startup,

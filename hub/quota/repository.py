@@ -1,0 +1,291 @@
+"""SQL for the quota ledger, each query beside the row Struct it returns.
+
+Lock order everywhere: accounts by (depth, id), root first; a settlement locks its reservations
+(by id) before their accounts. Nothing takes them the other way round, so nothing deadlocks.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import msgspec
+
+
+class AccountRow(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    period: date
+    depth: int
+    policy: str
+    limit_segments: int
+    used: int
+    reserved: int
+    allocated: int
+
+
+_ACCOUNT = (
+    "a.id, a.tenant_id, a.period, a.depth, a.policy::text AS policy, a.limit_segments, "
+    "a.used, a.reserved, a.allocated"
+)
+
+
+class ChainLink(msgspec.Struct, frozen=True):
+    tenant_id: int
+    code: str
+    depth: int
+    account_id: int | None
+    policy: str | None
+
+
+# The tenants from the root down to one tenant ($1: the path of every level), each with its
+# account for the month $2 when one is open.
+CHAIN = """
+SELECT t.id AS tenant_id, t.code, t.depth, a.id AS account_id, a.policy::text AS policy
+FROM tenants t LEFT JOIN quota_accounts a ON a.tenant_id = t.id AND a.period = $2
+WHERE t.path = ANY($1::text[])
+ORDER BY t.depth
+"""
+
+# One account, locked.
+LOCK_ACCOUNT = f"""
+SELECT {_ACCOUNT} FROM quota_accounts a WHERE a.tenant_id = $1 AND a.period = $2 FOR UPDATE
+"""
+
+# Several accounts, locked root first.
+LOCK_ACCOUNTS = f"""
+SELECT {_ACCOUNT} FROM quota_accounts a WHERE a.id = ANY($1::bigint[])
+ORDER BY a.depth, a.id FOR UPDATE
+"""
+
+# One account, unlocked.
+ACCOUNT = f"SELECT {_ACCOUNT} FROM quota_accounts a WHERE a.tenant_id = $1 AND a.period = $2"
+
+# Open an account; nothing when a concurrent transaction opened it first.
+OPEN_ACCOUNT = f"""
+WITH opened AS (
+    INSERT INTO quota_accounts AS a (tenant_id, period, depth, policy, limit_segments)
+    VALUES ($1, $2, $3, $4::quota_policy, $5)
+    ON CONFLICT (tenant_id, period) DO NOTHING
+    RETURNING *
+)
+SELECT {_ACCOUNT} FROM opened a
+"""
+
+# New balances and policy for one account.
+UPDATE_ACCOUNT = """
+UPDATE quota_accounts SET limit_segments = $2, used = $3, reserved = $4, allocated = $5,
+                          policy = $6::quota_policy
+WHERE id = $1
+"""
+
+# Append entries (one per row of the arrays).
+INSERT_ENTRIES = """
+INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after, used_before,
+    used_after, reserved_before, reserved_after, allocated_before, allocated_after,
+    reservation_id, cause, actor)
+SELECT * FROM UNNEST($1::bigint[], $2::quota_entry_kind[], $3::bigint[], $4::bigint[],
+    $5::bigint[], $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[], $10::bigint[],
+    $11::bigint[], $12::bigint[], $13::text[], $14::text[])
+"""
+
+# Record 80 % / 100 % of the limit reached (once per account and threshold).
+RECORD_THRESHOLDS = """
+INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
+SELECT a.id, t.threshold, a.used, a.reserved, a.limit_segments
+FROM quota_accounts a CROSS JOIN (VALUES (80), (100)) AS t(threshold)
+WHERE a.id = ANY($1::bigint[]) AND a.limit_segments > 0
+  AND (a.used + a.reserved) * 100 >= t.threshold * a.limit_segments
+ON CONFLICT DO NOTHING
+"""
+
+# Record a reservation on accounts already locked and checked: insert it, charge every account,
+# log an entry for each with its balances before and after, and note thresholds crossed.
+# The check runs before, on rows locked by LOCK_ACCOUNTS. A version that checked inside this
+# statement (a FOR UPDATE CTE feeding the INSERT) overspent under 50 concurrent clients: the
+# database's CHECK constraint caught it, and tests/concurrency reproduces the load.
+RESERVE = """
+WITH reservation AS (
+    INSERT INTO quota_reservations (tenant_id, period, accounts, amount, cause, actor, expires_at)
+    VALUES ($3, $4, $1, $2, $5, $6, now() + make_interval(secs => $7))
+    RETURNING id, expires_at
+), charged AS (
+    UPDATE quota_accounts a SET reserved = a.reserved + $2
+    FROM reservation r
+    WHERE a.id = ANY($1::bigint[])
+    RETURNING a.id, a.limit_segments, a.used, a.reserved, a.allocated, r.id AS reservation_id
+), logged AS (
+    INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after, used_before,
+        used_after, reserved_before, reserved_after, allocated_before, allocated_after,
+        reservation_id, cause, actor)
+    SELECT c.id, 'reserve', $2, c.limit_segments, c.limit_segments, c.used, c.used,
+           c.reserved - $2, c.reserved, c.allocated, c.allocated, c.reservation_id, $5, $6
+    FROM charged c
+), crossed AS (
+    INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
+    SELECT c.id, t.threshold, c.used, c.reserved, c.limit_segments
+    FROM charged c CROSS JOIN (VALUES (80), (100)) AS t(threshold)
+    WHERE c.limit_segments > 0 AND (c.used + c.reserved) * 100 >= t.threshold * c.limit_segments
+    ON CONFLICT DO NOTHING
+)
+SELECT id, expires_at FROM reservation
+"""
+
+
+class ReservationRow(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    period: date
+    accounts: list[int]
+    amount: int
+    posted: int | None
+    status: str
+    cause: str
+    expires_at: datetime
+
+
+_RESERVATION = (
+    "r.id, r.tenant_id, r.period, r.accounts, r.amount, r.posted, r.status::text "
+    "AS status, r.cause, r.expires_at"
+)
+
+# Pending reservations among $1, locked (settled ones are skipped: settling happens once).
+LOCK_PENDING = f"""
+SELECT {_RESERVATION} FROM quota_reservations r
+WHERE r.id = ANY($1::bigint[]) AND r.status = 'pending'
+ORDER BY r.id FOR UPDATE
+"""
+
+# Expired pending reservations, oldest first, skipping those another sweeper holds.
+LOCK_EXPIRED = f"""
+SELECT {_RESERVATION} FROM quota_reservations r
+WHERE r.status = 'pending' AND r.expires_at <= now()
+ORDER BY r.expires_at
+LIMIT $1
+FOR UPDATE SKIP LOCKED
+"""
+
+# Mark reservations settled.
+SETTLE = """
+UPDATE quota_reservations r
+SET status = s.status::reservation_status, posted = s.posted, settled_at = now()
+FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS s(id, status, posted)
+WHERE r.id = s.id
+"""
+
+# New balances for several accounts.
+UPDATE_BALANCES = """
+UPDATE quota_accounts a SET used = b.used, reserved = b.reserved
+FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS b(id, used, reserved)
+WHERE a.id = b.id
+"""
+
+# What a tenant's account opens with.
+DEFAULTS = "SELECT monthly_limit, policy::text AS policy FROM quota_defaults WHERE tenant_id = $1"
+
+# Set what a tenant's account opens with.
+SET_DEFAULTS = """
+INSERT INTO quota_defaults (tenant_id, monthly_limit, policy, updated_by)
+VALUES ($1, $2, $3::quota_policy, $4)
+ON CONFLICT (tenant_id) DO UPDATE
+SET monthly_limit = EXCLUDED.monthly_limit, policy = EXCLUDED.policy, updated_at = now(),
+    updated_by = EXCLUDED.updated_by
+"""
+
+
+class ChildSummary(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    policy: str | None
+    limit_segments: int | None
+    used: int | None
+    reserved: int | None
+
+
+# A tenant's children with their accounts for the month (NULLs where none is open).
+CHILDREN = """
+SELECT t.code, t.name, a.policy::text AS policy, a.limit_segments, a.used, a.reserved
+FROM tenants t LEFT JOIN quota_accounts a ON a.tenant_id = t.id AND a.period = $2
+WHERE t.parent_id = $1
+ORDER BY t.code
+"""
+
+# What the subtree whose path is $1 really has reserved and used in the month $2.
+SUBTREE_USAGE = """
+SELECT coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved,
+       coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used
+FROM quota_reservations r JOIN tenants t ON t.id = r.tenant_id
+WHERE r.period = $2 AND t.path >= $1 AND t.path < $1 || '~'
+"""
+
+
+class EntryRow(msgspec.Struct, frozen=True):
+    id: int
+    account_id: int
+    kind: str
+    amount: int
+    limit_before: int
+    limit_after: int
+    used_before: int
+    used_after: int
+    reserved_before: int
+    reserved_after: int
+    allocated_before: int
+    allocated_after: int
+    reservation_id: int | None
+    cause: str
+    actor: str
+    created_at: datetime
+
+
+_ENTRY = (
+    "e.id, e.account_id, e.kind::text AS kind, e.amount, e.limit_before, e.limit_after, "
+    "e.used_before, e.used_after, e.reserved_before, e.reserved_after, e.allocated_before, "
+    "e.allocated_after, e.reservation_id, e.cause, e.actor, e.created_at"
+)
+
+# A page of one account's entries, oldest first, after the cursor $2.
+ENTRIES_PAGE = f"""
+SELECT {_ENTRY} FROM quota_entries e WHERE e.account_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3
+"""
+
+# --- audit -------------------------------------------------------------------------------
+
+# Every account of the month.
+PERIOD_ACCOUNTS = f"""
+SELECT {_ACCOUNT}, t.code, t.path, p.id AS parent_tenant_id
+FROM quota_accounts a JOIN tenants t ON t.id = a.tenant_id
+LEFT JOIN tenants p ON p.id = t.parent_id
+WHERE a.period = $1
+ORDER BY a.depth, a.id
+"""
+
+# Every entry of the month's accounts, in order, with the reservation's amount where it has one.
+PERIOD_ENTRIES = f"""
+SELECT {_ENTRY}, r.amount AS reservation_amount
+FROM quota_entries e JOIN quota_accounts a ON a.id = e.account_id
+LEFT JOIN quota_reservations r ON r.id = e.reservation_id
+WHERE a.period = $1
+ORDER BY e.account_id, e.id
+"""
+
+# Per account: what its reservations say it should hold.
+RESERVATION_TOTALS = """
+SELECT acc.id AS account_id,
+       coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved,
+       coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used
+FROM quota_reservations r CROSS JOIN LATERAL unnest(r.accounts) AS acc(id)
+WHERE r.period = $1
+GROUP BY acc.id
+"""
+
+# Per tenant with an account: the real usage of its whole subtree.
+SUBTREE_TOTALS = """
+SELECT a.id AS account_id, t.code, a.limit_segments,
+       coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)
+       + coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0) AS total
+FROM quota_accounts a JOIN tenants t ON t.id = a.tenant_id
+LEFT JOIN tenants d ON d.path >= t.path AND d.path < t.path || '~'
+LEFT JOIN quota_reservations r ON r.tenant_id = d.id AND r.period = a.period
+WHERE a.period = $1
+GROUP BY a.id, t.code, a.limit_segments
+"""

@@ -1,0 +1,586 @@
+"""The quota ledger: accounts per (tenant, month), reservations, limits, audit.
+
+Who is charged for a reservation by tenant T: T's own account, and every *pooled* ancestor's.
+A strict ancestor is not charged, because its children's limits are carved out of its own: it
+keeps `allocated` (the sum of its children's limits) free, so its subtree can never use more than
+its limit. A pooled ancestor lets its children be oversubscribed, so it must see their real use.
+By induction every tenant's whole subtree stays within its limit, and when every level is strict
+(the default) a reservation locks one row — the root is no longer every send's hottest lock.
+
+A policy is fixed when an account opens, except that pooled may tighten to strict later (that
+only ever over-counts). Loosening mid-month could miss what was reserved before the change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import UTC, date, datetime
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from hub.errors import ApiError, Conflict, Invalid
+from hub.quota import repository as sql
+from hub.quota.repository import AccountRow, ChainLink, ReservationRow
+from hub.quota.schemas import (
+    ChildQuota,
+    Defaults,
+    Entry,
+    EntryPage,
+    Quota,
+    Reservation,
+    SubtreeUsage,
+    period_of,
+    period_text,
+)
+from tenants.repository import TenantRow
+
+
+class QuotaExhausted(ApiError):
+    status_code = 429
+    code = "quota_exhausted"
+
+
+def current_period(now: datetime | None = None) -> date:
+    return period_of(now or datetime.now(UTC))
+
+
+def _path_prefixes(path: str) -> list[str]:
+    """'000000/510000/510100/' → ['000000/', '000000/510000/', '000000/510000/510100/']."""
+    codes = path.rstrip("/").split("/")
+    return ["/".join(codes[: i + 1]) + "/" for i in range(len(codes))]
+
+
+def _convert(record: asyncpg.Record | None, kind: type[Any]) -> Any:
+    return None if record is None else msgspec.convert(dict(record.items()), kind)
+
+
+class _Ledger:
+    """Entries and balance writes collected during one operation, written in two statements."""
+
+    def __init__(self, cause: str, actor: str) -> None:
+        self.cause, self.actor = cause, actor
+        self.rows: list[tuple[Any, ...]] = []
+
+    def entry(
+        self,
+        kind: str,
+        amount: int,
+        before: AccountRow,
+        after: AccountRow,
+        reservation_id: int | None = None,
+    ) -> None:
+        self.rows.append(
+            (
+                before.id,
+                kind,
+                amount,
+                before.limit_segments,
+                after.limit_segments,
+                before.used,
+                after.used,
+                before.reserved,
+                after.reserved,
+                before.allocated,
+                after.allocated,
+                reservation_id,
+                self.cause,
+                self.actor,
+            )
+        )
+
+    async def write(self, conn: asyncpg.Connection) -> None:
+        if self.rows:
+            await conn.execute(sql.INSERT_ENTRIES, *map(list, zip(*self.rows, strict=True)))
+
+
+async def _save(conn: asyncpg.Connection, account: AccountRow) -> None:
+    await conn.execute(
+        sql.UPDATE_ACCOUNT,
+        account.id,
+        account.limit_segments,
+        account.used,
+        account.reserved,
+        account.allocated,
+        account.policy,
+    )
+
+
+# --- opening accounts --------------------------------------------------------------------
+
+
+async def _chain(conn: asyncpg.Connection, tenant: TenantRow, period: date) -> list[ChainLink]:
+    records = await conn.fetch(sql.CHAIN, _path_prefixes(tenant.path), period)
+    return [msgspec.convert(dict(r.items()), ChainLink) for r in records]
+
+
+async def _open(
+    conn: asyncpg.Connection,
+    link: ChainLink,
+    parent: ChainLink | None,
+    period: date,
+    actor: str,
+) -> AccountRow:
+    """Open `link`'s account with its default limit: under a strict parent, as much as fits."""
+    defaults = await conn.fetchrow(sql.DEFAULTS, link.tenant_id)
+    wanted = int(defaults["monthly_limit"] or 0) if defaults else 0
+    policy = str(defaults["policy"]) if defaults else "strict"
+    ledger = _Ledger(cause=f"open:{period_text(period)}", actor=actor)
+    parent_account: AccountRow | None = None
+    grant = wanted
+    if parent is not None:
+        parent_account = _convert(
+            await conn.fetchrow(sql.LOCK_ACCOUNT, parent.tenant_id, period), AccountRow
+        )
+        assert parent_account is not None, "accounts open root first"
+        if parent_account.policy == "strict":
+            room = parent_account.limit_segments - parent_account.used
+            room -= parent_account.reserved + parent_account.allocated
+            grant = max(0, min(wanted, room))
+    opened: AccountRow | None = _convert(
+        await conn.fetchrow(sql.OPEN_ACCOUNT, link.tenant_id, period, link.depth, policy, grant),
+        AccountRow,
+    )
+    if opened is None:  # a concurrent transaction opened it (and allocated for it) first
+        existing: AccountRow = _convert(
+            await conn.fetchrow(sql.ACCOUNT, link.tenant_id, period), AccountRow
+        )
+        return existing
+    empty = msgspec.structs.replace(opened, limit_segments=0)
+    ledger.entry("open", grant, empty, opened)
+    if parent_account is not None and grant:
+        after = msgspec.structs.replace(parent_account, allocated=parent_account.allocated + grant)
+        await _save(conn, after)
+        ledger.entry("allocate", grant, parent_account, after)
+    await ledger.write(conn)
+    return opened
+
+
+async def _opened_chain(
+    conn: asyncpg.Connection, tenant: TenantRow, period: date, actor: str
+) -> tuple[list[ChainLink], bool]:
+    """The chain root first with every level's account open (opening missing ones, root first),
+    and whether the tenant's own account was opened just now."""
+    links = await _chain(conn, tenant, period)
+    own_was_open = links[-1].account_id is not None
+    if own_was_open and all(link.account_id is not None for link in links):
+        return links, False
+    for i, link in enumerate(links):
+        if link.account_id is None:
+            account = await _open(conn, link, links[i - 1] if i else None, period, actor)
+            links[i] = msgspec.structs.replace(link, account_id=account.id, policy=account.policy)
+    return links, not own_was_open
+
+
+# --- reservations ------------------------------------------------------------------------
+
+
+async def reserve(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    amount: int,
+    cause: str,
+    actor: str,
+    *,
+    ttl_seconds: float,
+    period: date | None = None,
+) -> Reservation:
+    """Reserve `amount` segments for `tenant` or raise QuotaExhausted naming the level short."""
+    if amount <= 0:
+        raise ValueError("a reservation is for at least one segment")
+    period = period or current_period()
+    links, _ = await _opened_chain(conn, tenant, period, actor)
+    charged = [link.account_id for link in links[:-1] if link.policy == "pooled"]
+    charged.append(links[-1].account_id)
+    locked = [_convert(r, AccountRow) for r in await conn.fetch(sql.LOCK_ACCOUNTS, charged)]
+    short = next((a for a in locked if _available(a) < amount), None)
+    if short is not None:
+        code = next(link.code for link in links if link.tenant_id == short.tenant_id)
+        raise QuotaExhausted(
+            f"quota exhausted at {code} for {period_text(period)}",
+            tenant=code,
+            period=period_text(period),
+            limit=short.limit_segments,
+            used=short.used,
+            reserved=short.reserved,
+            allocated=short.allocated,
+            policy=short.policy,
+            requested=amount,
+        )
+    row = await conn.fetchrow(
+        sql.RESERVE, charged, amount, tenant.id, period, cause, actor, float(ttl_seconds)
+    )
+    assert row is not None
+    return Reservation(
+        id=row["id"],
+        tenant_id=tenant.id,
+        period=period,
+        amount=amount,
+        accounts=[a.id for a in locked],
+        expires_at=row["expires_at"],
+    )
+
+
+async def _settle(
+    conn: asyncpg.Connection,
+    reservations: list[ReservationRow],
+    outcome: str,
+    actor: str,
+    posted: dict[int, int] | None = None,
+) -> list[int]:
+    """Post, void or expire pending reservations (already locked); returns their ids."""
+    if not reservations:
+        return []
+    account_ids = sorted({a for r in reservations for a in r.accounts})
+    accounts: dict[int, AccountRow] = {
+        row.id: row
+        for row in (
+            _convert(r, AccountRow) for r in await conn.fetch(sql.LOCK_ACCOUNTS, account_ids)
+        )
+    }
+    ledger = _Ledger(cause="", actor=actor)
+    statuses: list[str] = []
+    amounts: list[int | None] = []
+    for reservation in reservations:
+        used = (posted or {}).get(reservation.id, reservation.amount) if outcome == "post" else 0
+        if not 0 <= used <= reservation.amount:
+            raise Invalid(f"cannot post {used} of a reservation of {reservation.amount}")
+        ledger.cause = reservation.cause
+        for account_id in reservation.accounts:
+            before = accounts[account_id]
+            after = msgspec.structs.replace(
+                before, used=before.used + used, reserved=before.reserved - reservation.amount
+            )
+            accounts[account_id] = after
+            amount = used if outcome == "post" else reservation.amount
+            ledger.entry(outcome, amount, before, after, reservation.id)
+        statuses.append({"post": "posted", "void": "voided", "expire": "expired"}[outcome])
+        amounts.append(used if outcome == "post" else None)
+    changed = [accounts[a] for a in account_ids]
+    await conn.execute(
+        sql.UPDATE_BALANCES,
+        [a.id for a in changed],
+        [a.used for a in changed],
+        [a.reserved for a in changed],
+    )
+    await ledger.write(conn)
+    ids = [r.id for r in reservations]
+    await conn.execute(sql.SETTLE, ids, statuses, amounts)
+    return ids
+
+
+async def _lock_pending(conn: asyncpg.Connection, ids: Iterable[int]) -> list[ReservationRow]:
+    records = await conn.fetch(sql.LOCK_PENDING, list(ids))
+    return [_convert(r, ReservationRow) for r in records]
+
+
+async def post(conn: asyncpg.Connection, reservation_id: int, actual: int, actor: str) -> bool:
+    """Use `actual` (≤ reserved) of a reservation and release the rest. False if already settled."""
+    pending = await _lock_pending(conn, [reservation_id])
+    return bool(await _settle(conn, pending, "post", actor, {reservation_id: actual}))
+
+
+async def post_many(conn: asyncpg.Connection, actual: dict[int, int], actor: str) -> list[int]:
+    """Post several reservations at once (a delivery batch); returns those that were pending."""
+    pending = await _lock_pending(conn, actual)
+    return await _settle(conn, pending, "post", actor, actual)
+
+
+async def void(conn: asyncpg.Connection, reservation_id: int, actor: str) -> bool:
+    """Release a whole reservation. False if it was already settled."""
+    pending = await _lock_pending(conn, [reservation_id])
+    return bool(await _settle(conn, pending, "void", actor))
+
+
+async def expire_due(conn: asyncpg.Connection, batch: int = 500) -> int:
+    """Expire up to `batch` reservations past their timeout; returns how many."""
+    records = await conn.fetch(sql.LOCK_EXPIRED, batch)
+    due = [_convert(r, ReservationRow) for r in records]
+    return len(await _settle(conn, due, "expire", "system:expiry"))
+
+
+# --- limits and defaults -----------------------------------------------------------------
+
+
+def _available(account: AccountRow) -> int:
+    held = account.used + account.reserved
+    if account.policy == "strict":
+        held += account.allocated
+    return max(0, account.limit_segments - held)
+
+
+async def set_limit(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    period: date,
+    actor: str,
+    *,
+    limit: int | None = None,
+    policy: str | None = None,
+) -> AccountRow:
+    """Set a tenant's limit and/or policy for a month, opening the account if needed."""
+    links, just_opened = await _opened_chain(conn, tenant, period, actor)
+    parent = links[-2] if len(links) > 1 else None
+    parent_before: AccountRow | None = None
+    if parent is not None:
+        parent_before = _convert(
+            await conn.fetchrow(sql.LOCK_ACCOUNT, parent.tenant_id, period), AccountRow
+        )
+    before: AccountRow = _convert(
+        await conn.fetchrow(sql.LOCK_ACCOUNT, tenant.id, period), AccountRow
+    )
+    new_limit = before.limit_segments if limit is None else limit
+    new_policy = policy or before.policy
+    if not just_opened and before.policy == "strict" and new_policy == "pooled":
+        raise Conflict(
+            "an open account's policy can only tighten (pooled → strict); set `pooled` for a "
+            "month that has not opened yet, or as the default policy",
+            tenant=tenant.code,
+            period=period_text(period),
+        )
+    held = before.used + before.reserved + (before.allocated if new_policy == "strict" else 0)
+    if new_limit < held:
+        raise Conflict(
+            f"limit {new_limit} is below what {tenant.code} already holds ({held})",
+            tenant=tenant.code,
+            period=period_text(period),
+            limit=new_limit,
+            used=before.used,
+            reserved=before.reserved,
+            allocated=before.allocated if new_policy == "strict" else 0,
+        )
+    delta = new_limit - before.limit_segments
+    if parent_before is not None and parent_before.policy == "strict" and delta > 0:
+        room = _available(parent_before)
+        if delta > room:
+            assert parent is not None
+            raise Conflict(
+                f"{parent.code} is strict and has {room} segments left to grant; "
+                f"raising {tenant.code} by {delta} does not fit",
+                tenant=parent.code,
+                period=period_text(period),
+                limit=parent_before.limit_segments,
+                allocated=parent_before.allocated,
+                used=parent_before.used,
+                reserved=parent_before.reserved,
+                requested=delta,
+            )
+    ledger = _Ledger(cause=f"limit:{tenant.code}:{period_text(period)}", actor=actor)
+    after = msgspec.structs.replace(before, limit_segments=new_limit, policy=new_policy)
+    if after != before:
+        await _save(conn, after)
+        if delta:
+            ledger.entry("limit", delta, before, after)
+        if new_policy != before.policy:
+            ledger.entry(
+                "policy", 0, msgspec.structs.replace(before, limit_segments=new_limit), after
+            )
+    if parent_before is not None and delta:
+        parent_after = msgspec.structs.replace(
+            parent_before, allocated=parent_before.allocated + delta
+        )
+        await _save(conn, parent_after)
+        ledger.entry("allocate", delta, parent_before, parent_after)
+    await ledger.write(conn)
+    await conn.execute(sql.RECORD_THRESHOLDS, [after.id])
+    return after
+
+
+async def set_defaults(
+    conn: asyncpg.Connection, tenant: TenantRow, monthly_limit: int | None, policy: str, actor: str
+) -> Defaults:
+    await conn.execute(sql.SET_DEFAULTS, tenant.id, monthly_limit, policy, actor)
+    return Defaults(tenant=tenant.code, monthly_limit=monthly_limit, policy=policy)
+
+
+async def get_defaults(conn: asyncpg.Connection, tenant: TenantRow) -> Defaults:
+    row = await conn.fetchrow(sql.DEFAULTS, tenant.id)
+    if row is None:
+        return Defaults(tenant=tenant.code, monthly_limit=None, policy="strict")
+    return Defaults(tenant=tenant.code, monthly_limit=row["monthly_limit"], policy=row["policy"])
+
+
+# --- reads -------------------------------------------------------------------------------
+
+
+def _child(record: asyncpg.Record) -> ChildQuota:
+    row: sql.ChildSummary = _convert(record, sql.ChildSummary)
+    limit, used, reserved = row.limit_segments or 0, row.used or 0, row.reserved or 0
+    return ChildQuota(
+        code=row.code,
+        name=row.name,
+        opened=row.policy is not None,
+        policy=row.policy,
+        limit=limit,
+        used=used,
+        reserved=reserved,
+        available=max(0, limit - used - reserved),
+    )
+
+
+async def get_quota(conn: asyncpg.Connection, tenant: TenantRow, period: date) -> Quota:
+    """The account (or what it would open with), the subtree's real use, and each child."""
+    account: AccountRow | None = _convert(
+        await conn.fetchrow(sql.ACCOUNT, tenant.id, period), AccountRow
+    )
+    if account is None:
+        defaults = await get_defaults(conn, tenant)
+        account = AccountRow(
+            id=0,
+            tenant_id=tenant.id,
+            period=period,
+            depth=tenant.depth,
+            policy=defaults.policy,
+            limit_segments=defaults.monthly_limit or 0,
+            used=0,
+            reserved=0,
+            allocated=0,
+        )
+        opened = False
+    else:
+        opened = True
+    usage = await conn.fetchrow(sql.SUBTREE_USAGE, tenant.path, period)
+    assert usage is not None
+    children = [_child(r) for r in await conn.fetch(sql.CHILDREN, tenant.id, period)]
+    return Quota(
+        tenant=tenant.code,
+        period=period_text(period),
+        opened=opened,
+        policy=account.policy,
+        limit=account.limit_segments,
+        used=account.used,
+        reserved=account.reserved,
+        allocated=account.allocated,
+        available=_available(account),
+        subtree=SubtreeUsage(used=usage["used"], reserved=usage["reserved"]),
+        children=children,
+    )
+
+
+async def entries_page(
+    conn: asyncpg.Connection, tenant: TenantRow, period: date, after: int, limit: int
+) -> EntryPage:
+    account = await conn.fetchrow(sql.ACCOUNT, tenant.id, period)
+    if account is None:
+        return EntryPage(items=[], next_after=None)
+    records = await conn.fetch(sql.ENTRIES_PAGE, account["id"], after, limit + 1)
+    rows = [_convert(r, Entry) for r in records[:limit]]
+    more = len(records) > limit
+    return EntryPage(items=rows, next_after=rows[-1].id if more and rows else None)
+
+
+# --- audit -------------------------------------------------------------------------------
+
+
+class _AuditEntry(msgspec.Struct, frozen=True):
+    id: int
+    account_id: int
+    kind: str
+    amount: int
+    limit_before: int
+    limit_after: int
+    used_before: int
+    used_after: int
+    reserved_before: int
+    reserved_after: int
+    allocated_before: int
+    allocated_after: int
+    reservation_amount: int | None
+
+
+# kind → the (limit, used, reserved, allocated) change an entry of that kind makes
+_DELTAS: dict[str, Callable[[_AuditEntry], tuple[int, int, int, int]]] = {
+    "open": lambda e: (e.amount, 0, 0, 0),
+    "limit": lambda e: (e.amount, 0, 0, 0),
+    "allocate": lambda e: (0, 0, 0, e.amount),
+    "policy": lambda e: (0, 0, 0, 0),
+    "reserve": lambda e: (0, 0, e.amount, 0),
+    "post": lambda e: (0, e.amount, -(e.reservation_amount or 0), 0),
+    "void": lambda e: (0, 0, -e.amount, 0),
+    "expire": lambda e: (0, 0, -e.amount, 0),
+}
+
+
+class _AuditAccount(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    code: str
+    policy: str
+    limit_segments: int
+    used: int
+    reserved: int
+    allocated: int
+    parent_tenant_id: int | None
+
+
+def _replay(account: _AuditAccount, entries: list[_AuditEntry]) -> list[str]:
+    """Rebuild an account's balances from its entries; every step must chain and add up."""
+    problems = []
+    state = (0, 0, 0, 0)
+    for e in entries:
+        before = (e.limit_before, e.used_before, e.reserved_before, e.allocated_before)
+        after = (e.limit_after, e.used_after, e.reserved_after, e.allocated_after)
+        if before != state:
+            problems.append(f"{account.code}: entry {e.id} starts at {before}, ledger at {state}")
+        delta = _DELTAS[e.kind](e)
+        if tuple(b + d for b, d in zip(before, delta, strict=True)) != after:
+            problems.append(f"{account.code}: entry {e.id} ({e.kind} {e.amount}) does not add up")
+        state = after
+    stored = (account.limit_segments, account.used, account.reserved, account.allocated)
+    if state != stored:
+        problems.append(f"{account.code}: entries rebuild {state}, account holds {stored}")
+    return problems
+
+
+def _invariants(account: _AuditAccount) -> list[str]:
+    problems = []
+    if account.used + account.reserved > account.limit_segments:
+        problems.append(f"{account.code}: used + reserved exceeds the limit")
+    held = account.used + account.reserved + account.allocated
+    if account.policy == "strict" and held > account.limit_segments:
+        problems.append(
+            f"{account.code}: strict, but used + reserved + allocated exceeds the limit"
+        )
+    return problems
+
+
+async def audit(conn: asyncpg.Connection, period: date) -> tuple[int, list[str]]:
+    """Check a month's ledger; returns (accounts checked, problems found)."""
+    accounts = [
+        msgspec.convert(dict(r.items()), _AuditAccount)
+        for r in await conn.fetch(sql.PERIOD_ACCOUNTS, period)
+    ]
+    entries: dict[int, list[_AuditEntry]] = {}
+    for r in await conn.fetch(sql.PERIOD_ENTRIES, period):
+        entry = msgspec.convert(dict(r.items()), _AuditEntry)
+        entries.setdefault(entry.account_id, []).append(entry)
+    problems: list[str] = []
+    children_limits: dict[int, int] = {}
+    for account in accounts:
+        problems += _replay(account, entries.get(account.id, []))
+        problems += _invariants(account)
+        if account.parent_tenant_id is not None:
+            children_limits[account.parent_tenant_id] = (
+                children_limits.get(account.parent_tenant_id, 0) + account.limit_segments
+            )
+    for account in accounts:
+        if account.allocated != children_limits.get(account.tenant_id, 0):
+            problems.append(
+                f"{account.code}: allocated {account.allocated} is not the sum of "
+                f"its children's limits {children_limits.get(account.tenant_id, 0)}"
+            )
+    by_id = {a.id: a for a in accounts}
+    for r in await conn.fetch(sql.RESERVATION_TOTALS, period):
+        account = by_id[r["account_id"]]
+        if (account.used, account.reserved) != (r["used"], r["reserved"]):
+            problems.append(
+                f"{account.code}: holds used {account.used} reserved "
+                f"{account.reserved}; its reservations say {r['used']}/{r['reserved']}"
+            )
+    for r in await conn.fetch(sql.SUBTREE_TOTALS, period):
+        if r["total"] > r["limit_segments"]:
+            problems.append(
+                f"{r['code']}: its subtree holds {r['total']} over its limit {r['limit_segments']}"
+            )
+    return len(accounts), problems

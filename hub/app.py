@@ -14,7 +14,7 @@ from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.spec import Components, Schema, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
@@ -28,6 +28,7 @@ from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
 
 VERSION = "0.1.0"
+OWN_PACKAGES = ("hub", "tenants")
 
 
 class MetricsController(PrometheusController):
@@ -108,7 +109,7 @@ def create_app(
         request_max_body_size=settings.http.max_body_bytes,
         debug=settings.http.debug,
     )
-    _document_closed_bodies(app)
+    _complete_schema(app)
     return app
 
 
@@ -118,16 +119,39 @@ def _structs(base: type[msgspec.Struct]) -> Iterator[type[msgspec.Struct]]:
         yield from _structs(sub)
 
 
-def _document_closed_bodies(app: Litestar) -> None:
-    """Say `additionalProperties: false` for every body that rejects unknown fields.
+def _int_minimums(struct: type[msgspec.Struct]) -> Iterator[tuple[str, int]]:
+    """(field, minimum) for every int field with a lower bound, unions with None included."""
+    info = msgspec.inspect.type_info(struct)
+    assert isinstance(info, msgspec.inspect.StructType)
+    for field in info.fields:
+        types = (
+            field.type.types if isinstance(field.type, msgspec.inspect.UnionType) else (field.type,)
+        )
+        for kind in types:
+            if isinstance(kind, msgspec.inspect.Metadata):
+                kind = kind.type
+            if isinstance(kind, msgspec.inspect.IntType) and kind.ge is not None:
+                yield field.encode_name, kind.ge
 
-    Litestar's schema leaves it open; a client that trusts the schema would then send extras
-    and be surprised by our 422.
+
+def _complete_schema(app: Litestar) -> None:
+    """Say in the OpenAPI document what our bodies enforce but Litestar leaves out.
+
+    - `additionalProperties: false` for every body that rejects unknown fields;
+    - `minimum` for int fields bounded below by 0 (Litestar drops a falsy bound inside unions).
+    A client that trusts the schema would otherwise send what we answer 422 to.
     """
     schemas = app.openapi_schema.components.schemas or {}
     for struct in _structs(msgspec.Struct):
-        if struct.__struct_config__.forbid_unknown_fields and struct.__name__ in schemas:
-            schemas[struct.__name__].additional_properties = False
+        schema = schemas.get(struct.__name__)
+        if schema is None or getattr(struct, "__module__", "").split(".")[0] not in OWN_PACKAGES:
+            continue
+        if struct.__struct_config__.forbid_unknown_fields:
+            schema.additional_properties = False
+        for name, minimum in _int_minimums(struct):
+            prop = (schema.properties or {}).get(name)
+            if isinstance(prop, Schema) and prop.minimum is None:
+                prop.minimum = minimum
 
 
 def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | None) -> State:

@@ -10,11 +10,12 @@ from datetime import date
 from typing import Annotated
 
 from litestar import Controller, get, put
-from litestar.params import FromPath, JSONBody, QueryParameter
+from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from hub.errors import Forbidden, Invalid, error_responses
 from hub.quota import service
 from hub.quota.schemas import (
+    PERIOD_PATTERN,
     Defaults,
     EntryPage,
     Quota,
@@ -29,6 +30,7 @@ from tenants.repository import TenantRow
 from tenants.scopes import Scope
 from tenants.service import Principal
 
+Period = Annotated[str, PathParameter(pattern=PERIOD_PATTERN, description="YYYY-MM")]
 After = Annotated[int, QueryParameter(ge=0, description="Cursor: `next_after` of the last page")]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size")]
 
@@ -88,7 +90,7 @@ class QuotaController(Controller):
         summary="A tenant's quota for a month, its subtree's real use, and each child's quota",
     )
     async def get_quota(
-        self, request: AuthedRequest, conn: Conn, code: Code, period: FromPath[str]
+        self, request: AuthedRequest, conn: Conn, code: Code, period: Period
     ) -> Quota:
         month = _period(period)
         tenant = await tenants.get_visible(conn, request.user, code)
@@ -105,7 +107,7 @@ class QuotaController(Controller):
         request: AuthedRequest,
         conn: Conn,
         code: Code,
-        period: FromPath[str],
+        period: Period,
         data: JSONBody[SetQuota],
     ) -> Quota:
         month = _period(period)
@@ -128,7 +130,7 @@ class QuotaController(Controller):
         request: AuthedRequest,
         conn: Conn,
         code: Code,
-        period: FromPath[str],
+        period: Period,
         after: After = 0,
         limit: Limit = 100,
     ) -> EntryPage:

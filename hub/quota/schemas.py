@@ -10,7 +10,8 @@ from zoneinfo import ZoneInfo
 import msgspec
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
-PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+# A month of this century: the hub's ledgers have no business before 2000 or after 2099.
+PERIOD_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
 _PERIOD = re.compile(PERIOD_PATTERN)
 
 Policy = Literal["strict", "pooled"]

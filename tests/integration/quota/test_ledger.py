@@ -9,7 +9,7 @@ import pytest
 
 from hub.errors import Conflict, Invalid
 from hub.quota import service as quota
-from hub.quota.schemas import period_of
+from hub.quota.schemas import Reservation, period_of
 from hub.quota.service import QuotaExhausted
 from tenants.repository import TenantRow
 from tenants.service import get_by_code
@@ -43,7 +43,7 @@ async def _account(conn: asyncpg.Connection, code: str, period: date = NOV) -> a
     return row
 
 
-async def _reserve(conn: asyncpg.Connection, code: str, n: int) -> quota.Reservation:
+async def _reserve(conn: asyncpg.Connection, code: str, n: int) -> Reservation:
     return await quota.reserve(
         conn, await _t(conn, code), n, "test", "test", ttl_seconds=TTL, period=NOV
     )
@@ -250,7 +250,10 @@ async def test_expiry_voids_overdue_reservations_only(tree: asyncpg.Connection) 
     )
     assert await quota.expire_due(conn) == 1
     assert await quota.expire_due(conn) == 0
-    statuses = dict(await conn.fetch("SELECT id, status::text FROM quota_reservations"))
+    statuses = {
+        r["id"]: r["status"]
+        for r in await conn.fetch("SELECT id, status::text FROM quota_reservations")
+    }
     assert statuses == {overdue.id: "expired", fresh.id: "pending"}
     assert (await _account(conn, "510000"))["reserved"] == 20
     assert (await _account(conn, "000000"))["reserved"] == 20

@@ -117,7 +117,9 @@ async def test_strict_overgrant_answers_409_with_the_numbers(
     )
 
 
-@pytest.mark.parametrize("period", ["2026-13", "2026-1", "26-11", "november", "2026-00"])
+@pytest.mark.parametrize(
+    "period", ["2026-13", "2026-1", "26-11", "november", "2026-00", "0000-01", "1999-12"]
+)
 async def test_bad_period_is_422(
     client: httpx.AsyncClient, keys: dict[str, str], period: str
 ) -> None:

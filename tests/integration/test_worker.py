@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 import msgspec
 from arq.connections import ArqRedis
 
+from hub.quota import service as quota
 from hub.settings import Settings
 from hub.worker import build_worker
+from tenants.service import ensure_root
 
 
 async def test_worker_records_its_heartbeat(
@@ -31,3 +35,44 @@ async def test_worker_records_its_heartbeat(
         await conn.close()
     assert len(rows) == 1
     assert rows[0]["ok"]
+
+
+async def test_worker_expires_overdue_reservations(
+    fresh_db: str, redis: ArqRedis, settings: Settings
+) -> None:
+    period = date(2026, 11, 1)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        root = await ensure_root(conn)
+        await quota.set_limit(conn, root, period, "test", limit=100)
+        kept = await quota.reserve(conn, root, 10, "t", "t", ttl_seconds=3600, period=period)
+        due = await quota.reserve(conn, root, 20, "t", "t", ttl_seconds=3600, period=period)
+        await conn.execute(
+            "UPDATE quota_reservations SET expires_at = now() - interval '1 minute' WHERE id = $1",
+            due.id,
+        )
+    finally:
+        await conn.close()
+
+    settings = msgspec.structs.replace(
+        settings, db=msgspec.structs.replace(settings.db, dsn=fresh_db)
+    )
+    await redis.enqueue_job("hub.quota.expire", _job_id="expire-1")
+    worker = build_worker(settings, burst=True, handle_signals=False)
+    try:
+        await worker.main()
+    finally:
+        await worker.close()
+    assert worker.jobs_failed == 0
+
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        statuses = {
+            r["id"]: r["status"]
+            for r in await conn.fetch("SELECT id, status::text FROM quota_reservations")
+        }
+        reserved = await conn.fetchval("SELECT reserved FROM quota_accounts")
+    finally:
+        await conn.close()
+    assert statuses == {kept.id: "pending", due.id: "expired"}
+    assert reserved == 10

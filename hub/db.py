@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, Protocol, cast
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 from alembic.config import Config
@@ -97,6 +98,12 @@ def run_script(script: str) -> None:
 
     raw: Any = op.get_bind().connection.driver_connection
     await_only(raw.execute(script))
+
+
+def with_database(dsn: str, database: str) -> str:
+    """The same server's DSN, naming another database (Unix-socket DSNs included)."""
+    parts = urlsplit(dsn)
+    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def alembic_config(dsn: str) -> Config:

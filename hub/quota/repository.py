@@ -98,37 +98,21 @@ WHERE a.id = ANY($1::bigint[]) AND a.limit_segments > 0
 ON CONFLICT DO NOTHING
 """
 
-# Record a reservation on accounts already locked and checked: insert it, charge every account,
-# log an entry for each with its balances before and after, and note thresholds crossed.
-# The check runs before, on rows locked by LOCK_ACCOUNTS. A version that checked inside this
-# statement (a FOR UPDATE CTE feeding the INSERT) overspent under 50 concurrent clients: the
-# database's CHECK constraint caught it, and tests/concurrency reproduces the load.
-RESERVE = """
-WITH reservation AS (
-    INSERT INTO quota_reservations (tenant_id, period, accounts, amount, cause, actor, expires_at)
-    VALUES ($3, $4, $1, $2, $5, $6, now() + make_interval(secs => $7))
-    RETURNING id, expires_at
-), charged AS (
-    UPDATE quota_accounts a SET reserved = a.reserved + $2
-    FROM reservation r
-    WHERE a.id = ANY($1::bigint[])
-    RETURNING a.id, a.limit_segments, a.used, a.reserved, a.allocated, r.id AS reservation_id
-), logged AS (
-    INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after, used_before,
-        used_after, reserved_before, reserved_after, allocated_before, allocated_after,
-        reservation_id, cause, actor)
-    SELECT c.id, 'reserve', $2, c.limit_segments, c.limit_segments, c.used, c.used,
-           c.reserved - $2, c.reserved, c.allocated, c.allocated, c.reservation_id, $5, $6
-    FROM charged c
-), crossed AS (
-    INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
-    SELECT c.id, t.threshold, c.used, c.reserved, c.limit_segments
-    FROM charged c CROSS JOIN (VALUES (80), (100)) AS t(threshold)
-    WHERE c.limit_segments > 0 AND (c.used + c.reserved) * 100 >= t.threshold * c.limit_segments
-    ON CONFLICT DO NOTHING
-)
-SELECT id, expires_at FROM reservation
-"""
+# Reserve on the charged accounts, root first, all or nothing (see quota_reserve in migration
+# 0003: lock, check, insert, charge, log and note thresholds in one round trip).
+RESERVE = "SELECT * FROM quota_reserve($1, $2, $3, $4, $5, $6, $7)"
+
+
+class ReserveResult(msgspec.Struct, frozen=True):
+    reservation_id: int | None
+    expires_at: datetime | None
+    short_account: int | None
+    short_tenant: int | None
+    short_policy: str | None
+    short_limit: int | None
+    short_used: int | None
+    short_reserved: int | None
+    short_allocated: int | None
 
 
 class ReservationRow(msgspec.Struct, frozen=True):
@@ -215,6 +199,12 @@ SELECT coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS
        coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used
 FROM quota_reservations r JOIN tenants t ON t.id = r.tenant_id
 WHERE r.period = $2 AND t.path >= $1 AND t.path < $1 || '~'
+"""
+
+
+# The thresholds an account has reached, in order.
+THRESHOLDS_REACHED = """
+SELECT threshold, created_at FROM quota_events WHERE account_id = $1 ORDER BY threshold
 """
 
 

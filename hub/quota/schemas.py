@@ -73,6 +73,12 @@ class SubtreeUsage(msgspec.Struct, frozen=True):
     reserved: int
 
 
+class Alert(msgspec.Struct, frozen=True):
+    # 80 or 100: the share of the limit in use (used + reserved) when it was first reached.
+    threshold: int
+    reached_at: datetime
+
+
 class Quota(msgspec.Struct, frozen=True):
     tenant: str
     period: str
@@ -88,6 +94,8 @@ class Quota(msgspec.Struct, frozen=True):
     # What the tenant itself can still reserve now.
     available: int
     subtree: SubtreeUsage
+    # Thresholds reached this month, once each.
+    alerts: list[Alert]
     children: list[ChildQuota]
 
 

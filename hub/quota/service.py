@@ -22,8 +22,9 @@ import msgspec
 
 from hub.errors import ApiError, Conflict, Invalid
 from hub.quota import repository as sql
-from hub.quota.repository import AccountRow, ChainLink, ReservationRow
+from hub.quota.repository import AccountRow, ChainLink, ReservationRow, ReserveResult
 from hub.quota.schemas import (
+    Alert,
     ChildQuota,
     Defaults,
     Entry,
@@ -193,32 +194,33 @@ async def reserve(
     links, _ = await _opened_chain(conn, tenant, period, actor)
     charged = [link.account_id for link in links[:-1] if link.policy == "pooled"]
     charged.append(links[-1].account_id)
-    locked = [_convert(r, AccountRow) for r in await conn.fetch(sql.LOCK_ACCOUNTS, charged)]
-    short = next((a for a in locked if _available(a) < amount), None)
-    if short is not None:
-        code = next(link.code for link in links if link.tenant_id == short.tenant_id)
+    result: ReserveResult = _convert(
+        await conn.fetchrow(
+            sql.RESERVE, charged, amount, tenant.id, period, cause, actor, float(ttl_seconds)
+        ),
+        ReserveResult,
+    )
+    if result.reservation_id is None:
+        code = next(link.code for link in links if link.tenant_id == result.short_tenant)
         raise QuotaExhausted(
             f"quota exhausted at {code} for {period_text(period)}",
             tenant=code,
             period=period_text(period),
-            limit=short.limit_segments,
-            used=short.used,
-            reserved=short.reserved,
-            allocated=short.allocated,
-            policy=short.policy,
+            limit=result.short_limit,
+            used=result.short_used,
+            reserved=result.short_reserved,
+            allocated=result.short_allocated,
+            policy=result.short_policy,
             requested=amount,
         )
-    row = await conn.fetchrow(
-        sql.RESERVE, charged, amount, tenant.id, period, cause, actor, float(ttl_seconds)
-    )
-    assert row is not None
+    assert result.expires_at is not None
     return Reservation(
-        id=row["id"],
+        id=result.reservation_id,
         tenant_id=tenant.id,
         period=period,
         amount=amount,
-        accounts=[a.id for a in locked],
-        expires_at=row["expires_at"],
+        accounts=[a for a in charged if a is not None],
+        expires_at=result.expires_at,
     )
 
 
@@ -440,6 +442,10 @@ async def get_quota(conn: asyncpg.Connection, tenant: TenantRow, period: date) -
         opened = False
     else:
         opened = True
+    alerts = [
+        Alert(threshold=r["threshold"], reached_at=r["created_at"])
+        for r in await conn.fetch(sql.THRESHOLDS_REACHED, account.id)
+    ]
     usage = await conn.fetchrow(sql.SUBTREE_USAGE, tenant.path, period)
     assert usage is not None
     children = [_child(r) for r in await conn.fetch(sql.CHILDREN, tenant.id, period)]
@@ -454,6 +460,7 @@ async def get_quota(conn: asyncpg.Connection, tenant: TenantRow, period: date) -
         allocated=account.allocated,
         available=_available(account),
         subtree=SubtreeUsage(used=usage["used"], reserved=usage["reserved"]),
+        alerts=alerts,
         children=children,
     )
 

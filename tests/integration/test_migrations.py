@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from hub.db import downgrade, migrate
-from tests.conftest import RUN_ID, WORKER, drop_database, with_database
+from hub.db import downgrade, migrate, with_database
+from tests.conftest import RUN_ID, WORKER, drop_database
 
 
 @pytest.fixture

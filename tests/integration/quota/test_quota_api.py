@@ -212,3 +212,25 @@ async def test_defaults_are_set_by_an_ancestor_only(
     month = await client.get("/v1/tenants/510100/quota/2027-01", headers=bearer(keys["510100"]))
     body = month.json()
     assert (body["opened"], body["limit"], body["policy"]) == (False, 800, "pooled")
+
+
+async def test_quota_shows_real_subtree_use_and_alerts(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    for code, limit in (("510000", 100), ("510100", 100), ("510104", 100)):
+        tenant = await get_by_code(conn, code)
+        assert tenant is not None
+        await quota.set_limit(conn, tenant, NOV, "test", limit=limit, policy="pooled")
+    county = await get_by_code(conn, "510104")
+    assert county is not None
+    await quota.reserve(conn, county, 85, "send:1", "test", ttl_seconds=60, period=NOV)
+    body = (
+        await client.get("/v1/tenants/510100/quota/2026-11", headers=bearer(keys["510100"]))
+    ).json()
+    assert body["subtree"] == {"used": 0, "reserved": 85}
+    assert [a["threshold"] for a in body["alerts"]] == [80]
+    assert body["reserved"] == 85  # pooled: charged for its county
+    county_body = (
+        await client.get("/v1/tenants/510104/quota/2026-11", headers=bearer(keys["510104"]))
+    ).json()
+    assert (county_body["available"], county_body["reserved"]) == (15, 85)

@@ -1,0 +1,208 @@
+"""Benchmark: quota reservations per second at 50 concurrent clients.
+
+    .venv/bin/python -m ops.bench.quota_reserve [--dsn postgresql://…] [--clients 50] [--seconds 5]
+
+Measures, in one run on one server, each for --seconds, --repeat times (the median is reported):
+  bare      UPDATE counter SET n = n + 1 on one row, autocommit (the raw baseline)
+  spread    reserve 1 segment for a random county of any province (2,845 counties)
+  hot       reserve 1 segment for a random county of 四川省 (183 counties, one province)
+under three policy layouts, one month each (see POLICIES): every level `strict` (the default:
+a reservation locks the county's row only); every level above the county `pooled` (it locks
+county, prefecture, province and root: the hot chain the design note warns about); and only the
+province `pooled`. A reservation runs in BEGIN … COMMIT as a send would, or as one autocommit
+statement (then the chain's row locks are released inside the server).
+
+Without --dsn it starts an embedded PostgreSQL in a temporary folder and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import random
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import date
+from pathlib import Path
+
+import asyncpg
+
+from hub.db import migrate, with_database
+from hub.embedded import EmbeddedPostgres
+from hub.quota import service as quota
+from tenants.divisions import import_divisions
+from tenants.repository import TenantRow
+from tenants.service import get_by_code
+
+STRICT, POOLED, MIXED = date(2026, 11, 1), date(2026, 12, 1), date(2027, 1, 1)
+# Per month, each level's policy (by depth: root, province, prefecture, county).
+POLICIES = {
+    STRICT: ("strict", "strict", "strict", "strict"),
+    POOLED: ("pooled", "pooled", "pooled", "strict"),
+    # What a province that pools its counties' quota would choose: only the province is charged
+    # beside the county, so only a province's own subtree shares a hot row.
+    MIXED: ("strict", "pooled", "strict", "strict"),
+}
+BENCH_DB = "hub_bench"
+TOP = 10**12
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+async def _prepare(admin_dsn: str) -> str:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
+        await admin.execute(f"CREATE DATABASE {BENCH_DB}")
+    finally:
+        await admin.close()
+    dsn = with_database(admin_dsn, BENCH_DB)
+    await asyncio.to_thread(migrate, dsn)
+    return dsn
+
+
+async def _grant_everything(conn: asyncpg.Connection) -> list[TenantRow]:
+    """Import every province; open both months for every tenant with room to spare."""
+    started = time.monotonic()
+    await import_divisions(conn)
+    codes = [r["code"] for r in await conn.fetch("SELECT code FROM tenants ORDER BY path")]
+    tenants = [t for t in [await get_by_code(conn, c) for c in codes] if t is not None]
+    for period, policies in POLICIES.items():
+        for i, tenant in enumerate(tenants):
+            limit = TOP // (64**tenant.depth)
+            policy = policies[min(tenant.depth, 3)]
+            await quota.set_limit(conn, tenant, period, "bench", limit=limit, policy=policy)
+            if i % 1600 == 0:
+                _say(f"  {period:%Y-%m}: {i}/{len(tenants)} accounts open")
+    _say(
+        f"set up {len(tenants)} tenants x {len(POLICIES)} months "
+        f"in {time.monotonic() - started:.1f}s"
+    )
+    return [t for t in tenants if t.level == "county"]
+
+
+async def _run_clients(
+    dsn: str,
+    clients: int,
+    seconds: float,
+    op: Callable[[asyncpg.Connection, random.Random], Awaitable[None]],
+) -> float:
+    conns = [await asyncpg.connect(dsn) for _ in range(clients)]
+    stop = time.monotonic() + seconds
+    counts = [0] * clients
+
+    async def client(i: int) -> None:
+        rng = random.Random(i)
+        while time.monotonic() < stop:
+            await op(conns[i], rng)
+            counts[i] += 1
+
+    started = time.monotonic()
+    try:
+        await asyncio.gather(*(client(i) for i in range(clients)))
+    finally:
+        elapsed = time.monotonic() - started
+        for conn in conns:
+            await conn.close()
+    return sum(counts) / elapsed
+
+
+def _reserving(
+    counties: list[TenantRow], period: date, *, own_transaction: bool = True
+) -> Callable[..., Awaitable[None]]:
+    """A reservation for a random county: inside BEGIN … COMMIT (as a send's transaction), or
+    as its own statement (autocommit: the chain's locks are released inside the server)."""
+
+    async def op(conn: asyncpg.Connection, rng: random.Random) -> None:
+        county = rng.choice(counties)
+        if own_transaction:
+            async with conn.transaction():
+                await quota.reserve(conn, county, 1, "b", "b", ttl_seconds=3600, period=period)
+        else:
+            await quota.reserve(conn, county, 1, "b", "b", ttl_seconds=3600, period=period)
+
+    return op
+
+
+async def _bare(conn: asyncpg.Connection, _: random.Random) -> None:
+    await conn.execute("UPDATE bench_counter SET n = n + 1 WHERE id = 1")
+
+
+async def _main(args: argparse.Namespace) -> int:
+    dsn = await _prepare(args.dsn)
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TABLE bench_counter (id int PRIMARY KEY, n bigint NOT NULL)")
+        await conn.execute("INSERT INTO bench_counter VALUES (1, 0)")
+        async with conn.transaction():
+            counties = await _grant_everything(conn)
+        version = await conn.fetchval("SHOW server_version")
+    finally:
+        await conn.close()
+    sichuan = [c for c in counties if c.code.startswith("51")]
+    scenarios: list[tuple[str, Callable[..., Awaitable[None]]]] = [
+        ("bare single-row UPDATE", _bare),
+        ("strict · spread over 31 provinces", _reserving(counties, STRICT)),
+        ("strict · one province (hot chain)", _reserving(sichuan, STRICT)),
+        ("pooled · spread over 31 provinces", _reserving(counties, POOLED)),
+        ("pooled · one province (hot chain)", _reserving(sichuan, POOLED)),
+        ("province pooled · one province", _reserving(sichuan, MIXED)),
+        ("strict · hot chain, autocommit", _reserving(sichuan, STRICT, own_transaction=False)),
+        ("pooled · hot chain, autocommit", _reserving(sichuan, POOLED, own_transaction=False)),
+        ("province pooled · autocommit", _reserving(sichuan, MIXED, own_transaction=False)),
+    ]
+    if args.sql:
+        conn = await asyncpg.connect(dsn)
+        for statement in args.sql:
+            await conn.execute(statement)
+        await conn.close()
+    rates: dict[str, float] = {}
+    for name, op in scenarios:
+        if args.only and args.only not in name and "bare" not in name:
+            continue
+        runs = [await _run_clients(dsn, args.clients, args.seconds, op) for _ in range(args.repeat)]
+        rates[name] = statistics.median(runs)
+        _say(f"  {name:<36} {rates[name]:>8,.0f}/s  (runs: {', '.join(f'{r:,.0f}' for r in runs)})")
+    bare = rates["bare single-row UPDATE"]
+    _say("")
+    _say(
+        f"PostgreSQL {version}, {args.clients} clients, {args.seconds:g}s x {args.repeat}, "
+        f"{os.cpu_count()} cores, Python {platform.python_version()}"
+    )
+    _say(f"{'scenario':<36} {'per second':>12} {'x bare':>8}")
+    for name, rate in rates.items():
+        _say(f"{name:<36} {rate:>12,.0f} {rate / bare:>8.2f}")
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dsn", help="an admin DSN; the benchmark creates its own database")
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument(
+        "--sql", action="append", default=[], help="extra SQL run before (experiments)"
+    )
+    args = parser.parse_args()
+    if args.dsn:
+        return asyncio.run(_main(args))
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+        pg = EmbeddedPostgres(Path(tmp))
+        try:
+            args.dsn = with_database(pg.start(), "postgres")
+            return asyncio.run(_main(args))
+        finally:
+            pg.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -106,6 +106,25 @@ def with_database(dsn: str, database: str) -> str:
     return urlunsplit(parts._replace(path=f"/{database}"))
 
 
+async def create_database(admin_dsn: str, name: str, template: str = "template0") -> str:
+    """(Re)create database `name` on the server of `admin_dsn` from `template`; its DSN."""
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
+    finally:
+        await admin.close()
+    return with_database(admin_dsn, name)
+
+
+async def drop_database(admin_dsn: str, name: str) -> None:
+    admin = await asyncpg.connect(admin_dsn)
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
 def alembic_config(dsn: str) -> Config:
     cfg = Config(toml_file=str(ROOT / "pyproject.toml"))
     cfg.attributes["dsn"] = dsn

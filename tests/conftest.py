@@ -29,7 +29,14 @@ from litestar import Litestar
 
 from hub import queue
 from hub.app import create_app
-from hub.db import ROOT, SingleConnectionDatabase, migrate, with_database
+from hub.db import (
+    ROOT,
+    SingleConnectionDatabase,
+    create_database,
+    drop_database,
+    migrate,
+    with_database,
+)
 from hub.settings import Settings
 
 # The package logs every pg_ctl call with its whole output at INFO.
@@ -89,29 +96,11 @@ async def template_db(pg_admin_dsn: str) -> str:
     return name
 
 
-async def clone_database(admin_dsn: str, template: str, name: str) -> str:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
-    finally:
-        await admin.close()
-    return with_database(admin_dsn, name)
-
-
-async def drop_database(admin_dsn: str, name: str) -> None:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(scope="session")
 async def db_dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
     """This worker's own clone of the migrated template."""
     name = f"hub_test_{RUN_ID}_{WORKER}"
-    yield await clone_database(pg_admin_dsn, template_db, name)
+    yield await create_database(pg_admin_dsn, name, template_db)
     await drop_database(pg_admin_dsn, name)
 
 
@@ -119,7 +108,7 @@ async def db_dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
 async def fresh_db(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
     """A migrated database of its own, for tests that commit (concurrency, CLI)."""
     name = f"hub_fresh_{RUN_ID}_{WORKER}"
-    yield await clone_database(pg_admin_dsn, template_db, name)
+    yield await create_database(pg_admin_dsn, name, template_db)
     await drop_database(pg_admin_dsn, name)
 
 

@@ -240,6 +240,24 @@ SELECT {_ENTRY} FROM quota_entries e WHERE e.account_id = $1 AND e.id > $2 ORDER
 
 # --- audit -------------------------------------------------------------------------------
 
+
+class AuditEntryRow(EntryRow, frozen=True):
+    # The amount of the reservation a `post` settled (it releases all of it).
+    reservation_amount: int | None
+
+
+class AuditAccountRow(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    code: str
+    policy: str
+    limit_segments: int
+    used: int
+    reserved: int
+    allocated: int
+    parent_tenant_id: int | None
+
+
 # Every account of the month.
 PERIOD_ACCOUNTS = f"""
 SELECT {_ACCOUNT}, t.code, t.path, p.id AS parent_tenant_id

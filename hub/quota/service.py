@@ -22,7 +22,14 @@ import msgspec
 
 from hub.errors import ApiError, Conflict, Invalid
 from hub.quota import repository as sql
-from hub.quota.repository import AccountRow, ChainLink, ReservationRow, ReserveResult
+from hub.quota.repository import (
+    AccountRow,
+    AuditAccountRow,
+    AuditEntryRow,
+    ChainLink,
+    ReservationRow,
+    ReserveResult,
+)
 from hub.quota.schemas import (
     Alert,
     ChildQuota,
@@ -480,24 +487,8 @@ async def entries_page(
 # --- audit -------------------------------------------------------------------------------
 
 
-class _AuditEntry(msgspec.Struct, frozen=True):
-    id: int
-    account_id: int
-    kind: str
-    amount: int
-    limit_before: int
-    limit_after: int
-    used_before: int
-    used_after: int
-    reserved_before: int
-    reserved_after: int
-    allocated_before: int
-    allocated_after: int
-    reservation_amount: int | None
-
-
 # kind → the (limit, used, reserved, allocated) change an entry of that kind makes
-_DELTAS: dict[str, Callable[[_AuditEntry], tuple[int, int, int, int]]] = {
+_DELTAS: dict[str, Callable[[AuditEntryRow], tuple[int, int, int, int]]] = {
     "open": lambda e: (e.amount, 0, 0, 0),
     "limit": lambda e: (e.amount, 0, 0, 0),
     "allocate": lambda e: (0, 0, 0, e.amount),
@@ -509,19 +500,7 @@ _DELTAS: dict[str, Callable[[_AuditEntry], tuple[int, int, int, int]]] = {
 }
 
 
-class _AuditAccount(msgspec.Struct, frozen=True):
-    id: int
-    tenant_id: int
-    code: str
-    policy: str
-    limit_segments: int
-    used: int
-    reserved: int
-    allocated: int
-    parent_tenant_id: int | None
-
-
-def _replay(account: _AuditAccount, entries: list[_AuditEntry]) -> list[str]:
+def _replay(account: AuditAccountRow, entries: list[AuditEntryRow]) -> list[str]:
     """Rebuild an account's balances from its entries; every step must chain and add up."""
     problems = []
     state = (0, 0, 0, 0)
@@ -540,7 +519,7 @@ def _replay(account: _AuditAccount, entries: list[_AuditEntry]) -> list[str]:
     return problems
 
 
-def _invariants(account: _AuditAccount) -> list[str]:
+def _invariants(account: AuditAccountRow) -> list[str]:
     problems = []
     if account.used + account.reserved > account.limit_segments:
         problems.append(f"{account.code}: used + reserved exceeds the limit")
@@ -555,12 +534,12 @@ def _invariants(account: _AuditAccount) -> list[str]:
 async def audit(conn: asyncpg.Connection, period: date) -> tuple[int, list[str]]:
     """Check a month's ledger; returns (accounts checked, problems found)."""
     accounts = [
-        msgspec.convert(dict(r.items()), _AuditAccount)
+        msgspec.convert(dict(r.items()), AuditAccountRow)
         for r in await conn.fetch(sql.PERIOD_ACCOUNTS, period)
     ]
-    entries: dict[int, list[_AuditEntry]] = {}
+    entries: dict[int, list[AuditEntryRow]] = {}
     for r in await conn.fetch(sql.PERIOD_ENTRIES, period):
-        entry = msgspec.convert(dict(r.items()), _AuditEntry)
+        entry = msgspec.convert(dict(r.items()), AuditEntryRow)
         entries.setdefault(entry.account_id, []).append(entry)
     problems: list[str] = []
     children_limits: dict[int, int] = {}

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import asyncpg
 
-from hub.db import migrate, with_database
+from hub.db import create_database, migrate, with_database
 from hub.embedded import EmbeddedPostgres
 from hub.quota import service as quota
 from tenants.divisions import import_divisions
@@ -57,13 +57,7 @@ def _say(line: str) -> None:
 
 
 async def _prepare(admin_dsn: str) -> str:
-    admin = await asyncpg.connect(admin_dsn)
-    try:
-        await admin.execute(f"DROP DATABASE IF EXISTS {BENCH_DB} WITH (FORCE)")
-        await admin.execute(f"CREATE DATABASE {BENCH_DB}")
-    finally:
-        await admin.close()
-    dsn = with_database(admin_dsn, BENCH_DB)
+    dsn = await create_database(admin_dsn, BENCH_DB)
     await asyncio.to_thread(migrate, dsn)
     return dsn
 

@@ -8,20 +8,14 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
-from hub.db import downgrade, migrate, with_database
-from tests.conftest import RUN_ID, WORKER, drop_database
+from hub.db import create_database, downgrade, drop_database, migrate
+from tests.conftest import RUN_ID, WORKER
 
 
 @pytest.fixture
 async def empty_db(pg_admin_dsn: str) -> AsyncIterator[str]:
     name = f"hub_mig_{RUN_ID}_{WORKER}"
-    admin = await asyncpg.connect(pg_admin_dsn)
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await admin.execute(f'CREATE DATABASE "{name}" TEMPLATE template0')
-    finally:
-        await admin.close()
-    yield with_database(pg_admin_dsn, name)
+    yield await create_database(pg_admin_dsn, name)
     await drop_database(pg_admin_dsn, name)
 
 

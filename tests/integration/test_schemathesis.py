@@ -21,11 +21,12 @@ import uvicorn
 from hypothesis import HealthCheck, given, settings
 
 from hub.app import create_app
+from hub.db import create_database, drop_database
 from hub.settings import Settings, load_settings
 from tenants.divisions import import_divisions
 from tenants.scopes import ALL_SCOPES
 from tenants.service import create_key, get_by_code
-from tests.conftest import RUN_ID, WORKER, clone_database, drop_database
+from tests.conftest import RUN_ID, WORKER
 from tests.e2e.conftest import free_port
 
 pytestmark = pytest.mark.slow
@@ -39,7 +40,7 @@ EXAMPLES = 300 if EXPLORE else 60
 async def fuzz_db(pg_admin_dsn: str, template_db: str) -> AsyncIterator[tuple[str, str]]:
     """A seeded database of its own and a key of 四川省 with every scope."""
     name = f"hub_fuzz_{RUN_ID}_{WORKER}"
-    dsn = await clone_database(pg_admin_dsn, template_db, name)
+    dsn = await create_database(pg_admin_dsn, name, template_db)
     conn = await asyncpg.connect(dsn)
     try:
         await import_divisions(conn, "51")

@@ -1,0 +1,69 @@
+"""Recipients: phone numbers normalised to E.164, mainland mobiles only, with their carrier.
+
+Accepts what people paste from rosters: +86 / 0086 / 86 prefixes, spaces, dashes, dots,
+parentheses and full-width digits (１３８…). The carrier is the number's original allocation
+(中国移动, 中国联通, 中国电信, 中国广电; numbers can be ported): a routing hint, not a fact.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from typing import Literal
+
+import msgspec
+import phonenumbers
+from phonenumbers import PhoneNumberType, carrier
+
+CARRIERS = ("中国移动", "中国联通", "中国电信", "中国广电")
+Reason = Literal["malformed", "invalid", "not_mainland", "not_mobile"]
+_SEPARATORS = re.compile(r"[\s\-.()（）]")
+
+
+class Recipient(msgspec.Struct, frozen=True):
+    phone: str  # E.164, e.g. +8613800138000
+    carrier: str  # one of CARRIERS, or "unknown"
+
+
+class Rejected(msgspec.Struct, frozen=True):
+    to: str
+    reason: Reason
+
+
+def normalize(raw: str) -> Recipient | Rejected:
+    text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", raw))
+    if text.startswith("00"):
+        text = "+" + text[2:]
+    if not re.fullmatch(r"\+?[0-9]{5,20}", text):
+        return Rejected(to=raw, reason="malformed")
+    try:
+        number = phonenumbers.parse(text, "CN")
+    except phonenumbers.NumberParseException:
+        return Rejected(to=raw, reason="malformed")
+    if not phonenumbers.is_valid_number(number):
+        return Rejected(to=raw, reason="invalid")
+    if phonenumbers.region_code_for_number(number) != "CN":
+        return Rejected(to=raw, reason="not_mainland")
+    if phonenumbers.number_type(number) != PhoneNumberType.MOBILE:
+        return Rejected(to=raw, reason="not_mobile")
+    name = carrier.name_for_number(number, "zh")
+    return Recipient(
+        phone=phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164),
+        carrier=name if name in CARRIERS else "unknown",
+    )
+
+
+def normalize_all(raws: list[str]) -> tuple[list[Recipient], list[Rejected], int]:
+    """Unique valid recipients in first-seen order, the rejects, and how many repeats there were."""
+    seen: dict[str, Recipient] = {}
+    rejected: list[Rejected] = []
+    repeats = 0
+    for raw in raws:
+        result = normalize(raw)
+        if isinstance(result, Rejected):
+            rejected.append(result)
+        elif result.phone in seen:
+            repeats += 1
+        else:
+            seen[result.phone] = result
+    return list(seen.values()), rejected, repeats

@@ -1,0 +1,63 @@
+from __future__ import annotations
+
+import pytest
+
+from hub.messages.numbers import Recipient, Rejected, normalize, normalize_all
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "13800138000",
+        "+8613800138000",
+        "008613800138000",
+        "8613800138000",
+        "138 0013 8000",
+        "138-0013-8000",
+        "(138)00138000",
+        "１３８００１３８０００",
+        " +86 138.0013.8000 ",
+    ],
+)
+def test_the_ways_people_write_one_number(raw: str) -> None:
+    assert normalize(raw) == Recipient(phone="+8613800138000", carrier="中国移动")
+
+
+@pytest.mark.parametrize(
+    ("raw", "carrier"),
+    [
+        ("18612345678", "中国联通"),
+        ("13311112222", "中国电信"),
+        ("19212345678", "中国广电"),
+        ("13800138000", "中国移动"),
+    ],
+)
+def test_carrier_of_the_original_allocation(raw: str, carrier: str) -> None:
+    result = normalize(raw)
+    assert isinstance(result, Recipient)
+    assert result.carrier == carrier
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "malformed"),
+        ("abc", "malformed"),
+        ("138001380000000000000000", "malformed"),
+        ("12345", "invalid"),
+        ("1380013800", "invalid"),
+        ("+85291234567", "not_mainland"),
+        ("01012345678", "not_mobile"),
+    ],
+)
+def test_rejections_say_why(raw: str, reason: str) -> None:
+    assert normalize(raw) == Rejected(to=raw, reason=reason)  # type: ignore[arg-type]
+
+
+def test_repeats_are_dropped_before_anything_else() -> None:
+    recipients, rejected, repeats = normalize_all(
+        ["13800138000", "+86 138 0013 8000", "x", "18612345678", "１３８００１３８０００"]
+    )
+    assert [r.phone for r in recipients] == ["+8613800138000", "+8618612345678"]
+    assert [r.to for r in rejected] == ["x"]
+    assert repeats == 2

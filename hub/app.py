@@ -22,6 +22,7 @@ from hub import queue
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
+from hub.messages.controllers import MessageController
 from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
 from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
@@ -95,6 +96,7 @@ def create_app(
             MetricsController,
             TenantController,
             QuotaController,
+            MessageController,
             docs,
         ],
         dependencies={"conn": Provide(provide_connection)},

@@ -51,11 +51,25 @@ class QuotaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     reservation_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 24 * 3600.0
 
 
+class DedupSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The same body to the same phone within this window reaches it once (any tenant).
+    window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 24 * 3600.0
+    # How long an Idempotency-Key's answer is kept (at least 24 h).
+    idempotency_ttl_seconds: Annotated[float, msgspec.Meta(ge=24 * 3600.0)] = 24 * 3600.0
+
+
+class BillingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # What a tenant alone would pay a carrier per segment, in micro-yuan (0.06 yuan).
+    list_price_micros: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     db: DbSettings = DbSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
     quota: QuotaSettings = QuotaSettings()
+    dedup: DedupSettings = DedupSettings()
+    billing: BillingSettings = BillingSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"
     log_level: str = "INFO"

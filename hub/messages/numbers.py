@@ -30,7 +30,14 @@ class Rejected(msgspec.Struct, frozen=True):
     reason: Reason
 
 
-def normalize(raw: str) -> Recipient | Rejected:
+def _echo(raw: str) -> str:
+    """A rejected value as we echo and store it: bounded, and without NUL (PostgreSQL text
+    cannot hold it)."""
+    return raw[:64].replace("\x00", "\ufffd")
+
+
+def normalize(raw: str | int) -> Recipient | Rejected:
+    raw = _echo(str(raw))
     text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", raw))
     if text.startswith("00"):
         text = "+" + text[2:]
@@ -53,7 +60,7 @@ def normalize(raw: str) -> Recipient | Rejected:
     )
 
 
-def normalize_all(raws: list[str]) -> tuple[list[Recipient], list[Rejected], int]:
+def normalize_all(raws: list[str | int]) -> tuple[list[Recipient], list[Rejected], int]:
     """Unique valid recipients in first-seen order, the rejects, and how many repeats there were."""
     seen: dict[str, Recipient] = {}
     rejected: list[Rejected] = []

@@ -19,6 +19,7 @@ import pytest
 import schemathesis
 import uvicorn
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from hub.app import create_app
 from hub.db import create_database, drop_database
@@ -88,6 +89,14 @@ def test_every_operation_conforms(operation: Any, live_url: str, fuzz_db: tuple[
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     )
     def conforms(case: Any) -> None:
-        case.call_and_validate(base_url=live_url, headers=headers)
+        # A reused Idempotency-Key with another body is refused (422) by design, and the schema
+        # cannot say "this header's value must not have been seen before": for requests carrying
+        # one, schemathesis's positive-data check cannot know the right answer.
+        reused_key_possible = "Idempotency-Key" in (case.headers or {})
+        case.call_and_validate(
+            base_url=live_url,
+            headers=headers,
+            excluded_checks=[positive_data_acceptance] if reused_key_possible else [],
+        )
 
     conforms()

@@ -61,3 +61,8 @@ def test_repeats_are_dropped_before_anything_else() -> None:
     assert [r.phone for r in recipients] == ["+8613800138000", "+8618612345678"]
     assert [r.to for r in rejected] == ["x"]
     assert repeats == 2
+
+
+def test_rejected_values_are_echoed_bounded_and_storable() -> None:
+    assert normalize("1\x003" + "9" * 100) == Rejected(to="1\ufffd3" + "9" * 61, reason="malformed")
+    assert normalize(13800138000) == Recipient(phone="+8613800138000", carrier="中国移动")

@@ -1,0 +1,114 @@
+"""Deduplication, layers 1 and 3 of DESIGN.md (layer 2, repeated phones, is in numbers.py).
+
+Layer 1 — `Idempotency-Key`: a retried POST gets the answer the first one got. The key is held
+with a transaction-scoped advisory lock while the first request runs (a retry then answers 409),
+and the answer is stored in the same transaction as the work, so it exists exactly when the work
+does.
+
+Layer 3 — content: the same rendered body (signature excluded, so a province's and a county's
+copies of one notice match) to the same phone within the window reaches the phone once, whoever
+sends it. Claimed in PostgreSQL in the sender's transaction; concurrent claims of one key wait for
+each other and exactly one wins.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+import asyncpg
+import msgspec
+
+from hub.dedup import repository as sql
+from hub.dedup.repository import Holder, StoredAnswer
+from hub.errors import Conflict, Invalid
+
+_SPACE = re.compile(r"\s+")
+
+
+def request_hash(body: bytes) -> bytes:
+    return hashlib.sha256(body).digest()
+
+
+def _lock_id(tenant_id: int, key: str) -> int:
+    digest = hashlib.blake2b(f"{tenant_id}\x00{key}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+async def replay(
+    conn: asyncpg.Connection, tenant_id: int, key: str, body_hash: bytes
+) -> StoredAnswer | None:
+    """The stored answer for a retry, None for a first request; 409 in flight, 422 reused key."""
+    if not await conn.fetchval(sql.TRY_LOCK_KEY, _lock_id(tenant_id, key)):
+        raise Conflict(
+            "a request with this Idempotency-Key is still being processed; retry later",
+            idempotency_key=key,
+        )
+    record = await conn.fetchrow(sql.STORED_ANSWER, tenant_id, key)
+    if record is None:
+        return None
+    stored = msgspec.convert(dict(record.items()), StoredAnswer)
+    if stored.request_hash != body_hash:
+        raise Invalid(
+            "this Idempotency-Key was used with a different request body",
+            idempotency_key=key,
+            fields=[
+                {
+                    "key": "Idempotency-Key",
+                    "message": "reused with another body",
+                    "source": "header",
+                }
+            ],
+        )
+    return stored
+
+
+async def remember(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    key: str,
+    body_hash: bytes,
+    status_code: int,
+    response: bytes,
+    ttl_seconds: float,
+) -> None:
+    await conn.execute(
+        sql.SAVE_ANSWER, tenant_id, key, body_hash, status_code, response, float(ttl_seconds)
+    )
+
+
+def normalise_body(body: str) -> str:
+    """Equal for texts a reader would call equal: NFKC, runs of white space as one space."""
+    return _SPACE.sub(" ", unicodedata.normalize("NFKC", body)).strip()
+
+
+def content_key(phone: str, body: str) -> bytes:
+    """BLAKE2b-128 of phone ‖ normalised body (the signature is not part of the body)."""
+    return hashlib.blake2b(f"{phone}\x00{normalise_body(body)}".encode(), digest_size=16).digest()
+
+
+async def claim(
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    body: str,
+    messages: list[tuple[int, str]],
+    window_seconds: float,
+) -> dict[int, Holder]:
+    """Claim (message id, phone) pairs; returns, per message that lost, who holds its key."""
+    if not messages:
+        return {}
+    keys = {content_key(phone, body): message_id for message_id, phone in messages}
+    claimed = {
+        r["key"]
+        for r in await conn.fetch(
+            sql.CLAIM, list(keys), list(keys.values()), tenant_id, float(window_seconds)
+        )
+    }
+    lost = [key for key in keys if key not in claimed]
+    if not lost:
+        return {}
+    holders = [
+        msgspec.convert(dict(r.items()), Holder) for r in await conn.fetch(sql.HOLDERS, lost)
+    ]
+    return {keys[h.key]: h for h in holders}

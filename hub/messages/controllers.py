@@ -1,0 +1,117 @@
+"""Message routes: send, read a send, page through its recipients."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import msgspec
+from litestar import Controller, Response, get, post
+from litestar.datastructures import State
+from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
+from litestar.status_codes import HTTP_202_ACCEPTED
+
+from hub.dedup import service as dedup
+from hub.errors import error_responses
+from hub.messages import service
+from hub.messages.schemas import MessagePage, SendAccepted, SendRequest, SendView
+from tenants import service as tenants
+from tenants.auth import require
+from tenants.controllers import AuthedRequest, Conn
+from tenants.scopes import Scope
+
+IdempotencyKey = Annotated[
+    str | None,
+    HeaderParameter(
+        name="Idempotency-Key",
+        min_length=1,
+        max_length=255,
+        pattern=r"^[\x21-\x7e]+$",
+        description="Retries with the same key and body get the first answer again (24 h)",
+        required=False,
+    ),
+]
+SendId = Annotated[int, PathParameter(ge=1, le=2**53, description="The send's id")]
+Status = Literal[
+    "accepted",
+    "sending",
+    "sent",
+    "delivered",
+    "undelivered",
+    "failed",
+    "deduplicated",
+    "rejected",
+    "opted_out",
+    "cancelled",
+    "expired",
+]
+
+
+class MessageController(Controller):
+    path = "/v1/messages"
+    tags = ["messages"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post(
+        "/",
+        guards=[require(Scope.MESSAGES_WRITE)],
+        responses=error_responses(409, 413, 422, 429),
+        status_code=HTTP_202_ACCEPTED,
+        summary="Send one text to many phones; bad numbers are rejected one by one",
+    )
+    async def send(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        state: State,
+        data: JSONBody[SendRequest],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SendAccepted]:
+        who = request.user
+        body_hash = dedup.request_hash(await request.body())
+        if idempotency_key is not None:
+            stored = await dedup.replay(conn, who.tenant_id, idempotency_key, body_hash)
+            if stored is not None:
+                replayed: Any = msgspec.Raw(stored.response)
+                return Response(
+                    replayed,
+                    status_code=stored.status_code,
+                    headers={"Idempotent-Replayed": "true"},
+                )
+        tenant = await tenants.get_visible(conn, who, who.tenant_code)
+        accepted = await service.create_send(conn, tenant, who, data, state.settings)
+        if idempotency_key is not None:
+            await dedup.remember(
+                conn,
+                who.tenant_id,
+                idempotency_key,
+                body_hash,
+                HTTP_202_ACCEPTED,
+                msgspec.json.encode(accepted),
+                state.settings.dedup.idempotency_ttl_seconds,
+            )
+        return Response(accepted, status_code=HTTP_202_ACCEPTED)
+
+    @get(
+        "/{send_id:int}",
+        guards=[require(Scope.MESSAGES_READ)],
+        responses=error_responses(404, 422),
+        summary="A send of the caller's subtree with its messages counted by status",
+    )
+    async def get_send(self, request: AuthedRequest, conn: Conn, send_id: SendId) -> SendView:
+        return await service.get_send(conn, request.user, send_id)
+
+    @get(
+        "/{send_id:int}/recipients",
+        guards=[require(Scope.MESSAGES_READ)],
+        responses=error_responses(404, 422),
+        summary="A send's messages, one per recipient, in id order",
+    )
+    async def recipients(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        send_id: SendId,
+        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        status: Annotated[Status | None, QueryParameter()] = None,
+    ) -> MessagePage:
+        return await service.list_messages(conn, request.user, send_id, after, limit, status)

@@ -1,0 +1,82 @@
+"""SQL for sends and messages, each query beside the row it returns."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+# Which of these phones opted out of the tenant's messages.
+OPTED_OUT = "SELECT phone FROM opt_outs WHERE tenant_id = $1 AND phone = ANY($2::text[])"
+
+# A new send; its counts are filled in once its messages are written.
+INSERT_SEND = """
+INSERT INTO sends (tenant_id, signature, body, encoding, segments_each, priority, dedup,
+                   recipients, repeats, rejects, segments, list_price_micros, key_prefix)
+VALUES ($1, $2, $3, $4, $5, $6::send_priority, $7, $8, $9, $10::jsonb, 0, 0, $11)
+RETURNING id
+"""
+
+# A send's messages in one statement; ids come back in the order of the arrays.
+INSERT_MESSAGES = """
+INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments)
+SELECT $1, $2, m.phone, m.carrier, m.status::message_status, $3
+FROM UNNEST($4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS m(phone, carrier, status, n)
+ORDER BY m.n
+RETURNING id, phone
+"""
+
+# Mark messages as duplicates of what already reached their phones.
+MARK_DUPLICATES = """
+UPDATE messages m SET status = 'deduplicated', duplicate_of = d.original,
+                      duplicate_tenant_id = d.tenant_id, updated_at = now()
+FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS d(id, original, tenant_id)
+WHERE m.id = d.id
+"""
+
+# The send's reservation and what it cost.
+FINISH_SEND = """
+UPDATE sends SET reservation_id = $2, segments = $3, list_price_micros = $4 WHERE id = $1
+"""
+
+
+class SendRow(msgspec.Struct, frozen=True):
+    id: int
+    tenant_code: str
+    tenant_path: str
+    signature: str
+    body: str
+    priority: str
+    dedup: bool
+    encoding: str
+    segments_each: int
+    segments: int
+    list_price_micros: int
+    rejects: str
+    created_at: datetime
+
+
+# A send, only if its tenant lies in the subtree whose path is $2.
+SEND_IN_SUBTREE = """
+SELECT s.id, t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
+       s.priority::text AS priority, s.dedup, s.encoding, s.segments_each, s.segments,
+       s.list_price_micros, s.rejects::text AS rejects, s.created_at
+FROM sends s JOIN tenants t ON t.id = s.tenant_id
+WHERE s.id = $1 AND t.path >= $2 AND t.path < $2 || '~'
+"""
+
+# How many of a send's messages are in each status.
+STATUS_COUNTS = """
+SELECT status::text AS status, count(*) AS n FROM messages WHERE send_id = $1 GROUP BY status
+"""
+
+
+# A page of a send's messages (as MessageView) after the cursor $2, of status $4 (NULL: all).
+MESSAGES_PAGE = """
+SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.segments, m.duplicate_of,
+       d.code AS duplicate_tenant, m.updated_at
+FROM messages m LEFT JOIN tenants d ON d.id = m.duplicate_tenant_id
+WHERE m.send_id = $1 AND m.id > $2 AND ($4::message_status IS NULL OR m.status = $4)
+ORDER BY m.id
+LIMIT $3
+"""

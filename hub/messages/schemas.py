@@ -1,0 +1,84 @@
+"""API shapes for sends and their messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from hub.messages.numbers import Rejected
+
+Priority = Literal["urgent", "normal", "bulk"]
+# A phone as the caller has it; spreadsheets often send numbers. Anything unusable is rejected
+# on its own (with a reason), never the whole send.
+Phone = str | int
+
+
+class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Phones as people write them (+86, 0086, spaces, dashes, full-width digits).
+    to: Annotated[list[Phone], msgspec.Meta(min_length=1, max_length=1_000_000)]
+    # Without the signature; the tenant's 【signature】 is prepended. Line breaks and tabs are
+    # fine; other control characters are not text a phone can show.
+    body: Annotated[
+        str,
+        msgspec.Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"),
+    ]
+    priority: Priority = "normal"
+    # "off": skip the cross-tenant content dedup for this send (repeats in `to` still collapse).
+    dedup: Literal["on", "off"] = "on"
+
+
+class Counts(msgspec.Struct, frozen=True):
+    accepted: int
+    deduplicated: int
+    opted_out: int
+    rejected: int
+    # The same phone more than once in `to`: sent once.
+    repeated: int
+
+
+class SendAccepted(msgspec.Struct, frozen=True):
+    id: int
+    counts: Counts
+    rejected: list[Rejected]
+    encoding: str
+    segments_per_message: int
+    # Reserved from the quota: accepted * segments_per_message.
+    segments: int
+    # What these segments would cost at list price, in micro-yuan (1e-6 yuan).
+    list_price_micros: int
+
+
+class SendView(msgspec.Struct, frozen=True):
+    id: int
+    tenant: str
+    signature: str
+    body: str
+    priority: str
+    dedup: bool
+    encoding: str
+    segments_per_message: int
+    segments: int
+    list_price_micros: int
+    created_at: datetime
+    # Messages by status right now (accepted, sent, delivered, deduplicated, opted_out, …).
+    statuses: dict[str, int]
+    rejected: list[Rejected]
+
+
+class MessageView(msgspec.Struct, frozen=True):
+    id: int
+    phone: str
+    carrier: str
+    status: str
+    segments: int
+    # Deduplicated: the message that already reached the phone, and its tenant's code.
+    duplicate_of: int | None
+    duplicate_tenant: str | None
+    updated_at: datetime
+
+
+class MessagePage(msgspec.Struct, frozen=True):
+    items: list[MessageView]
+    next_after: int | None

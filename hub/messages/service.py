@@ -1,0 +1,173 @@
+"""Sending: a send's recipients checked, deduplicated, reserved and written in one transaction.
+
+Order inside the request's transaction, so that a 429 leaves nothing behind:
+1. normalise recipients (layer 2 drops repeats; bad numbers are rejected one by one);
+2. write the send and one message per unique valid recipient (opted-out phones as `opted_out`);
+3. claim content keys (layer 3); messages whose key another message holds become `deduplicated`;
+4. reserve the segments of what is left, once for the whole send (429 aborts everything).
+"""
+
+from __future__ import annotations
+
+import asyncpg
+import msgspec
+
+from hub.dedup import service as dedup
+from hub.errors import Invalid, NotFound
+from hub.messages import repository as sql
+from hub.messages.numbers import Rejected, normalize_all
+from hub.messages.repository import SendRow
+from hub.messages.schemas import (
+    Counts,
+    MessagePage,
+    MessageView,
+    SendAccepted,
+    SendRequest,
+    SendView,
+)
+from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
+from hub.quota import service as quota
+from hub.settings import Settings
+from tenants.repository import TenantRow
+from tenants.service import Principal
+
+
+def _too_long(text: str) -> Invalid:
+    return Invalid(
+        f"the message with its signature is {len(text)} characters; at most {MAX_CHARACTERS}",
+        fields=[
+            {
+                "key": "body",
+                "message": f"over {MAX_CHARACTERS} characters with the signature",
+                "source": "body",
+            }
+        ],
+    )
+
+
+async def create_send(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    who: Principal,
+    request: SendRequest,
+    settings: Settings,
+) -> SendAccepted:
+    text = signed(tenant.signature, request.body)
+    if len(text) > MAX_CHARACTERS:
+        raise _too_long(text)
+    segments = count_segments(text)
+    recipients, rejected, repeats = normalize_all(request.to)
+    phones = [r.phone for r in recipients]
+    opted_out = {r["phone"] for r in await conn.fetch(sql.OPTED_OUT, tenant.id, phones)}
+
+    send_id: int = await conn.fetchval(
+        sql.INSERT_SEND,
+        tenant.id,
+        tenant.signature,
+        request.body,
+        segments.encoding,
+        segments.count,
+        request.priority,
+        request.dedup == "on",
+        len(request.to),
+        repeats,
+        msgspec.json.encode(rejected).decode(),
+        who.key_prefix,
+    )
+    statuses = ["opted_out" if p in opted_out else "accepted" for p in phones]
+    written = await conn.fetch(
+        sql.INSERT_MESSAGES,
+        send_id,
+        tenant.id,
+        segments.count,
+        phones,
+        [r.carrier for r in recipients],
+        statuses,
+    )
+    candidates = [(r["id"], r["phone"]) for r in written if r["phone"] not in opted_out]
+
+    duplicates = {}
+    if request.dedup == "on":
+        duplicates = await dedup.claim(
+            conn, tenant.id, request.body, candidates, settings.dedup.window_seconds
+        )
+        if duplicates:
+            await conn.execute(
+                sql.MARK_DUPLICATES,
+                list(duplicates),
+                [h.message_id for h in duplicates.values()],
+                [h.tenant_id for h in duplicates.values()],
+            )
+
+    accepted = len(candidates) - len(duplicates)
+    total = accepted * segments.count
+    reservation_id = None
+    if total:
+        reservation = await quota.reserve(
+            conn,
+            tenant,
+            total,
+            f"send:{send_id}",
+            f"key:{who.key_prefix}",
+            ttl_seconds=settings.quota.reservation_ttl_seconds,
+        )
+        reservation_id = reservation.id
+    price = total * settings.billing.list_price_micros
+    await conn.execute(sql.FINISH_SEND, send_id, reservation_id, total, price)
+    return SendAccepted(
+        id=send_id,
+        counts=Counts(
+            accepted=accepted,
+            deduplicated=len(duplicates),
+            opted_out=len(opted_out),
+            rejected=len(rejected),
+            repeated=repeats,
+        ),
+        rejected=rejected,
+        encoding=segments.encoding,
+        segments_per_message=segments.count,
+        segments=total,
+        list_price_micros=price,
+    )
+
+
+async def _visible_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> SendRow:
+    record = await conn.fetchrow(sql.SEND_IN_SUBTREE, send_id, who.tenant_path)
+    if record is None:
+        raise NotFound("send not found")
+    return msgspec.convert(dict(record.items()), SendRow)
+
+
+async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> SendView:
+    send = await _visible_send(conn, who, send_id)
+    counts = {r["status"]: r["n"] for r in await conn.fetch(sql.STATUS_COUNTS, send_id)}
+    return SendView(
+        id=send.id,
+        tenant=send.tenant_code,
+        signature=f"【{send.signature}】",
+        body=send.body,
+        priority=send.priority,
+        dedup=send.dedup,
+        encoding=send.encoding,
+        segments_per_message=send.segments_each,
+        segments=send.segments,
+        list_price_micros=send.list_price_micros,
+        created_at=send.created_at,
+        statuses=counts,
+        rejected=msgspec.json.decode(send.rejects, type=list[Rejected]),
+    )
+
+
+async def list_messages(
+    conn: asyncpg.Connection,
+    who: Principal,
+    send_id: int,
+    after: int,
+    limit: int,
+    status: str | None,
+) -> MessagePage:
+    await _visible_send(conn, who, send_id)
+    records = await conn.fetch(sql.MESSAGES_PAGE, send_id, after, limit + 1, status)
+    items = [msgspec.convert(dict(r.items()), MessageView) for r in records[:limit]]
+    more = len(records) > limit
+    return MessagePage(items=items, next_after=items[-1].id if more and items else None)

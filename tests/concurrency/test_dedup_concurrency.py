@@ -1,0 +1,96 @@
+"""A province and one of its counties send the same notice to overlapping rosters at once.
+
+Real parallel requests through the app on a pool of connections: every phone must get exactly
+one message per notice, the others marked deduplicated, no request failing or deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+from arq.connections import ArqRedis
+
+from hub.app import create_app
+from hub.db import PoolDatabase
+from hub.quota import service as quota
+from hub.quota.service import current_period
+from hub.settings import Settings
+from tenants.service import get_by_code
+from tests.factories import bearer, make_key, make_small_tree
+
+pytestmark = [pytest.mark.concurrency, pytest.mark.slow]
+
+NOTICES = 5
+PHONES = [f"+86138{n:08d}" for n in range(900)]
+
+
+async def _setup(dsn: str) -> tuple[str, str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        async with conn.transaction():
+            await make_small_tree(conn)
+            for code, limit in (
+                ("000000", 100_000),
+                ("510000", 50_000),
+                ("510100", 20_000),
+                ("510104", 10_000),
+            ):
+                tenant = await get_by_code(conn, code)
+                assert tenant is not None
+                await quota.set_limit(
+                    conn, tenant, current_period(), "t", limit=limit, policy="pooled"
+                )
+            return await make_key(conn, "510000"), await make_key(conn, "510104")
+    finally:
+        await conn.close()
+
+
+async def test_overlapping_rosters_at_the_same_instant(
+    fresh_db: str, redis: ArqRedis, settings: Settings
+) -> None:
+    province, county = await _setup(fresh_db)
+    pool = await asyncpg.create_pool(fresh_db, min_size=10, max_size=20)
+    app = create_app(settings, db=PoolDatabase(pool), redis=redis)
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    try:
+        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+
+            async def send(key: str, phones: list[str], notice: int) -> httpx.Response:
+                return await client.post(
+                    "/v1/messages",
+                    json={"to": phones, "body": f"第{notice}号通知：请按时参加学习"},
+                    headers=bearer(key),
+                )
+
+            answers = await asyncio.gather(
+                *(
+                    request
+                    for notice in range(NOTICES)
+                    for request in (
+                        send(province, PHONES[:600], notice),
+                        send(county, PHONES[300:], notice),
+                    )
+                )
+            )
+        assert [a.status_code for a in answers] == [202] * (2 * NOTICES), [a.text for a in answers]
+        conn = await asyncpg.connect(fresh_db)
+        try:
+            per_phone = await conn.fetch(
+                "SELECT s.body, m.phone, count(*) FILTER (WHERE m.status = 'accepted') AS sent, "
+                "count(*) FILTER (WHERE m.status = 'deduplicated') AS deduplicated "
+                "FROM messages m JOIN sends s ON s.id = m.send_id GROUP BY s.body, m.phone"
+            )
+            reserved = await conn.fetchval("SELECT sum(amount) FROM quota_reservations")
+        finally:
+            await conn.close()
+    finally:
+        await pool.close()
+
+    assert len(per_phone) == NOTICES * len(PHONES)
+    assert {r["sent"] for r in per_phone} == {1}
+    overlap = [r for r in per_phone if r["deduplicated"]]
+    assert len(overlap) == NOTICES * 300  # phones 300..599 were on both rosters
+    assert reserved == NOTICES * len(PHONES)  # one segment per phone per notice, never two

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import msgspec
 from arq.connections import ArqRedis
@@ -19,6 +20,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
 from hub import queue
+from hub.contacts.controllers import ContactController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
@@ -97,6 +99,7 @@ def create_app(
             TenantController,
             QuotaController,
             MessageController,
+            ContactController,
             docs,
         ],
         dependencies={"conn": Provide(provide_connection)},
@@ -136,11 +139,21 @@ def _int_minimums(struct: type[msgspec.Struct]) -> Iterator[tuple[str, int]]:
                 yield field.encode_name, kind.ge
 
 
+def _schema(spec: dict[str, Any]) -> Schema:
+    """A Litestar Schema from a small JSON Schema dict (required, properties, minItems)."""
+    return Schema(
+        required=spec.get("required"),
+        min_items=spec.get("minItems"),
+        properties={k: _schema(v) for k, v in spec.get("properties", {}).items()} or None,
+    )
+
+
 def _complete_schema(app: Litestar) -> None:
     """Say in the OpenAPI document what our bodies enforce but Litestar leaves out.
 
     - `additionalProperties: false` for every body that rejects unknown fields;
-    - `minimum` for int fields bounded below by 0 (Litestar drops a falsy bound inside unions).
+    - `minimum` for int fields bounded below by 0 (Litestar drops a falsy bound inside unions);
+    - `anyOf` alternatives a body declares in `__openapi_any_of__` (rules across fields).
     A client that trusts the schema would otherwise send what we answer 422 to.
     """
     schemas = app.openapi_schema.components.schemas or {}
@@ -150,6 +163,8 @@ def _complete_schema(app: Litestar) -> None:
             continue
         if struct.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
+        if any_of := getattr(struct, "__openapi_any_of__", None):
+            schema.any_of = [_schema(alternative) for alternative in any_of]
         for name, minimum in _int_minimums(struct):
             prop = (schema.properties or {}).get(name)
             if isinstance(prop, Schema) and prop.minimum is None:

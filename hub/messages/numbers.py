@@ -16,7 +16,7 @@ import phonenumbers
 from phonenumbers import PhoneNumberType, carrier
 
 CARRIERS = ("中国移动", "中国联通", "中国电信", "中国广电")
-Reason = Literal["malformed", "invalid", "not_mainland", "not_mobile"]
+Reason = Literal["malformed", "invalid", "not_mainland", "not_mobile", "unknown_contact"]
 _SEPARATORS = re.compile(r"[\s\-.()（）]")
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
@@ -15,9 +15,23 @@ Priority = Literal["urgent", "normal", "bulk"]
 Phone = str | int
 
 
-class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    # Also said in the OpenAPI document (hub.app reads it): at least one recipient source.
+    __openapi_any_of__: ClassVar = (
+        {"required": ["to"], "properties": {"to": {"minItems": 1}}},
+        {"required": ["to_tags"], "properties": {"to_tags": {"minItems": 1}}},
+        {"required": ["to_contacts"], "properties": {"to_contacts": {"minItems": 1}}},
+    )
+
+    # Recipients: any mix of these three, at least one of them not empty.
     # Phones as people write them (+86, 0086, spaces, dashes, full-width digits).
-    to: Annotated[list[Phone], msgspec.Meta(min_length=1, max_length=1_000_000)]
+    to: Annotated[list[Phone], msgspec.Meta(max_length=1_000_000)] = []
+    # Contacts of the caller's roster carrying any of these tags (书记, 大学生村官 …) …
+    to_tags: Annotated[list[str], msgspec.Meta(max_length=100)] = []
+    # … and with `subtree`, of every roster in the caller's subtree.
+    subtree: bool = False
+    # Contact ids of the caller's roster (an id that is not is rejected on its own).
+    to_contacts: Annotated[list[int], msgspec.Meta(max_length=100_000)] = []
     # Without the signature; the tenant's 【signature】 is prepended. Line breaks and tabs are
     # fine; other control characters are not text a phone can show.
     body: Annotated[

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
+from hub.contacts import service as contacts
 from hub.dedup import service as dedup
 from hub.errors import Invalid, NotFound
 from hub.messages import repository as sql
@@ -56,7 +57,16 @@ async def create_send(
     if len(text) > MAX_CHARACTERS:
         raise _too_long(text)
     segments = count_segments(text)
-    recipients, rejected, repeats = normalize_all(request.to)
+    if not (request.to or request.to_tags or request.to_contacts):
+        raise Invalid(
+            "no recipients: give `to`, `to_tags` or `to_contacts`",
+            fields=[{"key": "to", "message": "no recipients", "source": "body"}],
+        )
+    from_roster, unknown_contacts = await contacts.phones_for(
+        conn, tenant, request.to_tags, request.to_contacts, request.subtree
+    )
+    recipients, rejected, repeats = normalize_all([*request.to, *from_roster])
+    rejected += unknown_contacts
     phones = [r.phone for r in recipients]
     opted_out = {r["phone"] for r in await conn.fetch(sql.OPTED_OUT, tenant.id, phones)}
 

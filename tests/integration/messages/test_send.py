@@ -235,7 +235,9 @@ async def test_recipients_are_paged(
     ("payload", "field"),
     [
         ({"to": [], "body": "x"}, "to"),
+        ({"body": "x"}, "to"),
         ({"to": ["13800138000"]}, "body"),
+        ({"to": ["13800138000"], "body": "a\x00b"}, "body"),
         ({"to": ["13800138000"], "body": ""}, "body"),
         ({"to": ["13800138000"], "body": "x", "priority": "asap"}, "priority"),
         ({"to": ["13800138000"], "body": "x", "cc": []}, "cc"),

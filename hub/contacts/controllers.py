@@ -1,0 +1,82 @@
+"""Roster routes: import a CSV/XLSX roster, list and delete contacts."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, delete, get, post
+from litestar.params import PathParameter, QueryParameter, RawBody
+from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
+
+from hub.contacts import service
+from hub.contacts.rosters import RosterError
+from hub.contacts.schemas import ContactPage, ImportResult
+from hub.errors import Invalid, error_responses
+from tenants import service as tenants
+from tenants.auth import require
+from tenants.controllers import AuthedRequest, Conn
+from tenants.scopes import Scope
+
+# A roster of a whole county (tens of thousands of rows) fits comfortably.
+MAX_ROSTER_BYTES = 20 * 1024 * 1024
+# No control characters (PostgreSQL text cannot even hold NUL).
+PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+ContactId = Annotated[int, PathParameter(ge=1, le=2**53)]
+
+
+class ContactController(Controller):
+    path = "/v1/contacts"
+    tags = ["contacts"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post(
+        "/import",
+        guards=[require(Scope.CONTACTS_WRITE)],
+        responses=error_responses(413, 422),
+        status_code=HTTP_200_OK,
+        request_max_body_size=MAX_ROSTER_BYTES,
+        summary="Import a roster (CSV in UTF-8, UTF-8 with BOM or GBK; or XLSX) as the body",
+        description="Columns by header: 姓名/name, 手机/phone, 标签/tags (separated by 、，; or |),"
+        " 入党日期/joined_on, and any others as free fields. Valid rows are upserted by phone;"
+        " each bad row is reported with its line number.",
+    )
+    async def import_roster(
+        self, request: AuthedRequest, conn: Conn, body: RawBody
+    ) -> ImportResult:
+        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        try:
+            return await service.import_roster(conn, tenant, body)
+        except RosterError as exc:
+            raise Invalid(
+                str(exc), fields=[{"key": "body", "message": str(exc), "source": "body"}]
+            ) from exc
+
+    @get(
+        "/",
+        guards=[require(Scope.CONTACTS_READ)],
+        responses=error_responses(422),
+        summary="The caller's roster, filtered by tag or by a name/phone fragment",
+    )
+    async def list_contacts(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        tag: Annotated[str | None, QueryParameter(max_length=50, pattern=PRINTABLE)] = None,
+        q: Annotated[str | None, QueryParameter(max_length=50, pattern=PRINTABLE)] = None,
+        after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> ContactPage:
+        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        return await service.list_contacts(conn, tenant, after, limit, tag, q)
+
+    @delete(
+        "/{contact_id:int}",
+        guards=[require(Scope.CONTACTS_WRITE)],
+        responses=error_responses(404, 422),
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Remove a contact from the caller's roster",
+    )
+    async def delete_contact(
+        self, request: AuthedRequest, conn: Conn, contact_id: ContactId
+    ) -> None:
+        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        await service.delete_contact(conn, tenant, contact_id)

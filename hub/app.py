@@ -15,7 +15,7 @@ from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, Schema, SecurityScheme
+from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
@@ -27,6 +27,7 @@ from hub.health.controllers import HealthController
 from hub.messages.controllers import MessageController
 from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
+from hub.templates.controllers import TemplateController
 from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
 
@@ -100,6 +101,7 @@ def create_app(
             QuotaController,
             MessageController,
             ContactController,
+            TemplateController,
             docs,
         ],
         dependencies={"conn": Provide(provide_connection)},
@@ -140,11 +142,19 @@ def _int_minimums(struct: type[msgspec.Struct]) -> Iterator[tuple[str, int]]:
 
 
 def _schema(spec: dict[str, Any]) -> Schema:
-    """A Litestar Schema from a small JSON Schema dict (required, properties, minItems)."""
+    """A Litestar Schema from a small JSON Schema dict (the keywords our rules use)."""
+
+    def each(key: str) -> list[Schema] | None:
+        return [_schema(s) for s in spec[key]] if key in spec else None
+
     return Schema(
+        type=OpenAPIType(spec["type"]) if "type" in spec else None,
         required=spec.get("required"),
         min_items=spec.get("minItems"),
         properties={k: _schema(v) for k, v in spec.get("properties", {}).items()} or None,
+        all_of=each("allOf"),
+        any_of=each("anyOf"),
+        one_of=each("oneOf"),
     )
 
 
@@ -153,7 +163,7 @@ def _complete_schema(app: Litestar) -> None:
 
     - `additionalProperties: false` for every body that rejects unknown fields;
     - `minimum` for int fields bounded below by 0 (Litestar drops a falsy bound inside unions);
-    - `anyOf` alternatives a body declares in `__openapi_any_of__` (rules across fields).
+    - rules across fields a body declares in `__openapi_rules__` (an `allOf` of alternatives).
     A client that trusts the schema would otherwise send what we answer 422 to.
     """
     schemas = app.openapi_schema.components.schemas or {}
@@ -163,8 +173,8 @@ def _complete_schema(app: Litestar) -> None:
             continue
         if struct.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
-        if any_of := getattr(struct, "__openapi_any_of__", None):
-            schema.any_of = [_schema(alternative) for alternative in any_of]
+        if rules := getattr(struct, "__openapi_rules__", None):
+            schema.all_of = _schema(rules).all_of
         for name, minimum in _int_minimums(struct):
             prop = (schema.properties or {}).get(name)
             if isinstance(prop, Schema) and prop.minimum is None:

@@ -38,6 +38,13 @@ class Principal(msgspec.Struct, frozen=True):
     scopes: frozenset[Scope]
 
 
+def ancestry_paths(path: str) -> list[str]:
+    """The paths of a tenant and every ancestor, root first:
+    '000000/510000/510100/' → ['000000/', '000000/510000/', '000000/510000/510100/']."""
+    codes = path.rstrip("/").split("/")
+    return ["/".join(codes[: i + 1]) + "/" for i in range(len(codes))]
+
+
 def to_tenant(row: TenantRow) -> Tenant:
     return Tenant(
         code=row.code,

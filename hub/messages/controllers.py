@@ -53,7 +53,7 @@ class MessageController(Controller):
     @post(
         "/",
         guards=[require(Scope.MESSAGES_WRITE)],
-        responses=error_responses(409, 413, 422, 429),
+        responses=error_responses(404, 409, 413, 422, 429),
         status_code=HTTP_202_ACCEPTED,
         summary="Send one text to many phones; bad numbers are rejected one by one",
     )

@@ -8,6 +8,7 @@ from typing import Annotated, ClassVar, Literal
 import msgspec
 
 from hub.messages.numbers import Rejected
+from hub.templates.schemas import TemplateBody
 
 Priority = Literal["urgent", "normal", "bulk"]
 # A phone as the caller has it; spreadsheets often send numbers. Anything unusable is rejected
@@ -16,12 +17,25 @@ Phone = str | int
 
 
 class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    # Also said in the OpenAPI document (hub.app reads it): at least one recipient source.
-    __openapi_any_of__: ClassVar = (
-        {"required": ["to"], "properties": {"to": {"minItems": 1}}},
-        {"required": ["to_tags"], "properties": {"to_tags": {"minItems": 1}}},
-        {"required": ["to_contacts"], "properties": {"to_contacts": {"minItems": 1}}},
-    )
+    # Rules across fields, also stated in the OpenAPI document (hub.app reads this): at least
+    # one recipient source, and exactly one of `body` and `template`.
+    __openapi_rules__: ClassVar = {
+        "allOf": [
+            {
+                "anyOf": [
+                    {"required": ["to"], "properties": {"to": {"minItems": 1}}},
+                    {"required": ["to_tags"], "properties": {"to_tags": {"minItems": 1}}},
+                    {"required": ["to_contacts"], "properties": {"to_contacts": {"minItems": 1}}},
+                ]
+            },
+            {
+                "oneOf": [
+                    {"required": ["body"], "properties": {"body": {"type": "string"}}},
+                    {"required": ["template"], "properties": {"template": {"type": "integer"}}},
+                ]
+            },
+        ]
+    }
 
     # Recipients: any mix of these three, at least one of them not empty.
     # Phones as people write them (+86, 0086, spaces, dashes, full-width digits).
@@ -34,10 +48,10 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     to_contacts: Annotated[list[int], msgspec.Meta(max_length=100_000)] = []
     # Without the signature; the tenant's 【signature】 is prepended. Line breaks and tabs are
     # fine; other control characters are not text a phone can show.
-    body: Annotated[
-        str,
-        msgspec.Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"),
-    ]
+    body: TemplateBody | None = None
+    # Or an approved template (the sender's own or an ancestor's) and its variables.
+    template: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
+    vars: dict[str, str] = {}
     priority: Priority = "normal"
     # "off": skip the cross-tenant content dedup for this send (repeats in `to` still collapse).
     dedup: Literal["on", "off"] = "on"

@@ -29,8 +29,9 @@ from hub.messages.schemas import (
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
 from hub.quota import service as quota
 from hub.settings import Settings
+from hub.templates import service as templates
 from tenants.repository import TenantRow
-from tenants.service import Principal
+from tenants.service import Principal, ancestry_paths
 
 
 def _too_long(text: str) -> Invalid:
@@ -46,6 +47,23 @@ def _too_long(text: str) -> Invalid:
     )
 
 
+async def _body(conn: asyncpg.Connection, tenant: TenantRow, request: SendRequest) -> str:
+    """The text to send: the body as given, or the rendered template (exactly one of them)."""
+    if (request.body is None) == (request.template is None):
+        raise Invalid(
+            "give either `body` or `template`, not both and not neither",
+            fields=[
+                {"key": "body", "message": "exactly one of body and template", "source": "body"}
+            ],
+        )
+    if request.body is not None:
+        return request.body
+    assert request.template is not None
+    return await templates.render(
+        conn, tenant, ancestry_paths(tenant.path), request.template, request.vars
+    )
+
+
 async def create_send(
     conn: asyncpg.Connection,
     tenant: TenantRow,
@@ -53,7 +71,8 @@ async def create_send(
     request: SendRequest,
     settings: Settings,
 ) -> SendAccepted:
-    text = signed(tenant.signature, request.body)
+    body = await _body(conn, tenant, request)
+    text = signed(tenant.signature, body)
     if len(text) > MAX_CHARACTERS:
         raise _too_long(text)
     segments = count_segments(text)
@@ -74,7 +93,7 @@ async def create_send(
         sql.INSERT_SEND,
         tenant.id,
         tenant.signature,
-        request.body,
+        body,
         segments.encoding,
         segments.count,
         request.priority,
@@ -99,7 +118,7 @@ async def create_send(
     duplicates = {}
     if request.dedup == "on":
         duplicates = await dedup.claim(
-            conn, tenant.id, request.body, candidates, settings.dedup.window_seconds
+            conn, tenant.id, body, candidates, settings.dedup.window_seconds
         )
         if duplicates:
             await conn.execute(

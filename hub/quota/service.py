@@ -43,6 +43,7 @@ from hub.quota.schemas import (
     period_text,
 )
 from tenants.repository import TenantRow
+from tenants.service import ancestry_paths
 
 
 class QuotaExhausted(ApiError):
@@ -52,12 +53,6 @@ class QuotaExhausted(ApiError):
 
 def current_period(now: datetime | None = None) -> date:
     return period_of(now or datetime.now(UTC))
-
-
-def _path_prefixes(path: str) -> list[str]:
-    """'000000/510000/510100/' → ['000000/', '000000/510000/', '000000/510000/510100/']."""
-    codes = path.rstrip("/").split("/")
-    return ["/".join(codes[: i + 1]) + "/" for i in range(len(codes))]
 
 
 def _convert(record: asyncpg.Record | None, kind: type[Any]) -> Any:
@@ -119,7 +114,7 @@ async def _save(conn: asyncpg.Connection, account: AccountRow) -> None:
 
 
 async def _chain(conn: asyncpg.Connection, tenant: TenantRow, period: date) -> list[ChainLink]:
-    records = await conn.fetch(sql.CHAIN, _path_prefixes(tenant.path), period)
+    records = await conn.fetch(sql.CHAIN, ancestry_paths(tenant.path), period)
     return [msgspec.convert(dict(r.items()), ChainLink) for r in records]
 
 

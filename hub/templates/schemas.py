@@ -1,0 +1,42 @@
+"""API shapes for message templates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+TemplateBody = Annotated[
+    str,
+    msgspec.Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"),
+]
+
+
+class CreateTemplate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    # `{name}`-style placeholders, e.g. "{name}同志，今天是您入党{years}周年纪念日。"
+    body: TemplateBody
+
+
+class Review(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    decision: Literal["approve", "reject"]
+    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+
+
+class Template(msgspec.Struct, frozen=True):
+    id: int
+    tenant: str
+    name: str
+    body: str
+    variables: list[str]
+    # pending until an ancestor approves or rejects it; only approved templates can be sent.
+    status: str
+    reviewed_by: str | None
+    reviewed_at: datetime | None
+    review_note: str | None
+    created_at: datetime
+
+
+class TemplateList(msgspec.Struct, frozen=True):
+    items: list[Template]

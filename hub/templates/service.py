@@ -1,0 +1,97 @@
+"""Templates: `{variable}` placeholders, approval by an ancestor, rendering for a send.
+
+A tenant's template is pending until a tenant above it approves or rejects it; the root has no
+one above, so its templates are approved when created. A tenant may send its own approved
+templates and its ancestors' (a province writes the notice, its counties send it).
+"""
+
+from __future__ import annotations
+
+import re
+
+import asyncpg
+import msgspec
+
+from hub.errors import Conflict, Forbidden, Invalid, NotFound
+from hub.templates import repository as sql
+from hub.templates.schemas import CreateTemplate, Review, Template
+from tenants.repository import TenantRow
+from tenants.service import Principal
+
+PLACEHOLDER = re.compile(r"\{(\w{1,40})\}")
+
+
+def variables(body: str) -> list[str]:
+    """The placeholders of a body, each once, in order of first appearance."""
+    return list(dict.fromkeys(PLACEHOLDER.findall(body)))
+
+
+def _template(record: asyncpg.Record | None) -> Template | None:
+    return None if record is None else msgspec.convert(dict(record.items()), Template)
+
+
+async def create(conn: asyncpg.Connection, tenant: TenantRow, data: CreateTemplate) -> Template:
+    status = "approved" if tenant.parent_code is None else "pending"
+    created = _template(
+        await conn.fetchrow(
+            sql.INSERT, tenant.id, data.name, data.body, variables(data.body), status
+        )
+    )
+    if created is None:
+        raise Conflict(f"{tenant.code} already has a template named {data.name!r}")
+    return created
+
+
+async def get(conn: asyncpg.Connection, who: Principal, template_id: int) -> Template:
+    found = _template(await conn.fetchrow(sql.IN_SUBTREE, template_id, who.tenant_path))
+    if found is None:
+        raise NotFound("template not found")
+    return found
+
+
+async def list_templates(
+    conn: asyncpg.Connection, tenant: TenantRow, subtree: bool, status: str | None
+) -> list[Template]:
+    records = await conn.fetch(sql.LIST, tenant.path, subtree, status)
+    return [msgspec.convert(dict(r.items()), Template) for r in records]
+
+
+async def review(
+    conn: asyncpg.Connection, who: Principal, template_id: int, data: Review
+) -> Template:
+    template = await get(conn, who, template_id)
+    if template.tenant == who.tenant_code:
+        raise Forbidden("a tenant cannot review its own template; a tenant above it does")
+    status = "approved" if data.decision == "approve" else "rejected"
+    if await conn.fetchval(sql.REVIEW, template_id, status, who.tenant_id, data.note) is None:
+        raise Conflict(f"template {template_id} was already {template.status}")
+    return await get(conn, who, template_id)
+
+
+async def render(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    chain_paths: list[str],
+    template_id: int,
+    values: dict[str, str],
+) -> str:
+    """The body of an approved template usable by `tenant`, with its variables filled in."""
+    template = _template(await conn.fetchrow(sql.USABLE, template_id, chain_paths))
+    if template is None:
+        raise NotFound("template not found")
+    if template.status != "approved":
+        raise Invalid(
+            f"template {template_id} is {template.status}; only approved templates can be sent",
+            fields=[
+                {"key": "template", "message": f"template is {template.status}", "source": "body"}
+            ],
+        )
+    missing = [name for name in template.variables if name not in values]
+    if missing:
+        raise Invalid(
+            f"missing template variables: {', '.join(missing)}",
+            fields=[
+                {"key": f"vars.{name}", "message": "missing", "source": "body"} for name in missing
+            ],
+        )
+    return PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), template.body)

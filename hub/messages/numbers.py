@@ -14,16 +14,25 @@ from typing import Literal
 import msgspec
 import phonenumbers
 from phonenumbers import PhoneMetadata, PhoneNumberType, carrier
-from phonenumbers.carrier import CARRIER_DATA, CARRIER_LONGEST_PREFIX
+from phonenumbers.carrierdata import CARRIER_DATA, CARRIER_LONGEST_PREFIX
 
 CARRIERS = ("中国移动", "中国联通", "中国电信", "中国广电")
 Reason = Literal["malformed", "invalid", "not_mainland", "not_mobile", "unknown_contact"]
 _SEPARATORS = re.compile(r"[\s\-.()（）]")
 # The fast path, for the common case of an 11-digit mainland mobile: libphonenumber's own mobile
-# pattern for CN and its carrier prefixes, without building a PhoneNumber (≈ 30× faster; tests
-# check it agrees with the full path).
+# pattern for CN and its carrier prefixes, without building a PhoneNumber (about 9 times faster;
+# tests check that it agrees with the full path).
 _NATIONAL_MOBILE = re.compile(r"(?:\+?86)?(1[0-9]{10})")
-_CN_MOBILE = re.compile(PhoneMetadata.metadata_for_region("CN").mobile.national_number_pattern)
+
+
+def _cn_mobile_pattern() -> re.Pattern[str]:
+    metadata = PhoneMetadata.metadata_for_region("CN")
+    pattern = metadata.mobile.national_number_pattern if metadata and metadata.mobile else None
+    assert pattern, "phonenumbers ships metadata for CN mobiles"
+    return re.compile(pattern)
+
+
+_CN_MOBILE = _cn_mobile_pattern()
 
 
 class Recipient(msgspec.Struct, frozen=True):

@@ -69,7 +69,7 @@ def test_rejected_values_are_echoed_bounded_and_storable() -> None:
 
 
 def test_the_fast_path_agrees_with_libphonenumber_everywhere() -> None:
-    """Every 4-digit mobile prefix 1000–1999, several numbers each, as three spellings."""
+    """Every 4-digit mobile prefix 1000 to 1999, several numbers each, as three spellings."""
     import random
 
     from hub.messages.numbers import _full

@@ -30,6 +30,8 @@ IdempotencyKey = Annotated[
         required=False,
     ),
 ]
+# A province-wide send: a million phones as JSON is about 16 MB.
+MAX_SEND_BYTES = 64 * 1024 * 1024
 SendId = Annotated[int, PathParameter(ge=1, le=2**53, description="The send's id")]
 Status = Literal[
     "accepted",
@@ -55,6 +57,7 @@ class MessageController(Controller):
         guards=[require(Scope.MESSAGES_WRITE)],
         responses=error_responses(404, 409, 413, 422, 429),
         status_code=HTTP_202_ACCEPTED,
+        request_max_body_size=MAX_SEND_BYTES,
         summary="Send one text to many phones; bad numbers are rejected one by one",
     )
     async def send(

@@ -10,6 +10,8 @@ from datetime import date, datetime
 
 import msgspec
 
+from hub.quota.schemas import Entry
+
 
 class AccountRow(msgspec.Struct, frozen=True):
     id: int
@@ -208,25 +210,6 @@ SELECT threshold, created_at FROM quota_events WHERE account_id = $1 ORDER BY th
 """
 
 
-class EntryRow(msgspec.Struct, frozen=True):
-    id: int
-    account_id: int
-    kind: str
-    amount: int
-    limit_before: int
-    limit_after: int
-    used_before: int
-    used_after: int
-    reserved_before: int
-    reserved_after: int
-    allocated_before: int
-    allocated_after: int
-    reservation_id: int | None
-    cause: str
-    actor: str
-    created_at: datetime
-
-
 _ENTRY = (
     "e.id, e.account_id, e.kind::text AS kind, e.amount, e.limit_before, e.limit_after, "
     "e.used_before, e.used_after, e.reserved_before, e.reserved_after, e.allocated_before, "
@@ -241,7 +224,9 @@ SELECT {_ENTRY} FROM quota_entries e WHERE e.account_id = $1 AND e.id > $2 ORDER
 # --- audit -------------------------------------------------------------------------------
 
 
-class AuditEntryRow(EntryRow, frozen=True):
+class AuditEntryRow(Entry, frozen=True):
+    # Entries are read per account for the audit.
+    account_id: int
     # The amount of the reservation a `post` settled (it releases all of it).
     reservation_amount: int | None
 

@@ -29,27 +29,37 @@ SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code,
     response = EXCLUDED.response, created_at = now(), expires_at = EXCLUDED.expires_at
 """
 
-# Claim content keys for messages, in key order so two sends claiming overlapping keys wait for
-# each other instead of deadlocking. A key already held and unexpired is not claimed; returns
-# the keys this call now holds.
-CLAIM = """
+# A session-local scratch table for a send's content keys (emptied at every commit).
+PREPARE_KEYS = """
+CREATE TEMP TABLE IF NOT EXISTS send_keys (key bytea NOT NULL, phone text NOT NULL)
+    ON COMMIT DELETE ROWS;
+TRUNCATE send_keys;
+"""
+
+# Claim the send's keys (COPYed into send_keys) for its messages, in key order so two sends
+# claiming overlapping keys wait for each other instead of deadlocking. A key another message
+# holds and has not let expire stays with it.
+CLAIM_FOR_SEND = """
 INSERT INTO dedup_keys AS d (key, message_id, tenant_id, expires_at)
-SELECT c.key, c.message_id, $3, now() + make_interval(secs => $4)
-FROM UNNEST($1::bytea[], $2::bigint[]) AS c(key, message_id)
-ORDER BY c.key
+SELECT k.key, m.id, $2, now() + make_interval(secs => $3)
+FROM send_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
+ORDER BY k.key
 ON CONFLICT (key) DO UPDATE
 SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
     expires_at = EXCLUDED.expires_at
 WHERE d.expires_at <= now()
-RETURNING d.key
 """
 
 
 class Holder(msgspec.Struct, frozen=True):
-    key: bytes
+    phone: str
     message_id: int
     tenant_id: int
 
 
-# Who holds these keys.
-HOLDERS = "SELECT key, message_id, tenant_id FROM dedup_keys WHERE key = ANY($1::bytea[])"
+# The send's phones whose key another send's message holds, and who holds it.
+HELD_ELSEWHERE = """
+SELECT k.phone, d.message_id, d.tenant_id
+FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
+WHERE held.send_id <> $1
+"""

@@ -88,27 +88,24 @@ def content_key(phone: str, body: str) -> bytes:
     return hashlib.blake2b(f"{phone}\x00{normalise_body(body)}".encode(), digest_size=16).digest()
 
 
-async def claim(
+async def claim_send(
     conn: asyncpg.Connection,
+    send_id: int,
     tenant_id: int,
     body: str,
-    messages: list[tuple[int, str]],
+    phones: list[str],
     window_seconds: float,
-) -> dict[int, Holder]:
-    """Claim (message id, phone) pairs; returns, per message that lost, who holds its key."""
-    if not messages:
+) -> dict[str, Holder]:
+    """Claim the content keys of a send's messages (already written) for `phones`; returns, per
+    phone whose key another message holds, who holds it. Keys go in by COPY and the claim is one
+    INSERT … SELECT, so a million recipients cost no round trip per row and return no rows."""
+    if not phones:
         return {}
-    keys = {content_key(phone, body): message_id for message_id, phone in messages}
-    claimed = {
-        r["key"]
-        for r in await conn.fetch(
-            sql.CLAIM, list(keys), list(keys.values()), tenant_id, float(window_seconds)
-        )
-    }
-    lost = [key for key in keys if key not in claimed]
-    if not lost:
-        return {}
-    holders = [
-        msgspec.convert(dict(r.items()), Holder) for r in await conn.fetch(sql.HOLDERS, lost)
-    ]
-    return {keys[h.key]: h for h in holders}
+    await conn.execute(sql.PREPARE_KEYS)
+    await conn.copy_records_to_table(
+        "send_keys", records=[(content_key(phone, body), phone) for phone in phones]
+    )
+    await conn.execute(sql.CLAIM_FOR_SEND, send_id, tenant_id, float(window_seconds))
+    records = await conn.fetch(sql.HELD_ELSEWHERE, send_id)
+    holders = [msgspec.convert(dict(r.items()), Holder) for r in records]
+    return {h.phone: h for h in holders}

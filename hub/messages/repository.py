@@ -17,21 +17,15 @@ VALUES ($1, $2, $3, $4, $5, $6::send_priority, $7, $8, $9, $10::jsonb, 0, 0, $11
 RETURNING id
 """
 
-# A send's messages in one statement; ids come back in the order of the arrays.
-INSERT_MESSAGES = """
-INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments)
-SELECT $1, $2, m.phone, m.carrier, m.status::message_status, $3
-FROM UNNEST($4::text[], $5::text[], $6::text[]) WITH ORDINALITY AS m(phone, carrier, status, n)
-ORDER BY m.n
-RETURNING id, phone
-"""
+# A send's messages are written with COPY (see service.create_send) into these columns.
+MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segments")
 
-# Mark messages as duplicates of what already reached their phones.
+# Mark a send's messages to these phones as duplicates of what already reached them.
 MARK_DUPLICATES = """
 UPDATE messages m SET status = 'deduplicated', duplicate_of = d.original,
                       duplicate_tenant_id = d.tenant_id, updated_at = now()
-FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS d(id, original, tenant_id)
-WHERE m.id = d.id
+FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS d(phone, original, tenant_id)
+WHERE m.send_id = $1 AND m.phone = d.phone
 """
 
 # The send's reservation and what it cost.

@@ -98,31 +98,37 @@ async def create_send(
         segments.count,
         request.priority,
         request.dedup == "on",
-        len(request.to),
+        len(request.to) + len(from_roster) + len(unknown_contacts),
         repeats,
         msgspec.json.encode(rejected).decode(),
         who.key_prefix,
     )
-    statuses = ["opted_out" if p in opted_out else "accepted" for p in phones]
-    written = await conn.fetch(
-        sql.INSERT_MESSAGES,
-        send_id,
-        tenant.id,
-        segments.count,
-        phones,
-        [r.carrier for r in recipients],
-        statuses,
+    await conn.copy_records_to_table(
+        "messages",
+        columns=sql.MESSAGE_COLUMNS,
+        records=[
+            (
+                send_id,
+                tenant.id,
+                r.phone,
+                r.carrier,
+                "opted_out" if r.phone in opted_out else "accepted",
+                segments.count,
+            )
+            for r in recipients
+        ],
     )
-    candidates = [(r["id"], r["phone"]) for r in written if r["phone"] not in opted_out]
+    candidates = [p for p in phones if p not in opted_out]
 
     duplicates = {}
     if request.dedup == "on":
-        duplicates = await dedup.claim(
-            conn, tenant.id, body, candidates, settings.dedup.window_seconds
+        duplicates = await dedup.claim_send(
+            conn, send_id, tenant.id, body, candidates, settings.dedup.window_seconds
         )
         if duplicates:
             await conn.execute(
                 sql.MARK_DUPLICATES,
+                send_id,
                 list(duplicates),
                 [h.message_id for h in duplicates.values()],
                 [h.tenant_id for h in duplicates.values()],

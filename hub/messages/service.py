@@ -1,10 +1,13 @@
 """Sending: a send's recipients checked, deduplicated, reserved and written in one transaction.
 
 Order inside the request's transaction, so that a 429 leaves nothing behind:
-1. normalise recipients (layer 2 drops repeats; bad numbers are rejected one by one);
-2. write the send and one message per unique valid recipient (opted-out phones as `opted_out`);
-3. claim content keys (layer 3); messages whose key another message holds become `deduplicated`;
-4. reserve the segments of what is left, once for the whole send (429 aborts everything).
+1. render the body (or template) and count its segments;
+2. gather recipients from `to`, tags and contact ids; normalise them (layer 2 drops repeats; bad
+   numbers are rejected one by one);
+3. write the send and, by COPY, one message per unique valid recipient (opted-out phones as
+   `opted_out`);
+4. claim content keys (layer 3); messages whose key another message holds become `deduplicated`;
+5. reserve the segments of what is left, once for the whole send (429 aborts everything).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from hub.contacts import service as contacts
 from hub.dedup import service as dedup
 from hub.errors import Invalid, NotFound
 from hub.messages import repository as sql
-from hub.messages.numbers import Rejected, normalize_all
+from hub.messages.numbers import Recipient, Rejected, normalize_all
 from hub.messages.repository import SendRow
 from hub.messages.schemas import (
     Counts,
@@ -64,6 +67,70 @@ async def _body(conn: asyncpg.Connection, tenant: TenantRow, request: SendReques
     )
 
 
+async def _recipients(
+    conn: asyncpg.Connection, tenant: TenantRow, request: SendRequest
+) -> tuple[list[Recipient], list[Rejected], int, int]:
+    """Unique valid recipients from `to`, tags and contact ids; rejects; repeats; submitted."""
+    if not (request.to or request.to_tags or request.to_contacts):
+        raise Invalid(
+            "no recipients: give `to`, `to_tags` or `to_contacts`",
+            fields=[{"key": "to", "message": "no recipients", "source": "body"}],
+        )
+    from_roster, unknown_contacts = await contacts.phones_for(
+        conn, tenant, request.to_tags, request.to_contacts, request.subtree
+    )
+    recipients, rejected, repeats = normalize_all([*request.to, *from_roster])
+    submitted = len(request.to) + len(from_roster) + len(unknown_contacts)
+    return recipients, rejected + unknown_contacts, repeats, submitted
+
+
+async def _write_messages(
+    conn: asyncpg.Connection,
+    send_id: int,
+    tenant: TenantRow,
+    recipients: list[Recipient],
+    opted_out: set[str],
+    segments_each: int,
+) -> None:
+    """One message per recipient, by COPY (a send may have a million)."""
+    await conn.copy_records_to_table(
+        "messages",
+        columns=sql.MESSAGE_COLUMNS,
+        records=[
+            (
+                send_id,
+                tenant.id,
+                r.phone,
+                r.carrier,
+                "opted_out" if r.phone in opted_out else "accepted",
+                segments_each,
+            )
+            for r in recipients
+        ],
+    )
+
+
+async def _deduplicate(
+    conn: asyncpg.Connection,
+    send_id: int,
+    tenant: TenantRow,
+    body: str,
+    phones: list[str],
+    window_seconds: float,
+) -> int:
+    """Layer 3: mark messages whose content key another message holds; returns how many."""
+    duplicates = await dedup.claim_send(conn, send_id, tenant.id, body, phones, window_seconds)
+    if duplicates:
+        await conn.execute(
+            sql.MARK_DUPLICATES,
+            send_id,
+            list(duplicates),
+            [h.message_id for h in duplicates.values()],
+            [h.tenant_id for h in duplicates.values()],
+        )
+    return len(duplicates)
+
+
 async def create_send(
     conn: asyncpg.Connection,
     tenant: TenantRow,
@@ -76,16 +143,7 @@ async def create_send(
     if len(text) > MAX_CHARACTERS:
         raise _too_long(text)
     segments = count_segments(text)
-    if not (request.to or request.to_tags or request.to_contacts):
-        raise Invalid(
-            "no recipients: give `to`, `to_tags` or `to_contacts`",
-            fields=[{"key": "to", "message": "no recipients", "source": "body"}],
-        )
-    from_roster, unknown_contacts = await contacts.phones_for(
-        conn, tenant, request.to_tags, request.to_contacts, request.subtree
-    )
-    recipients, rejected, repeats = normalize_all([*request.to, *from_roster])
-    rejected += unknown_contacts
+    recipients, rejected, repeats, submitted = await _recipients(conn, tenant, request)
     phones = [r.phone for r in recipients]
     opted_out = {r["phone"] for r in await conn.fetch(sql.OPTED_OUT, tenant.id, phones)}
 
@@ -98,43 +156,20 @@ async def create_send(
         segments.count,
         request.priority,
         request.dedup == "on",
-        len(request.to) + len(from_roster) + len(unknown_contacts),
+        submitted,
         repeats,
         msgspec.json.encode(rejected).decode(),
         who.key_prefix,
     )
-    await conn.copy_records_to_table(
-        "messages",
-        columns=sql.MESSAGE_COLUMNS,
-        records=[
-            (
-                send_id,
-                tenant.id,
-                r.phone,
-                r.carrier,
-                "opted_out" if r.phone in opted_out else "accepted",
-                segments.count,
-            )
-            for r in recipients
-        ],
-    )
+    await _write_messages(conn, send_id, tenant, recipients, opted_out, segments.count)
     candidates = [p for p in phones if p not in opted_out]
-
-    duplicates = {}
+    duplicates = 0
     if request.dedup == "on":
-        duplicates = await dedup.claim_send(
-            conn, send_id, tenant.id, body, candidates, settings.dedup.window_seconds
+        duplicates = await _deduplicate(
+            conn, send_id, tenant, body, candidates, settings.dedup.window_seconds
         )
-        if duplicates:
-            await conn.execute(
-                sql.MARK_DUPLICATES,
-                send_id,
-                list(duplicates),
-                [h.message_id for h in duplicates.values()],
-                [h.tenant_id for h in duplicates.values()],
-            )
 
-    accepted = len(candidates) - len(duplicates)
+    accepted = len(candidates) - duplicates
     total = accepted * segments.count
     reservation_id = None
     if total:
@@ -153,7 +188,7 @@ async def create_send(
         id=send_id,
         counts=Counts(
             accepted=accepted,
-            deduplicated=len(duplicates),
+            deduplicated=duplicates,
             opted_out=len(opted_out),
             rejected=len(rejected),
             repeated=repeats,

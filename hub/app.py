@@ -24,7 +24,7 @@ from hub.contacts.controllers import ContactController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
-from hub.messages.controllers import MessageController
+from hub.messages.controllers import MessageController, QuietHoursController
 from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
 from hub.templates.controllers import TemplateController
@@ -100,6 +100,7 @@ def create_app(
             TenantController,
             QuotaController,
             MessageController,
+            QuietHoursController,
             ContactController,
             TemplateController,
             docs,

@@ -58,6 +58,19 @@ class DedupSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     idempotency_ttl_seconds: Annotated[float, msgspec.Meta(ge=24 * 3600.0)] = 24 * 3600.0
 
 
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class MessagesSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The operator's quiet hours (Asia/Shanghai): normal and bulk sends wait them out, urgent
+    # ones do not. A tenant may set its own (PUT /v1/tenants/{code}/quiet-hours).
+    quiet_hours: bool = True
+    quiet_starts: ClockTime = "22:00"
+    quiet_ends: ClockTime = "08:00"
+    # How far ahead `send_at` may be.
+    schedule_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 90
+
+
 class BillingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # What a tenant alone would pay a carrier per segment, in micro-yuan (0.06 yuan).
     list_price_micros: Annotated[int, msgspec.Meta(ge=0)] = 60_000
@@ -69,6 +82,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     http: HttpSettings = HttpSettings()
     quota: QuotaSettings = QuotaSettings()
     dedup: DedupSettings = DedupSettings()
+    messages: MessagesSettings = MessagesSettings()
     billing: BillingSettings = BillingSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"

@@ -17,6 +17,7 @@ from arq.worker import Worker
 from hub import queue
 from hub.db import PoolDatabase, create_pool
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
+from hub.messages.jobs import release_due_sends
 from hub.quota.jobs import expire_reservations
 from hub.settings import Settings
 
@@ -47,6 +48,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         functions=[
             func(heartbeat, name="hub.heartbeat"),
             func(expire_reservations, name="hub.quota.expire"),
+            func(release_due_sends, name="hub.messages.release_due"),
         ],
         cron_jobs=[
             cron(
@@ -57,6 +59,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             ),
             # Every minute; one worker at a time (SKIP LOCKED would make two harmless anyway).
             cron(expire_reservations, name="hub.quota.expire.cron", second={5}, unique=True),
+            cron(release_due_sends, name="hub.messages.release_due.cron", second={0}, unique=True),
         ],
         redis_settings=queue.redis_settings(redis_dsn),
         on_startup=startup,

@@ -63,3 +63,8 @@ SELECT k.phone, d.message_id, d.tenant_id
 FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
 WHERE held.send_id <> $1
 """
+
+# Let go of the keys a send's messages hold (the send was cancelled: nothing reached the phones).
+RELEASE_SEND = """
+DELETE FROM dedup_keys d USING messages m WHERE m.send_id = $1 AND d.message_id = m.id
+"""

@@ -109,3 +109,8 @@ async def claim_send(
     records = await conn.fetch(sql.HELD_ELSEWHERE, send_id)
     holders = [msgspec.convert(dict(r.items()), Holder) for r in records]
     return {h.phone: h for h in holders}
+
+
+async def release_send(conn: asyncpg.Connection, send_id: int) -> None:
+    """A cancelled send's content keys no longer stand in the way of the same text later."""
+    await conn.execute(sql.RELEASE_SEND, send_id)

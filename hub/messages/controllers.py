@@ -5,18 +5,26 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import msgspec
-from litestar import Controller, Response, get, post
+from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
-from litestar.status_codes import HTTP_202_ACCEPTED
+from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
 from hub.dedup import service as dedup
 from hub.errors import error_responses
 from hub.messages import service
-from hub.messages.schemas import MessagePage, SendAccepted, SendRequest, SendView
+from hub.messages.schemas import (
+    MessagePage,
+    QuietHoursSetting,
+    QuietHoursView,
+    SendAccepted,
+    SendRequest,
+    SendView,
+)
 from tenants import service as tenants
 from tenants.auth import require
-from tenants.controllers import AuthedRequest, Conn
+from tenants.controllers import AuthedRequest, Code, Conn
+from tenants.repository import TenantRow
 from tenants.scopes import Scope
 
 IdempotencyKey = Annotated[
@@ -102,6 +110,16 @@ class MessageController(Controller):
     async def get_send(self, request: AuthedRequest, conn: Conn, send_id: SendId) -> SendView:
         return await service.get_send(conn, request.user, send_id)
 
+    @delete(
+        "/{send_id:int}",
+        guards=[require(Scope.MESSAGES_WRITE)],
+        responses=error_responses(404, 409, 422),
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Cancel a scheduled or held send; its quota is released",
+    )
+    async def cancel(self, request: AuthedRequest, conn: Conn, send_id: SendId) -> None:
+        await service.cancel_send(conn, request.user, send_id)
+
     @get(
         "/{send_id:int}/recipients",
         guards=[require(Scope.MESSAGES_READ)],
@@ -118,3 +136,49 @@ class MessageController(Controller):
         status: Annotated[Status | None, QueryParameter()] = None,
     ) -> MessagePage:
         return await service.list_messages(conn, request.user, send_id, after, limit, status)
+
+
+class QuietHoursController(Controller):
+    path = "/v1/tenants/{code:str}/quiet-hours"
+    tags = ["messages"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get(
+        "/",
+        guards=[require(Scope.TENANTS_READ)],
+        responses=error_responses(404),
+        summary="The quiet hours that hold a tenant's normal and bulk sends",
+    )
+    async def get_quiet_hours(
+        self, request: AuthedRequest, conn: Conn, state: State, code: Code
+    ) -> QuietHoursView:
+        tenant = await tenants.get_visible(conn, request.user, code)
+        return await _quiet_view(conn, tenant, state)
+
+    @put(
+        "/",
+        guards=[require(Scope.TENANTS_WRITE)],
+        responses=error_responses(404, 413, 422),
+        summary="Set a tenant's own quiet hours (the tenant itself or a tenant above it)",
+    )
+    async def set_quiet_hours(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        state: State,
+        code: Code,
+        data: JSONBody[QuietHoursSetting],
+    ) -> QuietHoursView:
+        tenant = await tenants.get_visible(conn, request.user, code)
+        await service.set_quiet_hours(conn, tenant, data)
+        return await _quiet_view(conn, tenant, state)
+
+
+async def _quiet_view(conn: Conn, tenant: TenantRow, state: State) -> QuietHoursView:
+    quiet, source = await service.quiet_hours_for(conn, tenant, state.settings)
+    return QuietHoursView(
+        tenant=tenant.code,
+        enabled=quiet.enabled,
+        starts=quiet.starts.strftime("%H:%M"),
+        ends=quiet.ends.strftime("%H:%M"),
+        source=source,
+    )

@@ -12,8 +12,41 @@ OPTED_OUT = "SELECT phone FROM opt_outs WHERE tenant_id = $1 AND phone = ANY($2:
 # A new send; its counts are filled in once its messages are written.
 INSERT_SEND = """
 INSERT INTO sends (tenant_id, signature, body, encoding, segments_each, priority, dedup,
-                   recipients, repeats, rejects, segments, list_price_micros, key_prefix)
-VALUES ($1, $2, $3, $4, $5, $6::send_priority, $7, $8, $9, $10::jsonb, 0, 0, $11)
+                   recipients, repeats, rejects, segments, list_price_micros, key_prefix,
+                   state, send_at, held_until, due_at)
+VALUES ($1, $2, $3, $4, $5, $6::send_priority, $7, $8, $9, $10::jsonb, 0, 0, $11,
+        $12::send_state, $13, $14, $15)
+RETURNING id
+"""
+
+# A tenant's own quiet hours, if it set any.
+QUIET_HOURS = "SELECT enabled, starts, ends FROM quiet_hours WHERE tenant_id = $1"
+
+# Set a tenant's own quiet hours.
+SET_QUIET_HOURS = """
+INSERT INTO quiet_hours (tenant_id, enabled, starts, ends) VALUES ($1, $2, $3, $4)
+ON CONFLICT (tenant_id) DO UPDATE
+SET enabled = EXCLUDED.enabled, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
+    updated_at = now()
+"""
+
+# Cancel a send that has not gone yet; returns its reservation when it could be cancelled.
+CANCEL_SEND = """
+UPDATE sends SET state = 'cancelled', cancelled_at = now()
+WHERE id = $1 AND state IN ('scheduled', 'held')
+RETURNING coalesce(reservation_id, 0) AS reservation_id
+"""
+
+# Its messages that were to go are cancelled.
+CANCEL_MESSAGES = """
+UPDATE messages SET status = 'cancelled', updated_at = now()
+WHERE send_id = $1 AND status = 'accepted'
+"""
+
+# Sends whose time has come: from scheduled or held to queued (delivery picks them up).
+RELEASE_DUE = """
+UPDATE sends SET state = 'queued'
+WHERE state IN ('scheduled', 'held') AND due_at <= now()
 RETURNING id
 """
 
@@ -36,6 +69,10 @@ UPDATE sends SET reservation_id = $2, segments = $3, list_price_micros = $4 WHER
 
 class SendRow(msgspec.Struct, frozen=True):
     id: int
+    state: str
+    send_at: datetime | None
+    held_until: datetime | None
+    due_at: datetime
     tenant_code: str
     tenant_path: str
     signature: str
@@ -52,7 +89,8 @@ class SendRow(msgspec.Struct, frozen=True):
 
 # A send, only if its tenant lies in the subtree whose path is $2.
 SEND_IN_SUBTREE = """
-SELECT s.id, t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
+SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at,
+       t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
        s.priority::text AS priority, s.dedup, s.encoding, s.segments_each, s.segments,
        s.list_price_micros, s.rejects::text AS rejects, s.created_at
 FROM sends s JOIN tenants t ON t.id = s.tenant_id

@@ -53,6 +53,9 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     template: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
     vars: dict[str, str] = {}
     priority: Priority = "normal"
+    # When to send (with a timezone); absent or past: now. Normal and bulk sends that would go
+    # in the quiet hours wait until they end; urgent ones go at once.
+    send_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     # "off": skip the cross-tenant content dedup for this send (repeats in `to` still collapse).
     dedup: Literal["on", "off"] = "on"
 
@@ -66,8 +69,16 @@ class Counts(msgspec.Struct, frozen=True):
     repeated: int
 
 
+SendState = Literal["scheduled", "held", "queued", "cancelled"]
+
+
 class SendAccepted(msgspec.Struct, frozen=True):
     id: int
+    # scheduled (send_at ahead), held (in quiet hours until held_until), queued, cancelled.
+    state: SendState
+    # When it may go: send_at, or the end of the quiet hours it fell in.
+    due_at: datetime
+    held_until: datetime | None
     counts: Counts
     rejected: list[Rejected]
     encoding: str
@@ -81,6 +92,10 @@ class SendAccepted(msgspec.Struct, frozen=True):
 class SendView(msgspec.Struct, frozen=True):
     id: int
     tenant: str
+    state: str
+    send_at: datetime | None
+    held_until: datetime | None
+    due_at: datetime
     signature: str
     body: str
     priority: str
@@ -93,6 +108,25 @@ class SendView(msgspec.Struct, frozen=True):
     # Messages by status right now (accepted, sent, delivered, deduplicated, opted_out, …).
     statuses: dict[str, int]
     rejected: list[Rejected]
+
+
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+
+
+class QuietHoursSetting(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    enabled: bool
+    # Asia/Shanghai wall clock, HH:MM; a window may cross midnight (22:00 to 08:00).
+    starts: ClockTime = "22:00"
+    ends: ClockTime = "08:00"
+
+
+class QuietHoursView(msgspec.Struct, frozen=True):
+    tenant: str
+    enabled: bool
+    starts: str
+    ends: str
+    # "tenant": its own setting; "operator": the hub-wide default.
+    source: str
 
 
 class MessageView(msgspec.Struct, frozen=True):

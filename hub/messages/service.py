@@ -12,25 +12,31 @@ Order inside the request's transaction, so that a 429 leaves nothing behind:
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import asyncpg
 import msgspec
 
 from hub.contacts import service as contacts
 from hub.dedup import service as dedup
-from hub.errors import Invalid, NotFound
+from hub.errors import Conflict, Invalid, NotFound
 from hub.messages import repository as sql
 from hub.messages.numbers import Recipient, Rejected, normalize_all
 from hub.messages.repository import SendRow
+from hub.messages.schedule import QuietHours, clock, held_until
 from hub.messages.schemas import (
     Counts,
     MessagePage,
     MessageView,
+    QuietHoursSetting,
     SendAccepted,
     SendRequest,
+    SendState,
     SendView,
 )
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
 from hub.quota import service as quota
+from hub.quota.schemas import period_of
 from hub.settings import Settings
 from hub.templates import service as templates
 from tenants.repository import TenantRow
@@ -131,13 +137,63 @@ async def _deduplicate(
     return len(duplicates)
 
 
+async def quiet_hours_for(
+    conn: asyncpg.Connection, tenant: TenantRow, settings: Settings
+) -> tuple[QuietHours, str]:
+    """The tenant's own quiet hours, else the operator's; and which of the two."""
+    own = await conn.fetchrow(sql.QUIET_HOURS, tenant.id)
+    if own is not None:
+        return QuietHours(enabled=own["enabled"], starts=own["starts"], ends=own["ends"]), "tenant"
+    hub = settings.messages
+    return QuietHours(hub.quiet_hours, clock(hub.quiet_starts), clock(hub.quiet_ends)), "operator"
+
+
+async def set_quiet_hours(
+    conn: asyncpg.Connection, tenant: TenantRow, setting: QuietHoursSetting
+) -> None:
+    await conn.execute(
+        sql.SET_QUIET_HOURS, tenant.id, setting.enabled, clock(setting.starts), clock(setting.ends)
+    )
+
+
+class _Timing(msgspec.Struct, frozen=True):
+    state: SendState
+    due_at: datetime
+    held_until: datetime | None
+
+
+async def _timing(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    request: SendRequest,
+    settings: Settings,
+    now: datetime,
+) -> _Timing:
+    """When the send may go and what state that puts it in."""
+    due = request.send_at if request.send_at is not None and request.send_at > now else now
+    days = settings.messages.schedule_days
+    if due > now + timedelta(days=days):
+        raise Invalid(
+            f"send_at is more than {days} days ahead",
+            fields=[{"key": "send_at", "message": f"at most {days} days ahead", "source": "body"}],
+        )
+    held = None
+    if request.priority != "urgent":
+        held = held_until(due, (await quiet_hours_for(conn, tenant, settings))[0])
+    state: SendState = "scheduled" if due > now else "held" if held else "queued"
+    return _Timing(state=state, due_at=held or due, held_until=held)
+
+
 async def create_send(
     conn: asyncpg.Connection,
     tenant: TenantRow,
     who: Principal,
     request: SendRequest,
     settings: Settings,
+    now: datetime | None = None,
 ) -> SendAccepted:
+    now = now or datetime.now(UTC)
+    timing = await _timing(conn, tenant, request, settings, now)
     body = await _body(conn, tenant, request)
     text = signed(tenant.signature, body)
     if len(text) > MAX_CHARACTERS:
@@ -160,6 +216,10 @@ async def create_send(
         repeats,
         msgspec.json.encode(rejected).decode(),
         who.key_prefix,
+        timing.state,
+        request.send_at,
+        timing.held_until,
+        timing.due_at,
     )
     await _write_messages(conn, send_id, tenant, recipients, opted_out, segments.count)
     candidates = [p for p in phones if p not in opted_out]
@@ -173,19 +233,25 @@ async def create_send(
     total = accepted * segments.count
     reservation_id = None
     if total:
+        # Charged to the month it goes in, and held until it can have been delivered.
+        wait = (timing.due_at - now).total_seconds()
         reservation = await quota.reserve(
             conn,
             tenant,
             total,
             f"send:{send_id}",
             f"key:{who.key_prefix}",
-            ttl_seconds=settings.quota.reservation_ttl_seconds,
+            ttl_seconds=wait + settings.quota.reservation_ttl_seconds,
+            period=period_of(timing.due_at),
         )
         reservation_id = reservation.id
     price = total * settings.billing.list_price_micros
     await conn.execute(sql.FINISH_SEND, send_id, reservation_id, total, price)
     return SendAccepted(
         id=send_id,
+        state=timing.state,
+        due_at=timing.due_at,
+        held_until=timing.held_until,
         counts=Counts(
             accepted=accepted,
             deduplicated=duplicates,
@@ -214,6 +280,10 @@ async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> Se
     return SendView(
         id=send.id,
         tenant=send.tenant_code,
+        state=send.state,
+        send_at=send.send_at,
+        held_until=send.held_until,
+        due_at=send.due_at,
         signature=f"【{send.signature}】",
         body=send.body,
         priority=send.priority,
@@ -226,6 +296,23 @@ async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> Se
         statuses=counts,
         rejected=msgspec.json.decode(send.rejects, type=list[Rejected]),
     )
+
+
+async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> None:
+    """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back."""
+    await _visible_send(conn, who, send_id)
+    reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
+    if reservation_id is None:
+        raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
+    await conn.execute(sql.CANCEL_MESSAGES, send_id)
+    await dedup.release_send(conn, send_id)
+    if reservation_id:
+        await quota.void(conn, reservation_id, f"key:{who.key_prefix}")
+
+
+async def release_due(conn: asyncpg.Connection) -> list[int]:
+    """Scheduled and held sends whose time has come become queued; their ids."""
+    return [r["id"] for r in await conn.fetch(sql.RELEASE_DUE)]
 
 
 async def list_messages(

@@ -26,7 +26,7 @@ async def test_worker_records_its_heartbeat(
         await worker.main()
     finally:
         await worker.close()
-    assert worker.jobs_complete == 1
+    assert worker.jobs_complete >= 1  # a cron job may also fall due during the run
     assert worker.jobs_failed == 0
     conn = await asyncpg.connect(fresh_db)
     try:

@@ -20,6 +20,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
 from hub import queue
+from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.errors import exception_handlers
@@ -103,6 +104,7 @@ def create_app(
             QuietHoursController,
             ContactController,
             TemplateController,
+            CampaignController,
             docs,
         ],
         dependencies={"conn": Provide(provide_connection)},

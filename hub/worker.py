@@ -15,6 +15,7 @@ from arq import cron, func
 from arq.worker import Worker
 
 from hub import queue
+from hub.campaigns.jobs import run_campaigns
 from hub.db import PoolDatabase, create_pool
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
 from hub.messages.jobs import release_due_sends
@@ -49,6 +50,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             func(heartbeat, name="hub.heartbeat"),
             func(expire_reservations, name="hub.quota.expire"),
             func(release_due_sends, name="hub.messages.release_due"),
+            func(run_campaigns, name="hub.campaigns.run"),
         ],
         cron_jobs=[
             cron(
@@ -60,6 +62,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             # Every minute; one worker at a time (SKIP LOCKED would make two harmless anyway).
             cron(expire_reservations, name="hub.quota.expire.cron", second={5}, unique=True),
             cron(release_due_sends, name="hub.messages.release_due.cron", second={0}, unique=True),
+            # Every minute: a campaign at 09:00 greets at 09:00, to the minute.
+            cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
         ],
         redis_settings=queue.redis_settings(redis_dsn),
         on_startup=startup,

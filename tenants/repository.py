@@ -44,6 +44,13 @@ FROM tenants t LEFT JOIN tenants p ON p.id = t.parent_id
 WHERE t.code = $1
 """
 
+# One tenant by id (jobs that carry ids).
+TENANT_BY_ID = f"""
+SELECT {_TENANT_COLUMNS}
+FROM tenants t LEFT JOIN tenants p ON p.id = t.parent_id
+WHERE t.id = $1
+"""
+
 # A page of a tenant's direct children, in code order after the cursor $2.
 CHILDREN_PAGE = f"""
 SELECT {_TENANT_COLUMNS}

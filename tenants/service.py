@@ -93,6 +93,11 @@ async def get_by_code(conn: asyncpg.Connection, code: str) -> TenantRow | None:
     return None if record is None else _tenant_row(record)
 
 
+async def get_by_id(conn: asyncpg.Connection, tenant_id: int) -> TenantRow | None:
+    record = await conn.fetchrow(sql.TENANT_BY_ID, tenant_id)
+    return None if record is None else _tenant_row(record)
+
+
 async def list_children(
     conn: asyncpg.Connection, parent: TenantRow, after: str, limit: int
 ) -> TenantPage:

@@ -35,7 +35,7 @@ def upgrade() -> None:
         reservation_id     bigint REFERENCES quota_reservations (id),
         segments           bigint NOT NULL,              -- reserved: accepted * segments_each
         list_price_micros  bigint NOT NULL,              -- what those segments cost alone
-        key_prefix         text NOT NULL,
+        actor              text NOT NULL,               -- key:<prefix> or campaign:<id>
         created_at         timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX sends_tenant ON sends (tenant_id, id);

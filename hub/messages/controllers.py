@@ -88,7 +88,9 @@ class MessageController(Controller):
                     headers={"Idempotent-Replayed": "true"},
                 )
         tenant = await tenants.get_visible(conn, who, who.tenant_code)
-        accepted = await service.create_send(conn, tenant, who, data, state.settings)
+        accepted = await service.create_send(
+            conn, tenant, f"key:{who.key_prefix}", data, state.settings
+        )
         if idempotency_key is not None:
             await dedup.remember(
                 conn,

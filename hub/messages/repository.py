@@ -12,7 +12,7 @@ OPTED_OUT = "SELECT phone FROM opt_outs WHERE tenant_id = $1 AND phone = ANY($2:
 # A new send; its counts are filled in once its messages are written.
 INSERT_SEND = """
 INSERT INTO sends (tenant_id, signature, body, encoding, segments_each, priority, dedup,
-                   recipients, repeats, rejects, segments, list_price_micros, key_prefix,
+                   recipients, repeats, rejects, segments, list_price_micros, actor,
                    state, send_at, held_until, due_at)
 VALUES ($1, $2, $3, $4, $5, $6::send_priority, $7, $8, $9, $10::jsonb, 0, 0, $11,
         $12::send_state, $13, $14, $15)

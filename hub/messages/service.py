@@ -68,9 +68,7 @@ async def _body(conn: asyncpg.Connection, tenant: TenantRow, request: SendReques
     if request.body is not None:
         return request.body
     assert request.template is not None
-    return await templates.render(
-        conn, tenant, ancestry_paths(tenant.path), request.template, request.vars
-    )
+    return await templates.render(conn, ancestry_paths(tenant.path), request.template, request.vars)
 
 
 async def _recipients(
@@ -187,7 +185,7 @@ async def _timing(
 async def create_send(
     conn: asyncpg.Connection,
     tenant: TenantRow,
-    who: Principal,
+    actor: str,
     request: SendRequest,
     settings: Settings,
     now: datetime | None = None,
@@ -215,7 +213,7 @@ async def create_send(
         submitted,
         repeats,
         msgspec.json.encode(rejected).decode(),
-        who.key_prefix,
+        actor,
         timing.state,
         request.send_at,
         timing.held_until,
@@ -240,7 +238,7 @@ async def create_send(
             tenant,
             total,
             f"send:{send_id}",
-            f"key:{who.key_prefix}",
+            actor,
             ttl_seconds=wait + settings.quota.reservation_ttl_seconds,
             period=period_of(timing.due_at),
         )

@@ -68,24 +68,29 @@ async def review(
     return await get(conn, who, template_id)
 
 
-async def render(
-    conn: asyncpg.Connection,
-    tenant: TenantRow,
-    chain_paths: list[str],
-    template_id: int,
-    values: dict[str, str],
-) -> str:
-    """The body of an approved template usable by `tenant`, with its variables filled in."""
+async def sendable(conn: asyncpg.Connection, chain_paths: list[str], template_id: int) -> Template:
+    """An approved template of the tenant whose chain is `chain_paths`, or of an ancestor."""
     template = _template(await conn.fetchrow(sql.USABLE, template_id, chain_paths))
     if template is None:
         raise NotFound("template not found")
     if template.status != "approved":
-        raise Invalid(
+        # The request is fine; the template's state is not (yet): a conflict, not bad input.
+        raise Conflict(
             f"template {template_id} is {template.status}; only approved templates can be sent",
-            fields=[
-                {"key": "template", "message": f"template is {template.status}", "source": "body"}
-            ],
+            template=template_id,
+            status=template.status,
         )
+    return template
+
+
+async def render(
+    conn: asyncpg.Connection,
+    chain_paths: list[str],
+    template_id: int,
+    values: dict[str, str],
+) -> str:
+    """The body of an approved template usable by the tenant of `chain_paths`, filled in."""
+    template = await sendable(conn, chain_paths, template_id)
     missing = [name for name in template.variables if name not in values]
     if missing:
         raise Invalid(

@@ -116,7 +116,7 @@ async def test_quiet_hours_hold_normal_sends_not_urgent_ones(
     )
     tenant = await get_by_code(conn, "510104")
     assert tenant is not None
-    who = await _principal(conn, county)
+    who = f"key:{(await _principal(conn, county)).key_prefix}"
     night = datetime.now(BUSINESS_TZ).replace(hour=23, minute=30, second=0, microsecond=0)
     normal = await messages.create_send(
         conn, tenant, who, SendRequest(to=PHONES, body="夜间通知"), quiet, now=night

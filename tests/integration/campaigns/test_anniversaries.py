@@ -1,0 +1,135 @@
+"""Anniversary greetings: the right people, the right text, the right minute, once a year."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import httpx
+import pytest
+
+from hub.campaigns import service as campaigns
+from hub.quota import service as quota
+from hub.quota.schemas import BUSINESS_TZ, period_of
+from hub.settings import Settings
+from tenants.service import get_by_code
+from tests.factories import bearer, make_key, make_small_tree
+
+ROSTER = (
+    "姓名,手机,标签,入党日期\n"
+    "张三,13800138000,书记,2001-02-28\n"
+    "李四,18612345678,,2020-02-29\n"  # a leap-day joiner
+    "王五,13311112222,书记,1990-03-01\n"
+    "赵六,19212345678,书记,2027-02-28\n"  # joined today: no anniversary yet
+)
+GREETING = "{name}同志：今天是您入党{years}周年纪念日。"
+
+
+def shanghai(year: int, month: int, day: int, hour: int, minute: int) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=BUSINESS_TZ)
+
+
+@pytest.fixture
+async def campaign(conn: asyncpg.Connection, client: httpx.AsyncClient) -> tuple[str, int]:
+    await make_small_tree(conn)
+    for code, limit in (("000000", 1000), ("510000", 500), ("510100", 300), ("510104", 100)):
+        tenant = await get_by_code(conn, code)
+        assert tenant is not None
+        await quota.set_limit(
+            conn, tenant, period_of(shanghai(2027, 2, 28, 9, 0)), "t", limit=limit
+        )
+    county = await make_key(conn, "510104")
+    city = await make_key(conn, "510100")
+    imported = await client.post(
+        "/v1/contacts/import", content=ROSTER.encode(), headers=bearer(county)
+    )
+    assert imported.json()["created"] == 4
+    template = (
+        await client.post(
+            "/v1/templates", json={"name": "入党纪念日", "body": GREETING}, headers=bearer(county)
+        )
+    ).json()
+    early = await client.post(
+        "/v1/campaigns",
+        json={"kind": "anniversary", "field": "joined_on", "template": template["id"]},
+        headers=bearer(county),
+    )
+    assert early.status_code == 409  # the template is not approved yet
+    await client.post(
+        f"/v1/templates/{template['id']}/review", json={"decision": "approve"}, headers=bearer(city)
+    )
+    made = await client.post(
+        "/v1/campaigns",
+        json={
+            "kind": "anniversary",
+            "field": "joined_on",
+            "template": template["id"],
+            "send_time": "09:00",
+        },
+        headers=bearer(county),
+    )
+    assert made.status_code == 201, made.text
+    return county, made.json()["id"]
+
+
+async def _bodies(conn: asyncpg.Connection) -> list[str]:
+    return [r["body"] for r in await conn.fetch("SELECT body FROM sends ORDER BY id")]
+
+
+async def test_greets_on_the_day_at_the_minute_once(
+    conn: asyncpg.Connection, campaign: tuple[str, int], settings: Settings
+) -> None:
+    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 8, 59)) == 0
+    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 9, 0)) == 2
+    assert sorted(await _bodies(conn)) == sorted(
+        [
+            "张三同志：今天是您入党26周年纪念日。",
+            "李四同志：今天是您入党7周年纪念日。",  # 29 February → 28 February in 2027
+        ]
+    )
+    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 9, 1)) == 0
+    assert await conn.fetchval("SELECT count(*) FROM campaign_deliveries") == 2
+    assert await conn.fetchval("SELECT count(*) FROM sends WHERE actor LIKE 'campaign:%'") == 2
+
+
+async def test_leap_years_greet_leap_day_joiners_on_their_day(
+    conn: asyncpg.Connection, campaign: tuple[str, int], settings: Settings
+) -> None:
+    for code, limit in (("000000", 1000), ("510000", 500), ("510100", 300), ("510104", 100)):
+        tenant = await get_by_code(conn, code)
+        assert tenant is not None
+        await quota.set_limit(
+            conn, tenant, period_of(shanghai(2028, 2, 28, 9, 0)), "t", limit=limit
+        )
+    # 张三, and 赵六 a year on; not 李四, whose own day 2028 has.
+    assert await campaigns.run_due(conn, settings, shanghai(2028, 2, 28, 9, 0)) == 2
+    assert await campaigns.run_due(conn, settings, shanghai(2028, 2, 29, 9, 0)) == 1  # 李四
+
+
+async def test_tags_limit_who_is_greeted_and_stopping_stops(
+    conn: asyncpg.Connection,
+    client: httpx.AsyncClient,
+    campaign: tuple[str, int],
+    settings: Settings,
+) -> None:
+    county, campaign_id = campaign
+    stopped = await client.delete(f"/v1/campaigns/{campaign_id}", headers=bearer(county))
+    assert stopped.status_code == 204
+    template = await conn.fetchval("SELECT template_id FROM campaigns WHERE id = $1", campaign_id)
+    secretaries = await client.post(
+        "/v1/campaigns",
+        json={
+            "kind": "anniversary",
+            "field": "joined_on",
+            "template": template,
+            "to_tags": ["书记"],
+        },
+        headers=bearer(county),
+    )
+    assert secretaries.status_code == 201
+    listing = (await client.get("/v1/campaigns", headers=bearer(county))).json()["items"]
+    assert [(c["id"], c["active"]) for c in listing] == [
+        (campaign_id, False),
+        (secretaries.json()["id"], True),
+    ]
+    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 10, 0)) == 1  # 张三

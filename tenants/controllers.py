@@ -50,7 +50,7 @@ class TenantController(Controller):
     @get("/me", responses=error_responses(), summary="The calling key's tenant and scopes")
     async def me(self, request: AuthedRequest, conn: Conn) -> Me:
         who = request.user
-        tenant = await service.get_visible(conn, who, who.tenant_code)
+        tenant = await service.own(conn, who)
         return Me(
             tenant=service.to_tenant(tenant),
             key_prefix=who.key_prefix,

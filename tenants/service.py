@@ -87,6 +87,11 @@ async def get_visible(conn: asyncpg.Connection, who: Principal, code: str) -> Te
     return _tenant_row(record)
 
 
+async def own(conn: asyncpg.Connection, who: Principal) -> TenantRow:
+    """The caller's own tenant."""
+    return await get_visible(conn, who, who.tenant_code)
+
+
 async def get_by_code(conn: asyncpg.Connection, code: str) -> TenantRow | None:
     """Any tenant by code, for operator tools that act outside any key's subtree."""
     record = await conn.fetchrow(sql.TENANT_BY_CODE, code)

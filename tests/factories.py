@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 
+from hub.quota import service as quota
 from tenants import service
 from tenants.repository import TenantRow
 from tenants.schemas import CreateChild
@@ -33,6 +36,21 @@ async def make_key(
     tenant = await service.get_by_code(conn, code)
     assert tenant is not None
     return (await service.create_key(conn, tenant, scopes, name="test")).key
+
+
+async def grant(
+    conn: asyncpg.Connection,
+    limits: dict[str, int],
+    period: date | None = None,
+    policy: str | None = None,
+) -> None:
+    """Set month limits root first: {code: limit} (the current month unless `period`)."""
+    for code, limit in limits.items():
+        tenant = await service.get_by_code(conn, code)
+        assert tenant is not None, f"no tenant {code}"
+        await quota.set_limit(
+            conn, tenant, period or quota.current_period(), "test", limit=limit, policy=policy
+        )
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -34,7 +34,7 @@ class CampaignController(Controller):
         self, request: AuthedRequest, conn: Conn, data: JSONBody[CreateCampaign]
     ) -> Campaign:
         who = request.user
-        tenant = await tenants.get_visible(conn, who, who.tenant_code)
+        tenant = await tenants.own(conn, who)
         return await service.create(conn, tenant, data, f"key:{who.key_prefix}")
 
     @get(
@@ -44,7 +44,7 @@ class CampaignController(Controller):
         summary="The caller's campaigns",
     )
     async def list_campaigns(self, request: AuthedRequest, conn: Conn) -> CampaignList:
-        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        tenant = await tenants.own(conn, request.user)
         return CampaignList(items=await service.list_campaigns(conn, tenant))
 
     @delete(
@@ -55,5 +55,5 @@ class CampaignController(Controller):
         summary="Stop a campaign",
     )
     async def stop(self, request: AuthedRequest, conn: Conn, campaign_id: CampaignId) -> None:
-        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        tenant = await tenants.own(conn, request.user)
         await service.stop(conn, tenant, campaign_id)

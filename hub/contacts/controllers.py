@@ -42,7 +42,7 @@ class ContactController(Controller):
     async def import_roster(
         self, request: AuthedRequest, conn: Conn, body: RawBody
     ) -> ImportResult:
-        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        tenant = await tenants.own(conn, request.user)
         try:
             return await service.import_roster(conn, tenant, body)
         except RosterError as exc:
@@ -65,7 +65,7 @@ class ContactController(Controller):
         after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
     ) -> ContactPage:
-        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        tenant = await tenants.own(conn, request.user)
         return await service.list_contacts(conn, tenant, after, limit, tag, q)
 
     @delete(
@@ -78,5 +78,5 @@ class ContactController(Controller):
     async def delete_contact(
         self, request: AuthedRequest, conn: Conn, contact_id: ContactId
     ) -> None:
-        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        tenant = await tenants.own(conn, request.user)
         await service.delete_contact(conn, tenant, contact_id)

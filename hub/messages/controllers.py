@@ -87,7 +87,7 @@ class MessageController(Controller):
                     status_code=stored.status_code,
                     headers={"Idempotent-Replayed": "true"},
                 )
-        tenant = await tenants.get_visible(conn, who, who.tenant_code)
+        tenant = await tenants.own(conn, who)
         accepted = await service.create_send(
             conn, tenant, f"key:{who.key_prefix}", data, state.settings
         )

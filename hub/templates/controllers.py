@@ -33,7 +33,7 @@ class TemplateController(Controller):
     async def create(
         self, request: AuthedRequest, conn: Conn, data: JSONBody[CreateTemplate]
     ) -> Template:
-        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        tenant = await tenants.own(conn, request.user)
         return await service.create(conn, tenant, data)
 
     @get(
@@ -51,7 +51,7 @@ class TemplateController(Controller):
             Literal["pending", "approved", "rejected"] | None, QueryParameter()
         ] = None,
     ) -> TemplateList:
-        tenant = await tenants.get_visible(conn, request.user, request.user.tenant_code)
+        tenant = await tenants.own(conn, request.user)
         return TemplateList(items=await service.list_templates(conn, tenant, subtree, status))
 
     @get(

@@ -9,11 +9,9 @@ import httpx
 import pytest
 
 from hub.campaigns import service as campaigns
-from hub.quota import service as quota
 from hub.quota.schemas import BUSINESS_TZ, period_of
 from hub.settings import Settings
-from tenants.service import get_by_code
-from tests.factories import bearer, make_key, make_small_tree
+from tests.factories import bearer, grant, make_key, make_small_tree
 
 ROSTER = (
     "姓名,手机,标签,入党日期\n"
@@ -32,12 +30,11 @@ def shanghai(year: int, month: int, day: int, hour: int, minute: int) -> datetim
 @pytest.fixture
 async def campaign(conn: asyncpg.Connection, client: httpx.AsyncClient) -> tuple[str, int]:
     await make_small_tree(conn)
-    for code, limit in (("000000", 1000), ("510000", 500), ("510100", 300), ("510104", 100)):
-        tenant = await get_by_code(conn, code)
-        assert tenant is not None
-        await quota.set_limit(
-            conn, tenant, period_of(shanghai(2027, 2, 28, 9, 0)), "t", limit=limit
-        )
+    await grant(
+        conn,
+        {"000000": 1000, "510000": 500, "510100": 300, "510104": 100},
+        period_of(shanghai(2027, 2, 28, 9, 0)),
+    )
     county = await make_key(conn, "510104")
     city = await make_key(conn, "510100")
     imported = await client.post(
@@ -95,12 +92,11 @@ async def test_greets_on_the_day_at_the_minute_once(
 async def test_leap_years_greet_leap_day_joiners_on_their_day(
     conn: asyncpg.Connection, campaign: tuple[str, int], settings: Settings
 ) -> None:
-    for code, limit in (("000000", 1000), ("510000", 500), ("510100", 300), ("510104", 100)):
-        tenant = await get_by_code(conn, code)
-        assert tenant is not None
-        await quota.set_limit(
-            conn, tenant, period_of(shanghai(2028, 2, 28, 9, 0)), "t", limit=limit
-        )
+    await grant(
+        conn,
+        {"000000": 1000, "510000": 500, "510100": 300, "510104": 100},
+        period_of(shanghai(2028, 2, 28, 9, 0)),
+    )
     # 张三, and 赵六 a year on; not 李四, whose own day 2028 has.
     assert await campaigns.run_due(conn, settings, shanghai(2028, 2, 28, 9, 0)) == 2
     assert await campaigns.run_due(conn, settings, shanghai(2028, 2, 29, 9, 0)) == 1  # 李四

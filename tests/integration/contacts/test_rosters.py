@@ -11,10 +11,8 @@ import httpx
 import openpyxl
 import pytest
 
-from hub.quota import service as quota
-from hub.quota.service import current_period
 from tenants.service import get_by_code
-from tests.factories import bearer, make_key, make_small_tree
+from tests.factories import bearer, grant, make_key, make_small_tree
 
 ROSTER = (
     "姓名,手机号,标签,入党日期,职务\n"
@@ -147,16 +145,7 @@ async def test_list_filter_search_delete_and_opt_out_state(
 async def test_send_to_tags_and_contacts_and_across_the_subtree(
     conn: asyncpg.Connection, client: httpx.AsyncClient, county: str
 ) -> None:
-    for code, limit in (
-        ("000000", 1000),
-        ("510000", 500),
-        ("510100", 300),
-        ("510104", 100),
-        ("510105", 100),
-    ):
-        tenant = await get_by_code(conn, code)
-        assert tenant is not None
-        await quota.set_limit(conn, tenant, current_period(), "t", limit=limit)
+    await grant(conn, {"000000": 1000, "510000": 500, "510100": 300, "510104": 100, "510105": 100})
     await _import(client, county, ROSTER.encode())
     sibling = await make_key(conn, "510105")
     await _import(client, sibling, "姓名,手机,标签\n周九,13512345678,书记\n".encode())

@@ -11,33 +11,21 @@ import pytest
 
 from hub.messages import service as messages
 from hub.messages.schemas import SendRequest
-from hub.quota import service as quota
 from hub.quota.schemas import BUSINESS_TZ, period_of
 from hub.settings import Settings
 from tenants.service import Principal, authenticate, get_by_code
-from tests.factories import bearer, make_key, make_small_tree
+from tests.factories import bearer, grant, make_key, make_small_tree
 
 PHONES: list[str | int] = ["13800138000", "18612345678"]
-
-
-async def _grant(conn: asyncpg.Connection, when: datetime) -> None:
-    for code, limit in (
-        ("000000", 10_000),
-        ("510000", 5_000),
-        ("510100", 3_000),
-        ("510104", 1_000),
-    ):
-        tenant = await get_by_code(conn, code)
-        assert tenant is not None
-        await quota.set_limit(conn, tenant, period_of(when), "t", limit=limit)
 
 
 @pytest.fixture
 async def county(conn: asyncpg.Connection) -> str:
     await make_small_tree(conn)
     now = datetime.now(UTC)
-    await _grant(conn, now)
-    await _grant(conn, now + timedelta(days=32))
+    limits = {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}
+    await grant(conn, limits, period_of(now))
+    await grant(conn, limits, period_of(now + timedelta(days=32)))
     return await make_key(conn, "510104")
 
 

@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date
-
 import asyncpg
 import httpx
 import pytest
 
-from hub.quota import service as quota
-from hub.quota.service import current_period
 from tenants.service import get_by_code
-from tests.factories import bearer, make_key, make_small_tree
+from tests.factories import bearer, grant, make_key, make_small_tree
 
 PHONES = ["13800138000", "18612345678", "13311112222"]
-
-
-async def _grant(
-    conn: asyncpg.Connection, limits: dict[str, int], period: date | None = None
-) -> None:
-    for code, limit in limits.items():
-        tenant = await get_by_code(conn, code)
-        assert tenant is not None
-        await quota.set_limit(conn, tenant, period or current_period(), "test", limit=limit)
 
 
 @pytest.fixture
 async def county_key(conn: asyncpg.Connection) -> str:
     await make_small_tree(conn)
-    await _grant(
+    await grant(
         conn, {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000, "510105": 1_000}
     )
     return await make_key(conn, "510104")
@@ -91,7 +78,7 @@ async def test_long_body_is_segmented_and_over_500_is_422(
 async def test_quota_shortfall_is_429_and_stores_nothing(
     conn: asyncpg.Connection, client: httpx.AsyncClient, county_key: str
 ) -> None:
-    await _grant(conn, {"510104": 2})
+    await grant(conn, {"510104": 2})
     resp = await client.post(
         "/v1/messages", json={"to": PHONES, "body": "通知"}, headers=bearer(county_key)
     )

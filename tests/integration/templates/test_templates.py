@@ -6,11 +6,8 @@ import asyncpg
 import httpx
 import pytest
 
-from hub.quota import service as quota
-from hub.quota.service import current_period
 from hub.templates.service import variables
-from tenants.service import get_by_code
-from tests.factories import bearer, make_key, make_small_tree
+from tests.factories import bearer, grant, make_key, make_small_tree
 
 GREETING = "{name}同志：今天是您入党{years}周年纪念日，{name}同志，祝您生日快乐。"
 
@@ -24,10 +21,7 @@ def test_variables_are_found_once_each_in_order() -> None:
 @pytest.fixture
 async def keys(conn: asyncpg.Connection) -> dict[str, str]:
     await make_small_tree(conn)
-    for code, limit in (("000000", 1000), ("510000", 500), ("510100", 300), ("510104", 100)):
-        tenant = await get_by_code(conn, code)
-        assert tenant is not None
-        await quota.set_limit(conn, tenant, current_period(), "t", limit=limit)
+    await grant(conn, {"000000": 1000, "510000": 500, "510100": 300, "510104": 100})
     return {code: await make_key(conn, code) for code in ("000000", "510100", "510104")}
 
 

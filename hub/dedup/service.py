@@ -103,7 +103,7 @@ async def claim_send(
         return {}
     await conn.execute(sql.PREPARE_KEYS)
     await conn.copy_records_to_table(
-        "send_keys", records=[(content_key(phone, body), phone) for phone in phones]
+        "send_keys", records=((content_key(phone, body), phone) for phone in phones)
     )
     await conn.execute(sql.CLAIM_FOR_SEND, send_id, tenant_id, float(window_seconds))
     records = await conn.fetch(sql.HELD_ELSEWHERE, send_id)

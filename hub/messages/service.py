@@ -96,11 +96,12 @@ async def _write_messages(
     opted_out: set[str],
     segments_each: int,
 ) -> None:
-    """One message per recipient, by COPY (a send may have a million)."""
+    """One message per recipient, by COPY (a send may have a million): the rows are generated
+    as COPY consumes them, never held as a list."""
     await conn.copy_records_to_table(
         "messages",
         columns=sql.MESSAGE_COLUMNS,
-        records=[
+        records=(
             (
                 send_id,
                 tenant.id,
@@ -110,7 +111,7 @@ async def _write_messages(
                 segments_each,
             )
             for r in recipients
-        ],
+        ),
     )
 
 

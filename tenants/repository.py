@@ -111,9 +111,6 @@ ON CONFLICT (code) DO NOTHING
 RETURNING code
 """
 
-# How many tenants there are per level (import summary and tests).
-COUNT_BY_LEVEL = "SELECT level::text, count(*) FROM tenants GROUP BY level"
-
 
 class ApiKeyRow(msgspec.Struct, frozen=True):
     id: int

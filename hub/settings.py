@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -76,6 +76,56 @@ class BillingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     list_price_micros: Annotated[int, msgspec.Meta(ge=0)] = 60_000
 
 
+GatewayName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+Carrier = Literal["中国移动", "中国联通", "中国电信", "中国广电", "unknown"]
+
+
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One SMS gateway the hub delivers through."""
+
+    name: GatewayName
+    kind: Literal["outbox", "kannel", "smpp", "aliyun"]
+    # The carriers it takes; empty: all of them.
+    carriers: list[Carrier] = []
+    # Where its traffic goes while its circuit is open (it keeps failing).
+    fallback: GatewayName | None = None
+    # Shared by every worker: at most this many segments a second.
+    rate: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    # When a segment counts as used: once the gateway accepts it, or only once delivered.
+    bills_on: Literal["accepted", "delivered"] = "accepted"
+    # Its callbacks to /v1/gateways/{name}/receipts and /inbound must carry this secret.
+    secret: str = ""
+    # Address and credentials; what each means is the kind's own (see hub/delivery/gateways/).
+    url: str = ""
+    host: str = "127.0.0.1"
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
+    username: str = ""
+    password: str = ""
+    # Kind-specific extras (an SMPP window, an Aliyun sign name), checked by the adapter.
+    options: dict[str, str | int | float | bool] = {}
+
+
+class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The hub's own number; a tenant's address is this plus its 6-digit SMS extension.
+    service_number: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,14}$")] = "10690000"
+    # A JSON list of gateways (`HUB_DELIVERY__GATEWAYS='[{"name": …}]'`); by default the outbox.
+    gateways: list[GatewayConfig] = msgspec.field(
+        default_factory=lambda: [GatewayConfig(name="outbox", kind="outbox", rate=1e9)]
+    )
+    # Messages per delivery job (one job per gateway route per batch).
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
+    # A message not delivered within this long of being due expires (and its quota is voided).
+    validity_seconds: Annotated[float, msgspec.Meta(gt=0)] = 6 * 3600.0
+    # A claimed batch not finished within this long goes back to the queue (its worker died).
+    lease_seconds: Annotated[float, msgspec.Meta(gt=0)] = 120.0
+    # Retries after a transient error: base * 2^attempt seconds, jittered, at most the cap.
+    retry_base_seconds: Annotated[float, msgspec.Meta(gt=0)] = 2.0
+    retry_cap_seconds: Annotated[float, msgspec.Meta(gt=0)] = 600.0
+    # A gateway failing this many batches in a row is skipped for `circuit_seconds`.
+    circuit_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
+    circuit_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     db: DbSettings = DbSettings()
     redis: RedisSettings = RedisSettings()
@@ -84,6 +134,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dedup: DedupSettings = DedupSettings()
     messages: MessagesSettings = MessagesSettings()
     billing: BillingSettings = BillingSettings()
+    delivery: DeliverySettings = DeliverySettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"
     log_level: str = "INFO"
@@ -93,6 +144,10 @@ def _is_setting(name: str) -> bool:
     return name.startswith(PREFIX) and not any(
         name == other or (other.endswith("_") and name.startswith(other)) for other in NOT_SETTINGS
     )
+
+
+def _is_list(field_type: Any) -> bool:
+    return getattr(field_type, "__origin__", None) is list
 
 
 def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -118,7 +173,8 @@ def _nest(environ: Mapping[str, str]) -> dict[str, Any]:
                     else f"unknown setting {name}: {key!r} has no parts"
                 )
             if leaf:
-                node[key] = value
+                # A list (the gateways) is given as JSON.
+                node[key] = msgspec.json.decode(value) if _is_list(field_type) else value
             else:
                 struct = field_type
                 node = node.setdefault(key, {})

@@ -1,0 +1,1 @@
+"""Delivery: routing, pacing and submitting messages to SMS gateways; receipts and replies."""

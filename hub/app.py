@@ -18,6 +18,7 @@ from hub import queue
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
+from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
 from hub.messages.controllers import MessageController, QuietHoursController
@@ -29,6 +30,8 @@ from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
 
 VERSION = "0.1.0"
+# Gateways call these with their own secret, not an API key.
+GATEWAY_CALLBACKS = "^/v1/gateways/"
 
 
 class MetricsController(PrometheusController):
@@ -79,12 +82,14 @@ def create_app(
             ContactController,
             TemplateController,
             CampaignController,
+            GatewayCallbackController,
+            InboundController,
             docs,
         ],
         dependencies={"conn": Provide(provide_connection)},
         middleware=[
             metrics.middleware,
-            DefineMiddleware(ApiKeyMiddleware, exclude=PUBLIC_PATHS),
+            DefineMiddleware(ApiKeyMiddleware, exclude=[*PUBLIC_PATHS, GATEWAY_CALLBACKS]),
         ],
         exception_handlers=exception_handlers(),
         lifespan=[connections],

@@ -17,6 +17,8 @@ from arq.worker import Worker
 from hub import queue
 from hub.campaigns.jobs import run_campaigns
 from hub.db import PoolDatabase, create_pool
+from hub.delivery import jobs as delivery_jobs
+from hub.delivery.service import DELIVER_JOB, Delivery
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
 from hub.messages.jobs import release_due_sends
 from hub.quota.jobs import expire_reservations
@@ -39,9 +41,13 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         ctx["settings"] = settings
         ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
         ctx["worker_started_at"] = datetime.now(UTC)
+        ctx["delivery"] = Delivery(settings, ctx["db"], ctx["redis"])
+        await ctx["delivery"].start()
         await heartbeat(ctx)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        if "delivery" in ctx:
+            await ctx["delivery"].close()
         if "db" in ctx:
             await ctx["db"].close()
 
@@ -51,6 +57,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             func(expire_reservations, name="hub.quota.expire"),
             func(release_due_sends, name="hub.messages.release_due"),
             func(run_campaigns, name="hub.campaigns.run"),
+            func(delivery_jobs.deliver, name=DELIVER_JOB),
+            func(delivery_jobs.sweep, name="hub.delivery.sweep"),
         ],
         cron_jobs=[
             cron(
@@ -64,6 +72,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             cron(release_due_sends, name="hub.messages.release_due.cron", second={0}, unique=True),
             # Every minute: a campaign at 09:00 greets at 09:00, to the minute.
             cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
+            # Twice a minute: what Redis lost or a dead worker left goes back to work.
+            cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
         ],
         redis_settings=queue.redis_settings(redis_dsn),
         on_startup=startup,

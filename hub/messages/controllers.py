@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
+import asyncpg
 import msgspec
 from litestar import Controller, Response, delete, get, post, put
 from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
+from hub.db import Database
 from hub.dedup import service as dedup
+from hub.delivery import service as delivery
 from hub.errors import error_responses
 from hub.messages import service
 from hub.messages.schemas import (
@@ -71,11 +74,32 @@ class MessageController(Controller):
     async def send(
         self,
         request: AuthedRequest,
-        conn: Conn,
         state: State,
         data: JSONBody[SendRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SendAccepted]:
+        # Its own transaction rather than the request's: the batches are enqueued only once the
+        # messages are committed, and before the 202 says they are on their way.
+        db: Database = state.db
+        async with db.acquire() as conn, conn.transaction():
+            answer = await self._send(request, conn, state, data, idempotency_key)
+        if isinstance(answer, SendAccepted) and answer.state == "queued":
+            await delivery.enqueue_send(db, state.redis, state.settings.delivery, answer.id)
+        return (
+            answer
+            if isinstance(answer, Response)
+            else Response(answer, status_code=HTTP_202_ACCEPTED)
+        )
+
+    async def _send(
+        self,
+        request: AuthedRequest,
+        conn: asyncpg.Connection,
+        state: State,
+        data: SendRequest,
+        idempotency_key: str | None,
+    ) -> SendAccepted | Response[Any]:
+        """The stored answer to a repeated Idempotency-Key, or the new send."""
         who = request.user
         body_hash = dedup.request_hash(await request.body())
         if idempotency_key is not None:
@@ -101,7 +125,7 @@ class MessageController(Controller):
                 msgspec.json.encode(accepted),
                 state.settings.dedup.idempotency_ttl_seconds,
             )
-        return Response(accepted, status_code=HTTP_202_ACCEPTED)
+        return accepted
 
     @get(
         "/{send_id:int}",

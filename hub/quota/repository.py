@@ -127,11 +127,19 @@ class ReservationRow(msgspec.Struct, frozen=True):
     status: str
     cause: str
     expires_at: datetime
+    # Settled piece by piece by delivery batches (`settle_parts`).
+    used_part: int = 0
+    released_part: int = 0
+
+    @property
+    def left(self) -> int:
+        """Still reserved: neither used nor released yet."""
+        return self.amount - self.used_part - self.released_part
 
 
 _RESERVATION = (
     "r.id, r.tenant_id, r.period, r.accounts, r.amount, r.posted, r.status::text "
-    "AS status, r.cause, r.expires_at"
+    "AS status, r.cause, r.expires_at, r.used_part, r.released_part"
 )
 
 # Pending reservations among $1, locked (settled ones are skipped: settling happens once).
@@ -156,6 +164,19 @@ UPDATE quota_reservations r
 SET status = s.status::reservation_status, posted = s.posted, settled_at = now()
 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS s(id, status, posted)
 WHERE r.id = s.id
+"""
+
+# A delivery batch's share: reservations used and released in part, settled when nothing is left.
+SETTLE_PARTS = """
+UPDATE quota_reservations r
+SET used_part = p.used_part, released_part = p.released_part,
+    status = CASE WHEN p.used_part + p.released_part < r.amount THEN 'pending'
+                  WHEN p.used_part > 0 THEN 'posted' ELSE 'voided' END::reservation_status,
+    posted = CASE WHEN p.used_part + p.released_part = r.amount AND p.used_part > 0
+                  THEN p.used_part END,
+    settled_at = CASE WHEN p.used_part + p.released_part = r.amount THEN now() END
+FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS p(id, used_part, released_part)
+WHERE r.id = p.id
 """
 
 # New balances for several accounts.
@@ -264,8 +285,9 @@ ORDER BY e.account_id, e.id
 # Per account: what its reservations say it should hold.
 RESERVATION_TOTALS = """
 SELECT acc.id AS account_id,
-       coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved,
-       coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used
+       coalesce(sum(r.amount - r.used_part - r.released_part)
+                FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved,
+       coalesce(sum(coalesce(r.posted, r.used_part)), 0)::bigint AS used
 FROM quota_reservations r CROSS JOIN LATERAL unnest(r.accounts) AS acc(id)
 WHERE r.period = $1
 GROUP BY acc.id
@@ -274,8 +296,9 @@ GROUP BY acc.id
 # Per tenant with an account: the real usage of its whole subtree.
 SUBTREE_TOTALS = """
 SELECT a.id AS account_id, t.code, a.limit_segments,
-       coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)
-       + coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0) AS total
+       coalesce(sum(r.amount - r.used_part - r.released_part)
+                FILTER (WHERE r.status = 'pending'), 0)
+       + coalesce(sum(coalesce(r.posted, r.used_part)), 0) AS total
 FROM quota_accounts a JOIN tenants t ON t.id = a.tenant_id
 LEFT JOIN tenants d ON d.path >= t.path AND d.path < t.path || '~'
 LEFT JOIN quota_reservations r ON r.tenant_id = d.id AND r.period = a.period

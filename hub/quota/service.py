@@ -13,7 +13,7 @@ only ever over-counts). Loosening mid-month could miss what was reserved before 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -247,6 +247,8 @@ async def _settle(
     statuses: list[str] = []
     amounts: list[int | None] = []
     for reservation in reservations:
+        if outcome == "post" and reservation.left != reservation.amount:
+            raise Invalid(f"reservation {reservation.id} is being settled in parts")
         used = (posted or {}).get(reservation.id, reservation.amount) if outcome == "post" else 0
         if not 0 <= used <= reservation.amount:
             raise Invalid(f"cannot post {used} of a reservation of {reservation.amount}")
@@ -254,10 +256,10 @@ async def _settle(
         for account_id in reservation.accounts:
             before = accounts[account_id]
             after = msgspec.structs.replace(
-                before, used=before.used + used, reserved=before.reserved - reservation.amount
+                before, used=before.used + used, reserved=before.reserved - reservation.left
             )
             accounts[account_id] = after
-            amount = used if outcome == "post" else reservation.amount
+            amount = used if outcome == "post" else reservation.left
             ledger.entry(outcome, amount, before, after, reservation.id)
         statuses.append({"post": "posted", "void": "voided", "expire": "expired"}[outcome])
         amounts.append(used if outcome == "post" else None)
@@ -272,6 +274,58 @@ async def _settle(
     ids = [r.id for r in reservations]
     await conn.execute(sql.SETTLE, ids, statuses, amounts)
     return ids
+
+
+async def settle_parts(
+    conn: asyncpg.Connection, parts: Mapping[int, tuple[int, int]], actor: str
+) -> None:
+    """Settle pieces of reservations: `{reservation id: (segments used, segments released)}`.
+
+    A send has one reservation; its delivery batches each use what the gateways took and
+    release what failed or expired. The reservation is settled (posted, or voided if nothing
+    was used) when nothing is left. Pieces of a reservation no longer pending (it expired) are
+    dropped: its segments were already released.
+    """
+    pending = await _lock_pending(conn, [r for r, (u, f) in parts.items() if u or f])
+    if not pending:
+        return
+    account_ids = sorted({a for r in pending for a in r.accounts})
+    accounts: dict[int, AccountRow] = {
+        row.id: row
+        for row in (
+            _convert(r, AccountRow) for r in await conn.fetch(sql.LOCK_ACCOUNTS, account_ids)
+        )
+    }
+    ledger = _Ledger(cause="", actor=actor)
+    rows: list[tuple[int, int, int]] = []
+    for reservation in pending:
+        used, released = parts[reservation.id]
+        used = min(used, reservation.left)
+        released = min(released, reservation.left - used)
+        ledger.cause = reservation.cause
+        for account_id in reservation.accounts:
+            for kind, amount in (("use", used), ("void", released)):
+                if amount:
+                    before = accounts[account_id]
+                    after = msgspec.structs.replace(
+                        before,
+                        used=before.used + (amount if kind == "use" else 0),
+                        reserved=before.reserved - amount,
+                    )
+                    accounts[account_id] = after
+                    ledger.entry(kind, amount, before, after, reservation.id)
+        rows.append(
+            (reservation.id, reservation.used_part + used, reservation.released_part + released)
+        )
+    changed = [accounts[a] for a in account_ids]
+    await conn.execute(
+        sql.UPDATE_BALANCES,
+        [a.id for a in changed],
+        [a.used for a in changed],
+        [a.reserved for a in changed],
+    )
+    await ledger.write(conn)
+    await conn.execute(sql.SETTLE_PARTS, *map(list, zip(*rows, strict=True)))
 
 
 async def _lock_pending(conn: asyncpg.Connection, ids: Iterable[int]) -> list[ReservationRow]:
@@ -489,6 +543,7 @@ _DELTAS: dict[str, Callable[[AuditEntryRow], tuple[int, int, int, int]]] = {
     "allocate": lambda e: (0, 0, 0, e.amount),
     "policy": lambda e: (0, 0, 0, 0),
     "reserve": lambda e: (0, 0, e.amount, 0),
+    "use": lambda e: (0, e.amount, -e.amount, 0),
     "post": lambda e: (0, e.amount, -(e.reservation_amount or 0), 0),
     "void": lambda e: (0, 0, -e.amount, 0),
     "expire": lambda e: (0, 0, -e.amount, 0),

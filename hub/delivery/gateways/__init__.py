@@ -10,11 +10,14 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from hub.db import Database
     from hub.delivery.gateway import Gateway
     from hub.settings import GatewayConfig
 
 
-def build(config: GatewayConfig) -> Gateway:
+def build(config: GatewayConfig, db: Database) -> Gateway:
+    """The adapter for `config`; only the outbox, which writes to the hub's own table, takes
+    the database."""
     module = importlib.import_module(f"hub.delivery.gateways.{config.kind}")
-    gateway: Gateway = module.build(config)
+    gateway: Gateway = module.build(config, db) if config.kind == "outbox" else module.build(config)
     return gateway

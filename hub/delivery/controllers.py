@@ -1,0 +1,140 @@
+"""Delivery routes: gateways' receipt and reply callbacks; a tenant's replies and webhook."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated, Literal
+
+import msgspec
+from litestar import Controller, Request, Response, get, put, route
+from litestar.datastructures import State
+from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.status_codes import HTTP_204_NO_CONTENT
+
+from hub.db import Database
+from hub.delivery import gateways, service
+from hub.delivery import inbound as replies
+from hub.delivery import repository as sql
+from hub.delivery.gateway import Gateway, HttpCallback
+from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting
+from hub.errors import error_responses
+from tenants import service as tenants
+from tenants.auth import require
+from tenants.controllers import AuthedRequest, Code, Conn
+from tenants.errors import ApiError, NotFound, Unauthorized
+from tenants.scopes import Scope
+
+GatewayName = Annotated[str, PathParameter(pattern=r"^[a-z][a-z0-9_-]{0,31}$", max_length=32)]
+SECRET_HEADER = "x-hub-gateway-secret"
+CallbackRequest = Request[None, None, State]
+
+
+class BadCallback(ApiError):
+    status_code = 400
+    code = "bad_callback"
+
+
+def _gateway(state: State, name: str, request: CallbackRequest) -> Gateway:
+    """The gateway named in the path, once the caller proved it knows its secret."""
+    if "callback_parsers" not in state:
+        # The adapters, as parsers of their own callbacks: building one opens no connection.
+        state.callback_parsers = {
+            g.name: gateways.build(g, state.db) for g in state.settings.delivery.gateways
+        }
+    gateway: Gateway | None = state.callback_parsers.get(name)
+    if gateway is None:
+        raise NotFound(f"no gateway named {name!r}")
+    given = request.headers.get(SECRET_HEADER) or request.query_params.get("secret") or ""
+    expected = gateway.config.secret
+    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+        raise Unauthorized(f"wrong or missing secret for gateway {name!r}")
+    return gateway
+
+
+async def _callback(
+    request: CallbackRequest, name: str, kind: Literal["receipts", "inbound"]
+) -> Response[bytes]:
+    state = request.app.state
+    gateway = _gateway(state, name, request)
+    call = HttpCallback(
+        method=request.method,
+        query={k: v for k, v in request.query_params.items() if k != "secret"},
+        headers=dict(request.headers),
+        body=await request.body(),
+    )
+    try:
+        parsed = gateway.parse_callback(kind, call)
+    except (ValueError, msgspec.ValidationError) as exc:
+        raise BadCallback(f"unreadable {kind} callback from {name}: {exc}") from exc
+    db: Database = state.db
+    async with db.acquire() as conn, conn.transaction():
+        if parsed.receipts:
+            await service.apply_receipts(conn, gateway.config, parsed.receipts)
+        if parsed.replies:
+            await replies.store(conn, state.settings.delivery, name, parsed.replies)
+    answer = parsed.answer
+    return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
+
+
+class GatewayCallbackController(Controller):
+    """Called by gateways, not tenants: authenticated by the gateway's own secret (query
+    `secret=` or header `X-Hub-Gateway-Secret`), answered the way each gateway expects."""
+
+    path = "/v1/gateways/{name:str}"
+    tags = ["gateways"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @route(
+        "/receipts",
+        http_method=["GET", "POST"],
+        responses=error_responses(400, 401, 404),
+        summary="Delivery receipts from a gateway (Kannel's dlr-url, Alibaba's push)",
+    )
+    async def receipts(self, request: CallbackRequest, name: GatewayName) -> Response[bytes]:
+        return await _callback(request, name, "receipts")
+
+    @route(
+        "/inbound",
+        http_method=["GET", "POST"],
+        responses=error_responses(400, 401, 404),
+        summary="Replies (mobile-originated messages) from a gateway",
+    )
+    async def inbound(self, request: CallbackRequest, name: GatewayName) -> Response[bytes]:
+        return await _callback(request, name, "inbound")
+
+
+class InboundController(Controller):
+    path = "/v1"
+    tags = ["inbound"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get(
+        "/inbound",
+        guards=[require(Scope.MESSAGES_READ)],
+        responses=error_responses(422),
+        summary="Replies to the caller's tenant (and, with subtree=true, its descendants)",
+    )
+    async def list_inbound(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+        subtree: Annotated[bool, QueryParameter(description="include descendants")] = False,
+    ) -> InboundPage:
+        who = request.user
+        records = await conn.fetch(sql.INBOUND_PAGE, who.tenant_path, subtree, after, limit + 1)
+        items = [msgspec.convert(dict(r.items()), InboundView) for r in records[:limit]]
+        more = len(records) > limit
+        return InboundPage(items=items, next_after=items[-1].id if more and items else None)
+
+    @put(
+        "/tenants/{code:str}/webhook",
+        guards=[require(Scope.MESSAGES_WRITE)],
+        responses=error_responses(403, 404, 422),
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Where the tenant's replies are pushed, HMAC-SHA256 signed with its secret",
+    )
+    async def set_webhook(
+        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[WebhookSetting]
+    ) -> None:
+        tenant = await tenants.get_visible(conn, request.user, code)
+        await conn.execute(sql.SET_WEBHOOK, tenant.id, data.url, data.secret)

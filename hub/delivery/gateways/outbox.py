@@ -1,0 +1,99 @@
+"""The `outbox` gateway, the default of `hub up`: it records each message in the hub's own
+`outbox` table (once per message, however often it is retried) and then reports it delivered,
+as a carrier would, through the same receipt path as every other gateway.
+
+Options: `receipt_delay` (seconds, default 0.2) before the receipts go out; `undelivered_suffix`
+(phones ending in it get an `undelivered` receipt, for trying failure paths without a carrier).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Literal
+
+from hub.db import Database
+from hub.delivery import repository as sql
+from hub.delivery.gateway import (
+    Accepted,
+    Events,
+    HttpCallback,
+    Outbound,
+    Outcome,
+    Parsed,
+    Receipt,
+)
+from hub.settings import GatewayConfig
+
+log = logging.getLogger(__name__)
+RECORD_WAIT_SECONDS = 10.0
+
+
+class OutboxGateway:
+    def __init__(self, config: GatewayConfig, db: Database) -> None:
+        self.config, self.db = config, db
+        self.receipt_delay = float(config.options.get("receipt_delay", 0.2))
+        self.undelivered_suffix = str(config.options.get("undelivered_suffix", ""))
+        self.events: Events | None = None
+        self._pending: set[asyncio.Task[None]] = set()
+
+    async def start(self, events: Events) -> None:
+        self.events = events
+
+    async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
+        async with self.db.acquire() as conn:
+            await conn.execute(
+                sql.OUTBOX_INSERT,
+                [m.id for m in messages],
+                [self.config.name] * len(messages),
+                [m.phone for m in messages],
+                [m.sender for m in messages],
+                [m.text for m in messages],
+                [m.segments for m in messages],
+            )
+        outcomes: list[Outcome] = [Accepted(m.id, f"outbox-{m.id}") for m in messages]
+        if self.events is not None:
+            receipts = [self._receipt(m) for m in messages]
+            task = asyncio.create_task(self._report(receipts))
+            self._pending.add(task)
+            task.add_done_callback(self._pending.discard)
+        return outcomes
+
+    def _receipt(self, message: Outbound) -> Receipt:
+        failed = bool(self.undelivered_suffix) and message.phone.endswith(self.undelivered_suffix)
+        return Receipt(
+            reference=f"outbox-{message.id}",
+            status="undelivered" if failed else "delivered",
+            code="UNDELIV" if failed else "DELIVRD",
+        )
+
+    async def _report(self, receipts: list[Receipt]) -> None:
+        """Report once the hub has recorded the messages as sent, as a carrier's receipt comes
+        after its answer to the submit (waits at most RECORD_WAIT_SECONDS)."""
+        await asyncio.sleep(self.receipt_delay)
+        assert self.events is not None
+        ids = [int(r.reference.removeprefix("outbox-")) for r in receipts]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + RECORD_WAIT_SECONDS
+        while loop.time() < deadline:
+            async with self.db.acquire() as conn:
+                if not await conn.fetchval(sql.ANY_STILL_SENDING, ids):
+                    break
+            await asyncio.sleep(0.02)
+        try:
+            await self.events.receipts(self.config.name, receipts)
+        except Exception:
+            # The messages stay `sent`; nothing is lost but the receipt, as with a real carrier.
+            log.exception("outbox %s: receipts could not be recorded", self.config.name)
+
+    def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
+        raise ValueError("the outbox gateway reports on its own; it takes no callbacks")
+
+    async def close(self) -> None:
+        if self._pending:
+            await asyncio.gather(*self._pending, return_exceptions=True)
+
+
+def build(config: GatewayConfig, db: Database) -> OutboxGateway:
+    return OutboxGateway(config, db)

@@ -1,0 +1,67 @@
+"""Replies: routed to a tenant by the address they were sent to, stored once, opt-outs noted,
+and queued for the tenant's webhook."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import asyncpg
+
+from hub.delivery import repository as sql
+from hub.delivery.gateway import Inbound
+from hub.messages.numbers import Recipient, normalize
+from hub.settings import DeliverySettings
+
+log = logging.getLogger(__name__)
+
+EXTENSION_DIGITS = 6  # tenants' SMS extensions are fixed-width (migration 0001)
+OPT_OUT_WORDS = frozenset({"T", "TD", "N", "退订", "取消"})
+
+
+def is_opt_out(text: str) -> bool:
+    return text.strip().upper() in OPT_OUT_WORDS
+
+
+def extension_of(address: str, service_number: str) -> str | None:
+    """The tenant extension in `<service number><extension>[more]`, or None."""
+    digits = address.lstrip("+")
+    if not digits.startswith(service_number):
+        return None
+    extension = digits[len(service_number) : len(service_number) + EXTENSION_DIGITS]
+    return extension if len(extension) == EXTENSION_DIGITS else None
+
+
+async def store(
+    conn: asyncpg.Connection, settings: DeliverySettings, gateway: str, replies: Sequence[Inbound]
+) -> list[int]:
+    """Store replies (a repeat of a gateway reference is stored once); returns the new ids, for
+    which webhook deliveries have been queued."""
+    stored: list[int] = []
+    for reply in replies:
+        extension = extension_of(reply.to, settings.service_number)
+        tenant_id = await conn.fetchval(sql.TENANT_BY_EXTENSION, extension) if extension else None
+        if tenant_id is None:
+            log.warning("gateway %s: reply to %s matches no tenant; dropped", gateway, reply.to)
+            continue
+        number = normalize(reply.phone)
+        phone = number.phone if isinstance(number, Recipient) else reply.phone
+        opt_out = is_opt_out(reply.text)
+        inbound_id = await conn.fetchval(
+            sql.INSERT_INBOUND,
+            tenant_id,
+            gateway,
+            reply.reference,
+            phone,
+            reply.to,
+            reply.text,
+            opt_out,
+            reply.at,
+        )
+        if inbound_id is None:
+            continue  # the gateway told us twice
+        if opt_out:
+            await conn.execute(sql.OPT_OUT, tenant_id, phone)
+        await conn.execute(sql.QUEUE_WEBHOOK, tenant_id, inbound_id)
+        stored.append(inbound_id)
+    return stored

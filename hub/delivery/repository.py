@@ -1,0 +1,257 @@
+"""Delivery SQL: batches, claims with a lease, outcomes, receipts, replies, the sweeper's finds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+# A queued send's `accepted` messages that are due, cut into batches of at most $2 per carrier:
+# (carrier, first id, last id). The API runs it after commit; the sweeper for stragglers.
+BATCHES = """
+SELECT carrier, min(id) AS first_id, max(id) AS last_id
+FROM (
+    SELECT m.id, m.carrier,
+           (row_number() OVER (PARTITION BY m.carrier ORDER BY m.id) - 1) / $2 AS n
+    FROM messages m JOIN sends s ON s.id = m.send_id
+    WHERE m.send_id = $1 AND s.state = 'queued' AND m.status = 'accepted'
+      AND (m.retry_at IS NULL OR m.retry_at <= now() + make_interval(secs => $3))
+) b
+GROUP BY carrier, n
+ORDER BY first_id
+"""
+
+
+class SendInfo(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    signature: str
+    body: str
+    encoding: str
+    priority: str
+    due_at: datetime
+    sms_extension: str
+    reservation_id: int | None
+
+
+# What every message of a send shares: its text, sender, lane and reservation.
+SEND_INFO = """
+SELECT s.id, s.tenant_id, s.signature, s.body, s.encoding, s.priority::text AS priority,
+       s.due_at, t.sms_extension, s.reservation_id
+FROM sends s JOIN tenants t ON t.id = s.tenant_id
+WHERE s.id = $1 AND s.state = 'queued'
+"""
+
+
+class Claimed(msgspec.Struct, frozen=True):
+    id: int
+    phone: str
+    segments: int
+    attempts: int
+
+
+# Claim a batch's due `accepted` messages for gateway $5 under a lease; rows another worker holds
+# are skipped (it owns them), and only a queued send's messages go.
+CLAIM = """
+UPDATE messages m
+SET status = 'sending', gateway = $5, attempts = m.attempts + 1, retry_at = NULL,
+    lease_until = now() + make_interval(secs => $6), updated_at = now()
+WHERE m.id IN (
+    SELECT id FROM messages
+    WHERE send_id = $1 AND carrier = $2 AND id BETWEEN $3 AND $4 AND status = 'accepted'
+      AND (retry_at IS NULL OR retry_at <= now())
+    ORDER BY id
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING m.id, m.phone, m.segments, m.attempts
+"""
+
+# Just before a chunk goes to the gateway: from here on its outcome may be unknown if we die.
+MARK_SUBMITTED = """
+UPDATE messages SET submitted_at = now() WHERE id = ANY($1::bigint[]) AND status = 'sending'
+"""
+
+# The gateway took them: `sent`, with its reference. Only our own leased rows change.
+RECORD_SENT = """
+UPDATE messages m
+SET status = 'sent', reference = r.reference, sent_at = now(), lease_until = NULL,
+    updated_at = now()
+FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reference)
+WHERE m.id = r.id AND m.status = 'sending'
+RETURNING m.id, m.reference
+"""
+
+# It failed for good, or its validity ran out: a final status with the reason.
+RECORD_FINAL = """
+UPDATE messages m
+SET status = $2::message_status, error = r.error, done_at = now(), lease_until = NULL,
+    updated_at = now()
+FROM UNNEST($1::bigint[], $3::text[]) AS r(id, error)
+WHERE m.id = r.id AND m.status IN ('sending', 'accepted')
+RETURNING m.id
+"""
+
+# A transient failure: back to `accepted`, to be tried again at its retry time.
+RECORD_RETRY = """
+UPDATE messages m
+SET status = 'accepted', retry_at = r.retry_at, error = r.error, submitted_at = NULL,
+    lease_until = NULL, updated_at = now()
+FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[]) AS r(id, retry_at, error)
+WHERE m.id = r.id AND m.status = 'sending'
+RETURNING m.id
+"""
+
+
+class ReceiptTarget(msgspec.Struct, frozen=True):
+    id: int
+    send_id: int
+    segments: int
+    reference: str
+    status: str
+
+
+# Apply receipts: `sent` (or still `sending`: the receipt beat our own record) moves forward to
+# delivered or undelivered; anything else already final stays as it is (duplicates change nothing).
+APPLY_RECEIPTS = """
+UPDATE messages m
+SET status = r.status::message_status, error = nullif(r.code, ''), done_at = now(),
+    updated_at = now()
+FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
+WHERE m.gateway = $1 AND m.reference = r.reference AND m.status = 'sent'
+RETURNING m.id, m.send_id, m.segments, m.reference, m.status::text AS status
+"""
+
+# Receipts for references no message holds (yet): kept once, counted.
+KEEP_UNMATCHED = """
+INSERT INTO unmatched_receipts (gateway, reference, status, code)
+SELECT $1, r.reference, r.status::message_status, r.code
+FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
+ON CONFLICT DO NOTHING
+"""
+
+# References that matched nothing: known to us (already final) or not at all.
+KNOWN_REFERENCES = """
+SELECT reference FROM messages WHERE gateway = $1 AND reference = ANY($2::text[])
+"""
+
+# Receipts that arrived before the message was recorded `sent`, taken for re-applying.
+TAKE_UNMATCHED = """
+DELETE FROM unmatched_receipts
+WHERE gateway = $1 AND reference = ANY($2::text[])
+RETURNING reference, status::text AS status, code
+"""
+
+# How many receipts matched nothing, per gateway.
+UNMATCHED_COUNTS = """
+SELECT gateway, count(*) AS n FROM unmatched_receipts GROUP BY gateway ORDER BY gateway
+"""
+
+# A send's lane.
+SEND_PRIORITY = "SELECT priority::text FROM sends WHERE id = $1"
+
+# The one reservation a send's messages settle.
+SEND_RESERVATION = "SELECT reservation_id FROM sends WHERE id = $1"
+
+# Handed to the gateway by a worker that then died: maybe delivered, so never sent again.
+CLOSE_UNKNOWN = """
+UPDATE messages SET status = 'sent', sent_at = now(), lease_until = NULL,
+       error = 'outcome unknown: its worker stopped while the gateway had it', updated_at = now()
+WHERE id = ANY($1::bigint[]) AND status = 'sending'
+"""
+
+# The reservations several sends' messages settle.
+SEND_RESERVATIONS = """
+SELECT id, reservation_id FROM sends WHERE id = ANY($1::bigint[])
+"""
+
+# Queued sends that may still have messages to deliver (the sweeper's round).
+OPEN_SENDS = """
+SELECT id FROM sends WHERE state = 'queued' ORDER BY id LIMIT $1
+"""
+
+# A send's messages whose lease ran out (their worker died): those never handed to the gateway
+# go back to `accepted`; those handed over with no answer recorded are returned for a decision.
+EXPIRED_LEASES = """
+UPDATE messages
+SET status = CASE WHEN submitted_at IS NULL THEN 'accepted' ELSE status END::message_status,
+    lease_until = CASE WHEN submitted_at IS NULL THEN NULL ELSE lease_until END,
+    updated_at = now()
+WHERE send_id = $1 AND status = 'sending' AND lease_until < now()
+RETURNING id, segments, submitted_at IS NOT NULL AS unknown
+"""
+
+# Messages of a send still open: waiting, or being sent.
+OPEN_MESSAGES = """
+SELECT count(*) FILTER (WHERE status = 'accepted' AND retry_at IS NULL
+                         OR status = 'accepted' AND retry_at <= now()) AS due,
+       count(*) FILTER (WHERE status IN ('accepted', 'sending')) AS open
+FROM messages WHERE send_id = $1
+"""
+
+# No message of it can change by our hand any more.
+FINISH_SEND = "UPDATE sends SET state = 'done' WHERE id = $1 AND state = 'queued'"
+
+# `accepted` messages past their validity: expired.
+EXPIRE_MESSAGES = """
+UPDATE messages SET status = 'expired', error = 'validity period ended', done_at = now(),
+                    retry_at = NULL, updated_at = now()
+WHERE send_id = $1 AND status = 'accepted'
+  AND (SELECT due_at FROM sends WHERE id = $1) + make_interval(secs => $2) <= now()
+RETURNING id, segments
+"""
+
+# Whether the hub is still recording any of these messages' submission.
+ANY_STILL_SENDING = """
+SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending')
+"""
+
+# Receipts kept as unmatched whose message has since been recorded `sent`: taken to apply.
+TAKE_NOW_MATCHED = """
+DELETE FROM unmatched_receipts u USING messages m
+WHERE m.gateway = u.gateway AND m.reference = u.reference AND m.status = 'sent'
+RETURNING u.gateway, u.reference, u.status::text AS status, u.code
+"""
+
+# The outbox gateway: what it was given, once per message whatever retries happen.
+OUTBOX_INSERT = """
+INSERT INTO outbox (message_id, gateway, phone, sender, text, segments)
+SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                     $6::smallint[])
+ON CONFLICT (message_id) DO NOTHING
+"""
+
+# The tenant a reply's address names.
+TENANT_BY_EXTENSION = "SELECT id FROM tenants WHERE sms_extension = $1"
+
+# A reply, once per gateway reference (an empty reference is never a repeat).
+INSERT_INBOUND = """
+INSERT INTO inbound (tenant_id, gateway, reference, phone, address, text, opt_out, received_at)
+VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()))
+ON CONFLICT (gateway, reference) WHERE reference <> '' DO NOTHING
+RETURNING id
+"""
+
+# The phone asked this tenant to stop.
+OPT_OUT = "INSERT INTO opt_outs (tenant_id, phone) VALUES ($1, $2) ON CONFLICT DO NOTHING"
+
+# Push the reply to the tenant's webhook, if it has one.
+QUEUE_WEBHOOK = """
+INSERT INTO webhook_deliveries (tenant_id, inbound_id)
+SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = $1)
+ON CONFLICT DO NOTHING
+"""
+
+# A page of replies to the tenant at path $1 (or its whole subtree), in id order.
+INBOUND_PAGE = """
+SELECT i.id, t.code AS tenant, i.phone, i.address, i.text, i.opt_out, i.gateway, i.received_at
+FROM inbound i JOIN tenants t ON t.id = i.tenant_id
+WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~')) AND i.id > $3
+ORDER BY i.id
+LIMIT $4
+"""
+
+# Set a tenant's webhook.
+SET_WEBHOOK = """
+INSERT INTO webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
+ON CONFLICT (tenant_id) DO UPDATE SET url = $2, secret = $3, updated_at = now()
+"""

@@ -1,0 +1,427 @@
+"""Delivery: batches of a send's messages claimed, paced, submitted and recorded; receipts and
+replies applied. PostgreSQL holds every message's state; Redis holds only the queue of batch jobs
+and the rate buckets, and the sweeper rebuilds the queue from PostgreSQL if Redis loses it.
+
+A batch job: claim the batch's due `accepted` messages under a lease (status `sending`), then for
+each chunk of `CHUNK` messages — take the gateway's rate tokens, mark the chunk submitted, call the
+gateway with no transaction open, and record each outcome in one short transaction: `sent` with the
+gateway's reference (quota used, if the gateway bills on acceptance), `failed` (quota released), or
+back to `accepted` with a retry time (or `expired` once the validity period ends).
+
+A worker killed mid-batch leaves `sending` rows whose lease runs out. Those never handed to the
+gateway go back to the queue. Those handed over with no answer recorded may have reached the
+phone: sending them again could deliver twice, so they are closed as `sent` with "outcome
+unknown" (and their quota used) — at most once, never twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import msgspec
+from arq.connections import ArqRedis
+
+from hub.db import Database
+from hub.delivery import gateways
+from hub.delivery import repository as sql
+from hub.delivery.gateway import Accepted, Failed, Gateway, Inbound, Outbound, Outcome, Receipt
+from hub.delivery.pacing import Pacer
+from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
+from hub.delivery.routing import Router
+from hub.messages.segments import signed
+from hub.quota import service as quota
+from hub.settings import DeliverySettings, GatewayConfig, Settings
+
+log = logging.getLogger(__name__)
+
+DELIVER_JOB = "hub.delivery.deliver"
+# Messages per gateway call inside a batch: small enough that a crash leaves few outcomes
+# unknown and the rate limiter paces smoothly, large enough to keep the gateway's window full.
+CHUNK = 100
+# Lanes: arq serves the lowest score first, so a lane's jobs are scored this far in the past.
+# An urgent batch overtakes every normal and bulk one queued less than a day, a normal one every
+# bulk one.
+LANE_HEAD_START = {"urgent": timedelta(days=2), "normal": timedelta(days=1), "bulk": timedelta(0)}
+ACTOR = "system:delivery"
+
+
+def gateway_configs(settings: DeliverySettings) -> dict[str, GatewayConfig]:
+    return {g.name: g for g in settings.gateways}
+
+
+def backoff(attempts: int, settings: DeliverySettings) -> float:
+    """Seconds before retry number `attempts`: exponential, capped, with jitter (50 to 100 %)."""
+    ceiling = min(settings.retry_cap_seconds, settings.retry_base_seconds * 2.0 ** (attempts - 1))
+    jitter: float = random.uniform(0.5, 1.0)
+    return ceiling * jitter
+
+
+# --- enqueueing --------------------------------------------------------------------------
+
+
+async def enqueue_send(
+    db: Database, redis: ArqRedis, settings: DeliverySettings, send_id: int, *, grace: float = 0
+) -> int:
+    """Enqueue the batch jobs of a committed, queued send; how many were new.
+
+    Job ids name the batch, so enqueueing again (the sweeper) adds nothing while a batch's job is
+    queued or running. Messages due within `grace` seconds count as due. Redis failing is logged
+    and left to the sweeper: the messages are safe in PostgreSQL.
+    """
+    async with db.acquire() as conn:
+        priority = await conn.fetchval(sql.SEND_PRIORITY, send_id)
+        batches = await conn.fetch(sql.BATCHES, send_id, settings.batch_size, grace)
+    if not batches:
+        return 0
+    score = datetime.now(UTC) - LANE_HEAD_START.get(priority or "normal", timedelta(0))
+    expires = timedelta(seconds=settings.validity_seconds + 3600)
+    jobs = [
+        redis.enqueue_job(
+            DELIVER_JOB,
+            send_id,
+            b["carrier"],
+            b["first_id"],
+            b["last_id"],
+            _job_id=f"deliver:{send_id}:{b['carrier']}:{b['first_id']}:{b['last_id']}",
+            _defer_until=score,
+            _expires=expires,
+        )
+        for b in batches
+    ]
+    try:
+        enqueued = await asyncio.gather(*jobs)
+    except (TimeoutError, OSError, ConnectionError) as exc:
+        log.warning("send %s: batches not enqueued (%s); the sweeper will", send_id, exc)
+        return 0
+    except Exception as exc:  # redis-py raises its own hierarchy; log it, never lose the send
+        log.warning("send %s: batches not enqueued (%r); the sweeper will", send_id, exc)
+        return 0
+    return sum(job is not None for job in enqueued)
+
+
+# --- delivering a batch ------------------------------------------------------------------
+
+
+class Delivery:
+    """One worker process's gateways, router and pacer."""
+
+    def __init__(self, settings: Settings, db: Database, redis: ArqRedis) -> None:
+        self.settings, self.config = settings, settings.delivery
+        self.db, self.redis = db, redis
+        built: dict[str, Gateway] = {
+            name: gateways.build(config, db)
+            for name, config in gateway_configs(self.config).items()
+        }
+        self.gateways = built
+        self.router = Router(built, self.config)
+        self.pacer = Pacer(redis)
+        self.events = Recorder(db, settings)
+
+    async def start(self) -> None:
+        for gateway in self.gateways.values():
+            try:
+                await gateway.start(self.events)
+            except Exception:
+                # A gateway down at start-up opens its circuit; the others still deliver.
+                log.exception("gateway %s did not start", gateway.config.name)
+                self.router.outcome(gateway.config.name, ok=False)
+
+    async def close(self) -> None:
+        for gateway in self.gateways.values():
+            await gateway.close()
+
+    async def deliver_batch(self, send_id: int, carrier: str, first_id: int, last_id: int) -> int:
+        """Deliver one batch; returns how many messages it claimed."""
+        gateway = self.router.route(carrier)
+        async with self.db.acquire() as conn, conn.transaction():
+            record = await conn.fetchrow(sql.SEND_INFO, send_id)
+            if record is None:
+                return 0  # cancelled, held or finished: nothing of it goes now
+            send = msgspec.convert(dict(record.items()), SendInfo)
+            if await self._expire(conn, send):
+                return 0
+            claimed = [
+                msgspec.convert(dict(r.items()), Claimed)
+                for r in await conn.fetch(
+                    sql.CLAIM,
+                    send_id,
+                    carrier,
+                    first_id,
+                    last_id,
+                    gateway.config.name,
+                    self.config.lease_seconds,
+                )
+            ]
+        text = signed(send.signature, send.body)
+        sender = self.config.service_number + send.sms_extension
+        retry_at: datetime | None = None
+        for start in range(0, len(claimed), CHUNK):
+            chunk = claimed[start : start + CHUNK]
+            outbound = [
+                Outbound(m.id, m.phone, text, m.segments, send.encoding, sender)  # type: ignore[arg-type]
+                for m in chunk
+            ]
+            outcomes = await self._submit(gateway, outbound)
+            async with self.db.acquire() as conn, conn.transaction():
+                retry = await self._record(conn, send, gateway.config, chunk, outcomes)
+            if retry is not None:
+                retry_at = min(retry_at or retry, retry)
+        if retry_at is not None:
+            await self._enqueue_retry(send, carrier, first_id, last_id, retry_at)
+        return len(claimed)
+
+    async def _submit(self, gateway: Gateway, outbound: list[Outbound]) -> list[Outcome]:
+        name = gateway.config.name
+        await self.pacer.take(name, sum(m.segments for m in outbound), gateway.config.rate)
+        async with self.db.acquire() as conn:
+            await conn.execute(sql.MARK_SUBMITTED, [m.id for m in outbound])
+        try:
+            outcomes = await gateway.submit(outbound)
+        except Exception as exc:
+            log.warning("gateway %s unreachable: %r", name, exc)
+            self.router.outcome(name, ok=False)
+            return [
+                Failed(m.id, permanent=False, code="unreachable", detail=str(exc)) for m in outbound
+            ]
+        transient = sum(isinstance(o, Failed) and not o.permanent for o in outcomes)
+        self.router.outcome(name, ok=transient < len(outbound))
+        return outcomes
+
+    async def _record(
+        self,
+        conn: asyncpg.Connection,
+        send: SendInfo,
+        gateway: GatewayConfig,
+        chunk: Sequence[Claimed],
+        outcomes: Sequence[Outcome],
+    ) -> datetime | None:
+        """Record a chunk's outcomes and settle its quota; returns the earliest retry time."""
+        by_id = {m.id: m for m in chunk}
+        answered = {o.message_id for o in outcomes}
+        # An adapter that forgot a message: treat it as a transient failure, never as sent.
+        outcomes = [
+            *outcomes,
+            *(Failed(i, permanent=False, code="no_answer") for i in by_id if i not in answered),
+        ]
+        now = datetime.now(UTC)
+        deadline = send.due_at + timedelta(seconds=self.config.validity_seconds)
+        sent = [o for o in outcomes if isinstance(o, Accepted)]
+        failed: list[Failed] = []
+        expired: list[Failed] = []
+        retries: list[tuple[Failed, datetime]] = []
+        for o in outcomes:
+            if isinstance(o, Failed):
+                if o.permanent:
+                    failed.append(o)
+                else:
+                    at = now + timedelta(seconds=backoff(by_id[o.message_id].attempts, self.config))
+                    (expired.append(o) if at >= deadline else retries.append((o, at)))
+        used = released = 0
+        if sent:
+            rows = await conn.fetch(
+                sql.RECORD_SENT, [o.message_id for o in sent], [o.reference for o in sent]
+            )
+            if gateway.bills_on == "accepted":
+                used += sum(by_id[r["id"]].segments for r in rows)
+            await self._apply_early_receipts(conn, gateway, [r["reference"] for r in rows])
+        for status, group in (("failed", failed), ("expired", expired)):
+            if group:
+                rows = await conn.fetch(
+                    sql.RECORD_FINAL,
+                    [o.message_id for o in group],
+                    status,
+                    [f"{o.code}: {o.detail}" if o.detail else o.code for o in group],
+                )
+                released += sum(by_id[r["id"]].segments for r in rows)
+        if retries:
+            await conn.execute(
+                sql.RECORD_RETRY,
+                [o.message_id for o, _ in retries],
+                [at for _, at in retries],
+                [o.code for o, _ in retries],
+            )
+        if send.reservation_id is not None and (used or released):
+            await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
+        return min((at for _, at in retries), default=None)
+
+    async def _apply_early_receipts(
+        self, conn: asyncpg.Connection, gateway: GatewayConfig, references: list[str]
+    ) -> None:
+        """Receipts that beat our record of `sent` (an SMPP receipt can) are applied now."""
+        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, references)
+        if early:
+            receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
+            await apply_receipts(conn, gateway, receipts)
+
+    async def _expire(self, conn: asyncpg.Connection, send: SendInfo) -> bool:
+        """Expire a send's waiting messages once its validity period is over."""
+        if send.due_at + timedelta(seconds=self.config.validity_seconds) > datetime.now(UTC):
+            return False
+        await expire_waiting(conn, send.id, send.reservation_id, self.config)
+        return True
+
+    async def _enqueue_retry(
+        self, send: SendInfo, carrier: str, first_id: int, last_id: int, at: datetime
+    ) -> None:
+        try:
+            await self.redis.enqueue_job(
+                DELIVER_JOB,
+                send.id,
+                carrier,
+                first_id,
+                last_id,
+                _job_id=f"deliver:{send.id}:{carrier}:{first_id}:{last_id}:{at.timestamp():.3f}",
+                _defer_until=at,
+                _expires=timedelta(seconds=self.config.validity_seconds + 3600),
+            )
+        except Exception as exc:  # the sweeper finds the messages when they fall due
+            log.warning("send %s: retry not enqueued (%r); the sweeper will", send.id, exc)
+
+
+async def expire_waiting(
+    conn: asyncpg.Connection, send_id: int, reservation_id: int | None, config: DeliverySettings
+) -> int:
+    rows = await conn.fetch(sql.EXPIRE_MESSAGES, send_id, config.validity_seconds)
+    segments = sum(r["segments"] for r in rows)
+    if reservation_id is not None and segments:
+        await quota.settle_parts(conn, {reservation_id: (0, segments)}, ACTOR)
+    return len(rows)
+
+
+# --- receipts and replies ----------------------------------------------------------------
+
+
+async def apply_receipts(
+    conn: asyncpg.Connection, gateway: GatewayConfig, receipts: Sequence[Receipt]
+) -> tuple[int, int]:
+    """Move messages to delivered/undelivered; returns (applied, unmatched).
+
+    Forward only: a receipt for a message already final changes nothing (a repeat). One whose
+    reference no message holds is kept in `unmatched_receipts` (counted, and applied if the
+    message's `sent` is recorded later) and logged, never an error.
+    """
+    if not receipts:
+        return 0, 0
+    latest = {r.reference: r for r in receipts}  # one receipt per reference per call
+    refs = list(latest)
+    rows = [
+        msgspec.convert(dict(r.items()), ReceiptTarget)
+        for r in await conn.fetch(
+            sql.APPLY_RECEIPTS,
+            gateway.name,
+            refs,
+            [latest[r].status for r in refs],
+            [latest[r].code for r in refs],
+        )
+    ]
+    matched = {r.reference for r in rows}
+    rest = [r for r in refs if r not in matched]
+    unknown: list[str] = []
+    if rest:
+        known = {r["reference"] for r in await conn.fetch(sql.KNOWN_REFERENCES, gateway.name, rest)}
+        unknown = [r for r in rest if r not in known]
+    if unknown:
+        await conn.execute(
+            sql.KEEP_UNMATCHED,
+            gateway.name,
+            unknown,
+            [latest[r].status for r in unknown],
+            [latest[r].code for r in unknown],
+        )
+        log.warning("gateway %s: %d receipts for unknown references", gateway.name, len(unknown))
+    if gateway.bills_on == "delivered" and rows:
+        await _settle_on_delivery(conn, rows)
+    return len(rows), len(unknown)
+
+
+async def _settle_on_delivery(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -> None:
+    """Where the gateway bills on delivery: delivered segments are used, undelivered released."""
+    per_send: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    for r in rows:
+        per_send[r.send_id][0 if r.status == "delivered" else 1] += r.segments
+    reservations = {
+        r["id"]: r["reservation_id"]
+        for r in await conn.fetch(sql.SEND_RESERVATIONS, list(per_send))
+    }
+    parts = {
+        reservations[s]: (u, f) for s, (u, f) in per_send.items() if reservations.get(s) is not None
+    }
+    await quota.settle_parts(conn, parts, ACTOR)
+
+
+async def apply_late_receipts(conn: asyncpg.Connection, settings: DeliverySettings) -> int:
+    """Receipts that arrived before their message's `sent` was committed (kept as unmatched)
+    are applied once it is; how many."""
+    late: dict[str, list[Receipt]] = defaultdict(list)
+    for r in await conn.fetch(sql.TAKE_NOW_MATCHED):
+        late[r["gateway"]].append(Receipt(r["reference"], r["status"], r["code"]))
+    configs = gateway_configs(settings)
+    applied = 0
+    for name, receipts in late.items():
+        if name in configs:
+            applied += (await apply_receipts(conn, configs[name], receipts))[0]
+    return applied
+
+
+class Recorder:
+    """The `Events` sink: what gateways push is recorded in PostgreSQL."""
+
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db, self.settings = db, settings
+        self.configs = gateway_configs(settings.delivery)
+
+    async def receipts(self, gateway: str, receipts: Sequence[Receipt]) -> None:
+        async with self.db.acquire() as conn, conn.transaction():
+            await apply_receipts(conn, self.configs[gateway], receipts)
+
+    async def inbound(self, gateway: str, replies: Sequence[Inbound]) -> None:
+        from hub.delivery import inbound
+
+        async with self.db.acquire() as conn, conn.transaction():
+            await inbound.store(conn, self.settings.delivery, gateway, replies)
+
+
+# --- the sweeper -------------------------------------------------------------------------
+
+
+async def sweep(
+    db: Database, redis: ArqRedis, settings: DeliverySettings, limit: int = 200
+) -> dict[str, Any]:
+    """Recover what a lost job or a dead worker left: per queued send, expired leases back to the
+    queue (or closed as outcome unknown), waiting messages past validity expired, due messages
+    re-enqueued, and the send marked done once nothing of it is open."""
+    report = {"sends": 0, "requeued": 0, "unknown": 0, "expired": 0, "done": 0, "enqueued": 0}
+    async with db.acquire() as conn, conn.transaction():
+        report["late_receipts"] = await apply_late_receipts(conn, settings)
+    async with db.acquire() as conn:
+        send_ids = [r["id"] for r in await conn.fetch(sql.OPEN_SENDS, limit)]
+    for send_id in send_ids:
+        report["sends"] += 1
+        async with db.acquire() as conn, conn.transaction():
+            reservation_id = await conn.fetchval(sql.SEND_RESERVATION, send_id)
+            leases = await conn.fetch(sql.EXPIRED_LEASES, send_id)
+            unknown = [r for r in leases if r["unknown"]]
+            report["requeued"] += len(leases) - len(unknown)
+            if unknown:
+                report["unknown"] += len(unknown)
+                await conn.execute(sql.CLOSE_UNKNOWN, [r["id"] for r in unknown])
+                if reservation_id is not None:
+                    segments = sum(r["segments"] for r in unknown)
+                    await quota.settle_parts(conn, {reservation_id: (segments, 0)}, ACTOR)
+            report["expired"] += await expire_waiting(conn, send_id, reservation_id, settings)
+            counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
+            assert counts is not None
+            if counts["open"] == 0:
+                await conn.execute(sql.FINISH_SEND, send_id)
+                report["done"] += 1
+                continue
+        if counts["due"]:
+            report["enqueued"] += await enqueue_send(db, redis, settings, send_id)
+    return report

@@ -19,7 +19,7 @@ from hub.settings import GatewayConfig, Settings
 from hub.worker import build_worker
 from tests.factories import grant, make_key, make_small_tree
 
-RunWorker = Callable[[], Awaitable[Any]]
+RunWorker = Callable[..., Awaitable[Any]]
 
 
 def with_gateways(settings: Settings, *gateways: GatewayConfig, **delivery: Any) -> Settings:

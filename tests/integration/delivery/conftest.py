@@ -19,6 +19,7 @@ from hub.settings import GatewayConfig, Settings
 from hub.worker import build_worker
 from tests.factories import grant, make_key, make_small_tree
 
+SECRET = "s3cret-for-tests"
 RunWorker = Callable[..., Awaitable[Any]]
 
 
@@ -31,7 +32,9 @@ def with_gateways(settings: Settings, *gateways: GatewayConfig, **delivery: Any)
 
 @pytest.fixture
 def live_settings(settings: Settings, fresh_db: str) -> Settings:
-    outbox = GatewayConfig(name="outbox", kind="outbox", rate=1e9, options={"receipt_delay": 0})
+    outbox = GatewayConfig(
+        name="outbox", kind="outbox", rate=1e9, secret=SECRET, options={"receipt_delay": 0}
+    )
     return with_gateways(
         msgspec.structs.replace(settings, db=msgspec.structs.replace(settings.db, dsn=fresh_db)),
         outbox,

@@ -1,0 +1,122 @@
+"""PostgreSQL is the source of truth: Redis flushed mid-send, a worker gone mid-batch."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+from arq.connections import ArqRedis
+
+from hub.db import PoolDatabase, create_pool
+from hub.delivery import service
+from hub.settings import Settings
+from tests.factories import bearer
+from tests.integration.delivery.conftest import RunWorker, audit_clean
+
+PHONES = [f"1380013{n:04d}" for n in range(50)]
+
+
+async def _statuses(conn: asyncpg.Connection, send_id: int) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status::text, count(*) AS n FROM messages WHERE send_id = $1 GROUP BY 1", send_id
+    )
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def _sweep(settings: Settings, redis: ArqRedis) -> dict[str, int]:
+    assert settings.db.dsn
+    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    try:
+        return await service.sweep(db, redis, settings.delivery)
+    finally:
+        await db.close()
+
+
+async def test_redis_flushed_after_the_send_loses_nothing(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    resp = await client.post(
+        "/v1/messages", json={"to": PHONES, "body": "防汛通知"}, headers=bearer(county_key)
+    )
+    send_id = resp.json()["id"]
+    await redis.flushdb()  # every queued batch job is gone
+    await run_worker()
+    assert await _statuses(live_db, send_id) == {"accepted": 50}
+
+    report = await _sweep(live_settings, redis)
+    assert report["enqueued"] >= 1
+    await run_worker()
+    assert await _statuses(live_db, send_id) == {"delivered": 50}
+    # The next round finds nothing open and closes the send.
+    assert (await _sweep(live_settings, redis))["done"] == 1
+    assert await live_db.fetchval("SELECT state::text FROM sends WHERE id = $1", send_id) == "done"
+    assert await live_db.fetchval("SELECT count(*) FROM outbox") == 50
+    assert await audit_clean(live_db) == []
+
+
+async def test_a_dead_workers_leases_are_recovered_at_most_once(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    resp = await client.post(
+        "/v1/messages", json={"to": PHONES[:10], "body": "防汛通知"}, headers=bearer(county_key)
+    )
+    send_id = resp.json()["id"]
+    await redis.flushdb()
+    # A worker claimed all ten, handed four to the gateway and died (SIGKILL leaves just this).
+    await live_db.execute(
+        "UPDATE messages SET status = 'sending', gateway = 'outbox', attempts = 1,"
+        " lease_until = now() - interval '1 second' WHERE send_id = $1",
+        send_id,
+    )
+    await live_db.execute(
+        "UPDATE messages SET submitted_at = now() WHERE id IN"
+        " (SELECT id FROM messages WHERE send_id = $1 ORDER BY id LIMIT 4)",
+        send_id,
+    )
+    report = await _sweep(live_settings, redis)
+    assert (report["requeued"], report["unknown"]) == (6, 4)
+    await run_worker()
+    statuses = await _statuses(live_db, send_id)
+    # The four maybe-delivered ones are never sent again; the six are delivered.
+    assert statuses == {"sent": 4, "delivered": 6}
+    assert await live_db.fetchval("SELECT count(*) FROM outbox") == 6
+    unknown = await live_db.fetch("SELECT error FROM messages WHERE status = 'sent'")
+    assert all("outcome unknown" in r["error"] for r in unknown)
+    assert await audit_clean(live_db) == []
+    used = await live_db.fetchval("SELECT used_part FROM quota_reservations")
+    assert used == 10
+
+
+async def test_messages_past_their_validity_expire_and_release_their_quota(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+) -> None:
+    resp = await client.post(
+        "/v1/messages", json={"to": PHONES[:5], "body": "防汛通知"}, headers=bearer(county_key)
+    )
+    send_id = resp.json()["id"]
+    await redis.flushdb()
+    await live_db.execute(
+        "UPDATE sends SET due_at = now() - interval '7 hours' WHERE id = $1", send_id
+    )
+    report = await _sweep(live_settings, redis)
+    assert report["expired"] == 5
+    assert await _statuses(live_db, send_id) == {"expired": 5}
+    reservation = await live_db.fetchrow(
+        "SELECT status::text, released_part FROM quota_reservations"
+    )
+    assert reservation is not None
+    assert dict(reservation) == {"status": "voided", "released_part": 5}
+    assert await audit_clean(live_db) == []

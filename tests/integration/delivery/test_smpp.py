@@ -1,0 +1,284 @@
+"""The SMPP adapter against a fake SMSC on smpp34's server API (in-process, or a child process
+where the connection must really drop)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from pathlib import Path
+
+import pytest
+
+from hub.delivery.gateway import Accepted, Failed, Inbound, Outbound, Outcome, Receipt
+from hub.delivery.gateways.smpp import (
+    ReceiptJoiner,
+    SmppGateway,
+    SmppUnavailable,
+    build,
+    encode,
+    gsm_codes,
+    gsm_decode,
+    read_receipt,
+)
+from hub.settings import GatewayConfig
+from tests.peers.smsc import FakeSmsc, SmscProcess, free_port
+
+pytestmark = [pytest.mark.peer]
+
+WINDOW = 4
+SENDER = "10690000123456"
+UNDELIVERED, INVALID = "8613900000001", "8613900000002"
+LONG = "【朝阳区委组织部】" + "请各位同志于本周五下午三点到三楼会议室参加学习，带好笔记本。" * 5
+ESME_RSYSERR, ESME_RTHROTTLED = 0x08, 0x58
+WAIT = 60.0  # seconds before a wait gives up (a hang guard, not a speed check)
+
+
+class Recorded:
+    """The Events sink: keeps what the adapter pushes and wakes whoever waits for it."""
+
+    def __init__(self) -> None:
+        self.got: list[Receipt] = []
+        self.replies: list[Inbound] = []
+        self._changed = asyncio.Condition()
+
+    async def receipts(self, gateway: str, receipts: Sequence[Receipt]) -> None:
+        async with self._changed:
+            self.got += receipts
+            self._changed.notify_all()
+
+    async def inbound(self, gateway: str, replies: Sequence[Inbound]) -> None:
+        async with self._changed:
+            self.replies += replies
+            self._changed.notify_all()
+
+    async def until(self, ready: Callable[[], bool]) -> None:
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(ready), WAIT)
+
+    def receipt_for(self, reference: str) -> list[Receipt]:
+        return [r for r in self.got if r.reference == reference]
+
+
+def message(id: int, phone: str, text: str, encoding: str = "ucs2") -> Outbound:
+    assert encoding in ("ucs2", "gsm7")
+    return Outbound(id, f"+{phone}", text, 1, encoding, SENDER)  # type: ignore[arg-type]
+
+
+def gateway_for(port: int, **options: int) -> SmppGateway:
+    config = GatewayConfig(
+        name="smpp-test",
+        kind="smpp",
+        port=port,
+        username="hub",
+        password="secret",
+        options={"window": WINDOW, **options},
+    )
+    return build(config)
+
+
+async def until(ready: Callable[[], bool]) -> None:
+    """Poll state the adapter and the peer keep without telling anyone (bound, binds)."""
+    async with asyncio.timeout(WAIT):
+        while not ready():  # noqa: ASYNC110 - nothing to wait on but the state itself
+            await asyncio.sleep(0.02)
+
+
+@pytest.fixture
+async def smsc() -> AsyncIterator[FakeSmsc]:
+    peer = FakeSmsc(undelivered={UNDELIVERED}, invalid={INVALID})
+    await peer.start()
+    yield peer
+    await peer.stop()
+
+
+@pytest.fixture
+async def events() -> Recorded:
+    return Recorded()
+
+
+@pytest.fixture
+async def gateway(smsc: FakeSmsc, events: Recorded) -> AsyncIterator[SmppGateway]:
+    gateway = gateway_for(smsc.port)
+    await gateway.start(events)
+    yield gateway
+    await gateway.close()
+
+
+def references(outcomes: list[Outcome]) -> list[str]:
+    assert all(isinstance(o, Accepted) for o in outcomes), outcomes
+    return [o.reference for o in outcomes if isinstance(o, Accepted)]
+
+
+async def test_single_and_multipart_reach_the_smsc_once_and_report_once(
+    gateway: SmppGateway, smsc: FakeSmsc, events: Recorded
+) -> None:
+    sent = [
+        message(1, "8613800138000", "【测试】您好，会议改到周五。"),
+        message(2, "8613800138001", LONG),
+        message(3, "8613800138002", "Meeting moved to Friday 3pm, room 301. " * 5, "gsm7"),
+    ]
+    refs = references(await gateway.submit(sent))
+
+    for m in sent:
+        assert smsc.messages[m.phone[1:], m.text] == 1
+    long_parts = [text for (phone, text) in smsc.parts if phone == "8613800138001"]
+    assert len(long_parts) == 3
+    assert all(len(p) <= 67 for p in long_parts)
+    assert smsc.by_id[refs[1]] == ("8613800138001", LONG[:67])  # the first part's id
+    await events.until(lambda: all(events.receipt_for(r) for r in refs))
+    # Every receipt of those parts is read before the next message's (one session, in order).
+    refs += references(await gateway.submit([message(4, "8613800138003", "【测试】收到")]))
+    await events.until(lambda: bool(events.receipt_for(refs[-1])))
+    assert sorted(r.reference for r in events.got) == sorted(refs)
+    assert {(r.status, r.code) for r in events.got} == {("delivered", "DELIVRD")}
+
+
+async def test_an_undelivered_multipart_message_reports_undelivered_once(
+    gateway: SmppGateway, events: Recorded
+) -> None:
+    [ref] = references(await gateway.submit([message(5, UNDELIVERED, LONG)]))
+    await events.until(lambda: bool(events.receipt_for(ref)))
+    assert [(r.status, r.code) for r in events.receipt_for(ref)] == [("undelivered", "UNDELIV/001")]
+
+
+async def test_concurrent_submits_share_the_window(gateway: SmppGateway, smsc: FakeSmsc) -> None:
+    batches = [
+        [message(100 * b + i, f"86138{b:03d}{i:05d}", f"【测试】第{b}批第{i}条") for i in range(25)]
+        for b in range(3)
+    ]
+    results = await asyncio.gather(*(gateway.submit(batch) for batch in batches))
+    assert len({ref for outcomes in results for ref in references(outcomes)}) == 75
+    assert all(smsc.messages[m.phone[1:], m.text] == 1 for batch in batches for m in batch)
+
+
+async def test_replies_arrive_as_inbound(
+    gateway: SmppGateway, smsc: FakeSmsc, events: Recorded
+) -> None:
+    await smsc.send_mo("8613800138000", SENDER, "收到，准时参加")
+    await smsc.send_mo("8613800138001", SENDER + "9", "我" * 150)  # three parts
+    await events.until(lambda: len(events.replies) == 2)
+    assert events.replies == [
+        Inbound(phone="8613800138000", to=SENDER, text="收到，准时参加"),
+        Inbound(phone="8613800138001", to=SENDER + "9", text="我" * 150),
+    ]
+
+
+async def test_throttled_is_transient(gateway: SmppGateway, smsc: FakeSmsc) -> None:
+    smsc.fail_next(ESME_RTHROTTLED)
+    [outcome] = await gateway.submit([message(6, "8613800138000", "【测试】一")])
+    assert outcome == Failed(6, permanent=False, code="ESME_RTHROTTLED")
+    references(await gateway.submit([message(6, "8613800138000", "【测试】一")]))
+    assert smsc.messages["8613800138000", "【测试】一"] == 1
+
+
+async def test_an_invalid_destination_is_permanent(gateway: SmppGateway) -> None:
+    [outcome] = await gateway.submit([message(7, INVALID, "【测试】二")])
+    assert outcome == Failed(7, permanent=True, code="ESME_RINVDSTADR")
+
+
+async def test_a_session_failing_every_submit_with_syserr_is_bound_again(
+    gateway: SmppGateway, smsc: FakeSmsc
+) -> None:
+    smsc.fail_next(ESME_RSYSERR, WINDOW)
+    sent = [message(10 + i, f"861380013800{i}", f"【测试】{i}") for i in range(WINDOW)]
+    outcomes = await gateway.submit(sent)
+    assert {(o.permanent, o.code) for o in outcomes if isinstance(o, Failed)} == {
+        (False, "ESME_RSYSERR")
+    }
+    assert len(outcomes) == WINDOW
+    await until(lambda: smsc.binds == 2 and gateway.bound)
+    references(await gateway.submit(sent))
+
+
+async def test_the_peer_restarting_is_survived(tmp_path: Path) -> None:
+    port = free_port()
+    first, second = SmscProcess(port), SmscProcess(port, tmp_path / "counts.json")
+    await first.start()
+    events = Recorded()
+    gateway = gateway_for(port)
+    try:
+        await gateway.start(events)
+        references(await gateway.submit([message(20, "8613800138000", "【测试】重启前")]))
+        await first.kill()
+        try:
+            [outcome] = await gateway.submit([message(21, "8613800138000", "【测试】重启后")])
+            assert isinstance(outcome, Failed)
+            assert not outcome.permanent
+        except SmppUnavailable:
+            pass  # the adapter saw the connection drop before this submit
+        await second.start()
+        await until(lambda: gateway.bound)
+        [ref] = references(await gateway.submit([message(21, "8613800138000", "【测试】重启后")]))
+        await events.until(lambda: bool(events.receipt_for(ref)))
+    finally:
+        await gateway.close()
+        await first.kill()
+        counts = await second.stop()
+    assert counts["binds"] == 1
+    assert counts["messages"] == [["8613800138000", "【测试】重启后", 1]]
+
+
+async def test_an_smsc_that_is_not_there_makes_submit_raise() -> None:
+    gateway = gateway_for(free_port())
+    await gateway.start(Recorded())  # logged, retried in the background
+    try:
+        with pytest.raises(SmppUnavailable):
+            await gateway.submit([message(30, "8613800138000", "【测试】三")])
+    finally:
+        await gateway.close()
+
+
+# --- the pieces, without a peer
+
+
+def test_long_ucs2_is_cut_at_67_units_never_inside_a_surrogate_pair() -> None:
+    text = "a" * 66 + "😀" + "b" * 10  # the emoji would straddle units 67 and 68
+    pdus = encode(text, "ucs2", reference=7)
+    assert (pdus.data_coding, pdus.esm_class) == (8, 0x40)
+    bodies = [p[6:].decode("utf-16-be") for p in pdus.payloads]
+    assert bodies == ["a" * 66, "😀" + "b" * 10]
+    assert [p[:6] for p in pdus.payloads] == [
+        b"\x05\x00\x03\x07\x02\x01",
+        b"\x05\x00\x03\x07\x02\x02",
+    ]
+    assert len(encode("字" * 70, "ucs2", 0).payloads) == 1
+    assert len(encode("字" * 71, "ucs2", 0).payloads) == 2
+
+
+def test_gsm7_uses_the_default_alphabet_and_falls_back_to_ucs2() -> None:
+    codes = gsm_codes("a@[€")
+    assert codes == [b"a", b"\x00", b"\x1b\x3c", b"\x1b\x65"]
+    assert gsm_decode(b"".join(codes)) == "a@[€"
+    assert encode("x" * 160, "gsm7", 0).payloads == [b"x" * 160]
+    parts = encode("x" * 152 + "[" + "y" * 10, "gsm7", 0).payloads  # the escape is not split
+    assert [len(p) - 6 for p in parts] == [152, 12]
+    assert encode("你好", "gsm7", 0).data_coding == 8
+
+
+def test_receipt_text_is_read() -> None:
+    zone = __import__("zoneinfo").ZoneInfo("Asia/Shanghai")
+    text = "id:0A1B sub:001 dlvrd:000 submit date:2611271200 done date:2611271201 stat:REJECTD "
+    receipt = read_receipt(text + "err:045 text:id:zzz stat:DELIVRD", {}, zone)
+    assert receipt is not None
+    assert (receipt.reference, receipt.status, receipt.code) == (
+        "0A1B",
+        "undelivered",
+        "REJECTD/045",
+    )
+    assert receipt.at is not None
+    assert (receipt.at.hour, receipt.at.minute) == (12, 1)
+    assert read_receipt("id:1 stat:ENROUTE err:000", {}, zone) is None
+
+
+def test_a_part_receipt_read_before_its_submit_resp_waits_for_it() -> None:
+    joiner = ReceiptJoiner()
+    delivered = Receipt("p1", "delivered", "DELIVRD")
+    joiner.sending()
+    assert joiner.receipt(delivered) == []  # p1's submit_sm_resp is not handled yet
+    assert joiner.sent("p1", "p1", parts=2) == []  # the first part: counted, one to go
+    joiner.sending()
+    assert joiner.sent("p1", "p2", parts=2) == []
+    assert joiner.receipt(Receipt("p2", "undelivered", "UNDELIV/001")) == [
+        Receipt("p1", "undelivered", "UNDELIV/001")
+    ]
+    assert joiner.receipt(Receipt("single", "delivered")) == [Receipt("single", "delivered")]

@@ -11,6 +11,8 @@ parameter `secret`: Kannel sends no headers of our choosing; URL-safe characters
 - `timeout` (default 10 s): one sendsms request, connecting included.
 - `dlr_mask` (default 19 = delivered 1 | undelivered 2 | SMSC reject 16): Kannel reports only
   the final states; the intermediate 4 (buffered) and 8 (SMSC ack) are ignored if asked for.
+  A receipt's `code` is the SMPP receipt's `stat` (or `stat/err`), like the SMPP adapter's, or
+  Kannel's own words for it (`NACK/0x0000000b/…` when the SMSC refused the message).
 - `max_parts` (default 20): the sendsms-user's `max-messages`. Kannel silently drops the text
   beyond that many parts, so a longer message is refused here instead (never cut).
 - `smsc` (default none): route through this smsc-id (sendsms `smsc=`).
@@ -77,6 +79,8 @@ RECEIPT_QUERY = "status=%d&code=%A&at=%T"
 # The sms-service get-url's query: sender, receiver, the text as received (`%b` keeps spaces;
 # `%a` squeezes them), its charset and coding, Kannel's id for the message, and its time.
 INBOUND_QUERY = "from=%p&to=%P&text=%b&charset=%C&coding=%c&id=%I&ts=%T"
+# The fields of an SMPP receipt's text, which Kannel passes on as `%A`.
+_RECEIPT_FIELD = re.compile(r"\b(stat|err):(\S*)", re.I)
 # A secret Kannel can carry inside a URL untouched: a `%` would meet Kannel's own escapes.
 URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]*$")
 
@@ -233,15 +237,25 @@ def _timestamp(value: str) -> datetime | None:
 
 
 def _receipt(query: Mapping[str, str]) -> Receipt | None:
-    """`ref`, `status` (a Kannel DLR type), `code` (the SMSC's answer, `%A`), `at` (`%T`)."""
+    """`ref`, `status` (a Kannel DLR type), `code` (the SMSC's answer, `%A`), `at` (`%T`, the
+    time Kannel got the report)."""
     reference, status = _required(query, "ref"), _required(query, "status")
     if not status.isdigit():
         raise ValueError(f"kannel receipt: status {status!r} is not a DLR type")
     final = FINAL_DLR.get(int(status))
     if final is None:
         return None  # buffered (4) or SMSC ack (8): not an outcome yet
-    code = query.get("code", "")[:200]
-    return Receipt(reference=reference, status=final, code=code, at=_timestamp(query.get("at", "")))
+    return Receipt(reference, final, _code(query.get("code", "")), _timestamp(query.get("at", "")))
+
+
+def _code(smsc_answer: str) -> str:
+    """As the SMPP adapter says it: `stat`, or `stat/err` when err is not zero, from an SMPP
+    receipt's text (`id:… stat:UNDELIV err:011 …`); otherwise what Kannel said (`NACK/0x…/…`)."""
+    fields = {name.lower(): value for name, value in _RECEIPT_FIELD.findall(smsc_answer)}
+    stat, err = fields.get("stat", "").upper(), fields.get("err", "")
+    if not stat:
+        return smsc_answer.strip()[:200]
+    return f"{stat}/{err}" if err.strip("0") else stat
 
 
 def _inbound(query: Mapping[str, str]) -> Inbound:

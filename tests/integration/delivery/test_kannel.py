@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -21,6 +21,7 @@ from hub.delivery.gateway import (
     Inbound,
     Outbound,
     Receipt,
+    ReceiptStatus,
 )
 from hub.delivery.gateways.kannel import KannelGateway, KannelUnreachable, build
 from hub.messages.segments import count_segments, signed
@@ -304,14 +305,34 @@ def parser() -> KannelGateway:
     ("status", "expected"),
     [("1", "delivered"), ("2", "undelivered"), ("16", "undelivered"), ("4", None), ("8", None)],
 )
-def test_dlr_types(parser: KannelGateway, status: str, expected: str | None) -> None:
-    smsc_answer = "id:0a1b stat:UNDELIV err:011 text:x"
-    call = query_call(secret=SECRET, ref="77", status=status, code=smsc_answer, at="1795750699")
+def test_dlr_types(parser: KannelGateway, status: str, expected: ReceiptStatus | None) -> None:
+    call = query_call(ref="77", status=status, code="ACK/", at="1795750699")
+    at = datetime(2026, 11, 27, 3, 38, 19, tzinfo=UTC)
     receipts = parser.parse_callback("receipts", call).receipts
-    assert [r.status for r in receipts] == ([expected] if expected else [])
-    if expected:
-        assert (receipts[0].reference, receipts[0].code) == ("77", smsc_answer)
-        assert receipts[0].at == datetime(2026, 11, 27, 3, 38, 19, tzinfo=UTC)
+    assert receipts == ([Receipt("77", expected, "ACK/", at)] if expected else [])
+
+
+@pytest.mark.parametrize(
+    ("smsc_answer", "code"),
+    [
+        ("id:0a1b sub:001 dlvrd:001 submit date:2611270338 stat:DELIVRD err:000 text:x", "DELIVRD"),
+        (
+            "id:0a1b sub:001 dlvrd:000 submit date:2611270338 stat:UNDELIV err:011 text:",
+            "UNDELIV/011",
+        ),
+        (
+            "NACK/0x0000000b/Invalid Destination Address",
+            "NACK/0x0000000b/Invalid Destination Address",
+        ),
+        ("", ""),
+    ],
+)
+def test_receipt_codes(parser: KannelGateway, smsc_answer: str, code: str) -> None:
+    """An SMPP SMSC's receipt text gives `stat` (and a non-zero `err`), as the SMPP adapter
+    reports them; any other answer is kept as Kannel gave it."""
+    call = query_call(ref="77", status="2", code=smsc_answer)
+    [receipt] = parser.parse_callback("receipts", call).receipts
+    assert receipt.code == code
 
 
 @pytest.mark.parametrize(
@@ -324,10 +345,10 @@ def test_dlr_types(parser: KannelGateway, status: str, expected: str | None) -> 
     ],
 )
 def test_malformed_callbacks_are_errors(
-    parser: KannelGateway, kind: str, query: dict[str, str]
+    parser: KannelGateway, kind: Literal["receipts", "inbound"], query: dict[str, str]
 ) -> None:
     with pytest.raises(ValueError, match="kannel"):
-        parser.parse_callback(kind, query_call(**query))  # type: ignore[arg-type]
+        parser.parse_callback(kind, query_call(**query))
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ transaction open, and records one `Outcome` per message. Receipts and replies re
 ways: pushed by the adapter itself (an SMPP `deliver_sm`, the outbox's own receipts) through the
 `Events` sink given to `start`, or posted by the gateway over HTTP to
 `/v1/gateways/{name}/receipts` and `/v1/gateways/{name}/inbound`, which the adapter parses with
-`parse_receipts` / `parse_inbound`.
+`parse_callback`.
 """
 
 from __future__ import annotations

@@ -30,10 +30,11 @@ part's classification and a detail saying so; a retry sends every part again und
 reference byte. `submit` raises `SmppUnavailable` only when there is no bound session and a bind
 fails now (or failed moments ago and the next attempt is not due: backoff 0.25 s doubling to 30 s).
 
-Receipts and replies: a task reads every inbound deliver_sm from smpp34 and does nothing else (a
-slow reader wedges smpp34's session: see docs/FIELD-NOTES); smpp34 answers deliver_sm_resp itself
-as soon as the PDU is queued (a queue of 100,000), so a receipt is acknowledged to the SMSC before
-the hub has stored it: a crash loses what was queued. A second task parses them and pushes what
+Receipts and replies: a task reads every inbound deliver_sm from smpp34 and does nothing else
+(smpp34's transceiver wedges when its inbound queue is not drained promptly, even more so with its
+default queue of 1,024; ours holds 100,000). smpp34 answers deliver_sm_resp itself as soon as the
+PDU is queued, so a receipt is acknowledged to the SMSC before the hub has stored it: a crash
+loses what was queued. A second task parses them and pushes what
 arrived together as one `Events.receipts` / `Events.inbound` call, retrying a failed push. A
 receipt (esm_class 0x04 or 0x08) is read from its text `id:… stat:… err:…` (or the
 receipted_message_id / message_state TLVs): DELIVRD and ACCEPTD are delivered, ENROUTE is skipped,
@@ -41,8 +42,9 @@ anything else (UNDELIV, REJECTD, EXPIRED, DELETED, UNKNOWN, carrier codes) undel
 `stat`, or `stat/err` when err is not zero. A multi-part message gets ONE receipt, under its
 reference, once every part's receipt is in: delivered if every part was, else the first
 undelivered part's status and code. The map from part ids to the message lives in this process's
-memory (the latest 100,000 multi-part messages); after a restart a late part receipt passes on
-under its own id, which matches no message except for the first part's. A part's receipt may be
+memory (the latest 100,000 multi-part messages): after a restart, part receipts pass on under
+their own ids, so the first part's stands for the whole message and the others match nothing.
+A part's receipt may be
 read before its submit_sm_resp has been handled: while a multi-part submit is unanswered, unknown
 receipts wait (at most 5 s) for it. A reply (MO) becomes `Inbound(phone=source_addr,
 to=destination_addr)`, decoded by data_coding (8 UCS-2, 0 GSM unpacked, 1 ASCII, 3 Latin-1, 15
@@ -51,9 +53,11 @@ GBK) and joined from its parts (UDH IEI 0/8 or SAR TLVs) when all are in.
 Session: `start` binds (a failure is logged, not raised) and keeps it bound: on a disconnect, on
 `max(3, window)` submits in a row failing with ESME_RSYSERR (smpp34's session can wedge that way
 with no disconnect event) and when smpp34's session task has ended, the session is unbound and a
-new one bound with backoff. smpp34 sends enquire_link itself every 30 s (its Python API has no
-setting for it); `enquire_link_seconds` is how often this adapter checks smpp34's session is
-alive. `submit` may be called concurrently, from tasks of the event loop `start` ran on.
+new one bound, not before 0.25 s and then with backoff. A bind the SMSC refuses (a wrong
+password) shows in smpp34 as a bind timeout. smpp34 sends enquire_link itself every 30 s (its
+Python API has no setting for it); `enquire_link_seconds` is how often this adapter checks that
+smpp34's session task is still running. `submit` may be called concurrently, from tasks of the
+event loop `start` ran on (smpp34's futures belong to it).
 """
 
 from __future__ import annotations
@@ -137,7 +141,7 @@ STATUS_NAMES = {
 # Worth retrying: the SMSC is busy, throttling us, or failed; or we never got an answer.
 TRANSIENT = {NOT_BOUND, 0x04, 0x08, 0x14, 0x45, 0x58, 0x64, 0xFE, 0xFF}
 
-INBOUND_CAPACITY = 100_000  # smpp34's default (1,024) wedges a busy transceiver: FIELD-NOTES
+INBOUND_CAPACITY = 100_000  # with smpp34's default (1,024) a busy transceiver wedges
 LATER_PART_TRIES = 3  # a refused part 2..n leaves the earlier parts sent: try harder
 BACKOFF_FIRST, BACKOFF_MAX = 0.25, 30.0
 CLOSE_SECONDS = 5.0  # for an unbind to be answered and the reader to see the end
@@ -711,6 +715,10 @@ class SmppGateway:
             self._session = None
         if reason != "closing":
             log.warning("smpp %s: session down (%s)", self.name, reason)
+            # Not at once: a bind sent while the SMSC's process is going away can reach its
+            # dying listener, and smpp34 then waits out the whole bind timeout.
+            again = asyncio.get_running_loop().time() + BACKOFF_FIRST
+            self._next_bind, self._bind_error = max(self._next_bind, again), reason
         self._spawn(self._unbind(session))
 
     async def _unbind(self, session: _Session) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -59,9 +60,8 @@ class Recorded:
         return [r for r in self.got if r.reference == reference]
 
 
-def message(id: int, phone: str, text: str, encoding: str = "ucs2") -> Outbound:
-    assert encoding in ("ucs2", "gsm7")
-    return Outbound(id, f"+{phone}", text, 1, encoding, SENDER)  # type: ignore[arg-type]
+def message(id: int, phone: str, text: str, encoding: Literal["gsm7", "ucs2"] = "ucs2") -> Outbound:
+    return Outbound(id, f"+{phone}", text, 1, encoding, SENDER)
 
 
 def gateway_for(port: int, **options: int) -> SmppGateway:
@@ -229,6 +229,11 @@ async def test_an_smsc_that_is_not_there_makes_submit_raise() -> None:
 
 
 # --- the pieces, without a peer
+
+
+def test_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="windw"):
+        gateway_for(2775, windw=5)
 
 
 def test_long_ucs2_is_cut_at_67_units_never_inside_a_surrogate_pair() -> None:

@@ -18,6 +18,7 @@ from hub import queue
 from hub.campaigns.jobs import run_campaigns
 from hub.db import PoolDatabase, create_pool
 from hub.delivery import jobs as delivery_jobs
+from hub.delivery import webhooks
 from hub.delivery.service import DELIVER_JOB, Delivery
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
 from hub.messages.jobs import release_due_sends
@@ -43,11 +44,14 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
         ctx["worker_started_at"] = datetime.now(UTC)
         ctx["delivery"] = Delivery(settings, ctx["db"], ctx["redis"])
         await ctx["delivery"].start()
+        ctx["webhooks"] = webhooks.client()
         await heartbeat(ctx)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
         if "delivery" in ctx:
             await ctx["delivery"].close()
+        if "webhooks" in ctx:
+            await ctx["webhooks"].aclose()
         if "db" in ctx:
             await ctx["db"].close()
 
@@ -59,6 +63,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             func(run_campaigns, name="hub.campaigns.run"),
             func(delivery_jobs.deliver, name=DELIVER_JOB),
             func(delivery_jobs.sweep, name="hub.delivery.sweep"),
+            func(delivery_jobs.push_webhooks, name=webhooks.WEBHOOK_JOB),
         ],
         cron_jobs=[
             cron(
@@ -74,6 +79,13 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
             # Twice a minute: what Redis lost or a dead worker left goes back to work.
             cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
+            # Every 10 s: replies whose push was not enqueued, or is due again after a failure.
+            cron(
+                delivery_jobs.push_webhooks,
+                name="hub.delivery.webhooks.cron",
+                second=set(range(0, 60, 10)),
+                unique=True,
+            ),
         ],
         redis_settings=queue.redis_settings(redis_dsn),
         on_startup=startup,

@@ -1,10 +1,12 @@
-"""Delivery jobs: one batch of a send's messages; the sweeper that recovers lost work."""
+"""Delivery jobs: one batch of a send's messages; the sweeper that recovers lost work; webhook
+pushes of replies."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from hub.delivery import service
+from hub.delivery import service, webhooks
 
 
 async def deliver(
@@ -18,3 +20,19 @@ async def deliver(
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue what Redis lost, take back expired leases, expire, close finished sends."""
     return await service.sweep(ctx["db"], ctx["redis"], ctx["settings"].delivery)
+
+
+# A push job stops starting new rounds after this long; the cron's next run carries on.
+WEBHOOK_JOB_SECONDS = 60.0
+
+
+async def push_webhooks(ctx: dict[str, Any]) -> int:
+    """Push due replies to tenants' webhooks, round after full round (idempotent: each push is
+    claimed under a lease); how many were tried."""
+    deadline = time.monotonic() + WEBHOOK_JOB_SECONDS
+    tried = 0
+    while True:
+        pushed = await webhooks.push_due(ctx["db"], ctx["webhooks"])
+        tried += pushed
+        if pushed < webhooks.BATCH or time.monotonic() > deadline:
+            return tried

@@ -56,3 +56,10 @@ class Pacer:
                 await asyncio.sleep(RETRY_SECONDS)
         if wait_ms > 0:
             await asyncio.sleep(wait_ms / 1000)
+
+    async def give_back(self, gateway: str, segments: int, rate: float) -> None:
+        """Return tokens taken for segments that were not sent after all (best effort)."""
+        try:
+            await self._take(keys=[f"hub:rate:{gateway}"], args=[rate, max(rate, 1.0), -segments])
+        except (RedisError, OSError) as exc:
+            log.warning("rate limit for %s: %d tokens not returned (%s)", gateway, segments, exc)

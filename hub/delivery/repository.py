@@ -32,12 +32,13 @@ class SendInfo(msgspec.Struct, frozen=True):
     due_at: datetime
     sms_extension: str
     reservation_id: int | None
+    segments_each: int
 
 
 # What every message of a send shares: its text, sender, lane and reservation.
 SEND_INFO = """
 SELECT s.id, s.tenant_id, s.signature, s.body, s.encoding, s.priority::text AS priority,
-       s.due_at, t.sms_extension, s.reservation_id
+       s.due_at, t.sms_extension, s.reservation_id, s.segments_each
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE s.id = $1 AND s.state = 'queued'
 """
@@ -50,8 +51,9 @@ class Claimed(msgspec.Struct, frozen=True):
     attempts: int
 
 
-# Claim a batch's due `accepted` messages for gateway $5 under a lease; rows another worker holds
-# are skipped (it owns them), and only a queued send's messages go.
+# Claim up to $7 of a batch's due `accepted` messages for gateway $5 under a lease; rows another
+# worker holds are skipped (it owns them). `attempts` identifies this claim: every later write
+# checks it, so a worker whose lease ran out (and whose rows were claimed again) changes nothing.
 CLAIM = """
 UPDATE messages m
 SET status = 'sending', gateway = $5, attempts = m.attempts + 1, retry_at = NULL,
@@ -61,6 +63,7 @@ WHERE m.id IN (
     WHERE send_id = $1 AND carrier = $2 AND id BETWEEN $3 AND $4 AND status = 'accepted'
       AND (retry_at IS NULL OR retry_at <= now())
     ORDER BY id
+    LIMIT $7
     FOR UPDATE SKIP LOCKED
 )
 RETURNING m.id, m.phone, m.segments, m.attempts
@@ -68,7 +71,10 @@ RETURNING m.id, m.phone, m.segments, m.attempts
 
 # Just before a chunk goes to the gateway: from here on its outcome may be unknown if we die.
 MARK_SUBMITTED = """
-UPDATE messages SET submitted_at = now() WHERE id = ANY($1::bigint[]) AND status = 'sending'
+UPDATE messages m SET submitted_at = now()
+FROM UNNEST($1::bigint[], $2::smallint[]) AS c(id, attempts)
+WHERE m.id = c.id AND m.attempts = c.attempts AND m.status = 'sending'
+RETURNING m.id
 """
 
 # The gateway took them: `sent`, with its reference. Only our own leased rows change.
@@ -76,8 +82,8 @@ RECORD_SENT = """
 UPDATE messages m
 SET status = 'sent', reference = r.reference, sent_at = now(), lease_until = NULL,
     updated_at = now()
-FROM UNNEST($1::bigint[], $2::text[]) AS r(id, reference)
-WHERE m.id = r.id AND m.status = 'sending'
+FROM UNNEST($1::bigint[], $2::text[], $3::smallint[]) AS r(id, reference, attempts)
+WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
 RETURNING m.id, m.reference
 """
 
@@ -86,8 +92,8 @@ RECORD_FINAL = """
 UPDATE messages m
 SET status = $2::message_status, error = r.error, done_at = now(), lease_until = NULL,
     updated_at = now()
-FROM UNNEST($1::bigint[], $3::text[]) AS r(id, error)
-WHERE m.id = r.id AND m.status IN ('sending', 'accepted')
+FROM UNNEST($1::bigint[], $3::text[], $4::smallint[]) AS r(id, error, attempts)
+WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
 RETURNING m.id
 """
 
@@ -96,8 +102,9 @@ RECORD_RETRY = """
 UPDATE messages m
 SET status = 'accepted', retry_at = r.retry_at, error = r.error, submitted_at = NULL,
     lease_until = NULL, updated_at = now()
-FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[]) AS r(id, retry_at, error)
-WHERE m.id = r.id AND m.status = 'sending'
+FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::smallint[])
+     AS r(id, retry_at, error, attempts)
+WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
 RETURNING m.id
 """
 
@@ -119,6 +126,14 @@ SET status = r.status::message_status, error = nullif(r.code, ''), done_at = now
 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
 WHERE m.gateway = $1 AND m.reference = r.reference AND m.status = 'sent'
 RETURNING m.id, m.send_id, m.segments, m.reference, m.status::text AS status
+"""
+
+# Serialise the recording of `sent` references with receipts for them that found no message:
+# one transaction-scoped advisory lock per (gateway, reference), taken in key order.
+LOCK_REFERENCES = """
+SELECT count(pg_advisory_xact_lock(k))
+FROM (SELECT DISTINCT hashtextextended($1 || ':' || r, 0) AS k FROM unnest($2::text[]) r
+      ORDER BY 1) s
 """
 
 # Receipts for references no message holds (yet): kept once, counted.
@@ -254,4 +269,53 @@ LIMIT $4
 SET_WEBHOOK = """
 INSERT INTO webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
 ON CONFLICT (tenant_id) DO UPDATE SET url = $2, secret = $3, updated_at = now()
+"""
+
+
+class DueWebhook(msgspec.Struct, frozen=True):
+    delivery_id: int
+    attempts: int
+    url: str
+    secret: str
+
+
+# Claim up to $1 due, undelivered webhook pushes under a lease: next_at moves $2 seconds ahead, so
+# other workers skip them while the HTTP call runs with no transaction open, and a dead worker's
+# come back once it runs out. Rows are a DueWebhook plus the reply (an InboundView).
+CLAIM_WEBHOOKS = """
+WITH due AS (
+    SELECT id FROM webhook_deliveries
+    WHERE delivered_at IS NULL AND next_at <= now()
+    ORDER BY next_at, id
+    LIMIT $1
+    FOR UPDATE SKIP LOCKED
+), leased AS (
+    UPDATE webhook_deliveries d SET next_at = now() + make_interval(secs => $2)
+    FROM due WHERE d.id = due.id
+    RETURNING d.id, d.tenant_id, d.inbound_id, d.attempts
+)
+SELECT l.id AS delivery_id, l.attempts, w.url, w.secret,
+       i.id, t.code AS tenant, i.phone, i.address, i.text, i.opt_out, i.gateway, i.received_at
+FROM leased l
+JOIN webhooks w ON w.tenant_id = l.tenant_id
+JOIN inbound i ON i.id = l.inbound_id
+JOIN tenants t ON t.id = l.tenant_id
+ORDER BY l.id
+"""
+
+# The tenant's endpoint took the push (2xx): delivered, for good.
+WEBHOOK_DELIVERED = """
+UPDATE webhook_deliveries SET delivered_at = now(), attempts = attempts + 1
+WHERE id = $1 AND delivered_at IS NULL
+"""
+
+# The push failed: counted, with why, and due again in $3 seconds, or never ('infinity') once it
+# has had $4 attempts; the row stays, with its last error, for the tenant to ask about. $5 is the
+# count it was claimed with: a worker whose lease ran out (the row claimed again) counts nothing.
+WEBHOOK_FAILED = """
+UPDATE webhook_deliveries
+SET attempts = attempts + 1, last_error = $2,
+    next_at = CASE WHEN attempts + 1 >= $4 THEN 'infinity'
+                   ELSE now() + make_interval(secs => $3) END
+WHERE id = $1 AND delivered_at IS NULL AND attempts = $5
 """

@@ -122,7 +122,7 @@ class Delivery:
         self.gateways = built
         self.router = Router(built, self.config)
         self.pacer = Pacer(redis)
-        self.events = Recorder(db, settings)
+        self.events = Recorder(db, settings, redis)
 
     async def start(self) -> None:
         for gateway in self.gateways.values():
@@ -138,8 +138,10 @@ class Delivery:
             await gateway.close()
 
     async def deliver_batch(self, send_id: int, carrier: str, first_id: int, last_id: int) -> int:
-        """Deliver one batch; returns how many messages it claimed."""
-        gateway = self.router.route(carrier)
+        """Deliver one batch, a chunk at a time; returns how many messages it claimed.
+
+        Each chunk is paced first, then claimed, so a lease covers one gateway call, never a
+        wait for rate tokens behind other jobs."""
         async with self.db.acquire() as conn, conn.transaction():
             record = await conn.fetchrow(sql.SEND_INFO, send_id)
             if record is None:
@@ -147,41 +149,63 @@ class Delivery:
             send = msgspec.convert(dict(record.items()), SendInfo)
             if await self._expire(conn, send):
                 return 0
-            claimed = [
-                msgspec.convert(dict(r.items()), Claimed)
-                for r in await conn.fetch(
-                    sql.CLAIM,
-                    send_id,
-                    carrier,
-                    first_id,
-                    last_id,
-                    gateway.config.name,
-                    self.config.lease_seconds,
-                )
-            ]
         text = signed(send.signature, send.body)
         sender = self.config.service_number + send.sms_extension
+        claimed = 0
         retry_at: datetime | None = None
-        for start in range(0, len(claimed), CHUNK):
-            chunk = claimed[start : start + CHUNK]
+        while True:
+            gateway = self.router.route(carrier)  # per chunk: a circuit may open mid-batch
+            config = gateway.config
+            wanted = CHUNK * send.segments_each
+            await self.pacer.take(config.name, wanted, config.rate)
+            async with self.db.acquire() as conn:
+                chunk = [
+                    msgspec.convert(dict(r.items()), Claimed)
+                    for r in await conn.fetch(
+                        sql.CLAIM,
+                        send_id,
+                        carrier,
+                        first_id,
+                        last_id,
+                        config.name,
+                        self.config.lease_seconds,
+                        CHUNK,
+                    )
+                ]
+            unused = wanted - sum(m.segments for m in chunk)
+            if unused:
+                await self.pacer.give_back(config.name, unused, config.rate)
+            if not chunk:
+                break
+            claimed += len(chunk)
             outbound = [
                 Outbound(m.id, m.phone, text, m.segments, send.encoding, sender)  # type: ignore[arg-type]
                 for m in chunk
             ]
-            outcomes = await self._submit(gateway, outbound)
+            outcomes = await self._submit(gateway, outbound, chunk)
             async with self.db.acquire() as conn, conn.transaction():
-                retry = await self._record(conn, send, gateway.config, chunk, outcomes)
+                retry = await self._record(conn, send, config, chunk, outcomes)
             if retry is not None:
                 retry_at = min(retry_at or retry, retry)
         if retry_at is not None:
             await self._enqueue_retry(send, carrier, first_id, last_id, retry_at)
-        return len(claimed)
+        return claimed
 
-    async def _submit(self, gateway: Gateway, outbound: list[Outbound]) -> list[Outcome]:
+    async def _submit(
+        self, gateway: Gateway, outbound: list[Outbound], chunk: Sequence[Claimed]
+    ) -> list[Outcome]:
+        """Mark the chunk handed over (only rows this claim still owns), then submit those."""
         name = gateway.config.name
-        await self.pacer.take(name, sum(m.segments for m in outbound), gateway.config.rate)
         async with self.db.acquire() as conn:
-            await conn.execute(sql.MARK_SUBMITTED, [m.id for m in outbound])
+            owned = {
+                r["id"]
+                for r in await conn.fetch(
+                    sql.MARK_SUBMITTED, [m.id for m in chunk], [m.attempts for m in chunk]
+                )
+            }
+        outbound = [m for m in outbound if m.id in owned]
+        if not outbound:
+            return []
         try:
             outcomes = await gateway.submit(outbound)
         except Exception as exc:
@@ -225,8 +249,14 @@ class Delivery:
                     (expired.append(o) if at >= deadline else retries.append((o, at)))
         used = released = 0
         if sent:
+            # A receipt for one of these that found no message waits for this commit, or is
+            # already kept as unmatched and taken below (see apply_receipts).
+            await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
             rows = await conn.fetch(
-                sql.RECORD_SENT, [o.message_id for o in sent], [o.reference for o in sent]
+                sql.RECORD_SENT,
+                [o.message_id for o in sent],
+                [o.reference for o in sent],
+                [by_id[o.message_id].attempts for o in sent],
             )
             if gateway.bills_on == "accepted":
                 used += sum(by_id[r["id"]].segments for r in rows)
@@ -238,6 +268,7 @@ class Delivery:
                     [o.message_id for o in group],
                     status,
                     [f"{o.code}: {o.detail}" if o.detail else o.code for o in group],
+                    [by_id[o.message_id].attempts for o in group],
                 )
                 released += sum(by_id[r["id"]].segments for r in rows)
         if retries:
@@ -246,6 +277,7 @@ class Delivery:
                 [o.message_id for o, _ in retries],
                 [at for _, at in retries],
                 [o.code for o, _ in retries],
+                [by_id[o.message_id].attempts for o, _ in retries],
             )
         if send.reservation_id is not None and (used or released):
             await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
@@ -310,20 +342,28 @@ async def apply_receipts(
     if not receipts:
         return 0, 0
     latest = {r.reference: r for r in receipts}  # one receipt per reference per call
-    refs = list(latest)
-    rows = [
-        msgspec.convert(dict(r.items()), ReceiptTarget)
-        for r in await conn.fetch(
-            sql.APPLY_RECEIPTS,
-            gateway.name,
-            refs,
-            [latest[r].status for r in refs],
-            [latest[r].code for r in refs],
-        )
-    ]
-    matched = {r.reference for r in rows}
-    rest = [r for r in refs if r not in matched]
+
+    async def apply(refs: list[str]) -> list[ReceiptTarget]:
+        return [
+            msgspec.convert(dict(r.items()), ReceiptTarget)
+            for r in await conn.fetch(
+                sql.APPLY_RECEIPTS,
+                gateway.name,
+                refs,
+                [latest[r].status for r in refs],
+                [latest[r].code for r in refs],
+            )
+        ]
+
+    rows = await apply(list(latest))
+    rest = [r for r in latest if r not in {row.reference for row in rows}]
     unknown: list[str] = []
+    if rest:
+        # A worker may be recording these as `sent` right now: its locks make us wait for its
+        # commit, and the second try sees it. Had we locked first, it takes what we keep.
+        await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, rest)
+        rows += await apply(rest)
+        rest = [r for r in rest if r not in {row.reference for row in rows}]
     if rest:
         known = {r["reference"] for r in await conn.fetch(sql.KNOWN_REFERENCES, gateway.name, rest)}
         unknown = [r for r in rest if r not in known]
@@ -373,8 +413,8 @@ async def apply_late_receipts(conn: asyncpg.Connection, settings: DeliverySettin
 class Recorder:
     """The `Events` sink: what gateways push is recorded in PostgreSQL."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
-        self.db, self.settings = db, settings
+    def __init__(self, db: Database, settings: Settings, redis: ArqRedis) -> None:
+        self.db, self.settings, self.redis = db, settings, redis
         self.configs = gateway_configs(settings.delivery)
 
     async def receipts(self, gateway: str, receipts: Sequence[Receipt]) -> None:
@@ -382,10 +422,11 @@ class Recorder:
             await apply_receipts(conn, self.configs[gateway], receipts)
 
     async def inbound(self, gateway: str, replies: Sequence[Inbound]) -> None:
-        from hub.delivery import inbound
+        from hub.delivery import inbound, webhooks
 
         async with self.db.acquire() as conn, conn.transaction():
-            await inbound.store(conn, self.settings.delivery, gateway, replies)
+            stored = await inbound.store(conn, self.settings.delivery, gateway, replies)
+        await webhooks.wake(self.redis, stored)
 
 
 # --- the sweeper -------------------------------------------------------------------------

@@ -3,6 +3,10 @@ pool, and an in-process arq worker run in burst mode."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import inspect
+import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -10,7 +14,9 @@ import asyncpg
 import httpx
 import msgspec
 import pytest
+import uvicorn
 from arq.connections import ArqRedis
+from arq.worker import Worker
 
 from hub.app import create_app
 from hub.db import PoolDatabase, create_pool
@@ -92,6 +98,75 @@ def run_worker(live_settings: Settings) -> RunWorker:
         return worker
 
     return run
+
+
+@contextlib.asynccontextmanager
+async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+    """A worker that keeps running (receipts keep arriving on its gateway connections)."""
+    worker = build_worker(settings, handle_signals=False)
+    task = asyncio.create_task(worker.async_run())
+    try:
+        yield worker
+    finally:
+        if worker.main_task is not None:
+            worker.main_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await worker.close()
+
+
+@contextlib.asynccontextmanager
+async def serving_hub(settings: Settings, redis: ArqRedis, port: int) -> AsyncIterator[str]:
+    """The hub's API on a real port (peers call it back); its base URL."""
+    assert settings.db.dsn
+    pool = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    app = create_app(settings, db=pool, redis=redis)
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    task = asyncio.create_task(server.serve())
+    try:
+        await eventually(lambda: server.started, patience=30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await task
+        await pool.close()
+
+
+async def eventually(
+    check: Callable[[], Awaitable[bool] | bool], patience: float = 60, every: float = 0.1
+) -> None:
+    """Poll `check` until it holds; fail after `patience` seconds (PostgreSQL, a peer and a
+    server starting offer nothing to wait on but polling)."""
+    async with asyncio.timeout(patience):
+        while True:
+            result = check()
+            if await result if inspect.isawaitable(result) else result:
+                return
+            await asyncio.sleep(every)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def statuses(conn: asyncpg.Connection, send_id: int) -> dict[str, int]:
+    rows = await conn.fetch(
+        "SELECT status::text, count(*) AS n FROM messages WHERE send_id = $1 GROUP BY 1", send_id
+    )
+    return {r["status"]: r["n"] for r in rows}
+
+
+async def wait_statuses(
+    conn: asyncpg.Connection, send_id: int, expected: dict[str, int], patience: float = 60
+) -> None:
+    """Poll until the send's messages have exactly these statuses (fails after `patience`)."""
+
+    async def reached() -> bool:
+        return await statuses(conn, send_id) == expected
+
+    await eventually(reached, patience)
 
 
 async def audit_clean(conn: asyncpg.Connection) -> list[str]:

@@ -117,16 +117,11 @@ def by_id(outcomes: Sequence[Outcome]) -> dict[int, Outcome]:
     return found
 
 
-@pytest.fixture(scope="module")
-def provider() -> Iterator[AliyunFake]:
-    with running(AliyunFake(sign_names=[SIGN, OTHER_SIGN])) as fake:
-        yield fake
-
-
 @pytest.fixture
-def fake(provider: AliyunFake) -> AliyunFake:
-    provider.reset()
-    return provider
+def fake() -> Iterator[AliyunFake]:
+    """A provider per test: a request still in flight from another test cannot be counted here."""
+    with running(AliyunFake(sign_names=[SIGN, OTHER_SIGN])) as provider:
+        yield provider
 
 
 @pytest.fixture

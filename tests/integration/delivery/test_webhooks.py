@@ -1,0 +1,397 @@
+"""Webhook pushes of replies, to a real HTTP endpoint on a loopback port (uvicorn in a thread):
+signed, retried with backoff until a 2xx, given up after MAX_ATTEMPTS; and the webhook setting."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import socket
+import threading
+from collections.abc import AsyncIterator, Iterator
+from typing import Any, Literal
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+from arq.connections import ArqRedis
+
+from hub.db import SingleConnectionDatabase
+from hub.delivery import inbound, service, webhooks
+from hub.delivery.gateway import Inbound
+from hub.settings import GatewayConfig, Settings
+from tests.factories import bearer
+from tests.integration.delivery.conftest import SECRET, RunWorker, live_client, with_gateways
+from tests.peers.aliyun import Receive, Scope, Send, serve
+
+HOOK_SECRET = "tenant-webhook-secret-0123456789"
+PHONE = "+8613800138000"
+
+
+class Pushed(msgspec.Struct, frozen=True):
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+
+class Endpoint:
+    """A tenant's webhook receiver: records every request and answers 200, or what `script`
+    says first (a status, "slow": no answer for 2 s, "redirect": a 302 elsewhere)."""
+
+    def __init__(self) -> None:
+        self.url = ""
+        self.script: list[int | Literal["slow", "redirect"]] = []
+        self.pushed: list[Pushed] = []
+        self._lock = threading.Lock()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            event = await receive()
+            body += event.get("body", b"")
+            if not event.get("more_body"):
+                break
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        with self._lock:
+            self.pushed.append(Pushed(scope["path"], headers, body))
+            answer = self.script.pop(0) if self.script else 200
+        extra: list[tuple[bytes, bytes]] = []
+        if answer == "slow":
+            await asyncio.sleep(2)
+            answer = 200
+        elif answer == "redirect":
+            answer, extra = 302, [(b"location", b"/elsewhere")]
+        start = {"type": "http.response.start", "status": answer, "headers": extra}
+        await send(start)
+        await send({"type": "http.response.body", "body": b"nope" if answer >= 300 else b"ok"})
+
+
+@pytest.fixture
+def endpoint() -> Iterator[Endpoint]:
+    receiver = Endpoint()
+    with serve(receiver) as url:
+        receiver.url = f"{url}hooks/sms"
+        yield receiver
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    async with webhooks.client() as client:
+        yield client
+
+
+async def set_webhook(
+    client: httpx.AsyncClient, key: str, url: str, code: str = "510104"
+) -> httpx.Response:
+    body = {"url": url, "secret": HOOK_SECRET}
+    return await client.put(f"/v1/tenants/{code}/webhook", json=body, headers=bearer(key))
+
+
+async def address(conn: asyncpg.Connection, code: str = "510104") -> str:
+    extension = await conn.fetchval("SELECT sms_extension FROM tenants WHERE code = $1", code)
+    return f"{Settings().delivery.service_number}{extension}"
+
+
+async def store(conn: asyncpg.Connection, *replies: Inbound) -> list[int]:
+    """Replies stored and committed, with no push job enqueued (the tests push themselves)."""
+    async with conn.transaction():
+        return await inbound.store(conn, Settings().delivery, "outbox", replies)
+
+
+async def deliveries(conn: asyncpg.Connection) -> list[dict[str, Any]]:
+    rows = await conn.fetch(
+        "SELECT id, inbound_id, attempts, delivered_at IS NOT NULL AS delivered, last_error,"
+        " next_at > now() AS later, next_at = 'infinity' AS given_up"
+        " FROM webhook_deliveries ORDER BY id"
+    )
+    return [dict(r.items()) for r in rows]
+
+
+def check_signature(push: Pushed) -> None:
+    """What a tenant does: recompute, compare in constant time, check the timestamp."""
+    timestamp = push.headers["x-hub-timestamp"]
+    expected = webhooks.sign(HOOK_SECRET, timestamp, push.body)
+    assert hmac.compare_digest(expected, push.headers["x-hub-signature"])
+    assert webhooks.verify(HOOK_SECRET, timestamp, push.body, push.headers["x-hub-signature"])
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- pushing ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("arrives", ["callback", "recorder"])
+async def test_a_reply_is_pushed_once_signed_right_after_it_is_stored(
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    client: httpx.AsyncClient,
+    run_worker: RunWorker,
+    endpoint: Endpoint,
+    arrives: str,
+) -> None:
+    assert (await set_webhook(client, county_key, endpoint.url)).status_code == 204
+    to = await address(live_db) + "7"
+    if arrives == "callback":
+        # A Kannel sms-service call to the API; the push job is enqueued once it commits.
+        kannel = GatewayConfig(
+            name="kannel",
+            kind="kannel",
+            secret=SECRET,
+            url="http://127.0.0.1:9",
+            options={"callback_url": "http://hub.test"},
+        )
+        settings = with_gateways(live_settings, *live_settings.delivery.gateways, kannel)
+        query = {"secret": SECRET, "from": "13800138000", "to": to, "text": "收到", "id": "mo-9"}
+        async for api in live_client(settings, redis):
+            resp = await api.get("/v1/gateways/kannel/inbound", params=query)
+            assert resp.status_code == 200, resp.text
+    else:
+        # What an SMPP adapter does with a deliver_sm: the worker's recorder.
+        recorder = service.Recorder(SingleConnectionDatabase(live_db), live_settings, redis)
+        await recorder.inbound("outbox", [Inbound(PHONE, to, "收到", reference="mo-9")])
+
+    await run_worker()  # burst: runs the enqueued push job, then stops
+
+    [push] = endpoint.pushed
+    [row] = await deliveries(live_db)
+    assert (row["delivered"], row["attempts"], row["last_error"]) == (True, 1, None)
+    assert push.path == "/hooks/sms"
+    assert push.headers["content-type"] == "application/json"
+    assert push.headers["x-hub-delivery"] == str(row["id"])
+    check_signature(push)
+    reply = msgspec.json.decode(push.body)
+    assert reply.pop("received_at")
+    gateway = "kannel" if arrives == "callback" else "outbox"
+    assert reply == {
+        "id": row["inbound_id"],
+        "tenant": "510104",
+        "phone": PHONE,
+        "address": to,
+        "text": "收到",
+        "opt_out": False,
+        "gateway": gateway,
+    }
+    # The same reply reported again is stored once; nothing is pushed again.
+    async with live_db.transaction():
+        again = await inbound.store(
+            live_db, live_settings.delivery, gateway, [Inbound(PHONE, to, "收到", reference="mo-9")]
+        )
+    assert again == []
+    async with webhooks.client() as http:
+        assert await webhooks.push_due(SingleConnectionDatabase(live_db), http) == 0
+    assert len(endpoint.pushed) == 1
+
+
+async def test_a_failing_endpoint_is_retried_until_it_answers_2xx(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    endpoint: Endpoint,
+) -> None:
+    await set_webhook(client, county_key, endpoint.url)
+    await store(live_db, Inbound(PHONE, await address(live_db), "T", reference="mo-1"))
+    db = SingleConnectionDatabase(live_db)
+    endpoint.script = [500]
+
+    assert await webhooks.push_due(db, http) == 1
+    [row] = await deliveries(live_db)
+    assert (row["delivered"], row["attempts"], row["last_error"]) == (False, 1, "HTTP 500: nope")
+    assert row["later"]  # backed off: not due now
+    assert await webhooks.push_due(db, http) == 0
+
+    await live_db.execute("UPDATE webhook_deliveries SET next_at = now()")  # time passes
+    assert await webhooks.push_due(db, http) == 1
+    [row] = await deliveries(live_db)
+    # The error is kept: what went wrong before.
+    assert (row["delivered"], row["attempts"], row["last_error"]) == (True, 2, "HTTP 500: nope")
+    # Both attempts: the same delivery id (receivers dedupe on it) and body, each signed.
+    first, second = endpoint.pushed
+    assert first.headers["x-hub-delivery"] == second.headers["x-hub-delivery"] == str(row["id"])
+    assert first.body == second.body
+    assert msgspec.json.decode(first.body)["opt_out"] is True
+    check_signature(first)
+    check_signature(second)
+    # Delivered is final.
+    await live_db.execute("UPDATE webhook_deliveries SET next_at = now()")
+    assert await webhooks.push_due(db, http) == 0
+
+
+@pytest.mark.parametrize(
+    ("trouble", "error"),
+    [
+        (503, "HTTP 503: nope"),
+        ("redirect", "HTTP 302: nope"),  # not followed
+        ("slow", "ReadTimeout"),
+        ("closed", "ConnectError"),
+    ],
+)
+async def test_failures_are_counted_backed_off_and_given_up_after_max_attempts(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    trouble: int | Literal["slow", "redirect", "closed"],
+    error: str,
+) -> None:
+    url = endpoint.url if trouble != "closed" else f"http://127.0.0.1:{closed_port()}/hook"
+    await set_webhook(client, county_key, url)
+    await store(live_db, Inbound(PHONE, await address(live_db), "好的", reference="mo-2"))
+    db = SingleConnectionDatabase(live_db)
+    if trouble != "closed":
+        endpoint.script = [trouble] * webhooks.MAX_ATTEMPTS
+    # A short read timeout for the slow endpoint's sake (connecting may take its time).
+    async with httpx.AsyncClient(timeout=httpx.Timeout(5.0, read=0.2)) as http:
+        assert await webhooks.push_due(db, http) == 1
+        [row] = await deliveries(live_db)
+        assert (row["attempts"], row["later"], row["given_up"]) == (1, True, False)
+        assert row["last_error"].startswith(error)
+
+        # The last attempt fails too: it gives up, and keeps the row with its error.
+        await live_db.execute(
+            "UPDATE webhook_deliveries SET attempts = $1, next_at = now()",
+            webhooks.MAX_ATTEMPTS - 1,
+        )
+        assert await webhooks.push_due(db, http) == 1
+        [row] = await deliveries(live_db)
+        assert (row["attempts"], row["given_up"], row["delivered"]) == (12, True, False)
+        assert row["last_error"].startswith(error)
+        assert await webhooks.push_due(db, http) == 0
+    if trouble != "closed":
+        assert len(endpoint.pushed) == 2
+
+
+async def test_concurrent_pushers_push_each_reply_once(
+    fresh_db: str,
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+) -> None:
+    await set_webhook(client, county_key, endpoint.url)
+    to = await address(live_db)
+    await store(live_db, *(Inbound(PHONE, to, f"#{n}", reference=f"mo-{n}") for n in range(60)))
+    conns = [await asyncpg.connect(fresh_db) for _ in range(3)]
+    try:
+        async with webhooks.client() as http:
+            tried = await asyncio.gather(
+                *(webhooks.push_due(SingleConnectionDatabase(c), http, limit=25) for c in conns)
+            )
+    finally:
+        for conn in conns:
+            await conn.close()
+    assert sum(tried) == 60
+    ids = [p.headers["x-hub-delivery"] for p in endpoint.pushed]
+    assert len(ids) == len(set(ids)) == 60
+    assert all(row["delivered"] and row["attempts"] == 1 for row in await deliveries(live_db))
+
+
+async def test_without_a_webhook_nothing_is_queued_or_pushed(
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    live_settings: Settings,
+    county_key: str,
+    client: httpx.AsyncClient,
+    run_worker: RunWorker,
+    endpoint: Endpoint,
+) -> None:
+    # Another tenant has one; 510104 does not.
+    assert (await set_webhook(client, county_key, endpoint.url, "510104001")).status_code == 204
+    recorder = service.Recorder(SingleConnectionDatabase(live_db), live_settings, redis)
+    await recorder.inbound("outbox", [Inbound(PHONE, await address(live_db), "收到")])
+    await run_worker()
+    assert await live_db.fetchval("SELECT count(*) FROM inbound") == 1
+    assert await deliveries(live_db) == []
+    assert endpoint.pushed == []
+
+
+# --- the setting -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"url": "ftp://example.com/hook", "secret": HOOK_SECRET},
+        {"url": "https://example.com/a hook", "secret": HOOK_SECRET},
+        {"url": "example.com/hook", "secret": HOOK_SECRET},
+        {"url": "https://example.com/hook", "secret": "short"},
+        {"url": "https://example.com/hook"},
+        {"url": "https://example.com/hook", "secret": HOOK_SECRET, "events": ["all"]},
+    ],
+)
+async def test_a_bad_webhook_setting_is_422(
+    live_db: asyncpg.Connection, county_key: str, client: httpx.AsyncClient, body: dict[str, Any]
+) -> None:
+    resp = await client.put("/v1/tenants/510104/webhook", json=body, headers=bearer(county_key))
+    assert resp.status_code == 422, resp.text
+    answer = resp.json()
+    assert answer["error"] == "invalid"
+    assert answer["detail"]
+    assert await live_db.fetchval("SELECT count(*) FROM webhooks") == 0
+
+
+@pytest.mark.parametrize("code", ["510105", "510100", "520000", "999999"])
+async def test_a_webhook_outside_the_callers_subtree_is_404(
+    live_db: asyncpg.Connection, county_key: str, client: httpx.AsyncClient, code: str
+) -> None:
+    resp = await set_webhook(client, county_key, "https://example.com/hook", code)
+    assert resp.status_code == 404, resp.text
+    assert resp.json()["error"] == "not_found"
+    assert await live_db.fetchval("SELECT count(*) FROM webhooks") == 0
+
+
+async def test_setting_a_webhook_again_replaces_it_for_the_next_push(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    endpoint: Endpoint,
+) -> None:
+    assert (await set_webhook(client, county_key, endpoint.url + "/old")).status_code == 204
+    await store(live_db, Inbound(PHONE, await address(live_db), "收到", reference="mo-3"))
+    assert (await set_webhook(client, county_key, endpoint.url)).status_code == 204
+    assert await live_db.fetchval("SELECT count(*) FROM webhooks") == 1
+    assert await webhooks.push_due(SingleConnectionDatabase(live_db), http) == 1
+    [push] = endpoint.pushed
+    assert push.path == "/hooks/sms"
+
+
+# --- signing -----------------------------------------------------------------------------
+
+
+def test_sign_is_hmac_sha256_of_timestamp_dot_body() -> None:
+    # Computed independently: printf '1700000000.{"a":1}' | openssl dgst -sha256 -hmac key
+    assert webhooks.sign("key", 1700000000, b'{"a":1}') == (
+        "sha256=a438e398bfafc57e4396bb7fc2304422f0f768e965d073ca313cb52e22e6ad03"
+    )
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "body", "now", "ok"),
+    [
+        ("1700000000", b"{}", 1700000000 + 300, True),
+        ("1700000000", b"{}", 1700000000 - 300, True),
+        ("1700000000", b"{}", 1700000000 + 301, False),  # replayed later
+        ("1700000000", b"{}", 1700000000 - 301, False),
+        ("1700000000", b"{ }", 1700000000, False),  # body changed
+        ("1700000001", b"{}", 1700000000, False),  # timestamp changed
+        ("", b"{}", 1700000000, False),
+    ],
+)
+def test_verify(timestamp: str, body: bytes, now: float, ok: bool) -> None:
+    signature = webhooks.sign(HOOK_SECRET, 1700000000, b"{}")
+    assert webhooks.verify(HOOK_SECRET, timestamp, body, signature, now=now) is ok
+
+
+@pytest.mark.parametrize("attempts", range(1, webhooks.MAX_ATTEMPTS + 4))
+def test_retry_delay_doubles_from_10_seconds_up_to_an_hour_jittered(attempts: int) -> None:
+    ceiling = min(3600.0, 10.0 * 2 ** (attempts - 1))
+    assert ceiling / 2 <= webhooks.retry_delay(attempts) <= ceiling

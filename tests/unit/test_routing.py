@@ -1,0 +1,83 @@
+"""Routing: a carrier's gateway, its fallback while the circuit is open, and back."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Literal
+
+from hub.delivery.gateway import Events, HttpCallback, Outbound, Outcome, Parsed
+from hub.delivery.routing import Router
+from hub.settings import DeliverySettings, GatewayConfig
+
+
+class _Gateway:
+    """Routing reads only the configuration; nothing here is ever submitted to."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+
+    async def start(self, events: Events) -> None: ...
+
+    async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
+        raise AssertionError("routing never submits")
+
+    def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
+        raise AssertionError("routing never parses")
+
+    async def close(self) -> None: ...
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _router(clock: _Clock) -> Router:
+    configs = [
+        GatewayConfig(name="cmcc", kind="smpp", carriers=["中国移动"], fallback="backup"),
+        GatewayConfig(name="telecom", kind="kannel", carriers=["中国电信", "中国联通"]),
+        GatewayConfig(name="backup", kind="aliyun"),  # every carrier
+    ]
+    settings = DeliverySettings(gateways=configs, circuit_failures=3, circuit_seconds=30)
+    return Router({c.name: _Gateway(c) for c in configs}, settings, clock=clock)
+
+
+def test_carriers_go_to_their_own_gateway_and_the_rest_to_the_catch_all() -> None:
+    router = _router(_Clock())
+    assert router.route("中国移动").config.name == "cmcc"
+    assert router.route("中国联通").config.name == "telecom"
+    assert router.route("中国广电").config.name == "backup"
+    assert router.route("unknown").config.name == "backup"
+
+
+def test_a_failing_gateway_is_skipped_while_open_and_tried_again_after() -> None:
+    clock = _Clock()
+    router = _router(clock)
+    for _ in range(2):
+        router.outcome("cmcc", ok=False)
+    assert router.route("中国移动").config.name == "cmcc"  # two failures: still closed
+    router.outcome("cmcc", ok=False)
+    assert router.route("中国移动").config.name == "backup"  # open: the fallback takes it
+    clock.now += 29
+    assert router.route("中国移动").config.name == "backup"
+    clock.now += 2
+    assert router.route("中国移动").config.name == "cmcc"  # half open: one try
+    router.outcome("cmcc", ok=False)
+    assert router.route("中国移动").config.name == "backup"  # failed again: open again
+    clock.now += 31
+    router.outcome("cmcc", ok=True)
+    assert router.route("中国移动").config.name == "cmcc"  # recovered: closed
+    for _ in range(2):
+        router.outcome("cmcc", ok=False)
+    assert router.route("中国移动").config.name == "cmcc"  # the count started again
+
+
+def test_with_every_gateway_open_the_primary_is_tried() -> None:
+    router = _router(_Clock())
+    for name in ("telecom", "backup"):
+        for _ in range(3):
+            router.outcome(name, ok=False)
+    assert router.route("中国电信").config.name == "telecom"

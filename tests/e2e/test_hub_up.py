@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import time
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
@@ -75,6 +77,19 @@ def _worker_heartbeats(data_dir: Path) -> int:
     return found
 
 
+def _this_month() -> str:
+    return datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y-%m")
+
+
+def _delivered(send_url: str, auth: dict[str, str]) -> bool:
+    deadline = time.monotonic() + 60  # a liveness bound: the receipt comes within a second
+    while time.monotonic() < deadline:
+        if httpx.get(send_url, headers=auth, timeout=10).json()["statuses"] == {"delivered": 1}:
+            return True
+        time.sleep(0.2)
+    return False
+
+
 def _stop(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
@@ -117,6 +132,31 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
         county_key = key_from(made.stdout)
         me2 = httpx.get(f"{url}/v1/me", headers={"Authorization": f"Bearer {county_key}"})
         assert me2.json()["tenant"]["code"] == "510104"
+
+        # The worker beside the API delivers through the default outbox gateway.
+        granted = run_hub(
+            "quota",
+            "set",
+            "--tenant",
+            "000000",
+            "--period",
+            _this_month(),
+            "--limit",
+            "100",
+            "--data-dir",
+            str(data_dir),
+            env=clean_env(),
+        )
+        assert granted.returncode == 0, granted.stdout + granted.stderr
+        auth = {"Authorization": f"Bearer {key}"}
+        sent = httpx.post(
+            f"{url}/v1/messages",
+            json={"to": ["13800138000"], "body": "hub up 试发"},
+            headers=auth,
+            timeout=30,
+        )
+        assert sent.status_code == 202, sent.text
+        assert _delivered(f"{url}/v1/messages/{sent.json()['id']}", auth)
     finally:
         if proc.poll() is None:
             _stop(proc)

@@ -24,8 +24,12 @@ def is_opt_out(text: str) -> bool:
 
 
 def extension_of(address: str, service_number: str) -> str | None:
-    """The tenant extension in `<service number><extension>[more]`, or None."""
+    """The tenant extension in `<service number><extension>[more]`, or None. A bare extension
+    is taken as it is: Alibaba reports a reply's `dest_code`, the extension code the hub sent
+    with the message, without any number in front."""
     digits = address.lstrip("+")
+    if len(digits) == EXTENSION_DIGITS and digits.isdigit():
+        return digits
     if not digits.startswith(service_number):
         return None
     extension = digits[len(service_number) : len(service_number) + EXTENSION_DIGITS]

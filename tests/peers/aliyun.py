@@ -83,6 +83,7 @@ class Sent(msgspec.Struct, frozen=True):
     biz_id: str
     out_id: str
     send_time: str
+    extend_code: str = ""  # SmsUpExtendCodeJson: a reply's dest_code
 
 
 class PushAttempt(msgspec.Struct, frozen=True):
@@ -244,15 +245,22 @@ class AliyunFake:
             values = msgspec.json.decode(
                 params.get("TemplateParamJson") or "[]", type=list[dict[str, str]]
             )
+            extend_codes = msgspec.json.decode(
+                params.get("SmsUpExtendCodeJson") or "[]", type=list[str]
+            )
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise Refused(200, "isv.INVALID_JSON_PARAM", f"JSON 参数不合法: {exc}") from None
+        if extend_codes and len(extend_codes) != len(phones):
+            raise Refused(200, "isv.INVALID_PARAMETERS", "参数异常: 数组长度不一致")
         texts = self._render(phones, signs, values, params)
         biz_id = f"{next(self._biz_ids)}^0"
         out_id = params.get("OutId", "")
         with self._lock:
             self.sent += [
-                Sent(phone, sign, text, biz_id, out_id, _shanghai_now())
-                for phone, sign, text in zip(phones, signs, texts, strict=True)
+                Sent(phone, sign, text, biz_id, out_id, _shanghai_now(), extend)
+                for phone, sign, text, extend in zip(
+                    phones, signs, texts, extend_codes or [""] * len(phones), strict=True
+                )
             ]
         return {"Code": "OK", "Message": "OK", "BizId": biz_id}
 

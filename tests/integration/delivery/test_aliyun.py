@@ -93,7 +93,9 @@ class CallbackListener:
 
 
 def message(id: int, phone: str, text: str = TEXT) -> Outbound:
-    return Outbound(id=id, phone=phone, text=text, segments=1, encoding="ucs2", sender="10690000")
+    return Outbound(
+        id=id, phone=phone, text=text, segments=1, encoding="ucs2", sender="10690000100042"
+    )
 
 
 def phones(count: int, start: int = 13800000000) -> list[str]:
@@ -160,6 +162,8 @@ async def test_a_batch_is_accepted_and_reaches_the_provider_with_its_exact_text(
         references.add(outcome.reference)
     assert len(references) == 150
     assert {s.out_id for s in fake.sent} == {"0", "100"}  # the first message id of each request
+    # Each phone carries the tenant's extension, which comes back as a reply's dest_code.
+    assert {s.extend_code for s in fake.sent} == {"100042"}
 
 
 async def test_each_signature_and_body_goes_in_requests_of_its_own(

@@ -144,3 +144,19 @@ async def test_replies_reach_their_tenant_opt_out_and_are_listed(
         "/v1/messages", json={"to": ["13800138001"], "body": "通知"}, headers=bearer(county_key)
     )
     assert resp.json()["counts"]["opted_out"] == 1
+
+
+async def test_a_reply_addressed_by_extension_alone_reaches_its_tenant(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    # Alibaba gives a reply's dest_code: the extension the hub sent, with no number before it.
+    extension = await live_db.fetchval("SELECT sms_extension FROM tenants WHERE code = '510104'")
+    async with live_db.transaction():
+        stored = await inbound.store(
+            live_db, DeliverySettings(), "ali", [Inbound("13800138000", extension, "TD")]
+        )
+    assert len(stored) == 1
+    tenant = await live_db.fetchval(
+        "SELECT t.code FROM inbound i JOIN tenants t ON t.id = i.tenant_id"
+    )
+    assert tenant == "510104"

@@ -226,6 +226,25 @@ async def reserve(
     )
 
 
+async def _lock_accounts(
+    conn: asyncpg.Connection, reservations: list[ReservationRow]
+) -> dict[int, AccountRow]:
+    """The accounts the reservations charged, locked in id order."""
+    account_ids = sorted({a for r in reservations for a in r.accounts})
+    records = await conn.fetch(sql.LOCK_ACCOUNTS, account_ids)
+    return {row.id: row for row in (_convert(r, AccountRow) for r in records)}
+
+
+async def _write_balances(conn: asyncpg.Connection, accounts: dict[int, AccountRow]) -> None:
+    changed = list(accounts.values())
+    await conn.execute(
+        sql.UPDATE_BALANCES,
+        [a.id for a in changed],
+        [a.used for a in changed],
+        [a.reserved for a in changed],
+    )
+
+
 async def _settle(
     conn: asyncpg.Connection,
     reservations: list[ReservationRow],
@@ -236,13 +255,7 @@ async def _settle(
     """Post, void or expire pending reservations (already locked); returns their ids."""
     if not reservations:
         return []
-    account_ids = sorted({a for r in reservations for a in r.accounts})
-    accounts: dict[int, AccountRow] = {
-        row.id: row
-        for row in (
-            _convert(r, AccountRow) for r in await conn.fetch(sql.LOCK_ACCOUNTS, account_ids)
-        )
-    }
+    accounts = await _lock_accounts(conn, reservations)
     ledger = _Ledger(cause="", actor=actor)
     statuses: list[str] = []
     amounts: list[int | None] = []
@@ -263,13 +276,7 @@ async def _settle(
             ledger.entry(outcome, amount, before, after, reservation.id)
         statuses.append({"post": "posted", "void": "voided", "expire": "expired"}[outcome])
         amounts.append(used if outcome == "post" else None)
-    changed = [accounts[a] for a in account_ids]
-    await conn.execute(
-        sql.UPDATE_BALANCES,
-        [a.id for a in changed],
-        [a.used for a in changed],
-        [a.reserved for a in changed],
-    )
+    await _write_balances(conn, accounts)
     await ledger.write(conn)
     ids = [r.id for r in reservations]
     await conn.execute(sql.SETTLE, ids, statuses, amounts)
@@ -289,13 +296,7 @@ async def settle_parts(
     pending = await _lock_pending(conn, [r for r, (u, f) in parts.items() if u or f])
     if not pending:
         return
-    account_ids = sorted({a for r in pending for a in r.accounts})
-    accounts: dict[int, AccountRow] = {
-        row.id: row
-        for row in (
-            _convert(r, AccountRow) for r in await conn.fetch(sql.LOCK_ACCOUNTS, account_ids)
-        )
-    }
+    accounts = await _lock_accounts(conn, pending)
     ledger = _Ledger(cause="", actor=actor)
     rows: list[tuple[int, int, int]] = []
     for reservation in pending:
@@ -317,13 +318,7 @@ async def settle_parts(
         rows.append(
             (reservation.id, reservation.used_part + used, reservation.released_part + released)
         )
-    changed = [accounts[a] for a in account_ids]
-    await conn.execute(
-        sql.UPDATE_BALANCES,
-        [a.id for a in changed],
-        [a.used for a in changed],
-        [a.reserved for a in changed],
-    )
+    await _write_balances(conn, accounts)
     await ledger.write(conn)
     await conn.execute(sql.SETTLE_PARTS, *map(list, zip(*rows, strict=True)))
 

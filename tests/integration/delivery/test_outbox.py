@@ -9,16 +9,9 @@ from arq.connections import ArqRedis
 
 from hub.settings import GatewayConfig, Settings
 from tests.factories import bearer
-from tests.integration.delivery.conftest import RunWorker, audit_clean, with_gateways
+from tests.integration.delivery.conftest import RunWorker, audit_clean, statuses, with_gateways
 
 PHONES = ["13800138000", "18612345678", "13311112222", "19212345678"]
-
-
-async def _statuses(conn: asyncpg.Connection, send_id: int) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT status::text, count(*) AS n FROM messages WHERE send_id = $1 GROUP BY 1", send_id
-    )
-    return {r["status"]: r["n"] for r in rows}
 
 
 async def _queued_jobs(redis: ArqRedis) -> list[str]:
@@ -44,7 +37,7 @@ async def test_a_send_is_enqueued_in_batches_after_commit_and_delivered(
 
     worker = await run_worker()
     assert worker.jobs_failed == 0
-    assert await _statuses(live_db, send_id) == {"delivered": 4}
+    assert await statuses(live_db, send_id) == {"delivered": 4}
     outbox = await live_db.fetch("SELECT phone, text, sender FROM outbox ORDER BY phone")
     assert [r["phone"] for r in outbox] == sorted(f"+86{p}" for p in PHONES)
     tenant = await live_db.fetchrow(
@@ -85,7 +78,7 @@ async def test_batches_hold_at_most_batch_size_messages(
         assert resp.status_code == 202, resp.text
     assert len(await _queued_jobs(redis)) == 4  # 3 + 3 + 3 + 1
     await run_worker(settings)
-    assert await _statuses(live_db, resp.json()["id"]) == {"delivered": 10}
+    assert await statuses(live_db, resp.json()["id"]) == {"delivered": 10}
 
 
 async def test_undelivered_receipts_on_a_gateway_billing_on_delivery_release_the_quota(
@@ -111,7 +104,7 @@ async def test_undelivered_receipts_on_a_gateway_billing_on_delivery_release_the
         )
     send_id = resp.json()["id"]
     await run_worker(settings)
-    assert await _statuses(live_db, send_id) == {"delivered": 2, "undelivered": 1}
+    assert await statuses(live_db, send_id) == {"delivered": 2, "undelivered": 1}
     reservation = await live_db.fetchrow(
         "SELECT status::text, used_part, released_part FROM quota_reservations"
     )

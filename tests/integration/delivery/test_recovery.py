@@ -10,16 +10,9 @@ from hub.db import PoolDatabase, create_pool
 from hub.delivery import service
 from hub.settings import Settings
 from tests.factories import bearer
-from tests.integration.delivery.conftest import RunWorker, audit_clean
+from tests.integration.delivery.conftest import RunWorker, audit_clean, statuses
 
 PHONES = [f"1380013{n:04d}" for n in range(50)]
-
-
-async def _statuses(conn: asyncpg.Connection, send_id: int) -> dict[str, int]:
-    rows = await conn.fetch(
-        "SELECT status::text, count(*) AS n FROM messages WHERE send_id = $1 GROUP BY 1", send_id
-    )
-    return {r["status"]: r["n"] for r in rows}
 
 
 async def _sweep(settings: Settings, redis: ArqRedis) -> dict[str, int]:
@@ -45,12 +38,12 @@ async def test_redis_flushed_after_the_send_loses_nothing(
     send_id = resp.json()["id"]
     await redis.flushdb()  # every queued batch job is gone
     await run_worker()
-    assert await _statuses(live_db, send_id) == {"accepted": 50}
+    assert await statuses(live_db, send_id) == {"accepted": 50}
 
     report = await _sweep(live_settings, redis)
     assert report["enqueued"] >= 1
     await run_worker()
-    assert await _statuses(live_db, send_id) == {"delivered": 50}
+    assert await statuses(live_db, send_id) == {"delivered": 50}
     # The next round finds nothing open and closes the send.
     assert (await _sweep(live_settings, redis))["done"] == 1
     assert await live_db.fetchval("SELECT state::text FROM sends WHERE id = $1", send_id) == "done"
@@ -85,9 +78,8 @@ async def test_a_dead_workers_leases_are_recovered_at_most_once(
     report = await _sweep(live_settings, redis)
     assert (report["requeued"], report["unknown"]) == (6, 4)
     await run_worker()
-    statuses = await _statuses(live_db, send_id)
     # The four maybe-delivered ones are never sent again; the six are delivered.
-    assert statuses == {"sent": 4, "delivered": 6}
+    assert await statuses(live_db, send_id) == {"sent": 4, "delivered": 6}
     assert await live_db.fetchval("SELECT count(*) FROM outbox") == 6
     unknown = await live_db.fetch("SELECT error FROM messages WHERE status = 'sent'")
     assert all("outcome unknown" in r["error"] for r in unknown)
@@ -113,7 +105,7 @@ async def test_messages_past_their_validity_expire_and_release_their_quota(
     )
     report = await _sweep(live_settings, redis)
     assert report["expired"] == 5
-    assert await _statuses(live_db, send_id) == {"expired": 5}
+    assert await statuses(live_db, send_id) == {"expired": 5}
     reservation = await live_db.fetchrow(
         "SELECT status::text, released_part FROM quota_reservations"
     )

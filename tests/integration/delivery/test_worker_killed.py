@@ -62,51 +62,60 @@ async def test_redis_flushed_and_a_worker_killed_mid_batch(
 ) -> None:
     smsc = SmscProcess(free_port(), tmp_path / "counts.json")
     await smsc.start()
-    gateway = GatewayConfig(
-        name="smsc", kind="smpp", port=smsc.port, username="hub", password="pw", rate=300
-    )
-    settings = with_gateways(live_settings, gateway, lease_seconds=2.0)
-    phones = [f"139{n:08d}" for n in range(RECIPIENTS)]
-    async for client in live_client(settings, redis):
-        resp = await client.post(
-            "/v1/messages",
-            json={"to": phones, "body": "防汛Ⅳ级应急响应"},
-            headers=bearer(county_key),
-        )
-    assert resp.status_code == 202, resp.text
-    send_id = resp.json()["id"]
-
-    async def progressed(n: int) -> bool:
-        counts = await statuses(live_db, send_id)
-        return counts.get("sent", 0) + counts.get("delivered", 0) >= n
-
-    async def mid_batch() -> bool:
-        return bool((await statuses(live_db, send_id)).get("sending"))
-
-    first = await _start_worker(settings)
-    await eventually(lambda: progressed(200), patience=60, every=0.05)
-    await redis.flushdb()  # the queued batches are gone
-    await eventually(mid_batch, patience=30, every=0.01)
-    first.send_signal(signal.SIGKILL)  # in the middle of a batch: no shutdown, no goodbye
-    await first.wait()
-    left = await statuses(live_db, send_id)
-    assert left.get("accepted", 0) + left.get("sending", 0) > 0  # work was left
-
-    second = await _start_worker(settings)
-    assert settings.db.dsn
-    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    workers: list[asyncio.subprocess.Process] = []
     try:
+        gateway = GatewayConfig(
+            name="smsc", kind="smpp", port=smsc.port, username="hub", password="pw", rate=300
+        )
+        settings = with_gateways(live_settings, gateway, lease_seconds=2.0)
+        phones = [f"139{n:08d}" for n in range(RECIPIENTS)]
+        async for client in live_client(settings, redis):
+            resp = await client.post(
+                "/v1/messages",
+                json={"to": phones, "body": "防汛Ⅳ级应急响应"},
+                headers=bearer(county_key),
+            )
+        assert resp.status_code == 202, resp.text
+        send_id = resp.json()["id"]
 
-        async def settled() -> bool:
-            await service.sweep(db, redis, settings.delivery)  # what the cron does, sooner
-            return not any(s in OPEN for s in await statuses(live_db, send_id))
+        async def progressed(n: int) -> bool:
+            counts = await statuses(live_db, send_id)
+            return counts.get("sent", 0) + counts.get("delivered", 0) >= n
 
-        await eventually(settled, patience=120, every=1.0)
+        async def mid_batch() -> bool:
+            return bool((await statuses(live_db, send_id)).get("sending"))
+
+        first = await _start_worker(settings)
+        workers.append(first)
+        await eventually(lambda: progressed(200), patience=60, every=0.05)
+        await redis.flushdb()  # the queued batches are gone
+        await eventually(mid_batch, patience=30, every=0.01)
+        first.send_signal(signal.SIGKILL)  # in the middle of a batch: no shutdown, no goodbye
+        await first.wait()
+        left = await statuses(live_db, send_id)
+        assert left.get("accepted", 0) + left.get("sending", 0) > 0  # work was left
+
+        second = await _start_worker(settings)
+        workers.append(second)
+        assert settings.db.dsn
+        db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+        try:
+
+            async def settled() -> bool:
+                await service.sweep(db, redis, settings.delivery)  # what the cron does, sooner
+                return not any(s in OPEN for s in await statuses(live_db, send_id))
+
+            await eventually(settled, patience=120, every=1.0)
+        finally:
+            await db.close()
+            second.send_signal(signal.SIGTERM)
+            await second.wait()
     finally:
-        await db.close()
-        second.send_signal(signal.SIGTERM)
-        await second.wait()
-    counts = await smsc.stop()
+        for worker in workers:  # a failed assertion must not leave a worker running
+            if worker.returncode is None:
+                worker.kill()
+                await worker.wait()
+        counts = await smsc.stop()
 
     final = await statuses(live_db, send_id)
     assert sum(final.values()) == RECIPIENTS

@@ -91,6 +91,9 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fallback: GatewayName | None = None
     # Shared by every worker: at most this many segments a second.
     rate: Annotated[float, msgspec.Meta(gt=0)] = 100.0
+    # Messages per gateway call (and per claim, lease and quota settlement): small keeps what a
+    # crash leaves unknown small and pacing smooth; the outbox, local and fast, takes more.
+    chunk: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
     # When a segment counts as used: once the gateway accepts it, or only once delivered.
     bills_on: Literal["accepted", "delivered"] = "accepted"
     # Its callbacks to /v1/gateways/{name}/receipts and /inbound must carry this secret.
@@ -110,7 +113,7 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     service_number: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,14}$")] = "10690000"
     # A JSON list of gateways (`HUB_DELIVERY__GATEWAYS='[{"name": …}]'`); by default the outbox.
     gateways: list[GatewayConfig] = msgspec.field(
-        default_factory=lambda: [GatewayConfig(name="outbox", kind="outbox", rate=1e9)]
+        default_factory=lambda: [GatewayConfig(name="outbox", kind="outbox", rate=1e9, chunk=500)]
     )
     # Messages per delivery job (one job per gateway route per batch).
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500

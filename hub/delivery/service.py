@@ -2,9 +2,10 @@
 replies applied. PostgreSQL holds every message's state; Redis holds only the queue of batch jobs
 and the rate buckets, and the sweeper rebuilds the queue from PostgreSQL if Redis loses it.
 
-A batch job: claim the batch's due `accepted` messages under a lease (status `sending`), then for
-each chunk of `CHUNK` messages — take the gateway's rate tokens, mark the chunk submitted, call the
-gateway with no transaction open, and record each outcome in one short transaction: `sent` with the
+A batch job, one chunk (the gateway's `chunk`, 100 messages by default) at a time: take the
+gateway's rate tokens, claim the chunk's due `accepted` messages under a lease (`sending`), mark
+them submitted, call the gateway with no transaction open, and record each outcome in one short
+transaction: `sent` with the
 gateway's reference (quota used, if the gateway bills on acceptance), `failed` (quota released), or
 back to `accepted` with a retry time (or `expired` once the validity period ends).
 
@@ -42,9 +43,6 @@ from hub.settings import DeliverySettings, GatewayConfig, Settings
 log = logging.getLogger(__name__)
 
 DELIVER_JOB = "hub.delivery.deliver"
-# Messages per gateway call inside a batch: small enough that a crash leaves few outcomes
-# unknown and the rate limiter paces smoothly, large enough to keep the gateway's window full.
-CHUNK = 100
 # Lanes: arq serves the lowest score first, so a lane's jobs are scored this far in the past.
 # An urgent batch overtakes every normal and bulk one queued less than a day, a normal one every
 # bulk one.
@@ -156,7 +154,7 @@ class Delivery:
         while True:
             gateway = self.router.route(carrier)  # per chunk: a circuit may open mid-batch
             config = gateway.config
-            wanted = CHUNK * send.segments_each
+            wanted = config.chunk * send.segments_each
             await self.pacer.take(config.name, wanted, config.rate)
             async with self.db.acquire() as conn:
                 chunk = [
@@ -169,7 +167,7 @@ class Delivery:
                         last_id,
                         config.name,
                         self.config.lease_seconds,
-                        CHUNK,
+                        config.chunk,
                     )
                 ]
             unused = wanted - sum(m.segments for m in chunk)

@@ -92,7 +92,8 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Shared by every worker: at most this many segments a second.
     rate: Annotated[float, msgspec.Meta(gt=0)] = 100.0
     # Messages per gateway call (and per claim, lease and quota settlement): small keeps what a
-    # crash leaves unknown small and pacing smooth; the outbox, local and fast, takes more.
+    # crash leaves unknown small and pacing smooth. 500 for the outbox measured slower than 100
+    # (bigger claims slow the API's own writes; docs/BENCHMARKS.md).
     chunk: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
     # When a segment counts as used: once the gateway accepts it, or only once delivered.
     bills_on: Literal["accepted", "delivered"] = "accepted"
@@ -113,7 +114,7 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     service_number: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,14}$")] = "10690000"
     # A JSON list of gateways (`HUB_DELIVERY__GATEWAYS='[{"name": …}]'`); by default the outbox.
     gateways: list[GatewayConfig] = msgspec.field(
-        default_factory=lambda: [GatewayConfig(name="outbox", kind="outbox", rate=1e9, chunk=500)]
+        default_factory=lambda: [GatewayConfig(name="outbox", kind="outbox", rate=1e9)]
     )
     # Messages per delivery job (one job per gateway route per batch).
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500

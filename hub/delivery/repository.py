@@ -117,8 +117,8 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
     status: str
 
 
-# Apply receipts: `sent` (or still `sending`: the receipt beat our own record) moves forward to
-# delivered or undelivered; anything else already final stays as it is (duplicates change nothing).
+# Apply receipts: `sent` moves forward to delivered or undelivered; a message already final stays
+# as it is (repeats change nothing); one not yet `sent` is not matched (see apply_receipts).
 APPLY_RECEIPTS = """
 UPDATE messages m
 SET status = r.status::message_status, error = nullif(r.code, ''), done_at = now(),
@@ -154,11 +154,6 @@ TAKE_UNMATCHED = """
 DELETE FROM unmatched_receipts
 WHERE gateway = $1 AND reference = ANY($2::text[])
 RETURNING reference, status::text AS status, code
-"""
-
-# How many receipts matched nothing, per gateway.
-UNMATCHED_COUNTS = """
-SELECT gateway, count(*) AS n FROM unmatched_receipts GROUP BY gateway ORDER BY gateway
 """
 
 # A send's lane.

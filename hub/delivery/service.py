@@ -30,7 +30,8 @@ import msgspec
 from arq.connections import ArqRedis
 
 from hub.db import Database
-from hub.delivery import gateways
+from hub.delivery import gateways, webhooks
+from hub.delivery import inbound as inbound_replies
 from hub.delivery import repository as sql
 from hub.delivery.gateway import Accepted, Failed, Gateway, Inbound, Outbound, Outcome, Receipt
 from hub.delivery.pacing import Pacer
@@ -420,10 +421,8 @@ class Recorder:
             await apply_receipts(conn, self.configs[gateway], receipts)
 
     async def inbound(self, gateway: str, replies: Sequence[Inbound]) -> None:
-        from hub.delivery import inbound, webhooks
-
         async with self.db.acquire() as conn, conn.transaction():
-            stored = await inbound.store(conn, self.settings.delivery, gateway, replies)
+            stored = await inbound_replies.store(conn, self.settings.delivery, gateway, replies)
         await webhooks.wake(self.redis, stored)
 
 

@@ -166,18 +166,9 @@ FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS s(id, status, posted)
 WHERE r.id = s.id
 """
 
-# A delivery batch's share: reservations used and released in part, settled when nothing is left.
-SETTLE_PARTS = """
-UPDATE quota_reservations r
-SET used_part = p.used_part, released_part = p.released_part,
-    status = CASE WHEN p.used_part + p.released_part < r.amount THEN 'pending'
-                  WHEN p.used_part > 0 THEN 'posted' ELSE 'voided' END::reservation_status,
-    posted = CASE WHEN p.used_part + p.released_part = r.amount AND p.used_part > 0
-                  THEN p.used_part END,
-    settled_at = CASE WHEN p.used_part + p.released_part = r.amount THEN now() END
-FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS p(id, used_part, released_part)
-WHERE r.id = p.id
-"""
+# A delivery chunk's share of reservations, used and released in part, in one round trip
+# (quota_settle_parts in migration 0010).
+SETTLE_PARTS = "SELECT quota_settle_parts($1::bigint[], $2::bigint[], $3::bigint[], $4)"
 
 # New balances for several accounts.
 UPDATE_BALANCES = """

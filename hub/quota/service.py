@@ -293,34 +293,16 @@ async def settle_parts(
     was used) when nothing is left. Pieces of a reservation no longer pending (it expired) are
     dropped: its segments were already released.
     """
-    pending = await _lock_pending(conn, [r for r, (u, f) in parts.items() if u or f])
-    if not pending:
-        return
-    accounts = await _lock_accounts(conn, pending)
-    ledger = _Ledger(cause="", actor=actor)
-    rows: list[tuple[int, int, int]] = []
-    for reservation in pending:
-        used, released = parts[reservation.id]
-        used = min(used, reservation.left)
-        released = min(released, reservation.left - used)
-        ledger.cause = reservation.cause
-        for account_id in reservation.accounts:
-            for kind, amount in (("use", used), ("void", released)):
-                if amount:
-                    before = accounts[account_id]
-                    after = msgspec.structs.replace(
-                        before,
-                        used=before.used + (amount if kind == "use" else 0),
-                        reserved=before.reserved - amount,
-                    )
-                    accounts[account_id] = after
-                    ledger.entry(kind, amount, before, after, reservation.id)
-        rows.append(
-            (reservation.id, reservation.used_part + used, reservation.released_part + released)
+    live = {r: p for r, p in parts.items() if p[0] > 0 or p[1] > 0}
+    if live:
+        ids = sorted(live)
+        await conn.execute(
+            sql.SETTLE_PARTS,
+            ids,
+            [live[r][0] for r in ids],
+            [live[r][1] for r in ids],
+            actor,
         )
-    await _write_balances(conn, accounts)
-    await ledger.write(conn)
-    await conn.execute(sql.SETTLE_PARTS, *map(list, zip(*rows, strict=True)))
 
 
 async def _lock_pending(conn: asyncpg.Connection, ids: Iterable[int]) -> list[ReservationRow]:

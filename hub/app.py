@@ -15,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
 from hub import queue
+from hub.billing.controllers import BillingController
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
@@ -83,6 +84,7 @@ def create_app(
             TemplateController,
             CampaignController,
             GatewayCallbackController,
+            BillingController,
             InboundController,
             docs,
         ],

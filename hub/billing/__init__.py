@@ -1,0 +1,1 @@
+"""Billing: rate cards, usage, the period close, statements and exports."""

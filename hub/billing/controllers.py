@@ -1,0 +1,48 @@
+"""Billing routes: the operator's rate cards."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from litestar import Controller, get, post
+from litestar.params import JSONBody, QueryParameter
+from litestar.status_codes import HTTP_201_CREATED
+
+from hub.billing import service
+from hub.billing.schemas import RateCard, RateCardIn, RateCardList
+from hub.errors import error_responses
+from hub.settings import Carrier
+from tenants.auth import require
+from tenants.controllers import AuthedRequest, Conn
+from tenants.scopes import Scope
+
+
+class BillingController(Controller):
+    path = "/v1/billing"
+    tags = ["billing"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post(
+        "/rate-cards",
+        guards=[require(Scope.BILLING_WRITE)],
+        responses=error_responses(403, 409, 422),
+        status_code=HTTP_201_CREATED,
+        summary="Add a carrier's tiered rate card from a month on (the hub operator only)",
+    )
+    async def add_card(
+        self, request: AuthedRequest, conn: Conn, data: JSONBody[RateCardIn]
+    ) -> RateCard:
+        service.require_operator(request.user)
+        return await service.add_card(conn, data, f"key:{request.user.key_prefix}")
+
+    @get(
+        "/rate-cards",
+        guards=[require(Scope.BILLING_READ)],
+        responses=error_responses(422),
+        summary="Rate cards, per carrier newest first",
+    )
+    async def list_cards(
+        self,
+        conn: Conn,
+        carrier: Annotated[Carrier | None, QueryParameter(description="one carrier")] = None,
+    ) -> RateCardList:
+        return RateCardList(items=await service.list_cards(conn, carrier))

@@ -1,0 +1,72 @@
+"""What a month's volume costs under a rate card: pure integer arithmetic, no I/O.
+
+`graduated`: each band's share of the volume at the band's price (the first million at one
+price, the rest at another). `volume`: every segment at the price of the band the volume
+reaches. Prices may only fall from band to band, so more volume never raises the unit price.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+from hub.billing.schemas import Band
+
+
+def problems(bands: Sequence[Band]) -> list[str]:
+    """Why these bands cannot be a rate card (empty if they can)."""
+    if not bands:
+        return ["a rate card needs at least one band"]
+    found: list[str] = []
+    if bands[0].from_ != 0:
+        found.append(f"the first band must start at 0, not {bands[0].from_}")
+    for n, band in enumerate(bands, 1):
+        if band.to is not None and band.to <= band.from_:
+            found.append(f"band {n} ends ({band.to}) where or before it starts ({band.from_})")
+    for n, (band, after) in enumerate(pairwise(bands), 1):
+        found += _between(n, band, after)
+    if bands[-1].to is not None:
+        found.append(f"the last band must have no end (to: null), not {bands[-1].to}")
+    return found
+
+
+def _between(n: int, band: Band, after: Band) -> list[str]:
+    """What is wrong between band n and band n + 1."""
+    if band.to is None:
+        return [f"band {n} has no end but band {n + 1} follows it"]
+    found = []
+    if after.from_ > band.to:
+        found.append(f"gap between band {n} (to {band.to}) and band {n + 1} (from {after.from_})")
+    elif after.from_ < band.to:
+        found.append(f"band {n + 1} starts ({after.from_}) before band {n} ends ({band.to})")
+    if after.price_micros > band.price_micros:
+        found.append(f"band {n + 1} costs more than band {n}: prices may only fall")
+    return found
+
+
+def graduated_cost(bands: Sequence[Band], volume: int) -> int:
+    """Micro-yuan for `volume` segments, each band's share at its own price."""
+    total = 0
+    for band in bands:
+        end = volume if band.to is None else min(volume, band.to)
+        if end > band.from_:
+            total += (end - band.from_) * band.price_micros
+    return total
+
+
+def reached(bands: Sequence[Band], volume: int) -> Band:
+    """The band a month's volume reaches: the one holding its last segment (the first for 0)."""
+    last = max(volume - 1, 0)
+    for band in bands:
+        if band.to is None or last < band.to:
+            return band
+    return bands[-1]
+
+
+def volume_cost(bands: Sequence[Band], volume: int) -> int:
+    """Micro-yuan for `volume` segments, every one at the price of the band reached."""
+    return volume * reached(bands, volume).price_micros
+
+
+def cost(mode: str, bands: Sequence[Band], volume: int) -> int:
+    return graduated_cost(bands, volume) if mode == "graduated" else volume_cost(bands, volume)

@@ -1,0 +1,46 @@
+"""Billing API shapes. Money is integer micro-yuan (1 yuan = 1,000,000) everywhere."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+from hub.settings import Carrier
+
+Micros = Annotated[int, msgspec.Meta(ge=0, le=10**12)]
+Segments = Annotated[int, msgspec.Meta(ge=0, le=10**15)]
+
+
+class Band(msgspec.Struct, forbid_unknown_fields=True, frozen=True, rename={"from_": "from"}):
+    """Segments of the month's hub-wide volume from `from` (inclusive) to `to` (exclusive; null:
+    no end), and what one of them costs."""
+
+    from_: Segments
+    to: Segments | None
+    price_micros: Micros
+
+
+class RateCardIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    carrier: Carrier
+    valid_from: date  # the first day of a month
+    mode: Literal["graduated", "volume"]
+    bands: Annotated[list[Band], msgspec.Meta(min_length=1, max_length=50)]
+    # What a tenant alone would pay per segment (default 0.06 yuan).
+    list_price_micros: Micros = 60_000
+
+
+class RateCard(msgspec.Struct, frozen=True):
+    id: int
+    carrier: str
+    valid_from: date
+    mode: Literal["graduated", "volume"]
+    bands: list[Band]
+    list_price_micros: int
+    created_by: str
+    created_at: datetime
+
+
+class RateCardList(msgspec.Struct, frozen=True):
+    items: list[RateCard]

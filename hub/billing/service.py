@@ -1,0 +1,63 @@
+"""Billing: rate cards (the operator's), checked before they are stored."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from hub.billing import pricing
+from hub.billing import repository as sql
+from hub.billing.schemas import RateCard, RateCardIn
+from hub.errors import Conflict, Forbidden, Invalid
+from tenants.service import ROOT_CODE, Principal
+
+
+def require_operator(who: Principal) -> None:
+    """Rate cards and the period close are the hub operator's (the root tenant's keys)."""
+    if who.tenant_code != ROOT_CODE:
+        raise Forbidden("only the hub operator (the root tenant) manages billing")
+
+
+def _card(record: asyncpg.Record) -> RateCard:
+    row: dict[str, Any] = dict(record.items())
+    row["bands"] = msgspec.json.decode(row["bands"])
+    return msgspec.convert(row, RateCard)
+
+
+async def add_card(conn: asyncpg.Connection, card: RateCardIn, actor: str) -> RateCard:
+    """Store a rate card; 422 naming every problem with its bands or date, 409 if the carrier
+    already has a card from that month."""
+    found = pricing.problems(card.bands)
+    if card.valid_from.day != 1:
+        found.append(f"valid_from must be the first day of a month, not {card.valid_from}")
+    if found:
+        raise Invalid(
+            "invalid rate card: " + "; ".join(found),
+            fields=[{"key": "bands", "message": problem, "source": "body"} for problem in found],
+        )
+    record = await conn.fetchrow(
+        sql.INSERT_CARD,
+        card.carrier,
+        card.valid_from,
+        card.mode,
+        msgspec.json.encode(card.bands).decode(),
+        card.list_price_micros,
+        actor,
+    )
+    if record is None:
+        raise Conflict(
+            f"{card.carrier} already has a rate card from {card.valid_from} (dates would overlap)"
+        )
+    return _card(record)
+
+
+async def list_cards(conn: asyncpg.Connection, carrier: str | None) -> list[RateCard]:
+    return [_card(r) for r in await conn.fetch(sql.CARDS, carrier)]
+
+
+async def card_in_force(conn: asyncpg.Connection, carrier: str, month: date) -> RateCard | None:
+    record = await conn.fetchrow(sql.CARD_IN_FORCE, carrier, month)
+    return None if record is None else _card(record)

@@ -1,0 +1,81 @@
+"""Tiered pricing: worked examples by hand, and properties over any valid card and volume."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hub.billing import pricing
+from hub.billing.schemas import Band
+
+# 0.045 yuan up to 1M segments a month, 0.040 up to 5M, 0.035 beyond.
+CARD = [
+    Band(0, 1_000_000, 45_000),
+    Band(1_000_000, 5_000_000, 40_000),
+    Band(5_000_000, None, 35_000),
+]
+
+
+def test_graduated_worked_example() -> None:
+    # 1,200,000 segments: 1,000,000 x 0.045 + 200,000 x 0.040 = 45,000 + 8,000 = 53,000 yuan.
+    assert pricing.graduated_cost(CARD, 1_200_000) == 53_000 * 1_000_000
+    # 6,000,000: 45,000 + 4,000,000 x 0.040 + 1,000,000 x 0.035 = 45,000 + 160,000 + 35,000.
+    assert pricing.graduated_cost(CARD, 6_000_000) == 240_000 * 1_000_000
+    assert pricing.graduated_cost(CARD, 0) == 0
+
+
+def test_volume_worked_example() -> None:
+    # 1,200,000 segments reach band 2: every one at 0.040 = 48,000 yuan.
+    assert pricing.volume_cost(CARD, 1_200_000) == 48_000 * 1_000_000
+    # Exactly 1,000,000: the last segment is still in band 1.
+    assert pricing.volume_cost(CARD, 1_000_000) == 45_000 * 1_000_000
+    assert pricing.volume_cost(CARD, 1_000_001) == 1_000_001 * 40_000
+
+
+@pytest.mark.parametrize(
+    ("bands", "expected"),
+    [
+        ([], "at least one band"),
+        ([Band(1, None, 10)], "must start at 0"),
+        ([Band(0, 10, 10), Band(20, None, 5)], "gap between band 1"),
+        ([Band(0, 10, 10), Band(5, None, 5)], "starts (5) before band 1 ends (10)"),
+        ([Band(0, 10, 10), Band(10, None, 12)], "prices may only fall"),
+        ([Band(0, 10, 10)], "last band must have no end"),
+        ([Band(0, 0, 10), Band(0, None, 5)], "ends (0) where or before it starts"),
+        ([Band(0, None, 10), Band(10, None, 5)], "has no end but band 2 follows"),
+    ],
+)
+def test_invalid_cards_say_why(bands: list[Band], expected: str) -> None:
+    assert any(expected in problem for problem in pricing.problems(bands))
+
+
+@st.composite
+def cards(draw: st.DrawFn) -> list[Band]:
+    """Any valid card: bounds strictly rising from 0, prices never rising."""
+    cuts = sorted(draw(st.sets(st.integers(1, 10_000_000), max_size=5)))
+    prices = sorted(
+        draw(st.lists(st.integers(0, 100_000), min_size=len(cuts) + 1, max_size=len(cuts) + 1)),
+        reverse=True,
+    )
+    starts = [0, *cuts]
+    ends: list[int | None] = [*cuts, None]
+    return [Band(a, b, p) for a, b, p in zip(starts, ends, prices, strict=True)]
+
+
+@given(cards())
+def test_generated_cards_are_valid(card: list[Band]) -> None:
+    assert pricing.problems(card) == []
+
+
+@given(cards(), st.integers(1, 20_000_000), st.integers(1, 20_000_000))
+def test_more_volume_never_raises_the_unit_price(card: list[Band], a: int, b: int) -> None:
+    low, high = sorted((a, b))
+    for mode in ("graduated", "volume"):
+        # cost(high) / high <= cost(low) / low, without division
+        assert pricing.cost(mode, card, high) * low <= pricing.cost(mode, card, low) * high
+
+
+@given(cards(), st.integers(0, 20_000_000))
+def test_volume_pricing_never_costs_more_than_graduated(card: list[Band], volume: int) -> None:
+    assert pricing.volume_cost(card, volume) <= pricing.graduated_cost(card, volume)

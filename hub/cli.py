@@ -1,4 +1,5 @@
-"""The `hub` command: up, serve, worker, migrate, tenants import, keys create, quota, audit."""
+"""The `hub` command: up, serve, worker, migrate, tenants import, keys create, quota, rates,
+audit."""
 
 from __future__ import annotations
 
@@ -20,6 +21,8 @@ import uvicorn
 
 from hub import embedded
 from hub.app import create_app
+from hub.billing import service as billing
+from hub.billing.schemas import RateCardIn
 from hub.db import migrate
 from hub.errors import ApiError
 from hub.quota import service as quota
@@ -286,6 +289,38 @@ def cmd_quota_set(settings: Settings, args: argparse.Namespace) -> int:
     return _run_on_db(settings, args, work)
 
 
+def cmd_rates_add(settings: Settings, args: argparse.Namespace) -> int:
+    """Add a rate card from a JSON file (the body of POST /v1/billing/rate-cards)."""
+    try:
+        card = msgspec.json.decode(Path(args.file).read_bytes(), type=RateCardIn)
+    except (OSError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+        _print(f"error: {args.file}: {exc}")
+        return 1
+
+    async def work(conn: asyncpg.Connection) -> int:
+        try:
+            saved = await billing.add_card(conn, card, CLI_ACTOR)
+        except ApiError as exc:
+            _print(f"error: {exc.detail}")
+            return 1
+        _print(f"rate card {saved.id}: {saved.carrier} from {saved.valid_from}, {saved.mode}")
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+def cmd_rates_list(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        for card in await billing.list_cards(conn, args.carrier):
+            bands = ", ".join(
+                f"{b.from_}..{'' if b.to is None else b.to}: {b.price_micros}" for b in card.bands
+            )
+            _print(f"{card.id}\t{card.carrier}\t{card.valid_from}\t{card.mode}\t{bands}")
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
 def cmd_quota_default(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         tenant = await _cli_tenant(conn, args.tenant)
@@ -371,6 +406,18 @@ def _parser() -> argparse.ArgumentParser:
     qdef.add_argument("--policy", choices=["strict", "pooled"], default="strict")
     data_dir_arg(qdef)
     qdef.set_defaults(run=cmd_quota_default)
+
+    rates = sub.add_parser("rates", help="carriers' rate cards (operator)").add_subparsers(
+        dest="rates_command", required=True
+    )
+    radd = rates.add_parser("add", help="add a rate card from a JSON file")
+    radd.add_argument("file", help='{"carrier", "valid_from", "mode", "bands", …} as for the API')
+    data_dir_arg(radd)
+    radd.set_defaults(run=cmd_rates_add)
+    rlist = rates.add_parser("list", help="the rate cards, per carrier newest first")
+    rlist.add_argument("--carrier")
+    data_dir_arg(rlist)
+    rlist.set_defaults(run=cmd_rates_list)
 
     audit = sub.add_parser("audit", help="check ledgers").add_subparsers(
         dest="audit_command", required=True

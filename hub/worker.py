@@ -15,6 +15,7 @@ from arq import cron, func
 from arq.worker import Worker
 
 from hub import queue
+from hub.billing.jobs import roll_up_usage
 from hub.campaigns.jobs import run_campaigns
 from hub.db import PoolDatabase, create_pool
 from hub.delivery import jobs as delivery_jobs
@@ -61,6 +62,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             func(expire_reservations, name="hub.quota.expire"),
             func(release_due_sends, name="hub.messages.release_due"),
             func(run_campaigns, name="hub.campaigns.run"),
+            func(roll_up_usage, name="hub.billing.roll_up"),
             func(delivery_jobs.deliver, name=DELIVER_JOB),
             func(delivery_jobs.sweep, name="hub.delivery.sweep"),
             func(delivery_jobs.push_webhooks, name=webhooks.WEBHOOK_JOB),
@@ -77,6 +79,8 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             cron(release_due_sends, name="hub.messages.release_due.cron", second={0}, unique=True),
             # Every minute: a campaign at 09:00 greets at 09:00, to the minute.
             cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
+            # Each minute: usage entries into the daily rollup (reads add the rest anyway).
+            cron(roll_up_usage, name="hub.billing.roll_up.cron", second={50}, unique=True),
             # Twice a minute: what Redis lost or a dead worker left goes back to work.
             cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
             # Every 10 s: replies whose push was not enqueued, or is due again after a failure.

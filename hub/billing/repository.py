@@ -28,3 +28,48 @@ WHERE carrier = $1 AND valid_from <= $2
 ORDER BY valid_from DESC
 LIMIT 1
 """
+
+# Segments that became billable, or were saved by dedup, today (Asia/Shanghai).
+RECORD_USAGE = """
+INSERT INTO usage_entries (tenant_id, day, carrier, kind, segments)
+SELECT u.tenant_id, (now() AT TIME ZONE 'Asia/Shanghai')::date, u.carrier, $1::usage_kind,
+       u.segments
+FROM UNNEST($2::bigint[], $3::text[], $4::bigint[]) AS u(tenant_id, carrier, segments)
+WHERE u.segments > 0
+"""
+
+# Fold up to $1 entries into the daily rollup (entries another run holds are left to it).
+ROLL_UP = """
+WITH taken AS (
+    DELETE FROM usage_entries
+    WHERE id IN (SELECT id FROM usage_entries ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+    RETURNING tenant_id, day, carrier, kind, segments
+), sums AS (
+    SELECT tenant_id, day, carrier,
+           coalesce(sum(segments) FILTER (WHERE kind = 'billable'), 0) AS billable,
+           coalesce(sum(segments) FILTER (WHERE kind = 'dedup'), 0) AS dedup
+    FROM taken GROUP BY tenant_id, day, carrier
+)
+INSERT INTO usage_daily AS d (tenant_id, day, carrier, billable, dedup)
+SELECT tenant_id, day, carrier, billable, dedup FROM sums
+ON CONFLICT (tenant_id, day, carrier)
+DO UPDATE SET billable = d.billable + excluded.billable, dedup = d.dedup + excluded.dedup
+"""
+
+# Per tenant of the subtree at $1 (or only that tenant) and carrier: the month's segments from
+# $2 to $3 (exclusive), rolled up or not yet.
+USAGE = """
+SELECT t.code AS tenant, u.carrier, sum(u.billable)::bigint AS billable,
+       sum(u.dedup)::bigint AS dedup
+FROM (
+    SELECT tenant_id, carrier, billable, dedup FROM usage_daily WHERE day >= $2 AND day < $3
+    UNION ALL
+    SELECT tenant_id, carrier,
+           CASE WHEN kind = 'billable' THEN segments ELSE 0 END,
+           CASE WHEN kind = 'dedup' THEN segments ELSE 0 END
+    FROM usage_entries WHERE day >= $2 AND day < $3
+) u JOIN tenants t ON t.id = u.tenant_id
+WHERE t.path = $1 OR ($4 AND t.path > $1 AND t.path < $1 || '~')
+GROUP BY t.code, u.carrier
+ORDER BY t.code, u.carrier
+"""

@@ -1,9 +1,10 @@
-"""Billing: rate cards (the operator's), checked before they are stored."""
+"""Billing: rate cards (the operator's), checked before they are stored; usage facts."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import date
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -61,3 +62,39 @@ async def list_cards(conn: asyncpg.Connection, carrier: str | None) -> list[Rate
 async def card_in_force(conn: asyncpg.Connection, carrier: str, month: date) -> RateCard | None:
     record = await conn.fetchrow(sql.CARD_IN_FORCE, carrier, month)
     return None if record is None else _card(record)
+
+
+UsageKind = Literal["billable", "dedup"]
+
+
+async def record_usage(
+    conn: asyncpg.Connection, kind: UsageKind, segments: Mapping[tuple[int, str], int]
+) -> None:
+    """Note segments that became billable (or were saved by dedup) today, per (tenant id,
+    carrier). Appended, never updated in place: callers sit on delivery's hot path."""
+    live = [(t, c, n) for (t, c), n in segments.items() if n > 0]
+    if live:
+        tenants, carriers, counts = (list(column) for column in zip(*live, strict=True))
+        await conn.execute(sql.RECORD_USAGE, kind, tenants, carriers, counts)
+
+
+async def roll_up(conn: asyncpg.Connection, batch: int = 10_000) -> int:
+    """Fold usage entries into the daily rollup; how many rows of the rollup changed."""
+    status: str = await conn.execute(sql.ROLL_UP, batch)
+    return int(status.split()[-1])
+
+
+class CarrierUsage(msgspec.Struct, frozen=True):
+    tenant: str
+    carrier: str
+    billable: int
+    dedup: int
+
+
+async def usage(
+    conn: asyncpg.Connection, tenant_path: str, month: date, *, subtree: bool
+) -> list[CarrierUsage]:
+    """The month's billable and deduplicated segments per tenant and carrier."""
+    end = date(month.year + month.month // 12, month.month % 12 + 1, 1)
+    records = await conn.fetch(sql.USAGE, tenant_path, month, end, subtree)
+    return [msgspec.convert(dict(r.items()), CarrierUsage) for r in records]

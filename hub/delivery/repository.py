@@ -112,6 +112,8 @@ RETURNING m.id
 class ReceiptTarget(msgspec.Struct, frozen=True):
     id: int
     send_id: int
+    tenant_id: int
+    carrier: str
     segments: int
     reference: str
     status: str
@@ -125,7 +127,8 @@ SET status = r.status::message_status, error = nullif(r.code, ''), done_at = now
     updated_at = now()
 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
 WHERE m.gateway = $1 AND m.reference = r.reference AND m.status = 'sent'
-RETURNING m.id, m.send_id, m.segments, m.reference, m.status::text AS status
+RETURNING m.id, m.send_id, m.tenant_id, m.carrier, m.segments, m.reference,
+          m.status::text AS status
 """
 
 # Serialise the recording of `sent` references with receipts for them that found no message:
@@ -187,7 +190,7 @@ SET status = CASE WHEN submitted_at IS NULL THEN 'accepted' ELSE status END::mes
     lease_until = CASE WHEN submitted_at IS NULL THEN NULL ELSE lease_until END,
     updated_at = now()
 WHERE send_id = $1 AND status = 'sending' AND lease_until < now()
-RETURNING id, segments, submitted_at IS NOT NULL AS unknown
+RETURNING id, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown
 """
 
 # Messages of a send still open: waiting, or being sent.

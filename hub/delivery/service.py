@@ -29,6 +29,7 @@ import asyncpg
 import msgspec
 from arq.connections import ArqRedis
 
+from hub.billing import service as billing
 from hub.db import Database
 from hub.delivery import gateways, webhooks
 from hub.delivery import inbound as inbound_replies
@@ -183,7 +184,7 @@ class Delivery:
             ]
             outcomes = await self._submit(gateway, outbound, chunk)
             async with self.db.acquire() as conn, conn.transaction():
-                retry = await self._record(conn, send, config, chunk, outcomes)
+                retry = await self._record(conn, send, carrier, config, chunk, outcomes)
             if retry is not None:
                 retry_at = min(retry_at or retry, retry)
         if retry_at is not None:
@@ -217,16 +218,10 @@ class Delivery:
         self.router.outcome(name, ok=transient < len(outbound))
         return outcomes
 
-    async def _record(
-        self,
-        conn: asyncpg.Connection,
-        send: SendInfo,
-        gateway: GatewayConfig,
-        chunk: Sequence[Claimed],
-        outcomes: Sequence[Outcome],
-    ) -> datetime | None:
-        """Record a chunk's outcomes and settle its quota; returns the earliest retry time."""
-        by_id = {m.id: m for m in chunk}
+    def _sort(
+        self, send: SendInfo, by_id: dict[int, Claimed], outcomes: Sequence[Outcome]
+    ) -> tuple[list[Accepted], list[Failed], list[Failed], list[tuple[Failed, datetime]]]:
+        """Sent; failed for good; expired (no retry fits the validity); to retry, and when."""
         answered = {o.message_id for o in outcomes}
         # An adapter that forgot a message: treat it as a transient failure, never as sent.
         outcomes = [
@@ -246,6 +241,20 @@ class Delivery:
                 else:
                     at = now + timedelta(seconds=backoff(by_id[o.message_id].attempts, self.config))
                     (expired.append(o) if at >= deadline else retries.append((o, at)))
+        return sent, failed, expired, retries
+
+    async def _record(
+        self,
+        conn: asyncpg.Connection,
+        send: SendInfo,
+        carrier: str,
+        gateway: GatewayConfig,
+        chunk: Sequence[Claimed],
+        outcomes: Sequence[Outcome],
+    ) -> datetime | None:
+        """Record a chunk's outcomes and settle its quota; returns the earliest retry time."""
+        by_id = {m.id: m for m in chunk}
+        sent, failed, expired, retries = self._sort(send, by_id, outcomes)
         used = released = 0
         if sent:
             # A receipt for one of these that found no message waits for this commit, or is
@@ -278,6 +287,8 @@ class Delivery:
                 [o.code for o, _ in retries],
                 [by_id[o.message_id].attempts for o, _ in retries],
             )
+        if used:  # billable from now on (before the quota: keep its hot lock short)
+            await billing.record_usage(conn, "billable", {(send.tenant_id, carrier): used})
         if send.reservation_id is not None and (used or released):
             await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
         return min((at for _, at in retries), default=None)
@@ -381,10 +392,15 @@ async def apply_receipts(
 
 
 async def _settle_on_delivery(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -> None:
-    """Where the gateway bills on delivery: delivered segments are used, undelivered released."""
+    """Where the gateway bills on delivery: delivered segments are used (and billable),
+    undelivered ones released."""
     per_send: dict[int, list[int]] = defaultdict(lambda: [0, 0])
+    billable: dict[tuple[int, str], int] = defaultdict(int)
     for r in rows:
         per_send[r.send_id][0 if r.status == "delivered" else 1] += r.segments
+        if r.status == "delivered":
+            billable[r.tenant_id, r.carrier] += r.segments
+    await billing.record_usage(conn, "billable", billable)
     reservations = {
         r["id"]: r["reservation_id"]
         for r in await conn.fetch(sql.SEND_RESERVATIONS, list(per_send))
@@ -450,6 +466,10 @@ async def sweep(
             if unknown:
                 report["unknown"] += len(unknown)
                 await conn.execute(sql.CLOSE_UNKNOWN, [r["id"] for r in unknown])
+                maybe_sent: dict[tuple[int, str], int] = defaultdict(int)
+                for r in unknown:  # counted as sent: billable, and their quota used
+                    maybe_sent[r["tenant_id"], r["carrier"]] += r["segments"]
+                await billing.record_usage(conn, "billable", maybe_sent)
                 if reservation_id is not None:
                     segments = sum(r["segments"] for r in unknown)
                     await quota.settle_parts(conn, {reservation_id: (segments, 0)}, ACTOR)

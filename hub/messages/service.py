@@ -12,11 +12,13 @@ Order inside the request's transaction, so that a 429 leaves nothing behind:
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
 import msgspec
 
+from hub.billing import service as billing
 from hub.contacts import service as contacts
 from hub.dedup import service as dedup
 from hub.errors import Conflict, Invalid, NotFound
@@ -122,8 +124,8 @@ async def _deduplicate(
     body: str,
     phones: list[str],
     window_seconds: float,
-) -> int:
-    """Layer 3: mark messages whose content key another message holds; returns how many."""
+) -> set[str]:
+    """Layer 3: mark messages whose content key another message holds; returns their phones."""
     duplicates = await dedup.claim_send(conn, send_id, tenant.id, body, phones, window_seconds)
     if duplicates:
         await conn.execute(
@@ -133,7 +135,7 @@ async def _deduplicate(
             [h.message_id for h in duplicates.values()],
             [h.tenant_id for h in duplicates.values()],
         )
-    return len(duplicates)
+    return set(duplicates)
 
 
 async def quiet_hours_for(
@@ -222,13 +224,18 @@ async def create_send(
     )
     await _write_messages(conn, send_id, tenant, recipients, opted_out, segments.count)
     candidates = [p for p in phones if p not in opted_out]
-    duplicates = 0
+    duplicates: set[str] = set()
     if request.dedup == "on":
         duplicates = await _deduplicate(
             conn, send_id, tenant, body, candidates, settings.dedup.window_seconds
         )
+    if duplicates:  # what dedup saved, per carrier, for the tenant's statement
+        saved = Counter(r.carrier for r in recipients if r.phone in duplicates)
+        await billing.record_usage(
+            conn, "dedup", {(tenant.id, c): n * segments.count for c, n in saved.items()}
+        )
 
-    accepted = len(candidates) - duplicates
+    accepted = len(candidates) - len(duplicates)
     total = accepted * segments.count
     reservation_id = None
     if total:
@@ -253,7 +260,7 @@ async def create_send(
         held_until=timing.held_until,
         counts=Counts(
             accepted=accepted,
-            deduplicated=duplicates,
+            deduplicated=len(duplicates),
             opted_out=len(opted_out),
             rejected=len(rejected),
             repeated=repeats,

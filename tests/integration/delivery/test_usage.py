@@ -1,0 +1,77 @@
+"""Usage facts as messages become billable, dedup savings apart, folded into the daily rollup."""
+
+from __future__ import annotations
+
+import asyncpg
+import httpx
+from arq.connections import ArqRedis
+
+from hub.billing import service as billing
+from hub.quota.service import current_period
+from hub.settings import GatewayConfig, Settings
+from tests.factories import bearer
+from tests.integration.delivery.conftest import RunWorker, live_client, with_gateways
+
+PHONES = ["13800138000", "13800138001", "18612345678", "13311110000"]  # 移动 twice, 联通, 电信
+
+
+async def _usage(conn: asyncpg.Connection, code: str = "510104") -> dict[str, tuple[int, int]]:
+    path = await conn.fetchval("SELECT path FROM tenants WHERE code = $1", code)
+    rows = await billing.usage(conn, path, current_period(), subtree=True)
+    return {f"{r.tenant}/{r.carrier}": (r.billable, r.dedup) for r in rows}
+
+
+async def test_sent_segments_become_billable_per_carrier_and_dedup_is_counted_apart(
+    client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str, run_worker: RunWorker
+) -> None:
+    body = "各党支部：" + "请于本周五前报送年度党员发展计划。" * 5  # 2 segments
+    first = await client.post(
+        "/v1/messages", json={"to": PHONES, "body": body}, headers=bearer(county_key)
+    )
+    assert first.json()["segments_per_message"] == 2
+    # The same notice again to two of them (and one new phone): two are deduplicated.
+    again = await client.post(
+        "/v1/messages",
+        json={"to": [*PHONES[:2], "13900000000"], "body": body},
+        headers=bearer(county_key),
+    )
+    assert again.json()["counts"]["deduplicated"] == 2
+    assert await _usage(live_db) == {"510104/中国移动": (0, 4)}  # nothing sent yet: only savings
+
+    await run_worker()
+    expected = {
+        "510104/中国移动": (6, 4),  # 138…000, 138…001, then 139…: 3 messages of 2 segments
+        "510104/中国联通": (2, 0),
+        "510104/中国电信": (2, 0),
+    }
+    assert await _usage(live_db) == expected
+    # Folding the entries into the rollup changes nothing a reader sees.
+    async with live_db.transaction():
+        assert await billing.roll_up(live_db) == 3
+    assert await live_db.fetchval("SELECT count(*) FROM usage_entries") == 0
+    assert await _usage(live_db) == expected
+    # The province reads its subtree's usage.
+    assert await _usage(live_db, "510000") == expected
+
+
+async def test_a_gateway_billing_on_delivery_bills_only_what_was_delivered(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    outbox = GatewayConfig(
+        name="outbox",
+        kind="outbox",
+        bills_on="delivered",
+        options={"receipt_delay": 0, "undelivered_suffix": "0000"},
+    )
+    settings = with_gateways(live_settings, outbox)
+    async for client in live_client(settings, redis):
+        await client.post(
+            "/v1/messages", json={"to": PHONES, "body": "通知"}, headers=bearer(county_key)
+        )
+    await run_worker(settings)
+    # 13311110000 was undelivered: not billable.
+    assert await _usage(live_db) == {"510104/中国移动": (2, 0), "510104/中国联通": (1, 0)}

@@ -15,7 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
 from hub import queue
-from hub.billing.controllers import BillingController
+from hub.billing.controllers import BillingController, UsageController
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
@@ -85,6 +85,7 @@ def create_app(
             CampaignController,
             GatewayCallbackController,
             BillingController,
+            UsageController,
             InboundController,
             docs,
         ],

@@ -1,16 +1,18 @@
-"""Billing routes: the operator's rate cards."""
+"""Billing routes: the operator's rate cards; the running usage estimate."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
 from litestar import Controller, get, post
+from litestar.datastructures import State
 from litestar.params import JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED
 
 from hub.billing import service
-from hub.billing.schemas import RateCard, RateCardIn, RateCardList
+from hub.billing.schemas import RateCard, RateCardIn, RateCardList, UsageView
 from hub.errors import error_responses
+from hub.quota.schemas import PERIOD_PATTERN, parse_period
 from hub.settings import Carrier
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Conn
@@ -46,3 +48,32 @@ class BillingController(Controller):
         carrier: Annotated[Carrier | None, QueryParameter(description="one carrier")] = None,
     ) -> RateCardList:
         return RateCardList(items=await service.list_cards(conn, carrier))
+
+
+class UsageController(Controller):
+    path = "/v1/usage"
+    tags = ["billing"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get(
+        "/",
+        guards=[require(Scope.BILLING_READ)],
+        responses=error_responses(422),
+        summary="The month so far: segments, estimated cost, list price, savings, dedup savings",
+    )
+    async def usage(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        state: State,
+        period: Annotated[str, QueryParameter(pattern=PERIOD_PATTERN, description="YYYY-MM")],
+        subtree: Annotated[bool, QueryParameter(description="every tenant below too")] = False,
+    ) -> UsageView:
+        month = parse_period(period)
+        assert month is not None  # the pattern was checked
+        return await service.estimate(
+            conn,
+            request.user.tenant_path,
+            month,
+            subtree=subtree,
+            default_list_price=state.settings.billing.list_price_micros,
+        )

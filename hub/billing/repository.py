@@ -73,3 +73,14 @@ WHERE t.path = $1 OR ($4 AND t.path > $1 AND t.path < $1 || '~')
 GROUP BY t.code, u.carrier
 ORDER BY t.code, u.carrier
 """
+
+# The whole hub's billable segments per carrier from $1 to $2 (exclusive): what the tiers count.
+HUB_VOLUME = """
+SELECT carrier, sum(billable)::bigint AS segments FROM (
+    SELECT carrier, billable FROM usage_daily WHERE day >= $1 AND day < $2
+    UNION ALL
+    SELECT carrier, segments FROM usage_entries
+    WHERE kind = 'billable' AND day >= $1 AND day < $2
+) u
+GROUP BY carrier
+"""

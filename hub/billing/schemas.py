@@ -44,3 +44,39 @@ class RateCard(msgspec.Struct, frozen=True):
 
 class RateCardList(msgspec.Struct, frozen=True):
     items: list[RateCard]
+
+
+class CarrierRate(msgspec.Struct, frozen=True):
+    """The month so far for one carrier, hub-wide: its volume, and what the card in force makes
+    it cost (list price where no card is in force)."""
+
+    carrier: str
+    hub_segments: int
+    hub_cost_micros: int
+    rate_card: int | None
+    list_price_micros: int  # per segment
+
+
+class TenantCarrierUsage(msgspec.Struct, frozen=True):
+    carrier: str
+    segments: int
+    cost_micros: int
+
+
+class TenantUsage(msgspec.Struct, frozen=True):
+    tenant: str
+    segments: int
+    # Its share of the hub's cost: its segments at each carrier's blended rate (hub cost / hub
+    # volume), rounded to the micro-yuan; an estimate until the period is closed.
+    cost_micros: int
+    list_price_micros: int  # what the same segments would cost it alone
+    savings_micros: int  # list price less cost
+    dedup_segments: int  # not sent: the same text had reached the phone already
+    dedup_savings_micros: int  # those segments at the blended rate
+    carriers: list[TenantCarrierUsage]
+
+
+class UsageView(msgspec.Struct, frozen=True):
+    period: str
+    rates: list[CarrierRate]
+    items: list[TenantUsage]

@@ -11,7 +11,14 @@ import msgspec
 
 from hub.billing import pricing
 from hub.billing import repository as sql
-from hub.billing.schemas import RateCard, RateCardIn
+from hub.billing.schemas import (
+    CarrierRate,
+    RateCard,
+    RateCardIn,
+    TenantCarrierUsage,
+    TenantUsage,
+    UsageView,
+)
 from hub.errors import Conflict, Forbidden, Invalid
 from tenants.service import ROOT_CODE, Principal
 
@@ -95,6 +102,70 @@ async def usage(
     conn: asyncpg.Connection, tenant_path: str, month: date, *, subtree: bool
 ) -> list[CarrierUsage]:
     """The month's billable and deduplicated segments per tenant and carrier."""
-    end = date(month.year + month.month // 12, month.month % 12 + 1, 1)
-    records = await conn.fetch(sql.USAGE, tenant_path, month, end, subtree)
+    records = await conn.fetch(sql.USAGE, tenant_path, month, _month_after(month), subtree)
     return [msgspec.convert(dict(r.items()), CarrierUsage) for r in records]
+
+
+def _share(total: int, part: int, whole: int) -> int:
+    """total * part / whole, rounded half up, in integers."""
+    return (2 * total * part + whole) // (2 * whole) if whole else 0
+
+
+async def _rates(
+    conn: asyncpg.Connection, month: date, end: date, default_list_price: int
+) -> dict[str, CarrierRate]:
+    rates: dict[str, CarrierRate] = {}
+    for r in await conn.fetch(sql.HUB_VOLUME, month, end):
+        carrier, volume = r["carrier"], r["segments"]
+        card = await card_in_force(conn, carrier, month)
+        list_price = card.list_price_micros if card else default_list_price
+        cost = pricing.cost(card.mode, card.bands, volume) if card else volume * list_price
+        rates[carrier] = CarrierRate(carrier, volume, cost, card.id if card else None, list_price)
+    return rates
+
+
+async def estimate(
+    conn: asyncpg.Connection,
+    tenant_path: str,
+    month: date,
+    *,
+    subtree: bool,
+    default_list_price: int,
+) -> UsageView:
+    """The running estimate: each tenant's segments at the month's blended rates so far."""
+    end = _month_after(month)
+    rates = await _rates(conn, month, end, default_list_price)
+    per_tenant: dict[str, list[CarrierUsage]] = {}
+    for row in await usage(conn, tenant_path, month, subtree=subtree):
+        per_tenant.setdefault(row.tenant, []).append(row)
+    items = []
+    for tenant, rows in per_tenant.items():
+        carriers, cost, listed, saved = [], 0, 0, 0
+        for row in rows:
+            rate = rates.get(row.carrier)
+            hub_cost, hub_volume = (rate.hub_cost_micros, rate.hub_segments) if rate else (0, 0)
+            price = rate.list_price_micros if rate else default_list_price
+            share = _share(hub_cost, row.billable, hub_volume)
+            carriers.append(TenantCarrierUsage(row.carrier, row.billable, share))
+            cost += share
+            listed += row.billable * price
+            saved += _share(hub_cost, row.dedup, hub_volume) if hub_volume else row.dedup * price
+        items.append(
+            TenantUsage(
+                tenant=tenant,
+                segments=sum(r.billable for r in rows),
+                cost_micros=cost,
+                list_price_micros=listed,
+                savings_micros=listed - cost,
+                dedup_segments=sum(r.dedup for r in rows),
+                dedup_savings_micros=saved,
+                carriers=carriers,
+            )
+        )
+    return UsageView(
+        period=f"{month:%Y-%m}", rates=sorted(rates.values(), key=lambda r: r.carrier), items=items
+    )
+
+
+def _month_after(month: date) -> date:
+    return date(month.year + month.month // 12, month.month % 12 + 1, 1)

@@ -70,3 +70,22 @@ def volume_cost(bands: Sequence[Band], volume: int) -> int:
 
 def cost(mode: str, bands: Sequence[Band], volume: int) -> int:
     return graduated_cost(bands, volume) if mode == "graduated" else volume_cost(bands, volume)
+
+
+def allocate(total: int, weights: Sequence[int]) -> list[int]:
+    """Split `total` (whole units, e.g. fen) in proportion to `weights` so the parts add up to
+    exactly `total`: each part is its exact share rounded down, and the units left over go to
+    the largest remainders (ties to the earlier weight, so the result is deterministic)."""
+    whole = sum(weights)
+    if total < 0 or any(w < 0 for w in weights):
+        raise ValueError("allocate takes a non-negative total and weights")
+    if whole == 0:
+        if total:
+            raise ValueError("cannot allocate a non-zero total over zero weights")
+        return [0] * len(weights)
+    parts = [total * w // whole for w in weights]
+    remainders = [total * w % whole for w in weights]
+    left = total - sum(parts)
+    for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:left]:
+        parts[i] += 1
+    return parts

@@ -79,3 +79,23 @@ def test_more_volume_never_raises_the_unit_price(card: list[Band], a: int, b: in
 @given(cards(), st.integers(0, 20_000_000))
 def test_volume_pricing_never_costs_more_than_graduated(card: list[Band], volume: int) -> None:
     assert pricing.volume_cost(card, volume) <= pricing.graduated_cost(card, volume)
+
+
+def test_allocate_worked_example() -> None:
+    # 100 fen over 1 : 1 : 1 → 33.33 each; the one fen left goes to the first largest remainder.
+    assert pricing.allocate(100, [1, 1, 1]) == [34, 33, 33]
+    # 10 fen over 5 : 3 : 2 splits exactly.
+    assert pricing.allocate(10, [5, 3, 2]) == [5, 3, 2]
+    assert pricing.allocate(0, [0, 0]) == [0, 0]
+
+
+@given(st.integers(0, 10**12), st.lists(st.integers(0, 10**9), min_size=1, max_size=300))
+def test_allocations_add_up_exactly_and_stay_within_a_unit(total: int, weights: list[int]) -> None:
+    if sum(weights) == 0:
+        total = 0
+    parts = pricing.allocate(total, weights)
+    assert sum(parts) == total
+    whole = sum(weights) or 1
+    for part, weight in zip(parts, weights, strict=True):
+        exact_floor = total * weight // whole
+        assert exact_floor <= part <= exact_floor + 1

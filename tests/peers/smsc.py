@@ -77,6 +77,7 @@ class FakeSmsc:
         self._failures: list[int] = []
         self._partial: dict[tuple[str, int, int], dict[int, str]] = {}
         self._sessions: dict[str, tuple[smpp34.Esme, asyncio.Task[None]]] = {}
+        self._bound_once = asyncio.Event()
         self._queues: dict[str, asyncio.Queue[tuple[str, str, str]]] = {}
         self._ids = (f"{secrets.token_hex(3)}{n:x}" for n in itertools.count(1))
 
@@ -111,7 +112,10 @@ class FakeSmsc:
         await self._server.stop()
 
     async def send_mo(self, phone: str, to: str, text: str) -> None:
-        """A reply from `phone` to `to`, on the session bound last."""
+        """A reply from `phone` to `to`, on the session bound last (waiting for the bind to
+        reach this side: the client may see its bind_resp before we have filed the session)."""
+        async with asyncio.timeout(10):
+            await self._bound_once.wait()
         esme, _ = list(self._sessions.values())[-1]
         data, reference = text.encode("utf-16-be"), secrets.randbelow(256)
         chunks = (
@@ -150,6 +154,7 @@ class FakeSmsc:
         self.binds += 1
         queue = self._queues[esme.session_id] = asyncio.Queue()
         self._sessions[esme.session_id] = (esme, asyncio.create_task(self._push(esme, queue)))
+        self._bound_once.set()
 
     def _submit(self, event: smpp34.SubmitSmEvent) -> None:
         self.received += 1

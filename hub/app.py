@@ -15,7 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
 from hub import queue
-from hub.billing.controllers import BillingController, UsageController
+from hub.billing.controllers import BillingController, CloseController, UsageController
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
@@ -86,6 +86,7 @@ def create_app(
             GatewayCallbackController,
             BillingController,
             UsageController,
+            CloseController,
             InboundController,
             docs,
         ],

@@ -74,6 +74,8 @@ class MessagesSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class BillingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # What a tenant alone would pay a carrier per segment, in micro-yuan (0.06 yuan).
     list_price_micros: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+    # A month may be closed this many days after it ends (late receipts arrive meanwhile).
+    close_grace_days: Annotated[int, msgspec.Meta(ge=0, le=60)] = 3
 
 
 GatewayName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]

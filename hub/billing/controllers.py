@@ -6,11 +6,11 @@ from typing import Annotated
 
 from litestar import Controller, get, post
 from litestar.datastructures import State
-from litestar.params import JSONBody, QueryParameter
-from litestar.status_codes import HTTP_201_CREATED
+from litestar.params import JSONBody, PathParameter, QueryParameter
+from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from hub.billing import service
-from hub.billing.schemas import RateCard, RateCardIn, RateCardList, UsageView
+from hub.billing.schemas import CloseSummary, RateCard, RateCardIn, RateCardList, UsageView
 from hub.errors import error_responses
 from hub.quota.schemas import PERIOD_PATTERN, parse_period
 from hub.settings import Carrier
@@ -48,6 +48,36 @@ class BillingController(Controller):
         carrier: Annotated[Carrier | None, QueryParameter(description="one carrier")] = None,
     ) -> RateCardList:
         return RateCardList(items=await service.list_cards(conn, carrier))
+
+
+Period = Annotated[str, PathParameter(pattern=PERIOD_PATTERN, description="YYYY-MM")]
+
+
+class CloseController(Controller):
+    path = "/v1/billing/{period:str}"
+    tags = ["billing"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post(
+        "/close",
+        guards=[require(Scope.BILLING_WRITE)],
+        responses=error_responses(403, 409, 422),
+        status_code=HTTP_200_OK,
+        summary="Close a month (after its grace window): the hub's cost allocated to tenants",
+    )
+    async def close(
+        self, request: AuthedRequest, conn: Conn, state: State, period: Period
+    ) -> CloseSummary:
+        service.require_operator(request.user)
+        month = parse_period(period)
+        assert month is not None  # the pattern was checked
+        billing = state.settings.billing
+        return await service.close_period(
+            conn,
+            month,
+            f"key:{request.user.key_prefix}",
+            grace_days=billing.close_grace_days,
+            default_list_price=billing.list_price_micros,
+        )
 
 
 class UsageController(Controller):

@@ -44,11 +44,16 @@ WITH taken AS (
     DELETE FROM usage_entries
     WHERE id IN (SELECT id FROM usage_entries ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
     RETURNING tenant_id, day, carrier, kind, segments
+), dated AS (
+    -- A day of a closed month moves to the first day after the last closed month.
+    SELECT tenant_id, greatest(day, (SELECT (max(period) + interval '1 month')::date
+                                     FROM billing_periods)) AS day, carrier, kind, segments
+    FROM taken
 ), sums AS (
     SELECT tenant_id, day, carrier,
            coalesce(sum(segments) FILTER (WHERE kind = 'billable'), 0) AS billable,
            coalesce(sum(segments) FILTER (WHERE kind = 'dedup'), 0) AS dedup
-    FROM taken GROUP BY tenant_id, day, carrier
+    FROM dated GROUP BY tenant_id, day, carrier
 )
 INSERT INTO usage_daily AS d (tenant_id, day, carrier, billable, dedup)
 SELECT tenant_id, day, carrier, billable, dedup FROM sums
@@ -83,4 +88,47 @@ SELECT carrier, sum(billable)::bigint AS segments FROM (
     WHERE kind = 'billable' AND day >= $1 AND day < $2
 ) u
 GROUP BY carrier
+"""
+
+# Close a month; nothing if it was closed already.
+CLOSE_PERIOD = """
+INSERT INTO billing_periods (period, closed_by) VALUES ($1, $2)
+ON CONFLICT (period) DO NOTHING
+RETURNING closed_at
+"""
+
+# When a month was closed (NULL: open), and the last closed month.
+CLOSED_AT = "SELECT closed_at FROM billing_periods WHERE period = $1"
+LAST_CLOSED = "SELECT max(period) FROM billing_periods"
+
+# Per tenant and carrier, the month's rolled-up segments.
+MONTH_USAGE = """
+SELECT tenant_id, carrier, sum(billable)::bigint AS billable, sum(dedup)::bigint AS dedup
+FROM usage_daily WHERE day >= $1 AND day < $2
+GROUP BY tenant_id, carrier
+ORDER BY carrier, tenant_id
+"""
+
+INSERT_CARRIER_COSTS = """
+INSERT INTO billing_carrier_costs (period, carrier, segments, cost_micros, rate_card)
+SELECT $1, * FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::bigint[])
+"""
+
+INSERT_LINES = """
+INSERT INTO billing_lines (period, tenant_id, carrier, segments, cost_micros, list_price_micros,
+                           dedup_segments)
+SELECT $1, * FROM UNNEST($2::bigint[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[],
+                         $7::bigint[])
+"""
+
+# A closed month's hub cost per carrier.
+CARRIER_COSTS = """
+SELECT carrier, segments, cost_micros, rate_card FROM billing_carrier_costs
+WHERE period = $1 ORDER BY carrier
+"""
+
+# A closed month's lines: how many, and their total.
+LINE_TOTALS = """
+SELECT count(*) AS lines, coalesce(sum(cost_micros), 0)::bigint AS cost_micros
+FROM billing_lines WHERE period = $1
 """

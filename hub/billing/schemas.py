@@ -80,3 +80,19 @@ class UsageView(msgspec.Struct, frozen=True):
     period: str
     rates: list[CarrierRate]
     items: list[TenantUsage]
+
+
+class CarrierCost(msgspec.Struct, frozen=True):
+    carrier: str
+    segments: int
+    cost_micros: int  # the tiers on the hub-wide volume, rounded to the fen
+    rate_card: int | None
+
+
+class CloseSummary(msgspec.Struct, frozen=True):
+    period: str
+    closed_at: datetime
+    carriers: list[CarrierCost]
+    lines: int
+    # The tenants' lines add up to exactly this: the sum of the carriers' costs.
+    cost_micros: int

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date
+from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
 import asyncpg
@@ -12,14 +12,17 @@ import msgspec
 from hub.billing import pricing
 from hub.billing import repository as sql
 from hub.billing.schemas import (
+    CarrierCost,
     CarrierRate,
+    CloseSummary,
     RateCard,
     RateCardIn,
     TenantCarrierUsage,
     TenantUsage,
     UsageView,
 )
-from hub.errors import Conflict, Forbidden, Invalid
+from hub.errors import Conflict, Forbidden, Invalid, NotFound
+from hub.quota.schemas import BUSINESS_TZ
 from tenants.service import ROOT_CODE, Principal
 
 
@@ -41,6 +44,8 @@ async def add_card(conn: asyncpg.Connection, card: RateCardIn, actor: str) -> Ra
     found = pricing.problems(card.bands)
     if card.valid_from.day != 1:
         found.append(f"valid_from must be the first day of a month, not {card.valid_from}")
+    if not found:
+        await ensure_open(conn, card.valid_from)
     if found:
         raise Invalid(
             "invalid rate card: " + "; ".join(found),
@@ -169,3 +174,94 @@ async def estimate(
 
 def _month_after(month: date) -> date:
     return date(month.year + month.month // 12, month.month % 12 + 1, 1)
+
+
+MICROS_PER_FEN = 10_000
+
+
+async def close_period(
+    conn: asyncpg.Connection,
+    month: date,
+    actor: str,
+    *,
+    grace_days: int,
+    default_list_price: int,
+    now: datetime | None = None,
+) -> CloseSummary:
+    """Close a month once its grace window has passed: per carrier, the tiers on the hub-wide
+    volume give the hub's cost (rounded to the fen), split over the tenants pro rata by
+    segments by largest remainder, so their lines add up to it exactly. Closing again answers
+    the same summary and changes nothing."""
+    end = _month_after(month)
+    closable = datetime.combine(end, time(), BUSINESS_TZ) + timedelta(days=grace_days)
+    if (now or datetime.now(UTC)) < closable:
+        raise Conflict(
+            f"{month:%Y-%m} can be closed from {closable:%Y-%m-%d %H:%M} (Asia/Shanghai)"
+        )
+    if await conn.fetchval(sql.CLOSED_AT, month) is None:
+        while await roll_up(conn):  # every entry of the month into the rollup, before closing
+            pass
+        if await conn.fetchval(sql.CLOSE_PERIOD, month, actor) is not None:
+            await _write_close(conn, month, end, default_list_price)
+    return await close_summary(conn, month)
+
+
+async def _write_close(
+    conn: asyncpg.Connection, month: date, end: date, default_list_price: int
+) -> None:
+    rows: dict[str, list[asyncpg.Record]] = {}
+    for r in await conn.fetch(sql.MONTH_USAGE, month, end):
+        rows.setdefault(r["carrier"], []).append(r)
+    costs: list[tuple[str, int, int, int | None]] = []
+    lines: list[tuple[int, str, int, int, int, int]] = []
+    for carrier, tenants in rows.items():
+        volume = sum(r["billable"] for r in tenants)
+        card = await card_in_force(conn, carrier, month)
+        micros = (
+            pricing.cost(card.mode, card.bands, volume) if card else volume * default_list_price
+        )
+        fen = (micros + MICROS_PER_FEN // 2) // MICROS_PER_FEN
+        costs.append((carrier, volume, fen * MICROS_PER_FEN, card.id if card else None))
+        list_price = card.list_price_micros if card else default_list_price
+        shares = pricing.allocate(fen, [r["billable"] for r in tenants])
+        lines += [
+            (
+                r["tenant_id"],
+                carrier,
+                r["billable"],
+                share * MICROS_PER_FEN,
+                r["billable"] * list_price,
+                r["dedup"],
+            )
+            for r, share in zip(tenants, shares, strict=True)
+        ]
+    if costs:
+        await conn.execute(sql.INSERT_CARRIER_COSTS, month, *map(list, zip(*costs, strict=True)))
+    if lines:
+        await conn.execute(sql.INSERT_LINES, month, *map(list, zip(*lines, strict=True)))
+
+
+async def close_summary(conn: asyncpg.Connection, month: date) -> CloseSummary:
+    closed_at = await conn.fetchval(sql.CLOSED_AT, month)
+    if closed_at is None:
+        raise NotFound(f"{month:%Y-%m} is not closed")
+    carriers = [
+        msgspec.convert(dict(r.items()), CarrierCost)
+        for r in await conn.fetch(sql.CARRIER_COSTS, month)
+    ]
+    totals = await conn.fetchrow(sql.LINE_TOTALS, month)
+    assert totals is not None
+    return CloseSummary(
+        period=f"{month:%Y-%m}",
+        closed_at=closed_at,
+        carriers=carriers,
+        lines=totals["lines"],
+        cost_micros=totals["cost_micros"],
+    )
+
+
+async def ensure_open(conn: asyncpg.Connection, month: date) -> None:
+    """409 if `month` (or a later one) is closed: a closed period is never written again."""
+    last = await conn.fetchval(sql.LAST_CLOSED)
+    if last is not None and month <= last:
+        raise Conflict(f"{month:%Y-%m} is closed (billing is closed up to {last:%Y-%m})")

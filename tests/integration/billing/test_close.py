@@ -1,0 +1,113 @@
+"""POST /v1/billing/{period}/close: the hub's cost per carrier, allocated to the fen, exactly."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+
+import asyncpg
+import httpx
+import pytest
+
+from hub.billing import service as billing
+from hub.billing.schemas import Band, RateCardIn
+from hub.errors import Conflict
+from tests.factories import bearer, make_key, make_small_tree
+
+OCTOBER = date(2026, 10, 1)
+
+
+async def _usage(conn: asyncpg.Connection, day: date, code: str, carrier: str, n: int) -> None:
+    await conn.execute(
+        "INSERT INTO usage_entries (tenant_id, day, carrier, kind, segments)"
+        " SELECT id, $2, $3, 'billable', $4 FROM tenants WHERE code = $1",
+        code,
+        day,
+        carrier,
+        n,
+    )
+
+
+@pytest.fixture
+async def operator(conn: asyncpg.Connection) -> str:
+    await make_small_tree(conn)
+    # 中国移动: 0.040 yuan for the hub's first 5 segments of a month, 0.030 beyond.
+    card = RateCardIn(
+        carrier="中国移动",
+        valid_from=OCTOBER,
+        mode="graduated",
+        bands=[Band(0, 5, 40_000), Band(5, None, 30_000)],
+    )
+    await billing.add_card(conn, card, "test")
+    for code, n in (("510104", 3), ("510105", 3), ("510300", 1)):
+        await _usage(conn, date(2026, 10, 15), code, "中国移动", n)
+    await _usage(conn, date(2026, 10, 31), "510104", "中国联通", 2)  # no card: list price
+    return await make_key(conn, "000000")
+
+
+async def test_close_allocates_the_hub_cost_to_the_fen_and_is_idempotent(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, operator: str
+) -> None:
+    resp = await client.post("/v1/billing/2026-10/close", headers=bearer(operator))
+    assert resp.status_code == 200, resp.text
+    summary = resp.json()
+    # 7 segments: 5 x 0.040 + 2 x 0.030 = 0.26 yuan = 26 fen; 联通 2 x 0.06 = 12 fen.
+    assert [(c["carrier"], c["segments"], c["cost_micros"]) for c in summary["carriers"]] == [
+        ("中国移动", 7, 260_000),
+        ("中国联通", 2, 120_000),
+    ]
+    assert summary["cost_micros"] == 380_000  # the lines add up to the carriers' costs exactly
+    lines = await conn.fetch(
+        "SELECT t.code, l.carrier, l.segments, l.cost_micros FROM billing_lines l"
+        " JOIN tenants t ON t.id = l.tenant_id ORDER BY l.carrier, t.code"
+    )
+    # 26 fen over 3 : 3 : 1 = 11.14 + 11.14 + 3.71: floors 11 + 11 + 3, the last fen to 3.71.
+    assert [(r["code"], r["carrier"], r["segments"], r["cost_micros"]) for r in lines] == [
+        ("510104", "中国移动", 3, 110_000),
+        ("510105", "中国移动", 3, 110_000),
+        ("510300", "中国移动", 1, 40_000),
+        ("510104", "中国联通", 2, 120_000),
+    ]
+    again = await client.post("/v1/billing/2026-10/close", headers=bearer(operator))
+    assert again.json() == summary
+    assert await conn.fetchval("SELECT count(*) FROM billing_lines") == 4
+
+
+async def test_a_closed_month_is_never_written_again(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, operator: str
+) -> None:
+    assert (await client.post("/v1/billing/2026-10/close", headers=bearer(operator))).is_success
+    card = {
+        "carrier": "中国电信",
+        "valid_from": "2026-10-01",
+        "mode": "volume",
+        "bands": [{"from": 0, "to": None, "price_micros": 1}],
+    }
+    resp = await client.post("/v1/billing/rate-cards", json=card, headers=bearer(operator))
+    assert resp.status_code == 409
+    # A late receipt for October becomes usage of the first open day after it.
+    await _usage(conn, date(2026, 10, 20), "510104", "中国移动", 5)
+    await billing.roll_up(conn)
+    late = await conn.fetch("SELECT day, billable FROM usage_daily WHERE day > '2026-10-31'")
+    assert [(r["day"], r["billable"]) for r in late] == [(date(2026, 11, 1), 5)]
+    october = await conn.fetchval(
+        "SELECT sum(segments) FROM billing_lines WHERE period = '2026-10-01'"
+    )
+    assert october == 9
+
+
+async def test_a_month_closes_only_after_its_grace_window(
+    conn: asyncpg.Connection, operator: str
+) -> None:
+    early = datetime(2026, 11, 2, 12, tzinfo=UTC)  # October + 3 days ends 4 Nov, Shanghai time
+    with pytest.raises(Conflict, match="can be closed from 2026-11-04"):
+        await billing.close_period(
+            conn, OCTOBER, "t", grace_days=3, default_list_price=60_000, now=early
+        )
+
+
+async def test_only_the_operator_closes(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, operator: str
+) -> None:
+    province = await make_key(conn, "510000")
+    resp = await client.post("/v1/billing/2026-10/close", headers=bearer(province))
+    assert resp.status_code == 403

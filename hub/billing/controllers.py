@@ -10,7 +10,14 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
 from hub.billing import service
-from hub.billing.schemas import CloseSummary, RateCard, RateCardIn, RateCardList, UsageView
+from hub.billing.schemas import (
+    CloseSummary,
+    RateCard,
+    RateCardIn,
+    RateCardList,
+    Statement,
+    UsageView,
+)
 from hub.errors import error_responses
 from hub.quota.schemas import PERIOD_PATTERN, parse_period
 from hub.settings import Carrier
@@ -78,6 +85,17 @@ class CloseController(Controller):
             grace_days=billing.close_grace_days,
             default_list_price=billing.list_price_micros,
         )
+
+    @get(
+        "/statement",
+        guards=[require(Scope.BILLING_READ)],
+        responses=error_responses(404, 422),
+        summary="A closed month for the caller's subtree, per tenant and carrier and per level",
+    )
+    async def statement(self, request: AuthedRequest, conn: Conn, period: Period) -> Statement:
+        month = parse_period(period)
+        assert month is not None  # the pattern was checked
+        return await service.statement(conn, request.user, month)
 
 
 class UsageController(Controller):

@@ -132,3 +132,12 @@ LINE_TOTALS = """
 SELECT count(*) AS lines, coalesce(sum(cost_micros), 0)::bigint AS cost_micros
 FROM billing_lines WHERE period = $1
 """
+
+# A closed month's lines of the subtree at path $2, in tree order.
+STATEMENT_LINES = """
+SELECT t.code AS tenant, t.name, t.level::text AS level, l.carrier, l.segments, l.cost_micros,
+       l.list_price_micros, l.dedup_segments
+FROM billing_lines l JOIN tenants t ON t.id = l.tenant_id
+WHERE l.period = $1 AND t.path >= $2 AND t.path < $2 || '~'
+ORDER BY t.path, l.carrier COLLATE "C"
+"""

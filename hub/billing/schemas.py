@@ -96,3 +96,37 @@ class CloseSummary(msgspec.Struct, frozen=True):
     lines: int
     # The tenants' lines add up to exactly this: the sum of the carriers' costs.
     cost_micros: int
+
+
+class Totals(msgspec.Struct, frozen=True):
+    segments: int = 0
+    cost_micros: int = 0
+    list_price_micros: int = 0
+    savings_micros: int = 0
+    dedup_segments: int = 0
+
+
+class StatementLine(msgspec.Struct, frozen=True):
+    tenant: str
+    name: str
+    level: str
+    carrier: str
+    segments: int
+    cost_micros: int
+    list_price_micros: int
+    savings_micros: int
+    dedup_segments: int
+
+
+class LevelTotals(msgspec.Struct, frozen=True):
+    level: str  # province, prefecture, county, unit
+    tenants: int
+    totals: Totals
+
+
+class Statement(msgspec.Struct, frozen=True):
+    period: str
+    tenant: str  # whose subtree this is
+    levels: list[LevelTotals]
+    lines: list[StatementLine]
+    totals: Totals

@@ -15,10 +15,14 @@ from hub.billing.schemas import (
     CarrierCost,
     CarrierRate,
     CloseSummary,
+    LevelTotals,
     RateCard,
     RateCardIn,
+    Statement,
+    StatementLine,
     TenantCarrierUsage,
     TenantUsage,
+    Totals,
     UsageView,
 )
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
@@ -265,3 +269,43 @@ async def ensure_open(conn: asyncpg.Connection, month: date) -> None:
     last = await conn.fetchval(sql.LAST_CLOSED)
     if last is not None and month <= last:
         raise Conflict(f"{month:%Y-%m} is closed (billing is closed up to {last:%Y-%m})")
+
+
+LEVEL_ORDER = ("hub", "province", "prefecture", "county", "unit")
+
+
+def _add(totals: Totals, line: StatementLine) -> Totals:
+    return Totals(
+        segments=totals.segments + line.segments,
+        cost_micros=totals.cost_micros + line.cost_micros,
+        list_price_micros=totals.list_price_micros + line.list_price_micros,
+        savings_micros=totals.savings_micros + line.savings_micros,
+        dedup_segments=totals.dedup_segments + line.dedup_segments,
+    )
+
+
+async def statement(conn: asyncpg.Connection, who: Principal, month: date) -> Statement:
+    """A closed month for the caller's subtree: its lines per tenant and carrier, rolled up per
+    level (province, prefecture, county, unit) and in total."""
+    if await conn.fetchval(sql.CLOSED_AT, month) is None:
+        raise NotFound(f"{month:%Y-%m} is not closed yet: GET /v1/usage has the estimate")
+    lines = [
+        StatementLine(**dict(r.items()), savings_micros=r["list_price_micros"] - r["cost_micros"])
+        for r in await conn.fetch(sql.STATEMENT_LINES, month, who.tenant_path)
+    ]
+    per_level: dict[str, Totals] = {}
+    tenants: dict[str, set[str]] = {}
+    total = Totals()
+    for line in lines:
+        per_level[line.level] = _add(per_level.get(line.level, Totals()), line)
+        tenants.setdefault(line.level, set()).add(line.tenant)
+        total = _add(total, line)
+    levels = [
+        LevelTotals(level, len(tenants[level]), per_level[level])
+        for level in sorted(
+            per_level, key=lambda lv: LEVEL_ORDER.index(lv) if lv in LEVEL_ORDER else 99
+        )
+    ]
+    return Statement(
+        period=f"{month:%Y-%m}", tenant=who.tenant_code, levels=levels, lines=lines, totals=total
+    )

@@ -111,3 +111,34 @@ async def test_only_the_operator_closes(
     province = await make_key(conn, "510000")
     resp = await client.post("/v1/billing/2026-10/close", headers=bearer(province))
     assert resp.status_code == 403
+
+
+async def test_a_statement_rolls_the_closed_month_up_per_level(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, operator: str
+) -> None:
+    province = await make_key(conn, "510000")
+    early = await client.get("/v1/billing/2026-10/statement", headers=bearer(province))
+    assert early.status_code == 404  # not closed yet
+    assert (await client.post("/v1/billing/2026-10/close", headers=bearer(operator))).is_success
+
+    resp = await client.get("/v1/billing/2026-10/statement", headers=bearer(province))
+    assert resp.status_code == 200, resp.text
+    statement = resp.json()
+    assert [(line["tenant"], line["carrier"]) for line in statement["lines"]] == [
+        ("510104", "中国移动"),
+        ("510104", "中国联通"),
+        ("510105", "中国移动"),
+        ("510300", "中国移动"),
+    ]
+    levels = {level["level"]: level for level in statement["levels"]}
+    assert list(levels) == ["prefecture", "county"]
+    assert (levels["county"]["tenants"], levels["county"]["totals"]["segments"]) == (2, 8)
+    assert levels["county"]["totals"]["cost_micros"] == 110_000 + 110_000 + 120_000
+    assert levels["prefecture"]["totals"]["cost_micros"] == 40_000
+    assert statement["totals"]["cost_micros"] == 380_000
+    assert statement["totals"]["list_price_micros"] == 9 * 60_000
+    assert statement["totals"]["savings_micros"] == 9 * 60_000 - 380_000
+    # A county sees only its own lines.
+    county = await make_key(conn, "510105")
+    own = (await client.get("/v1/billing/2026-10/statement", headers=bearer(county))).json()
+    assert [line["tenant"] for line in own["lines"]] == ["510105"]

@@ -60,15 +60,10 @@ import httpx
 import psutil
 from redis.asyncio import Redis
 
-from hub.db import create_database, migrate, with_database
+from hub.db import create_database, with_database
 from hub.embedded import EmbeddedPostgres, EmbeddedValkey
-from hub.quota import service as quota
-from hub.quota.service import current_period
-from ops.bench.send_million import PREFIXES
+from ops.bench.send_million import PREFIXES, seed_database
 from ops.bench.smpp_bare import bare_rate
-from tenants.divisions import import_divisions
-from tenants.scopes import ALL_SCOPES
-from tenants.service import create_key, get_by_code
 from tests.peers.smsc import SmscProcess, free_port
 
 TEMPLATE_DB = "hub_bench_delivery_tpl"
@@ -166,24 +161,7 @@ def _postmaster(pgdata: Path | None) -> psutil.Process | None:
 
 async def prepare_template(admin_dsn: str) -> str:
     """A migrated, seeded database to copy for every run; the API key of tenant 510104."""
-    dsn = await create_database(admin_dsn, TEMPLATE_DB)
-    await asyncio.to_thread(migrate, dsn)
-    conn = await asyncpg.connect(dsn)
-    try:
-        async with conn.transaction():
-            await import_divisions(conn, "51")
-            chain = ("000000", "510000", "510100", "510104")
-            for depth, code in enumerate(chain):
-                tenant = await get_by_code(conn, code)
-                assert tenant is not None
-                await quota.set_limit(
-                    conn, tenant, current_period(), "bench", limit=10**12 // 10**depth
-                )
-            county = await get_by_code(conn, "510104")
-            assert county is not None
-            key = (await create_key(conn, county, ALL_SCOPES, name="bench")).key
-    finally:
-        await conn.close()
+    _, key = await seed_database(admin_dsn, TEMPLATE_DB)
     return key
 
 

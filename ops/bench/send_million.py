@@ -90,8 +90,10 @@ def recipients(n: int, seed: int = 1) -> list[str]:
     return phones
 
 
-async def _prepare(admin_dsn: str) -> tuple[str, str]:
-    dsn = await create_database(admin_dsn, BENCH_DB)
+async def seed_database(admin_dsn: str, name: str = "") -> tuple[str, str]:
+    """A migrated database `name` with province 51's tenants, quota enough on the chain
+    000000 → 510104, and an API key of 510104: its DSN and the key."""
+    dsn = await create_database(admin_dsn, name or BENCH_DB)
     await asyncio.to_thread(migrate, dsn)
     conn = await asyncpg.connect(dsn)
     try:
@@ -145,7 +147,7 @@ def _peak_rss_mb(pid: int) -> float:
 
 
 async def _run(args: argparse.Namespace, redis_dsn: str) -> int:
-    dsn, key = await _prepare(args.dsn)
+    dsn, key = await seed_database(args.dsn)
     phones = recipients(args.recipients)
     port = 18000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}

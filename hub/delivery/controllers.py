@@ -11,9 +11,7 @@ from litestar.datastructures import State
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from hub.db import Database
-from hub.delivery import gateways, service, webhooks
-from hub.delivery import inbound as replies
+from hub.delivery import gateways, service
 from hub.delivery import repository as sql
 from hub.delivery.gateway import Gateway, HttpCallback
 from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting
@@ -66,14 +64,12 @@ async def _callback(
         parsed = gateway.parse_callback(kind, call)
     except (ValueError, msgspec.ValidationError) as exc:
         raise BadCallback(f"unreadable {kind} callback from {name}: {exc}") from exc
-    db: Database = state.db
-    stored: list[int] = []
-    async with db.acquire() as conn, conn.transaction():
-        if parsed.receipts:
-            await service.apply_receipts(conn, gateway.config, parsed.receipts)
-        if parsed.replies:
-            stored = await replies.store(conn, state.settings.delivery, name, parsed.replies)
-    await webhooks.wake(state.redis, stored)  # once committed
+    # The same recorder a gateway's own connection pushes to (SMPP, the outbox).
+    recorder = service.Recorder(state.db, state.settings, state.redis)
+    if parsed.receipts:
+        await recorder.receipts(name, parsed.receipts)
+    if parsed.replies:
+        await recorder.inbound(name, parsed.replies)
     answer = parsed.answer
     return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
 

@@ -7,17 +7,18 @@ from datetime import datetime
 import msgspec
 
 # A queued send's `accepted` messages that are due, cut into batches of at most $2 per carrier:
-# (carrier, first id, last id). The API runs it after commit; the sweeper for stragglers.
+# (carrier, first id, last id, the send's lane). The API runs it after commit; the sweeper for
+# stragglers.
 BATCHES = """
-SELECT carrier, min(id) AS first_id, max(id) AS last_id
+SELECT carrier, min(id) AS first_id, max(id) AS last_id, priority
 FROM (
-    SELECT m.id, m.carrier,
+    SELECT m.id, m.carrier, s.priority::text AS priority,
            (row_number() OVER (PARTITION BY m.carrier ORDER BY m.id) - 1) / $2 AS n
     FROM messages m JOIN sends s ON s.id = m.send_id
     WHERE m.send_id = $1 AND s.state = 'queued' AND m.status = 'accepted'
       AND (m.retry_at IS NULL OR m.retry_at <= now() + make_interval(secs => $3))
 ) b
-GROUP BY carrier, n
+GROUP BY carrier, n, priority
 ORDER BY first_id
 """
 
@@ -158,9 +159,6 @@ DELETE FROM unmatched_receipts
 WHERE gateway = $1 AND reference = ANY($2::text[])
 RETURNING reference, status::text AS status, code
 """
-
-# A send's lane.
-SEND_PRIORITY = "SELECT priority::text FROM sends WHERE id = $1"
 
 # The one reservation a send's messages settle.
 SEND_RESERVATION = "SELECT reservation_id FROM sends WHERE id = $1"

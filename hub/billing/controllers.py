@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, get, post
+from litestar import Controller, Response, get, post
 from litestar.datastructures import State
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from hub.billing import service
+from hub.billing import exports, service
 from hub.billing.schemas import (
     CloseSummary,
     RateCard,
@@ -89,13 +90,50 @@ class CloseController(Controller):
     @get(
         "/statement",
         guards=[require(Scope.BILLING_READ)],
-        responses=error_responses(404, 422),
+        responses={
+            200: ResponseSpec(Statement, description="The statement, its lines streamed"),
+            **error_responses(404, 422),
+        },
         summary="A closed month for the caller's subtree, per tenant and carrier and per level",
     )
-    async def statement(self, request: AuthedRequest, conn: Conn, period: Period) -> Statement:
-        month = parse_period(period)
-        assert month is not None  # the pattern was checked
-        return await service.statement(conn, request.user, month)
+    async def statement(
+        self, request: AuthedRequest, state: State, period: Period
+    ) -> Response[Any]:
+        return await _export(request, state, period, "json")
+
+    @get(
+        "/statement.csv",
+        guards=[require(Scope.BILLING_READ)],
+        media_type="text/csv",
+        responses=error_responses(404, 422),
+        summary="The statement as CSV (UTF-8 with a BOM, Chinese headers, yuan), streamed",
+    )
+    async def statement_csv(
+        self, request: AuthedRequest, state: State, period: Period
+    ) -> Response[Any]:
+        return await _export(request, state, period, "csv")
+
+    @get(
+        "/statement.xlsx",
+        guards=[require(Scope.BILLING_READ)],
+        media_type=exports.MEDIA["xlsx"],
+        responses=error_responses(404, 422),
+        summary="The statement as XLSX: per-level totals, then every line and a totals row",
+    )
+    async def statement_xlsx(
+        self, request: AuthedRequest, state: State, period: Period
+    ) -> Response[Any]:
+        return await _export(request, state, period, "xlsx")
+
+
+async def _export(
+    request: AuthedRequest, state: State, period: str, fmt: exports.Format
+) -> Response[Any]:
+    # No request transaction (`conn`): the export reads on a connection of its own while it
+    # streams, after the handler has returned.
+    month = parse_period(period)
+    assert month is not None  # the pattern was checked
+    return await exports.statement_export(state.db, request.user, month, fmt)
 
 
 class UsageController(Controller):

@@ -13,11 +13,17 @@ from itertools import pairwise
 from hub.billing.schemas import Band
 
 
-def problems(bands: Sequence[Band]) -> list[str]:
-    """Why these bands cannot be a rate card (empty if they can)."""
+def problems(bands: Sequence[Band], list_price: int | None = None) -> list[str]:
+    """Why these bands cannot be a rate card with this list price (empty if they can)."""
     if not bands:
         return ["a rate card needs at least one band"]
     found: list[str] = []
+    if list_price is not None:
+        found += [
+            f"band {n} costs more ({band.price_micros}) than the list price ({list_price})"
+            for n, band in enumerate(bands, 1)
+            if band.price_micros > list_price
+        ]
     if bands[0].from_ != 0:
         found.append(f"the first band must start at 0, not {bands[0].from_}")
     for n, band in enumerate(bands, 1):
@@ -72,10 +78,15 @@ def cost(mode: str, bands: Sequence[Band], volume: int) -> int:
     return graduated_cost(bands, volume) if mode == "graduated" else volume_cost(bands, volume)
 
 
-def allocate(total: int, weights: Sequence[int]) -> list[int]:
+def allocate(total: int, weights: Sequence[int], caps: Sequence[int] | None = None) -> list[int]:
     """Split `total` (whole units, e.g. fen) in proportion to `weights` so the parts add up to
     exactly `total`: each part is its exact share rounded down, and the units left over go to
-    the largest remainders (ties to the earlier weight, so the result is deterministic)."""
+    the largest remainders (ties to the earlier weight, so the result is deterministic).
+
+    With `caps`, no part exceeds its cap (a tenant's list price): a unit left over skips a part
+    that its cap holds at its floor. ValueError if the caps cannot hold the total, or a share
+    rounded down is already above its cap.
+    """
     whole = sum(weights)
     if total < 0 or any(w < 0 for w in weights):
         raise ValueError("allocate takes a non-negative total and weights")
@@ -85,7 +96,16 @@ def allocate(total: int, weights: Sequence[int]) -> list[int]:
         return [0] * len(weights)
     parts = [total * w // whole for w in weights]
     remainders = [total * w % whole for w in weights]
+    room = (
+        [total] * len(parts) if caps is None else [c - p for c, p in zip(caps, parts, strict=True)]
+    )
+    if any(r < 0 for r in room):
+        raise ValueError("a share rounded down is above its cap")
     left = total - sum(parts)
-    for i in sorted(range(len(weights)), key=lambda i: (-remainders[i], i))[:left]:
+    order = sorted(range(len(weights)), key=lambda i: (-remainders[i], i))
+    takers = [i for i in order if room[i] > 0]
+    if len(takers) < left:
+        raise ValueError(f"the caps hold {len(takers)} of the {left} units left over")
+    for i in takers[:left]:
         parts[i] += 1
     return parts

@@ -27,8 +27,9 @@ class RateCardIn(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     valid_from: date  # the first day of a month
     mode: Literal["graduated", "volume"]
     bands: Annotated[list[Band], msgspec.Meta(min_length=1, max_length=50)]
-    # What a tenant alone would pay per segment (default 0.06 yuan).
-    list_price_micros: Micros = 60_000
+    # What a tenant alone would pay per segment (default 0.06 yuan): a whole number of fen, and
+    # no band may cost more, so no tenant's share ever exceeds its list price.
+    list_price_micros: Annotated[int, msgspec.Meta(ge=0, le=10**12, multiple_of=10_000)] = 60_000
 
 
 class RateCard(msgspec.Struct, frozen=True):
@@ -84,6 +85,9 @@ class UsageView(msgspec.Struct, frozen=True):
 
 class CarrierCost(msgspec.Struct, frozen=True):
     carrier: str
+    # The month the segments belong to: the closed month itself, or for an adjustment (usage
+    # of an earlier month that arrived after its close) that earlier month.
+    origin: str
     segments: int
     cost_micros: int  # the tiers on the hub-wide volume, rounded to the fen
     rate_card: int | None
@@ -111,6 +115,8 @@ class StatementLine(msgspec.Struct, frozen=True):
     name: str
     level: str
     carrier: str
+    origin: str  # YYYY-MM: the month the segments belong to
+    adjustment: bool  # late usage of an earlier, closed month, billed in this one
     segments: int
     cost_micros: int
     list_price_micros: int

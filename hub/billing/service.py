@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 
@@ -45,7 +45,7 @@ def _card(record: asyncpg.Record) -> RateCard:
 async def add_card(conn: asyncpg.Connection, card: RateCardIn, actor: str) -> RateCard:
     """Store a rate card; 422 naming every problem with its bands or date, 409 if the carrier
     already has a card from that month."""
-    found = pricing.problems(card.bands)
+    found = pricing.problems(card.bands, card.list_price_micros)
     if card.valid_from.day != 1:
         found.append(f"valid_from must be the first day of a month, not {card.valid_from}")
     if not found:
@@ -80,14 +80,15 @@ async def card_in_force(conn: asyncpg.Connection, carrier: str, month: date) -> 
     return None if record is None else _card(record)
 
 
-UsageKind = Literal["billable", "dedup"]
+UsageKind = Literal["billable", "dedup", "delivered", "undelivered"]
 
 
 async def record_usage(
     conn: asyncpg.Connection, kind: UsageKind, segments: Mapping[tuple[int, str], int]
 ) -> None:
-    """Note segments that became billable (or were saved by dedup) today, per (tenant id,
-    carrier). Appended, never updated in place: callers sit on delivery's hot path."""
+    """Note segments that became billable, were saved by dedup, or got their final receipt
+    today, per (tenant id, carrier). Appended, never updated in place: callers sit on
+    delivery's hot path."""
     live = [(t, c, n) for (t, c), n in segments.items() if n > 0]
     if live:
         tenants, carriers, counts = (list(column) for column in zip(*live, strict=True))
@@ -120,6 +121,14 @@ def _share(total: int, part: int, whole: int) -> int:
     return (2 * total * part + whole) // (2 * whole) if whole else 0
 
 
+def _priced(card: RateCard | None, volume: int, default_list_price: int) -> tuple[int, int]:
+    """What `volume` segments of a month cost the hub under `card` (at the list price where no
+    card is in force), and the list price per segment."""
+    if card is None:
+        return volume * default_list_price, default_list_price
+    return pricing.cost(card.mode, card.bands, volume), card.list_price_micros
+
+
 async def _rates(
     conn: asyncpg.Connection, month: date, end: date, default_list_price: int
 ) -> dict[str, CarrierRate]:
@@ -127,8 +136,7 @@ async def _rates(
     for r in await conn.fetch(sql.HUB_VOLUME, month, end):
         carrier, volume = r["carrier"], r["segments"]
         card = await card_in_force(conn, carrier, month)
-        list_price = card.list_price_micros if card else default_list_price
-        cost = pricing.cost(card.mode, card.bands, volume) if card else volume * list_price
+        cost, list_price = _priced(card, volume, default_list_price)
         rates[carrier] = CarrierRate(carrier, volume, cost, card.id if card else None, list_price)
     return rates
 
@@ -183,6 +191,11 @@ def _month_after(month: date) -> date:
 MICROS_PER_FEN = 10_000
 
 
+def _to_fen(micros: int, whole: int = 1) -> int:
+    """micros / whole in fen, rounded half up, in integers."""
+    return (2 * micros + MICROS_PER_FEN * whole) // (2 * MICROS_PER_FEN * whole)
+
+
 async def close_period(
     conn: asyncpg.Connection,
     month: date,
@@ -194,8 +207,9 @@ async def close_period(
 ) -> CloseSummary:
     """Close a month once its grace window has passed: per carrier, the tiers on the hub-wide
     volume give the hub's cost (rounded to the fen), split over the tenants pro rata by
-    segments by largest remainder, so their lines add up to it exactly. Closing again answers
-    the same summary and changes nothing."""
+    segments by largest remainder, so their lines add up to it exactly. Usage of earlier closed
+    months that arrived after their close is billed with it as adjustment lines. Closing again
+    answers the same summary and changes nothing; months close in order."""
     end = _month_after(month)
     closable = datetime.combine(end, time(), BUSINESS_TZ) + timedelta(days=grace_days)
     if (now or datetime.now(UTC)) < closable:
@@ -203,46 +217,83 @@ async def close_period(
             f"{month:%Y-%m} can be closed from {closable:%Y-%m-%d %H:%M} (Asia/Shanghai)"
         )
     if await conn.fetchval(sql.CLOSED_AT, month) is None:
+        await ensure_open(conn, month)
         while await roll_up(conn):  # every entry of the month into the rollup, before closing
             pass
+        unclosed = await conn.fetchval(sql.UNCLOSED_BEFORE, month)
+        if unclosed is not None:
+            raise Conflict(f"close {unclosed:%Y-%m} first: it has usage and is not closed")
         if await conn.fetchval(sql.CLOSE_PERIOD, month, actor) is not None:
-            await _write_close(conn, month, end, default_list_price)
+            await _write_close(conn, month, default_list_price)
     return await close_summary(conn, month)
 
 
-async def _write_close(
-    conn: asyncpg.Connection, month: date, end: date, default_list_price: int
-) -> None:
-    rows: dict[str, list[asyncpg.Record]] = {}
-    for r in await conn.fetch(sql.MONTH_USAGE, month, end):
-        rows.setdefault(r["carrier"], []).append(r)
-    costs: list[tuple[str, int, int, int | None]] = []
-    lines: list[tuple[int, str, int, int, int, int]] = []
-    for carrier, tenants in rows.items():
+class _Bill(msgspec.Struct):
+    """What a close writes: per (origin, carrier) the hub's cost, and the tenants' lines."""
+
+    costs: list[tuple[date, str, int, int, int | None]] = msgspec.field(default_factory=list)
+    lines: list[tuple[date, int, str, int, int, int, int]] = msgspec.field(default_factory=list)
+
+    def add(
+        self,
+        origin: date,
+        carrier: str,
+        fen: int,
+        card: RateCard | None,
+        list_price: int,
+        tenants: list[asyncpg.Record],
+    ) -> None:
+        """The carrier's `fen` over `tenants` pro rata by segments, none above its list price
+        (which is a whole number of fen per segment, and no band costs more)."""
+        segments = [r["billable"] for r in tenants]
+        listed = [n * list_price for n in segments]
+        shares = pricing.allocate(fen, segments, [m // MICROS_PER_FEN for m in listed])
+        self.costs.append(
+            (origin, carrier, sum(segments), fen * MICROS_PER_FEN, card.id if card else None)
+        )
+        self.lines += [
+            (origin, r["tenant_id"], carrier, n, share * MICROS_PER_FEN, m, r["dedup"])
+            for r, n, m, share in zip(tenants, segments, listed, shares, strict=True)
+        ]
+
+
+def _by_key(
+    records: list[asyncpg.Record], *key: str
+) -> dict[tuple[Any, ...], list[asyncpg.Record]]:
+    grouped: dict[tuple[Any, ...], list[asyncpg.Record]] = {}
+    for r in records:
+        grouped.setdefault(tuple(r[k] for k in key), []).append(r)
+    return grouped
+
+
+async def _write_close(conn: asyncpg.Connection, month: date, default_list_price: int) -> None:
+    bill = _Bill()
+    usage = await conn.fetch(sql.MONTH_USAGE, month, _month_after(month))
+    for (carrier,), tenants in _by_key(usage, "carrier").items():
         volume = sum(r["billable"] for r in tenants)
         card = await card_in_force(conn, carrier, month)
-        micros = (
-            pricing.cost(card.mode, card.bands, volume) if card else volume * default_list_price
-        )
-        fen = (micros + MICROS_PER_FEN // 2) // MICROS_PER_FEN
-        costs.append((carrier, volume, fen * MICROS_PER_FEN, card.id if card else None))
-        list_price = card.list_price_micros if card else default_list_price
-        shares = pricing.allocate(fen, [r["billable"] for r in tenants])
-        lines += [
-            (
-                r["tenant_id"],
-                carrier,
-                r["billable"],
-                share * MICROS_PER_FEN,
-                r["billable"] * list_price,
-                r["dedup"],
-            )
-            for r, share in zip(tenants, shares, strict=True)
-        ]
-    if costs:
-        await conn.execute(sql.INSERT_CARRIER_COSTS, month, *map(list, zip(*costs, strict=True)))
-    if lines:
-        await conn.execute(sql.INSERT_LINES, month, *map(list, zip(*lines, strict=True)))
+        micros, list_price = _priced(card, volume, default_list_price)
+        bill.add(month, carrier, _to_fen(micros), card, list_price, tenants)
+    late = await conn.fetch(sql.LATE_USAGE, month)
+    for (origin, carrier), tenants in _by_key(late, "origin", "carrier").items():
+        # Late segments cost what the origin month's segments cost: its blended rate.
+        volume = sum(r["billable"] for r in tenants)
+        card = await card_in_force(conn, carrier, origin)
+        micros, list_price = _priced(card, volume, default_list_price)
+        closed = await conn.fetchrow(sql.CLOSED_COST, origin, carrier)
+        if closed is not None and closed["segments"]:
+            fen = _to_fen(volume * closed["cost_micros"], closed["segments"])
+        else:  # the carrier had no volume that month: the late segments are its volume
+            fen = _to_fen(micros)
+        bill.add(origin, carrier, fen, card, list_price, tenants)
+    if bill.costs:
+        await conn.execute(sql.INSERT_CARRIER_COSTS, month, *_columns(bill.costs))
+    if bill.lines:
+        await conn.execute(sql.INSERT_LINES, month, *_columns(bill.lines))
+
+
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
 async def close_summary(conn: asyncpg.Connection, month: date) -> CloseSummary:
@@ -271,41 +322,37 @@ async def ensure_open(conn: asyncpg.Connection, month: date) -> None:
         raise Conflict(f"{month:%Y-%m} is closed (billing is closed up to {last:%Y-%m})")
 
 
-LEVEL_ORDER = ("hub", "province", "prefecture", "county", "unit")
-
-
-def _add(totals: Totals, line: StatementLine) -> Totals:
-    return Totals(
-        segments=totals.segments + line.segments,
-        cost_micros=totals.cost_micros + line.cost_micros,
-        list_price_micros=totals.list_price_micros + line.list_price_micros,
-        savings_micros=totals.savings_micros + line.savings_micros,
-        dedup_segments=totals.dedup_segments + line.dedup_segments,
-    )
-
-
-async def statement(conn: asyncpg.Connection, who: Principal, month: date) -> Statement:
-    """A closed month for the caller's subtree: its lines per tenant and carrier, rolled up per
-    level (province, prefecture, county, unit) and in total."""
+async def statement_head(conn: asyncpg.Connection, who: Principal, month: date) -> Statement:
+    """A closed month for the caller's subtree, rolled up per level (province, prefecture,
+    county, unit) and in total; its lines are read with `statement_lines`. 404 if still open."""
     if await conn.fetchval(sql.CLOSED_AT, month) is None:
         raise NotFound(f"{month:%Y-%m} is not closed yet: GET /v1/usage has the estimate")
-    lines = [
-        StatementLine(**dict(r.items()), savings_micros=r["list_price_micros"] - r["cost_micros"])
-        for r in await conn.fetch(sql.STATEMENT_LINES, month, who.tenant_path)
-    ]
-    per_level: dict[str, Totals] = {}
-    tenants: dict[str, set[str]] = {}
-    total = Totals()
-    for line in lines:
-        per_level[line.level] = _add(per_level.get(line.level, Totals()), line)
-        tenants.setdefault(line.level, set()).add(line.tenant)
-        total = _add(total, line)
-    levels = [
-        LevelTotals(level, len(tenants[level]), per_level[level])
-        for level in sorted(
-            per_level, key=lambda lv: LEVEL_ORDER.index(lv) if lv in LEVEL_ORDER else 99
-        )
-    ]
+    levels, total = [], Totals()
+    for r in await conn.fetch(sql.STATEMENT_LEVELS, month, who.tenant_path):
+        row = dict(r.items())
+        level, tenants = row.pop("level"), row.pop("tenants")
+        totals = Totals(**row)
+        levels.append(LevelTotals(level, tenants, totals))
+        total = add_totals(total, totals)
     return Statement(
-        period=f"{month:%Y-%m}", tenant=who.tenant_code, levels=levels, lines=lines, totals=total
+        period=f"{month:%Y-%m}", tenant=who.tenant_code, levels=levels, lines=[], totals=total
     )
+
+
+def add_totals(a: Totals, b: Totals | StatementLine) -> Totals:
+    return Totals(
+        segments=a.segments + b.segments,
+        cost_micros=a.cost_micros + b.cost_micros,
+        list_price_micros=a.list_price_micros + b.list_price_micros,
+        savings_micros=a.savings_micros + b.savings_micros,
+        dedup_segments=a.dedup_segments + b.dedup_segments,
+    )
+
+
+async def statement_lines(
+    conn: asyncpg.Connection, who: Principal, month: date, prefetch: int = 2_000
+) -> AsyncIterator[StatementLine]:
+    """The closed month's lines of the caller's subtree in tree order, from a server-side
+    cursor (the caller holds a transaction open): the whole tree never sits in memory."""
+    async for r in conn.cursor(sql.STATEMENT_LINES, month, who.tenant_path, prefetch=prefetch):
+        yield StatementLine(**dict(r.items()))

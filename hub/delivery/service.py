@@ -385,9 +385,23 @@ async def apply_receipts(
             [latest[r].code for r in unknown],
         )
         log.warning("gateway %s: %d receipts for unknown references", gateway.name, len(unknown))
+    if rows:
+        await _count_outcomes(conn, rows)
     if gateway.bills_on == "delivered" and rows:
         await _settle_on_delivery(conn, rows)
     return len(rows), len(unknown)
+
+
+async def _count_outcomes(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -> None:
+    """Delivered and undelivered segments per tenant and carrier: the delivery rate."""
+    outcomes: dict[bool, dict[tuple[int, str], int]] = {
+        True: defaultdict(int),
+        False: defaultdict(int),
+    }
+    for r in rows:
+        outcomes[r.status == "delivered"][r.tenant_id, r.carrier] += r.segments
+    await billing.record_usage(conn, "delivered", outcomes[True])
+    await billing.record_usage(conn, "undelivered", outcomes[False])
 
 
 async def _settle_on_delivery(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -> None:

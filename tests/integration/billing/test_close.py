@@ -9,39 +9,9 @@ import httpx
 import pytest
 
 from hub.billing import service as billing
-from hub.billing.schemas import Band, RateCardIn
 from hub.errors import Conflict
-from tests.factories import bearer, make_key, make_small_tree
-
-OCTOBER = date(2026, 10, 1)
-
-
-async def _usage(conn: asyncpg.Connection, day: date, code: str, carrier: str, n: int) -> None:
-    await conn.execute(
-        "INSERT INTO usage_entries (tenant_id, day, carrier, kind, segments)"
-        " SELECT id, $2, $3, 'billable', $4 FROM tenants WHERE code = $1",
-        code,
-        day,
-        carrier,
-        n,
-    )
-
-
-@pytest.fixture
-async def operator(conn: asyncpg.Connection) -> str:
-    await make_small_tree(conn)
-    # 中国移动: 0.040 yuan for the hub's first 5 segments of a month, 0.030 beyond.
-    card = RateCardIn(
-        carrier="中国移动",
-        valid_from=OCTOBER,
-        mode="graduated",
-        bands=[Band(0, 5, 40_000), Band(5, None, 30_000)],
-    )
-    await billing.add_card(conn, card, "test")
-    for code, n in (("510104", 3), ("510105", 3), ("510300", 1)):
-        await _usage(conn, date(2026, 10, 15), code, "中国移动", n)
-    await _usage(conn, date(2026, 10, 31), "510104", "中国联通", 2)  # no card: list price
-    return await make_key(conn, "000000")
+from tests.factories import bearer, make_key
+from tests.integration.billing.conftest import OCTOBER, close, usage
 
 
 async def test_close_allocates_the_hub_cost_to_the_fen_and_is_idempotent(
@@ -84,15 +54,56 @@ async def test_a_closed_month_is_never_written_again(
     }
     resp = await client.post("/v1/billing/rate-cards", json=card, headers=bearer(operator))
     assert resp.status_code == 409
-    # A late receipt for October becomes usage of the first open day after it.
-    await _usage(conn, date(2026, 10, 20), "510104", "中国移动", 5)
+    # Usage for October that arrives now leaves October's bill as it was.
+    await usage(conn, date(2026, 10, 20), "510104", "中国移动", 5)
     await billing.roll_up(conn)
-    late = await conn.fetch("SELECT day, billable FROM usage_daily WHERE day > '2026-10-31'")
-    assert [(r["day"], r["billable"]) for r in late] == [(date(2026, 11, 1), 5)]
     october = await conn.fetchval(
         "SELECT sum(segments) FROM billing_lines WHERE period = '2026-10-01'"
     )
     assert october == 9
+    again = await client.post("/v1/billing/2026-10/close", headers=bearer(operator))
+    assert again.json()["cost_micros"] == 380_000
+
+
+async def test_late_usage_is_billed_by_the_next_close_as_adjustment_lines(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, operator: str
+) -> None:
+    assert (await client.post("/v1/billing/2026-10/close", headers=bearer(operator))).is_success
+    # Receipts after the close: 4 more October segments of 移动 (2 each for two counties), and
+    # November's own usage.
+    await usage(conn, date(2026, 10, 30), "510104", "中国移动", 2)
+    await usage(conn, date(2026, 10, 31), "510300", "中国移动", 2)
+    await usage(conn, date(2026, 11, 3), "510105", "中国移动", 10)
+    november = await close(conn, date(2026, 11, 1))
+    carriers = [(c.origin, c.carrier, c.segments, c.cost_micros) for c in november.carriers]
+    # November: 10 segments, 5 x 0.040 + 5 x 0.030 = 35 fen. The late 4 cost what October's
+    # segments cost: 26 fen / 7 segments each, 4 x 26 / 7 = 14.86, so 15 fen.
+    assert carriers == [("2026-11", "中国移动", 10, 350_000), ("2026-10", "中国移动", 4, 150_000)]
+
+    province = await make_key(conn, "510000")
+    statement = (await client.get("/v1/billing/2026-11/statement", headers=bearer(province))).json()
+    lines = [
+        (x["tenant"], x["origin"], x["adjustment"], x["segments"], x["cost_micros"])
+        for x in statement["lines"]
+    ]
+    # 15 fen over 2 : 2 = 7.5 + 7.5: 7 + 7, the last fen to the first.
+    assert lines == [
+        ("510104", "2026-10", True, 2, 80_000),
+        ("510105", "2026-11", False, 10, 350_000),
+        ("510300", "2026-10", True, 2, 70_000),
+    ]
+    assert statement["totals"]["cost_micros"] == 350_000 + 150_000
+    # Closing December finds nothing late any more: each segment is billed once.
+    assert (await close(conn, date(2026, 12, 1))).carriers == []
+
+
+async def test_months_close_in_order(conn: asyncpg.Connection, operator: str) -> None:
+    with pytest.raises(Conflict, match="close 2026-10 first"):
+        await close(conn, date(2026, 11, 1))
+    await close(conn, OCTOBER)
+    await close(conn, date(2026, 11, 1))
+    with pytest.raises(Conflict, match=r"closed up to 2026-11"):
+        await close(conn, date(2026, 9, 1))
 
 
 async def test_a_month_closes_only_after_its_grace_window(

@@ -1,0 +1,221 @@
+"""A closed month's statement for finance: JSON, CSV (UTF-8 with a BOM, so Excel shows the
+Chinese) and XLSX (Chinese headers, yuan to two decimals, a totals row).
+
+The lines come from a server-side cursor on a connection of the export's own, a few thousand at
+a time: the whole tree never sits in memory. JSON and CSV stream as they are read; an XLSX file
+is a zip, so it is written to a temporary file (openpyxl's write-only mode keeps the rows on
+disk too) and then streamed from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import os
+import tempfile
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import date
+from decimal import Decimal
+from typing import Any, Literal
+
+import msgspec
+from litestar import Response
+from litestar.background_tasks import BackgroundTask
+from litestar.response import File, Stream
+from openpyxl import Workbook
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+
+from hub.billing import service
+from hub.billing.schemas import Statement, StatementLine, Totals
+from hub.db import Database
+from tenants.service import Principal
+
+Format = Literal["json", "csv", "xlsx"]
+
+LEVELS = {"hub": "平台", "province": "省级", "prefecture": "市级", "county": "县级", "unit": "单位"}
+LINE_HEADER = (
+    "账期",
+    "单位代码",
+    "单位名称",
+    "层级",
+    "运营商",
+    "类型",
+    "所属月份",
+    "计费条数",
+    "费用(元)",
+    "标准价费用(元)",
+    "节省(元)",
+    "去重条数",
+)
+LEVEL_HEADER = ("层级", "单位数", "计费条数", "费用(元)", "标准价费用(元)", "节省(元)", "去重条数")
+LINE_MONEY, LEVEL_MONEY = {8, 9, 10}, {3, 4, 5}  # the columns in yuan
+LINE_WIDTHS = (9, 10, 28, 6, 10, 6, 9, 10, 12, 14, 12, 9)
+LEVEL_WIDTHS = (14, 8, 12, 14, 16, 14, 10)
+BATCH = 2_000
+MEDIA = {
+    "json": "application/json",
+    "csv": "text/csv; charset=utf-8",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+_json = msgspec.json.Encoder()
+
+
+def yuan(micros: int) -> Decimal:
+    """Micro-yuan as yuan to two decimals (a statement's amounts are whole fen)."""
+    return (Decimal(micros) / 1_000_000).quantize(Decimal("0.01"))
+
+
+def _line_row(period: str, line: StatementLine) -> tuple[Any, ...]:
+    return (
+        period,
+        line.tenant,
+        line.name,
+        LEVELS.get(line.level, line.level),
+        line.carrier,
+        "调整" if line.adjustment else "正常",
+        line.origin,
+        line.segments,
+        yuan(line.cost_micros),
+        yuan(line.list_price_micros),
+        yuan(line.savings_micros),
+        line.dedup_segments,
+    )
+
+
+def _totals_row(totals: Totals) -> tuple[Any, ...]:
+    return (
+        "合计",
+        *[""] * 6,
+        totals.segments,
+        yuan(totals.cost_micros),
+        yuan(totals.list_price_micros),
+        yuan(totals.savings_micros),
+        totals.dedup_segments,
+    )
+
+
+def _level_row(level: str, tenants: int | str, totals: Totals) -> tuple[Any, ...]:
+    return (LEVELS.get(level, level), tenants, *_totals_row(totals)[7:])
+
+
+async def statement_export(db: Database, who: Principal, month: date, fmt: Format) -> Response[Any]:
+    """The closed month's statement of the caller's subtree as a download. NotFound (before
+    any byte is sent) if the month is still open."""
+    async with db.acquire() as conn:
+        head = await service.statement_head(conn, who, month)
+    name = f"statement-{head.period}-{who.tenant_code}.{fmt}"
+    if fmt == "xlsx":
+        path = await _xlsx(db, who, month, head)
+        return File(
+            path,
+            filename=name,
+            media_type=MEDIA[fmt],
+            background=BackgroundTask(os.unlink, path),
+        )
+    chunks = _json_chunks(db, who, month, head) if fmt == "json" else _csv(db, who, month, head)
+    return Stream(
+        chunks,
+        media_type=MEDIA[fmt],
+        headers={"Content-Disposition": f'attachment; filename="{name}"'} if fmt == "csv" else None,
+    )
+
+
+async def _batches(db: Database, who: Principal, month: date) -> AsyncIterator[list[StatementLine]]:
+    """The lines, BATCH at a time, from a cursor in a read-only transaction of their own."""
+    async with db.acquire() as conn, conn.transaction(readonly=True):
+        batch: list[StatementLine] = []
+        async for line in service.statement_lines(conn, who, month, prefetch=BATCH):
+            batch.append(line)
+            if len(batch) == BATCH:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+async def _json_chunks(
+    db: Database, who: Principal, month: date, head: Statement
+) -> AsyncIterator[bytes]:
+    """The `Statement` shape, its lines written as they are read."""
+    yield b'{"period":%b,"tenant":%b,"levels":%b,"totals":%b,"lines":[' % (
+        _json.encode(head.period),
+        _json.encode(head.tenant),
+        _json.encode(head.levels),
+        _json.encode(head.totals),
+    )
+    first = True
+    async for batch in _batches(db, who, month):
+        yield (b"" if first else b",") + b",".join(_json.encode(line) for line in batch)
+        first = False
+    yield b"]}"
+
+
+async def _csv(db: Database, who: Principal, month: date, head: Statement) -> AsyncIterator[bytes]:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    buffer.write("\ufeff")  # the BOM: Excel reads the file as UTF-8
+    writer.writerow(LINE_HEADER)
+    async for batch in _batches(db, who, month):
+        writer.writerows(_line_row(head.period, line) for line in batch)
+        yield buffer.getvalue().encode()
+        buffer.seek(0)
+        buffer.truncate()
+    writer.writerow(_totals_row(head.totals))
+    yield buffer.getvalue().encode()
+
+
+async def _xlsx(db: Database, who: Principal, month: date, head: Statement) -> str:
+    """The statement as an .xlsx in a temporary file (the caller deletes it): a sheet of the
+    level totals, and a sheet of the lines ending in a totals row."""
+    book = Workbook(write_only=True)
+    levels = _sheet(book, f"{head.period} 汇总", LEVEL_HEADER, LEVEL_WIDTHS)
+    for level in head.levels:
+        _append(levels, _level_row(level.level, level.tenants, level.totals), LEVEL_MONEY)
+    _append(levels, _level_row("合计", "", head.totals), LEVEL_MONEY, bold=True)
+    lines = _sheet(book, f"{head.period} 明细", LINE_HEADER, LINE_WIDTHS)
+    async for batch in _batches(db, who, month):
+        await asyncio.to_thread(_append_all, lines, [_line_row(head.period, x) for x in batch])
+    _append(lines, _totals_row(head.totals), LINE_MONEY, bold=True)
+    handle, path = tempfile.mkstemp(prefix="hub-statement-", suffix=".xlsx")
+    os.close(handle)
+    try:
+        await asyncio.to_thread(book.save, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
+
+
+def _sheet(
+    book: Workbook, title: str, header: Sequence[str], widths: Sequence[int]
+) -> WriteOnlyWorksheet:
+    sheet = book.create_sheet(title)
+    for n, width in enumerate(widths):
+        sheet.column_dimensions[chr(ord("A") + n)].width = width
+    sheet.freeze_panes = "A2"
+    _append(sheet, header, set(), bold=True)
+    return sheet
+
+
+def _append(
+    sheet: WriteOnlyWorksheet, row: Iterable[Any], money: set[int], *, bold: bool = False
+) -> None:
+    cells = []
+    for n, value in enumerate(row):
+        cell = WriteOnlyCell(sheet, value=value)
+        if n in money:
+            cell.number_format = "#,##0.00"
+        if bold:
+            cell.font = Font(bold=True)
+        cells.append(cell)
+    sheet.append(cells)
+
+
+def _append_all(sheet: WriteOnlyWorksheet, rows: list[tuple[Any, ...]]) -> None:
+    for row in rows:
+        _append(sheet, row, LINE_MONEY)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import AsyncIterator
 from decimal import Decimal
 
 import asyncpg
@@ -83,6 +84,7 @@ async def test_json_is_written_as_it_is_read(
     assert who is not None
     resp = await exports.statement_export(SingleConnectionDatabase(conn), who, OCTOBER, "json")
     assert isinstance(resp, Stream)
+    assert isinstance(resp.iterator, AsyncIterator)
     chunks = [chunk async for chunk in resp.iterator if isinstance(chunk, bytes)]
     assert len(chunks) == 6  # the head, then the 4 lines one by one, then the end
     statement = msgspec.json.decode(b"".join(chunks), type=Statement)

@@ -109,3 +109,19 @@ def allocate(total: int, weights: Sequence[int], caps: Sequence[int] | None = No
     for i in takers[:left]:
         parts[i] += 1
     return parts
+
+
+MICROS_PER_FEN = 10_000
+
+
+def to_fen(micros: int, whole: int = 1) -> int:
+    """micros / whole in whole fen, rounded half up."""
+    return (2 * micros + MICROS_PER_FEN * whole) // (2 * MICROS_PER_FEN * whole)
+
+
+def split(fen: int, segments: Sequence[int], list_price: int) -> list[int]:
+    """A carrier's cost to the hub (`fen`) over tenants pro rata by their segments, in fen,
+    adding up to `fen` exactly, and none above the same segments at the list price. That holds
+    whenever the list price is a whole number of fen and no band costs more (cards are checked
+    for both): then the hub's cost is at most the sum of the tenants' list prices."""
+    return allocate(fen, segments, [n * list_price // MICROS_PER_FEN for n in segments])

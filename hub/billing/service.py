@@ -11,6 +11,7 @@ import msgspec
 
 from hub.billing import pricing
 from hub.billing import repository as sql
+from hub.billing.pricing import MICROS_PER_FEN
 from hub.billing.schemas import (
     CarrierCost,
     CarrierRate,
@@ -188,14 +189,6 @@ def _month_after(month: date) -> date:
     return date(month.year + month.month // 12, month.month % 12 + 1, 1)
 
 
-MICROS_PER_FEN = 10_000
-
-
-def _to_fen(micros: int, whole: int = 1) -> int:
-    """micros / whole in fen, rounded half up, in integers."""
-    return (2 * micros + MICROS_PER_FEN * whole) // (2 * MICROS_PER_FEN * whole)
-
-
 async def close_period(
     conn: asyncpg.Connection,
     month: date,
@@ -247,7 +240,7 @@ class _Bill(msgspec.Struct):
         (which is a whole number of fen per segment, and no band costs more)."""
         segments = [r["billable"] for r in tenants]
         listed = [n * list_price for n in segments]
-        shares = pricing.allocate(fen, segments, [m // MICROS_PER_FEN for m in listed])
+        shares = pricing.split(fen, segments, list_price)
         self.costs.append(
             (origin, carrier, sum(segments), fen * MICROS_PER_FEN, card.id if card else None)
         )
@@ -273,7 +266,7 @@ async def _write_close(conn: asyncpg.Connection, month: date, default_list_price
         volume = sum(r["billable"] for r in tenants)
         card = await card_in_force(conn, carrier, month)
         micros, list_price = _priced(card, volume, default_list_price)
-        bill.add(month, carrier, _to_fen(micros), card, list_price, tenants)
+        bill.add(month, carrier, pricing.to_fen(micros), card, list_price, tenants)
     late = await conn.fetch(sql.LATE_USAGE, month)
     for (origin, carrier), tenants in _by_key(late, "origin", "carrier").items():
         # Late segments cost what the origin month's segments cost: its blended rate.
@@ -282,9 +275,9 @@ async def _write_close(conn: asyncpg.Connection, month: date, default_list_price
         micros, list_price = _priced(card, volume, default_list_price)
         closed = await conn.fetchrow(sql.CLOSED_COST, origin, carrier)
         if closed is not None and closed["segments"]:
-            fen = _to_fen(volume * closed["cost_micros"], closed["segments"])
+            fen = pricing.to_fen(volume * closed["cost_micros"], closed["segments"])
         else:  # the carrier had no volume that month: the late segments are its volume
-            fen = _to_fen(micros)
+            fen = pricing.to_fen(micros)
         bill.add(origin, carrier, fen, card, list_price, tenants)
     if bill.costs:
         await conn.execute(sql.INSERT_CARRIER_COSTS, month, *_columns(bill.costs))

@@ -99,3 +99,38 @@ def test_allocations_add_up_exactly_and_stay_within_a_unit(total: int, weights: 
     for part, weight in zip(parts, weights, strict=True):
         exact_floor = total * weight // whole
         assert exact_floor <= part <= exact_floor + 1
+
+
+def test_a_band_above_the_list_price_is_refused() -> None:
+    found = pricing.problems([Band(0, None, 70_000)], list_price=60_000)
+    assert found == ["band 1 costs more (70000) than the list price (60000)"]
+
+
+def test_the_cap_turns_a_fen_away_from_a_tenant_at_its_list_price() -> None:
+    # 13 fen over 1 : 1 is 6.5 each: the first's cap (6) sends the odd fen to the second.
+    assert pricing.allocate(13, [1, 1], caps=[6, 12]) == [6, 7]
+    with pytest.raises(ValueError, match="hold 0 of the 1"):
+        pricing.allocate(13, [1, 1], caps=[6, 6])
+
+
+@st.composite
+def bills(draw: st.DrawFn) -> tuple[str, list[Band], int, list[int]]:
+    """A card with its list price (whole fen, no band above it), and tenants' segments."""
+    card = draw(cards())
+    fen = draw(st.integers(card[0].price_micros // pricing.MICROS_PER_FEN, 20))
+    list_price = max(fen * pricing.MICROS_PER_FEN, card[0].price_micros)
+    list_price += -list_price % pricing.MICROS_PER_FEN  # whole fen, at or above every band
+    mode = draw(st.sampled_from(["graduated", "volume"]))
+    tenants = draw(st.lists(st.integers(0, 3_000_000), min_size=1, max_size=60))
+    return mode, card, list_price, tenants
+
+
+@given(bills())
+def test_no_tenant_pays_more_than_list_price(bill: tuple[str, list[Band], int, list[int]]) -> None:
+    mode, card, list_price, segments = bill
+    assert pricing.problems(card, list_price) == []
+    hub_fen = pricing.to_fen(pricing.cost(mode, card, sum(segments)))
+    shares = pricing.split(hub_fen, segments, list_price)
+    assert sum(shares) == hub_fen  # the tenants pay the hub's cost exactly
+    for share, n in zip(shares, segments, strict=True):
+        assert share * pricing.MICROS_PER_FEN <= n * list_price

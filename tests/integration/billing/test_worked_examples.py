@@ -36,11 +36,12 @@ async def _principal(conn: asyncpg.Connection, code: str) -> Principal:
 async def cards(conn: asyncpg.Connection) -> None:
     await make_small_tree(conn)
     await make_key(conn, "000000")
-    for carrier, mode, bands in (
-        ("中国移动", "graduated", [Band(0, 1_000, 40_000), Band(1_000, None, 30_000)]),
-        ("中国联通", "volume", [Band(0, 1_000, 45_000), Band(1_000, None, 35_000)]),
+    mobile = [Band(0, 1_000, 40_000), Band(1_000, None, 30_000)]
+    unicom = [Band(0, 1_000, 45_000), Band(1_000, None, 35_000)]
+    for card in (
+        RateCardIn(carrier="中国移动", valid_from=SEPTEMBER, mode="graduated", bands=mobile),
+        RateCardIn(carrier="中国联通", valid_from=SEPTEMBER, mode="volume", bands=unicom),
     ):
-        card = RateCardIn(carrier=carrier, valid_from=SEPTEMBER, mode=mode, bands=bands)
         await billing.add_card(conn, card, "test")  # 中国电信 has none: list price
 
 

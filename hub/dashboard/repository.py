@@ -1,0 +1,188 @@
+"""Dashboard SQL: only what no other domain's service already answers.
+
+The overview's money and quota numbers come from `billing.service.estimate` and
+`quota.service.get_quota` (so they equal the API's by construction); these queries add the
+per-day chart, per-child rollups and the tenant page's recent lists. None of the overview's
+queries reads `messages`: they aggregate the daily usage rollup and the quota ledger.
+
+A subtree is the path range `path >= $1 AND path < $1 || '~'`; the child of the subtree's top
+that a row belongs to is the first code after the top's path ('' for the top itself).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import msgspec
+
+_CHILD = "split_part(substr(t.path, length($1) + 1), '/', 1)"
+
+
+class DaySegments(msgspec.Struct, frozen=True):
+    day: date
+    segments: int
+
+
+# Billable segments per day of the subtree at $1 from $2 to $3 (exclusive), rolled up or not yet
+# (as billing's USAGE reads them).
+DAILY_SEGMENTS = """
+SELECT u.day, sum(u.billable)::bigint AS segments
+FROM (
+    SELECT tenant_id, day, billable FROM usage_daily WHERE day >= $2 AND day < $3
+    UNION ALL
+    SELECT tenant_id, day, segments FROM usage_entries
+    WHERE kind = 'billable' AND day >= $2 AND day < $3
+) u JOIN tenants t ON t.id = u.tenant_id
+WHERE t.path >= $1 AND t.path < $1 || '~'
+GROUP BY u.day
+ORDER BY u.day
+"""
+
+
+class SubtreeTenant(msgspec.Struct, frozen=True):
+    code: str
+    child: str
+
+
+# Every tenant of the subtree at $1 with the child of the top it lies under ('' for the top).
+SUBTREE_CHILDREN = f"""
+SELECT t.code, {_CHILD} AS child
+FROM tenants t
+WHERE t.path >= $1 AND t.path < $1 || '~'
+"""
+
+
+class ChildQuotaUse(msgspec.Struct, frozen=True):
+    child: str
+    used: int
+    reserved: int
+
+
+# Per child of the top at $1: what its whole subtree used and holds reserved in the month $2
+# (quota's SUBTREE_USAGE, grouped by child in one pass).
+CHILD_QUOTA_USE = f"""
+SELECT {_CHILD} AS child,
+       coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used,
+       coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved
+FROM quota_reservations r JOIN tenants t ON t.id = r.tenant_id
+WHERE r.period = $2 AND t.path > $1 AND t.path < $1 || '~'
+GROUP BY 1
+"""
+
+
+class ChildDelivery(msgspec.Struct, frozen=True):
+    child: str
+    delivered: int
+    undelivered: int
+
+
+# Per child of the top at $1 (and '' for the top's own sends): segments with a final receipt,
+# delivered or not, from $2 to $3 (exclusive). Reads usage_daily.delivered/undelivered and the
+# usage_entries kinds 'delivered'/'undelivered' (migration 0014); the delivery rate is
+# delivered / (delivered + undelivered).
+CHILD_DELIVERY = f"""
+SELECT {_CHILD} AS child, sum(u.delivered)::bigint AS delivered,
+       sum(u.undelivered)::bigint AS undelivered
+FROM (
+    SELECT tenant_id, delivered, undelivered FROM usage_daily WHERE day >= $2 AND day < $3
+    UNION ALL
+    SELECT tenant_id,
+           CASE WHEN kind::text = 'delivered' THEN segments ELSE 0 END,
+           CASE WHEN kind::text = 'undelivered' THEN segments ELSE 0 END
+    FROM usage_entries
+    WHERE kind::text IN ('delivered', 'undelivered') AND day >= $2 AND day < $3
+) u JOIN tenants t ON t.id = u.tenant_id
+WHERE t.path >= $1 AND t.path < $1 || '~'
+GROUP BY 1
+"""
+
+
+class RecentSend(msgspec.Struct, frozen=True):
+    id: int
+    body: str
+    state: str
+    priority: str
+    recipients: int
+    segments: int
+    created_at: datetime
+
+
+# A tenant's own latest sends, newest first.
+RECENT_SENDS = """
+SELECT s.id, s.body, s.state::text AS state, s.priority::text AS priority, s.recipients,
+       s.segments, s.created_at
+FROM sends s WHERE s.tenant_id = $1
+ORDER BY s.id DESC
+LIMIT $2
+"""
+
+
+class SendStatusCount(msgspec.Struct, frozen=True):
+    send_id: int
+    status: str
+    n: int
+
+
+# Messages by status for the sends $1 (as GET /v1/messages/{id} counts them).
+SEND_STATUS_COUNTS = """
+SELECT send_id, status::text AS status, count(*) AS n
+FROM messages WHERE send_id = ANY($1::bigint[])
+GROUP BY send_id, status
+"""
+
+
+class RecentReply(msgspec.Struct, frozen=True):
+    id: int
+    phone: str
+    text: str
+    opt_out: bool
+    received_at: datetime
+
+
+# Replies to a tenant, newest first.
+RECENT_INBOUND = """
+SELECT i.id, i.phone, i.text, i.opt_out, i.received_at
+FROM inbound i WHERE i.tenant_id = $1
+ORDER BY i.id DESC
+LIMIT $2
+"""
+
+
+class OptOut(msgspec.Struct, frozen=True):
+    phone: str
+    created_at: datetime
+
+
+# Phones that opted out of a tenant's messages, newest first.
+OPT_OUTS = """
+SELECT o.phone, o.created_at FROM opt_outs o WHERE o.tenant_id = $1
+ORDER BY o.created_at DESC, o.phone
+LIMIT $2
+"""
+
+# How many phones opted out of a tenant's messages.
+OPT_OUT_COUNT = "SELECT count(*) FROM opt_outs WHERE tenant_id = $1"
+
+
+class LedgerEntry(msgspec.Struct, frozen=True):
+    id: int
+    kind: str
+    amount: int
+    limit_after: int
+    used_after: int
+    reserved_after: int
+    allocated_after: int
+    cause: str
+    actor: str
+    created_at: datetime
+
+
+# The latest entries of a tenant's account for the month $2, newest first.
+RECENT_ENTRIES = """
+SELECT e.id, e.kind::text AS kind, e.amount, e.limit_after, e.used_after, e.reserved_after,
+       e.allocated_after, e.cause, e.actor, e.created_at
+FROM quota_entries e JOIN quota_accounts a ON a.id = e.account_id
+WHERE a.tenant_id = $1 AND a.period = $2
+ORDER BY e.id DESC
+LIMIT $3
+"""

@@ -58,6 +58,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def connections(app: Litestar) -> AsyncIterator[None]:
+        dashboard.warn_without_secret(settings)
         async with contextlib.AsyncExitStack() as stack:
             if db is None:
                 if not settings.db.dsn:

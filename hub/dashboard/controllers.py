@@ -19,10 +19,10 @@ from urllib.parse import quote, urlsplit
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import Cookie, State
-from litestar.di import Provide
+from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
-from litestar.params import Body, QueryParameter
+from litestar.params import Body, FromPath, FromQuery, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.router import Router
@@ -48,6 +48,8 @@ PREFIX = "/dashboard"
 COOKIE = "hub_dashboard"
 LOGIN = f"{PREFIX}/login"
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+# The signed-in principal (the `who` dependency).
+Viewer = NamedDependency[Principal]
 PeriodQuery = Annotated[str | None, QueryParameter(max_length=7, description="YYYY-MM")]
 
 # --- configuration -----------------------------------------------------------------------
@@ -55,13 +57,16 @@ PeriodQuery = Annotated[str | None, QueryParameter(max_length=7, description="YY
 
 def session_secret(settings: Settings) -> bytes:
     """The cookie-signing secret: the configured one, else a random one for this process."""
-    if settings.dashboard.secret:
-        return settings.dashboard.secret.encode()
-    log.warning(
-        "HUB_DASHBOARD__SECRET is not set: dashboard sessions use a random secret and end when "
-        "this server restarts (set it, 32+ characters, to keep them and to run several servers)"
-    )
-    return secrets.token_bytes(32)
+    return settings.dashboard.secret.encode() or secrets.token_bytes(32)
+
+
+def warn_without_secret(settings: Settings) -> None:
+    """Said once as the server starts: without a configured secret, sessions are per process."""
+    if not settings.dashboard.secret:
+        log.warning(
+            "HUB_DASHBOARD__SECRET is not set: dashboard sessions use a random secret and end "
+            "when this server restarts (set it, 32+ characters, to run several servers)"
+        )
 
 
 def yuan(micros: int) -> str:
@@ -183,11 +188,11 @@ class DashboardController(Controller):
     dependencies = {"who": Provide(_viewer)}  # noqa: RUF012 - Litestar reads it as a class attribute
 
     @get("/")
-    async def home(self, who: Principal) -> Redirect:
+    async def home(self, who: Viewer) -> Redirect:
         return Redirect(f"{PREFIX}/t/{who.tenant_code}")
 
     @get("/login")
-    async def login_form(self, next: str = "") -> Template:
+    async def login_form(self, next: FromQuery[str] = "") -> Template:
         return _page("login.html", None, error=None, next=_safe_next(next))
 
     @post("/login", status_code=303)
@@ -197,7 +202,7 @@ class DashboardController(Controller):
         conn: Conn,
         state: State,
         data: Annotated[LoginForm, Form],
-        next: str = "",
+        next: FromQuery[str] = "",
     ) -> Response[Any]:
         same_origin(request)
         try:
@@ -228,8 +233,8 @@ class DashboardController(Controller):
         self,
         conn: Conn,
         state: State,
-        who: Principal,
-        code: str,
+        who: Viewer,
+        code: FromPath[str],
         period: PeriodQuery = None,
         sort: Annotated[str, QueryParameter(max_length=10)] = "code",
         order: Annotated[Literal["asc", "desc"], QueryParameter()] = "asc",
@@ -248,7 +253,12 @@ class DashboardController(Controller):
 
     @get("/t/{code:str}/activity")
     async def activity(
-        self, conn: Conn, who: Principal, code: str, period: PeriodQuery = None, saved: str = ""
+        self,
+        conn: Conn,
+        who: Viewer,
+        code: FromPath[str],
+        period: PeriodQuery = None,
+        saved: FromQuery[str] = "",
     ) -> Template:
         view = await service.tenant_page(conn, who, code, _month(period))
         return _page("tenant.html", who, view=view, error=None, form=None, saved=saved[:20])
@@ -258,8 +268,8 @@ class DashboardController(Controller):
         self,
         request: Request[Any, Any, State],
         conn: Conn,
-        who: Principal,
-        code: str,
+        who: Viewer,
+        code: FromPath[str],
         data: Annotated[QuotaForm, Form],
     ) -> Response[Any]:
         same_origin(request)
@@ -286,8 +296,8 @@ class DashboardController(Controller):
     async def recipients(
         self,
         conn: Conn,
-        who: Principal,
-        send_id: int,
+        who: Viewer,
+        send_id: FromPath[int],
         after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
     ) -> Template:
         send = await messages.get_send(conn, who, send_id)
@@ -295,20 +305,20 @@ class DashboardController(Controller):
         return _page("send.html", who, send=send, page=page)
 
     @get("/billing")
-    async def billing(self, conn: Conn, who: Principal, period: PeriodQuery = None) -> Template:
+    async def billing(self, conn: Conn, who: Viewer, period: PeriodQuery = None) -> Template:
         month = _month(period) if period else _previous(current_period())
         view = await service.billing_page(conn, who, month)
         return _page("billing.html", who, view=view)
 
     @get("/billing/{period:str}/statement.csv")
     async def statement_csv(
-        self, request: Request[Any, Any, State], state: State, period: str
+        self, request: Request[Any, Any, State], state: State, period: FromPath[str]
     ) -> Response[Any]:
         return await _export(request, state, period, "csv")
 
     @get("/billing/{period:str}/statement.xlsx")
     async def statement_xlsx(
-        self, request: Request[Any, Any, State], state: State, period: str
+        self, request: Request[Any, Any, State], state: State, period: FromPath[str]
     ) -> Response[Any]:
         return await _export(request, state, period, "xlsx")
 

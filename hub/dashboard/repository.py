@@ -97,6 +97,30 @@ GROUP BY 1
 """
 
 
+class NotedAlert(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    threshold: int
+    reached_at: datetime
+    held: int
+    limit_segments: int
+
+
+# Accounts of the subtree at $1 whose ledger noted 80 % / 100 % of the limit in the month $2:
+# the highest threshold each reached, fullest first.
+SUBTREE_ALERTS = """
+SELECT t.code, t.name, max(e.threshold)::int AS threshold, max(e.created_at) AS reached_at,
+       a.used + a.reserved AS held, a.limit_segments
+FROM quota_events e
+JOIN quota_accounts a ON a.id = e.account_id
+JOIN tenants t ON t.id = a.tenant_id
+WHERE a.period = $2 AND t.path >= $1 AND t.path < $1 || '~'
+GROUP BY t.code, t.name, t.path, a.used, a.reserved, a.limit_segments
+ORDER BY max(e.threshold) DESC, t.path
+LIMIT $3
+"""
+
+
 class RecentSend(msgspec.Struct, frozen=True):
     id: int
     body: str

@@ -261,7 +261,7 @@ async def overview(
             undelivered=sum(d.undelivered for d in deliveries.values()),
         ),
         quota=bar,
-        alerts=_alerts(tenant, bar, account.alerts, children),
+        alerts=await _alerts(conn, tenant, month, children),
         chart=chart(month, days),
         own=own,
         children=children,
@@ -271,18 +271,30 @@ async def overview(
     )
 
 
-def _alerts(
-    tenant: TenantRow, bar: QuotaBar, noted: list[Any], children: list[ChildRow]
+MAX_ALERTS = 50
+
+
+async def _alerts(
+    conn: asyncpg.Connection, tenant: TenantRow, month: date, children: list[ChildRow]
 ) -> list[Alert]:
-    """80 % / 100 % of a limit in use: the tenant's own (with when its ledger noted it) first,
-    then each child's, fullest first."""
-    found = []
-    own_threshold = max([bar.alert, *(a.threshold for a in noted)])
-    if own_threshold:
-        when = max((a.reached_at for a in noted if a.threshold == own_threshold), default=None)
-        found.append(Alert(tenant.code, tenant.name, own_threshold, bar.percent, when))
+    """80 % / 100 % of a limit in use: every account of the subtree whose ledger noted it
+    (fullest first), then each child whose whole subtree holds that share of its limit."""
+    noted = _rows(
+        await conn.fetch(sql.SUBTREE_ALERTS, tenant.path, month, MAX_ALERTS), sql.NotedAlert
+    )
+    found = [
+        Alert(
+            a.code,
+            a.name,
+            a.threshold,
+            QuotaBar(a.limit_segments, a.held, 0).percent,
+            a.reached_at,
+        )
+        for a in noted
+    ]
+    listed = {a.code for a in found}
     for row in sorted(children, key=lambda r: -(r.quota.percent if r.quota else 0)):
-        if row.quota is not None and row.quota.alert:
+        if row.quota is not None and row.quota.alert and row.code not in listed:
             found.append(Alert(row.code, row.name, row.quota.alert, row.quota.percent, None))
     return found
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -134,7 +133,7 @@ async def sign_in(client: httpx.AsyncClient, key: str) -> httpx.Response:
 
 
 @pytest.fixture
-async def signed_in(client: httpx.AsyncClient, seeded: Seeded) -> AsyncIterator[httpx.AsyncClient]:
+async def signed_in(client: httpx.AsyncClient, seeded: Seeded) -> httpx.AsyncClient:
     response = await sign_in(client, seeded.province_key)
     assert response.status_code == 303, response.text
     return client

@@ -24,16 +24,23 @@ class DaySegments(msgspec.Struct, frozen=True):
 
 
 # Billable segments per day of the subtree at $1 from $2 to $3 (exclusive), rolled up or not yet
-# (as billing's USAGE reads them).
+# (as billing's USAGE reads them). From the subtree's tenants into usage_daily's primary key
+# (tenant_id, day, …): a province reads its own rows, not the whole hub's month.
 DAILY_SEGMENTS = """
-SELECT u.day, sum(u.billable)::bigint AS segments
+SELECT u.day, sum(u.segments)::bigint AS segments
 FROM (
-    SELECT tenant_id, day, billable FROM usage_daily WHERE day >= $2 AND day < $3
+    SELECT d.day, d.billable AS segments
+    FROM tenants t JOIN LATERAL (
+        SELECT day, billable FROM usage_daily
+        WHERE tenant_id = t.id AND day >= $2 AND day < $3
+    ) d ON true
+    WHERE t.path >= $1 AND t.path < $1 || '~'
     UNION ALL
-    SELECT tenant_id, day, segments FROM usage_entries
-    WHERE kind = 'billable' AND day >= $2 AND day < $3
-) u JOIN tenants t ON t.id = u.tenant_id
-WHERE t.path >= $1 AND t.path < $1 || '~'
+    SELECT e.day, e.segments
+    FROM usage_entries e JOIN tenants t ON t.id = e.tenant_id
+    WHERE e.kind = 'billable' AND e.day >= $2 AND e.day < $3
+      AND t.path >= $1 AND t.path < $1 || '~'
+) u
 GROUP BY u.day
 ORDER BY u.day
 """
@@ -80,19 +87,25 @@ class ChildDelivery(msgspec.Struct, frozen=True):
 # delivered or not, from $2 to $3 (exclusive). Reads usage_daily.delivered/undelivered and the
 # usage_entries kinds 'delivered'/'undelivered' (migration 0014); the delivery rate is
 # delivered / (delivered + undelivered).
-CHILD_DELIVERY = f"""
-SELECT {_CHILD} AS child, sum(u.delivered)::bigint AS delivered,
+CHILD_DELIVERY = """
+SELECT split_part(substr(u.path, length($1) + 1), '/', 1) AS child,
+       sum(u.delivered)::bigint AS delivered,
        sum(u.undelivered)::bigint AS undelivered
 FROM (
-    SELECT tenant_id, delivered, undelivered FROM usage_daily WHERE day >= $2 AND day < $3
+    SELECT t.path, d.delivered, d.undelivered
+    FROM tenants t JOIN LATERAL (
+        SELECT delivered, undelivered FROM usage_daily
+        WHERE tenant_id = t.id AND day >= $2 AND day < $3
+    ) d ON true
+    WHERE t.path >= $1 AND t.path < $1 || '~'
     UNION ALL
-    SELECT tenant_id,
-           CASE WHEN kind::text = 'delivered' THEN segments ELSE 0 END,
-           CASE WHEN kind::text = 'undelivered' THEN segments ELSE 0 END
-    FROM usage_entries
-    WHERE kind::text IN ('delivered', 'undelivered') AND day >= $2 AND day < $3
-) u JOIN tenants t ON t.id = u.tenant_id
-WHERE t.path >= $1 AND t.path < $1 || '~'
+    SELECT t.path,
+           CASE WHEN e.kind::text = 'delivered' THEN e.segments ELSE 0 END,
+           CASE WHEN e.kind::text = 'undelivered' THEN e.segments ELSE 0 END
+    FROM usage_entries e JOIN tenants t ON t.id = e.tenant_id
+    WHERE e.kind::text IN ('delivered', 'undelivered') AND e.day >= $2 AND e.day < $3
+      AND t.path >= $1 AND t.path < $1 || '~'
+) u
 GROUP BY 1
 """
 

@@ -18,6 +18,7 @@ from hub import queue
 from hub.billing.controllers import BillingController, CloseController, UsageController
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
+from hub.dashboard import controllers as dashboard
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
@@ -33,6 +34,8 @@ from tenants.controllers import TenantController
 VERSION = "0.1.0"
 # Gateways call these with their own secret, not an API key.
 GATEWAY_CALLBACKS = "^/v1/gateways/"
+# The dashboard signs in with a session cookie of its own (hub/dashboard).
+DASHBOARD = "^/dashboard"
 
 
 class MetricsController(PrometheusController):
@@ -55,6 +58,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def connections(app: Litestar) -> AsyncIterator[None]:
+        dashboard.warn_without_secret(settings)
         async with contextlib.AsyncExitStack() as stack:
             if db is None:
                 if not settings.db.dsn:
@@ -88,14 +92,19 @@ def create_app(
             UsageController,
             CloseController,
             InboundController,
+            dashboard.DashboardController,
+            dashboard.static_files(),
             docs,
         ],
         dependencies={"conn": Provide(provide_connection)},
         middleware=[
             metrics.middleware,
-            DefineMiddleware(ApiKeyMiddleware, exclude=[*PUBLIC_PATHS, GATEWAY_CALLBACKS]),
+            DefineMiddleware(
+                ApiKeyMiddleware, exclude=[*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
+            ),
         ],
-        exception_handlers=exception_handlers(),
+        exception_handlers=dashboard.html_errors(exception_handlers()),
+        template_config=dashboard.template_config(),
         lifespan=[connections],
         state=_initial_state(settings, db, redis),
         openapi_config=openapi_config(VERSION),
@@ -107,7 +116,10 @@ def create_app(
 
 
 def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | None) -> State:
-    state: dict[str, object] = {"settings": settings}
+    state: dict[str, object] = {
+        "settings": settings,
+        "dashboard_secret": dashboard.session_secret(settings),
+    }
     if db is not None:
         state["db"] = db
     if redis is not None:

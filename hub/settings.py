@@ -133,6 +133,16 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     circuit_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
 
 
+class DashboardSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Signs the dashboard's session cookies (HMAC-SHA256); at least 32 characters, e.g.
+    # `python -c 'import secrets; print(secrets.token_hex(32))'`. Empty: a random secret per
+    # process (`hub up` keeps one under data_dir), so sessions end when the server restarts and
+    # do not carry across several servers: set it in production.
+    secret: Annotated[str, msgspec.Meta(pattern=r"^(|.{32,})$")] = ""
+    # A session ends this long after sign-in (and at once when its key is revoked).
+    session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     db: DbSettings = DbSettings()
     redis: RedisSettings = RedisSettings()
@@ -142,6 +152,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     messages: MessagesSettings = MessagesSettings()
     billing: BillingSettings = BillingSettings()
     delivery: DeliverySettings = DeliverySettings()
+    dashboard: DashboardSettings = DashboardSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"
     log_level: str = "INFO"

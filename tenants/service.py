@@ -218,6 +218,39 @@ async def revoke_key(conn: asyncpg.Connection, who: Principal, prefix: str) -> N
         raise NotFound("API key not found")
 
 
+class KeyCredential(msgspec.Struct, frozen=True):
+    """A live key found by its prefix: who it acts as, and the hash its secret must match."""
+
+    principal: Principal
+    secret_sha256: bytes
+
+
+async def credential(conn: asyncpg.Connection, prefix: str) -> KeyCredential | None:
+    """The live key with this prefix (None when unknown, revoked or its tenant inactive).
+
+    For sessions a key started (the dashboard's cookie): they name the key by its prefix and
+    are bound to its secret's hash, and end as soon as the key is revoked.
+    """
+    record = await conn.fetchrow(sql.CREDENTIAL_BY_PREFIX, prefix)
+    if record is None:
+        return None
+    cred = msgspec.convert(dict(record.items()), CredentialRow)
+    if cred.revoked or cred.tenant_status != "active":
+        return None
+    return KeyCredential(_principal(cred, prefix), cred.secret_sha256)
+
+
+def _principal(cred: CredentialRow, prefix: str) -> Principal:
+    return Principal(
+        key_id=cred.key_id,
+        key_prefix=prefix,
+        tenant_id=cred.tenant_id,
+        tenant_code=cred.tenant_code,
+        tenant_path=cred.tenant_path,
+        scopes=frozenset(Scope(s) for s in cred.scopes if s in _KNOWN_SCOPES),
+    )
+
+
 async def authenticate(conn: asyncpg.Connection, raw_token: str) -> Principal | None:
     """The principal for a presented key, or None for a garbled, unknown or revoked one."""
     token = parse_token(raw_token)
@@ -233,11 +266,4 @@ async def authenticate(conn: asyncpg.Connection, raw_token: str) -> Principal | 
         return None
     if cred.stale_last_used:
         await conn.execute(sql.TOUCH_KEY, cred.key_id)
-    return Principal(
-        key_id=cred.key_id,
-        key_prefix=token.prefix,
-        tenant_id=cred.tenant_id,
-        tenant_code=cred.tenant_code,
-        tenant_path=cred.tenant_path,
-        scopes=frozenset(Scope(s) for s in cred.scopes if s in _KNOWN_SCOPES),
-    )
+    return _principal(cred, token.prefix)

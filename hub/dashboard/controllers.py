@@ -1,0 +1,352 @@
+"""The dashboard's pages under /dashboard: server-rendered HTML, signed-cookie sessions.
+
+Sign-in takes an API key with `dashboard:read` and answers an HttpOnly, SameSite=Strict cookie
+signed (HMAC-SHA256) with `HUB_DASHBOARD__SECRET`; every request checks the key again, so
+revoking it ends the session. Forms also check that Origin (or Referer) is this host. Errors on
+these paths render as HTML pages; the JSON API is untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import time
+from datetime import date
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import quote, urlsplit
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import Cookie, State
+from litestar.di import NamedDependency, Provide
+from litestar.enums import RequestEncodingType
+from litestar.exceptions import HTTPException
+from litestar.params import Body, FromPath, FromQuery, QueryParameter
+from litestar.plugins.jinja import JinjaTemplateEngine
+from litestar.response import Redirect, Template
+from litestar.router import Router
+from litestar.static_files import create_static_files_router
+from litestar.template.config import TemplateConfig
+from litestar.types import ExceptionHandler, ExceptionHandlersMap
+
+from hub.dashboard import service
+from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
+from hub.db import Database
+from hub.errors import ApiError, Forbidden, Invalid
+from hub.messages import service as messages
+from hub.quota.schemas import parse_period, period_text
+from hub.quota.service import current_period
+from hub.settings import Settings
+from tenants.controllers import Conn
+from tenants.service import Principal
+
+log = logging.getLogger("hub.dashboard")
+
+HERE = Path(__file__).resolve().parent
+PREFIX = "/dashboard"
+COOKIE = "hub_dashboard"
+LOGIN = f"{PREFIX}/login"
+Form = Body(media_type=RequestEncodingType.URL_ENCODED)
+# The signed-in principal (the `who` dependency).
+Viewer = NamedDependency[Principal]
+PeriodQuery = Annotated[str | None, QueryParameter(max_length=7, description="YYYY-MM")]
+
+# --- configuration -----------------------------------------------------------------------
+
+
+def session_secret(settings: Settings) -> bytes:
+    """The cookie-signing secret: the configured one, else a random one for this process."""
+    return settings.dashboard.secret.encode() or secrets.token_bytes(32)
+
+
+def warn_without_secret(settings: Settings) -> None:
+    """Said once as the server starts: without a configured secret, sessions are per process."""
+    if not settings.dashboard.secret:
+        log.warning(
+            "HUB_DASHBOARD__SECRET is not set: dashboard sessions use a random secret and end "
+            "when this server restarts (set it, 32+ characters, to run several servers)"
+        )
+
+
+def yuan(micros: int) -> str:
+    """Micro-yuan as yuan to the fen, rounded half away from zero: 1234567 → '¥1.23'."""
+    sign = "-" if micros < 0 else ""
+    fen = (abs(micros) + 5_000) // 10_000
+    return f"{sign}¥{fen // 100:,}.{fen % 100:02d}"
+
+
+def number(n: int) -> str:
+    return f"{n:,}"
+
+
+def permille(value: int | None) -> str:
+    return "—" if value is None else f"{value // 10}.{value % 10}%"
+
+
+def template_config() -> TemplateConfig[JinjaTemplateEngine]:
+    env = Environment(
+        loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined
+    )
+    env.filters.update(yuan=yuan, number=number, permille=permille)
+    return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
+
+
+def static_files() -> Router:
+    return create_static_files_router(
+        path=f"{PREFIX}/static", directories=[HERE / "static"], include_in_schema=False
+    )
+
+
+# --- errors as pages ---------------------------------------------------------------------
+
+_TITLES = {
+    400: "请求有误",
+    401: "需要登录",
+    403: "无权操作",
+    404: "未找到",
+    405: "不支持的操作",
+    409: "无法完成",
+    413: "内容过大",
+    422: "输入无效",
+    429: "请求过多",
+}
+
+
+def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, service.SignInRequired):
+        return Redirect(f"{LOGIN}?next={quote(request.url.path)}")
+    if isinstance(exc, ApiError | HTTPException):
+        status, detail = exc.status_code, str(exc.detail)
+    else:
+        log.exception("dashboard error on %s %s", request.method, request.url.path, exc_info=exc)
+        status, detail = 500, "服务器内部错误"
+    return Template(
+        template_name="error.html",
+        context={
+            "who": None,
+            "status": status,
+            "title": _TITLES.get(status, "出错了"),
+            "detail": detail,
+        },
+        status_code=status,
+    )
+
+
+def html_errors(handlers: ExceptionHandlersMap) -> ExceptionHandlersMap:
+    """The app's handlers, answering with an HTML page on the dashboard's paths instead."""
+
+    def wrap(handler: ExceptionHandler[Any]) -> ExceptionHandler[Any]:
+        def handle(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+            if request.url.path == PREFIX or request.url.path.startswith(f"{PREFIX}/"):
+                return _error_page(request, exc)
+            return handler(request, exc)
+
+        return handle
+
+    return {kind: wrap(handler) for kind, handler in handlers.items()}
+
+
+# --- requests ----------------------------------------------------------------------------
+
+
+def _max_age(state: State) -> int:
+    settings: Settings = state.settings
+    return int(settings.dashboard.session_hours * 3600)
+
+
+async def _viewer(request: Request[Any, Any, State], conn: Conn, state: State) -> Principal:
+    """The signed-in principal (every request re-checks the key), or SignInRequired."""
+    return await service.session(
+        conn, state.dashboard_secret, request.cookies.get(COOKIE), int(time.time()), _max_age(state)
+    )
+
+
+def same_origin(request: Request[Any, Any, Any]) -> None:
+    """CSRF defence beside the SameSite=Strict cookie: a form must come from this host."""
+    source = request.headers.get("origin") or request.headers.get("referer") or ""
+    if not source or urlsplit(source).netloc != request.headers.get("host", ""):
+        raise Forbidden("跨站提交被拒绝：请从控制台页面提交表单")
+
+
+def _month(text: str | None) -> date:
+    if not text:
+        return current_period()
+    month = parse_period(text)
+    if month is None:
+        raise Invalid(f"月份必须是 YYYY-MM 格式，而不是 {text!r}")
+    return month
+
+
+def _page(name: str, who: Principal | None, status: int = 200, **context: Any) -> Template:
+    return Template(template_name=name, context={"who": who, **context}, status_code=status)
+
+
+class DashboardController(Controller):
+    path = PREFIX
+    include_in_schema = False
+    dependencies = {"who": Provide(_viewer)}  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @get("/")
+    async def home(self, who: Viewer) -> Redirect:
+        return Redirect(f"{PREFIX}/t/{who.tenant_code}")
+
+    @get("/login")
+    async def login_form(self, next: FromQuery[str] = "") -> Template:
+        return _page("login.html", None, error=None, next=_safe_next(next))
+
+    @post("/login", status_code=303)
+    async def login(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        state: State,
+        data: Annotated[LoginForm, Form],
+        next: FromQuery[str] = "",
+    ) -> Response[Any]:
+        same_origin(request)
+        try:
+            value = await service.sign_in(conn, state.dashboard_secret, data.key, int(time.time()))
+        except Invalid as exc:
+            return _page("login.html", None, 401, error=exc.detail, next=_safe_next(next))
+        cookie = Cookie(
+            key=COOKIE,
+            value=value,
+            path=PREFIX,
+            max_age=_max_age(state),
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return Redirect(_safe_next(next) or f"{PREFIX}/", cookies=[cookie], status_code=303)
+
+    @post("/logout", status_code=303)
+    async def logout(self, request: Request[Any, Any, State]) -> Redirect:
+        same_origin(request)
+        gone = Cookie(
+            key=COOKIE, value="", path=PREFIX, max_age=0, httponly=True, samesite="strict"
+        )
+        return Redirect(LOGIN, cookies=[gone], status_code=303)
+
+    @get("/t/{code:str}")
+    async def overview(
+        self,
+        conn: Conn,
+        state: State,
+        who: Viewer,
+        code: FromPath[str],
+        period: PeriodQuery = None,
+        sort: Annotated[str, QueryParameter(max_length=10)] = "code",
+        order: Annotated[Literal["asc", "desc"], QueryParameter()] = "asc",
+    ) -> Template:
+        key: SortKey = next((k for k in SORT_KEYS if k == sort), "code")
+        view = await service.overview(
+            conn,
+            who,
+            code,
+            _month(period),
+            sort=key,
+            descending=order == "desc",
+            list_price=state.settings.billing.list_price_micros,
+        )
+        return _page("overview.html", who, view=view)
+
+    @get("/t/{code:str}/activity")
+    async def activity(
+        self,
+        conn: Conn,
+        who: Viewer,
+        code: FromPath[str],
+        period: PeriodQuery = None,
+        saved: FromQuery[str] = "",
+    ) -> Template:
+        view = await service.tenant_page(conn, who, code, _month(period))
+        return _page("tenant.html", who, view=view, error=None, form=None, saved=saved[:20])
+
+    @post("/t/{code:str}/quota", status_code=303)
+    async def allocate(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        who: Viewer,
+        code: FromPath[str],
+        data: Annotated[QuotaForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        month = _month(data.period or None)
+        try:
+            await service.allocate(conn, who, code, data.child, month, data.limit)
+        except ApiError as exc:
+            if isinstance(exc, service.SignInRequired):
+                raise
+            view = await service.tenant_page(conn, who, code, month)
+            return _page(
+                "tenant.html",
+                who,
+                exc.status_code,
+                view=view,
+                error=exc.detail,
+                form=data,
+                saved="",
+            )
+        target = f"{PREFIX}/t/{code}/activity?period={period_text(month)}&saved={data.child}"
+        return Redirect(target, status_code=303)
+
+    @get("/sends/{send_id:int}")
+    async def recipients(
+        self,
+        conn: Conn,
+        who: Viewer,
+        send_id: FromPath[int],
+        after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
+    ) -> Template:
+        send = await messages.get_send(conn, who, send_id)
+        page = await messages.list_messages(conn, who, send_id, after, 100, None)
+        return _page("send.html", who, send=send, page=page)
+
+    @get("/billing")
+    async def billing(self, conn: Conn, who: Viewer, period: PeriodQuery = None) -> Template:
+        month = _month(period) if period else _previous(current_period())
+        view = await service.billing_page(conn, who, month)
+        return _page("billing.html", who, view=view)
+
+    @get("/billing/{period:str}/statement.csv")
+    async def statement_csv(
+        self, request: Request[Any, Any, State], state: State, period: FromPath[str]
+    ) -> Response[Any]:
+        return await _export(request, state, period, "csv")
+
+    @get("/billing/{period:str}/statement.xlsx")
+    async def statement_xlsx(
+        self, request: Request[Any, Any, State], state: State, period: FromPath[str]
+    ) -> Response[Any]:
+        return await _export(request, state, period, "xlsx")
+
+
+def _previous(month: date) -> date:
+    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
+
+
+def _safe_next(target: str) -> str:
+    """Only a dashboard path (never another site) to return to after signing in."""
+    ok = target.startswith(f"{PREFIX}/") and not target.startswith("//") and "\\" not in target
+    return target if ok else ""
+
+
+async def _export(
+    request: Request[Any, Any, State], state: State, period: str, fmt: Literal["csv", "xlsx"]
+) -> Response[Any]:
+    """A statement download: billing's own export, for the session's key.
+
+    The session is checked on a connection of its own, given back before the export streams
+    (the export reads on its own connection while the browser downloads).
+    """
+    from hub.billing.exports import (  # type: ignore[import-not-found, unused-ignore]
+        statement_export,
+    )
+
+    db: Database = state.db
+    async with db.acquire() as conn, conn.transaction():
+        who = await _viewer(request, conn, state)
+    response: Response[Any] = await statement_export(db, who, _month(period), fmt)
+    return response

@@ -1,0 +1,225 @@
+"""Dashboard SQL: only what no other domain's service already answers.
+
+The overview's money and quota numbers come from `billing.service.estimate` and
+`quota.service.get_quota` (so they equal the API's by construction); these queries add the
+per-day chart, per-child rollups and the tenant page's recent lists. None of the overview's
+queries reads `messages`: they aggregate the daily usage rollup and the quota ledger.
+
+A subtree is the path range `path >= $1 AND path < $1 || '~'`; the child of the subtree's top
+that a row belongs to is the first code after the top's path ('' for the top itself).
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import msgspec
+
+_CHILD = "split_part(substr(t.path, length($1) + 1), '/', 1)"
+
+
+class DaySegments(msgspec.Struct, frozen=True):
+    day: date
+    segments: int
+
+
+# Billable segments per day of the subtree at $1 from $2 to $3 (exclusive), rolled up or not yet
+# (as billing's USAGE reads them). From the subtree's tenants into usage_daily's primary key
+# (tenant_id, day, …): a province reads its own rows, not the whole hub's month.
+DAILY_SEGMENTS = """
+SELECT u.day, sum(u.segments)::bigint AS segments
+FROM (
+    SELECT d.day, d.billable AS segments
+    FROM tenants t JOIN LATERAL (
+        SELECT day, billable FROM usage_daily
+        WHERE tenant_id = t.id AND day >= $2 AND day < $3
+    ) d ON true
+    WHERE t.path >= $1 AND t.path < $1 || '~'
+    UNION ALL
+    SELECT e.day, e.segments
+    FROM usage_entries e JOIN tenants t ON t.id = e.tenant_id
+    WHERE e.kind = 'billable' AND e.day >= $2 AND e.day < $3
+      AND t.path >= $1 AND t.path < $1 || '~'
+) u
+GROUP BY u.day
+ORDER BY u.day
+"""
+
+
+class SubtreeTenant(msgspec.Struct, frozen=True):
+    code: str
+    child: str
+
+
+# Every tenant of the subtree at $1 with the child of the top it lies under ('' for the top).
+SUBTREE_CHILDREN = f"""
+SELECT t.code, {_CHILD} AS child
+FROM tenants t
+WHERE t.path >= $1 AND t.path < $1 || '~'
+"""
+
+
+class ChildQuotaUse(msgspec.Struct, frozen=True):
+    child: str
+    used: int
+    reserved: int
+
+
+# Per child of the top at $1: what its whole subtree used and holds reserved in the month $2
+# (quota's SUBTREE_USAGE, grouped by child in one pass).
+CHILD_QUOTA_USE = f"""
+SELECT {_CHILD} AS child,
+       coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used,
+       coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved
+FROM quota_reservations r JOIN tenants t ON t.id = r.tenant_id
+WHERE r.period = $2 AND t.path > $1 AND t.path < $1 || '~'
+GROUP BY 1
+"""
+
+
+class ChildDelivery(msgspec.Struct, frozen=True):
+    child: str
+    delivered: int
+    undelivered: int
+
+
+# Per child of the top at $1 (and '' for the top's own sends): segments with a final receipt,
+# delivered or not, from $2 to $3 (exclusive). Reads usage_daily.delivered/undelivered and the
+# usage_entries kinds 'delivered'/'undelivered' (migration 0014); the delivery rate is
+# delivered / (delivered + undelivered).
+CHILD_DELIVERY = """
+SELECT split_part(substr(u.path, length($1) + 1), '/', 1) AS child,
+       sum(u.delivered)::bigint AS delivered,
+       sum(u.undelivered)::bigint AS undelivered
+FROM (
+    SELECT t.path, d.delivered, d.undelivered
+    FROM tenants t JOIN LATERAL (
+        SELECT delivered, undelivered FROM usage_daily
+        WHERE tenant_id = t.id AND day >= $2 AND day < $3
+    ) d ON true
+    WHERE t.path >= $1 AND t.path < $1 || '~'
+    UNION ALL
+    SELECT t.path,
+           CASE WHEN e.kind::text = 'delivered' THEN e.segments ELSE 0 END,
+           CASE WHEN e.kind::text = 'undelivered' THEN e.segments ELSE 0 END
+    FROM usage_entries e JOIN tenants t ON t.id = e.tenant_id
+    WHERE e.kind::text IN ('delivered', 'undelivered') AND e.day >= $2 AND e.day < $3
+      AND t.path >= $1 AND t.path < $1 || '~'
+) u
+GROUP BY 1
+"""
+
+
+class NotedAlert(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    threshold: int
+    reached_at: datetime
+    held: int
+    limit_segments: int
+
+
+# Accounts of the subtree at $1 whose ledger noted 80 % / 100 % of the limit in the month $2:
+# the highest threshold each reached, fullest first.
+SUBTREE_ALERTS = """
+SELECT t.code, t.name, max(e.threshold)::int AS threshold, max(e.created_at) AS reached_at,
+       a.used + a.reserved AS held, a.limit_segments
+FROM quota_events e
+JOIN quota_accounts a ON a.id = e.account_id
+JOIN tenants t ON t.id = a.tenant_id
+WHERE a.period = $2 AND t.path >= $1 AND t.path < $1 || '~'
+GROUP BY t.code, t.name, t.path, a.used, a.reserved, a.limit_segments
+ORDER BY max(e.threshold) DESC, t.path
+LIMIT $3
+"""
+
+
+class RecentSend(msgspec.Struct, frozen=True):
+    id: int
+    body: str
+    state: str
+    priority: str
+    recipients: int
+    segments: int
+    created_at: datetime
+
+
+# A tenant's own latest sends, newest first.
+RECENT_SENDS = """
+SELECT s.id, s.body, s.state::text AS state, s.priority::text AS priority, s.recipients,
+       s.segments, s.created_at
+FROM sends s WHERE s.tenant_id = $1
+ORDER BY s.id DESC
+LIMIT $2
+"""
+
+
+class SendStatusCount(msgspec.Struct, frozen=True):
+    send_id: int
+    status: str
+    n: int
+
+
+# Messages by status for the sends $1 (as GET /v1/messages/{id} counts them).
+SEND_STATUS_COUNTS = """
+SELECT send_id, status::text AS status, count(*) AS n
+FROM messages WHERE send_id = ANY($1::bigint[])
+GROUP BY send_id, status
+"""
+
+
+class RecentReply(msgspec.Struct, frozen=True):
+    id: int
+    phone: str
+    text: str
+    opt_out: bool
+    received_at: datetime
+
+
+# Replies to a tenant, newest first.
+RECENT_INBOUND = """
+SELECT i.id, i.phone, i.text, i.opt_out, i.received_at
+FROM inbound i WHERE i.tenant_id = $1
+ORDER BY i.id DESC
+LIMIT $2
+"""
+
+
+class OptOut(msgspec.Struct, frozen=True):
+    phone: str
+    created_at: datetime
+
+
+# Phones that opted out of a tenant's messages, newest first.
+OPT_OUTS = """
+SELECT o.phone, o.created_at FROM opt_outs o WHERE o.tenant_id = $1
+ORDER BY o.created_at DESC, o.phone
+LIMIT $2
+"""
+
+# How many phones opted out of a tenant's messages.
+OPT_OUT_COUNT = "SELECT count(*) FROM opt_outs WHERE tenant_id = $1"
+
+
+class LedgerEntry(msgspec.Struct, frozen=True):
+    id: int
+    kind: str
+    amount: int
+    limit_after: int
+    used_after: int
+    reserved_after: int
+    allocated_after: int
+    cause: str
+    actor: str
+    created_at: datetime
+
+
+# The latest entries of a tenant's account for the month $2, newest first.
+RECENT_ENTRIES = """
+SELECT e.id, e.kind::text AS kind, e.amount, e.limit_after, e.used_after, e.reserved_after,
+       e.allocated_after, e.cause, e.actor, e.created_at
+FROM quota_entries e JOIN quota_accounts a ON a.id = e.account_id
+WHERE a.tenant_id = $1 AND a.period = $2
+ORDER BY e.id DESC
+LIMIT $3
+"""

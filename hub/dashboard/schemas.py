@@ -1,0 +1,169 @@
+"""What the dashboard's pages show: one Struct per page, built by the service, rendered by a
+template. Money stays integer micro-yuan until a template formats it."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Literal
+
+import msgspec
+
+from hub.billing.schemas import Statement
+from hub.dashboard.repository import LedgerEntry, OptOut, RecentReply
+
+SortKey = Literal["code", "name", "quota", "segments", "cost", "rate"]
+SORT_KEYS: tuple[SortKey, ...] = ("code", "name", "quota", "segments", "cost", "rate")
+
+
+class LoginForm(msgspec.Struct, frozen=True):
+    key: str = ""
+
+
+class QuotaForm(msgspec.Struct, frozen=True):
+    # Text, not int: a bad value is answered on the page beside the field, not with a 422.
+    child: str = ""
+    period: str = ""
+    limit: str = ""
+
+
+class Crumb(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+
+
+class Money(msgspec.Struct, frozen=True):
+    segments: int = 0
+    cost_micros: int = 0
+    list_price_micros: int = 0
+    savings_micros: int = 0
+    dedup_segments: int = 0
+    dedup_savings_micros: int = 0
+
+
+class Delivery(msgspec.Struct, frozen=True):
+    delivered: int = 0
+    undelivered: int = 0
+
+    @property
+    def permille(self) -> int | None:
+        """delivered / (delivered + undelivered) in tenths of a percent; None before receipts."""
+        final = self.delivered + self.undelivered
+        return None if final == 0 else (self.delivered * 1000) // final
+
+
+class QuotaBar(msgspec.Struct, frozen=True):
+    limit: int
+    used: int
+    reserved: int
+
+    @property
+    def held(self) -> int:
+        return self.used + self.reserved
+
+    @property
+    def percent(self) -> int:
+        """Share of the limit in use (used + reserved), in whole percent; over 100 when exceeded."""
+        if self.limit <= 0:
+            return 100 if self.held else 0
+        return (self.held * 100) // self.limit
+
+    @property
+    def alert(self) -> int:
+        """80 or 100 once that share of the limit is in use, else 0."""
+        return 100 if self.percent >= 100 and self.held else 80 if self.percent >= 80 else 0
+
+
+class ChildRow(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    money: Money
+    # The child's limit against its whole subtree's use; None for the tenant's own row.
+    quota: QuotaBar | None
+    delivery: Delivery
+
+
+class ChartBar(msgspec.Struct, frozen=True):
+    day: date
+    segments: int
+    x: int
+    y: int
+    height: int
+
+
+class Chart(msgspec.Struct, frozen=True):
+    width: int
+    height: int
+    bar_width: int
+    top: int  # the largest day's segments (the y axis' top)
+    bars: list[ChartBar]
+
+
+class Alert(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    threshold: int  # 80 or 100
+    percent: int
+    reached_at: datetime | None  # when the ledger noted it (the tenant's own account)
+
+
+class Overview(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    level: str
+    period: str
+    crumbs: list[Crumb]
+    money: Money
+    delivery: Delivery
+    # The tenant's limit against its whole subtree's use, as GET …/quota/{period} gives them.
+    quota: QuotaBar
+    alerts: list[Alert]
+    chart: Chart
+    own: ChildRow  # the tenant's own sends
+    children: list[ChildRow]
+    sort: SortKey
+    descending: bool
+    # False until migration 0014 adds the delivery columns (the rate shows as unknown).
+    delivery_known: bool
+
+
+class SendSummary(msgspec.Struct, frozen=True):
+    id: int
+    body: str
+    state: str
+    priority: str
+    recipients: int
+    segments: int
+    created_at: datetime
+    statuses: dict[str, int]
+
+
+class ChildLimit(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    limit: int
+    used: int
+    reserved: int
+
+
+class TenantPage(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    period: str
+    crumbs: list[Crumb]
+    can_allocate: bool
+    limit: int
+    allocated: int
+    policy: str
+    children: list[ChildLimit]
+    entries: list[LedgerEntry]
+    sends: list[SendSummary]
+    replies: list[RecentReply]
+    opt_outs: list[OptOut]
+    opt_out_count: int
+
+
+class BillingPage(msgspec.Struct, frozen=True):
+    period: str
+    statement: Statement | None
+    # Why there is no statement (the month is not closed yet).
+    missing: str | None

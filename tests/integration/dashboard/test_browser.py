@@ -1,0 +1,249 @@
+"""The dashboard in a real browser: the system Chromium driven by Playwright, against the hub
+served by uvicorn on a free port (a committed database, as delivery's peer tests use).
+
+Screenshots go to test-artifacts/ (gitignored). Chromium comes from apt (`apt-get install -y
+chromium`), never from `playwright install`; without it these tests skip, or fail under
+HUB_TEST_REQUIRE_PEERS=1 (CI).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import calendar
+from collections.abc import AsyncIterator
+
+import asyncpg
+import httpx
+import msgspec
+import pytest
+from arq.connections import ArqRedis
+from playwright.async_api import Browser, Page, async_playwright
+
+from hub.dashboard.controllers import number, yuan
+from hub.db import ROOT
+from hub.quota.schemas import period_text
+from hub.settings import Settings
+from tests.factories import bearer
+from tests.integration.dashboard.conftest import Seeded, seed
+from tests.integration.delivery.conftest import free_port, serving_hub
+from tests.peers import require_binary
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = ROOT / "test-artifacts"
+SECRET = "dashboard-test-secret-0123456789abcdef"
+
+pytestmark = pytest.mark.slow
+
+
+class Hub(msgspec.Struct, frozen=True):
+    url: str
+    seeded: Seeded
+
+
+@pytest.fixture
+async def hub(settings: Settings, fresh_db: str, redis: ArqRedis) -> AsyncIterator[Hub]:
+    """The seeded tree, committed, and the hub serving it on a real port."""
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        seeded = await seed(conn)
+    finally:
+        await conn.close()
+    live = msgspec.structs.replace(
+        settings,
+        db=msgspec.structs.replace(settings.db, dsn=fresh_db),
+        dashboard=msgspec.structs.replace(settings.dashboard, secret=SECRET),
+    )
+    async with serving_hub(live, redis, free_port()) as url:
+        yield Hub(url=url, seeded=seeded)
+
+
+@pytest.fixture
+async def browser() -> AsyncIterator[Browser]:
+    require_binary(CHROMIUM, "chromium")
+    async with async_playwright() as p:
+        launched = await p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield launched
+        finally:
+            await launched.close()
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def sign_in(page: Page, url: str, key: str) -> None:
+    await page.goto(f"{url}/dashboard/")
+    assert "/dashboard/login" in page.url
+    await page.fill("#key", key)
+    await page.click("#sign-in")
+    await page.wait_for_url("**/dashboard/t/510000")
+
+
+async def data(page: Page, selector: str, attribute: str = "data-value") -> int:
+    found = await page.get_attribute(selector, attribute)
+    assert found is not None, f"{selector}[{attribute}]"
+    return int(found)
+
+
+async def api(url: str, path: str, key: str) -> dict[str, object]:
+    async with httpx.AsyncClient(base_url=url) as client:
+        response = await client.get(path, headers=bearer(key))
+        response.raise_for_status()
+        answer: dict[str, object] = response.json()
+        return answer
+
+
+async def test_overview_matches_the_api_drill_down_and_sign_out(hub: Hub, browser: Browser) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    page = await context.new_page()
+    period = period_text(hub.seeded.period)
+    await sign_in(page, hub.url, hub.seeded.province_key)
+    assert await page.get_attribute("html", "lang") == "zh-CN"
+
+    usage = await api(hub.url, f"/v1/usage?period={period}&subtree=true", hub.seeded.api_key)
+    items = usage["items"]
+    assert isinstance(items, list)
+    expected = {
+        "#kpi-segments": sum(i["segments"] for i in items),
+        "#kpi-cost": sum(i["cost_micros"] for i in items),
+        "#kpi-list": sum(i["list_price_micros"] for i in items),
+        "#kpi-savings": sum(i["savings_micros"] for i in items),
+        "#kpi-dedup": sum(i["dedup_savings_micros"] for i in items),
+    }
+    for selector, want in expected.items():
+        assert await data(page, selector) == want, selector
+        shown = await page.inner_text(selector)
+        assert shown.startswith(number(want) if selector == "#kpi-segments" else yuan(want))
+    quota = await api(hub.url, f"/v1/tenants/510000/quota/{period}", hub.seeded.api_key)
+    subtree = quota["subtree"]
+    assert isinstance(subtree, dict)
+    assert await data(page, "#kpi-quota", "data-limit") == quota["limit"]
+    assert await data(page, "#kpi-quota", "data-used") == subtree["used"]
+    month = hub.seeded.period
+    days = calendar.monthrange(month.year, month.month)[1]
+    assert await page.locator("#daily-chart rect").count() == days
+    await shot(page, "dashboard-overview")
+
+    # Drill down into 成都市: its children, alerts for 锦江区 (85 %) and 青羊区 (100 %).
+    await page.click('#children tr[data-code="510100"] a.drill')
+    await page.wait_for_url("**/dashboard/t/510100?**")
+    assert await page.inner_text("nav.crumbs strong") == "成都市"
+    assert await page.locator('.alert.full[data-code="510105"]').is_visible()
+    assert await page.locator('.alert.warn[data-code="510104"]').is_visible()
+    city = await api(hub.url, f"/v1/tenants/510104/quota/{period}", hub.seeded.api_key)
+    row = '#children tr[data-code="510104"] .quota-text'
+    assert await data(page, row, "data-limit") == city["limit"]
+    await shot(page, "dashboard-drill-down")
+    # Sort by cost, highest first: 锦江区 spends the most in 成都市.
+    await page.click('#children th a[data-sort="cost"]')
+    await page.click('#children th a[data-sort="cost"]')
+    await page.wait_for_url("**order=desc**")
+    first = page.locator("#children tbody tr").first
+    assert await first.get_attribute("data-code") == "510104"
+    # …and back up through the breadcrumbs.
+    await page.click('nav.crumbs a[data-code="510000"]')
+    await page.wait_for_url("**/dashboard/t/510000?**")
+    assert await page.inner_text("nav.crumbs strong") == "四川省"
+
+    await page.click("#sign-out")
+    await page.wait_for_url("**/dashboard/login")
+    await page.goto(f"{hub.url}/dashboard/t/510000")
+    assert "/dashboard/login" in page.url
+    await context.close()
+
+
+async def test_allocate_quota_through_the_form(hub: Hub, browser: Browser) -> None:
+    context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    page = await context.new_page()
+    period = period_text(hub.seeded.period)
+    await sign_in(page, hub.url, hub.seeded.province_key)
+    await page.click("#activity-link")
+    await page.wait_for_url("**/dashboard/t/510000/activity**")
+    form = '#child-limits tr[data-code="510300"]'
+
+    await page.fill(f"{form} input[name=limit]", "很多")
+    await page.click(f"{form} button")
+    error = page.locator("#allocate-error")
+    await error.wait_for()
+    assert "整数" in await error.inner_text()
+    assert await page.get_attribute(f"{form} input[name=limit]", "aria-invalid") == "true"
+    await shot(page, "dashboard-allocate-error")
+
+    await page.fill(f"{form} input[name=limit]", "6000")
+    await page.click(f"{form} button")
+    await page.locator("#allocate-saved").wait_for()
+    assert await data(page, f"{form} td.limit") == 6000
+    entry = page.locator(f'#entries tr[data-cause="limit:510300:{period}"]')
+    assert await entry.count() >= 1
+    quota = await api(hub.url, f"/v1/tenants/510300/quota/{period}", hub.seeded.api_key)
+    assert quota["limit"] == 6000
+    await shot(page, "dashboard-allocate-saved")
+    await context.close()
+
+
+async def test_readable_on_a_375px_phone(hub: Hub, browser: Browser) -> None:
+    context = await browser.new_context(
+        viewport={"width": 375, "height": 812}, device_scale_factor=2, locale="zh-CN"
+    )
+    page = await context.new_page()
+    await sign_in(page, hub.url, hub.seeded.province_key)
+    # Nothing wider than the screen but the tables' own scrolling boxes.
+    page_width = await page.evaluate("document.documentElement.scrollWidth")
+    assert page_width <= 375
+    assert await page.locator("#kpi-segments").is_visible()
+    await shot(page, "dashboard-overview-375px")
+    await page.click("#activity-link")
+    await page.wait_for_url("**/activity**")
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 375
+    await shot(page, "dashboard-tenant-375px")
+    await context.close()
+
+
+# needs hub.billing.exports
+async def test_statement_downloads(hub: Hub, browser: Browser, fresh_db: str) -> None:
+    """CSV and XLSX from the billing page, through billing's own export. Runs once
+    hub/billing/exports.py (main) is merged; until then it skips."""
+    pytest.importorskip("hub.billing.exports")
+    from datetime import date
+
+    from tests.factories import make_key
+    from tests.integration.dashboard.conftest import add_usage
+
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await add_usage(conn, "510104", date(2026, 1, 5), "中国移动", 100)
+        root_key = await make_key(conn, "000000")
+    finally:
+        await conn.close()
+    async with httpx.AsyncClient(base_url=hub.url) as client:
+        closed = await client.post("/v1/billing/2026-01/close", headers=bearer(root_key))
+        assert closed.status_code == 200, closed.text
+    context = await browser.new_context(accept_downloads=True, locale="zh-CN")
+    page = await context.new_page()
+    await sign_in(page, hub.url, hub.seeded.province_key)
+    await page.goto(f"{hub.url}/dashboard/billing?period=2026-01")
+    for fmt in ("csv", "xlsx"):
+        async with page.expect_download() as waiting:
+            await page.click(f"#download-{fmt}")
+        download = await waiting.value
+        assert download.suggested_filename.endswith(f".{fmt}")
+        saved = ARTIFACTS / f"statement-2026-01.{fmt}"
+        ARTIFACTS.mkdir(exist_ok=True)
+        await download.save_as(saved)
+        content = await asyncio.to_thread(saved.read_bytes)
+        if fmt == "csv":
+            assert content.startswith("\ufeff".encode())  # Excel reads the Chinese correctly
+        else:
+            assert content.startswith(b"PK")  # a zip: the XLSX container
+    await context.close()

@@ -30,6 +30,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandler, ExceptionHandlersMap
 
+from hub.billing import exports
 from hub.dashboard import service
 from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
 from hub.db import Database
@@ -89,6 +90,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined
     )
     env.filters.update(yuan=yuan, number=number, permille=permille)
+    env.globals["level_names"] = exports.LEVELS  # the statement's own words for the levels
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 
@@ -341,12 +343,7 @@ async def _export(
     The session is checked on a connection of its own, given back before the export streams
     (the export reads on its own connection while the browser downloads).
     """
-    from hub.billing.exports import (  # type: ignore[import-not-found, unused-ignore]
-        statement_export,
-    )
-
     db: Database = state.db
     async with db.acquire() as conn, conn.transaction():
         who = await _viewer(request, conn, state)
-    response: Response[Any] = await statement_export(db, who, _month(period), fmt)
-    return response
+    return await exports.statement_export(db, who, _month(period), fmt)

@@ -100,10 +100,10 @@ FROM (
     WHERE t.path >= $1 AND t.path < $1 || '~'
     UNION ALL
     SELECT t.path,
-           CASE WHEN e.kind::text = 'delivered' THEN e.segments ELSE 0 END,
-           CASE WHEN e.kind::text = 'undelivered' THEN e.segments ELSE 0 END
+           CASE WHEN e.kind = 'delivered' THEN e.segments ELSE 0 END,
+           CASE WHEN e.kind = 'undelivered' THEN e.segments ELSE 0 END
     FROM usage_entries e JOIN tenants t ON t.id = e.tenant_id
-    WHERE e.kind::text IN ('delivered', 'undelivered') AND e.day >= $2 AND e.day < $3
+    WHERE e.kind IN ('delivered', 'undelivered') AND e.day >= $2 AND e.day < $3
       AND t.path >= $1 AND t.path < $1 || '~'
 ) u
 GROUP BY 1

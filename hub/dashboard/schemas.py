@@ -123,7 +123,6 @@ class Overview(msgspec.Struct, frozen=True):
     sort: SortKey
     descending: bool
     # False until migration 0014 adds the delivery columns (the rate shows as unknown).
-    delivery_known: bool
 
 
 class SendSummary(msgspec.Struct, frozen=True):

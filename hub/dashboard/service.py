@@ -140,19 +140,9 @@ def _rows(records: list[asyncpg.Record], kind: type[Any]) -> list[Any]:
 
 async def _delivery(
     conn: asyncpg.Connection, path: str, month: date, end: date
-) -> dict[str, Delivery] | None:
-    """Final receipts per child; None while the rollup has no delivery columns yet.
-
-    Until migration 0014 adds usage_daily.delivered/undelivered the query fails; a savepoint
-    keeps that failure from spoiling the request's transaction, and the page shows the rate as
-    unknown. Once 0014 is in, the fallback is dead code and can go.
-    """
-    try:
-        async with conn.transaction():
-            records = await conn.fetch(sql.CHILD_DELIVERY, path, month, end)
-    except asyncpg.UndefinedColumnError:
-        log.warning("usage_daily has no delivery columns yet (migration 0014): rate unknown")
-        return None
+) -> dict[str, Delivery]:
+    """Segments with a final receipt, delivered or not, per child ("": the tenant itself)."""
+    records = await conn.fetch(sql.CHILD_DELIVERY, path, month, end)
     return {
         r.child: Delivery(r.delivered, r.undelivered) for r in _rows(records, sql.ChildDelivery)
     }
@@ -218,8 +208,7 @@ async def overview(
         r.child: r
         for r in _rows(await conn.fetch(sql.CHILD_QUOTA_USE, tenant.path, month), sql.ChildQuotaUse)
     }
-    delivery = await _delivery(conn, tenant.path, month, end)
-    deliveries = delivery or {}
+    deliveries = await _delivery(conn, tenant.path, month, end)
     days = _rows(await conn.fetch(sql.DAILY_SEGMENTS, tenant.path, month, end), sql.DaySegments)
 
     children = []
@@ -267,7 +256,6 @@ async def overview(
         children=children,
         sort=sort,
         descending=descending,
-        delivery_known=delivery is not None,
     )
 
 
@@ -393,7 +381,7 @@ async def allocate(
 
 async def billing_page(conn: asyncpg.Connection, who: Principal, month: date) -> BillingPage:
     try:
-        statement = await billing.statement(conn, who, month)
+        statement = await billing.statement_head(conn, who, month)
     except NotFound:
         return BillingPage(
             period=period_text(month), statement=None, missing=f"{month:%Y年%m月} 尚未结账"

@@ -52,11 +52,6 @@ BENCH_DB = "hub_bench_dashboard"
 CARRIERS = ("中国移动", "中国联通", "中国电信", "中国广电")
 TOP = 10**12
 SECRET = "bench-secret-0123456789abcdef0123456789"
-# Until migration 0014 (billing) adds them, the benchmark's database gets the delivery columns.
-DELIVERY_COLUMNS = """
-ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS delivered bigint NOT NULL DEFAULT 0;
-ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS undelivered bigint NOT NULL DEFAULT 0;
-"""
 
 
 def _say(line: str = "") -> None:
@@ -187,7 +182,6 @@ async def seed(dsn: str, month: date, days: int) -> None:
     rng = random.Random(20261127)
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute(DELIVERY_COLUMNS)
         async with conn.transaction():
             await _timed("imported the tree", import_divisions(conn))
             await _timed("opened every account", _open_accounts(conn, month))

@@ -16,24 +16,6 @@ from tests.factories import grant, make_key, make_small_tree
 ORIGIN = "http://hub.test"
 SAME_ORIGIN = {"Origin": ORIGIN}
 
-# Until migration 0014 (billing) lands, the test database gets its delivery columns here.
-DELIVERY_COLUMNS = """
-ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS delivered bigint NOT NULL DEFAULT 0;
-ALTER TABLE usage_daily ADD COLUMN IF NOT EXISTS undelivered bigint NOT NULL DEFAULT 0;
-"""
-
-
-async def add_delivery_columns(conn: asyncpg.Connection) -> None:
-    await conn.execute(DELIVERY_COLUMNS)
-
-
-async def has_delivery_columns(conn: asyncpg.Connection) -> bool:
-    found = await conn.fetchval(
-        "SELECT count(*) FROM information_schema.columns "
-        "WHERE table_name = 'usage_daily' AND column_name IN ('delivered', 'undelivered')"
-    )
-    return bool(found == 2)
-
 
 async def add_usage(
     conn: asyncpg.Connection,
@@ -74,7 +56,6 @@ async def seed(conn: asyncpg.Connection) -> Seeded:
     锦江区 (510104) near its limit (an 80 % alert), 青羊区 over 100 % of its own."""
     period = current_period()
     await make_small_tree(conn)
-    await add_delivery_columns(conn)
     await grant(
         conn,
         {

@@ -10,11 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import calendar
+import csv
+import io
 from collections.abc import AsyncIterator
+from datetime import date
+from decimal import Decimal
 
 import asyncpg
 import httpx
 import msgspec
+import openpyxl
 import pytest
 from arq.connections import ArqRedis
 from playwright.async_api import Browser, Page, async_playwright
@@ -23,8 +28,8 @@ from hub.dashboard.controllers import number, yuan
 from hub.db import ROOT
 from hub.quota.schemas import period_text
 from hub.settings import Settings
-from tests.factories import bearer
-from tests.integration.dashboard.conftest import Seeded, seed
+from tests.factories import bearer, make_key
+from tests.integration.dashboard.conftest import Seeded, add_usage, seed
 from tests.integration.delivery.conftest import free_port, serving_hub
 from tests.peers import require_binary
 
@@ -210,40 +215,49 @@ async def test_readable_on_a_375px_phone(hub: Hub, browser: Browser) -> None:
     await context.close()
 
 
-# needs hub.billing.exports
 async def test_statement_downloads(hub: Hub, browser: Browser, fresh_db: str) -> None:
-    """CSV and XLSX from the billing page, through billing's own export. Runs once
-    hub/billing/exports.py (main) is merged; until then it skips."""
-    pytest.importorskip("hub.billing.exports")
-    from datetime import date
-
-    from tests.factories import make_key
-    from tests.integration.dashboard.conftest import add_usage
-
+    """CSV and XLSX from the billing page, through billing's own export: both parsed, their
+    totals equal to the page's and the API's statement."""
     conn = await asyncpg.connect(fresh_db)
     try:
         await add_usage(conn, "510104", date(2026, 1, 5), "中国移动", 100)
+        await add_usage(conn, "510300", date(2026, 1, 9), "中国联通", 50)
         root_key = await make_key(conn, "000000")
     finally:
         await conn.close()
     async with httpx.AsyncClient(base_url=hub.url) as client:
         closed = await client.post("/v1/billing/2026-01/close", headers=bearer(root_key))
         assert closed.status_code == 200, closed.text
+        api = await client.get(
+            "/v1/billing/2026-01/statement", headers=bearer(hub.seeded.province_key)
+        )
+    totals = api.json()["totals"]
+    assert totals["segments"] == 150
     context = await browser.new_context(accept_downloads=True, locale="zh-CN")
     page = await context.new_page()
     await sign_in(page, hub.url, hub.seeded.province_key)
     await page.goto(f"{hub.url}/dashboard/billing?period=2026-01")
+    shown = await page.get_attribute("#statement-total td:nth-child(4)", "data-value")
+    assert shown == str(totals["cost_micros"])
+    ARTIFACTS.mkdir(exist_ok=True)
+    saved = {}
     for fmt in ("csv", "xlsx"):
         async with page.expect_download() as waiting:
             await page.click(f"#download-{fmt}")
         download = await waiting.value
-        assert download.suggested_filename.endswith(f".{fmt}")
-        saved = ARTIFACTS / f"statement-2026-01.{fmt}"
-        ARTIFACTS.mkdir(exist_ok=True)
-        await download.save_as(saved)
-        content = await asyncio.to_thread(saved.read_bytes)
-        if fmt == "csv":
-            assert content.startswith("\ufeff".encode())  # Excel reads the Chinese correctly
-        else:
-            assert content.startswith(b"PK")  # a zip: the XLSX container
+        assert download.suggested_filename == f"statement-2026-01-510000.{fmt}"
+        saved[fmt] = ARTIFACTS / download.suggested_filename
+        await download.save_as(saved[fmt])
     await context.close()
+
+    text = (await asyncio.to_thread(saved["csv"].read_bytes)).decode("utf-8")
+    assert text.startswith("\ufeff")  # the BOM: Excel reads the Chinese correctly
+    rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
+    assert rows[-1][0] == "合计"
+    assert int(rows[-1][7]) == totals["segments"]
+    assert Decimal(rows[-1][8]) * 1_000_000 == totals["cost_micros"]
+    book = await asyncio.to_thread(openpyxl.load_workbook, saved["xlsx"])
+    lines = [[c.value for c in row] for row in book["2026-01 明细"].iter_rows(min_row=2)]
+    assert lines[-1][0] == "合计"
+    assert sum(row[7] for row in lines[:-1]) == lines[-1][7] == totals["segments"]
+    assert Decimal(str(lines[-1][8])) * 1_000_000 == totals["cost_micros"]

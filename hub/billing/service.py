@@ -27,7 +27,7 @@ from hub.billing.schemas import (
     UsageView,
 )
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
-from hub.quota.schemas import BUSINESS_TZ
+from hub.quota.schemas import BUSINESS_TZ, next_period
 from tenants.service import ROOT_CODE, Principal
 
 
@@ -113,7 +113,7 @@ async def usage(
     conn: asyncpg.Connection, tenant_path: str, month: date, *, subtree: bool
 ) -> list[CarrierUsage]:
     """The month's billable and deduplicated segments per tenant and carrier."""
-    records = await conn.fetch(sql.USAGE, tenant_path, month, _month_after(month), subtree)
+    records = await conn.fetch(sql.USAGE, tenant_path, month, next_period(month), subtree)
     return [msgspec.convert(dict(r.items()), CarrierUsage) for r in records]
 
 
@@ -151,7 +151,7 @@ async def estimate(
     default_list_price: int,
 ) -> UsageView:
     """The running estimate: each tenant's segments at the month's blended rates so far."""
-    end = _month_after(month)
+    end = next_period(month)
     rates = await _rates(conn, month, end, default_list_price)
     per_tenant: dict[str, list[CarrierUsage]] = {}
     for row in await usage(conn, tenant_path, month, subtree=subtree):
@@ -185,10 +185,6 @@ async def estimate(
     )
 
 
-def _month_after(month: date) -> date:
-    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
-
-
 async def close_period(
     conn: asyncpg.Connection,
     month: date,
@@ -203,7 +199,7 @@ async def close_period(
     segments by largest remainder, so their lines add up to it exactly. Usage of earlier closed
     months that arrived after their close is billed with it as adjustment lines. Closing again
     answers the same summary and changes nothing; months close in order."""
-    end = _month_after(month)
+    end = next_period(month)
     closable = datetime.combine(end, time(), BUSINESS_TZ) + timedelta(days=grace_days)
     if (now or datetime.now(UTC)) < closable:
         raise Conflict(
@@ -261,7 +257,7 @@ def _by_key(
 
 async def _write_close(conn: asyncpg.Connection, month: date, default_list_price: int) -> None:
     bill = _Bill()
-    usage = await conn.fetch(sql.MONTH_USAGE, month, _month_after(month))
+    usage = await conn.fetch(sql.MONTH_USAGE, month, next_period(month))
     for (carrier,), tenants in _by_key(usage, "carrier").items():
         volume = sum(r["billable"] for r in tenants)
         card = await card_in_force(conn, carrier, month)

@@ -36,7 +36,7 @@ from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
 from hub.db import Database
 from hub.errors import ApiError, Forbidden, Invalid
 from hub.messages import service as messages
-from hub.quota.schemas import parse_period, period_text
+from hub.quota.schemas import parse_period, period_text, previous_period
 from hub.quota.service import current_period
 from hub.settings import Settings
 from tenants.controllers import Conn
@@ -308,7 +308,7 @@ class DashboardController(Controller):
 
     @get("/billing")
     async def billing(self, conn: Conn, who: Viewer, period: PeriodQuery = None) -> Template:
-        month = _month(period) if period else _previous(current_period())
+        month = _month(period) if period else previous_period(current_period())
         view = await service.billing_page(conn, who, month)
         return _page("billing.html", who, view=view)
 
@@ -323,10 +323,6 @@ class DashboardController(Controller):
         self, request: Request[Any, Any, State], state: State, period: FromPath[str]
     ) -> Response[Any]:
         return await _export(request, state, period, "xlsx")
-
-
-def _previous(month: date) -> date:
-    return date(month.year - (month.month == 1), (month.month - 2) % 12 + 1, 1)
 
 
 def _safe_next(target: str) -> str:

@@ -122,7 +122,6 @@ class Overview(msgspec.Struct, frozen=True):
     children: list[ChildRow]
     sort: SortKey
     descending: bool
-    # False until migration 0014 adds the delivery columns (the rate shows as unknown).
 
 
 class SendSummary(msgspec.Struct, frozen=True):

@@ -40,7 +40,7 @@ from hub.dashboard.schemas import (
 )
 from hub.errors import ApiError, Forbidden, Invalid, NotFound
 from hub.quota import service as quota
-from hub.quota.schemas import period_text
+from hub.quota.schemas import next_period, period_text
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.scopes import Scope
@@ -105,10 +105,6 @@ async def session(
 # --- overview ----------------------------------------------------------------------------
 
 
-def month_after(month: date) -> date:
-    return date(month.year + month.month // 12, month.month % 12 + 1, 1)
-
-
 async def crumbs(conn: asyncpg.Connection, who: Principal, tenant: TenantRow) -> list[Crumb]:
     """From the signed-in tenant down to `tenant` (names repeat; codes do not)."""
     codes = tenant.path.rstrip("/").split("/")
@@ -155,7 +151,7 @@ BAR_STEP = 12
 def chart(month: date, days: list[sql.DaySegments]) -> Chart:
     """One bar per day of the month, scaled to the busiest day (SVG coordinates)."""
     by_day = {d.day: d.segments for d in days}
-    count = (month_after(month) - month).days
+    count = (next_period(month) - month).days
     top = max(by_day.values(), default=0)
     bars = []
     for i in range(count):
@@ -192,7 +188,7 @@ async def overview(
 ) -> Overview:
     """A tenant's subtree for a month: totals, quota, the daily chart and each child's share."""
     tenant = await tenants.get_visible(conn, who, code)
-    end = month_after(month)
+    end = next_period(month)
     usage = await billing.estimate(
         conn, tenant.path, month, subtree=True, default_list_price=list_price
     )

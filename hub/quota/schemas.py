@@ -29,6 +29,16 @@ def period_text(period: date) -> str:
     return period.strftime("%Y-%m")
 
 
+def next_period(period: date) -> date:
+    """The month after: date(2026, 12, 1) → date(2027, 1, 1)."""
+    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
+
+
+def previous_period(period: date) -> date:
+    """The month before: date(2027, 1, 1) → date(2026, 12, 1)."""
+    return date(period.year - (period.month == 1), (period.month - 2) % 12 + 1, 1)
+
+
 def period_of(instant: datetime) -> date:
     """The month an instant falls in, in Asia/Shanghai (the business day)."""
     local = instant.astimezone(BUSINESS_TZ)

@@ -111,6 +111,20 @@ async def test_forms_from_another_origin_are_refused(
     assert response.status_code == 403
 
 
+async def test_pages_allow_only_the_hubs_own_scripts_and_no_framing(
+    signed_in: httpx.AsyncClient, client: httpx.AsyncClient
+) -> None:
+    for response in (
+        await signed_in.get("/dashboard/t/510000"),
+        await client.get("/dashboard/login"),
+        await signed_in.get("/dashboard/t/999999"),  # an error page too
+    ):
+        policy = response.headers["content-security-policy"]
+        assert "default-src 'self'" in policy
+        assert "frame-ancestors 'none'" in policy
+        assert response.headers["x-content-type-options"] == "nosniff"
+
+
 async def test_overview_numbers_equal_the_api(signed_in: httpx.AsyncClient, seeded: Seeded) -> None:
     period = period_text(seeded.period)
     page = (await signed_in.get(f"/dashboard/t/510000?period={period}")).text

@@ -40,6 +40,7 @@ from hub.quota.schemas import parse_period, period_text, previous_period
 from hub.quota.service import current_period
 from hub.settings import Settings
 from tenants.controllers import Conn
+from tenants.scopes import Scope
 from tenants.service import Principal
 
 log = logging.getLogger("hub.dashboard")
@@ -349,4 +350,5 @@ async def _export(
     db: Database = state.db
     async with db.acquire() as conn, conn.transaction():
         who = await _viewer(request, conn, state)
+    service.require(who, Scope.BILLING_READ, "下载账单")
     return await exports.statement_export(db, who, _month(period), fmt)

@@ -102,6 +102,12 @@ async def session(
     return found.principal
 
 
+def require(who: Principal, scope: Scope, doing: str) -> None:
+    """Beyond `dashboard:read`, what the API would ask of the key for the same thing."""
+    if scope not in who.scopes:
+        raise Forbidden(f"此密钥没有 {scope} 权限，不能{doing}")
+
+
 # --- overview ----------------------------------------------------------------------------
 
 
@@ -359,8 +365,7 @@ async def allocate(
     """Set a child's limit for a month from the tenant page's form, as
     `PUT /v1/tenants/{child}/quota/{period}` would: the key needs `quota:write`, the child must
     be a child of the page's tenant (in the key's subtree, never the key's own tenant)."""
-    if Scope.QUOTA_WRITE not in who.scopes:
-        raise Forbidden(f"此密钥没有 {Scope.QUOTA_WRITE} 权限，不能分配配额")
+    require(who, Scope.QUOTA_WRITE, "分配配额")
     limit = parse_limit(limit_text)
     parent = await tenants.get_visible(conn, who, parent_code)
     child = await tenants.get_visible(conn, who, child_code)
@@ -376,6 +381,7 @@ async def allocate(
 
 
 async def billing_page(conn: asyncpg.Connection, who: Principal, month: date) -> BillingPage:
+    require(who, Scope.BILLING_READ, "查看账单")
     try:
         statement = await billing.statement_head(conn, who, month)
     except NotFound:

@@ -285,6 +285,16 @@ async def test_tenant_page_lists_sends_replies_and_opt_outs(
     assert "明天上午九点开会" in recipients
 
 
+async def test_statements_need_billing_read(client: httpx.AsyncClient, seeded: Seeded) -> None:
+    await sign_in(client, seeded.reader_key)  # dashboard:read alone
+    overview = (await client.get("/dashboard/t/510000")).text
+    assert 'href="/dashboard/billing"' not in overview
+    for path in ("/dashboard/billing", "/dashboard/billing/2026-01/statement.csv"):
+        response = await client.get(path)
+        assert response.status_code == 403
+        assert "billing:read" in response.text
+
+
 async def _county_key(conn: asyncpg.Connection) -> str:
     from tests.factories import make_key
 

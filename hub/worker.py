@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from arq import cron, func
+from arq.cron import CronJob
 from arq.worker import Worker
 
 from hub import queue
@@ -33,7 +34,39 @@ POLL_DELAY = 0.05
 MAX_JOBS = 20
 
 
-def build_worker(settings: Settings, *, burst: bool = False, handle_signals: bool = True) -> Worker:
+def cron_jobs() -> list[CronJob]:
+    """The periodic jobs, new for each worker (arq keeps each one's next run on it)."""
+    return [
+        cron(
+            heartbeat,
+            name="hub.heartbeat.cron",
+            second=set(range(0, 60, HEARTBEAT_SECONDS)),
+            unique=False,
+        ),
+        # Every minute; one worker at a time (SKIP LOCKED would make two harmless anyway).
+        cron(expire_reservations, name="hub.quota.expire.cron", second={5}, unique=True),
+        cron(release_due_sends, name="hub.messages.release_due.cron", second={0}, unique=True),
+        # Every minute: a campaign at 09:00 greets at 09:00, to the minute.
+        cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
+        # Each minute: usage entries into the daily rollup (reads add the rest anyway).
+        cron(roll_up_usage, name="hub.billing.roll_up.cron", second={50}, unique=True),
+        # Twice a minute: what Redis lost or a dead worker left goes back to work.
+        cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
+        # Every 10 s: replies whose push was not enqueued, or is due again after a failure.
+        cron(
+            delivery_jobs.push_webhooks,
+            name="hub.delivery.webhooks.cron",
+            second=set(range(0, 60, 10)),
+            unique=True,
+        ),
+    ]
+
+
+def build_worker(
+    settings: Settings, *, burst: bool = False, handle_signals: bool = True, crons: bool = True
+) -> Worker:
+    """The hub's arq worker. `crons=False` leaves the periodic jobs out: a test's burst run
+    then does only what was queued, whatever second of the minute it runs in."""
     db_dsn, redis_dsn = settings.db.dsn, settings.redis.dsn
     if not db_dsn or not redis_dsn:
         raise RuntimeError("the worker needs HUB_DB__DSN and HUB_REDIS__DSN (hub up sets both)")
@@ -67,30 +100,7 @@ def build_worker(settings: Settings, *, burst: bool = False, handle_signals: boo
             func(delivery_jobs.sweep, name="hub.delivery.sweep"),
             func(delivery_jobs.push_webhooks, name=webhooks.WEBHOOK_JOB),
         ],
-        cron_jobs=[
-            cron(
-                heartbeat,
-                name="hub.heartbeat.cron",
-                second=set(range(0, 60, HEARTBEAT_SECONDS)),
-                unique=False,
-            ),
-            # Every minute; one worker at a time (SKIP LOCKED would make two harmless anyway).
-            cron(expire_reservations, name="hub.quota.expire.cron", second={5}, unique=True),
-            cron(release_due_sends, name="hub.messages.release_due.cron", second={0}, unique=True),
-            # Every minute: a campaign at 09:00 greets at 09:00, to the minute.
-            cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
-            # Each minute: usage entries into the daily rollup (reads add the rest anyway).
-            cron(roll_up_usage, name="hub.billing.roll_up.cron", second={50}, unique=True),
-            # Twice a minute: what Redis lost or a dead worker left goes back to work.
-            cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
-            # Every 10 s: replies whose push was not enqueued, or is due again after a failure.
-            cron(
-                delivery_jobs.push_webhooks,
-                name="hub.delivery.webhooks.cron",
-                second=set(range(0, 60, 10)),
-                unique=True,
-            ),
-        ],
+        cron_jobs=cron_jobs() if crons else [],
         redis_settings=queue.redis_settings(redis_dsn),
         on_startup=startup,
         on_shutdown=shutdown,

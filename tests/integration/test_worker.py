@@ -21,12 +21,12 @@ async def test_worker_records_its_heartbeat(
         settings, db=msgspec.structs.replace(settings.db, dsn=fresh_db)
     )
     await redis.enqueue_job("hub.heartbeat", _job_id="beat-1")
-    worker = build_worker(settings, burst=True, handle_signals=False)
+    worker = build_worker(settings, burst=True, handle_signals=False, crons=False)
     try:
         await worker.main()
     finally:
         await worker.close()
-    assert worker.jobs_complete >= 1  # a cron job may also fall due during the run
+    assert worker.jobs_complete == 1  # no crons: whatever the second, only the queued job
     assert worker.jobs_failed == 0
     conn = await asyncpg.connect(fresh_db)
     try:
@@ -58,7 +58,7 @@ async def test_worker_expires_overdue_reservations(
         settings, db=msgspec.structs.replace(settings.db, dsn=fresh_db)
     )
     await redis.enqueue_job("hub.quota.expire", _job_id="expire-1")
-    worker = build_worker(settings, burst=True, handle_signals=False)
+    worker = build_worker(settings, burst=True, handle_signals=False, crons=False)
     try:
         await worker.main()
     finally:
@@ -76,3 +76,14 @@ async def test_worker_expires_overdue_reservations(
         await conn.close()
     assert statuses == {kept.id: "pending", due.id: "expired"}
     assert reserved == 10
+
+
+def test_each_worker_gets_the_periodic_jobs_of_its_own(settings: Settings) -> None:
+    live = msgspec.structs.replace(
+        settings, db=msgspec.structs.replace(settings.db, dsn="postgresql://unused/db")
+    )
+    one, two = build_worker(live), build_worker(live)
+    names = {job.name for job in one.cron_jobs}
+    assert {"hub.delivery.sweep.cron", "hub.billing.roll_up.cron"} <= names
+    assert not {id(job) for job in one.cron_jobs} & {id(job) for job in two.cron_jobs}
+    assert build_worker(live, crons=False).cron_jobs == []

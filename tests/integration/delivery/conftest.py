@@ -90,7 +90,10 @@ def run_worker(live_settings: Settings) -> RunWorker:
     """Run the worker until the queue is empty (burst); returns it for its counters."""
 
     async def run(settings: Settings | None = None) -> Any:
-        worker = build_worker(settings or live_settings, burst=True, handle_signals=False)
+        # No crons: a burst does what was queued, not a sweep that falls due meanwhile.
+        worker = build_worker(
+            settings or live_settings, burst=True, handle_signals=False, crons=False
+        )
         try:
             await worker.main()
         finally:

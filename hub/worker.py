@@ -78,7 +78,7 @@ def build_worker(
         ctx["worker_started_at"] = datetime.now(UTC)
         ctx["delivery"] = Delivery(settings, ctx["db"], ctx["redis"])
         await ctx["delivery"].start()
-        ctx["webhooks"] = webhooks.client()
+        ctx["webhooks"] = webhooks.client(private_ok=settings.delivery.webhooks_private_ok)
         await heartbeat(ctx)
 
     async def shutdown(ctx: dict[str, Any]) -> None:

@@ -6,16 +6,16 @@ import hmac
 from typing import Annotated, Literal
 
 import msgspec
-from litestar import Controller, Request, Response, get, put, route
+from litestar import Controller, Request, Response, delete, get, put, route
 from litestar.datastructures import State
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 
-from hub.delivery import gateways, service
+from hub.delivery import gateways, service, webhooks
 from hub.delivery import repository as sql
 from hub.delivery.gateway import Gateway, HttpCallback
-from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting
-from hub.errors import error_responses
+from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting, WebhookView
+from hub.errors import Invalid, error_responses
 from tenants import service as tenants
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -132,7 +132,42 @@ class InboundController(Controller):
         summary="Where the tenant's replies are pushed, HMAC-SHA256 signed with its secret",
     )
     async def set_webhook(
-        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[WebhookSetting]
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        state: State,
+        code: Code,
+        data: JSONBody[WebhookSetting],
     ) -> None:
         tenant = await tenants.get_visible(conn, request.user, code)
+        problem = webhooks.literal_problem(data.url)
+        if problem and not state.settings.delivery.webhooks_private_ok:
+            raise Invalid(
+                f"webhook URL refused: {problem}",
+                fields=[{"key": "url", "message": problem, "source": "body"}],
+            )
         await conn.execute(sql.SET_WEBHOOK, tenant.id, data.url, data.secret)
+
+    @get(
+        "/tenants/{code:str}/webhook",
+        guards=[require(Scope.MESSAGES_READ)],
+        responses=error_responses(403, 404),
+        summary="The tenant's webhook URL (never its secret); 404 if it has none",
+    )
+    async def get_webhook(self, request: AuthedRequest, conn: Conn, code: Code) -> WebhookView:
+        tenant = await tenants.get_visible(conn, request.user, code)
+        record = await conn.fetchrow(sql.GET_WEBHOOK, tenant.id)
+        if record is None:
+            raise NotFound(f"{tenant.code} has no webhook")
+        return msgspec.convert(dict(record.items()), WebhookView)
+
+    @delete(
+        "/tenants/{code:str}/webhook",
+        guards=[require(Scope.MESSAGES_WRITE)],
+        responses=error_responses(403, 404),
+        status_code=HTTP_204_NO_CONTENT,
+        summary="Stop pushing replies: the webhook and its pending pushes go (repeats are fine)",
+    )
+    async def delete_webhook(self, request: AuthedRequest, conn: Conn, code: Code) -> None:
+        tenant = await tenants.get_visible(conn, request.user, code)
+        await conn.execute(sql.DELETE_WEBHOOK, tenant.id)

@@ -267,6 +267,16 @@ INSERT INTO webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
 ON CONFLICT (tenant_id) DO UPDATE SET url = $2, secret = $3, updated_at = now()
 """
 
+# A tenant's webhook, without its secret.
+GET_WEBHOOK = "SELECT url, updated_at FROM webhooks WHERE tenant_id = $1"
+
+# No more pushes for tenant $1: its webhook goes, and so do its pushes not yet delivered (the
+# delivered ones stay, as history).
+DELETE_WEBHOOK = """
+WITH gone AS (DELETE FROM webhooks WHERE tenant_id = $1)
+DELETE FROM webhook_deliveries WHERE tenant_id = $1 AND delivered_at IS NULL
+"""
+
 
 class DueWebhook(msgspec.Struct, frozen=True):
     delivery_id: int

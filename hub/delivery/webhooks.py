@@ -14,6 +14,12 @@ come back), POSTs each and records the answer in a short transaction of its own:
 
 Each attempt reads the tenant's URL and secret afresh: a webhook set again applies to retries.
 
+Only public addresses are called (unless `HUB_DELIVERY__WEBHOOKS_PRIVATE_OK`): the client's
+transport resolves the host of every request and refuses one that is, or resolves to, a private,
+loopback, link-local or otherwise non-global address — a failed attempt like any other, with the
+reason in `last_error`. Setting a webhook refuses such a literal address at once (422). A name
+that resolves differently between the check and the connection (DNS rebinding) is not caught.
+
 `attempts` counts every POST, the successful one too. A push may arrive more than once (a worker
 dying between the call and its record, a lease running out): receivers dedupe on
 `X-Hub-Delivery`, the same for every attempt at one reply.
@@ -37,9 +43,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import logging
 import math
 import random
+import socket
 import time
 from collections.abc import Sequence
 
@@ -100,9 +108,62 @@ def retry_delay(attempts: int) -> float:
     return ceiling * jitter
 
 
-def client() -> httpx.AsyncClient:
-    """The HTTP client pushes go through (one per worker)."""
-    return httpx.AsyncClient(timeout=TIMEOUT, headers={"User-Agent": "sms-hub-webhooks/1"})
+def client(*, private_ok: bool = False) -> httpx.AsyncClient:
+    """The HTTP client pushes go through (one per worker): to public addresses only, unless
+    `private_ok`."""
+    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
+    if not private_ok:
+        transport = PublicOnly(transport)
+    return httpx.AsyncClient(
+        timeout=TIMEOUT, headers={"User-Agent": "sms-hub-webhooks/1"}, transport=transport
+    )
+
+
+def not_public(address: str) -> bool:
+    """True for an address a webhook must not reach: private, loopback, link-local, reserved…"""
+    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not part of it
+    return not ip.is_global
+
+
+def literal_problem(url: str) -> str | None:
+    """Why a webhook URL is refused without a lookup (a non-public literal address, localhost),
+    or None."""
+    host = httpx.URL(url).host
+    if host == "localhost" or host.endswith(".localhost"):
+        return f"{host} is this machine, not a public address"
+    try:
+        refused = not_public(host)
+    except ValueError:
+        return None  # a name: resolved and checked when it is called
+    return f"{host} is not a public address" if refused else None
+
+
+class PublicOnly(httpx.AsyncBaseTransport):
+    """Refuses a request whose host is, or resolves to, a non-public address."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
+        self._inner = inner
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        port = request.url.port or (443 if request.url.scheme == "https" else 80)
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
+        for *_, address in found:
+            if not_public(str(address[0])):
+                raise httpx.ConnectError(
+                    f"{host} is {address[0]}, not a public address (webhooks call the public "
+                    "internet only)",
+                    request=request,
+                )
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
 
 
 async def wake(redis: ArqRedis, inbound_ids: Sequence[int]) -> None:

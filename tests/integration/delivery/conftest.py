@@ -44,6 +44,7 @@ def live_settings(settings: Settings, fresh_db: str) -> Settings:
     return with_gateways(
         msgspec.structs.replace(settings, db=msgspec.structs.replace(settings.db, dsn=fresh_db)),
         outbox,
+        webhooks_private_ok=True,  # the tests' webhook receivers listen on loopback
     )
 
 

@@ -78,7 +78,7 @@ def endpoint() -> Iterator[Endpoint]:
 
 @pytest.fixture
 async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with webhooks.client() as client:
+    async with webhooks.client(private_ok=True) as client:
         yield client
 
 
@@ -185,7 +185,7 @@ async def test_a_reply_is_pushed_once_signed_right_after_it_is_stored(
             live_db, live_settings.delivery, gateway, [Inbound(PHONE, to, "收到", reference="mo-9")]
         )
     assert again == []
-    async with webhooks.client() as http:
+    async with webhooks.client(private_ok=True) as http:
         assert await webhooks.push_due(SingleConnectionDatabase(live_db), http) == 0
     assert len(endpoint.pushed) == 1
 
@@ -281,7 +281,7 @@ async def test_concurrent_pushers_push_each_reply_once(
     await store(live_db, *(Inbound(PHONE, to, f"#{n}", reference=f"mo-{n}") for n in range(60)))
     conns = [await asyncpg.connect(fresh_db) for _ in range(3)]
     try:
-        async with webhooks.client() as http:
+        async with webhooks.client(private_ok=True) as http:
             tried = await asyncio.gather(
                 *(webhooks.push_due(SingleConnectionDatabase(c), http, limit=25) for c in conns)
             )
@@ -362,6 +362,98 @@ async def test_setting_a_webhook_again_replaces_it_for_the_next_push(
     assert await webhooks.push_due(SingleConnectionDatabase(live_db), http) == 1
     [push] = endpoint.pushed
     assert push.path == "/hooks/sms"
+
+
+async def test_a_webhook_can_be_read_without_its_secret_and_deleted(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    http: httpx.AsyncClient,
+    endpoint: Endpoint,
+) -> None:
+    missing = await client.get("/v1/tenants/510104/webhook", headers=bearer(county_key))
+    assert missing.status_code == 404
+    assert (await set_webhook(client, county_key, endpoint.url)).status_code == 204
+    seen = (await client.get("/v1/tenants/510104/webhook", headers=bearer(county_key))).json()
+    assert seen["url"] == endpoint.url
+    assert "secret" not in seen
+    await store(live_db, Inbound(PHONE, await address(live_db), "收到", reference="mo-4"))
+    assert len(await deliveries(live_db)) == 1  # queued, not pushed yet
+
+    gone = await client.delete("/v1/tenants/510104/webhook", headers=bearer(county_key))
+    assert gone.status_code == 204
+    assert await deliveries(live_db) == []  # the pending push went with it
+    assert await webhooks.push_due(SingleConnectionDatabase(live_db), http) == 0
+    assert endpoint.pushed == []
+    again = await client.delete("/v1/tenants/510104/webhook", headers=bearer(county_key))
+    assert again.status_code == 204
+
+
+# --- only public addresses -------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/hook",
+        "http://10.1.2.3/hook",
+        "http://192.168.1.10/hook",
+        "http://169.254.169.254/latest/meta-data",  # a cloud's metadata service
+        "http://[::1]/hook",
+        "http://localhost:9000/hook",
+    ],
+)
+async def test_a_webhook_to_a_private_address_is_422(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    live_settings: Settings,
+    redis: ArqRedis,
+    url: str,
+) -> None:
+    strict = msgspec.structs.replace(
+        live_settings,
+        delivery=msgspec.structs.replace(live_settings.delivery, webhooks_private_ok=False),
+    )
+    async for client in live_client(strict, redis):
+        resp = await set_webhook(client, county_key, url)
+        assert resp.status_code == 422, resp.text
+        assert "not a public address" in resp.json()["detail"]
+        # A public name is taken; it is resolved and checked when it is called.
+        assert (await set_webhook(client, county_key, "https://hooks.example.org/sms")).is_success
+    assert await live_db.fetchval("SELECT url FROM webhooks") == "https://hooks.example.org/sms"
+
+
+async def test_a_name_that_resolves_to_a_private_address_is_never_called(
+    live_db: asyncpg.Connection, county_key: str, client: httpx.AsyncClient, endpoint: Endpoint
+) -> None:
+    # A name, set while private addresses were allowed (or one that later resolves inward).
+    by_name = endpoint.url.replace("127.0.0.1", "localhost")
+    assert (await set_webhook(client, county_key, by_name)).status_code == 204
+    await store(live_db, Inbound(PHONE, await address(live_db), "收到", reference="mo-5"))
+    async with webhooks.client() as public_only:
+        assert await webhooks.push_due(SingleConnectionDatabase(live_db), public_only) == 1
+    assert endpoint.pushed == []
+    [row] = await deliveries(live_db)
+    assert not row["delivered"]
+    assert row["last_error"].startswith("ConnectError: localhost is ")
+    assert "not a public address" in row["last_error"]
+
+
+@pytest.mark.parametrize(
+    ("address", "refused"),
+    [
+        ("8.8.8.8", False),
+        ("2400:3200::1", False),
+        ("127.0.0.1", True),
+        ("10.0.0.1", True),
+        ("172.16.5.4", True),
+        ("100.64.0.1", True),  # carrier-grade NAT
+        ("fe80::1%eth0", True),
+        ("fd00::1", True),
+    ],
+)
+def test_not_public(address: str, refused: bool) -> None:
+    assert webhooks.not_public(address) is refused
 
 
 # --- signing -----------------------------------------------------------------------------

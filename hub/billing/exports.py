@@ -30,7 +30,7 @@ from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from hub.billing import service
-from hub.billing.schemas import Statement, StatementLine, Totals
+from hub.billing.schemas import StatementHead, StatementLine, Totals
 from hub.db import Database
 from tenants.service import Principal
 
@@ -138,7 +138,7 @@ async def _batches(db: Database, who: Principal, month: date) -> AsyncIterator[l
 
 
 async def _json_chunks(
-    db: Database, who: Principal, month: date, head: Statement
+    db: Database, who: Principal, month: date, head: StatementHead
 ) -> AsyncIterator[bytes]:
     """The `Statement` shape, its lines written as they are read."""
     yield b'{"period":%b,"tenant":%b,"levels":%b,"totals":%b,"lines":[' % (
@@ -154,7 +154,9 @@ async def _json_chunks(
     yield b"]}"
 
 
-async def _csv(db: Database, who: Principal, month: date, head: Statement) -> AsyncIterator[bytes]:
+async def _csv(
+    db: Database, who: Principal, month: date, head: StatementHead
+) -> AsyncIterator[bytes]:
     buffer = io.StringIO()
     writer = csv.writer(buffer)
     buffer.write("\ufeff")  # the BOM: Excel reads the file as UTF-8
@@ -168,7 +170,7 @@ async def _csv(db: Database, who: Principal, month: date, head: Statement) -> As
     yield buffer.getvalue().encode()
 
 
-async def _xlsx(db: Database, who: Principal, month: date, head: Statement) -> str:
+async def _xlsx(db: Database, who: Principal, month: date, head: StatementHead) -> str:
     """The statement as an .xlsx in a temporary file (the caller deletes it): a sheet of the
     level totals, and a sheet of the lines ending in a totals row."""
     book = Workbook(write_only=True)

@@ -130,9 +130,16 @@ class LevelTotals(msgspec.Struct, frozen=True):
     totals: Totals
 
 
-class Statement(msgspec.Struct, frozen=True):
+class StatementHead(msgspec.Struct, frozen=True):
+    """A closed month of a subtree, summed: per level and in total."""
+
     period: str
     tenant: str  # whose subtree this is
     levels: list[LevelTotals]
-    lines: list[StatementLine]
     totals: Totals
+
+
+class Statement(StatementHead, frozen=True):
+    """The head and every line (`GET /v1/billing/{period}/statement`, streamed)."""
+
+    lines: list[StatementLine]

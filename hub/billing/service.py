@@ -19,7 +19,7 @@ from hub.billing.schemas import (
     LevelTotals,
     RateCard,
     RateCardIn,
-    Statement,
+    StatementHead,
     StatementLine,
     TenantCarrierUsage,
     TenantUsage,
@@ -311,7 +311,7 @@ async def ensure_open(conn: asyncpg.Connection, month: date) -> None:
         raise Conflict(f"{month:%Y-%m} is closed (billing is closed up to {last:%Y-%m})")
 
 
-async def statement_head(conn: asyncpg.Connection, who: Principal, month: date) -> Statement:
+async def statement_head(conn: asyncpg.Connection, who: Principal, month: date) -> StatementHead:
     """A closed month for the caller's subtree, rolled up per level (province, prefecture,
     county, unit) and in total; its lines are read with `statement_lines`. 404 if still open."""
     if await conn.fetchval(sql.CLOSED_AT, month) is None:
@@ -323,8 +323,8 @@ async def statement_head(conn: asyncpg.Connection, who: Principal, month: date) 
         totals = Totals(**row)
         levels.append(LevelTotals(level, tenants, totals))
         total = add_totals(total, totals)
-    return Statement(
-        period=f"{month:%Y-%m}", tenant=who.tenant_code, levels=levels, lines=[], totals=total
+    return StatementHead(
+        period=f"{month:%Y-%m}", tenant=who.tenant_code, levels=levels, totals=total
     )
 
 

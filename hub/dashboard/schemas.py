@@ -8,7 +8,7 @@ from typing import Literal
 
 import msgspec
 
-from hub.billing.schemas import Statement
+from hub.billing.schemas import StatementHead
 from hub.dashboard.repository import LedgerEntry, OptOut, RecentReply
 
 SortKey = Literal["code", "name", "quota", "segments", "cost", "rate"]
@@ -162,6 +162,6 @@ class TenantPage(msgspec.Struct, frozen=True):
 
 class BillingPage(msgspec.Struct, frozen=True):
     period: str
-    statement: Statement | None
+    statement: StatementHead | None
     # Why there is no statement (the month is not closed yet).
     missing: str | None

@@ -9,7 +9,7 @@ from typing import Literal
 import msgspec
 
 from hub.billing.schemas import StatementHead
-from hub.dashboard.repository import LedgerEntry, OptOut, RecentReply
+from hub.dashboard.repository import LedgerEntry, OptOut, RecentReply, RecentSend
 
 SortKey = Literal["code", "name", "quota", "segments", "cost", "rate"]
 SORT_KEYS: tuple[SortKey, ...] = ("code", "name", "quota", "segments", "cost", "rate")
@@ -124,15 +124,8 @@ class Overview(msgspec.Struct, frozen=True):
     descending: bool
 
 
-class SendSummary(msgspec.Struct, frozen=True):
-    id: int
-    body: str
-    state: str
-    priority: str
-    recipients: int
-    segments: int
-    created_at: datetime
-    statuses: dict[str, int]
+class SendSummary(RecentSend, frozen=True):
+    statuses: dict[str, int]  # messages by status, as GET /v1/messages/{id} counts them
 
 
 class ChildLimit(msgspec.Struct, frozen=True):

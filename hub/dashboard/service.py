@@ -322,14 +322,7 @@ async def tenant_page(
         ),
         sends=[
             SendSummary(
-                id=s.id,
-                body=s.body,
-                state=s.state,
-                priority=s.priority,
-                recipients=s.recipients,
-                segments=s.segments,
-                created_at=s.created_at,
-                statuses=dict(sorted(counts.get(s.id, {}).items())),
+                **msgspec.structs.asdict(s), statuses=dict(sorted(counts.get(s.id, {}).items()))
             )
             for s in sends
         ],

@@ -2,8 +2,10 @@
 `outbox` table (once per message, however often it is retried) and then reports it delivered,
 as a carrier would, through the same receipt path as every other gateway.
 
-Options: `receipt_delay` (seconds, default 0.2) before the receipts go out; `undelivered_suffix`
-(phones ending in it get an `undelivered` receipt, for trying failure paths without a carrier).
+Options, for trying failure paths without a carrier: `receipt_delay` (seconds, default 0.2)
+before the receipts go out; `undelivered_suffix` (phones ending in it get an `undelivered`
+receipt); `refused_suffix` (phones ending in it are refused at submit, for good, as a carrier
+refuses a number it does not serve).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from hub.delivery import repository as sql
 from hub.delivery.gateway import (
     Accepted,
     Events,
+    Failed,
     HttpCallback,
     Outbound,
     Outcome,
@@ -35,6 +38,7 @@ class OutboxGateway:
         self.config, self.db = config, db
         self.receipt_delay = float(config.options.get("receipt_delay", 0.2))
         self.undelivered_suffix = str(config.options.get("undelivered_suffix", ""))
+        self.refused_suffix = str(config.options.get("refused_suffix", ""))
         self.events: Events | None = None
         self._pending: set[asyncio.Task[None]] = set()
 
@@ -42,6 +46,10 @@ class OutboxGateway:
         self.events = events
 
     async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
+        refused = [
+            m for m in messages if self.refused_suffix and m.phone.endswith(self.refused_suffix)
+        ]
+        messages = [m for m in messages if m not in refused]
         async with self.db.acquire() as conn:
             await conn.execute(
                 sql.OUTBOX_INSERT,
@@ -53,6 +61,9 @@ class OutboxGateway:
                 [m.segments for m in messages],
             )
         outcomes: list[Outcome] = [Accepted(m.id, f"outbox-{m.id}") for m in messages]
+        outcomes += [
+            Failed(m.id, True, "REFUSED", "the outbox refuses this number") for m in refused
+        ]
         if self.events is not None:
             receipts = [self._receipt(m) for m in messages]
             task = asyncio.create_task(self._report(receipts))

@@ -54,6 +54,35 @@ async def test_sent_segments_become_billable_per_carrier_and_dedup_is_counted_ap
     assert await _usage(live_db, "510000") == expected
 
 
+async def test_rejected_opted_out_and_refused_recipients_are_never_billable(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    await live_db.execute(
+        "INSERT INTO opt_outs (tenant_id, phone)"
+        " SELECT id, '+8613800138001' FROM tenants WHERE code = '510104'"
+    )
+    outbox = GatewayConfig(
+        name="outbox", kind="outbox", options={"receipt_delay": 0, "refused_suffix": "0000"}
+    )
+    settings = with_gateways(live_settings, outbox)
+    to = [*PHONES, "12345"]  # 138…001 opted out, 133…0000 refused by the gateway, 12345 invalid
+    async for client in live_client(settings, redis):
+        sent = await client.post(
+            "/v1/messages", json={"to": to, "body": "通知"}, headers=bearer(county_key)
+        )
+    assert [r["to"] for r in sent.json()["rejected"]] == ["12345"]
+    await run_worker(settings)
+    rows = await live_db.fetch("SELECT phone, status::text AS status FROM messages")
+    statuses = {r["phone"]: r["status"] for r in rows}
+    assert statuses["+8613311110000"] == "failed"
+    # Only the two delivered ones count: 138…000 (移动) and 186… (联通).
+    assert await _usage(live_db) == {"510104/中国移动": (1, 0), "510104/中国联通": (1, 0)}
+
+
 async def test_a_gateway_billing_on_delivery_bills_only_what_was_delivered(
     live_settings: Settings,
     live_db: asyncpg.Connection,

@@ -82,6 +82,36 @@ def number(n: int) -> str:
     return f"{n:,}"
 
 
+# What the pages call the ledger's entry kinds and the messages' statuses (the codes stay in
+# the pages' data-* attributes and in the API).
+WORDS = {
+    "open": "开户",
+    "limit": "设定限额",
+    "allocate": "分配下级",
+    "policy": "调整策略",
+    "reserve": "预占",
+    "post": "确认使用",
+    "use": "使用",
+    "void": "释放",
+    "expire": "预占过期",
+    "accepted": "待发送",
+    "sending": "发送中",
+    "sent": "已发出",
+    "delivered": "已送达",
+    "undelivered": "未送达",
+    "failed": "失败",
+    "deduplicated": "已去重",
+    "rejected": "号码无效",
+    "opted_out": "已退订",
+    "cancelled": "已取消",
+    "expired": "已过期",
+}
+
+
+def words(code: str) -> str:
+    return WORDS.get(code, code)
+
+
 def permille(value: int | None) -> str:
     return "—" if value is None else f"{value // 10}.{value % 10}%"
 
@@ -90,7 +120,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined
     )
-    env.filters.update(yuan=yuan, number=number, permille=permille)
+    env.filters.update(yuan=yuan, number=number, permille=permille, zh=words)
     env.globals["level_names"] = exports.LEVELS  # the statement's own words for the levels
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 

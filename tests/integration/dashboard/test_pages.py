@@ -9,6 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
+from hub.dashboard.controllers import WORDS
 from hub.quota.schemas import period_text
 from tests.factories import bearer
 from tests.integration.dashboard.conftest import (
@@ -276,7 +277,7 @@ async def test_tenant_page_lists_sends_replies_and_opt_outs(
     assert f'<tr data-send="{send_id}">' in page
     api = (await signed_in.get(f"/v1/messages/{send_id}", headers=bearer(seeded.api_key))).json()
     for status, n in api["statuses"].items():
-        assert f'data-status="{status}">{status} {n}<' in page
+        assert f'data-status="{status}">{WORDS[status]} {n}<' in page  # e.g. 待发送 2
     assert f'href="/dashboard/sends/{send_id}"' in page
     assert "退订" in page
     assert "+8613800138000" in page

@@ -27,10 +27,8 @@ import random
 import resource
 import statistics
 import sys
-import tempfile
 import time
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 from litestar.response import File
@@ -38,8 +36,8 @@ from litestar.response import File
 from hub.billing import exports
 from hub.billing import service as billing
 from hub.billing.schemas import Band, RateCardIn
-from hub.db import PoolDatabase, create_database, drop_database, migrate, with_database
-from hub.embedded import EmbeddedPostgres
+from hub.db import PoolDatabase, create_database, drop_database, migrate
+from ops.bench import run_on_postgres
 from tenants.divisions import import_divisions
 from tenants.scopes import ALL_SCOPES
 from tenants.service import authenticate, create_key, get_by_code
@@ -188,15 +186,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--days", type=int, default=30)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp)) if not args.dsn else None
-        try:
-            if pg is not None:
-                args.dsn = with_database(pg.start(), "postgres")
-            return asyncio.run(_main(args))
-        finally:
-            if pg is not None:
-                pg.stop()
+    return run_on_postgres(args, _main)
 
 
 if __name__ == "__main__":

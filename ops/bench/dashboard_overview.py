@@ -27,11 +27,9 @@ import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import asyncpg
 import httpx
@@ -39,11 +37,11 @@ import httpx
 from hub.app import create_app
 from hub.dashboard import service
 from hub.dashboard.controllers import COOKIE
-from hub.db import PoolDatabase, create_database, create_pool, migrate, with_database
-from hub.embedded import EmbeddedPostgres
+from hub.db import PoolDatabase, create_database, create_pool, migrate
 from hub.quota import service as quota
 from hub.quota.service import current_period
 from hub.settings import load_settings
+from ops.bench import run_on_postgres
 from tenants import service as tenants
 from tenants.divisions import import_divisions
 from tenants.scopes import Scope
@@ -303,15 +301,7 @@ def main() -> int:
         "--month-so-far", action="store_true", help="only the days of this month up to today"
     )
     args = parser.parse_args()
-    if args.dsn:
-        return asyncio.run(_main(args))
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp))
-        try:
-            args.dsn = with_database(pg.start(), "postgres")
-            return asyncio.run(_main(args))
-        finally:
-            pg.stop()
+    return run_on_postgres(args, _main)
 
 
 if __name__ == "__main__":

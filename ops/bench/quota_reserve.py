@@ -24,17 +24,15 @@ import platform
 import random
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from datetime import date
-from pathlib import Path
 
 import asyncpg
 
-from hub.db import create_database, migrate, with_database
-from hub.embedded import EmbeddedPostgres
+from hub.db import create_database, migrate
 from hub.quota import service as quota
+from ops.bench import run_on_postgres
 from tenants.divisions import import_divisions
 from tenants.repository import TenantRow
 from tenants.service import get_by_code
@@ -187,15 +185,7 @@ def main() -> int:
         "--sql", action="append", default=[], help="extra SQL run before (experiments)"
     )
     args = parser.parse_args()
-    if args.dsn:
-        return asyncio.run(_main(args))
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        pg = EmbeddedPostgres(Path(tmp))
-        try:
-            args.dsn = with_database(pg.start(), "postgres")
-            return asyncio.run(_main(args))
-        finally:
-            pg.stop()
+    return run_on_postgres(args, _main)
 
 
 if __name__ == "__main__":

@@ -29,12 +29,12 @@ ORDER BY valid_from DESC
 LIMIT 1
 """
 
-# Segments that became billable, or were saved by dedup, today (Asia/Shanghai).
+# Segments of kind $1 per tenant, carrier and the (Asia/Shanghai) day they belong to.
 RECORD_USAGE = """
 INSERT INTO usage_entries (tenant_id, day, carrier, kind, segments)
-SELECT u.tenant_id, (now() AT TIME ZONE 'Asia/Shanghai')::date, u.carrier, $1::usage_kind,
-       u.segments
-FROM UNNEST($2::bigint[], $3::text[], $4::bigint[]) AS u(tenant_id, carrier, segments)
+SELECT u.tenant_id, u.day, u.carrier, $1::usage_kind, u.segments
+FROM UNNEST($2::bigint[], $3::text[], $4::date[], $5::bigint[])
+     AS u(tenant_id, carrier, day, segments)
 WHERE u.segments > 0
 """
 

@@ -84,16 +84,21 @@ async def card_in_force(conn: asyncpg.Connection, carrier: str, month: date) -> 
 UsageKind = Literal["billable", "dedup", "delivered", "undelivered"]
 
 
+UsageKey = tuple[int, str, date]  # tenant id, carrier, the business day the segments went out
+
+
 async def record_usage(
-    conn: asyncpg.Connection, kind: UsageKind, segments: Mapping[tuple[int, str], int]
+    conn: asyncpg.Connection, kind: UsageKind, segments: Mapping[UsageKey, int]
 ) -> None:
-    """Note segments that became billable, were saved by dedup, or got their final receipt
-    today, per (tenant id, carrier). Appended, never updated in place: callers sit on
-    delivery's hot path."""
-    live = [(t, c, n) for (t, c), n in segments.items() if n > 0]
+    """Note segments that became billable, were saved by dedup, or got their final receipt,
+    per tenant, carrier and the day they were sent (Asia/Shanghai): a receipt that comes after
+    midnight, or after the month's end, counts on the day its message went out — within the
+    close's grace window for that month's close, later as an adjustment. Appended, never
+    updated in place: callers sit on delivery's hot path."""
+    live = [(t, c, d, n) for (t, c, d), n in segments.items() if n > 0]
     if live:
-        tenants, carriers, counts = (list(column) for column in zip(*live, strict=True))
-        await conn.execute(sql.RECORD_USAGE, kind, tenants, carriers, counts)
+        tenants, carriers, days, counts = (list(column) for column in zip(*live, strict=True))
+        await conn.execute(sql.RECORD_USAGE, kind, tenants, carriers, days, counts)
 
 
 async def roll_up(conn: asyncpg.Connection, batch: int = 10_000) -> int:

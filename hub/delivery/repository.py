@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 
 import msgspec
 
@@ -118,6 +118,7 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
     segments: int
     reference: str
     status: str
+    day: date  # when it was sent (Asia/Shanghai): the day its usage counts on
 
 
 # Apply receipts: `sent` moves forward to delivered or undelivered; a message already final stays
@@ -129,7 +130,8 @@ SET status = r.status::message_status, error = nullif(r.code, ''), done_at = now
 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
 WHERE m.gateway = $1 AND m.reference = r.reference AND m.status = 'sent'
 RETURNING m.id, m.send_id, m.tenant_id, m.carrier, m.segments, m.reference,
-          m.status::text AS status
+          m.status::text AS status,
+          (coalesce(m.sent_at, now()) AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
 # Serialise the recording of `sent` references with receipts for them that found no message:
@@ -188,7 +190,8 @@ SET status = CASE WHEN submitted_at IS NULL THEN 'accepted' ELSE status END::mes
     lease_until = CASE WHEN submitted_at IS NULL THEN NULL ELSE lease_until END,
     updated_at = now()
 WHERE send_id = $1 AND status = 'sending' AND lease_until < now()
-RETURNING id, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown
+RETURNING id, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown,
+          (submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
 # Messages of a send still open: waiting, or being sent.

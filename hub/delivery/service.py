@@ -40,6 +40,7 @@ from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
 from hub.delivery.routing import Router
 from hub.messages.segments import signed
 from hub.quota import service as quota
+from hub.quota.schemas import business_day
 from hub.settings import DeliverySettings, GatewayConfig, Settings
 
 log = logging.getLogger(__name__)
@@ -287,7 +288,8 @@ class Delivery:
                 [by_id[o.message_id].attempts for o, _ in retries],
             )
         if used:  # billable from now on (before the quota: keep its hot lock short)
-            await billing.record_usage(conn, "billable", {(send.tenant_id, carrier): used})
+            today = business_day()
+            await billing.record_usage(conn, "billable", {(send.tenant_id, carrier, today): used})
         if send.reservation_id is not None and (used or released):
             await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
         return min((at for _, at in retries), default=None)
@@ -394,12 +396,12 @@ async def apply_receipts(
 
 async def _count_outcomes(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -> None:
     """Delivered and undelivered segments per tenant and carrier: the delivery rate."""
-    outcomes: dict[bool, dict[tuple[int, str], int]] = {
+    outcomes: dict[bool, dict[billing.UsageKey, int]] = {
         True: defaultdict(int),
         False: defaultdict(int),
     }
     for r in rows:
-        outcomes[r.status == "delivered"][r.tenant_id, r.carrier] += r.segments
+        outcomes[r.status == "delivered"][r.tenant_id, r.carrier, r.day] += r.segments
     await billing.record_usage(conn, "delivered", outcomes[True])
     await billing.record_usage(conn, "undelivered", outcomes[False])
 
@@ -408,11 +410,11 @@ async def _settle_on_delivery(conn: asyncpg.Connection, rows: list[ReceiptTarget
     """Where the gateway bills on delivery: delivered segments are used (and billable),
     undelivered ones released."""
     per_send: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    billable: dict[tuple[int, str], int] = defaultdict(int)
+    billable: dict[billing.UsageKey, int] = defaultdict(int)
     for r in rows:
         per_send[r.send_id][0 if r.status == "delivered" else 1] += r.segments
         if r.status == "delivered":
-            billable[r.tenant_id, r.carrier] += r.segments
+            billable[r.tenant_id, r.carrier, r.day] += r.segments
     await billing.record_usage(conn, "billable", billable)
     reservations = {
         r["id"]: r["reservation_id"]
@@ -479,9 +481,9 @@ async def sweep(
             if unknown:
                 report["unknown"] += len(unknown)
                 await conn.execute(sql.CLOSE_UNKNOWN, [r["id"] for r in unknown])
-                maybe_sent: dict[tuple[int, str], int] = defaultdict(int)
-                for r in unknown:  # counted as sent: billable, and their quota used
-                    maybe_sent[r["tenant_id"], r["carrier"]] += r["segments"]
+                maybe_sent: dict[billing.UsageKey, int] = defaultdict(int)
+                for r in unknown:  # counted as sent (the day handed over): billable, quota used
+                    maybe_sent[r["tenant_id"], r["carrier"], r["day"]] += r["segments"]
                 await billing.record_usage(conn, "billable", maybe_sent)
                 if reservation_id is not None:
                     segments = sum(r["segments"] for r in unknown)

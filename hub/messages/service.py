@@ -38,7 +38,7 @@ from hub.messages.schemas import (
 )
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
 from hub.quota import service as quota
-from hub.quota.schemas import period_of
+from hub.quota.schemas import business_day, period_of
 from hub.settings import Settings
 from hub.templates import service as templates
 from tenants.repository import TenantRow
@@ -232,7 +232,9 @@ async def create_send(
     if duplicates:  # what dedup saved, per carrier, for the tenant's statement
         saved = Counter(r.carrier for r in recipients if r.phone in duplicates)
         await billing.record_usage(
-            conn, "dedup", {(tenant.id, c): n * segments.count for c, n in saved.items()}
+            conn,
+            "dedup",
+            {(tenant.id, c, business_day()): n * segments.count for c, n in saved.items()},
         )
 
     accepted = len(candidates) - len(duplicates)

@@ -39,6 +39,11 @@ def previous_period(period: date) -> date:
     return date(period.year - (period.month == 1), (period.month - 2) % 12 + 1, 1)
 
 
+def business_day(instant: datetime | None = None) -> date:
+    """The day an instant (now by default) falls on in Asia/Shanghai."""
+    return (instant or datetime.now(BUSINESS_TZ)).astimezone(BUSINESS_TZ).date()
+
+
 def period_of(instant: datetime) -> date:
     """The month an instant falls in, in Asia/Shanghai (the business day)."""
     local = instant.astimezone(BUSINESS_TZ)

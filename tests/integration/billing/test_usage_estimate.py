@@ -7,6 +7,7 @@ import httpx
 
 from hub.billing import service as billing
 from hub.billing.schemas import Band, RateCardIn
+from hub.quota.schemas import business_day
 from hub.quota.service import current_period
 from tests.factories import bearer, make_key, make_small_tree
 
@@ -25,11 +26,13 @@ async def test_each_tenant_pays_its_share_of_the_tiered_hub_cost(
     )
     await billing.add_card(conn, card, "test")
     ids = {r["code"]: r["id"] for r in await conn.fetch("SELECT code, id FROM tenants")}
+    day = business_day()
+    mobile = "中国移动"
     await billing.record_usage(
-        conn, "billable", {(ids["510104"], "中国移动"): 4, (ids["510105"], "中国移动"): 4}
+        conn, "billable", {(ids["510104"], mobile, day): 4, (ids["510105"], mobile, day): 4}
     )
-    await billing.record_usage(conn, "billable", {(ids["510105"], "中国联通"): 2})
-    await billing.record_usage(conn, "dedup", {(ids["510104"], "中国移动"): 1})
+    await billing.record_usage(conn, "billable", {(ids["510105"], "中国联通", day): 2})
+    await billing.record_usage(conn, "dedup", {(ids["510104"], mobile, day): 1})
     key = await make_key(conn, "510000")
 
     resp = await client.get(

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import asyncpg
 import httpx
+import msgspec
 import pytest
 from arq.connections import ArqRedis
 
@@ -35,6 +38,26 @@ async def _sent_message(conn: asyncpg.Connection, reference: str) -> int:
             reference,
         )
     )
+
+
+async def test_a_late_receipt_counts_on_the_day_its_message_went_out(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """Billed on delivery: a receipt after midnight (here, after the month's end) is usage of
+    the day the message was sent, so the month's close, after its grace window, bills it."""
+    message = await _sent_message(live_db, "ref-late")
+    await live_db.execute(
+        "UPDATE messages SET sent_at = '2026-10-31 23:50:00+08' WHERE id = $1", message
+    )
+    on_delivery = msgspec.structs.replace(GATEWAY, bills_on="delivered")
+    async with live_db.transaction():
+        receipt = Receipt("ref-late", "delivered", "DELIVRD")
+        assert await service.apply_receipts(live_db, on_delivery, [receipt]) == (1, 0)
+    entries = await live_db.fetch("SELECT day, kind::text AS kind, segments FROM usage_entries")
+    assert sorted((r["day"], r["kind"], r["segments"]) for r in entries) == [
+        (date(2026, 10, 31), "billable", 1),
+        (date(2026, 10, 31), "delivered", 1),
+    ]
 
 
 async def test_receipts_move_forward_only_and_unknown_ones_are_kept(

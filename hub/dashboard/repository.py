@@ -1,9 +1,10 @@
 """Dashboard SQL: only what no other domain's service already answers.
 
 The overview's money and quota numbers come from `billing.service.estimate` and
-`quota.service.get_quota` (so they equal the API's by construction); these queries add the
-per-day chart, per-child rollups and the tenant page's recent lists. None of the overview's
-queries reads `messages`: they aggregate the daily usage rollup and the quota ledger.
+`quota.service.get_quota` (so they equal the API's by construction), the tenant page's lists
+from the services of the domains that own them; these queries add only the per-day chart and
+the per-child rollups. None reads `messages`: they aggregate the daily usage rollup and the
+quota ledger.
 
 A subtree is the path range `path >= $1 AND path < $1 || '~'`; the child of the subtree's top
 that a row belongs to is the first code after the top's path ('' for the top itself).
@@ -130,96 +131,5 @@ JOIN tenants t ON t.id = a.tenant_id
 WHERE a.period = $2 AND t.path >= $1 AND t.path < $1 || '~'
 GROUP BY t.code, t.name, t.path, a.used, a.reserved, a.limit_segments
 ORDER BY max(e.threshold) DESC, t.path
-LIMIT $3
-"""
-
-
-class RecentSend(msgspec.Struct, frozen=True):
-    id: int
-    body: str
-    state: str
-    priority: str
-    recipients: int
-    segments: int
-    created_at: datetime
-
-
-# A tenant's own latest sends, newest first.
-RECENT_SENDS = """
-SELECT s.id, s.body, s.state::text AS state, s.priority::text AS priority, s.recipients,
-       s.segments, s.created_at
-FROM sends s WHERE s.tenant_id = $1
-ORDER BY s.id DESC
-LIMIT $2
-"""
-
-
-class SendStatusCount(msgspec.Struct, frozen=True):
-    send_id: int
-    status: str
-    n: int
-
-
-# Messages by status for the sends $1 (as GET /v1/messages/{id} counts them).
-SEND_STATUS_COUNTS = """
-SELECT send_id, status::text AS status, count(*) AS n
-FROM messages WHERE send_id = ANY($1::bigint[])
-GROUP BY send_id, status
-"""
-
-
-class RecentReply(msgspec.Struct, frozen=True):
-    id: int
-    phone: str
-    text: str
-    opt_out: bool
-    received_at: datetime
-
-
-# Replies to a tenant, newest first.
-RECENT_INBOUND = """
-SELECT i.id, i.phone, i.text, i.opt_out, i.received_at
-FROM inbound i WHERE i.tenant_id = $1
-ORDER BY i.id DESC
-LIMIT $2
-"""
-
-
-class OptOut(msgspec.Struct, frozen=True):
-    phone: str
-    created_at: datetime
-
-
-# Phones that opted out of a tenant's messages, newest first.
-OPT_OUTS = """
-SELECT o.phone, o.created_at FROM opt_outs o WHERE o.tenant_id = $1
-ORDER BY o.created_at DESC, o.phone
-LIMIT $2
-"""
-
-# How many phones opted out of a tenant's messages.
-OPT_OUT_COUNT = "SELECT count(*) FROM opt_outs WHERE tenant_id = $1"
-
-
-class LedgerEntry(msgspec.Struct, frozen=True):
-    id: int
-    kind: str
-    amount: int
-    limit_after: int
-    used_after: int
-    reserved_after: int
-    allocated_after: int
-    cause: str
-    actor: str
-    created_at: datetime
-
-
-# The latest entries of a tenant's account for the month $2, newest first.
-RECENT_ENTRIES = """
-SELECT e.id, e.kind::text AS kind, e.amount, e.limit_after, e.used_after, e.reserved_after,
-       e.allocated_after, e.cause, e.actor, e.created_at
-FROM quota_entries e JOIN quota_accounts a ON a.id = e.account_id
-WHERE a.tenant_id = $1 AND a.period = $2
-ORDER BY e.id DESC
 LIMIT $3
 """

@@ -9,7 +9,9 @@ from typing import Literal
 import msgspec
 
 from hub.billing.schemas import StatementHead
-from hub.dashboard.repository import LedgerEntry, OptOut, RecentReply, RecentSend
+from hub.delivery.repository import OptOut, RecentReply
+from hub.messages.schemas import SendSummary
+from hub.quota.schemas import Entry
 
 SortKey = Literal["code", "name", "quota", "segments", "cost", "rate"]
 SORT_KEYS: tuple[SortKey, ...] = ("code", "name", "quota", "segments", "cost", "rate")
@@ -124,10 +126,6 @@ class Overview(msgspec.Struct, frozen=True):
     descending: bool
 
 
-class SendSummary(RecentSend, frozen=True):
-    statuses: dict[str, int]  # messages by status, as GET /v1/messages/{id} counts them
-
-
 class ChildLimit(msgspec.Struct, frozen=True):
     code: str
     name: str
@@ -146,7 +144,7 @@ class TenantPage(msgspec.Struct, frozen=True):
     allocated: int
     policy: str
     children: list[ChildLimit]
-    entries: list[LedgerEntry]
+    entries: list[Entry]
     sends: list[SendSummary]
     replies: list[RecentReply]
     opt_outs: list[OptOut]

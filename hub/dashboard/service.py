@@ -34,11 +34,12 @@ from hub.dashboard.schemas import (
     Money,
     Overview,
     QuotaBar,
-    SendSummary,
     SortKey,
     TenantPage,
 )
+from hub.delivery import inbound
 from hub.errors import ApiError, Forbidden, Invalid, NotFound
+from hub.messages import service as messages
 from hub.quota import service as quota
 from hub.quota.schemas import next_period, period_text
 from tenants import service as tenants
@@ -299,12 +300,7 @@ async def tenant_page(
 ) -> TenantPage:
     tenant = await tenants.get_visible(conn, who, code)
     account = await quota.get_quota(conn, tenant, month)
-    sends = _rows(await conn.fetch(sql.RECENT_SENDS, tenant.id, RECENT), sql.RecentSend)
-    counts: dict[int, dict[str, int]] = {}
-    for c in _rows(
-        await conn.fetch(sql.SEND_STATUS_COUNTS, [s.id for s in sends]), sql.SendStatusCount
-    ):
-        counts.setdefault(c.send_id, {})[c.status] = c.n
+    opted_out, opt_out_count = await inbound.opt_outs(conn, tenant.id, RECENT)
     return TenantPage(
         code=tenant.code,
         name=tenant.name,
@@ -317,18 +313,11 @@ async def tenant_page(
         children=[
             ChildLimit(c.code, c.name, c.limit, c.used, c.reserved) for c in account.children
         ],
-        entries=_rows(
-            await conn.fetch(sql.RECENT_ENTRIES, tenant.id, month, RECENT), sql.LedgerEntry
-        ),
-        sends=[
-            SendSummary(
-                **msgspec.structs.asdict(s), statuses=dict(sorted(counts.get(s.id, {}).items()))
-            )
-            for s in sends
-        ],
-        replies=_rows(await conn.fetch(sql.RECENT_INBOUND, tenant.id, RECENT), sql.RecentReply),
-        opt_outs=_rows(await conn.fetch(sql.OPT_OUTS, tenant.id, RECENT), sql.OptOut),
-        opt_out_count=int(await conn.fetchval(sql.OPT_OUT_COUNT, tenant.id) or 0),
+        entries=await quota.latest_entries(conn, tenant, month, RECENT),
+        sends=await messages.recent_sends(conn, tenant.id, RECENT),
+        replies=await inbound.recent_replies(conn, tenant.id, RECENT),
+        opt_outs=opted_out,
+        opt_out_count=opt_out_count,
     )
 
 

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Sequence
 
 import asyncpg
+import msgspec
 
 from hub.delivery import repository as sql
 from hub.delivery.gateway import Inbound
@@ -69,3 +70,20 @@ async def store(
         await conn.execute(sql.QUEUE_WEBHOOK, tenant_id, inbound_id)
         stored.append(inbound_id)
     return stored
+
+
+async def recent_replies(
+    conn: asyncpg.Connection, tenant_id: int, limit: int
+) -> list[sql.RecentReply]:
+    """Replies to a tenant, newest first."""
+    records = await conn.fetch(sql.RECENT_INBOUND, tenant_id, limit)
+    return [msgspec.convert(dict(r.items()), sql.RecentReply) for r in records]
+
+
+async def opt_outs(
+    conn: asyncpg.Connection, tenant_id: int, limit: int
+) -> tuple[list[sql.OptOut], int]:
+    """The latest phones that opted out of a tenant's messages, and how many there are."""
+    records = await conn.fetch(sql.OPT_OUTS, tenant_id, limit)
+    count = int(await conn.fetchval(sql.OPT_OUT_COUNT, tenant_id) or 0)
+    return [msgspec.convert(dict(r.items()), sql.OptOut) for r in records], count

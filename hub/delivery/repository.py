@@ -328,3 +328,36 @@ SET attempts = attempts + 1, last_error = $2,
                    ELSE now() + make_interval(secs => $3) END
 WHERE id = $1 AND delivered_at IS NULL AND attempts = $5
 """
+
+
+class RecentReply(msgspec.Struct, frozen=True):
+    id: int
+    phone: str
+    text: str
+    opt_out: bool
+    received_at: datetime
+
+
+# Replies to a tenant, newest first.
+RECENT_INBOUND = """
+SELECT i.id, i.phone, i.text, i.opt_out, i.received_at
+FROM inbound i WHERE i.tenant_id = $1
+ORDER BY i.id DESC
+LIMIT $2
+"""
+
+
+class OptOut(msgspec.Struct, frozen=True):
+    phone: str
+    created_at: datetime
+
+
+# Phones that opted out of a tenant's messages, newest first.
+OPT_OUTS = """
+SELECT o.phone, o.created_at FROM opt_outs o WHERE o.tenant_id = $1
+ORDER BY o.created_at DESC, o.phone
+LIMIT $2
+"""
+
+# How many phones opted out of a tenant's messages.
+OPT_OUT_COUNT = "SELECT count(*) FROM opt_outs WHERE tenant_id = $1"

@@ -112,3 +112,37 @@ WHERE m.send_id = $1 AND m.id > $2 AND ($4::message_status IS NULL OR m.status =
 ORDER BY m.id
 LIMIT $3
 """
+
+
+class RecentSend(msgspec.Struct, frozen=True):
+    id: int
+    body: str
+    state: str
+    priority: str
+    recipients: int
+    segments: int
+    created_at: datetime
+
+
+# A tenant's own latest sends, newest first.
+RECENT_SENDS = """
+SELECT s.id, s.body, s.state::text AS state, s.priority::text AS priority, s.recipients,
+       s.segments, s.created_at
+FROM sends s WHERE s.tenant_id = $1
+ORDER BY s.id DESC
+LIMIT $2
+"""
+
+
+class SendStatusCount(msgspec.Struct, frozen=True):
+    send_id: int
+    status: str
+    n: int
+
+
+# Messages by status for the sends $1 (as GET /v1/messages/{id} counts them).
+SEND_STATUS_COUNTS = """
+SELECT send_id, status::text AS status, count(*) AS n
+FROM messages WHERE send_id = ANY($1::bigint[])
+GROUP BY send_id, status
+"""

@@ -141,6 +141,19 @@ class MessageView(msgspec.Struct, frozen=True):
     updated_at: datetime
 
 
+class SendSummary(msgspec.Struct, frozen=True):
+    """A recent send at a glance: its messages counted by status."""
+
+    id: int
+    body: str
+    state: str
+    priority: str
+    recipients: int
+    segments: int
+    created_at: datetime
+    statuses: dict[str, int]
+
+
 class MessagePage(msgspec.Struct, frozen=True):
     items: list[MessageView]
     next_after: int | None

@@ -34,6 +34,7 @@ from hub.messages.schemas import (
     SendAccepted,
     SendRequest,
     SendState,
+    SendSummary,
     SendView,
 )
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
@@ -321,6 +322,21 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
 async def release_due(conn: asyncpg.Connection) -> list[int]:
     """Scheduled and held sends whose time has come become queued; their ids."""
     return [r["id"] for r in await conn.fetch(sql.RELEASE_DUE)]
+
+
+async def recent_sends(conn: asyncpg.Connection, tenant_id: int, limit: int) -> list[SendSummary]:
+    """A tenant's own latest sends, newest first, with their messages counted by status."""
+    records = await conn.fetch(sql.RECENT_SENDS, tenant_id, limit)
+    sends = [msgspec.convert(dict(r.items()), sql.RecentSend) for r in records]
+    counts: dict[int, dict[str, int]] = {}
+    for r in await conn.fetch(sql.SEND_STATUS_COUNTS, [s.id for s in sends]):
+        counts.setdefault(r["send_id"], {})[r["status"]] = r["n"]
+    return [
+        SendSummary(
+            **msgspec.structs.asdict(s), statuses=dict(sorted(counts.get(s.id, {}).items()))
+        )
+        for s in sends
+    ]
 
 
 async def list_messages(

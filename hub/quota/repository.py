@@ -233,6 +233,14 @@ ENTRIES_PAGE = f"""
 SELECT {_ENTRY} FROM quota_entries e WHERE e.account_id = $1 AND e.id > $2 ORDER BY e.id LIMIT $3
 """
 
+# The latest $3 entries of tenant $1's account for month $2, newest first.
+LATEST_ENTRIES = f"""
+SELECT {_ENTRY} FROM quota_entries e JOIN quota_accounts a ON a.id = e.account_id
+WHERE a.tenant_id = $1 AND a.period = $2
+ORDER BY e.id DESC
+LIMIT $3
+"""
+
 # --- audit -------------------------------------------------------------------------------
 
 

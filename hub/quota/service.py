@@ -510,6 +510,15 @@ async def entries_page(
     return EntryPage(items=rows, next_after=rows[-1].id if more and rows else None)
 
 
+async def latest_entries(
+    conn: asyncpg.Connection, tenant: TenantRow, period: date, limit: int
+) -> list[Entry]:
+    """The account's latest entries for the month, newest first (none if it is not open)."""
+    return [
+        _convert(r, Entry) for r in await conn.fetch(sql.LATEST_ENTRIES, tenant.id, period, limit)
+    ]
+
+
 # --- audit -------------------------------------------------------------------------------
 
 

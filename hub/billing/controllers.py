@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any
 
 from litestar import Controller, Response, get, post
@@ -76,12 +77,10 @@ class CloseController(Controller):
         self, request: AuthedRequest, conn: Conn, state: State, period: Period
     ) -> CloseSummary:
         service.require_operator(request.user)
-        month = parse_period(period)
-        assert month is not None  # the pattern was checked
         billing = state.settings.billing
         return await service.close_period(
             conn,
-            month,
+            _month(period),
             f"key:{request.user.key_prefix}",
             grace_days=billing.close_grace_days,
             default_list_price=billing.list_price_micros,
@@ -131,9 +130,14 @@ async def _export(
 ) -> Response[Any]:
     # No request transaction (`conn`): the export reads on a connection of its own while it
     # streams, after the handler has returned.
+    return await exports.statement_export(state.db, request.user, _month(period), fmt)
+
+
+def _month(period: str) -> date:
+    """A period whose pattern Litestar has already checked, as its first day."""
     month = parse_period(period)
-    assert month is not None  # the pattern was checked
-    return await exports.statement_export(state.db, request.user, month, fmt)
+    assert month is not None
+    return month
 
 
 class UsageController(Controller):
@@ -154,12 +158,10 @@ class UsageController(Controller):
         period: Annotated[str, QueryParameter(pattern=PERIOD_PATTERN, description="YYYY-MM")],
         subtree: Annotated[bool, QueryParameter(description="every tenant below too")] = False,
     ) -> UsageView:
-        month = parse_period(period)
-        assert month is not None  # the pattern was checked
         return await service.estimate(
             conn,
             request.user.tenant_path,
-            month,
+            _month(period),
             subtree=subtree,
             default_list_price=state.settings.billing.list_price_micros,
         )

@@ -116,11 +116,12 @@ async def statement_export(db: Database, who: Principal, month: date, fmt: Forma
             media_type=MEDIA[fmt],
             background=BackgroundTask(os.unlink, path),
         )
-    chunks = _json_chunks(db, who, month, head) if fmt == "json" else _csv(db, who, month, head)
+    if fmt == "json":  # the API's own answer, shown inline
+        return Stream(_json_chunks(db, who, month, head), media_type=MEDIA[fmt])
     return Stream(
-        chunks,
+        _csv(db, who, month, head),
         media_type=MEDIA[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'} if fmt == "csv" else None,
+        headers={"Content-Disposition": f'attachment; filename="{name}"'},
     )
 
 

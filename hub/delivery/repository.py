@@ -131,7 +131,7 @@ FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
 WHERE m.gateway = $1 AND m.reference = r.reference AND m.status = 'sent'
 RETURNING m.id, m.send_id, m.tenant_id, m.carrier, m.segments, m.reference,
           m.status::text AS status,
-          (coalesce(m.sent_at, now()) AT TIME ZONE 'Asia/Shanghai')::date AS day
+          (m.sent_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
 # Serialise the recording of `sent` references with receipts for them that found no message:

@@ -20,14 +20,14 @@ import asyncpg
 import msgspec
 import uvicorn
 
-from hub import embedded
+from hub import calendar, embedded
 from hub.app import create_app
 from hub.billing import service as billing
 from hub.billing.schemas import RateCardIn
+from hub.calendar import parse_period, period_text
 from hub.db import migrate
 from hub.errors import ApiError
 from hub.quota import service as quota
-from hub.quota.schemas import parse_period, period_text
 from hub.settings import Settings, SettingsError, load_settings
 from hub.worker import build_worker
 from tenants import divisions
@@ -62,7 +62,7 @@ def _data_dir(settings: Settings, args: argparse.Namespace) -> Path:
 
 async def _with_conn(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
     """Run `work` in one transaction on one connection."""
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(dsn, server_settings=calendar.CLOCK.server_settings())
     try:
         async with conn.transaction():
             return await work(conn)
@@ -287,19 +287,21 @@ def _month(text: str) -> date:
 
 
 def cmd_quota_set(settings: Settings, args: argparse.Namespace) -> int:
+    period = args.period or calendar.current_period()
+
     async def work(conn: asyncpg.Connection) -> int:
         tenant = await _cli_tenant(conn, args.tenant)
         if tenant is None:
             return 1
         try:
             account = await quota.set_limit(
-                conn, tenant, args.period, CLI_ACTOR, limit=args.limit, policy=args.policy
+                conn, tenant, period, CLI_ACTOR, limit=args.limit, policy=args.policy
             )
         except ApiError as exc:
             _print(f"error: {exc.detail}")
             return 1
         _print(
-            f"{tenant.code} {tenant.name} {period_text(args.period)}: limit "
+            f"{tenant.code} {tenant.name} {period_text(period)}: limit "
             f"{account.limit_segments}, policy {account.policy}, used {account.used}, "
             f"reserved {account.reserved}, allocated {account.allocated}"
         )
@@ -357,12 +359,14 @@ def cmd_quota_default(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_audit_quota(settings: Settings, args: argparse.Namespace) -> int:
+    period = args.period or calendar.current_period()
+
     async def work(conn: asyncpg.Connection) -> int:
-        checked, problems = await quota.audit(conn, args.period)
+        checked, problems = await quota.audit(conn, period)
         for problem in problems:
             _print(f"MISMATCH {problem}")
         verdict = "clean" if not problems else f"{len(problems)} problem(s)"
-        _print(f"audited {checked} accounts for {period_text(args.period)}: {verdict}")
+        _print(f"audited {checked} accounts for {period_text(period)}: {verdict}")
         return 1 if problems else 0
 
     return _run_on_db(settings, args, work)
@@ -414,7 +418,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     qset = quota_cmd.add_parser("set", help="set any tenant's limit/policy for a month")
     qset.add_argument("--tenant", required=True)
-    qset.add_argument("--period", required=True, type=_month, help="YYYY-MM (Asia/Shanghai)")
+    qset.add_argument("--period", type=_month, help="YYYY-MM (Asia/Shanghai); default: this month")
     qset.add_argument("--limit", type=int, help="segments")
     qset.add_argument("--policy", choices=["strict", "pooled"])
     data_dir_arg(qset)
@@ -442,7 +446,7 @@ def _parser() -> argparse.ArgumentParser:
         dest="audit_command", required=True
     )
     aq = audit.add_parser("quota", help="rebuild a month's quota balances from the entry log")
-    aq.add_argument("--period", required=True, type=_month)
+    aq.add_argument("--period", type=_month, help="YYYY-MM; default: this month")
     data_dir_arg(aq)
     aq.set_defaults(run=cmd_audit_quota)
 
@@ -470,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         print(f"hub: {exc}", file=sys.stderr)
         return 2
+    if settings.clock.start is not None:
+        calendar.CLOCK.start_at(settings.clock.start)
     if getattr(args, "host", None) is None and hasattr(args, "host"):
         args.host = settings.http.host
     if getattr(args, "port", None) is None and hasattr(args, "port"):

@@ -19,6 +19,7 @@ from alembic.config import Config
 from litestar.datastructures import State
 
 from alembic import command
+from hub import calendar
 from hub.settings import DbSettings
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -75,7 +76,11 @@ async def create_pool(settings: DbSettings, dsn: str) -> asyncpg.Pool:
         dsn,
         min_size=min(settings.pool_min, settings.pool_max),
         max_size=settings.pool_max,
-        server_settings={"statement_timeout": str(timeout_ms), "timezone": "UTC"},
+        server_settings={
+            "statement_timeout": str(timeout_ms),
+            "timezone": "UTC",
+            **calendar.CLOCK.server_settings(),
+        },
     )
 
 
@@ -98,6 +103,11 @@ def run_script(script: str) -> None:
 
     raw: Any = op.get_bind().connection.driver_connection
     await_only(raw.execute(script))
+
+
+def sql_file(relative: str) -> str:
+    """The text of an SQL file kept in a domain (e.g. `hub/quota/sql/reserve.sql`)."""
+    return (ROOT / relative).read_text(encoding="utf-8")
 
 
 def with_database(dsn: str, database: str) -> str:

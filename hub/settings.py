@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -148,6 +149,13 @@ class DashboardSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
 
 
+class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Start the hub's clock at this instant (ISO 8601 with an offset) and let it run on from
+    # there, in Python and in PostgreSQL alike: for tests, drills and demos ("as if it were
+    # 23:30 on 31 December"). Unset in production: the system clock.
+    start: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     db: DbSettings = DbSettings()
     redis: RedisSettings = RedisSettings()
@@ -158,6 +166,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     billing: BillingSettings = BillingSettings()
     delivery: DeliverySettings = DeliverySettings()
     dashboard: DashboardSettings = DashboardSettings()
+    clock: ClockSettings = ClockSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"
     log_level: str = "INFO"

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import UTC, datetime
 from typing import Any
 
 from arq import cron, func
 from arq.cron import CronJob
 from arq.worker import Worker
 
-from hub import queue
+from hub import calendar, queue
 from hub.billing.jobs import roll_up_usage
 from hub.campaigns.jobs import run_campaigns
 from hub.db import PoolDatabase, create_pool
@@ -75,7 +74,7 @@ def build_worker(
         ctx["db"] = PoolDatabase(await create_pool(settings.db, db_dsn))
         ctx["settings"] = settings
         ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
-        ctx["worker_started_at"] = datetime.now(UTC)
+        ctx["worker_started_at"] = calendar.now()
         ctx["delivery"] = Delivery(settings, ctx["db"], ctx["redis"])
         await ctx["delivery"].start()
         ctx["webhooks"] = webhooks.client(private_ok=settings.delivery.webhooks_private_ok)

@@ -147,7 +147,7 @@ ORDER BY k.created_at DESC, k.id DESC
 
 # Revoke a key of a tenant inside the subtree $2; returns its prefix when it is there at all.
 REVOKE_KEY_IN_SUBTREE = """
-UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, now())
+UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, hub_now())
 FROM tenants t
 WHERE k.prefix = $1 AND t.id = k.tenant_id AND t.path >= $2 AND t.path < $2 || '~'
 RETURNING k.prefix
@@ -169,11 +169,12 @@ class CredentialRow(msgspec.Struct, frozen=True):
 # What authentication needs to know about a key prefix.
 CREDENTIAL_BY_PREFIX = """
 SELECT k.id AS key_id, k.secret_sha256, k.scopes, k.revoked_at IS NOT NULL AS revoked,
-       k.last_used_at IS NULL OR k.last_used_at < now() - interval '1 minute' AS stale_last_used,
+       k.last_used_at IS NULL
+           OR k.last_used_at < hub_now() - interval '1 minute' AS stale_last_used,
        t.id AS tenant_id, t.code AS tenant_code, t.path AS tenant_path, t.status AS tenant_status
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
 WHERE k.prefix = $1
 """
 
 # Record use, at most once a minute per key so a busy key does not write on every request.
-TOUCH_KEY = "UPDATE api_keys SET last_used_at = now() WHERE id = $1"
+TOUCH_KEY = "UPDATE api_keys SET last_used_at = hub_now() WHERE id = $1"

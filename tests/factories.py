@@ -6,6 +6,7 @@ from datetime import date
 
 import asyncpg
 
+from hub import calendar
 from hub.quota import service as quota
 from tenants import service
 from tenants.repository import TenantRow
@@ -49,7 +50,7 @@ async def grant(
         tenant = await service.get_by_code(conn, code)
         assert tenant is not None, f"no tenant {code}"
         await quota.set_limit(
-            conn, tenant, period or quota.current_period(), "test", limit=limit, policy=policy
+            conn, tenant, period or calendar.current_period(), "test", limit=limit, policy=policy
         )
 
 

@@ -20,8 +20,8 @@ from hub.billing.schemas import (
     Statement,
     UsageView,
 )
+from hub.calendar import PERIOD_PATTERN, parse_period
 from hub.errors import error_responses
-from hub.quota.schemas import PERIOD_PATTERN, parse_period
 from hub.settings import Carrier
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Conn

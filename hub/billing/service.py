@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
 import asyncpg
 import msgspec
 
+from hub import calendar
 from hub.billing import pricing
 from hub.billing import repository as sql
 from hub.billing.pricing import MICROS_PER_FEN
@@ -26,8 +27,8 @@ from hub.billing.schemas import (
     Totals,
     UsageView,
 )
+from hub.calendar import BUSINESS_TZ, next_period
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
-from hub.quota.schemas import BUSINESS_TZ, next_period
 from tenants.service import ROOT_CODE, Principal
 
 
@@ -206,7 +207,7 @@ async def close_period(
     answers the same summary and changes nothing; months close in order."""
     end = next_period(month)
     closable = datetime.combine(end, time(), BUSINESS_TZ) + timedelta(days=grace_days)
-    if (now or datetime.now(UTC)) < closable:
+    if (now or calendar.now()) < closable:
         raise Conflict(
             f"{month:%Y-%m} can be closed from {closable:%Y-%m-%d %H:%M} (Asia/Shanghai)"
         )

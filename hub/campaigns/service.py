@@ -15,13 +15,13 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from hub.calendar import BUSINESS_TZ
 from hub.campaigns import repository as sql
 from hub.campaigns.schemas import Campaign, CreateCampaign
 from hub.errors import ApiError, NotFound
 from hub.messages import service as messages
 from hub.messages.schedule import clock
 from hub.messages.schemas import SendRequest
-from hub.quota.schemas import BUSINESS_TZ
 from hub.settings import Settings
 from hub.templates import service as templates
 from tenants import service as tenants

@@ -10,7 +10,7 @@ FROM UNNEST($2::text[], $3::text[], $4::text[], $5::date[], $6::text[])
      AS r(phone, name, tags, joined_on, fields)
 ON CONFLICT (tenant_id, phone) DO UPDATE
 SET name = EXCLUDED.name, tags = EXCLUDED.tags, joined_on = EXCLUDED.joined_on,
-    fields = EXCLUDED.fields, updated_at = now()
+    fields = EXCLUDED.fields, updated_at = hub_now()
 RETURNING (xmax = 0) AS inserted
 """
 

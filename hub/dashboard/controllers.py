@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import time
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -30,14 +29,14 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandler, ExceptionHandlersMap
 
+from hub import calendar
 from hub.billing import exports
+from hub.calendar import current_period, parse_period, period_text, previous_period
 from hub.dashboard import service
 from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
 from hub.db import Database
 from hub.errors import ApiError, Forbidden, Invalid
 from hub.messages import service as messages
-from hub.quota.schemas import parse_period, period_text, previous_period
-from hub.quota.service import current_period
 from hub.settings import Settings
 from tenants.controllers import Conn
 from tenants.scopes import Scope
@@ -183,7 +182,11 @@ def _max_age(state: State) -> int:
 async def _viewer(request: Request[Any, Any, State], conn: Conn, state: State) -> Principal:
     """The signed-in principal (every request re-checks the key), or SignInRequired."""
     return await service.session(
-        conn, state.dashboard_secret, request.cookies.get(COOKIE), int(time.time()), _max_age(state)
+        conn,
+        state.dashboard_secret,
+        request.cookies.get(COOKIE),
+        int(calendar.now().timestamp()),
+        _max_age(state),
     )
 
 
@@ -246,7 +249,9 @@ class DashboardController(Controller):
     ) -> Response[Any]:
         same_origin(request)
         try:
-            value = await service.sign_in(conn, state.dashboard_secret, data.key, int(time.time()))
+            value = await service.sign_in(
+                conn, state.dashboard_secret, data.key, int(calendar.now().timestamp())
+            )
         except Invalid as exc:
             return _page("login.html", None, 401, error=exc.detail, next=_safe_next(next))
         cookie = Cookie(

@@ -21,6 +21,7 @@ import msgspec
 
 from hub.billing import service as billing
 from hub.billing.schemas import TenantUsage
+from hub.calendar import next_period, period_text
 from hub.dashboard import repository as sql
 from hub.dashboard.schemas import (
     Alert,
@@ -41,7 +42,6 @@ from hub.delivery import inbound
 from hub.errors import ApiError, Forbidden, Invalid, NotFound
 from hub.messages import service as messages
 from hub.quota import service as quota
-from hub.quota.schemas import next_period, period_text
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.scopes import Scope

@@ -17,16 +17,16 @@ class StoredAnswer(msgspec.Struct, frozen=True):
 # The answer an unexpired key got.
 STORED_ANSWER = """
 SELECT request_hash, status_code, response FROM idempotency_keys
-WHERE tenant_id = $1 AND key = $2 AND expires_at > now()
+WHERE tenant_id = $1 AND key = $2 AND expires_at > hub_now()
 """
 
 # Keep an answer (replacing an expired one under the same key).
 SAVE_ANSWER = """
 INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response, expires_at)
-VALUES ($1, $2, $3, $4, $5, now() + make_interval(secs => $6))
+VALUES ($1, $2, $3, $4, $5, hub_now() + make_interval(secs => $6))
 ON CONFLICT (tenant_id, key) DO UPDATE
 SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code,
-    response = EXCLUDED.response, created_at = now(), expires_at = EXCLUDED.expires_at
+    response = EXCLUDED.response, created_at = hub_now(), expires_at = EXCLUDED.expires_at
 """
 
 # A session-local scratch table for a send's content keys (emptied at every commit).
@@ -41,13 +41,13 @@ TRUNCATE send_keys;
 # holds and has not let expire stays with it.
 CLAIM_FOR_SEND = """
 INSERT INTO dedup_keys AS d (key, message_id, tenant_id, expires_at)
-SELECT k.key, m.id, $2, now() + make_interval(secs => $3)
+SELECT k.key, m.id, $2, hub_now() + make_interval(secs => $3)
 FROM send_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
 ORDER BY k.key
 ON CONFLICT (key) DO UPDATE
 SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
     expires_at = EXCLUDED.expires_at
-WHERE d.expires_at <= now()
+WHERE d.expires_at <= hub_now()
 """
 
 

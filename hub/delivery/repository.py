@@ -16,7 +16,7 @@ FROM (
            (row_number() OVER (PARTITION BY m.carrier ORDER BY m.id) - 1) / $2 AS n
     FROM messages m JOIN sends s ON s.id = m.send_id
     WHERE m.send_id = $1 AND s.state = 'queued' AND m.status = 'accepted'
-      AND (m.retry_at IS NULL OR m.retry_at <= now() + make_interval(secs => $3))
+      AND (m.retry_at IS NULL OR m.retry_at <= hub_now() + make_interval(secs => $3))
 ) b
 GROUP BY carrier, n, priority
 ORDER BY first_id
@@ -58,11 +58,11 @@ class Claimed(msgspec.Struct, frozen=True):
 CLAIM = """
 UPDATE messages m
 SET status = 'sending', gateway = $5, attempts = m.attempts + 1, retry_at = NULL,
-    lease_until = now() + make_interval(secs => $6), updated_at = now()
+    lease_until = hub_now() + make_interval(secs => $6), updated_at = hub_now()
 WHERE m.id IN (
     SELECT id FROM messages
     WHERE send_id = $1 AND carrier = $2 AND id BETWEEN $3 AND $4 AND status = 'accepted'
-      AND (retry_at IS NULL OR retry_at <= now())
+      AND (retry_at IS NULL OR retry_at <= hub_now())
     ORDER BY id
     LIMIT $7
     FOR UPDATE SKIP LOCKED
@@ -72,7 +72,7 @@ RETURNING m.id, m.phone, m.segments, m.attempts
 
 # Just before a chunk goes to the gateway: from here on its outcome may be unknown if we die.
 MARK_SUBMITTED = """
-UPDATE messages m SET submitted_at = now()
+UPDATE messages m SET submitted_at = hub_now()
 FROM UNNEST($1::bigint[], $2::smallint[]) AS c(id, attempts)
 WHERE m.id = c.id AND m.attempts = c.attempts AND m.status = 'sending'
 RETURNING m.id
@@ -81,8 +81,8 @@ RETURNING m.id
 # The gateway took them: `sent`, with its reference. Only our own leased rows change.
 RECORD_SENT = """
 UPDATE messages m
-SET status = 'sent', reference = r.reference, sent_at = now(), lease_until = NULL,
-    updated_at = now()
+SET status = 'sent', reference = r.reference, sent_at = hub_now(), lease_until = NULL,
+    updated_at = hub_now()
 FROM UNNEST($1::bigint[], $2::text[], $3::smallint[]) AS r(id, reference, attempts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
 RETURNING m.id, m.reference
@@ -91,8 +91,8 @@ RETURNING m.id, m.reference
 # It failed for good, or its validity ran out: a final status with the reason.
 RECORD_FINAL = """
 UPDATE messages m
-SET status = $2::message_status, error = r.error, done_at = now(), lease_until = NULL,
-    updated_at = now()
+SET status = $2::message_status, error = r.error, done_at = hub_now(), lease_until = NULL,
+    updated_at = hub_now()
 FROM UNNEST($1::bigint[], $3::text[], $4::smallint[]) AS r(id, error, attempts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
 RETURNING m.id
@@ -102,7 +102,7 @@ RETURNING m.id
 RECORD_RETRY = """
 UPDATE messages m
 SET status = 'accepted', retry_at = r.retry_at, error = r.error, submitted_at = NULL,
-    lease_until = NULL, updated_at = now()
+    lease_until = NULL, updated_at = hub_now()
 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::smallint[])
      AS r(id, retry_at, error, attempts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
@@ -125,8 +125,8 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
 # as it is (repeats change nothing); one not yet `sent` is not matched (see apply_receipts).
 APPLY_RECEIPTS = """
 UPDATE messages m
-SET status = r.status::message_status, error = nullif(r.code, ''), done_at = now(),
-    updated_at = now()
+SET status = r.status::message_status, error = nullif(r.code, ''), done_at = hub_now(),
+    updated_at = hub_now()
 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
 WHERE m.gateway = $1 AND m.reference = r.reference AND m.status = 'sent'
 RETURNING m.id, m.send_id, m.tenant_id, m.carrier, m.segments, m.reference,
@@ -167,8 +167,9 @@ SEND_RESERVATION = "SELECT reservation_id FROM sends WHERE id = $1"
 
 # Handed to the gateway by a worker that then died: maybe delivered, so never sent again.
 CLOSE_UNKNOWN = """
-UPDATE messages SET status = 'sent', sent_at = now(), lease_until = NULL,
-       error = 'outcome unknown: its worker stopped while the gateway had it', updated_at = now()
+UPDATE messages SET status = 'sent', sent_at = hub_now(), lease_until = NULL,
+       error = 'outcome unknown: its worker stopped while the gateway had it',
+       updated_at = hub_now()
 WHERE id = ANY($1::bigint[]) AND status = 'sending'
 """
 
@@ -188,8 +189,8 @@ EXPIRED_LEASES = """
 UPDATE messages
 SET status = CASE WHEN submitted_at IS NULL THEN 'accepted' ELSE status END::message_status,
     lease_until = CASE WHEN submitted_at IS NULL THEN NULL ELSE lease_until END,
-    updated_at = now()
-WHERE send_id = $1 AND status = 'sending' AND lease_until < now()
+    updated_at = hub_now()
+WHERE send_id = $1 AND status = 'sending' AND lease_until < hub_now()
 RETURNING id, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown,
           (submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
@@ -197,7 +198,7 @@ RETURNING id, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown,
 # Messages of a send still open: waiting, or being sent.
 OPEN_MESSAGES = """
 SELECT count(*) FILTER (WHERE status = 'accepted' AND retry_at IS NULL
-                         OR status = 'accepted' AND retry_at <= now()) AS due,
+                         OR status = 'accepted' AND retry_at <= hub_now()) AS due,
        count(*) FILTER (WHERE status IN ('accepted', 'sending')) AS open
 FROM messages WHERE send_id = $1
 """
@@ -207,10 +208,10 @@ FINISH_SEND = "UPDATE sends SET state = 'done' WHERE id = $1 AND state = 'queued
 
 # `accepted` messages past their validity: expired.
 EXPIRE_MESSAGES = """
-UPDATE messages SET status = 'expired', error = 'validity period ended', done_at = now(),
-                    retry_at = NULL, updated_at = now()
+UPDATE messages SET status = 'expired', error = 'validity period ended', done_at = hub_now(),
+                    retry_at = NULL, updated_at = hub_now()
 WHERE send_id = $1 AND status = 'accepted'
-  AND (SELECT due_at FROM sends WHERE id = $1) + make_interval(secs => $2) <= now()
+  AND (SELECT due_at FROM sends WHERE id = $1) + make_interval(secs => $2) <= hub_now()
 RETURNING id, segments
 """
 
@@ -240,7 +241,7 @@ TENANT_BY_EXTENSION = "SELECT id FROM tenants WHERE sms_extension = $1"
 # A reply, once per gateway reference (an empty reference is never a repeat).
 INSERT_INBOUND = """
 INSERT INTO inbound (tenant_id, gateway, reference, phone, address, text, opt_out, received_at)
-VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, now()))
+VALUES ($1, $2, $3, $4, $5, $6, $7, coalesce($8, hub_now()))
 ON CONFLICT (gateway, reference) WHERE reference <> '' DO NOTHING
 RETURNING id
 """
@@ -267,7 +268,7 @@ LIMIT $4
 # Set a tenant's webhook.
 SET_WEBHOOK = """
 INSERT INTO webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
-ON CONFLICT (tenant_id) DO UPDATE SET url = $2, secret = $3, updated_at = now()
+ON CONFLICT (tenant_id) DO UPDATE SET url = $2, secret = $3, updated_at = hub_now()
 """
 
 # A tenant's webhook, without its secret.
@@ -294,12 +295,12 @@ class DueWebhook(msgspec.Struct, frozen=True):
 CLAIM_WEBHOOKS = """
 WITH due AS (
     SELECT id FROM webhook_deliveries
-    WHERE delivered_at IS NULL AND next_at <= now()
+    WHERE delivered_at IS NULL AND next_at <= hub_now()
     ORDER BY next_at, id
     LIMIT $1
     FOR UPDATE SKIP LOCKED
 ), leased AS (
-    UPDATE webhook_deliveries d SET next_at = now() + make_interval(secs => $2)
+    UPDATE webhook_deliveries d SET next_at = hub_now() + make_interval(secs => $2)
     FROM due WHERE d.id = due.id
     RETURNING d.id, d.tenant_id, d.inbound_id, d.attempts
 )
@@ -314,7 +315,7 @@ ORDER BY l.id
 
 # The tenant's endpoint took the push (2xx): delivered, for good.
 WEBHOOK_DELIVERED = """
-UPDATE webhook_deliveries SET delivered_at = now(), attempts = attempts + 1
+UPDATE webhook_deliveries SET delivered_at = hub_now(), attempts = attempts + 1
 WHERE id = $1 AND delivered_at IS NULL
 """
 
@@ -325,7 +326,7 @@ WEBHOOK_FAILED = """
 UPDATE webhook_deliveries
 SET attempts = attempts + 1, last_error = $2,
     next_at = CASE WHEN attempts + 1 >= $4 THEN 'infinity'
-                   ELSE now() + make_interval(secs => $3) END
+                   ELSE hub_now() + make_interval(secs => $3) END
 WHERE id = $1 AND delivered_at IS NULL AND attempts = $5
 """
 

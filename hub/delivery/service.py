@@ -29,7 +29,9 @@ import asyncpg
 import msgspec
 from arq.connections import ArqRedis
 
+from hub import calendar
 from hub.billing import service as billing
+from hub.calendar import business_day
 from hub.db import Database
 from hub.delivery import gateways, webhooks
 from hub.delivery import inbound as inbound_replies
@@ -40,7 +42,6 @@ from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
 from hub.delivery.routing import Router
 from hub.messages.segments import signed
 from hub.quota import service as quota
-from hub.quota.schemas import business_day
 from hub.settings import DeliverySettings, GatewayConfig, Settings
 
 log = logging.getLogger(__name__)
@@ -80,6 +81,7 @@ async def enqueue_send(
         batches = await conn.fetch(sql.BATCHES, send_id, settings.batch_size, grace)
     if not batches:
         return 0
+    # arq orders its queue by wall-clock scores (its own time.time()), not by the hub's clock.
     score = datetime.now(UTC) - LANE_HEAD_START[batches[0]["priority"]]
     expires = timedelta(seconds=settings.validity_seconds + 3600)
     jobs = [
@@ -228,7 +230,7 @@ class Delivery:
             *outcomes,
             *(Failed(i, permanent=False, code="no_answer") for i in by_id if i not in answered),
         ]
-        now = datetime.now(UTC)
+        now = calendar.now()
         deadline = send.due_at + timedelta(seconds=self.config.validity_seconds)
         sent = [o for o in outcomes if isinstance(o, Accepted)]
         failed: list[Failed] = []
@@ -305,7 +307,7 @@ class Delivery:
 
     async def _expire(self, conn: asyncpg.Connection, send: SendInfo) -> bool:
         """Expire a send's waiting messages once its validity period is over."""
-        if send.due_at + timedelta(seconds=self.config.validity_seconds) > datetime.now(UTC):
+        if send.due_at + timedelta(seconds=self.config.validity_seconds) > calendar.now():
             return False
         await expire_waiting(conn, send.id, send.reservation_id, self.config)
         return True
@@ -321,7 +323,7 @@ class Delivery:
                 first_id,
                 last_id,
                 _job_id=f"deliver:{send.id}:{carrier}:{first_id}:{last_id}:{at.timestamp():.3f}",
-                _defer_until=at,
+                _defer_by=max(at - calendar.now(), timedelta(0)),  # arq's clock is the wall's
                 _expires=timedelta(seconds=self.config.validity_seconds + 3600),
             )
         except Exception as exc:  # the sweeper finds the messages when they fall due

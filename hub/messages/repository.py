@@ -27,26 +27,26 @@ SET_QUIET_HOURS = """
 INSERT INTO quiet_hours (tenant_id, enabled, starts, ends) VALUES ($1, $2, $3, $4)
 ON CONFLICT (tenant_id) DO UPDATE
 SET enabled = EXCLUDED.enabled, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
-    updated_at = now()
+    updated_at = hub_now()
 """
 
 # Cancel a send that has not gone yet; returns its reservation when it could be cancelled.
 CANCEL_SEND = """
-UPDATE sends SET state = 'cancelled', cancelled_at = now()
+UPDATE sends SET state = 'cancelled', cancelled_at = hub_now()
 WHERE id = $1 AND state IN ('scheduled', 'held')
 RETURNING coalesce(reservation_id, 0) AS reservation_id
 """
 
 # Its messages that were to go are cancelled.
 CANCEL_MESSAGES = """
-UPDATE messages SET status = 'cancelled', updated_at = now()
+UPDATE messages SET status = 'cancelled', updated_at = hub_now()
 WHERE send_id = $1 AND status = 'accepted'
 """
 
 # Sends whose time has come: from scheduled or held to queued (delivery picks them up).
 RELEASE_DUE = """
 UPDATE sends SET state = 'queued'
-WHERE state IN ('scheduled', 'held') AND due_at <= now()
+WHERE state IN ('scheduled', 'held') AND due_at <= hub_now()
 RETURNING id
 """
 
@@ -56,7 +56,7 @@ MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segmen
 # Mark a send's messages to these phones as duplicates of what already reached them.
 MARK_DUPLICATES = """
 UPDATE messages m SET status = 'deduplicated', duplicate_of = d.original,
-                      duplicate_tenant_id = d.tenant_id, updated_at = now()
+                      duplicate_tenant_id = d.tenant_id, updated_at = hub_now()
 FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS d(phone, original, tenant_id)
 WHERE m.send_id = $1 AND m.phone = d.phone
 """

@@ -7,7 +7,7 @@ from datetime import datetime, time, timedelta
 
 import msgspec
 
-from hub.quota.schemas import BUSINESS_TZ
+from hub.calendar import BUSINESS_TZ
 
 
 class QuietHours(msgspec.Struct, frozen=True):

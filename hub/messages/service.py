@@ -13,12 +13,14 @@ Order inside the request's transaction, so that a 429 leaves nothing behind:
 from __future__ import annotations
 
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import asyncpg
 import msgspec
 
+from hub import calendar
 from hub.billing import service as billing
+from hub.calendar import business_day, period_of
 from hub.contacts import service as contacts
 from hub.dedup import service as dedup
 from hub.errors import Conflict, Invalid, NotFound
@@ -39,7 +41,6 @@ from hub.messages.schemas import (
 )
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
 from hub.quota import service as quota
-from hub.quota.schemas import business_day, period_of
 from hub.settings import Settings
 from hub.templates import service as templates
 from tenants.repository import TenantRow
@@ -162,6 +163,10 @@ class _Timing(msgspec.Struct, frozen=True):
     state: SendState
     due_at: datetime
     held_until: datetime | None
+    # The month whose quota it uses: the one it was asked to go in (`send_at`, or now). Quiet
+    # hours may hold it into the next month; a notice sent at 23:30 on the 31st still uses the
+    # month it was sent in, as its sender expects.
+    period: date
 
 
 async def _timing(
@@ -183,7 +188,7 @@ async def _timing(
     if request.priority != "urgent":
         held = held_until(due, (await quiet_hours_for(conn, tenant, settings))[0])
     state: SendState = "scheduled" if due > now else "held" if held else "queued"
-    return _Timing(state=state, due_at=held or due, held_until=held)
+    return _Timing(state=state, due_at=held or due, held_until=held, period=period_of(due))
 
 
 async def create_send(
@@ -194,7 +199,7 @@ async def create_send(
     settings: Settings,
     now: datetime | None = None,
 ) -> SendAccepted:
-    now = now or datetime.now(UTC)
+    now = now or calendar.now()
     timing = await _timing(conn, tenant, request, settings, now)
     body = await _body(conn, tenant, request)
     text = signed(tenant.signature, body)
@@ -242,7 +247,7 @@ async def create_send(
     total = accepted * segments.count
     reservation_id = None
     if total:
-        # Charged to the month it goes in, and held until it can have been delivered.
+        # Charged to its month, and held until it can have been delivered.
         wait = (timing.due_at - now).total_seconds()
         reservation = await quota.reserve(
             conn,
@@ -251,7 +256,7 @@ async def create_send(
             f"send:{send_id}",
             actor,
             ttl_seconds=wait + settings.quota.reservation_ttl_seconds,
-            period=period_of(timing.due_at),
+            period=timing.period,
         )
         reservation_id = reservation.id
     price = total * settings.billing.list_price_micros

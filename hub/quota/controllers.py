@@ -12,16 +12,15 @@ from typing import Annotated
 from litestar import Controller, get, put
 from litestar.params import JSONBody, PathParameter, QueryParameter
 
+from hub.calendar import PERIOD_PATTERN, parse_period
 from hub.errors import Forbidden, Invalid, error_responses
 from hub.quota import service
 from hub.quota.schemas import (
-    PERIOD_PATTERN,
     Defaults,
     EntryPage,
     Quota,
     SetDefaults,
     SetQuota,
-    parse_period,
 )
 from tenants import service as tenants
 from tenants.auth import require

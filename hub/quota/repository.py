@@ -100,8 +100,8 @@ WHERE a.id = ANY($1::bigint[]) AND a.limit_segments > 0
 ON CONFLICT DO NOTHING
 """
 
-# Reserve on the charged accounts, root first, all or nothing (see quota_reserve in migration
-# 0003: lock, check, insert, charge, log and note thresholds in one round trip).
+# Reserve on the charged accounts, root first, all or nothing (quota_reserve in
+# hub/quota/sql/reserve.sql: lock, check, insert, charge, log and note thresholds at once).
 RESERVE = "SELECT * FROM quota_reserve($1, $2, $3, $4, $5, $6, $7)"
 
 
@@ -152,7 +152,7 @@ ORDER BY r.id FOR UPDATE
 # Expired pending reservations, oldest first, skipping those another sweeper holds.
 LOCK_EXPIRED = f"""
 SELECT {_RESERVATION} FROM quota_reservations r
-WHERE r.status = 'pending' AND r.expires_at <= now()
+WHERE r.status = 'pending' AND r.expires_at <= hub_now()
 ORDER BY r.expires_at
 LIMIT $1
 FOR UPDATE SKIP LOCKED
@@ -161,13 +161,13 @@ FOR UPDATE SKIP LOCKED
 # Mark reservations settled.
 SETTLE = """
 UPDATE quota_reservations r
-SET status = s.status::reservation_status, posted = s.posted, settled_at = now()
+SET status = s.status::reservation_status, posted = s.posted, settled_at = hub_now()
 FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS s(id, status, posted)
 WHERE r.id = s.id
 """
 
 # A delivery chunk's share of reservations, used and released in part, in one round trip
-# (quota_settle_parts in migration 0010).
+# (quota_settle_parts in hub/quota/sql/settle_parts.sql).
 SETTLE_PARTS = "SELECT quota_settle_parts($1::bigint[], $2::bigint[], $3::bigint[], $4)"
 
 # New balances for several accounts.
@@ -185,7 +185,7 @@ SET_DEFAULTS = """
 INSERT INTO quota_defaults (tenant_id, monthly_limit, policy, updated_by)
 VALUES ($1, $2, $3::quota_policy, $4)
 ON CONFLICT (tenant_id) DO UPDATE
-SET monthly_limit = EXCLUDED.monthly_limit, policy = EXCLUDED.policy, updated_at = now(),
+SET monthly_limit = EXCLUDED.monthly_limit, policy = EXCLUDED.policy, updated_at = hub_now(),
     updated_by = EXCLUDED.updated_by
 """
 

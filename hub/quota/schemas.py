@@ -1,53 +1,14 @@
-"""Quota API shapes and the month a quota belongs to."""
+"""Quota API shapes."""
 
 from __future__ import annotations
 
-import re
 from datetime import date, datetime
 from typing import Annotated, Literal
-from zoneinfo import ZoneInfo
 
 import msgspec
 
-BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
-# A month of this century: the hub's ledgers have no business before 2000 or after 2099.
-PERIOD_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
-_PERIOD = re.compile(PERIOD_PATTERN)
-
 Policy = Literal["strict", "pooled"]
 Segments = Annotated[int, msgspec.Meta(ge=0, le=10**12, description="SMS segments")]
-
-
-def parse_period(text: str) -> date | None:
-    """'2026-11' → date(2026, 11, 1); None when it is not a month."""
-    if not _PERIOD.match(text):
-        return None
-    return date(int(text[:4]), int(text[5:7]), 1)
-
-
-def period_text(period: date) -> str:
-    return period.strftime("%Y-%m")
-
-
-def next_period(period: date) -> date:
-    """The month after: date(2026, 12, 1) → date(2027, 1, 1)."""
-    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
-
-
-def previous_period(period: date) -> date:
-    """The month before: date(2027, 1, 1) → date(2026, 12, 1)."""
-    return date(period.year - (period.month == 1), (period.month - 2) % 12 + 1, 1)
-
-
-def business_day(instant: datetime | None = None) -> date:
-    """The day an instant (now by default) falls on in Asia/Shanghai."""
-    return (instant or datetime.now(BUSINESS_TZ)).astimezone(BUSINESS_TZ).date()
-
-
-def period_of(instant: datetime) -> date:
-    """The month an instant falls in, in Asia/Shanghai (the business day)."""
-    local = instant.astimezone(BUSINESS_TZ)
-    return date(local.year, local.month, 1)
 
 
 class SetQuota(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

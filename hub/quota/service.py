@@ -14,12 +14,13 @@ only ever over-counts). Loosening mid-month could miss what was reserved before 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from hub.calendar import current_period, period_text
 from hub.errors import ApiError, Conflict, Invalid
 from hub.quota import repository as sql
 from hub.quota.repository import (
@@ -39,8 +40,6 @@ from hub.quota.schemas import (
     Quota,
     Reservation,
     SubtreeUsage,
-    period_of,
-    period_text,
 )
 from tenants.repository import TenantRow
 from tenants.service import ancestry_paths
@@ -49,10 +48,6 @@ from tenants.service import ancestry_paths
 class QuotaExhausted(ApiError):
     status_code = 429
     code = "quota_exhausted"
-
-
-def current_period(now: datetime | None = None) -> date:
-    return period_of(now or datetime.now(UTC))
 
 
 def _convert(record: asyncpg.Record | None, kind: type[Any]) -> Any:

@@ -11,7 +11,7 @@ _TEMPLATE = """
 INSERT = f"""
 WITH created AS (
     INSERT INTO templates (tenant_id, name, body, variables, status, reviewed_at)
-    VALUES ($1, $2, $3, $4, $5::template_status, CASE WHEN $5 = 'approved' THEN now() END)
+    VALUES ($1, $2, $3, $4, $5::template_status, CASE WHEN $5 = 'approved' THEN hub_now() END)
     ON CONFLICT (tenant_id, name) DO NOTHING
     RETURNING *
 )
@@ -45,7 +45,7 @@ LIMIT 1000
 
 # Record a decision on a pending template.
 REVIEW = """
-UPDATE templates SET status = $2::template_status, reviewed_by = $3, reviewed_at = now(),
+UPDATE templates SET status = $2::template_status, reviewed_by = $3, reviewed_at = hub_now(),
                      review_note = $4
 WHERE id = $1 AND status = 'pending'
 RETURNING id

@@ -35,11 +35,11 @@ import asyncpg
 import httpx
 
 from hub.app import create_app
+from hub.calendar import current_period
 from hub.dashboard import service
 from hub.dashboard.controllers import COOKIE
 from hub.db import PoolDatabase, create_database, create_pool, migrate
 from hub.quota import service as quota
-from hub.quota.service import current_period
 from hub.settings import load_settings
 from ops.bench import run_on_postgres
 from tenants import service as tenants

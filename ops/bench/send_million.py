@@ -24,11 +24,11 @@ from pathlib import Path
 import asyncpg
 import httpx
 
+from hub.calendar import current_period
 from hub.db import create_database, migrate, with_database
 from hub.embedded import EmbeddedPostgres, EmbeddedValkey
 from hub.messages.numbers import Recipient, normalize
 from hub.quota import service as quota
-from hub.quota.service import current_period
 from tenants.divisions import import_divisions
 from tenants.scopes import ALL_SCOPES
 from tenants.service import create_key, get_by_code

@@ -14,9 +14,9 @@ import pytest
 from arq.connections import ArqRedis
 
 from hub.app import create_app
+from hub.calendar import current_period
 from hub.db import PoolDatabase
 from hub.quota import service as quota
-from hub.quota.service import current_period
 from hub.settings import Settings
 from tenants.service import get_by_code
 from tests.factories import bearer, make_key, make_small_tree

@@ -8,12 +8,17 @@ import subprocess
 import sys
 from pathlib import Path
 
+from hub import calendar
+
 HUB = str(Path(sys.executable).parent / "hub")
 
 
 def clean_env(**extra: str) -> dict[str, str]:
-    """The environment without any HUB_ variable (as on a newcomer's machine), plus `extra`."""
+    """The environment without any HUB_ variable (as on a newcomer's machine), plus `extra`;
+    the hub command reads the test clock (HUB_CLOCK__START) when the tests pinned it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    if calendar.CLOCK.offset:
+        env["HUB_CLOCK__START"] = calendar.now().isoformat()
     env.update(extra)
     return env
 

@@ -48,7 +48,8 @@ async def test_worker_expires_overdue_reservations(
         kept = await quota.reserve(conn, root, 10, "t", "t", ttl_seconds=3600, period=period)
         due = await quota.reserve(conn, root, 20, "t", "t", ttl_seconds=3600, period=period)
         await conn.execute(
-            "UPDATE quota_reservations SET expires_at = now() - interval '1 minute' WHERE id = $1",
+            "UPDATE quota_reservations SET expires_at = hub_now() - interval '1 minute'"
+            " WHERE id = $1",
             due.id,
         )
     finally:

@@ -9,8 +9,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
+from datetime import UTC, datetime
 
 import pytest
+
+
+def wall_clock() -> datetime:
+    """The real time, as a carrier's own servers keep it. Peers stamp and check their protocol
+    times (signed timestamps, receipt dates) by it, never by the hub's clock, which tests pin."""
+    return datetime.fromtimestamp(time.time(), UTC)
 
 
 def require_binary(path: str, package: str) -> str:

@@ -41,6 +41,8 @@ import httpx
 import msgspec
 import uvicorn
 
+from tests.peers import wall_clock
+
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -116,12 +118,12 @@ def _check_time(timestamp: str) -> None:
         stamp = datetime.strptime(timestamp, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     except ValueError:
         raise Refused(400, "InvalidTimeStamp.Format", "Timestamp is not ISO 8601 UTC.") from None
-    if abs(datetime.now(UTC) - stamp) > MAX_SKEW:
+    if abs(wall_clock() - stamp) > MAX_SKEW:
         raise Refused(400, "InvalidTimeStamp.Expired", "Specified time stamp has expired.")
 
 
 def _shanghai_now() -> str:
-    return datetime.now(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
+    return wall_clock().astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M:%S")
 
 
 class AliyunFake:

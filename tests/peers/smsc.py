@@ -32,11 +32,12 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterable
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import smpp34
+
+from tests.peers import wall_clock
 
 ROOT = Path(__file__).resolve().parents[2]
 ESME_RINVDSTADR = 0x0B
@@ -190,7 +191,7 @@ class FakeSmsc:
         while True:
             destination, source, message_id = await queue.get()
             ok = destination not in self.undelivered
-            now = datetime.now().strftime("%y%m%d%H%M")
+            now = wall_clock().strftime("%y%m%d%H%M")
             receipt = (
                 f"id:{message_id} sub:001 dlvrd:{'001' if ok else '000'} submit date:{now} "
                 f"done date:{now} stat:{'DELIVRD' if ok else 'UNDELIV'} "

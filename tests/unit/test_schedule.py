@@ -4,8 +4,8 @@ from datetime import UTC, datetime, time
 
 import pytest
 
+from hub.calendar import BUSINESS_TZ
 from hub.messages.schedule import QuietHours, held_until
-from hub.quota.schemas import BUSINESS_TZ
 
 NIGHT = QuietHours(enabled=True, starts=time(22, 0), ends=time(8, 0))
 

@@ -7,8 +7,7 @@ import httpx
 
 from hub.billing import service as billing
 from hub.billing.schemas import Band, RateCardIn
-from hub.quota.schemas import business_day
-from hub.quota.service import current_period
+from hub.calendar import business_day, current_period
 from tests.factories import bearer, make_key, make_small_tree
 
 

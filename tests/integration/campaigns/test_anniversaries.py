@@ -8,8 +8,8 @@ import asyncpg
 import httpx
 import pytest
 
+from hub.calendar import BUSINESS_TZ, period_of
 from hub.campaigns import service as campaigns
-from hub.quota.schemas import BUSINESS_TZ, period_of
 from hub.settings import Settings
 from tests.factories import bearer, grant, make_key, make_small_tree
 

@@ -9,7 +9,7 @@ import asyncpg
 import httpx
 import pytest
 
-from hub.quota.service import current_period
+from hub.calendar import current_period
 from tenants.scopes import Scope
 from tests.factories import grant, make_key, make_small_tree
 

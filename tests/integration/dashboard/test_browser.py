@@ -9,7 +9,6 @@ HUB_TEST_REQUIRE_PEERS=1 (CI).
 from __future__ import annotations
 
 import asyncio
-import calendar
 import csv
 import io
 from collections.abc import AsyncIterator
@@ -24,9 +23,9 @@ import pytest
 from arq.connections import ArqRedis
 from playwright.async_api import Browser, Page, async_playwright
 
+from hub.calendar import days_in, period_text
 from hub.dashboard.controllers import number, yuan
 from hub.db import ROOT
-from hub.quota.schemas import period_text
 from hub.settings import Settings
 from tests.factories import bearer, make_key
 from tests.integration.dashboard.conftest import Seeded, add_usage, seed
@@ -135,9 +134,7 @@ async def test_overview_matches_the_api_drill_down_and_sign_out(hub: Hub, browse
     assert isinstance(subtree, dict)
     assert await data(page, "#kpi-quota", "data-limit") == quota["limit"]
     assert await data(page, "#kpi-quota", "data-used") == subtree["used"]
-    month = hub.seeded.period
-    days = calendar.monthrange(month.year, month.month)[1]
-    assert await page.locator("#daily-chart rect").count() == days
+    assert await page.locator("#daily-chart rect").count() == days_in(hub.seeded.period)
     await shot(page, "dashboard-overview")
 
     # Drill down into 成都市: its children, alerts for 锦江区 (85 %) and 青羊区 (100 %).

@@ -9,8 +9,8 @@ import asyncpg
 import httpx
 import pytest
 
+from hub.calendar import days_in, period_text
 from hub.dashboard.controllers import WORDS
-from hub.quota.schemas import period_text
 from tests.factories import bearer
 from tests.integration.dashboard.conftest import (
     SAME_ORIGIN,
@@ -161,7 +161,7 @@ async def test_overview_numbers_equal_the_api(signed_in: httpx.AsyncClient, seed
     spend = sum(i["cost_micros"] for i in items if i["tenant"] in chengdu_codes)
     assert f'data-value="{spend}"' in chengdu
     # The chart: one bar per day of the month, the first day's total on it.
-    assert page.count("<rect ") == 30
+    assert page.count("<rect ") == days_in(seeded.period)
     assert re.search(rf'data-day="{seeded.period.isoformat()}" data-segments="340"', page)
 
 

@@ -18,6 +18,7 @@ import uvicorn
 from arq.connections import ArqRedis
 from arq.worker import Worker
 
+from hub import calendar
 from hub.app import create_app
 from hub.db import PoolDatabase, create_pool
 from hub.quota import service as quota
@@ -174,5 +175,5 @@ async def wait_statuses(
 
 
 async def audit_clean(conn: asyncpg.Connection) -> list[str]:
-    _, problems = await quota.audit(conn, quota.current_period())
+    _, problems = await quota.audit(conn, calendar.current_period())
     return problems

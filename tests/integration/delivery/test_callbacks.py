@@ -32,7 +32,7 @@ async def _sent_message(conn: asyncpg.Connection, reference: str) -> int:
         await conn.fetchval(
             "INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments, gateway,"
             " reference, sent_at)"
-            " VALUES ($1, $2, '+8613800138000', '中国移动', 'sent', 1, 'outbox', $3, now())"
+            " VALUES ($1, $2, '+8613800138000', '中国移动', 'sent', 1, 'outbox', $3, hub_now())"
             " RETURNING id",
             send_id,
             tenant_id,
@@ -93,7 +93,8 @@ async def test_a_receipt_before_its_sent_is_applied_once_sent_is_recorded(
     async with live_db.transaction():
         await service.apply_receipts(live_db, GATEWAY, [Receipt("ref-2", "delivered")])
     await live_db.execute(
-        "UPDATE messages SET status = 'sent', reference = 'ref-2', sent_at = now() WHERE id = $1",
+        "UPDATE messages SET status = 'sent', reference = 'ref-2', sent_at = hub_now()"
+        " WHERE id = $1",
         message,
     )
     async with live_db.transaction():

@@ -67,11 +67,11 @@ async def test_a_dead_workers_leases_are_recovered_at_most_once(
     # A worker claimed all ten, handed four to the gateway and died (SIGKILL leaves just this).
     await live_db.execute(
         "UPDATE messages SET status = 'sending', gateway = 'outbox', attempts = 1,"
-        " lease_until = now() - interval '1 second' WHERE send_id = $1",
+        " lease_until = hub_now() - interval '1 second' WHERE send_id = $1",
         send_id,
     )
     await live_db.execute(
-        "UPDATE messages SET submitted_at = now() WHERE id IN"
+        "UPDATE messages SET submitted_at = hub_now() WHERE id IN"
         " (SELECT id FROM messages WHERE send_id = $1 ORDER BY id LIMIT 4)",
         send_id,
     )
@@ -101,7 +101,7 @@ async def test_messages_past_their_validity_expire_and_release_their_quota(
     send_id = resp.json()["id"]
     await redis.flushdb()
     await live_db.execute(
-        "UPDATE sends SET due_at = now() - interval '7 hours' WHERE id = $1", send_id
+        "UPDATE sends SET due_at = hub_now() - interval '7 hours' WHERE id = $1", send_id
     )
     report = await _sweep(live_settings, redis)
     assert report["expired"] == 5

@@ -7,7 +7,7 @@ import httpx
 from arq.connections import ArqRedis
 
 from hub.billing import service as billing
-from hub.quota.service import current_period
+from hub.calendar import current_period
 from hub.settings import GatewayConfig, Settings
 from tests.factories import bearer
 from tests.integration.delivery.conftest import RunWorker, live_client, with_gateways

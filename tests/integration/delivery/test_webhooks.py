@@ -103,7 +103,7 @@ async def store(conn: asyncpg.Connection, *replies: Inbound) -> list[int]:
 async def deliveries(conn: asyncpg.Connection) -> list[dict[str, Any]]:
     rows = await conn.fetch(
         "SELECT id, inbound_id, attempts, delivered_at IS NOT NULL AS delivered, last_error,"
-        " next_at > now() AS later, next_at = 'infinity' AS given_up"
+        " next_at > hub_now() AS later, next_at = 'infinity' AS given_up"
         " FROM webhook_deliveries ORDER BY id"
     )
     return [dict(r.items()) for r in rows]
@@ -208,7 +208,7 @@ async def test_a_failing_endpoint_is_retried_until_it_answers_2xx(
     assert row["later"]  # backed off: not due now
     assert await webhooks.push_due(db, http) == 0
 
-    await live_db.execute("UPDATE webhook_deliveries SET next_at = now()")  # time passes
+    await live_db.execute("UPDATE webhook_deliveries SET next_at = hub_now()")  # time passes
     assert await webhooks.push_due(db, http) == 1
     [row] = await deliveries(live_db)
     # The error is kept: what went wrong before.
@@ -221,7 +221,7 @@ async def test_a_failing_endpoint_is_retried_until_it_answers_2xx(
     check_signature(first)
     check_signature(second)
     # Delivered is final.
-    await live_db.execute("UPDATE webhook_deliveries SET next_at = now()")
+    await live_db.execute("UPDATE webhook_deliveries SET next_at = hub_now()")
     assert await webhooks.push_due(db, http) == 0
 
 
@@ -257,7 +257,7 @@ async def test_failures_are_counted_backed_off_and_given_up_after_max_attempts(
 
         # The last attempt fails too: it gives up, and keeps the row with its error.
         await live_db.execute(
-            "UPDATE webhook_deliveries SET attempts = $1, next_at = now()",
+            "UPDATE webhook_deliveries SET attempts = $1, next_at = hub_now()",
             webhooks.MAX_ATTEMPTS - 1,
         )
         assert await webhooks.push_due(db, http) == 1

@@ -2,37 +2,39 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 
 import asyncpg
 import httpx
 import msgspec
 import pytest
 
+from hub import calendar
+from hub.calendar import BUSINESS_TZ, current_period, next_period, period_of
 from hub.messages import service as messages
 from hub.messages.schemas import SendRequest
-from hub.quota.schemas import BUSINESS_TZ, period_of
 from hub.settings import Settings
 from tenants.service import Principal, authenticate, get_by_code
 from tests.factories import bearer, grant, make_key, make_small_tree
 
 PHONES: list[str | int] = ["13800138000", "18612345678"]
+LIMITS = {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}
 
 
 @pytest.fixture
 async def county(conn: asyncpg.Connection) -> str:
     await make_small_tree(conn)
-    now = datetime.now(UTC)
-    limits = {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}
-    await grant(conn, limits, period_of(now))
-    await grant(conn, limits, period_of(now + timedelta(days=32)))
+    month = current_period()
+    for _ in range(3):  # this month and the next two: a send scheduled ahead may cross into them
+        await grant(conn, LIMITS, month)
+        month = next_period(month)
     return await make_key(conn, "510104")
 
 
 async def test_future_send_is_scheduled_and_charged_to_its_month(
     conn: asyncpg.Connection, client: httpx.AsyncClient, county: str
 ) -> None:
-    at = (datetime.now(UTC) + timedelta(days=32)).replace(hour=2, minute=0)  # 10:00 Shanghai
+    at = (calendar.now() + timedelta(days=32)).replace(hour=2, minute=0)  # 10:00 Shanghai
     resp = await client.post(
         "/v1/messages",
         json={"to": PHONES, "body": "下月例会", "send_at": at.isoformat()},
@@ -55,7 +57,7 @@ async def test_send_at_must_have_a_timezone_and_not_be_too_far(
         headers=bearer(county),
     )
     assert naive.status_code == 422
-    far = (datetime.now(UTC) + timedelta(days=200)).isoformat()
+    far = (calendar.now() + timedelta(days=200)).isoformat()
     too_far = await client.post(
         "/v1/messages", json={"to": PHONES, "body": "x", "send_at": far}, headers=bearer(county)
     )
@@ -66,7 +68,7 @@ async def test_send_at_must_have_a_timezone_and_not_be_too_far(
 async def test_cancel_releases_quota_and_dedup_and_is_once(
     conn: asyncpg.Connection, client: httpx.AsyncClient, county: str
 ) -> None:
-    at = (datetime.now(UTC) + timedelta(hours=3)).isoformat()
+    at = (calendar.now() + timedelta(hours=3)).isoformat()
     sent = await client.post(
         "/v1/messages",
         json={"to": PHONES, "body": "取消的通知", "send_at": at},
@@ -105,7 +107,8 @@ async def test_quiet_hours_hold_normal_sends_not_urgent_ones(
     tenant = await get_by_code(conn, "510104")
     assert tenant is not None
     who = f"key:{(await _principal(conn, county)).key_prefix}"
-    night = datetime.now(BUSINESS_TZ).replace(hour=23, minute=30, second=0, microsecond=0)
+    night = datetime(2026, 12, 31, 23, 30, tzinfo=BUSINESS_TZ)  # and the year ends tonight
+    await grant(conn, LIMITS, date(2026, 12, 1))  # December's quota only: January has none yet
     normal = await messages.create_send(
         conn, tenant, who, SendRequest(to=PHONES, body="夜间通知"), quiet, now=night
     )
@@ -121,6 +124,9 @@ async def test_quiet_hours_hold_normal_sends_not_urgent_ones(
         now=night,
     )
     assert (urgent.state, urgent.held_until) == ("queued", None)
+    # Held into January, the normal send still uses the month it was sent in.
+    periods = await conn.fetch("SELECT period FROM quota_reservations ORDER BY id")
+    assert [r["period"] for r in periods] == [date(2026, 12, 1), date(2026, 12, 1)]
 
 
 async def test_a_tenant_can_switch_quiet_hours_off(
@@ -149,7 +155,7 @@ async def test_a_tenant_can_switch_quiet_hours_off(
 async def test_due_sends_are_released(
     conn: asyncpg.Connection, client: httpx.AsyncClient, county: str
 ) -> None:
-    at = (datetime.now(UTC) + timedelta(hours=1)).isoformat()
+    at = (calendar.now() + timedelta(hours=1)).isoformat()
     sent = await client.post(
         "/v1/messages",
         json={"to": PHONES, "body": "一小时后", "send_at": at},
@@ -157,7 +163,7 @@ async def test_due_sends_are_released(
     )
     assert await messages.release_due(conn) == []
     await conn.execute(
-        "UPDATE sends SET due_at = now() - interval '1 second' WHERE id = $1", sent.json()["id"]
+        "UPDATE sends SET due_at = hub_now() - interval '1 second' WHERE id = $1", sent.json()["id"]
     )
     assert await messages.release_due(conn) == [sent.json()["id"]]
     view = (await client.get(f"/v1/messages/{sent.json()['id']}", headers=bearer(county))).json()

@@ -7,9 +7,10 @@ from datetime import UTC, date, datetime
 import asyncpg
 import pytest
 
+from hub.calendar import period_of
 from hub.errors import Conflict, Invalid
 from hub.quota import service as quota
-from hub.quota.schemas import Reservation, period_of
+from hub.quota.schemas import Reservation
 from hub.quota.service import QuotaExhausted
 from tenants.repository import TenantRow
 from tenants.service import get_by_code
@@ -245,7 +246,7 @@ async def test_expiry_voids_overdue_reservations_only(tree: asyncpg.Connection) 
     overdue = await _reserve(conn, "510000", 30)
     fresh = await _reserve(conn, "510000", 20)
     await conn.execute(
-        "UPDATE quota_reservations SET expires_at = now() - interval '1 second' WHERE id = $1",
+        "UPDATE quota_reservations SET expires_at = hub_now() - interval '1 second' WHERE id = $1",
         overdue.id,
     )
     assert await quota.expire_due(conn) == 1

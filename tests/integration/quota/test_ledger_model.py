@@ -213,7 +213,7 @@ class LedgerMachine(RuleBasedStateMachine):
             return
         self.run(
             self.conn.execute(
-                "UPDATE quota_reservations SET expires_at = now() - interval '1 second' "
+                "UPDATE quota_reservations SET expires_at = hub_now() - interval '1 second' "
                 "WHERE id = $1",
                 reservation,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from hub import calendar
 from hub.quota import service as quota
 from tenants.service import get_by_code
 from tests.factories import grant, make_small_tree
@@ -42,7 +43,7 @@ async def test_pieces_use_and_release_until_nothing_is_left(conn: asyncpg.Connec
     # A settled reservation takes no more pieces.
     await quota.settle_parts(conn, {reservation.id: (1, 0)}, "system:delivery")
     assert await _balances(conn, "510104") == (8, 0)
-    _, problems = await quota.audit(conn, quota.current_period())
+    _, problems = await quota.audit(conn, calendar.current_period())
     assert problems == []
 
 
@@ -56,4 +57,4 @@ async def test_a_reservation_released_entirely_is_voided(conn: asyncpg.Connectio
     status = await conn.fetchval("SELECT status::text FROM quota_reservations")
     assert status == "voided"
     assert await _balances(conn, "510104") == (0, 0)
-    assert (await quota.audit(conn, quota.current_period()))[1] == []
+    assert (await quota.audit(conn, calendar.current_period()))[1] == []

@@ -1,0 +1,100 @@
+"""The hub's calendar: what time it is, the business day, and the month a quota or bill is for.
+
+Every "now" the hub acts on comes from `now()` here, and every SQL statement that asks the time
+calls `hub_now()` (migration 0015) instead of `now()`. Both read one clock, which is the system
+clock unless it was shifted: tests pin a run to a fixed instant (a clean run at 23:59 on the last
+day of a month behaves as one at 10:00 mid-month), and `HUB_CLOCK__START` starts a demo or a drill
+at a chosen moment. A shifted clock still runs, so leases, retries and windows behave as they
+would. The shift reaches PostgreSQL as the connection setting `hub.clock_offset`; a connection
+without it reads the server's own clock.
+
+Wall-clock time that belongs to someone else is not the hub's to shift: a webhook's signed
+timestamp (the tenant's server checks it against its own clock), a carrier's signed request, and
+arq's queue scores (arq compares them with its own `time.time()`).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
+# The connection setting that carries the clock's shift to PostgreSQL's hub_now().
+OFFSET_SETTING = "hub.clock_offset"
+# A month of this century: the hub's ledgers have no business before 2000 or after 2099.
+PERIOD_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
+_PERIOD = re.compile(PERIOD_PATTERN)
+
+
+class Clock:
+    """The system clock, shifted by `offset`."""
+
+    def __init__(self, offset: timedelta = timedelta(0)) -> None:
+        self.offset = offset
+
+    def now(self) -> datetime:
+        return datetime.now(UTC) + self.offset
+
+    def start_at(self, instant: datetime) -> None:
+        """Shift the clock so that it reads `instant` now (and runs on from there)."""
+        if instant.tzinfo is None:
+            raise ValueError("the clock starts at a timezone-aware instant")
+        self.offset = instant - datetime.now(UTC)
+
+    def server_settings(self) -> dict[str, str]:
+        """What a new PostgreSQL connection needs so that hub_now() reads this clock."""
+        if not self.offset:
+            return {}
+        return {OFFSET_SETTING: f"{self.offset.total_seconds():.6f} seconds"}
+
+
+# The process's clock. Tests shift it; nothing else should.
+CLOCK = Clock()
+
+
+def now() -> datetime:
+    """The hub's current instant (UTC, timezone-aware)."""
+    return CLOCK.now()
+
+
+def business_day(instant: datetime | None = None) -> date:
+    """The day an instant (now by default) falls on in Asia/Shanghai."""
+    return (instant or now()).astimezone(BUSINESS_TZ).date()
+
+
+def period_of(instant: datetime) -> date:
+    """The month an instant falls in, in Asia/Shanghai (the business day)."""
+    local = instant.astimezone(BUSINESS_TZ)
+    return date(local.year, local.month, 1)
+
+
+def current_period() -> date:
+    """The month the hub is in now."""
+    return period_of(now())
+
+
+def parse_period(text: str) -> date | None:
+    """'2026-11' → date(2026, 11, 1); None when it is not a month."""
+    if not _PERIOD.match(text):
+        return None
+    return date(int(text[:4]), int(text[5:7]), 1)
+
+
+def period_text(period: date) -> str:
+    return period.strftime("%Y-%m")
+
+
+def next_period(period: date) -> date:
+    """The month after: date(2026, 12, 1) → date(2027, 1, 1)."""
+    return date(period.year + period.month // 12, period.month % 12 + 1, 1)
+
+
+def previous_period(period: date) -> date:
+    """The month before: date(2027, 1, 1) → date(2026, 12, 1)."""
+    return date(period.year - (period.month == 1), (period.month - 2) % 12 + 1, 1)
+
+
+def days_in(period: date) -> int:
+    """How many days the month has: 28 to 31."""
+    return (next_period(period) - period).days

@@ -103,11 +103,19 @@ SELECT status::text AS status, count(*) AS n FROM messages WHERE send_id = $1 GR
 """
 
 
-# A page of a send's messages (as MessageView) after the cursor $2, of status $4 (NULL: all).
+# A page of a send's messages (as MessageView) after the cursor $2, of status $4 (NULL: all),
+# for a caller whose subtree is the path $5: the copy a message was deduplicated against is named
+# only when its tenant is in that subtree; any other sender stays anonymous.
 MESSAGES_PAGE = """
-SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.segments, m.duplicate_of,
-       d.code AS duplicate_tenant, m.updated_at
-FROM messages m LEFT JOIN tenants d ON d.id = m.duplicate_tenant_id
+SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.segments,
+       CASE WHEN v.inside THEN m.duplicate_of END AS duplicate_of,
+       CASE WHEN v.inside THEN d.code END AS duplicate_tenant,
+       CASE WHEN v.inside THEN 'subtree' WHEN NOT v.inside THEN 'another_sender' END
+           AS duplicate_source,
+       m.updated_at
+FROM messages m
+LEFT JOIN tenants d ON d.id = m.duplicate_tenant_id
+LEFT JOIN LATERAL (SELECT d.path >= $5 AND d.path < $5 || '~' AS inside) v ON true
 WHERE m.send_id = $1 AND m.id > $2 AND ($4::message_status IS NULL OR m.status = $4)
 ORDER BY m.id
 LIMIT $3

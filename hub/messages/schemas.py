@@ -135,7 +135,11 @@ class MessageView(msgspec.Struct, frozen=True):
     carrier: str
     status: str
     segments: int
-    # Deduplicated: the message that already reached the phone, and its tenant's code.
+    # Deduplicated: who already reached the phone with the same notice. "subtree": a tenant in
+    # the caller's own subtree, named with its message (duplicate_of, duplicate_tenant);
+    # "another_sender": a tenant outside it, of which nothing more is shown (no code, no id, no
+    # content: dedup never tells one tenant what another sent).
+    duplicate_source: Literal["subtree", "another_sender"] | None
     duplicate_of: int | None
     duplicate_tenant: str | None
     updated_at: datetime

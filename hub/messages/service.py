@@ -353,7 +353,9 @@ async def list_messages(
     status: str | None,
 ) -> MessagePage:
     await _visible_send(conn, who, send_id)
-    records = await conn.fetch(sql.MESSAGES_PAGE, send_id, after, limit + 1, status)
+    records = await conn.fetch(
+        sql.MESSAGES_PAGE, send_id, after, limit + 1, status, who.tenant_path
+    )
     items = [msgspec.convert(dict(r.items()), MessageView) for r in records[:limit]]
     more = len(records) > limit
     return MessagePage(items=items, next_after=items[-1].id if more and items else None)

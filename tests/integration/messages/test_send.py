@@ -118,12 +118,56 @@ async def test_the_same_notice_from_two_tiers_reaches_a_phone_once(
             headers=bearer(county_key),
         )
     ).json()
-    assert {m["duplicate_tenant"] for m in page["items"]} == {"510100"}
-    originals = {
+    # The city is above the county, outside its subtree: the county learns only that another
+    # sender's copy reached those phones — not who, not which message.
+    assert [
+        (m["duplicate_source"], m["duplicate_tenant"], m["duplicate_of"]) for m in page["items"]
+    ] == [("another_sender", None, None)] * 2
+    originals = [
         r["id"]
         for r in await conn.fetch("SELECT id FROM messages WHERE send_id = $1", first.json()["id"])
-    }
-    assert {m["duplicate_of"] for m in page["items"]} == originals
+    ]
+    raw = (
+        await client.get(
+            f"/v1/messages/{second.json()['id']}/recipients", headers=bearer(county_key)
+        )
+    ).text
+    assert "510100" not in raw
+    assert not any(f'"duplicate_of":{i}' in raw for i in originals)
+
+
+async def test_dedup_names_the_copy_only_within_the_callers_subtree(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, county_key: str
+) -> None:
+    city_key = await make_key(conn, "510100")
+    await grant(conn, {"520000": 100})
+    other_key = await make_key(conn, "520000")
+    first = await client.post(
+        "/v1/messages", json={"to": PHONES[:1], "body": "周五开会"}, headers=bearer(county_key)
+    )
+    original = await conn.fetchval("SELECT id FROM messages WHERE send_id = $1", first.json()["id"])
+    views = {}
+    for who, key in (("city", city_key), ("province elsewhere", other_key)):
+        sent = await client.post(
+            "/v1/messages", json={"to": PHONES[:1], "body": "周五开会"}, headers=bearer(key)
+        )
+        assert sent.json()["counts"]["deduplicated"] == 1, who
+        page = await client.get(f"/v1/messages/{sent.json()['id']}/recipients", headers=bearer(key))
+        [views[who]] = page.json()["items"]
+    # The county is in the city's subtree: the city may follow the link.
+    city = views["city"]
+    assert (city["duplicate_source"], city["duplicate_tenant"], city["duplicate_of"]) == (
+        "subtree",
+        "510104",
+        original,
+    )
+    # 贵州省 is told only that the same notice reached the phone from another sender.
+    other = views["province elsewhere"]
+    assert (other["duplicate_source"], other["duplicate_tenant"], other["duplicate_of"]) == (
+        "another_sender",
+        None,
+        None,
+    )
 
 
 async def test_dedup_off_sends_anyway(

@@ -1,5 +1,6 @@
 """A closed month's statement for finance: JSON, CSV (UTF-8 with a BOM, so Excel shows the
-Chinese) and XLSX (Chinese headers, yuan to two decimals, a totals row).
+Chinese) and XLSX (Chinese headers, yuan to two decimals, a totals row); their text cells are
+inert (hub/exports/cells.py): a tenant's name never becomes a formula.
 
 The lines come from a server-side cursor on a connection of the export's own, a few thousand at
 a time: the whole tree never sits in memory. JSON and CSV stream as they are read; an XLSX file
@@ -25,13 +26,13 @@ from litestar import Response
 from litestar.background_tasks import BackgroundTask
 from litestar.response import File, Stream
 from openpyxl import Workbook
-from openpyxl.cell import WriteOnlyCell
 from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from hub.billing import service
 from hub.billing.schemas import StatementHead, StatementLine, Totals
 from hub.db import Database
+from hub.exports.cells import csv_value, xlsx_cell
 from tenants.service import Principal
 
 Format = Literal["json", "csv", "xlsx"]
@@ -163,7 +164,7 @@ async def _csv(
     buffer.write("\ufeff")  # the BOM: Excel reads the file as UTF-8
     writer.writerow(LINE_HEADER)
     async for batch in _batches(db, who, month):
-        writer.writerows(_line_row(head.period, line) for line in batch)
+        writer.writerows(map(csv_value, _line_row(head.period, line)) for line in batch)
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
@@ -210,7 +211,7 @@ def _append(
 ) -> None:
     cells = []
     for n, value in enumerate(row):
-        cell = WriteOnlyCell(sheet, value=value)
+        cell = xlsx_cell(sheet, value)
         if n in money:
             cell.number_format = "#,##0.00"
         if bold:

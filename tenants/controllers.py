@@ -110,9 +110,16 @@ class TenantController(Controller):
     @post(
         "/tenants/{code:str}/children",
         guards=[require(Scope.TENANTS_WRITE)],
-        responses=error_responses(404, 409, 413, 422),
+        responses=error_responses(404, 409, 413, 422, 503),
         status_code=HTTP_201_CREATED,
         summary="Create a unit (township, institution…) under a tenant of the caller's subtree",
+        description=(
+            "A unit's code is its parent's code followed by three digits (under 510104: "
+            "510104001 to 510104999), so it lies inside the parent's space and is never a "
+            "GB/T 2260 code; anything else is 422. A code already taken is 409 (the answer "
+            "names only the code asked for). A refused creation uses no SMS extension; when "
+            "every extension is in use the answer is 503 `extensions_exhausted`."
+        ),
     )
     async def create_child(
         self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[CreateChild]

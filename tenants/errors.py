@@ -50,6 +50,13 @@ class Invalid(ApiError):
     code = "invalid"
 
 
+class ExtensionsExhausted(ApiError):
+    """Every SMS extension is in use: no tenant can be created until the operator acts."""
+
+    status_code = 503
+    code = "extensions_exhausted"
+
+
 def tenant_not_found() -> NotFound:
     """The one answer for an unknown tenant and for one outside the caller's subtree.
 
@@ -74,6 +81,7 @@ _DESCRIPTIONS = {
     413: "Request body too large",
     422: "Well-formed but invalid input; `fields` names what is wrong",
     429: "Quota or rate limit reached",
+    503: "The hub cannot do this now (`extensions_exhausted`: every SMS extension is in use)",
 }
 
 

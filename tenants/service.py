@@ -6,7 +6,14 @@ import asyncpg
 import msgspec
 
 from tenants import repository as sql
-from tenants.errors import Conflict, Forbidden, Invalid, NotFound, tenant_not_found
+from tenants.errors import (
+    Conflict,
+    ExtensionsExhausted,
+    Forbidden,
+    Invalid,
+    NotFound,
+    tenant_not_found,
+)
 from tenants.keys import hash_secret, new_token, parse_token, secret_matches
 from tenants.repository import ApiKeyRow, CredentialRow, TenantRow
 from tenants.schemas import (
@@ -25,6 +32,9 @@ ROOT_NAME = "组织工作短信平台"
 ROOT_SIGNATURE = "组织工作短信平台"
 # A key may hold a scope a later version retired; it is ignored, not an error.
 _KNOWN_SCOPES = frozenset(s.value for s in Scope)
+# A unit's code is its parent's followed by this many digits, and no code is longer than 12.
+UNIT_DIGITS = 3
+MAX_CODE_DIGITS = 12
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -152,12 +162,66 @@ def default_signature(name: str) -> str:
     return name
 
 
+def check_unit_code(parent: TenantRow, code: str) -> None:
+    """A unit's code is its parent's code followed by three digits.
+
+    So a tenant can only create codes inside its own space: never a 6-digit code GB/T 2260
+    could assign, never one of another region's, and two tenants' spaces overlap only where
+    one is above the other — a code a caller finds taken is held in the caller's own subtree.
+    """
+    room = len(parent.code) + UNIT_DIGITS
+    if room > MAX_CODE_DIGITS:
+        raise Invalid(
+            f"no room for units below {parent.code}: a unit's code is its parent's followed by "
+            f"{UNIT_DIGITS} digits, and codes have at most {MAX_CODE_DIGITS} digits",
+            fields=[{"key": "code", "message": "no codes below this tenant", "source": "body"}],
+        )
+    if len(code) != room or not code.startswith(parent.code):
+        raise Invalid(
+            f"code must be {parent.code} followed by {UNIT_DIGITS} digits (e.g. {parent.code}001): "
+            "a unit's code lies inside its parent's",
+            fields=[
+                {"key": "code", "message": f"expected {parent.code}NNN", "source": "body"},
+            ],
+        )
+
+
 async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: CreateChild) -> TenantRow:
+    """A unit under `parent`, its code inside the parent's space (check_unit_code).
+
+    A refused creation consumes nothing: the code is checked, under a lock on the parent, before
+    the INSERT draws the unit's SMS extension from its sequence (sequences never give numbers
+    back). Every code of the parent's space is created under this lock, so two requests for
+    one code cannot both pass the check.
+    """
+    check_unit_code(parent, data.code)
     signature = data.signature or default_signature(data.name)
-    record = await conn.fetchrow(sql.INSERT_CHILD, data.code, data.name, signature, parent.id)
-    if record is None:
-        raise Conflict(f"tenant code {data.code} is already taken", code_taken=data.code)
+    await conn.execute(sql.LOCK_TENANT, parent.id)
+    if await conn.fetchval(sql.CODE_TAKEN, data.code):
+        raise _code_taken(data.code)
+    try:
+        async with conn.transaction():  # a savepoint: the caller's transaction stays usable
+            record = await conn.fetchrow(
+                sql.INSERT_CHILD, data.code, data.name, signature, parent.id
+            )
+    except asyncpg.SequenceGeneratorLimitExceededError:
+        raise extensions_exhausted() from None
+    if record is None:  # taken meanwhile by something that does not take the lock
+        raise _code_taken(data.code)
     return _tenant_row(record)
+
+
+def _code_taken(code: str) -> Conflict:
+    """The same answer wherever the holder sits: it repeats the caller's own input, nothing of
+    the holder (codes in the caller's space are the caller's subtree's, see check_unit_code)."""
+    return Conflict(f"tenant code {code} is already taken", code_taken=code)
+
+
+def extensions_exhausted() -> ExtensionsExhausted:
+    return ExtensionsExhausted(
+        "every SMS extension (100000 to 999999) is in use: no more tenants can be created; "
+        "ask the hub's operator"
+    )
 
 
 async def update_tenant(

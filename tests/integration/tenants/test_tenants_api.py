@@ -132,14 +132,18 @@ async def test_duplicate_code_is_409_and_writes_nothing(
     await make_small_tree(conn)
     key = await make_key(conn, "510104")
     before = await _count_tenants(conn)
-    # 510105 exists elsewhere in the hub (a sibling): the code is taken hub-wide.
+    # 510104001 (春熙路街道) already holds the code.
     resp = await client.post(
         "/v1/tenants/510104/children",
-        json={"code": "510105", "name": "重复的单位"},
+        json={"code": "510104001", "name": "重复的单位"},
         headers=bearer(key),
     )
     assert resp.status_code == 409
-    assert resp.json()["error"] == "conflict"
+    assert resp.json() == {
+        "error": "conflict",
+        "detail": "tenant code 510104001 is already taken",
+        "code_taken": "510104001",
+    }
     assert await _count_tenants(conn) == before
 
 

@@ -50,6 +50,12 @@ class Invalid(ApiError):
     code = "invalid"
 
 
+class Suspended(Forbidden):
+    """The caller's tenant, or one above it, is suspended: its subtree may read, not act."""
+
+    code = "suspended"
+
+
 class ExtensionsExhausted(ApiError):
     """Every SMS extension is in use: no tenant can be created until the operator acts."""
 
@@ -75,7 +81,8 @@ class ErrorBody(msgspec.Struct, frozen=True):
 _DESCRIPTIONS = {
     400: "Malformed request (unparseable JSON or parameters)",
     401: "Missing, garbled or revoked API key",
-    403: "The key lacks the scope this endpoint needs",
+    403: "The key lacks the scope this endpoint needs, or (`suspended`) its tenant or one above"
+    " it is suspended: the subtree may read but not send, create keys or units, or change quota",
     404: "Not found, or not in the caller's subtree",
     409: "Conflicts with the current state",
     413: "Request body too large",

@@ -196,15 +196,17 @@ class CredentialRow(msgspec.Struct, frozen=True):
     tenant_id: int
     tenant_code: str
     tenant_path: str
-    tenant_status: str
+    suspended_by: str | None
 
 
-# What authentication needs to know about a key prefix.
+# What authentication needs to know about a key prefix, and which tenant's suspension (its
+# own or one above it, tenants/sql/suspended_by.sql) makes the key read-only.
 CREDENTIAL_BY_PREFIX = """
 SELECT k.id AS key_id, k.secret_sha256, k.scopes, k.revoked_at IS NOT NULL AS revoked,
        k.last_used_at IS NULL
            OR k.last_used_at < hub_now() - interval '1 minute' AS stale_last_used,
-       t.id AS tenant_id, t.code AS tenant_code, t.path AS tenant_path, t.status AS tenant_status
+       t.id AS tenant_id, t.code AS tenant_code, t.path AS tenant_path,
+       tenant_suspended_by(t.path) AS suspended_by
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
 WHERE k.prefix = $1
 """

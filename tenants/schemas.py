@@ -82,7 +82,8 @@ class CreateChild(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class UpdateTenant(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     name: TenantName | None = None
     signature: SignatureText | None = None
-    # Only an ancestor may suspend or reactivate a tenant; a suspended tenant's keys stop working.
+    # Only an ancestor may suspend or reactivate a tenant. Suspension covers the subtree: its
+    # keys may read but not write (403 `suspended`), and its sends wait until it is active.
     status: Literal["active", "suspended"] | None = None
 
 

@@ -12,6 +12,7 @@ from tenants.errors import (
     Forbidden,
     Invalid,
     NotFound,
+    Suspended,
     tenant_not_found,
 )
 from tenants.keys import hash_secret, new_token, parse_token, secret_matches
@@ -46,6 +47,21 @@ class Principal(msgspec.Struct, frozen=True):
     tenant_code: str
     tenant_path: str
     scopes: frozenset[Scope]
+    # The highest suspended tenant among the caller's own and those above it, if any: the
+    # caller may then read but not act (see refuse_if_suspended).
+    suspended_by: str | None = None
+
+
+def refuse_if_suspended(who: Principal) -> None:
+    """The one check every write makes (the `require` guard, the dashboard's forms): a tenant
+    whose own status or an ancestor's is `suspended` may read but not send, create keys or
+    units, or change quota — 403 naming the suspended tenant."""
+    if who.suspended_by is not None:
+        raise Suspended(
+            f"tenant {who.suspended_by} is suspended: its subtree may read but not send, create "
+            "keys or units, or change quota until a tenant above it resumes it",
+            suspended=who.suspended_by,
+        )
 
 
 def ancestry_paths(path: str) -> list[str]:
@@ -290,16 +306,17 @@ class KeyCredential(msgspec.Struct, frozen=True):
 
 
 async def credential(conn: asyncpg.Connection, prefix: str) -> KeyCredential | None:
-    """The live key with this prefix (None when unknown, revoked or its tenant inactive).
+    """The live key with this prefix (None when unknown or revoked).
 
     For sessions a key started (the dashboard's cookie): they name the key by its prefix and
-    are bound to its secret's hash, and end as soon as the key is revoked.
+    are bound to its secret's hash, and end as soon as the key is revoked. A suspended
+    subtree's key still reads (Principal.suspended_by).
     """
     record = await conn.fetchrow(sql.CREDENTIAL_BY_PREFIX, prefix)
     if record is None:
         return None
     cred = msgspec.convert(dict(record.items()), CredentialRow)
-    if cred.revoked or cred.tenant_status != "active":
+    if cred.revoked:
         return None
     return KeyCredential(_principal(cred, prefix), cred.secret_sha256)
 
@@ -312,11 +329,15 @@ def _principal(cred: CredentialRow, prefix: str) -> Principal:
         tenant_code=cred.tenant_code,
         tenant_path=cred.tenant_path,
         scopes=frozenset(Scope(s) for s in cred.scopes if s in _KNOWN_SCOPES),
+        suspended_by=cred.suspended_by,
     )
 
 
 async def authenticate(conn: asyncpg.Connection, raw_token: str) -> Principal | None:
-    """The principal for a presented key, or None for a garbled, unknown or revoked one."""
+    """The principal for a presented key, or None for a garbled, unknown or revoked one.
+
+    A key of a suspended subtree authenticates: it may read, and its writes answer 403
+    (refuse_if_suspended)."""
     token = parse_token(raw_token)
     if token is None:
         return None
@@ -325,8 +346,6 @@ async def authenticate(conn: asyncpg.Connection, raw_token: str) -> Principal | 
         return None
     cred = msgspec.convert(dict(record.items()), CredentialRow)
     if not secret_matches(token.secret, cred.secret_sha256) or cred.revoked:
-        return None
-    if cred.tenant_status != "active":
         return None
     if cred.stale_last_used:
         await conn.execute(sql.TOUCH_KEY, cred.key_id)

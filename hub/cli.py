@@ -245,7 +245,11 @@ def cmd_tenants_import(settings: Settings, args: argparse.Namespace) -> int:
         )
         return 0
 
-    return _run_on_db(settings, args, work)
+    try:
+        return _run_on_db(settings, args, work)
+    except (divisions.MisplacedTenants, ApiError) as exc:
+        _print(f"error: {exc}")  # raised inside the one transaction: nothing was imported
+        return 1
 
 
 async def _cli_tenant(conn: asyncpg.Connection, code: str) -> TenantRow | None:

@@ -14,10 +14,15 @@ from litestar.middleware import AbstractAuthenticationMiddleware, Authentication
 
 from tenants.errors import Forbidden, Unauthorized
 from tenants.scopes import Scope
-from tenants.service import Principal, authenticate
+from tenants.service import Principal, authenticate, refuse_if_suspended
 
 # Routes anyone may call: health, metrics and the API's own documentation.
 PUBLIC_PATHS = ["^/healthz", "^/readyz", "^/metrics", "^/schema", "^/docs"]
+# Methods that only read: a suspended subtree may still call them.
+READS = frozenset({"GET", "HEAD", "OPTIONS"})
+# The `opt` of a route that only stops or withdraws something (revoke a key, cancel a send, stop
+# a campaign, drop a webhook): a suspended subtree may still call it.
+STOPS = {"stops": True}
 
 
 def _bearer(header: str | None) -> str | None:
@@ -48,12 +53,17 @@ Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-
 
 
 def require(scope: Scope) -> Guard:
-    """A route guard: the key must hold `scope`, else 403."""
+    """A route guard: the key must hold `scope`, else 403; and a route that writes (any method
+    but a read, unless the route is marked STOPS) refuses a suspended subtree's key, 403
+    naming the suspended tenant. Every API route has this guard, so this is the one place
+    where suspension stops writes."""
 
-    def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         principal: Principal = connection.user
         if scope not in principal.scopes:
             raise Forbidden(f"this key lacks the {scope} scope", scope=scope.value)
+        if connection.scope.get("method") not in READS and not handler.opt.get("stops"):
+            refuse_if_suspended(principal)
 
     guard.__name__ = f"require_{scope.name.lower()}"
     return guard

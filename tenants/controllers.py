@@ -16,7 +16,7 @@ from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
 from tenants import service
-from tenants.auth import require
+from tenants.auth import STOPS, require
 from tenants.errors import error_responses
 from tenants.schemas import (
     ApiKeyList,
@@ -71,6 +71,16 @@ class TenantController(Controller):
         guards=[require(Scope.TENANTS_WRITE)],
         responses=error_responses(404, 413, 422),
         summary="Rename a tenant, change its SMS signature, or (as an ancestor) its status",
+        description=(
+            "Only a tenant above may set `status`. Suspension covers the subtree: the "
+            "suspended tenant and every tenant below it may still read, but every write "
+            "(sending, campaigns, templates, contacts, keys, units, quota, settings) answers "
+            "403 `suspended` naming the suspended tenant; revoking keys, cancelling a send, "
+            "stopping a campaign and dropping a webhook stay allowed. Their scheduled, held "
+            "and queued sends wait (none is lost, cancelled or expired meanwhile, and their "
+            "quota stays reserved) and go out once the tenant is `active` again, within a "
+            "minute, or when quiet hours end for normal and bulk sends."
+        ),
     )
     async def update_tenant(
         self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[UpdateTenant]
@@ -110,9 +120,16 @@ class TenantController(Controller):
     @post(
         "/tenants/{code:str}/children",
         guards=[require(Scope.TENANTS_WRITE)],
-        responses=error_responses(404, 409, 413, 422),
+        responses=error_responses(404, 409, 413, 422, 503),
         status_code=HTTP_201_CREATED,
         summary="Create a unit (township, institution…) under a tenant of the caller's subtree",
+        description=(
+            "A unit's code is its parent's code followed by three digits (under 510104: "
+            "510104001 to 510104999), so it lies inside the parent's space and is never a "
+            "GB/T 2260 code; anything else is 422. A code already taken is 409 (the answer "
+            "names only the code asked for). A refused creation uses no SMS extension; when "
+            "every extension is in use the answer is 503 `extensions_exhausted`."
+        ),
     )
     async def create_child(
         self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[CreateChild]
@@ -150,6 +167,7 @@ class TenantController(Controller):
         guards=[require(Scope.KEYS_WRITE)],
         responses=error_responses(404),
         status_code=HTTP_204_NO_CONTENT,
+        opt=STOPS,
         summary="Revoke a key of the caller's subtree; effective from the next request",
     )
     async def revoke_key(self, request: AuthedRequest, conn: Conn, prefix: FromPath[str]) -> None:

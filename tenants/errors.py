@@ -50,6 +50,19 @@ class Invalid(ApiError):
     code = "invalid"
 
 
+class Suspended(Forbidden):
+    """The caller's tenant, or one above it, is suspended: its subtree may read, not act."""
+
+    code = "suspended"
+
+
+class ExtensionsExhausted(ApiError):
+    """Every SMS extension is in use: no tenant can be created until the operator acts."""
+
+    status_code = 503
+    code = "extensions_exhausted"
+
+
 def tenant_not_found() -> NotFound:
     """The one answer for an unknown tenant and for one outside the caller's subtree.
 
@@ -68,12 +81,14 @@ class ErrorBody(msgspec.Struct, frozen=True):
 _DESCRIPTIONS = {
     400: "Malformed request (unparseable JSON or parameters)",
     401: "Missing, garbled or revoked API key",
-    403: "The key lacks the scope this endpoint needs",
+    403: "The key lacks the scope this endpoint needs, or (`suspended`) its tenant or one above"
+    " it is suspended: the subtree may read but not send, create keys or units, or change quota",
     404: "Not found, or not in the caller's subtree",
     409: "Conflicts with the current state",
     413: "Request body too large",
     422: "Well-formed but invalid input; `fields` names what is wrong",
     429: "Quota or rate limit reached",
+    503: "The hub cannot do this now (`extensions_exhausted`: every SMS extension is in use)",
 }
 
 

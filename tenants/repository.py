@@ -68,6 +68,12 @@ WHERE t.path >= $1 AND t.path < $1 || '~' AND t.depth <= $2
 ORDER BY t.path
 """
 
+# Lock a tenant's row: the codes of its space are created one at a time, under this lock.
+LOCK_TENANT = "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
+
+# Whether any tenant holds the code $1.
+CODE_TAKEN = "SELECT EXISTS (SELECT 1 FROM tenants WHERE code = $1)"
+
 # A new child under $4 (the parent's id); nothing when the code is taken.
 INSERT_CHILD = f"""
 WITH inserted AS (
@@ -93,22 +99,49 @@ SELECT {_TENANT_COLUMNS}
 FROM updated t LEFT JOIN tenants p ON p.id = t.parent_id
 """
 
-# The hub operator's root tenant; nothing when it exists.
+# The hub operator's root tenant; nothing when it exists (and then no SMS extension drawn).
 INSERT_ROOT = """
 INSERT INTO tenants (code, name, level, parent_id, path, depth, signature)
-VALUES ($1, $2, 'hub', NULL, $1 || '/', 0, $3)
+SELECT $1, $2, 'hub', NULL, $1 || '/', 0, $3
+WHERE NOT EXISTS (SELECT 1 FROM tenants WHERE parent_id IS NULL)
 ON CONFLICT DO NOTHING
 """
 
-# Divisions of one depth under their (already present) parents; returns the new codes.
+# Divisions of one depth under their (already present) parents; returns the new codes. Only
+# the missing ones reach the INSERT: a row that ON CONFLICT skips would still have drawn its
+# SMS extension from the sequence, and sequences never give a number back.
 INSERT_DIVISIONS = """
 INSERT INTO tenants (code, name, level, parent_id, path, depth, signature)
 SELECT d.code, d.name, d.level, p.id, p.path || d.code || '/', p.depth + 1, d.signature
 FROM UNNEST($1::text[], $2::text[], $3::tenant_level[], $4::text[], $5::text[])
      AS d(code, name, level, parent_code, signature)
 JOIN tenants p ON p.code = d.parent_code
+WHERE NOT EXISTS (SELECT 1 FROM tenants x WHERE x.code = d.code)
 ON CONFLICT (code) DO NOTHING
 RETURNING code
+"""
+
+
+class MisplacedRow(msgspec.Struct, frozen=True):
+    code: str
+    name: str
+    level: str
+    parent_code: str
+    found_name: str
+    found_level: str
+    found_parent: str | None
+
+
+# Divisions (code, name, level, parent code) whose code a tenant already holds under another
+# parent or at another level: an import must not adopt it.
+MISPLACED_DIVISIONS = """
+SELECT d.code, d.name, d.level, d.parent_code, t.name AS found_name,
+       t.level::text AS found_level, p.code AS found_parent
+FROM UNNEST($1::text[], $2::text[], $3::text[], $4::text[]) AS d(code, name, level, parent_code)
+JOIN tenants t ON t.code = d.code
+LEFT JOIN tenants p ON p.id = t.parent_id
+WHERE p.code IS DISTINCT FROM d.parent_code OR t.level::text <> d.level
+ORDER BY d.code
 """
 
 
@@ -163,15 +196,17 @@ class CredentialRow(msgspec.Struct, frozen=True):
     tenant_id: int
     tenant_code: str
     tenant_path: str
-    tenant_status: str
+    suspended_by: str | None
 
 
-# What authentication needs to know about a key prefix.
+# What authentication needs to know about a key prefix, and which tenant's suspension (its
+# own or one above it, tenants/sql/suspended_by.sql) makes the key read-only.
 CREDENTIAL_BY_PREFIX = """
 SELECT k.id AS key_id, k.secret_sha256, k.scopes, k.revoked_at IS NOT NULL AS revoked,
        k.last_used_at IS NULL
            OR k.last_used_at < hub_now() - interval '1 minute' AS stale_last_used,
-       t.id AS tenant_id, t.code AS tenant_code, t.path AS tenant_path, t.status AS tenant_status
+       t.id AS tenant_id, t.code AS tenant_code, t.path AS tenant_path,
+       tenant_suspended_by(t.path) AS suspended_by
 FROM api_keys k JOIN tenants t ON t.id = k.tenant_id
 WHERE k.prefix = $1
 """

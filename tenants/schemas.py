@@ -9,12 +9,15 @@ import msgspec
 
 from tenants.scopes import Scope
 
-TenantCode = Annotated[
+# A unit's code: its parent's code followed by three digits (see service.check_unit_code), so
+# never a 6-digit code GB/T 2260 could assign and never one of another region's space.
+UnitCode = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[0-9]{6,12}$",
-        description="GB/T 2260 code (6 digits) or a caller-chosen code of 6 to 12 digits",
-        examples=["510104"],
+        pattern=r"^[0-9]{9,12}$",
+        description="The parent's code followed by three digits of the caller's choosing "
+        "(under 510104: 510104001 to 510104999); 12 digits at most",
+        examples=["510104001"],
     ),
 ]
 # Printable text: no control characters, no leading or trailing space. Written with explicit
@@ -70,7 +73,7 @@ class TenantNode(msgspec.Struct, frozen=True):
 
 
 class CreateChild(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    code: TenantCode
+    code: UnitCode
     name: TenantName
     # Defaults to the name.
     signature: SignatureText | None = None
@@ -79,7 +82,8 @@ class CreateChild(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class UpdateTenant(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     name: TenantName | None = None
     signature: SignatureText | None = None
-    # Only an ancestor may suspend or reactivate a tenant; a suspended tenant's keys stop working.
+    # Only an ancestor may suspend or reactivate a tenant. Suspension covers the subtree: its
+    # keys may read but not write (403 `suspended`), and its sends wait until it is active.
     status: Literal["active", "suspended"] | None = None
 
 

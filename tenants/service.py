@@ -6,7 +6,15 @@ import asyncpg
 import msgspec
 
 from tenants import repository as sql
-from tenants.errors import Conflict, Forbidden, Invalid, NotFound, tenant_not_found
+from tenants.errors import (
+    Conflict,
+    ExtensionsExhausted,
+    Forbidden,
+    Invalid,
+    NotFound,
+    Suspended,
+    tenant_not_found,
+)
 from tenants.keys import hash_secret, new_token, parse_token, secret_matches
 from tenants.repository import ApiKeyRow, CredentialRow, TenantRow
 from tenants.schemas import (
@@ -25,6 +33,9 @@ ROOT_NAME = "组织工作短信平台"
 ROOT_SIGNATURE = "组织工作短信平台"
 # A key may hold a scope a later version retired; it is ignored, not an error.
 _KNOWN_SCOPES = frozenset(s.value for s in Scope)
+# A unit's code is its parent's followed by this many digits, and no code is longer than 12.
+UNIT_DIGITS = 3
+MAX_CODE_DIGITS = 12
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -36,6 +47,21 @@ class Principal(msgspec.Struct, frozen=True):
     tenant_code: str
     tenant_path: str
     scopes: frozenset[Scope]
+    # The highest suspended tenant among the caller's own and those above it, if any: the
+    # caller may then read but not act (see refuse_if_suspended).
+    suspended_by: str | None = None
+
+
+def refuse_if_suspended(who: Principal) -> None:
+    """The one check every write makes (the `require` guard, the dashboard's forms): a tenant
+    whose own status or an ancestor's is `suspended` may read but not send, create keys or
+    units, or change quota — 403 naming the suspended tenant."""
+    if who.suspended_by is not None:
+        raise Suspended(
+            f"tenant {who.suspended_by} is suspended: its subtree may read but not send, create "
+            "keys or units, or change quota until a tenant above it resumes it",
+            suspended=who.suspended_by,
+        )
 
 
 def ancestry_paths(path: str) -> list[str]:
@@ -152,12 +178,66 @@ def default_signature(name: str) -> str:
     return name
 
 
+def check_unit_code(parent: TenantRow, code: str) -> None:
+    """A unit's code is its parent's code followed by three digits.
+
+    So a tenant can only create codes inside its own space: never a 6-digit code GB/T 2260
+    could assign, never one of another region's, and two tenants' spaces overlap only where
+    one is above the other — a code a caller finds taken is held in the caller's own subtree.
+    """
+    room = len(parent.code) + UNIT_DIGITS
+    if room > MAX_CODE_DIGITS:
+        raise Invalid(
+            f"no room for units below {parent.code}: a unit's code is its parent's followed by "
+            f"{UNIT_DIGITS} digits, and codes have at most {MAX_CODE_DIGITS} digits",
+            fields=[{"key": "code", "message": "no codes below this tenant", "source": "body"}],
+        )
+    if len(code) != room or not code.startswith(parent.code):
+        raise Invalid(
+            f"code must be {parent.code} followed by {UNIT_DIGITS} digits (e.g. {parent.code}001): "
+            "a unit's code lies inside its parent's",
+            fields=[
+                {"key": "code", "message": f"expected {parent.code}NNN", "source": "body"},
+            ],
+        )
+
+
 async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: CreateChild) -> TenantRow:
+    """A unit under `parent`, its code inside the parent's space (check_unit_code).
+
+    A refused creation consumes nothing: the code is checked, under a lock on the parent, before
+    the INSERT draws the unit's SMS extension from its sequence (sequences never give numbers
+    back). Every code of the parent's space is created under this lock, so two requests for
+    one code cannot both pass the check.
+    """
+    check_unit_code(parent, data.code)
     signature = data.signature or default_signature(data.name)
-    record = await conn.fetchrow(sql.INSERT_CHILD, data.code, data.name, signature, parent.id)
-    if record is None:
-        raise Conflict(f"tenant code {data.code} is already taken", code_taken=data.code)
+    await conn.execute(sql.LOCK_TENANT, parent.id)
+    if await conn.fetchval(sql.CODE_TAKEN, data.code):
+        raise _code_taken(data.code)
+    try:
+        async with conn.transaction():  # a savepoint: the caller's transaction stays usable
+            record = await conn.fetchrow(
+                sql.INSERT_CHILD, data.code, data.name, signature, parent.id
+            )
+    except asyncpg.SequenceGeneratorLimitExceededError:
+        raise extensions_exhausted() from None
+    if record is None:  # taken meanwhile by something that does not take the lock
+        raise _code_taken(data.code)
     return _tenant_row(record)
+
+
+def _code_taken(code: str) -> Conflict:
+    """The same answer wherever the holder sits: it repeats the caller's own input, nothing of
+    the holder (codes in the caller's space are the caller's subtree's, see check_unit_code)."""
+    return Conflict(f"tenant code {code} is already taken", code_taken=code)
+
+
+def extensions_exhausted() -> ExtensionsExhausted:
+    return ExtensionsExhausted(
+        "every SMS extension (100000 to 999999) is in use: no more tenants can be created; "
+        "ask the hub's operator"
+    )
 
 
 async def update_tenant(
@@ -226,16 +306,17 @@ class KeyCredential(msgspec.Struct, frozen=True):
 
 
 async def credential(conn: asyncpg.Connection, prefix: str) -> KeyCredential | None:
-    """The live key with this prefix (None when unknown, revoked or its tenant inactive).
+    """The live key with this prefix (None when unknown or revoked).
 
     For sessions a key started (the dashboard's cookie): they name the key by its prefix and
-    are bound to its secret's hash, and end as soon as the key is revoked.
+    are bound to its secret's hash, and end as soon as the key is revoked. A suspended
+    subtree's key still reads (Principal.suspended_by).
     """
     record = await conn.fetchrow(sql.CREDENTIAL_BY_PREFIX, prefix)
     if record is None:
         return None
     cred = msgspec.convert(dict(record.items()), CredentialRow)
-    if cred.revoked or cred.tenant_status != "active":
+    if cred.revoked:
         return None
     return KeyCredential(_principal(cred, prefix), cred.secret_sha256)
 
@@ -248,11 +329,15 @@ def _principal(cred: CredentialRow, prefix: str) -> Principal:
         tenant_code=cred.tenant_code,
         tenant_path=cred.tenant_path,
         scopes=frozenset(Scope(s) for s in cred.scopes if s in _KNOWN_SCOPES),
+        suspended_by=cred.suspended_by,
     )
 
 
 async def authenticate(conn: asyncpg.Connection, raw_token: str) -> Principal | None:
-    """The principal for a presented key, or None for a garbled, unknown or revoked one."""
+    """The principal for a presented key, or None for a garbled, unknown or revoked one.
+
+    A key of a suspended subtree authenticates: it may read, and its writes answer 403
+    (refuse_if_suspended)."""
     token = parse_token(raw_token)
     if token is None:
         return None
@@ -261,8 +346,6 @@ async def authenticate(conn: asyncpg.Connection, raw_token: str) -> Principal | 
         return None
     cred = msgspec.convert(dict(record.items()), CredentialRow)
     if not secret_matches(token.secret, cred.secret_sha256) or cred.revoked:
-        return None
-    if cred.tenant_status != "active":
         return None
     if cred.stale_last_used:
         await conn.execute(sql.TOUCH_KEY, cred.key_id)

@@ -8,7 +8,8 @@ import asyncpg
 
 from hub import calendar
 from hub.quota import service as quota
-from tenants import service
+from tenants import divisions, service
+from tenants.divisions import Division
 from tenants.repository import TenantRow
 from tenants.schemas import CreateChild
 from tenants.scopes import ALL_SCOPES, Scope
@@ -19,13 +20,25 @@ LEVEL_BY_DEPTH = {1: "province", 2: "prefecture", 3: "county"}
 async def make_tenant(
     conn: asyncpg.Connection, code: str, name: str | None = None, parent: str | None = None
 ) -> TenantRow:
-    """A tenant under `parent` (default: the root), levelled by depth as an import would."""
+    """A tenant under `parent` (default: the root): a 6-digit code is a division, inserted and
+    levelled by depth as an import would; a longer one a unit, created as the API would."""
     root = await service.ensure_root(conn)
     parent_row = await service.get_by_code(conn, parent) if parent else root
     assert parent_row is not None, f"no parent {parent}"
-    row = await service.create_child(conn, parent_row, CreateChild(code=code, name=name or code))
-    level = LEVEL_BY_DEPTH.get(row.depth, "unit")
-    await conn.execute("UPDATE tenants SET level = $2 WHERE code = $1", code, level)
+    name = name or code
+    if len(code) == 6:
+        depth = parent_row.depth + 1
+        division = Division(
+            code=code,
+            name=name,
+            level=LEVEL_BY_DEPTH[depth],
+            parent_code=parent_row.code,
+            depth=depth,
+            signature=service.default_signature(name),
+        )
+        assert await divisions.insert_divisions(conn, [division]) == {code}
+    else:
+        await service.create_child(conn, parent_row, CreateChild(code=code, name=name))
     fresh = await service.get_by_code(conn, code)
     assert fresh is not None
     return fresh

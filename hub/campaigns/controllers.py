@@ -12,7 +12,7 @@ from hub.campaigns import service
 from hub.campaigns.schemas import Campaign, CampaignList, CreateCampaign
 from hub.errors import error_responses
 from tenants import service as tenants
-from tenants.auth import require
+from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Conn
 from tenants.scopes import Scope
 
@@ -52,6 +52,7 @@ class CampaignController(Controller):
         guards=[require(Scope.MESSAGES_WRITE)],
         responses=error_responses(404, 422),
         status_code=HTTP_204_NO_CONTENT,
+        opt=STOPS,
         summary="Stop a campaign",
     )
     async def stop(self, request: AuthedRequest, conn: Conn, campaign_id: CampaignId) -> None:

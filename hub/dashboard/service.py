@@ -306,7 +306,7 @@ async def tenant_page(
         name=tenant.name,
         period=period_text(month),
         crumbs=await crumbs(conn, who, tenant),
-        can_allocate=Scope.QUOTA_WRITE in who.scopes,
+        can_allocate=Scope.QUOTA_WRITE in who.scopes and who.suspended_by is None,
         limit=account.limit,
         allocated=account.allocated,
         policy=account.policy,
@@ -346,8 +346,10 @@ async def allocate(
 ) -> None:
     """Set a child's limit for a month from the tenant page's form, as
     `PUT /v1/tenants/{child}/quota/{period}` would: the key needs `quota:write`, the child must
-    be a child of the page's tenant (in the key's subtree, never the key's own tenant)."""
+    be a child of the page's tenant (in the key's subtree, never the key's own tenant), and no
+    suspension may cover the key's tenant (403 naming it, as the API answers)."""
     require(who, Scope.QUOTA_WRITE, "分配配额")
+    tenants.refuse_if_suspended(who)
     limit = parse_limit(limit_text)
     parent = await tenants.get_visible(conn, who, parent_code)
     child = await tenants.get_visible(conn, who, child_code)

@@ -17,7 +17,7 @@ from hub.delivery.gateway import Gateway, HttpCallback
 from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting, WebhookView
 from hub.errors import Invalid, error_responses
 from tenants import service as tenants
-from tenants.auth import require
+from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.errors import ApiError, NotFound, Unauthorized
 from tenants.scopes import Scope
@@ -166,6 +166,7 @@ class InboundController(Controller):
         guards=[require(Scope.MESSAGES_WRITE)],
         responses=error_responses(403, 404),
         status_code=HTTP_204_NO_CONTENT,
+        opt=STOPS,
         summary="Stop pushing replies: the webhook and its pending pushes go (repeats are fine)",
     )
     async def delete_webhook(self, request: AuthedRequest, conn: Conn, code: Code) -> None:

@@ -36,12 +36,14 @@ class SendInfo(msgspec.Struct, frozen=True):
     segments_each: int
 
 
-# What every message of a send shares: its text, sender, lane and reservation.
+# What every message of a send shares: its text, sender, lane and reservation; nothing while
+# it waits on a suspension of its tenant or one above it (parked or not yet).
 SEND_INFO = """
 SELECT s.id, s.tenant_id, s.signature, s.body, s.encoding, s.priority::text AS priority,
        s.due_at, t.sms_extension, s.reservation_id, s.segments_each
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
-WHERE s.id = $1 AND s.state = 'queued'
+WHERE s.id = $1 AND s.state = 'queued' AND s.parked_at IS NULL
+  AND tenant_suspended_by(t.path) IS NULL
 """
 
 
@@ -55,6 +57,8 @@ class Claimed(msgspec.Struct, frozen=True):
 # Claim up to $7 of a batch's due `accepted` messages for gateway $5 under a lease; rows another
 # worker holds are skipped (it owns them). `attempts` identifies this claim: every later write
 # checks it, so a worker whose lease ran out (and whose rows were claimed again) changes nothing.
+# Nothing is claimed once the send's tenant or one above it is suspended (checked per chunk, so
+# a suspension stops a batch between two chunks).
 CLAIM = """
 UPDATE messages m
 SET status = 'sending', gateway = $5, attempts = m.attempts + 1, retry_at = NULL,
@@ -63,6 +67,9 @@ WHERE m.id IN (
     SELECT id FROM messages
     WHERE send_id = $1 AND carrier = $2 AND id BETWEEN $3 AND $4 AND status = 'accepted'
       AND (retry_at IS NULL OR retry_at <= hub_now())
+      AND NOT EXISTS (SELECT 1 FROM sends s JOIN tenants t ON t.id = s.tenant_id
+                      WHERE s.id = $1 AND (s.parked_at IS NOT NULL
+                                           OR tenant_suspended_by(t.path) IS NOT NULL))
     ORDER BY id
     LIMIT $7
     FOR UPDATE SKIP LOCKED
@@ -178,9 +185,13 @@ SEND_RESERVATIONS = """
 SELECT id, reservation_id FROM sends WHERE id = ANY($1::bigint[])
 """
 
-# Queued sends that may still have messages to deliver (the sweeper's round).
+# Queued sends that may still have messages to deliver (the sweeper's round); not those that
+# wait on a suspension (nothing of them may expire or go meanwhile).
 OPEN_SENDS = """
-SELECT id FROM sends WHERE state = 'queued' ORDER BY id LIMIT $1
+SELECT s.id FROM sends s JOIN tenants t ON t.id = s.tenant_id
+WHERE s.state = 'queued' AND s.parked_at IS NULL AND tenant_suspended_by(t.path) IS NULL
+ORDER BY s.id
+LIMIT $1
 """
 
 # A send's messages whose lease ran out (their worker died): those never handed to the gateway

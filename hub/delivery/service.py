@@ -147,7 +147,7 @@ class Delivery:
         async with self.db.acquire() as conn, conn.transaction():
             record = await conn.fetchrow(sql.SEND_INFO, send_id)
             if record is None:
-                return 0  # cancelled, held or finished: nothing of it goes now
+                return 0  # cancelled, held, finished or suspended: nothing of it goes now
             send = msgspec.convert(dict(record.items()), SendInfo)
             if await self._expire(conn, send):
                 return 0

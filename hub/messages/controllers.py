@@ -25,7 +25,7 @@ from hub.messages.schemas import (
     SendView,
 )
 from tenants import service as tenants
-from tenants.auth import require
+from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.repository import TenantRow
 from tenants.scopes import Scope
@@ -141,6 +141,7 @@ class MessageController(Controller):
         guards=[require(Scope.MESSAGES_WRITE)],
         responses=error_responses(404, 409, 422),
         status_code=HTTP_204_NO_CONTENT,
+        opt=STOPS,
         summary="Cancel a scheduled or held send; its quota is released",
     )
     async def cancel(self, request: AuthedRequest, conn: Conn, send_id: SendId) -> None:

@@ -32,7 +32,7 @@ SET enabled = EXCLUDED.enabled, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
 
 # Cancel a send that has not gone yet; returns its reservation when it could be cancelled.
 CANCEL_SEND = """
-UPDATE sends SET state = 'cancelled', cancelled_at = hub_now()
+UPDATE sends SET state = 'cancelled', cancelled_at = hub_now(), parked_at = NULL
 WHERE id = $1 AND state IN ('scheduled', 'held')
 RETURNING coalesce(reservation_id, 0) AS reservation_id
 """
@@ -43,11 +43,52 @@ UPDATE messages SET status = 'cancelled', updated_at = hub_now()
 WHERE send_id = $1 AND status = 'accepted'
 """
 
-# Sends whose time has come: from scheduled or held to queued (delivery picks them up).
+# Sends whose time has come: from scheduled or held to queued (delivery picks them up), unless
+# their tenant or one above it is suspended (those are parked instead: PARK_SUSPENDED).
 RELEASE_DUE = """
-UPDATE sends SET state = 'queued'
-WHERE state IN ('scheduled', 'held') AND due_at <= hub_now()
-RETURNING id
+UPDATE sends s SET state = 'queued'
+FROM tenants t
+WHERE t.id = s.tenant_id AND s.state IN ('scheduled', 'held') AND s.due_at <= hub_now()
+  AND s.parked_at IS NULL AND tenant_suspended_by(t.path) IS NULL
+RETURNING s.id
+"""
+
+# Due sends whose tenant or one above it is suspended, not parked yet: parked now; returns them
+# with their reservations. Nothing is scanned while no tenant is suspended.
+PARK_SUSPENDED = """
+UPDATE sends s SET parked_at = hub_now()
+FROM tenants t
+WHERE t.id = s.tenant_id
+  AND s.state IN ('scheduled', 'held', 'queued') AND s.due_at <= hub_now()
+  AND s.parked_at IS NULL
+  AND EXISTS (SELECT 1 FROM tenants WHERE status = 'suspended')
+  AND tenant_suspended_by(t.path) IS NOT NULL
+RETURNING s.id, s.reservation_id
+"""
+
+
+class ParkedSend(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    priority: str
+
+
+# Parked sends whose suspension has ended.
+RESUMED = """
+SELECT s.id, s.tenant_id, s.priority::text AS priority
+FROM sends s JOIN tenants t ON t.id = s.tenant_id
+WHERE s.parked_at IS NOT NULL AND s.state IN ('scheduled', 'held', 'queued')
+  AND tenant_suspended_by(t.path) IS NULL
+ORDER BY s.id
+"""
+
+# Parked sends that go on: queued and due now (so their validity starts afresh); returns them
+# with their reservations.
+UNPARK = """
+UPDATE sends SET parked_at = NULL, state = 'queued', due_at = hub_now()
+WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL
+  AND state IN ('scheduled', 'held', 'queued')
+RETURNING id, reservation_id
 """
 
 # A send's messages are written with COPY (see service.create_send) into these columns.

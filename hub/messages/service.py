@@ -44,7 +44,7 @@ from hub.quota import service as quota
 from hub.settings import Settings
 from hub.templates import service as templates
 from tenants.repository import TenantRow
-from tenants.service import Principal, ancestry_paths
+from tenants.service import Principal, ancestry_paths, get_by_id
 
 
 def _too_long(text: str) -> Invalid:
@@ -325,8 +325,53 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
 
 
 async def release_due(conn: asyncpg.Connection) -> list[int]:
-    """Scheduled and held sends whose time has come become queued; their ids."""
+    """Scheduled and held sends whose time has come become queued; their ids. Those of a
+    suspended subtree stay where they are (park_suspended parks them)."""
     return [r["id"] for r in await conn.fetch(sql.RELEASE_DUE)]
+
+
+# --- suspension: sends wait ----------------------------------------------------------------
+#
+# A send whose tenant, or a tenant above it, is suspended waits: once due it is *parked*
+# (`parked_at`). Delivery claims nothing of a parked or suspended send, the sweeper neither
+# expires nor finishes it, and its reservation never expires meanwhile. When the suspension
+# ends it goes on as if it fell due then: queued, its validity and reservation timeout afresh.
+
+
+async def park_suspended(conn: asyncpg.Connection) -> int:
+    """Park the due sends of suspended subtrees; how many. Their reservations stop expiring
+    until they are unparked."""
+    rows = await conn.fetch(sql.PARK_SUSPENDED)
+    reservations = [r["reservation_id"] for r in rows if r["reservation_id"] is not None]
+    if reservations:
+        await quota.set_expiry(conn, reservations, None)
+    return len(rows)
+
+
+async def unpark_resumed(
+    conn: asyncpg.Connection, settings: Settings, now: datetime | None = None
+) -> list[int]:
+    """Parked sends whose suspension has ended go on, queued and due now; their ids (to
+    enqueue). Normal and bulk ones wait while their tenant's quiet hours hold, as a new send
+    would, and go when the hours end."""
+    now = now or calendar.now()
+    quiet: dict[int, QuietHours] = {}
+    ready: list[int] = []
+    for record in await conn.fetch(sql.RESUMED):
+        send = msgspec.convert(dict(record.items()), sql.ParkedSend)
+        if send.priority != "urgent":
+            if send.tenant_id not in quiet:
+                tenant = await get_by_id(conn, send.tenant_id)
+                assert tenant is not None  # tenants are never deleted
+                quiet[send.tenant_id] = (await quiet_hours_for(conn, tenant, settings))[0]
+            if held_until(now, quiet[send.tenant_id]) is not None:
+                continue
+        ready.append(send.id)
+    rows = await conn.fetch(sql.UNPARK, ready)
+    reservations = [r["reservation_id"] for r in rows if r["reservation_id"] is not None]
+    if reservations:
+        await quota.set_expiry(conn, reservations, settings.quota.reservation_ttl_seconds)
+    return [r["id"] for r in rows]
 
 
 async def recent_sends(conn: asyncpg.Connection, tenant_id: int, limit: int) -> list[SendSummary]:

@@ -158,6 +158,14 @@ LIMIT $1
 FOR UPDATE SKIP LOCKED
 """
 
+# Pending reservations among $1 expire $2 seconds from now, or never ($2 NULL).
+SET_EXPIRY = """
+UPDATE quota_reservations
+SET expires_at = CASE WHEN $2::float8 IS NULL THEN 'infinity'::timestamptz
+                      ELSE hub_now() + make_interval(secs => $2::float8) END
+WHERE id = ANY($1::bigint[]) AND status = 'pending'
+"""
+
 # Mark reservations settled.
 SETTLE = """
 UPDATE quota_reservations r

@@ -323,6 +323,14 @@ async def void(conn: asyncpg.Connection, reservation_id: int, actor: str) -> boo
     return bool(await _settle(conn, pending, "void", actor))
 
 
+async def set_expiry(
+    conn: asyncpg.Connection, reservation_ids: list[int], seconds: float | None
+) -> None:
+    """Pending reservations among these expire `seconds` from now, or never (None): a send that
+    waits on a suspension keeps its quota until it may go, then has a fresh timeout."""
+    await conn.execute(sql.SET_EXPIRY, reservation_ids, seconds)
+
+
 async def expire_due(conn: asyncpg.Connection, batch: int = 500) -> int:
     """Expire up to `batch` reservations past their timeout; returns how many."""
     records = await conn.fetch(sql.LOCK_EXPIRED, batch)

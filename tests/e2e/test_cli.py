@@ -29,6 +29,30 @@ async def test_import_province_then_rerun(fresh_db: str) -> None:
         await conn.close()
 
 
+async def test_import_stops_at_a_tenant_under_another_parent(fresh_db: str) -> None:
+    """A division's code held elsewhere in the tree (here 青羊区's, moved under 锦江区): the
+    import names it, exits 1 and writes nothing."""
+    env = clean_env(HUB_DB__DSN=fresh_db)
+    assert run_hub("tenants", "import", "--province", "51", env=env).returncode == 0
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await conn.execute("DELETE FROM tenants WHERE code = '510107'")
+        await conn.execute(
+            "UPDATE tenants t SET parent_id = p.id, path = p.path || t.code || '/', "
+            "depth = p.depth + 1, level = 'unit' "
+            "FROM tenants p WHERE t.code = '510105' AND p.code = '510104'"
+        )
+        again = run_hub("tenants", "import", "--province", "51", env=env)
+        assert again.returncode == 1, again.stdout
+        assert "error: 1 code(s) to import are held by tenants elsewhere" in again.stdout
+        assert "510105 青羊区: the division is a county under 510100" in again.stdout
+        assert "sits under 510104" in again.stdout
+        assert "Traceback" not in again.stderr
+        assert await conn.fetchval("SELECT count(*) FROM tenants WHERE code = '510107'") == 0
+    finally:
+        await conn.close()
+
+
 async def test_keys_create_bootstraps_any_tenant(fresh_db: str) -> None:
     env = clean_env(HUB_DB__DSN=fresh_db)
     assert run_hub("tenants", "import", "--province", "51", env=env).returncode == 0

@@ -11,7 +11,7 @@ import pytest
 
 from hub.calendar import days_in, period_text
 from hub.dashboard.controllers import WORDS
-from tests.factories import bearer
+from tests.factories import bearer, make_key
 from tests.integration.dashboard.conftest import (
     SAME_ORIGIN,
     Seeded,
@@ -251,6 +251,30 @@ async def test_allocate_needs_quota_write(client: httpx.AsyncClient, seeded: See
     response = await client.post("/dashboard/t/510000/quota", data=form, headers=SAME_ORIGIN)
     assert response.status_code == 403
     assert "quota:write" in response.text
+
+
+async def test_a_suspended_subtree_reads_but_cannot_allocate(
+    client: httpx.AsyncClient, seeded: Seeded, conn: asyncpg.Connection
+) -> None:
+    root = await make_key(conn, "000000")
+    suspended = await client.patch(
+        "/v1/tenants/510000", json={"status": "suspended"}, headers=bearer(root)
+    )
+    assert suspended.status_code == 200
+    assert (await sign_in(client, seeded.province_key)).status_code == 303
+    overview = await client.get("/dashboard/t/510000")
+    assert overview.status_code == 200
+    assert 'id="suspended"' in overview.text
+    page = (await client.get("/dashboard/t/510000/activity")).text
+    assert 'id="suspended-read-only"' in page
+    assert "disabled" in row(page, "510300")
+    form = {"child": "510300", "period": period_text(seeded.period), "limit": "1"}
+    response = await client.post("/dashboard/t/510000/quota", data=form, headers=SAME_ORIGIN)
+    assert response.status_code == 403
+    error = re.search(r'id="allocate-error">([^<]*)<', response.text)
+    assert error
+    assert "tenant 510000 is suspended" in error[1]
+    assert 'data-value="5000"' in row(response.text, "510300")  # nothing changed
 
 
 async def test_tenant_page_lists_sends_replies_and_opt_outs(

@@ -45,9 +45,9 @@ TARGETS = {"own": OWN, "child": CHILD, "parent": PARENT, "sibling": SIBLING, "un
 CALLERS = ["no_key", "garbled_key", "revoked_key", "wrong_scope"]
 
 
-def _body(endpoint: Endpoint) -> dict[str, object] | None:
-    if endpoint.name == "create_child":
-        return {"code": f"777{next(_codes):06d}", "name": "测试单位"}
+def _body(endpoint: Endpoint, code: str) -> dict[str, object] | None:
+    if endpoint.name == "create_child":  # a unit's code lies inside its parent's
+        return {"code": f"{code}{next(_codes) % 1000:03d}", "name": "测试单位"}
     if endpoint.name == "update":
         return {"signature": "组织部测试"}
     if endpoint.name == "create_key":
@@ -65,7 +65,7 @@ async def _call(
     return await client.request(
         endpoint.method,
         endpoint.path.format(code=code, prefix=prefix),
-        json=_body(endpoint),
+        json=_body(endpoint, code),
         headers=headers,
     )
 

@@ -23,7 +23,7 @@ from hub.billing import service as billing
 from hub.calendar import business_day, period_of
 from hub.contacts import service as contacts
 from hub.dedup import service as dedup
-from hub.errors import Conflict, Invalid, NotFound
+from hub.errors import Conflict, Forbidden, Invalid, NotFound
 from hub.messages import repository as sql
 from hub.messages.numbers import Recipient, Rejected, normalize_all
 from hub.messages.repository import SendRow
@@ -44,6 +44,7 @@ from hub.quota import service as quota
 from hub.settings import Settings
 from hub.templates import service as templates
 from tenants.repository import TenantRow
+from tenants.scopes import Scope
 from tenants.service import Principal, ancestry_paths
 
 
@@ -157,6 +158,17 @@ async def set_quiet_hours(
     await conn.execute(
         sql.SET_QUIET_HOURS, tenant.id, setting.enabled, clock(setting.starts), clock(setting.ends)
     )
+
+
+def authorize(who: Principal, request: SendRequest) -> None:
+    """An urgent send goes past quiet hours and ahead of every normal and bulk send: only keys
+    granted `messages:urgent` may ask for it (403 before anything is read or written)."""
+    if request.priority == "urgent" and Scope.MESSAGES_URGENT not in who.scopes:
+        raise Forbidden(
+            f"urgent sends need the {Scope.MESSAGES_URGENT} scope, granted by a key that holds "
+            "it; send as normal, or ask a tenant above for it",
+            scope=Scope.MESSAGES_URGENT.value,
+        )
 
 
 class _Timing(msgspec.Struct, frozen=True):

@@ -178,9 +178,10 @@ SEND_RESERVATIONS = """
 SELECT id, reservation_id FROM sends WHERE id = ANY($1::bigint[])
 """
 
-# Queued sends that may still have messages to deliver (the sweeper's round).
+# Queued sends that may still have messages to deliver (the sweeper's round), urgent ones
+# first: a round cut short by its limit leaves bulk sends for the next, never an urgent one.
 OPEN_SENDS = """
-SELECT id FROM sends WHERE state = 'queued' ORDER BY id LIMIT $1
+SELECT id FROM sends WHERE state = 'queued' ORDER BY priority, id LIMIT $1
 """
 
 # A send's messages whose lease ran out (their worker died): those never handed to the gateway

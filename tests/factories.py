@@ -8,6 +8,7 @@ import asyncpg
 
 from hub import calendar
 from hub.quota import service as quota
+from hub.signatures import service as signatures
 from tenants import service
 from tenants.repository import TenantRow
 from tenants.schemas import CreateChild
@@ -19,11 +20,15 @@ LEVEL_BY_DEPTH = {1: "province", 2: "prefecture", 3: "county"}
 async def make_tenant(
     conn: asyncpg.Connection, code: str, name: str | None = None, parent: str | None = None
 ) -> TenantRow:
-    """A tenant under `parent` (default: the root), levelled by depth as an import would."""
+    """A tenant under `parent` (default: the root), levelled by depth as an import would, its
+    name its approved signature."""
     root = await service.ensure_root(conn)
     parent_row = await service.get_by_code(conn, parent) if parent else root
     assert parent_row is not None, f"no parent {parent}"
-    row = await service.create_child(conn, parent_row, CreateChild(code=code, name=name or code))
+    data = CreateChild(code=code, name=name or code)
+    row = await service.create_child(conn, parent_row, data)
+    # Proposed by the operator, so approved at once: the name is the tenant's signature.
+    await signatures.propose(conn, None, row, service.child_signature(data))
     level = LEVEL_BY_DEPTH.get(row.depth, "unit")
     await conn.execute("UPDATE tenants SET level = $2 WHERE code = $1", code, level)
     fresh = await service.get_by_code(conn, code)

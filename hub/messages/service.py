@@ -1,7 +1,8 @@
 """Sending: a send's recipients checked, deduplicated, reserved and written in one transaction.
 
 Order inside the request's transaction, so that a 429 leaves nothing behind:
-1. render the body (or template) and count its segments;
+1. take the tenant's approved signature (409 naming the approval it awaits), render the body (or
+   template) and count the segments of both;
 2. gather recipients from `to`, tags and contact ids; normalise them (layer 2 drops repeats; bad
    numbers are rejected one by one);
 3. write the send and, by COPY, one message per unique valid recipient (opted-out phones as
@@ -42,6 +43,7 @@ from hub.messages.schemas import (
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
 from hub.quota import service as quota
 from hub.settings import Settings
+from hub.signatures import service as signatures
 from hub.templates import service as templates
 from tenants.repository import TenantRow
 from tenants.scopes import Scope
@@ -212,9 +214,10 @@ async def create_send(
     now: datetime | None = None,
 ) -> SendAccepted:
     now = now or calendar.now()
+    signature = await signatures.for_sending(conn, tenant)
     timing = await _timing(conn, tenant, request, settings, now)
     body = await _body(conn, tenant, request)
-    text = signed(tenant.signature, body)
+    text = signed(signature, body)
     if len(text) > MAX_CHARACTERS:
         raise _too_long(text)
     segments = count_segments(text)
@@ -225,7 +228,7 @@ async def create_send(
     send_id: int = await conn.fetchval(
         sql.INSERT_SEND,
         tenant.id,
-        tenant.signature,
+        signature,
         body,
         segments.encoding,
         segments.count,

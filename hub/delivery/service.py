@@ -148,6 +148,7 @@ class Delivery:
     async def close(self) -> None:
         for task in self._lanes:
             task.cancel()
+        await asyncio.gather(*self._lanes, return_exceptions=True)
         for gateway in self.gateways.values():
             await gateway.close()
 

@@ -27,6 +27,8 @@ from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, openapi_config
 from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
+from hub.signatures.controllers import SignatureController
+from hub.signatures.service import Desk
 from hub.templates.controllers import TemplateController
 from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
@@ -86,6 +88,7 @@ def create_app(
             QuietHoursController,
             ContactController,
             TemplateController,
+            SignatureController,
             CampaignController,
             GatewayCallbackController,
             BillingController,
@@ -96,7 +99,11 @@ def create_app(
             dashboard.static_files(),
             docs,
         ],
-        dependencies={"conn": Provide(provide_connection)},
+        dependencies={
+            "conn": Provide(provide_connection),
+            # Tenancy's routes hand the signatures they are given to hub's reviews.
+            "signature_desk": Provide(Desk, use_cache=True, sync_to_thread=False),
+        },
         middleware=[
             metrics.middleware,
             DefineMiddleware(

@@ -31,10 +31,13 @@ from tenants.schemas import (
 )
 from tenants.scopes import Scope
 from tenants.service import Principal
+from tenants.signatures import SignatureDesk
 
 AuthedRequest = Request[Principal, str, State]
 # The request's transaction (provided by the app as `conn`).
 Conn = NamedDependency[asyncpg.Connection]
+# Where signatures given to a tenant go for review (provided by the app as `signature_desk`).
+Desk = NamedDependency[SignatureDesk]
 Code = FromPath[str]
 PageLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size")]
 After = Annotated[
@@ -70,7 +73,7 @@ class TenantController(Controller):
         "/tenants/{code:str}",
         guards=[require(Scope.TENANTS_WRITE)],
         responses=error_responses(404, 413, 422),
-        summary="Rename a tenant, change its SMS signature, or (as an ancestor) its status",
+        summary="Rename a tenant, propose its SMS signature, or (as an ancestor) change its status",
         description=(
             "Only a tenant above may set `status`. Suspension covers the subtree: the "
             "suspended tenant and every tenant below it may still read, but every write "
@@ -83,10 +86,18 @@ class TenantController(Controller):
         ),
     )
     async def update_tenant(
-        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[UpdateTenant]
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        signature_desk: Desk,
+        code: Code,
+        data: JSONBody[UpdateTenant],
     ) -> Tenant:
         tenant = await service.get_visible(conn, request.user, code)
-        return service.to_tenant(await service.update_tenant(conn, request.user, tenant, data))
+        tenant = await service.update_tenant(conn, request.user, tenant, data)
+        if data.signature is not None:
+            tenant = await signature_desk.propose(conn, request.user, tenant, data.signature)
+        return service.to_tenant(tenant)
 
     @get(
         "/tenants/{code:str}/children",
@@ -132,10 +143,17 @@ class TenantController(Controller):
         ),
     )
     async def create_child(
-        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[CreateChild]
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        signature_desk: Desk,
+        code: Code,
+        data: JSONBody[CreateChild],
     ) -> Tenant:
         parent = await service.get_visible(conn, request.user, code)
-        return service.to_tenant(await service.create_child(conn, parent, data))
+        child = await service.create_child(conn, parent, data)
+        signature = service.child_signature(data)
+        return service.to_tenant(await signature_desk.propose(conn, request.user, child, signature))
 
     @post(
         "/tenants/{code:str}/keys",

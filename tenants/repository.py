@@ -20,7 +20,8 @@ class TenantRow(msgspec.Struct, frozen=True):
     path: str
     depth: int
     status: str
-    signature: str
+    # The approved signature (sends use it); None until one is approved.
+    signature: str | None
     sms_extension: str
     created_at: datetime
 
@@ -74,12 +75,13 @@ LOCK_TENANT = "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
 # Whether any tenant holds the code $1.
 CODE_TAKEN = "SELECT EXISTS (SELECT 1 FROM tenants WHERE code = $1)"
 
-# A new child under $4 (the parent's id); nothing when the code is taken.
+# A new child under $3 (the parent's id), with no approved signature yet; nothing when the code
+# is taken.
 INSERT_CHILD = f"""
 WITH inserted AS (
-    INSERT INTO tenants (code, name, level, parent_id, path, depth, signature)
-    SELECT $1, $2, 'unit', p.id, p.path || $1 || '/', p.depth + 1, $3
-    FROM tenants p WHERE p.id = $4
+    INSERT INTO tenants (code, name, level, parent_id, path, depth)
+    SELECT $1, $2, 'unit', p.id, p.path || $1 || '/', p.depth + 1
+    FROM tenants p WHERE p.id = $3
     ON CONFLICT (code) DO NOTHING
     RETURNING *
 )
@@ -87,11 +89,10 @@ SELECT {_TENANT_COLUMNS}
 FROM inserted t JOIN tenants p ON p.id = t.parent_id
 """
 
-# Change a tenant's name, signature or status (NULL keeps the current value).
+# Change a tenant's name or status (NULL keeps the current value).
 UPDATE_TENANT = f"""
 WITH updated AS (
-    UPDATE tenants SET name = coalesce($2, name), signature = coalesce($3, signature),
-                       status = coalesce($4, status)
+    UPDATE tenants SET name = coalesce($2, name), status = coalesce($3, status)
     WHERE id = $1
     RETURNING *
 )
@@ -213,3 +214,22 @@ WHERE k.prefix = $1
 
 # Record use, at most once a minute per key so a busy key does not write on every request.
 TOUCH_KEY = "UPDATE api_keys SET last_used_at = hub_now() WHERE id = $1"
+
+
+# A tenant's approved signature (hub/signatures sets it when a proposal is approved).
+SET_SIGNATURE = "UPDATE tenants SET signature = $2 WHERE id = $1"
+
+# The tenants whose keys led to key $1: its own, the one whose key created it, and so on up.
+# Each creator saw the secret of the key it created, so any of them could act with it. The
+# highest of them, the operator aside, comes first (the operator when it is the key's own).
+KEY_LINEAGE_TOP = f"""
+WITH RECURSIVE lineage (tenant_id, created_by_key) AS (
+    SELECT tenant_id, created_by_key FROM api_keys WHERE id = $1
+    UNION ALL
+    SELECT k.tenant_id, k.created_by_key FROM api_keys k JOIN lineage l ON k.id = l.created_by_key
+)
+SELECT {_TENANT_COLUMNS}
+FROM lineage l JOIN tenants t ON t.id = l.tenant_id LEFT JOIN tenants p ON p.id = t.parent_id
+ORDER BY t.parent_id IS NULL, t.depth
+LIMIT 1
+"""

@@ -30,13 +30,20 @@ TenantName = Annotated[
         pattern=r"^[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$",
     ),
 ]
-# The signature's text without the 【】 brackets, which the hub adds.
+# Characters a phone does not show as themselves: control characters (C0, DEL, C1) and the
+# invisible or direction-changing format characters (soft hyphen, zero-width, bidi overrides,
+# BOM) that would let a signature look like another one.
+_UNSHOWN = r"\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+# The signature's text without the 【】 brackets, which the hub adds: 2 to 30 characters, no
+# brackets (a text must not close its signature and open another), nothing unshown, no space at
+# either end. `(?!\n)$`: Python's `$` also matches before a final line break; this one does not.
 SignatureText = Annotated[
     str,
     msgspec.Meta(
         min_length=2,
         max_length=30,
-        pattern=r"^[^【】\x00-\x20\x7f][^【】\x00-\x1f\x7f]*[^【】\x00-\x20\x7f]$",
+        pattern=rf"^[^【】\x20{_UNSHOWN}][^【】{_UNSHOWN}]*[^【】\x20{_UNSHOWN}](?!\n)$",
+        examples=["锦江区委组织部"],
     ),
 ]
 KeyName = Annotated[str, msgspec.Meta(max_length=100)]
@@ -49,8 +56,10 @@ class Tenant(msgspec.Struct, frozen=True):
     parent_code: str | None
     depth: int
     status: str
-    # As it prefixes every message, brackets included: "【锦江区委组织部】".
-    signature: str
+    # The approved signature, as it prefixes every message, brackets included:
+    # "【锦江区委组织部】". Null until a tenant above approves one; a signature given here (or at
+    # creation) is a proposal, shown with its review at GET /v1/tenants/{code}/signature.
+    signature: str | None
     # Replies to <service number><sms_extension> reach this tenant.
     sms_extension: str
     created_at: datetime
@@ -75,12 +84,15 @@ class TenantNode(msgspec.Struct, frozen=True):
 class CreateChild(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     code: UnitCode
     name: TenantName
-    # Defaults to the name.
+    # Defaults to the name. Either way a proposal, approved by a tenant above the caller (at once
+    # when the caller is the operator).
     signature: SignatureText | None = None
 
 
 class UpdateTenant(msgspec.Struct, forbid_unknown_fields=True, frozen=True, omit_defaults=True):
     name: TenantName | None = None
+    # Proposes a new signature (PUT /v1/tenants/{code}/signature does the same); the approved one
+    # stays in use until a tenant above the caller approves it.
     signature: SignatureText | None = None
     # Only an ancestor may suspend or reactivate a tenant. Suspension covers the subtree: its
     # keys may read but not write (403 `suspended`), and its sends wait until it is active.

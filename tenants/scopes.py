@@ -11,6 +11,9 @@ class Scope(StrEnum):
     KEYS_WRITE = "keys:write"
     MESSAGES_READ = "messages:read"
     MESSAGES_WRITE = "messages:write"
+    # Send with `priority: "urgent"`: past quiet hours and ahead of every normal and bulk send.
+    # Not implied by messages:write; granted like any scope (a key grants only what it holds).
+    MESSAGES_URGENT = "messages:urgent"
     CONTACTS_READ = "contacts:read"
     CONTACTS_WRITE = "contacts:write"
     QUOTA_READ = "quota:read"

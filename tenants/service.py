@@ -21,6 +21,7 @@ from tenants.schemas import (
     ApiKeyInfo,
     CreateChild,
     NewApiKey,
+    SignatureText,
     Tenant,
     TenantNode,
     TenantPage,
@@ -79,7 +80,7 @@ def to_tenant(row: TenantRow) -> Tenant:
         parent_code=row.parent_code,
         depth=row.depth,
         status=row.status,
-        signature=f"【{row.signature}】",
+        signature=None if row.signature is None else f"【{row.signature}】",
         sms_extension=row.sms_extension,
         created_at=row.created_at,
     )
@@ -169,13 +170,19 @@ async def subtree(conn: asyncpg.Connection, top: TenantRow, depth: int) -> Tenan
 
 def default_signature(name: str) -> str:
     """A tenant's name is its signature unless it chooses one; it must be usable as one."""
-    if not 2 <= len(name) <= 30 or any(c in name for c in "【】"):
+    try:
+        return msgspec.convert(name, SignatureText)
+    except msgspec.ValidationError:
         raise Invalid(
-            "the name cannot serve as the SMS signature (2 to 30 characters, no 【】): "
-            "give `signature`",
+            "the name cannot serve as the SMS signature (2 to 30 characters, no 【】, no "
+            "invisible characters): give `signature`",
             fields=[{"key": "signature", "message": "required for this name", "source": "body"}],
-        )
-    return name
+        ) from None
+
+
+def child_signature(data: CreateChild) -> str:
+    """The signature a new child asks for: the one given, else its name."""
+    return data.signature or default_signature(data.name)
 
 
 def check_unit_code(parent: TenantRow, code: str) -> None:
@@ -203,23 +210,23 @@ def check_unit_code(parent: TenantRow, code: str) -> None:
 
 
 async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: CreateChild) -> TenantRow:
-    """A unit under `parent`, its code inside the parent's space (check_unit_code).
+    """A unit under `parent`, its code inside the parent's space (check_unit_code), created
+    without an approved signature: the one it asks for (`child_signature`) is proposed for
+    review (tenants.signatures).
 
-    A refused creation consumes nothing: the code is checked, under a lock on the parent, before
-    the INSERT draws the unit's SMS extension from its sequence (sequences never give numbers
-    back). Every code of the parent's space is created under this lock, so two requests for
-    one code cannot both pass the check.
+    A refused creation consumes nothing: the code and the name are checked, under a lock on the
+    parent, before the INSERT draws the unit's SMS extension from its sequence (sequences never
+    give numbers back). Every code of the parent's space is created under this lock, so two
+    requests for one code cannot both pass the check.
     """
     check_unit_code(parent, data.code)
-    signature = data.signature or default_signature(data.name)
+    child_signature(data)  # a name unfit for a signature is refused before anything is written
     await conn.execute(sql.LOCK_TENANT, parent.id)
     if await conn.fetchval(sql.CODE_TAKEN, data.code):
         raise _code_taken(data.code)
     try:
         async with conn.transaction():  # a savepoint: the caller's transaction stays usable
-            record = await conn.fetchrow(
-                sql.INSERT_CHILD, data.code, data.name, signature, parent.id
-            )
+            record = await conn.fetchrow(sql.INSERT_CHILD, data.code, data.name, parent.id)
     except asyncpg.SequenceGeneratorLimitExceededError:
         raise extensions_exhausted() from None
     if record is None:  # taken meanwhile by something that does not take the lock
@@ -243,12 +250,11 @@ def extensions_exhausted() -> ExtensionsExhausted:
 async def update_tenant(
     conn: asyncpg.Connection, who: Principal, tenant: TenantRow, data: UpdateTenant
 ) -> TenantRow:
-    """A tenant may rename itself and change its signature; only an ancestor changes its status."""
+    """A tenant may rename itself; only an ancestor changes its status. A signature given is
+    not set here: it is a proposal (tenants.signatures), reviewed by a tenant above."""
     if data.status is not None and tenant.id == who.tenant_id:
         raise Forbidden("a tenant cannot change its own status; its parent can")
-    record = await conn.fetchrow(
-        sql.UPDATE_TENANT, tenant.id, data.name, data.signature, data.status
-    )
+    record = await conn.fetchrow(sql.UPDATE_TENANT, tenant.id, data.name, data.status)
     assert record is not None
     return _tenant_row(record)
 

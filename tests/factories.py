@@ -8,6 +8,7 @@ import asyncpg
 
 from hub import calendar
 from hub.quota import service as quota
+from hub.signatures import service as signatures
 from tenants import divisions, service
 from tenants.divisions import Division
 from tenants.repository import TenantRow
@@ -20,8 +21,9 @@ LEVEL_BY_DEPTH = {1: "province", 2: "prefecture", 3: "county"}
 async def make_tenant(
     conn: asyncpg.Connection, code: str, name: str | None = None, parent: str | None = None
 ) -> TenantRow:
-    """A tenant under `parent` (default: the root): a 6-digit code is a division, inserted and
-    levelled by depth as an import would; a longer one a unit, created as the API would."""
+    """A tenant under `parent` (default: the root), its name its approved signature: a 6-digit
+    code is a division, inserted and levelled by depth as an import would; a longer one a unit,
+    created as the API would, its signature proposed by the operator (so approved at once)."""
     root = await service.ensure_root(conn)
     parent_row = await service.get_by_code(conn, parent) if parent else root
     assert parent_row is not None, f"no parent {parent}"
@@ -38,7 +40,9 @@ async def make_tenant(
         )
         assert await divisions.insert_divisions(conn, [division]) == {code}
     else:
-        await service.create_child(conn, parent_row, CreateChild(code=code, name=name))
+        data = CreateChild(code=code, name=name)
+        row = await service.create_child(conn, parent_row, data)
+        await signatures.propose(conn, None, row, service.child_signature(data))
     fresh = await service.get_by_code(conn, code)
     assert fresh is not None
     return fresh

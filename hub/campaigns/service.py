@@ -23,6 +23,7 @@ from hub.messages import service as messages
 from hub.messages.schedule import clock
 from hub.messages.schemas import SendRequest
 from hub.settings import Settings
+from hub.signatures import service as signatures
 from hub.templates import service as templates
 from tenants import service as tenants
 from tenants.repository import TenantRow
@@ -41,6 +42,8 @@ def _campaign(record: asyncpg.Record) -> Campaign:
 async def create(
     conn: asyncpg.Connection, tenant: TenantRow, data: CreateCampaign, actor: str
 ) -> Campaign:
+    # Each greeting is a send: refused now, not on the day, if they could not go.
+    await signatures.for_sending(conn, tenant)
     await templates.sendable(conn, tenants.ancestry_paths(tenant.path), data.template)
     record = await conn.fetchrow(
         sql.INSERT,

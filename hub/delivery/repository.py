@@ -185,12 +185,13 @@ SEND_RESERVATIONS = """
 SELECT id, reservation_id FROM sends WHERE id = ANY($1::bigint[])
 """
 
-# Queued sends that may still have messages to deliver (the sweeper's round); not those that
-# wait on a suspension (nothing of them may expire or go meanwhile).
+# Queued sends that may still have messages to deliver (the sweeper's round), urgent ones
+# first: a round cut short by its limit leaves bulk sends for the next, never an urgent one.
+# Not those that wait on a suspension (nothing of them may expire or go meanwhile).
 OPEN_SENDS = """
 SELECT s.id FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE s.state = 'queued' AND s.parked_at IS NULL AND tenant_suspended_by(t.path) IS NULL
-ORDER BY s.id
+ORDER BY s.priority, s.id
 LIMIT $1
 """
 

@@ -51,11 +51,20 @@ DELIVER_JOB = "hub.delivery.deliver"
 # An urgent batch overtakes every normal and bulk one queued less than a day, a normal one every
 # bulk one.
 LANE_HEAD_START = {"urgent": timedelta(days=2), "normal": timedelta(days=1), "bulk": timedelta(0)}
+# A retry's job is put back in its lane this long after its time, so that it never runs before
+# its messages are due again (a run that early would find nothing to claim and end).
+LANE_MARGIN_SECONDS = 0.05
 ACTOR = "system:delivery"
 
 
 def gateway_configs(settings: DeliverySettings) -> dict[str, GatewayConfig]:
     return {g.name: g for g in settings.gateways}
+
+
+def lane_score(priority: str) -> datetime:
+    """Where a batch of this lane enqueued now stands in arq's queue (lowest served first).
+    arq orders its queue by wall-clock scores (its own time.time()), not by the hub's clock."""
+    return datetime.now(UTC) - LANE_HEAD_START[priority]
 
 
 def backoff(attempts: int, settings: DeliverySettings) -> float:
@@ -81,8 +90,7 @@ async def enqueue_send(
         batches = await conn.fetch(sql.BATCHES, send_id, settings.batch_size, grace)
     if not batches:
         return 0
-    # arq orders its queue by wall-clock scores (its own time.time()), not by the hub's clock.
-    score = datetime.now(UTC) - LANE_HEAD_START[batches[0]["priority"]]
+    score = lane_score(batches[0]["priority"])
     expires = timedelta(seconds=settings.validity_seconds + 3600)
     jobs = [
         redis.enqueue_job(
@@ -125,6 +133,8 @@ class Delivery:
         self.router = Router(built, self.config)
         self.pacer = Pacer(redis)
         self.events = Recorder(db, settings, redis)
+        # Retries waiting to be put back in their lane (see _keep_lane).
+        self._lanes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         for gateway in self.gateways.values():
@@ -136,6 +146,9 @@ class Delivery:
                 self.router.outcome(gateway.config.name, ok=False)
 
     async def close(self) -> None:
+        for task in self._lanes:
+            task.cancel()
+        await asyncio.gather(*self._lanes, return_exceptions=True)
         for gateway in self.gateways.values():
             await gateway.close()
 
@@ -315,19 +328,46 @@ class Delivery:
     async def _enqueue_retry(
         self, send: SendInfo, carrier: str, first_id: int, last_id: int, at: datetime
     ) -> None:
+        job_id = f"deliver:{send.id}:{carrier}:{first_id}:{last_id}:{at.timestamp():.3f}"
+        wait = max(at - calendar.now(), timedelta(0))  # arq's clock is the wall's
         try:
-            await self.redis.enqueue_job(
+            job = await self.redis.enqueue_job(
                 DELIVER_JOB,
                 send.id,
                 carrier,
                 first_id,
                 last_id,
-                _job_id=f"deliver:{send.id}:{carrier}:{first_id}:{last_id}:{at.timestamp():.3f}",
-                _defer_by=max(at - calendar.now(), timedelta(0)),  # arq's clock is the wall's
+                _job_id=job_id,
+                _defer_by=wait,
                 _expires=timedelta(seconds=self.config.validity_seconds + 3600),
             )
         except Exception as exc:  # the sweeper finds the messages when they fall due
             log.warning("send %s: retry not enqueued (%r); the sweeper will", send.id, exc)
+            return
+        if job is not None and LANE_HEAD_START[send.priority]:
+            self._keep_lane(job_id, send.priority, wait)
+
+    def _keep_lane(self, job_id: str, priority: str, wait: timedelta) -> None:
+        """Put a deferred retry back in its lane once it is due.
+
+        A deferred job's score is its time, so when it falls due it stands behind every batch
+        enqueued before then — an urgent retry behind a whole bulk send. Once due, its score is
+        set to its lane's (the member it already is, if still queued), and it overtakes them
+        again. Should this worker stop first, the job still runs at its time, and the sweeper
+        enqueues what is due in its lane.
+        """
+
+        async def rescore() -> None:
+            await asyncio.sleep(wait.total_seconds() + LANE_MARGIN_SECONDS)
+            score = lane_score(priority).timestamp() * 1000  # arq scores in milliseconds
+            try:
+                await self.redis.zadd(self.redis.default_queue_name, {job_id: score}, xx=True)
+            except Exception as exc:  # it runs at its own time, only not ahead of the rest
+                log.warning("retry %s not put back in its lane (%r)", job_id, exc)
+
+        task = asyncio.create_task(rescore())
+        self._lanes.add(task)
+        task.add_done_callback(self._lanes.discard)
 
 
 async def expire_waiting(

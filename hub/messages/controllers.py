@@ -78,6 +78,7 @@ class MessageController(Controller):
         data: JSONBody[SendRequest],
         idempotency_key: IdempotencyKey = None,
     ) -> Response[SendAccepted]:
+        service.authorize(request.user, data)
         # Its own transaction rather than the request's: the batches are enqueued only once the
         # messages are committed, and before the 202 says they are on their way.
         db: Database = state.db

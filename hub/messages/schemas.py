@@ -52,6 +52,8 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # Or an approved template (the sender's own or an ancestor's) and its variables.
     template: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
     vars: dict[str, str] = {}
+    # "urgent" goes past quiet hours and ahead of every normal and bulk send; it needs a key
+    # with the messages:urgent scope (403 otherwise).
     priority: Priority = "normal"
     # When to send (with a timezone); absent or past: now. Normal and bulk sends that would go
     # in the quiet hours wait until they end; urgent ones go at once.

@@ -1,7 +1,8 @@
 """Sending: a send's recipients checked, deduplicated, reserved and written in one transaction.
 
 Order inside the request's transaction, so that a 429 leaves nothing behind:
-1. render the body (or template) and count its segments;
+1. take the tenant's approved signature (409 naming the approval it awaits), render the body (or
+   template) and count the segments of both;
 2. gather recipients from `to`, tags and contact ids; normalise them (layer 2 drops repeats; bad
    numbers are rejected one by one);
 3. write the send and, by COPY, one message per unique valid recipient (opted-out phones as
@@ -23,7 +24,7 @@ from hub.billing import service as billing
 from hub.calendar import business_day, period_of
 from hub.contacts import service as contacts
 from hub.dedup import service as dedup
-from hub.errors import Conflict, Invalid, NotFound
+from hub.errors import Conflict, Forbidden, Invalid, NotFound
 from hub.messages import repository as sql
 from hub.messages.numbers import Recipient, Rejected, normalize_all
 from hub.messages.repository import SendRow
@@ -42,8 +43,10 @@ from hub.messages.schemas import (
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
 from hub.quota import service as quota
 from hub.settings import Settings
+from hub.signatures import service as signatures
 from hub.templates import service as templates
 from tenants.repository import TenantRow
+from tenants.scopes import Scope
 from tenants.service import Principal, ancestry_paths, get_by_id
 
 
@@ -159,6 +162,17 @@ async def set_quiet_hours(
     )
 
 
+def authorize(who: Principal, request: SendRequest) -> None:
+    """An urgent send goes past quiet hours and ahead of every normal and bulk send: only keys
+    granted `messages:urgent` may ask for it (403 before anything is read or written)."""
+    if request.priority == "urgent" and Scope.MESSAGES_URGENT not in who.scopes:
+        raise Forbidden(
+            f"urgent sends need the {Scope.MESSAGES_URGENT} scope, granted by a key that holds "
+            "it; send as normal, or ask a tenant above for it",
+            scope=Scope.MESSAGES_URGENT.value,
+        )
+
+
 class _Timing(msgspec.Struct, frozen=True):
     state: SendState
     due_at: datetime
@@ -200,9 +214,10 @@ async def create_send(
     now: datetime | None = None,
 ) -> SendAccepted:
     now = now or calendar.now()
+    signature = await signatures.for_sending(conn, tenant)
     timing = await _timing(conn, tenant, request, settings, now)
     body = await _body(conn, tenant, request)
-    text = signed(tenant.signature, body)
+    text = signed(signature, body)
     if len(text) > MAX_CHARACTERS:
         raise _too_long(text)
     segments = count_segments(text)
@@ -213,7 +228,7 @@ async def create_send(
     send_id: int = await conn.fetchval(
         sql.INSERT_SEND,
         tenant.id,
-        tenant.signature,
+        signature,
         body,
         segments.encoding,
         segments.count,

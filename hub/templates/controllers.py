@@ -55,6 +55,15 @@ class TemplateController(Controller):
         return TemplateList(items=await service.list_templates(conn, tenant, subtree, status))
 
     @get(
+        "/pending",
+        guards=[require(Scope.MESSAGES_READ)],
+        responses=error_responses(),
+        summary="Templates awaiting the caller's review (its subtree's, not its own)",
+    )
+    async def pending(self, request: AuthedRequest, conn: Conn) -> TemplateList:
+        return TemplateList(items=await service.pending_for(conn, request.user))
+
+    @get(
         "/{template_id:int}",
         guards=[require(Scope.MESSAGES_READ)],
         responses=error_responses(404, 422),

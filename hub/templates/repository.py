@@ -43,6 +43,15 @@ ORDER BY tp.id
 LIMIT 1000
 """
 
+# Pending templates a tenant at path $1 may review: those of the tenants strictly below it.
+PENDING_BELOW = f"""
+SELECT {_TEMPLATE} FROM templates tp JOIN tenants t ON t.id = tp.tenant_id
+LEFT JOIN tenants r ON r.id = tp.reviewed_by
+WHERE tp.status = 'pending' AND t.path > $1 AND t.path < $1 || '~'
+ORDER BY tp.id
+LIMIT 1000
+"""
+
 # Record a decision on a pending template.
 REVIEW = """
 UPDATE templates SET status = $2::template_status, reviewed_by = $3, reviewed_at = hub_now(),

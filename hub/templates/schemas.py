@@ -20,8 +20,13 @@ class CreateTemplate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class Review(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A reviewer's decision on a pending template or signature."""
+
     decision: Literal["approve", "reject"]
-    note: Annotated[str, msgspec.Meta(max_length=500)] = ""
+    # Text for the author; line breaks and tabs are fine, other control characters are not.
+    note: Annotated[
+        str, msgspec.Meta(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")
+    ] = ""
 
 
 class Template(msgspec.Struct, frozen=True):

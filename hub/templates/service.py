@@ -56,6 +56,12 @@ async def list_templates(
     return [msgspec.convert(dict(r.items()), Template) for r in records]
 
 
+async def pending_for(conn: asyncpg.Connection, who: Principal) -> list[Template]:
+    """The pending templates the caller may review (its subtree's, not its own), oldest first."""
+    records = await conn.fetch(sql.PENDING_BELOW, who.tenant_path)
+    return [msgspec.convert(dict(r.items()), Template) for r in records]
+
+
 async def review(
     conn: asyncpg.Connection, who: Principal, template_id: int, data: Review
 ) -> Template:

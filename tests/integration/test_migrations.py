@@ -7,8 +7,9 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
+from alembic.script import ScriptDirectory
 
-from hub.db import create_database, downgrade, drop_database, migrate
+from hub.db import alembic_config, create_database, downgrade, drop_database, migrate
 from tests.conftest import RUN_ID, WORKER
 
 
@@ -38,3 +39,64 @@ async def test_up_down_up(empty_db: str) -> None:
 
     await asyncio.to_thread(migrate, empty_db)
     assert await _tables(empty_db) == up
+
+
+async def test_signature_reviews_keep_what_tenants_send_under_today(empty_db: str) -> None:
+    """0017: every tenant's signature at the migration stays approved; the operator's sending
+    keys get messages:urgent (so it can grant it), no other key does."""
+    before = ScriptDirectory.from_config(alembic_config(empty_db)).get_revision("0017")
+    assert before is not None
+    assert isinstance(before.down_revision, str)
+    await asyncio.to_thread(migrate, empty_db, before.down_revision)
+    conn = await asyncpg.connect(empty_db)
+    try:
+        await conn.execute(
+            "INSERT INTO tenants (code, name, level, path, depth, signature) "
+            "VALUES ('000000', '平台', 'hub', '000000/', 0, '组织工作短信平台')"
+        )
+        await conn.execute(
+            "INSERT INTO tenants (code, name, level, parent_id, path, depth, signature) "
+            "SELECT '510104', '锦江区', 'county', id, '000000/510104/', 1, '锦江组工' FROM tenants"
+        )
+        for n, (code, scopes) in enumerate(
+            [
+                ("000000", ["messages:write", "tenants:read"]),
+                ("000000", ["tenants:read"]),
+                ("510104", ["messages:write"]),
+            ]
+        ):
+            await conn.execute(
+                "INSERT INTO api_keys (prefix, secret_sha256, tenant_id, scopes) "
+                "SELECT $1, $2, id, $3 FROM tenants WHERE code = $4",
+                f"{n:012x}",
+                bytes(32),
+                scopes,
+                code,
+            )
+        await asyncio.to_thread(migrate, empty_db)
+        rows = await conn.fetch("SELECT code, signature FROM tenants")
+        signatures = {r["code"]: r["signature"] for r in rows}
+        assert signatures == {"000000": "组织工作短信平台", "510104": "锦江组工"}
+        keys = await conn.fetch("SELECT scopes FROM api_keys ORDER BY id")
+        assert [r["scopes"] for r in keys] == [
+            ["messages:write", "tenants:read", "messages:urgent"],
+            ["tenants:read"],
+            ["messages:write"],
+        ]
+        # Down again, a tenant still waiting for its first approval keeps its proposal's text.
+        await conn.execute(
+            "INSERT INTO tenants (code, name, level, parent_id, path, depth) SELECT "
+            "'510104001', '单位', 'unit', id, '000000/510104/510104001/', 2 FROM tenants "
+            "WHERE code = '510104'"
+        )
+        await conn.execute(
+            "INSERT INTO signatures (tenant_id, text, proposed_by, answerable_id, actor) "
+            "SELECT u.id, '春熙路', c.id, c.id, 'test' FROM tenants u, tenants c "
+            "WHERE u.code = '510104001' AND c.code = '510104'"
+        )
+        await asyncio.to_thread(downgrade, empty_db, before.down_revision)
+        kept = await conn.fetchval("SELECT signature FROM tenants WHERE code = '510104001'")
+        assert kept == "春熙路"
+        assert "messages:urgent" not in str(await conn.fetch("SELECT scopes FROM api_keys"))
+    finally:
+        await conn.close()

@@ -1,17 +1,22 @@
-"""Lanes: a county's urgent notice overtakes a province's 100,000-recipient bulk send."""
+"""Lanes: a county's urgent notice overtakes a province's 100,000-recipient bulk send, and
+keeps doing so when it is retried or swept."""
 
 from __future__ import annotations
 
 import asyncpg
 from arq.connections import ArqRedis
 
-from hub.settings import Settings
+from hub.db import PoolDatabase, create_pool
+from hub.delivery import service
+from hub.settings import GatewayConfig, Settings
 from tests.factories import bearer, grant, make_key
 from tests.integration.delivery.conftest import (
     eventually,
+    free_port,
     live_client,
     running_worker,
     wait_statuses,
+    with_gateways,
 )
 
 BULK = 100_000
@@ -62,3 +67,89 @@ async def test_an_urgent_message_goes_before_the_rest_of_a_bulk_send(
     )
     # At most what the worker started beside it in its first poll (20 jobs) went before it.
     assert sent_before < 20 * 500
+
+
+async def _queue(redis: ArqRedis) -> list[str]:
+    return [j.decode() for j in await redis.zrange("arq:queue", 0, -1)]
+
+
+async def _bulk_then_urgent(
+    settings: Settings, redis: ArqRedis, live_db: asyncpg.Connection, county_key: str
+) -> list[int]:
+    """A province's bulk send (three batches) queued first, then a county's urgent notice."""
+    province_key = await make_key(live_db, "510000")
+    async for client in live_client(settings, redis):
+        bulk = await client.post(
+            "/v1/messages",
+            json={"to": [f"138{n:08d}" for n in range(30)], "body": "全省普查", "priority": "bulk"},
+            headers=bearer(province_key),
+        )
+        urgent = await client.post(
+            "/v1/messages",
+            json={"to": ["13900000001"], "body": "紧急：山洪预警", "priority": "urgent"},
+            headers=bearer(county_key),
+        )
+    assert (bulk.status_code, urgent.status_code) == (202, 202), bulk.text + urgent.text
+    return [bulk.json()["id"], urgent.json()["id"]]
+
+
+async def test_a_retried_urgent_batch_goes_back_ahead_of_the_bulk_batches(
+    live_settings: Settings, live_db: asyncpg.Connection, redis: ArqRedis, county_key: str
+) -> None:
+    unreachable = GatewayConfig(
+        name="down",
+        kind="kannel",
+        url=f"http://127.0.0.1:{free_port()}",
+        secret="s",
+        options={"callback_url": "http://127.0.0.1:1"},
+    )
+    settings = with_gateways(live_settings, unreachable, batch_size=10, retry_base_seconds=0.4)
+    bulk_id, urgent_id = await _bulk_then_urgent(settings, redis, live_db, county_key)
+    first = (await _queue(redis))[0]
+    assert first.startswith(f"deliver:{urgent_id}:")
+    # A worker takes the urgent batch (off the queue, as arq does) and the gateway fails.
+    await redis.zrem("arq:queue", first)
+    _, _, carrier, low, high = first.split(":")
+    assert settings.db.dsn
+    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    delivery = service.Delivery(settings, db, redis)
+    await delivery.start()
+    try:
+        await delivery.deliver_batch(urgent_id, carrier, int(low), int(high))
+        waiting = await live_db.fetchrow(
+            "SELECT status::text, retry_at FROM messages WHERE send_id = $1", urgent_id
+        )
+        assert waiting is not None
+        assert waiting["status"] == "accepted"
+        assert waiting["retry_at"] is not None
+        [retry] = [j for j in await _queue(redis) if j.startswith(f"deliver:{urgent_id}:")]
+        # Deferred to its time, it waits behind the bulk batches for now …
+        assert (await _queue(redis))[0].startswith(f"deliver:{bulk_id}:")
+
+        async def back_in_its_lane() -> bool:
+            return (await _queue(redis))[0] == retry
+
+        # … and once due it is first in line again, ahead of every bulk batch.
+        await eventually(back_in_its_lane, patience=10)
+        assert len(await _queue(redis)) == 4  # the three bulk batches are still queued
+    finally:
+        await delivery.close()
+        await db.close()
+
+
+async def test_a_sweep_enqueues_urgent_sends_first(
+    live_settings: Settings, live_db: asyncpg.Connection, redis: ArqRedis, county_key: str
+) -> None:
+    settings = with_gateways(live_settings, *live_settings.delivery.gateways, batch_size=10)
+    bulk_id, urgent_id = await _bulk_then_urgent(settings, redis, live_db, county_key)
+    await redis.flushdb()  # Redis lost every queued batch
+    assert settings.db.dsn
+    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    try:
+        # A round cut short by its limit takes the urgent send, not the older bulk one.
+        report = await service.sweep(db, redis, settings.delivery, limit=1)
+    finally:
+        await db.close()
+    assert report["enqueued"] == 1
+    assert [j.split(":")[1] for j in await _queue(redis)] == [str(urgent_id)]
+    assert bulk_id < urgent_id

@@ -40,6 +40,8 @@ ENDPOINTS = [
     Endpoint("create_key", "POST", "/v1/tenants/{code}/keys", Scope.KEYS_WRITE, 201, True),
     Endpoint("list_keys", "GET", "/v1/tenants/{code}/keys", Scope.KEYS_WRITE, 200),
     Endpoint("revoke_key", "DELETE", "/v1/keys/{prefix}", Scope.KEYS_WRITE, 204),
+    Endpoint("signature", "GET", "/v1/tenants/{code}/signature", Scope.TENANTS_READ, 200),
+    Endpoint("propose", "PUT", "/v1/tenants/{code}/signature", Scope.TENANTS_WRITE, 200, True),
 ]
 TARGETS = {"own": OWN, "child": CHILD, "parent": PARENT, "sibling": SIBLING, "unknown": UNKNOWN}
 CALLERS = ["no_key", "garbled_key", "revoked_key", "wrong_scope"]
@@ -48,7 +50,7 @@ CALLERS = ["no_key", "garbled_key", "revoked_key", "wrong_scope"]
 def _body(endpoint: Endpoint, code: str) -> dict[str, object] | None:
     if endpoint.name == "create_child":  # a unit's code lies inside its parent's
         return {"code": f"{code}{next(_codes) % 1000:03d}", "name": "测试单位"}
-    if endpoint.name == "update":
+    if endpoint.name in ("update", "propose"):
         return {"signature": "组织部测试"}
     if endpoint.name == "create_key":
         return {"scopes": ["tenants:read"], "name": "matrix"}

@@ -108,7 +108,11 @@ async def test_create_child_makes_a_unit_with_default_signature(
     body = resp.json()
     assert body["level"] == "unit"
     assert body["parent_code"] == "510104"
-    assert body["signature"] == "【锦江区教育局党委】"
+    # The county proposed it (its name); a tenant above the county approves it.
+    assert body["signature"] is None
+    review = (await client.get("/v1/tenants/510104100/signature", headers=bearer(key))).json()
+    assert review["pending"]["signature"] == "【锦江区教育局党委】"
+    assert review["pending"]["awaiting"] == "510100"
     path = await conn.fetchval("SELECT path FROM tenants WHERE code = '510104100'")
     assert path == "000000/510000/510100/510104/510104100/"
 
@@ -117,13 +121,16 @@ async def test_create_child_with_its_own_signature(
     conn: asyncpg.Connection, client: httpx.AsyncClient
 ) -> None:
     await make_small_tree(conn)
-    key = await make_key(conn, "510104")
-    resp = await client.post(
-        "/v1/tenants/510104/children",
-        json={"code": "510104101", "name": "锦江区某街道党工委", "signature": "锦江街道"},
-        headers=bearer(key),
+    county, operator = await make_key(conn, "510104"), await make_key(conn, "000000")
+    body = {"code": "510104101", "name": "锦江区某街道党工委", "signature": "锦江街道"}
+    by_county = await client.post("/v1/tenants/510104/children", json=body, headers=bearer(county))
+    assert by_county.json()["signature"] is None  # proposed, not yet approved
+    # The operator has no one above it: what it gives is approved at once.
+    body = {"code": "510104102", "name": "锦江区另一街道党工委", "signature": "锦江另一街道"}
+    by_operator = await client.post(
+        "/v1/tenants/510104/children", json=body, headers=bearer(operator)
     )
-    assert resp.json()["signature"] == "【锦江街道】"
+    assert by_operator.json()["signature"] == "【锦江另一街道】"
 
 
 async def test_duplicate_code_is_409_and_writes_nothing(
@@ -293,7 +300,7 @@ async def test_a_name_unfit_for_a_signature_needs_one(
     assert ok.status_code == 201
 
 
-async def test_a_tenant_changes_its_signature_and_its_parent_its_status(
+async def test_a_tenant_proposes_its_signature_and_its_parent_changes_its_status(
     conn: asyncpg.Connection, client: httpx.AsyncClient
 ) -> None:
     await make_small_tree(conn)
@@ -304,8 +311,19 @@ async def test_a_tenant_changes_its_signature_and_its_parent_its_status(
         "/v1/tenants/510104", json={"signature": "锦江区委组织部"}, headers=bearer(county)
     )
     assert renamed.status_code == 200
-    assert renamed.json()["signature"] == "【锦江区委组织部】"
+    # A proposal: the approved signature stays until the city (or above) approves the new one.
+    assert renamed.json()["signature"] == "【锦江区】"
     assert renamed.json()["name"] == "锦江区"
+    proposal = (await client.get("/v1/signatures/pending", headers=bearer(city))).json()["items"]
+    assert [p["signature"] for p in proposal] == ["【锦江区委组织部】"]
+    approved = await client.post(
+        f"/v1/signatures/{proposal[0]['id']}/review",
+        json={"decision": "approve"},
+        headers=bearer(city),
+    )
+    assert approved.status_code == 200, approved.text
+    after = await client.get("/v1/tenants/510104", headers=bearer(county))
+    assert after.json()["signature"] == "【锦江区委组织部】"
 
     own_status = await client.patch(
         "/v1/tenants/510104", json={"status": "suspended"}, headers=bearer(county)

@@ -13,7 +13,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from tenants.errors import Forbidden, Unauthorized
-from tenants.scopes import Scope
+from tenants.scopes import Need, grants, scope_for
 from tenants.service import Principal, authenticate
 
 # Routes anyone may call: health, metrics and the API's own documentation.
@@ -47,12 +47,13 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]
 
 
-def require(scope: Scope) -> Guard:
-    """A route guard: the key must hold `scope`, else 403."""
+def require(need: Need) -> Guard:
+    """A route guard: the key must hold the scope `need` is (or is read with), else 403."""
+    scope = scope_for(need)
 
     def guard(connection: ASGIConnection, _: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         principal: Principal = connection.user
-        if scope not in principal.scopes:
+        if not grants(principal.scopes, need):
             raise Forbidden(f"this key lacks the {scope} scope", scope=scope.value)
 
     guard.__name__ = f"require_{scope.name.lower()}"

@@ -2,8 +2,9 @@
 
 Sign-in takes an API key with `dashboard:read` and answers an HttpOnly, SameSite=Strict cookie
 signed (HMAC-SHA256) with `HUB_DASHBOARD__SECRET`; every request checks the key again, so
-revoking it ends the session. Forms also check that Origin (or Referer) is this host. Errors on
-these paths render as HTML pages; the JSON API is untouched.
+revoking it ends the session. Forms also check that Origin (or Referer) is this host. What a
+page shows beyond counts and quota follows the API's scopes (tenants.scopes.READ_SCOPE). Errors
+on these paths render as HTML pages; the JSON API is untouched.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from hub.errors import ApiError, Forbidden, Invalid
 from hub.messages import service as messages
 from hub.settings import Settings
 from tenants.controllers import Conn
-from tenants.scopes import Scope
+from tenants.scopes import Data, grants, scope_for
 from tenants.service import Principal
 
 log = logging.getLogger("hub.dashboard")
@@ -121,6 +122,10 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     )
     env.filters.update(yuan=yuan, number=number, permille=permille, zh=words)
     env.globals["level_names"] = exports.LEVELS  # the statement's own words for the levels
+    # What the signed-in key may see, asked of the same table as the API's guards.
+    env.globals.update(
+        Data=Data, may=lambda who, need: grants(who.scopes, need), scope_for=scope_for
+    )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 
@@ -345,6 +350,7 @@ class DashboardController(Controller):
         send_id: FromPath[int],
         after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
     ) -> Template:
+        service.require(who, Data.MESSAGES, "查看发送内容和收件人")
         send = await messages.get_send(conn, who, send_id)
         page = await messages.list_messages(conn, who, send_id, after, 100, None)
         return _page("send.html", who, send=send, page=page)
@@ -385,5 +391,5 @@ async def _export(
     db: Database = state.db
     async with db.acquire() as conn, conn.transaction():
         who = await _viewer(request, conn, state)
-    service.require(who, Scope.BILLING_READ, "下载账单")
+    service.require(who, Data.MONEY, "下载账单")
     return await exports.statement_export(db, who, _month(period), fmt)

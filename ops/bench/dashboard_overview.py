@@ -203,7 +203,8 @@ async def _key(dsn: str, code: str) -> str:
     try:
         tenant = await tenants.get_by_code(conn, code)
         assert tenant is not None, f"no tenant {code}"
-        scopes = frozenset({Scope.DASHBOARD_READ})
+        # With billing:read the overview prices the month too, as a province's finance key sees it.
+        scopes = frozenset({Scope.DASHBOARD_READ, Scope.BILLING_READ})
         return (await tenants.create_key(conn, tenant, scopes, name="bench")).key
     finally:
         await conn.close()
@@ -245,7 +246,7 @@ async def _measure(dsn: str, code: str, month: date, repeat: int) -> tuple[list[
             service_times = await _repeat(repeat, overview)
             view = await service.overview(conn, who, code, month, list_price=60_000)
             _say(
-                f"  {view.name}: {len(view.children)} children, {view.money.segments:,} segments, "
+                f"  {view.name}: {len(view.children)} children, {view.counts.segments:,} segments, "
                 f"delivery {view.delivery.permille}‰, {len(view.alerts)} alerts"
             )
         app = create_app(settings, db=pool)

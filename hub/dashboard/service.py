@@ -1,5 +1,7 @@
-"""The dashboard: sessions signed with the operator's secret, and each page's numbers for what
-the key may see.
+"""The dashboard: server-side sessions, and each page's numbers for what the key may see.
+
+A session is a row (migration 0019): the cookie holds a random token, the row its SHA-256, the
+key it was started with and when it ends. Every request finds the row and checks the key again.
 
 Money and quota come from the billing and quota services (what `GET /v1/usage` and
 `GET /v1/tenants/{code}/quota/{period}` answer); this module only adds them up per child and
@@ -12,9 +14,9 @@ Functions take the connection first and never commit.
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 from typing import Any
@@ -46,6 +48,7 @@ from hub.errors import ApiError, Forbidden, Invalid, NotFound
 from hub.messages import service as messages
 from hub.quota import service as quota
 from hub.quota.schemas import Quota
+from hub.settings import DashboardSettings
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.scopes import Data, Need, Scope, grants, scope_for
@@ -55,56 +58,79 @@ log = logging.getLogger("hub.dashboard")
 
 # --- sessions ----------------------------------------------------------------------------
 
-_COOKIE_VALUE = re.compile(r"^([0-9a-f]{12})\.([0-9]{1,12})\.([0-9a-f]{64})$")
+# secrets.token_urlsafe(32): 256 random bits.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# A key's sessions beyond its newest this many end when it starts another.
+MAX_SESSIONS_PER_KEY = 20
 
 
 class SignInRequired(ApiError):
-    """No valid session: the dashboard sends the browser to its sign-in page."""
+    """No live session: the dashboard sends the browser to its sign-in page."""
 
     status_code = 401
     code = "sign_in_required"
 
 
-def _mac(secret: bytes, prefix: str, issued: int, secret_sha256: bytes) -> str:
-    # The key's stored hash is signed too: the cookie is good for that key only, and only while
-    # it exists unrevoked (checked on every request).
-    message = f"{prefix}.{issued}.{secret_sha256.hex()}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
-async def sign_in(conn: asyncpg.Connection, secret: bytes, raw_key: str, now: int) -> str:
-    """A session cookie's value for an API key with `dashboard:read`; Invalid otherwise."""
+def _idle(rules: DashboardSettings) -> timedelta:
+    return timedelta(minutes=rules.idle_minutes)
+
+
+async def sign_in(conn: asyncpg.Connection, raw_key: str, rules: DashboardSettings) -> str:
+    """A new session for an API key with `dashboard:read`: its token, for the cookie (only its
+    hash is stored). Invalid for any other key."""
     principal = await tenants.authenticate(conn, raw_key.strip())
     if principal is None:
         raise Invalid("密钥无效或已吊销", fields=[{"key": "key", "message": "invalid"}])
-    if Scope.DASHBOARD_READ not in principal.scopes:
+    if not grants(principal.scopes, Scope.DASHBOARD_READ):
         raise Invalid(
             f"此密钥没有 {Scope.DASHBOARD_READ} 权限", fields=[{"key": "key", "message": "scope"}]
         )
-    found = await tenants.credential(conn, principal.key_prefix)
-    assert found is not None  # it authenticated a moment ago, in this transaction
-    prefix = principal.key_prefix
-    return f"{prefix}.{now}.{_mac(secret, prefix, now, found.secret_sha256)}"
+    token = secrets.token_urlsafe(32)
+    await conn.execute(sql.END_STALE_SESSIONS, _idle(rules))
+    await conn.execute(
+        sql.START_SESSION,
+        _digest(token),
+        principal.key_id,
+        timedelta(hours=rules.session_hours),
+    )
+    await conn.execute(sql.TRIM_KEY_SESSIONS, principal.key_id, MAX_SESSIONS_PER_KEY)
+    return token
 
 
 async def session(
-    conn: asyncpg.Connection, secret: bytes, cookie: str | None, now: int, max_age: int
+    conn: asyncpg.Connection, token: str | None, rules: DashboardSettings
 ) -> Principal:
-    """Who a session cookie signs in, or SignInRequired (garbled, forged, expired, revoked)."""
-    match = _COOKIE_VALUE.match(cookie or "")
-    if match is None:
+    """Who a session cookie signs in, or SignInRequired: unknown or garbled token, signed out,
+    past its end, idle too long, its key revoked or without `dashboard:read` any more."""
+    if token is None or not _TOKEN.match(token):
         raise SignInRequired("请先登录")
-    prefix, issued, mac = match[1], int(match[2]), match[3]
-    if not now - max_age <= issued <= now + 60:
-        raise SignInRequired("会话已过期，请重新登录")
-    found = await tenants.credential(conn, prefix)
-    if found is None or not hmac.compare_digest(
-        mac, _mac(secret, prefix, issued, found.secret_sha256)
-    ):
-        raise SignInRequired("会话无效或密钥已吊销，请重新登录")
-    if Scope.DASHBOARD_READ not in found.principal.scopes:
+    record = await conn.fetchrow(sql.LIVE_SESSION, _digest(token), _idle(rules))
+    if record is None:
+        raise SignInRequired("会话已结束或已过期，请重新登录")
+    live = msgspec.convert(dict(record.items()), sql.LiveSession)
+    found = await tenants.credential(conn, live.key_prefix)
+    if found is None:
+        raise SignInRequired("密钥已吊销，请重新登录")
+    if not grants(found.principal.scopes, Scope.DASHBOARD_READ):
         raise SignInRequired(f"此密钥已没有 {Scope.DASHBOARD_READ} 权限")
+    if live.stale:
+        await conn.execute(sql.TOUCH_SESSION, live.id)
     return found.principal
+
+
+async def sign_out(conn: asyncpg.Connection, token: str | None) -> None:
+    """End the session this token belongs to (nothing if none)."""
+    if token is not None and _TOKEN.match(token):
+        await conn.execute(sql.END_SESSION, _digest(token))
+
+
+async def sign_out_everywhere(conn: asyncpg.Connection, who: Principal) -> None:
+    """End every session started with the signed-in key, in every browser."""
+    await conn.execute(sql.END_KEY_SESSIONS, who.key_id)
 
 
 # --- what the key may see ----------------------------------------------------------------

@@ -49,7 +49,6 @@ from tenants.scopes import Scope
 BENCH_DB = "hub_bench_dashboard"
 CARRIERS = ("中国移动", "中国联通", "中国电信", "中国广电")
 TOP = 10**12
-SECRET = "bench-secret-0123456789abcdef0123456789"
 
 
 def _say(line: str = "") -> None:
@@ -232,7 +231,7 @@ async def _repeat(times: int, op: Callable[[], Awaitable[None]]) -> list[float]:
 
 async def _measure(dsn: str, code: str, month: date, repeat: int) -> tuple[list[float], ...]:
     key = await _key(dsn, code)
-    settings = load_settings({"HUB_DB__DSN": dsn, "HUB_DASHBOARD__SECRET": SECRET})
+    settings = load_settings({"HUB_DB__DSN": dsn})
     pool = PoolDatabase(await create_pool(settings.db, dsn))
     try:
         async with pool.acquire() as conn:

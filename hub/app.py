@@ -60,7 +60,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def connections(app: Litestar) -> AsyncIterator[None]:
-        dashboard.warn_without_secret(settings)
+        dashboard.warn_retired_secret(settings)
         async with contextlib.AsyncExitStack() as stack:
             if db is None:
                 if not settings.db.dsn:
@@ -123,10 +123,7 @@ def create_app(
 
 
 def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | None) -> State:
-    state: dict[str, object] = {
-        "settings": settings,
-        "dashboard_secret": dashboard.session_secret(settings),
-    }
+    state: dict[str, object] = {"settings": settings}
     if db is not None:
         state["db"] = db
     if redis is not None:

@@ -8,7 +8,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -39,7 +38,8 @@ from tenants.scopes import ALL_SCOPES, parse_scopes
 log = logging.getLogger("hub.cli")
 DEMO_PROVINCE = "51"
 DEMO_KEY_FILE = "demo-key"
-DASHBOARD_SECRET_FILE = "dashboard-secret"
+# Where `hub up` kept the dashboard's cookie-signing secret before sessions moved to PostgreSQL.
+RETIRED_SECRET_FILE = "dashboard-secret"
 CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
 T = TypeVar("T")
 
@@ -94,22 +94,6 @@ async def _seed(dsn: str, saved_key: str) -> str:
     return await _with_conn(dsn, work)
 
 
-def _with_dashboard_secret(settings: Settings, data_dir: Path) -> Settings:
-    """`hub up` without HUB_DASHBOARD__SECRET: one generated once and kept (0600) under the data
-    dir, so dashboard sessions survive a restart of the newcomer's hub."""
-    if settings.dashboard.secret:
-        return settings
-    path = data_dir / DASHBOARD_SECRET_FILE
-    secret = path.read_text().strip() if path.exists() else ""
-    if len(secret) < 32:
-        secret = secrets.token_hex(32)
-        path.write_text(secret + "\n")
-        path.chmod(0o600)
-    return msgspec.structs.replace(
-        settings, dashboard=msgspec.structs.replace(settings.dashboard, secret=secret)
-    )
-
-
 def _demo_key_file(data_dir: Path) -> tuple[Path, str]:
     path = data_dir / DEMO_KEY_FILE
     return path, path.read_text().strip() if path.exists() else ""
@@ -162,7 +146,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         if key != saved_key:
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
-        settings = _with_dashboard_secret(_with_dsns(settings, dsns), data_dir)
+        settings = _with_dsns(settings, dsns)
+        (data_dir / RETIRED_SECRET_FILE).unlink(missing_ok=True)  # a secret nothing reads
 
         def ready(url: str) -> None:
             assert dsns.redis is not None  # hub up always has a Redis

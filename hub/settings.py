@@ -140,13 +140,13 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class DashboardSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    # Signs the dashboard's session cookies (HMAC-SHA256); at least 32 characters, e.g.
-    # `python -c 'import secrets; print(secrets.token_hex(32))'`. Empty: a random secret per
-    # process (`hub up` keeps one under data_dir), so sessions end when the server restarts and
-    # do not carry across several servers: set it in production.
-    secret: Annotated[str, msgspec.Meta(pattern=r"^(|.{32,})$")] = ""
-    # A session ends this long after sign-in (and at once when its key is revoked).
+    # A session ends this long after sign-in (and at once on sign-out or when its key is revoked).
     session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
+    # …and after this many minutes without a request (a browser left open on a shared desk).
+    idle_minutes: Annotated[float, msgspec.Meta(gt=0, le=24 * 60 * 30)] = 60.0
+    # Retired: sessions are kept in PostgreSQL (migration 0018) and need no signing secret. Still
+    # accepted, so a configuration that sets it starts; the server warns that it is ignored.
+    secret: str = ""
 
 
 class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

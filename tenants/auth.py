@@ -13,7 +13,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from tenants.errors import Forbidden, Unauthorized
-from tenants.scopes import Scope
+from tenants.scopes import Need, grants, scope_for
 from tenants.service import Principal, authenticate, refuse_if_suspended
 
 # Routes anyone may call: health, metrics and the API's own documentation.
@@ -52,15 +52,16 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]
 
 
-def require(scope: Scope) -> Guard:
-    """A route guard: the key must hold `scope`, else 403; and a route that writes (any method
-    but a read, unless the route is marked STOPS) refuses a suspended subtree's key, 403
-    naming the suspended tenant. Every API route has this guard, so this is the one place
-    where suspension stops writes."""
+def require(need: Need) -> Guard:
+    """A route guard: the key must hold the scope `need` is (or is read with), else 403; and a
+    route that writes (any method but a read, unless the route is marked STOPS) refuses a
+    suspended subtree's key, 403 naming the suspended tenant. Every API route has this guard,
+    so this is the one place where suspension stops writes."""
+    scope = scope_for(need)
 
     def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         principal: Principal = connection.user
-        if scope not in principal.scopes:
+        if not grants(principal.scopes, need):
             raise Forbidden(f"this key lacks the {scope} scope", scope=scope.value)
         if connection.scope.get("method") not in READS and not handler.opt.get("stops"):
             refuse_if_suspended(principal)

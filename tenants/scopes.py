@@ -1,8 +1,18 @@
-"""What an API key may do. A key holds a set of scopes; each endpoint requires one."""
+"""What an API key may do. A key holds a set of scopes; each endpoint requires one.
+
+Some kinds of data are shown both by the API and by the dashboard: a send's body and its
+recipients' phone numbers, replies and opt-outs, money. `READ_SCOPE` is the one table of what
+each is read with, and `grants` the one check: the API's route guards (`tenants.auth.require`)
+and the dashboard's pages both ask it, so they cannot come to disagree. A `dashboard:read` key
+alone sees its subtree's counts and quota on the dashboard, nothing of these.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from enum import StrEnum
+from types import MappingProxyType
+from typing import Final
 
 
 class Scope(StrEnum):
@@ -24,6 +34,36 @@ class Scope(StrEnum):
 
 
 ALL_SCOPES: frozenset[Scope] = frozenset(Scope)
+
+
+class Data(StrEnum):
+    """A kind of data the API and the dashboard both show, read with the scope READ_SCOPE names."""
+
+    MESSAGES = "messages"  # sends: their bodies, their recipients' phone numbers and statuses
+    REPLIES = "replies"  # replies (phone number, text) and opt-outs (phone number)
+    MONEY = "money"  # cost, estimates, list prices, savings, statements and their files
+
+
+READ_SCOPE: Final[Mapping[Data, Scope]] = MappingProxyType(
+    {
+        Data.MESSAGES: Scope.MESSAGES_READ,
+        Data.REPLIES: Scope.MESSAGES_READ,
+        Data.MONEY: Scope.BILLING_READ,
+    }
+)
+
+# What a route or a page needs: a scope itself, or a kind of data (read with its READ_SCOPE).
+Need = Scope | Data
+
+
+def scope_for(need: Need) -> Scope:
+    """The scope a key must hold for `need`."""
+    return READ_SCOPE[need] if isinstance(need, Data) else need
+
+
+def grants(scopes: frozenset[Scope], need: Need) -> bool:
+    """Whether a key holding `scopes` may have `need` (the API's guards and the dashboard ask)."""
+    return scope_for(need) in scopes
 
 
 def parse_scopes(names: list[str]) -> frozenset[Scope]:

@@ -25,7 +25,7 @@ from hub.errors import error_responses
 from hub.settings import Carrier
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Conn
-from tenants.scopes import Scope
+from tenants.scopes import Data, Scope
 
 
 class BillingController(Controller):
@@ -47,7 +47,7 @@ class BillingController(Controller):
 
     @get(
         "/rate-cards",
-        guards=[require(Scope.BILLING_READ)],
+        guards=[require(Data.MONEY)],
         responses=error_responses(422),
         summary="Rate cards, per carrier newest first",
     )
@@ -88,7 +88,7 @@ class CloseController(Controller):
 
     @get(
         "/statement",
-        guards=[require(Scope.BILLING_READ)],
+        guards=[require(Data.MONEY)],
         responses={
             200: ResponseSpec(Statement, description="The statement, its lines streamed"),
             **error_responses(404, 422),
@@ -102,7 +102,7 @@ class CloseController(Controller):
 
     @get(
         "/statement.csv",
-        guards=[require(Scope.BILLING_READ)],
+        guards=[require(Data.MONEY)],
         media_type="text/csv",
         responses=error_responses(404, 422),
         summary="The statement as CSV (UTF-8 with a BOM, Chinese headers, yuan), streamed",
@@ -114,7 +114,7 @@ class CloseController(Controller):
 
     @get(
         "/statement.xlsx",
-        guards=[require(Scope.BILLING_READ)],
+        guards=[require(Data.MONEY)],
         media_type=exports.MEDIA["xlsx"],
         responses=error_responses(404, 422),
         summary="The statement as XLSX: per-level totals, then every line and a totals row",
@@ -146,7 +146,7 @@ class UsageController(Controller):
 
     @get(
         "/",
-        guards=[require(Scope.BILLING_READ)],
+        guards=[require(Data.MONEY)],
         responses=error_responses(422),
         summary="The month so far: segments, estimated cost, list price, savings, dedup savings",
     )

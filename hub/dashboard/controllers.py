@@ -1,15 +1,16 @@
-"""The dashboard's pages under /dashboard: server-rendered HTML, signed-cookie sessions.
+"""The dashboard's pages under /dashboard: server-rendered HTML, server-side sessions.
 
 Sign-in takes an API key with `dashboard:read` and answers an HttpOnly, SameSite=Strict cookie
-signed (HMAC-SHA256) with `HUB_DASHBOARD__SECRET`; every request checks the key again, so
-revoking it ends the session. Forms also check that Origin (or Referer) is this host. Errors on
-these paths render as HTML pages; the JSON API is untouched.
+holding a random session token; the session itself is a row in PostgreSQL (service.session), so
+signing out ends it at once, and every request checks the key again, so revoking it does too.
+Forms also check that Origin (or Referer) is this host. What a page shows beyond counts and
+quota follows the API's scopes (tenants.scopes.READ_SCOPE). Errors on these paths render as
+HTML pages; the JSON API is untouched.
 """
 
 from __future__ import annotations
 
 import logging
-import secrets
 from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,10 +18,16 @@ from urllib.parse import quote, urlsplit
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Controller, Request, Response, get, post
+from litestar.connection import ASGIConnection
 from litestar.datastructures import Cookie, State
 from litestar.di import NamedDependency, Provide
 from litestar.enums import RequestEncodingType
 from litestar.exceptions import HTTPException
+from litestar.middleware import (
+    AbstractAuthenticationMiddleware,
+    AuthenticationResult,
+    DefineMiddleware,
+)
 from litestar.params import Body, FromPath, FromQuery, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
@@ -29,7 +36,6 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandler, ExceptionHandlersMap
 
-from hub import calendar
 from hub.billing import exports
 from hub.calendar import current_period, parse_period, period_text, previous_period
 from hub.dashboard import service
@@ -37,9 +43,9 @@ from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
 from hub.db import Database
 from hub.errors import ApiError, Forbidden, Invalid
 from hub.messages import service as messages
-from hub.settings import Settings
+from hub.settings import DashboardSettings, Settings
 from tenants.controllers import Conn
-from tenants.scopes import Scope
+from tenants.scopes import Data, grants, scope_for
 from tenants.service import Principal
 
 log = logging.getLogger("hub.dashboard")
@@ -56,17 +62,12 @@ PeriodQuery = Annotated[str | None, QueryParameter(max_length=7, description="YY
 # --- configuration -----------------------------------------------------------------------
 
 
-def session_secret(settings: Settings) -> bytes:
-    """The cookie-signing secret: the configured one, else a random one for this process."""
-    return settings.dashboard.secret.encode() or secrets.token_bytes(32)
-
-
-def warn_without_secret(settings: Settings) -> None:
-    """Said once as the server starts: without a configured secret, sessions are per process."""
-    if not settings.dashboard.secret:
+def warn_retired_secret(settings: Settings) -> None:
+    """Said once as the server starts, if the configuration still sets the retired secret."""
+    if settings.dashboard.secret:
         log.warning(
-            "HUB_DASHBOARD__SECRET is not set: dashboard sessions use a random secret and end "
-            "when this server restarts (set it, 32+ characters, to run several servers)"
+            "HUB_DASHBOARD__SECRET is no longer used and is ignored: dashboard sessions are kept "
+            "in PostgreSQL and need no signing secret; remove it from the configuration"
         )
 
 
@@ -121,6 +122,10 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     )
     env.filters.update(yuan=yuan, number=number, permille=permille, zh=words)
     env.globals["level_names"] = exports.LEVELS  # the statement's own words for the levels
+    # What the signed-in key may see, asked of the same table as the API's guards.
+    env.globals.update(
+        Data=Data, may=lambda who, need: grants(who.scopes, need), scope_for=scope_for
+    )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
 
@@ -174,20 +179,35 @@ def html_errors(handlers: ExceptionHandlersMap) -> ExceptionHandlersMap:
 # --- requests ----------------------------------------------------------------------------
 
 
-def _max_age(state: State) -> int:
+def _rules(state: State) -> DashboardSettings:
     settings: Settings = state.settings
-    return int(settings.dashboard.session_hours * 3600)
+    return settings.dashboard
 
 
-async def _viewer(request: Request[Any, Any, State], conn: Conn, state: State) -> Principal:
-    """The signed-in principal (every request re-checks the key), or SignInRequired."""
-    return await service.session(
-        conn,
-        state.dashboard_secret,
-        request.cookies.get(COOKIE),
-        int(calendar.now().timestamp()),
-        _max_age(state),
-    )
+class SessionMiddleware(AbstractAuthenticationMiddleware):
+    """The dashboard's sign-in check, before any dependency or handler runs (a failure there
+    would leave the request's transaction to the garbage collector): the session's row and its
+    key, on a connection of its own, as ApiKeyMiddleware checks a key. `request.user` is the
+    principal; a missing, ended or revoked session raises SignInRequired (to the sign-in page).
+    Routes marked `PUBLIC` (signing in and out) are not checked."""
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, State]
+    ) -> AuthenticationResult:
+        state = connection.app.state
+        db: Database = state.db
+        async with db.acquire() as conn, conn.transaction():
+            who = await service.session(conn, connection.cookies.get(COOKIE), _rules(state))
+        return AuthenticationResult(user=who, auth=None)
+
+
+# A route's opt key: no session needed (SessionMiddleware skips it).
+PUBLIC = "dashboard_public"
+
+
+async def _viewer(request: Request[Principal, None, State]) -> Principal:
+    """The signed-in principal SessionMiddleware found."""
+    return request.user
 
 
 def same_origin(request: Request[Any, Any, Any]) -> None:
@@ -228,17 +248,19 @@ def _page(name: str, who: Principal | None, status_code: int = 200, **context: A
 class DashboardController(Controller):
     path = PREFIX
     include_in_schema = False
-    dependencies = {"who": Provide(_viewer)}  # noqa: RUF012 - Litestar reads it as a class attribute
+    # Litestar reads these as class attributes.
+    middleware = [DefineMiddleware(SessionMiddleware, exclude_from_auth_key=PUBLIC)]  # noqa: RUF012
+    dependencies = {"who": Provide(_viewer)}  # noqa: RUF012
 
     @get("/")
     async def home(self, who: Viewer) -> Redirect:
         return Redirect(f"{PREFIX}/t/{who.tenant_code}")
 
-    @get("/login")
+    @get("/login", opt={PUBLIC: True})
     async def login_form(self, next: FromQuery[str] = "") -> Template:
         return _page("login.html", None, error=None, next=_safe_next(next))
 
-    @post("/login", status_code=303)
+    @post("/login", status_code=303, opt={PUBLIC: True})
     async def login(
         self,
         request: Request[Any, Any, State],
@@ -249,29 +271,35 @@ class DashboardController(Controller):
     ) -> Response[Any]:
         same_origin(request)
         try:
-            value = await service.sign_in(
-                conn, state.dashboard_secret, data.key, int(calendar.now().timestamp())
-            )
+            token = await service.sign_in(conn, data.key, _rules(state))
         except Invalid as exc:
             return _page("login.html", None, 401, error=exc.detail, next=_safe_next(next))
+        # A session this browser already had ends: one browser, one session.
+        await service.sign_out(conn, request.cookies.get(COOKIE))
         cookie = Cookie(
             key=COOKIE,
-            value=value,
+            value=token,
             path=PREFIX,
-            max_age=_max_age(state),
+            max_age=int(_rules(state).session_hours * 3600),
             httponly=True,
             samesite="strict",
             secure=request.url.scheme == "https",
         )
         return Redirect(_safe_next(next) or f"{PREFIX}/", cookies=[cookie], status_code=303)
 
-    @post("/logout", status_code=303)
-    async def logout(self, request: Request[Any, Any, State]) -> Redirect:
+    @post("/logout", status_code=303, opt={PUBLIC: True})
+    async def logout(self, request: Request[Any, Any, State], conn: Conn) -> Redirect:
         same_origin(request)
-        gone = Cookie(
-            key=COOKIE, value="", path=PREFIX, max_age=0, httponly=True, samesite="strict"
-        )
-        return Redirect(LOGIN, cookies=[gone], status_code=303)
+        await service.sign_out(conn, request.cookies.get(COOKIE))
+        return _signed_out(request)
+
+    @post("/logout/everywhere", status_code=303)
+    async def logout_everywhere(
+        self, request: Request[Any, Any, State], conn: Conn, who: Viewer
+    ) -> Redirect:
+        same_origin(request)
+        await service.sign_out_everywhere(conn, who)
+        return _signed_out(request)
 
     @get("/t/{code:str}")
     async def overview(
@@ -345,6 +373,7 @@ class DashboardController(Controller):
         send_id: FromPath[int],
         after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
     ) -> Template:
+        service.require(who, Data.MESSAGES, "查看发送内容和收件人")
         send = await messages.get_send(conn, who, send_id)
         page = await messages.list_messages(conn, who, send_id, after, 100, None)
         return _page("send.html", who, send=send, page=page)
@@ -355,17 +384,33 @@ class DashboardController(Controller):
         view = await service.billing_page(conn, who, month)
         return _page("billing.html", who, view=view)
 
+    # No request transaction (`conn`): the export reads on a connection of its own while the
+    # browser downloads.
     @get("/billing/{period:str}/statement.csv")
     async def statement_csv(
-        self, request: Request[Any, Any, State], state: State, period: FromPath[str]
+        self, state: State, who: Viewer, period: FromPath[str]
     ) -> Response[Any]:
-        return await _export(request, state, period, "csv")
+        return await _export(state, who, period, "csv")
 
     @get("/billing/{period:str}/statement.xlsx")
     async def statement_xlsx(
-        self, request: Request[Any, Any, State], state: State, period: FromPath[str]
+        self, state: State, who: Viewer, period: FromPath[str]
     ) -> Response[Any]:
-        return await _export(request, state, period, "xlsx")
+        return await _export(state, who, period, "xlsx")
+
+
+def _signed_out(request: Request[Any, Any, State]) -> Redirect:
+    """To the sign-in page, the browser's cookie dropped (its session already ended here)."""
+    gone = Cookie(
+        key=COOKIE,
+        value="",
+        path=PREFIX,
+        max_age=0,
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+    return Redirect(LOGIN, cookies=[gone], status_code=303)
 
 
 def _safe_next(target: str) -> str:
@@ -375,15 +420,8 @@ def _safe_next(target: str) -> str:
 
 
 async def _export(
-    request: Request[Any, Any, State], state: State, period: str, fmt: Literal["csv", "xlsx"]
+    state: State, who: Principal, period: str, fmt: Literal["csv", "xlsx"]
 ) -> Response[Any]:
-    """A statement download: billing's own export, for the session's key.
-
-    The session is checked on a connection of its own, given back before the export streams
-    (the export reads on its own connection while the browser downloads).
-    """
-    db: Database = state.db
-    async with db.acquire() as conn, conn.transaction():
-        who = await _viewer(request, conn, state)
-    service.require(who, Scope.BILLING_READ, "下载账单")
-    return await exports.statement_export(db, who, _month(period), fmt)
+    """A statement download: billing's own export, for the session's key."""
+    service.require(who, Data.MONEY, "下载账单")
+    return await exports.statement_export(state.db, who, _month(period), fmt)

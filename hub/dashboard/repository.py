@@ -1,4 +1,4 @@
-"""Dashboard SQL: only what no other domain's service already answers.
+"""Dashboard SQL: its sessions, and only what no other domain's service already answers.
 
 The overview's money and quota numbers come from `billing.service.estimate` and
 `quota.service.get_quota` (so they equal the API's by construction), the tenant page's lists
@@ -17,6 +17,52 @@ from datetime import date, datetime
 import msgspec
 
 _CHILD = "split_part(substr(t.path, length($1) + 1), '/', 1)"
+
+# --- sessions (migration 0018): a row per signed-in browser, found by its token's SHA-256 ----
+
+
+class LiveSession(msgspec.Struct, frozen=True):
+    id: int
+    key_prefix: str
+    # Its last request was over a minute ago: note this one (at most a write a minute).
+    stale: bool
+
+
+# The session whose token hashes to $1, unless past its end or idle for the interval $2; with
+# the prefix of the key it was started with (whose own liveness the caller checks).
+LIVE_SESSION = """
+SELECT s.id, k.prefix AS key_prefix, s.seen_at < hub_now() - interval '1 minute' AS stale
+FROM dashboard_sessions s JOIN api_keys k ON k.id = s.key_id
+WHERE s.token_sha256 = $1 AND s.expires_at > hub_now() AND s.seen_at > hub_now() - $2::interval
+"""
+
+# A request in session $1.
+TOUCH_SESSION = "UPDATE dashboard_sessions SET seen_at = hub_now() WHERE id = $1"
+
+# A new session of key $2 with the token hash $1, ending after the interval $3.
+START_SESSION = """
+INSERT INTO dashboard_sessions (token_sha256, key_id, expires_at)
+VALUES ($1, $2, hub_now() + $3::interval)
+"""
+
+# Key $1's sessions beyond its newest $2 end: a script signing in in a loop cannot pile up rows.
+TRIM_KEY_SESSIONS = """
+DELETE FROM dashboard_sessions
+WHERE key_id = $1
+  AND id < (SELECT min(id) FROM (
+        SELECT id FROM dashboard_sessions WHERE key_id = $1 ORDER BY id DESC LIMIT $2) newest)
+"""
+
+# Sessions of any key past their end or idle for the interval $1 (run at each sign-in).
+END_STALE_SESSIONS = """
+DELETE FROM dashboard_sessions WHERE expires_at <= hub_now() OR seen_at <= hub_now() - $1::interval
+"""
+
+# Sign-out: the session whose token hashes to $1.
+END_SESSION = "DELETE FROM dashboard_sessions WHERE token_sha256 = $1"
+
+# Sign-out everywhere: every session started with key $1.
+END_KEY_SESSIONS = "DELETE FROM dashboard_sessions WHERE key_id = $1"
 
 
 class DaySegments(msgspec.Struct, frozen=True):

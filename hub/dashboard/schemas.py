@@ -33,13 +33,31 @@ class Crumb(msgspec.Struct, frozen=True):
     name: str
 
 
-class Money(msgspec.Struct, frozen=True):
+class Counts(msgspec.Struct, frozen=True):
+    """Segments sent (billable) and deduplicated: counts, shown to every dashboard key."""
+
     segments: int = 0
+    dedup_segments: int = 0
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(self.segments + other.segments, self.dedup_segments + other.dedup_segments)
+
+
+class Money(msgspec.Struct, frozen=True):
+    """What they cost: only for keys that may see money (`billing:read`)."""
+
     cost_micros: int = 0
     list_price_micros: int = 0
     savings_micros: int = 0
-    dedup_segments: int = 0
     dedup_savings_micros: int = 0
+
+    def __add__(self, other: Money) -> Money:
+        return Money(
+            self.cost_micros + other.cost_micros,
+            self.list_price_micros + other.list_price_micros,
+            self.savings_micros + other.savings_micros,
+            self.dedup_savings_micros + other.dedup_savings_micros,
+        )
 
 
 class Delivery(msgspec.Struct, frozen=True):
@@ -78,7 +96,8 @@ class QuotaBar(msgspec.Struct, frozen=True):
 class ChildRow(msgspec.Struct, frozen=True):
     code: str
     name: str
-    money: Money
+    counts: Counts
+    money: Money | None  # None: the key may not see money (none was priced)
     # The child's limit against its whole subtree's use; None for the tenant's own row.
     quota: QuotaBar | None
     delivery: Delivery
@@ -114,7 +133,8 @@ class Overview(msgspec.Struct, frozen=True):
     level: str
     period: str
     crumbs: list[Crumb]
-    money: Money
+    counts: Counts
+    money: Money | None  # None: the key may not see money (none was priced)
     delivery: Delivery
     # The tenant's limit against its whole subtree's use, as GET …/quota/{period} gives them.
     quota: QuotaBar
@@ -145,10 +165,11 @@ class TenantPage(msgspec.Struct, frozen=True):
     policy: str
     children: list[ChildLimit]
     entries: list[Entry]
-    sends: list[SendSummary]
-    replies: list[RecentReply]
-    opt_outs: list[OptOut]
-    opt_out_count: int
+    # None where the key may not see them (messages:read): never fetched for it.
+    sends: list[SendSummary] | None
+    replies: list[RecentReply] | None
+    opt_outs: list[OptOut] | None
+    opt_out_count: int | None
 
 
 class BillingPage(msgspec.Struct, frozen=True):

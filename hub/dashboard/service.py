@@ -1,17 +1,22 @@
-"""The dashboard: sessions signed with the operator's secret, and each page's numbers.
+"""The dashboard: server-side sessions, and each page's numbers for what the key may see.
+
+A session is a row (migration 0018): the cookie holds a random token, the row its SHA-256, the
+key it was started with and when it ends. Every request finds the row and checks the key again.
 
 Money and quota come from the billing and quota services (what `GET /v1/usage` and
 `GET /v1/tenants/{code}/quota/{period}` answer); this module only adds them up per child and
-asks its own repository for what no service has (the daily chart, per-child rollups, recent
-lists). Functions take the connection first and never commit.
+asks its own repository for what no service has (the daily chart, per-child rollups). What a
+page shows beyond counts and quota follows `tenants.scopes.READ_SCOPE`, as the API does: data
+the key may not see is not fetched at all (its field is None), so no template can show it.
+Functions take the connection first and never commit.
 """
 
 from __future__ import annotations
 
 import hashlib
-import hmac
 import logging
 import re
+import secrets
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
 from typing import Any
@@ -20,7 +25,6 @@ import asyncpg
 import msgspec
 
 from hub.billing import service as billing
-from hub.billing.schemas import TenantUsage
 from hub.calendar import next_period, period_text
 from hub.dashboard import repository as sql
 from hub.dashboard.schemas import (
@@ -30,6 +34,7 @@ from hub.dashboard.schemas import (
     ChartBar,
     ChildLimit,
     ChildRow,
+    Counts,
     Crumb,
     Delivery,
     Money,
@@ -42,71 +47,103 @@ from hub.delivery import inbound
 from hub.errors import ApiError, Forbidden, Invalid, NotFound
 from hub.messages import service as messages
 from hub.quota import service as quota
+from hub.quota.schemas import Quota
+from hub.settings import DashboardSettings
 from tenants import service as tenants
 from tenants.repository import TenantRow
-from tenants.scopes import Scope
+from tenants.scopes import Data, Need, Scope, grants, scope_for
 from tenants.service import Principal
 
 log = logging.getLogger("hub.dashboard")
 
 # --- sessions ----------------------------------------------------------------------------
 
-_COOKIE_VALUE = re.compile(r"^([0-9a-f]{12})\.([0-9]{1,12})\.([0-9a-f]{64})$")
+# secrets.token_urlsafe(32): 256 random bits.
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+# A key's sessions beyond its newest this many end when it starts another.
+MAX_SESSIONS_PER_KEY = 20
 
 
 class SignInRequired(ApiError):
-    """No valid session: the dashboard sends the browser to its sign-in page."""
+    """No live session: the dashboard sends the browser to its sign-in page."""
 
     status_code = 401
     code = "sign_in_required"
 
 
-def _mac(secret: bytes, prefix: str, issued: int, secret_sha256: bytes) -> str:
-    # The key's stored hash is signed too: the cookie is good for that key only, and only while
-    # it exists unrevoked (checked on every request).
-    message = f"{prefix}.{issued}.{secret_sha256.hex()}".encode()
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+def _digest(token: str) -> bytes:
+    return hashlib.sha256(token.encode()).digest()
 
 
-async def sign_in(conn: asyncpg.Connection, secret: bytes, raw_key: str, now: int) -> str:
-    """A session cookie's value for an API key with `dashboard:read`; Invalid otherwise."""
+def _idle(rules: DashboardSettings) -> timedelta:
+    return timedelta(minutes=rules.idle_minutes)
+
+
+async def sign_in(conn: asyncpg.Connection, raw_key: str, rules: DashboardSettings) -> str:
+    """A new session for an API key with `dashboard:read`: its token, for the cookie (only its
+    hash is stored). Invalid for any other key."""
     principal = await tenants.authenticate(conn, raw_key.strip())
     if principal is None:
         raise Invalid("密钥无效或已吊销", fields=[{"key": "key", "message": "invalid"}])
-    if Scope.DASHBOARD_READ not in principal.scopes:
+    if not grants(principal.scopes, Scope.DASHBOARD_READ):
         raise Invalid(
             f"此密钥没有 {Scope.DASHBOARD_READ} 权限", fields=[{"key": "key", "message": "scope"}]
         )
-    found = await tenants.credential(conn, principal.key_prefix)
-    assert found is not None  # it authenticated a moment ago, in this transaction
-    prefix = principal.key_prefix
-    return f"{prefix}.{now}.{_mac(secret, prefix, now, found.secret_sha256)}"
+    token = secrets.token_urlsafe(32)
+    await conn.execute(sql.END_STALE_SESSIONS, _idle(rules))
+    await conn.execute(
+        sql.START_SESSION,
+        _digest(token),
+        principal.key_id,
+        timedelta(hours=rules.session_hours),
+    )
+    await conn.execute(sql.TRIM_KEY_SESSIONS, principal.key_id, MAX_SESSIONS_PER_KEY)
+    return token
 
 
 async def session(
-    conn: asyncpg.Connection, secret: bytes, cookie: str | None, now: int, max_age: int
+    conn: asyncpg.Connection, token: str | None, rules: DashboardSettings
 ) -> Principal:
-    """Who a session cookie signs in, or SignInRequired (garbled, forged, expired, revoked)."""
-    match = _COOKIE_VALUE.match(cookie or "")
-    if match is None:
+    """Who a session cookie signs in, or SignInRequired: unknown or garbled token, signed out,
+    past its end, idle too long, its key revoked or without `dashboard:read` any more."""
+    if token is None or not _TOKEN.match(token):
         raise SignInRequired("请先登录")
-    prefix, issued, mac = match[1], int(match[2]), match[3]
-    if not now - max_age <= issued <= now + 60:
-        raise SignInRequired("会话已过期，请重新登录")
-    found = await tenants.credential(conn, prefix)
-    if found is None or not hmac.compare_digest(
-        mac, _mac(secret, prefix, issued, found.secret_sha256)
-    ):
-        raise SignInRequired("会话无效或密钥已吊销，请重新登录")
-    if Scope.DASHBOARD_READ not in found.principal.scopes:
+    record = await conn.fetchrow(sql.LIVE_SESSION, _digest(token), _idle(rules))
+    if record is None:
+        raise SignInRequired("会话已结束或已过期，请重新登录")
+    live = msgspec.convert(dict(record.items()), sql.LiveSession)
+    found = await tenants.credential(conn, live.key_prefix)
+    if found is None:
+        raise SignInRequired("密钥已吊销，请重新登录")
+    if not grants(found.principal.scopes, Scope.DASHBOARD_READ):
         raise SignInRequired(f"此密钥已没有 {Scope.DASHBOARD_READ} 权限")
+    if live.stale:
+        await conn.execute(sql.TOUCH_SESSION, live.id)
     return found.principal
 
 
-def require(who: Principal, scope: Scope, doing: str) -> None:
-    """Beyond `dashboard:read`, what the API would ask of the key for the same thing."""
-    if scope not in who.scopes:
-        raise Forbidden(f"此密钥没有 {scope} 权限，不能{doing}")
+async def sign_out(conn: asyncpg.Connection, token: str | None) -> None:
+    """End the session this token belongs to (nothing if none)."""
+    if token is not None and _TOKEN.match(token):
+        await conn.execute(sql.END_SESSION, _digest(token))
+
+
+async def sign_out_everywhere(conn: asyncpg.Connection, who: Principal) -> None:
+    """End every session started with the signed-in key, in every browser."""
+    await conn.execute(sql.END_KEY_SESSIONS, who.key_id)
+
+
+# --- what the key may see ----------------------------------------------------------------
+
+
+def may(who: Principal, need: Need) -> bool:
+    """Beyond counts and quota, what the API would let this key see or do (READ_SCOPE)."""
+    return grants(who.scopes, need)
+
+
+def require(who: Principal, need: Need, doing: str) -> None:
+    if not may(who, need):
+        raise Forbidden(f"此密钥没有 {scope_for(need)} 权限，不能{doing}")
 
 
 # --- overview ----------------------------------------------------------------------------
@@ -123,18 +160,37 @@ async def crumbs(conn: asyncpg.Connection, who: Principal, tenant: TenantRow) ->
     return trail
 
 
-def _money(items: Iterable[TenantUsage]) -> Money:
-    total = Money()
-    for u in items:
-        total = Money(
-            segments=total.segments + u.segments,
-            cost_micros=total.cost_micros + u.cost_micros,
-            list_price_micros=total.list_price_micros + u.list_price_micros,
-            savings_micros=total.savings_micros + u.savings_micros,
-            dedup_segments=total.dedup_segments + u.dedup_segments,
-            dedup_savings_micros=total.dedup_savings_micros + u.dedup_savings_micros,
+# A tenant's month: its counts, and its money if the key may see money (else None).
+_Usage = tuple[Counts, Money | None]
+
+
+async def _usage(
+    conn: asyncpg.Connection, who: Principal, path: str, month: date, list_price: int
+) -> dict[str, _Usage]:
+    """Each tenant of the subtree at `path` with usage this month. Without money for the key,
+    only billing's counts are read: the estimate (the pricing) is never asked for."""
+    if not may(who, Data.MONEY):
+        counts: dict[str, Counts] = {}
+        for row in await billing.usage(conn, path, month, subtree=True):
+            counts[row.tenant] = counts.get(row.tenant, Counts()) + Counts(row.billable, row.dedup)
+        return {tenant: (c, None) for tenant, c in counts.items()}
+    estimate = await billing.estimate(
+        conn, path, month, subtree=True, default_list_price=list_price
+    )
+    return {
+        u.tenant: (
+            Counts(u.segments, u.dedup_segments),
+            Money(u.cost_micros, u.list_price_micros, u.savings_micros, u.dedup_savings_micros),
         )
-    return total
+        for u in estimate.items
+    }
+
+
+def _total(parts: Iterable[_Usage], priced: bool) -> _Usage:
+    listed = list(parts)
+    counts = sum((c for c, _ in listed), Counts())
+    money = sum((m for _, m in listed if m is not None), Money()) if priced else None
+    return counts, money
 
 
 def _rows(records: list[asyncpg.Record], kind: type[Any]) -> list[Any]:
@@ -177,10 +233,50 @@ _SORTS: dict[str, Callable[[ChildRow], Any]] = {
     "code": lambda r: r.code,
     "name": lambda r: r.name,
     "quota": lambda r: (r.quota.percent if r.quota else -1, r.code),
-    "segments": lambda r: (r.money.segments, r.code),
-    "cost": lambda r: (r.money.cost_micros, r.code),
+    "segments": lambda r: (r.counts.segments, r.code),
+    "cost": lambda r: (r.money.cost_micros if r.money else 0, r.code),
     "rate": lambda r: (-1 if r.delivery.permille is None else r.delivery.permille, r.code),
 }
+
+
+async def _rows_by_child(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    month: date,
+    account: Quota,
+    usage: dict[str, _Usage],
+    deliveries: dict[str, Delivery],
+    priced: bool,
+) -> tuple[ChildRow, list[ChildRow]]:
+    """The tenant's own row, and one per child with its whole subtree's share."""
+    child_of = {
+        r.code: r.child
+        for r in _rows(await conn.fetch(sql.SUBTREE_CHILDREN, tenant.path), sql.SubtreeTenant)
+    }
+    per_child: dict[str, list[_Usage]] = {}
+    for code, part in usage.items():
+        per_child.setdefault(child_of.get(code, ""), []).append(part)
+    quota_use = {
+        r.child: r
+        for r in _rows(await conn.fetch(sql.CHILD_QUOTA_USE, tenant.path, month), sql.ChildQuotaUse)
+    }
+    children = []
+    for child in account.children:
+        use = quota_use.get(child.code)
+        counts, money = _total(per_child.get(child.code, []), priced)
+        children.append(
+            ChildRow(
+                code=child.code,
+                name=child.name,
+                counts=counts,
+                money=money,
+                quota=QuotaBar(child.limit, use.used if use else 0, use.reserved if use else 0),
+                delivery=deliveries.get(child.code, Delivery()),
+            )
+        )
+    counts, money = _total(per_child.get("", []), priced)
+    own = ChildRow(tenant.code, tenant.name, counts, money, None, deliveries.get("", Delivery()))
+    return own, children
 
 
 async def overview(
@@ -193,66 +289,33 @@ async def overview(
     descending: bool = False,
     list_price: int,
 ) -> Overview:
-    """A tenant's subtree for a month: totals, quota, the daily chart and each child's share."""
+    """A tenant's subtree for a month: totals, quota, the daily chart and each child's share;
+    money only for a key that may see it (nor may the others sort by it)."""
     tenant = await tenants.get_visible(conn, who, code)
     end = next_period(month)
-    usage = await billing.estimate(
-        conn, tenant.path, month, subtree=True, default_list_price=list_price
-    )
+    priced = may(who, Data.MONEY)
+    if sort == "cost" and not priced:
+        sort = "code"
+    usage = await _usage(conn, who, tenant.path, month, list_price)
     account = await quota.get_quota(conn, tenant, month)
-    child_of = {
-        r.code: r.child
-        for r in _rows(await conn.fetch(sql.SUBTREE_CHILDREN, tenant.path), sql.SubtreeTenant)
-    }
-    per_child: dict[str, list[TenantUsage]] = {}
-    for item in usage.items:
-        per_child.setdefault(child_of.get(item.tenant, ""), []).append(item)
-    quota_use = {
-        r.child: r
-        for r in _rows(await conn.fetch(sql.CHILD_QUOTA_USE, tenant.path, month), sql.ChildQuotaUse)
-    }
     deliveries = await _delivery(conn, tenant.path, month, end)
-    days = _rows(await conn.fetch(sql.DAILY_SEGMENTS, tenant.path, month, end), sql.DaySegments)
-
-    children = []
-    for child in account.children:
-        use = quota_use.get(child.code)
-        children.append(
-            ChildRow(
-                code=child.code,
-                name=child.name,
-                money=_money(per_child.get(child.code, [])),
-                quota=QuotaBar(
-                    limit=child.limit,
-                    used=use.used if use else 0,
-                    reserved=use.reserved if use else 0,
-                ),
-                delivery=deliveries.get(child.code, Delivery()),
-            )
-        )
+    own, children = await _rows_by_child(conn, tenant, month, account, usage, deliveries, priced)
     children.sort(key=_SORTS[sort], reverse=descending)
-    own = ChildRow(
-        code=tenant.code,
-        name=tenant.name,
-        money=_money(per_child.get("", [])),
-        quota=None,
-        delivery=deliveries.get("", Delivery()),
-    )
-    bar = QuotaBar(
-        limit=account.limit, used=account.subtree.used, reserved=account.subtree.reserved
-    )
+    days = _rows(await conn.fetch(sql.DAILY_SEGMENTS, tenant.path, month, end), sql.DaySegments)
+    counts, money = _total(usage.values(), priced)
     return Overview(
         code=tenant.code,
         name=tenant.name,
         level=tenant.level,
         period=period_text(month),
         crumbs=await crumbs(conn, who, tenant),
-        money=_money(usage.items),
+        counts=counts,
+        money=money,
         delivery=Delivery(
             delivered=sum(d.delivered for d in deliveries.values()),
             undelivered=sum(d.undelivered for d in deliveries.values()),
         ),
-        quota=bar,
+        quota=QuotaBar(account.limit, account.subtree.used, account.subtree.reserved),
         alerts=await _alerts(conn, tenant, month, children),
         chart=chart(month, days),
         own=own,
@@ -298,15 +361,22 @@ RECENT = 20
 async def tenant_page(
     conn: asyncpg.Connection, who: Principal, code: str, month: date
 ) -> TenantPage:
+    """The tenant's quota and its children's limits; its sends, replies and opt-outs only for a
+    key that may see them (they are not read otherwise)."""
     tenant = await tenants.get_visible(conn, who, code)
     account = await quota.get_quota(conn, tenant, month)
-    opted_out, opt_out_count = await inbound.opt_outs(conn, tenant.id, RECENT)
+    sends = replies = opted_out = count = None
+    if may(who, Data.MESSAGES):
+        sends = await messages.recent_sends(conn, tenant.id, RECENT)
+    if may(who, Data.REPLIES):
+        replies = await inbound.recent_replies(conn, tenant.id, RECENT)
+        opted_out, count = await inbound.opt_outs(conn, tenant.id, RECENT)
     return TenantPage(
         code=tenant.code,
         name=tenant.name,
         period=period_text(month),
         crumbs=await crumbs(conn, who, tenant),
-        can_allocate=Scope.QUOTA_WRITE in who.scopes and who.suspended_by is None,
+        can_allocate=may(who, Scope.QUOTA_WRITE) and who.suspended_by is None,
         limit=account.limit,
         allocated=account.allocated,
         policy=account.policy,
@@ -314,10 +384,10 @@ async def tenant_page(
             ChildLimit(c.code, c.name, c.limit, c.used, c.reserved) for c in account.children
         ],
         entries=await quota.latest_entries(conn, tenant, month, RECENT),
-        sends=await messages.recent_sends(conn, tenant.id, RECENT),
-        replies=await inbound.recent_replies(conn, tenant.id, RECENT),
+        sends=sends,
+        replies=replies,
         opt_outs=opted_out,
-        opt_out_count=opt_out_count,
+        opt_out_count=count,
     )
 
 
@@ -365,7 +435,7 @@ async def allocate(
 
 
 async def billing_page(conn: asyncpg.Connection, who: Principal, month: date) -> BillingPage:
-    require(who, Scope.BILLING_READ, "查看账单")
+    require(who, Data.MONEY, "查看账单")
     try:
         statement = await billing.statement_head(conn, who, month)
     except NotFound:

@@ -20,7 +20,7 @@ from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.errors import ApiError, NotFound, Unauthorized
-from tenants.scopes import Scope
+from tenants.scopes import Data, Scope
 
 GatewayName = Annotated[str, PathParameter(pattern=r"^[a-z][a-z0-9_-]{0,31}$", max_length=32)]
 SECRET_HEADER = "x-hub-gateway-secret"
@@ -106,7 +106,7 @@ class InboundController(Controller):
 
     @get(
         "/inbound",
-        guards=[require(Scope.MESSAGES_READ)],
+        guards=[require(Data.REPLIES)],
         responses=error_responses(422),
         summary="Replies to the caller's tenant (and, with subtree=true, its descendants)",
     )

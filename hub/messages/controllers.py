@@ -28,7 +28,7 @@ from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.repository import TenantRow
-from tenants.scopes import Scope
+from tenants.scopes import Data, Scope
 
 IdempotencyKey = Annotated[
     str | None,
@@ -130,7 +130,7 @@ class MessageController(Controller):
 
     @get(
         "/{send_id:int}",
-        guards=[require(Scope.MESSAGES_READ)],
+        guards=[require(Data.MESSAGES)],
         responses=error_responses(404, 422),
         summary="A send of the caller's subtree with its messages counted by status",
     )
@@ -150,7 +150,7 @@ class MessageController(Controller):
 
     @get(
         "/{send_id:int}/recipients",
-        guards=[require(Scope.MESSAGES_READ)],
+        guards=[require(Data.MESSAGES)],
         responses=error_responses(404, 422),
         summary="A send's messages, one per recipient, in id order",
     )

@@ -87,6 +87,15 @@ def _delivered(send_url: str, auth: dict[str, str]) -> bool:
     return False
 
 
+def _dashboard_session(url: str, key: str) -> str:
+    """Sign in to the dashboard with `key`; the session cookie's value."""
+    signed = httpx.post(
+        f"{url}/dashboard/login", data={"key": key}, headers={"Origin": url}, timeout=10
+    )
+    assert signed.status_code == 303, signed.text
+    return signed.cookies["hub_dashboard"]
+
+
 def stop_hub(proc: subprocess.Popen[str]) -> str:
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=60)
@@ -158,6 +167,7 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
         )
         assert sent.status_code == 202, sent.text
         assert _delivered(f"{url}/v1/messages/{sent.json()['id']}", auth)
+        cookie = _dashboard_session(url, key)
     finally:
         if proc.poll() is None:
             stop_hub(proc)
@@ -169,12 +179,17 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
     assert _servers_of(data_dir) == []
     assert not (data_dir / "run.json").exists()
 
-    # A second run reuses the data: same tenants, same demo key.
+    # A second run reuses the data: same tenants, same demo key, and the dashboard session
+    # (it lives in PostgreSQL). The signing secret earlier versions kept is deleted.
+    (data_dir / "dashboard-secret").write_text("0" * 64 + "\n")
     proc2, url2, key2 = start_hub(data_dir, free_port())
     try:
         assert key2 == key
         again = httpx.get(f"{url2}/v1/tenants/510104", headers={"Authorization": f"Bearer {key2}"})
         assert again.status_code == 200
+        page = httpx.get(f"{url2}/dashboard/t/000000", cookies={"hub_dashboard": cookie})
+        assert page.status_code == 200
+        assert not (data_dir / "dashboard-secret").exists()
     finally:
         stop_hub(proc2)
     assert os.path.exists(data_dir / "postgres" / "PG_VERSION")

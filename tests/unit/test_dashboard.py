@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import date
 
 import pytest
 
-from hub.dashboard.controllers import _safe_next, number, permille, yuan
+from hub.dashboard.controllers import _safe_next, number, permille, warn_retired_secret, yuan
 from hub.dashboard.repository import DaySegments
 from hub.dashboard.schemas import Delivery, QuotaBar
 from hub.dashboard.service import chart, parse_limit
@@ -72,7 +73,25 @@ def test_only_dashboard_paths_are_returned_to() -> None:
         assert _safe_next(target) == ""
 
 
-def test_dashboard_secret_must_be_long_enough() -> None:
-    assert load_settings({"HUB_DASHBOARD__SECRET": "x" * 32}).dashboard.secret == "x" * 32
-    with pytest.raises(SettingsError, match="HUB_DASHBOARD__SECRET"):
-        load_settings({"HUB_DASHBOARD__SECRET": "short"})
+def test_session_lengths_are_settings() -> None:
+    rules = load_settings(
+        {"HUB_DASHBOARD__SESSION_HOURS": "8", "HUB_DASHBOARD__IDLE_MINUTES": "15"}
+    ).dashboard
+    assert (rules.session_hours, rules.idle_minutes) == (8, 15)
+    assert load_settings({}).dashboard.idle_minutes == 60
+    with pytest.raises(SettingsError, match="HUB_DASHBOARD__IDLE_MINUTES"):
+        load_settings({"HUB_DASHBOARD__IDLE_MINUTES": "0"})
+
+
+def test_the_retired_secret_still_starts_but_is_called_out(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # Sessions are rows in PostgreSQL now: an old configuration that sets the secret starts,
+    # and the server says the secret is ignored.
+    settings = load_settings({"HUB_DASHBOARD__SECRET": "short"})
+    with caplog.at_level(logging.WARNING, logger="hub.dashboard"):
+        warn_retired_secret(settings)
+    assert "HUB_DASHBOARD__SECRET is no longer used" in caplog.text
+    caplog.clear()
+    warn_retired_secret(load_settings({}))
+    assert caplog.text == ""

@@ -5,7 +5,7 @@ import hashlib
 import pytest
 
 from tenants.keys import hash_secret, new_token, parse_token, secret_matches
-from tenants.scopes import ALL_SCOPES, Scope, parse_scopes
+from tenants.scopes import ALL_SCOPES, Data, Scope, grants, parse_scopes, scope_for
 
 
 def test_new_tokens_have_the_documented_shape_and_differ() -> None:
@@ -47,3 +47,12 @@ def test_scopes_parse_all_and_reject_unknown() -> None:
     assert parse_scopes(["tenants:read", "tenants:read"]) == {Scope.TENANTS_READ}
     with pytest.raises(ValueError, match="tenants:reed"):
         parse_scopes(["tenants:reed"])
+
+
+def test_one_table_says_what_each_kind_of_data_needs() -> None:
+    assert scope_for(Data.MESSAGES) == scope_for(Data.REPLIES) == Scope.MESSAGES_READ
+    assert scope_for(Data.MONEY) == Scope.BILLING_READ
+    assert scope_for(Scope.QUOTA_WRITE) == Scope.QUOTA_WRITE
+    dashboard_only = frozenset({Scope.DASHBOARD_READ})
+    assert not any(grants(dashboard_only, kind) for kind in Data)
+    assert grants(frozenset({Scope.BILLING_READ}), Data.MONEY)

@@ -45,7 +45,7 @@ async def add_usage(
 @dataclass(frozen=True)
 class Seeded:
     period: date
-    province_key: str  # 510000: dashboard:read + quota:write + billing:read
+    province_key: str  # 510000: dashboard:read + quota:write + billing:read + messages:read
     reader_key: str  # 510000: dashboard:read only
     api_key: str  # 510000: every scope (to ask the JSON API)
     no_dashboard_key: str  # 510000: everything but dashboard:read
@@ -80,7 +80,9 @@ async def seed(conn: asyncpg.Connection) -> Seeded:
     # Quota use (the ledger): 锦江区 850 of 1,000 posted, 青羊区 500 of 500 posted.
     await _use(conn, "510104", period, 850)
     await _use(conn, "510105", period, 500)
-    scopes = frozenset({Scope.DASHBOARD_READ, Scope.QUOTA_WRITE, Scope.BILLING_READ})
+    scopes = frozenset(
+        {Scope.DASHBOARD_READ, Scope.QUOTA_WRITE, Scope.BILLING_READ, Scope.MESSAGES_READ}
+    )
     return Seeded(
         period=period,
         province_key=await make_key(conn, "510000", scopes),

@@ -43,7 +43,6 @@ CHROMIUM_ARGS = [
     "--no-first-run",
 ]
 ARTIFACTS = ROOT / "test-artifacts"
-SECRET = "dashboard-test-secret-0123456789abcdef"
 
 pytestmark = pytest.mark.slow
 
@@ -61,11 +60,7 @@ async def hub(settings: Settings, fresh_db: str, redis: ArqRedis) -> AsyncIterat
         seeded = await seed(conn)
     finally:
         await conn.close()
-    live = msgspec.structs.replace(
-        settings,
-        db=msgspec.structs.replace(settings.db, dsn=fresh_db),
-        dashboard=msgspec.structs.replace(settings.dashboard, secret=SECRET),
-    )
+    live = msgspec.structs.replace(settings, db=msgspec.structs.replace(settings.db, dsn=fresh_db))
     async with serving_hub(live, redis, free_port()) as url:
         yield Hub(url=url, seeded=seeded)
 
@@ -158,11 +153,43 @@ async def test_overview_matches_the_api_drill_down_and_sign_out(hub: Hub, browse
     await page.wait_for_url("**/dashboard/t/510000?**")
     assert await page.inner_text("nav.crumbs strong") == "四川省"
 
+    copied = await context.cookies()  # what a thief with the browser's cookie jar would hold
+    assert [c["name"] for c in copied] == ["hub_dashboard"]
+    assert copied[0]["httpOnly"]
+    assert copied[0]["sameSite"] == "Strict"
     await page.click("#sign-out")
     await page.wait_for_url("**/dashboard/login")
     await page.goto(f"{hub.url}/dashboard/t/510000")
     assert "/dashboard/login" in page.url
     await context.close()
+
+    # The copied cookie, replayed in another browser after the sign-out: refused.
+    thief = await browser.new_context(locale="zh-CN")
+    await thief.add_cookies(copied)  # type: ignore[arg-type]  # Cookie → SetCookieParam
+    stolen = await thief.new_page()
+    await stolen.goto(f"{hub.url}/dashboard/t/510000")
+    assert "/dashboard/login" in stolen.url
+    assert await stolen.locator("#kpi-segments").count() == 0
+    await thief.close()
+
+
+async def test_sign_out_everywhere_ends_the_other_browsers_sessions(
+    hub: Hub, browser: Browser
+) -> None:
+    office = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
+    phone = await browser.new_context(viewport={"width": 375, "height": 812}, locale="zh-CN")
+    desk, mobile = await office.new_page(), await phone.new_page()
+    await sign_in(desk, hub.url, hub.seeded.province_key)
+    await sign_in(mobile, hub.url, hub.seeded.province_key)
+    assert await mobile.locator("#sign-out-everywhere").is_visible()
+    await shot(mobile, "dashboard-sign-out-buttons-375px")
+
+    await desk.click("#sign-out-everywhere")
+    await desk.wait_for_url("**/dashboard/login")
+    await mobile.reload()
+    assert "/dashboard/login" in mobile.url
+    await office.close()
+    await phone.close()
 
 
 async def test_allocate_quota_through_the_form(hub: Hub, browser: Browser) -> None:

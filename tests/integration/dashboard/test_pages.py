@@ -70,8 +70,9 @@ async def test_without_a_session_pages_send_the_browser_to_sign_in(
         response = await client.get(path)
         assert response.status_code in (302, 303, 307), path
         assert response.headers["location"].startswith("/dashboard/login")
-    client.cookies.set("hub_dashboard", "0123456789ab.1.deadbeef", path="/dashboard")
-    assert (await client.get("/dashboard/t/510000")).status_code in (302, 303, 307)
+    for garbled in ["0123456789ab.1.deadbeef", "", "x" * 4000, "a\x00b"]:
+        client.cookies.set("hub_dashboard", garbled, path="/dashboard")
+        assert (await client.get("/dashboard/t/510000")).status_code in (302, 303, 307)
 
 
 async def test_a_forged_or_revoked_session_stops_working(
@@ -80,10 +81,12 @@ async def test_a_forged_or_revoked_session_stops_working(
     await sign_in(client, seeded.province_key)
     genuine = client.cookies["hub_dashboard"]
     assert (await client.get("/dashboard/t/510000")).status_code == 200
-    prefix, issued, mac = genuine.split(".")
-    client.cookies.set("hub_dashboard", f"{prefix}.{int(issued) - 1}.{mac}", path="/dashboard")
+    # A token of the right shape that no session holds: one changed character.
+    forged = genuine[:-1] + ("A" if genuine[-1] != "A" else "B")
+    client.cookies.set("hub_dashboard", forged, path="/dashboard")
     assert (await client.get("/dashboard/t/510000")).status_code in (302, 303, 307)
     client.cookies.set("hub_dashboard", genuine, path="/dashboard")
+    prefix = seeded.province_key.split("_")[1]
     revoked = await client.delete(f"/v1/keys/{prefix}", headers=bearer(seeded.api_key))
     assert revoked.status_code == 204
     assert (await client.get("/dashboard/t/510000")).status_code in (302, 303, 307)
@@ -140,7 +143,7 @@ async def test_overview_numbers_equal_the_api(signed_in: httpx.AsyncClient, seed
     assert value(page, "kpi-list") == sum(i["list_price_micros"] for i in items)
     assert value(page, "kpi-savings") == sum(i["savings_micros"] for i in items)
     assert value(page, "kpi-dedup") == sum(i["dedup_savings_micros"] for i in items)
-    assert value(page, "kpi-dedup", "data-segments") == sum(i["dedup_segments"] for i in items)
+    assert value(page, "kpi-dedup-segments") == sum(i["dedup_segments"] for i in items)
     quota = (
         await signed_in.get(f"/v1/tenants/510000/quota/{period}", headers=bearer(seeded.api_key))
     ).json()
@@ -267,7 +270,7 @@ async def test_a_suspended_subtree_reads_but_cannot_allocate(
     assert 'id="suspended"' in overview.text
     page = (await client.get("/dashboard/t/510000/activity")).text
     assert 'id="suspended-read-only"' in page
-    assert "disabled" in row(page, "510300")
+    assert "<input" not in row(page, "510300")  # no form to allocate with
     form = {"child": "510300", "period": period_text(seeded.period), "limit": "1"}
     response = await client.post("/dashboard/t/510000/quota", data=form, headers=SAME_ORIGIN)
     assert response.status_code == 403

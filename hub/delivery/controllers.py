@@ -140,8 +140,8 @@ class InboundController(Controller):
         data: JSONBody[WebhookSetting],
     ) -> None:
         tenant = await tenants.get_visible(conn, request.user, code)
-        problem = webhooks.literal_problem(data.url)
-        if problem and not state.settings.delivery.webhooks_private_ok:
+        problem = webhooks.refusal(data.url, private_ok=state.settings.delivery.webhooks_private_ok)
+        if problem:
             raise Invalid(
                 f"webhook URL refused: {problem}",
                 fields=[{"key": "url", "message": problem, "source": "body"}],

@@ -132,10 +132,11 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # A gateway failing this many batches in a row is skipped for `circuit_seconds`.
     circuit_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     circuit_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
-    # Tenants' webhooks may only reach public addresses: a URL that is, or resolves to, a
-    # private, loopback or link-local address is refused (the hub's own network is not a
-    # tenant's to probe). True lets them in: tests, or a deployment whose tenants' systems sit
-    # on the same private network.
+    # Tenants' webhooks may only reach public addresses (webhooks.is_public): a URL that is, or
+    # resolves to, a private, loopback or link-local address, or an IPv6 form of one, is refused
+    # (the hub's own network is not a tenant's to probe). True lets them in: tests, or a
+    # deployment whose tenants' systems sit on the same private network. Odd spellings of an
+    # IPv4 address (0177.0.0.1) are refused either way.
     webhooks_private_ok: bool = False
 
 

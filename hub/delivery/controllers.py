@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 from typing import Annotated, Literal
 
 import msgspec
@@ -24,6 +25,7 @@ from tenants.scopes import Data, Scope
 
 GatewayName = Annotated[str, PathParameter(pattern=r"^[a-z][a-z0-9_-]{0,31}$", max_length=32)]
 SECRET_HEADER = "x-hub-gateway-secret"
+log = logging.getLogger(__name__)
 CallbackRequest = Request[None, None, State]
 
 
@@ -62,8 +64,19 @@ async def _callback(
     )
     try:
         parsed = gateway.parse_callback(kind, call)
-    except (ValueError, msgspec.ValidationError) as exc:
+    except ValueError as exc:  # msgspec's errors are ValueErrors too
         raise BadCallback(f"unreadable {kind} callback from {name}: {exc}") from exc
+    for bad in parsed.rejected:  # %r: a reason may quote what the caller sent
+        log.warning("gateway %s: %s item %d refused: %r", name, kind, bad.index, bad.reason)
+    if parsed.rejected and not (parsed.receipts or parsed.replies):
+        # Nothing to record: say so to the gateway. One bad item among good ones is answered
+        # as the gateway's success instead, naming the bad one where its answer has room.
+        first = parsed.rejected[0]
+        raise BadCallback(
+            f"nothing in this {kind} callback from {name} could be taken "
+            f"(item {first.index}: {first.reason})",
+            rejected=msgspec.to_builtins(parsed.rejected),
+        )
     # The same recorder a gateway's own connection pushes to (SMPP, the outbox).
     recorder = service.Recorder(state.db, state.settings, state.redis)
     if parsed.receipts:
@@ -140,8 +153,8 @@ class InboundController(Controller):
         data: JSONBody[WebhookSetting],
     ) -> None:
         tenant = await tenants.get_visible(conn, request.user, code)
-        problem = webhooks.literal_problem(data.url)
-        if problem and not state.settings.delivery.webhooks_private_ok:
+        problem = webhooks.refusal(data.url, private_ok=state.settings.delivery.webhooks_private_ok)
+        if problem:
             raise Invalid(
                 f"webhook URL refused: {problem}",
                 fields=[{"key": "url", "message": problem, "source": "body"}],

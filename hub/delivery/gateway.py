@@ -6,13 +6,20 @@ ways: pushed by the adapter itself (an SMPP `deliver_sm`, the outbox's own recei
 `Events` sink given to `start`, or posted by the gateway over HTTP to
 `/v1/gateways/{name}/receipts` and `/v1/gateways/{name}/inbound`, which the adapter parses with
 `parse_callback`.
+
+One bad item never costs the others: an adapter parses a callback item by item (`take`), and an
+item that is malformed or cannot be stored (`problem`: a NUL or another control character in a
+phone, address, reference or code, a NUL or broken Unicode in a text, anything far too long)
+becomes a `Rejected` with its place and the reason, reported in the answer and the log, while
+the rest are recorded. The Recorder applies `problem` again to what adapters push on their own
+connection (SMPP deliver_sm, the outbox), so the rule holds for every gateway.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime
-from typing import Literal, Protocol
+from typing import Literal, Protocol, TypeVar
 
 import msgspec
 
@@ -96,10 +103,71 @@ class CallbackAnswer(msgspec.Struct, frozen=True):
     media_type: str = "text/plain"
 
 
+class Rejected(msgspec.Struct, frozen=True):
+    """An item of a callback that was not taken: its place in the callback (0 for a gateway
+    that sends one item per call) and why."""
+
+    index: int
+    reason: str
+
+
 class Parsed(msgspec.Struct, frozen=True):
     receipts: list[Receipt] = []
     replies: list[Inbound] = []
+    rejected: list[Rejected] = []
     answer: CallbackAnswer = CallbackAnswer()
+
+
+MAX_FIELD_CHARS = 200  # a phone, an address, a reference or a carrier's code: never longer
+MAX_TEXT_CHARS = 255 * 160  # a reply: 255 parts of 160 GSM-7 characters at the very most
+Item = TypeVar("Item", Receipt, Inbound)
+
+
+def problem(item: Receipt | Inbound) -> str | None:
+    """Why an item cannot be stored as it is, or None. PostgreSQL text holds no NUL and only
+    valid Unicode; identifiers are short and printable; a reply's text is kept exactly as sent
+    (line breaks and all), so one that cannot be kept so is refused, never altered."""
+    if isinstance(item, Receipt):
+        fields = {"reference": item.reference, "code": item.code}
+    else:
+        fields = {"phone": item.phone, "to": item.to, "reference": item.reference}
+    for name, value in fields.items():
+        if len(value) > MAX_FIELD_CHARS:
+            return f"{name} is {len(value)} characters long, more than {MAX_FIELD_CHARS}"
+        if not value.isprintable():
+            return f"{name} {value[:40]!r} holds a control or unprintable character"
+    if isinstance(item, Inbound):
+        if len(item.text) > MAX_TEXT_CHARS:
+            return f"text is {len(item.text)} characters long, more than {MAX_TEXT_CHARS}"
+        if "\x00" in item.text:
+            return "text holds a NUL character"
+        try:
+            item.text.encode()
+        except UnicodeEncodeError:
+            return "text is not valid Unicode"
+    return None
+
+
+def take(index: int, build: Callable[[], Item | None]) -> Item | Rejected | None:
+    """One item of a callback: built (None: nothing to record, as for an interim report) and
+    checked, or Rejected with the reason the build (ValueError) or `problem` gave."""
+    try:
+        item = build()
+    except ValueError as exc:  # msgspec's DecodeError and ValidationError are ValueErrors
+        return Rejected(index, str(exc))
+    reason = None if item is None else problem(item)
+    return item if reason is None else Rejected(index, reason)
+
+
+def parsed(items: Iterable[Receipt | Inbound | Rejected | None], answer: CallbackAnswer) -> Parsed:
+    """A callback's items sorted into what is recorded and what was rejected."""
+    taken = [item for item in items if item is not None]
+    return Parsed(
+        receipts=[item for item in taken if isinstance(item, Receipt)],
+        replies=[item for item in taken if isinstance(item, Inbound)],
+        rejected=[item for item in taken if isinstance(item, Rejected)],
+        answer=answer,
+    )
 
 
 class Gateway(Protocol):

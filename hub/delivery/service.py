@@ -36,7 +36,17 @@ from hub.db import Database
 from hub.delivery import gateways, webhooks
 from hub.delivery import inbound as inbound_replies
 from hub.delivery import repository as sql
-from hub.delivery.gateway import Accepted, Failed, Gateway, Inbound, Outbound, Outcome, Receipt
+from hub.delivery.gateway import (
+    Accepted,
+    Failed,
+    Gateway,
+    Inbound,
+    Item,
+    Outbound,
+    Outcome,
+    Receipt,
+    problem,
+)
 from hub.delivery.pacing import Pacer
 from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
 from hub.delivery.routing import Router
@@ -483,20 +493,39 @@ async def apply_late_receipts(conn: asyncpg.Connection, settings: DeliverySettin
 
 
 class Recorder:
-    """The `Events` sink: what gateways push is recorded in PostgreSQL."""
+    """The `Events` sink: what gateways push is recorded in PostgreSQL. An item that cannot be
+    stored (`gateway.problem`) is logged and left out, never allowed to fail the others: an
+    adapter retries a batch that fails (SMPP's receipts are acknowledged already), so one NUL in
+    one reply would otherwise hold back every receipt and reply after it."""
 
     def __init__(self, db: Database, settings: Settings, redis: ArqRedis) -> None:
         self.db, self.settings, self.redis = db, settings, redis
         self.configs = gateway_configs(settings.delivery)
 
     async def receipts(self, gateway: str, receipts: Sequence[Receipt]) -> None:
+        storable = _storable(gateway, "receipt", receipts)
         async with self.db.acquire() as conn, conn.transaction():
-            await apply_receipts(conn, self.configs[gateway], receipts)
+            await apply_receipts(conn, self.configs[gateway], storable)
 
     async def inbound(self, gateway: str, replies: Sequence[Inbound]) -> None:
+        storable = _storable(gateway, "reply", replies)
         async with self.db.acquire() as conn, conn.transaction():
-            stored = await inbound_replies.store(conn, self.settings.delivery, gateway, replies)
+            stored = await inbound_replies.store(conn, self.settings.delivery, gateway, storable)
         await webhooks.wake(self.redis, stored)
+
+
+def _storable(gateway: str, kind: str, items: Sequence[Item]) -> list[Item]:
+    """The items that can be stored; each other one is logged with its place and the reason."""
+    kept: list[Item] = []
+    for index, item in enumerate(items):
+        reason = problem(item)
+        if reason is None:
+            kept.append(item)
+        else:
+            log.warning(
+                "gateway %s: %s %d of %d refused: %r", gateway, kind, index, len(items), reason
+            )
+    return kept
 
 
 # --- the sweeper -------------------------------------------------------------------------

@@ -14,11 +14,19 @@ come back), POSTs each and records the answer in a short transaction of its own:
 
 Each attempt reads the tenant's URL and secret afresh: a webhook set again applies to retries.
 
-Only public addresses are called (unless `HUB_DELIVERY__WEBHOOKS_PRIVATE_OK`): the client's
-transport resolves the host of every request and refuses one that is, or resolves to, a private,
-loopback, link-local or otherwise non-global address — a failed attempt like any other, with the
-reason in `last_error`. Setting a webhook refuses such a literal address at once (422). A name
-that resolves differently between the check and the connection (DNS rebinding) is not caught.
+Only public addresses are called (unless `HUB_DELIVERY__WEBHOOKS_PRIVATE_OK`). The push client
+resolves a host once per connection, checks every address it resolves to, and connects to one of
+those very addresses, never to the name again: a name that answers a public address to the check
+and 127.0.0.1 to the connection (DNS rebinding) cannot slip between the two. The Host header, TLS
+SNI and the certificate check still name the host. Refused: private, loopback, link-local,
+shared (100.64/10), multicast, reserved, documentation, site-local and unique-local addresses,
+and IPv6 addresses that carry a refused IPv4 one (IPv4-mapped `::ffff:127.0.0.1`, IPv4-compatible
+`::127.0.0.1`, NAT64 `64:ff9b::7f00:1`, 6to4 `2002:7f00:1::`, Teredo) — `is_public` is the rule.
+A refusal is a failed attempt like any other, with the reason in `last_error`. Redirects are not
+followed, and no proxy from the environment is used (the check must see the address it connects
+to). Setting a webhook refuses at once (422) a literal address that is not public, `localhost`, and
+an IPv4 address in a spelling only a resolver reads (`0177.0.0.1`, `0x7f000001`, `2130706433`,
+`127.1`: `refusal`).
 
 `attempts` counts every POST, the successful one too. A push may arrive more than once (a worker
 dying between the call and its record, a lease running out): receivers dedupe on
@@ -47,10 +55,15 @@ import ipaddress
 import logging
 import math
 import random
+import re
 import socket
+import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
+from typing import Protocol
+from urllib.parse import urlsplit
 
+import httpcore
 import httpx
 import msgspec
 from arq.connections import ArqRedis
@@ -108,62 +121,222 @@ def retry_delay(attempts: int) -> float:
     return ceiling * jitter
 
 
-def client(*, private_ok: bool = False) -> httpx.AsyncClient:
-    """The HTTP client pushes go through (one per worker): to public addresses only, unless
-    `private_ok`."""
-    transport: httpx.AsyncBaseTransport = httpx.AsyncHTTPTransport()
-    if not private_ok:
-        transport = PublicOnly(transport)
-    return httpx.AsyncClient(
-        timeout=TIMEOUT, headers={"User-Agent": "sms-hub-webhooks/1"}, transport=transport
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+# IPv6 prefixes whose last 32 bits are the IPv4 address a packet ends up at: IPv4-compatible
+# (::a.b.c.d), IPv4-translated (::ffff:0:a.b.c.d) and NAT64's well-known prefix (RFC 6052).
+# (IPv4-mapped, 6to4 and Teredo have properties of their own in `ipaddress`.)
+_CARRY_LAST_32_BITS = tuple(
+    ipaddress.IPv6Network(prefix) for prefix in ("::/96", "::ffff:0:0:0/96", "64:ff9b::/96")
+)
+# Not reachable from the public internet, though Python 3.11's `is_global` takes them for it.
+_NOT_GLOBAL = tuple(
+    ipaddress.ip_network(prefix)
+    for prefix in (
+        "fec0::/10",  # site-local: deprecated, still routed inside some sites
+        "64:ff9b:1::/48",  # NAT64 for local use (RFC 8215): an operator's own translator
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 segment identifiers (RFC 9602)
     )
+)
+# An IPv4 address's last part as a resolver reads it: decimal, octal (leading 0) or hex (0x).
+_NUMERIC_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
 
 
-def not_public(address: str) -> bool:
-    """True for an address a webhook must not reach: private, loopback, link-local, reserved…"""
-    ip = ipaddress.ip_address(address.split("%", 1)[0])  # an IPv6 zone is not part of it
-    return not ip.is_global
+def carried_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
+    """The IPv4 addresses an IPv6 address leads to: IPv4-mapped and -compatible, NAT64, 6to4,
+    and Teredo (its server, and its client with the obfuscation undone)."""
+    if ip.ipv4_mapped is not None:
+        return (ip.ipv4_mapped,)
+    if ip.sixtofour is not None:
+        return (ip.sixtofour,)
+    if ip.teredo is not None:
+        return ip.teredo
+    if any(ip in prefix for prefix in _CARRY_LAST_32_BITS):
+        return (ipaddress.IPv4Address(int(ip) & 0xFFFF_FFFF),)
+    return ()
 
 
-def literal_problem(url: str) -> str | None:
-    """Why a webhook URL is refused without a lookup (a non-public literal address, localhost),
-    or None."""
-    host = httpx.URL(url).host
-    if host == "localhost" or host.endswith(".localhost"):
-        return f"{host} is this machine, not a public address"
+def is_public(ip: IPAddress) -> bool:
+    """May a webhook reach this address: it is globally reachable, not multicast, and every
+    IPv4 address it carries is public too (so `64:ff9b::7f00:1` is refused like 127.0.0.1)."""
+    if not ip.is_global or ip.is_multicast or any(ip in net for net in _NOT_GLOBAL):
+        return False
+    if isinstance(ip, ipaddress.IPv6Address):
+        return all(is_public(carried) for carried in carried_ipv4(ip))
+    return True
+
+
+def _anywhere(ip: IPAddress) -> bool:
+    return True
+
+
+def refusal(url: str, *, private_ok: bool) -> str | None:
+    """Why a webhook URL is refused when it is set, without any lookup, or None: not a URL the
+    client can call; an IPv4 address in a spelling only a resolver reads; or, unless
+    `private_ok`, a literal address that is not public, or localhost."""
     try:
-        refused = not_public(host)
+        host = httpx.URL(url).host.rstrip(".")  # a trailing dot names the same host
+    except httpx.InvalidURL as exc:
+        # httpx itself refuses some odd spellings (0177.0.0.1): say what they are.
+        return _odd_ipv4(_hostname(url)) or f"not a URL the hub can call: {exc}"
+    try:
+        ip: IPAddress = ipaddress.ip_address(host)
     except ValueError:
-        return None  # a name: resolved and checked when it is called
-    return f"{host} is not a public address" if refused else None
+        if odd := _odd_ipv4(host):
+            return odd
+        local = host == "localhost" or host.endswith(".localhost")
+        return f"{host} is this machine, not a public address" if local and not private_ok else None
+    if private_ok or is_public(ip):
+        return None
+    carried = carried_ipv4(ip) if isinstance(ip, ipaddress.IPv6Address) else ()
+    leads = f" (it leads to {', '.join(map(str, carried))})" if carried else ""
+    return f"{host} is not a public address{leads}"
 
 
-class PublicOnly(httpx.AsyncBaseTransport):
-    """Refuses a request whose host is, or resolves to, a non-public address."""
+def _hostname(url: str) -> str:
+    try:
+        return (urlsplit(url).hostname or "").rstrip(".")
+    except ValueError:
+        return ""
 
-    def __init__(self, inner: httpx.AsyncBaseTransport) -> None:
-        self._inner = inner
 
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        host = request.url.host
-        port = request.url.port or (443 if request.url.scheme == "https" else 80)
-        try:
-            found = await asyncio.get_running_loop().getaddrinfo(
-                host, port, type=socket.SOCK_STREAM
-            )
-        except OSError as exc:
-            raise httpx.ConnectError(f"cannot resolve {host}: {exc}", request=request) from exc
-        for *_, address in found:
-            if not_public(str(address[0])):
-                raise httpx.ConnectError(
-                    f"{host} is {address[0]}, not a public address (webhooks call the public "
-                    "internet only)",
-                    request=request,
+def _odd_ipv4(host: str) -> str | None:
+    """Why a host that is no standard address literal but ends in a number is refused, or None.
+    `0177.0.0.1`, `0x7f000001`, `2130706433`, `127.1` are all 127.0.0.1 to a resolver (inet_aton,
+    as getaddrinfo reads them) but not to `ipaddress`, nor to whoever reads the URL: refused,
+    wherever they lead."""
+    if not host or not _NUMERIC_PART.match(host.rsplit(".", 1)[-1]):
+        return None
+    try:
+        ip = ipaddress.IPv4Address(socket.inet_aton(host))
+    except OSError:
+        return f"{host} ends in a number but is not an IPv4 address"
+    private = "" if is_public(ip) else f"; {ip} is not a public address"
+    return f"{host} is the IPv4 address {ip} in octal, hex or short form: write {ip}{private}"
+
+
+class Resolver(Protocol):
+    """Names to addresses, for the push client. The system's resolver unless one is given."""
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        """The addresses `host` has (IPv4 or IPv6 text), best first; OSError if none."""
+        ...
+
+
+class SystemResolver:
+    """getaddrinfo, off the event loop (as httpx itself would look the host up)."""
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        found = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        return list(dict.fromkeys(str(address[0]) for *_, address in found))
+
+
+class PinnedBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's TCP connections for pushes: the host is resolved once, every address checked
+    with `allowed`, and the connection made to one of those addresses, never to the name again.
+    httpcore starts TLS on the stream this returns with the request's host as SNI and as the
+    name the certificate must match, so pinning the address changes nothing there."""
+
+    def __init__(self, resolver: Resolver, allowed: Callable[[IPAddress], bool]) -> None:
+        self._resolver, self._allowed = resolver, allowed
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        failure: httpcore.ConnectError | httpcore.ConnectTimeout | None = None
+        for address in await self._addresses(host, port):
+            try:
+                return await self._inner.connect_tcp(
+                    address, port, timeout, local_address, socket_options
                 )
-        return await self._inner.handle_async_request(request)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc  # the next address, as getaddrinfo's callers do
+        assert failure is not None  # _addresses gives at least one
+        raise failure
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+    async def _addresses(self, host: str, port: int) -> list[str]:
+        """The checked addresses to try, in the resolver's order; ConnectError if any of them
+        is refused (a name that also leads inward is not called at all) or there are none."""
+        try:
+            ipaddress.ip_address(host)
+            addresses = [host]  # a literal: nothing to look up
+        except ValueError:
+            try:
+                addresses = await self._resolver.resolve(host, port)
+            except OSError as exc:
+                raise httpcore.ConnectError(f"cannot resolve {host}: {exc}") from exc
+        if not addresses:
+            raise httpcore.ConnectError(f"{host} resolves to no address")
+        for address in addresses:
+            try:
+                ip = ipaddress.ip_address(address.split("%", 1)[0])  # a zone is not part of it
+            except ValueError as exc:
+                raise httpcore.ConnectError(f"{host} resolved to {address!r}") from exc
+            if not self._allowed(ip):
+                raise httpcore.ConnectError(
+                    f"{host} is {address}, not a public address (webhooks call the public "
+                    "internet only)"
+                )
+        return addresses
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[httpcore.SOCKET_OPTION] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("webhooks are pushed over TCP only")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class PinnedTransport(httpx.AsyncHTTPTransport):
+    """httpx's own transport over a connection pool that connects through `PinnedBackend`."""
+
+    def __init__(self, backend: PinnedBackend, verify: ssl.SSLContext | bool = True) -> None:
+        super().__init__(verify=verify)
+        # httpx takes no network backend, so its pool is replaced by the same pool built with
+        # ours. Should httpx ever keep its pool elsewhere, stop rather than push unguarded.
+        if not isinstance(getattr(self, "_pool", None), httpcore.AsyncConnectionPool):
+            raise RuntimeError("httpx's transport has no httpcore pool to guard")
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=httpx.create_ssl_context(verify=verify),
+            max_connections=100,  # httpx's own defaults
+            max_keepalive_connections=20,
+            keepalive_expiry=5.0,
+            network_backend=backend,
+        )
+
+
+def client(
+    *,
+    private_ok: bool = False,
+    resolver: Resolver | None = None,
+    allowed: Callable[[IPAddress], bool] | None = None,
+    verify: ssl.SSLContext | bool = True,
+) -> httpx.AsyncClient:
+    """The HTTP client pushes go through (one per worker). It connects only to addresses
+    `allowed` passes (`is_public`, or any with `private_ok`), found by `resolver` (the system's)
+    once per connection; `verify` as httpx takes it. No redirects, no proxies from the
+    environment: the check must see the address the connection goes to."""
+    backend = PinnedBackend(
+        resolver or SystemResolver(), allowed or (_anywhere if private_ok else is_public)
+    )
+    return httpx.AsyncClient(
+        timeout=TIMEOUT,
+        headers={"User-Agent": "sms-hub-webhooks/1"},
+        transport=PinnedTransport(backend, verify),
+        follow_redirects=False,
+        trust_env=False,
+    )
 
 
 async def wake(redis: ArqRedis, inbound_ids: Sequence[int]) -> None:

@@ -347,9 +347,25 @@ class AliyunFake:
 
 
 @contextmanager
-def serve(app: ASGIApp) -> Iterator[str]:
-    """Run an ASGI app in uvicorn on a free loopback port, in a thread; yields its base URL."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="error", lifespan="off")
+def serve(
+    app: ASGIApp,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    certfile: str | None = None,
+    keyfile: str | None = None,
+) -> Iterator[str]:
+    """Run an ASGI app in uvicorn on a loopback address (a free port unless `port`), in a
+    thread, over TLS with `certfile` and `keyfile` if given; yields its base URL."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_level="error",
+        lifespan="off",
+        ssl_certfile=certfile,
+        ssl_keyfile=keyfile,
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, name="aliyun-fake", daemon=True)
     thread.start()
@@ -360,7 +376,7 @@ def serve(app: ASGIApp) -> Iterator[str]:
         time.sleep(0.01)
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
-        yield f"http://127.0.0.1:{port}/"
+        yield f"{'https' if certfile else 'http'}://{host}:{port}/"
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -55,6 +55,9 @@ Callbacks (the hub passes them to `parse_callback` and sends back `Parsed.answer
   6-digit SMS extension, which Alibaba appends to the number the phone sees and reports back as
   the reply's `dest_code`; the hub routes a bare extension to its tenant (hub/delivery/inbound.py).
 Both are answered `{"code":0,"msg":"接收成功"}`; a body that is not such an array raises ValueError.
+An entry that does not fit (a field missing or of the wrong type, a NUL, far too long) is
+rejected alone: the others are recorded and the answer, still code 0, adds
+`"rejected": [{"index", "reason"}, …]`.
 """
 
 from __future__ import annotations
@@ -67,6 +70,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from functools import partial
 from typing import Annotated, Literal
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
@@ -85,6 +89,8 @@ from hub.delivery.gateway import (
     Outcome,
     Parsed,
     Receipt,
+    parsed,
+    take,
 )
 from hub.settings import GatewayConfig
 
@@ -182,8 +188,9 @@ class _Reply(msgspec.Struct):
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
-_REPORTS = msgspec.json.Decoder(list[_Report], strict=False)
-_REPLIES = msgspec.json.Decoder(list[_Reply], strict=False)
+_ENTRIES = msgspec.json.Decoder(list[msgspec.Raw])
+_REPORT = msgspec.json.Decoder(_Report, strict=False)
+_REPLY = msgspec.json.Decoder(_Reply, strict=False)
 
 
 class _Item(msgspec.Struct, frozen=True):
@@ -467,44 +474,50 @@ class AliyunGateway:
     # -- callbacks --
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
+        """Each entry of the push on its own: a bad one is rejected, named in the answer (which
+        still acknowledges the push, so Alibaba does not send the good ones again)."""
         if kind == "receipts":
-            return Parsed(receipts=parse_receipts(call.body), answer=ACK)
-        return Parsed(replies=parse_replies(call.body), answer=ACK)
+            raws = _entries(call.body, "SmsReport", "reports")
+            result = parsed((take(i, partial(_receipt, raw)) for i, raw in enumerate(raws)), ACK)
+        else:
+            raws = _entries(call.body, "SmsUp", "replies")
+            result = parsed((take(i, partial(_reply, raw)) for i, raw in enumerate(raws)), ACK)
+        if not result.rejected:
+            return result
+        answer = {"code": 0, "msg": "接收成功", "rejected": result.rejected}
+        ack = CallbackAnswer(200, msgspec.json.encode(answer), "application/json")
+        return msgspec.structs.replace(result, answer=ack)
 
 
-def parse_receipts(body: bytes) -> list[Receipt]:
-    """An SmsReport push: a JSON array of delivery reports."""
+def _entries(body: bytes, push: str, what: str) -> list[msgspec.Raw]:
+    """A push's entries, each still undecoded; ValueError if the body is no JSON array."""
     try:
-        reports = _REPORTS.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"not an Alibaba SmsReport push (a JSON array of reports): {exc}") from exc
-    return [
-        Receipt(
-            reference=f"{report.biz_id}:{national(report.phone_number)}",
-            status="delivered" if report.success else "undelivered",
-            code=report.err_code,
-            at=_local_time(report.report_time),
-        )
-        for report in reports
-    ]
+        return _ENTRIES.decode(body)
+    except (msgspec.DecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise ValueError(f"not an Alibaba {push} push (a JSON array of {what}): {exc}") from exc
 
 
-def parse_replies(body: bytes) -> list[Inbound]:
-    """An SmsUp push: a JSON array of replies."""
-    try:
-        replies = _REPLIES.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"not an Alibaba SmsUp push (a JSON array of replies): {exc}") from exc
-    return [
-        Inbound(
-            phone=reply.phone_number,
-            to=reply.dest_code,
-            text=reply.content,
-            reference=str(reply.sequence_id),
-            at=_local_time(reply.send_time),
-        )
-        for reply in replies
-    ]
+def _receipt(raw: msgspec.Raw) -> Receipt:
+    """One SmsReport entry; msgspec's ValidationError (a ValueError) if it is not one."""
+    report = _REPORT.decode(raw)
+    return Receipt(
+        reference=f"{report.biz_id}:{national(report.phone_number)}",
+        status="delivered" if report.success else "undelivered",
+        code=report.err_code,
+        at=_local_time(report.report_time),
+    )
+
+
+def _reply(raw: msgspec.Raw) -> Inbound:
+    """One SmsUp entry; msgspec's ValidationError (a ValueError) if it is not one."""
+    reply = _REPLY.decode(raw)
+    return Inbound(
+        phone=reply.phone_number,
+        to=reply.dest_code,
+        text=reply.content,
+        reference=str(reply.sequence_id),
+        at=_local_time(reply.send_time),
+    )
 
 
 def build(config: GatewayConfig) -> AliyunGateway:

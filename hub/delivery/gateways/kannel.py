@@ -60,6 +60,9 @@ from hub.delivery.gateway import (
     Parsed,
     Receipt,
     ReceiptStatus,
+    Rejected,
+    parsed,
+    take,
 )
 from hub.settings import GatewayConfig
 
@@ -214,11 +217,14 @@ class KannelGateway:
         return _outcome(message.id, answer)
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
-        """Kannel calls with GET and a query only; the hub has checked `secret` already."""
+        """Kannel calls with GET and a query only, one receipt or reply a call (a bad one is
+        its only item, rejected); the hub has checked `secret` already."""
+        item: Receipt | Inbound | Rejected | None
         if kind == "receipts":
-            receipt = _receipt(call.query)
-            return Parsed(receipts=[receipt] if receipt else [], answer=CallbackAnswer())
-        return Parsed(replies=[_inbound(call.query)], answer=CallbackAnswer())
+            item = take(0, lambda: _receipt(call.query))
+        else:
+            item = take(0, lambda: _inbound(call.query))
+        return parsed([item], CallbackAnswer())
 
 
 def _outcome(message_id: int, answer: httpx.Response) -> Outcome:
@@ -233,7 +239,13 @@ def _outcome(message_id: int, answer: httpx.Response) -> Outcome:
 
 
 def _timestamp(value: str) -> datetime | None:
-    return datetime.fromtimestamp(int(value), UTC) if value.isdigit() else None
+    """Kannel's `%T` (Unix seconds); None if absent or not a number."""
+    if not value.isdigit():
+        return None
+    try:
+        return datetime.fromtimestamp(int(value), UTC)
+    except (OverflowError, ValueError) as exc:
+        raise ValueError(f"kannel callback: time {value[:20]} is out of range") from exc
 
 
 def _receipt(query: Mapping[str, str]) -> Receipt | None:

@@ -89,6 +89,8 @@ class CallbackListener:
             )
         except ValueError as exc:  # what the hub does with a malformed callback
             return CallbackAnswer(400, str(exc).encode(), "text/plain")
+        if parsed.rejected and not (parsed.receipts or parsed.replies):  # and with one of
+            return CallbackAnswer(400, b"nothing could be taken", "text/plain")  # bad items only
         self.parsed.append(parsed)
         return parsed.answer
 
@@ -445,12 +447,32 @@ async def test_a_malformed_push_is_refused_and_never_acknowledged(
 
 
 @pytest.mark.parametrize(
-    "body",
-    [b"", b"{}", b'{"phone_number": "13800000001"}', b'[{"phone_number": "13800000001"}]', b"[1]"],
+    "body", [b"", b"{}", b'{"phone_number": "13800000001"}', b"[" * 5000 + b"]" * 5000]
 )
-def test_malformed_receipts_raise_value_error(gateway: aliyun.AliyunGateway, body: bytes) -> None:
+def test_a_push_that_is_no_array_raises_value_error(
+    gateway: aliyun.AliyunGateway, body: bytes
+) -> None:
     with pytest.raises(ValueError, match="SmsReport"):
         gateway.parse_callback("receipts", HttpCallback("POST", {}, {}, body))
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b'[{"phone_number": "13800000001"}]', "missing required field `success`"),
+        (b"[1]", "Expected `object`, got `int`"),
+        (b'[{"phone_number": 1, "success": true, "biz_id": "b"}]', "Expected `str`"),
+        (b'[{"phone_number": "1\\u0000", "success": true, "biz_id": "b"}]', "control"),
+    ],
+)
+def test_a_bad_entry_is_rejected_with_its_reason(
+    gateway: aliyun.AliyunGateway, body: bytes, reason: str
+) -> None:
+    parsed = gateway.parse_callback("receipts", HttpCallback("POST", {}, {}, body))
+    assert parsed.receipts == []
+    [rejected] = parsed.rejected
+    assert rejected.index == 0
+    assert reason in rejected.reason
 
 
 def test_receipts_parse_to_references_and_shanghai_times(gateway: aliyun.AliyunGateway) -> None:
@@ -523,8 +545,9 @@ def test_replies_parse_to_inbound(gateway: aliyun.AliyunGateway) -> None:
     ]
     assert parsed.answer == aliyun.ACK
     assert parsed.receipts == []
+    assert parsed.rejected == []
     with pytest.raises(ValueError, match="SmsUp"):
-        gateway.parse_callback("inbound", HttpCallback("POST", {}, {}, b'[{"content": 1}]'))
+        gateway.parse_callback("inbound", HttpCallback("POST", {}, {}, b'{"content": 1}'))
 
 
 # ---- the signature ---------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import date
 
 import asyncpg
@@ -10,16 +11,24 @@ import msgspec
 import pytest
 from arq.connections import ArqRedis
 
+from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool
 from hub.delivery import inbound, service
 from hub.delivery.gateway import Inbound, Receipt
-from hub.settings import DeliverySettings, GatewayConfig
+from hub.delivery.gateways.smpp import build as build_smpp
+from hub.settings import DeliverySettings, GatewayConfig, Settings
 from tests.factories import bearer, make_key
-from tests.integration.delivery.conftest import SECRET
+from tests.integration.delivery.conftest import (
+    SECRET,
+    eventually,
+    live_client,
+    with_gateways,
+)
+from tests.peers.smsc import FakeSmsc
 
 GATEWAY = GatewayConfig(name="outbox", kind="outbox", secret=SECRET)
 
 
-async def _sent_message(conn: asyncpg.Connection, reference: str) -> int:
+async def _sent_message(conn: asyncpg.Connection, reference: str, gateway: str = "outbox") -> int:
     tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE code = '510104'")
     send_id = await conn.fetchval(
         "INSERT INTO sends (tenant_id, signature, body, encoding, segments_each, priority, dedup,"
@@ -32,11 +41,12 @@ async def _sent_message(conn: asyncpg.Connection, reference: str) -> int:
         await conn.fetchval(
             "INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments, gateway,"
             " reference, sent_at)"
-            " VALUES ($1, $2, '+8613800138000', '中国移动', 'sent', 1, 'outbox', $3, hub_now())"
+            " VALUES ($1, $2, '+8613800138000', '中国移动', 'sent', 1, $4, $3, hub_now())"
             " RETURNING id",
             send_id,
             tenant_id,
             reference,
+            gateway,
         )
     )
 
@@ -186,3 +196,211 @@ async def test_a_reply_addressed_by_extension_alone_reaches_its_tenant(
         "SELECT t.code FROM inbound i JOIN tenants t ON t.id = i.tenant_id"
     )
     assert tenant == "510104"
+
+
+# --- one bad item among good ones ------------------------------------------------------------
+
+ALIYUN = GatewayConfig(
+    name="ali",
+    kind="aliyun",
+    secret=SECRET,
+    username="access-key-id",
+    password="access-key-secret",
+    options={"template_code": "SMS_1"},
+)
+KANNEL = GatewayConfig(
+    name="kannel",
+    kind="kannel",
+    secret=SECRET,
+    url="http://127.0.0.1:9",
+    options={"callback_url": "http://hub.test"},
+)
+
+
+@pytest.fixture
+async def gateway_api(live_settings: Settings, redis: ArqRedis) -> AsyncIterator[httpx.AsyncClient]:
+    """The hub's API with an Alibaba and a Kannel gateway beside the outbox."""
+    settings = with_gateways(live_settings, *live_settings.delivery.gateways, ALIYUN, KANNEL)
+    async for api in live_client(settings, redis):
+        yield api
+
+
+async def _extension(conn: asyncpg.Connection) -> str:
+    return str(await conn.fetchval("SELECT sms_extension FROM tenants WHERE code = '510104'"))
+
+
+async def address_of(conn: asyncpg.Connection) -> str:
+    return DeliverySettings().service_number + await _extension(conn)
+
+
+async def test_an_alibaba_receipt_push_with_bad_entries_records_the_good_one(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    gateway_api: httpx.AsyncClient,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    message = await _sent_message(live_db, "BIZ1:13800138000", gateway="ali")
+    good = {"phone_number": "13800138000", "success": True, "biz_id": "BIZ1", "err_code": "OK"}
+    push = [
+        good,
+        {"phone_number": "13800138001", "biz_id": "BIZ1"},  # no `success`
+        {"phone_number": 13800138002, "success": True, "biz_id": "BIZ1"},  # a number
+        {"phone_number": "13800138003", "success": True, "biz_id": "BIZ\x001"},  # a NUL
+        {
+            "phone_number": "13800138004",
+            "success": False,
+            "biz_id": "BIZ1",
+            "err_code": "E" * 10**5,
+        },
+        "not an entry",
+    ]
+    resp = await gateway_api.post("/v1/gateways/ali/receipts", params={"secret": SECRET}, json=push)
+    assert resp.status_code == 200, resp.text
+    answer = resp.json()
+    # Acknowledged as Alibaba expects (code 0: it does not push the good one again) ...
+    assert (answer["code"], answer["msg"]) == (0, "接收成功")
+    # ... naming each bad entry and why.
+    reasons = {r["index"]: r["reason"] for r in answer["rejected"]}
+    assert sorted(reasons) == [1, 2, 3, 4, 5]
+    assert "missing required field `success`" in reasons[1]
+    assert "Expected `str`, got `int`" in reasons[2]
+    assert "control" in reasons[3]
+    assert "code is 100000 characters long" in reasons[4]
+    assert "Expected `object`" in reasons[5]
+    status = await live_db.fetchval("SELECT status::text FROM messages WHERE id = $1", message)
+    assert status == "delivered"
+    assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert len(refused) == 5
+    assert all(line.startswith("gateway ali: receipts item ") for line in refused)
+
+
+async def test_an_alibaba_reply_push_with_bad_entries_stores_the_good_one(
+    live_db: asyncpg.Connection, county_key: str, gateway_api: httpx.AsyncClient
+) -> None:
+    to = await _extension(live_db)
+    push = [
+        {"phone_number": "13800138000", "content": "收到", "dest_code": to, "sequence_id": 1},
+        {"phone_number": "13800138001", "content": "收\x00到", "dest_code": to, "sequence_id": 2},
+        {"phone_number": "13800138002", "content": 3, "dest_code": to, "sequence_id": 3},
+        {"content": "收到", "dest_code": to, "sequence_id": 4},  # no phone
+        {"phone_number": "13800138004", "content": "长" * 50_000, "dest_code": to},
+        {"phone_number": "13800138005", "content": "x", "dest_code": to, "sequence_id": [[[]]]},
+    ]
+    resp = await gateway_api.post("/v1/gateways/ali/inbound", params={"secret": SECRET}, json=push)
+    assert resp.status_code == 200, resp.text
+    assert [r["index"] for r in resp.json()["rejected"]] == [1, 2, 3, 4, 5]
+    rows = await live_db.fetch("SELECT phone, text, reference FROM inbound")
+    assert [tuple(r) for r in rows] == [("+8613800138000", "收到", "1")]
+
+
+async def test_an_alibaba_push_with_nothing_good_is_400(
+    live_db: asyncpg.Connection, county_key: str, gateway_api: httpx.AsyncClient
+) -> None:
+    push = [{"phone_number": "13800138001", "content": "\x00", "dest_code": "1"}]
+    resp = await gateway_api.post("/v1/gateways/ali/inbound", params={"secret": SECRET}, json=push)
+    assert resp.status_code == 400, resp.text
+    answer = resp.json()
+    assert answer["error"] == "bad_callback"
+    assert "item 0: text holds a NUL character" in answer["detail"]
+    assert answer["rejected"] == [{"index": 0, "reason": "text holds a NUL character"}]
+    assert await live_db.fetchval("SELECT count(*) FROM inbound") == 0
+
+
+@pytest.mark.parametrize(
+    ("kind", "query", "reason"),
+    [
+        ("inbound", {"from": "1380013800\x00", "text": "收到"}, "phone '1380013800\\x00'"),
+        ("inbound", {"from": "13800138000", "text": "收\x00到"}, "text holds a NUL character"),
+        ("inbound", {"from": "13800138000", "text": "x" * 40_801}, "more than 40800"),
+        ("receipts", {"ref": "77", "status": "1", "at": "9" * 25}, "out of range"),
+        ("receipts", {"ref": "7\x007", "status": "1"}, "reference '7\\x007'"),
+    ],
+)
+async def test_a_bad_kannel_callback_is_400_never_500(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    gateway_api: httpx.AsyncClient,
+    kind: str,
+    query: dict[str, str],
+    reason: str,
+) -> None:
+    params = {"secret": SECRET, "to": await address_of(live_db), **query}
+    resp = await gateway_api.post(f"/v1/gateways/kannel/{kind}", params=params)
+    assert resp.status_code == 400, resp.text
+    answer = resp.json()
+    assert answer["error"] == "bad_callback"
+    [rejected] = answer["rejected"]
+    assert reason in rejected["reason"]
+    assert await live_db.fetchval("SELECT count(*) FROM inbound") == 0
+
+
+async def test_what_an_adapter_pushes_is_stored_but_its_bad_items(
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The Recorder, as SMPP and the outbox push to it: one bad item never fails the batch
+    (the adapter would retry it for ever, holding back everything after it)."""
+    recorder = service.Recorder(SingleConnectionDatabase(live_db), live_settings, redis)
+    message = await _sent_message(live_db, "outbox-1")
+    to = await address_of(live_db)
+    await recorder.inbound(
+        "outbox",
+        [
+            Inbound("13800138000", to, "收\x00到"),
+            Inbound("13800138001", to, "收到"),
+            Inbound("1380013800\x002", to, "收到"),
+            Inbound("13800138003", to, "\ud800"),
+            Inbound("13800138004", to, "x" * 40_801),
+        ],
+    )
+    await recorder.receipts(
+        "outbox",
+        [Receipt("outbox-\x001", "delivered"), Receipt("outbox-1", "delivered", "DELIVRD")],
+    )
+    rows = await live_db.fetch("SELECT phone, text FROM inbound")
+    assert [tuple(r) for r in rows] == [("+8613800138001", "收到")]
+    status = await live_db.fetchval("SELECT status::text FROM messages WHERE id = $1", message)
+    assert status == "delivered"
+    refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
+    assert refused == [
+        "gateway outbox: reply 0 of 5 refused: 'text holds a NUL character'",
+        "gateway outbox: reply 2 of 5 refused: \"phone '1380013800\\\\x002' holds a control or "
+        'unprintable character"',
+        "gateway outbox: reply 3 of 5 refused: 'text is not valid Unicode'",
+        "gateway outbox: reply 4 of 5 refused: 'text is 40801 characters long, more than 40800'",
+        "gateway outbox: receipt 0 of 2 refused: \"reference 'outbox-\\\\x001' holds a control or "
+        'unprintable character"',
+    ]
+
+
+@pytest.mark.peer
+async def test_a_reply_with_a_nul_over_smpp_does_not_hold_back_the_next(
+    live_db: asyncpg.Connection, live_settings: Settings, redis: ArqRedis, county_key: str
+) -> None:
+    smsc = FakeSmsc()
+    await smsc.start()
+    smpp = build_smpp(
+        GatewayConfig(name="smpp", kind="smpp", port=smsc.port, username="hub", password="secret")
+    )
+    assert live_settings.db.dsn
+    pool = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
+    try:
+        await smpp.start(service.Recorder(pool, live_settings, redis))
+        to = await address_of(live_db)
+        await smsc.send_mo("8613800138000", to, "收\x00到")  # UCS-2: the NUL arrives as sent
+        await smsc.send_mo("8613800138001", to, "收到")
+
+        async def stored() -> bool:
+            return bool(await live_db.fetchval("SELECT count(*) FROM inbound"))
+
+        await eventually(stored, patience=30)
+    finally:
+        await smpp.close()
+        await smsc.stop()
+        await pool.close()
+    rows = await live_db.fetch("SELECT phone, text FROM inbound")
+    assert [tuple(r) for r in rows] == [("+8613800138001", "收到")]

@@ -336,19 +336,30 @@ def test_receipt_codes(parser: KannelGateway, smsc_answer: str, code: str) -> No
 
 
 @pytest.mark.parametrize(
-    ("kind", "query"),
+    ("kind", "query", "reason"),
     [
-        ("receipts", {"status": "1"}),
-        ("receipts", {"ref": "1", "status": "%d"}),
-        ("inbound", {"to": "1069", "text": "x"}),
-        ("inbound", {"from": "1", "to": "1069", "text": "V\x0dY", "charset": "UTF-16BE"}),
+        ("receipts", {"status": "1"}, "kannel callback without `ref`"),
+        ("receipts", {"ref": "1", "status": "%d"}, "is not a DLR type"),
+        ("receipts", {"ref": "1", "status": "1", "at": "9" * 30}, "out of range"),
+        ("receipts", {"ref": "1\x00", "status": "1"}, "reference '1\\x00' holds a control"),
+        ("inbound", {"to": "1069", "text": "x"}, "kannel callback without `from`"),
+        (
+            "inbound",
+            {"from": "1", "to": "1069", "text": "V\x0dY", "charset": "UTF-16BE"},
+            "mo-recode",
+        ),
+        ("inbound", {"from": "1", "to": "1069", "text": "a\x00b"}, "text holds a NUL character"),
+        ("inbound", {"from": "1", "to": "1069", "text": "x" * 40_801}, "more than 40800"),
     ],
 )
-def test_malformed_callbacks_are_errors(
-    parser: KannelGateway, kind: Literal["receipts", "inbound"], query: dict[str, str]
+def test_a_malformed_callback_is_its_only_item_rejected(
+    parser: KannelGateway, kind: Literal["receipts", "inbound"], query: dict[str, str], reason: str
 ) -> None:
-    with pytest.raises(ValueError, match="kannel"):
-        parser.parse_callback(kind, query_call(**query))
+    parsed = parser.parse_callback(kind, query_call(**query))
+    assert (parsed.receipts, parsed.replies) == ([], [])
+    [rejected] = parsed.rejected
+    assert rejected.index == 0
+    assert reason in rejected.reason
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import socket
+import ssl
+import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, Literal
@@ -401,6 +404,30 @@ async def test_a_webhook_can_be_read_without_its_secret_and_deleted(
         "http://169.254.169.254/latest/meta-data",  # a cloud's metadata service
         "http://[::1]/hook",
         "http://localhost:9000/hook",
+        "http://localhost./hook",
+        "http://127.0.0.1./hook",  # a trailing dot names the same host
+        # IPv6 spellings of private IPv4 addresses: refused like the address they carry.
+        "http://[::ffff:127.0.0.1]/hook",  # IPv4-mapped
+        "http://[::ffff:7f00:1]/hook",  # the same, in hex
+        "http://[::127.0.0.1]/hook",  # IPv4-compatible
+        "http://[::ffff:0:7f00:1]/hook",  # IPv4-translated
+        "http://[64:ff9b::7f00:1]/hook",  # NAT64: 127.0.0.1
+        "http://[64:ff9b::a9fe:a9fe]/latest/meta-data",  # NAT64: 169.254.169.254
+        "http://[2002:7f00:1::]/hook",  # 6to4: 127.0.0.1
+        "http://[2002:a00:1::1]/hook",  # 6to4: 10.0.0.1
+        "http://[2001:0:4136:e378:8000:63bf:80ff:fffe]/hook",  # Teredo, client 127.0.0.1
+        # IPv6 that is not global itself.
+        "http://[fd12:3456::1]/hook",  # unique local
+        "http://[fe80::1]/hook",  # link-local
+        "http://[fec0::1]/hook",  # site-local
+        "http://[ff02::1]/hook",  # multicast
+        "http://[::]/hook",  # unspecified
+        "http://[2001:db8::1]/hook",  # documentation
+        "http://[3fff::1]/hook",  # documentation (RFC 9637)
+        "http://[64:ff9b:1::a00:1]/hook",  # NAT64 for local use
+        "http://224.0.0.1/hook",  # multicast
+        "http://100.64.0.1/hook",  # carrier-grade NAT
+        "http://0.0.0.0/hook",  # this host
     ],
 )
 async def test_a_webhook_to_a_private_address_is_422(
@@ -440,6 +467,212 @@ async def test_a_name_that_resolves_to_a_private_address_is_never_called(
 
 
 @pytest.mark.parametrize(
+    "host",
+    ["0177.0.0.1", "0x7f.0.0.1", "0x7f000001", "2130706433", "127.1", "017700000001", "0"],
+)
+async def test_an_ipv4_address_spelled_as_only_a_resolver_reads_it_is_422(
+    live_db: asyncpg.Connection, county_key: str, client: httpx.AsyncClient, host: str
+) -> None:
+    # Refused even here, where private addresses are allowed: getaddrinfo reads each as an
+    # address (127.0.0.1, or 0.0.0.0 for "0") that `ipaddress` and the reader do not see.
+    resp = await set_webhook(client, county_key, f"http://{host}:8080/hook")
+    assert resp.status_code == 422, resp.text
+    answer = resp.json()
+    expected = "0.0.0.0" if host == "0" else "127.0.0.1"
+    assert answer["error"] == "invalid"
+    assert f"is the IPv4 address {expected} in octal, hex or short form" in answer["detail"]
+    assert f"{expected} is not a public address" in answer["detail"]
+    assert answer["fields"][0]["key"] == "url"
+    assert await live_db.fetchval("SELECT count(*) FROM webhooks") == 0
+
+
+@pytest.mark.parametrize(
+    ("url", "detail"),
+    [
+        ("http://0x08080808/hook", "is the IPv4 address 8.8.8.8 in octal, hex or short form"),
+        ("http://1.2.3.4.5/hook", "1.2.3.4.5 ends in a number but is not an IPv4 address"),
+        ("http://999.1.1.1/hook", "999.1.1.1 ends in a number but is not an IPv4 address"),
+        ("http://[::1/hook", "not a URL the hub can call"),
+    ],
+)
+async def test_a_webhook_url_no_one_can_read_plainly_is_422(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    url: str,
+    detail: str,
+) -> None:
+    resp = await set_webhook(client, county_key, url)
+    assert resp.status_code == 422, resp.text
+    assert detail in resp.json()["detail"]
+    assert await live_db.fetchval("SELECT count(*) FROM webhooks") == 0
+
+
+@pytest.mark.parametrize(
+    "host",
+    [
+        "0x7f.0.0.1",
+        "0x7f000001",
+        "2130706433",
+        "127.1",
+        "017700000001",
+        "[::ffff:127.0.0.1]",
+        "[::ffff:7f00:1]",
+        "[::127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::]",
+    ],
+)
+async def test_a_stored_url_that_leads_inward_is_never_called(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+    host: str,
+) -> None:
+    # A URL stored before these rules: the push client refuses it at the connection, with the
+    # system's own resolver (numeric hosts need no DNS).
+    assert (await set_webhook(client, county_key, endpoint.url)).status_code == 204
+    port = httpx.URL(endpoint.url).port
+    await live_db.execute("UPDATE webhooks SET url = $1", f"http://{host}:{port}/hooks/sms")
+    await store(live_db, Inbound(PHONE, await address(live_db), "收到", reference="mo-6"))
+    async with webhooks.client() as public_only:
+        assert await webhooks.push_due(SingleConnectionDatabase(live_db), public_only) == 1
+    assert endpoint.pushed == []
+    [row] = await deliveries(live_db)
+    assert not row["delivered"]
+    assert row["last_error"].startswith("ConnectError: ")
+    assert "not a public address" in row["last_error"]
+
+
+# --- the address checked is the address connected to -------------------------------------
+
+# Plays a public address in these tests: a loopback address of its own, which the tests' rule
+# lets through (nothing on this machine may reach the internet). The code path is the real one.
+STAND_IN = ipaddress.ip_address("127.0.0.2")
+
+
+def public_or_stand_in(ip: webhooks.IPAddress) -> bool:
+    return ip == STAND_IN or webhooks.is_public(ip)
+
+
+class Rebinding:
+    """A resolver for a name whose DNS answers `first` to the first lookup and `then` to every
+    later one — a short TTL flipping a public answer to 127.0.0.1 (DNS rebinding). Counts
+    lookups."""
+
+    def __init__(self, first: str, then: str = "127.0.0.1") -> None:
+        self.first, self.then = first, then
+        self.asked: list[str] = []
+
+    async def resolve(self, host: str, port: int) -> list[str]:
+        self.asked.append(host)
+        return [self.first if len(self.asked) == 1 else self.then]
+
+
+@pytest.fixture
+def stand_in_and_trap() -> Iterator[tuple[Endpoint, Endpoint, int]]:
+    """A receiver on the stand-in address, and a trap on 127.0.0.1 at the same port: whatever
+    reaches the trap went to 127.0.0.1."""
+    honest, trap = Endpoint(), Endpoint()
+    with serve(honest, host=str(STAND_IN)) as url:
+        port = httpx.URL(url).port
+        assert port is not None
+        with serve(trap, host="127.0.0.1", port=port):
+            yield honest, trap, port
+
+
+async def test_a_rebinding_name_is_connected_to_the_address_checked_never_to_127_0_0_1(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    stand_in_and_trap: tuple[Endpoint, Endpoint, int],
+) -> None:
+    honest, trap, port = stand_in_and_trap
+    url = f"http://rebind.example:{port}/hooks/sms"
+    assert (await set_webhook(client, county_key, url)).status_code == 204
+    db = SingleConnectionDatabase(live_db)
+    resolver = Rebinding(first=str(STAND_IN))
+    await store(live_db, Inbound(PHONE, await address(live_db), "收到", reference="mo-7"))
+
+    async with webhooks.client(resolver=resolver, allowed=public_or_stand_in) as http:
+        assert await webhooks.push_due(db, http) == 1
+    # One lookup served both the check and the connection: the push reached the address that
+    # was checked, under its own name.
+    assert resolver.asked == ["rebind.example"]
+    [push] = honest.pushed
+    assert push.headers["host"] == f"rebind.example:{port}"
+    assert push.path == "/hooks/sms"
+    check_signature(push)
+
+    # A new connection looks the name up again; it now answers 127.0.0.1, which is refused.
+    await store(live_db, Inbound(PHONE, await address(live_db), "好的", reference="mo-8"))
+    async with webhooks.client(resolver=resolver, allowed=public_or_stand_in) as http:
+        assert await webhooks.push_due(db, http) == 1
+    assert resolver.asked == ["rebind.example"] * 2
+    first, second = await deliveries(live_db)
+    assert first["delivered"]
+    assert not second["delivered"]
+    assert second["last_error"].startswith("ConnectError: rebind.example is 127.0.0.1, not a")
+    assert len(honest.pushed) == 1
+    assert trap.pushed == []
+
+
+@pytest.fixture(scope="module")
+def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, str]:
+    """A self-signed certificate for the name rebind.example only (no address in it)."""
+    folder = tmp_path_factory.mktemp("tls")
+    cert, key = str(folder / "cert.pem"), str(folder / "key.pem")
+    subprocess.run(
+        [
+            *("openssl", "req", "-x509", "-nodes", "-days", "30", "-subj", "/CN=rebind.example"),
+            *("-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"),
+            *("-keyout", key, "-out", cert, "-addext", "subjectAltName=DNS:rebind.example"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.mark.parametrize(
+    ("name", "delivered"), [("rebind.example", True), ("other.example", False)]
+)
+async def test_tls_names_and_verifies_the_host_while_connecting_to_the_checked_address(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    certificate: tuple[str, str],
+    name: str,
+    delivered: bool,
+) -> None:
+    cert, key = certificate
+    receiver = Endpoint()
+    with serve(receiver, host=str(STAND_IN), certfile=cert, keyfile=key) as url:
+        port = httpx.URL(url).port
+        hook = f"https://{name}:{port}/hooks/sms"
+        assert (await set_webhook(client, county_key, hook)).status_code == 204
+        await store(live_db, Inbound(PHONE, await address(live_db), "收到", reference="mo-9"))
+        trusted = ssl.create_default_context(cafile=cert)
+        resolver = Rebinding(first=str(STAND_IN))
+        async with webhooks.client(
+            resolver=resolver, allowed=public_or_stand_in, verify=trusted
+        ) as http:
+            assert await webhooks.push_due(SingleConnectionDatabase(live_db), http) == 1
+    [row] = await deliveries(live_db)
+    assert resolver.asked == [name]
+    assert row["delivered"] is delivered
+    if delivered:
+        # The certificate names no address: it matched because TLS named the host.
+        [push] = receiver.pushed
+        assert push.headers["host"] == f"{name}:{port}"
+    else:
+        # A certificate for another name is refused, although the address is the one checked.
+        assert "CERTIFICATE_VERIFY_FAILED" in row["last_error"]
+        assert receiver.pushed == []
+
+
+@pytest.mark.parametrize(
     ("address", "refused"),
     [
         ("8.8.8.8", False),
@@ -450,10 +683,32 @@ async def test_a_name_that_resolves_to_a_private_address_is_never_called(
         ("100.64.0.1", True),  # carrier-grade NAT
         ("fe80::1%eth0", True),
         ("fd00::1", True),
+        ("fec0::1", True),
+        ("ff0e::1", True),  # global multicast: no TCP there
+        ("224.0.0.1", True),
+        ("::", True),
+        ("::1", True),
+        ("5f00::1", True),
+        # An IPv6 address that carries an IPv4 one is judged by it too.
+        ("::ffff:127.0.0.1", True),
+        ("::ffff:10.0.0.1", True),
+        ("::ffff:8.8.8.8", False),
+        ("::127.0.0.1", True),
+        ("::ffff:0:7f00:1", True),
+        ("64:ff9b::7f00:1", True),
+        ("64:ff9b::c0a8:101", True),  # 192.168.1.1
+        ("64:ff9b::808:808", False),  # how an IPv6-only network reaches 8.8.8.8
+        ("64:ff9b:1::808:808", True),  # a local translator: its network, not the internet
+        ("2002:7f00:1::", True),
+        ("2002:a9fe:a9fe::1", True),  # 169.254.169.254
+        ("2002:808:808::1", False),
+        ("2001:0:4136:e378:8000:63bf:80ff:fffe", True),  # Teredo: client 127.0.0.1
+        ("2001:0:4136:e378:8000:63bf:f7f7:f7f7", True),  # Teredo: no longer a way anywhere
     ],
 )
-def test_not_public(address: str, refused: bool) -> None:
-    assert webhooks.not_public(address) is refused
+def test_is_public(address: str, refused: bool) -> None:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    assert webhooks.is_public(ip) is not refused
 
 
 # --- signing -----------------------------------------------------------------------------

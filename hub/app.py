@@ -23,6 +23,7 @@ from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
+from hub.inputs import HubRequest, InputGuardMiddleware
 from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, openapi_config
 from hub.quota.controllers import QuotaController
@@ -97,8 +98,11 @@ def create_app(
             docs,
         ],
         dependencies={"conn": Provide(provide_connection)},
+        # Bodies are checked for control characters and depth as they are decoded.
+        request_class=HubRequest,
         middleware=[
             metrics.middleware,
+            InputGuardMiddleware,
             DefineMiddleware(
                 ApiKeyMiddleware, exclude=[*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
             ),

@@ -33,6 +33,7 @@ __all__ = [
     "ErrorBody",
     "Forbidden",
     "Invalid",
+    "Malformed",
     "NotFound",
     "TooManyRequests",
     "Unauthorized",
@@ -60,6 +61,11 @@ _HTTP_CODES = {
 _MALFORMED = re.compile(
     r"malformed|invalid json|truncated|unexpected character|input data was", re.I
 )
+
+
+class Malformed(ApiError):
+    status_code = 400
+    code = "malformed"
 
 
 class TooManyRequests(ApiError):

@@ -8,9 +8,18 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar
+from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    Schema,
+    SecurityScheme,
+)
 
 OWN_PACKAGES = ("hub", "tenants")
 
@@ -79,9 +88,12 @@ def complete_schema(app: Litestar) -> None:
 
     - `additionalProperties: false` for every body that rejects unknown fields;
     - `minimum` for int fields bounded below by 0 (Litestar drops a falsy bound inside unions);
-    - rules across fields a body declares in `__openapi_rules__` (an `allOf` of alternatives).
+    - rules across fields a body declares in `__openapi_rules__` (an `allOf` of alternatives);
+    - a 422 on every operation: any path, query or header may carry a control character, which
+      hub.inputs refuses before the route runs.
     A client that trusts the schema would otherwise send what we answer 422 to.
     """
+    _every_operation_may_refuse(app)
     schemas = app.openapi_schema.components.schemas or {}
     for struct in _structs(msgspec.Struct):
         schema = schemas.get(struct.__name__)
@@ -95,3 +107,17 @@ def complete_schema(app: Litestar) -> None:
             prop = (schema.properties or {}).get(name)
             if isinstance(prop, Schema) and prop.minimum is None:
                 prop.minimum = minimum
+
+
+def _every_operation_may_refuse(app: Litestar) -> None:
+    refused = OpenAPIResponse(
+        description="Well-formed but invalid input; `fields` names what is wrong",
+        content={
+            MediaType.JSON: OpenAPIMediaType(schema=Reference("#/components/schemas/ErrorBody"))
+        },
+    )
+    for item in (app.openapi_schema.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(item, method)
+            if operation is not None and operation.responses is not None:
+                operation.responses.setdefault("422", refused)

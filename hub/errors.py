@@ -35,6 +35,7 @@ __all__ = [
     "Invalid",
     "Malformed",
     "NotFound",
+    "TooLarge",
     "TooManyRequests",
     "Unauthorized",
     "error_responses",
@@ -66,6 +67,11 @@ _MALFORMED = re.compile(
 class Malformed(ApiError):
     status_code = 400
     code = "malformed"
+
+
+class TooLarge(ApiError):
+    status_code = 413
+    code = "too_large"
 
 
 class TooManyRequests(ApiError):

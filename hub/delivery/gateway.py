@@ -100,6 +100,8 @@ class Parsed(msgspec.Struct, frozen=True):
     receipts: list[Receipt] = []
     replies: list[Inbound] = []
     answer: CallbackAnswer = CallbackAnswer()
+    # Items of a batch that could not be read, each with why: the rest are taken all the same.
+    refused: list[str] = []
 
 
 class Gateway(Protocol):

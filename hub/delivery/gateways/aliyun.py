@@ -67,7 +67,7 @@ import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
@@ -170,6 +170,9 @@ class _Report(msgspec.Struct):
     err_code: str = ""
 
 
+ItemT = TypeVar("ItemT")
+
+
 class _Reply(msgspec.Struct):
     """One SmsUp entry; `sequence_id` is a number in some documents and a string in others."""
 
@@ -182,8 +185,10 @@ class _Reply(msgspec.Struct):
 
 
 _ANSWER = msgspec.json.Decoder(_Answer)
-_REPORTS = msgspec.json.Decoder(list[_Report], strict=False)
-_REPLIES = msgspec.json.Decoder(list[_Reply], strict=False)
+# A push is a JSON array, taken item by item: one malformed item never loses the others.
+_ITEMS = msgspec.json.Decoder(list[msgspec.Raw])
+_REPORT = msgspec.json.Decoder(_Report, strict=False)
+_REPLY = msgspec.json.Decoder(_Reply, strict=False)
 
 
 class _Item(msgspec.Struct, frozen=True):
@@ -468,43 +473,54 @@ class AliyunGateway:
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
         if kind == "receipts":
-            return Parsed(receipts=parse_receipts(call.body), answer=ACK)
-        return Parsed(replies=parse_replies(call.body), answer=ACK)
+            reports, refused = _items(call.body, _REPORT, "SmsReport")
+            return Parsed(receipts=[_receipt(r) for r in reports], answer=ACK, refused=refused)
+        replies, refused = _items(call.body, _REPLY, "SmsUp")
+        return Parsed(replies=[_inbound(r) for r in replies], answer=ACK, refused=refused)
 
 
-def parse_receipts(body: bytes) -> list[Receipt]:
-    """An SmsReport push: a JSON array of delivery reports."""
+def _items(
+    body: bytes, decoder: msgspec.json.Decoder[ItemT], push: str
+) -> tuple[list[ItemT], list[str]]:
+    """The readable items of a push (a JSON array), and what is wrong with each other one.
+
+    A push none of whose items can be read is refused whole (ValueError, so the push is not
+    acknowledged and comes again): that is a change of format to fix, not a bad item."""
     try:
-        reports = _REPORTS.decode(body)
+        raws = _ITEMS.decode(body)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"not an Alibaba SmsReport push (a JSON array of reports): {exc}") from exc
-    return [
-        Receipt(
-            reference=f"{report.biz_id}:{national(report.phone_number)}",
-            status="delivered" if report.success else "undelivered",
-            code=report.err_code,
-            at=_local_time(report.report_time),
-        )
-        for report in reports
-    ]
+        raise ValueError(f"not an Alibaba {push} push (a JSON array): {exc}") from exc
+    items: list[ItemT] = []
+    refused: list[str] = []
+    for number, raw in enumerate(raws, start=1):
+        try:
+            items.append(decoder.decode(raw))
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            refused.append(f"{push} item {number}: {exc}")
+    if refused and not items:
+        raise ValueError(f"no item of this Alibaba {push} push can be read: {refused[0]}")
+    return items, refused
 
 
-def parse_replies(body: bytes) -> list[Inbound]:
-    """An SmsUp push: a JSON array of replies."""
-    try:
-        replies = _REPLIES.decode(body)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValueError(f"not an Alibaba SmsUp push (a JSON array of replies): {exc}") from exc
-    return [
-        Inbound(
-            phone=reply.phone_number,
-            to=reply.dest_code,
-            text=reply.content,
-            reference=str(reply.sequence_id),
-            at=_local_time(reply.send_time),
-        )
-        for reply in replies
-    ]
+def _receipt(report: _Report) -> Receipt:
+    """One SmsReport entry as a receipt."""
+    return Receipt(
+        reference=f"{report.biz_id}:{national(report.phone_number)}",
+        status="delivered" if report.success else "undelivered",
+        code=report.err_code,
+        at=_local_time(report.report_time),
+    )
+
+
+def _inbound(reply: _Reply) -> Inbound:
+    """One SmsUp entry as a reply."""
+    return Inbound(
+        phone=reply.phone_number,
+        to=reply.dest_code,
+        text=reply.content,
+        reference=str(reply.sequence_id),
+        at=_local_time(reply.send_time),
+    )
 
 
 def build(config: GatewayConfig) -> AliyunGateway:

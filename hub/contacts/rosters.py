@@ -111,7 +111,7 @@ def _csv(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
 
     try:
         yield from csv.reader(lines())
-    except csv.Error as exc:  # a field over csv's own limit (131,072), or a stray NUL
+    except csv.Error as exc:  # a quoted field over csv's own limit (131,072 characters)
         raise RosterTooLarge(f"the CSV cannot be read: {exc}") from exc
 
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import hmac
-import logging
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, Literal
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, put, route
@@ -14,10 +13,9 @@ from litestar.status_codes import HTTP_204_NO_CONTENT
 
 from hub.delivery import gateways, service, webhooks
 from hub.delivery import repository as sql
-from hub.delivery.gateway import Gateway, HttpCallback, Inbound, Receipt
+from hub.delivery.gateway import Gateway, HttpCallback
 from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting, WebhookView
 from hub.errors import Invalid, error_responses
-from hub.inputs import control_problem
 from tenants import service as tenants
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -26,7 +24,6 @@ from tenants.scopes import Scope
 
 GatewayName = Annotated[str, PathParameter(pattern=r"^[a-z][a-z0-9_-]{0,31}$", max_length=32)]
 SECRET_HEADER = "x-hub-gateway-secret"
-log = logging.getLogger("hub.delivery")
 CallbackRequest = Request[None, None, State]
 
 
@@ -68,44 +65,17 @@ async def _callback(
     except (ValueError, msgspec.ValidationError, RecursionError) as exc:
         raise BadCallback(f"unreadable {kind} callback from {name}: {exc}") from exc
     # One bad item of a batch is reported and skipped; the gateway is answered as usual (it
-    # would only send the whole batch again).
-    receipts, bad_receipts = _storable(parsed.receipts)
-    replies, bad_replies = _storable(parsed.replies)
-    if refused := [*parsed.refused, *bad_receipts, *bad_replies]:
-        log.warning("gateway %s: %d %s refused: %s", name, len(refused), kind, "; ".join(refused))
+    # would only send the whole batch again). The recorder skips items it cannot store.
+    if parsed.refused:
+        service.report_refused(name, kind, parsed.refused)
     # The same recorder a gateway's own connection pushes to (SMPP, the outbox).
     recorder = service.Recorder(state.db, state.settings, state.redis)
-    if receipts:
-        await recorder.receipts(name, receipts)
-    if replies:
-        await recorder.inbound(name, replies)
+    if parsed.receipts:
+        await recorder.receipts(name, parsed.receipts)
+    if parsed.replies:
+        await recorder.inbound(name, parsed.replies)
     answer = parsed.answer
     return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
-
-
-ItemT = TypeVar("ItemT", Receipt, Inbound)
-
-
-def _storable(items: list[ItemT]) -> tuple[list[ItemT], list[str]]:
-    """Items whose text PostgreSQL can store and a phone can show, and what is wrong with the
-    others (a control character: NUL cannot be stored at all)."""
-    good: list[ItemT] = []
-    refused: list[str] = []
-    for item in items:
-        problem = next(
-            (
-                f"{field} {problem}"
-                for field in item.__struct_fields__
-                if isinstance(value := getattr(item, field), str)
-                and (problem := control_problem(value))
-            ),
-            None,
-        )
-        if problem is None:
-            good.append(item)
-        else:
-            refused.append(f"{type(item).__name__.lower()} {item.reference!r}: {problem}")
-    return good, refused
 
 
 class GatewayCallbackController(Controller):

@@ -23,7 +23,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -40,6 +40,7 @@ from hub.delivery.gateway import Accepted, Failed, Gateway, Inbound, Outbound, O
 from hub.delivery.pacing import Pacer
 from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
 from hub.delivery.routing import Router
+from hub.inputs import control_problem
 from hub.messages.segments import signed
 from hub.quota import service as quota
 from hub.settings import DeliverySettings, GatewayConfig, Settings
@@ -450,13 +451,44 @@ class Recorder:
         self.configs = gateway_configs(settings.delivery)
 
     async def receipts(self, gateway: str, receipts: Sequence[Receipt]) -> None:
+        receipts = _storable(gateway, "receipts", receipts)
         async with self.db.acquire() as conn, conn.transaction():
             await apply_receipts(conn, self.configs[gateway], receipts)
 
     async def inbound(self, gateway: str, replies: Sequence[Inbound]) -> None:
+        replies = _storable(gateway, "inbound", replies)
         async with self.db.acquire() as conn, conn.transaction():
             stored = await inbound_replies.store(conn, self.settings.delivery, gateway, replies)
         await webhooks.wake(self.redis, stored)
+
+
+def report_refused(gateway: str, kind: str, refused: Sequence[str]) -> None:
+    """Items of a gateway's batch that were skipped, each with why (the rest were taken)."""
+    log.warning("gateway %s: %d %s refused: %s", gateway, len(refused), kind, "; ".join(refused))
+
+
+ItemT = TypeVar("ItemT", Receipt, Inbound)
+
+
+def _storable(gateway: str, kind: str, items: Sequence[ItemT]) -> list[ItemT]:
+    """The items whose text PostgreSQL can store and a phone can show: one with a control
+    character (NUL cannot be stored at all) is reported and skipped, never failing the batch."""
+    good: list[ItemT] = []
+    refused: list[str] = []
+    for item in items:
+        problems = (
+            f"{field} {problem}"
+            for field in item.__struct_fields__
+            if isinstance(value := getattr(item, field), str)
+            and (problem := control_problem(value))
+        )
+        if (problem := next(problems, None)) is None:
+            good.append(item)
+        else:
+            refused.append(f"{type(item).__name__.lower()} {item.reference!r}: {problem}")
+    if refused:
+        report_refused(gateway, kind, refused)
+    return good
 
 
 # --- the sweeper -------------------------------------------------------------------------

@@ -73,7 +73,8 @@ async def test_one_bad_reply_does_not_fail_the_batch(
     stored = await live_db.fetch("SELECT reference, text FROM inbound ORDER BY reference")
     assert [(r["reference"], r["text"]) for r in stored] == [("1", "收到"), ("5", "退订")]
     report = " ".join(r.getMessage() for r in caplog.records)
-    assert "gateway ali: 4 inbound refused" in report
+    assert "gateway ali: 2 inbound refused: SmsUp item 2" in report  # unreadable
+    assert "gateway ali: 2 inbound refused: inbound '3'" in report  # not storable
     assert "SmsUp item 2: Expected `str`, got `int` - at `$.content`" in report
     assert "inbound '3': text contains the control character U+0000" in report
     assert "inbound '4': phone contains the control character U+0000" in report
@@ -89,7 +90,7 @@ async def test_one_bad_receipt_does_not_fail_the_batch(
         resp = await _push(client, "receipts", msgspec.json.encode(batch))
     assert resp.status_code == 200, resp.text
     report = " ".join(r.getMessage() for r in caplog.records)
-    assert "gateway ali: 2 receipts refused" in report
+    assert "gateway ali: 1 receipts refused: SmsReport item 3" in report
     assert "receipt 'b\\x002:13800138000': reference contains the control character" in report
 
 

@@ -24,7 +24,7 @@ TenantName = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=100,
-        pattern=r"^[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$",
+        pattern=r"^[^\x00-\x20\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f])?$",
     ),
 ]
 # The signature's text without the 【】 brackets, which the hub adds.
@@ -33,7 +33,7 @@ SignatureText = Annotated[
     msgspec.Meta(
         min_length=2,
         max_length=30,
-        pattern=r"^[^【】\x00-\x20\x7f][^【】\x00-\x1f\x7f]*[^【】\x00-\x20\x7f]$",
+        pattern=r"^[^【】\x00-\x20\x7f-\x9f][^【】\x00-\x1f\x7f-\x9f]*[^【】\x00-\x20\x7f-\x9f]$",
     ),
 ]
 KeyName = Annotated[str, msgspec.Meta(max_length=100)]

@@ -23,7 +23,7 @@ from tenants.scopes import Scope
 # the compressed size; what it may unzip to is HUB_CONTACTS__MAX_UNZIPPED_BYTES.
 MAX_ROSTER_BYTES = 20 * 1024 * 1024
 # No control characters (PostgreSQL text cannot even hold NUL).
-PRINTABLE = r"^[^\x00-\x1f\x7f]*$"
+PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
 ContactId = Annotated[int, PathParameter(ge=1, le=2**53)]
 
 

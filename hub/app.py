@@ -23,6 +23,7 @@ from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
+from hub.inputs import HubRequest, InputGuardMiddleware
 from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, openapi_config
 from hub.quota.controllers import QuotaController
@@ -35,7 +36,8 @@ from tenants.controllers import TenantController
 
 VERSION = "0.1.0"
 # Gateways call these with their own secret, not an API key.
-GATEWAY_CALLBACKS = "^/v1/gateways/"
+GATEWAY_CALLBACK_PREFIX = "/v1/gateways/"
+GATEWAY_CALLBACKS = f"^{GATEWAY_CALLBACK_PREFIX}"
 # The dashboard signs in with a session cookie of its own (hub/dashboard).
 DASHBOARD = "^/dashboard"
 
@@ -104,8 +106,11 @@ def create_app(
             # Tenancy's routes hand the signatures they are given to hub's reviews.
             "signature_desk": Provide(Desk, use_cache=True, sync_to_thread=False),
         },
+        # Bodies are checked for control characters and depth as they are decoded.
+        request_class=HubRequest,
         middleware=[
             metrics.middleware,
+            DefineMiddleware(InputGuardMiddleware, exclude=(GATEWAY_CALLBACK_PREFIX,)),
             DefineMiddleware(
                 ApiKeyMiddleware, exclude=[*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
             ),

@@ -33,7 +33,9 @@ __all__ = [
     "ErrorBody",
     "Forbidden",
     "Invalid",
+    "Malformed",
     "NotFound",
+    "TooLarge",
     "TooManyRequests",
     "Unauthorized",
     "error_responses",
@@ -60,6 +62,16 @@ _HTTP_CODES = {
 _MALFORMED = re.compile(
     r"malformed|invalid json|truncated|unexpected character|input data was", re.I
 )
+
+
+class Malformed(ApiError):
+    status_code = 400
+    code = "malformed"
+
+
+class TooLarge(ApiError):
+    status_code = 413
+    code = "too_large"
 
 
 class TooManyRequests(ApiError):

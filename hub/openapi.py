@@ -8,9 +8,18 @@ from typing import Any
 
 import msgspec
 from litestar import Litestar
+from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
-from litestar.openapi.spec import Components, OpenAPIType, Schema, SecurityScheme
+from litestar.openapi.spec import (
+    Components,
+    OpenAPIMediaType,
+    OpenAPIResponse,
+    OpenAPIType,
+    Reference,
+    Schema,
+    SecurityScheme,
+)
 
 OWN_PACKAGES = ("hub", "tenants")
 
@@ -79,9 +88,14 @@ def complete_schema(app: Litestar) -> None:
 
     - `additionalProperties: false` for every body that rejects unknown fields;
     - `minimum` for int fields bounded below by 0 (Litestar drops a falsy bound inside unions);
-    - rules across fields a body declares in `__openapi_rules__` (an `allOf` of alternatives).
+    - rules across fields a body declares in `__openapi_rules__` (an `allOf` of alternatives);
+    - a 422 on every operation: any path, query or header may carry a control character, which
+      hub.inputs refuses before the route runs;
+    - that no string (object keys included) may hold one: a `pattern` on every free string.
     A client that trusts the schema would otherwise send what we answer 422 to.
     """
+    _every_operation_may_refuse(app)
+    _no_control_characters(app)
     schemas = app.openapi_schema.components.schemas or {}
     for struct in _structs(msgspec.Struct):
         schema = schemas.get(struct.__name__)
@@ -95,3 +109,53 @@ def complete_schema(app: Litestar) -> None:
             prop = (schema.properties or {}).get(name)
             if isinstance(prop, Schema) and prop.minimum is None:
                 prop.minimum = minimum
+
+
+def _every_operation_may_refuse(app: Litestar) -> None:
+    refused = OpenAPIResponse(
+        description="Well-formed but invalid input; `fields` names what is wrong",
+        content={
+            MediaType.JSON: OpenAPIMediaType(schema=Reference("#/components/schemas/ErrorBody"))
+        },
+    )
+    for item in (app.openapi_schema.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            operation = getattr(item, method)
+            if operation is not None and operation.responses is not None:
+                operation.responses.setdefault("422", refused)
+
+
+# What hub.inputs refuses, as JSON Schema: C0 controls but tab, LF and CR; DEL; C1. (Strings
+# that carry a pattern of their own exclude them there.)
+TEXT_PATTERN = "^[^\\x00-\\x08\\x0b\\x0c\\x0e-\\x1f\\x7f-\\x9f]*$"
+
+
+def _no_control_characters(app: Litestar) -> None:
+    schema = app.openapi_schema
+    roots: list[Any] = list((schema.components.schemas or {}).values())
+    for item in (schema.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            if (operation := getattr(item, method)) is not None:
+                roots += [getattr(p, "schema", None) for p in operation.parameters or []]
+    for root in roots:
+        _free_strings_are_text(root)
+
+
+def _free_strings_are_text(schema: Any) -> None:
+    if not isinstance(schema, Schema):
+        return
+    types = schema.type if isinstance(schema.type, list) else [schema.type]
+    if OpenAPIType.STRING in types and not (schema.pattern or schema.enum or schema.format):
+        schema.pattern = TEXT_PATTERN
+    if isinstance(schema.additional_properties, Schema) and schema.property_names is None:
+        schema.property_names = Schema(pattern=TEXT_PATTERN)
+    children = [
+        *(schema.properties or {}).values(),
+        *(schema.one_of or []),
+        *(schema.any_of or []),
+        *(schema.all_of or []),
+        schema.items,
+        schema.additional_properties,
+    ]
+    for child in children:
+        _free_strings_are_text(child)

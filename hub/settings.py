@@ -140,6 +140,21 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     webhooks_private_ok: bool = False
 
 
+class ContactsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # Roster imports (POST /v1/contacts/import; the upload itself is at most 20 MiB, the route's
+    # body limit). Sized to the largest legal roster with room to spare: a county's members are
+    # tens of thousands of rows (openpyxl reads some 2,000 to 10,000 XLSX rows a second).
+    # Rows read, empty ones and the header included; more answer 413.
+    max_rows: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
+    # Characters in one cell (CSV field or XLSX cell); longer answers 413. Python's csv module
+    # stops any field at 131,072 characters, hence the ceiling.
+    max_cell_chars: Annotated[int, msgspec.Meta(ge=100, le=131_072)] = 1_000
+    # An XLSX's parts unzipped, all together (declared sizes are checked before reading and the
+    # bytes counted while reading, since a zip's headers can lie); more answers 413.
+    # 100,000 rows as openpyxl writes them (inline strings) unzip to about 40 MB.
+    max_unzipped_bytes: Annotated[int, msgspec.Meta(ge=1_048_576)] = 128 * 1_048_576
+
+
 class DashboardSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # A session ends this long after sign-in (and at once on sign-out or when its key is revoked).
     session_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 12.0
@@ -166,6 +181,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     messages: MessagesSettings = MessagesSettings()
     billing: BillingSettings = BillingSettings()
     delivery: DeliverySettings = DeliverySettings()
+    contacts: ContactsSettings = ContactsSettings()
     dashboard: DashboardSettings = DashboardSettings()
     clock: ClockSettings = ClockSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.

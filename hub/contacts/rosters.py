@@ -3,6 +3,12 @@ GBK, which Chinese Excel writes by default) and XLSX.
 
 The first row names the columns. Recognised names (Chinese or English, any case) become the
 contact's fields; every other column is kept as a free field.
+
+An upload is hostile until read: rows, cell length and (for XLSX, a zip) the unzipped size are
+capped (`HUB_CONTACTS__*`), an XLSX's sheet is streamed row by row with its zip members counted
+as they unzip, and openpyxl parses through defusedxml, so DTD entities are refused. Over a cap:
+RosterTooLarge (413); unreadable: RosterError (422); a cell with a control character rejects its
+row.
 """
 
 from __future__ import annotations
@@ -13,9 +19,17 @@ import re
 import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime
-from typing import Any
+from typing import IO, Any, Literal
 
 import msgspec
+import openpyxl
+from defusedxml import DefusedXmlException
+from openpyxl.reader.excel import ExcelReader
+from openpyxl.styles.stylesheet import apply_stylesheet
+from openpyxl.worksheet._reader import WorkSheetParser
+
+from hub.inputs import control_problem
+from hub.settings import ContactsSettings
 
 COLUMNS = {
     "name": ("姓名", "name", "名字"),
@@ -26,10 +40,27 @@ COLUMNS = {
 _TAG_SPLIT = re.compile(r"[,，;；、|\s]+")
 _DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
 _XLSX_MAGIC = b"PK\x03\x04"
+# Columns after these are not read (a roster has a dozen); a sheet may claim 16,384.
+MAX_COLUMNS = 64
+# Parts of an XLSX zip (a workbook has a dozen or two; a thousand is no roster).
+MAX_PARTS = 1000
+# openpyxl streams the worksheets but holds the other parts whole: the shared strings as a list
+# (a county's names and phones: a few MB), everything else (styles, the workbook, the theme) as
+# objects several times their XML's size. Each is capped on its own, below the total.
+SHARED_STRINGS = "xl/sharedStrings.xml"
+SHARED_STRINGS_BYTES = 16 * 1_048_576
+OTHER_PART_BYTES = 2 * 1_048_576
+
+if not openpyxl.DEFUSEDXML:  # pragma: no cover - a broken install, not a code path
+    raise ImportError("openpyxl does not use defusedxml: XLSX rosters could expand XML entities")
 
 
 class RosterError(ValueError):
     """The file as a whole cannot be read (not a row: those are reported one by one)."""
+
+
+class RosterTooLarge(RosterError):
+    """The file is over one of the caps (rows, cell length, unzipped size)."""
 
 
 class Row(msgspec.Struct, frozen=True):
@@ -39,6 +70,8 @@ class Row(msgspec.Struct, frozen=True):
     tags: list[str]
     joined_on: str  # raw; parsed by parse_date
     fields: dict[str, str]
+    # Why the row cannot be stored whatever its values (a control character in a cell).
+    problem: str | None = None
 
 
 def decode_csv(data: bytes) -> str:
@@ -65,22 +98,183 @@ def _cell(value: Any) -> str:
     return str(value).strip()
 
 
-def _table(data: bytes) -> Iterator[list[str]]:
-    if data.startswith(_XLSX_MAGIC):
-        import openpyxl
+def _csv(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
+    longest = MAX_COLUMNS * (limits.max_cell_chars + 3)  # quoted cells and their commas
 
-        try:
-            book = openpyxl.load_workbook(io.BytesIO(data), read_only=True, data_only=True)
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-            raise RosterError(f"the XLSX workbook cannot be read: {exc}") from exc
-        try:
-            sheet = book.worksheets[0]
-            for values in sheet.iter_rows(values_only=True):
-                yield [_cell(v) for v in values]
-        finally:
-            book.close()
-        return
-    yield from csv.reader(io.StringIO(decode_csv(data)))
+    def lines() -> Iterator[str]:
+        # Checked before the csv module splits a line, so a line of a million commas never
+        # becomes a million cells.
+        for number, line in enumerate(io.StringIO(decode_csv(data)), start=1):
+            if len(line) > longest:
+                raise RosterTooLarge(f"line {number} is longer than {longest} characters")
+            yield line
+
+    try:
+        yield from csv.reader(lines())
+    except csv.Error as exc:  # a quoted field over csv's own limit (131,072 characters)
+        raise RosterTooLarge(f"the CSV cannot be read: {exc}") from exc
+
+
+def _part_limit(name: str, total: int) -> int:
+    if name.startswith("xl/worksheets/"):
+        return total
+    return SHARED_STRINGS_BYTES if name == SHARED_STRINGS else OTHER_PART_BYTES
+
+
+class _CountedPart(io.RawIOBase):
+    """A zip member whose bytes are counted (against its own cap and the whole archive's) as
+    they are unzipped, so a member whose header understates its size is stopped all the same."""
+
+    def __init__(self, member: IO[bytes], name: str, archive: _CappedZip) -> None:
+        super().__init__()
+        self._member = member
+        self._name = name
+        self._left = _part_limit(name, archive.limit)
+        self._archive = archive
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        view = memoryview(buffer).cast("B")
+        chunk = self._member.read(min(len(view), 1_048_576))
+        self._left -= len(chunk)
+        if self._left < 0:
+            raise RosterTooLarge(f"the XLSX part {self._name} unzips to too many bytes")
+        self._archive.spend(len(chunk))
+        view[: len(chunk)] = chunk
+        return len(chunk)
+
+    def close(self) -> None:
+        self._member.close()
+        super().close()
+
+
+class _CappedZip(zipfile.ZipFile):
+    """A zip whose members may unzip to `limit` bytes altogether."""
+
+    limit = 0
+    unzipped = 0
+
+    def spend(self, size: int) -> None:
+        self.unzipped += size
+        if self.unzipped > self.limit:
+            raise RosterTooLarge(f"the XLSX workbook unzips to more than {self.limit} bytes")
+
+    def open(
+        self,
+        name: str | zipfile.ZipInfo,
+        mode: Literal["r", "w"] = "r",
+        pwd: bytes | None = None,
+        *,
+        force_zip64: bool = False,
+    ) -> IO[bytes]:
+        member = super().open(name, mode, pwd, force_zip64=force_zip64)
+        if mode != "r":
+            return member
+        path = name.filename if isinstance(name, zipfile.ZipInfo) else name
+        return _CountedPart(member, path, self)  # type: ignore[return-value]
+
+
+def _open_zip(data: bytes, limits: ContactsSettings) -> _CappedZip:
+    try:
+        archive = _CappedZip(io.BytesIO(data))
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise RosterError(f"the XLSX workbook cannot be read: not a whole zip ({exc})") from exc
+    parts = archive.infolist()
+    declared = sum(part.file_size for part in parts)
+    archive.limit = limit = limits.max_unzipped_bytes
+    too_big = [p.filename for p in parts if p.file_size > _part_limit(p.filename, limit)]
+    if len(parts) > MAX_PARTS or declared > limit or too_big:
+        archive.close()
+        raise RosterTooLarge(
+            f"the XLSX workbook has {len(parts)} parts that unzip to {declared} bytes"
+            f" (at most {MAX_PARTS} parts and {limit} bytes; shared strings at most"
+            f" {SHARED_STRINGS_BYTES}, other parts but the sheets {OTHER_PART_BYTES} each)"
+            + (f"; too big: {', '.join(too_big[:3])}" if too_big else "")
+        )
+    return archive
+
+
+def _unreadable(exc: BaseException) -> RosterError:
+    """What to say about an exception openpyxl raised (it wraps the cause in a ValueError)."""
+    causes = [exc]
+    while (cause := causes[-1].__cause__ or causes[-1].__context__) and len(causes) < 10:
+        causes.append(cause)
+    for cause in causes:
+        if isinstance(cause, RosterError):
+            return cause
+        if isinstance(cause, DefusedXmlException):
+            return RosterError(
+                "the XLSX workbook declares XML entities (a DTD), which are refused: "
+                f"{type(cause).__name__}"
+            )
+    root = causes[-1]
+    return RosterError(f"the XLSX workbook cannot be read: {type(root).__name__}: {root}")
+
+
+def _xlsx(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
+    """The first sheet's rows, streamed, at most MAX_COLUMNS wide.
+
+    openpyxl's own read-only sheet would first read the whole sheet looking for its dimensions
+    when they are missing, and pad every row to the width they claim (16,384 columns): so its
+    parts are read here (manifest, shared strings, workbook, styles for the dates) and the sheet
+    is parsed row by row with its WorkSheetParser, missing rows counted as empty ones."""
+    archive = _open_zip(data, limits)
+    try:
+        reader = ExcelReader(io.BytesIO(data), read_only=True, data_only=True, keep_links=False)
+        reader.archive, reader.valid_files = archive, archive.namelist()
+        reader.read_manifest()
+        reader.read_strings()
+        reader.read_workbook()
+        apply_stylesheet(archive, reader.wb)
+        first = next(iter(reader.parser.find_sheets()), None)
+        if first is None:
+            raise RosterError("the XLSX workbook has no sheet")
+        yield from _sheet_rows(archive, first[1].target, reader)
+    # A hostile workbook can make openpyxl, zipfile or zlib raise nearly anything (IndexError
+    # for a shared string that is not there, zlib.error for a corrupt stream, EOFError…): each
+    # is this file's fault, answered as such (the message names the cause).
+    except Exception as exc:
+        raise _unreadable(exc) from None
+    finally:
+        archive.close()
+
+
+def _sheet_rows(archive: _CappedZip, path: str, reader: ExcelReader) -> Iterator[list[str]]:
+    book = reader.wb
+    with archive.open(path) as source:
+        parser = WorkSheetParser(
+            source,
+            reader.shared_strings,
+            data_only=True,
+            epoch=book.epoch,
+            date_formats=book._date_formats,
+            timedelta_formats=book._timedelta_formats,
+        )
+        line = 1
+        for index, cells in parser.parse():
+            for _ in range(line, index):  # rows the sheet leaves out are empty ones
+                yield []
+            values = {c["column"]: c["value"] for c in cells if c["column"] <= MAX_COLUMNS}
+            yield [_cell(values.get(column)) for column in range(1, max(values, default=0) + 1)]
+            line = index + 1
+
+
+def _table(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
+    """Rows of cells, counted against the caps (empty rows count: a million of them is no
+    roster)."""
+    rows = _xlsx(data, limits) if data.startswith(_XLSX_MAGIC) else _csv(data, limits)
+    for line, cells in enumerate(rows, start=1):
+        if line > limits.max_rows:
+            raise RosterTooLarge(f"more than {limits.max_rows} rows (empty rows count too)")
+        for column, cell in enumerate(cells[:MAX_COLUMNS], start=1):
+            if len(cell) > limits.max_cell_chars:
+                raise RosterTooLarge(
+                    f"line {line}, column {column}: a cell longer than"
+                    f" {limits.max_cell_chars} characters"
+                )
+        yield cells[:MAX_COLUMNS]
 
 
 def _columns(header: list[str]) -> dict[str, int]:
@@ -99,12 +293,21 @@ def _columns(header: list[str]) -> dict[str, int]:
     return found
 
 
-def read_rows(data: bytes) -> Iterator[Row]:
-    """Every non-empty data row of the roster, with its spreadsheet line number."""
-    table = _table(data)
+def read_roster(data: bytes, limits: ContactsSettings) -> list[Row]:
+    """Every non-empty data row of the roster, with its spreadsheet line number.
+
+    Blocking and CPU-bound (seconds for a big workbook): the API calls it in a thread."""
+    return list(_rows(data, limits))
+
+
+def _rows(data: bytes, limits: ContactsSettings) -> Iterator[Row]:
+    table = _table(data, limits)
     header = next(table, None)
     if header is None:
         raise RosterError("the file is empty")
+    for title in header:
+        if problem := control_problem(title):
+            raise RosterError(f"a column title {problem}")
     columns = _columns(header)
     known = set(columns.values())
     for line, cells in enumerate(table, start=2):
@@ -126,7 +329,16 @@ def read_rows(data: bytes) -> Iterator[Row]:
                 for i, v in enumerate(cells)
                 if i not in known and i < len(header) and header[i].strip() and v.strip()
             },
+            problem=_cells_problem(header, cells),
         )
+
+
+def _cells_problem(header: list[str], cells: list[str]) -> str | None:
+    for index, cell in enumerate(cells):
+        if problem := control_problem(cell):
+            title = header[index].strip() if index < len(header) else ""
+            return f"column {title or index + 1}: {problem}"
+    return None
 
 
 def parse_date(text: str) -> date | None:

@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from hub.contacts import repository as sql
-from hub.contacts.rosters import Row, parse_date, read_rows
+from hub.contacts.rosters import Row, parse_date, read_roster
 from hub.contacts.schemas import Contact, ContactPage, ImportResult, RowProblem
 from hub.errors import NotFound
 from hub.messages.numbers import Rejected, normalize
+from hub.settings import ContactsSettings
 from tenants.repository import TenantRow
 
 
 def _check(row: Row) -> tuple[list[Any], None] | tuple[None, str]:
     """The row as columns to store, or why it cannot be stored."""
+    if row.problem:
+        return None, row.problem
     if not row.name:
         return None, "name is empty"
     if len(row.name) > 100:
@@ -32,13 +36,21 @@ def _check(row: Row) -> tuple[list[Any], None] | tuple[None, str]:
     return [recipient.phone, row.name, row.tags, joined, fields], None
 
 
-async def import_roster(conn: asyncpg.Connection, tenant: TenantRow, data: bytes) -> ImportResult:
+async def read(data: bytes, limits: ContactsSettings) -> list[Row]:
+    """A roster file's rows, parsed in a thread: the event loop serves other requests meanwhile.
+    RosterTooLarge over a cap, RosterError if unreadable."""
+    return await asyncio.to_thread(read_roster, data, limits)
+
+
+async def import_roster(
+    conn: asyncpg.Connection, tenant: TenantRow, roster: list[Row]
+) -> ImportResult:
     """Upsert every valid row; report each bad one with its line. A phone seen twice keeps the
     later row (the earlier line is reported)."""
     valid: dict[str, tuple[int, list[Any]]] = {}
     problems: list[RowProblem] = []
     rows = 0
-    for row in read_rows(data):
+    for row in roster:
         rows += 1
         columns, reason = _check(row)
         if columns is None:

@@ -159,7 +159,7 @@ class MessageController(Controller):
         request: AuthedRequest,
         conn: Conn,
         send_id: SendId,
-        after: Annotated[int, QueryParameter(ge=0)] = 0,
+        after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         status: Annotated[Status | None, QueryParameter()] = None,
     ) -> MessagePage:

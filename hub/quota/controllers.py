@@ -30,7 +30,9 @@ from tenants.scopes import Scope
 from tenants.service import Principal
 
 Period = Annotated[str, PathParameter(pattern=PERIOD_PATTERN, description="YYYY-MM")]
-After = Annotated[int, QueryParameter(ge=0, description="Cursor: `next_after` of the last page")]
+After = Annotated[
+    int, QueryParameter(ge=0, le=2**53, description="Cursor: `next_after` of the last page")
+]
 Limit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size")]
 
 

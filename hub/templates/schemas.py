@@ -9,12 +9,16 @@ import msgspec
 
 TemplateBody = Annotated[
     str,
-    msgspec.Meta(min_length=1, max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]+$"),
+    msgspec.Meta(
+        min_length=1, max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]+$"
+    ),
 ]
 
 
 class CreateTemplate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f]+$")]
+    name: Annotated[
+        str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+    ]
     # `{name}`-style placeholders, e.g. "{name}同志，今天是您入党{years}周年纪念日。"
     body: TemplateBody
 
@@ -25,7 +29,7 @@ class Review(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     decision: Literal["approve", "reject"]
     # Text for the author; line breaks and tabs are fine, other control characters are not.
     note: Annotated[
-        str, msgspec.Meta(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$")
+        str, msgspec.Meta(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")
     ] = ""
 
 

@@ -1,0 +1,139 @@
+"""What the hub accepts as text, checked once for every route.
+
+PostgreSQL text cannot hold NUL (asyncpg raises, which was a 500), and no other control character
+is text a phone, a spreadsheet or a page can show. So every string that comes in — JSON bodies at
+any depth (object keys too), forms, query and path parameters, headers, roster cells, gateway
+callbacks — is refused with a 422 naming where it was, if it carries a control character other
+than tab, line feed and carriage return (which an SMS body may hold). Fields that must be one line
+(names, signatures, tags) still say so in their own patterns.
+
+JSON nested deeper than msgspec can decode (it raises RecursionError, about a thousand levels) is
+a 400; no body of the API is more than a few levels deep.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+from urllib.parse import parse_qsl
+
+from litestar import Request
+from litestar.enums import RequestEncodingType, ScopeType
+from litestar.types import ASGIApp, Receive, Scope, Send
+
+from hub.errors import Invalid, Malformed
+
+# C0 controls but tab, LF and CR; DEL; the C1 controls (U+0080 to U+009F).
+CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+# The same in header bytes, which are Latin-1: 0x80 to 0x9F there are parts of UTF-8 text.
+_HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+# A JSON text can carry a control character only as a raw DEL/C1 or as an escape (\b, \f,
+# \u00XX); a body with none of these needs no walk. A match may be innocent (`\\u0000` is a
+# backslash and text): the walk decides.
+_MAYBE_CONTROL = re.compile(rb"\\[bf]|\\u00[0189]|\\u007[fF]|\x7f|\xc2[\x80-\x9f]")
+
+
+def control_problem(text: str) -> str | None:
+    """Why `text` is refused (naming the first control character), or None."""
+    found = CONTROL.search(text)
+    if found is None:
+        return None
+    return (
+        f"contains the control character U+{ord(found[0]):04X} at position {found.start()}"
+        " (only tab, line feed and carriage return are allowed)"
+    )
+
+
+def _strings(value: Any) -> Iterator[tuple[str, str]]:
+    """(path, string) for every string in a decoded JSON value, object keys included.
+
+    Iterative, so a deep value cannot exhaust the stack. Paths read `to[3]`, `vars.name`."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            yield path or "body", item
+        elif isinstance(item, dict):
+            for key, child in item.items():
+                # A bad key is refused here, before its value is visited under its name.
+                yield f"{path or 'body'} (an object key)", key
+                stack.append((f"{path}.{key}" if path else key, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}[{index}]", child) for index, child in enumerate(item))
+
+
+def _refuse(key: str, source: str, problem: str) -> Invalid:
+    return Invalid(f"{key}: {problem}", fields=[{"key": key, "message": problem, "source": source}])
+
+
+def check_json(raw: bytes, value: Any) -> None:
+    """Refuse a decoded JSON body that holds a control character anywhere (422 naming it)."""
+    if not _MAYBE_CONTROL.search(raw):
+        return
+    for path, text in _strings(value):
+        if problem := control_problem(text):
+            raise _refuse(path, "body", problem)
+
+
+class HubRequest(Request[Any, Any, Any]):
+    """Every route's request: JSON and url-encoded form bodies are checked as they are read."""
+
+    async def json(self) -> Any:
+        try:
+            value = await super().json()
+        except RecursionError as exc:
+            raise Malformed("request body is not valid JSON: nested too deeply") from exc
+        check_json(await self.body(), value)
+        return value
+
+    async def body(self) -> bytes:
+        body = await super().body()
+        # Litestar parses a url-encoded form from the body itself (not through form()).
+        if self.content_type[0] == RequestEncodingType.URL_ENCODED and (
+            error := _pairs_problem(body, "body")
+        ):
+            raise error
+        return body
+
+
+def _pairs_problem(encoded: bytes, source: str) -> Invalid | None:
+    """The first control character in `a=1&b=2` (a query, a form), naming its parameter."""
+    text = encoded.decode("utf-8", "replace")
+    for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
+        for where, part in ((f"{name!r} (a parameter name)", name), (name, value)):
+            if problem := control_problem(part):
+                return _refuse(where, source, problem)
+    return None
+
+
+def _scope_problem(scope: Scope) -> Invalid | None:
+    """The first control character in the path, the query or a header, as an error."""
+    if problem := control_problem(scope["path"]):
+        return _refuse("path", "path", problem)
+    if error := _pairs_problem(scope.get("query_string", b""), "query"):
+        return error
+    for name, value in scope.get("headers", ()):
+        if found := _HEADER_CONTROL.search(value):
+            header = name.decode("latin-1")
+            detail = f"contains the control character U+{found[0][0]:04X}"
+            return _refuse(header, "header", detail)
+    return None
+
+
+class InputGuardMiddleware:
+    """Refuses control characters in a request's path, query and headers before any handler
+    (or the key lookup) sees them; not on paths under `exclude` (gateway callbacks check each
+    item of a batch themselves: one bad item must not fail the others)."""
+
+    def __init__(self, app: ASGIApp, exclude: tuple[str, ...] = ()) -> None:
+        self.app, self.exclude = app, exclude
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == ScopeType.HTTP
+            and not scope["path"].startswith(self.exclude)
+            and (error := _scope_problem(scope))
+        ):
+            raise error
+        await self.app(scope, receive, send)

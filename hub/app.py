@@ -23,6 +23,8 @@ from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
+from hub.limits.controllers import RateLimitController, RateLimitMiddleware
+from hub.limits.service import Limiter
 from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, openapi_config
 from hub.quota.controllers import QuotaController
@@ -36,6 +38,8 @@ VERSION = "0.1.0"
 GATEWAY_CALLBACKS = "^/v1/gateways/"
 # The dashboard signs in with a session cookie of its own (hub/dashboard).
 DASHBOARD = "^/dashboard"
+# Routes that take no API key: neither the key middleware nor the request limiter runs there.
+KEYLESS = [*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
 
 
 class MetricsController(PrometheusController):
@@ -92,6 +96,7 @@ def create_app(
             UsageController,
             CloseController,
             InboundController,
+            RateLimitController,
             dashboard.DashboardController,
             dashboard.static_files(),
             docs,
@@ -99,9 +104,9 @@ def create_app(
         dependencies={"conn": Provide(provide_connection)},
         middleware=[
             metrics.middleware,
-            DefineMiddleware(
-                ApiKeyMiddleware, exclude=[*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
-            ),
+            DefineMiddleware(ApiKeyMiddleware, exclude=KEYLESS),
+            # After the key middleware: it charges the key that middleware found.
+            RateLimitMiddleware(exclude=KEYLESS),
         ],
         exception_handlers=dashboard.html_errors(exception_handlers()),
         template_config=dashboard.template_config(),
@@ -119,6 +124,7 @@ def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | No
     state: dict[str, object] = {
         "settings": settings,
         "dashboard_secret": dashboard.session_secret(settings),
+        "limiter": Limiter(settings.limits, processes=settings.http.workers),
     }
     if db is not None:
         state["db"] = db

@@ -25,6 +25,9 @@ from tenants.scopes import Scope
 GatewayName = Annotated[str, PathParameter(pattern=r"^[a-z][a-z0-9_-]{0,31}$", max_length=32)]
 SECRET_HEADER = "x-hub-gateway-secret"
 CallbackRequest = Request[None, None, State]
+# A gateway's push of receipts or replies: Alibaba pushes JSON arrays of a few hundred receipts
+# (~300 bytes each); Kannel calls with a query string. 1 MiB holds several thousand.
+MAX_CALLBACK_BYTES = 1024 * 1024
 
 
 class BadCallback(ApiError):
@@ -80,6 +83,7 @@ class GatewayCallbackController(Controller):
 
     path = "/v1/gateways/{name:str}"
     tags = ["gateways"]  # noqa: RUF012 - Litestar reads it as a class attribute
+    request_max_body_size = MAX_CALLBACK_BYTES
 
     @route(
         "/receipts",

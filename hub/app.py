@@ -116,7 +116,7 @@ def create_app(
         request_max_body_size=settings.http.max_body_bytes,
         debug=settings.http.debug,
     )
-    complete_schema(app)
+    complete_schema(app, keyless=KEYLESS)
     return app
 
 

@@ -88,7 +88,7 @@ class GatewayCallbackController(Controller):
     @route(
         "/receipts",
         http_method=["GET", "POST"],
-        responses=error_responses(400, 401, 404),
+        responses=error_responses(400, 401, 404, 413),
         summary="Delivery receipts from a gateway (Kannel's dlr-url, Alibaba's push)",
     )
     async def receipts(self, request: CallbackRequest, name: GatewayName) -> Response[bytes]:
@@ -97,7 +97,7 @@ class GatewayCallbackController(Controller):
     @route(
         "/inbound",
         http_method=["GET", "POST"],
-        responses=error_responses(400, 401, 404),
+        responses=error_responses(400, 401, 404, 413),
         summary="Replies (mobile-originated messages) from a gateway",
     )
     async def inbound(self, request: CallbackRequest, name: GatewayName) -> Response[bytes]:

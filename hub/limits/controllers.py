@@ -39,8 +39,8 @@ READS = frozenset({"GET", "HEAD"})
 COSTS: dict[tuple[str, str], int] = {
     ("POST", "/v1/messages"): 5,
     ("POST", "/v1/contacts/import"): 20,
-    ("GET", "/v1/billing/{period:str}/statement.csv"): 5,
-    ("GET", "/v1/billing/{period:str}/statement.xlsx"): 5,
+    ("GET", "/v1/billing/{period}/statement.csv"): 5,
+    ("GET", "/v1/billing/{period}/statement.xlsx"): 5,
 }
 BODY_UNIT = 64 * 1024
 

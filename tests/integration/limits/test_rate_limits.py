@@ -18,7 +18,7 @@ from hub import queue
 from hub.app import create_app
 from hub.db import SingleConnectionDatabase
 from hub.embedded import start_valkey
-from hub.limits.controllers import cost_of
+from hub.limits.controllers import COSTS, cost_of
 from hub.settings import Settings, load_settings
 from tests.factories import bearer, grant, make_key, make_small_tree
 
@@ -129,7 +129,7 @@ async def test_a_send_costs_more_than_a_read(
 
 def test_costs_by_route_and_body() -> None:
     assert cost_of("GET", "/v1/me", None) == 1
-    assert cost_of("PUT", "/v1/tenants/{code:str}/quota/{period:str}", "120") == 2
+    assert cost_of("PUT", "/v1/tenants/{code}/quota/{period}", "120") == 2
     assert cost_of("POST", "/v1/messages", "100") == 5
     assert cost_of("POST", "/v1/messages", str(14_000_000)) == 5 + 213
     assert cost_of("POST", "/v1/contacts/import", None) == 20
@@ -278,3 +278,10 @@ async def test_nonsense_overrides_are_422(
     resp = await tight.put("/v1/tenants/510104/rate-limits", json=body, headers=bearer(operator))
     assert resp.status_code == 422, resp.text
     assert resp.json()["error"] == "invalid"
+
+
+def test_every_costed_route_exists(app: Litestar) -> None:
+    # The limiter sees Litestar's route templates, which the OpenAPI paths spell the same way.
+    paths = app.openapi_schema.paths or {}
+    for method, route in COSTS:
+        assert getattr(paths[route], method.lower()) is not None, (method, route)

@@ -19,6 +19,8 @@ from typing import TypeVar
 import asyncpg
 import msgspec
 import uvicorn
+from litestar import Litestar
+from uvicorn.supervisors import Multiprocess
 
 from hub import calendar, embedded
 from hub.app import create_app
@@ -153,6 +155,41 @@ async def _serve(
             await worker.close()
 
 
+def serve_app() -> Litestar:
+    """The app of one of several `hub serve` processes (uvicorn's factory, in each process):
+    settings from the environment the supervisor passed on."""
+    settings = load_settings()
+    if settings.clock.start is not None:
+        calendar.CLOCK.start_at(settings.clock.start)
+    return create_app(settings)
+
+
+def _serve_processes(
+    settings: Settings, host: str, port: int, on_ready: Callable[[str], None]
+) -> None:
+    """HUB_HTTP__WORKERS processes sharing one socket, under uvicorn's supervisor (it restarts a
+    process that dies). A process busy with a province's send leaves the others to answer."""
+    assert settings.db.dsn
+    assert settings.redis.dsn
+    # What the processes need to agree on: the servers, and the dashboard's signing secret (one
+    # random secret per process would sign cookies that the other processes refuse).
+    os.environ["HUB_DB__DSN"] = settings.db.dsn
+    os.environ["HUB_REDIS__DSN"] = settings.redis.dsn
+    os.environ["HUB_DASHBOARD__SECRET"] = settings.dashboard.secret or secrets.token_hex(32)
+    config = uvicorn.Config(
+        "hub.cli:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=settings.http.workers,
+        log_level="warning",
+        lifespan="on",
+    )
+    sock = config.bind_socket()
+    on_ready(f"http://{host}:{sock.getsockname()[1]} ({settings.http.workers} processes)")
+    Multiprocess(config, sockets=[sock]).run()
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = _data_dir(settings, args)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -208,8 +245,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         def ready(url: str) -> None:
             _print(f"hub serving at {url}")
 
+        settings = _with_dsns(settings, dsns)
+        if settings.http.workers > 1:
+            _serve_processes(settings, args.host, args.port, ready)
+            return 0
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(_with_dsns(settings, dsns), args.host, args.port, ready))
+            asyncio.run(_serve(settings, args.host, args.port, ready))
     return 0
 
 

@@ -52,7 +52,8 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     debug: bool = False
 
 
-Rate = Annotated[float, msgspec.Meta(gt=0, le=1e6)]
+# Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).
+Rate = Annotated[float, msgspec.Meta(ge=0.001, le=1e6)]
 Burst = Annotated[float, msgspec.Meta(ge=1, le=1e9)]
 
 
@@ -74,7 +75,7 @@ class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     refresh_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     # Redis not answering within this long counts as down: the process then limits on its own
     # for `fallback_seconds` before it asks Redis again.
-    redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 0.25
+    redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     fallback_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 

@@ -176,11 +176,13 @@ class Limiter:
             async with asyncio.timeout(self._settings.redis_timeout_seconds):
                 return await self._buckets(redis).take(keys, shapes, cost, debt=False)
         except (RedisError, OSError, TimeoutError) as exc:
-            log.warning(
-                "request limits: Redis unreachable (%r); this process limits on its own for %.0f s",
-                exc,
-                self._settings.fallback_seconds,
-            )
+            if self._clock() >= self._redis_down_until:  # once, not by every request in flight
+                log.warning(
+                    "request limits: Redis unreachable (%r); this process limits on its own "
+                    "for %.0f s",
+                    exc,
+                    self._settings.fallback_seconds,
+                )
             self._redis_down_until = self._clock() + self._settings.fallback_seconds
             return None
 

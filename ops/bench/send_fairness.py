@@ -239,7 +239,7 @@ def main() -> int:
     parser.add_argument("--dsn", help="an admin DSN; the benchmark creates its own database")
     parser.add_argument("--workers", type=int, default=2, help="hub serve processes")
     parser.add_argument("--policy", choices=["strict", "pooled"], default="strict")
-    parser.add_argument("--rate", type=float, default=20.0, help="small sends a second, in all")
+    parser.add_argument("--rate", type=float, default=10.0, help="small sends a second, in all")
     parser.add_argument("--baseline", type=int, default=15, help="seconds of baseline")
     parser.add_argument("--recipients", type=int, default=1_000_000)
     args = parser.parse_args()

@@ -167,11 +167,12 @@ def _start_server(dsn: str, redis_dsn: str, port: int, workers: int) -> subproce
         HUB_DB__DSN=dsn,
         HUB_REDIS__DSN=redis_dsn,
         HUB_HTTP__PORT=str(port),
-        HUB_HTTP__WORKERS=str(workers),
         HUB_DB__STATEMENT_TIMEOUT="600",
         HUB_LOG_LEVEL="WARNING",
         HUB_MESSAGES__QUIET_HOURS="false",
     )
+    if workers > 1:
+        env["HUB_HTTP__WORKERS"] = str(workers)
     return subprocess.Popen([str(Path(sys.executable).parent / "hub"), "serve"], env=env)
 
 
@@ -189,7 +190,8 @@ async def _ready(client: httpx.AsyncClient) -> None:
 async def _measure(args: argparse.Namespace, base: str, big_key: str, keys: dict[str, str]) -> int:
     text = "今晚七点在党员活动室召开支部大会，请准时参加。"
     big_body = msgspec.json.encode({"to": recipients(args.recipients), "body": text})
-    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    # Idle connections are dropped before uvicorn drops them (5 s): a POST never meets a closed one.
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2)
     async with httpx.AsyncClient(base_url=base, timeout=900, limits=limits) as client:
         await _ready(client)
         load = Load(client, keys, args.rate)

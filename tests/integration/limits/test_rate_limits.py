@@ -285,3 +285,19 @@ def test_every_costed_route_exists(app: Litestar) -> None:
     paths = app.openapi_schema.paths or {}
     for method, route in COSTS:
         assert getattr(paths[route], method.lower()) is not None, (method, route)
+
+
+async def test_malformed_and_nul_laden_overrides_are_4xx(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    operator = await make_key(conn, "000000")
+    headers = {**bearer(operator), "Content-Type": "application/json"}
+    path = "/v1/tenants/510104/rate-limits"
+    garbled = await tight.put(path, content=b'{"key_rate": ', headers=headers)
+    assert garbled.status_code == 400
+    assert garbled.json()["error"] == "malformed"
+    nul = await tight.put(path, content=b'{"key_rate": "1\\u0000"}', headers=headers)
+    assert nul.status_code == 422
+    reader = await make_key(conn, "000000")  # the first key has spent its 4 units
+    odd = await tight.get("/v1/tenants/51%0001/rate-limits", headers=bearer(reader))
+    assert odd.status_code == 404

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Annotated
 
 from litestar import Controller, delete, get, put
 from litestar.datastructures import Headers, State
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.params import JSONBody
+from litestar.params import JSONBody, PathParameter
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -30,7 +31,7 @@ from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.limits.service import Decision, Limiter
 from tenants import service as tenants
 from tenants.auth import require
-from tenants.controllers import AuthedRequest, Code, Conn
+from tenants.controllers import AuthedRequest, Conn
 from tenants.scopes import Scope as KeyScope
 from tenants.service import Principal
 
@@ -43,6 +44,8 @@ COSTS: dict[tuple[str, str], int] = {
     ("GET", "/v1/billing/{period}/statement.xlsx"): 5,
 }
 BODY_UNIT = 64 * 1024
+# A tenant code in the path; anything else (NUL included) is a 422 before any query.
+Code = Annotated[str, PathParameter(pattern=r"^[0-9]{6,12}$", description="A tenant's code")]
 
 
 def cost_of(method: str, route: str, content_length: str | None) -> int:
@@ -104,7 +107,7 @@ class RateLimitController(Controller):
     @get(
         "/",
         guards=[require(KeyScope.TENANTS_READ)],
-        responses=error_responses(404),
+        responses=error_responses(404, 422),
         summary="The request-rate limits in force for a tenant and its keys",
     )
     async def get_limits(
@@ -137,7 +140,7 @@ class RateLimitController(Controller):
     @delete(
         "/",
         guards=[require(KeyScope.TENANTS_WRITE)],
-        responses=error_responses(404),
+        responses=error_responses(404, 422),
         status_code=HTTP_204_NO_CONTENT,
         summary="Drop a tenant's override: the hub's defaults hold again (the operator only)",
     )

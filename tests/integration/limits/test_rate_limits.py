@@ -300,4 +300,5 @@ async def test_malformed_and_nul_laden_overrides_are_4xx(
     assert nul.status_code == 422
     reader = await make_key(conn, "000000")  # the first key has spent its 4 units
     odd = await tight.get("/v1/tenants/51%0001/rate-limits", headers=bearer(reader))
-    assert odd.status_code == 404
+    assert odd.status_code == 422
+    assert odd.json()["error"] == "invalid"

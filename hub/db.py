@@ -152,7 +152,7 @@ def downgrade(dsn: str, revision: str) -> None:
     command.downgrade(alembic_config(dsn), revision)
 
 
-async def in_turns(rows: Iterable[T], every: int = 1000) -> AsyncIterator[T]:
+async def in_turns(rows: Iterable[T], every: int = 250) -> AsyncIterator[T]:
     """`rows` for COPY, letting the event loop serve other requests after every `every` rows.
 
     asyncpg encodes a plain iterable's rows without pause, so a million-row COPY (and the work

@@ -128,7 +128,7 @@ def normalize_all(raws: list[str | int]) -> tuple[list[Recipient], list[Rejected
 
 
 async def normalize_all_in_turns(
-    raws: list[str | int], every: int = 250
+    raws: list[str | int], every: int = 100
 ) -> tuple[list[Recipient], list[Rejected], int]:
     """normalize_all, letting the event loop serve other requests after every `every` numbers:
     a million take seconds of CPU, which must not stall everyone else's requests in this

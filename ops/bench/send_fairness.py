@@ -116,7 +116,9 @@ class Load:
         text = f"第{self.sent}号通知：请于明日九时到会。"
         return msgspec.json.encode({"to": phones, "body": text})
 
-    async def _one(self, key: str, body: bytes, due: float, out: list[float]) -> None:
+    async def _one(
+        self, key: str, body: bytes, due: float, out: list[float], slow: list[tuple[float, float]]
+    ) -> None:
         try:
             resp = await self.client.post(
                 "/v1/messages",
@@ -128,12 +130,14 @@ class Load:
         except httpx.HTTPError as exc:
             self.errors.append(repr(exc))
         out.append((time.perf_counter() - due) * 1000)
+        slow.append((out[-1], due))
 
     async def run(self, until: asyncio.Future[httpx.Response] | float) -> list[float]:
         """Send until `until` (a future that completes, or a number of seconds); latencies (ms)."""
         latencies: list[float] = []
+        self.slowest: list[tuple[float, float]] = []  # (ms, when it was due)
         tasks = []
-        start = time.perf_counter()
+        start = self.started = time.perf_counter()
         i = 0
         while True:
             if isinstance(until, float | int):
@@ -145,7 +149,8 @@ class Load:
             # Always yield, even when behind: the big send's answer must be seen to arrive.
             await asyncio.sleep(max(0.0, due - time.perf_counter()))
             key = self.keys[i % len(self.keys)]
-            tasks.append(asyncio.create_task(self._one(key, self._body(), due, latencies)))
+            work = self._one(key, self._body(), due, latencies, self.slowest)
+            tasks.append(asyncio.create_task(work))
             i += 1
         await asyncio.gather(*tasks)
         return latencies
@@ -218,6 +223,11 @@ async def _measure(args: argparse.Namespace, base: str, big_key: str, keys: dict
         _say(f"small sends not accepted: {len(load.errors)}, e.g. {load.errors[:3]}")
     base_fig = _summary("small sends, baseline", baseline)
     big_fig = _summary("small sends, during 1M send", during)
+    slowest = sorted(load.slowest, reverse=True)[:5]
+    _say(
+        "slowest during, (ms, s after the big send left): "
+        + ", ".join(f"({ms:.0f}, {due - load.started:.1f})" for ms, due in slowest)
+    )
     _say(f"p99 during / goal ({GOAL_MS:.0f} ms)  {big_fig['p99'] / GOAL_MS:6.2f}")
     _say(f"p99 during / baseline p99   {big_fig['p99'] / base_fig['p99']:6.2f}")
     _say(f"load average (1, 5, 15 min): {os.getloadavg()}")

@@ -8,6 +8,11 @@ to wait, and nothing is taken from the other.
 When Redis does not answer, each process limits on its own with the same buckets in memory, its
 share of the rate (rate / HUB_HTTP__WORKERS), for HUB_LIMITS__FALLBACK_SECONDS before asking
 Redis again: never unlimited, never refusing everything.
+
+Litestar's own RateLimitConfig was not enough: a fixed window per identifier over a Store (so
+twice the limit across a window's edge, one identifier per request rather than a key and its
+tenant charged atomically, one cost for every route, no per-tenant overrides), and a Store that
+fails fails the request instead of falling back.
 """
 
 from __future__ import annotations

@@ -24,6 +24,8 @@ from hub.delivery.controllers import GatewayCallbackController, InboundControlle
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
 from hub.inputs import HubRequest, InputGuardMiddleware
+from hub.limits.controllers import RateLimitController, RateLimitMiddleware
+from hub.limits.service import Limiter
 from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, openapi_config
 from hub.quota.controllers import QuotaController
@@ -40,6 +42,8 @@ GATEWAY_CALLBACK_PREFIX = "/v1/gateways/"
 GATEWAY_CALLBACKS = f"^{GATEWAY_CALLBACK_PREFIX}"
 # The dashboard signs in with a session cookie of its own (hub/dashboard).
 DASHBOARD = "^/dashboard"
+# Routes that take no API key: neither the key middleware nor the request limiter runs there.
+KEYLESS = [*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
 
 
 class MetricsController(PrometheusController):
@@ -97,6 +101,7 @@ def create_app(
             UsageController,
             CloseController,
             InboundController,
+            RateLimitController,
             dashboard.DashboardController,
             dashboard.static_files(),
             docs,
@@ -111,9 +116,9 @@ def create_app(
         middleware=[
             metrics.middleware,
             DefineMiddleware(InputGuardMiddleware, exclude=(GATEWAY_CALLBACK_PREFIX,)),
-            DefineMiddleware(
-                ApiKeyMiddleware, exclude=[*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
-            ),
+            DefineMiddleware(ApiKeyMiddleware, exclude=KEYLESS),
+            # After the key middleware: it charges the key that middleware found.
+            RateLimitMiddleware(exclude=KEYLESS),
         ],
         exception_handlers=dashboard.html_errors(exception_handlers()),
         template_config=dashboard.template_config(),
@@ -123,12 +128,15 @@ def create_app(
         request_max_body_size=settings.http.max_body_bytes,
         debug=settings.http.debug,
     )
-    complete_schema(app)
+    complete_schema(app, keyless=KEYLESS)
     return app
 
 
 def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | None) -> State:
-    state: dict[str, object] = {"settings": settings}
+    state: dict[str, object] = {
+        "settings": settings,
+        "limiter": Limiter(settings.limits, processes=settings.http.workers),
+    }
     if db is not None:
         state["db"] = db
     if redis is not None:

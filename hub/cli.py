@@ -1,5 +1,5 @@
 """The `hub` command: up, serve, worker, migrate, tenants import, keys create, quota, rates,
-audit."""
+limits, audit."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from typing import TypeVar
 import asyncpg
 import msgspec
 import uvicorn
+from litestar import Litestar
+from uvicorn.supervisors import Multiprocess
 
 from hub import calendar, embedded
 from hub.app import create_app
@@ -26,6 +28,8 @@ from hub.billing.schemas import RateCardIn
 from hub.calendar import parse_period, period_text
 from hub.db import migrate
 from hub.errors import ApiError
+from hub.limits import service as limits
+from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.quota import service as quota
 from hub.settings import Settings, SettingsError, load_settings
 from hub.worker import build_worker
@@ -135,6 +139,40 @@ async def _serve(
             await worker.close()
 
 
+def serve_app() -> Litestar:
+    """The app of one of several `hub serve` processes (uvicorn's factory, in each process):
+    settings from the environment the supervisor passed on."""
+    settings = load_settings()
+    if settings.clock.start is not None:
+        calendar.CLOCK.start_at(settings.clock.start)
+    return create_app(settings)
+
+
+def _serve_processes(
+    settings: Settings, host: str, port: int, on_ready: Callable[[str], None]
+) -> None:
+    """HUB_HTTP__WORKERS processes sharing one socket, under uvicorn's supervisor (it restarts a
+    process that dies). A process busy with a province's send leaves the others to answer."""
+    assert settings.db.dsn
+    assert settings.redis.dsn
+    # What the processes need to agree on: the servers (embedded ones have no DSN in the
+    # environment).
+    os.environ["HUB_DB__DSN"] = settings.db.dsn
+    os.environ["HUB_REDIS__DSN"] = settings.redis.dsn
+    config = uvicorn.Config(
+        "hub.cli:serve_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=settings.http.workers,
+        log_level="warning",
+        lifespan="on",
+    )
+    sock = config.bind_socket()
+    on_ready(f"http://{host}:{sock.getsockname()[1]} ({settings.http.workers} processes)")
+    Multiprocess(config, sockets=[sock]).run()
+
+
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = _data_dir(settings, args)
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -191,8 +229,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         def ready(url: str) -> None:
             _print(f"hub serving at {url}")
 
+        settings = _with_dsns(settings, dsns)
+        if settings.http.workers > 1:
+            _serve_processes(settings, args.host, args.port, ready)
+            return 0
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(_with_dsns(settings, dsns), args.host, args.port, ready))
+            asyncio.run(_serve(settings, args.host, args.port, ready))
     return 0
 
 
@@ -347,6 +389,50 @@ def cmd_quota_default(settings: Settings, args: argparse.Namespace) -> int:
     return _run_on_db(settings, args, work)
 
 
+def _limits_line(view: RateLimitsView) -> str:
+    own = ", ".join(view.overridden) or "none: the defaults"
+    return (
+        f"{view.tenant}: each key {view.key_rate:g}/s (burst {view.key_burst:g}), the tenant "
+        f"{view.tenant_rate:g}/s (burst {view.tenant_burst:g}); its own: {own}"
+    )
+
+
+def cmd_limits_set(settings: Settings, args: argparse.Namespace) -> int:
+    """Replace a tenant's override (options left out keep the defaults), or drop it."""
+    values = {f: getattr(args, f) for f in limits.FIELDS if getattr(args, f) is not None}
+    try:
+        setting = msgspec.convert(values, RateLimitsSetting)
+    except msgspec.ValidationError as exc:
+        _print(f"error: {exc}")
+        return 2
+
+    async def work(conn: asyncpg.Connection) -> int:
+        tenant = await _cli_tenant(conn, args.tenant)
+        if tenant is None:
+            return 1
+        if args.default:
+            await limits.clear_limits(conn, tenant)
+            view = await limits.limits_of(conn, tenant, settings.limits)
+        else:
+            view = await limits.set_limits(conn, tenant, setting, CLI_ACTOR, settings.limits)
+        _print(_limits_line(view))
+        _print(f"every API process applies it within {settings.limits.refresh_seconds:g} s")
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+def cmd_limits_show(settings: Settings, args: argparse.Namespace) -> int:
+    async def work(conn: asyncpg.Connection) -> int:
+        tenant = await _cli_tenant(conn, args.tenant)
+        if tenant is None:
+            return 1
+        _print(_limits_line(await limits.limits_of(conn, tenant, settings.limits)))
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
 def cmd_audit_quota(settings: Settings, args: argparse.Namespace) -> int:
     period = args.period or calendar.current_period()
 
@@ -431,6 +517,8 @@ def _parser() -> argparse.ArgumentParser:
     data_dir_arg(rlist)
     rlist.set_defaults(run=cmd_rates_list)
 
+    _limits_parsers(sub, data_dir_arg)
+
     audit = sub.add_parser("audit", help="check ledgers").add_subparsers(
         dest="audit_command", required=True
     )
@@ -454,6 +542,28 @@ def _parser() -> argparse.ArgumentParser:
     data_dir_arg(create)
     create.set_defaults(run=cmd_keys_create)
     return parser
+
+
+def _limits_parsers(
+    sub: argparse._SubParsersAction,  # type: ignore[type-arg]
+    data_dir_arg: Callable[[argparse.ArgumentParser], None],
+) -> None:
+    cmd = sub.add_parser("limits", help="request-rate limits per tenant (operator)")
+    limits_cmd = cmd.add_subparsers(dest="limits_command", required=True)
+    lset = limits_cmd.add_parser(
+        "set", help="override a tenant's limits (options left out keep the defaults)"
+    )
+    lset.add_argument("--tenant", required=True)
+    for name in limits.FIELDS:
+        kind = "units/s" if name.endswith("rate") else "units"
+        lset.add_argument(f"--{name.replace('_', '-')}", dest=name, type=float, help=kind)
+    lset.add_argument("--default", action="store_true", help="drop the override")
+    data_dir_arg(lset)
+    lset.set_defaults(run=cmd_limits_set)
+    lshow = limits_cmd.add_parser("show", help="the limits in force for a tenant")
+    lshow.add_argument("--tenant", required=True)
+    data_dir_arg(lshow)
+    lshow.set_defaults(run=cmd_limits_show)
 
 
 def main(argv: list[str] | None = None) -> int:

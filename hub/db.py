@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
-from typing import Any, Protocol, cast
+from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -21,6 +21,8 @@ from litestar.datastructures import State
 from alembic import command
 from hub import calendar
 from hub.settings import DbSettings
+
+T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -148,3 +150,15 @@ def migrate(dsn: str, revision: str = "head") -> None:
 
 def downgrade(dsn: str, revision: str) -> None:
     command.downgrade(alembic_config(dsn), revision)
+
+
+async def in_turns(rows: Iterable[T], every: int = 250) -> AsyncIterator[T]:
+    """`rows` for COPY, letting the event loop serve other requests after every `every` rows.
+
+    asyncpg encodes a plain iterable's rows without pause, so a million-row COPY (and the work
+    that generates its rows) would stall every other request of the process for seconds.
+    """
+    for n, row in enumerate(rows, 1):
+        yield row
+        if n % every == 0:
+            await asyncio.sleep(0)

@@ -14,6 +14,7 @@ from typing import Any
 
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
 from tenants.errors import (
@@ -35,6 +36,7 @@ __all__ = [
     "Invalid",
     "Malformed",
     "NotFound",
+    "RateLimited",
     "TooLarge",
     "TooManyRequests",
     "Unauthorized",
@@ -79,6 +81,14 @@ class TooManyRequests(ApiError):
     code = "rate_limited"
 
 
+class RateLimited(TooManyRequests):
+    """A request-rate limit refused the request; `headers` say when to come back."""
+
+    def __init__(self, detail: str, headers: dict[str, str], **extra: Any) -> None:
+        super().__init__(detail, **extra)
+        self.headers = headers
+
+
 def _json(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response[Any]:
@@ -86,7 +96,8 @@ def _json(
 
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return _json(exc.status_code, {"error": exc.code, "detail": exc.detail, **exc.extra})
+    headers = exc.headers if isinstance(exc, RateLimited) else None
+    return _json(exc.status_code, {"error": exc.code, "detail": exc.detail, **exc.extra}, headers)
 
 
 _FIELD_IN_MESSAGE = re.compile(r"field `([^`]+)`|at `\$\.([^`]+)`")
@@ -126,7 +137,17 @@ def _validation(_: Request[Any, Any, Any], exc: ValidationException) -> Response
     return _json(422, {"error": "invalid", "detail": detail or str(exc.detail), "fields": fields})
 
 
-def _http(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+def _too_large(request: Request[Any, Any, Any]) -> Response[Any]:
+    """413 naming the route's limit: each route's is sized to its largest legal body."""
+    limit = request.route_handler.resolve_request_max_body_size()
+    route = f"{request.method} {request.scope.get('path_template', request.url.path)}"
+    detail = f"the request body is over {limit} bytes, the most {route} accepts"
+    return _json(413, {"error": "too_large", "detail": detail, "limit_bytes": limit})
+
+
+def _http(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    if isinstance(exc, RequestEntityTooLarge):
+        return _too_large(request)
     status = exc.status_code
     if status >= 500:
         log.error("server error: %s", exc.detail, exc_info=exc)

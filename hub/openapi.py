@@ -3,7 +3,9 @@ enforce (so that a client trusting the schema, schemathesis included, is not sur
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+import re
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import msgspec
@@ -16,6 +18,7 @@ from litestar.openapi.spec import (
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
+    Operation,
     Reference,
     Schema,
     SecurityScheme,
@@ -83,7 +86,33 @@ def _schema(spec: dict[str, Any]) -> Schema:
     )
 
 
-def complete_schema(app: Litestar) -> None:
+def _operations(app: Litestar) -> Iterator[tuple[str, Operation]]:
+    for path, item in (app.openapi_schema.paths or {}).items():
+        for method in ("get", "put", "post", "delete", "patch"):
+            if (operation := getattr(item, method, None)) is not None:
+                yield path, operation
+
+
+def _document_limits(app: Litestar, keyless: Sequence[str]) -> None:
+    """Every route that takes an API key may answer 429 (the request limiter), and every route
+    with a body 413 (each has its own size limit)."""
+    skip = re.compile("|".join(keyless))
+    for path, operation in _operations(app):
+        responses = operation.responses or {}
+        malformed = responses.get("400")
+        if not isinstance(malformed, OpenAPIResponse):
+            continue
+        if not skip.search(path) and "429" not in responses:
+            responses["429"] = dataclasses.replace(
+                malformed, description="Quota or request-rate limit reached"
+            )
+        if operation.request_body is not None and "413" not in responses:
+            responses["413"] = dataclasses.replace(
+                malformed, description="Request body over this route's limit"
+            )
+
+
+def complete_schema(app: Litestar, keyless: Sequence[str] = ()) -> None:
     """Say in the OpenAPI document what our bodies enforce but Litestar leaves out.
 
     - `additionalProperties: false` for every body that rejects unknown fields;
@@ -93,9 +122,12 @@ def complete_schema(app: Litestar) -> None:
       hub.inputs refuses before the route runs;
     - that no string (object keys included) may hold one: a `pattern` on every free string.
     A client that trusts the schema would otherwise send what we answer 422 to.
+    And the limits' answers (429, 413) on every route they apply to; `keyless` are the routes
+    that take no API key, which the request limiter leaves alone.
     """
     _every_operation_may_refuse(app)
     _no_control_characters(app)
+    _document_limits(app, keyless)
     schemas = app.openapi_schema.components.schemas or {}
     for struct in _structs(msgspec.Struct):
         schema = schemas.get(struct.__name__)

@@ -42,9 +42,41 @@ class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     host: str = "127.0.0.1"
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
-    # Largest request body accepted; larger ones answer 413.
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024)] = 1_048_576
+    # Largest body of the routes that set no limit of their own: every small JSON route
+    # (tenants, keys, quota, templates…; their largest legal body is under 8 KiB). Sends, roster
+    # imports and gateway callbacks set their own beside their routes. Larger answers 413.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=16_384)] = 16_384
+    # `hub serve` processes sharing the port (uvicorn workers): one per core is the production
+    # setting (docs/OPERATIONS.md); the request limiter's fallback shares its rate among them.
+    workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     debug: bool = False
+
+
+# Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).
+Rate = Annotated[float, msgspec.Meta(ge=0.001, le=1e6)]
+Burst = Annotated[float, msgspec.Meta(ge=1, le=1e9)]
+
+
+class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Request-rate limits (hub.limits): token buckets per API key and per tenant, in units.
+
+    A read costs 1 unit, another write 2, a send 5, a roster import 20, a statement export 5;
+    every request also costs 1 unit per 64 KiB of body (never more than a full bucket). The
+    operator may override them per tenant (PUT /v1/tenants/{code}/rate-limits, `hub limits`).
+    """
+
+    # Units a second each key gains, and the most it may hold (a burst).
+    key_rate: Rate = 20.0
+    key_burst: Burst = 300.0
+    # The same for all of a tenant's keys together.
+    tenant_rate: Rate = 40.0
+    tenant_burst: Burst = 600.0
+    # How soon every API process sees an operator's override (each reloads them this often).
+    refresh_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
+    # Redis not answering within this long counts as down: the process then limits on its own
+    # for `fallback_seconds` before it asks Redis again.
+    redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    fallback_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
 class QuotaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -183,6 +215,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     delivery: DeliverySettings = DeliverySettings()
     contacts: ContactsSettings = ContactsSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    limits: LimitsSettings = LimitsSettings()
     clock: ClockSettings = ClockSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"

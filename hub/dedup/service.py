@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 import asyncpg
 import msgspec
 
+from hub.db import in_turns
 from hub.dedup import repository as sql
 from hub.dedup.repository import Holder, StoredAnswer
 from hub.errors import Conflict, Invalid
@@ -107,7 +108,7 @@ async def claim_send(
         return {}
     await conn.execute(sql.PREPARE_KEYS)
     await conn.copy_records_to_table(
-        "send_keys", records=zip(content_keys(phones, body), phones, strict=True)
+        "send_keys", records=in_turns(zip(content_keys(phones, body), phones, strict=True))
     )
     await conn.execute(sql.CLAIM_FOR_SEND, send_id, tenant_id, float(window_seconds))
     records = await conn.fetch(sql.HELD_ELSEWHERE, send_id)

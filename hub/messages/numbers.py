@@ -7,8 +7,10 @@ parentheses and full-width digits (１３８…). The carrier is the number's or
 
 from __future__ import annotations
 
+import asyncio
 import re
 import unicodedata
+from collections.abc import Iterable
 from typing import Literal
 
 import msgspec
@@ -35,12 +37,14 @@ def _cn_mobile_pattern() -> re.Pattern[str]:
 _CN_MOBILE = _cn_mobile_pattern()
 
 
-class Recipient(msgspec.Struct, frozen=True):
+# Untracked by the cyclic GC (they hold only strings): a million of them made each full
+# collection walk them all, pausing the process for a fifth of a second at a time.
+class Recipient(msgspec.Struct, frozen=True, gc=False):
     phone: str  # E.164, e.g. +8613800138000
     carrier: str  # one of CARRIERS, or "unknown"
 
 
-class Rejected(msgspec.Struct, frozen=True):
+class Rejected(msgspec.Struct, frozen=True, gc=False):
     to: str
     reason: Reason
 
@@ -94,17 +98,43 @@ def _full(raw: str, text: str) -> Recipient | Rejected:
     )
 
 
+class _Collected:
+    """Unique valid recipients in first-seen order, the rejects, and the repeats, so far."""
+
+    def __init__(self) -> None:
+        self.seen: dict[str, Recipient] = {}
+        self.rejected: list[Rejected] = []
+        self.repeats = 0
+
+    def add(self, raws: Iterable[str | int]) -> None:
+        for raw in raws:
+            result = normalize(raw)
+            if isinstance(result, Rejected):
+                self.rejected.append(result)
+            elif result.phone in self.seen:
+                self.repeats += 1
+            else:
+                self.seen[result.phone] = result
+
+    def result(self) -> tuple[list[Recipient], list[Rejected], int]:
+        return list(self.seen.values()), self.rejected, self.repeats
+
+
 def normalize_all(raws: list[str | int]) -> tuple[list[Recipient], list[Rejected], int]:
     """Unique valid recipients in first-seen order, the rejects, and how many repeats there were."""
-    seen: dict[str, Recipient] = {}
-    rejected: list[Rejected] = []
-    repeats = 0
-    for raw in raws:
-        result = normalize(raw)
-        if isinstance(result, Rejected):
-            rejected.append(result)
-        elif result.phone in seen:
-            repeats += 1
-        else:
-            seen[result.phone] = result
-    return list(seen.values()), rejected, repeats
+    collected = _Collected()
+    collected.add(raws)
+    return collected.result()
+
+
+async def normalize_all_in_turns(
+    raws: list[str | int], every: int = 100
+) -> tuple[list[Recipient], list[Rejected], int]:
+    """normalize_all, letting the event loop serve other requests after every `every` numbers:
+    a million take seconds of CPU, which must not stall everyone else's requests in this
+    process (docs/BENCHMARKS.md, "a million-recipient send and the other tenants")."""
+    collected = _Collected()
+    for start in range(0, len(raws), every):
+        collected.add(raws[start : start + every])
+        await asyncio.sleep(0)
+    return collected.result()

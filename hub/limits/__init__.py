@@ -1,0 +1,1 @@
+"""Limits that keep one tenant from starving the rest: request-rate buckets per key and tenant."""

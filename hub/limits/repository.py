@@ -1,0 +1,40 @@
+"""SQL for the operator's per-tenant rate-limit overrides."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import msgspec
+
+
+class OverrideRow(msgspec.Struct, frozen=True):
+    tenant_id: int
+    key_rate: float | None
+    key_burst: float | None
+    tenant_rate: float | None
+    tenant_burst: float | None
+    updated_by: str
+    updated_at: datetime
+
+
+_COLUMNS = "tenant_id, key_rate, key_burst, tenant_rate, tenant_burst, updated_by, updated_at"
+
+# Every override: what each API process keeps in memory.
+ALL_OVERRIDES = f"SELECT {_COLUMNS} FROM rate_limits"
+
+# One tenant's override.
+OVERRIDE = f"SELECT {_COLUMNS} FROM rate_limits WHERE tenant_id = $1"
+
+# Set a tenant's override (all four columns; null keeps the default).
+SET_OVERRIDE = f"""
+INSERT INTO rate_limits (tenant_id, key_rate, key_burst, tenant_rate, tenant_burst, updated_by)
+VALUES ($1, $2, $3, $4, $5, $6)
+ON CONFLICT (tenant_id) DO UPDATE
+SET key_rate = excluded.key_rate, key_burst = excluded.key_burst,
+    tenant_rate = excluded.tenant_rate, tenant_burst = excluded.tenant_burst,
+    updated_by = excluded.updated_by, updated_at = hub_now()
+RETURNING {_COLUMNS}
+"""
+
+# Drop a tenant's override: the defaults hold again.
+CLEAR_OVERRIDE = "DELETE FROM rate_limits WHERE tenant_id = $1"

@@ -1,0 +1,215 @@
+"""Request-rate limits per API key and per tenant, and the operator's overrides.
+
+Every request an API key makes costs units (hub.limits.controllers says how many) taken from two
+token buckets at once: its key's and its tenant's (all the tenant's keys together), both held in
+Redis and so shared by every API process (hub.buckets). Either bucket short → 429 with how long
+to wait, and nothing is taken from the other.
+
+When Redis does not answer, each process limits on its own with the same buckets in memory, its
+share of the rate (rate / HUB_HTTP__WORKERS), for HUB_LIMITS__FALLBACK_SECONDS before asking
+Redis again: never unlimited, never refusing everything.
+
+Litestar's own RateLimitConfig was not enough: a fixed window per identifier over a Store (so
+twice the limit across a window's edge, one identifier per request rather than a key and its
+tenant charged atomically, one cost for every route, no per-tenant overrides), and a Store that
+fails fails the request instead of falling back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Literal
+
+import asyncpg
+import msgspec
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from hub.buckets import Buckets, Limit, LocalBuckets, Taken
+from hub.db import Database
+from hub.errors import Forbidden
+from hub.limits import repository as sql
+from hub.limits.repository import OverrideRow
+from hub.limits.schemas import RateLimitsSetting, RateLimitsView
+from hub.settings import LimitsSettings
+from tenants.repository import TenantRow
+from tenants.service import ROOT_CODE, Principal
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("key_rate", "key_burst", "tenant_rate", "tenant_burst")
+
+
+class Limits(msgspec.Struct, frozen=True):
+    key: Limit
+    tenant: Limit
+
+
+class Decision(msgspec.Struct, frozen=True):
+    allowed: bool
+    # Refused: seconds until the request would be let through.
+    retry_after: float
+    # The bucket nearer to empty (refused: the one that refused), its shape and whole units left.
+    bucket: Literal["key", "tenant"]
+    limit: Limit
+    left: int
+    # False while Redis is unreachable and this process limits on its own.
+    shared: bool
+
+    def headers(self) -> dict[str, str]:
+        """RateLimit-* (IETF draft): the bucket's size, what is left, seconds until it is full."""
+        left = max(self.left, 0)
+        reset = math.ceil((self.limit.burst - left) / self.limit.rate)
+        headers = {
+            "RateLimit-Limit": str(math.floor(self.limit.burst)),
+            "RateLimit-Remaining": str(left),
+            "RateLimit-Reset": str(max(reset, 0)),
+        }
+        if not self.allowed:
+            headers["Retry-After"] = str(max(1, math.ceil(self.retry_after)))
+        return headers
+
+
+def in_force(defaults: LimitsSettings, row: OverrideRow | None) -> Limits:
+    """A tenant's limits: its own where the operator set them, else the defaults."""
+
+    def pick(name: str) -> float:
+        own = getattr(row, name) if row is not None else None
+        return float(own if own is not None else getattr(defaults, name))
+
+    return Limits(
+        key=Limit(rate=pick("key_rate"), burst=pick("key_burst")),
+        tenant=Limit(rate=pick("tenant_rate"), burst=pick("tenant_burst")),
+    )
+
+
+def require_operator(who: Principal) -> None:
+    """Overrides are the hub operator's (the root tenant's keys): a county must not lift its own."""
+    if who.tenant_code != ROOT_CODE:
+        raise Forbidden("only the hub operator (the root tenant) sets rate limits")
+
+
+def _override(record: asyncpg.Record | None) -> OverrideRow | None:
+    return None if record is None else msgspec.convert(dict(record.items()), OverrideRow)
+
+
+def _view(tenant: TenantRow, defaults: LimitsSettings, row: OverrideRow | None) -> RateLimitsView:
+    limits = in_force(defaults, row)
+    return RateLimitsView(
+        tenant=tenant.code,
+        key_rate=limits.key.rate,
+        key_burst=limits.key.burst,
+        tenant_rate=limits.tenant.rate,
+        tenant_burst=limits.tenant.burst,
+        overridden=[f for f in FIELDS if row is not None and getattr(row, f) is not None],
+        updated_by=row.updated_by if row else None,
+        updated_at=row.updated_at if row else None,
+    )
+
+
+async def limits_of(
+    conn: asyncpg.Connection, tenant: TenantRow, defaults: LimitsSettings
+) -> RateLimitsView:
+    return _view(tenant, defaults, _override(await conn.fetchrow(sql.OVERRIDE, tenant.id)))
+
+
+async def set_limits(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    setting: RateLimitsSetting,
+    actor: str,
+    defaults: LimitsSettings,
+) -> RateLimitsView:
+    """Replace the tenant's override (a field left out keeps the default)."""
+    values = [getattr(setting, f) for f in FIELDS]
+    row = _override(await conn.fetchrow(sql.SET_OVERRIDE, tenant.id, *values, actor))
+    return _view(tenant, defaults, row)
+
+
+async def clear_limits(conn: asyncpg.Connection, tenant: TenantRow) -> None:
+    await conn.execute(sql.CLEAR_OVERRIDE, tenant.id)
+
+
+class Limiter:
+    """One API process's view of the limits: overrides cached, Redis first, itself as fallback."""
+
+    def __init__(
+        self,
+        settings: LimitsSettings,
+        processes: int = 1,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._settings = settings
+        self._processes = processes
+        self._clock = clock
+        self._local = LocalBuckets(clock)
+        self._overrides: dict[int, Limits] = {}
+        self._loaded_at: float | None = None
+        self._redis_down_until = -math.inf
+        self._shared: tuple[Redis, Buckets] | None = None
+
+    def forget_overrides(self) -> None:
+        """Reload the overrides on the next request (this process just changed one)."""
+        self._loaded_at = None
+
+    async def _limits(self, db: Database, tenant_id: int) -> Limits:
+        now = self._clock()
+        if self._loaded_at is None or now - self._loaded_at >= self._settings.refresh_seconds:
+            async with db.acquire() as conn:
+                records = await conn.fetch(sql.ALL_OVERRIDES)
+            rows = [msgspec.convert(dict(r.items()), OverrideRow) for r in records]
+            self._overrides = {row.tenant_id: in_force(self._settings, row) for row in rows}
+            self._loaded_at = now
+        return self._overrides.get(tenant_id) or in_force(self._settings, None)
+
+    def _buckets(self, redis: Redis) -> Buckets:
+        if self._shared is None or self._shared[0] is not redis:
+            self._shared = (redis, Buckets(redis))
+        return self._shared[1]
+
+    async def _take_shared(
+        self, redis: Redis, keys: list[str], shapes: list[Limit], cost: float
+    ) -> Taken | None:
+        """From Redis; None while it is unreachable (then this process limits on its own)."""
+        if self._clock() < self._redis_down_until:
+            return None
+        try:
+            async with asyncio.timeout(self._settings.redis_timeout_seconds):
+                return await self._buckets(redis).take(keys, shapes, cost, debt=False)
+        except (RedisError, OSError, TimeoutError) as exc:
+            if self._clock() >= self._redis_down_until:  # once, not by every request in flight
+                log.warning(
+                    "request limits: Redis unreachable (%r); this process limits on its own "
+                    "for %.0f s",
+                    exc,
+                    self._settings.fallback_seconds,
+                )
+            self._redis_down_until = self._clock() + self._settings.fallback_seconds
+            return None
+
+    async def check(self, db: Database, redis: Redis, who: Principal, cost: float) -> Decision:
+        """Take `cost` units from the key's and the tenant's buckets, or refuse (nothing taken)."""
+        limits = await self._limits(db, who.tenant_id)
+        keys = [f"hub:limit:key:{who.key_prefix}", f"hub:limit:tenant:{who.tenant_id}"]
+        shapes = [limits.key, limits.tenant]
+        taken = await self._take_shared(redis, keys, shapes, min(cost, *(s.burst for s in shapes)))
+        shared = taken is not None
+        if taken is None:
+            # This process's share, so that all of them together still hold the limit.
+            n = self._processes
+            shapes = [Limit(rate=s.rate / n, burst=max(1.0, s.burst / n)) for s in shapes]
+            taken = self._local.take(keys, shapes, min(cost, *(s.burst for s in shapes)))
+        allowed = taken.wait_seconds == 0
+        which = taken.shortest if not allowed else min((0, 1), key=lambda i: taken.left[i])
+        return Decision(
+            allowed=allowed,
+            retry_after=taken.wait_seconds,
+            bucket="key" if which == 0 else "tenant",
+            limit=shapes[which],
+            left=taken.left[which],
+            shared=shared,
+        )

@@ -1,0 +1,304 @@
+"""Request-rate limits per API key and per tenant, shared through a real Redis, and their fallback
+to per-process buckets when that Redis is stopped. Every limit here is tight on purpose."""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import asyncpg
+import httpx
+import pytest
+from arq.connections import ArqRedis
+from litestar import Litestar
+from redis.asyncio import Redis
+
+from hub import queue
+from hub.app import create_app
+from hub.db import SingleConnectionDatabase
+from hub.embedded import start_valkey
+from hub.limits.controllers import COSTS, cost_of
+from hub.settings import Settings, load_settings
+from tests.factories import bearer, grant, make_key, make_small_tree
+
+TIGHT = {
+    "HUB_LIMITS__KEY_RATE": "0.01",  # a unit every 100 s: nothing refills during a test
+    "HUB_LIMITS__KEY_BURST": "4",
+    "HUB_LIMITS__TENANT_RATE": "0.01",
+    "HUB_LIMITS__TENANT_BURST": "6",
+}
+
+
+def tight_settings(settings: Settings, **extra: str) -> Settings:
+    env = {
+        "HUB_DB__DSN": settings.db.dsn or "",
+        "HUB_REDIS__DSN": settings.redis.dsn or "",
+        "HUB_MESSAGES__QUIET_HOURS": "false",
+        **TIGHT,
+        **extra,
+    }
+    return load_settings(env)
+
+
+def app_on(settings: Settings, conn: asyncpg.Connection, redis: Redis) -> Litestar:
+    return create_app(settings, db=SingleConnectionDatabase(conn), redis=redis)  # type: ignore[arg-type]
+
+
+def client_of(app: Litestar) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    return httpx.AsyncClient(transport=transport, base_url="http://hub.test")
+
+
+@pytest.fixture
+async def tight(
+    settings: Settings, conn: asyncpg.Connection, redis: ArqRedis
+) -> AsyncIterator[httpx.AsyncClient]:
+    async with client_of(app_on(tight_settings(settings), conn, redis)) as client:
+        yield client
+
+
+@pytest.fixture
+async def tree(conn: asyncpg.Connection) -> None:
+    await make_small_tree(conn)
+    await grant(conn, {"000000": 1000, "510000": 500, "510100": 300, "510104": 100})
+
+
+async def statuses(client: httpx.AsyncClient, key: str, n: int, path: str = "/v1/me") -> list[int]:
+    return [(await client.get(path, headers=bearer(key))).status_code for _ in range(n)]
+
+
+async def test_a_key_over_its_burst_gets_429_with_retry_after_in_the_json_shape(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    key = await make_key(conn, "510104")
+    first = await tight.get("/v1/me", headers=bearer(key))
+    assert first.status_code == 200
+    assert first.headers["RateLimit-Limit"] == "4"
+    assert first.headers["RateLimit-Remaining"] == "3"
+    assert await statuses(tight, key, 3) == [200, 200, 200]
+
+    refused = await tight.get("/v1/me", headers=bearer(key))
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["error"] == "rate_limited"
+    assert body["limit"] == "key"
+    assert "this API key" in body["detail"]
+    # One unit at 0.01 a second: 100 s, by Redis's own clock.
+    assert 99 <= int(refused.headers["Retry-After"]) <= 100
+    assert body["retry_after"] == int(refused.headers["Retry-After"])
+    assert refused.headers["RateLimit-Remaining"] == "0"
+
+
+async def test_the_keys_of_one_tenant_share_its_bucket(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    first, second = await make_key(conn, "510104"), await make_key(conn, "510104")
+    assert await statuses(tight, first, 4) == [200] * 4
+    # The second key has its own 4, but the tenant has only 2 of its 6 left.
+    assert await statuses(tight, second, 3) == [200, 200, 429]
+    refused = await tight.get("/v1/me", headers=bearer(second))
+    assert refused.json()["limit"] == "tenant"
+
+
+async def test_a_flooding_county_does_not_block_another(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    hostile, other = await make_key(conn, "510104"), await make_key(conn, "510105")
+    assert (await statuses(tight, hostile, 10))[-1] == 429
+    # Its province, its sibling and the province's own key are untouched.
+    assert await statuses(tight, other, 4) == [200] * 4
+    province = await make_key(conn, "510000")
+    assert await statuses(tight, province, 4) == [200] * 4
+
+
+async def test_a_send_costs_more_than_a_read(
+    conn: asyncpg.Connection, settings: Settings, redis: ArqRedis, tree: None
+) -> None:
+    app = app_on(tight_settings(settings, HUB_LIMITS__KEY_BURST="8"), conn, redis)
+    key = await make_key(conn, "510104")
+    send = {"to": ["13800138000"], "body": "今晚七点开会", "dedup": "off"}
+    async with client_of(app) as client:
+        sent = await client.post("/v1/messages", json=send, headers=bearer(key))
+        assert sent.status_code == 202, sent.text
+        assert sent.headers["RateLimit-Remaining"] == "1"  # the tenant's 6 less 5
+        again = await client.post("/v1/messages", json=send, headers=bearer(key))
+        assert again.status_code == 429
+        assert await statuses(client, key, 2) == [200, 429]
+
+
+def test_costs_by_route_and_body() -> None:
+    assert cost_of("GET", "/v1/me", None) == 1
+    assert cost_of("PUT", "/v1/tenants/{code}/quota/{period}", "120") == 2
+    assert cost_of("POST", "/v1/messages", "100") == 5
+    assert cost_of("POST", "/v1/messages", str(14_000_000)) == 5 + 213
+    assert cost_of("POST", "/v1/contacts/import", None) == 20
+    assert cost_of("POST", "/v1/messages", "garbage") == 5
+
+
+async def test_a_request_costing_more_than_the_bucket_still_goes_once_it_is_full(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    key = await make_key(conn, "510104")
+    send = {
+        "to": ["13800138000"],
+        "body": "今晚七点开会",
+        "dedup": "off",
+        "vars": {"x": "y" * 70_000},
+    }
+    # 5 + 1 per 64 KiB = 6 units against a 4-unit bucket: charged as a full bucket.
+    sent = await tight.post("/v1/messages", json=send, headers=bearer(key))
+    assert sent.status_code == 202, sent.text
+    assert (await tight.get("/v1/me", headers=bearer(key))).status_code == 429
+
+
+async def test_every_api_process_shares_the_buckets(
+    conn: asyncpg.Connection, settings: Settings, redis: ArqRedis, tree: None
+) -> None:
+    key = await make_key(conn, "510104")
+    limited = tight_settings(settings)
+    # Two apps, two limiters, as two `hub serve` processes would have; one Redis.
+    async with client_of(app_on(limited, conn, redis)) as one:
+        async with client_of(app_on(limited, conn, redis)) as two:
+            assert await statuses(one, key, 2) == [200, 200]
+            assert await statuses(two, key, 2) == [200, 200]
+            assert await statuses(one, key, 1) == [429]
+            assert await statuses(two, key, 1) == [429]
+
+
+async def test_health_metrics_and_gateway_callbacks_are_not_limited(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    key = await make_key(conn, "510104")
+    for path in ("/healthz", "/metrics"):
+        assert {(await tight.get(path, headers=bearer(key))).status_code for _ in range(8)} == {200}
+    # A gateway's callback with a wrong secret: 401 every time, never 429.
+    codes = {(await tight.post("/v1/gateways/outbox/receipts")).status_code for _ in range(8)}
+    assert 429 not in codes
+    # The key itself was not charged by any of it.
+    assert (await tight.get("/v1/me", headers=bearer(key))).headers["RateLimit-Remaining"] == "3"
+
+
+# --- Redis gone -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def stopped_redis() -> AsyncIterator[Redis]:
+    """A client of a real Valkey that answered once and then was stopped."""
+    with tempfile.TemporaryDirectory(prefix="hub-test-gone-") as tmp:
+        server = start_valkey(Path(tmp))
+        client = await queue.connect(f"redis://127.0.0.1:{server.port}/0")
+        try:
+            assert await client.ping()
+            server.stop()
+            yield client
+        finally:
+            await client.aclose()
+
+
+async def test_without_redis_each_process_limits_on_its_own(
+    conn: asyncpg.Connection, settings: Settings, stopped_redis: Redis, tree: None
+) -> None:
+    key = await make_key(conn, "510104")
+    app = app_on(tight_settings(settings), conn, stopped_redis)
+    async with client_of(app) as client:
+        # Not "refuse everything": the bucket's worth goes through; not "unlimited": then 429.
+        assert await statuses(client, key, 5) == [200, 200, 200, 200, 429]
+        refused = await client.get("/v1/me", headers=bearer(key))
+        assert refused.json()["error"] == "rate_limited"
+        assert "Retry-After" in refused.headers
+
+
+async def test_without_redis_the_processes_split_the_rate(
+    conn: asyncpg.Connection, settings: Settings, tree: None
+) -> None:
+    unreachable = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2)
+    key = await make_key(conn, "510104")
+    # Two workers per host: each holds half of the 4-unit burst while Redis is away.
+    app = app_on(tight_settings(settings, HUB_HTTP__WORKERS="2"), conn, unreachable)
+    try:
+        async with client_of(app) as client:
+            assert await statuses(client, key, 3) == [200, 200, 429]
+    finally:
+        await unreachable.aclose()
+
+
+# --- the operator's overrides ----------------------------------------------------------------
+
+
+async def test_the_operator_raises_a_tenants_limits_and_only_the_operator_may(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    operator, county = await make_key(conn, "000000"), await make_key(conn, "510104")
+    sibling, province = await make_key(conn, "510105"), await make_key(conn, "510000")
+    path = "/v1/tenants/510104/rate-limits"
+    lift = {"key_burst": 10, "tenant_burst": 10}
+    # Nobody below the operator lifts their own limits or a child's.
+    for hostile, code in ((sibling, "510105"), (province, "510104"), (province, "510000")):
+        refused = await tight.put(
+            f"/v1/tenants/{code}/rate-limits", json=lift, headers=bearer(hostile)
+        )
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"] == "forbidden"
+
+    resp = await tight.put(path, json=lift, headers=bearer(operator))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["overridden"] == ["key_burst", "tenant_burst"]
+    assert resp.json()["key_rate"] == 0.01  # the default still holds where not overridden
+    # The county sees its own limits (a read: 1 unit), then has 9 more.
+    seen = await tight.get(path, headers=bearer(county))
+    assert seen.json()["key_burst"] == 10
+    assert seen.headers["RateLimit-Remaining"] == "9"
+    assert await statuses(tight, county, 9) == [200] * 9
+    assert await statuses(tight, county, 1) == [429]
+
+    assert (await tight.delete(path, headers=bearer(operator))).status_code == 204
+    # (the operator is limited too: a fresh key of its, as its first has spent 4 of 4)
+    view = (await tight.get(path, headers=bearer(await make_key(conn, "000000")))).json()
+    assert (view["key_burst"], view["overridden"]) == (4, [])
+
+
+async def test_a_county_cannot_read_another_countys_limits(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    county = await make_key(conn, "510104")
+    resp = await tight.get("/v1/tenants/510105/rate-limits", headers=bearer(county))
+    assert resp.status_code == 404
+    assert resp.json() == {"error": "not_found", "detail": "tenant not found"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [{"key_rate": 0}, {"key_burst": 0.5}, {"key_rate": 1e300}, {"other": 1}, {"key_rate": "x"}],
+)
+async def test_nonsense_overrides_are_422(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None, body: dict[str, object]
+) -> None:
+    operator = await make_key(conn, "000000")
+    resp = await tight.put("/v1/tenants/510104/rate-limits", json=body, headers=bearer(operator))
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["error"] == "invalid"
+
+
+def test_every_costed_route_exists(app: Litestar) -> None:
+    # The limiter sees Litestar's route templates, which the OpenAPI paths spell the same way.
+    paths = app.openapi_schema.paths or {}
+    for method, route in COSTS:
+        assert getattr(paths[route], method.lower()) is not None, (method, route)
+
+
+async def test_malformed_and_nul_laden_overrides_are_4xx(
+    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+) -> None:
+    operator = await make_key(conn, "000000")
+    headers = {**bearer(operator), "Content-Type": "application/json"}
+    path = "/v1/tenants/510104/rate-limits"
+    garbled = await tight.put(path, content=b'{"key_rate": ', headers=headers)
+    assert garbled.status_code == 400
+    assert garbled.json()["error"] == "malformed"
+    nul = await tight.put(path, content=b'{"key_rate": "1\\u0000"}', headers=headers)
+    assert nul.status_code == 422
+    reader = await make_key(conn, "000000")  # the first key has spent its 4 units
+    odd = await tight.get("/v1/tenants/51%0001/rate-limits", headers=bearer(reader))
+    assert odd.status_code == 422
+    assert odd.json()["error"] == "invalid"

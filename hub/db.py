@@ -153,10 +153,11 @@ def downgrade(dsn: str, revision: str) -> None:
 
 
 async def in_turns(rows: Iterable[T], every: int = 250) -> AsyncIterator[T]:
-    """`rows` for COPY, letting the event loop serve other requests after every `every` rows.
+    """`rows`, letting the event loop serve other requests after every `every` of them.
 
     asyncpg encodes a plain iterable's rows without pause, so a million-row COPY (and the work
-    that generates its rows) would stall every other request of the process for seconds.
+    that generates its rows) would stall every other request of the process for seconds; so
+    would a walk over a million-recipient body's strings.
     """
     for n, row in enumerate(rows, 1):
         yield row

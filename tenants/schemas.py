@@ -20,6 +20,12 @@ UnitCode = Annotated[
         examples=["510104001"],
     ),
 ]
+# The control characters no text may hold, as a character class's ranges (for patterns and
+# hub.inputs alike): C0 but tab, line feed and carriage return; DEL; C1. PostgreSQL text cannot
+# hold NUL, and no phone shows the rest.
+CONTROL_CHARS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
+# ... and what a one-line text (a name, a tag) may not hold: every C0 character too.
+LINE_CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
 # Printable text: no control characters, no leading or trailing space. Written with explicit
 # ranges, not \s, because JSON Schema (ECMA) and Python disagree on what \s matches.
 TenantName = Annotated[
@@ -27,13 +33,16 @@ TenantName = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=100,
-        pattern=r"^[^\x00-\x20\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\x00-\x20\x7f-\x9f])?$",
+        pattern=(
+            rf"^[^\x20{LINE_CONTROL_CHARS}]"
+            rf"([^{LINE_CONTROL_CHARS}]*[^\x20{LINE_CONTROL_CHARS}])?$"
+        ),
     ),
 ]
 # Characters a phone does not show as themselves: control characters (C0, DEL, C1) and the
 # invisible or direction-changing format characters (soft hyphen, zero-width, bidi overrides,
 # BOM) that would let a signature look like another one.
-_UNSHOWN = r"\x00-\x1f\x7f-\x9f\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
+_UNSHOWN = LINE_CONTROL_CHARS + r"\u00ad\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff"
 # The signature's text without the 【】 brackets, which the hub adds: 2 to 30 characters, no
 # brackets (a text must not close its signature and open another), nothing unshown, no space at
 # either end. `(?!\n)$`: Python's `$` also matches before a final line break; this one does not.

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, timedelta
 
 import asyncpg
 
@@ -69,6 +69,14 @@ async def grant(
         await quota.set_limit(
             conn, tenant, period or calendar.current_period(), "test", limit=limit, policy=policy
         )
+
+
+async def grant_ahead(conn: asyncpg.Connection, limits: dict[str, int]) -> None:
+    """`grant` for this month and for the month a day from now: a send scheduled hours ahead
+    may fall in the next month (at 23:30 on the 31st, say)."""
+    now = calendar.now()
+    for month in sorted({calendar.period_of(now), calendar.period_of(now + timedelta(days=1))}):
+        await grant(conn, limits, month)
 
 
 def bearer(key: str) -> dict[str, str]:

@@ -1,9 +1,12 @@
 """Signatures are proposed and approved by a tenant above; urgent sends need their own scope.
 
-`tenants.signature` becomes the approved signature, NULL until one is. Every tenant's signature
-at this migration stays as it is, approved: it was set by the operator (import, root) or by the
-tenant under the old rules, and sends already go out under it; taking it away would stop every
-tenant's sending at once. What is proposed from now on waits in `signatures` for review.
+`tenants.signature` becomes the approved signature, NULL until one is. At this migration only
+what the operator set stays approved: the root's, and an imported division's own organization
+department (as tenants.divisions.org_department names it: 锦江区 → 锦江区委组织部). Any other
+signature — a unit's, or one a tenant chose for itself under the old rules, which could be
+【国务院】 — becomes a pending proposal, answerable to whoever could have set it (the tenant or
+its parent), so a tenant above that parent (or the operator) must approve it before the tenant
+sends again. What is proposed from now on waits in `signatures` for review.
 
 The new scope `messages:urgent` goes to the operator's keys that can send (so the operator can
 grant it down, a key granting only what it holds); no other key has it until it is granted.
@@ -49,6 +52,19 @@ def upgrade() -> None:
     -- At most one proposal waits per tenant.
     CREATE UNIQUE INDEX signatures_one_pending ON signatures (tenant_id) WHERE status = 'pending';
     CREATE INDEX signatures_tenant ON signatures (tenant_id, id);
+
+    -- Signatures the operator did not set wait for review (the rule of org_department).
+    CREATE TEMP TABLE unreviewed ON COMMIT DROP AS
+    SELECT t.id, t.signature, t.parent_id FROM tenants t
+    WHERE t.parent_id IS NOT NULL AND (
+        t.level = 'unit' OR t.signature IS DISTINCT FROM CASE
+            WHEN t.name LIKE '%自治区' THEN t.name || '党委组织部'
+            WHEN t.name LIKE '%地区' THEN left(t.name, -2) || '地委组织部'
+            ELSE t.name || '委组织部' END);
+    INSERT INTO signatures (tenant_id, text, proposed_by, answerable_id, actor)
+    SELECT id, signature, id, parent_id, 'migration:0017' FROM unreviewed
+    WHERE length(signature) BETWEEN 2 AND 30 AND signature !~ '[【】[:cntrl:]]';
+    UPDATE tenants SET signature = NULL WHERE id IN (SELECT id FROM unreviewed);
 
     UPDATE api_keys k SET scopes = k.scopes || '{messages:urgent}'::text[]
     FROM tenants t

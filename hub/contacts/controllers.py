@@ -17,13 +17,14 @@ from hub.errors import Invalid, TooLarge, error_responses
 from tenants import service as tenants
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Conn
+from tenants.schemas import LINE_CONTROL_CHARS
 from tenants.scopes import Scope
 
 # A roster of a whole county (tens of thousands of rows) fits comfortably. For an XLSX this is
 # the compressed size; what it may unzip to is HUB_CONTACTS__MAX_UNZIPPED_BYTES.
 MAX_ROSTER_BYTES = 20 * 1024 * 1024
 # No control characters (PostgreSQL text cannot even hold NUL).
-PRINTABLE = r"^[^\x00-\x1f\x7f-\x9f]*$"
+PRINTABLE = rf"^[^{LINE_CONTROL_CHARS}]*$"
 ContactId = Annotated[int, PathParameter(ge=1, le=2**53)]
 
 

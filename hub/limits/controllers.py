@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from typing import Annotated
 
 from litestar import Controller, delete, get, put
 from litestar.datastructures import Headers, State
 from litestar.enums import ScopeType
 from litestar.middleware import ASGIMiddleware
-from litestar.params import JSONBody, PathParameter
+from litestar.params import JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import ASGIApp, Receive, Scope, Send
 
@@ -30,12 +29,11 @@ from hub.limits import service
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.limits.service import Decision, Limiter
 from tenants import service as tenants
-from tenants.auth import require
-from tenants.controllers import AuthedRequest, Conn
+from tenants.auth import READS, require
+from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.scopes import Scope as KeyScope
 from tenants.service import Principal
 
-READS = frozenset({"GET", "HEAD"})
 # Routes that cost more than a plain read or write, by method and route template.
 COSTS: dict[tuple[str, str], int] = {
     ("POST", "/v1/messages"): 5,
@@ -45,13 +43,13 @@ COSTS: dict[tuple[str, str], int] = {
 }
 BODY_UNIT = 64 * 1024
 # A tenant code in the path; anything else (NUL included) is a 422 before any query.
-Code = Annotated[str, PathParameter(pattern=r"^[0-9]{6,12}$", description="A tenant's code")]
 
 
 def cost_of(method: str, route: str, content_length: str | None) -> int:
     """Units a request costs (before the cap at a full bucket)."""
     base = COSTS.get((method, route), 1 if method in READS else 2)
-    body = int(content_length) if content_length and content_length.isdigit() else 0
+    digits = content_length or ""
+    body = int(digits) if digits.isascii() and digits.isdigit() else 0
     return base + body // BODY_UNIT
 
 

@@ -7,17 +7,17 @@ from typing import Annotated, Literal
 
 import msgspec
 
+from tenants.schemas import CONTROL_CHARS, LINE_CONTROL_CHARS
+
 TemplateBody = Annotated[
     str,
-    msgspec.Meta(
-        min_length=1, max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]+$"
-    ),
+    msgspec.Meta(min_length=1, max_length=500, pattern=rf"^[^{CONTROL_CHARS}]+$"),
 ]
 
 
 class CreateTemplate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     name: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+        str, msgspec.Meta(min_length=1, max_length=100, pattern=rf"^[^{LINE_CONTROL_CHARS}]+$")
     ]
     # `{name}`-style placeholders, e.g. "{name}同志，今天是您入党{years}周年纪念日。"
     body: TemplateBody
@@ -28,9 +28,7 @@ class Review(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     decision: Literal["approve", "reject"]
     # Text for the author; line breaks and tabs are fine, other control characters are not.
-    note: Annotated[
-        str, msgspec.Meta(max_length=500, pattern=r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]*$")
-    ] = ""
+    note: Annotated[str, msgspec.Meta(max_length=500, pattern=rf"^[^{CONTROL_CHARS}]*$")] = ""
 
 
 class Template(msgspec.Struct, frozen=True):

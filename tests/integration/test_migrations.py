@@ -41,9 +41,10 @@ async def test_up_down_up(empty_db: str) -> None:
     assert await _tables(empty_db) == up
 
 
-async def test_signature_reviews_keep_what_tenants_send_under_today(empty_db: str) -> None:
-    """0017: every tenant's signature at the migration stays approved; the operator's sending
-    keys get messages:urgent (so it can grant it), no other key does."""
+async def test_signature_reviews_keep_only_what_the_operator_set(empty_db: str) -> None:
+    """0017: the root's signature and an imported division's own stay approved; any other (one a
+    county chose for itself, a unit's) waits for review by a tenant above whoever could have set
+    it. The operator's sending keys get messages:urgent (so it can grant it), no other key."""
     before = ScriptDirectory.from_config(alembic_config(empty_db)).get_revision("0017")
     assert before is not None
     assert isinstance(before.down_revision, str)
@@ -57,6 +58,11 @@ async def test_signature_reviews_keep_what_tenants_send_under_today(empty_db: st
         await conn.execute(
             "INSERT INTO tenants (code, name, level, parent_id, path, depth, signature) "
             "SELECT '510104', '锦江区', 'county', id, '000000/510104/', 1, '锦江组工' FROM tenants"
+        )
+        await conn.execute(
+            "INSERT INTO tenants (code, name, level, parent_id, path, depth, signature) "
+            "SELECT '510105', '青羊区', 'county', id, '000000/510105/', 1, '青羊区委组织部'"
+            " FROM tenants WHERE code = '000000'"
         )
         for n, (code, scopes) in enumerate(
             [
@@ -76,7 +82,18 @@ async def test_signature_reviews_keep_what_tenants_send_under_today(empty_db: st
         await asyncio.to_thread(migrate, empty_db)
         rows = await conn.fetch("SELECT code, signature FROM tenants")
         signatures = {r["code"]: r["signature"] for r in rows}
-        assert signatures == {"000000": "组织工作短信平台", "510104": "锦江组工"}
+        assert signatures == {
+            "000000": "组织工作短信平台",
+            "510104": None,
+            "510105": "青羊区委组织部",
+        }
+        pending = await conn.fetch(
+            "SELECT t.code, s.text, s.status::text, a.code AS answerable FROM signatures s"
+            " JOIN tenants t ON t.id = s.tenant_id JOIN tenants a ON a.id = s.answerable_id"
+        )
+        assert [dict(r) for r in pending] == [
+            {"code": "510104", "text": "锦江组工", "status": "pending", "answerable": "000000"}
+        ]
         keys = await conn.fetch("SELECT scopes FROM api_keys ORDER BY id")
         assert [r["scopes"] for r in keys] == [
             ["messages:write", "tenants:read", "messages:urgent"],
@@ -95,8 +112,13 @@ async def test_signature_reviews_keep_what_tenants_send_under_today(empty_db: st
             "WHERE u.code = '510104001' AND c.code = '510104'"
         )
         await asyncio.to_thread(downgrade, empty_db, before.down_revision)
-        kept = await conn.fetchval("SELECT signature FROM tenants WHERE code = '510104001'")
-        assert kept == "春熙路"
+        rows = await conn.fetch("SELECT code, signature FROM tenants")
+        assert {r["code"]: r["signature"] for r in rows} == {
+            "000000": "组织工作短信平台",
+            "510104": "锦江组工",  # its proposal's text, as before the migration
+            "510105": "青羊区委组织部",
+            "510104001": "春熙路",
+        }
         assert "messages:urgent" not in str(await conn.fetch("SELECT scopes FROM api_keys"))
     finally:
         await conn.close()

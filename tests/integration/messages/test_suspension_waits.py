@@ -16,7 +16,7 @@ from hub.delivery import repository as delivery_sql
 from hub.messages import service as messages
 from hub.quota import service as quota
 from hub.settings import Settings
-from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.factories import bearer, grant_ahead, make_key, make_small_tree
 
 PHONES = ["13800138000", "18612345678"]
 
@@ -25,7 +25,7 @@ PHONES = ["13800138000", "18612345678"]
 async def keys(conn: asyncpg.Connection) -> dict[str, str]:
     await make_small_tree(conn)
     limits = {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}
-    await grant(conn, limits | {"510104001": 100, "510105": 100})
+    await grant_ahead(conn, limits | {"510104001": 100, "510105": 100})
     return {c: await make_key(conn, c) for c in ("510000", "510104", "510104001", "510105")}
 
 

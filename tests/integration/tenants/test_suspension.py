@@ -15,7 +15,7 @@ from litestar.routes import HTTPRoute
 from hub import calendar
 from hub.calendar import period_text
 from tenants.auth import READS
-from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.factories import bearer, grant_ahead, make_key, make_small_tree
 
 CHAIN = ["510000", "510100", "510104", "510104001"]  # 四川省 and three levels below it
 PHONES = ["13800138000", "18612345678"]
@@ -25,7 +25,7 @@ PHONES = ["13800138000", "18612345678"]
 async def keys(conn: asyncpg.Connection) -> dict[str, str]:
     """Keys with every scope for the root, the chain under 四川省, and 贵州省."""
     await make_small_tree(conn)
-    await grant(
+    await grant_ahead(
         conn,
         {"000000": 100_000, "510000": 50_000, "510100": 20_000, "510104": 10_000}
         | {"510104001": 1_000, "520000": 5_000},

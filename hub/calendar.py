@@ -17,14 +17,20 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from typing import Annotated
 from zoneinfo import ZoneInfo
+
+import msgspec
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
 # The connection setting that carries the clock's shift to PostgreSQL's hub_now().
 OFFSET_SETTING = "hub.clock_offset"
 # A month of this century: the hub's ledgers have no business before 2000 or after 2099.
-PERIOD_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])$"
+# `(?!\n)$`: Python's `$` also matches before a final line break; this one does not.
+PERIOD_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])(?!\n)$"
 _PERIOD = re.compile(PERIOD_PATTERN)
+# A wall-clock time of day, "HH:MM" (quiet hours, a campaign's hour), in Asia/Shanghai.
+ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$")]
 
 
 class Clock:

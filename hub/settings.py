@@ -15,6 +15,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from hub.calendar import ClockTime
+
 PREFIX = "HUB_"
 # Variables that carry the HUB_ prefix but are not server settings: the API key a client (curl,
 # scripts) sends, and the test suite's own server addresses.
@@ -79,6 +81,12 @@ class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     fallback_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
+class TenantsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The most units (tenants below the GB/T 2260 tree) one division may hold, counting every
+    # unit below it: a county cannot draw the hub's SMS extensions (900,000 in all) dry.
+    max_units_per_division: Annotated[int, msgspec.Meta(ge=1, le=999_999)] = 2000
+
+
 class QuotaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # A reservation not posted or voided within this many seconds expires (the sweeper voids it).
     reservation_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 24 * 3600.0
@@ -89,9 +97,6 @@ class DedupSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 24 * 3600.0
     # How long an Idempotency-Key's answer is kept (at least 24 h).
     idempotency_ttl_seconds: Annotated[float, msgspec.Meta(ge=24 * 3600.0)] = 24 * 3600.0
-
-
-ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
 class MessagesSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -112,7 +117,7 @@ class BillingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     close_grace_days: Annotated[int, msgspec.Meta(ge=0, le=60)] = 3
 
 
-GatewayName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}$")]
+GatewayName = Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_-]{0,31}(?!\n)$")]
 Carrier = Literal["中国移动", "中国联通", "中国电信", "中国广电", "unknown"]
 
 
@@ -147,7 +152,7 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The hub's own number; a tenant's address is this plus its 6-digit SMS extension.
-    service_number: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,14}$")] = "10690000"
+    service_number: Annotated[str, msgspec.Meta(pattern=r"^[0-9]{4,14}(?!\n)$")] = "10690000"
     # A JSON list of gateways (`HUB_DELIVERY__GATEWAYS='[{"name": …}]'`); by default the outbox.
     gateways: list[GatewayConfig] = msgspec.field(
         default_factory=lambda: [GatewayConfig(name="outbox", kind="outbox", rate=1e9)]
@@ -185,6 +190,12 @@ class ContactsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # bytes counted while reading, since a zip's headers can lie); more answers 413.
     # 100,000 rows as openpyxl writes them (inline strings) unzip to about 40 MB.
     max_unzipped_bytes: Annotated[int, msgspec.Meta(ge=1_048_576)] = 128 * 1_048_576
+    # An XLSX's shared strings (each distinct text once): a roster of 100,000 rows holds a few
+    # hundred thousand; more answers 413 (3 million empty ones cost 80 s of CPU to read).
+    max_shared_strings: Annotated[int, msgspec.Meta(ge=1)] = 1_000_000
+    # Seconds a roster may take to read (a thread's CPU, holding the GIL in turns with the
+    # event loop); longer answers 413. The largest legal roster takes some 10 to 50 s.
+    max_parse_seconds: Annotated[float, msgspec.Meta(gt=0)] = 120.0
 
 
 class DashboardSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -208,6 +219,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     db: DbSettings = DbSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
+    tenants: TenantsSettings = TenantsSettings()
     quota: QuotaSettings = QuotaSettings()
     dedup: DedupSettings = DedupSettings()
     messages: MessagesSettings = MessagesSettings()

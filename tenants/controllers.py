@@ -138,8 +138,10 @@ class TenantController(Controller):
             "A unit's code is its parent's code followed by three digits (under 510104: "
             "510104001 to 510104999), so it lies inside the parent's space and is never a "
             "GB/T 2260 code; anything else is 422. A code already taken is 409 (the answer "
-            "names only the code asked for). A refused creation uses no SMS extension; when "
-            "every extension is in use the answer is 503 `extensions_exhausted`."
+            "names only the code asked for); a division (county, prefecture, province) holding "
+            "`HUB_TENANTS__MAX_UNITS_PER_DIVISION` units already (2000 by default) is 409 "
+            "`units_exhausted`. A refused creation uses no SMS extension; when every extension "
+            "is in use the answer is 503 `extensions_exhausted`."
         ),
     )
     async def create_child(
@@ -151,7 +153,8 @@ class TenantController(Controller):
         data: JSONBody[CreateChild],
     ) -> Tenant:
         parent = await service.get_visible(conn, request.user, code)
-        child = await service.create_child(conn, parent, data)
+        max_units = request.app.state.settings.tenants.max_units_per_division
+        child = await service.create_child(conn, parent, data, max_units)
         signature = service.child_signature(data)
         return service.to_tenant(await signature_desk.propose(conn, request.user, child, signature))
 

@@ -63,6 +63,12 @@ class ExtensionsExhausted(ApiError):
     code = "extensions_exhausted"
 
 
+class UnitsExhausted(Conflict):
+    """The division already holds as many units as the hub allows one division."""
+
+    code = "units_exhausted"
+
+
 def tenant_not_found() -> NotFound:
     """The one answer for an unknown tenant and for one outside the caller's subtree.
 

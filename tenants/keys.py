@@ -13,7 +13,7 @@ import secrets
 
 import msgspec
 
-_TOKEN = re.compile(r"^hub_([0-9a-f]{12})_([0-9a-f]{48})$")
+_TOKEN = re.compile(r"^hub_([0-9a-f]{12})_([0-9a-f]{48})\Z")
 
 
 class Token(msgspec.Struct, frozen=True):

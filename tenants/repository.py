@@ -69,8 +69,13 @@ WHERE t.path >= $1 AND t.path < $1 || '~' AND t.depth <= $2
 ORDER BY t.path
 """
 
-# Lock a tenant's row: the codes of its space are created one at a time, under this lock.
-LOCK_TENANT = "SELECT 1 FROM tenants WHERE id = $1 FOR NO KEY UPDATE"
+# Lock the tenant at path $1 (a division): its units are created one at a time, under this lock.
+LOCK_TENANT_AT = "SELECT 1 FROM tenants WHERE path = $1 FOR NO KEY UPDATE"
+
+# How many units lie below the tenant whose path is $1 (a subtree is one range of paths).
+UNITS_BELOW = """
+SELECT count(*) FROM tenants WHERE path > $1 AND path < $1 || '~' AND level = 'unit'
+"""
 
 # Whether any tenant holds the code $1.
 CODE_TAKEN = "SELECT EXISTS (SELECT 1 FROM tenants WHERE code = $1)"

@@ -14,7 +14,7 @@ from tenants.scopes import Scope
 UnitCode = Annotated[
     str,
     msgspec.Meta(
-        pattern=r"^[0-9]{9,12}$",
+        pattern=r"^[0-9]{9,12}(?!\n)$",
         description="The parent's code followed by three digits of the caller's choosing "
         "(under 510104: 510104001 to 510104999); 12 digits at most",
         examples=["510104001"],
@@ -26,6 +26,8 @@ UnitCode = Annotated[
 CONTROL_CHARS = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f"
 # ... and what a one-line text (a name, a tag) may not hold: every C0 character too.
 LINE_CONTROL_CHARS = r"\x00-\x1f\x7f-\x9f"
+# One line of text, not empty. `(?!\n)$`: Python's `$` also matches before a final line break.
+LINE_PATTERN = rf"^[^{LINE_CONTROL_CHARS}]+(?!\n)$"
 # Printable text: no control characters, no leading or trailing space. Written with explicit
 # ranges, not \s, because JSON Schema (ECMA) and Python disagree on what \s matches.
 TenantName = Annotated[
@@ -35,7 +37,7 @@ TenantName = Annotated[
         max_length=100,
         pattern=(
             rf"^[^\x20{LINE_CONTROL_CHARS}]"
-            rf"([^{LINE_CONTROL_CHARS}]*[^\x20{LINE_CONTROL_CHARS}])?$"
+            rf"([^{LINE_CONTROL_CHARS}]*[^\x20{LINE_CONTROL_CHARS}])?(?!\n)$"
         ),
     ),
 ]

@@ -13,6 +13,7 @@ from tenants.errors import (
     Invalid,
     NotFound,
     Suspended,
+    UnitsExhausted,
     tenant_not_found,
 )
 from tenants.keys import hash_secret, new_token, parse_token, secret_matches
@@ -37,6 +38,8 @@ _KNOWN_SCOPES = frozenset(s.value for s in Scope)
 # A unit's code is its parent's followed by this many digits, and no code is longer than 12.
 UNIT_DIGITS = 3
 MAX_CODE_DIGITS = 12
+# Codes of this many digits or fewer are GB/T 2260 divisions (and the root); longer ones units.
+DIVISION_DIGITS = 6
 
 
 class Principal(msgspec.Struct, frozen=True):
@@ -209,19 +212,35 @@ def check_unit_code(parent: TenantRow, code: str) -> None:
         )
 
 
-async def create_child(conn: asyncpg.Connection, parent: TenantRow, data: CreateChild) -> TenantRow:
+def division_path(tenant: TenantRow) -> str:
+    """The path of the division (province, prefecture or county) `tenant` is, or lies in."""
+    codes = tenant.path.split("/")[:-1]
+    return "".join(f"{code}/" for code in codes if len(code) <= DIVISION_DIGITS)
+
+
+async def create_child(
+    conn: asyncpg.Connection, parent: TenantRow, data: CreateChild, max_units: int
+) -> TenantRow:
     """A unit under `parent`, its code inside the parent's space (check_unit_code), created
     without an approved signature: the one it asks for (`child_signature`) is proposed for
     review (tenants.signatures).
 
-    A refused creation consumes nothing: the code and the name are checked, under a lock on the
-    parent, before the INSERT draws the unit's SMS extension from its sequence (sequences never
-    give numbers back). Every code of the parent's space is created under this lock, so two
-    requests for one code cannot both pass the check.
+    A refused creation consumes nothing: the code, the name and the division's room
+    (`max_units` units below one division) are checked, under a lock on the division, before
+    the INSERT draws the unit's SMS extension from its sequence (sequences never give numbers
+    back). Every unit of a division is created under this lock, so two requests for one code
+    cannot both pass the check, nor two for the last place.
     """
     check_unit_code(parent, data.code)
     child_signature(data)  # a name unfit for a signature is refused before anything is written
-    await conn.execute(sql.LOCK_TENANT, parent.id)
+    division = division_path(parent)
+    await conn.execute(sql.LOCK_TENANT_AT, division)
+    if await conn.fetchval(sql.UNITS_BELOW, division) >= max_units:
+        raise UnitsExhausted(
+            f"the division {division.split('/')[-2]} already holds {max_units} units, the most "
+            "one division may hold; remove unused ones or ask the hub's operator",
+            max_units=max_units,
+        )
     if await conn.fetchval(sql.CODE_TAKEN, data.code):
         raise _code_taken(data.code)
     try:

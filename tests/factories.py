@@ -41,7 +41,7 @@ async def make_tenant(
         assert await divisions.insert_divisions(conn, [division]) == {code}
     else:
         data = CreateChild(code=code, name=name)
-        row = await service.create_child(conn, parent_row, data)
+        row = await service.create_child(conn, parent_row, data, max_units=999_999)
         await signatures.propose(conn, None, row, service.child_signature(data))
     fresh = await service.get_by_code(conn, code)
     assert fresh is not None

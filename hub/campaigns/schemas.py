@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+from hub.calendar import ClockTime
+from hub.contacts.schemas import Tag
 
 
 class CreateCampaign(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -19,7 +20,7 @@ class CreateCampaign(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Asia/Shanghai wall clock.
     send_time: ClockTime = "09:00"
     # Only contacts with any of these tags; empty: the whole roster.
-    to_tags: Annotated[list[str], msgspec.Meta(max_length=100)] = []
+    to_tags: Annotated[list[Tag], msgspec.Meta(max_length=100)] = []
 
 
 class Campaign(msgspec.Struct, frozen=True):

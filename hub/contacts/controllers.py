@@ -24,7 +24,7 @@ from tenants.scopes import Scope
 # the compressed size; what it may unzip to is HUB_CONTACTS__MAX_UNZIPPED_BYTES.
 MAX_ROSTER_BYTES = 20 * 1024 * 1024
 # No control characters (PostgreSQL text cannot even hold NUL).
-PRINTABLE = rf"^[^{LINE_CONTROL_CHARS}]*$"
+PRINTABLE = rf"^[^{LINE_CONTROL_CHARS}]*(?!\n)$"
 ContactId = Annotated[int, PathParameter(ge=1, le=2**53)]
 
 

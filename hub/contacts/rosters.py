@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import time
 import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime
@@ -24,9 +25,13 @@ from typing import IO, Any, Literal
 import msgspec
 import openpyxl
 from defusedxml import DefusedXmlException
+from openpyxl.cell.text import Text
 from openpyxl.reader.excel import ExcelReader
 from openpyxl.styles.stylesheet import apply_stylesheet
 from openpyxl.worksheet._reader import WorkSheetParser
+from openpyxl.xml.constants import SHARED_STRINGS as SHARED_STRINGS_TYPE
+from openpyxl.xml.constants import SHEET_MAIN_NS
+from openpyxl.xml.functions import iterparse
 
 from hub.inputs import control_problem
 from hub.settings import ContactsSettings
@@ -38,7 +43,7 @@ COLUMNS = {
     "joined_on": ("入党日期", "入党时间", "joined_on", "joined", "入职日期"),
 }
 _TAG_SPLIT = re.compile(r"[,，;；、|\s]+")
-_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?$")
+_DATE = re.compile(r"^(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*日?\Z")
 _XLSX_MAGIC = b"PK\x03\x04"
 # Columns after these are not read (a roster has a dozen); a sheet may claim 16,384.
 MAX_COLUMNS = 64
@@ -50,6 +55,11 @@ MAX_PARTS = 1000
 SHARED_STRINGS = "xl/sharedStrings.xml"
 SHARED_STRINGS_BYTES = 16 * 1_048_576
 OTHER_PART_BYTES = 2 * 1_048_576
+# XML elements held at once while a sheet or the shared strings are read: one row (one shared
+# string) and what it holds. Excel writes at most 16,384 cells to a row, each a few elements.
+MAX_HELD_ELEMENTS = 16_384 * 4
+_ROW = f"{{{SHEET_MAIN_NS}}}row"
+_STRING = f"{{{SHEET_MAIN_NS}}}si"
 
 if not openpyxl.DEFUSEDXML:  # pragma: no cover - a broken install, not a code path
     raise ImportError("openpyxl does not use defusedxml: XLSX rosters could expand XML entities")
@@ -61,6 +71,68 @@ class RosterError(ValueError):
 
 class RosterTooLarge(RosterError):
     """The file is over one of the caps (rows, cell length, unzipped size)."""
+
+
+class _Deadline:
+    """A roster is read in at most `seconds` (of CPU-bound parsing, in a thread: past that it
+    is refused, so one upload cannot keep a core and the GIL for minutes)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._ends = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self._ends:
+            raise RosterTooLarge(
+                f"the roster takes longer than {self.seconds:g} s to read: split it into"
+                " smaller files"
+            )
+
+
+def _elements(source: IO[bytes], tag: str, deadline: _Deadline) -> Iterator[Any]:
+    """Each `tag` element of an XML part, whole, as it ends; the caller uses it before the next.
+
+    An element is dropped once used (or, outside `tag`, once it ends at the top two levels),
+    and at most MAX_HELD_ELEMENTS may be held at once: a row of a million cells or a string of
+    a million runs is refused on its way in, before it fills memory."""
+    held = 0
+    open_elements: list[Any] = []
+    for event, element in iterparse(source, events=("start", "end")):
+        if event == "start":
+            open_elements.append(element)
+            held += 1
+            if held > MAX_HELD_ELEMENTS:
+                raise RosterTooLarge(
+                    f"an XLSX part holds more than {MAX_HELD_ELEMENTS} elements in one row"
+                    " or string"
+                )
+            continue
+        open_elements.pop()
+        if element.tag == tag:
+            deadline.check()
+            yield element
+        elif len(open_elements) > 1:
+            continue  # inside what it is part of, dropped with it
+        element.clear()
+        if open_elements and len(parent := open_elements[-1]) and parent[-1] is element:
+            del parent[-1]  # not even an empty shell stays
+        held = 0
+
+
+def _shared_strings(reader: ExcelReader, limits: ContactsSettings, deadline: _Deadline) -> None:
+    """openpyxl's ExcelReader.read_strings, counted: at most `max_shared_strings` strings."""
+    part = reader.package.find(SHARED_STRINGS_TYPE)
+    if part is None:
+        return
+    strings: list[str] = []
+    with reader.archive.open(part.PartName[1:]) as source:
+        for element in _elements(source, _STRING, deadline):
+            strings.append(Text.from_tree(element).content.replace("x005F_", ""))
+            if len(strings) > limits.max_shared_strings:
+                raise RosterTooLarge(
+                    f"the XLSX workbook has more than {limits.max_shared_strings} shared strings"
+                )
+    reader.shared_strings = strings
 
 
 class Row(msgspec.Struct, frozen=True):
@@ -213,7 +285,7 @@ def _unreadable(exc: BaseException) -> RosterError:
     return RosterError(f"the XLSX workbook cannot be read: {type(root).__name__}: {root}")
 
 
-def _xlsx(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
+def _xlsx(data: bytes, limits: ContactsSettings, deadline: _Deadline) -> Iterator[list[str]]:
     """The first sheet's rows, streamed, at most MAX_COLUMNS wide.
 
     openpyxl's own read-only sheet would first read the whole sheet looking for its dimensions
@@ -225,13 +297,13 @@ def _xlsx(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
         reader = ExcelReader(io.BytesIO(data), read_only=True, data_only=True, keep_links=False)
         reader.archive, reader.valid_files = archive, archive.namelist()
         reader.read_manifest()
-        reader.read_strings()
+        _shared_strings(reader, limits, deadline)
         reader.read_workbook()
         apply_stylesheet(archive, reader.wb)
         first = next(iter(reader.parser.find_sheets()), None)
         if first is None:
             raise RosterError("the XLSX workbook has no sheet")
-        yield from _sheet_rows(archive, first[1].target, reader)
+        yield from _sheet_rows(archive, first[1].target, reader, deadline)
     # A hostile workbook can make openpyxl, zipfile or zlib raise nearly anything (IndexError
     # for a shared string that is not there, zlib.error for a corrupt stream, EOFError…): each
     # is this file's fault, answered as such (the message names the cause).
@@ -241,7 +313,12 @@ def _xlsx(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
         archive.close()
 
 
-def _sheet_rows(archive: _CappedZip, path: str, reader: ExcelReader) -> Iterator[list[str]]:
+def _sheet_rows(
+    archive: _CappedZip, path: str, reader: ExcelReader, deadline: _Deadline
+) -> Iterator[list[str]]:
+    """The sheet's rows, parsed one by one by openpyxl's WorkSheetParser (which would itself
+    hold a whole row however long, and read every cell of it): only the first MAX_COLUMNS cells
+    of a row are read (cells come in column order)."""
     book = reader.wb
     with archive.open(path) as source:
         parser = WorkSheetParser(
@@ -253,7 +330,9 @@ def _sheet_rows(archive: _CappedZip, path: str, reader: ExcelReader) -> Iterator
             timedelta_formats=book._timedelta_formats,
         )
         line = 1
-        for index, cells in parser.parse():
+        for element in _elements(source, _ROW, deadline):
+            del element[MAX_COLUMNS:]
+            index, cells = parser.parse_row(element)
             for _ in range(line, index):  # rows the sheet leaves out are empty ones
                 yield []
             values = {c["column"]: c["value"] for c in cells if c["column"] <= MAX_COLUMNS}
@@ -264,8 +343,11 @@ def _sheet_rows(archive: _CappedZip, path: str, reader: ExcelReader) -> Iterator
 def _table(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
     """Rows of cells, counted against the caps (empty rows count: a million of them is no
     roster)."""
-    rows = _xlsx(data, limits) if data.startswith(_XLSX_MAGIC) else _csv(data, limits)
+    deadline = _Deadline(limits.max_parse_seconds)
+    xlsx = data.startswith(_XLSX_MAGIC)
+    rows = _xlsx(data, limits, deadline) if xlsx else _csv(data, limits)
     for line, cells in enumerate(rows, start=1):
+        deadline.check()
         if line > limits.max_rows:
             raise RosterTooLarge(f"more than {limits.max_rows} rows (empty rows count too)")
         for column, cell in enumerate(cells[:MAX_COLUMNS], start=1):

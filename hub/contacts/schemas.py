@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 
 import msgspec
+
+from tenants.schemas import LINE_PATTERN
+
+# A tag a send or campaign names (书记, 大学生村官 …): one line of at most 50 characters.
+Tag = Annotated[str, msgspec.Meta(max_length=50, pattern=LINE_PATTERN)]
 
 
 class RowProblem(msgspec.Struct, frozen=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
@@ -36,10 +37,16 @@ def _check(row: Row) -> tuple[list[Any], None] | tuple[None, str]:
     return [recipient.phone, row.name, row.tags, joined, fields], None
 
 
+# Rosters are parsed in these threads, at most two at once per process: parsing is CPU-bound
+# and holds the GIL in turns with the event loop, so ten uploads at once must not mean ten
+# threads starving it. More wait their turn (each parse is capped by max_parse_seconds).
+_PARSERS = ThreadPoolExecutor(max_workers=2, thread_name_prefix="roster")
+
+
 async def read(data: bytes, limits: ContactsSettings) -> list[Row]:
     """A roster file's rows, parsed in a thread: the event loop serves other requests meanwhile.
     RosterTooLarge over a cap, RosterError if unreadable."""
-    return await asyncio.to_thread(read_roster, data, limits)
+    return await asyncio.get_running_loop().run_in_executor(_PARSERS, read_roster, data, limits)
 
 
 async def import_roster(

@@ -59,7 +59,7 @@ log = logging.getLogger("hub.dashboard")
 # --- sessions ----------------------------------------------------------------------------
 
 # secrets.token_urlsafe(32): 256 random bits.
-_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}$")
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
 # A key's sessions beyond its newest this many end when it starts another.
 MAX_SESSIONS_PER_KEY = 20
 
@@ -392,7 +392,7 @@ async def tenant_page(
 
 
 MAX_LIMIT = 10**12
-_DIGITS = re.compile(r"^[0-9]{1,13}$")
+_DIGITS = re.compile(r"^[0-9]{1,13}\Z")
 
 
 def parse_limit(text: str) -> int:

@@ -23,7 +23,7 @@ from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.errors import ApiError, NotFound, Unauthorized
 from tenants.scopes import Data, Scope
 
-GatewayName = Annotated[str, PathParameter(pattern=r"^[a-z][a-z0-9_-]{0,31}$", max_length=32)]
+GatewayName = Annotated[str, PathParameter(pattern=r"^[a-z][a-z0-9_-]{0,31}(?!\n)$", max_length=32)]
 SECRET_HEADER = "x-hub-gateway-secret"
 log = logging.getLogger(__name__)
 CallbackRequest = Request[None, None, State]

@@ -25,7 +25,7 @@ class InboundPage(msgspec.Struct, frozen=True):
 
 
 class WebhookSetting(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    url: Annotated[str, msgspec.Meta(pattern=r"^https?://[!-~]+$", max_length=2000)]
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://[!-~]+(?!\n)$", max_length=2000)]
     # Signs each push: X-Hub-Signature = hex HMAC-SHA256(secret, "<timestamp>.<body>").
     secret: Annotated[str, msgspec.Meta(min_length=16, max_length=200)]
 

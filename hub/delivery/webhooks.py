@@ -140,7 +140,7 @@ _NOT_GLOBAL = tuple(
     )
 )
 # An IPv4 address's last part as a resolver reads it: decimal, octal (leading 0) or hex (0x).
-_NUMERIC_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)$", re.IGNORECASE)
+_NUMERIC_PART = re.compile(r"^(0x[0-9a-f]*|[0-9]+)\Z", re.IGNORECASE)
 
 
 def carried_ipv4(ip: ipaddress.IPv6Address) -> tuple[ipaddress.IPv4Address, ...]:
@@ -177,7 +177,7 @@ def refusal(url: str, *, private_ok: bool) -> str | None:
     `private_ok`, a literal address that is not public, or localhost."""
     try:
         host = httpx.URL(url).host.rstrip(".")  # a trailing dot names the same host
-    except httpx.InvalidURL as exc:
+    except (httpx.InvalidURL, ValueError) as exc:  # ValueError: a bad IDNA label (xn--)
         # httpx itself refuses some odd spellings (0177.0.0.1): say what they are.
         return _odd_ipv4(_hostname(url)) or f"not a URL the hub can call: {exc}"
     try:

@@ -36,7 +36,7 @@ IdempotencyKey = Annotated[
         name="Idempotency-Key",
         min_length=1,
         max_length=255,
-        pattern=r"^[\x21-\x7e]+$",
+        pattern=r"^[\x21-\x7e]+(?!\n)$",
         description="Retries with the same key and body get the first answer again (24 h)",
         required=False,
     ),

@@ -7,8 +7,10 @@ from typing import Annotated, ClassVar, Literal
 
 import msgspec
 
+from hub.calendar import ClockTime
+from hub.contacts.schemas import Tag
 from hub.messages.numbers import Rejected
-from hub.templates.schemas import TemplateBody
+from hub.templates.schemas import TemplateBody, TemplateVars
 
 Priority = Literal["urgent", "normal", "bulk"]
 # A phone as the caller has it; spreadsheets often send numbers. Anything unusable is rejected
@@ -41,7 +43,7 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # Phones as people write them (+86, 0086, spaces, dashes, full-width digits).
     to: Annotated[list[Phone], msgspec.Meta(max_length=1_000_000)] = []
     # Contacts of the caller's roster carrying any of these tags (书记, 大学生村官 …) …
-    to_tags: Annotated[list[str], msgspec.Meta(max_length=100)] = []
+    to_tags: Annotated[list[Tag], msgspec.Meta(max_length=100)] = []
     # … and with `subtree`, of every roster in the caller's subtree.
     subtree: bool = False
     # Contact ids of the caller's roster (an id that is not is rejected on its own).
@@ -51,7 +53,7 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     body: TemplateBody | None = None
     # Or an approved template (the sender's own or an ancestor's) and its variables.
     template: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
-    vars: dict[str, str] = {}
+    vars: TemplateVars = {}
     # "urgent" goes past quiet hours and ahead of every normal and bulk send; it needs a key
     # with the messages:urgent scope (403 otherwise).
     priority: Priority = "normal"
@@ -110,9 +112,6 @@ class SendView(msgspec.Struct, frozen=True):
     # Messages by status right now (accepted, sent, delivered, deduplicated, opted_out, …).
     statuses: dict[str, int]
     rejected: list[Rejected]
-
-
-ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
 
 
 class QuietHoursSetting(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -7,18 +7,29 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from tenants.schemas import CONTROL_CHARS, LINE_CONTROL_CHARS
+from tenants.schemas import CONTROL_CHARS, LINE_PATTERN
 
+# What a body (and a variable's value) may not hold: control characters other than line
+# breaks and tabs, and the 【】 brackets, which only the hub writes (the sender's signature): a
+# body holding them could show a phone a second, forged signature.
+_NOT_IN_BODY = rf"{CONTROL_CHARS}【】"
 TemplateBody = Annotated[
     str,
-    msgspec.Meta(min_length=1, max_length=500, pattern=rf"^[^{CONTROL_CHARS}]+$"),
+    msgspec.Meta(min_length=1, max_length=500, pattern=rf"^[^{_NOT_IN_BODY}]+(?!\n)$"),
+]
+# A template's variables, as a send gives them: at most 50, each value at most 500 characters
+# of body text (a placeholder's name has at most 40, see hub.templates.service.PLACEHOLDER).
+TemplateVars = Annotated[
+    dict[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=40)],
+        Annotated[str, msgspec.Meta(max_length=500, pattern=rf"^[^{_NOT_IN_BODY}]*(?!\n)$")],
+    ],
+    msgspec.Meta(max_length=50),
 ]
 
 
 class CreateTemplate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    name: Annotated[
-        str, msgspec.Meta(min_length=1, max_length=100, pattern=rf"^[^{LINE_CONTROL_CHARS}]+$")
-    ]
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=LINE_PATTERN)]
     # `{name}`-style placeholders, e.g. "{name}同志，今天是您入党{years}周年纪念日。"
     body: TemplateBody
 
@@ -28,7 +39,7 @@ class Review(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     decision: Literal["approve", "reject"]
     # Text for the author; line breaks and tabs are fine, other control characters are not.
-    note: Annotated[str, msgspec.Meta(max_length=500, pattern=rf"^[^{CONTROL_CHARS}]*$")] = ""
+    note: Annotated[str, msgspec.Meta(max_length=500, pattern=rf"^[^{CONTROL_CHARS}]*(?!\n)$")] = ""
 
 
 class Template(msgspec.Struct, frozen=True):

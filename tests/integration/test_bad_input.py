@@ -231,3 +231,45 @@ async def test_out_of_range_integers_in_bodies_are_422(
     for method, path, body in bodies:
         resp = await client.request(method, path, json=body, headers=bearer(county))
         assert resp.status_code == 422, resp.text
+
+
+@pytest.mark.parametrize(
+    ("body", "key"),
+    [
+        ({**BODY, "vars": {f"v{i}": "x" for i in range(2_000)}}, "vars"),
+        ({**BODY, "vars": {"name": "张" * 501}}, "vars[...]"),  # msgspec names no key here
+        ({**BODY, "vars": {"n" * 41: "张三"}}, "vars"),
+        ({**BODY, "to_tags": ["书" * 51]}, "to_tags[0]"),
+        ({**BODY, "to_tags": ["书记\n"]}, "to_tags[0]"),
+        ({**BODY, "to_tags": [str(i) for i in range(101)]}, "to_tags"),
+    ],
+)
+async def test_oversized_variables_and_tags_are_422(
+    client: httpx.AsyncClient, county: str, body: Any, key: str
+) -> None:
+    """A send's variables and tags are bounded (one county once sent a 2-million-entry `vars`
+    object and held a worker for 46 s)."""
+    resp = await client.post("/v1/messages", json=body, headers=bearer(county))
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["fields"][0]["key"] == key
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "key"),
+    [
+        ("/v1/messages", {**BODY, "body": "通知】【省委组织部】请速回电"}, "body"),
+        ("/v1/messages", {**BODY, "body": "【省委组织部】通知"}, "body"),
+        ("/v1/messages", {**BODY, "vars": {"name": "】【省委组织部"}}, "vars[...]"),
+        ("/v1/templates", {"name": "通知", "body": "{name}同志【省委】"}, "body"),
+    ],
+)
+async def test_signature_brackets_in_bodies_are_422(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, county: str, path: str, body: Any, key: str
+) -> None:
+    """Only the hub writes 【】: the signature it prepends. A body (or a variable) holding them
+    could show a phone a second signature, so it is refused, and nothing is sent."""
+    resp = await client.post(path, json=body, headers=bearer(county))
+    assert resp.status_code == 422, resp.text
+    assert resp.json()["fields"][0]["key"] == key
+    assert await conn.fetchval("SELECT count(*) FROM sends") == 0
+    assert await conn.fetchval("SELECT count(*) FROM templates") == 0

@@ -136,8 +136,8 @@ REFUSED = frozenset(
     }
 )
 
-_MAINLAND = re.compile(r"^\+861[0-9]{10}$")
-_SIGNED = re.compile(r"^【([^【】]+)】(.*)$", re.DOTALL)
+_MAINLAND = re.compile(r"^\+861[0-9]{10}\Z")
+_SIGNED = re.compile(r"^【([^【】]+)】(.*)\Z", re.DOTALL)
 
 
 class AliyunUnavailable(ConnectionError):

@@ -85,13 +85,13 @@ INBOUND_QUERY = "from=%p&to=%P&text=%b&charset=%C&coding=%c&id=%I&ts=%T"
 # The fields of an SMPP receipt's text, which Kannel passes on as `%A`.
 _RECEIPT_FIELD = re.compile(r"\b(stat|err):(\S*)", re.I)
 # A secret Kannel can carry inside a URL untouched: a `%` would meet Kannel's own escapes.
-URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]*$")
+URL_SAFE = re.compile(r"^[A-Za-z0-9._~-]*\Z")
 
 
 class KannelOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """`GatewayConfig.options` of a kannel gateway (see the module docstring)."""
 
-    callback_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^%]+$")]
+    callback_url: Annotated[str, msgspec.Meta(pattern=r"^https?://[^%]+(?!\n)$")]
     concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 20
     timeout: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     dlr_mask: Annotated[int, msgspec.Meta(ge=0, le=31)] = DLR_MASK

@@ -73,6 +73,17 @@ def _xlsx(replace: dict[str, bytes | None], level: int = 6) -> bytes:
     return buffer.getvalue()
 
 
+def _xlsx_with(data: bytes, replace: dict[str, bytes]) -> bytes:
+    """A workbook (as bytes) with some of its parts replaced."""
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        parts = {name: archive.read(name) for name in archive.namelist()}
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, part in {**parts, **replace}.items():
+            archive.writestr(name, part)
+    return buffer.getvalue()
+
+
 def _sheet(rows: str) -> bytes:
     return f'<worksheet xmlns="{MAIN}"><sheetData>{rows}</sheetData></worksheet>'.encode()
 
@@ -136,6 +147,17 @@ def peak_growth() -> Iterator[list[int]]:
     growth.append(int(found[1]) * 1024 - before)
 
 
+def _with_strings(strings: bytes) -> bytes:
+    """The workbook with a shared-strings part holding `strings` (its manifest names it)."""
+    manifest = _parts()["[Content_Types].xml"].replace(
+        b"</Types>",
+        b'<Override PartName="/xl/sharedStrings.xml" ContentType="application/'
+        b'vnd.openxmlformats-officedocument.spreadsheetml.sharedStrings+xml"/></Types>',
+    )
+    sst = f'<sst xmlns="{MAIN}">'.encode() + strings + b"</sst>"
+    return _xlsx({"[Content_Types].xml": manifest, STRINGS: sst})
+
+
 def _million_empty_xlsx() -> bytes:
     return _xlsx({SHEET: _sheet(HEADER + "".join(f'<row r="{i}"/>' for i in range(2, 1_000_002)))})
 
@@ -166,6 +188,16 @@ HOSTILE: dict[str, tuple[Callable[[], bytes], int, str]] = {
         lambda: _xlsx({STRINGS: b"<sst>" + b"<si><t>1</t></si>" * (MB + 1) + b"</sst>"}),
         413,
         "unzip to",
+    ),
+    "a row of a million cells": (
+        lambda: _xlsx({SHEET: _sheet(HEADER + '<row r="2">' + "<c/>" * 1_000_000 + "</row>")}),
+        413,
+        "elements in one row",
+    ),
+    "a shared string of a million runs": (
+        lambda: _with_strings(b"<si>" + b"<r><t>x</t></r>" * 1_000_000 + b"</si>"),
+        413,
+        "elements in one row or string",
     ),
     "a styles part of 4 MB": (
         lambda: _xlsx({"xl/styles.xml": b"<styleSheet>" + b" " * (4 * MB) + b"</styleSheet>"}),
@@ -281,6 +313,33 @@ async def test_the_caps_are_settings(client: httpx.AsyncClient, county: str, app
     assert "more than 3 rows" in resp.json()["detail"]
     resp = await _import(client, county, f"姓名,手机\n{'张' * 101},1\n".encode())
     assert resp.json()["detail"] == "line 2, column 1: a cell longer than 100 characters"
+
+
+async def test_shared_strings_and_reading_time_are_capped(
+    client: httpx.AsyncClient, county: str, app: Litestar
+) -> None:
+    """Millions of empty shared strings (15 MB once cost 80 s of CPU) are refused past
+    max_shared_strings; a roster that takes longer than max_parse_seconds to read is refused
+    (here a deadline no roster can meet), and a roster within both is read."""
+    settings = app.state.settings
+    contacts = msgspec.structs.replace(settings.contacts, max_shared_strings=1000)
+    app.state.settings = msgspec.structs.replace(settings, contacts=contacts)
+    sheet = _sheet(
+        HEADER + '<row r="2"><c r="A2" t="s"><v>999</v></c><c r="B2"><v>13800138000</v></c></row>'
+    )
+    fits = _with_strings(b"<si/>" * 999 + "<si><t>张三</t></si>".encode())
+    resp = await _import(client, county, _xlsx_with(fits, {SHEET: sheet}))
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["created"] == 1
+    resp = await _import(client, county, _with_strings(b"<si/>" * 1001))
+    assert resp.status_code == 413, resp.text
+    assert resp.json()["detail"] == "the XLSX workbook has more than 1000 shared strings"
+    contacts = msgspec.structs.replace(contacts, max_parse_seconds=1e-9)
+    app.state.settings = msgspec.structs.replace(settings, contacts=contacts)
+    for data in (_xlsx({}), "姓名,手机\n张三,13800138000\n".encode()):
+        resp = await _import(client, county, data)
+        assert resp.status_code == 413, resp.text
+        assert "takes longer than 1e-09 s to read" in resp.json()["detail"]
 
 
 async def test_other_tenants_are_served_while_a_roster_is_parsed(

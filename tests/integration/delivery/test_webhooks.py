@@ -493,6 +493,9 @@ async def test_an_ipv4_address_spelled_as_only_a_resolver_reads_it_is_422(
         ("http://1.2.3.4.5/hook", "1.2.3.4.5 ends in a number but is not an IPv4 address"),
         ("http://999.1.1.1/hook", "999.1.1.1 ends in a number but is not an IPv4 address"),
         ("http://[::1/hook", "not a URL the hub can call"),
+        ("http://xn--/hook", "not a URL the hub can call"),  # a bad IDNA label (was a 500)
+        ("http://xn--zz.example/hook", "not a URL the hub can call"),
+        ("https://hook.example/\n", "url"),  # a trailing line break
     ],
 )
 async def test_a_webhook_url_no_one_can_read_plainly_is_422(

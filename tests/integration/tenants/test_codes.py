@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
+from litestar import Litestar
 
+from hub.settings import Settings, TenantsSettings
 from tests.factories import bearer, make_key, make_small_tree, make_tenant
 
 CHILDREN = "/v1/tenants/510104/children"
@@ -33,6 +36,7 @@ async def _sequence(conn: asyncpg.Connection) -> tuple[int, bool]:
         "510100001",  # inside the parent city's space, not 锦江区's
         "5101040011",  # 锦江区's prefix, but not three digits more
         "510104001001",  # 锦江区's prefix, but a grandchild's width
+        "510104002\n",  # a trailing line break (Python's `$` would let it through)
     ],
 )
 async def test_a_unit_code_lies_inside_its_parents_space(
@@ -148,3 +152,56 @@ async def test_running_out_of_extensions_is_a_clear_503(
     assert await _tenants(conn) == before
     # The request's transaction is intact: the same key goes on working.
     assert (await client.get("/v1/tenants/510104", headers=bearer(key))).status_code == 200
+
+
+@pytest.mark.parametrize("name", ["新单位\n", "新单位\r", "\n", " 新单位", "新\x00单位"])
+async def test_a_name_with_a_line_break_or_control_is_refused(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, name: str
+) -> None:
+    await make_small_tree(conn)
+    key = await make_key(conn, "510104")
+    before, sequence = await _tenants(conn), await _sequence(conn)
+    resp = await client.post(
+        CHILDREN, json={"code": "510104002", "name": name}, headers=bearer(key)
+    )
+    assert resp.status_code == 422, resp.text
+    assert [f["key"] for f in resp.json()["fields"]] == ["name"]
+    assert (await _tenants(conn), await _sequence(conn)) == (before, sequence)
+
+
+async def test_a_division_holds_a_bounded_number_of_units(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, app: Litestar, settings: Settings
+) -> None:
+    """A county cannot draw every SMS extension: its whole subtree (units of units too) holds
+    at most max_units_per_division units; the refusal draws no extension, and another
+    division (even its sibling) is not held back by it."""
+    await make_small_tree(conn)  # 锦江区 holds one unit already: 510104001
+    app.state.settings = msgspec.structs.replace(
+        settings, tenants=TenantsSettings(max_units_per_division=3)
+    )
+    key = await make_key(conn, "510104")
+    for code in ("510104002", "510104001001"):
+        made = await client.post(
+            f"/v1/tenants/{code[:-3]}/children",
+            json={"code": code, "name": "单位"},
+            headers=bearer(key),
+        )
+        assert made.status_code == 201, made.text
+    before, sequence = await _tenants(conn), await _sequence(conn)
+    for parent, code in (("510104", "510104003"), ("510104001", "510104001002")):
+        full = await client.post(
+            f"/v1/tenants/{parent}/children",
+            json={"code": code, "name": "单位"},
+            headers=bearer(key),
+        )
+        assert full.status_code == 409, full.text
+        assert full.json()["error"] == "units_exhausted"
+        assert full.json()["max_units"] == 3
+    assert (await _tenants(conn), await _sequence(conn)) == (before, sequence)
+    sibling = await make_key(conn, "510105")
+    other = await client.post(
+        "/v1/tenants/510105/children",
+        json={"code": "510105001", "name": "单位"},
+        headers=bearer(sibling),
+    )
+    assert other.status_code == 201, other.text

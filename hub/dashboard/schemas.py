@@ -9,7 +9,7 @@ from typing import Literal
 import msgspec
 
 from hub.billing.schemas import StatementHead
-from hub.delivery.repository import OptOut, RecentReply
+from hub.delivery.schemas import OptOut, RecentReply
 from hub.messages.schemas import SendSummary
 from hub.quota.schemas import Entry
 

@@ -11,6 +11,7 @@ import msgspec
 
 from hub.delivery import repository as sql
 from hub.delivery.gateway import Inbound
+from hub.delivery.schemas import OptOut, RecentReply
 from hub.messages.numbers import Recipient, normalize
 from hub.settings import DeliverySettings
 
@@ -72,18 +73,16 @@ async def store(
     return stored
 
 
-async def recent_replies(
-    conn: asyncpg.Connection, tenant_id: int, limit: int
-) -> list[sql.RecentReply]:
+async def recent_replies(conn: asyncpg.Connection, tenant_id: int, limit: int) -> list[RecentReply]:
     """Replies to a tenant, newest first."""
     records = await conn.fetch(sql.RECENT_INBOUND, tenant_id, limit)
-    return [msgspec.convert(dict(r.items()), sql.RecentReply) for r in records]
+    return [msgspec.convert(dict(r.items()), RecentReply) for r in records]
 
 
 async def opt_outs(
     conn: asyncpg.Connection, tenant_id: int, limit: int
-) -> tuple[list[sql.OptOut], int]:
+) -> tuple[list[OptOut], int]:
     """The latest phones that opted out of a tenant's messages, and how many there are."""
     records = await conn.fetch(sql.OPT_OUTS, tenant_id, limit)
     count = int(await conn.fetchval(sql.OPT_OUT_COUNT, tenant_id) or 0)
-    return [msgspec.convert(dict(r.items()), sql.OptOut) for r in records], count
+    return [msgspec.convert(dict(r.items()), OptOut) for r in records], count

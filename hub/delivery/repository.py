@@ -343,14 +343,6 @@ WHERE id = $1 AND delivered_at IS NULL AND attempts = $5
 """
 
 
-class RecentReply(msgspec.Struct, frozen=True):
-    id: int
-    phone: str
-    text: str
-    opt_out: bool
-    received_at: datetime
-
-
 # Replies to a tenant, newest first.
 RECENT_INBOUND = """
 SELECT i.id, i.phone, i.text, i.opt_out, i.received_at
@@ -358,11 +350,6 @@ FROM inbound i WHERE i.tenant_id = $1
 ORDER BY i.id DESC
 LIMIT $2
 """
-
-
-class OptOut(msgspec.Struct, frozen=True):
-    phone: str
-    created_at: datetime
 
 
 # Phones that opted out of a tenant's messages, newest first.

@@ -8,6 +8,23 @@ from typing import Annotated
 import msgspec
 
 
+class RecentReply(msgspec.Struct, frozen=True):
+    """A reply to a tenant, as its dashboard lists it."""
+
+    id: int
+    phone: str
+    text: str
+    opt_out: bool
+    received_at: datetime
+
+
+class OptOut(msgspec.Struct, frozen=True):
+    """A phone that opted out of a tenant's messages, and since when."""
+
+    phone: str
+    created_at: datetime
+
+
 class InboundView(msgspec.Struct, frozen=True):
     id: int
     tenant: str

@@ -1,7 +1,7 @@
 """Benchmark: small sends from other tenants while one tenant's 1,000,000-recipient send runs.
 
     .venv/bin/python -m ops.bench.send_fairness [--dsn postgresql://…] [--workers 2]
-        [--policy strict|pooled] [--rate 20] [--recipients 1000000]
+        [--policy strict|pooled] [--rate 10] [--recipients 1000000]
 
 Real processes as in production: `hub serve` with HUB_HTTP__WORKERS processes (uvicorn), a real
 PostgreSQL (embedded 18.6, or the one at --dsn) and Redis (embedded Valkey). Province 51 and 52

@@ -54,6 +54,14 @@ def _structs(base: type[msgspec.Struct]) -> Iterator[type[msgspec.Struct]]:
         yield from _structs(sub)
 
 
+def _own_structs(schemas: dict[str, Any]) -> Iterator[type[msgspec.Struct]]:
+    """Our bodies and answers that the document holds a component for."""
+    for struct in _structs(msgspec.Struct):
+        own = getattr(struct, "__module__", "").split(".")[0] in OWN_PACKAGES
+        if own and struct.__name__ in schemas:
+            yield struct
+
+
 def _int_minimums(struct: type[msgspec.Struct]) -> Iterator[tuple[str, int]]:
     """(field, minimum) for every int field with a lower bound, unions with None included."""
     info = msgspec.inspect.type_info(struct)
@@ -79,11 +87,40 @@ def _schema(spec: dict[str, Any]) -> Schema:
         type=OpenAPIType(spec["type"]) if "type" in spec else None,
         required=spec.get("required"),
         min_items=spec.get("minItems"),
+        min_length=spec.get("minLength"),
+        max_length=spec.get("maxLength"),
+        pattern=spec.get("pattern"),
         properties={k: _schema(v) for k, v in spec.get("properties", {}).items()} or None,
         all_of=each("allOf"),
         any_of=each("anyOf"),
         one_of=each("oneOf"),
     )
+
+
+# What a list's items or a dict's keys and values may be held to. Litestar leaves such
+# constraints out of the document when they sit inside `list[...]` or `dict[...]`
+# (`list[Tag]`, a send's `vars`); msgspec's own JSON schema keeps them.
+_INNER = {
+    "items": "items",
+    "additionalProperties": "additional_properties",
+    "propertyNames": "property_names",
+}
+_CONSTRAINTS = {"minLength", "maxLength", "pattern"}
+
+
+def _nested_constraints(struct: type[msgspec.Struct], schema: Schema) -> None:
+    """The constraints inside each field's list or dict, and a dict's size, from msgspec."""
+    _, defs = msgspec.json.schema_components([struct])
+    for name, spec in defs[struct.__name__].get("properties", {}).items():
+        prop = (schema.properties or {}).get(name)
+        if not isinstance(prop, Schema):
+            continue
+        if "maxProperties" in spec:
+            prop.max_properties = spec["maxProperties"]
+        for key, attribute in _INNER.items():
+            inner = spec.get(key)
+            if isinstance(inner, dict) and _CONSTRAINTS & inner.keys():
+                setattr(prop, attribute, _schema(inner))
 
 
 def _operations(app: Litestar) -> Iterator[tuple[str, Operation]]:
@@ -117,6 +154,7 @@ def complete_schema(app: Litestar, keyless: Sequence[str] = ()) -> None:
 
     - `additionalProperties: false` for every body that rejects unknown fields;
     - `minimum` for int fields bounded below by 0 (Litestar drops a falsy bound inside unions);
+    - the constraints on list items and dict keys and values (Litestar drops those too);
     - rules across fields a body declares in `__openapi_rules__` (an `allOf` of alternatives);
     - a 422 on every operation: any path, query or header may carry a control character, which
       hub.inputs refuses before the route runs;
@@ -126,13 +164,13 @@ def complete_schema(app: Litestar, keyless: Sequence[str] = ()) -> None:
     that take no API key, which the request limiter leaves alone.
     """
     _every_operation_may_refuse(app)
+    schemas = app.openapi_schema.components.schemas or {}
+    for struct in _own_structs(schemas):
+        _nested_constraints(struct, schemas[struct.__name__])
     _no_control_characters(app)
     _document_limits(app, keyless)
-    schemas = app.openapi_schema.components.schemas or {}
-    for struct in _structs(msgspec.Struct):
-        schema = schemas.get(struct.__name__)
-        if schema is None or getattr(struct, "__module__", "").split(".")[0] not in OWN_PACKAGES:
-            continue
+    for struct in _own_structs(schemas):
+        schema = schemas[struct.__name__]
         if struct.__struct_config__.forbid_unknown_fields:
             schema.additional_properties = False
         if rules := getattr(struct, "__openapi_rules__", None):
@@ -173,14 +211,25 @@ def _no_control_characters(app: Litestar) -> None:
         _free_strings_are_text(root)
 
 
+# How our patterns end in Python (whose `$` also matches before a final line break), and what
+# says the same in JSON Schema's ECMA regexes (whose `$`, without the m flag, matches only at the
+# very end). Published as the latter: schema-driven clients and fuzzers read ECMA, not lookaheads.
+_PYTHON_END, _ECMA_END = "(?!\\n)$", "$"
+
+
 def _free_strings_are_text(schema: Any) -> None:
     if not isinstance(schema, Schema):
         return
+    if schema.pattern and schema.pattern.endswith(_PYTHON_END):
+        schema.pattern = schema.pattern.removesuffix(_PYTHON_END) + _ECMA_END
     types = schema.type if isinstance(schema.type, list) else [schema.type]
     if OpenAPIType.STRING in types and not (schema.pattern or schema.enum or schema.format):
         schema.pattern = TEXT_PATTERN
-    if isinstance(schema.additional_properties, Schema) and schema.property_names is None:
-        schema.property_names = Schema(pattern=TEXT_PATTERN)
+    if isinstance(schema.additional_properties, Schema):
+        if schema.property_names is None:
+            schema.property_names = Schema(pattern=TEXT_PATTERN)
+        elif isinstance(schema.property_names, Schema) and schema.property_names.pattern is None:
+            schema.property_names.pattern = TEXT_PATTERN
     children = [
         *(schema.properties or {}).values(),
         *(schema.one_of or []),

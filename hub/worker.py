@@ -95,7 +95,10 @@ def build_worker(
             func(release_due_sends, name="hub.messages.release_due"),
             func(run_campaigns, name="hub.campaigns.run"),
             func(roll_up_usage, name="hub.billing.roll_up"),
-            func(delivery_jobs.deliver, name=DELIVER_JOB),
+            # No result kept: a batch's job id names the batch, and arq refuses an id whose
+            # result it still holds, so the sweeper could not enqueue the batch again for the
+            # messages its last job left behind.
+            func(delivery_jobs.deliver, name=DELIVER_JOB, keep_result=0),
             func(delivery_jobs.sweep, name="hub.delivery.sweep"),
             func(delivery_jobs.push_webhooks, name=webhooks.WEBHOOK_JOB),
         ],

@@ -112,3 +112,27 @@ async def test_messages_past_their_validity_expire_and_release_their_quota(
     assert reservation is not None
     assert dict(reservation) == {"status": "voided", "released_part": 5}
     assert await audit_clean(live_db) == []
+
+
+async def test_the_sweeper_can_enqueue_a_batch_whose_job_has_run(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """A batch's job id names the batch. Had arq kept the job's result, the id would stay taken
+    for that long and the sweeper could not enqueue the batch again for messages its job left
+    behind (a retry that found nothing due yet): they waited a minute, or for good."""
+    resp = await client.post(
+        "/v1/messages", json={"to": PHONES[:3], "body": "防汛通知"}, headers=bearer(county_key)
+    )
+    send_id = resp.json()["id"]
+    await live_db.execute("UPDATE messages SET retry_at = 'infinity' WHERE send_id = $1", send_id)
+    await run_worker()  # the batch's job runs and finds nothing due
+    assert await statuses(live_db, send_id) == {"accepted": 3}
+    await live_db.execute("UPDATE messages SET retry_at = NULL WHERE send_id = $1", send_id)
+    assert (await _sweep(live_settings, redis))["enqueued"] == 1
+    await run_worker()
+    assert await statuses(live_db, send_id) == {"delivered": 3}

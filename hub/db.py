@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
@@ -70,6 +71,29 @@ class SingleConnectionDatabase:
 
     async def close(self) -> None:
         """The connection belongs to the caller."""
+
+
+# What PostgreSQL answers when two transactions cannot both go on: a deadlock it broke, or a
+# serialization failure. Doing the work again (from a savepoint) is the remedy; the API answers
+# one that persists with 503 `busy` and Retry-After (hub.errors), never a 500.
+TRANSIENT = asyncpg.exceptions.TransactionRollbackError
+
+
+async def retrying(
+    conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], attempts: int = 5
+) -> T:
+    """`work()` in a savepoint, done again after a short random pause when PostgreSQL rolled it
+    back as TRANSIENT: the rollback to the savepoint releases what it locked, so the other
+    transaction goes on, and the caller's earlier work in its transaction stays."""
+    for attempt in range(attempts):
+        try:
+            async with conn.transaction():
+                return await work()
+        except TRANSIENT:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(random.uniform(0.005, 0.02 * 2**attempt))
+    raise AssertionError("unreachable")
 
 
 async def create_pool(settings: DbSettings, dsn: str) -> asyncpg.Pool:

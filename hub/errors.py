@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
+from hub.db import TRANSIENT
 from tenants.errors import (
     ApiError,
     Conflict,
@@ -160,9 +161,18 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     return _json(500, {"error": "internal", "detail": "internal server error"})
 
 
+def _busy(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A deadlock or serialization failure that persisted through hub.db.retrying's attempts:
+    the client may simply try again."""
+    log.warning("%s %s: %s", request.method, request.url.path, exc)
+    detail = "the hub is busy with a conflicting change; try again in a moment"
+    return _json(503, {"error": "busy", "detail": detail}, headers={"Retry-After": "1"})
+
+
 def exception_handlers() -> ExceptionHandlersMap:
     return {
         ApiError: _api_error,
+        TRANSIENT: _busy,
         ValidationException: _validation,
         HTTPException: _http,
         Exception: _unhandled,

@@ -106,24 +106,6 @@ WHERE t.path >= $1 AND t.path < $1 || '~'
 """
 
 
-class ChildQuotaUse(msgspec.Struct, frozen=True):
-    child: str
-    used: int
-    reserved: int
-
-
-# Per child of the top at $1: what its whole subtree used and holds reserved in the month $2
-# (quota's SUBTREE_USAGE, grouped by child in one pass).
-CHILD_QUOTA_USE = f"""
-SELECT {_CHILD} AS child,
-       coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used,
-       coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved
-FROM quota_reservations r JOIN tenants t ON t.id = r.tenant_id
-WHERE r.period = $2 AND t.path > $1 AND t.path < $1 || '~'
-GROUP BY 1
-"""
-
-
 class ChildDelivery(msgspec.Struct, frozen=True):
     child: str
     delivered: int

@@ -256,13 +256,8 @@ async def _rows_by_child(
     per_child: dict[str, list[_Usage]] = {}
     for code, part in usage.items():
         per_child.setdefault(child_of.get(code, ""), []).append(part)
-    quota_use = {
-        r.child: r
-        for r in _rows(await conn.fetch(sql.CHILD_QUOTA_USE, tenant.path, month), sql.ChildQuotaUse)
-    }
     children = []
     for child in account.children:
-        use = quota_use.get(child.code)
         counts, money = _total(per_child.get(child.code, []), priced)
         children.append(
             ChildRow(
@@ -270,7 +265,7 @@ async def _rows_by_child(
                 name=child.name,
                 counts=counts,
                 money=money,
-                quota=QuotaBar(child.limit, use.used if use else 0, use.reserved if use else 0),
+                quota=QuotaBar(child.limit, child.subtree.used, child.subtree.reserved),
                 delivery=deliveries.get(child.code, Delivery()),
             )
         )

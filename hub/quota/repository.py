@@ -137,6 +137,15 @@ class ReservationRow(msgspec.Struct, frozen=True):
         return self.amount - self.used_part - self.released_part
 
 
+# The one definition of what a reservation `r` has used and what it still holds reserved,
+# whatever its state: delivery settles it chunk by chunk (used_part, released_part) before it
+# is posted, and an expired or voided one keeps what it used. The audit (`hub audit quota`)
+# checks the accounts against these; the API's and the dashboard's subtree numbers are these.
+USED_OF = "coalesce(r.posted, r.used_part)"
+RESERVED_OF = (
+    "CASE WHEN r.status = 'pending' THEN r.amount - r.used_part - r.released_part ELSE 0 END"
+)
+
 _RESERVATION = (
     "r.id, r.tenant_id, r.period, r.accounts, r.amount, r.posted, r.status::text "
     "AS status, r.cause, r.expires_at, r.used_part, r.released_part"
@@ -215,12 +224,23 @@ WHERE t.parent_id = $1
 ORDER BY t.code
 """
 
-# What the subtree whose path is $1 really has reserved and used in the month $2.
-SUBTREE_USAGE = """
-SELECT coalesce(sum(r.amount) FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved,
-       coalesce(sum(r.posted) FILTER (WHERE r.status = 'posted'), 0)::bigint AS used
+
+class BranchUse(msgspec.Struct, frozen=True):
+    # The child of the top the branch hangs from ('' for the top itself).
+    child: str
+    used: int
+    reserved: int
+
+
+# What each branch below the top whose path is $1 has used and holds reserved in the month $2:
+# one row per child of the top with reservations in its subtree, and '' for the top's own.
+SUBTREE_USE = f"""
+SELECT split_part(substr(t.path, length($1) + 1), '/', 1) AS child,
+       coalesce(sum({USED_OF}), 0)::bigint AS used,
+       coalesce(sum({RESERVED_OF}), 0)::bigint AS reserved
 FROM quota_reservations r JOIN tenants t ON t.id = r.tenant_id
 WHERE r.period = $2 AND t.path >= $1 AND t.path < $1 || '~'
+GROUP BY 1
 """
 
 
@@ -290,22 +310,19 @@ ORDER BY e.account_id, e.id
 """
 
 # Per account: what its reservations say it should hold.
-RESERVATION_TOTALS = """
+RESERVATION_TOTALS = f"""
 SELECT acc.id AS account_id,
-       coalesce(sum(r.amount - r.used_part - r.released_part)
-                FILTER (WHERE r.status = 'pending'), 0)::bigint AS reserved,
-       coalesce(sum(coalesce(r.posted, r.used_part)), 0)::bigint AS used
+       coalesce(sum({RESERVED_OF}), 0)::bigint AS reserved,
+       coalesce(sum({USED_OF}), 0)::bigint AS used
 FROM quota_reservations r CROSS JOIN LATERAL unnest(r.accounts) AS acc(id)
 WHERE r.period = $1
 GROUP BY acc.id
 """
 
 # Per tenant with an account: the real usage of its whole subtree.
-SUBTREE_TOTALS = """
+SUBTREE_TOTALS = f"""
 SELECT a.id AS account_id, t.code, a.limit_segments,
-       coalesce(sum(r.amount - r.used_part - r.released_part)
-                FILTER (WHERE r.status = 'pending'), 0)
-       + coalesce(sum(coalesce(r.posted, r.used_part)), 0) AS total
+       coalesce(sum({RESERVED_OF}), 0) + coalesce(sum({USED_OF}), 0) AS total
 FROM quota_accounts a JOIN tenants t ON t.id = a.tenant_id
 LEFT JOIN tenants d ON d.path >= t.path AND d.path < t.path || '~'
 LEFT JOIN quota_reservations r ON r.tenant_id = d.id AND r.period = a.period

@@ -32,6 +32,12 @@ class Defaults(msgspec.Struct, frozen=True):
     policy: str
 
 
+class SubtreeUsage(msgspec.Struct, frozen=True):
+    # What the whole subtree (this tenant and every descendant) has used and holds reserved.
+    used: int
+    reserved: int
+
+
 class ChildQuota(msgspec.Struct, frozen=True):
     code: str
     name: str
@@ -41,12 +47,9 @@ class ChildQuota(msgspec.Struct, frozen=True):
     used: int
     reserved: int
     available: int
-
-
-class SubtreeUsage(msgspec.Struct, frozen=True):
-    # What the whole subtree (this tenant and every descendant) has used and holds reserved.
-    used: int
-    reserved: int
+    # What the child's whole subtree has used and holds reserved (its account's `used` and
+    # `reserved` are what was charged to that account).
+    subtree: SubtreeUsage
 
 
 class Alert(msgspec.Struct, frozen=True):

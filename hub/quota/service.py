@@ -21,6 +21,7 @@ import asyncpg
 import msgspec
 
 from hub.calendar import current_period, period_text
+from hub.db import retrying
 from hub.errors import ApiError, Conflict, Invalid
 from hub.quota import repository as sql
 from hub.quota.repository import (
@@ -164,6 +165,11 @@ async def _opened_chain(
     own_was_open = links[-1].account_id is not None
     if own_was_open and all(link.account_id is not None for link in links):
         return links, False
+    # The lock order (docs/ARCHITECTURE.md): accounts root first. Opening one locks its parent
+    # to allocate from it, so the chain's open accounts are locked root first before anything
+    # opens: two first sends of a month under one pooled city cannot each hold a lock the
+    # other waits for (the city's, taken to open, and the province's, taken to reserve).
+    await conn.execute(sql.LOCK_ACCOUNTS, [link.account_id for link in links if link.account_id])
     for i, link in enumerate(links):
         if link.account_id is None:
             account = await _open(conn, link, links[i - 1] if i else None, period, actor)
@@ -187,16 +193,21 @@ async def reserve(
     """Reserve `amount` segments for `tenant` or raise QuotaExhausted naming the level short."""
     if amount <= 0:
         raise ValueError("a reservation is for at least one segment")
-    period = period or current_period()
-    links, _ = await _opened_chain(conn, tenant, period, actor)
-    charged = [link.account_id for link in links[:-1] if link.policy == "pooled"]
-    charged.append(links[-1].account_id)
-    result: ReserveResult = _convert(
-        await conn.fetchrow(
-            sql.RESERVE, charged, amount, tenant.id, period, cause, actor, float(ttl_seconds)
-        ),
-        ReserveResult,
-    )
+    month = period or current_period()
+
+    async def attempt() -> tuple[list[ChainLink], list[int | None], ReserveResult]:
+        links, _ = await _opened_chain(conn, tenant, month, actor)
+        charged = [link.account_id for link in links[:-1] if link.policy == "pooled"]
+        charged.append(links[-1].account_id)
+        record = await conn.fetchrow(
+            sql.RESERVE, charged, amount, tenant.id, month, cause, actor, float(ttl_seconds)
+        )
+        return links, charged, _convert(record, ReserveResult)
+
+    # A deadlock or serialization failure left (a lock taken out of order elsewhere) is tried
+    # again from a savepoint, a few times, and then answered 503 `busy`: never a 500.
+    links, charged, result = await retrying(conn, attempt)
+    period = month
     if result.reservation_id is None:
         code = next(link.code for link in links if link.tenant_id == result.short_tenant)
         raise QuotaExhausted(
@@ -442,7 +453,7 @@ async def get_defaults(conn: asyncpg.Connection, tenant: TenantRow) -> Defaults:
 # --- reads -------------------------------------------------------------------------------
 
 
-def _child(record: asyncpg.Record) -> ChildQuota:
+def _child(record: asyncpg.Record, subtree: SubtreeUsage) -> ChildQuota:
     row: sql.ChildSummary = _convert(record, sql.ChildSummary)
     limit, used, reserved = row.limit_segments or 0, row.used or 0, row.reserved or 0
     return ChildQuota(
@@ -454,7 +465,21 @@ def _child(record: asyncpg.Record) -> ChildQuota:
         used=used,
         reserved=reserved,
         available=max(0, limit - used - reserved),
+        subtree=subtree,
     )
+
+
+async def subtree_use(
+    conn: asyncpg.Connection, top: TenantRow, period: date
+) -> dict[str, SubtreeUsage]:
+    """What each branch below `top` has used and holds reserved in the month, by the child it
+    hangs from ('' for `top`'s own reservations): sql.USED_OF and sql.RESERVED_OF, the
+    definitions the audit checks, so every view agrees with it while sends are in flight."""
+    rows = await conn.fetch(sql.SUBTREE_USE, top.path, period)
+    return {
+        r.child: SubtreeUsage(used=r.used, reserved=r.reserved)
+        for r in (_convert(record, sql.BranchUse) for record in rows)
+    }
 
 
 async def get_quota(conn: asyncpg.Connection, tenant: TenantRow, period: date) -> Quota:
@@ -482,9 +507,12 @@ async def get_quota(conn: asyncpg.Connection, tenant: TenantRow, period: date) -
         Alert(threshold=r["threshold"], reached_at=r["created_at"])
         for r in await conn.fetch(sql.THRESHOLDS_REACHED, account.id)
     ]
-    usage = await conn.fetchrow(sql.SUBTREE_USAGE, tenant.path, period)
-    assert usage is not None
-    children = [_child(r) for r in await conn.fetch(sql.CHILDREN, tenant.id, period)]
+    branches = await subtree_use(conn, tenant, period)
+    nothing = SubtreeUsage(used=0, reserved=0)
+    children = [
+        _child(r, branches.get(r["code"], nothing))
+        for r in await conn.fetch(sql.CHILDREN, tenant.id, period)
+    ]
     return Quota(
         tenant=tenant.code,
         period=period_text(period),
@@ -495,7 +523,10 @@ async def get_quota(conn: asyncpg.Connection, tenant: TenantRow, period: date) -
         reserved=account.reserved,
         allocated=account.allocated,
         available=_available(account),
-        subtree=SubtreeUsage(used=usage["used"], reserved=usage["reserved"]),
+        subtree=SubtreeUsage(
+            used=sum(b.used for b in branches.values()),
+            reserved=sum(b.reserved for b in branches.values()),
+        ),
         alerts=alerts,
         children=children,
     )

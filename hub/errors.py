@@ -17,6 +17,7 @@ from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
+from hub.wire import HubResponse
 from tenants.errors import (
     ApiError,
     Conflict,
@@ -92,7 +93,7 @@ class RateLimited(TooManyRequests):
 def _json(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response[Any]:
-    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+    return HubResponse(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:

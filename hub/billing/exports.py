@@ -177,7 +177,8 @@ async def _json_chunks(
     )
     first = True
     async for batch in _batches(db, who, month):
-        yield (b"" if first else b",") + b",".join(wire.encode(line) for line in batch)
+        # The batch as one array, written without its brackets: one encoding per batch.
+        yield (b"" if first else b",") + wire.encode(batch)[1:-1]
         first = False
     yield b"]}"
 

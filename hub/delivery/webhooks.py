@@ -33,7 +33,8 @@ dying between the call and its record, a lease running out): receivers dedupe on
 `X-Hub-Delivery`, the same for every attempt at one reply.
 
 The request: `POST <url>` with `Content-Type: application/json`, the body an `InboundView`
-(`{"id", "tenant", "phone", "address", "text", "opt_out", "gateway", "received_at"}`), and
+(`{"id", "tenant", "phone", "address", "text", "opt_out", "gateway", "received_at"}`, written as
+the API writes it: `received_at` is `2027-03-16T10:00:00.000000+08:00`), and
 
     X-Hub-Delivery:  <delivery id>
     X-Hub-Timestamp: <unix seconds when this attempt was sent>

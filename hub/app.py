@@ -33,6 +33,7 @@ from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
 from hub.signatures.service import Desk
 from hub.templates.controllers import TemplateController
+from hub.wire import HubResponse
 from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
 
@@ -113,6 +114,8 @@ def create_app(
         },
         # Bodies are checked for control characters and depth as they are decoded.
         request_class=HubRequest,
+        # JSON answers write every timestamp one way (hub.wire, hub.calendar.rfc3339).
+        response_class=HubResponse,
         middleware=[
             metrics.middleware,
             DefineMiddleware(InputGuardMiddleware, exclude=(GATEWAY_CALLBACK_PREFIX,)),

@@ -11,24 +11,42 @@ without it reads the server's own clock.
 Wall-clock time that belongs to someone else is not the hub's to shift: a webhook's signed
 timestamp (the tenant's server checks it against its own clock), a carrier's signed request, and
 arq's queue scores (arq compares them with its own `time.time()`).
+
+Times are Beijing time wherever a person reads them. The API writes every instant one way,
+`rfc3339()`: RFC 3339 in Beijing time to the microsecond, `2027-03-16T10:00:00.000000+08:00`
+(hub.wire applies it to every JSON answer). Pages and exports show `shown()`: the Beijing wall
+clock, `2027-03-16 10:00`, beside a note that it is Beijing time.
 """
 
 from __future__ import annotations
 
 import re
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from typing import Annotated
 from zoneinfo import ZoneInfo
 
 import msgspec
 
 BUSINESS_TZ = ZoneInfo("Asia/Shanghai")
+# Beijing time as people and the API read it: UTC+8. Asia/Shanghai has kept that offset since
+# 1991 (it had summer time before), so the fixed zone writes the same digits for every instant
+# the hub records, and always the `+08:00` its form promises; and it converts faster.
+BEIJING_TIME = timezone(timedelta(hours=8), "CST")
 # The connection setting that carries the clock's shift to PostgreSQL's hub_now().
 OFFSET_SETTING = "hub.clock_offset"
 # A month of this century: the hub's ledgers have no business before 2000 or after 2099.
 # `(?!\n)$`: Python's `$` also matches before a final line break; this one does not.
 PERIOD_PATTERN = r"^20[0-9]{2}-(0[1-9]|1[0-2])(?!\n)$"
 _PERIOD = re.compile(PERIOD_PATTERN)
+# How the API writes an instant (`rfc3339`), as a JSON Schema pattern and in words.
+TIMESTAMP_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\.[0-9]{6}\+08:00$"
+TIMESTAMP_FORM = (
+    "RFC 3339 in Beijing time (Asia/Shanghai, UTC+8, no daylight saving), always to the "
+    "microsecond: 2027-03-16T10:00:00.000000+08:00"
+)
+# How a person reads one (`shown`): the Beijing wall clock, to the minute by default.
+MINUTE = "%Y-%m-%d %H:%M"
+BEIJING = "北京时间"
 # A wall-clock time of day, "HH:MM" (quiet hours, a campaign's hour), in Asia/Shanghai.
 ClockTime = Annotated[str, msgspec.Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9](?!\n)$")]
 
@@ -104,3 +122,28 @@ def previous_period(period: date) -> date:
 def days_in(period: date) -> int:
     """How many days the month has: 28 to 31."""
     return (next_period(period) - period).days
+
+
+def beijing(instant: datetime) -> datetime:
+    """The same instant on Beijing's clock (UTC+8). The hub's times are aware: a naive
+    one is a bug (its zone is unknown), refused rather than guessed, except PostgreSQL's
+    ±infinity, which asyncpg reads as the naive `datetime.max`/`datetime.min`: they stay the
+    last and first instants, written on Beijing's clock."""
+    if instant.tzinfo is None and instant in (datetime.max, datetime.min):
+        return instant.replace(tzinfo=BEIJING_TIME)
+    if instant.tzinfo is None or instant.utcoffset() is None:
+        raise ValueError(f"a naive datetime has no zone to show: {instant!r}")
+    return instant.astimezone(BEIJING_TIME)
+
+
+def rfc3339(instant: datetime) -> str:
+    """How the API writes an instant: 2027-03-16T02:00Z → '2027-03-16T10:00:00.000000+08:00'.
+    One form for every timestamp: Beijing's offset, and always six fractional digits, so a time
+    read back from the API is exactly the stored one (PostgreSQL keeps microseconds)."""
+    return beijing(instant).isoformat(timespec="microseconds")
+
+
+def shown(instant: datetime, pattern: str = MINUTE) -> str:
+    """How a person reads an instant (dashboard, exports): Beijing's wall clock,
+    2027-03-16T02:00Z → '2027-03-16 10:00'. The page or file says it is Beijing time."""
+    return beijing(instant).strftime(pattern)

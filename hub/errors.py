@@ -18,6 +18,7 @@ from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
 from hub.db import TRANSIENT
+from hub.wire import HubResponse
 from tenants.errors import (
     ApiError,
     Conflict,
@@ -93,7 +94,7 @@ class RateLimited(TooManyRequests):
 def _json(
     status: int, body: dict[str, Any], headers: dict[str, str] | None = None
 ) -> Response[Any]:
-    return Response(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
+    return HubResponse(content=body, status_code=status, media_type=MediaType.JSON, headers=headers)
 
 
 def _api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:

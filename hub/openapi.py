@@ -15,6 +15,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import (
     Components,
+    OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
@@ -24,14 +25,23 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 
+from hub.calendar import TIMESTAMP_FORM, TIMESTAMP_PATTERN
+
 OWN_PACKAGES = ("hub", "tenants")
+# What a timestamp a client sends may look like (msgspec parses any RFC 3339 offset).
+TIMESTAMP_INPUT = "RFC 3339 with an offset (Z, +08:00, …); stored as the instant it names"
 
 
 def openapi_config(version: str) -> OpenAPIConfig:
     return OpenAPIConfig(
         title="hub",
         version=version,
-        description="One shared SMS service for a province's organization departments.",
+        description=(
+            "One shared SMS service for a province's organization departments.\n\n"
+            f"**Times.** Every timestamp the API writes is {TIMESTAMP_FORM}. A timestamp sent "
+            "to it (`send_at`) may be RFC 3339 with any offset. Days and months (`period`, "
+            "`day`) are Beijing's calendar: YYYY-MM-DD, YYYY-MM."
+        ),
         path="/schema",
         render_plugins=[RedocRenderPlugin(path="/"), SwaggerRenderPlugin(path="/swagger")],
         components=Components(
@@ -158,7 +168,9 @@ def complete_schema(app: Litestar, keyless: Sequence[str] = ()) -> None:
     - rules across fields a body declares in `__openapi_rules__` (an `allOf` of alternatives);
     - a 422 on every operation: any path, query or header may carry a control character, which
       hub.inputs refuses before the route runs;
-    - that no string (object keys included) may hold one: a `pattern` on every free string.
+    - that no string (object keys included) may hold one: a `pattern` on every free string;
+    - the one form of every timestamp we write (hub.calendar.rfc3339): a `pattern` and a
+      `description` on each `date-time` of an answer (bodies we read take any offset).
     A client that trusts the schema would otherwise send what we answer 422 to.
     And the limits' answers (429, 413) on every route they apply to; `keyless` are the routes
     that take no API key, which the request limiter leaves alone.
@@ -175,10 +187,24 @@ def complete_schema(app: Litestar, keyless: Sequence[str] = ()) -> None:
             schema.additional_properties = False
         if rules := getattr(struct, "__openapi_rules__", None):
             schema.all_of = _schema(rules).all_of
+        for value in (schema.properties or {}).values():
+            _timestamps(value, written=not struct.__struct_config__.forbid_unknown_fields)
         for name, minimum in _int_minimums(struct):
             prop = (schema.properties or {}).get(name)
             if isinstance(prop, Schema) and prop.minimum is None:
                 prop.minimum = minimum
+
+
+def _timestamps(schema: Any, *, written: bool) -> None:
+    """Describe every `date-time` in a property's schema (unions included)."""
+    if not isinstance(schema, Schema):
+        return
+    if schema.format == OpenAPIFormat.DATE_TIME:
+        schema.description = TIMESTAMP_FORM if written else TIMESTAMP_INPUT
+        if written:
+            schema.pattern = TIMESTAMP_PATTERN
+    for child in (*(schema.one_of or []), *(schema.any_of or []), schema.items):
+        _timestamps(child, written=written)
 
 
 def _every_operation_may_refuse(app: Litestar) -> None:

@@ -1,6 +1,8 @@
 """A closed month's statement for finance: JSON, CSV (UTF-8 with a BOM, so Excel shows the
 Chinese) and XLSX (Chinese headers, yuan to two decimals, a totals row); their text cells are
-inert (hub/exports/cells.py): a tenant's name never becomes a formula.
+inert (hub/exports/cells.py): a tenant's name never becomes a formula. Every row carries the
+month's close time in Beijing time (its column says so): text `2026-11-04 10:00` in CSV, a date
+cell on Beijing's clock in XLSX (Excel's dates have no zone).
 
 The lines come from a server-side cursor on a connection of the export's own, a few thousand at
 a time: the whole tree never sits in memory. JSON and CSV stream as they are read; an XLSX file
@@ -17,11 +19,10 @@ import io
 import os
 import tempfile
 from collections.abc import AsyncIterator, Iterable, Sequence
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
 
-import msgspec
 from litestar import Response
 from litestar.background_tasks import BackgroundTask
 from litestar.response import File, Stream
@@ -29,8 +30,10 @@ from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
+from hub import wire
 from hub.billing import service
 from hub.billing.schemas import StatementHead, StatementLine, Totals
+from hub.calendar import BEIJING, beijing, shown
 from hub.db import Database
 from hub.exports.cells import csv_value, xlsx_cell
 from tenants.service import Principal
@@ -38,6 +41,7 @@ from tenants.service import Principal
 Format = Literal["json", "csv", "xlsx"]
 
 LEVELS = {"hub": "平台", "province": "省级", "prefecture": "市级", "county": "县级", "unit": "单位"}
+CLOSED_COLUMN = f"结算时间({BEIJING})"
 LINE_HEADER = (
     "账期",
     "单位代码",
@@ -51,18 +55,28 @@ LINE_HEADER = (
     "标准价费用(元)",
     "节省(元)",
     "去重条数",
+    CLOSED_COLUMN,
 )
-LEVEL_HEADER = ("层级", "单位数", "计费条数", "费用(元)", "标准价费用(元)", "节省(元)", "去重条数")
+LEVEL_HEADER = (
+    "层级",
+    "单位数",
+    "计费条数",
+    "费用(元)",
+    "标准价费用(元)",
+    "节省(元)",
+    "去重条数",
+    CLOSED_COLUMN,
+)
 LINE_MONEY, LEVEL_MONEY = {8, 9, 10}, {3, 4, 5}  # the columns in yuan
-LINE_WIDTHS = (9, 10, 28, 6, 10, 6, 9, 10, 12, 14, 12, 9)
-LEVEL_WIDTHS = (14, 8, 12, 14, 16, 14, 10)
+LINE_WIDTHS = (9, 10, 28, 6, 10, 6, 9, 10, 12, 14, 12, 9, 20)
+LEVEL_WIDTHS = (14, 8, 12, 14, 16, 14, 10, 20)
+TIME_FORMAT = "yyyy-mm-dd hh:mm"  # an XLSX date cell, shown as `shown()` writes it
 BATCH = 2_000
 MEDIA = {
     "json": "application/json",
     "csv": "text/csv; charset=utf-8",
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
-_json = msgspec.json.Encoder()
 
 
 def yuan(micros: int) -> Decimal:
@@ -70,7 +84,15 @@ def yuan(micros: int) -> Decimal:
     return (Decimal(micros) / 1_000_000).quantize(Decimal("0.01"))
 
 
-def _line_row(period: str, line: StatementLine) -> tuple[Any, ...]:
+def _closed(head: StatementHead, fmt: Format) -> str | datetime:
+    """The close time for a cell: `shown()` text in CSV; in XLSX Beijing's wall clock as a
+    date cell (Excel's dates carry no zone; the column's header says whose clock it is)."""
+    if fmt == "xlsx":
+        return beijing(head.closed_at).replace(tzinfo=None)
+    return shown(head.closed_at)
+
+
+def _line_row(period: str, closed: str | datetime, line: StatementLine) -> tuple[Any, ...]:
     return (
         period,
         line.tenant,
@@ -84,6 +106,7 @@ def _line_row(period: str, line: StatementLine) -> tuple[Any, ...]:
         yuan(line.list_price_micros),
         yuan(line.savings_micros),
         line.dedup_segments,
+        closed,
     )
 
 
@@ -99,8 +122,10 @@ def _totals_row(totals: Totals) -> tuple[Any, ...]:
     )
 
 
-def _level_row(level: str, tenants: int | str, totals: Totals) -> tuple[Any, ...]:
-    return (LEVELS.get(level, level), tenants, *_totals_row(totals)[7:])
+def _level_row(
+    level: str, tenants: int | str, totals: Totals, closed: str | datetime
+) -> tuple[Any, ...]:
+    return (LEVELS.get(level, level), tenants, *_totals_row(totals)[7:], closed)
 
 
 async def statement_export(db: Database, who: Principal, month: date, fmt: Format) -> Response[Any]:
@@ -143,15 +168,17 @@ async def _json_chunks(
     db: Database, who: Principal, month: date, head: StatementHead
 ) -> AsyncIterator[bytes]:
     """The `Statement` shape, its lines written as they are read."""
-    yield b'{"period":%b,"tenant":%b,"levels":%b,"totals":%b,"lines":[' % (
-        _json.encode(head.period),
-        _json.encode(head.tenant),
-        _json.encode(head.levels),
-        _json.encode(head.totals),
+    yield b'{"period":%b,"tenant":%b,"closed_at":%b,"levels":%b,"totals":%b,"lines":[' % (
+        wire.encode(head.period),
+        wire.encode(head.tenant),
+        wire.encode(head.closed_at),
+        wire.encode(head.levels),
+        wire.encode(head.totals),
     )
     first = True
     async for batch in _batches(db, who, month):
-        yield (b"" if first else b",") + b",".join(_json.encode(line) for line in batch)
+        # The batch as one array, written without its brackets: one encoding per batch.
+        yield (b"" if first else b",") + wire.encode(batch)[1:-1]
         first = False
     yield b"]}"
 
@@ -163,8 +190,9 @@ async def _csv(
     writer = csv.writer(buffer)
     buffer.write("\ufeff")  # the BOM: Excel reads the file as UTF-8
     writer.writerow(LINE_HEADER)
+    closed = _closed(head, "csv")
     async for batch in _batches(db, who, month):
-        writer.writerows(map(csv_value, _line_row(head.period, line)) for line in batch)
+        writer.writerows(map(csv_value, _line_row(head.period, closed, line)) for line in batch)
         yield buffer.getvalue().encode()
         buffer.seek(0)
         buffer.truncate()
@@ -176,13 +204,15 @@ async def _xlsx(db: Database, who: Principal, month: date, head: StatementHead) 
     """The statement as an .xlsx in a temporary file (the caller deletes it): a sheet of the
     level totals, and a sheet of the lines ending in a totals row."""
     book = Workbook(write_only=True)
+    closed = _closed(head, "xlsx")
     levels = _sheet(book, f"{head.period} 汇总", LEVEL_HEADER, LEVEL_WIDTHS)
     for level in head.levels:
-        _append(levels, _level_row(level.level, level.tenants, level.totals), LEVEL_MONEY)
-    _append(levels, _level_row("合计", "", head.totals), LEVEL_MONEY, bold=True)
+        _append(levels, _level_row(level.level, level.tenants, level.totals, closed), LEVEL_MONEY)
+    _append(levels, _level_row("合计", "", head.totals, ""), LEVEL_MONEY, bold=True)
     lines = _sheet(book, f"{head.period} 明细", LINE_HEADER, LINE_WIDTHS)
     async for batch in _batches(db, who, month):
-        await asyncio.to_thread(_append_all, lines, [_line_row(head.period, x) for x in batch])
+        rows = [_line_row(head.period, closed, x) for x in batch]
+        await asyncio.to_thread(_append_all, lines, rows)
     _append(lines, _totals_row(head.totals), LINE_MONEY, bold=True)
     handle, path = tempfile.mkstemp(prefix="hub-statement-", suffix=".xlsx")
     os.close(handle)
@@ -214,6 +244,8 @@ def _append(
         cell = xlsx_cell(sheet, value)
         if n in money:
             cell.number_format = "#,##0.00"
+        elif isinstance(value, datetime):
+            cell.number_format = TIME_FORMAT
         if bold:
             cell.font = Font(bold=True)
         cells.append(cell)

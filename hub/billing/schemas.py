@@ -135,6 +135,7 @@ class StatementHead(msgspec.Struct, frozen=True):
 
     period: str
     tenant: str  # whose subtree this is
+    closed_at: datetime  # when the month was closed
     levels: list[LevelTotals]
     totals: Totals
 

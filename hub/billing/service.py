@@ -320,7 +320,8 @@ async def ensure_open(conn: asyncpg.Connection, month: date) -> None:
 async def statement_head(conn: asyncpg.Connection, who: Principal, month: date) -> StatementHead:
     """A closed month for the caller's subtree, rolled up per level (province, prefecture,
     county, unit) and in total; its lines are read with `statement_lines`. 404 if still open."""
-    if await conn.fetchval(sql.CLOSED_AT, month) is None:
+    closed_at = await conn.fetchval(sql.CLOSED_AT, month)
+    if closed_at is None:
         raise NotFound(f"{month:%Y-%m} is not closed yet: GET /v1/usage has the estimate")
     levels, total = [], Totals()
     for r in await conn.fetch(sql.STATEMENT_LEVELS, month, who.tenant_path):
@@ -330,7 +331,11 @@ async def statement_head(conn: asyncpg.Connection, who: Principal, month: date) 
         levels.append(LevelTotals(level, tenants, totals))
         total = add_totals(total, totals)
     return StatementHead(
-        period=f"{month:%Y-%m}", tenant=who.tenant_code, levels=levels, totals=total
+        period=f"{month:%Y-%m}",
+        tenant=who.tenant_code,
+        closed_at=closed_at,
+        levels=levels,
+        totals=total,
     )
 
 

@@ -37,7 +37,7 @@ from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandler, ExceptionHandlersMap
 
 from hub.billing import exports
-from hub.calendar import current_period, parse_period, period_text, previous_period
+from hub.calendar import current_period, parse_period, period_text, previous_period, shown
 from hub.dashboard import service
 from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
 from hub.db import Database
@@ -120,7 +120,8 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     env = Environment(
         loader=FileSystemLoader(HERE / "templates"), autoescape=True, undefined=StrictUndefined
     )
-    env.filters.update(yuan=yuan, number=number, permille=permille, zh=words)
+    # `|beijing`: every time on a page is read on Beijing's clock (hub.calendar.shown).
+    env.filters.update(yuan=yuan, number=number, permille=permille, zh=words, beijing=shown)
     env.globals["level_names"] = exports.LEVELS  # the statement's own words for the levels
     # What the signed-in key may see, asked of the same table as the API's guards.
     env.globals.update(

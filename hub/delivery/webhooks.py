@@ -33,7 +33,8 @@ dying between the call and its record, a lease running out): receivers dedupe on
 `X-Hub-Delivery`, the same for every attempt at one reply.
 
 The request: `POST <url>` with `Content-Type: application/json`, the body an `InboundView`
-(`{"id", "tenant", "phone", "address", "text", "opt_out", "gateway", "received_at"}`), and
+(`{"id", "tenant", "phone", "address", "text", "opt_out", "gateway", "received_at"}`, written as
+the API writes it: `received_at` is `2027-03-16T10:00:00.000000+08:00`), and
 
     X-Hub-Delivery:  <delivery id>
     X-Hub-Timestamp: <unix seconds when this attempt was sent>
@@ -69,6 +70,7 @@ import msgspec
 from arq.connections import ArqRedis
 from redis.exceptions import RedisError
 
+from hub import wire
 from hub.db import Database
 from hub.delivery import repository as sql
 from hub.delivery.repository import DueWebhook
@@ -85,8 +87,6 @@ BACKOFF_BASE = 10.0  # seconds before the second attempt; doubled each time
 BACKOFF_CAP = 3600.0
 TOLERANCE = 300  # seconds a receiver should accept a timestamp off its clock
 ERROR_CHARS = 300  # of an answer or exception kept in last_error
-
-_encoder = msgspec.json.Encoder()
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -362,7 +362,7 @@ async def push_due(db: Database, client: httpx.AsyncClient, limit: int = BATCH) 
 
     async def push_one(row: dict[str, object]) -> None:
         due = msgspec.convert(row, DueWebhook)
-        body = _encoder.encode(msgspec.convert(row, InboundView))
+        body = wire.encode(msgspec.convert(row, InboundView))  # the API's own form
         async with gate:
             error = await _post(client, due, body)
         async with db.acquire() as conn:

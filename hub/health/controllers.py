@@ -10,6 +10,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from hub.health import service
 from hub.health.schemas import Health, Readiness
+from hub.wire import HubResponse
 
 
 class HealthController(Controller):
@@ -30,4 +31,4 @@ class HealthController(Controller):
         checks = await service.readiness(state.db, state.redis)
         ok = all(v == "ok" for v in checks.values())
         body = Readiness(status="ok" if ok else "unavailable", checks=checks)
-        return Response(body, status_code=200 if ok else 503)
+        return HubResponse(body, status_code=200 if ok else 503)

@@ -11,6 +11,7 @@ from litestar.datastructures import State
 from litestar.params import HeaderParameter, JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 
+from hub import wire
 from hub.db import Database
 from hub.dedup import service as dedup
 from hub.delivery import service as delivery
@@ -24,6 +25,7 @@ from hub.messages.schemas import (
     SendRequest,
     SendView,
 )
+from hub.wire import HubResponse
 from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -92,7 +94,7 @@ class MessageController(Controller):
         return (
             answer
             if isinstance(answer, Response)
-            else Response(answer, status_code=HTTP_202_ACCEPTED)
+            else HubResponse(answer, status_code=HTTP_202_ACCEPTED)
         )
 
     async def _send(
@@ -109,8 +111,9 @@ class MessageController(Controller):
         if idempotency_key is not None:
             stored = await dedup.replay(conn, who.tenant_id, idempotency_key, body_hash)
             if stored is not None:
+                # The bytes of the first answer, written by the same encoder (hub.wire).
                 replayed: Any = msgspec.Raw(stored.response)
-                return Response(
+                return HubResponse(
                     replayed,
                     status_code=stored.status_code,
                     headers={"Idempotent-Replayed": "true"},
@@ -126,7 +129,7 @@ class MessageController(Controller):
                 idempotency_key,
                 body_hash,
                 HTTP_202_ACCEPTED,
-                msgspec.json.encode(accepted),
+                wire.encode(accepted),
                 state.settings.dedup.idempotency_ttl_seconds,
             )
         return accepted

@@ -20,7 +20,7 @@ import httpx
 import msgspec
 import pytest
 
-from hub.calendar import BUSINESS_TZ
+from hub.calendar import BUSINESS_TZ, TIMESTAMP_PATTERN
 from hub.db import ROOT
 from tests.e2e.conftest import HUB, free_port
 from tests.e2e.test_hub_up import start_hub, stop_hub
@@ -122,6 +122,9 @@ def _check_the_tour(tmp_path: Path, port: int, key: str) -> None:
     assert sent["rejected"] == [{"to": "12345", "reason": "invalid"}]
     # What quiet hours do to it, as the README says: held until 08:00, or on its way now.
     view = json_of(output_of("/v1/messages/1 "))
+    # Times in the answers are in the one form the README shows: Beijing time, to the µs.
+    for when in (sent["due_at"], view["due_at"], view["created_at"]):
+        assert re.fullmatch(TIMESTAMP_PATTERN, str(when)), when
     if sent["state"] == "held":
         held = datetime.fromisoformat(str(sent["held_until"])).astimezone(BUSINESS_TZ)
         assert held.timetz().replace(tzinfo=None) == clock_time(8, 0)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import asyncpg
@@ -39,7 +40,7 @@ async def test_csv_has_a_bom_chinese_headers_yuan_and_a_totals_row(
     assert resp.content.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel shows the Chinese
     rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
     assert rows[0][:3] == ["账期", "单位代码", "单位名称"]
-    assert rows[1] == [
+    assert rows[1][:12] == [
         "2026-10", "510104", "锦江区", "县级", "中国移动", "正常", "2026-10",
         "3", "0.11", "0.18", "0.07", "0",
     ]  # fmt: skip
@@ -112,6 +113,52 @@ async def test_a_county_exports_only_its_own_lines(
     rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
     assert [r[1] for r in rows[1:-1]] == ["510105"]
     assert rows[-1][8] == "0.11"
+
+
+# A known instant: 02:00 UTC on 16 March 2027 is 10:00 in Beijing.
+KNOWN = datetime(2027, 3, 16, 2, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+async def closed_at_known(conn: asyncpg.Connection, province: str) -> str:
+    await conn.execute(
+        "UPDATE billing_periods SET closed_at = $2 WHERE period = $1", OCTOBER, KNOWN
+    )
+    return province
+
+
+async def test_csv_says_when_the_month_closed_in_beijing_time(
+    client: httpx.AsyncClient, closed_at_known: str
+) -> None:
+    resp = await client.get("/v1/billing/2026-10/statement.csv", headers=bearer(closed_at_known))
+    rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))
+    assert rows[0][-1] == "结算时间(北京时间)"
+    lines = rows[1:-1]
+    assert lines
+    assert {line[-1] for line in lines} == {"2027-03-16 10:00"}  # not 02:00, UTC's
+
+
+async def test_xlsx_says_when_the_month_closed_in_beijing_time(
+    client: httpx.AsyncClient, closed_at_known: str
+) -> None:
+    resp = await client.get("/v1/billing/2026-10/statement.xlsx", headers=bearer(closed_at_known))
+    book = openpyxl.load_workbook(io.BytesIO(resp.content))
+    for title in ("2026-10 汇总", "2026-10 明细"):
+        sheet = book[title]
+        rows = list(sheet.iter_rows())
+        assert rows[0][-1].value == "结算时间(北京时间)"
+        for row in rows[1:-1]:  # every row but the totals
+            # A date cell on Beijing's clock (Excel's dates have no zone), shown to the minute.
+            assert row[-1].value == datetime(2027, 3, 16, 10, 0), title
+            assert row[-1].number_format == "yyyy-mm-dd hh:mm"
+
+
+async def test_the_json_statement_says_when_the_month_closed(
+    client: httpx.AsyncClient, closed_at_known: str
+) -> None:
+    resp = await client.get("/v1/billing/2026-10/statement", headers=bearer(closed_at_known))
+    assert resp.json()["closed_at"] == "2027-03-16T10:00:00.000000+08:00"
+    assert msgspec.json.decode(resp.content, type=Statement).closed_at == KNOWN
 
 
 @pytest.mark.parametrize("suffix", ["", ".csv", ".xlsx"])

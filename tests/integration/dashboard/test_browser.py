@@ -12,7 +12,7 @@ import asyncio
 import csv
 import io
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import asyncpg
@@ -101,6 +101,44 @@ async def api(url: str, path: str, key: str) -> dict[str, object]:
         response.raise_for_status()
         answer: dict[str, object] = response.json()
         return answer
+
+
+# 02:00 UTC on 16 March 2027: 10:00 in Beijing (the tests' pinned clock).
+KNOWN = datetime(2027, 3, 16, 2, 0, tzinfo=UTC)
+
+
+async def test_times_read_in_beijing_whatever_the_browsers_zone(
+    hub: Hub, browser: Browser, fresh_db: str
+) -> None:
+    """A send made at a known instant reads 10:00 (Beijing), not 02:00 (UTC), in a browser
+    whose own zone is UTC or New York: the page, not the browser, says what time it was."""
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        county = await make_key(conn, "510104")
+        async with httpx.AsyncClient(base_url=hub.url) as client:
+            sent = await client.post(
+                "/v1/messages",
+                json={"to": ["13800138000"], "body": "今晚七点开会"},
+                headers=bearer(county),
+            )
+        assert sent.status_code == 202, sent.text
+        send_id = sent.json()["id"]
+        await conn.execute("UPDATE sends SET created_at = $2 WHERE id = $1", send_id, KNOWN)
+        await conn.execute("UPDATE messages SET updated_at = $2 WHERE send_id = $1", send_id, KNOWN)
+    finally:
+        await conn.close()
+    for zone in ("UTC", "America/New_York"):
+        context = await browser.new_context(locale="zh-CN", timezone_id=zone)
+        page = await context.new_page()
+        await sign_in(page, hub.url, hub.seeded.province_key)
+        await page.goto(f"{hub.url}/dashboard/t/510104/activity")
+        assert await page.inner_text(f'tr[data-send="{send_id}"] td >> nth=0') == "03-16 10:00"
+        assert "北京时间" in await page.inner_text("#time-zone")
+        await page.goto(f"{hub.url}/dashboard/sends/{send_id}")
+        assert "2027-03-16 10:00（北京时间）" in await page.inner_text("h1")
+        assert await page.inner_text("#recipients tbody td >> nth=4") == "03-16 10:00:00"
+        await shot(page, f"times-{zone.replace('/', '-')}")
+        await context.close()
 
 
 async def test_overview_matches_the_api_drill_down_and_sign_out(hub: Hub, browser: Browser) -> None:
@@ -278,6 +316,10 @@ async def test_statement_downloads(hub: Hub, browser: Browser, fresh_db: str) ->
     assert text.startswith("\ufeff")  # the BOM: Excel reads the Chinese correctly
     rows = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"))))
     assert rows[-1][0] == "合计"
+    # Each line says when the month closed, on Beijing's clock, as the API's closed_at does.
+    closed_at = datetime.fromisoformat(api.json()["closed_at"])
+    assert closed_at.utcoffset() == timedelta(hours=8)
+    assert {row[-1] for row in rows[1:-1]} == {f"{closed_at:%Y-%m-%d %H:%M}"}
     assert int(rows[-1][7]) == totals["segments"]
     assert Decimal(rows[-1][8]) * 1_000_000 == totals["cost_micros"]
     book = await asyncio.to_thread(openpyxl.load_workbook, saved["xlsx"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import ipaddress
+import re
 import socket
 import ssl
 import subprocess
@@ -19,6 +20,7 @@ import msgspec
 import pytest
 from arq.connections import ArqRedis
 
+from hub.calendar import TIMESTAMP_PATTERN
 from hub.db import SingleConnectionDatabase
 from hub.delivery import inbound, service, webhooks
 from hub.delivery.gateway import Inbound
@@ -171,7 +173,8 @@ async def test_a_reply_is_pushed_once_signed_right_after_it_is_stored(
     assert push.headers["x-hub-delivery"] == str(row["id"])
     check_signature(push)
     reply = msgspec.json.decode(push.body)
-    assert reply.pop("received_at")
+    # The API's one form of a timestamp (RFC 3339, Beijing time, to the microsecond).
+    assert re.fullmatch(TIMESTAMP_PATTERN, reply.pop("received_at"))
     gateway = "kannel" if arrives == "callback" else "outbox"
     assert reply == {
         "id": row["inbound_id"],

@@ -40,15 +40,22 @@ class Outbound(msgspec.Struct, frozen=True):
 
 
 class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
-    """The gateway took the message; `reference` is its id for it (receipts carry it)."""
+    """The gateway took the message; `reference` is its id for it (receipts carry it).
+
+    `parts` is set when a multi-part message went only in part: its first parts were taken and
+    a later one was refused (or went unanswered). It is how many parts the gateway may have,
+    which is what the carrier bills; they are never sent again. 0: all of them. `detail` says
+    what happened to the rest."""
 
     message_id: int
     reference: str
+    parts: int = 0
+    detail: str = ""
 
 
 class Failed(msgspec.Struct, frozen=True, tag="failed"):
-    """The gateway refused it. Permanent: never retry (bad number, content refused).
-    Not permanent: retry later (throttled, busy, connection lost before an answer)."""
+    """The gateway refused it, and said so: nothing of it was taken. Permanent: never retry (bad
+    number, content refused). Not permanent: retry later (throttled, busy, not connected)."""
 
     message_id: int
     permanent: bool
@@ -56,7 +63,18 @@ class Failed(msgspec.Struct, frozen=True, tag="failed"):
     detail: str = ""
 
 
-Outcome = Accepted | Failed
+class Unknown(msgspec.Struct, frozen=True, tag="unknown"):
+    """It was handed to the gateway and no answer came back (a timeout, the connection lost
+    after the request was written): the gateway may have taken it. It is never sent again
+    (that could deliver it twice): the hub records it `sent` with "outcome unknown", its quota
+    used and its segments billable, exactly as when a worker dies holding it."""
+
+    message_id: int
+    code: str
+    detail: str = ""
+
+
+Outcome = Accepted | Failed | Unknown
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -181,8 +199,9 @@ class Gateway(Protocol):
 
     async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
         """Submit messages; exactly one Outcome per message, in any order. Never raises for a
-        message-level error; raises only when the gateway cannot be reached at all (every
-        message is then retried)."""
+        message-level error. Raises a ConnectionError only when the gateway cannot be reached
+        at all and nothing was handed over (every message is then retried); any other exception
+        leaves every message of the call "outcome unknown" (never sent again)."""
         ...
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:

@@ -1,9 +1,13 @@
 """The one Protocol every SMS gateway adapter implements, and the values crossing it.
 
 The worker claims a batch of messages, hands them to `Gateway.submit` with no database
-transaction open, and records one `Outcome` per message. Receipts and replies reach the hub two
-ways: pushed by the adapter itself (an SMPP `deliver_sm`, the outbox's own receipts) through the
-`Events` sink given to `start`, or posted by the gateway over HTTP to
+transaction open, and records one `Outcome` per message: `Accepted` (in full, or for the parts
+that went), `Failed` (refused, and said so) or `Unknown` (written, no answer: at most once, it is
+never sent again). docs/ARCHITECTURE.md, "At-most-once rules per gateway", has each adapter's.
+
+Receipts and replies reach the hub two ways: pushed by the adapter itself (an SMPP `deliver_sm`,
+the outbox's own receipts) through the `Events` sink given to `start`, or posted by the gateway
+over HTTP to
 `/v1/gateways/{name}/receipts` and `/v1/gateways/{name}/inbound`, which the adapter parses with
 `parse_callback`.
 

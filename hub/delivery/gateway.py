@@ -7,9 +7,8 @@ never sent again). docs/ARCHITECTURE.md, "At-most-once rules per gateway", has e
 
 Receipts and replies reach the hub two ways: pushed by the adapter itself (an SMPP `deliver_sm`,
 the outbox's own receipts) through the `Events` sink given to `start`, or posted by the gateway
-over HTTP to
-`/v1/gateways/{name}/receipts` and `/v1/gateways/{name}/inbound`, which the adapter parses with
-`parse_callback`.
+over HTTP to `/v1/gateways/{name}/receipts` and `/v1/gateways/{name}/inbound`, which the adapter
+parses with `parse_callback`.
 
 One bad item never costs the others: an adapter parses a callback item by item (`take`), and an
 item that is malformed or cannot be stored (`problem`: a NUL or another control character in a
@@ -71,11 +70,13 @@ class Unknown(msgspec.Struct, frozen=True, tag="unknown"):
     """It was handed to the gateway and no answer came back (a timeout, the connection lost
     after the request was written): the gateway may have taken it. It is never sent again
     (that could deliver it twice): the hub records it `sent` with "outcome unknown", its quota
-    used and its segments billable, exactly as when a worker dies holding it."""
+    used and its segments billable, exactly as when a worker dies holding it. `parts`: for a
+    multi-part message of which only the first parts were written, how many (0: all)."""
 
     message_id: int
     code: str
     detail: str = ""
+    parts: int = 0
 
 
 Outcome = Accepted | Failed | Unknown

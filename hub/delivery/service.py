@@ -296,48 +296,27 @@ class Delivery:
         """Record a chunk's outcomes and settle its quota; returns the earliest retry time."""
         by_id = {m.id: m for m in chunk}
         sent, unknown, failed, expired, retries = self._sort(send, by_id, outcomes)
-        used = released = 0
-        if sent:
-            # A receipt for one of these that found no message waits for this commit, or is
-            # already kept as unmatched and taken below (see apply_receipts).
-            await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
-            parts = {o.message_id: parts_sent(o.parts, by_id[o.message_id].segments) for o in sent}
-            rows = await conn.fetch(
-                sql.RECORD_SENT,
-                [o.message_id for o in sent],
-                [o.reference for o in sent],
-                [by_id[o.message_id].attempts for o in sent],
-                [o.detail for o in sent],
-                [parts[o.message_id] for o in sent],
-            )
-            for r in rows:  # a message that went in part: the parts that never went are free
-                segments = by_id[r["id"]].segments
-                went = parts[r["id"]] or segments
-                released += segments - went
-                if gateway.bills_on == "accepted":
-                    used += went
-            await self._apply_early_receipts(conn, gateway, [r["id"] for r in rows])
-        if unknown:
+        used, released = await self._record_sent(conn, gateway, by_id, sent) if sent else (0, 0)
+        maybe_used = 0
+        if unknown:  # billable as sent, on the day handed over: today
             today = business_day()
-            maybe_used, maybe_released = await close_unknown(
-                conn,
-                [
+            maybe = []
+            for o in unknown:
+                m, why = by_id[o.message_id], f"{o.code}: {o.detail}" if o.detail else o.code
+                maybe.append(
                     MaybeSent(
                         o.message_id,
-                        by_id[o.message_id].attempts,
+                        m.attempts,
                         send.tenant_id,
                         carrier,
                         today,
-                        by_id[o.message_id].segments,
-                        f"{o.code}: {o.detail}" if o.detail else o.code,
+                        m.segments,
+                        why,
+                        o.parts,
                     )
-                    for o in unknown
-                ],
-            )
-            used_unknown = maybe_used
+                )
+            maybe_used, maybe_released = await close_unknown(conn, maybe)
             released += maybe_released
-        else:
-            used_unknown = 0
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
                 rows = await conn.fetch(
@@ -359,10 +338,40 @@ class Delivery:
         if used:  # billable from now on (before the quota: keep its hot lock short)
             today = business_day()
             await billing.record_usage(conn, "billable", {(send.tenant_id, carrier, today): used})
-        used += used_unknown
+        used += maybe_used
         if send.reservation_id is not None and (used or released):
             await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
         return min((at for _, at in retries), default=None)
+
+    async def _record_sent(
+        self,
+        conn: asyncpg.Connection,
+        gateway: GatewayConfig,
+        by_id: dict[int, Claimed],
+        sent: Sequence[Accepted],
+    ) -> tuple[int, int]:
+        """Record what the gateway took; the segments to use (if it bills on acceptance) and to
+        release (the parts of a message that went in part that never went)."""
+        # A receipt for one of these that found no message waits for this commit, or is
+        # already kept as unmatched and taken below (see apply_receipts).
+        await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
+        parts = {o.message_id: parts_sent(o.parts, by_id[o.message_id].segments) for o in sent}
+        rows = await conn.fetch(
+            sql.RECORD_SENT,
+            [o.message_id for o in sent],
+            [o.reference for o in sent],
+            [by_id[o.message_id].attempts for o in sent],
+            [o.detail for o in sent],
+            [parts[o.message_id] for o in sent],
+        )
+        used = released = 0
+        for r in rows:
+            segments = by_id[r["id"]].segments
+            went = parts[r["id"]] or segments
+            released += segments - went
+            used += went if gateway.bills_on == "accepted" else 0
+        await self._apply_early_receipts(conn, gateway, [r["id"] for r in rows])
+        return used, released
 
     async def _apply_early_receipts(
         self, conn: asyncpg.Connection, gateway: GatewayConfig, message_ids: list[int]

@@ -597,8 +597,8 @@ class SmppGateway:
                 continue
             unanswered = answer.code == STATUS_NAMES[NO_ANSWER]
             if number == 1:
-                if unanswered:
-                    return Unknown(message.id, answer.code, answer.detail)
+                if unanswered:  # only part 1 was written
+                    return Unknown(message.id, answer.code, answer.detail, parts=1)
                 return answer
             # Parts 1..number-1 are at the SMSC (and this one too, maybe): never sent again.
             self._pass_on(self._receipts.partial(reference, number - 1))

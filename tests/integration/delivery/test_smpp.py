@@ -215,6 +215,16 @@ async def test_a_later_part_refused_leaves_the_message_sent_in_part(
     assert [r.status for r in events.got] == ["delivered"]
 
 
+async def test_a_long_message_whose_first_part_is_unanswered_is_unknown_for_that_part(
+    gateway: SmppGateway, smsc: FakeSmsc
+) -> None:
+    smsc.answer_next(DROP)
+    [outcome] = await gateway.submit([message(14, "8613800138000", LONG)])
+    assert isinstance(outcome, Unknown), outcome
+    assert outcome.parts == 1  # only part 1 was written: the carrier bills at most that
+    assert smsc.received == 1
+
+
 async def test_a_later_part_unanswered_is_never_written_again(
     gateway: SmppGateway, smsc: FakeSmsc
 ) -> None:

@@ -138,6 +138,12 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     chunk: Annotated[int, msgspec.Meta(ge=1, le=500)] = 100
     # When a segment counts as used: once the gateway accepts it, or only once delivered.
     bills_on: Literal["accepted", "delivered"] = "accepted"
+    # A receipt matches a message only if it comes within this long of the message being sent
+    # (and only the newest message holding its reference): the validity a carrier gives a
+    # message, after which its SMSC stops trying (72 h at the longest on China's carriers). A
+    # gateway that reuses its ids (an SMSC restarted, a counter wrapped) never reaches an older
+    # message; a later receipt is kept as unmatched.
+    receipt_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 72 * 3600.0
     # Its callbacks to /v1/gateways/{name}/receipts and /inbound must carry this secret.
     secret: str = ""
     # Address and credentials; what each means is the kind's own (see hub/delivery/gateways/).

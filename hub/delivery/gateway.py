@@ -1,11 +1,14 @@
 """The one Protocol every SMS gateway adapter implements, and the values crossing it.
 
 The worker claims a batch of messages, hands them to `Gateway.submit` with no database
-transaction open, and records one `Outcome` per message. Receipts and replies reach the hub two
-ways: pushed by the adapter itself (an SMPP `deliver_sm`, the outbox's own receipts) through the
-`Events` sink given to `start`, or posted by the gateway over HTTP to
-`/v1/gateways/{name}/receipts` and `/v1/gateways/{name}/inbound`, which the adapter parses with
-`parse_callback`.
+transaction open, and records one `Outcome` per message: `Accepted` (in full, or for the parts
+that went), `Failed` (refused, and said so) or `Unknown` (written, no answer: at most once, it is
+never sent again). docs/ARCHITECTURE.md, "At-most-once rules per gateway", has each adapter's.
+
+Receipts and replies reach the hub two ways: pushed by the adapter itself (an SMPP `deliver_sm`,
+the outbox's own receipts) through the `Events` sink given to `start`, or posted by the gateway
+over HTTP to `/v1/gateways/{name}/receipts` and `/v1/gateways/{name}/inbound`, which the adapter
+parses with `parse_callback`.
 
 One bad item never costs the others: an adapter parses a callback item by item (`take`), and an
 item that is malformed or cannot be stored (`problem`: a NUL or another control character in a
@@ -40,15 +43,22 @@ class Outbound(msgspec.Struct, frozen=True):
 
 
 class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
-    """The gateway took the message; `reference` is its id for it (receipts carry it)."""
+    """The gateway took the message; `reference` is its id for it (receipts carry it).
+
+    `parts` is set when a multi-part message went only in part: its first parts were taken and
+    a later one was refused (or went unanswered). It is how many parts the gateway may have,
+    which is what the carrier bills; they are never sent again. 0: all of them. `detail` says
+    what happened to the rest."""
 
     message_id: int
     reference: str
+    parts: int = 0
+    detail: str = ""
 
 
 class Failed(msgspec.Struct, frozen=True, tag="failed"):
-    """The gateway refused it. Permanent: never retry (bad number, content refused).
-    Not permanent: retry later (throttled, busy, connection lost before an answer)."""
+    """The gateway refused it, and said so: nothing of it was taken. Permanent: never retry (bad
+    number, content refused). Not permanent: retry later (throttled, busy, not connected)."""
 
     message_id: int
     permanent: bool
@@ -56,7 +66,20 @@ class Failed(msgspec.Struct, frozen=True, tag="failed"):
     detail: str = ""
 
 
-Outcome = Accepted | Failed
+class Unknown(msgspec.Struct, frozen=True, tag="unknown"):
+    """It was handed to the gateway and no answer came back (a timeout, the connection lost
+    after the request was written): the gateway may have taken it. It is never sent again
+    (that could deliver it twice): the hub records it `sent` with "outcome unknown", its quota
+    used and its segments billable, exactly as when a worker dies holding it. `parts`: for a
+    multi-part message of which only the first parts were written, how many (0: all)."""
+
+    message_id: int
+    code: str
+    detail: str = ""
+    parts: int = 0
+
+
+Outcome = Accepted | Failed | Unknown
 
 
 class Receipt(msgspec.Struct, frozen=True):
@@ -181,8 +204,9 @@ class Gateway(Protocol):
 
     async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
         """Submit messages; exactly one Outcome per message, in any order. Never raises for a
-        message-level error; raises only when the gateway cannot be reached at all (every
-        message is then retried)."""
+        message-level error. Raises a ConnectionError only when the gateway cannot be reached
+        at all and nothing was handed over (every message is then retried); any other exception
+        leaves every message of the call "outcome unknown" (never sent again)."""
         ...
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:

@@ -85,12 +85,14 @@ WHERE m.id = c.id AND m.attempts = c.attempts AND m.status = 'sending'
 RETURNING m.id
 """
 
-# The gateway took them: `sent`, with its reference. Only our own leased rows change.
+# The gateway took them: `sent`, with its reference. Only our own leased rows change. A
+# multi-part message that went only in part keeps how many parts went ($5, 0: all) and why ($4).
 RECORD_SENT = """
 UPDATE messages m
 SET status = 'sent', reference = r.reference, sent_at = hub_now(), lease_until = NULL,
-    updated_at = hub_now()
-FROM UNNEST($1::bigint[], $2::text[], $3::smallint[]) AS r(id, reference, attempts)
+    segments_sent = nullif(r.parts, 0), error = nullif(r.error, ''), updated_at = hub_now()
+FROM UNNEST($1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::smallint[])
+     AS r(id, reference, attempts, error, parts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
 RETURNING m.id, m.reference
 """
@@ -128,16 +130,26 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
     day: date  # when it was sent (Asia/Shanghai): the day its usage counts on
 
 
-# Apply receipts: `sent` moves forward to delivered or undelivered; a message already final stays
-# as it is (repeats change nothing); one not yet `sent` is not matched (see apply_receipts).
+# Apply receipts: a receipt is for the NEWEST message of gateway $1 holding its reference, and
+# only if that one was sent within the receipt window ($5 seconds): a gateway that reuses its ids
+# (an SMSC restarted, a counter wrapped) never reaches an older message. `sent` moves forward to
+# delivered or undelivered; a message already final stays as it is (repeats change nothing); one
+# not yet `sent` is not matched (see apply_receipts). `segments` are those that went.
 APPLY_RECEIPTS = """
+WITH target AS (
+    SELECT DISTINCT ON (m.reference) m.id, r.status, r.code
+    FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
+    JOIN messages m ON m.gateway = $1 AND m.reference = r.reference
+    WHERE m.sent_at > hub_now() - make_interval(secs => $5)
+    ORDER BY m.reference, m.sent_at DESC, m.id DESC
+)
 UPDATE messages m
-SET status = r.status::message_status, error = nullif(r.code, ''), done_at = hub_now(),
+SET status = t.status::message_status, error = nullif(t.code, ''), done_at = hub_now(),
     updated_at = hub_now()
-FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
-WHERE m.gateway = $1 AND m.reference = r.reference AND m.status = 'sent'
-RETURNING m.id, m.send_id, m.tenant_id, m.carrier, m.segments, m.reference,
-          m.status::text AS status,
+FROM target t
+WHERE m.id = t.id AND m.status = 'sent'
+RETURNING m.id, m.send_id, m.tenant_id, m.carrier,
+          coalesce(m.segments_sent, m.segments) AS segments, m.reference, m.status::text AS status,
           (m.sent_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
@@ -149,35 +161,47 @@ FROM (SELECT DISTINCT hashtextextended($1 || ':' || r, 0) AS k FROM unnest($2::t
       ORDER BY 1) s
 """
 
-# Receipts for references no message holds (yet): kept once, counted.
+# Receipts for references no message holds (yet): kept, counted; the latest one per reference
+# (an old receipt kept for a reused id must not stand in the way of the new message's).
 KEEP_UNMATCHED = """
 INSERT INTO unmatched_receipts (gateway, reference, status, code)
 SELECT $1, r.reference, r.status::message_status, r.code
 FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
-ON CONFLICT DO NOTHING
+ON CONFLICT (gateway, reference) DO UPDATE
+SET status = EXCLUDED.status, code = EXCLUDED.code, received_at = EXCLUDED.received_at
 """
 
-# References that matched nothing: known to us (already final) or not at all.
+# References that matched nothing: known to us (a message sent within the receipt window, $3
+# seconds, already final: a repeat) or not (kept: it may be for a message not yet recorded).
 KNOWN_REFERENCES = """
-SELECT reference FROM messages WHERE gateway = $1 AND reference = ANY($2::text[])
+SELECT reference FROM messages
+WHERE gateway = $1 AND reference = ANY($2::text[])
+  AND sent_at > hub_now() - make_interval(secs => $3)
 """
 
-# Receipts that arrived before the message was recorded `sent`, taken for re-applying.
+# Receipts that arrived before these messages ($2) were recorded `sent`, taken for applying:
+# only those that came after the message was handed over (an older one is for another message
+# that held a reused id).
 TAKE_UNMATCHED = """
-DELETE FROM unmatched_receipts
-WHERE gateway = $1 AND reference = ANY($2::text[])
-RETURNING reference, status::text AS status, code
+DELETE FROM unmatched_receipts u USING messages m
+WHERE m.id = ANY($2::bigint[]) AND u.gateway = $1 AND u.reference = m.reference
+  AND u.received_at >= m.submitted_at
+RETURNING u.reference, u.status::text AS status, u.code
 """
 
 # The one reservation a send's messages settle.
 SEND_RESERVATION = "SELECT reservation_id FROM sends WHERE id = $1"
 
-# Handed to the gateway by a worker that then died: maybe delivered, so never sent again.
+# Handed to the gateway with no answer recorded (its worker died, or the gateway never answered):
+# maybe delivered, so never sent again. `sent` with no reference, "outcome unknown" and why ($3);
+# $4 the parts that may have gone (0: all). Only the claim's own rows ($2: its attempts).
 CLOSE_UNKNOWN = """
-UPDATE messages SET status = 'sent', sent_at = hub_now(), lease_until = NULL,
-       error = 'outcome unknown: its worker stopped while the gateway had it',
-       updated_at = hub_now()
-WHERE id = ANY($1::bigint[]) AND status = 'sending'
+UPDATE messages m
+SET status = 'sent', sent_at = hub_now(), lease_until = NULL, segments_sent = nullif(u.parts, 0),
+    error = 'outcome unknown: ' || u.why, updated_at = hub_now()
+FROM UNNEST($1::bigint[], $2::smallint[], $3::text[], $4::smallint[]) AS u(id, attempts, why, parts)
+WHERE m.id = u.id AND m.attempts = u.attempts AND m.status = 'sending'
+RETURNING m.id
 """
 
 # The reservations several sends' messages settle.
@@ -203,7 +227,7 @@ SET status = CASE WHEN submitted_at IS NULL THEN 'accepted' ELSE status END::mes
     lease_until = CASE WHEN submitted_at IS NULL THEN NULL ELSE lease_until END,
     updated_at = hub_now()
 WHERE send_id = $1 AND status = 'sending' AND lease_until < hub_now()
-RETURNING id, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown,
+RETURNING id, attempts, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown,
           (submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
@@ -232,10 +256,12 @@ ANY_STILL_SENDING = """
 SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending')
 """
 
-# Receipts kept as unmatched whose message has since been recorded `sent`: taken to apply.
+# Receipts kept as unmatched whose message has since been recorded `sent`: taken to apply (only
+# those that came after it was handed over: an older one is for a reused id's old message).
 TAKE_NOW_MATCHED = """
 DELETE FROM unmatched_receipts u USING messages m
 WHERE m.gateway = u.gateway AND m.reference = u.reference AND m.status = 'sent'
+  AND u.received_at >= m.submitted_at
 RETURNING u.gateway, u.reference, u.status::text AS status, u.code
 """
 

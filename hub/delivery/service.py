@@ -9,10 +9,13 @@ transaction: `sent` with the
 gateway's reference (quota used, if the gateway bills on acceptance), `failed` (quota released), or
 back to `accepted` with a retry time (or `expired` once the validity period ends).
 
-A worker killed mid-batch leaves `sending` rows whose lease runs out. Those never handed to the
-gateway go back to the queue. Those handed over with no answer recorded may have reached the
-phone: sending them again could deliver twice, so they are closed as `sent` with "outcome
-unknown" (and their quota used) — at most once, never twice.
+At most once. A message handed to a gateway whose answer never came may have reached the phone:
+sending it again could deliver it twice, so it is closed as `sent` with "outcome unknown" (its
+quota used and its segments billable, as if accepted) and never sent again (`close_unknown`).
+That happens when the gateway does not answer (an `Unknown` outcome: a timeout, a connection
+lost after the write) and when a worker is killed mid-batch (its `sending` rows' lease runs out;
+those never handed over go back to the queue). A multi-part message whose later part was
+refused is `sent` for the parts that went (`segments_sent`), billed for those, never resent.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import logging
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -45,6 +48,7 @@ from hub.delivery.gateway import (
     Outbound,
     Outcome,
     Receipt,
+    Unknown,
     problem,
 )
 from hub.delivery.pacing import Pacer
@@ -233,20 +237,31 @@ class Delivery:
             return []
         try:
             outcomes = await gateway.submit(outbound)
-        except Exception as exc:
+        except ConnectionError as exc:
+            # The adapters' word for "unreachable, nothing handed over": all of them go again.
             log.warning("gateway %s unreachable: %r", name, exc)
             self.router.outcome(name, ok=False)
             return [
                 Failed(m.id, permanent=False, code="unreachable", detail=str(exc)) for m in outbound
             ]
-        transient = sum(isinstance(o, Failed) and not o.permanent for o in outcomes)
-        self.router.outcome(name, ok=transient < len(outbound))
+        except Exception as exc:
+            # Anything else may have struck with some of them written: at most once.
+            log.exception("gateway %s failed mid-call: its messages' outcome is unknown", name)
+            self.router.outcome(name, ok=False)
+            return [Unknown(m.id, code="gateway_error", detail=repr(exc)) for m in outbound]
+        troubled = sum(
+            isinstance(o, Unknown) or (isinstance(o, Failed) and not o.permanent) for o in outcomes
+        )
+        self.router.outcome(name, ok=troubled < len(outbound))
         return outcomes
 
     def _sort(
         self, send: SendInfo, by_id: dict[int, Claimed], outcomes: Sequence[Outcome]
-    ) -> tuple[list[Accepted], list[Failed], list[Failed], list[tuple[Failed, datetime]]]:
-        """Sent; failed for good; expired (no retry fits the validity); to retry, and when."""
+    ) -> tuple[
+        list[Accepted], list[Unknown], list[Failed], list[Failed], list[tuple[Failed, datetime]]
+    ]:
+        """Sent; outcome unknown; failed for good; expired (no retry fits the validity); to
+        retry, and when."""
         answered = {o.message_id for o in outcomes}
         # An adapter that forgot a message: treat it as a transient failure, never as sent.
         outcomes = [
@@ -256,6 +271,7 @@ class Delivery:
         now = calendar.now()
         deadline = send.due_at + timedelta(seconds=self.config.validity_seconds)
         sent = [o for o in outcomes if isinstance(o, Accepted)]
+        unknown = [o for o in outcomes if isinstance(o, Unknown)]
         failed: list[Failed] = []
         expired: list[Failed] = []
         retries: list[tuple[Failed, datetime]] = []
@@ -266,7 +282,7 @@ class Delivery:
                 else:
                     at = now + timedelta(seconds=backoff(by_id[o.message_id].attempts, self.config))
                     (expired.append(o) if at >= deadline else retries.append((o, at)))
-        return sent, failed, expired, retries
+        return sent, unknown, failed, expired, retries
 
     async def _record(
         self,
@@ -279,21 +295,28 @@ class Delivery:
     ) -> datetime | None:
         """Record a chunk's outcomes and settle its quota; returns the earliest retry time."""
         by_id = {m.id: m for m in chunk}
-        sent, failed, expired, retries = self._sort(send, by_id, outcomes)
-        used = released = 0
-        if sent:
-            # A receipt for one of these that found no message waits for this commit, or is
-            # already kept as unmatched and taken below (see apply_receipts).
-            await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
-            rows = await conn.fetch(
-                sql.RECORD_SENT,
-                [o.message_id for o in sent],
-                [o.reference for o in sent],
-                [by_id[o.message_id].attempts for o in sent],
-            )
-            if gateway.bills_on == "accepted":
-                used += sum(by_id[r["id"]].segments for r in rows)
-            await self._apply_early_receipts(conn, gateway, [r["reference"] for r in rows])
+        sent, unknown, failed, expired, retries = self._sort(send, by_id, outcomes)
+        used, released = await self._record_sent(conn, gateway, by_id, sent) if sent else (0, 0)
+        maybe_used = 0
+        if unknown:  # billable as sent, on the day handed over: today
+            today = business_day()
+            maybe = []
+            for o in unknown:
+                m, why = by_id[o.message_id], f"{o.code}: {o.detail}" if o.detail else o.code
+                maybe.append(
+                    MaybeSent(
+                        o.message_id,
+                        m.attempts,
+                        send.tenant_id,
+                        carrier,
+                        today,
+                        m.segments,
+                        why,
+                        o.parts,
+                    )
+                )
+            maybe_used, maybe_released = await close_unknown(conn, maybe)
+            released += maybe_released
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
                 rows = await conn.fetch(
@@ -315,15 +338,46 @@ class Delivery:
         if used:  # billable from now on (before the quota: keep its hot lock short)
             today = business_day()
             await billing.record_usage(conn, "billable", {(send.tenant_id, carrier, today): used})
+        used += maybe_used
         if send.reservation_id is not None and (used or released):
             await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
         return min((at for _, at in retries), default=None)
 
+    async def _record_sent(
+        self,
+        conn: asyncpg.Connection,
+        gateway: GatewayConfig,
+        by_id: dict[int, Claimed],
+        sent: Sequence[Accepted],
+    ) -> tuple[int, int]:
+        """Record what the gateway took; the segments to use (if it bills on acceptance) and to
+        release (the parts of a message that went in part that never went)."""
+        # A receipt for one of these that found no message waits for this commit, or is
+        # already kept as unmatched and taken below (see apply_receipts).
+        await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
+        parts = {o.message_id: parts_sent(o.parts, by_id[o.message_id].segments) for o in sent}
+        rows = await conn.fetch(
+            sql.RECORD_SENT,
+            [o.message_id for o in sent],
+            [o.reference for o in sent],
+            [by_id[o.message_id].attempts for o in sent],
+            [o.detail for o in sent],
+            [parts[o.message_id] for o in sent],
+        )
+        used = released = 0
+        for r in rows:
+            segments = by_id[r["id"]].segments
+            went = parts[r["id"]] or segments
+            released += segments - went
+            used += went if gateway.bills_on == "accepted" else 0
+        await self._apply_early_receipts(conn, gateway, [r["id"] for r in rows])
+        return used, released
+
     async def _apply_early_receipts(
-        self, conn: asyncpg.Connection, gateway: GatewayConfig, references: list[str]
+        self, conn: asyncpg.Connection, gateway: GatewayConfig, message_ids: list[int]
     ) -> None:
         """Receipts that beat our record of `sent` (an SMPP receipt can) are applied now."""
-        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, references)
+        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, message_ids)
         if early:
             receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
             await apply_receipts(conn, gateway, receipts)
@@ -380,6 +434,49 @@ class Delivery:
         task.add_done_callback(self._lanes.discard)
 
 
+def parts_sent(parts: int, segments: int) -> int:
+    """What `segments_sent` records for a message of `segments` of which `parts` went (0: all,
+    as a gateway that cut it into more parts than the hub counts may say)."""
+    return parts if 0 < parts < segments else 0
+
+
+class MaybeSent(msgspec.Struct, frozen=True):
+    """A message handed to a gateway whose answer never came."""
+
+    id: int
+    attempts: int  # the claim's: only its own row is closed
+    tenant_id: int
+    carrier: str
+    day: date  # the business day it was handed over: its usage counts on it
+    segments: int
+    why: str
+    parts: int = 0  # the parts that may have gone, when fewer than its segments (0: all)
+
+
+async def close_unknown(conn: asyncpg.Connection, messages: Sequence[MaybeSent]) -> tuple[int, int]:
+    """Close messages handed to a gateway that never answered (a timeout, a connection lost
+    after the write, a worker that died): `sent` with "outcome unknown", never sent again. What
+    may have gone is billable on the day it was handed over, as if accepted. Returns the
+    segments to use and to release on the send's reservation (the caller settles it)."""
+    rows = await conn.fetch(
+        sql.CLOSE_UNKNOWN,
+        [m.id for m in messages],
+        [m.attempts for m in messages],
+        [m.why for m in messages],
+        [parts_sent(m.parts, m.segments) for m in messages],
+    )
+    closed = {r["id"] for r in rows}
+    maybe_sent: dict[billing.UsageKey, int] = defaultdict(int)
+    used = released = 0
+    for m in messages:
+        if m.id in closed:
+            went = parts_sent(m.parts, m.segments) or m.segments
+            maybe_sent[m.tenant_id, m.carrier, m.day] += went
+            used, released = used + went, released + m.segments - went
+    await billing.record_usage(conn, "billable", maybe_sent)
+    return used, released
+
+
 async def expire_waiting(
     conn: asyncpg.Connection, send_id: int, reservation_id: int | None, config: DeliverySettings
 ) -> int:
@@ -398,9 +495,12 @@ async def apply_receipts(
 ) -> tuple[int, int]:
     """Move messages to delivered/undelivered; returns (applied, unmatched).
 
-    Forward only: a receipt for a message already final changes nothing (a repeat). One whose
-    reference no message holds is kept in `unmatched_receipts` (counted, and applied if the
-    message's `sent` is recorded later) and logged, never an error.
+    A receipt is for the newest message of the gateway holding its reference, and only if that
+    one was sent within the gateway's `receipt_window_seconds`: a reused gateway id never
+    reaches an older message. Forward only: a receipt for a message already final changes
+    nothing (a repeat). One whose reference no message in the window holds is kept in
+    `unmatched_receipts` (counted, and applied if the message's `sent` is recorded later) and
+    logged, never an error.
     """
     if not receipts:
         return 0, 0
@@ -415,6 +515,7 @@ async def apply_receipts(
                 refs,
                 [latest[r].status for r in refs],
                 [latest[r].code for r in refs],
+                gateway.receipt_window_seconds,
             )
         ]
 
@@ -428,7 +529,11 @@ async def apply_receipts(
         rows += await apply(rest)
         rest = [r for r in rest if r not in {row.reference for row in rows}]
     if rest:
-        known = {r["reference"] for r in await conn.fetch(sql.KNOWN_REFERENCES, gateway.name, rest)}
+        window = gateway.receipt_window_seconds
+        known = {
+            r["reference"]
+            for r in await conn.fetch(sql.KNOWN_REFERENCES, gateway.name, rest, window)
+        }
         unknown = [r for r in rest if r not in known]
     if unknown:
         await conn.execute(
@@ -551,14 +656,24 @@ async def sweep(
             report["requeued"] += len(leases) - len(unknown)
             if unknown:
                 report["unknown"] += len(unknown)
-                await conn.execute(sql.CLOSE_UNKNOWN, [r["id"] for r in unknown])
-                maybe_sent: dict[billing.UsageKey, int] = defaultdict(int)
-                for r in unknown:  # counted as sent (the day handed over): billable, quota used
-                    maybe_sent[r["tenant_id"], r["carrier"], r["day"]] += r["segments"]
-                await billing.record_usage(conn, "billable", maybe_sent)
-                if reservation_id is not None:
-                    segments = sum(r["segments"] for r in unknown)
-                    await quota.settle_parts(conn, {reservation_id: (segments, 0)}, ACTOR)
+                why = "its worker stopped while the gateway had it"
+                settled = await close_unknown(
+                    conn,
+                    [
+                        MaybeSent(
+                            r["id"],
+                            r["attempts"],
+                            r["tenant_id"],
+                            r["carrier"],
+                            r["day"],
+                            r["segments"],
+                            why,
+                        )
+                        for r in unknown
+                    ],
+                )
+                if reservation_id is not None and any(settled):
+                    await quota.settle_parts(conn, {reservation_id: settled}, ACTOR)
             report["expired"] += await expire_waiting(conn, send_id, reservation_id, settings)
             counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
             assert counts is not None

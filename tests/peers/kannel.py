@@ -13,6 +13,10 @@ Two fake SMSC connections, because bearerbox's fake SMSC serves one client at a 
 
 `HttpListener` is the hub's stand-in for callbacks: a tiny HTTP server recording every request as
 the `HttpCallback` the hub would hand to `Gateway.parse_callback`.
+
+`SlowAnswers` sits between the hub and smsbox's sendsms port: requests pass at once, and the
+answers on the next connections it is told of come late (the network between the two losing
+time), so the hub's request times out after Kannel has taken the message.
 """
 
 from __future__ import annotations
@@ -245,6 +249,67 @@ class HttpListener:
         writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nok")
         await writer.drain()
         return headers.get("connection", "").lower() != "close"
+
+
+class SlowAnswers:
+    """A TCP proxy to `port` on 127.0.0.1 (`url` is its own). `hold_next(n, seconds)`: on each of
+    the next n connections, what comes back is held that long before it is passed on."""
+
+    def __init__(self, port: int) -> None:
+        self.upstream = port
+        self.connections = 0
+        self._holds: list[float] = []
+        self._server: asyncio.Server | None = None
+        self._pipes: set[asyncio.Task[None]] = set()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    def hold_next(self, connections: int, seconds: float) -> None:
+        self._holds += [seconds] * connections
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for pipe in self._pipes:
+            pipe.cancel()
+        await asyncio.gather(*self._pipes, return_exceptions=True)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        hold = self._holds.pop(0) if self._holds else 0.0
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream)
+        except OSError:
+            writer.close()
+            return
+        pipes = [
+            asyncio.create_task(_pipe(reader, up_writer, 0.0)),
+            asyncio.create_task(_pipe(up_reader, writer, hold)),
+        ]
+        self._pipes.update(pipes)
+        for pipe in pipes:
+            pipe.add_done_callback(self._pipes.discard)
+        await asyncio.gather(*pipes, return_exceptions=True)
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter, hold: float) -> None:
+    try:
+        while data := await source.read(65536):
+            if hold:
+                await asyncio.sleep(hold)
+                hold = 0.0
+            sink.write(data)
+            await sink.drain()
+    except ConnectionError:
+        pass
+    finally:
+        sink.close()
 
 
 @dataclass

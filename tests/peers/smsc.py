@@ -8,8 +8,13 @@ smsc.stop()`. As a process: `python -m tests.peers.smsc --port N [--counts FILE]
 It answers every submit_sm with a new message id and then pushes a delivery receipt
 (`id:… sub:001 dlvrd:001 submit date:… done date:… stat:DELIVRD err:000 text:`; UNDELIV/err 001
 for a destination in `undelivered`) when one was requested, in order, one at a time per session.
-`fail_next(status, n)` refuses the next n submits; a destination in `invalid` is refused with
-ESME_RINVDSTADR. It counts what it accepted per (destination, text of the part), per
+`fail_next(status, n)` refuses the next n submits; `answer_next(...)` scripts the answers to the
+next submits one by one: 0 accepts, a status refuses, `DROP` takes the message (counted as the
+SMSC's) but never answers and drops the session it came on (the answer is lost), `HOLD` takes it
+and never answers (smpp34's client times out after 30 s). A destination in `invalid` is refused
+with ESME_RINVDSTADR. `id_prefix` fixes what message ids start with (they count from 1), so a
+second FakeSmsc with the same prefix hands out the same ids again, as a restarted SMSC can;
+`receipts=False` sends none. It counts what it accepted per (destination, text of the part), per
 (destination, whole text) once every part of a concatenated message is in, and per message id.
 `send_mo` pushes a reply (UCS-2, in UDH parts if long) to the bound session.
 
@@ -41,6 +46,7 @@ from tests.peers import wall_clock
 
 ROOT = Path(__file__).resolve().parents[2]
 ESME_RINVDSTADR = 0x0B
+DROP, HOLD = -1, -2  # answer_next: no answer, and the session dropped / kept
 # smpp34's tokio threads can crash the interpreter's finalization (see hub.delivery.gateways.smpp).
 atexit.register(time.sleep, 0.2)
 
@@ -68,6 +74,8 @@ class FakeSmsc:
         system_id: str = "hub",
         undelivered: Iterable[str] = (),
         invalid: Iterable[str] = (),
+        id_prefix: str | None = None,
+        receipts: bool = True,
     ) -> None:
         self.port, self.system_id = port, system_id
         self.undelivered, self.invalid = set(undelivered), set(invalid)
@@ -80,10 +88,17 @@ class FakeSmsc:
         self._sessions: dict[str, tuple[smpp34.Esme, asyncio.Task[None]]] = {}
         self._bound_once = asyncio.Event()
         self._queues: dict[str, asyncio.Queue[tuple[str, str, str]]] = {}
-        self._ids = (f"{secrets.token_hex(3)}{n:x}" for n in itertools.count(1))
+        prefix = secrets.token_hex(3) if id_prefix is None else id_prefix
+        self._ids = (f"{prefix}{n:x}" for n in itertools.count(1))
+        self.receipts = receipts
+        self.unanswered: list[smpp34.SubmitSmEvent] = []  # kept: a dropped event would NAK
+        self._tasks: set[asyncio.Task[None]] = set()
 
     def fail_next(self, status: int, count: int = 1) -> None:
         self._failures += [status] * count
+
+    def answer_next(self, *answers: int) -> None:
+        self._failures += answers
 
     async def start(self) -> None:
         for _ in range(5):  # a free port can be taken by another test process meanwhile
@@ -163,6 +178,17 @@ class FakeSmsc:
         status = self._failures.pop(0) if self._failures else 0
         if not status and destination in self.invalid:
             status = ESME_RINVDSTADR
+        if status in (DROP, HOLD):
+            # Taken, as far as the phone is concerned; the answer never reaches the client.
+            self.unanswered.append(event)
+            text, concat = _read(event.short_message, event.esm_class, event.data_coding)
+            self.parts[destination, text] += 1
+            self._count_message(destination, text, concat)
+            if status == DROP:
+                task = asyncio.create_task(self._drop(event.session_id))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+            return
         if status:
             event.reject(status)
             return
@@ -172,8 +198,15 @@ class FakeSmsc:
         self.parts[destination, text] += 1
         self.by_id[message_id] = (destination, text)
         self._count_message(destination, text, concat)
+        if not self.receipts:
+            return
         if event.registered_delivery & 1 and event.session_id in self._queues:
             self._queues[event.session_id].put_nowait((destination, event.source_addr, message_id))
+
+    async def _drop(self, session_id: str) -> None:
+        """Drop one session (its connection goes; the client sees it end)."""
+        if (session := self._sessions.get(session_id)) is not None:
+            await session[0].unbind()
 
     def _count_message(self, destination: str, text: str, concat: tuple[int, ...]) -> None:
         if not concat or concat[1] <= 1:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+import httpx
+
 if TYPE_CHECKING:
     from hub.db import Database
     from hub.delivery.gateway import Gateway
@@ -21,3 +23,18 @@ def build(config: GatewayConfig, db: Database) -> Gateway:
     module = importlib.import_module(f"hub.delivery.gateways.{config.kind}")
     gateway: Gateway = module.build(config, db) if config.kind == "outbox" else module.build(config)
     return gateway
+
+
+# An HTTP request that failed with one of these never left us whole: nothing was handed over,
+# so it may go again. Any other transport error (a read or write timeout, the connection lost
+# or the server gone silent mid-exchange) came after the request was written: the gateway may
+# have taken it, and neither Kannel's sendsms nor Alibaba's SendBatchSms can be asked or told
+# to drop a repeat, so its outcome is unknown and it is never sent again.
+NOTHING_WRITTEN: tuple[type[httpx.TransportError], ...] = (
+    httpx.ConnectError,
+    httpx.ConnectTimeout,
+    httpx.PoolTimeout,
+    httpx.UnsupportedProtocol,
+    httpx.LocalProtocolError,
+    httpx.ProxyError,
+)

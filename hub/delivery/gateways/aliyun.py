@@ -33,8 +33,10 @@ Answers, per request (Alibaba accepts or refuses a request whole):
   rate-limited one — instead of failing 99 good ones with it.
 - Transient (retry later): `isp.*` (`isp.SYSTEM_ERROR`), `Throttling*`, the console's day/month
   limits, `isv.AMOUNT_NOT_ENOUGH` and `isv.OUT_OF_SERVICE` (the account needs topping up: a pause,
-  not a verdict on the message), HTTP 5xx, a timeout or a connection lost mid-request (Alibaba may
-  have sent it: a retry can then deliver twice; the API has no idempotency key).
+  not a verdict on the message), HTTP 5xx.
+- Unknown (never sent again, recorded "outcome unknown"): a request written and then left without
+  an answer — the `timeout` ran out, the connection was lost mid-request. Alibaba may be sending
+  it, and the API has no idempotency key, so a retry could deliver it twice.
 - Permanent: any other `isv.*` code (template, signature, content, parameters) and any other
   error answer in Alibaba's JSON shape.
 - The gateway itself unusable: the endpoint refuses the connection, rejects the AccessKey
@@ -89,9 +91,11 @@ from hub.delivery.gateway import (
     Outcome,
     Parsed,
     Receipt,
+    Unknown,
     parsed,
     take,
 )
+from hub.delivery.gateways import NOTHING_WRITTEN
 from hub.settings import GatewayConfig
 
 ENDPOINT = "https://dysmsapi.aliyuncs.com/"
@@ -440,12 +444,16 @@ class AliyunGateway:
         except (httpx.ConnectError, httpx.ConnectTimeout, httpx.UnsupportedProtocol) as exc:
             # Never connected: nothing was sent.
             return _Down(f"cannot reach {self.url}: {exc!r}")
-        except httpx.TimeoutException as exc:
-            return _failed(
-                chunk, False, "timeout", f"no answer in {self.options.timeout}s: {exc!r}"
-            )
+        except NOTHING_WRITTEN as exc:
+            return _failed(chunk, False, "not_sent", repr(exc))
         except httpx.TransportError as exc:
-            return _failed(chunk, False, "connection_lost", repr(exc))
+            # Written, and no answer: Alibaba may be sending it now, and SendBatchSms has no
+            # idempotency key to make a repeat harmless. At most once: never sent again.
+            if isinstance(exc, httpx.TimeoutException):
+                code, detail = "timeout", f"no answer in {self.options.timeout}s: {exc!r}"
+            else:
+                code, detail = "connection_lost", repr(exc)
+            return [Unknown(item.message_id, code, detail) for item in chunk]
 
     def _form(self, chunk: Sequence[_Item]) -> bytes:
         """The signed, form-encoded body of one SendBatchSms request."""

@@ -29,9 +29,13 @@ What Kannel must be told (kannel.conf):
 Why the hub's message id is the reference: Kannel 1.4.5 answers sendsms with
 `202 "0: Accepted for delivery"` (or `"3: Queued for later delivery"` while no SMSC is
 connected) and no id of its own. The id goes into each message's `dlr-url` as `ref`, so every
-receipt names the message it is for. A concatenated message gets one receipt, not one per part.
-A message retried after a lost answer may reach the phone twice; both receipts then carry the
-same reference.
+receipt names the message it is for. A concatenated message gets one receipt, not one per part
+(smsbox splits it and bearerbox hands it to the SMSC whole or not at all, as far as sendsms says).
+
+At most once: a sendsms request that could not connect (or waited for a pooled connection in
+vain) sent nothing and goes again. One written and then left without an answer (the `timeout`
+ran out, the connection dropped) may have been queued by smsbox: it is `Unknown` (the hub records
+it "outcome unknown") and never sent again. A 5xx answer is a refusal and may go again.
 
 Phones go as the hub has them (E.164, `+8613800138000`); Kannel passes them on unchanged. An SMSC
 that wants national numbers gets them from its smsc group (`unified-prefix`), not from here.
@@ -61,9 +65,11 @@ from hub.delivery.gateway import (
     Receipt,
     ReceiptStatus,
     Rejected,
+    Unknown,
     parsed,
     take,
 )
+from hub.delivery.gateways import NOTHING_WRITTEN
 from hub.settings import GatewayConfig
 
 # Kannel's DLR types (the `%d` of a dlr-url): only final ones become receipts.
@@ -208,12 +214,13 @@ class KannelGateway:
             answer = await client.get(self.sendsms_url, params=self._params(message))
         except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
             return _Unconnected(f"cannot connect: {exc!r}")
-        except httpx.TimeoutException as exc:
-            # Sent, but no answer: Kannel may have taken it. Retrying risks a duplicate; not
-            # retrying risks a loss. A duplicate is the lesser harm.
-            return Failed(message.id, permanent=False, code="timeout", detail=repr(exc))
+        except NOTHING_WRITTEN as exc:
+            return Failed(message.id, permanent=False, code="not_sent", detail=repr(exc))
         except httpx.TransportError as exc:
-            return Failed(message.id, permanent=False, code="transport", detail=repr(exc))
+            # Written, and no answer: smsbox may have queued it, and sendsms cannot be asked
+            # about it or told to drop a repeat. At most once: never sent again.
+            timeout = isinstance(exc, httpx.TimeoutException)
+            return Unknown(message.id, "timeout" if timeout else "no_answer", repr(exc))
         return _outcome(message.id, answer)
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:

@@ -20,15 +20,22 @@ message go one after another (windowed with everyone else's); receipts are reque
 (registered_delivery 1).
 
 Answers: `Accepted.reference` is the submit_sm_resp message_id — for a multi-part message, the
-first part's. A refusal with ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RSYSERR (also what smpp34 raises
-on a timeout or a lost connection: the SMSC may then have the message, so a retry can deliver it
-twice), ESME_RINVBNDSTS, ESME_RSUBMITFAIL, ESME_RX_T_APPN, ESME_RDELIVERYFAILURE, ESME_RUNKNOWNERR
-or a vendor code (0x400-0x4FF) is transient; every other status (ESME_RINVDSTADR, the invalid-
-parameter family) is permanent. If part 1 is refused nothing was sent. If a later part is refused
-(after up to 3 tries when transient), earlier parts were: the message is Failed with the later
-part's classification and a detail saying so; a retry sends every part again under a new
-reference byte. `submit` raises `SmppUnavailable` only when there is no bound session and a bind
-fails now (or failed moments ago and the next attempt is not due: backoff 0.25 s doubling to 30 s).
+first part's. A submit_sm_resp refusing it with ESME_RTHROTTLED, ESME_RMSGQFUL, ESME_RSYSERR,
+ESME_RINVBNDSTS, ESME_RSUBMITFAIL, ESME_RX_T_APPN, ESME_RDELIVERYFAILURE, ESME_RUNKNOWNERR or a
+vendor code (0x400-0x4FF) is transient; every other status (ESME_RINVDSTADR, the invalid-
+parameter family) is permanent. A session found down before the submit_sm was written is
+transient too (nothing went).
+
+At most once: a submit_sm that got no submit_sm_resp at all (smpp34 raises ESME_RSYSERR when its
+30 s response timer runs out or the connection drops with the PDU written) may be at the SMSC,
+and SMPP 3.4 gives no way to ask by our reference, so it is never sent again: part 1 unanswered
+makes the message `Unknown`. A later part unanswered or refused (a refusal after up to 3 tries
+when transient) leaves the parts before it at the SMSC: the message is `Accepted` under part 1's
+id with `parts` = the parts that may have gone (those accepted, plus the unanswered one), which
+the carrier bills; nothing of it is sent again, and its receipt is joined from the receipts of
+the parts that were accepted. `submit` raises `SmppUnavailable` only when there is no bound
+session and a bind fails now (or failed moments ago and the next attempt is not due: backoff
+0.25 s doubling to 30 s).
 
 Receipts and replies: a task reads every inbound deliver_sm from smpp34 and does nothing else
 (smpp34's transceiver wedges when its inbound queue is not drained promptly, even more so with its
@@ -86,6 +93,7 @@ from hub.delivery.gateway import (
     Outcome,
     Parsed,
     Receipt,
+    Unknown,
 )
 from hub.settings import GatewayConfig
 
@@ -102,8 +110,10 @@ TLV_RECEIPTED_MESSAGE_ID, TLV_MESSAGE_STATE = 0x001E, 0x0427
 
 ROK, RSYSERR = 0x00, 0x08
 NOT_BOUND = -1  # our own: the session went down before this submit_sm could be sent
+NO_ANSWER = -2  # our own: written, and no submit_sm_resp came (timed out, connection lost)
 STATUS_NAMES = {
     NOT_BOUND: "unbound",
+    NO_ANSWER: "no_submit_sm_resp",
     0x01: "ESME_RINVMSGLEN",
     0x02: "ESME_RINVCMDLEN",
     0x03: "ESME_RINVCMDID",
@@ -344,12 +354,19 @@ def _receipt_time(value: str, zone: ZoneInfo) -> datetime | None:
 class _Gathering:
     """One multi-part message's part receipts, until every part has reported."""
 
-    __slots__ = ("failed", "ids", "remaining")
+    __slots__ = ("failed", "ids", "last", "parts", "remaining")
 
     def __init__(self, parts: int) -> None:
         self.ids: list[str] = []
-        self.remaining = parts
+        self.parts = self.remaining = parts
         self.failed: Receipt | None = None
+        self.last: Receipt | None = None
+
+    def verdict(self, reference: str) -> Receipt:
+        """The message's receipt: delivered if every part was, else the first failed part's."""
+        assert self.last is not None
+        verdict = self.failed or self.last
+        return Receipt(reference, verdict.status, verdict.code, self.last.at)
 
 
 class ReceiptJoiner:
@@ -388,10 +405,22 @@ class ReceiptJoiner:
         return ready + self._release()
 
     def abandon(self, reference: str) -> None:
-        """The message failed after some parts were accepted: their receipts belong to nobody."""
+        """Forget a message's parts: their receipts pass on under their own ids."""
         gathering = self._gatherings.pop(reference, None)
         for part_id in gathering.ids if gathering else ():
             self._message_of.pop(part_id, None)
+
+    def partial(self, reference: str, accepted: int) -> list[Receipt]:
+        """Only the first `accepted` parts of the message were taken (the others will never
+        report): its receipt is joined from theirs, and returned if they are all in already."""
+        gathering = self._gatherings.get(reference)
+        if gathering is None:
+            return []
+        gathering.remaining -= gathering.parts - accepted
+        if gathering.remaining > 0 or gathering.last is None:
+            return []
+        del self._gatherings[reference]
+        return [gathering.verdict(reference)]
 
     def receipt(self, receipt: Receipt) -> list[Receipt]:
         """A receipt read, under its part's id."""
@@ -406,13 +435,13 @@ class ReceiptJoiner:
         reference = self._message_of.pop(part_id)
         gathering = self._gatherings[reference]
         gathering.remaining -= 1
+        gathering.last = receipt
         if receipt.status == "undelivered" and gathering.failed is None:
             gathering.failed = receipt
         if gathering.remaining > 0:
             return []
         del self._gatherings[reference]
-        verdict = gathering.failed or receipt
-        return [Receipt(reference, verdict.status, verdict.code, receipt.at)]
+        return [gathering.verdict(reference)]
 
     def _release(self) -> list[Receipt]:
         """Parked receipts no unanswered submit can claim any more, as they are."""
@@ -559,18 +588,24 @@ class SmppGateway:
             pdus = encode(message.text, message.encoding, self._concat_reference)
         except ValueError as exc:
             return Failed(message.id, permanent=True, code="too_long", detail=str(exc))
-        reference = ""
+        reference, total = "", len(pdus.payloads)
         for number, payload in enumerate(pdus.payloads, 1):
             tries = 1 if number == 1 else LATER_PART_TRIES
             answer = await self._submit_part(message, pdus, payload, reference, tries)
-            if isinstance(answer, Failed):
-                if number == 1:
-                    return answer
-                self._receipts.abandon(reference)
-                detail = f"part {number}/{len(pdus.payloads)} refused after earlier parts were"
-                return Failed(message.id, answer.permanent, answer.code, f"{detail} accepted")
+            if isinstance(answer, str):
+                reference = reference or answer
+                continue
+            unanswered = answer.code == STATUS_NAMES[NO_ANSWER]
             if number == 1:
-                reference = answer
+                if unanswered:  # only part 1 was written
+                    return Unknown(message.id, answer.code, answer.detail, parts=1)
+                return answer
+            # Parts 1..number-1 are at the SMSC (and this one too, maybe): never sent again.
+            self._pass_on(self._receipts.partial(reference, number - 1))
+            went = number if unanswered else number - 1
+            what = "had no answer" if unanswered else f"was refused ({answer.code})"
+            detail = f"part {number}/{total} {what} after {number - 1} accepted; billed {went}"
+            return Accepted(message.id, reference, parts=went, detail=detail)
         return Accepted(message_id=message.id, reference=reference)
 
     async def _submit_part(
@@ -585,7 +620,7 @@ class SmppGateway:
             if status == ROK:
                 return part_id
             refused = failure(message.id, status, detail)
-            if refused.permanent:
+            if refused.permanent or status == NO_ANSWER:  # never write an unanswered part again
                 break
         return refused
 
@@ -630,7 +665,10 @@ class SmppGateway:
                 data_coding=pdus.data_coding,
             )
         except smpp34.SmppError as exc:
-            return _status_of(exc), "", f"no submit_sm_resp (timed out or connection lost): {exc}"
+            status = _status_of(exc)
+            if status != RSYSERR:  # refused by smpp34's codec, before anything was written
+                return status, "", str(exc)
+            return NO_ANSWER, "", f"no submit_sm_resp (timed out or connection lost): {exc}"
         if resp.is_success and not resp.message_id:
             log.warning("smpp %s: submit_sm_resp accepted without a message_id", self.name)
         return resp.command_status, resp.message_id or "", ""
@@ -639,7 +677,7 @@ class SmppGateway:
         """A session whose every submit fails with ESME_RSYSERR is wedged (FIELD-NOTES)."""
         if status == ROK:
             session.syserr_streak = 0
-        elif status == RSYSERR:
+        elif status in (RSYSERR, NO_ANSWER):
             session.syserr_streak += 1
             if session.syserr_streak >= self._dead_after:
                 self._retire(session, f"{session.syserr_streak} submits in a row ESME_RSYSERR")

@@ -28,6 +28,7 @@ from hub.delivery.gateway import (
     Outcome,
     Parsed,
     Receipt,
+    Unknown,
 )
 from hub.delivery.gateways import aliyun
 from hub.settings import GatewayConfig
@@ -283,7 +284,8 @@ async def test_provider_trouble_is_transient_for_the_whole_request(
     assert fake.sent == []
 
 
-async def test_a_timeout_is_transient(fake: AliyunFake) -> None:
+async def test_a_timeout_leaves_the_outcome_unknown(fake: AliyunFake) -> None:
+    """The request was written: Alibaba may send it, so it must never go again."""
     gateway = await gateway_with(fake, options={"timeout": 0.2})
     fake.delay_next(1, 1.0)
     try:
@@ -292,8 +294,8 @@ async def test_a_timeout_is_transient(fake: AliyunFake) -> None:
         await gateway.close()
 
     [outcome] = outcomes
-    assert isinstance(outcome, Failed)
-    assert (outcome.permanent, outcome.code) == (False, "timeout")
+    assert isinstance(outcome, Unknown)
+    assert (outcome.message_id, outcome.code) == (1, "timeout")
 
 
 async def test_an_unapproved_signature_fails_only_its_own_messages(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import datetime, time, timedelta
 
 import asyncpg
 import httpx
@@ -11,6 +11,7 @@ import msgspec
 import pytest
 from arq.connections import ArqRedis
 
+from hub import calendar
 from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool
 from hub.delivery import inbound, service
 from hub.delivery.gateway import Inbound, Receipt
@@ -54,20 +55,21 @@ async def _sent_message(conn: asyncpg.Connection, reference: str, gateway: str =
 async def test_a_late_receipt_counts_on_the_day_its_message_went_out(
     live_db: asyncpg.Connection, county_key: str
 ) -> None:
-    """Billed on delivery: a receipt after midnight (here, after the month's end) is usage of
-    the day the message was sent, so the month's close, after its grace window, bills it."""
+    """Billed on delivery: a receipt after midnight (after a month's end, too) is usage of the
+    day the message was sent, so the month's close, after its grace window, bills it."""
     message = await _sent_message(live_db, "ref-late")
-    await live_db.execute(
-        "UPDATE messages SET sent_at = '2026-10-31 23:50:00+08' WHERE id = $1", message
-    )
+    midnight = datetime.combine(calendar.business_day(), time(0), calendar.BUSINESS_TZ)
+    sent_at = midnight - timedelta(minutes=10)  # 23:50 yesterday, Beijing time
+    await live_db.execute("UPDATE messages SET sent_at = $2 WHERE id = $1", message, sent_at)
     on_delivery = msgspec.structs.replace(GATEWAY, bills_on="delivered")
     async with live_db.transaction():
         receipt = Receipt("ref-late", "delivered", "DELIVRD")
         assert await service.apply_receipts(live_db, on_delivery, [receipt]) == (1, 0)
     entries = await live_db.fetch("SELECT day, kind::text AS kind, segments FROM usage_entries")
+    yesterday = calendar.business_day() - timedelta(days=1)
     assert sorted((r["day"], r["kind"], r["segments"]) for r in entries) == [
-        (date(2026, 10, 31), "billable", 1),
-        (date(2026, 10, 31), "delivered", 1),
+        (yesterday, "billable", 1),
+        (yesterday, "delivered", 1),
     ]
 
 
@@ -98,7 +100,9 @@ async def test_a_receipt_before_its_sent_is_applied_once_sent_is_recorded(
 ) -> None:
     message = await _sent_message(live_db, "ref-2")
     await live_db.execute(
-        "UPDATE messages SET status = 'sending', reference = NULL WHERE id = $1", message
+        "UPDATE messages SET status = 'sending', reference = NULL, submitted_at = hub_now()"
+        " WHERE id = $1",
+        message,
     )
     async with live_db.transaction():
         await service.apply_receipts(live_db, GATEWAY, [Receipt("ref-2", "delivered")])
@@ -111,6 +115,79 @@ async def test_a_receipt_before_its_sent_is_applied_once_sent_is_recorded(
         assert await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY])) == 1
     status = await live_db.fetchval("SELECT status::text FROM messages WHERE id = $1", message)
     assert status == "delivered"
+
+
+async def _status(conn: asyncpg.Connection, message: int) -> str:
+    return str(await conn.fetchval("SELECT status::text FROM messages WHERE id = $1", message))
+
+
+async def test_a_receipt_reaches_only_the_newest_message_holding_its_reference(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """A gateway that reused an id (an SMSC restarted): the receipt is the newer message's."""
+    old = await _sent_message(live_db, "reused")
+    await live_db.execute(
+        "UPDATE messages SET sent_at = sent_at - interval '1 hour' WHERE id = $1", old
+    )
+    new = await _sent_message(live_db, "reused")
+    async with live_db.transaction():
+        receipt = Receipt("reused", "delivered", "DELIVRD")
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (1, 0)
+    assert (await _status(live_db, old), await _status(live_db, new)) == ("sent", "delivered")
+    # A repeat of it changes nothing, and never falls through to the older message.
+    async with live_db.transaction():
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 0)
+    assert await _status(live_db, old) == "sent"
+
+
+async def test_a_receipt_past_the_window_of_the_message_holding_it_is_kept_not_applied(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    old = await _sent_message(live_db, "stale")
+    await live_db.execute(
+        "UPDATE messages SET sent_at = hub_now() - make_interval(secs => $2) - interval '1 s'"
+        " WHERE id = $1",
+        old,
+        GATEWAY.receipt_window_seconds,
+    )
+    async with live_db.transaction():
+        receipt = Receipt("stale", "delivered", "DELIVRD")
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 1)
+    assert await _status(live_db, old) == "sent"
+    assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 1
+
+
+async def test_an_early_receipt_for_a_reused_id_waits_for_its_message(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """An old message, final days ago, held the id; the receipt is for a new message not yet
+    recorded `sent`: it is kept (not dropped as a repeat) and reaches the new message."""
+    old = await _sent_message(live_db, "again")
+    await live_db.execute(
+        "UPDATE messages SET status = 'delivered', sent_at = sent_at - interval '4 days'"
+        " WHERE id = $1",
+        old,
+    )
+    new = await _sent_message(live_db, "again")
+    await live_db.execute(
+        "UPDATE messages SET status = 'sending', reference = NULL, submitted_at = hub_now()"
+        " WHERE id = $1",
+        new,
+    )
+    async with live_db.transaction():
+        receipt = Receipt("again", "undelivered", "UNDELIV")
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 1)
+    await live_db.execute(
+        "UPDATE messages SET status = 'sent', reference = 'again', sent_at = hub_now()"
+        " WHERE id = $1",
+        new,
+    )
+    async with live_db.transaction():
+        assert await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY])) == 1
+    assert (await _status(live_db, old), await _status(live_db, new)) == (
+        "delivered",
+        "undelivered",
+    )
 
 
 @pytest.mark.parametrize(

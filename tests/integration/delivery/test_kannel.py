@@ -22,11 +22,12 @@ from hub.delivery.gateway import (
     Outbound,
     Receipt,
     ReceiptStatus,
+    Unknown,
 )
 from hub.delivery.gateways.kannel import KannelGateway, KannelUnreachable, build
 from hub.messages.segments import count_segments, signed
 from hub.settings import GatewayConfig
-from tests.peers.kannel import HttpListener, KannelPeer, kannel
+from tests.peers.kannel import HttpListener, KannelPeer, SlowAnswers, kannel
 
 # Most tests here drive the real Kannel; the parsing ones at the end need none.
 pytestmark = [pytest.mark.peer]
@@ -269,6 +270,25 @@ async def test_kannel_down_raises(gateway: KannelGateway, peer: KannelPeer) -> N
         await gateway.submit(
             [outbound(502, "+8613800138502", "hi"), outbound(503, "+8613800138503", "hi")]
         )
+
+
+async def test_an_answer_that_comes_too_late_leaves_the_outcome_unknown(
+    peer: KannelPeer, listener: HttpListener
+) -> None:
+    """smsbox took the message, its answer came after the timeout: sent, maybe; never again."""
+    proxy = SlowAnswers(peer.ports["sendsms_port"])
+    await proxy.start()
+    proxy.hold_next(1, 2.0)
+    adapter = build(make_config(listener.url, peer, url=proxy.url, options={"timeout": 0.3}))
+    await adapter.start(NoEvents())
+    try:
+        [outcome] = await adapter.submit([outbound(601, "+8613800138601", "明早八点开会")])
+        assert isinstance(outcome, Unknown), outcome
+        assert (outcome.message_id, outcome.code) == (601, "timeout")
+        assert len(await peer.wait_arrived(1, "+8613800138601")) == 1  # Kannel had it
+    finally:
+        await adapter.close()
+        await proxy.close()
 
 
 async def test_a_reply_reaches_the_sms_service(

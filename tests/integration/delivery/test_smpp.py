@@ -10,7 +10,7 @@ from typing import Literal
 
 import pytest
 
-from hub.delivery.gateway import Accepted, Failed, Inbound, Outbound, Outcome, Receipt
+from hub.delivery.gateway import Accepted, Failed, Inbound, Outbound, Outcome, Receipt, Unknown
 from hub.delivery.gateways.smpp import (
     ReceiptJoiner,
     SmppGateway,
@@ -22,7 +22,7 @@ from hub.delivery.gateways.smpp import (
     read_receipt,
 )
 from hub.settings import GatewayConfig
-from tests.peers.smsc import FakeSmsc, SmscProcess, free_port
+from tests.peers.smsc import DROP, HOLD, FakeSmsc, SmscProcess, free_port
 
 pytestmark = [pytest.mark.peer]
 
@@ -30,7 +30,7 @@ WINDOW = 4
 SENDER = "10690000123456"
 UNDELIVERED, INVALID = "8613900000001", "8613900000002"
 LONG = "【朝阳区委组织部】" + "请各位同志于本周五下午三点到三楼会议室参加学习，带好笔记本。" * 5
-ESME_RSYSERR, ESME_RTHROTTLED = 0x08, 0x58
+ESME_RINVMSGLEN, ESME_RSYSERR, ESME_RTHROTTLED = 0x01, 0x08, 0x58
 WAIT = 60.0  # seconds before a wait gives up (a hang guard, not a speed check)
 
 
@@ -171,6 +171,81 @@ async def test_throttled_is_transient(gateway: SmppGateway, smsc: FakeSmsc) -> N
     assert smsc.messages["8613800138000", "【测试】一"] == 1
 
 
+async def test_a_submit_whose_answer_is_lost_is_unknown_and_never_sent_again(
+    gateway: SmppGateway, smsc: FakeSmsc
+) -> None:
+    """The SMSC takes the submit_sm and the session drops before its submit_sm_resp: the SMSC
+    may deliver it, so it is not sent again (a retry would reach the phone twice)."""
+    smsc.answer_next(DROP)
+    [outcome] = await gateway.submit([message(8, "8613800138000", "【测试】只发一次")])
+    assert isinstance(outcome, Unknown), outcome
+    assert (outcome.message_id, outcome.code) == (8, "no_submit_sm_resp")
+    assert smsc.received == 1
+    await until(lambda: smsc.binds == 2 and gateway.bound)  # the session comes back
+    references(await gateway.submit([message(9, "8613800138001", "【测试】下一条")]))
+    assert smsc.received == 2
+    assert smsc.messages["8613800138000", "【测试】只发一次"] == 1
+
+
+@pytest.mark.slow
+async def test_a_submit_never_answered_times_out_unknown(
+    gateway: SmppGateway, smsc: FakeSmsc
+) -> None:
+    """No submit_sm_resp at all, the session up: smpp34 gives up after its 30 s."""
+    smsc.answer_next(HOLD)
+    [outcome] = await gateway.submit([message(10, "8613800138000", "【测试】无应答")])
+    assert isinstance(outcome, Unknown), outcome
+    assert smsc.received == 1
+
+
+async def test_a_later_part_refused_leaves_the_message_sent_in_part(
+    gateway: SmppGateway, smsc: FakeSmsc, events: Recorded
+) -> None:
+    """Part 1 taken, part 2 refused (after 3 tries, being transient): part 1 is at the SMSC and
+    billed by the carrier, so the message is Accepted for 1 part and nothing is sent again; its
+    receipt is part 1's, under the message's reference."""
+    smsc.answer_next(0, ESME_RTHROTTLED, ESME_RTHROTTLED, ESME_RTHROTTLED)
+    [outcome] = await gateway.submit([message(11, "8613800138000", LONG)])
+    assert isinstance(outcome, Accepted), outcome
+    assert outcome.parts == 1
+    assert "part 2/3 was refused (ESME_RTHROTTLED) after 1 accepted" in outcome.detail
+    assert smsc.received == 4  # part 1 once, part 2 three times (each refused), part 3 never
+    assert smsc.by_id[outcome.reference] == ("8613800138000", LONG[:67])
+    await events.until(lambda: bool(events.receipt_for(outcome.reference)))
+    assert [r.status for r in events.got] == ["delivered"]
+
+
+async def test_a_long_message_whose_first_part_is_unanswered_is_unknown_for_that_part(
+    gateway: SmppGateway, smsc: FakeSmsc
+) -> None:
+    smsc.answer_next(DROP)
+    [outcome] = await gateway.submit([message(14, "8613800138000", LONG)])
+    assert isinstance(outcome, Unknown), outcome
+    assert outcome.parts == 1  # only part 1 was written: the carrier bills at most that
+    assert smsc.received == 1
+
+
+async def test_a_later_part_unanswered_is_never_written_again(
+    gateway: SmppGateway, smsc: FakeSmsc
+) -> None:
+    smsc.answer_next(0, DROP)
+    [outcome] = await gateway.submit([message(12, "8613800138000", LONG)])
+    assert isinstance(outcome, Accepted), outcome
+    assert outcome.parts == 2  # part 1 accepted, part 2 maybe
+    assert "part 2/3 had no answer" in outcome.detail
+    assert smsc.received == 2
+
+
+async def test_a_later_part_refused_for_good_is_not_retried(
+    gateway: SmppGateway, smsc: FakeSmsc
+) -> None:
+    smsc.answer_next(0, 0, ESME_RINVMSGLEN)
+    [outcome] = await gateway.submit([message(13, "8613800138000", LONG)])
+    assert isinstance(outcome, Accepted), outcome
+    assert outcome.parts == 2
+    assert smsc.received == 3
+
+
 async def test_an_invalid_destination_is_permanent(gateway: SmppGateway) -> None:
     [outcome] = await gateway.submit([message(7, INVALID, "【测试】二")])
     assert outcome == Failed(7, permanent=True, code="ESME_RINVDSTADR")
@@ -287,3 +362,22 @@ def test_a_part_receipt_read_before_its_submit_resp_waits_for_it() -> None:
         Receipt("p1", "undelivered", "UNDELIV/001")
     ]
     assert joiner.receipt(Receipt("single", "delivered")) == [Receipt("single", "delivered")]
+
+
+def test_a_message_sent_in_part_reports_once_its_sent_parts_have() -> None:
+    joiner = ReceiptJoiner()
+    joiner.sending()
+    assert joiner.sent("p1", "p1", parts=3) == []
+    assert joiner.receipt(Receipt("p1", "delivered", "DELIVRD")) == []
+    joiner.sending()
+    assert joiner.sent("p1", None, parts=3) == []  # part 2 refused
+    assert joiner.partial("p1", accepted=1) == [Receipt("p1", "delivered", "DELIVRD")]
+    # The receipt comes after: it completes the message at once.
+    joiner.sending()
+    assert joiner.sent("q1", "q1", parts=2) == []
+    joiner.sending()
+    assert joiner.sent("q1", None, parts=2) == []
+    assert joiner.partial("q1", accepted=1) == []
+    assert joiner.receipt(Receipt("q1", "undelivered", "UNDELIV/001")) == [
+        Receipt("q1", "undelivered", "UNDELIV/001")
+    ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 _CAMPAIGN = """
     c.id, c.kind, c.field, c.template_id AS template, to_char(c.send_time, 'HH24:MI') AS send_time,
     c.to_tags, c.active, c.created_at
@@ -20,6 +22,14 @@ OF_TENANT = f"SELECT {_CAMPAIGN} FROM campaigns c WHERE c.tenant_id = $1 ORDER B
 # Stop a tenant's campaign; its id when it was there.
 STOP = "UPDATE campaigns SET active = false WHERE id = $1 AND tenant_id = $2 RETURNING id"
 
+
+class DueCampaign(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    template_id: int
+    to_tags: list[str]
+
+
 # Active campaigns whose send time has come today ($1: the Asia/Shanghai wall clock now).
 DUE = """
 SELECT c.id, c.tenant_id, c.template_id, c.to_tags FROM campaigns c
@@ -29,7 +39,8 @@ ORDER BY c.id
 
 # Contacts of the campaign's tenant whose anniversary is today ($2 month, $3 day; on 28 February
 # of a common year, $4 also takes those who joined on 29 February), with their years, that
-# have not had this year's greeting.
+# have not had this year's greeting: the next $9 after contact $8 (a batch; keyset on the
+# tenant's (tenant_id, id) index, so a whole run reads the roster once).
 CELEBRATING = """
 SELECT ct.id, ct.name, ct.phone, $5::int - extract(year FROM ct.joined_on)::int AS years
 FROM contacts ct
@@ -44,7 +55,9 @@ WHERE ct.tenant_id = $1 AND ct.joined_on IS NOT NULL
     SELECT 1 FROM campaign_deliveries d
     WHERE d.campaign_id = $7 AND d.contact_id = ct.id AND d.year = $5
   )
+  AND ct.id > $8
 ORDER BY ct.id
+LIMIT $9
 """
 
 # This year's greeting is taken (nothing when a concurrent run took it first).

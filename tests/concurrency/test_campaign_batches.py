@@ -139,6 +139,21 @@ async def _progress(conn: asyncpg.Connection, job: asyncio.Task[Any], beyond: in
         await asyncio.sleep(0.05)  # a commit in another session offers nothing to wait on
 
 
+async def _holding_quota(conn: asyncpg.Connection, job: asyncio.Task[Any]) -> bool:
+    """Wait until another session holds a reservation it has not committed (the job, halfway
+    through a greeting's transaction, holding the province's quota row): True; or until the
+    job has ended: False."""
+    while not job.done():
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
+            " WHERE c.relname = 'quota_reservations' AND l.mode = 'RowExclusiveLock'"
+            " AND l.pid <> pg_backend_pid())"
+        ):
+            return True
+        await asyncio.sleep(0.01)  # another session's lock offers nothing to wait on
+    return False
+
+
 def _ctx(pool: PoolDatabase, redis: ArqRedis, settings: Settings) -> dict[str, Any]:
     """What the worker gives a job."""
     return {"db": pool, "redis": redis, "settings": settings}
@@ -154,12 +169,11 @@ async def test_a_province_greets_10000_in_batches_while_its_api_sends_answer(
     province = await _province_campaign(watcher, client, CONTACTS)
     job = asyncio.create_task(run_campaigns(_ctx(pool, redis, live_settings)))
 
-    # API sends of the same province, one after another while the job runs. Each reserves on
-    # the province's quota row, the row every greeting of the job reserves on too.
+    # API sends of the same province while the job runs, each made while a greeting's
+    # reservation is uncommitted (the job holds the province's quota row, the row the API send
+    # reserves on too), the next once the job has committed more.
     answers: list[tuple[int, int, int, int]] = []  # (greeted before, after, status, queued)
-    seen = 0
-    while not job.done():
-        await _progress(watcher, job, seen)
+    while await _holding_quota(watcher, job):
         before = await _greeted(watcher)
         phone = f"+86139{len(answers):08d}"
         sent = await client.post(
@@ -169,15 +183,17 @@ async def test_a_province_greets_10000_in_batches_while_its_api_sends_answer(
         )
         after = await _greeted(watcher)
         answers.append((before, after, sent.status_code, await redis.zcard("arq:queue")))
-        seen = after
+        await _progress(watcher, job, after)
     greeted = await job
 
     assert greeted == CONTACTS
+    assert answers, "the job never held the quota row"
     assert {status for _, _, status, _ in answers} == {202}
-    # Sent and answered while the job was under way: after it had committed some greetings,
-    # before it had committed them all. A job in one transaction commits everything at once,
-    # so every API send reserving behind it waits for the whole job.
-    during = [(b, a) for b, a, _, _ in answers if 0 < b and a < CONTACTS]
+    # Made while the job held the quota row, answered before it had committed every greeting:
+    # the send waited for one batch, not for the job. (In one transaction, the job commits its
+    # greetings all at once, and a send behind it answers only then.)
+    during = [(b, a) for b, a, _, _ in answers if a < CONTACTS]
+    assert answers[0][1] < CONTACTS, answers
     assert len(during) >= 3, answers
     # The greetings already committed were on the queue to go while the job went on.
     assert any(queued and a < CONTACTS for _, a, _, queued in answers), answers

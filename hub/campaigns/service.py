@@ -143,8 +143,9 @@ async def greet_batch(
     after: int = 0,
     limit: int = BATCH,
 ) -> Batch:
-    """Greet up to `limit` of the campaign's contacts celebrating today whose id is above
-    `after`, not yet greeted this year; the sends made and where the next batch starts."""
+    """Greet the next `limit` of the campaign's contacts celebrating today after contact
+    `after` (those greeted this year already are passed over); the sends made and where the
+    next batch starts."""
     tenant = await tenants.get_by_id(conn, campaign.tenant_id)
     if tenant is None:
         return Batch(sends=[], last_contact=None)
@@ -163,6 +164,8 @@ async def greet_batch(
     )
     sends = []
     for contact in contacts:
+        if contact["greeted"]:
+            continue
         send_id = await _greet(conn, tenant, campaign, contact, today.year, settings, now)
         if send_id is not None:
             sends.append(send_id)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import msgspec
+
 _CAMPAIGN = """
     c.id, c.kind, c.field, c.template_id AS template, to_char(c.send_time, 'HH24:MI') AS send_time,
     c.to_tags, c.active, c.created_at
@@ -20,6 +22,14 @@ OF_TENANT = f"SELECT {_CAMPAIGN} FROM campaigns c WHERE c.tenant_id = $1 ORDER B
 # Stop a tenant's campaign; its id when it was there.
 STOP = "UPDATE campaigns SET active = false WHERE id = $1 AND tenant_id = $2 RETURNING id"
 
+
+class DueCampaign(msgspec.Struct, frozen=True):
+    id: int
+    tenant_id: int
+    template_id: int
+    to_tags: list[str]
+
+
 # Active campaigns whose send time has come today ($1: the Asia/Shanghai wall clock now).
 DUE = """
 SELECT c.id, c.tenant_id, c.template_id, c.to_tags FROM campaigns c
@@ -27,24 +37,35 @@ WHERE c.active AND c.send_time <= $1
 ORDER BY c.id
 """
 
-# Contacts of the campaign's tenant whose anniversary is today ($2 month, $3 day; on 28 February
-# of a common year, $4 also takes those who joined on 29 February), with their years, that
-# have not had this year's greeting.
+# The next $9 contacts after contact $8 (a batch) of the campaign's tenant whose anniversary is
+# today ($2 month, $3 day; on 28 February of a common year, $4 also takes those who joined on
+# 29 February), with their years and whether this year's greeting is theirs already. The batch
+# is chosen first and its greetings looked up by key, at most $9 probes: an anti-join against
+# campaign_deliveries, planned on a young table's statistics, became a nested loop reading every
+# greeting of the campaign for each contact (25 s a batch at 3,000 greeted).
 CELEBRATING = """
-SELECT ct.id, ct.name, ct.phone, $5::int - extract(year FROM ct.joined_on)::int AS years
-FROM contacts ct
-WHERE ct.tenant_id = $1 AND ct.joined_on IS NOT NULL
-  AND (
-    (extract(month FROM ct.joined_on) = $2 AND extract(day FROM ct.joined_on) = $3)
-    OR ($4 AND extract(month FROM ct.joined_on) = 2 AND extract(day FROM ct.joined_on) = 29)
-  )
-  AND extract(year FROM ct.joined_on)::int < $5
-  AND (cardinality($6::text[]) = 0 OR ct.tags && $6::text[])
-  AND NOT EXISTS (
-    SELECT 1 FROM campaign_deliveries d
-    WHERE d.campaign_id = $7 AND d.contact_id = ct.id AND d.year = $5
-  )
-ORDER BY ct.id
+WITH batch AS MATERIALIZED (
+    SELECT ct.id, ct.name, ct.phone, $5::int - extract(year FROM ct.joined_on)::int AS years
+    FROM contacts ct
+    WHERE ct.tenant_id = $1 AND ct.joined_on IS NOT NULL
+      AND (
+        (extract(month FROM ct.joined_on) = $2 AND extract(day FROM ct.joined_on) = $3)
+        OR ($4 AND extract(month FROM ct.joined_on) = 2 AND extract(day FROM ct.joined_on) = 29)
+      )
+      AND extract(year FROM ct.joined_on)::int < $5
+      AND (cardinality($6::text[]) = 0 OR ct.tags && $6::text[])
+      AND ct.id > $8
+    ORDER BY ct.id
+    LIMIT $9
+)
+SELECT b.id, b.name, b.phone, b.years,
+       b.id = ANY (ARRAY(
+           SELECT d.contact_id FROM campaign_deliveries d
+           WHERE d.campaign_id = $7 AND d.year = $5
+             AND d.contact_id = ANY (ARRAY(SELECT id FROM batch))
+       )) AS greeted
+FROM batch b
+ORDER BY b.id
 """
 
 # This year's greeting is taken (nothing when a concurrent run took it first).

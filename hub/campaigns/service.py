@@ -4,19 +4,27 @@ joiners are greeted on 28 February in common years).
 
 Each greeting is a send of its own (the text is personal) in a savepoint: one that cannot go
 (quota exhausted…) is rolled back alone and tried again on the next run.
+
+A run goes campaign by campaign and, within one, a batch of contacts at a time (`greet_batch`,
+keyset on the contact id): the job commits each batch before it takes the next, so a greeting's
+quota reservation holds the tenant's quota rows for one batch at most, never for the whole run,
+and the tenant's own API sends wait for one batch at most. `campaign_deliveries` is written in
+the same transaction as each greeting's send, so a run stopped anywhere resumes where its last
+commit left it, greeting nobody twice.
 """
 
 from __future__ import annotations
 
 import calendar
 import logging
-from datetime import datetime
+from datetime import date, datetime
 
 import asyncpg
 import msgspec
 
 from hub.calendar import BUSINESS_TZ
 from hub.campaigns import repository as sql
+from hub.campaigns.repository import DueCampaign
 from hub.campaigns.schemas import Campaign, CreateCampaign
 from hub.errors import ApiError, NotFound
 from hub.messages import service as messages
@@ -30,9 +38,22 @@ from tenants.repository import TenantRow
 
 log = logging.getLogger("hub.campaigns")
 
+# Greetings per transaction. Each reserves quota, so a batch holds the tenant's quota rows until
+# it commits: small enough that the tenant's API sends never wait long behind it, large enough
+# that a 10,000-contact morning is not 10,000 commits.
+BATCH = 50
+
 
 class _AlreadyGreeted(Exception):
     """A concurrent run greeted this contact first: undo our send."""
+
+
+class Batch(msgspec.Struct, frozen=True):
+    """What one batch did: the sends it created, and the last contact it looked at (None: no
+    contact was left to look at, the campaign is done for today)."""
+
+    sends: list[int]
+    last_contact: int | None
 
 
 def _campaign(record: asyncpg.Record) -> Campaign:
@@ -71,55 +92,82 @@ async def stop(conn: asyncpg.Connection, tenant: TenantRow, campaign_id: int) ->
 async def _greet(
     conn: asyncpg.Connection,
     tenant: TenantRow,
-    campaign: asyncpg.Record,
+    campaign: DueCampaign,
     contact: asyncpg.Record,
     year: int,
     settings: Settings,
     now: datetime,
-) -> bool:
+) -> int | None:
+    """The greeting's send, or None when it could not go (or a concurrent run sent it)."""
     request = SendRequest(
         to=[contact["phone"]],
-        template=campaign["template_id"],
+        template=campaign.template_id,
         vars={"name": contact["name"], "years": str(contact["years"])},
     )
     try:
         async with conn.transaction():
             sent = await messages.create_send(
-                conn, tenant, f"campaign:{campaign['id']}", request, settings, now
+                conn, tenant, f"campaign:{campaign.id}", request, settings, now
             )
-            claimed = await conn.fetchval(sql.CLAIM, campaign["id"], contact["id"], year, sent.id)
+            claimed = await conn.fetchval(sql.CLAIM, campaign.id, contact["id"], year, sent.id)
             if claimed is None:
                 raise _AlreadyGreeted
     except _AlreadyGreeted:
-        return False
+        return None
     except ApiError as exc:  # quota exhausted, template withdrawn…: next run tries again
         log.warning(
-            "campaign %s could not greet contact %s: %s", campaign["id"], contact["id"], exc.detail
+            "campaign %s could not greet contact %s: %s", campaign.id, contact["id"], exc.detail
         )
-        return False
-    return True
+        return None
+    return sent.id
 
 
-async def run_due(conn: asyncpg.Connection, settings: Settings, now: datetime) -> int:
-    """Greet everyone whose anniversary is today in campaigns whose time has come; how many."""
-    local = now.astimezone(BUSINESS_TZ)
-    today = local.date()
-    leap_day_joiners = (today.month, today.day) == (2, 28) and not calendar.isleap(today.year)
-    greeted = 0
-    for campaign in await conn.fetch(sql.DUE, local.time().replace(tzinfo=None)):
-        tenant = await tenants.get_by_id(conn, campaign["tenant_id"])
-        if tenant is None:
+def _anniversary(now: datetime) -> tuple[date, bool]:
+    """Today in Asia/Shanghai, and whether 29 February joiners are greeted today."""
+    today = now.astimezone(BUSINESS_TZ).date()
+    return today, (today.month, today.day) == (2, 28) and not calendar.isleap(today.year)
+
+
+async def due(conn: asyncpg.Connection, now: datetime) -> list[DueCampaign]:
+    """Active campaigns whose send time has come today."""
+    local = now.astimezone(BUSINESS_TZ).time().replace(tzinfo=None)
+    return [msgspec.convert(dict(r.items()), DueCampaign) for r in await conn.fetch(sql.DUE, local)]
+
+
+async def greet_batch(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    campaign: DueCampaign,
+    now: datetime,
+    *,
+    after: int = 0,
+    limit: int = BATCH,
+) -> Batch:
+    """Greet the next `limit` of the campaign's contacts celebrating today after contact
+    `after` (those greeted this year already are passed over); the sends made and where the
+    next batch starts."""
+    tenant = await tenants.get_by_id(conn, campaign.tenant_id)
+    if tenant is None:
+        return Batch(sends=[], last_contact=None)
+    today, leap_day_joiners = _anniversary(now)
+    contacts = await conn.fetch(
+        sql.CELEBRATING,
+        tenant.id,
+        today.month,
+        today.day,
+        leap_day_joiners,
+        today.year,
+        campaign.to_tags,
+        campaign.id,
+        after,
+        limit,
+    )
+    sends = []
+    for contact in contacts:
+        if contact["greeted"]:
             continue
-        contacts = await conn.fetch(
-            sql.CELEBRATING,
-            tenant.id,
-            today.month,
-            today.day,
-            leap_day_joiners,
-            today.year,
-            campaign["to_tags"],
-            campaign["id"],
-        )
-        for contact in contacts:
-            greeted += await _greet(conn, tenant, campaign, contact, today.year, settings, now)
-    return greeted
+        send_id = await _greet(conn, tenant, campaign, contact, today.year, settings, now)
+        if send_id is not None:
+            sends.append(send_id)
+    last = contacts[-1]["id"] if len(contacts) == limit else None
+    return Batch(sends=sends, last_contact=last)

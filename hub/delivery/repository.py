@@ -209,14 +209,23 @@ SEND_RESERVATIONS = """
 SELECT id, reservation_id FROM sends WHERE id = ANY($1::bigint[])
 """
 
+
+class OpenSend(msgspec.Struct, frozen=True):
+    id: int
+    priority: str
+
+
 # Queued sends that may still have messages to deliver (the sweeper's round), urgent ones
-# first: a round cut short by its limit leaves bulk sends for the next, never an urgent one.
-# Not those that wait on a suspension (nothing of them may expire or go meanwhile).
+# first: the next $3 after ($1 priority, $2 id), a page of a keyset walk over the partial index
+# sends_queued, so a round sees every queued send however many there are. Not those that wait
+# on a suspension (nothing of them may expire or go meanwhile).
 OPEN_SENDS = """
-SELECT s.id FROM sends s JOIN tenants t ON t.id = s.tenant_id
-WHERE s.state = 'queued' AND s.parked_at IS NULL AND tenant_suspended_by(t.path) IS NULL
+SELECT s.id, s.priority::text AS priority FROM sends s JOIN tenants t ON t.id = s.tenant_id
+WHERE s.state = 'queued' AND s.parked_at IS NULL
+  AND (s.priority, s.id) > ($1::send_priority, $2::bigint)
+  AND tenant_suspended_by(t.path) IS NULL
 ORDER BY s.priority, s.id
-LIMIT $1
+LIMIT $3
 """
 
 # A send's messages whose lease ran out (their worker died): those never handed to the gateway
@@ -256,12 +265,19 @@ ANY_STILL_SENDING = """
 SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending')
 """
 
-# Receipts kept as unmatched whose message has since been recorded `sent`: taken to apply (only
-# those that came after it was handed over: an older one is for a reused id's old message).
+# Receipts kept as unmatched whose message has since been recorded `sent`: up to $1 of them
+# taken to apply (a batch per transaction; one a concurrent sweep holds is left to it), and only
+# those that came after it was handed over: an older one is for a reused id's old message.
 TAKE_NOW_MATCHED = """
-DELETE FROM unmatched_receipts u USING messages m
-WHERE m.gateway = u.gateway AND m.reference = u.reference AND m.status = 'sent'
-  AND u.received_at >= m.submitted_at
+WITH matched AS (
+    SELECT u.gateway, u.reference FROM unmatched_receipts u
+    JOIN messages m ON m.gateway = u.gateway AND m.reference = u.reference AND m.status = 'sent'
+    WHERE u.received_at >= m.submitted_at
+    LIMIT $1
+    FOR UPDATE OF u SKIP LOCKED
+)
+DELETE FROM unmatched_receipts u USING matched
+WHERE u.gateway = matched.gateway AND u.reference = matched.reference
 RETURNING u.gateway, u.reference, u.status::text AS status, u.code
 """
 

@@ -69,6 +69,8 @@ LANE_HEAD_START = {"urgent": timedelta(days=2), "normal": timedelta(days=1), "bu
 # its messages are due again (a run that early would find nothing to claim and end).
 LANE_MARGIN_SECONDS = 0.05
 ACTOR = "system:delivery"
+# Sends (and late receipts) the sweeper reads at a time; it reads on until none is left.
+SWEEP_BATCH = 200
 
 
 def gateway_configs(settings: DeliverySettings) -> dict[str, GatewayConfig]:
@@ -583,18 +585,21 @@ async def _settle_on_delivery(conn: asyncpg.Connection, rows: list[ReceiptTarget
     await quota.settle_parts(conn, parts, ACTOR)
 
 
-async def apply_late_receipts(conn: asyncpg.Connection, settings: DeliverySettings) -> int:
+async def apply_late_receipts(
+    conn: asyncpg.Connection, settings: DeliverySettings, batch: int = SWEEP_BATCH
+) -> tuple[int, int]:
     """Receipts that arrived before their message's `sent` was committed (kept as unmatched)
-    are applied once it is; how many."""
+    are applied once it is, up to `batch` of them; how many were taken, and applied."""
     late: dict[str, list[Receipt]] = defaultdict(list)
-    for r in await conn.fetch(sql.TAKE_NOW_MATCHED):
+    taken = await conn.fetch(sql.TAKE_NOW_MATCHED, batch)
+    for r in taken:
         late[r["gateway"]].append(Receipt(r["reference"], r["status"], r["code"]))
     configs = gateway_configs(settings)
     applied = 0
     for name, receipts in late.items():
         if name in configs:
             applied += (await apply_receipts(conn, configs[name], receipts))[0]
-    return applied
+    return len(taken), applied
 
 
 class Recorder:
@@ -637,50 +642,73 @@ def _storable(gateway: str, kind: str, items: Sequence[Item]) -> list[Item]:
 
 
 async def sweep(
-    db: Database, redis: ArqRedis, settings: DeliverySettings, limit: int = 200
+    db: Database, redis: ArqRedis, settings: DeliverySettings, batch: int = SWEEP_BATCH
 ) -> dict[str, Any]:
     """Recover what a lost job or a dead worker left: per queued send, expired leases back to the
     queue (or closed as outcome unknown), waiting messages past validity expired, due messages
-    re-enqueued, and the send marked done once nothing of it is open."""
-    report = {"sends": 0, "requeued": 0, "unknown": 0, "expired": 0, "done": 0, "enqueued": 0}
-    async with db.acquire() as conn, conn.transaction():
-        report["late_receipts"] = await apply_late_receipts(conn, settings)
-    async with db.acquire() as conn:
-        send_ids = [r["id"] for r in await conn.fetch(sql.OPEN_SENDS, limit)]
-    for send_id in send_ids:
-        report["sends"] += 1
+    re-enqueued, and the send marked done once nothing of it is open.
+
+    Every queued send, however many: they are read `batch` at a time by a keyset cursor over
+    (priority, id), urgent first, and each send is a transaction of its own whose quota
+    settlement comes at its end, so a tenant's quota rows are held for a few short statements."""
+    report = dict.fromkeys(
+        ("late_receipts", "sends", "requeued", "unknown", "expired", "done", "enqueued"), 0
+    )
+    taken = batch
+    while taken == batch:  # a batch to a transaction
         async with db.acquire() as conn, conn.transaction():
-            reservation_id = await conn.fetchval(sql.SEND_RESERVATION, send_id)
-            leases = await conn.fetch(sql.EXPIRED_LEASES, send_id)
-            unknown = [r for r in leases if r["unknown"]]
-            report["requeued"] += len(leases) - len(unknown)
-            if unknown:
-                report["unknown"] += len(unknown)
-                why = "its worker stopped while the gateway had it"
-                settled = await close_unknown(
-                    conn,
-                    [
-                        MaybeSent(
-                            r["id"],
-                            r["attempts"],
-                            r["tenant_id"],
-                            r["carrier"],
-                            r["day"],
-                            r["segments"],
-                            why,
-                        )
-                        for r in unknown
-                    ],
-                )
-                if reservation_id is not None and any(settled):
-                    await quota.settle_parts(conn, {reservation_id: settled}, ACTOR)
-            report["expired"] += await expire_waiting(conn, send_id, reservation_id, settings)
-            counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
-            assert counts is not None
-            if counts["open"] == 0:
-                await conn.execute(sql.FINISH_SEND, send_id)
-                report["done"] += 1
-                continue
-        if counts["due"]:
-            report["enqueued"] += await enqueue_send(db, redis, settings, send_id)
-    return report
+            taken, applied = await apply_late_receipts(conn, settings, batch)
+        report["late_receipts"] += applied
+    after = sql.OpenSend(id=0, priority="urgent")  # before every queued send
+    while True:
+        async with db.acquire() as conn:
+            page = [
+                msgspec.convert(dict(r.items()), sql.OpenSend)
+                for r in await conn.fetch(sql.OPEN_SENDS, after.priority, after.id, batch)
+            ]
+        for send in page:
+            report["sends"] += 1
+            await _sweep_send(db, redis, settings, send.id, report)
+        if len(page) < batch:
+            return report
+        after = page[-1]
+
+
+async def _sweep_send(
+    db: Database, redis: ArqRedis, settings: DeliverySettings, send_id: int, report: dict[str, int]
+) -> None:
+    """One queued send's round of the sweeper (see `sweep`), in a transaction of its own."""
+    async with db.acquire() as conn, conn.transaction():
+        reservation_id = await conn.fetchval(sql.SEND_RESERVATION, send_id)
+        leases = await conn.fetch(sql.EXPIRED_LEASES, send_id)
+        unknown = [r for r in leases if r["unknown"]]
+        report["requeued"] += len(leases) - len(unknown)
+        if unknown:
+            report["unknown"] += len(unknown)
+            why = "its worker stopped while the gateway had it"
+            settled = await close_unknown(
+                conn,
+                [
+                    MaybeSent(
+                        r["id"],
+                        r["attempts"],
+                        r["tenant_id"],
+                        r["carrier"],
+                        r["day"],
+                        r["segments"],
+                        why,
+                    )
+                    for r in unknown
+                ],
+            )
+            if reservation_id is not None and any(settled):
+                await quota.settle_parts(conn, {reservation_id: settled}, ACTOR)
+        # Quota rows are locked from the first settlement to the commit: two short statements.
+        report["expired"] += await expire_waiting(conn, send_id, reservation_id, settings)
+        counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
+        assert counts is not None
+        if counts["open"] == 0:
+            await conn.execute(sql.FINISH_SEND, send_id)
+            report["done"] += 1
+    if counts["open"] and counts["due"]:
+        report["enqueued"] += await enqueue_send(db, redis, settings, send_id)

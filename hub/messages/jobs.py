@@ -8,15 +8,41 @@ from typing import Any
 from hub.delivery.service import enqueue_send
 from hub.messages import service
 
+# Sends per transaction: each step below commits a batch before it takes the next, so no lock
+# it takes (sends, their reservations) is held for longer than one batch.
+BATCH = 500
+
 
 async def release_due_sends(ctx: dict[str, Any]) -> int:
-    """Scheduled and held sends that are due become queued, and sends whose suspension ended go
-    on; their batches are enqueued once that is committed; how many sends. Due sends of
-    suspended subtrees are parked meanwhile."""
-    async with ctx["db"].acquire() as conn, conn.transaction():
-        resumed = await service.unpark_resumed(conn, ctx["settings"])
-        await service.park_suspended(conn)
-        released = await service.release_due(conn)
-    for send_id in [*resumed, *released]:
-        await enqueue_send(ctx["db"], ctx["redis"], ctx["settings"].delivery, send_id)
-    return len(resumed) + len(released)
+    """Sends whose suspension ended go on, due sends of suspended subtrees are parked, and
+    scheduled and held sends that are due become queued: a batch per transaction, each
+    batch's sends enqueued once it is committed; how many sends went on or were released."""
+    db, settings = ctx["db"], ctx["settings"]
+
+    async def enqueue(send_ids: list[int]) -> None:
+        for send_id in send_ids:
+            await enqueue_send(db, ctx["redis"], settings.delivery, send_id)
+
+    moved = 0
+    after = 0
+    while True:  # unpark, by id (those quiet hours still hold stay parked: step past them)
+        async with db.acquire() as conn, conn.transaction():
+            page = await service.resumed(conn, after, BATCH)
+            resumed = await service.unpark(conn, settings, page)
+        await enqueue(resumed)
+        moved += len(resumed)
+        if len(page) < BATCH:
+            break
+        after = page[-1].id
+    while True:
+        async with db.acquire() as conn, conn.transaction():
+            parked = await service.park_suspended(conn, BATCH)
+        if parked < BATCH:
+            break
+    while True:
+        async with db.acquire() as conn, conn.transaction():
+            released = await service.release_due(conn, BATCH)
+        await enqueue(released)
+        moved += len(released)
+        if len(released) < BATCH:
+            return moved

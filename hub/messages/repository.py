@@ -43,26 +43,37 @@ UPDATE messages SET status = 'cancelled', updated_at = hub_now()
 WHERE send_id = $1 AND status = 'accepted'
 """
 
-# Sends whose time has come: from scheduled or held to queued (delivery picks them up), unless
-# their tenant or one above it is suspended (those are parked instead: PARK_SUSPENDED).
+# Sends whose time has come, up to $1 of them (NULL: all), earliest first: from scheduled or
+# held to queued (delivery picks them up), unless their tenant or one above it is suspended
+# (those are parked instead: PARK_SUSPENDED).
 RELEASE_DUE = """
 UPDATE sends s SET state = 'queued'
-FROM tenants t
-WHERE t.id = s.tenant_id AND s.state IN ('scheduled', 'held') AND s.due_at <= hub_now()
-  AND s.parked_at IS NULL AND tenant_suspended_by(t.path) IS NULL
+WHERE s.state IN ('scheduled', 'held') AND s.id IN (
+    SELECT d.id FROM sends d JOIN tenants t ON t.id = d.tenant_id
+    WHERE d.state IN ('scheduled', 'held') AND d.due_at <= hub_now()
+      AND d.parked_at IS NULL AND tenant_suspended_by(t.path) IS NULL
+    ORDER BY d.due_at, d.id
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
 RETURNING s.id
 """
 
-# Due sends whose tenant or one above it is suspended, not parked yet: parked now; returns them
-# with their reservations. Nothing is scanned while no tenant is suspended.
+# Due sends whose tenant or one above it is suspended, not parked yet: up to $1 of them (NULL:
+# all) parked now; returns them with their reservations. Nothing is scanned while no tenant is
+# suspended.
 PARK_SUSPENDED = """
 UPDATE sends s SET parked_at = hub_now()
-FROM tenants t
-WHERE t.id = s.tenant_id
-  AND s.state IN ('scheduled', 'held', 'queued') AND s.due_at <= hub_now()
-  AND s.parked_at IS NULL
-  AND EXISTS (SELECT 1 FROM tenants WHERE status = 'suspended')
-  AND tenant_suspended_by(t.path) IS NOT NULL
+WHERE s.parked_at IS NULL AND s.id IN (
+    SELECT d.id FROM sends d JOIN tenants t ON t.id = d.tenant_id
+    WHERE d.state IN ('scheduled', 'held', 'queued') AND d.due_at <= hub_now()
+      AND d.parked_at IS NULL
+      AND EXISTS (SELECT 1 FROM tenants WHERE status = 'suspended')
+      AND tenant_suspended_by(t.path) IS NOT NULL
+    ORDER BY d.id
+    LIMIT $1
+    FOR UPDATE OF d SKIP LOCKED
+)
 RETURNING s.id, s.reservation_id
 """
 
@@ -73,13 +84,15 @@ class ParkedSend(msgspec.Struct, frozen=True):
     priority: str
 
 
-# Parked sends whose suspension has ended.
+# Parked sends whose suspension has ended: the next $2 (NULL: all) after send $1.
 RESUMED = """
 SELECT s.id, s.tenant_id, s.priority::text AS priority
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE s.parked_at IS NOT NULL AND s.state IN ('scheduled', 'held', 'queued')
   AND tenant_suspended_by(t.path) IS NULL
+  AND s.id > $1
 ORDER BY s.id
+LIMIT $2
 """
 
 # Parked sends that go on: queued and due now (so their validity starts afresh); returns them

@@ -352,10 +352,11 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
         await quota.void(conn, reservation_id, f"key:{who.key_prefix}")
 
 
-async def release_due(conn: asyncpg.Connection) -> list[int]:
-    """Scheduled and held sends whose time has come become queued; their ids. Those of a
-    suspended subtree stay where they are (park_suspended parks them)."""
-    return [r["id"] for r in await conn.fetch(sql.RELEASE_DUE)]
+async def release_due(conn: asyncpg.Connection, limit: int | None = None) -> list[int]:
+    """Scheduled and held sends whose time has come become queued, up to `limit` of them
+    (None: all), earliest first; their ids. Those of a suspended subtree stay where they are
+    (park_suspended parks them)."""
+    return [r["id"] for r in await conn.fetch(sql.RELEASE_DUE, limit)]
 
 
 # --- suspension: sends wait ----------------------------------------------------------------
@@ -366,27 +367,40 @@ async def release_due(conn: asyncpg.Connection) -> list[int]:
 # ends it goes on as if it fell due then: queued, its validity and reservation timeout afresh.
 
 
-async def park_suspended(conn: asyncpg.Connection) -> int:
-    """Park the due sends of suspended subtrees; how many. Their reservations stop expiring
-    until they are unparked."""
-    rows = await conn.fetch(sql.PARK_SUSPENDED)
+async def park_suspended(conn: asyncpg.Connection, limit: int | None = None) -> int:
+    """Park the due sends of suspended subtrees, up to `limit` of them (None: all); how many.
+    Their reservations stop expiring until they are unparked."""
+    rows = await conn.fetch(sql.PARK_SUSPENDED, limit)
     reservations = [r["reservation_id"] for r in rows if r["reservation_id"] is not None]
     if reservations:
         await quota.set_expiry(conn, reservations, None)
     return len(rows)
 
 
-async def unpark_resumed(
-    conn: asyncpg.Connection, settings: Settings, now: datetime | None = None
+async def resumed(
+    conn: asyncpg.Connection, after: int = 0, limit: int | None = None
+) -> list[sql.ParkedSend]:
+    """Parked sends whose suspension has ended, by id: the next `limit` (None: all) after
+    `after`."""
+    return [
+        msgspec.convert(dict(r.items()), sql.ParkedSend)
+        for r in await conn.fetch(sql.RESUMED, after, limit)
+    ]
+
+
+async def unpark(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    sends: list[sql.ParkedSend],
+    now: datetime | None = None,
 ) -> list[int]:
-    """Parked sends whose suspension has ended go on, queued and due now; their ids (to
+    """These parked sends, whose suspension has ended, go on, queued and due now; their ids (to
     enqueue). Normal and bulk ones wait while their tenant's quiet hours hold, as a new send
     would, and go when the hours end."""
     now = now or calendar.now()
     quiet: dict[int, QuietHours] = {}
     ready: list[int] = []
-    for record in await conn.fetch(sql.RESUMED):
-        send = msgspec.convert(dict(record.items()), sql.ParkedSend)
+    for send in sends:
         if send.priority != "urgent":
             if send.tenant_id not in quiet:
                 tenant = await get_by_id(conn, send.tenant_id)
@@ -400,6 +414,13 @@ async def unpark_resumed(
     if reservations:
         await quota.set_expiry(conn, reservations, settings.quota.reservation_ttl_seconds)
     return [r["id"] for r in rows]
+
+
+async def unpark_resumed(
+    conn: asyncpg.Connection, settings: Settings, now: datetime | None = None
+) -> list[int]:
+    """Every parked send whose suspension has ended goes on (see `unpark`); their ids."""
+    return await unpark(conn, settings, await resumed(conn), now)
 
 
 async def recent_sends(conn: asyncpg.Connection, tenant_id: int, limit: int) -> list[SendSummary]:

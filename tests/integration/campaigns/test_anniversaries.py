@@ -9,7 +9,8 @@ import httpx
 import pytest
 
 from hub.calendar import BUSINESS_TZ, period_of
-from hub.campaigns import service as campaigns
+from hub.campaigns import jobs as campaigns
+from hub.db import SingleConnectionDatabase
 from hub.settings import Settings
 from tests.factories import bearer, grant, make_key, make_small_tree
 
@@ -76,15 +77,30 @@ async def _bodies(conn: asyncpg.Connection) -> list[str]:
 async def test_greets_on_the_day_at_the_minute_once(
     conn: asyncpg.Connection, campaign: tuple[str, int], settings: Settings
 ) -> None:
-    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 8, 59)) == 0
-    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 9, 0)) == 2
+    assert (
+        await campaigns.run_due(
+            SingleConnectionDatabase(conn), settings, shanghai(2027, 2, 28, 8, 59)
+        )
+        == 0
+    )
+    assert (
+        await campaigns.run_due(
+            SingleConnectionDatabase(conn), settings, shanghai(2027, 2, 28, 9, 0)
+        )
+        == 2
+    )
     assert sorted(await _bodies(conn)) == sorted(
         [
             "张三同志：今天是您入党26周年纪念日。",
             "李四同志：今天是您入党7周年纪念日。",  # 29 February → 28 February in 2027
         ]
     )
-    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 9, 1)) == 0
+    assert (
+        await campaigns.run_due(
+            SingleConnectionDatabase(conn), settings, shanghai(2027, 2, 28, 9, 1)
+        )
+        == 0
+    )
     assert await conn.fetchval("SELECT count(*) FROM campaign_deliveries") == 2
     assert await conn.fetchval("SELECT count(*) FROM sends WHERE actor LIKE 'campaign:%'") == 2
 
@@ -98,8 +114,18 @@ async def test_leap_years_greet_leap_day_joiners_on_their_day(
         period_of(shanghai(2028, 2, 28, 9, 0)),
     )
     # 张三, and 赵六 a year on; not 李四, whose own day 2028 has.
-    assert await campaigns.run_due(conn, settings, shanghai(2028, 2, 28, 9, 0)) == 2
-    assert await campaigns.run_due(conn, settings, shanghai(2028, 2, 29, 9, 0)) == 1  # 李四
+    assert (
+        await campaigns.run_due(
+            SingleConnectionDatabase(conn), settings, shanghai(2028, 2, 28, 9, 0)
+        )
+        == 2
+    )
+    assert (
+        await campaigns.run_due(
+            SingleConnectionDatabase(conn), settings, shanghai(2028, 2, 29, 9, 0)
+        )
+        == 1
+    )  # 李四
 
 
 async def test_tags_limit_who_is_greeted_and_stopping_stops(
@@ -128,4 +154,9 @@ async def test_tags_limit_who_is_greeted_and_stopping_stops(
         (campaign_id, False),
         (secretaries.json()["id"], True),
     ]
-    assert await campaigns.run_due(conn, settings, shanghai(2027, 2, 28, 10, 0)) == 1  # 张三
+    assert (
+        await campaigns.run_due(
+            SingleConnectionDatabase(conn), settings, shanghai(2027, 2, 28, 10, 0)
+        )
+        == 1
+    )  # 张三

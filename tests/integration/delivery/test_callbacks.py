@@ -112,7 +112,8 @@ async def test_a_receipt_before_its_sent_is_applied_once_sent_is_recorded(
         message,
     )
     async with live_db.transaction():
-        assert await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY])) == 1
+        taken = await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY]))
+    assert taken == (1, 1)
     status = await live_db.fetchval("SELECT status::text FROM messages WHERE id = $1", message)
     assert status == "delivered"
 

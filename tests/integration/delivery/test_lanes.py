@@ -146,10 +146,11 @@ async def test_a_sweep_enqueues_urgent_sends_first(
     assert settings.db.dsn
     db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
     try:
-        # A round cut short by its limit takes the urgent send, not the older bulk one.
-        report = await service.sweep(db, redis, settings.delivery, limit=1)
+        # Read a send at a time: the urgent one first, then on to the older bulk one.
+        report = await service.sweep(db, redis, settings.delivery, batch=1)
     finally:
         await db.close()
-    assert report["enqueued"] == 1
-    assert [j.split(":")[1] for j in await _queue(redis)] == [str(urgent_id)]
+    assert (report["sends"], report["enqueued"]) == (2, 4)
+    queue = [j.split(":")[1] for j in await _queue(redis)]
+    assert queue == [str(urgent_id)] + [str(bulk_id)] * 3
     assert bulk_id < urgent_id

@@ -150,7 +150,7 @@ async def test_nothing_of_a_suspended_send_is_claimed(
     await _status(client, keys["510000"], "510100", "suspended")
     assert await conn.fetchrow(delivery_sql.SEND_INFO, send) is None
     assert await claim() == []
-    assert await conn.fetch(delivery_sql.OPEN_SENDS, 100) == []
+    assert await conn.fetch(delivery_sql.OPEN_SENDS, "urgent", 0, 100) == []
 
     await _status(client, keys["510000"], "510100", "active")
     assert await conn.fetchrow(delivery_sql.SEND_INFO, send) is not None

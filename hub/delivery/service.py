@@ -33,6 +33,7 @@ from hub import calendar
 from hub.billing import service as billing
 from hub.calendar import business_day
 from hub.db import Database
+from hub.dedup import service as dedup
 from hub.delivery import gateways, webhooks
 from hub.delivery import inbound as inbound_replies
 from hub.delivery import repository as sql
@@ -172,12 +173,16 @@ class Delivery:
             if record is None:
                 return 0  # cancelled, held, finished or suspended: nothing of it goes now
             send = msgspec.convert(dict(record.items()), SendInfo)
-            if await self._expire(conn, send):
-                return 0
+            expired = await self._expire(conn, send)
+        if expired is not None:
+            for heir in expired:  # copies that relied on what expired go out instead
+                await enqueue_send(self.db, self.redis, self.config, heir)
+            return 0
         text = signed(send.signature, send.body)
         sender = self.config.service_number + send.sms_extension
         claimed = 0
         retry_at: datetime | None = None
+        heirs: set[int] = set()  # sends whose copies go out in place of one that never did
         while True:
             gateway = self.router.route(carrier)  # per chunk: a circuit may open mid-batch
             config = gateway.config
@@ -209,11 +214,14 @@ class Delivery:
             ]
             outcomes = await self._submit(gateway, outbound, chunk)
             async with self.db.acquire() as conn, conn.transaction():
-                retry = await self._record(conn, send, carrier, config, chunk, outcomes)
+                retry, handed = await self._record(conn, send, carrier, config, chunk, outcomes)
+            heirs.update(handed)
             if retry is not None:
                 retry_at = min(retry_at or retry, retry)
         if retry_at is not None:
             await self._enqueue_retry(send, carrier, first_id, last_id, retry_at)
+        for heir in sorted(heirs):  # not due yet (scheduled, held): enqueued when released
+            await enqueue_send(self.db, self.redis, self.config, heir)
         return claimed
 
     async def _submit(
@@ -276,11 +284,19 @@ class Delivery:
         gateway: GatewayConfig,
         chunk: Sequence[Claimed],
         outcomes: Sequence[Outcome],
-    ) -> datetime | None:
-        """Record a chunk's outcomes and settle its quota; returns the earliest retry time."""
+    ) -> tuple[datetime | None, list[int]]:
+        """Record a chunk's outcomes and settle its quota; returns the earliest retry time and
+        the sends whose copies go out in place of messages that failed or expired here.
+
+        Copies that relied on a message now sent are settled with it (their reservations
+        released, counted as dedup savings); those that relied on one that failed or expired
+        get their notice from the first of them due (layer 3 of dedup follows what went out)."""
         by_id = {m.id: m for m in chunk}
         sent, failed, expired, retries = self._sort(send, by_id, outcomes)
         used = released = 0
+        relied: dict[int, tuple[int, int]] = {}
+        saved: dict[billing.UsageKey, int] = {}
+        heirs: list[int] = []
         if sent:
             # A receipt for one of these that found no message waits for this commit, or is
             # already kept as unmatched and taken below (see apply_receipts).
@@ -294,6 +310,7 @@ class Delivery:
             if gateway.bills_on == "accepted":
                 used += sum(by_id[r["id"]].segments for r in rows)
             await self._apply_early_receipts(conn, gateway, [r["reference"] for r in rows])
+            relied, saved = await dedup.settle_relying(conn, [r["id"] for r in rows])
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
                 rows = await conn.fetch(
@@ -304,6 +321,7 @@ class Delivery:
                     [by_id[o.message_id].attempts for o in group],
                 )
                 released += sum(by_id[r["id"]].segments for r in rows)
+                heirs += await dedup.hand_over(conn, [r["id"] for r in rows])
         if retries:
             await conn.execute(
                 sql.RECORD_RETRY,
@@ -315,9 +333,13 @@ class Delivery:
         if used:  # billable from now on (before the quota: keep its hot lock short)
             today = business_day()
             await billing.record_usage(conn, "billable", {(send.tenant_id, carrier, today): used})
-        if send.reservation_id is not None and (used or released):
-            await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
-        return min((at for _, at in retries), default=None)
+        if saved:
+            await billing.record_usage(conn, "dedup", saved)
+        own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
+        parts = dedup.merge_parts(own, relied)
+        if any(u or r for u, r in parts.values()):
+            await quota.settle_parts(conn, parts, ACTOR)
+        return min((at for _, at in retries), default=None), heirs
 
     async def _apply_early_receipts(
         self, conn: asyncpg.Connection, gateway: GatewayConfig, references: list[str]
@@ -328,12 +350,12 @@ class Delivery:
             receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
             await apply_receipts(conn, gateway, receipts)
 
-    async def _expire(self, conn: asyncpg.Connection, send: SendInfo) -> bool:
-        """Expire a send's waiting messages once its validity period is over."""
+    async def _expire(self, conn: asyncpg.Connection, send: SendInfo) -> list[int] | None:
+        """Expire a send's waiting messages once its validity period is over; None while it
+        lasts, else the sends whose copies go out in place of those expired."""
         if send.due_at + timedelta(seconds=self.config.validity_seconds) > calendar.now():
-            return False
-        await expire_waiting(conn, send.id, send.reservation_id, self.config)
-        return True
+            return None
+        return (await expire_waiting(conn, send.id, send.reservation_id, self.config))[1]
 
     async def _enqueue_retry(
         self, send: SendInfo, carrier: str, first_id: int, last_id: int, at: datetime
@@ -382,15 +404,24 @@ class Delivery:
 
 async def expire_waiting(
     conn: asyncpg.Connection, send_id: int, reservation_id: int | None, config: DeliverySettings
-) -> int:
+) -> tuple[int, list[int]]:
+    """Expire a send's waiting messages past their validity; how many, and the sends whose
+    copies that relied on them go out in their place (to enqueue after commit)."""
     rows = await conn.fetch(sql.EXPIRE_MESSAGES, send_id, config.validity_seconds)
     segments = sum(r["segments"] for r in rows)
     if reservation_id is not None and segments:
         await quota.settle_parts(conn, {reservation_id: (0, segments)}, ACTOR)
-    return len(rows)
+    return len(rows), await dedup.hand_over(conn, [r["id"] for r in rows])
 
 
 # --- receipts and replies ----------------------------------------------------------------
+
+
+async def purge_unmatched(conn: asyncpg.Connection, config: DeliverySettings, batch: int) -> int:
+    """One batch of receipts that waited longer than a validity period for their message
+    deleted; how many."""
+    status = await conn.execute(sql.PURGE_UNMATCHED, batch, config.validity_seconds)
+    return int(status.split()[-1])
 
 
 async def apply_receipts(
@@ -542,6 +573,7 @@ async def sweep(
         report["late_receipts"] = await apply_late_receipts(conn, settings)
     async with db.acquire() as conn:
         send_ids = [r["id"] for r in await conn.fetch(sql.OPEN_SENDS, limit)]
+    heirs: set[int] = set()  # sends whose copies go out in place of expired ones
     for send_id in send_ids:
         report["sends"] += 1
         async with db.acquire() as conn, conn.transaction():
@@ -556,10 +588,15 @@ async def sweep(
                 for r in unknown:  # counted as sent (the day handed over): billable, quota used
                     maybe_sent[r["tenant_id"], r["carrier"], r["day"]] += r["segments"]
                 await billing.record_usage(conn, "billable", maybe_sent)
-                if reservation_id is not None:
-                    segments = sum(r["segments"] for r in unknown)
-                    await quota.settle_parts(conn, {reservation_id: (segments, 0)}, ACTOR)
-            report["expired"] += await expire_waiting(conn, send_id, reservation_id, settings)
+                # Maybe delivered: the copies relying on them rely no more (never sent twice).
+                relied, saved = await dedup.settle_relying(conn, [r["id"] for r in unknown])
+                await billing.record_usage(conn, "dedup", saved)
+                segments = sum(r["segments"] for r in unknown)
+                own = {reservation_id: (segments, 0)} if reservation_id is not None else {}
+                await quota.settle_parts(conn, dedup.merge_parts(own, relied), ACTOR)
+            expired, handed = await expire_waiting(conn, send_id, reservation_id, settings)
+            report["expired"] += expired
+            heirs.update(handed)
             counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
             assert counts is not None
             if counts["open"] == 0:
@@ -568,4 +605,6 @@ async def sweep(
                 continue
         if counts["due"]:
             report["enqueued"] += await enqueue_send(db, redis, settings, send_id)
+    for heir in sorted(heirs):  # enqueueing twice adds nothing (job ids name the batch)
+        report["enqueued"] += await enqueue_send(db, redis, settings, heir)
     return report

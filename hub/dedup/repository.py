@@ -64,8 +64,9 @@ class Displaced(msgspec.Struct, frozen=True):
 
 
 # A copy due later never suppresses one due earlier: keys whose holder is due after this send
-# ($4) and has not gone out pass to this send's messages; returns who held them (`old` reads the
-# rows as they were when the statement began).
+# ($4) and still waits (its send scheduled or held, so no worker can be sending it) pass to this
+# send's messages; returns who held them (`old` reads the rows as they were when the statement
+# began). A holder already released to delivery is on its way: this copy relies on it.
 TAKE_FROM_LATER = """
 UPDATE dedup_keys d
 SET message_id = c.id, tenant_id = $2, due_at = $4::timestamptz,
@@ -74,8 +75,9 @@ FROM send_keys k
 JOIN messages c ON c.send_id = $1 AND c.phone = k.phone
 JOIN dedup_keys old ON old.key = k.key
 JOIN messages h ON h.id = old.message_id
+JOIN sends hs ON hs.id = h.send_id
 WHERE d.key = k.key AND h.send_id <> $1 AND old.due_at > $4::timestamptz
-  AND h.status = 'accepted'
+  AND h.status = 'accepted' AND hs.state IN ('scheduled', 'held')
 RETURNING c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
 """
 

@@ -140,6 +140,13 @@ async def claim_send(
     return {h.phone: h for h in holders}
 
 
+async def lock_keys(conn: asyncpg.Connection, holders: list[int]) -> None:
+    """Lock the content keys these messages hold, in key order (before touching the messages
+    themselves, where a claim of the same keys could be waiting on them)."""
+    if holders:
+        await conn.fetchval(sql.LOCK_KEYS_OF, holders)
+
+
 async def settle_relying(
     conn: asyncpg.Connection, originals: list[int]
 ) -> tuple[dict[int, tuple[int, int]], dict[UsageKey, int]]:
@@ -149,7 +156,7 @@ async def settle_relying(
     order)."""
     if not originals:
         return {}, {}
-    await conn.fetchval(sql.LOCK_KEYS_OF, originals)
+    await lock_keys(conn, originals)
     released: dict[int, tuple[int, int]] = {}
     saved: dict[UsageKey, int] = defaultdict(int)
     today = business_day()
@@ -167,7 +174,7 @@ async def hand_over(conn: asyncpg.Connection, originals: list[int]) -> list[int]
     returns the sends of those heirs (a queued one needs its batch enqueued after commit)."""
     if not originals:
         return []
-    await conn.fetchval(sql.LOCK_KEYS_OF, originals)
+    await lock_keys(conn, originals)
     return [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, originals)]
 
 

@@ -37,6 +37,9 @@ WHERE id = $1 AND state IN ('scheduled', 'held')
 RETURNING coalesce(reservation_id, 0) AS reservation_id
 """
 
+# A send's messages still waiting to go.
+WAITING = "SELECT id FROM messages WHERE send_id = $1 AND status = 'accepted'"
+
 # Its messages that were to go are cancelled; their ids.
 CANCEL_MESSAGES = """
 UPDATE messages SET status = 'cancelled', updated_at = hub_now()

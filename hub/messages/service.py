@@ -357,6 +357,9 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
     reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
     if reservation_id is None:
         raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
+    # The keys its messages hold are locked before the messages are: a send claiming one of
+    # them now (keys, then the messages it displaces) waits for us instead of deadlocking.
+    await dedup.lock_keys(conn, [r["id"] for r in await conn.fetch(sql.WAITING, send_id)])
     cancelled = [r["id"] for r in await conn.fetch(sql.CANCEL_MESSAGES, send_id)]
     await dedup.cancel_send(conn, send_id, cancelled)
     if reservation_id:

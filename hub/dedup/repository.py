@@ -41,8 +41,9 @@ TRUNCATE send_keys;
 # Claim the send's keys (COPYed into send_keys) for its messages (due at $4), in key order so two
 # sends claiming overlapping keys wait for each other instead of deadlocking. A key whose holder's
 # window ($3 seconds from its due time) is over by the time this copy is due, or whose holder never
-# went out (failed, expired, cancelled), passes to this copy. Every conflicting row is locked by
-# this statement, taken or not: the claim's later steps see it stay as it is.
+# reached the phone (failed, expired, cancelled, undelivered), passes to this copy. Every
+# conflicting row is locked by this statement, taken or not: the claim's later steps see it stay
+# as it is.
 CLAIM_FOR_SEND = """
 INSERT INTO dedup_keys AS d (key, message_id, tenant_id, due_at, expires_at)
 SELECT k.key, m.id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
@@ -53,7 +54,7 @@ SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
     due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at
 WHERE d.expires_at <= EXCLUDED.due_at
    OR EXISTS (SELECT 1 FROM messages h WHERE h.id = d.message_id
-              AND h.status IN ('failed', 'expired', 'cancelled'))
+              AND h.status IN ('failed', 'expired', 'cancelled', 'undelivered'))
 """
 
 
@@ -117,7 +118,7 @@ class Holder(msgspec.Struct, frozen=True):
 # been sent already.
 HELD_ELSEWHERE = """
 SELECT k.phone, d.message_id, d.tenant_id,
-       held.status IN ('sent', 'delivered', 'undelivered') AS gone
+       held.status IN ('sent', 'delivered') AS gone
 FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
 WHERE held.send_id <> $1
 """

@@ -171,3 +171,16 @@ async def test_cancelling_a_relying_copy_lets_go_of_its_reservation_and_nothing_
     ).status_code == 204
     assert (await _message(conn, copy["id"]))["status"] == "deduplicated"
     assert await conn.fetchval("SELECT count(*) FROM dedup_keys") == 0
+
+
+async def test_a_copy_the_carrier_reported_undelivered_suppresses_nothing(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, county: str
+) -> None:
+    first = await _send(client, county)
+    # Its receipt said it never reached the phone.
+    await conn.execute(
+        "UPDATE messages SET status = 'undelivered', done_at = hub_now() WHERE send_id = $1",
+        first["id"],
+    )
+    again = await _send(client, county)
+    assert (again["counts"]["accepted"], again["counts"]["deduplicated"]) == (1, 0)

@@ -149,6 +149,19 @@ WHERE m.status = 'deduplicated' AND m.done_at IS NULL AND m.duplicate_of = ANY($
 RETURNING m.tenant_id, m.carrier, m.segments, s.reservation_id
 """
 
+# Before handing over: the sends of the copies relying on the originals $1 are locked (shared, in
+# id order), so a cancel of one of them either committed first (its copies are closed and not
+# handed anything) or waits until the hand-over is committed (and then cancels the heir too).
+LOCK_RELYING_SENDS = """
+SELECT count(*) FROM (
+    SELECT id FROM sends
+    WHERE id IN (SELECT send_id FROM messages
+                 WHERE status = 'deduplicated' AND done_at IS NULL
+                   AND duplicate_of = ANY($1::bigint[]))
+    ORDER BY id FOR SHARE
+) s
+"""
+
 # The originals $1 never went out (failed, expired, cancelled): per original, the copy relying on
 # it that is due first goes out instead (back to `accepted`, still reserved) and takes its key
 # (its window from its own due time, as long as the key's); the other copies rely on that heir.
@@ -159,7 +172,7 @@ WITH relying AS (
            row_number() OVER (PARTITION BY m.duplicate_of ORDER BY s.due_at, m.id) AS n
     FROM messages m JOIN sends s ON s.id = m.send_id
     WHERE m.status = 'deduplicated' AND m.done_at IS NULL
-      AND m.duplicate_of = ANY($1::bigint[])
+      AND m.duplicate_of = ANY($1::bigint[]) AND s.state <> 'cancelled'
 ), heirs AS (
     UPDATE messages m
     SET status = 'accepted', duplicate_of = NULL, duplicate_tenant_id = NULL, retry_at = NULL,

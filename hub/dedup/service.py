@@ -175,6 +175,7 @@ async def hand_over(conn: asyncpg.Connection, originals: list[int]) -> list[int]
     if not originals:
         return []
     await lock_keys(conn, originals)
+    await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
     return [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, originals)]
 
 

@@ -18,6 +18,7 @@ from hub import calendar, queue
 from hub.billing.jobs import roll_up_usage
 from hub.campaigns.jobs import run_campaigns
 from hub.db import PoolDatabase, create_pool
+from hub.dedup.jobs import purge_expired
 from hub.delivery import jobs as delivery_jobs
 from hub.delivery import webhooks
 from hub.delivery.service import DELIVER_JOB, Delivery
@@ -51,6 +52,15 @@ def cron_jobs() -> list[CronJob]:
         cron(roll_up_usage, name="hub.billing.roll_up.cron", second={50}, unique=True),
         # Twice a minute: what Redis lost or a dead worker left goes back to work.
         cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
+        # Every ten minutes: dedup keys, Idempotency-Key answers and unmatched receipts past
+        # their windows go (in small committed batches), so those tables stay bounded.
+        cron(
+            purge_expired,
+            name="hub.dedup.purge.cron",
+            minute=set(range(3, 60, 10)),
+            second={30},
+            unique=True,
+        ),
         # Every 10 s: replies whose push was not enqueued, or is due again after a failure.
         cron(
             delivery_jobs.push_webhooks,
@@ -95,6 +105,7 @@ def build_worker(
             func(release_due_sends, name="hub.messages.release_due"),
             func(run_campaigns, name="hub.campaigns.run"),
             func(roll_up_usage, name="hub.billing.roll_up"),
+            func(purge_expired, name="hub.dedup.purge"),
             # No result kept: a batch's job id names the batch, and arq refuses an id whose
             # result it still holds, so the sweeper could not enqueue the batch again for the
             # messages its last job left behind.

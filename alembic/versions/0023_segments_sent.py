@@ -1,14 +1,14 @@
 """At most once: a multi-part message that went only in part keeps how many parts went.
 
 Revision ID: 0023
-Revises: 0019
+Revises: 0021
 Create Date: 2026-12-03
 """
 
 from hub.db import run_script
 
 revision = "0023"
-down_revision = "0019"
+down_revision = "0021"
 branch_labels = None
 depends_on = None
 

@@ -2,14 +2,14 @@
 range scan however many sends the hub has ever had.
 
 Revision ID: 0024
-Revises: 0019
+Revises: 0023
 Create Date: 2026-12-03
 """
 
 from hub.db import run_script
 
 revision = "0024"
-down_revision = "0019"
+down_revision = "0023"
 branch_labels = None
 depends_on = None
 

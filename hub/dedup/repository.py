@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 import msgspec
 
 # Only one request per (tenant, Idempotency-Key) at a time; false while another holds it.
@@ -36,18 +38,72 @@ CREATE TEMP TABLE IF NOT EXISTS send_keys (key bytea NOT NULL, phone text NOT NU
 TRUNCATE send_keys;
 """
 
-# Claim the send's keys (COPYed into send_keys) for its messages, in key order so two sends
-# claiming overlapping keys wait for each other instead of deadlocking. A key another message
-# holds and has not let expire stays with it.
+# Claim the send's keys (COPYed into send_keys) for its messages (due at $4), in key order so two
+# sends claiming overlapping keys wait for each other instead of deadlocking. A key whose holder's
+# window ($3 seconds from its due time) is over by the time this copy is due, or whose holder never
+# reached the phone (failed, expired, cancelled, undelivered), passes to this copy. Every
+# conflicting row is locked by this statement, taken or not: the claim's later steps see it stay
+# as it is.
 CLAIM_FOR_SEND = """
-INSERT INTO dedup_keys AS d (key, message_id, tenant_id, expires_at)
-SELECT k.key, m.id, $2, hub_now() + make_interval(secs => $3)
+INSERT INTO dedup_keys AS d (key, message_id, tenant_id, due_at, expires_at)
+SELECT k.key, m.id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
 FROM send_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
 ORDER BY k.key
 ON CONFLICT (key) DO UPDATE
 SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
-    expires_at = EXCLUDED.expires_at
-WHERE d.expires_at <= hub_now()
+    due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at
+WHERE d.expires_at <= EXCLUDED.due_at
+   OR EXISTS (SELECT 1 FROM messages h WHERE h.id = d.message_id
+              AND h.status IN ('failed', 'expired', 'cancelled', 'undelivered'))
+"""
+
+
+class Displaced(msgspec.Struct, frozen=True):
+    message_id: int  # the new holder, of this send
+    displaced: int  # the copy due later that held the key
+    displaced_due: datetime
+
+
+# A copy due later never suppresses one due earlier: keys whose holder is due after this send
+# ($4) and still waits (its send scheduled or held, so no worker can be sending it) pass to this
+# send's messages; returns who held them (`old` reads the rows as they were when the statement
+# began). A holder already released to delivery is on its way: this copy relies on it.
+TAKE_FROM_LATER = """
+UPDATE dedup_keys d
+SET message_id = c.id, tenant_id = $2, due_at = $4::timestamptz,
+    expires_at = $4::timestamptz + make_interval(secs => $3)
+FROM send_keys k
+JOIN messages c ON c.send_id = $1 AND c.phone = k.phone
+JOIN dedup_keys old ON old.key = k.key
+JOIN messages h ON h.id = old.message_id
+JOIN sends hs ON hs.id = h.send_id
+WHERE d.key = k.key AND h.send_id <> $1 AND old.due_at > $4::timestamptz
+  AND h.status = 'accepted' AND hs.state IN ('scheduled', 'held')
+RETURNING c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
+"""
+
+# Copies that relied on the displaced holders $1 now rely on the new holders $2 (of tenant $3)
+# when due before $4 (within the new holder's window); the others go out themselves.
+REPOINT_RELYING = """
+UPDATE messages m
+SET status = CASE WHEN s.due_at < $4::timestamptz THEN 'deduplicated'
+                  ELSE 'accepted' END::message_status,
+    duplicate_of = CASE WHEN s.due_at < $4 THEN r.original END,
+    duplicate_tenant_id = CASE WHEN s.due_at < $4 THEN $3::bigint END,
+    updated_at = hub_now()
+FROM UNNEST($1::bigint[], $2::bigint[]) AS r(displaced, original), sends s
+WHERE m.duplicate_of = r.displaced AND m.status = 'deduplicated' AND m.done_at IS NULL
+  AND s.id = m.send_id
+"""
+
+# The displaced holders $1 (still waiting) rely on the new ones $2 of tenant $3: not sent, their
+# segments still reserved until the new holder is sent.
+RELY_ON = """
+UPDATE messages m
+SET status = 'deduplicated', duplicate_of = r.original, duplicate_tenant_id = $3,
+    done_at = NULL, updated_at = hub_now()
+FROM UNNEST($1::bigint[], $2::bigint[]) AS r(id, original)
+WHERE m.id = r.id AND m.status = 'accepted'
 """
 
 
@@ -55,16 +111,111 @@ class Holder(msgspec.Struct, frozen=True):
     phone: str
     message_id: int
     tenant_id: int
+    gone: bool  # the holder has been sent: the duplicate is settled at once
 
 
-# The send's phones whose key another send's message holds, and who holds it.
+# The send's phones whose key another send's message holds, who holds it, and whether it has
+# been sent already.
 HELD_ELSEWHERE = """
-SELECT k.phone, d.message_id, d.tenant_id
+SELECT k.phone, d.message_id, d.tenant_id,
+       held.status IN ('sent', 'delivered') AS gone
 FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
 WHERE held.send_id <> $1
 """
 
-# Let go of the keys a send's messages hold (the send was cancelled: nothing reached the phones).
-RELEASE_SEND = """
-DELETE FROM dedup_keys d USING messages m WHERE m.send_id = $1 AND d.message_id = m.id
+# Before the originals $1 settle: their keys are locked (key order), so a send claiming one now
+# either committed first (and its copy is seen below) or waits and finds the settled holder.
+LOCK_KEYS_OF = """
+SELECT count(*) FROM (
+    SELECT key FROM dedup_keys WHERE message_id = ANY($1::bigint[]) ORDER BY key FOR UPDATE
+) k
+"""
+
+
+class Relied(msgspec.Struct, frozen=True):
+    tenant_id: int
+    carrier: str
+    segments: int
+    reservation_id: int | None
+
+
+# The originals $1 were sent: the copies relying on them are settled (their segments released
+# from their sends' reservations and counted as dedup savings).
+SETTLE_RELYING = """
+UPDATE messages m SET done_at = hub_now(), updated_at = hub_now()
+FROM sends s
+WHERE m.status = 'deduplicated' AND m.done_at IS NULL AND m.duplicate_of = ANY($1::bigint[])
+  AND s.id = m.send_id
+RETURNING m.tenant_id, m.carrier, m.segments, s.reservation_id
+"""
+
+# Before handing over: the sends of the copies relying on the originals $1 are locked (shared, in
+# id order), so a cancel of one of them either committed first (its copies are closed and not
+# handed anything) or waits until the hand-over is committed (and then cancels the heir too).
+LOCK_RELYING_SENDS = """
+SELECT count(*) FROM (
+    SELECT id FROM sends
+    WHERE id IN (SELECT send_id FROM messages
+                 WHERE status = 'deduplicated' AND done_at IS NULL
+                   AND duplicate_of = ANY($1::bigint[]))
+    ORDER BY id FOR SHARE
+) s
+"""
+
+# The originals $1 never went out (failed, expired, cancelled): per original, the copy relying on
+# it that is due first goes out instead (back to `accepted`, still reserved) and takes its key
+# (its window from its own due time, as long as the key's); the other copies rely on that heir.
+# With no copy relying, the key goes. Returns the heirs' sends.
+HAND_OVER = """
+WITH relying AS (
+    SELECT m.id, m.duplicate_of AS original, m.tenant_id, s.due_at,
+           row_number() OVER (PARTITION BY m.duplicate_of ORDER BY s.due_at, m.id) AS n
+    FROM messages m JOIN sends s ON s.id = m.send_id
+    WHERE m.status = 'deduplicated' AND m.done_at IS NULL
+      AND m.duplicate_of = ANY($1::bigint[]) AND s.state <> 'cancelled'
+), heirs AS (
+    UPDATE messages m
+    SET status = 'accepted', duplicate_of = NULL, duplicate_tenant_id = NULL, retry_at = NULL,
+        updated_at = hub_now()
+    FROM relying r WHERE m.id = r.id AND r.n = 1
+    RETURNING m.id, r.original, m.tenant_id, r.due_at, m.send_id
+), others AS (
+    UPDATE messages m
+    SET duplicate_of = h.id, duplicate_tenant_id = h.tenant_id, updated_at = hub_now()
+    FROM relying r JOIN heirs h ON h.original = r.original
+    WHERE m.id = r.id AND r.n > 1
+), passed AS (
+    UPDATE dedup_keys d
+    SET message_id = h.id, tenant_id = h.tenant_id, due_at = h.due_at,
+        expires_at = h.due_at + (d.expires_at - d.due_at)
+    FROM heirs h WHERE d.message_id = h.original
+), gone AS (
+    DELETE FROM dedup_keys d
+    WHERE d.message_id = ANY($1::bigint[])
+      AND NOT EXISTS (SELECT 1 FROM heirs h WHERE h.original = d.message_id)
+)
+SELECT DISTINCT send_id FROM heirs
+"""
+
+# A cancelled send's own copies that relied on others are settled with it (its whole
+# reservation is voided): none of them is ever handed a key.
+CLOSE_RELYING_OF_SEND = """
+UPDATE messages SET done_at = hub_now(), updated_at = hub_now()
+WHERE send_id = $1 AND status = 'deduplicated' AND done_at IS NULL
+"""
+
+# Past their window, in small batches (the purge cron commits each): content keys whose holder
+# was due more than a window ago, stored answers to Idempotency-Keys.
+PURGE_KEYS = """
+DELETE FROM dedup_keys WHERE key IN (
+    SELECT key FROM dedup_keys WHERE expires_at <= hub_now()
+    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
+"""
+
+PURGE_ANSWERS = """
+DELETE FROM idempotency_keys WHERE (tenant_id, key) IN (
+    SELECT tenant_id, key FROM idempotency_keys WHERE expires_at <= hub_now()
+    ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
 """

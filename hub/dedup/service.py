@@ -16,14 +16,18 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections import defaultdict
 from collections.abc import Iterable, Iterator
+from datetime import datetime, timedelta
 
 import asyncpg
 import msgspec
 
+from hub.billing.service import UsageKey
+from hub.calendar import business_day
 from hub.db import in_turns
 from hub.dedup import repository as sql
-from hub.dedup.repository import Holder, StoredAnswer
+from hub.dedup.repository import Displaced, Holder, Relied, StoredAnswer
 from hub.errors import Conflict, Invalid
 
 _SPACE = re.compile(r"\s+")
@@ -100,22 +104,102 @@ async def claim_send(
     body: str,
     phones: list[str],
     window_seconds: float,
+    due_at: datetime,
 ) -> dict[str, Holder]:
-    """Claim the content keys of a send's messages (already written) for `phones`; returns, per
-    phone whose key another message holds, who holds it. Keys go in by COPY and the claim is one
-    INSERT … SELECT, so a million recipients cost no round trip per row and return no rows."""
+    """Claim the content keys of a send's messages (already written, due at `due_at`) for
+    `phones`; returns, per phone whose key another message holds, who holds it. Keys go in by
+    COPY and the claim is a few set-wise statements, so a million recipients cost no round trip
+    per row.
+
+    Time decides, not arrival: a copy due later than this one that has not gone out gives its key
+    up, and relies on this one (within the window of this one's due time) instead of being sent.
+    """
     if not phones:
         return {}
     await conn.execute(sql.PREPARE_KEYS)
     await conn.copy_records_to_table(
         "send_keys", records=in_turns(zip(content_keys(phones, body), phones, strict=True))
     )
-    await conn.execute(sql.CLAIM_FOR_SEND, send_id, tenant_id, float(window_seconds))
+    window = float(window_seconds)
+    await conn.execute(sql.CLAIM_FOR_SEND, send_id, tenant_id, window, due_at)
+    taken = [
+        msgspec.convert(dict(r.items()), Displaced)
+        for r in await conn.fetch(sql.TAKE_FROM_LATER, send_id, tenant_id, window, due_at)
+    ]
+    # Due within this copy's window: the later copy relies on this one; further off, it still
+    # goes out itself (it only lost the key).
+    covered = [t for t in taken if t.displaced_due < due_at + timedelta(seconds=window)]
+    if covered:
+        displaced = [t.displaced for t in covered]
+        originals = [t.message_id for t in covered]
+        limit = due_at + timedelta(seconds=window)
+        await conn.execute(sql.REPOINT_RELYING, displaced, originals, tenant_id, limit)
+        await conn.execute(sql.RELY_ON, displaced, originals, tenant_id)
     records = await conn.fetch(sql.HELD_ELSEWHERE, send_id)
     holders = [msgspec.convert(dict(r.items()), Holder) for r in records]
     return {h.phone: h for h in holders}
 
 
-async def release_send(conn: asyncpg.Connection, send_id: int) -> None:
-    """A cancelled send's content keys no longer stand in the way of the same text later."""
-    await conn.execute(sql.RELEASE_SEND, send_id)
+async def lock_keys(conn: asyncpg.Connection, holders: list[int]) -> None:
+    """Lock the content keys these messages hold, in key order (before touching the messages
+    themselves, where a claim of the same keys could be waiting on them)."""
+    if holders:
+        await conn.fetchval(sql.LOCK_KEYS_OF, holders)
+
+
+async def settle_relying(
+    conn: asyncpg.Connection, originals: list[int]
+) -> tuple[dict[int, tuple[int, int]], dict[UsageKey, int]]:
+    """The originals were sent: the copies relying on them are settled. Returns what their
+    sends' reservations release (`{reservation: (0, segments)}`) and the dedup savings per
+    (tenant, carrier, day), for the caller to settle with its own (one quota call, one lock
+    order)."""
+    if not originals:
+        return {}, {}
+    await lock_keys(conn, originals)
+    released: dict[int, tuple[int, int]] = {}
+    saved: dict[UsageKey, int] = defaultdict(int)
+    today = business_day()
+    for record in await conn.fetch(sql.SETTLE_RELYING, originals):
+        r = msgspec.convert(dict(record.items()), Relied)
+        if r.reservation_id is not None:
+            released[r.reservation_id] = (0, released.get(r.reservation_id, (0, 0))[1] + r.segments)
+        saved[r.tenant_id, r.carrier, today] += r.segments
+    return released, dict(saved)
+
+
+async def hand_over(conn: asyncpg.Connection, originals: list[int]) -> list[int]:
+    """The originals never went out (failed for good, expired, cancelled): the copies relying on
+    them get their notice from the first of them due, which goes out instead and takes the key;
+    returns the sends of those heirs (a queued one needs its batch enqueued after commit)."""
+    if not originals:
+        return []
+    await lock_keys(conn, originals)
+    await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
+    return [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, originals)]
+
+
+async def cancel_send(conn: asyncpg.Connection, send_id: int, cancelled: list[int]) -> None:
+    """A send was cancelled (its messages `cancelled` as listed): its own relying copies are
+    closed with it, and the keys its messages held pass to the copies that relied on them."""
+    await conn.execute(sql.CLOSE_RELYING_OF_SEND, send_id)
+    await hand_over(conn, cancelled)
+
+
+def merge_parts(
+    *parts: dict[int, tuple[int, int]],
+) -> dict[int, tuple[int, int]]:
+    """Pieces of reservations added up, to settle them in one call (one lock order)."""
+    merged: dict[int, tuple[int, int]] = {}
+    for piece in parts:
+        for reservation, (used, released) in piece.items():
+            before = merged.get(reservation, (0, 0))
+            merged[reservation] = (before[0] + used, before[1] + released)
+    return merged
+
+
+async def purge(conn: asyncpg.Connection, batch: int) -> tuple[int, int]:
+    """One batch of content keys and stored answers past their windows deleted; how many."""
+    keys = await conn.execute(sql.PURGE_KEYS, batch)
+    answers = await conn.execute(sql.PURGE_ANSWERS, batch)
+    return int(keys.split()[-1]), int(answers.split()[-1])

@@ -240,11 +240,13 @@ RETURNING id, attempts, tenant_id, carrier, segments, submitted_at IS NOT NULL A
           (submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
-# Messages of a send still open: waiting, or being sent.
+# Messages of a send still open: waiting, being sent, or relying on a copy not sent yet (which
+# may still hand it the notice to send).
 OPEN_MESSAGES = """
 SELECT count(*) FILTER (WHERE status = 'accepted' AND retry_at IS NULL
                          OR status = 'accepted' AND retry_at <= hub_now()) AS due,
-       count(*) FILTER (WHERE status IN ('accepted', 'sending')) AS open
+       count(*) FILTER (WHERE status IN ('accepted', 'sending')
+                         OR status = 'deduplicated' AND done_at IS NULL) AS open
 FROM messages WHERE send_id = $1
 """
 
@@ -258,6 +260,16 @@ UPDATE messages SET status = 'expired', error = 'validity period ended', done_at
 WHERE send_id = $1 AND status = 'accepted'
   AND (SELECT due_at FROM sends WHERE id = $1) + make_interval(secs => $2) <= hub_now()
 RETURNING id, segments
+"""
+
+# Receipts kept as unmatched longer than a message's validity period ($2 seconds): no message can
+# still be recorded `sent` for them. A batch of $1 (the purge cron commits each).
+PURGE_UNMATCHED = """
+DELETE FROM unmatched_receipts WHERE (gateway, reference) IN (
+    SELECT gateway, reference FROM unmatched_receipts
+    WHERE received_at <= hub_now() - make_interval(secs => $2)
+    ORDER BY received_at LIMIT $1 FOR UPDATE SKIP LOCKED
+)
 """
 
 # Whether the hub is still recording any of these messages' submission.

@@ -36,6 +36,7 @@ from hub import calendar
 from hub.billing import service as billing
 from hub.calendar import business_day
 from hub.db import Database
+from hub.dedup import service as dedup
 from hub.delivery import gateways, webhooks
 from hub.delivery import inbound as inbound_replies
 from hub.delivery import repository as sql
@@ -178,12 +179,16 @@ class Delivery:
             if record is None:
                 return 0  # cancelled, held, finished or suspended: nothing of it goes now
             send = msgspec.convert(dict(record.items()), SendInfo)
-            if await self._expire(conn, send):
-                return 0
+            expired = await self._expire(conn, send)
+        if expired is not None:
+            for heir in expired:  # copies that relied on what expired go out instead
+                await enqueue_send(self.db, self.redis, self.config, heir)
+            return 0
         text = signed(send.signature, send.body)
         sender = self.config.service_number + send.sms_extension
         claimed = 0
         retry_at: datetime | None = None
+        heirs: set[int] = set()  # sends whose copies go out in place of one that never did
         while True:
             gateway = self.router.route(carrier)  # per chunk: a circuit may open mid-batch
             config = gateway.config
@@ -215,11 +220,14 @@ class Delivery:
             ]
             outcomes = await self._submit(gateway, outbound, chunk)
             async with self.db.acquire() as conn, conn.transaction():
-                retry = await self._record(conn, send, carrier, config, chunk, outcomes)
+                retry, handed = await self._record(conn, send, carrier, config, chunk, outcomes)
+            heirs.update(handed)
             if retry is not None:
                 retry_at = min(retry_at or retry, retry)
         if retry_at is not None:
             await self._enqueue_retry(send, carrier, first_id, last_id, retry_at)
+        for heir in sorted(heirs):  # not due yet (scheduled, held): enqueued when released
+            await enqueue_send(self.db, self.redis, self.config, heir)
         return claimed
 
     async def _submit(
@@ -294,12 +302,20 @@ class Delivery:
         gateway: GatewayConfig,
         chunk: Sequence[Claimed],
         outcomes: Sequence[Outcome],
-    ) -> datetime | None:
-        """Record a chunk's outcomes and settle its quota; returns the earliest retry time."""
+    ) -> tuple[datetime | None, list[int]]:
+        """Record a chunk's outcomes and settle its quota; returns the earliest retry time and
+        the sends whose copies go out in place of messages that failed or expired here.
+
+        Copies that relied on a message now sent are settled with it (their reservations
+        released, counted as dedup savings); those that relied on one that failed or expired
+        get their notice from the first of them due (layer 3 of dedup follows what went out)."""
         by_id = {m.id: m for m in chunk}
         sent, unknown, failed, expired, retries = self._sort(send, by_id, outcomes)
-        used, released = await self._record_sent(conn, gateway, by_id, sent) if sent else (0, 0)
-        maybe_used = 0
+        used = released = maybe_used = 0
+        heirs: list[int] = []
+        went: list[int] = []  # recorded as sent, or closed as maybe sent
+        if sent:
+            used, released, went = await self._record_sent(conn, gateway, by_id, sent)
         if unknown:  # billable as sent, on the day handed over: today
             today = business_day()
             maybe = []
@@ -319,6 +335,9 @@ class Delivery:
                 )
             maybe_used, maybe_released = await close_unknown(conn, maybe)
             released += maybe_released
+            went += [o.message_id for o in unknown]
+        # Copies that relied on what went (or may have) are settled with it.
+        relied, saved = await dedup.settle_relying(conn, went) if went else ({}, {})
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
                 rows = await conn.fetch(
@@ -329,6 +348,7 @@ class Delivery:
                     [by_id[o.message_id].attempts for o in group],
                 )
                 released += sum(by_id[r["id"]].segments for r in rows)
+                heirs += await dedup.hand_over(conn, [r["id"] for r in rows])
         if retries:
             await conn.execute(
                 sql.RECORD_RETRY,
@@ -341,9 +361,13 @@ class Delivery:
             today = business_day()
             await billing.record_usage(conn, "billable", {(send.tenant_id, carrier, today): used})
         used += maybe_used
-        if send.reservation_id is not None and (used or released):
-            await quota.settle_parts(conn, {send.reservation_id: (used, released)}, ACTOR)
-        return min((at for _, at in retries), default=None)
+        if saved:
+            await billing.record_usage(conn, "dedup", saved)
+        own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
+        parts = dedup.merge_parts(own, relied)
+        if any(u or r for u, r in parts.values()):
+            await quota.settle_parts(conn, parts, ACTOR)
+        return min((at for _, at in retries), default=None), heirs
 
     async def _record_sent(
         self,
@@ -351,9 +375,10 @@ class Delivery:
         gateway: GatewayConfig,
         by_id: dict[int, Claimed],
         sent: Sequence[Accepted],
-    ) -> tuple[int, int]:
+    ) -> tuple[int, int, list[int]]:
         """Record what the gateway took; the segments to use (if it bills on acceptance) and to
-        release (the parts of a message that went in part that never went)."""
+        release (the parts of a message that went in part that never went), and the messages
+        recorded."""
         # A receipt for one of these that found no message waits for this commit, or is
         # already kept as unmatched and taken below (see apply_receipts).
         await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
@@ -372,8 +397,9 @@ class Delivery:
             went = parts[r["id"]] or segments
             released += segments - went
             used += went if gateway.bills_on == "accepted" else 0
-        await self._apply_early_receipts(conn, gateway, [r["id"] for r in rows])
-        return used, released
+        recorded = [r["id"] for r in rows]
+        await self._apply_early_receipts(conn, gateway, recorded)
+        return used, released, recorded
 
     async def _apply_early_receipts(
         self, conn: asyncpg.Connection, gateway: GatewayConfig, message_ids: list[int]
@@ -384,12 +410,12 @@ class Delivery:
             receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
             await apply_receipts(conn, gateway, receipts)
 
-    async def _expire(self, conn: asyncpg.Connection, send: SendInfo) -> bool:
-        """Expire a send's waiting messages once its validity period is over."""
+    async def _expire(self, conn: asyncpg.Connection, send: SendInfo) -> list[int] | None:
+        """Expire a send's waiting messages once its validity period is over; None while it
+        lasts, else the sends whose copies go out in place of those expired."""
         if send.due_at + timedelta(seconds=self.config.validity_seconds) > calendar.now():
-            return False
-        await expire_waiting(conn, send.id, send.reservation_id, self.config)
-        return True
+            return None
+        return (await expire_waiting(conn, send.id, send.reservation_id, self.config))[1]
 
     async def _enqueue_retry(
         self, send: SendInfo, carrier: str, first_id: int, last_id: int, at: datetime
@@ -481,15 +507,24 @@ async def close_unknown(conn: asyncpg.Connection, messages: Sequence[MaybeSent])
 
 async def expire_waiting(
     conn: asyncpg.Connection, send_id: int, reservation_id: int | None, config: DeliverySettings
-) -> int:
+) -> tuple[int, list[int]]:
+    """Expire a send's waiting messages past their validity; how many, and the sends whose
+    copies that relied on them go out in their place (to enqueue after commit)."""
     rows = await conn.fetch(sql.EXPIRE_MESSAGES, send_id, config.validity_seconds)
     segments = sum(r["segments"] for r in rows)
     if reservation_id is not None and segments:
         await quota.settle_parts(conn, {reservation_id: (0, segments)}, ACTOR)
-    return len(rows)
+    return len(rows), await dedup.hand_over(conn, [r["id"] for r in rows])
 
 
 # --- receipts and replies ----------------------------------------------------------------
+
+
+async def purge_unmatched(conn: asyncpg.Connection, config: DeliverySettings, batch: int) -> int:
+    """One batch of receipts that waited longer than a validity period for their message
+    deleted; how many."""
+    status = await conn.execute(sql.PURGE_UNMATCHED, batch, config.validity_seconds)
+    return int(status.split()[-1])
 
 
 async def apply_receipts(
@@ -659,6 +694,7 @@ async def sweep(
         async with db.acquire() as conn, conn.transaction():
             taken, applied = await apply_late_receipts(conn, settings, batch)
         report["late_receipts"] += applied
+    heirs: set[int] = set()  # sends whose copies go out in place of expired ones
     after = sql.OpenSend(id=0, priority="urgent")  # before every queued send
     while True:
         async with db.acquire() as conn:
@@ -668,16 +704,25 @@ async def sweep(
             ]
         for send in page:
             report["sends"] += 1
-            await _sweep_send(db, redis, settings, send.id, report)
+            await _sweep_send(db, redis, settings, send.id, report, heirs)
         if len(page) < batch:
-            return report
+            break
         after = page[-1]
+    for heir in sorted(heirs):  # enqueueing twice adds nothing (job ids name the batch)
+        report["enqueued"] += await enqueue_send(db, redis, settings, heir)
+    return report
 
 
 async def _sweep_send(
-    db: Database, redis: ArqRedis, settings: DeliverySettings, send_id: int, report: dict[str, int]
+    db: Database,
+    redis: ArqRedis,
+    settings: DeliverySettings,
+    send_id: int,
+    report: dict[str, int],
+    heirs: set[int],
 ) -> None:
-    """One queued send's round of the sweeper (see `sweep`), in a transaction of its own."""
+    """One queued send's round of the sweeper (see `sweep`), in a transaction of its own; the
+    sends whose copies go out in place of messages it expired are added to `heirs`."""
     async with db.acquire() as conn, conn.transaction():
         reservation_id = await conn.fetchval(sql.SEND_RESERVATION, send_id)
         leases = await conn.fetch(sql.EXPIRED_LEASES, send_id)
@@ -701,10 +746,17 @@ async def _sweep_send(
                     for r in unknown
                 ],
             )
-            if reservation_id is not None and any(settled):
-                await quota.settle_parts(conn, {reservation_id: settled}, ACTOR)
-        # Quota rows are locked from the first settlement to the commit: two short statements.
-        report["expired"] += await expire_waiting(conn, send_id, reservation_id, settings)
+            # Maybe delivered: the copies relying on them rely no more (never sent twice).
+            relied, saved = await dedup.settle_relying(conn, [r["id"] for r in unknown])
+            await billing.record_usage(conn, "dedup", saved)
+            own = {reservation_id: settled} if reservation_id is not None else {}
+            parts = dedup.merge_parts(own, relied)
+            if any(u or r for u, r in parts.values()):
+                await quota.settle_parts(conn, parts, ACTOR)
+        # Quota rows are locked from the first settlement to the commit: a few short statements.
+        expired, handed = await expire_waiting(conn, send_id, reservation_id, settings)
+        report["expired"] += expired
+        heirs.update(handed)
         counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
         assert counts is not None
         if counts["open"] == 0:

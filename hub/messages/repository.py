@@ -37,10 +37,14 @@ WHERE id = $1 AND state IN ('scheduled', 'held')
 RETURNING coalesce(reservation_id, 0) AS reservation_id
 """
 
-# Its messages that were to go are cancelled.
+# A send's messages still waiting to go.
+WAITING = "SELECT id FROM messages WHERE send_id = $1 AND status = 'accepted'"
+
+# Its messages that were to go are cancelled; their ids.
 CANCEL_MESSAGES = """
 UPDATE messages SET status = 'cancelled', updated_at = hub_now()
 WHERE send_id = $1 AND status = 'accepted'
+RETURNING id
 """
 
 # Sends whose time has come, up to $1 of them (NULL: all), earliest first: from scheduled or
@@ -107,11 +111,14 @@ RETURNING id, reservation_id
 # A send's messages are written with COPY (see service.create_send) into these columns.
 MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segments")
 
-# Mark a send's messages to these phones as duplicates of what already reached them.
+# Mark a send's messages to these phones as duplicates of the copies that reach them: settled
+# (done_at) when that copy was sent already, else relying on it until it is.
 MARK_DUPLICATES = """
 UPDATE messages m SET status = 'deduplicated', duplicate_of = d.original,
-                      duplicate_tenant_id = d.tenant_id, updated_at = hub_now()
-FROM UNNEST($2::text[], $3::bigint[], $4::bigint[]) AS d(phone, original, tenant_id)
+                      duplicate_tenant_id = d.tenant_id,
+                      done_at = CASE WHEN d.gone THEN hub_now() END, updated_at = hub_now()
+FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::boolean[])
+     AS d(phone, original, tenant_id, gone)
 WHERE m.send_id = $1 AND m.phone = d.phone
 """
 

@@ -25,6 +25,7 @@ from hub.calendar import business_day, period_of
 from hub.contacts import service as contacts
 from hub.db import in_turns
 from hub.dedup import service as dedup
+from hub.dedup.repository import Holder
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
 from hub.messages import repository as sql
 from hub.messages.numbers import Recipient, Rejected, normalize_all_in_turns
@@ -142,9 +143,14 @@ async def _deduplicate(
     body: str,
     phones: list[str],
     window_seconds: float,
-) -> set[str]:
-    """Layer 3: mark messages whose content key another message holds; returns their phones."""
-    duplicates = await dedup.claim_send(conn, send_id, tenant.id, body, phones, window_seconds)
+    due_at: datetime,
+) -> dict[str, Holder]:
+    """Layer 3: mark messages whose content key another message holds; returns, per phone, who
+    holds it. A duplicate of a copy already sent is settled at once; one whose original has not
+    gone yet relies on it (done_at unset) and keeps its segments reserved until it has."""
+    duplicates = await dedup.claim_send(
+        conn, send_id, tenant.id, body, phones, window_seconds, due_at
+    )
     if duplicates:
         await conn.execute(
             sql.MARK_DUPLICATES,
@@ -152,8 +158,9 @@ async def _deduplicate(
             list(duplicates),
             [h.message_id for h in duplicates.values()],
             [h.tenant_id for h in duplicates.values()],
+            [h.gone for h in duplicates.values()],
         )
-    return set(duplicates)
+    return duplicates
 
 
 async def quiet_hours_for(
@@ -258,13 +265,14 @@ async def create_send(
     )
     await _write_messages(conn, send_id, tenant, recipients, opted_out, segments.count)
     candidates = [p for p in phones if p not in opted_out]
-    duplicates: set[str] = set()
+    duplicates: dict[str, Holder] = {}
     if request.dedup == "on":
         duplicates = await _deduplicate(
-            conn, send_id, tenant, body, candidates, settings.dedup.window_seconds
+            conn, send_id, tenant, body, candidates, settings.dedup.window_seconds, timing.due_at
         )
-    if duplicates:  # what dedup saved, per carrier, for the tenant's statement
-        saved = Counter(r.carrier for r in recipients if r.phone in duplicates)
+    settled = {p for p, h in duplicates.items() if h.gone}
+    if settled:  # what dedup saved, per carrier, for the tenant's statement
+        saved = Counter(r.carrier for r in recipients if r.phone in settled)
         await billing.record_usage(
             conn,
             "dedup",
@@ -273,14 +281,16 @@ async def create_send(
 
     accepted = len(candidates) - len(duplicates)
     total = accepted * segments.count
+    # Copies relying on an original not sent yet stay reserved: should it never go out, they go.
+    reserved = total + (len(duplicates) - len(settled)) * segments.count
     reservation_id = None
-    if total:
+    if reserved:
         # Charged to its month, and held until it can have been delivered.
         wait = (timing.due_at - now).total_seconds()
         reservation = await quota.reserve(
             conn,
             tenant,
-            total,
+            reserved,
             f"send:{send_id}",
             actor,
             ttl_seconds=wait + settings.quota.reservation_ttl_seconds,
@@ -341,13 +351,17 @@ async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> Se
 
 
 async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> None:
-    """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back."""
+    """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back;
+    copies that relied on its messages go out in their place."""
     await _visible_send(conn, who, send_id)
     reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
     if reservation_id is None:
         raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
-    await conn.execute(sql.CANCEL_MESSAGES, send_id)
-    await dedup.release_send(conn, send_id)
+    # The keys its messages hold are locked before the messages are: a send claiming one of
+    # them now (keys, then the messages it displaces) waits for us instead of deadlocking.
+    await dedup.lock_keys(conn, [r["id"] for r in await conn.fetch(sql.WAITING, send_id)])
+    cancelled = [r["id"] for r in await conn.fetch(sql.CANCEL_MESSAGES, send_id)]
+    await dedup.cancel_send(conn, send_id, cancelled)
     if reservation_id:
         await quota.void(conn, reservation_id, f"key:{who.key_prefix}")
 

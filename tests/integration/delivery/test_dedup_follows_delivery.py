@@ -1,0 +1,209 @@
+"""Dedup follows what went out, through a real worker: a copy that relied on another is settled
+when that one is sent, and goes out itself when that one fails at the gateway or expires. And
+the purge cron keeps the window-bound tables bounded."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import asyncpg
+import httpx
+import pytest
+from arq.connections import ArqRedis
+
+from hub import calendar
+from hub.billing import service as billing
+from hub.calendar import current_period, next_period
+from hub.db import PoolDatabase, create_pool
+from hub.dedup import jobs as dedup_jobs
+from hub.delivery import service as delivery
+from hub.messages import service as messages
+from hub.settings import GatewayConfig, Settings
+from hub.worker import cron_jobs
+from tests.factories import bearer, grant, make_key
+from tests.integration.delivery.conftest import (
+    RunWorker,
+    audit_clean,
+    live_client,
+    statuses,
+    with_gateways,
+)
+from tests.peers.aliyun import AliyunFake, running
+
+PHONE = "13800138000"
+BODY = "请于明日九时参加理论学习中心组集体学习"
+
+
+async def _post(client: httpx.AsyncClient, key: str, **extra: object) -> int:
+    answer = await client.post(
+        "/v1/messages", json={"to": [PHONE], "body": BODY, **extra}, headers=bearer(key)
+    )
+    assert answer.status_code == 202, answer.text
+    send_id: int = answer.json()["id"]
+    return send_id
+
+
+async def _reservation(conn: asyncpg.Connection, send_id: int) -> str | None:
+    status: str | None = await conn.fetchval(
+        "SELECT r.status::text FROM quota_reservations r JOIN sends s ON s.reservation_id = r.id"
+        " WHERE s.id = $1",
+        send_id,
+    )
+    return status
+
+
+async def _dedup_saved(conn: asyncpg.Connection) -> dict[str, int]:
+    path = await conn.fetchval("SELECT path FROM tenants WHERE code = '510000'")
+    rows = await billing.usage(conn, path, current_period(), subtree=True)
+    return {r.tenant: r.dedup for r in rows if r.dedup}
+
+
+async def test_the_urgent_copy_goes_now_and_the_one_due_tomorrow_is_settled_against_it(
+    client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str, run_worker: RunWorker
+) -> None:
+    month = next_period(current_period())  # tomorrow may be next month
+    await grant(
+        live_db, {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}, month
+    )
+    tomorrow = await _post(
+        client, county_key, send_at=(calendar.now() + timedelta(hours=20)).isoformat()
+    )
+    city = await make_key(live_db, "510100")
+    urgent = await _post(client, city, priority="urgent")
+    assert await _dedup_saved(live_db) == {}  # nothing saved before the urgent copy is sent
+
+    await run_worker()
+    assert await statuses(live_db, urgent) == {"delivered": 1}
+    # The copy due tomorrow is settled: never sent, its segment released and counted as saved.
+    assert await statuses(live_db, tomorrow) == {"deduplicated": 1}
+    assert await _reservation(live_db, tomorrow) == "voided"
+    assert await _dedup_saved(live_db) == {"510104": 1}
+    # Tomorrow comes: nothing of it goes out.
+    await live_db.execute(
+        "UPDATE sends SET due_at = hub_now() - interval '1 second' WHERE id = $1", tomorrow
+    )
+    assert await messages.release_due(live_db) == [tomorrow]
+    await run_worker()
+    assert await live_db.fetchval("SELECT count(*) FROM outbox") == 1
+    assert await audit_clean(live_db) == []
+
+
+async def test_a_copy_relying_on_one_the_gateway_refuses_goes_out_instead(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    city = await make_key(live_db, "510100")
+    with running(AliyunFake()) as fake:
+        ali = GatewayConfig(
+            name="ali",
+            kind="aliyun",
+            url=fake.url,
+            username=fake.access_key_id,
+            password=fake.secret,
+            rate=1e6,
+            options={"template_code": fake.template_code},
+        )
+        settings = with_gateways(live_settings, ali)
+        async for client in live_client(settings, redis):
+            original = await _post(client, county_key)
+            copy = await _post(client, city)
+        assert await statuses(live_db, copy) == {"deduplicated": 1}
+        # The provider refuses the original's request for good (as a withdrawn template).
+        fake.fail_next(1, "isv.SMS_TEMPLATE_ILLEGAL")
+        await run_worker(settings)
+        assert await statuses(live_db, original) == {"failed": 1}
+        # The city's copy went out in its place: the phone gets the notice once.
+        assert await statuses(live_db, copy) == {"sent": 1}
+        assert [(s.phone, s.text) for s in fake.sent] == [("13800138000", f"【成都市】{BODY}")]
+    assert await _reservation(live_db, original) == "voided"
+    assert await _reservation(live_db, copy) == "posted"
+    assert await _dedup_saved(live_db) == {}
+    holder = await live_db.fetchval("SELECT message_id FROM dedup_keys")
+    assert holder == await live_db.fetchval("SELECT id FROM messages WHERE send_id = $1", copy)
+    assert await audit_clean(live_db) == []
+
+
+async def test_a_copy_relying_on_one_that_expired_goes_out_instead(
+    client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str, run_worker: RunWorker
+) -> None:
+    city = await make_key(live_db, "510100")
+    original = await _post(client, county_key)
+    copy = await _post(client, city)
+    assert await statuses(live_db, copy) == {"deduplicated": 1}
+    # The original waited past its validity (its worker never came): it expires.
+    await live_db.execute(
+        "UPDATE sends SET due_at = hub_now() - interval '7 hours' WHERE id = $1", original
+    )
+    await run_worker()
+    assert await statuses(live_db, original) == {"expired": 1}
+    assert await statuses(live_db, copy) == {"delivered": 1}
+    sent = await live_db.fetch("SELECT phone, text FROM outbox")
+    assert [(r["phone"], r["text"]) for r in sent] == [("+8613800138000", f"【成都市】{BODY}")]
+    assert await audit_clean(live_db) == []
+
+
+async def test_the_purge_cron_removes_what_is_past_its_window_and_keeps_the_rest(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    county_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert "hub.dedup.purge.cron" in {job.name for job in cron_jobs()}
+    validity = live_settings.delivery.validity_seconds
+    tenant = await live_db.fetchval("SELECT id FROM tenants WHERE code = '510104'")
+    for n in range(5):  # past their windows
+        await live_db.execute(
+            "INSERT INTO dedup_keys (key, message_id, tenant_id, due_at, expires_at)"
+            " VALUES ($1, $2, $3, hub_now() - interval '25 hours', hub_now() - interval '1 hour')",
+            bytes([n]) * 16,
+            n + 1,
+            tenant,
+        )
+        await live_db.execute(
+            "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response,"
+            " expires_at) VALUES ($1, $2, '\\x00', 202, '\\x00', hub_now() - interval '1 second')",
+            tenant,
+            f"old-{n}",
+        )
+        await live_db.execute(
+            "INSERT INTO unmatched_receipts (gateway, reference, status, code, received_at)"
+            " VALUES ('outbox', $1, 'delivered', 'DELIVRD',"
+            " hub_now() - make_interval(secs => $2 + 60))",
+            f"old-{n}",
+            validity,
+        )
+    # Within their windows: a key due tomorrow, a fresh answer, a receipt that may still match.
+    await live_db.execute(
+        "INSERT INTO dedup_keys (key, message_id, tenant_id, due_at, expires_at)"
+        " VALUES ($1, 99, $2, hub_now() + interval '20 hours', hub_now() + interval '44 hours')",
+        b"\xff" * 16,
+        tenant,
+    )
+    await live_db.execute(
+        "INSERT INTO idempotency_keys (tenant_id, key, request_hash, status_code, response,"
+        " expires_at) VALUES ($1, 'fresh', '\\x00', 202, '\\x00', hub_now() + interval '1 hour')",
+        tenant,
+    )
+    await live_db.execute(
+        "INSERT INTO unmatched_receipts (gateway, reference, status, code)"
+        " VALUES ('outbox', 'fresh', 'delivered', 'DELIVRD')"
+    )
+
+    monkeypatch.setattr(dedup_jobs, "BATCH", 2)  # several small committed batches
+    assert live_settings.db.dsn
+    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
+    try:
+        report = await dedup_jobs.purge_expired({"db": db, "settings": live_settings})
+    finally:
+        await db.close()
+    assert report == {"dedup_keys": 5, "idempotency_keys": 5, "unmatched_receipts": 5}
+    assert await live_db.fetchval("SELECT array_agg(message_id) FROM dedup_keys") == [99]
+    assert await live_db.fetchval("SELECT array_agg(key) FROM idempotency_keys") == ["fresh"]
+    assert await live_db.fetchval("SELECT array_agg(reference) FROM unmatched_receipts") == [
+        "fresh"
+    ]
+    # A late receipt still within the window is applied as before (not purged away).
+    assert await delivery.purge_unmatched(live_db, live_settings.delivery, 100) == 0

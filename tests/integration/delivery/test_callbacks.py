@@ -184,7 +184,10 @@ async def test_an_early_receipt_for_a_reused_id_waits_for_its_message(
         new,
     )
     async with live_db.transaction():
-        assert await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY])) == 1
+        assert await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY])) == (
+            1,
+            1,
+        )
     assert (await _status(live_db, old), await _status(live_db, new)) == (
         "delivered",
         "undelivered",

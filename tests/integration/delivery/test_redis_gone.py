@@ -5,7 +5,7 @@ its port."""
 from __future__ import annotations
 
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
@@ -24,7 +24,7 @@ PHONES = [f"1390013{n:04d}" for n in range(30)]
 
 
 @pytest.fixture
-def own_valkey() -> AsyncIterator[EmbeddedValkey]:
+def own_valkey() -> Iterator[EmbeddedValkey]:
     with tempfile.TemporaryDirectory(prefix="hub-test-gone-vk-") as tmp:
         server = EmbeddedValkey(Path(tmp))
         server.start()

@@ -1,6 +1,7 @@
-"""Redis gone: the API still takes a send (it is in PostgreSQL), and it goes out once Redis is
-back (the sweeper enqueues it). A real Valkey of the test's own, stopped and started again on
-its port."""
+"""Servers and workers gone mid-delivery. Redis gone: the API still takes a send (it is in
+PostgreSQL), and it goes out once Redis is back (the sweeper enqueues it; a real Valkey of the
+test's own, stopped and started again on its port). A worker gone before its outbox's receipts
+were recorded: they are reported again."""
 
 from __future__ import annotations
 
@@ -9,12 +10,15 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
+import httpx
 import msgspec
 import pytest
+from arq.connections import ArqRedis
 
 from hub import queue
 from hub.db import PoolDatabase, create_pool
 from hub.delivery import service
+from hub.delivery.gateways.outbox import OutboxGateway
 from hub.embedded import EmbeddedValkey
 from hub.settings import Settings
 from tests.factories import bearer
@@ -77,4 +81,54 @@ async def test_a_send_while_redis_is_down_is_taken_and_goes_out_when_it_is_back(
     )
     assert sent == []
     assert await live_db.fetchval("SELECT count(*) FROM outbox") == len(PHONES)
+    assert await audit_clean(live_db) == []
+
+
+async def test_receipts_lost_with_their_worker_are_reported_again(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+) -> None:
+    """A worker hands a batch to the outbox and dies before the outbox's receipts are recorded
+    (here: a Delivery never started, so its outbox has nowhere to report). The next worker's
+    outbox reports them, and a message closed as "outcome unknown" that the outbox holds gets
+    its receipt too."""
+    resp = await client.post(
+        "/v1/messages", json={"to": PHONES[:10], "body": "回执不丢"}, headers=bearer(county_key)
+    )
+    send_id = resp.json()["id"]
+    assert live_settings.db.dsn
+    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
+    try:
+        batch = await live_db.fetchrow(
+            "SELECT carrier, min(id) AS first, max(id) AS last FROM messages"
+            " WHERE send_id = $1 GROUP BY carrier",
+            send_id,
+        )
+        assert batch is not None
+        dying = service.Delivery(live_settings, db, redis)  # its gateways never started
+        assert await dying.deliver_batch(send_id, batch["carrier"], batch["first"], batch["last"])
+        await dying.close()
+        assert await statuses(live_db, send_id) == {"sent": 10}
+        # One of them as the sweeper leaves a message whose worker died mid-submit.
+        unknown = batch["first"]
+        await live_db.execute(
+            "UPDATE messages SET reference = NULL, error = 'outcome unknown' WHERE id = $1",
+            unknown,
+        )
+
+        next_worker = service.Delivery(live_settings, db, redis)
+        await next_worker.start()
+        try:
+            outbox = next_worker.gateways["outbox"]
+            assert isinstance(outbox, OutboxGateway)
+            assert await outbox.report_again(older_than=0) == 10
+            assert await outbox.report_again(older_than=0) == 0  # recorded: not again
+        finally:
+            await next_worker.close()
+    finally:
+        await db.close()
+    assert await statuses(live_db, send_id) == {"delivered": 10}
     assert await audit_clean(live_db) == []

@@ -16,8 +16,9 @@ import contextlib
 import logging
 import os
 import subprocess
+import threading
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +243,58 @@ class EmbeddedValkey:
             self._server = None
 
 
+class Watcher:
+    """`hub up`'s watch over its embedded servers: every `every` seconds it looks whether each
+    one's process still runs and starts a dead one again on the same data dir, port or socket
+    (so every pool's DSN reaches it again). One that will not start after `tries` attempts a
+    second apart is reported to `on_lost` with what went wrong, and the watch ends."""
+
+    def __init__(
+        self,
+        watched: dict[str, EmbeddedPostgres | EmbeddedValkey],
+        on_lost: Callable[[str], None],
+        *,
+        every: float = 1.0,
+        tries: int = 10,
+    ) -> None:
+        self.watched, self.on_lost, self.every, self.tries = watched, on_lost, every, tries
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="hub-up-watcher", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            for name, server in self.watched.items():
+                if not server.running() and not self._bring_back(name, server):
+                    return
+
+    def _bring_back(self, name: str, server: EmbeddedPostgres | EmbeddedValkey) -> bool:
+        log.warning("embedded %s died; starting it again", name)
+        for attempt in range(1, self.tries + 1):
+            if self._stop.is_set():
+                return True
+            try:
+                server.restart()
+            except Exception as exc:  # whatever stops it starting: said once all tries failed
+                problem = f"{type(exc).__name__}: {exc}"
+                log.warning("embedded %s did not start (try %d): %s", name, attempt, problem)
+                self._stop.wait(1.0)
+                continue
+            log.warning("embedded %s is running again", name)
+            return True
+        self.on_lost(
+            f"embedded {name} died and did not start again after {self.tries} tries: {problem}"
+        )
+        return False
+
+
 @contextlib.contextmanager
 def servers(
     db_dsn: str | None,
@@ -250,10 +303,13 @@ def servers(
     *,
     need_redis: bool = True,
     for_up: bool = False,
+    on_lost: Callable[[str], None] | None = None,
 ) -> Iterator[Dsns]:
     """The DSNs a command uses (see the module docstring), stopping what it started on exit.
 
     `for_up`: this is `hub up` itself, which must not start beside a live one on the same dir.
+    `on_lost`: watch the servers started here and start one that dies again (Watcher); called
+    with the reason if one cannot be.
     """
     running = read_run_file(data_dir)
     if for_up and running is not None:
@@ -262,12 +318,19 @@ def servers(
         yield Dsns(db=db_dsn or running.db_dsn, redis=redis_dsn or running.redis_dsn)
         return
     with contextlib.ExitStack() as stack:
+        started: dict[str, EmbeddedPostgres | EmbeddedValkey] = {}
         if not db_dsn:
             pg = EmbeddedPostgres(data_dir)
             stack.callback(pg.stop)
             db_dsn = pg.start()
+            started["PostgreSQL"] = pg
         if not redis_dsn and need_redis:
             vk = EmbeddedValkey(data_dir)
             stack.callback(vk.stop)
             redis_dsn = vk.start()
+            started["Valkey"] = vk
+        if on_lost is not None and started:
+            watcher = Watcher(started, on_lost)
+            watcher.start()
+            stack.callback(watcher.stop)  # before the servers stop (the stack runs backwards)
         yield Dsns(db=db_dsn, redis=redis_dsn)

@@ -193,3 +193,27 @@ def test_up_brings_back_a_killed_postgres_and_valkey_mid_delivery(tmp_path: Path
     assert proc.returncode == 0, out
     assert "embedded PostgreSQL died; starting it again" in out, out
     assert "embedded Valkey died; starting it again" in out, out
+
+
+def test_up_exits_1_naming_a_server_it_cannot_start_again(tmp_path: Path) -> None:
+    data_dir = tmp_path / "hubdata"
+    proc, _url, _ = start_hub(data_dir, free_port())
+    said, reader = _drain(proc)
+    try:
+        pid = _postmaster(data_dir)
+        assert pid is not None
+        # Its data folder gone with it: nothing to start again.
+        os.kill(pid, signal.SIGKILL)
+        (data_dir / "postgres").rename(data_dir / "postgres-gone")
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+        reader.join(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    out = "".join(said)
+    assert proc.returncode == 1, out
+    assert "error: embedded PostgreSQL died and did not start again after 10 tries" in out, out
+    assert "hub up stopped because embedded PostgreSQL died" in out, out

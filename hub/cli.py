@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +33,7 @@ from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.quota import service as quota
 from hub.settings import Settings, SettingsError, load_settings
-from hub.worker import build_worker
+from hub.worker import build_worker, run_surviving
 from tenants import divisions
 from tenants import service as tenant_service
 from tenants.keys import parse_token
@@ -116,7 +117,6 @@ async def _serve(
         create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
     )
     server = uvicorn.Server(config)
-    worker = build_worker(settings, handle_signals=False) if with_worker else None
 
     async def announce() -> None:
         while not server.started:
@@ -127,16 +127,15 @@ async def _serve(
         on_ready(f"http://{host}:{bound}")
 
     background = [asyncio.create_task(announce())]
-    if worker is not None:
-        background.append(asyncio.create_task(worker.async_run()))
+    if with_worker:
+        # A worker that outlives a PostgreSQL or Redis outage (hub.worker.run_surviving).
+        background.append(asyncio.create_task(run_surviving(settings)))
     try:
         await server.serve()
     finally:
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
-        if worker is not None:
-            await worker.close()
 
 
 def serve_app() -> Litestar:
@@ -177,7 +176,17 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = _data_dir(settings, args)
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    with embedded.servers(settings.db.dsn, settings.redis.dsn, data_dir, for_up=True) as dsns:
+    lost: list[str] = []
+
+    def on_lost(reason: str) -> None:
+        """An embedded server died for good: stop (uvicorn shuts down on SIGINT) and exit 1."""
+        lost.append(reason)
+        _print(f"error: {reason}; hub up stops")
+        os.kill(os.getpid(), signal.SIGINT)
+
+    with embedded.servers(
+        settings.db.dsn, settings.redis.dsn, data_dir, for_up=True, on_lost=on_lost
+    ) as dsns:
         migrate(dsns.db)
         key_file, saved_key = _demo_key_file(data_dir)
         key = asyncio.run(_seed(dsns.db, saved_key))
@@ -205,6 +214,9 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         finally:
             (data_dir / embedded.RUN_FILE).unlink(missing_ok=True)
             _print("hub stopped; stopping its servers")
+    if lost:
+        _print(f"hub up stopped because {lost[0]} (see the server's log under {data_dir})")
+        return 1
     return 0
 
 

@@ -79,6 +79,37 @@ class SingleConnectionDatabase:
 TRANSIENT = asyncpg.exceptions.TransactionRollbackError
 
 
+# What means "PostgreSQL is unreachable right now" rather than "this request is wrong": the API
+# answers these with 503 `unavailable` and Retry-After (hub.errors, the dashboard's pages too),
+# and a worker's job waits and runs again (hub.worker). Nothing here is a bug of ours.
+UNREACHABLE: tuple[type[Exception], ...] = (
+    # Refused, no socket file, reset, no route; TimeoutError (a connect or pool-acquire timeout)
+    # is an OSError too.
+    OSError,
+    # Class 08: the connection broke mid-query or never formed.
+    asyncpg.exceptions.PostgresConnectionError,
+    # Starting up, shutting down, in recovery (57P03).
+    asyncpg.exceptions.CannotConnectNowError,
+    # The server was told to stop (57P01), or restarts after a backend crashed (57P02).
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.CrashShutdownError,
+    # max_connections reached: no fault in the request, and a moment later there is room.
+    asyncpg.exceptions.TooManyConnectionsError,
+)
+# asyncpg's InterfaceError also means misuse (two queries at once on one connection); only
+# these words say the connection is gone.
+_CLOSED = ("connection is closed", "underlying connection is closed", "pool is closing")
+
+
+def unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says PostgreSQL cannot be reached (see UNREACHABLE)."""
+    if isinstance(exc, UNREACHABLE):
+        return True
+    return isinstance(exc, asyncpg.exceptions.InterfaceError) and any(
+        words in str(exc) for words in _CLOSED
+    )
+
+
 async def retrying(
     conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], attempts: int = 5
 ) -> T:

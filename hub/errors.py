@@ -3,21 +3,25 @@
 Our own errors are the `ApiError` family (defined in `tenants.errors` so the tenancy package can
 raise them without importing hub); Litestar's own exceptions are translated here, once:
 unparseable JSON is 400 `malformed`, a body or parameter that parses but does not validate is
-422 `invalid` with the offending `fields`.
+422 `invalid` with the offending `fields`. A server that is gone (PostgreSQL, Redis) or a
+conflict that persisted is 503 with Retry-After (`outage`, which the dashboard's pages share),
+never a 500.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from typing import Any
+from typing import Any, NamedTuple
 
+import asyncpg
 from litestar import MediaType, Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.types import ExceptionHandlersMap
 
-from hub.db import TRANSIENT
+from hub.db import TRANSIENT, UNREACHABLE, unreachable
+from hub.queue import REDIS_UNREACHABLE
 from hub.wire import HubResponse
 from tenants.errors import (
     ApiError,
@@ -38,12 +42,14 @@ __all__ = [
     "Invalid",
     "Malformed",
     "NotFound",
+    "Outage",
     "RateLimited",
     "TooLarge",
     "TooManyRequests",
     "Unauthorized",
     "error_responses",
     "exception_handlers",
+    "outage",
 ]
 
 log = logging.getLogger("hub.errors")
@@ -162,18 +168,54 @@ def _unhandled(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]
     return _json(500, {"error": "internal", "detail": "internal server error"})
 
 
-def _busy(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    """A deadlock or serialization failure that persisted through hub.db.retrying's attempts:
-    the client may simply try again."""
-    log.warning("%s %s: %s", request.method, request.url.path, exc)
-    detail = "the hub is busy with a conflicting change; try again in a moment"
-    return _json(503, {"error": "busy", "detail": detail}, headers={"Retry-After": "1"})
+class Outage(NamedTuple):
+    """A 503: nothing is wrong with the request, and the same request a moment later may pass."""
+
+    code: str
+    detail: str
+    retry_after: int
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+# How long a client should wait when a server is gone: `hub up` restarts a dead embedded server
+# within a few seconds; a managed PostgreSQL fails over in about as long.
+RETRY_AFTER_UNAVAILABLE = 5
+
+
+def outage(exc: BaseException) -> Outage | None:
+    """The 503 an exception means, if it means one: the one mapping the API and the dashboard's
+    pages share."""
+    if isinstance(exc, TRANSIENT):
+        # A deadlock or serialization failure that persisted through hub.db.retrying.
+        detail = "the hub is busy with a conflicting change; try again in a moment"
+        return Outage("busy", detail, 1)
+    if isinstance(exc, REDIS_UNREACHABLE):
+        detail = "Redis is unreachable; try again in a moment"
+        return Outage("unavailable", detail, RETRY_AFTER_UNAVAILABLE)
+    if unreachable(exc):
+        detail = "PostgreSQL is unreachable; try again in a moment"
+        return Outage("unavailable", detail, RETRY_AFTER_UNAVAILABLE)
+    return None
+
+
+def _outage(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    found = outage(exc)
+    if found is None:  # an InterfaceError that is our misuse, not a closed connection
+        return _unhandled(request, exc)
+    log.warning("%s %s: 503 %s: %r", request.method, request.url.path, found.code, exc)
+    return _json(503, {"error": found.code, "detail": found.detail}, headers=found.headers)
 
 
 def exception_handlers() -> ExceptionHandlersMap:
+    outages: ExceptionHandlersMap = dict.fromkeys(
+        (TRANSIENT, *UNREACHABLE, asyncpg.exceptions.InterfaceError, *REDIS_UNREACHABLE), _outage
+    )
     return {
         ApiError: _api_error,
-        TRANSIENT: _busy,
+        **outages,
         ValidationException: _validation,
         HTTPException: _http,
         Exception: _unhandled,

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+# What redis-py raises when Redis is gone (its own classes, not the builtins).
+REDIS_UNREACHABLE = (RedisConnectionError, RedisTimeoutError)
 
 
 def redis_settings(dsn: str) -> RedisSettings:

@@ -6,18 +6,23 @@ job gets `ctx["db"]` (the worker's pool) and opens its own transaction.
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import os
 import socket
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
-from arq import cron, func
+from arq import Retry, cron, func
 from arq.cron import CronJob
+from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 
 from hub import calendar, queue
 from hub.billing.jobs import roll_up_usage
 from hub.campaigns.jobs import run_campaigns
-from hub.db import PoolDatabase, create_pool
+from hub.db import PoolDatabase, create_pool, unreachable
 from hub.dedup.jobs import purge_expired
 from hub.delivery import jobs as delivery_jobs
 from hub.delivery import webhooks
@@ -32,6 +37,36 @@ from hub.settings import Settings
 # max_jobs keeps one worker from holding too many database connections.
 POLL_DELAY = 0.05
 MAX_JOBS = 20
+# A job that finds PostgreSQL or Redis gone runs again after 1, 2, 4 … 30 s, up to this many
+# times (about ten minutes): an outage does not lose it.
+MAX_TRIES = 25
+RETRY_CAP_SECONDS = 30
+
+log = logging.getLogger("hub.worker")
+Job = Callable[..., Awaitable[Any]]
+
+
+def server_gone(exc: BaseException) -> bool:
+    """PostgreSQL or Redis unreachable (hub.db.UNREACHABLE, redis-py's connection errors)."""
+    return unreachable(exc) or isinstance(exc, queue.REDIS_UNREACHABLE)
+
+
+def surviving(job: Job) -> WorkerCoroutine:
+    """`job`, run again later (arq's Retry) when it finds a server gone rather than failed
+    for good. Jobs are idempotent and guard their own writes, so running one again is safe."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await job(ctx, *args, **kwargs)
+        except Exception as exc:
+            if not server_gone(exc):
+                raise
+            defer = min(2 ** (ctx.get("job_try", 1) - 1), RETRY_CAP_SECONDS)
+            log.warning("%s: a server is gone (%r); again in %d s", job.__name__, exc, defer)
+            raise Retry(defer=defer) from exc
+
+    return cast(WorkerCoroutine, run)
 
 
 def cron_jobs() -> list[CronJob]:
@@ -91,27 +126,34 @@ def build_worker(
         await heartbeat(ctx)
 
     async def shutdown(ctx: dict[str, Any]) -> None:
+        # Each once: run_surviving may call this again after arq's close failed midway.
         if "delivery" in ctx:
-            await ctx["delivery"].close()
+            await ctx.pop("delivery").close()
         if "webhooks" in ctx:
-            await ctx["webhooks"].aclose()
+            await ctx.pop("webhooks").aclose()
         if "db" in ctx:
-            await ctx["db"].close()
+            await ctx.pop("db").close()
 
     return Worker(
         functions=[
-            func(heartbeat, name="hub.heartbeat"),
-            func(expire_reservations, name="hub.quota.expire"),
-            func(release_due_sends, name="hub.messages.release_due"),
-            func(run_campaigns, name="hub.campaigns.run"),
-            func(roll_up_usage, name="hub.billing.roll_up"),
-            func(purge_expired, name="hub.dedup.purge"),
-            # No result kept: a batch's job id names the batch, and arq refuses an id whose
-            # result it still holds, so the sweeper could not enqueue the batch again for the
-            # messages its last job left behind.
-            func(delivery_jobs.deliver, name=DELIVER_JOB, keep_result=0),
-            func(delivery_jobs.sweep, name="hub.delivery.sweep"),
-            func(delivery_jobs.push_webhooks, name=webhooks.WEBHOOK_JOB),
+            func(surviving(job), name=name, max_tries=MAX_TRIES, keep_result=keep)
+            for job, name, keep in cast(
+                list[tuple[Job, str, int | None]],
+                [
+                    (heartbeat, "hub.heartbeat", None),
+                    (expire_reservations, "hub.quota.expire", None),
+                    (release_due_sends, "hub.messages.release_due", None),
+                    (run_campaigns, "hub.campaigns.run", None),
+                    (roll_up_usage, "hub.billing.roll_up", None),
+                    (purge_expired, "hub.dedup.purge", None),
+                    # No result kept: a batch's job id names the batch, and arq refuses an id
+                    # whose result it still holds, so the sweeper could not enqueue the batch
+                    # again for the messages its last job left behind.
+                    (delivery_jobs.deliver, DELIVER_JOB, 0),
+                    (delivery_jobs.sweep, "hub.delivery.sweep", None),
+                    (delivery_jobs.push_webhooks, webhooks.WEBHOOK_JOB, None),
+                ],
+            )
         ],
         cron_jobs=cron_jobs() if crons else [],
         redis_settings=queue.redis_settings(redis_dsn),
@@ -123,3 +165,38 @@ def build_worker(
         max_jobs=MAX_JOBS,
         keep_result=60,
     )
+
+
+async def run_surviving(settings: Settings, *, restart_after: float = 1.0) -> None:
+    """Run the worker until cancelled. arq's worker stops when Redis goes away (its poll
+    raises), and cannot start while PostgreSQL is gone: each time, the worker is closed and a
+    new one started a moment later, until the servers answer again. Its running jobs are left
+    to finish first (they settle what they can; leases and the sweeper recover the rest)."""
+    while True:
+        worker = build_worker(settings, handle_signals=False)
+        try:
+            await worker.async_run()
+            return
+        except Exception as exc:
+            if not server_gone(exc):
+                raise
+            log.warning("worker: a server is gone (%r); starting again in %g s", exc, restart_after)
+        finally:
+            running = [t for t in worker.tasks.values() if not t.done()]
+            if running:
+                await asyncio.wait(running, timeout=60)
+            await _close(worker)
+        await asyncio.sleep(restart_after)
+
+
+async def _close(worker: Worker) -> None:
+    """Close a worker whose servers may still be gone: arq's close talks to Redis before it
+    runs the shutdown, so when that fails the shutdown (gateways, the pool) runs here."""
+    try:
+        await worker.close()
+    except Exception as exc:
+        if not server_gone(exc):
+            raise
+        log.warning("worker: closed without Redis (%r)", exc)
+        if worker.on_shutdown is not None:
+            await worker.on_shutdown(worker.ctx)

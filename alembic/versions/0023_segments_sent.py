@@ -1,14 +1,14 @@
 """At most once: a multi-part message that went only in part keeps how many parts went.
 
 Revision ID: 0023
-Revises: 0021
+Revises: 0022
 Create Date: 2026-12-03
 """
 
 from hub.db import run_script
 
 revision = "0023"
-down_revision = "0021"
+down_revision = "0022"
 branch_labels = None
 depends_on = None
 

@@ -41,7 +41,7 @@ from hub.calendar import current_period, parse_period, period_text, previous_per
 from hub.dashboard import service
 from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
 from hub.db import Database
-from hub.errors import ApiError, Forbidden, Invalid
+from hub.errors import ApiError, Forbidden, Invalid, outage
 from hub.messages import service as messages
 from hub.settings import DashboardSettings, Settings
 from tenants.controllers import Conn
@@ -148,12 +148,22 @@ _TITLES = {
     413: "内容过大",
     422: "输入无效",
     429: "请求过多",
+    503: "暂时无法服务",
 }
 
 
 def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     if isinstance(exc, service.SignInRequired):
         return Redirect(f"{LOGIN}?next={quote(request.url.path)}")
+    if (down := outage(exc)) is not None:
+        log.warning("dashboard %s %s: 503 %s: %r", request.method, request.url.path, down.code, exc)
+        detail = (
+            "数据库或队列暂时无法连接，请稍后再试"
+            if down.code == "unavailable"
+            else "系统繁忙，请稍后再试"
+        )
+        title = _TITLES[503]
+        return _page("error.html", None, 503, down.headers, status=503, title=title, detail=detail)
     if isinstance(exc, ApiError | HTTPException):
         status, detail = exc.status_code, str(exc.detail)
     else:
@@ -237,12 +247,18 @@ SECURITY_HEADERS = {
 }
 
 
-def _page(name: str, who: Principal | None, status_code: int = 200, **context: Any) -> Template:
+def _page(
+    name: str,
+    who: Principal | None,
+    status_code: int = 200,
+    headers: dict[str, str] | None = None,
+    **context: Any,
+) -> Template:
     return Template(
         template_name=name,
         context={"who": who, **context},
         status_code=status_code,
-        headers=SECURITY_HEADERS,
+        headers={**SECURITY_HEADERS, **(headers or {})},
     )
 
 

@@ -301,6 +301,37 @@ SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[
 ON CONFLICT (message_id) DO NOTHING
 """
 
+# The outbox's receipts recorded: these rows need no report again. Not while the hub is still
+# recording the message's submission (a receipt then waits as unmatched, and is reported again
+# in case its worker dies and the message is closed as "outcome unknown").
+OUTBOX_REPORTED = """
+UPDATE outbox o SET reported_at = hub_now()
+FROM messages m
+WHERE o.message_id = ANY($1::bigint[]) AND m.id = o.message_id AND o.reported_at IS NULL
+  AND m.status <> 'sending'
+"""
+
+# Outbox rows whose receipt the hub has not recorded, older than $2 seconds (the normal report
+# comes within a second): lost while PostgreSQL or the worker was down.
+OUTBOX_UNREPORTED = """
+SELECT o.message_id AS id, o.phone FROM outbox o JOIN messages m ON m.id = o.message_id
+WHERE o.gateway = $1 AND o.reported_at IS NULL
+  AND o.created_at < hub_now() - make_interval(secs => $2)
+  AND m.status <> 'sending'
+ORDER BY o.message_id
+LIMIT $3
+"""
+
+# A message handed to the outbox by a worker that died before recording it (closed `sent`,
+# "outcome unknown", without a reference): the outbox can be asked, and it has it, so it gets
+# the outbox's reference and its receipt matches.
+OUTBOX_KNOWN_REFERENCE = """
+UPDATE messages m SET reference = 'outbox-' || m.id::text, updated_at = hub_now()
+FROM outbox o
+WHERE m.id = ANY($1::bigint[]) AND o.message_id = m.id AND m.gateway = o.gateway
+  AND m.status = 'sent' AND m.reference IS NULL
+"""
+
 # The tenant a reply's address names.
 TENANT_BY_EXTENSION = "SELECT id FROM tenants WHERE sms_extension = $1"
 

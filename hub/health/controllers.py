@@ -8,6 +8,7 @@ from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
 
+from hub.errors import RETRY_AFTER_UNAVAILABLE as RETRY_AFTER
 from hub.health import service
 from hub.health.schemas import Health, Readiness
 from hub.wire import HubResponse
@@ -31,4 +32,6 @@ class HealthController(Controller):
         checks = await service.readiness(state.db, state.redis)
         ok = all(v == "ok" for v in checks.values())
         body = Readiness(status="ok" if ok else "unavailable", checks=checks)
-        return HubResponse(body, status_code=200 if ok else 503)
+        if ok:
+            return HubResponse(body)
+        return HubResponse(body, status_code=503, headers={"Retry-After": str(RETRY_AFTER)})

@@ -6,6 +6,12 @@ Options, for trying failure paths without a carrier: `receipt_delay` (seconds, d
 before the receipts go out; `undelivered_suffix` (phones ending in it get an `undelivered`
 receipt); `refused_suffix` (phones ending in it are refused at submit, for good, as a carrier
 refuses a number it does not serve).
+
+Its receipts are not lost when PostgreSQL or the worker is down as it reports them: each outbox
+row is marked once the hub recorded its receipt, and rows left unmarked
+(`REPORT_AGAIN_AFTER_SECONDS` old) are reported again every `REPORT_AGAIN_EVERY_SECONDS` by
+every running worker (a repeated receipt changes nothing). The outbox can be asked, so a
+message closed as "outcome unknown" that it holds gets its reference and its receipt.
 """
 
 from __future__ import annotations
@@ -31,6 +37,11 @@ from hub.settings import GatewayConfig
 
 log = logging.getLogger(__name__)
 RECORD_WAIT_SECONDS = 10.0
+# Unreported rows older than this are taken as lost (the normal report comes in about a second;
+# a report waits at most RECORD_WAIT_SECONDS for the hub to record its messages).
+REPORT_AGAIN_AFTER_SECONDS = 15.0
+REPORT_AGAIN_EVERY_SECONDS = 5.0
+REPORT_AGAIN_BATCH = 1000
 
 
 class OutboxGateway:
@@ -41,9 +52,11 @@ class OutboxGateway:
         self.refused_suffix = str(config.options.get("refused_suffix", ""))
         self.events: Events | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        self._again: asyncio.Task[None] | None = None
 
     async def start(self, events: Events) -> None:
         self.events = events
+        self._again = asyncio.create_task(self._report_again_forever())
 
     async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
         refused = [
@@ -65,16 +78,16 @@ class OutboxGateway:
             Failed(m.id, True, "REFUSED", "the outbox refuses this number") for m in refused
         ]
         if self.events is not None:
-            receipts = [self._receipt(m) for m in messages]
+            receipts = [self._receipt(m.id, m.phone) for m in messages]
             task = asyncio.create_task(self._report(receipts))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
         return outcomes
 
-    def _receipt(self, message: Outbound) -> Receipt:
-        failed = bool(self.undelivered_suffix) and message.phone.endswith(self.undelivered_suffix)
+    def _receipt(self, message_id: int, phone: str) -> Receipt:
+        failed = bool(self.undelivered_suffix) and phone.endswith(self.undelivered_suffix)
         return Receipt(
-            reference=f"outbox-{message.id}",
+            reference=f"outbox-{message_id}",
             status="undelivered" if failed else "delivered",
             code="UNDELIV" if failed else "DELIVRD",
         )
@@ -83,25 +96,56 @@ class OutboxGateway:
         """Report once the hub has recorded the messages as sent, as a carrier's receipt comes
         after its answer to the submit (waits at most RECORD_WAIT_SECONDS)."""
         await asyncio.sleep(self.receipt_delay)
-        assert self.events is not None
         ids = [int(r.reference.removeprefix("outbox-")) for r in receipts]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RECORD_WAIT_SECONDS
-        while loop.time() < deadline:
-            async with self.db.acquire() as conn:
-                if not await conn.fetchval(sql.ANY_STILL_SENDING, ids):
-                    break
-            await asyncio.sleep(0.02)
         try:
-            await self.events.receipts(self.config.name, receipts)
-        except Exception:
-            # The messages stay `sent`; nothing is lost but the receipt, as with a real carrier.
-            log.exception("outbox %s: receipts could not be recorded", self.config.name)
+            while loop.time() < deadline:
+                async with self.db.acquire() as conn:
+                    if not await conn.fetchval(sql.ANY_STILL_SENDING, ids):
+                        break
+                await asyncio.sleep(0.02)
+            await self._record(ids, receipts)
+        except Exception as exc:
+            # Kept: the rows stay unreported, and _report_again_forever reports them again.
+            log.warning("outbox %s: receipts not recorded yet (%r)", self.config.name, exc)
+
+    async def _record(self, ids: list[int], receipts: list[Receipt]) -> None:
+        assert self.events is not None
+        await self.events.receipts(self.config.name, receipts)
+        async with self.db.acquire() as conn:
+            await conn.execute(sql.OUTBOX_REPORTED, ids)
+
+    async def report_again(self, older_than: float = REPORT_AGAIN_AFTER_SECONDS) -> int:
+        """Report the receipts the hub has not recorded (see the module); how many."""
+        async with self.db.acquire() as conn:
+            rows = await conn.fetch(
+                sql.OUTBOX_UNREPORTED, self.config.name, older_than, REPORT_AGAIN_BATCH
+            )
+            ids = [r["id"] for r in rows]
+            if ids:
+                await conn.execute(sql.OUTBOX_KNOWN_REFERENCE, ids)
+        if ids:
+            await self._record(ids, [self._receipt(r["id"], r["phone"]) for r in rows])
+            log.info("outbox %s: %d receipts reported again", self.config.name, len(ids))
+        return len(ids)
+
+    async def _report_again_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REPORT_AGAIN_EVERY_SECONDS)
+            try:
+                while await self.report_again() == REPORT_AGAIN_BATCH:
+                    pass
+            except Exception as exc:  # PostgreSQL away: the next round tries again
+                log.warning("outbox %s: receipts not reported again (%r)", self.config.name, exc)
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
         raise ValueError("the outbox gateway reports on its own; it takes no callbacks")
 
     async def close(self) -> None:
+        if self._again is not None:
+            self._again.cancel()
+            await asyncio.gather(self._again, return_exceptions=True)
         if self._pending:
             await asyncio.gather(*self._pending, return_exceptions=True)
 

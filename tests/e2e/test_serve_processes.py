@@ -38,6 +38,13 @@ def two_processes(fresh_db: str, redis_dsn: str) -> Iterator[tuple[str, int]]:
         server.wait(timeout=60)
 
 
+async def _ready(client: httpx.AsyncClient) -> bool:
+    try:
+        return (await client.get("/readyz")).status_code == 200
+    except httpx.TransportError:
+        return False
+
+
 def serving_children(pid: int) -> int:
     """How many uvicorn processes the supervisor `pid` runs (spawned by multiprocessing)."""
     found = 0
@@ -63,14 +70,13 @@ async def test_two_processes_share_the_keys_bucket(
         await conn.close()
     headers = {"Authorization": f"Bearer {key}"}
     async with httpx.AsyncClient(base_url=url, timeout=30) as client:
-        for _ in range(600):
-            try:
-                if (await client.get("/readyz")).status_code == 200:
+        # Two processes importing the hub take seconds, a minute and more on a loaded machine:
+        # wait for both (each answers readiness only once it listens), then go on.
+        async with asyncio.timeout(300):
+            while True:
+                if serving_children(pid) == 2 and await _ready(client):
                     break
-            except httpx.TransportError:
-                pass
-            await asyncio.sleep(0.1)
-        assert serving_children(pid) == 2
+                await asyncio.sleep(0.2)
         # A new connection each time: the kernel hands them to either process.
         remaining = []
         for _ in range(12):

@@ -689,11 +689,14 @@ async def sweep(
     report = dict.fromkeys(
         ("late_receipts", "sends", "requeued", "unknown", "expired", "done", "enqueued"), 0
     )
-    taken = batch
-    while taken == batch:  # a batch to a transaction
+    while True:  # a batch to a transaction
         async with db.acquire() as conn, conn.transaction():
             taken, applied = await apply_late_receipts(conn, settings, batch)
         report["late_receipts"] += applied
+        # A full batch of which none applied is receipts kept again (past their message's
+        # window): going on would take the same ones for ever.
+        if taken < batch or not applied:
+            break
     heirs: set[int] = set()  # sends whose copies go out in place of expired ones
     after = sql.OpenSend(id=0, priority="urgent")  # before every queued send
     while True:

@@ -117,6 +117,12 @@ async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
             worker.main_task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+        # Let the jobs still running end first: arq's close cancels them, and one cancelled
+        # makes it raise before it closes its pool and the gateways (left for the next test's
+        # setup to trip over as unclosed sockets).
+        running = [t for t in worker.tasks.values() if not t.done()]
+        if running:
+            await asyncio.wait(running, timeout=60)
         await worker.close()
 
 

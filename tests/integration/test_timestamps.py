@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,7 +25,23 @@ from tests.factories import bearer, grant_ahead, make_key, make_small_tree
 FORM = re.compile(TIMESTAMP_PATTERN)
 # A string a person would take for a time of day: a date, then hours and minutes.
 TIME_LIKE = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}[T ][0-9]{2}:[0-9]{2}")
-CLOSED = "2027-02"  # a month past its grace window at the pinned clock (16 March 2027)
+
+
+def _closed() -> str:
+    """The month before last: past its grace window whatever the clock reads."""
+    last = calendar.current_period() - timedelta(days=1)
+    return period_text((last.replace(day=1) - timedelta(days=1)).replace(day=1))
+
+
+def _later() -> datetime:
+    """A known instant given in UTC, tomorrow at 01:00Z (09:00 in Beijing), whatever the clock
+    reads: inside the months `grant_ahead` grants."""
+    day = (calendar.now() + timedelta(days=1)).astimezone(UTC).date()
+    return datetime(day.year, day.month, day.day, 1, tzinfo=UTC)
+
+
+def _beijing_nine(instant: datetime) -> str:
+    return f"{instant:%Y-%m-%d}T09:00:00.000000+08:00"
 
 
 def time_strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
@@ -102,7 +118,11 @@ async def world(conn: asyncpg.Connection, client: httpx.AsyncClient) -> dict[str
         "POST",
         "/v1/messages",
         county,
-        json={"to": ["13900139000"], "body": "明天九点开会", "send_at": "2027-03-17T01:00:00Z"},
+        json={
+            "to": ["13900139000"],
+            "body": "明天九点开会",
+            "send_at": f"{_later():%Y-%m-%dT%H:%M:%SZ}",
+        },
     )
     template = await write(
         "template", "POST", "/v1/templates", county, json={"name": "通知", "body": "{name}同志好"}
@@ -122,7 +142,7 @@ async def world(conn: asyncpg.Connection, client: httpx.AsyncClient) -> dict[str
     await write(
         "rate limits", "PUT", "/v1/tenants/510104/rate-limits", operator, json={"key_burst": 50}
     )
-    await write("close", "POST", f"/v1/billing/{CLOSED}/close", operator)
+    await write("close", "POST", f"/v1/billing/{_closed()}/close", operator)
     tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE code = '510104'")
     await conn.execute(
         "INSERT INTO inbound (tenant_id, gateway, reference, phone, address, text, opt_out)"
@@ -145,11 +165,11 @@ async def test_a_known_instant_is_written_in_beijing_time(
     client: httpx.AsyncClient, world: dict[str, Any]
 ) -> None:
     later = world["answers"]["send later"].json()
-    assert later["due_at"] == "2027-03-17T09:00:00.000000+08:00"
+    assert later["due_at"] == _beijing_nine(_later())
     view = (await client.get(f"/v1/messages/{later['id']}", headers=bearer(world["county"]))).json()
-    assert view["send_at"] == view["due_at"] == "2027-03-17T09:00:00.000000+08:00"
+    assert view["send_at"] == view["due_at"] == _beijing_nine(_later())
     # Read back, it is the very instant the client asked for.
-    assert datetime.fromisoformat(view["send_at"]) == datetime(2027, 3, 17, 1, tzinfo=UTC)
+    assert datetime.fromisoformat(view["send_at"]) == _later()
 
 
 async def test_every_answer_writes_timestamps_in_the_one_form(
@@ -166,7 +186,7 @@ async def test_every_answer_writes_timestamps_in_the_one_form(
             continue
         if path.endswith((".csv", ".xlsx")):
             continue
-        url = path.replace("{period}", CLOSED) if "/billing/" in path else path
+        url = path.replace("{period}", _closed()) if "/billing/" in path else path
         try:
             url = url.format(**fill)
         except KeyError:
@@ -196,9 +216,13 @@ async def test_an_idempotent_replay_is_the_first_answer_byte_for_byte(
     await grant_ahead(conn, {"000000": 1_000, "510000": 1_000, "510100": 1_000, "510104": 100})
     county = await make_key(conn, "510104")
     headers = {**bearer(county), "Idempotency-Key": "times-1"}
-    body = {"to": ["13800138000"], "body": "今晚七点开会", "send_at": "2027-03-17T01:00:00Z"}
+    body = {
+        "to": ["13800138000"],
+        "body": "今晚七点开会",
+        "send_at": f"{_later():%Y-%m-%dT%H:%M:%SZ}",
+    }
     first = await client.post("/v1/messages", json=body, headers=headers)
     again = await client.post("/v1/messages", json=body, headers=headers)
     assert again.headers["idempotent-replayed"] == "true"
     assert again.content == first.content
-    assert msgspec.json.decode(again.content)["due_at"] == "2027-03-17T09:00:00.000000+08:00"
+    assert msgspec.json.decode(again.content)["due_at"] == _beijing_nine(_later())

@@ -111,20 +111,22 @@ class Holder(msgspec.Struct, frozen=True):
     phone: str
     message_id: int
     tenant_id: int
-    gone: bool  # the holder has been sent: the duplicate is settled at once
+    gone: bool  # the holder reached the phone (or may have): the duplicate is settled at once
 
 
 # The send's phones whose key another send's message holds, who holds it, and whether it has
-# been sent already.
+# reached the phone already: delivered, or closed as "outcome unknown" (never sent again). A
+# holder merely `sent` waits for its receipt: an `undelivered` one hands its copies on.
 HELD_ELSEWHERE = """
 SELECT k.phone, d.message_id, d.tenant_id,
-       held.status IN ('sent', 'delivered') AS gone
+       held.status = 'delivered'
+       OR held.status = 'sent' AND coalesce(held.error LIKE 'outcome unknown:%', false) AS gone
 FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
 WHERE held.send_id <> $1
 """
 
-# Before the originals $1 settle: their keys are locked (key order), so a send claiming one now
-# either committed first (and its copy is seen below) or waits and finds the settled holder.
+# Before the originals $1 settle or hand over: their keys are locked (key order), so a send
+# claiming one now either committed first (and its copy is seen) or waits and finds the outcome.
 LOCK_KEYS_OF = """
 SELECT count(*) FROM (
     SELECT key FROM dedup_keys WHERE message_id = ANY($1::bigint[]) ORDER BY key FOR UPDATE
@@ -139,8 +141,8 @@ class Relied(msgspec.Struct, frozen=True):
     reservation_id: int | None
 
 
-# The originals $1 were sent: the copies relying on them are settled (their segments released
-# from their sends' reservations and counted as dedup savings).
+# The originals $1 reached the phone (or may have): the copies relying on them are settled (their
+# segments released from their sends' reservations and counted as dedup savings).
 SETTLE_RELYING = """
 UPDATE messages m SET done_at = hub_now(), updated_at = hub_now()
 FROM sends s
@@ -162,10 +164,10 @@ SELECT count(*) FROM (
 ) s
 """
 
-# The originals $1 never went out (failed, expired, cancelled): per original, the copy relying on
-# it that is due first goes out instead (back to `accepted`, still reserved) and takes its key
-# (its window from its own due time, as long as the key's); the other copies rely on that heir.
-# With no copy relying, the key goes. Returns the heirs' sends.
+# The originals $1 never reached the phone (failed, expired, cancelled, undelivered): per
+# original, the copy relying on it that is due first goes out instead (back to `accepted`, still
+# reserved) and takes its key (its window from its own due time, as long as the key's); the other
+# copies rely on that heir. With no copy relying, the key goes. Returns the heirs' sends.
 HAND_OVER = """
 WITH relying AS (
     SELECT m.id, m.duplicate_of AS original, m.tenant_id, s.due_at,

@@ -17,7 +17,7 @@ import hashlib
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -147,43 +147,50 @@ async def lock_keys(conn: asyncpg.Connection, holders: list[int]) -> None:
         await conn.fetchval(sql.LOCK_KEYS_OF, holders)
 
 
-async def settle_relying(
-    conn: asyncpg.Connection, originals: list[int]
-) -> tuple[dict[int, tuple[int, int]], dict[UsageKey, int]]:
-    """The originals were sent: the copies relying on them are settled. Returns what their
-    sends' reservations release (`{reservation: (0, segments)}`) and the dedup savings per
-    (tenant, carrier, day), for the caller to settle with its own (one quota call, one lock
-    order)."""
-    if not originals:
-        return {}, {}
-    await lock_keys(conn, originals)
+class Followed(msgspec.Struct, frozen=True):
+    """What the outcomes of originals did to the copies relying on them, for the caller to settle
+    with its own (one quota call, one lock order)."""
+
+    released: dict[int, tuple[int, int]]  # {reservation: (0, segments)} of settled copies
+    saved: dict[UsageKey, int]  # dedup savings per (tenant, carrier, day)
+    heirs: list[int]  # sends of copies now going out in place of an original
+
+
+async def follow(
+    conn: asyncpg.Connection, reached: Sequence[int], missed: Sequence[int] = ()
+) -> Followed:
+    """Layer 3 follows what became of the originals. Copies relying on one that `reached` the
+    phone (delivered, or maybe: outcome unknown, or no receipt within the gateway's window) are
+    settled: their segments released from their sends' reservations and counted as saved.
+    Those relying on one that `missed` it (failed, expired, cancelled, undelivered) get their
+    notice from the first of them due, which goes out instead and takes the key.
+
+    The originals' keys are locked first, all in one key order, so a send claiming one of them
+    either committed first (its copy is seen here) or waits and finds the outcome."""
+    if not reached and not missed:
+        return Followed({}, {}, [])
+    await lock_keys(conn, [*reached, *missed])
     released: dict[int, tuple[int, int]] = {}
     saved: dict[UsageKey, int] = defaultdict(int)
     today = business_day()
-    for record in await conn.fetch(sql.SETTLE_RELYING, originals):
+    for record in await conn.fetch(sql.SETTLE_RELYING, list(reached)) if reached else []:
         r = msgspec.convert(dict(record.items()), Relied)
         if r.reservation_id is not None:
             released[r.reservation_id] = (0, released.get(r.reservation_id, (0, 0))[1] + r.segments)
         saved[r.tenant_id, r.carrier, today] += r.segments
-    return released, dict(saved)
+    heirs: list[int] = []
+    if missed:
+        await conn.fetchval(sql.LOCK_RELYING_SENDS, list(missed))
+        heirs = [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, list(missed))]
+    return Followed(released, dict(saved), heirs)
 
 
-async def hand_over(conn: asyncpg.Connection, originals: list[int]) -> list[int]:
-    """The originals never went out (failed for good, expired, cancelled): the copies relying on
-    them get their notice from the first of them due, which goes out instead and takes the key;
-    returns the sends of those heirs (a queued one needs its batch enqueued after commit)."""
-    if not originals:
-        return []
-    await lock_keys(conn, originals)
-    await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
-    return [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, originals)]
-
-
-async def cancel_send(conn: asyncpg.Connection, send_id: int, cancelled: list[int]) -> None:
+async def cancel_send(conn: asyncpg.Connection, send_id: int, cancelled: list[int]) -> list[int]:
     """A send was cancelled (its messages `cancelled` as listed): its own relying copies are
-    closed with it, and the keys its messages held pass to the copies that relied on them."""
+    closed with it, and the keys its messages held pass to the copies that relied on them;
+    returns the sends of those heirs (a queued one is enqueued after the commit)."""
     await conn.execute(sql.CLOSE_RELYING_OF_SEND, send_id)
-    await hand_over(conn, cancelled)
+    return (await follow(conn, [], cancelled)).heirs
 
 
 def merge_parts(

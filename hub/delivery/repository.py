@@ -128,6 +128,9 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
     reference: str
     status: str
     day: date  # when it was sent (Asia/Shanghai): the day its usage counts on
+    gateway: str
+    # Closed as "outcome unknown" before its receipt came: already counted used and billable.
+    counted: bool
 
 
 # Apply receipts: a receipt is for the NEWEST message of gateway $1 holding its reference, and
@@ -137,7 +140,8 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
 # not yet `sent` is not matched (see apply_receipts). `segments` are those that went.
 APPLY_RECEIPTS = """
 WITH target AS (
-    SELECT DISTINCT ON (m.reference) m.id, r.status, r.code
+    SELECT DISTINCT ON (m.reference) m.id, r.status, r.code,
+           coalesce(m.error LIKE 'outcome unknown:%', false) AS counted
     FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
     JOIN messages m ON m.gateway = $1 AND m.reference = r.reference
     WHERE m.sent_at > hub_now() - make_interval(secs => $5)
@@ -150,7 +154,7 @@ FROM target t
 WHERE m.id = t.id AND m.status = 'sent'
 RETURNING m.id, m.send_id, m.tenant_id, m.carrier,
           coalesce(m.segments_sent, m.segments) AS segments, m.reference, m.status::text AS status,
-          (m.sent_at AT TIME ZONE 'Asia/Shanghai')::date AS day
+          (m.sent_at AT TIME ZONE 'Asia/Shanghai')::date AS day, m.gateway, t.counted
 """
 
 # Serialise the recording of `sent` references with receipts for them that found no message:
@@ -277,20 +281,41 @@ ANY_STILL_SENDING = """
 SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending')
 """
 
-# Receipts kept as unmatched whose message has since been recorded `sent`: up to $1 of them
-# taken to apply (a batch per transaction; one a concurrent sweep holds is left to it), and only
-# those that came after it was handed over: an older one is for a reused id's old message.
+# Receipts kept as unmatched whose message has since been recorded `sent` within its gateway's
+# receipt window ($2 gateways, $3 windows in seconds): up to $1 of them taken to apply (a batch per
+# transaction; one a concurrent sweep holds is left to it), and only those that came after it was
+# handed over: an older one is for a reused id's old message. One whose message is past its
+# window is never taken (it could not apply): it stays until the purge.
 TAKE_NOW_MATCHED = """
 WITH matched AS (
     SELECT u.gateway, u.reference FROM unmatched_receipts u
+    JOIN UNNEST($2::text[], $3::float8[]) AS g(name, window_seconds) ON g.name = u.gateway
     JOIN messages m ON m.gateway = u.gateway AND m.reference = u.reference AND m.status = 'sent'
     WHERE u.received_at >= m.submitted_at
+      AND m.sent_at > hub_now() - make_interval(secs => g.window_seconds)
     LIMIT $1
     FOR UPDATE OF u SKIP LOCKED
 )
 DELETE FROM unmatched_receipts u USING matched
 WHERE u.gateway = matched.gateway AND u.reference = matched.reference
 RETURNING u.gateway, u.reference, u.status::text AS status, u.code
+"""
+
+# Originals whose outcome is known while copies still rely on them, up to $3: those that reached
+# the phone (delivered; or `sent` with no receipt within their gateway's window, $1 gateways and
+# $2 windows in seconds, 72 h for a gateway no longer configured) and those that never did. The
+# sweeper's net under the path that settles or hands them over as the outcome is recorded.
+ORIGINALS_DECIDED = """
+SELECT DISTINCT o.id, o.status IN ('sent', 'delivered') AS reached
+FROM messages m
+JOIN messages o ON o.id = m.duplicate_of
+LEFT JOIN UNNEST($1::text[], $2::float8[]) AS g(name, window_seconds) ON g.name = o.gateway
+WHERE m.status = 'deduplicated' AND m.done_at IS NULL
+  AND (o.status IN ('delivered', 'undelivered', 'failed', 'expired', 'cancelled')
+       OR o.status = 'sent' AND o.error LIKE 'outcome unknown:%'
+       OR o.status = 'sent'
+          AND o.sent_at <= hub_now() - make_interval(secs => coalesce(g.window_seconds, 259200)))
+LIMIT $3
 """
 
 # The outbox gateway: what it was given, once per message whatever retries happen.

@@ -26,7 +26,7 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import msgspec
@@ -306,16 +306,23 @@ class Delivery:
         """Record a chunk's outcomes and settle its quota; returns the earliest retry time and
         the sends whose copies go out in place of messages that failed or expired here.
 
-        Copies that relied on a message now sent are settled with it (their reservations
-        released, counted as dedup savings); those that relied on one that failed or expired
-        get their notice from the first of them due (layer 3 of dedup follows what went out)."""
+        Layer 3 of dedup follows what went out (`dedup.follow`): copies that relied on a message
+        whose outcome is now known (closed as "outcome unknown", or a receipt that beat our
+        record of `sent`) are settled with it, and those that relied on one that failed or
+        expired get their notice from the first of them due. A message merely `sent` keeps its
+        copies relying until its receipt says whether it arrived."""
         by_id = {m.id: m for m in chunk}
         sent, unknown, failed, expired, retries = self._sort(send, by_id, outcomes)
-        used = released = maybe_used = 0
-        heirs: list[int] = []
-        went: list[int] = []  # recorded as sent, or closed as maybe sent
+        used = released = 0
+        early: list[ReceiptTarget] = []  # receipts that came before this record of `sent`
+        reached: list[int] = []  # may have reached the phone: their copies are settled
+        missed: list[int] = []  # never went: their copies go out instead
         if sent:
-            used, released, went = await self._record_sent(conn, gateway, by_id, sent)
+            used, released, early = await self._record_sent(conn, gateway, by_id, sent)
+            if used:  # billable from now on
+                today = business_day()
+                billable = {(send.tenant_id, carrier, today): used}
+                await billing.record_usage(conn, "billable", billable)
         if unknown:  # billable as sent, on the day handed over: today
             today = business_day()
             maybe = []
@@ -334,10 +341,8 @@ class Delivery:
                     )
                 )
             maybe_used, maybe_released = await close_unknown(conn, maybe)
-            released += maybe_released
-            went += [o.message_id for o in unknown]
-        # Copies that relied on what went (or may have) are settled with it.
-        relied, saved = await dedup.settle_relying(conn, went) if went else ({}, {})
+            used, released = used + maybe_used, released + maybe_released
+            reached += [o.message_id for o in unknown]
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
                 rows = await conn.fetch(
@@ -348,7 +353,7 @@ class Delivery:
                     [by_id[o.message_id].attempts for o in group],
                 )
                 released += sum(by_id[r["id"]].segments for r in rows)
-                heirs += await dedup.hand_over(conn, [r["id"] for r in rows])
+                missed += [r["id"] for r in rows]
         if retries:
             await conn.execute(
                 sql.RECORD_RETRY,
@@ -357,16 +362,8 @@ class Delivery:
                 [o.code for o, _ in retries],
                 [by_id[o.message_id].attempts for o, _ in retries],
             )
-        if used:  # billable from now on (before the quota: keep its hot lock short)
-            today = business_day()
-            await billing.record_usage(conn, "billable", {(send.tenant_id, carrier, today): used})
-        used += maybe_used
-        if saved:
-            await billing.record_usage(conn, "dedup", saved)
         own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
-        parts = dedup.merge_parts(own, relied)
-        if any(u or r for u, r in parts.values()):
-            await quota.settle_parts(conn, parts, ACTOR)
+        heirs = await settle_outcomes(conn, {gateway.name: gateway}, early, reached, missed, own)
         return min((at for _, at in retries), default=None), heirs
 
     async def _record_sent(
@@ -375,10 +372,10 @@ class Delivery:
         gateway: GatewayConfig,
         by_id: dict[int, Claimed],
         sent: Sequence[Accepted],
-    ) -> tuple[int, int, list[int]]:
+    ) -> tuple[int, int, list[ReceiptTarget]]:
         """Record what the gateway took; the segments to use (if it bills on acceptance) and to
-        release (the parts of a message that went in part that never went), and the messages
-        recorded."""
+        release (the parts of a message that went in part that never went), and the receipts
+        that beat this record (an SMPP receipt can), now matched."""
         # A receipt for one of these that found no message waits for this commit, or is
         # already kept as unmatched and taken below (see apply_receipts).
         await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
@@ -397,25 +394,18 @@ class Delivery:
             went = parts[r["id"]] or segments
             released += segments - went
             used += went if gateway.bills_on == "accepted" else 0
-        recorded = [r["id"] for r in rows]
-        await self._apply_early_receipts(conn, gateway, recorded)
-        return used, released, recorded
-
-    async def _apply_early_receipts(
-        self, conn: asyncpg.Connection, gateway: GatewayConfig, message_ids: list[int]
-    ) -> None:
-        """Receipts that beat our record of `sent` (an SMPP receipt can) are applied now."""
-        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, message_ids)
-        if early:
-            receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
-            await apply_receipts(conn, gateway, receipts)
+        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, [r["id"] for r in rows])
+        receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
+        return used, released, (await match_receipts(conn, gateway, receipts))[0]
 
     async def _expire(self, conn: asyncpg.Connection, send: SendInfo) -> list[int] | None:
         """Expire a send's waiting messages once its validity period is over; None while it
         lasts, else the sends whose copies go out in place of those expired."""
         if send.due_at + timedelta(seconds=self.config.validity_seconds) > calendar.now():
             return None
-        return (await expire_waiting(conn, send.id, send.reservation_id, self.config))[1]
+        expired, segments = await expire_waiting(conn, send.id, self.config)
+        own = {send.reservation_id: (0, segments)} if send.reservation_id is not None else {}
+        return await settle_outcomes(conn, {}, [], [], expired, own)
 
     async def _enqueue_retry(
         self, send: SendInfo, carrier: str, first_id: int, last_id: int, at: datetime
@@ -506,15 +496,45 @@ async def close_unknown(conn: asyncpg.Connection, messages: Sequence[MaybeSent])
 
 
 async def expire_waiting(
-    conn: asyncpg.Connection, send_id: int, reservation_id: int | None, config: DeliverySettings
-) -> tuple[int, list[int]]:
-    """Expire a send's waiting messages past their validity; how many, and the sends whose
-    copies that relied on them go out in their place (to enqueue after commit)."""
+    conn: asyncpg.Connection, send_id: int, config: DeliverySettings
+) -> tuple[list[int], int]:
+    """Expire a send's waiting messages past their validity: which, and their segments (to
+    release from its reservation, with `settle_outcomes`, which also hands their copies on)."""
     rows = await conn.fetch(sql.EXPIRE_MESSAGES, send_id, config.validity_seconds)
-    segments = sum(r["segments"] for r in rows)
-    if reservation_id is not None and segments:
-        await quota.settle_parts(conn, {reservation_id: (0, segments)}, ACTOR)
-    return len(rows), await dedup.hand_over(conn, [r["id"] for r in rows])
+    return [r["id"] for r in rows], sum(r["segments"] for r in rows)
+
+
+async def settle_outcomes(
+    conn: asyncpg.Connection,
+    configs: dict[str, GatewayConfig],
+    receipts: Sequence[ReceiptTarget],
+    reached: Sequence[int],
+    missed: Sequence[int],
+    own: dict[int, tuple[int, int]],
+) -> list[int]:
+    """The last steps of every transaction that records what became of messages; returns the
+    sends whose copies now go out in place of messages that missed the phone (to enqueue after
+    the commit).
+
+    Matched `receipts` count as delivered or undelivered, and on a gateway that bills on
+    delivery use or release their segments. Copies relying on messages that `reached` the phone
+    (or were delivered) are settled, those relying on ones that `missed` it (or were
+    undelivered) handed over (`dedup.follow`: their keys locked first, in key order). Then every
+    reservation touched is settled in one call with the caller's `own` parts: quota rows are the
+    last locks a transaction takes."""
+    parts = dict(own)
+    if receipts:
+        await _count_outcomes(conn, receipts)
+        parts = dedup.merge_parts(parts, await _settle_on_delivery(conn, configs, receipts))
+        reached = [*reached, *(r.id for r in receipts if r.status == "delivered")]
+        missed = [*missed, *(r.id for r in receipts if r.status != "delivered")]
+    followed = await dedup.follow(conn, reached, missed)
+    if followed.saved:
+        await billing.record_usage(conn, "dedup", followed.saved)
+    parts = dedup.merge_parts(parts, followed.released)
+    if any(u or r for u, r in parts.values()):
+        await quota.settle_parts(conn, parts, ACTOR)
+    return followed.heirs
 
 
 # --- receipts and replies ----------------------------------------------------------------
@@ -527,10 +547,28 @@ async def purge_unmatched(conn: asyncpg.Connection, config: DeliverySettings, ba
     return int(status.split()[-1])
 
 
+class Applied(NamedTuple):
+    applied: int
+    unmatched: int
+    heirs: list[int]  # sends whose copies go out in place of undelivered messages
+
+
 async def apply_receipts(
     conn: asyncpg.Connection, gateway: GatewayConfig, receipts: Sequence[Receipt]
-) -> tuple[int, int]:
-    """Move messages to delivered/undelivered; returns (applied, unmatched).
+) -> Applied:
+    """Move messages to delivered/undelivered (see `match_receipts`) and settle what follows
+    (`settle_outcomes`): the copies relying on a delivered message are settled, those relying
+    on an undelivered one get their notice from the first of them due."""
+    rows, unmatched = await match_receipts(conn, gateway, receipts)
+    heirs = await settle_outcomes(conn, {gateway.name: gateway}, rows, [], [], {})
+    return Applied(len(rows), unmatched, heirs)
+
+
+async def match_receipts(
+    conn: asyncpg.Connection, gateway: GatewayConfig, receipts: Sequence[Receipt]
+) -> tuple[list[ReceiptTarget], int]:
+    """Move messages to delivered/undelivered; returns those moved, and how many receipts
+    matched none (the caller settles what follows, with `settle_outcomes`).
 
     A receipt is for the newest message of the gateway holding its reference, and only if that
     one was sent within the gateway's `receipt_window_seconds`: a reused gateway id never
@@ -540,7 +578,7 @@ async def apply_receipts(
     logged, never an error.
     """
     if not receipts:
-        return 0, 0
+        return [], 0
     latest = {r.reference: r for r in receipts}  # one receipt per reference per call
 
     async def apply(refs: list[str]) -> list[ReceiptTarget]:
@@ -581,14 +619,10 @@ async def apply_receipts(
             [latest[r].code for r in unknown],
         )
         log.warning("gateway %s: %d receipts for unknown references", gateway.name, len(unknown))
-    if rows:
-        await _count_outcomes(conn, rows)
-    if gateway.bills_on == "delivered" and rows:
-        await _settle_on_delivery(conn, rows)
-    return len(rows), len(unknown)
+    return rows, len(unknown)
 
 
-async def _count_outcomes(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -> None:
+async def _count_outcomes(conn: asyncpg.Connection, rows: Sequence[ReceiptTarget]) -> None:
     """Delivered and undelivered segments per tenant and carrier: the delivery rate."""
     outcomes: dict[bool, dict[billing.UsageKey, int]] = {
         True: defaultdict(int),
@@ -600,41 +634,68 @@ async def _count_outcomes(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -
     await billing.record_usage(conn, "undelivered", outcomes[False])
 
 
-async def _settle_on_delivery(conn: asyncpg.Connection, rows: list[ReceiptTarget]) -> None:
-    """Where the gateway bills on delivery: delivered segments are used (and billable),
-    undelivered ones released."""
+async def _settle_on_delivery(
+    conn: asyncpg.Connection, configs: dict[str, GatewayConfig], rows: Sequence[ReceiptTarget]
+) -> dict[int, tuple[int, int]]:
+    """Where the gateway bills on delivery: delivered segments are billable, and the parts of
+    the sends' reservations to settle (delivered used, undelivered released). Not a message
+    closed as "outcome unknown" before its receipt came: that counted as used then."""
     per_send: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     billable: dict[billing.UsageKey, int] = defaultdict(int)
     for r in rows:
+        config = configs.get(r.gateway)
+        if r.counted or config is None or config.bills_on != "delivered":
+            continue
         per_send[r.send_id][0 if r.status == "delivered" else 1] += r.segments
         if r.status == "delivered":
             billable[r.tenant_id, r.carrier, r.day] += r.segments
+    if not per_send:
+        return {}
     await billing.record_usage(conn, "billable", billable)
     reservations = {
         r["id"]: r["reservation_id"]
         for r in await conn.fetch(sql.SEND_RESERVATIONS, list(per_send))
     }
-    parts = {
+    return {
         reservations[s]: (u, f) for s, (u, f) in per_send.items() if reservations.get(s) is not None
     }
-    await quota.settle_parts(conn, parts, ACTOR)
 
 
 async def apply_late_receipts(
     conn: asyncpg.Connection, settings: DeliverySettings, batch: int = SWEEP_BATCH
-) -> tuple[int, int]:
+) -> Applied:
     """Receipts that arrived before their message's `sent` was committed (kept as unmatched)
-    are applied once it is, up to `batch` of them; how many were taken, and applied."""
+    are applied once it is, up to `batch` of them: how many were taken (`unmatched`: kept
+    again), applied, and the heirs of undelivered messages."""
+    configs = gateway_configs(settings)
+    names = list(configs)
+    windows = [configs[n].receipt_window_seconds for n in names]
     late: dict[str, list[Receipt]] = defaultdict(list)
-    taken = await conn.fetch(sql.TAKE_NOW_MATCHED, batch)
+    taken = await conn.fetch(sql.TAKE_NOW_MATCHED, batch, names, windows)
     for r in taken:
         late[r["gateway"]].append(Receipt(r["reference"], r["status"], r["code"]))
-    configs = gateway_configs(settings)
-    applied = 0
+    rows: list[ReceiptTarget] = []
+    kept = 0
     for name, receipts in late.items():
-        if name in configs:
-            applied += (await apply_receipts(conn, configs[name], receipts))[0]
-    return len(taken), applied
+        matched, unmatched = await match_receipts(conn, configs[name], receipts)
+        rows, kept = rows + matched, kept + unmatched
+    heirs = await settle_outcomes(conn, configs, rows, [], [], {})
+    return Applied(len(rows), kept, heirs)
+
+
+async def settle_decided(
+    conn: asyncpg.Connection, settings: DeliverySettings, batch: int = SWEEP_BATCH
+) -> tuple[int, list[int]]:
+    """Copies still relying on an original whose outcome is known (see ORIGINALS_DECIDED: a
+    `sent` one whose receipt never came within its gateway's window counts as delivered) are
+    settled or handed over, up to `batch` originals; how many, and the heirs' sends."""
+    configs = gateway_configs(settings)
+    names = list(configs)
+    windows = [configs[n].receipt_window_seconds for n in names]
+    decided = await conn.fetch(sql.ORIGINALS_DECIDED, names, windows, batch)
+    reached = [r["id"] for r in decided if r["reached"]]
+    missed = [r["id"] for r in decided if not r["reached"]]
+    return len(decided), await settle_outcomes(conn, configs, [], reached, missed, {})
 
 
 class Recorder:
@@ -650,7 +711,9 @@ class Recorder:
     async def receipts(self, gateway: str, receipts: Sequence[Receipt]) -> None:
         storable = _storable(gateway, "receipt", receipts)
         async with self.db.acquire() as conn, conn.transaction():
-            await apply_receipts(conn, self.configs[gateway], storable)
+            applied = await apply_receipts(conn, self.configs[gateway], storable)
+        for heir in applied.heirs:  # copies that relied on an undelivered message go out
+            await enqueue_send(self.db, self.redis, self.settings.delivery, heir)
 
     async def inbound(self, gateway: str, replies: Sequence[Inbound]) -> None:
         storable = _storable(gateway, "reply", replies)
@@ -679,25 +742,35 @@ def _storable(gateway: str, kind: str, items: Sequence[Item]) -> list[Item]:
 async def sweep(
     db: Database, redis: ArqRedis, settings: DeliverySettings, batch: int = SWEEP_BATCH
 ) -> dict[str, Any]:
-    """Recover what a lost job or a dead worker left: per queued send, expired leases back to the
-    queue (or closed as outcome unknown), waiting messages past validity expired, due messages
-    re-enqueued, and the send marked done once nothing of it is open.
+    """Recover what a lost job or a dead worker left: late receipts applied; copies relying on
+    an original whose outcome is known settled or handed over; per queued send, expired leases
+    back to the queue (or closed as outcome unknown), waiting messages past validity expired,
+    due messages re-enqueued, and the send marked done once nothing of it is open.
 
     Every queued send, however many: they are read `batch` at a time by a keyset cursor over
     (priority, id), urgent first, and each send is a transaction of its own whose quota
     settlement comes at its end, so a tenant's quota rows are held for a few short statements."""
     report = dict.fromkeys(
-        ("late_receipts", "sends", "requeued", "unknown", "expired", "done", "enqueued"), 0
+        ("late_receipts", "decided", "sends", "requeued", "unknown", "expired", "done", "enqueued"),
+        0,
     )
+    heirs: set[int] = set()  # sends whose copies go out in place of messages that missed
     while True:  # a batch to a transaction
         async with db.acquire() as conn, conn.transaction():
-            taken, applied = await apply_late_receipts(conn, settings, batch)
-        report["late_receipts"] += applied
-        # A full batch of which none applied is receipts kept again (past their message's
-        # window): going on would take the same ones for ever.
-        if taken < batch or not applied:
+            late = await apply_late_receipts(conn, settings, batch)
+        report["late_receipts"] += late.applied
+        heirs.update(late.heirs)
+        # Taken ones are matched within their window; should none apply (a race with another
+        # sweep), going on could take the same ones again.
+        if late.applied + late.unmatched < batch or not late.applied:
             break
-    heirs: set[int] = set()  # sends whose copies go out in place of expired ones
+    while True:
+        async with db.acquire() as conn, conn.transaction():
+            decided, handed = await settle_decided(conn, settings, batch)
+        report["decided"] += decided
+        heirs.update(handed)
+        if decided < batch:
+            break
     after = sql.OpenSend(id=0, priority="urgent")  # before every queued send
     while True:
         async with db.acquire() as conn:
@@ -731,10 +804,11 @@ async def _sweep_send(
         leases = await conn.fetch(sql.EXPIRED_LEASES, send_id)
         unknown = [r for r in leases if r["unknown"]]
         report["requeued"] += len(leases) - len(unknown)
+        used = released = 0
         if unknown:
             report["unknown"] += len(unknown)
             why = "its worker stopped while the gateway had it"
-            settled = await close_unknown(
+            used, released = await close_unknown(
                 conn,
                 [
                     MaybeSent(
@@ -749,17 +823,13 @@ async def _sweep_send(
                     for r in unknown
                 ],
             )
-            # Maybe delivered: the copies relying on them rely no more (never sent twice).
-            relied, saved = await dedup.settle_relying(conn, [r["id"] for r in unknown])
-            await billing.record_usage(conn, "dedup", saved)
-            own = {reservation_id: settled} if reservation_id is not None else {}
-            parts = dedup.merge_parts(own, relied)
-            if any(u or r for u, r in parts.values()):
-                await quota.settle_parts(conn, parts, ACTOR)
-        # Quota rows are locked from the first settlement to the commit: a few short statements.
-        expired, handed = await expire_waiting(conn, send_id, reservation_id, settings)
-        report["expired"] += expired
-        heirs.update(handed)
+        expired, segments = await expire_waiting(conn, send_id, settings)
+        report["expired"] += len(expired)
+        own = {reservation_id: (used, released + segments)} if reservation_id is not None else {}
+        # Maybe delivered: the copies relying on those closed unknown rely no more (never sent
+        # twice); those relying on the expired ones go out instead.
+        maybe = [r["id"] for r in unknown]
+        heirs.update(await settle_outcomes(conn, {}, [], maybe, expired, own))
         counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
         assert counts is not None
         if counts["open"] == 0:

@@ -150,8 +150,13 @@ class MessageController(Controller):
         opt=STOPS,
         summary="Cancel a scheduled or held send; its quota is released",
     )
-    async def cancel(self, request: AuthedRequest, conn: Conn, send_id: SendId) -> None:
-        await service.cancel_send(conn, request.user, send_id)
+    async def cancel(self, request: AuthedRequest, state: State, send_id: SendId) -> None:
+        # Its own transaction, as a send's: the heirs' batches are enqueued once it commits.
+        db: Database = state.db
+        async with db.acquire() as conn, conn.transaction():
+            heirs = await service.cancel_send(conn, request.user, send_id)
+        for heir in heirs:  # a scheduled or held heir is enqueued when it is released
+            await delivery.enqueue_send(db, state.redis, state.settings.delivery, heir)
 
     @get(
         "/{send_id:int}/recipients",

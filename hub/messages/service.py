@@ -146,8 +146,9 @@ async def _deduplicate(
     due_at: datetime,
 ) -> dict[str, Holder]:
     """Layer 3: mark messages whose content key another message holds; returns, per phone, who
-    holds it. A duplicate of a copy already sent is settled at once; one whose original has not
-    gone yet relies on it (done_at unset) and keeps its segments reserved until it has."""
+    holds it. A duplicate of a copy already delivered (or closed as "outcome unknown") is settled
+    at once; one whose original's outcome is not known yet relies on it (done_at unset) and keeps
+    its segments reserved until it is (see `dedup.follow`)."""
     duplicates = await dedup.claim_send(
         conn, send_id, tenant.id, body, phones, window_seconds, due_at
     )
@@ -350,9 +351,10 @@ async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> Se
     )
 
 
-async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> None:
+async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> list[int]:
     """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back;
-    copies that relied on its messages go out in their place."""
+    copies that relied on its messages go out in their place. Returns the sends of those heirs
+    (a queued one's batches are enqueued after the commit)."""
     await _visible_send(conn, who, send_id)
     reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
     if reservation_id is None:
@@ -361,9 +363,10 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
     # them now (keys, then the messages it displaces) waits for us instead of deadlocking.
     await dedup.lock_keys(conn, [r["id"] for r in await conn.fetch(sql.WAITING, send_id)])
     cancelled = [r["id"] for r in await conn.fetch(sql.CANCEL_MESSAGES, send_id)]
-    await dedup.cancel_send(conn, send_id, cancelled)
+    heirs = await dedup.cancel_send(conn, send_id, cancelled)
     if reservation_id:
         await quota.void(conn, reservation_id, f"key:{who.key_prefix}")
+    return heirs
 
 
 async def release_due(conn: asyncpg.Connection, limit: int | None = None) -> list[int]:

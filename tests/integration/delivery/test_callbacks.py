@@ -64,7 +64,7 @@ async def test_a_late_receipt_counts_on_the_day_its_message_went_out(
     on_delivery = msgspec.structs.replace(GATEWAY, bills_on="delivered")
     async with live_db.transaction():
         receipt = Receipt("ref-late", "delivered", "DELIVRD")
-        assert await service.apply_receipts(live_db, on_delivery, [receipt]) == (1, 0)
+        assert await service.apply_receipts(live_db, on_delivery, [receipt]) == (1, 0, [])
     entries = await live_db.fetch("SELECT day, kind::text AS kind, segments FROM usage_entries")
     yesterday = calendar.business_day() - timedelta(days=1)
     assert sorted((r["day"], r["kind"], r["segments"]) for r in entries) == [
@@ -79,19 +79,17 @@ async def test_receipts_move_forward_only_and_unknown_ones_are_kept(
     message = await _sent_message(live_db, "ref-1")
     delivered = Receipt("ref-1", "delivered", "DELIVRD")
     async with live_db.transaction():
-        assert await service.apply_receipts(live_db, GATEWAY, [delivered]) == (1, 0)
+        assert await service.apply_receipts(live_db, GATEWAY, [delivered]) == (1, 0, [])
     # The same receipt again, and a late "undelivered": nothing changes.
     async with live_db.transaction():
         assert await service.apply_receipts(
             live_db, GATEWAY, [delivered, Receipt("ref-1", "undelivered", "X")]
-        ) == (0, 0)
+        ) == (0, 0, [])
     status = await live_db.fetchval("SELECT status::text FROM messages WHERE id = $1", message)
     assert status == "delivered"
     async with live_db.transaction():
-        assert await service.apply_receipts(live_db, GATEWAY, [Receipt("nobody", "delivered")]) == (
-            0,
-            1,
-        )
+        nobody = Receipt("nobody", "delivered")
+        assert await service.apply_receipts(live_db, GATEWAY, [nobody]) == (0, 1, [])
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 1
 
 
@@ -113,7 +111,7 @@ async def test_a_receipt_before_its_sent_is_applied_once_sent_is_recorded(
     )
     async with live_db.transaction():
         taken = await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY]))
-    assert taken == (1, 1)
+    assert taken == (1, 0, [])  # applied, none kept again, no heir
     status = await live_db.fetchval("SELECT status::text FROM messages WHERE id = $1", message)
     assert status == "delivered"
 
@@ -133,11 +131,11 @@ async def test_a_receipt_reaches_only_the_newest_message_holding_its_reference(
     new = await _sent_message(live_db, "reused")
     async with live_db.transaction():
         receipt = Receipt("reused", "delivered", "DELIVRD")
-        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (1, 0)
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (1, 0, [])
     assert (await _status(live_db, old), await _status(live_db, new)) == ("sent", "delivered")
     # A repeat of it changes nothing, and never falls through to the older message.
     async with live_db.transaction():
-        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 0)
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 0, [])
     assert await _status(live_db, old) == "sent"
 
 
@@ -153,7 +151,7 @@ async def test_a_receipt_past_the_window_of_the_message_holding_it_is_kept_not_a
     )
     async with live_db.transaction():
         receipt = Receipt("stale", "delivered", "DELIVRD")
-        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 1)
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 1, [])
     assert await _status(live_db, old) == "sent"
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 1
 
@@ -177,17 +175,15 @@ async def test_an_early_receipt_for_a_reused_id_waits_for_its_message(
     )
     async with live_db.transaction():
         receipt = Receipt("again", "undelivered", "UNDELIV")
-        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 1)
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 1, [])
     await live_db.execute(
         "UPDATE messages SET status = 'sent', reference = 'again', sent_at = hub_now()"
         " WHERE id = $1",
         new,
     )
     async with live_db.transaction():
-        assert await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY])) == (
-            1,
-            1,
-        )
+        late = await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY]))
+        assert late == (1, 0, [])
     assert (await _status(live_db, old), await _status(live_db, new)) == (
         "delivered",
         "undelivered",
@@ -485,3 +481,45 @@ async def test_a_reply_with_a_nul_over_smpp_does_not_hold_back_the_next(
         await pool.close()
     rows = await live_db.fetch("SELECT phone, text FROM inbound")
     assert [tuple(r) for r in rows] == [("+8613800138001", "收到")]
+
+
+async def test_a_receipt_for_a_message_closed_as_outcome_unknown_counts_it_once(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """Closed as "outcome unknown", a message was counted used and billable then (as if
+    accepted); its receipt, once the gateway is asked, only tells what became of it."""
+    message = await _sent_message(live_db, "ref-unknown")
+    await live_db.execute(
+        "UPDATE messages SET error = 'outcome unknown: its worker stopped' WHERE id = $1", message
+    )
+    on_delivery = msgspec.structs.replace(GATEWAY, bills_on="delivered")
+    async with live_db.transaction():
+        receipt = Receipt("ref-unknown", "delivered", "DELIVRD")
+        assert await service.apply_receipts(live_db, on_delivery, [receipt]) == (1, 0, [])
+    kinds = await live_db.fetch("SELECT kind::text AS kind, segments FROM usage_entries")
+    assert [(r["kind"], r["segments"]) for r in kinds] == [("delivered", 1)]
+    assert await _status(live_db, message) == "delivered"
+
+
+async def test_a_receipt_kept_for_a_message_past_its_window_is_not_taken_again(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """A receipt kept as unmatched whose message is past its receipt window can never apply:
+    the sweeper leaves it (its `received_at` unchanged) for the purge, not a new life each round."""
+    message = await _sent_message(live_db, "too-late")
+    await live_db.execute(
+        "UPDATE messages SET submitted_at = hub_now() - interval '1 hour',"
+        " sent_at = hub_now() - make_interval(secs => $2) - interval '1 s' WHERE id = $1",
+        message,
+        GATEWAY.receipt_window_seconds,
+    )
+    await live_db.execute(
+        "INSERT INTO unmatched_receipts (gateway, reference, status, code, received_at)"
+        " VALUES ('outbox', 'too-late', 'delivered', 'DELIVRD', hub_now() - interval '1 minute')"
+    )
+    before = await live_db.fetchval("SELECT received_at FROM unmatched_receipts")
+    async with live_db.transaction():
+        late = await service.apply_late_receipts(live_db, DeliverySettings(gateways=[GATEWAY]))
+    assert late == (0, 0, [])
+    assert await live_db.fetchval("SELECT received_at FROM unmatched_receipts") == before
+    assert await _status(live_db, message) == "sent"

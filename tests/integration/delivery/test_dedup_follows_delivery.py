@@ -8,13 +8,14 @@ from datetime import timedelta
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 from arq.connections import ArqRedis
 
 from hub import calendar
 from hub.billing import service as billing
 from hub.calendar import current_period, next_period
-from hub.db import PoolDatabase, create_pool
+from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool
 from hub.dedup import jobs as dedup_jobs
 from hub.delivery import service as delivery
 from hub.messages import service as messages
@@ -207,3 +208,132 @@ async def test_the_purge_cron_removes_what_is_past_its_window_and_keeps_the_rest
     ]
     # A late receipt still within the window is applied as before (not purged away).
     assert await delivery.purge_unmatched(live_db, live_settings.delivery, 100) == 0
+
+
+async def _relying(conn: asyncpg.Connection, send_id: int) -> bool:
+    """Whether the send's message is a copy still relying on its original (not settled)."""
+    done: bool = await conn.fetchval(
+        "SELECT status = 'deduplicated' AND done_at IS NULL FROM messages WHERE send_id = $1",
+        send_id,
+    )
+    return done
+
+
+async def test_a_copy_relying_on_one_the_carrier_reports_undelivered_goes_out_instead(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """`sent` is not `arrived`: the copy relies on the original until its receipt, and an
+    `undelivered` one hands the phone to the copy, which goes out (enqueued by the receipt)."""
+    (outbox,) = live_settings.delivery.gateways
+    failing = msgspec.structs.replace(
+        outbox, options={**outbox.options, "undelivered_suffix": PHONE[-4:]}
+    )
+    settings = with_gateways(live_settings, failing)
+    city = await make_key(live_db, "510100")
+    async for client in live_client(settings, redis):
+        original = await _post(client, county_key)
+        copy = await _post(client, city)
+    assert await _relying(live_db, copy)
+    await run_worker(settings)  # the original goes, and its receipt says it never arrived
+    assert await statuses(live_db, original) == {"undelivered": 1}
+    await run_worker(settings)  # the heir's batch, enqueued as the receipt was recorded
+    assert await statuses(live_db, copy) == {"undelivered": 1}  # the phone is still off
+    sent = await live_db.fetch("SELECT text FROM outbox ORDER BY message_id")
+    assert [r["text"] for r in sent] == [f"【锦江区】{BODY}", f"【成都市】{BODY}"]
+    assert await _reservation(live_db, copy) == "posted"
+    assert await _dedup_saved(live_db) == {}
+    assert await audit_clean(live_db) == []
+
+
+async def test_a_copy_made_while_its_original_awaits_its_receipt_relies_until_the_window_ends(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """A gateway whose receipt never comes: the copy stays reserved and relying until the
+    original's receipt window is over, then the sweeper settles it as if delivered."""
+    city = await make_key(live_db, "510100")
+    with running(AliyunFake()) as fake:  # it reports no receipts unless asked
+        ali = GatewayConfig(
+            name="ali",
+            kind="aliyun",
+            url=fake.url,
+            username=fake.access_key_id,
+            password=fake.secret,
+            rate=1e6,
+            receipt_window_seconds=600,
+            options={"template_code": fake.template_code},
+        )
+        settings = with_gateways(live_settings, ali)
+        async for client in live_client(settings, redis):
+            original = await _post(client, county_key)
+            await run_worker(settings)
+            assert await statuses(live_db, original) == {"sent": 1}
+            copy = await _post(client, city)
+    assert await _relying(live_db, copy)
+    assert await _reservation(live_db, copy) == "pending"
+    report = await delivery.sweep(_db(live_db), redis, settings.delivery)
+    assert report["decided"] == 0  # within the window
+    assert await _relying(live_db, copy)
+
+    await live_db.execute(
+        "UPDATE messages SET sent_at = hub_now() - interval '601 seconds' WHERE send_id = $1",
+        original,
+    )
+    report = await delivery.sweep(_db(live_db), redis, settings.delivery)
+    assert (report["decided"], report["done"]) == (1, 1)
+    assert not await _relying(live_db, copy)
+    assert await statuses(live_db, copy) == {"deduplicated": 1}
+    assert await _reservation(live_db, copy) == "voided"
+    assert await _dedup_saved(live_db) == {"510100": 1}
+    assert await audit_clean(live_db) == []
+
+
+async def test_a_cancelled_originals_queued_heir_is_enqueued_when_the_cancel_commits(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """The county is suspended: its scheduled notice is parked while the city's copy, due later,
+    is released and relies on it. Cancelling the county's notice puts the copy on the queue at
+    once (not at the sweeper's next round)."""
+    month = next_period(current_period())
+    await grant(
+        live_db, {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}, month
+    )
+    original = await _post(
+        client, county_key, send_at=(calendar.now() + timedelta(hours=1)).isoformat()
+    )
+    city = await make_key(live_db, "510100")
+    copy = await _post(client, city, send_at=(calendar.now() + timedelta(hours=2)).isoformat())
+    assert await _relying(live_db, copy)
+    province = await make_key(live_db, "510000")
+    suspended = await client.patch(
+        "/v1/tenants/510104", json={"status": "suspended"}, headers=bearer(province)
+    )
+    assert suspended.status_code == 200, suspended.text
+    await live_db.execute("UPDATE sends SET due_at = hub_now() - interval '1 second'")
+    assert await messages.release_due(live_db) == [copy]  # the county's send stays
+    assert await redis.zcard("arq:queue") == 0
+
+    cancelled = await client.delete(f"/v1/messages/{original}", headers=bearer(province))
+    assert cancelled.status_code == 204, cancelled.text
+    assert await statuses(live_db, copy) == {"accepted": 1}
+    assert await redis.zcard("arq:queue") == 1  # the heir's batch
+    await run_worker()
+    assert await statuses(live_db, copy) == {"delivered": 1}
+    sent = await live_db.fetch("SELECT text FROM outbox")
+    assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
+    assert await audit_clean(live_db) == []
+
+
+def _db(conn: asyncpg.Connection) -> SingleConnectionDatabase:
+    return SingleConnectionDatabase(conn)

@@ -33,7 +33,7 @@ from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.quota import service as quota
 from hub.settings import Settings, SettingsError, load_settings
-from hub.worker import build_worker, run_surviving
+from hub.worker import run_surviving
 from tenants import divisions
 from tenants import service as tenant_service
 from tenants.keys import parse_token
@@ -252,10 +252,20 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     with embedded.servers(settings.db.dsn, settings.redis.dsn, _data_dir(settings, args)) as dsns:
-        worker = build_worker(_with_dsns(settings, dsns))
         _print("hub worker running; Ctrl-C stops it")
-        worker.run()
+        asyncio.run(_work(_with_dsns(settings, dsns)))
     return 0
+
+
+async def _work(settings: Settings) -> None:
+    """The worker until SIGINT or SIGTERM, outliving PostgreSQL and Redis outages
+    (`run_surviving`); a signal lets its running jobs end before it closes."""
+    task = asyncio.create_task(run_surviving(settings))
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:

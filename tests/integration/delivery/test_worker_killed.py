@@ -14,10 +14,12 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
-from arq.connections import ArqRedis
+from arq.connections import ArqRedis, RedisSettings, create_pool
 
-from hub.db import PoolDatabase, create_pool
+from hub.db import PoolDatabase
+from hub.db import create_pool as create_db_pool
 from hub.delivery import service
+from hub.embedded import EmbeddedValkey
 from hub.settings import GatewayConfig, Settings
 from tests.factories import bearer
 from tests.integration.delivery.conftest import (
@@ -98,7 +100,7 @@ async def test_redis_flushed_and_a_worker_killed_mid_batch(
         second = await _start_worker(settings)
         workers.append(second)
         assert settings.db.dsn
-        db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+        db = PoolDatabase(await create_db_pool(settings.db, settings.db.dsn))
         try:
 
             async def settled() -> bool:
@@ -129,3 +131,48 @@ async def test_redis_flushed_and_a_worker_killed_mid_batch(
     )
     assert RECIPIENTS - unknown <= len(received) <= RECIPIENTS
     assert await audit_clean(live_db) == []
+
+
+async def test_hub_worker_outlives_its_redis_and_delivers_once_it_returns(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    county_key: str,
+    tmp_path: Path,
+) -> None:
+    """The production `hub worker` (not only `hub up`'s): its Redis killed, it keeps running and
+    takes up the work when Redis is back on the same address; SIGTERM then stops it cleanly."""
+    valkey = EmbeddedValkey(tmp_path)
+    settings = msgspec.structs.replace(
+        live_settings, redis=msgspec.structs.replace(live_settings.redis, dsn=valkey.start())
+    )
+    worker = await _start_worker(settings)
+    try:
+        await asyncio.sleep(2)  # started, polling its queue
+        valkey.stop()  # the server is gone
+        await asyncio.sleep(12)  # longer than redis-py's own retries of a lost connection
+        assert worker.returncode is None, "the worker died with its Redis"
+        valkey.restart()
+        redis = await create_pool(RedisSettings.from_dsn(settings.redis.dsn or ""))
+        try:
+            async for client in live_client(settings, redis):
+                resp = await client.post(
+                    "/v1/messages",
+                    json={"to": ["13800138000"], "body": "防汛Ⅳ级应急响应"},
+                    headers=bearer(county_key),
+                )
+            assert resp.status_code == 202, resp.text
+            send_id = resp.json()["id"]
+
+            async def delivered() -> bool:
+                return await statuses(live_db, send_id) == {"delivered": 1}
+
+            await eventually(delivered, patience=60, every=0.2)
+        finally:
+            await redis.aclose()
+        worker.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(worker.wait(), 60) == 0
+    finally:
+        if worker.returncode is None:
+            worker.kill()
+            await worker.wait()
+        valkey.stop()

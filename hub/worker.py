@@ -87,6 +87,15 @@ def cron_jobs() -> list[CronJob]:
         cron(roll_up_usage, name="hub.billing.roll_up.cron", second={50}, unique=True),
         # Twice a minute: what Redis lost or a dead worker left goes back to work.
         cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
+        # Every five minutes: copies relying on an original whose outcome is known (or whose
+        # receipt never came in time) are settled or go out (hub.delivery.service.decide).
+        cron(
+            delivery_jobs.decide,
+            name="hub.delivery.decide.cron",
+            minute=set(range(1, 60, 5)),
+            second={45},
+            unique=True,
+        ),
         # Every ten minutes: dedup keys, Idempotency-Key answers and unmatched receipts past
         # their windows go (in small committed batches), so those tables stay bounded.
         cron(

@@ -97,7 +97,7 @@ WHERE m.duplicate_of = r.displaced AND m.status = 'deduplicated' AND m.done_at I
 """
 
 # The displaced holders $1 (still waiting) rely on the new ones $2 of tenant $3: not sent, their
-# segments still reserved until the new holder is sent.
+# segments still reserved until the new holder reaches the phone (or fails).
 RELY_ON = """
 UPDATE messages m
 SET status = 'deduplicated', duplicate_of = r.original, duplicate_tenant_id = $3,
@@ -111,16 +111,14 @@ class Holder(msgspec.Struct, frozen=True):
     phone: str
     message_id: int
     tenant_id: int
-    gone: bool  # the holder reached the phone (or may have): the duplicate is settled at once
+    gone: bool  # the holder reached the phone: the duplicate is settled at once
 
 
 # The send's phones whose key another send's message holds, who holds it, and whether it has
-# reached the phone already: delivered, or closed as "outcome unknown" (never sent again). A
-# holder merely `sent` waits for its receipt: an `undelivered` one hands its copies on.
+# reached the phone already (delivered). A holder `sent` (or closed as "outcome unknown") waits
+# for its receipt: an `undelivered` one hands its copies on.
 HELD_ELSEWHERE = """
-SELECT k.phone, d.message_id, d.tenant_id,
-       held.status = 'delivered'
-       OR held.status = 'sent' AND coalesce(held.error LIKE 'outcome unknown:%', false) AS gone
+SELECT k.phone, d.message_id, d.tenant_id, held.status = 'delivered' AS gone
 FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
 WHERE held.send_id <> $1
 """
@@ -151,9 +149,9 @@ WHERE m.status = 'deduplicated' AND m.done_at IS NULL AND m.duplicate_of = ANY($
 RETURNING m.tenant_id, m.carrier, m.segments, s.reservation_id
 """
 
-# Before handing over: the sends of the copies relying on the originals $1 are locked (shared, in
-# id order), so a cancel of one of them either committed first (its copies are closed and not
-# handed anything) or waits until the hand-over is committed (and then cancels the heir too).
+# Before settling or handing over: the sends of the copies relying on the originals $1 are locked
+# (shared, in id order), so a cancel of one of them either committed first (its copies are closed
+# and not handed anything) or waits until this is committed (and then cancels the heir too).
 LOCK_RELYING_SENDS = """
 SELECT count(*) FROM (
     SELECT id FROM sends

@@ -160,8 +160,8 @@ async def follow(
     conn: asyncpg.Connection, reached: Sequence[int], missed: Sequence[int] = ()
 ) -> Followed:
     """Layer 3 follows what became of the originals. Copies relying on one that `reached` the
-    phone (delivered, or maybe: outcome unknown, or no receipt within the gateway's window) are
-    settled: their segments released from their sends' reservations and counted as saved.
+    phone (delivered, or no receipt came while one could still matter) are settled: their
+    segments released from their sends' reservations and counted as saved.
     Those relying on one that `missed` it (failed, expired, cancelled, undelivered) get their
     notice from the first of them due, which goes out instead and takes the key.
 
@@ -170,6 +170,9 @@ async def follow(
     if not reached and not missed:
         return Followed({}, {}, [])
     await lock_keys(conn, [*reached, *missed])
+    # Then the relying copies' sends (shared, id order), before any copy: a cancel locks its
+    # send first and its copies after, so it either closed them before or waits for us.
+    await conn.fetchval(sql.LOCK_RELYING_SENDS, [*reached, *missed])
     released: dict[int, tuple[int, int]] = {}
     saved: dict[UsageKey, int] = defaultdict(int)
     today = business_day()
@@ -180,7 +183,6 @@ async def follow(
         saved[r.tenant_id, r.carrier, today] += r.segments
     heirs: list[int] = []
     if missed:
-        await conn.fetchval(sql.LOCK_RELYING_SENDS, list(missed))
         heirs = [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, list(missed))]
     return Followed(released, dict(saved), heirs)
 

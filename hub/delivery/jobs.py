@@ -1,5 +1,5 @@
-"""Delivery jobs: one batch of a send's messages; the sweeper that recovers lost work; webhook
-pushes of replies."""
+"""Delivery jobs: one batch of a send's messages; the sweeper that recovers lost work; the net
+under dedup's relying copies; webhook pushes of replies."""
 
 from __future__ import annotations
 
@@ -20,6 +20,13 @@ async def deliver(
 async def sweep(ctx: dict[str, Any]) -> dict[str, int]:
     """Re-enqueue what Redis lost, take back expired leases, expire, close finished sends."""
     return await service.sweep(ctx["db"], ctx["redis"], ctx["settings"].delivery)
+
+
+async def decide(ctx: dict[str, Any]) -> dict[str, int]:
+    """Settle or hand over the copies relying on originals whose outcome is now known (the
+    receipt's own path does this as it comes; this is the net, and the end of the wait for a
+    receipt that never came)."""
+    return await service.decide(ctx["db"], ctx["redis"], ctx["settings"].delivery)
 
 
 # A push job stops starting new rounds after this long; the cron's next run carries on.

@@ -244,8 +244,8 @@ RETURNING id, attempts, tenant_id, carrier, segments, submitted_at IS NOT NULL A
           (submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
-# Messages of a send still open: waiting, being sent, or relying on a copy not sent yet (which
-# may still hand it the notice to send).
+# Messages of a send still open: waiting, being sent, or relying on a copy whose outcome is not
+# known yet (which may still hand it the notice to send).
 OPEN_MESSAGES = """
 SELECT count(*) FILTER (WHERE status = 'accepted' AND retry_at IS NULL
                          OR status = 'accepted' AND retry_at <= hub_now()) AS due,
@@ -301,21 +301,25 @@ WHERE u.gateway = matched.gateway AND u.reference = matched.reference
 RETURNING u.gateway, u.reference, u.status::text AS status, u.code
 """
 
-# Originals whose outcome is known while copies still rely on them, up to $3: those that reached
-# the phone (delivered; or `sent` with no receipt within their gateway's window, $1 gateways and
-# $2 windows in seconds, 72 h for a gateway no longer configured) and those that never did. The
-# sweeper's net under the path that settles or hands them over as the outcome is recorded.
+# A page of the originals copies still rely on: the next $5 after original id $4, walked on the
+# partial index of relying copies (messages_relying: only copies still relying, never the whole
+# table), each with whether its outcome is decided: it reached the phone (delivered; or `sent`,
+# outcome unknown included, with no receipt within its gateway's wait, $1 gateways and $2 waits in
+# seconds, the validity $3 for a gateway no longer configured) or never did.
 ORIGINALS_DECIDED = """
-SELECT DISTINCT o.id, o.status IN ('sent', 'delivered') AS reached
-FROM messages m
-JOIN messages o ON o.id = m.duplicate_of
-LEFT JOIN UNNEST($1::text[], $2::float8[]) AS g(name, window_seconds) ON g.name = o.gateway
-WHERE m.status = 'deduplicated' AND m.done_at IS NULL
-  AND (o.status IN ('delivered', 'undelivered', 'failed', 'expired', 'cancelled')
-       OR o.status = 'sent' AND o.error LIKE 'outcome unknown:%'
+WITH relied AS (
+    SELECT DISTINCT duplicate_of AS id FROM messages
+    WHERE status = 'deduplicated' AND done_at IS NULL AND duplicate_of > $4
+    ORDER BY duplicate_of LIMIT $5
+)
+SELECT o.id, o.status IN ('sent', 'delivered') AS reached,
+       o.status IN ('delivered', 'undelivered', 'failed', 'expired', 'cancelled')
        OR o.status = 'sent'
-          AND o.sent_at <= hub_now() - make_interval(secs => coalesce(g.window_seconds, 259200)))
-LIMIT $3
+          AND o.sent_at <= hub_now() - make_interval(secs => coalesce(g.wait, $3)) AS decided
+FROM relied r
+JOIN messages o ON o.id = r.id
+LEFT JOIN UNNEST($1::text[], $2::float8[]) AS g(name, wait) ON g.name = o.gateway
+ORDER BY o.id
 """
 
 # The outbox gateway: what it was given, once per message whatever retries happen.

@@ -307,15 +307,15 @@ class Delivery:
         the sends whose copies go out in place of messages that failed or expired here.
 
         Layer 3 of dedup follows what went out (`dedup.follow`): copies that relied on a message
-        whose outcome is now known (closed as "outcome unknown", or a receipt that beat our
-        record of `sent`) are settled with it, and those that relied on one that failed or
-        expired get their notice from the first of them due. A message merely `sent` keeps its
-        copies relying until its receipt says whether it arrived."""
+        a receipt (one that beat our record of `sent`) says was delivered are settled with it,
+        and those that relied on one that failed, expired or was undelivered get their notice
+        from the first of them due. A message `sent`, or closed as "outcome unknown", keeps its
+        copies relying until its receipt says whether it arrived (or none came in time:
+        `settle_decided`)."""
         by_id = {m.id: m for m in chunk}
         sent, unknown, failed, expired, retries = self._sort(send, by_id, outcomes)
         used = released = 0
         early: list[ReceiptTarget] = []  # receipts that came before this record of `sent`
-        reached: list[int] = []  # may have reached the phone: their copies are settled
         missed: list[int] = []  # never went: their copies go out instead
         if sent:
             used, released, early = await self._record_sent(conn, gateway, by_id, sent)
@@ -342,7 +342,6 @@ class Delivery:
                 )
             maybe_used, maybe_released = await close_unknown(conn, maybe)
             used, released = used + maybe_used, released + maybe_released
-            reached += [o.message_id for o in unknown]
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
                 rows = await conn.fetch(
@@ -363,7 +362,7 @@ class Delivery:
                 [by_id[o.message_id].attempts for o, _ in retries],
             )
         own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
-        heirs = await settle_outcomes(conn, {gateway.name: gateway}, early, reached, missed, own)
+        heirs = await settle_outcomes(conn, {gateway.name: gateway}, early, [], missed, own)
         return min((at for _, at in retries), default=None), heirs
 
     async def _record_sent(
@@ -684,18 +683,26 @@ async def apply_late_receipts(
 
 
 async def settle_decided(
-    conn: asyncpg.Connection, settings: DeliverySettings, batch: int = SWEEP_BATCH
-) -> tuple[int, list[int]]:
-    """Copies still relying on an original whose outcome is known (see ORIGINALS_DECIDED: a
-    `sent` one whose receipt never came within its gateway's window counts as delivered) are
-    settled or handed over, up to `batch` originals; how many, and the heirs' sends."""
+    conn: asyncpg.Connection, settings: DeliverySettings, after: int, batch: int = SWEEP_BATCH
+) -> tuple[int | None, int, list[int]]:
+    """One page of the net under `settle_outcomes`: of the originals after id `after` that copies
+    still rely on (up to `batch`, walked on the partial index of relying copies), those whose
+    outcome is known have their copies settled or handed over. An original still `sent` (or
+    closed as "outcome unknown") whose receipt has not come within its gateway's receipt window
+    or the validity period, whichever ends first, counts as delivered: a copy handed the phone
+    later could not go out in its own validity anyway. Returns the page's last original (None:
+    the walk is over), how many were decided, and the heirs' sends."""
     configs = gateway_configs(settings)
     names = list(configs)
-    windows = [configs[n].receipt_window_seconds for n in names]
-    decided = await conn.fetch(sql.ORIGINALS_DECIDED, names, windows, batch)
-    reached = [r["id"] for r in decided if r["reached"]]
-    missed = [r["id"] for r in decided if not r["reached"]]
-    return len(decided), await settle_outcomes(conn, configs, [], reached, missed, {})
+    waits = [min(configs[n].receipt_window_seconds, settings.validity_seconds) for n in names]
+    page = await conn.fetch(
+        sql.ORIGINALS_DECIDED, names, waits, settings.validity_seconds, after, batch
+    )
+    reached = [r["id"] for r in page if r["decided"] and r["reached"]]
+    missed = [r["id"] for r in page if r["decided"] and not r["reached"]]
+    heirs = await settle_outcomes(conn, configs, [], reached, missed, {})
+    last = page[-1]["id"] if len(page) == batch else None
+    return last, len(reached) + len(missed), heirs
 
 
 class Recorder:
@@ -742,17 +749,16 @@ def _storable(gateway: str, kind: str, items: Sequence[Item]) -> list[Item]:
 async def sweep(
     db: Database, redis: ArqRedis, settings: DeliverySettings, batch: int = SWEEP_BATCH
 ) -> dict[str, Any]:
-    """Recover what a lost job or a dead worker left: late receipts applied; copies relying on
-    an original whose outcome is known settled or handed over; per queued send, expired leases
-    back to the queue (or closed as outcome unknown), waiting messages past validity expired,
-    due messages re-enqueued, and the send marked done once nothing of it is open.
+    """Recover what a lost job or a dead worker left: late receipts applied; per queued send,
+    expired leases back to the queue (or closed as outcome unknown), waiting messages past
+    validity expired, due messages re-enqueued, and the send marked done once nothing of it is
+    open.
 
     Every queued send, however many: they are read `batch` at a time by a keyset cursor over
     (priority, id), urgent first, and each send is a transaction of its own whose quota
     settlement comes at its end, so a tenant's quota rows are held for a few short statements."""
     report = dict.fromkeys(
-        ("late_receipts", "decided", "sends", "requeued", "unknown", "expired", "done", "enqueued"),
-        0,
+        ("late_receipts", "sends", "requeued", "unknown", "expired", "done", "enqueued"), 0
     )
     heirs: set[int] = set()  # sends whose copies go out in place of messages that missed
     while True:  # a batch to a transaction
@@ -763,13 +769,6 @@ async def sweep(
         # Taken ones are matched within their window; should none apply (a race with another
         # sweep), going on could take the same ones again.
         if late.applied + late.unmatched < batch or not late.applied:
-            break
-    while True:
-        async with db.acquire() as conn, conn.transaction():
-            decided, handed = await settle_decided(conn, settings, batch)
-        report["decided"] += decided
-        heirs.update(handed)
-        if decided < batch:
             break
     after = sql.OpenSend(id=0, priority="urgent")  # before every queued send
     while True:
@@ -826,10 +825,9 @@ async def _sweep_send(
         expired, segments = await expire_waiting(conn, send_id, settings)
         report["expired"] += len(expired)
         own = {reservation_id: (used, released + segments)} if reservation_id is not None else {}
-        # Maybe delivered: the copies relying on those closed unknown rely no more (never sent
-        # twice); those relying on the expired ones go out instead.
-        maybe = [r["id"] for r in unknown]
-        heirs.update(await settle_outcomes(conn, {}, [], maybe, expired, own))
+        # Copies relying on those closed unknown wait for their receipt (the gateway may be
+        # asked); those relying on the expired ones go out instead.
+        heirs.update(await settle_outcomes(conn, {}, [], [], expired, own))
         counts = await conn.fetchrow(sql.OPEN_MESSAGES, send_id)
         assert counts is not None
         if counts["open"] == 0:
@@ -837,3 +835,19 @@ async def _sweep_send(
             report["done"] += 1
     if counts["open"] and counts["due"]:
         report["enqueued"] += await enqueue_send(db, redis, settings, send_id)
+
+
+async def decide(db: Database, redis: ArqRedis, settings: DeliverySettings) -> dict[str, int]:
+    """Walk every original that copies still rely on, a page per transaction (`settle_decided`),
+    and enqueue the heirs it hands phones to; counts for the log."""
+    report = {"decided": 0, "enqueued": 0}
+    heirs: set[int] = set()
+    after: int | None = 0
+    while after is not None:
+        async with db.acquire() as conn, conn.transaction():
+            after, decided, handed = await settle_decided(conn, settings, after)
+        report["decided"] += decided
+        heirs.update(handed)
+    for heir in sorted(heirs):
+        report["enqueued"] += await enqueue_send(db, redis, settings, heir)
+    return report

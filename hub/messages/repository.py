@@ -112,7 +112,7 @@ RETURNING id, reservation_id
 MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segments")
 
 # Mark a send's messages to these phones as duplicates of the copies that reach them: settled
-# (done_at) when that copy was sent already, else relying on it until it is.
+# (done_at) when that copy was delivered already, else relying on it until its outcome is known.
 MARK_DUPLICATES = """
 UPDATE messages m SET status = 'deduplicated', duplicate_of = d.original,
                       duplicate_tenant_id = d.tenant_id,

@@ -146,9 +146,9 @@ async def _deduplicate(
     due_at: datetime,
 ) -> dict[str, Holder]:
     """Layer 3: mark messages whose content key another message holds; returns, per phone, who
-    holds it. A duplicate of a copy already delivered (or closed as "outcome unknown") is settled
-    at once; one whose original's outcome is not known yet relies on it (done_at unset) and keeps
-    its segments reserved until it is (see `dedup.follow`)."""
+    holds it. A duplicate of a copy already delivered is settled at once; one whose original's
+    outcome is not known yet relies on it (done_at unset) and keeps its segments reserved until
+    it is (see `dedup.follow`)."""
     duplicates = await dedup.claim_send(
         conn, send_id, tenant.id, body, phones, window_seconds, due_at
     )
@@ -282,7 +282,8 @@ async def create_send(
 
     accepted = len(candidates) - len(duplicates)
     total = accepted * segments.count
-    # Copies relying on an original not sent yet stay reserved: should it never go out, they go.
+    # Copies relying on an original not delivered yet stay reserved: should it never arrive,
+    # they go.
     reserved = total + (len(duplicates) - len(settled)) * segments.count
     reservation_id = None
     if reserved:

@@ -18,6 +18,7 @@ from hub.calendar import current_period, next_period
 from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool
 from hub.dedup import jobs as dedup_jobs
 from hub.delivery import service as delivery
+from hub.delivery.gateway import Receipt
 from hub.messages import service as messages
 from hub.settings import GatewayConfig, Settings
 from hub.worker import cron_jobs
@@ -278,20 +279,56 @@ async def test_a_copy_made_while_its_original_awaits_its_receipt_relies_until_th
             copy = await _post(client, city)
     assert await _relying(live_db, copy)
     assert await _reservation(live_db, copy) == "pending"
-    report = await delivery.sweep(_db(live_db), redis, settings.delivery)
-    assert report["decided"] == 0  # within the window
-    assert await _relying(live_db, copy)
+    db = _db(live_db)
+    assert await delivery.decide(db, redis, settings.delivery) == {"decided": 0, "enqueued": 0}
+    assert await _relying(live_db, copy)  # within the wait for a receipt
 
     await live_db.execute(
         "UPDATE messages SET sent_at = hub_now() - interval '601 seconds' WHERE send_id = $1",
         original,
     )
-    report = await delivery.sweep(_db(live_db), redis, settings.delivery)
-    assert (report["decided"], report["done"]) == (1, 1)
+    assert await delivery.decide(db, redis, settings.delivery) == {"decided": 1, "enqueued": 0}
     assert not await _relying(live_db, copy)
     assert await statuses(live_db, copy) == {"deduplicated": 1}
     assert await _reservation(live_db, copy) == "voided"
     assert await _dedup_saved(live_db) == {"510100": 1}
+    await delivery.sweep(db, redis, settings.delivery)
+    assert await live_db.fetchval("SELECT state::text FROM sends WHERE id = $1", copy) == "done"
+    assert await audit_clean(live_db) == []
+
+
+async def test_copies_wait_for_the_receipt_of_an_original_closed_as_outcome_unknown(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    client: httpx.AsyncClient,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """Its worker died while the outbox had the original: closed as "outcome unknown", never
+    sent again. The outbox can be asked; it says undelivered, and the copy goes out instead."""
+    city = await make_key(live_db, "510100")
+    original = await _post(client, county_key)
+    copy = await _post(client, city)
+    await live_db.execute(
+        "UPDATE messages SET status = 'sending', gateway = 'outbox', attempts = 1,"
+        " submitted_at = hub_now() - interval '5 minutes',"
+        " lease_until = hub_now() - interval '1 minute' WHERE send_id = $1",
+        original,
+    )
+    db = _db(live_db)
+    assert (await delivery.sweep(db, redis, live_settings.delivery))["unknown"] == 1
+    assert await _relying(live_db, copy)  # maybe delivered: the copy waits to know
+    message = await live_db.fetchval("SELECT id FROM messages WHERE send_id = $1", original)
+    recorder = delivery.Recorder(db, live_settings, redis)
+    await live_db.execute(
+        "UPDATE messages SET reference = $2 WHERE id = $1", message, f"outbox-{message}"
+    )
+    await recorder.receipts("outbox", [Receipt(f"outbox-{message}", "undelivered", "UNDELIV")])
+    assert await statuses(live_db, original) == {"undelivered": 1}
+    assert await statuses(live_db, copy) == {"accepted": 1}
+    await run_worker()
+    assert await statuses(live_db, copy) == {"delivered": 1}
     assert await audit_clean(live_db) == []
 
 

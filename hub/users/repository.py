@@ -136,19 +136,20 @@ class CodeCounts(msgspec.Struct, frozen=True, kw_only=True):
 
 # Codes sent lately to user $1 and to phone $2, as of $3.
 CODE_COUNTS = """
+WITH recent AS (
+    SELECT user_id = $1 AS mine, phone = $2 AS same_phone, created_at,
+           created_at > $3::timestamptz - interval '1 hour' AS this_hour
+    FROM user_codes
+    WHERE (user_id = $1 OR phone = $2) AND created_at > $3::timestamptz - interval '1 day'
+)
 SELECT (SELECT max(created_at) FROM user_codes WHERE user_id = $1) AS last_for_user,
-       (SELECT count(*) FROM user_codes
-        WHERE user_id = $1 AND created_at > $3 - interval '1 hour') AS user_hour,
-       (SELECT count(*) FROM user_codes
-        WHERE phone = $2 AND created_at > $3 - interval '1 hour') AS phone_hour,
-       (SELECT count(*) FROM user_codes
-        WHERE phone = $2 AND created_at > $3 - interval '1 day') AS phone_day,
-       (SELECT min(created_at) FROM user_codes
-        WHERE user_id = $1 AND created_at > $3 - interval '1 hour') AS oldest_user_hour,
-       (SELECT min(created_at) FROM user_codes
-        WHERE phone = $2 AND created_at > $3 - interval '1 hour') AS oldest_phone_hour,
-       (SELECT min(created_at) FROM user_codes
-        WHERE phone = $2 AND created_at > $3 - interval '1 day') AS oldest_phone_day
+       count(*) FILTER (WHERE mine AND this_hour) AS user_hour,
+       count(*) FILTER (WHERE same_phone AND this_hour) AS phone_hour,
+       count(*) FILTER (WHERE same_phone) AS phone_day,
+       min(created_at) FILTER (WHERE mine AND this_hour) AS oldest_user_hour,
+       min(created_at) FILTER (WHERE same_phone AND this_hour) AS oldest_phone_hour,
+       min(created_at) FILTER (WHERE same_phone) AS oldest_phone_day
+FROM recent
 """
 
 # A new code for user $1's session $2: earlier unused codes of that session end.

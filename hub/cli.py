@@ -216,7 +216,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
                     "--role 管理,发送,审核,财务 --login admin --phone <your mobile> "
                     "[--invite]\n  (admins enter an SMS code sent to that phone)"
                 )
-            _print(f"HUB_API_KEY={key}  (the operator's demo key, for the API)")
+            _print("the operator's demo key, for the API:")
+            _print(f"HUB_API_KEY={key}")
 
         try:
             # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly.

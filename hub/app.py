@@ -33,6 +33,7 @@ from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
 from hub.signatures.service import Desk
 from hub.templates.controllers import TemplateController
+from hub.users.controllers import UserController
 from hub.wire import HubResponse
 from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
@@ -103,6 +104,7 @@ def create_app(
             CloseController,
             InboundController,
             RateLimitController,
+            UserController,
             dashboard.DashboardController,
             dashboard.static_files(),
             docs,

@@ -1,11 +1,12 @@
-"""The `hub` command: up, serve, worker, migrate, tenants import, keys create, quota, rates,
-limits, audit."""
+"""The `hub` command: up, serve, worker, migrate, tenants import, keys create, users create,
+quota, rates, limits, audit."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import getpass
 import logging
 import os
 import signal
@@ -33,12 +34,14 @@ from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.quota import service as quota
 from hub.settings import Settings, SettingsError, load_settings
+from hub.users import service as users
+from hub.users.schemas import InviteIn
 from hub.worker import run_surviving
 from tenants import divisions
 from tenants import service as tenant_service
 from tenants.keys import parse_token
 from tenants.repository import TenantRow
-from tenants.scopes import ALL_SCOPES, parse_scopes
+from tenants.scopes import ALL_SCOPES, parse_roles, parse_scopes
 
 log = logging.getLogger("hub.cli")
 DEMO_PROVINCE = "51"
@@ -194,6 +197,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
         settings = _with_dsns(settings, dsns)
+        people = asyncio.run(_has_users(dsns.db))
         (data_dir / RETIRED_SECRET_FILE).unlink(missing_ok=True)  # a secret nothing reads
 
         def ready(url: str) -> None:
@@ -204,7 +208,15 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
                 f"hub is up at {url} in {time.monotonic() - started:.1f}s "
                 f"(API docs {url}/schema). Ctrl-C stops it."
             )
-            _print(f"dashboard: {url}/dashboard/ (sign in with the key below)")
+            _print(f"console: {url}/dashboard/ (sign in with a login and password)")
+            if not people:
+                _print(
+                    "no one can sign in yet: create the operator's first admin with\n"
+                    f"  hub users create --tenant {tenant_service.ROOT_CODE} "
+                    "--role 管理,发送,审核,财务 --login admin --phone <your mobile> "
+                    "[--invite]\n  (admins enter an SMS code sent to that phone)"
+                )
+            _print("the operator's demo key, for the API:")
             _print(f"HUB_API_KEY={key}")
 
         try:
@@ -330,6 +342,63 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         return 0
 
     return _run_on_db(settings, args, work)
+
+
+def _read_password() -> str:
+    """The new user's password: piped on stdin (one line), or asked twice at a terminal."""
+    if not sys.stdin.isatty():
+        return sys.stdin.readline().rstrip("\r\n")
+    first = getpass.getpass("password: ")
+    if getpass.getpass("again: ") != first:
+        raise ValueError("the two passwords differ")
+    return first
+
+
+def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
+    """A person's account: with a password (stdin or prompt), or with `--invite`, a one-time
+    link that sets it. The operator's first admin is made so (`hub up` says how)."""
+    try:
+        roles = parse_roles(args.role)
+        data = msgspec.convert(
+            {
+                "login": args.login,
+                "display_name": args.name or args.login,
+                "phone": args.phone,
+                "roles": sorted(roles),
+            },
+            InviteIn,
+        )
+        password = None if args.invite else _read_password()
+    except (ValueError, msgspec.ValidationError) as exc:
+        _print(f"error: {exc}")
+        return 2
+
+    async def work(conn: asyncpg.Connection) -> int:
+        tenant = await _cli_tenant(conn, args.tenant)
+        if tenant is None:
+            return 1
+        try:
+            user = await users.create_user(conn, tenant, data, CLI_ACTOR, password, settings.users)
+            roles_text = "、".join(r for r in user.roles)
+            _print(f"user {user.login} of {tenant.code} {tenant.name}: {roles_text}")
+            if args.invite:
+                token, expires = await users.invite_existing(conn, user, CLI_ACTOR, settings.users)
+                base = args.url.rstrip("/")
+                _print(f"one-time invite (until {calendar.shown(expires)} Beijing time):")
+                _print(f"{base}{users.INVITE_PREFIX}{token}")
+        except ApiError as exc:
+            _print(f"error: {exc.detail}")
+            return 1
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+async def _has_users(dsn: str) -> bool:
+    async def work(conn: asyncpg.Connection) -> bool:
+        return bool(await conn.fetchval("SELECT EXISTS (SELECT 1 FROM users)"))
+
+    return await _with_conn(dsn, work)
 
 
 def _month(text: str) -> date:
@@ -509,6 +578,28 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--all", action="store_true", help="all 31 provinces")
     data_dir_arg(imp)
     imp.set_defaults(run=cmd_tenants_import)
+
+    users_cmd = sub.add_parser("users", help="people's accounts").add_subparsers(
+        dest="users_command", required=True
+    )
+    ucreate = users_cmd.add_parser(
+        "create", help="a person's account (password on stdin or asked; or --invite)"
+    )
+    ucreate.add_argument("--tenant", required=True, help="the tenant's code, e.g. 000000")
+    ucreate.add_argument(
+        "--role", action="append", required=True, help="查看 发送 审核 管理 财务 (repeat, or a,b)"
+    )
+    ucreate.add_argument("--login", required=True)
+    ucreate.add_argument("--phone", required=True, help="the person's own mainland mobile")
+    ucreate.add_argument("--name", help="display name (default: the login)")
+    ucreate.add_argument(
+        "--invite", action="store_true", help="print a one-time link instead of a password"
+    )
+    ucreate.add_argument(
+        "--url", default="http://127.0.0.1:8000", help="the console's address, for --invite"
+    )
+    data_dir_arg(ucreate)
+    ucreate.set_defaults(run=cmd_users_create)
 
     quota_cmd = sub.add_parser("quota", help="monthly quotas (operator)").add_subparsers(
         dest="quota_command", required=True

@@ -212,6 +212,31 @@ class DashboardSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     # Retired: sessions are kept in PostgreSQL (migration 0018) and need no signing secret. Still
     # accepted, so a configuration that sets it starts; the server warns that it is ignored.
     secret: str = ""
+    # Who may sign in to the console with an API key instead of a login: "operator" (keys of
+    # the root tenant 000000 only, the default), "off", or "any" (every key with
+    # dashboard:read, as before people had accounts; kept for the older dashboard tests and
+    # deprecated). Systems use keys on the API; people sign in as users.
+    key_sign_in: Literal["operator", "off", "any"] = "operator"
+
+
+class UsersSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # An invite link works once, for this long.
+    invite_hours: Annotated[float, msgspec.Meta(gt=0, le=24 * 30)] = 48.0
+    # Passwords: at least this long (and never containing the person's own names or phone).
+    password_min: Annotated[int, msgspec.Meta(ge=8, le=64)] = 10
+    # Failed sign-ins before the account locks; the lock lasts lock_seconds, doubling with each
+    # further failure, up to lock_max_seconds. A success resets both.
+    lock_after: Annotated[int, msgspec.Meta(ge=1, le=100)] = 5
+    lock_seconds: Annotated[float, msgspec.Meta(gt=0)] = 60.0
+    lock_max_seconds: Annotated[float, msgspec.Meta(gt=0)] = 3600.0
+    # The second factor's SMS code: good for this long, for this many tries.
+    code_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 300.0
+    code_attempts: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5
+    # Codes sent at most: one a minute per person, this many an hour per person and per
+    # phone, this many a day per phone.
+    code_gap_seconds: Annotated[float, msgspec.Meta(ge=0)] = 60.0
+    codes_per_hour: Annotated[int, msgspec.Meta(ge=1)] = 5
+    codes_per_phone_day: Annotated[int, msgspec.Meta(ge=1)] = 10
 
 
 class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -233,6 +258,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     delivery: DeliverySettings = DeliverySettings()
     contacts: ContactsSettings = ContactsSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    users: UsersSettings = UsersSettings()
     limits: LimitsSettings = LimitsSettings()
     clock: ClockSettings = ClockSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.

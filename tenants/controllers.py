@@ -56,7 +56,7 @@ class TenantController(Controller):
         tenant = await service.own(conn, who)
         return Me(
             tenant=service.to_tenant(tenant),
-            key_prefix=who.key_prefix,
+            key_prefix=who.key_prefix or "",
             scopes=sorted(who.scopes),
         )
 

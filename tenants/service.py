@@ -42,11 +42,11 @@ MAX_CODE_DIGITS = 12
 DIVISION_DIGITS = 6
 
 
-class Principal(msgspec.Struct, frozen=True):
-    """Who is calling: an API key acting for its tenant over that tenant's subtree."""
+class Principal(msgspec.Struct, frozen=True, kw_only=True):
+    """Who is calling: an API key, or a signed-in person (hub.users), acting for its tenant
+    over that tenant's subtree with `scopes` (a person's come from their roles:
+    tenants.scopes.ROLE_SCOPES). Exactly one of key_id and user_id is set."""
 
-    key_id: int
-    key_prefix: str
     tenant_id: int
     tenant_code: str
     tenant_path: str
@@ -54,6 +54,17 @@ class Principal(msgspec.Struct, frozen=True):
     # The highest suspended tenant among the caller's own and those above it, if any: the
     # caller may then read but not act (see refuse_if_suspended).
     suspended_by: str | None = None
+    key_id: int | None = None
+    key_prefix: str | None = None
+    user_id: int | None = None
+    login: str | None = None
+    # The dashboard session a person (or an operator key) is signed in with, if any.
+    session_id: int | None = None
+
+    @property
+    def actor(self) -> str:
+        """How logs and ledgers name who did something: `user:<login>` or `key:<prefix>`."""
+        return f"user:{self.login}" if self.login is not None else f"key:{self.key_prefix}"
 
 
 def refuse_if_suspended(who: Principal) -> None:

@@ -39,7 +39,12 @@ async def answerable(conn: asyncpg.Connection, who: Principal) -> TenantRow:
     tenants whose keys created it, one after another, the highest (the operator aside: it is
     trusted, and the one approver left when no tenant is above the rest). Whoever created a
     key saw its secret, so a county that creates a key for its unit and proposes with it
-    answers for that proposal itself."""
+    answers for that proposal itself. A signed-in person answers for their own tenant (nobody
+    else saw their password)."""
+    if who.key_id is None:
+        record = await conn.fetchrow(sql.TENANT_BY_ID, who.tenant_id)
+        assert record is not None, "a signed-in person's tenant exists"
+        return msgspec.convert(dict(record.items()), TenantRow)
     record = await conn.fetchrow(sql.KEY_LINEAGE_TOP, who.key_id)
     assert record is not None, "an authenticated key exists"
     return msgspec.convert(dict(record.items()), TenantRow)

@@ -43,7 +43,7 @@ class BillingController(Controller):
         self, request: AuthedRequest, conn: Conn, data: JSONBody[RateCardIn]
     ) -> RateCard:
         service.require_operator(request.user)
-        return await service.add_card(conn, data, f"key:{request.user.key_prefix}")
+        return await service.add_card(conn, data, request.user.actor)
 
     @get(
         "/rate-cards",
@@ -81,7 +81,7 @@ class CloseController(Controller):
         return await service.close_period(
             conn,
             _month(period),
-            f"key:{request.user.key_prefix}",
+            request.user.actor,
             grace_days=billing.close_grace_days,
             default_list_price=billing.list_price_micros,
         )

@@ -35,7 +35,7 @@ class CampaignController(Controller):
     ) -> Campaign:
         who = request.user
         tenant = await tenants.own(conn, who)
-        return await service.create(conn, tenant, data, f"key:{who.key_prefix}")
+        return await service.create(conn, tenant, data, who.actor)
 
     @get(
         "/",

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import quote, urlsplit
 
+import asyncpg
+import msgspec
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 from litestar import Controller, Request, Response, get, post
 from litestar.connection import ASGIConnection
@@ -28,7 +30,7 @@ from litestar.middleware import (
     AuthenticationResult,
     DefineMiddleware,
 )
-from litestar.params import Body, FromPath, FromQuery, QueryParameter
+from litestar.params import Body, FromPath, FromQuery, Parameter, QueryParameter
 from litestar.plugins.jinja import JinjaTemplateEngine
 from litestar.response import Redirect, Template
 from litestar.router import Router
@@ -39,13 +41,29 @@ from litestar.types import ExceptionHandler, ExceptionHandlersMap
 from hub.billing import exports
 from hub.calendar import current_period, parse_period, period_text, previous_period, shown
 from hub.dashboard import service
-from hub.dashboard.schemas import SORT_KEYS, LoginForm, QuotaForm, SortKey
+from hub.dashboard.schemas import (
+    ROLE_FIELDS,
+    SORT_KEYS,
+    CodeForm,
+    InviteForm,
+    LoginForm,
+    PasswordForm,
+    QuotaForm,
+    RolesForm,
+    SortKey,
+    checked_roles,
+)
 from hub.db import Database
-from hub.errors import ApiError, Forbidden, Invalid, outage
+from hub.delivery import service as delivery
+from hub.errors import ApiError, Forbidden, Invalid, NotFound, outage
 from hub.messages import service as messages
 from hub.settings import DashboardSettings, Settings
+from hub.users import service as users
+from hub.users.repository import UserRow
+from hub.users.schemas import InviteIn, NewInvite, UpdateUser
+from tenants import service as tenants
 from tenants.controllers import Conn
-from tenants.scopes import Data, grants, scope_for
+from tenants.scopes import ROLE_SCOPES, Data, Scope, grants, scope_for
 from tenants.service import Principal
 
 log = logging.getLogger("hub.dashboard")
@@ -54,6 +72,7 @@ HERE = Path(__file__).resolve().parent
 PREFIX = "/dashboard"
 COOKIE = "hub_dashboard"
 LOGIN = f"{PREFIX}/login"
+CODE = f"{PREFIX}/code"
 Form = Body(media_type=RequestEncodingType.URL_ENCODED)
 # The signed-in principal (the `who` dependency).
 Viewer = NamedDependency[Principal]
@@ -125,7 +144,10 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     env.globals["level_names"] = exports.LEVELS  # the statement's own words for the levels
     # What the signed-in key may see, asked of the same table as the API's guards.
     env.globals.update(
-        Data=Data, may=lambda who, need: grants(who.scopes, need), scope_for=scope_for
+        Data=Data,
+        Scope=Scope,
+        may=lambda who, need: grants(who.scopes, need),
+        scope_for=scope_for,
     )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))
 
@@ -153,6 +175,8 @@ _TITLES = {
 
 
 def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    if isinstance(exc, service.SecondFactorRequired):
+        return Redirect(CODE)
     if isinstance(exc, service.SignInRequired):
         return Redirect(f"{LOGIN}?next={quote(request.url.path)}")
     if (down := outage(exc)) is not None:
@@ -199,8 +223,10 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
     """The dashboard's sign-in check, before any dependency or handler runs (a failure there
     would leave the request's transaction to the garbage collector): the session's row and its
     key, on a connection of its own, as ApiKeyMiddleware checks a key. `request.user` is the
-    principal; a missing, ended or revoked session raises SignInRequired (to the sign-in page).
-    Routes marked `PUBLIC` (signing in and out) are not checked."""
+    principal; a missing, ended or revoked session raises SignInRequired (to the sign-in page),
+    and a session still owing its SMS code SecondFactorRequired (to the code page) on every
+    route but those marked `OWING_CODE`. Routes marked `PUBLIC` (signing in and out, invites)
+    are not checked."""
 
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, State]
@@ -208,12 +234,16 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
         state = connection.app.state
         db: Database = state.db
         async with db.acquire() as conn, conn.transaction():
-            who = await service.session(conn, connection.cookies.get(COOKIE), _rules(state))
-        return AuthenticationResult(user=who, auth=None)
+            signed = await service.session(conn, connection.cookies.get(COOKIE), _rules(state))
+        if signed.owes_code and not connection.route_handler.opt.get(OWING_CODE):
+            raise service.SecondFactorRequired("请先输入短信验证码")
+        return AuthenticationResult(user=signed.who, auth=signed)
 
 
 # A route's opt key: no session needed (SessionMiddleware skips it).
 PUBLIC = "dashboard_public"
+# A route's opt key: open to a session that still owes its SMS code (the code page, sign-out).
+OWING_CODE = "dashboard_owing_code"
 
 
 async def _viewer(request: Request[Principal, None, State]) -> Principal:
@@ -274,35 +304,121 @@ class DashboardController(Controller):
         return Redirect(f"{PREFIX}/t/{who.tenant_code}")
 
     @get("/login", opt={PUBLIC: True})
-    async def login_form(self, next: FromQuery[str] = "") -> Template:
-        return _page("login.html", None, error=None, next=_safe_next(next))
+    async def login_form(self, state: State, next: FromQuery[str] = "") -> Template:
+        return _login_page(state, 200, None, next)
 
     @post("/login", status_code=303, opt={PUBLIC: True})
     async def login(
         self,
         request: Request[Any, Any, State],
-        conn: Conn,
         state: State,
         data: Annotated[LoginForm, Form],
         next: FromQuery[str] = "",
     ) -> Response[Any]:
+        """A person's login and password (then, for admins and approvers, the SMS code page),
+        or the operator's key. Its own transaction: a failure it counted is committed, and the
+        code's send is enqueued once committed."""
         same_origin(request)
-        try:
-            token = await service.sign_in(conn, data.key, _rules(state))
-        except Invalid as exc:
-            return _page("login.html", None, 401, error=exc.detail, next=_safe_next(next))
-        # A session this browser already had ends: one browser, one session.
-        await service.sign_out(conn, request.cookies.get(COOKIE))
-        cookie = Cookie(
-            key=COOKIE,
-            value=token,
-            path=PREFIX,
-            max_age=int(_rules(state).session_hours * 3600),
-            httponly=True,
-            samesite="strict",
-            secure=request.url.scheme == "https",
+        db: Database = state.db
+        agent = request.headers.get("user-agent", "")
+        send_id = None
+        async with db.acquire() as conn, conn.transaction():
+            if data.key and not data.login:
+                try:
+                    token = await service.sign_in(conn, data.key, _rules(state), agent)
+                except Invalid as exc:
+                    return _login_page(state, 401, exc.detail, next)
+                owes = False
+            else:
+                found = await users.sign_in(conn, data.login, data.password, state.settings.users)
+                if isinstance(found, ApiError):
+                    return _login_page(state, found.status_code, found.detail, next)
+                token, session_id = await service.sign_in_user(conn, found, _rules(state), agent)
+                owes = users.needs_second_factor(found)
+                if owes:
+                    send_id, problem = await _send_code(conn, state, found, session_id)
+            # A session this browser already had ends: one browser, one session.
+            await service.sign_out(conn, request.cookies.get(COOKIE))
+        if send_id is not None:
+            await delivery.enqueue_send(db, state.redis, state.settings.delivery, send_id)
+        target = CODE if owes else _safe_next(next) or f"{PREFIX}/"
+        if owes and problem:
+            target = f"{CODE}?problem={quote(problem)}"
+        return Redirect(target, cookies=[_session_cookie(request, state, token)], status_code=303)
+
+    @get("/code", opt={OWING_CODE: True})
+    async def code_form(
+        self, request: Request[Principal, Any, State], who: Viewer, problem: FromQuery[str] = ""
+    ) -> Template:
+        signed: service.Signed = request.auth
+        return _page(
+            "code.html", who, owes=signed.owes_code, error=problem[:200] or None, sent=False
         )
-        return Redirect(_safe_next(next) or f"{PREFIX}/", cookies=[cookie], status_code=303)
+
+    @post("/code", status_code=303, opt={OWING_CODE: True})
+    async def enter_code(
+        self,
+        request: Request[Principal, Any, State],
+        state: State,
+        who: Viewer,
+        data: Annotated[CodeForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        assert who.session_id is not None
+        db: Database = state.db
+        async with db.acquire() as conn, conn.transaction():
+            refused = await users.check_code(
+                conn, who.session_id, data.code.strip(), state.settings.users
+            )
+            if refused is None:
+                await service.pass_second_factor(conn, who.session_id)
+        if refused is not None:
+            return _page(
+                "code.html", who, refused.status_code, owes=True, error=refused.detail, sent=False
+            )
+        return Redirect(f"{PREFIX}/", status_code=303)
+
+    @post("/code/send", status_code=303, opt={OWING_CODE: True})
+    async def resend_code(
+        self, request: Request[Principal, Any, State], state: State, who: Viewer
+    ) -> Response[Any]:
+        same_origin(request)
+        assert who.user_id is not None
+        assert who.session_id is not None
+        db: Database = state.db
+        async with db.acquire() as conn, conn.transaction():
+            user = await users.get(conn, who.user_id)
+            assert user is not None
+            send_id, problem = await _send_code(conn, state, user, who.session_id)
+        if send_id is not None:
+            await delivery.enqueue_send(db, state.redis, state.settings.delivery, send_id)
+        status = 429 if problem else 200
+        return _page("code.html", who, status, owes=True, error=problem or None, sent=not problem)
+
+    @get("/invite/{token:str}", opt={PUBLIC: True})
+    async def invite_form(self, conn: Conn, state: State, token: FromPath[str]) -> Template:
+        user = await users.invited(conn, token)
+        return _invite_page(state, 200, user, token, None)
+
+    @post("/invite/{token:str}", status_code=303, opt={PUBLIC: True})
+    async def accept_invite(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        state: State,
+        token: FromPath[str],
+        data: Annotated[PasswordForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        user = await users.invited(conn, token)
+        if data.password != data.confirm:
+            return _invite_page(state, 422, user, token, "两次输入的密码不一致")
+        try:
+            async with conn.transaction():
+                await users.accept_invite(conn, token, data.password, state.settings.users)
+        except Invalid as exc:
+            return _invite_page(state, 422, user, token, exc.detail)
+        return Redirect(f"{LOGIN}?welcome={quote(user.login)}", status_code=303)
 
     @post("/logout", status_code=303, opt={PUBLIC: True})
     async def logout(self, request: Request[Any, Any, State], conn: Conn) -> Redirect:
@@ -310,13 +426,106 @@ class DashboardController(Controller):
         await service.sign_out(conn, request.cookies.get(COOKIE))
         return _signed_out(request)
 
-    @post("/logout/everywhere", status_code=303)
+    @post("/logout/everywhere", status_code=303, opt={OWING_CODE: True})
     async def logout_everywhere(
         self, request: Request[Any, Any, State], conn: Conn, who: Viewer
     ) -> Redirect:
         same_origin(request)
         await service.sign_out_everywhere(conn, who)
         return _signed_out(request)
+
+    @get("/sessions")
+    async def sessions(self, conn: Conn, state: State, who: Viewer) -> Template:
+        listed = await service.own_sessions(conn, who, _rules(state))
+        return _page("sessions.html", who, sessions=listed)
+
+    @post("/sessions/{session_id:int}/end", status_code=303)
+    async def end_session(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        who: Viewer,
+        session_id: Annotated[int, Parameter(ge=1, le=2**62)],
+    ) -> Redirect:
+        same_origin(request)
+        await service.end_session(conn, who, session_id)
+        if session_id == who.session_id:
+            return _signed_out(request)
+        return Redirect(f"{PREFIX}/sessions", status_code=303)
+
+    @get("/users")
+    async def users_page(
+        self,
+        conn: Conn,
+        who: Viewer,
+        tenant: Annotated[str, QueryParameter(max_length=12)] = "",
+    ) -> Template:
+        service.require(who, Scope.USERS_WRITE, "管理用户")
+        return await _users_page(conn, who, tenant or who.tenant_code)
+
+    @post("/users/invite")
+    async def invite(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        state: State,
+        who: Viewer,
+        data: Annotated[InviteForm, Form],
+    ) -> Template:
+        same_origin(request)
+        service.require(who, Scope.USERS_WRITE, "邀请用户")
+        code = data.tenant or who.tenant_code
+        try:
+            roles = checked_roles(data)
+            if not roles:
+                raise Invalid("请至少选择一个角色")
+            form = msgspec.convert(
+                {
+                    "login": data.login,
+                    "display_name": data.display_name,
+                    "phone": data.phone,
+                    "roles": roles,
+                },
+                InviteIn,
+            )
+            async with conn.transaction():
+                made = await users.invite(
+                    conn, who, code, form, str(request.base_url), state.settings.users
+                )
+        except (ApiError, msgspec.ValidationError) as exc:
+            if isinstance(exc, NotFound):
+                raise
+            detail = exc.detail if isinstance(exc, ApiError) else f"输入无效：{exc}"
+            status = exc.status_code if isinstance(exc, ApiError) else 422
+            return await _users_page(conn, who, code, status, error=detail, form=data)
+        return await _users_page(conn, who, code, 201, invited=made)
+
+    @post("/users/{login:str}", status_code=303)
+    async def change_user(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        who: Viewer,
+        login: FromPath[str],
+        data: Annotated[RolesForm, Form],
+        action: Annotated[Literal["roles", "disable", "enable"], QueryParameter()] = "roles",
+    ) -> Response[Any]:
+        same_origin(request)
+        service.require(who, Scope.USERS_WRITE, "管理用户")
+        change = (
+            UpdateUser(roles=checked_roles(data) or None)
+            if action == "roles"
+            else UpdateUser(disabled=action == "disable")
+        )
+        try:
+            async with conn.transaction():
+                changed = await users.update_user(conn, who, login, change)
+        except ApiError as exc:
+            if isinstance(exc, NotFound):
+                raise
+            user = await users.managed(conn, who, login)
+            return await _users_page(conn, who, user.tenant_code, exc.status_code, error=exc.detail)
+        return Redirect(f"{PREFIX}/users?tenant={changed.tenant_code}", status_code=303)
 
     @get("/t/{code:str}")
     async def overview(
@@ -414,6 +623,70 @@ class DashboardController(Controller):
         self, state: State, who: Viewer, period: FromPath[str]
     ) -> Response[Any]:
         return await _export(state, who, period, "xlsx")
+
+
+def _session_cookie(request: Request[Any, Any, State], state: State, token: str) -> Cookie:
+    return Cookie(
+        key=COOKIE,
+        value=token,
+        path=PREFIX,
+        max_age=int(_rules(state).session_hours * 3600),
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
+
+
+def _login_page(state: State, status: int, error: str | None, next: str) -> Template:
+    keys = _rules(state).key_sign_in
+    return _page("login.html", None, status, error=error, next=_safe_next(next), keys=keys)
+
+
+def _invite_page(
+    state: State, status: int, user: UserRow, token: str, error: str | None
+) -> Template:
+    minimum = state.settings.users.password_min
+    view = users.to_user(user)
+    return _page("invite.html", None, status, user=view, token=token, error=error, minimum=minimum)
+
+
+async def _send_code(
+    conn: asyncpg.Connection, state: State, user: UserRow, session_id: int
+) -> tuple[int | None, str]:
+    """Send a session's SMS code: the send's id to enqueue after commit, or why not."""
+    try:
+        async with conn.transaction():
+            return await users.send_code(conn, user, session_id, state.settings), ""
+    except ApiError as exc:
+        if outage(exc) is not None:
+            raise
+        return None, exc.detail
+
+
+async def _users_page(
+    conn: asyncpg.Connection,
+    who: Principal,
+    code: str,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    form: InviteForm | None = None,
+    invited: NewInvite | None = None,
+) -> Template:
+    tenant = await tenants.get_visible(conn, who, code)
+    listed = await users.list_users(conn, who, tenant.code)
+    return _page(
+        "users.html",
+        who,
+        status,
+        tenant=tenant,
+        users=listed,
+        error=error,
+        form=form,
+        invited=invited,
+        roles=ROLE_FIELDS,
+        grantable={f for f, r in ROLE_FIELDS.items() if ROLE_SCOPES[r] <= who.scopes},
+    )
 
 
 def _signed_out(request: Request[Any, Any, State]) -> Redirect:

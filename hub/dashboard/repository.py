@@ -18,39 +18,50 @@ import msgspec
 
 _CHILD = "split_part(substr(t.path, length($1) + 1), '/', 1)"
 
-# --- sessions (migration 0018): a row per signed-in browser, found by its token's SHA-256 ----
+# --- sessions (migrations 0018, 0025): a row per signed-in browser, found by its token's SHA-256,
+# belonging to a user or to an API key (exactly one) ----------------------------------------------
 
 
 class LiveSession(msgspec.Struct, frozen=True):
     id: int
-    key_prefix: str
+    key_prefix: str | None
+    user_id: int | None
+    # When the SMS code was entered in this session (None: not yet).
+    second_factor_at: datetime | None
     # Its last request was over a minute ago: note this one (at most a write a minute).
     stale: bool
 
 
 # The session whose token hashes to $1, unless past its end or idle for the interval $2; with
-# the prefix of the key it was started with (whose own liveness the caller checks).
+# the prefix of the key or the user it belongs to (whose own liveness the caller checks).
 LIVE_SESSION = """
-SELECT s.id, k.prefix AS key_prefix, s.seen_at < hub_now() - interval '1 minute' AS stale
-FROM dashboard_sessions s JOIN api_keys k ON k.id = s.key_id
+SELECT s.id, k.prefix AS key_prefix, s.user_id, s.second_factor_at,
+       s.seen_at < hub_now() - interval '1 minute' AS stale
+FROM dashboard_sessions s LEFT JOIN api_keys k ON k.id = s.key_id
 WHERE s.token_sha256 = $1 AND s.expires_at > hub_now() AND s.seen_at > hub_now() - $2::interval
 """
 
 # A request in session $1.
 TOUCH_SESSION = "UPDATE dashboard_sessions SET seen_at = hub_now() WHERE id = $1"
 
-# A new session of key $2 with the token hash $1, ending after the interval $3.
+# A new session of key $2 or user $3 with the token hash $1, ending after the interval $4.
 START_SESSION = """
-INSERT INTO dashboard_sessions (token_sha256, key_id, expires_at)
-VALUES ($1, $2, hub_now() + $3::interval)
+INSERT INTO dashboard_sessions (token_sha256, key_id, user_id, expires_at, user_agent)
+VALUES ($1, $2, $3, hub_now() + $4::interval, $5)
+RETURNING id
 """
 
-# Key $1's sessions beyond its newest $2 end: a script signing in in a loop cannot pile up rows.
-TRIM_KEY_SESSIONS = """
+# The SMS code was entered in session $1.
+PASS_SECOND_FACTOR = "UPDATE dashboard_sessions SET second_factor_at = hub_now() WHERE id = $1"
+
+# Key $1's (or user $3's) sessions beyond its newest $2 end: a script signing in in a loop
+# cannot pile up rows.
+TRIM_SESSIONS = """
 DELETE FROM dashboard_sessions
-WHERE key_id = $1
+WHERE (key_id = $1 OR user_id = $3)
   AND id < (SELECT min(id) FROM (
-        SELECT id FROM dashboard_sessions WHERE key_id = $1 ORDER BY id DESC LIMIT $2) newest)
+        SELECT id FROM dashboard_sessions WHERE key_id = $1 OR user_id = $3
+        ORDER BY id DESC LIMIT $2) newest)
 """
 
 # Sessions of any key past their end or idle for the interval $1 (run at each sign-in).
@@ -61,8 +72,32 @@ DELETE FROM dashboard_sessions WHERE expires_at <= hub_now() OR seen_at <= hub_n
 # Sign-out: the session whose token hashes to $1.
 END_SESSION = "DELETE FROM dashboard_sessions WHERE token_sha256 = $1"
 
-# Sign-out everywhere: every session started with key $1.
-END_KEY_SESSIONS = "DELETE FROM dashboard_sessions WHERE key_id = $1"
+# Sign-out everywhere: every session of key $1 or of user $2.
+END_OWN_SESSIONS = "DELETE FROM dashboard_sessions WHERE key_id = $1 OR user_id = $2"
+
+# One session ($1) of key $2 or user $3 ends; its id when it was theirs.
+END_OWN_SESSION = """
+DELETE FROM dashboard_sessions WHERE id = $1 AND (key_id = $2 OR user_id = $3) RETURNING id
+"""
+
+
+class SessionRow(msgspec.Struct, frozen=True, kw_only=True):
+    id: int
+    created_at: datetime
+    seen_at: datetime
+    expires_at: datetime
+    user_agent: str
+    second_factor_at: datetime | None
+
+
+# The live sessions of key $1 or user $2, newest first.
+OWN_SESSIONS = """
+SELECT id, created_at, seen_at, expires_at, user_agent, second_factor_at
+FROM dashboard_sessions
+WHERE (key_id = $1 OR user_id = $2) AND expires_at > hub_now()
+  AND seen_at > hub_now() - $3::interval
+ORDER BY id DESC
+"""
 
 
 class DaySegments(msgspec.Struct, frozen=True):

@@ -4,7 +4,7 @@ template. Money stays integer micro-yuan until a template formats it."""
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -12,13 +12,66 @@ from hub.billing.schemas import StatementHead
 from hub.delivery.schemas import OptOut, RecentReply
 from hub.messages.schemas import SendSummary
 from hub.quota.schemas import Entry
+from tenants.scopes import Role
 
 SortKey = Literal["code", "name", "quota", "segments", "cost", "rate"]
 SORT_KEYS: tuple[SortKey, ...] = ("code", "name", "quota", "segments", "cost", "rate")
 
 
+# Form fields are bounded: a field past its bound is a 422 page, before anything is hashed.
+_Short = Annotated[str, msgspec.Meta(max_length=100)]
+_Secret = Annotated[str, msgspec.Meta(max_length=200)]
+
+
 class LoginForm(msgspec.Struct, frozen=True):
-    key: str = ""
+    # A person signs in with login and password; the operator may still use a key.
+    login: _Short = ""
+    password: _Secret = ""
+    key: _Secret = ""
+
+
+class CodeForm(msgspec.Struct, frozen=True):
+    code: Annotated[str, msgspec.Meta(max_length=20)] = ""
+
+
+class PasswordForm(msgspec.Struct, frozen=True):
+    password: _Secret = ""
+    confirm: _Secret = ""
+
+
+class InviteForm(msgspec.Struct, frozen=True):
+    tenant: _Short = ""
+    login: _Short = ""
+    display_name: _Short = ""
+    phone: _Short = ""
+    # One checkbox per role (role_read=on …): see ROLE_FIELDS.
+    role_read: _Short = ""
+    role_send: _Short = ""
+    role_review: _Short = ""
+    role_admin: _Short = ""
+    role_finance: _Short = ""
+
+
+class RolesForm(msgspec.Struct, frozen=True):
+    role_read: _Short = ""
+    role_send: _Short = ""
+    role_review: _Short = ""
+    role_admin: _Short = ""
+    role_finance: _Short = ""
+
+
+# The users page's checkbox for each role.
+ROLE_FIELDS: dict[str, Role] = {
+    "role_read": Role.READ,
+    "role_send": Role.SEND,
+    "role_review": Role.REVIEW,
+    "role_admin": Role.ADMIN,
+    "role_finance": Role.FINANCE,
+}
+
+
+def checked_roles(form: InviteForm | RolesForm) -> list[Role]:
+    return [role for field, role in ROLE_FIELDS.items() if getattr(form, field)]
 
 
 class QuotaForm(msgspec.Struct, frozen=True):

@@ -49,6 +49,9 @@ from hub.messages import service as messages
 from hub.quota import service as quota
 from hub.quota.schemas import Quota
 from hub.settings import DashboardSettings
+from hub.users import service as users
+from hub.users.repository import UserRow
+from hub.users.schemas import SessionInfo
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.scopes import Data, Need, Scope, grants, scope_for
@@ -60,7 +63,7 @@ log = logging.getLogger("hub.dashboard")
 
 # secrets.token_urlsafe(32): 256 random bits.
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{43}\Z")
-# A key's sessions beyond its newest this many end when it starts another.
+# A key's (or a person's) sessions beyond its newest this many end when it starts another.
 MAX_SESSIONS_PER_KEY = 20
 
 
@@ -71,6 +74,19 @@ class SignInRequired(ApiError):
     code = "sign_in_required"
 
 
+class SecondFactorRequired(SignInRequired):
+    """A session of an admin or approver without its SMS code: only the code page opens."""
+
+    code = "second_factor_required"
+
+
+class Signed(msgspec.Struct, frozen=True):
+    """Who a live session signs in, and whether it still owes its SMS code."""
+
+    who: Principal
+    owes_code: bool
+
+
 def _digest(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
@@ -79,47 +95,109 @@ def _idle(rules: DashboardSettings) -> timedelta:
     return timedelta(minutes=rules.idle_minutes)
 
 
-async def sign_in(conn: asyncpg.Connection, raw_key: str, rules: DashboardSettings) -> str:
-    """A new session for an API key with `dashboard:read`: its token, for the cookie (only its
-    hash is stored). Invalid for any other key."""
+def key_may_sign_in(who: Principal, rules: DashboardSettings) -> bool:
+    """Keys are for systems; the console takes one only from the operator (`key_sign_in`)."""
+    if rules.key_sign_in == "off":
+        return False
+    return rules.key_sign_in == "any" or who.tenant_code == tenants.ROOT_CODE
+
+
+async def _start(
+    conn: asyncpg.Connection,
+    rules: DashboardSettings,
+    user_agent: str,
+    *,
+    key_id: int | None = None,
+    user_id: int | None = None,
+) -> tuple[str, int]:
+    token = secrets.token_urlsafe(32)
+    await conn.execute(sql.END_STALE_SESSIONS, _idle(rules))
+    session_id: int = await conn.fetchval(
+        sql.START_SESSION,
+        _digest(token),
+        key_id,
+        user_id,
+        timedelta(hours=rules.session_hours),
+        user_agent[:200],
+    )
+    await conn.execute(sql.TRIM_SESSIONS, key_id, MAX_SESSIONS_PER_KEY, user_id)
+    return token, session_id
+
+
+async def sign_in(
+    conn: asyncpg.Connection, raw_key: str, rules: DashboardSettings, user_agent: str = ""
+) -> str:
+    """A new session for an API key with `dashboard:read` that may sign in to the console (the
+    operator's, see key_may_sign_in): its token, for the cookie (only its hash is stored).
+    Invalid for any other key."""
     principal = await tenants.authenticate(conn, raw_key.strip())
     if principal is None:
         raise Invalid("密钥无效或已吊销", fields=[{"key": "key", "message": "invalid"}])
+    if not key_may_sign_in(principal, rules):
+        raise Invalid(
+            "控制台只接受运营方（000000）的密钥：请用登录名和密码登录",
+            fields=[{"key": "key", "message": "not the operator's"}],
+        )
     if not grants(principal.scopes, Scope.DASHBOARD_READ):
         raise Invalid(
             f"此密钥没有 {Scope.DASHBOARD_READ} 权限", fields=[{"key": "key", "message": "scope"}]
         )
-    token = secrets.token_urlsafe(32)
-    await conn.execute(sql.END_STALE_SESSIONS, _idle(rules))
-    await conn.execute(
-        sql.START_SESSION,
-        _digest(token),
-        principal.key_id,
-        timedelta(hours=rules.session_hours),
-    )
-    await conn.execute(sql.TRIM_KEY_SESSIONS, principal.key_id, MAX_SESSIONS_PER_KEY)
+    token, _ = await _start(conn, rules, user_agent, key_id=principal.key_id)
     return token
 
 
-async def session(
-    conn: asyncpg.Connection, token: str | None, rules: DashboardSettings
-) -> Principal:
+async def sign_in_user(
+    conn: asyncpg.Connection, user: UserRow, rules: DashboardSettings, user_agent: str = ""
+) -> tuple[str, int]:
+    """A new session for a person whose password was right: its token and id. An admin's or
+    approver's session opens nothing but the code page until the SMS code is entered."""
+    return await _start(conn, rules, user_agent, user_id=user.id)
+
+
+async def session(conn: asyncpg.Connection, token: str | None, rules: DashboardSettings) -> Signed:
     """Who a session cookie signs in, or SignInRequired: unknown or garbled token, signed out,
-    past its end, idle too long, its key revoked or without `dashboard:read` any more."""
+    past its end, idle too long; its key revoked, without `dashboard:read` any more or no longer
+    allowed in the console; its user disabled or gone."""
     if token is None or not _TOKEN.match(token):
         raise SignInRequired("请先登录")
     record = await conn.fetchrow(sql.LIVE_SESSION, _digest(token), _idle(rules))
     if record is None:
         raise SignInRequired("会话已结束或已过期，请重新登录")
     live = msgspec.convert(dict(record.items()), sql.LiveSession)
+    if live.user_id is not None:
+        signed = await _user_session(conn, live)
+    else:
+        signed = await _key_session(conn, live, rules)
+    if live.stale:
+        await conn.execute(sql.TOUCH_SESSION, live.id)
+    return signed
+
+
+async def _user_session(conn: asyncpg.Connection, live: sql.LiveSession) -> Signed:
+    assert live.user_id is not None
+    user = await users.get(conn, live.user_id)
+    if user is None or user.disabled or user.password_hash is None:
+        raise SignInRequired("账户已停用，请联系本单位管理员")
+    owes = users.needs_second_factor(user) and live.second_factor_at is None
+    return Signed(users.principal(user, live.id), owes)
+
+
+async def _key_session(
+    conn: asyncpg.Connection, live: sql.LiveSession, rules: DashboardSettings
+) -> Signed:
+    assert live.key_prefix is not None
     found = await tenants.credential(conn, live.key_prefix)
     if found is None:
         raise SignInRequired("密钥已吊销，请重新登录")
+    if not key_may_sign_in(found.principal, rules):
+        raise SignInRequired("控制台只接受运营方的密钥，请用登录名和密码登录")
     if not grants(found.principal.scopes, Scope.DASHBOARD_READ):
         raise SignInRequired(f"此密钥已没有 {Scope.DASHBOARD_READ} 权限")
-    if live.stale:
-        await conn.execute(sql.TOUCH_SESSION, live.id)
-    return found.principal
+    return Signed(msgspec.structs.replace(found.principal, session_id=live.id), owes_code=False)
+
+
+async def pass_second_factor(conn: asyncpg.Connection, session_id: int) -> None:
+    await conn.execute(sql.PASS_SECOND_FACTOR, session_id)
 
 
 async def sign_out(conn: asyncpg.Connection, token: str | None) -> None:
@@ -129,8 +207,33 @@ async def sign_out(conn: asyncpg.Connection, token: str | None) -> None:
 
 
 async def sign_out_everywhere(conn: asyncpg.Connection, who: Principal) -> None:
-    """End every session started with the signed-in key, in every browser."""
-    await conn.execute(sql.END_KEY_SESSIONS, who.key_id)
+    """End every session of the signed-in person (or key), in every browser."""
+    await conn.execute(sql.END_OWN_SESSIONS, who.key_id, who.user_id)
+
+
+async def own_sessions(
+    conn: asyncpg.Connection, who: Principal, rules: DashboardSettings
+) -> list[SessionInfo]:
+    """The signed-in person's (or key's) live sessions, this one marked."""
+    records = await conn.fetch(sql.OWN_SESSIONS, who.key_id, who.user_id, _idle(rules))
+    return [
+        SessionInfo(
+            id=row.id,
+            created_at=row.created_at,
+            seen_at=row.seen_at,
+            expires_at=row.expires_at,
+            user_agent=row.user_agent,
+            verified=row.second_factor_at is not None,
+            current=row.id == who.session_id,
+        )
+        for row in _rows(records, sql.SessionRow)
+    ]
+
+
+async def end_session(conn: asyncpg.Connection, who: Principal, session_id: int) -> None:
+    """End one of the signed-in person's (or key's) own sessions; another's is 404."""
+    if await conn.fetchval(sql.END_OWN_SESSION, session_id, who.key_id, who.user_id) is None:
+        raise NotFound("会话不存在或已结束")
 
 
 # --- what the key may see ----------------------------------------------------------------
@@ -423,7 +526,7 @@ async def allocate(
     # A savepoint: a refused change (over the parent's room, below what is held) must leave
     # nothing behind, not even the accounts it opened on the way.
     async with conn.transaction():
-        await quota.set_limit(conn, child, month, f"dashboard:{who.key_prefix}", limit=limit)
+        await quota.set_limit(conn, child, month, who.actor, limit=limit)
 
 
 # --- billing -----------------------------------------------------------------------------

@@ -130,7 +130,7 @@ class RateLimitController(Controller):
     ) -> RateLimitsView:
         service.require_operator(request.user)
         tenant = await tenants.get_visible(conn, request.user, code)
-        actor = f"key:{request.user.key_prefix}"
+        actor = request.user.actor
         view = await service.set_limits(conn, tenant, data, actor, state.settings.limits)
         state.limiter.forget_overrides()
         return view

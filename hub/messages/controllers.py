@@ -118,9 +118,7 @@ class MessageController(Controller):
                     headers={"Idempotent-Replayed": "true"},
                 )
         tenant = await tenants.own(conn, who)
-        accepted = await service.create_send(
-            conn, tenant, f"key:{who.key_prefix}", data, state.settings
-        )
+        accepted = await service.create_send(conn, tenant, who.actor, data, state.settings)
         if idempotency_key is not None:
             await dedup.remember(
                 conn,

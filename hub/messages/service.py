@@ -366,7 +366,7 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
     cancelled = [r["id"] for r in await conn.fetch(sql.CANCEL_MESSAGES, send_id)]
     heirs = await dedup.cancel_send(conn, send_id, cancelled)
     if reservation_id:
-        await quota.void(conn, reservation_id, f"key:{who.key_prefix}")
+        await quota.void(conn, reservation_id, who.actor)
     return heirs
 
 

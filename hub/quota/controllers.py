@@ -47,7 +47,7 @@ def _period(text: str) -> date:
 
 
 def _actor(who: Principal) -> str:
-    return f"key:{who.key_prefix}"
+    return who.actor
 
 
 def _only_ancestors(who: Principal, tenant: TenantRow, what: str) -> None:

@@ -64,7 +64,7 @@ async def _author(conn: asyncpg.Connection, who: Principal | None) -> tuple[int,
     if who is None:
         root = await tenants.ensure_root(conn)
         return root.id, root, "operator"
-    return who.tenant_id, await tenant_signatures.answerable(conn, who), f"key:{who.key_prefix}"
+    return who.tenant_id, await tenant_signatures.answerable(conn, who), who.actor
 
 
 async def _replace_pending(conn: asyncpg.Connection, tenant: TenantRow, answerable: str) -> None:

@@ -7,13 +7,25 @@ from datetime import date, timedelta
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
 
 from hub.calendar import current_period
+from hub.settings import Settings
 from tenants.scopes import Scope
 from tests.factories import grant, make_key, make_small_tree
 
 ORIGIN = "http://hub.test"
+
+
+@pytest.fixture
+def settings(settings: Settings) -> Settings:
+    """These pages' tests sign in with keys of every tenant, as before people had accounts
+    (`key_sign_in = "any"`, deprecated); tests/integration/users signs people in."""
+    dashboard = msgspec.structs.replace(settings.dashboard, key_sign_in="any")
+    return msgspec.structs.replace(settings, dashboard=dashboard)
+
+
 SAME_ORIGIN = {"Origin": ORIGIN}
 
 

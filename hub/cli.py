@@ -32,6 +32,7 @@ from hub.db import migrate
 from hub.errors import ApiError
 from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
+from hub.messages.numbers import Rejected, normalize
 from hub.quota import service as quota
 from hub.settings import Settings, SettingsError, load_settings
 from hub.users import service as users
@@ -214,7 +215,10 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
                     "no one can sign in yet: create the operator's first admin with\n"
                     f"  hub users create --tenant {tenant_service.ROOT_CODE} "
                     "--role 管理,发送,审核,财务 --login admin --phone <your mobile> "
-                    "[--invite]\n  (admins enter an SMS code sent to that phone)"
+                    "[--invite]\n  (admins enter an SMS code sent to that phone from the "
+                    f"operator's quota, `hub quota set --tenant {tenant_service.ROOT_CODE} "
+                    "--limit N`; with no carrier configured, `hub outbox --phone <your mobile>` "
+                    "shows it)"
                 )
             _print("the operator's demo key, for the API:")
             _print(f"HUB_API_KEY={key}")
@@ -389,6 +393,33 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
         except ApiError as exc:
             _print(f"error: {exc.detail}")
             return 1
+        return 0
+
+    return _run_on_db(settings, args, work)
+
+
+# The newest messages the outbox gateway took for a phone (or for any), newest first.
+OUTBOX_LATEST = """
+SELECT phone, text, created_at FROM outbox
+WHERE $1::text IS NULL OR phone = $1
+ORDER BY created_at DESC, message_id DESC LIMIT $2
+"""
+
+
+def cmd_outbox(settings: Settings, args: argparse.Namespace) -> int:
+    """What the outbox gateway (no carrier: `hub up`'s default) was given, newest first: where
+    a newcomer reads the console's SMS sign-in code."""
+    phone = None
+    if args.phone is not None:
+        number = normalize(args.phone)
+        if isinstance(number, Rejected):
+            _print(f"error: {args.phone!r} is not a mobile number ({number.reason})")
+            return 2
+        phone = number.phone
+
+    async def work(conn: asyncpg.Connection) -> int:
+        for r in await conn.fetch(OUTBOX_LATEST, phone, args.last):
+            _print(f"{calendar.shown(r['created_at'])}  {r['phone']}  {r['text']}")
         return 0
 
     return _run_on_db(settings, args, work)
@@ -600,6 +631,14 @@ def _parser() -> argparse.ArgumentParser:
     )
     data_dir_arg(ucreate)
     ucreate.set_defaults(run=cmd_users_create)
+
+    outbox = sub.add_parser(
+        "outbox", help="what the outbox gateway (no carrier) was given, newest first"
+    )
+    outbox.add_argument("--phone", help="only this phone's messages")
+    outbox.add_argument("--last", type=int, default=10, help="how many (default 10)")
+    data_dir_arg(outbox)
+    outbox.set_defaults(run=cmd_outbox)
 
     quota_cmd = sub.add_parser("quota", help="monthly quotas (operator)").add_subparsers(
         dest="quota_command", required=True

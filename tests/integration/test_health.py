@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import re
 import socket
 
 import asyncpg
 import httpx
+import pytest
 from arq.connections import ArqRedis
 
 from hub.app import create_app
@@ -71,6 +73,24 @@ async def test_openapi_schema_and_docs_page(client: httpx.AsyncClient) -> None:
     docs = await client.get("/docs")
     assert docs.status_code in (301, 302, 307, 308)
     assert docs.headers["location"] == "/schema/swagger"
+
+
+@pytest.mark.parametrize("page", ["/schema", "/schema/swagger"])
+async def test_the_docs_pages_load_nothing_from_elsewhere(
+    client: httpx.AsyncClient, page: str
+) -> None:
+    """No CDN, no web fonts: every script, style and icon of the API's documentation is the
+    hub's own (it runs where the internet may be out of reach), and each is served."""
+    html = (await client.get(page)).text
+    linked = re.findall(r"""(?:src|href)\s*=\s*["']([^"']+)["']""", html)
+    assert linked, html
+    assert [url for url in linked if not url.startswith("/")] == []
+    for url in linked:
+        if url.startswith("/schema/"):
+            continue  # the document itself
+        served = await client.get(url)
+        assert served.status_code == 200, url
+        assert len(served.content) > 100, url
 
 
 async def test_unknown_route_is_json_404(client: httpx.AsyncClient) -> None:

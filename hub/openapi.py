@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
-import swagger_ui_bundle
 from litestar import Litestar, Router
 from litestar.enums import MediaType
 from litestar.openapi import OpenAPIConfig
@@ -36,18 +35,18 @@ TIMESTAMP_INPUT = "RFC 3339 with an offset (Z, +08:00, …); stored as the insta
 
 
 # The documentation pages' scripts and styles, served by the hub itself (no CDN: the hub runs
-# where the internet may not be reachable): Swagger UI from the swagger-ui-bundle package, ReDoc's
-# standalone bundle kept in hub/docs_assets (MIT, its licence beside it).
+# where the internet may not be reachable): Swagger UI 5 (it reads OpenAPI 3.1; Apache-2.0) and
+# ReDoc 2 (MIT) from npm's swagger-ui-dist and redoc, kept in hub/docs_assets with their
+# licences.
 DOCS_ASSETS = "/docs/assets"
-SWAGGER_DIR = Path(swagger_ui_bundle.swagger_ui_path)
-OWN_ASSETS_DIR = Path(__file__).resolve().parent / "docs_assets"
+ASSETS_DIR = Path(__file__).resolve().parent / "docs_assets"
 _FAVICON = f"<link rel='icon' type='image/png' href='{DOCS_ASSETS}/favicon-32x32.png'>"
 
 
 def docs_assets() -> Router:
     """The documentation pages' own files (public, like the pages)."""
     return create_static_files_router(
-        path=DOCS_ASSETS, directories=[SWAGGER_DIR, OWN_ASSETS_DIR], include_in_schema=False
+        path=DOCS_ASSETS, directories=[ASSETS_DIR], include_in_schema=False
     )
 
 

@@ -21,7 +21,7 @@ import msgspec
 import openpyxl
 import pytest
 from arq.connections import ArqRedis
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page, Route, async_playwright
 
 from hub.calendar import days_in, period_text
 from hub.dashboard.controllers import number, yuan
@@ -327,3 +327,31 @@ async def test_statement_downloads(hub: Hub, browser: Browser, fresh_db: str) ->
     assert lines[-1][0] == "合计"
     assert sum(row[7] for row in lines[:-1]) == lines[-1][7] == totals["segments"]
     assert Decimal(str(lines[-1][8])) * 1_000_000 == totals["cost_micros"]
+
+
+async def test_the_api_docs_render_with_the_network_cut_off(hub: Hub, browser: Browser) -> None:
+    """Swagger UI and ReDoc come from the hub itself: with every request to anywhere else
+    refused, both pages still render the API's operations."""
+    context = await browser.new_context(locale="zh-CN")
+    elsewhere: list[str] = []
+
+    async def only_the_hub(route: Route) -> None:
+        if route.request.url.startswith(hub.url):
+            await route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            await route.abort()
+
+    await context.route("**/*", only_the_hub)
+    page = await context.new_page()
+    await page.goto(f"{hub.url}/schema/swagger")
+    await page.wait_for_selector(".opblock", timeout=30_000)  # an operation, rendered
+    assert await page.locator(".opblock").count() > 20
+    await shot(page, "docs-swagger")
+    await page.goto(f"{hub.url}/schema")
+    # An operation's summary, as ReDoc renders it.
+    summary = page.get_by_text("Send one text to many phones").first
+    await summary.wait_for(state="attached", timeout=30_000)
+    await shot(page, "docs-redoc")
+    assert elsewhere == []
+    await context.close()

@@ -19,6 +19,7 @@ from hub.billing.controllers import BillingController, CloseController, UsageCon
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.sends import SendsController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
@@ -106,6 +107,7 @@ def create_app(
             RateLimitController,
             UserController,
             dashboard.DashboardController,
+            SendsController,
             dashboard.static_files(),
             docs,
             docs_assets(),

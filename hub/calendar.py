@@ -87,6 +87,11 @@ def business_day(instant: datetime | None = None) -> date:
     return (instant or now()).astimezone(BUSINESS_TZ).date()
 
 
+def day_start(day: date) -> datetime:
+    """The instant a business day begins (midnight in Asia/Shanghai)."""
+    return datetime(day.year, day.month, day.day, tzinfo=BUSINESS_TZ)
+
+
 def period_of(instant: datetime) -> date:
     """The month an instant falls in, in Asia/Shanghai (the business day)."""
     local = instant.astimezone(BUSINESS_TZ)

@@ -175,6 +175,9 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # A gateway failing this many batches in a row is skipped for `circuit_seconds`.
     circuit_failures: Annotated[int, msgspec.Meta(ge=1)] = 5
     circuit_seconds: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # A reply is linked to the tenant's newest send that asked for one and whose message to the
+    # phone went at most this long before the reply came (7 days).
+    reply_window_seconds: Annotated[float, msgspec.Meta(gt=0, le=90 * 86400)] = 7 * 86400.0
     # Tenants' webhooks may only reach public addresses (webhooks.is_public): a URL that is, or
     # resolves to, a private, loopback or link-local address, or an IPv6 form of one, is refused
     # (the hub's own network is not a tenant's to probe). True lets them in: tests, or a

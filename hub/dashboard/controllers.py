@@ -56,7 +56,7 @@ from hub.dashboard.schemas import (
 from hub.db import Database
 from hub.delivery import service as delivery
 from hub.errors import ApiError, Forbidden, Invalid, NotFound, outage
-from hub.messages import service as messages
+from hub.messages.reasons import STATUS_WORDS, reason, reject_word
 from hub.settings import DashboardSettings, Settings
 from hub.users import service as users
 from hub.users.repository import UserRow
@@ -113,17 +113,8 @@ WORDS = {
     "use": "使用",
     "void": "释放",
     "expire": "预占过期",
-    "accepted": "待发送",
-    "sending": "发送中",
-    "sent": "已发出",
-    "delivered": "已送达",
-    "undelivered": "未送达",
-    "failed": "失败",
-    "deduplicated": "已去重",
-    "rejected": "号码无效",
-    "opted_out": "已退订",
-    "cancelled": "已取消",
-    "expired": "已过期",
+    # The messages' statuses: hub.messages.reasons, the words the results file uses too.
+    **STATUS_WORDS,
 }
 
 
@@ -141,6 +132,8 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
     )
     # `|beijing`: every time on a page is read on Beijing's clock (hub.calendar.shown).
     env.filters.update(yuan=yuan, number=number, permille=permille, zh=words, beijing=shown)
+    # A recipient's reason and a refused number's, in the words of hub.messages.reasons.
+    env.filters.update(reason=lambda m: reason(m.status, m.error), reject=reject_word)
     env.globals["level_names"] = exports.LEVELS  # the statement's own words for the levels
     # What the signed-in key may see, asked of the same table as the API's guards.
     env.globals.update(
@@ -590,19 +583,6 @@ class DashboardController(Controller):
             )
         target = f"{PREFIX}/t/{code}/activity?period={period_text(month)}&saved={data.child}"
         return Redirect(target, status_code=303)
-
-    @get("/sends/{send_id:int}")
-    async def recipients(
-        self,
-        conn: Conn,
-        who: Viewer,
-        send_id: FromPath[int],
-        after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
-    ) -> Template:
-        service.require(who, Data.MESSAGES, "查看发送内容和收件人")
-        send = await messages.get_send(conn, who, send_id)
-        page = await messages.list_messages(conn, who, send_id, after, 100, None)
-        return _page("send.html", who, send=send, page=page)
 
     @get("/billing")
     async def billing(self, conn: Conn, who: Viewer, period: PeriodQuery = None) -> Template:

@@ -41,8 +41,9 @@ def extension_of(address: str, service_number: str) -> str | None:
 async def store(
     conn: asyncpg.Connection, settings: DeliverySettings, gateway: str, replies: Sequence[Inbound]
 ) -> list[int]:
-    """Store replies (a repeat of a gateway reference is stored once); returns the new ids, for
-    which webhook deliveries have been queued."""
+    """Store replies (a repeat of a gateway reference is stored once), link each to the send it
+    answers (LINK_REPLIES, the batch at once); returns the new ids, for which webhook
+    deliveries have been queued."""
     stored: list[int] = []
     for reply in replies:
         extension = extension_of(reply.to, settings.service_number)
@@ -68,8 +69,11 @@ async def store(
             continue  # the gateway told us twice
         if opt_out:
             await conn.execute(sql.OPT_OUT, tenant_id, phone)
-        await conn.execute(sql.QUEUE_WEBHOOK, tenant_id, inbound_id)
         stored.append(inbound_id)
+    if stored:
+        # Linked before their webhook pushes are queued, so a push names the send it answers.
+        await conn.execute(sql.LINK_REPLIES, stored, settings.reply_window_seconds)
+        await conn.execute(sql.QUEUE_WEBHOOKS, stored)
     return stored
 
 

@@ -372,19 +372,40 @@ ON CONFLICT (gateway, reference) WHERE reference <> '' DO NOTHING
 RETURNING id
 """
 
+# Link the new replies $1 to the send each answers: the newest send of the reply's tenant that
+# asked for a reply (reply_waits) and whose message to the phone went ($2 seconds at most
+# before the reply came). One statement for the whole batch.
+LINK_REPLIES = """
+UPDATE inbound i SET send_id = pick.send_id
+FROM (
+    SELECT r.id, (
+        SELECT w.send_id FROM reply_waits w JOIN messages m ON m.id = w.message_id
+        WHERE w.tenant_id = r.tenant_id AND w.phone = r.phone
+          AND m.sent_at IS NOT NULL AND m.sent_at >= r.received_at - make_interval(secs => $2)
+        ORDER BY w.send_id DESC
+        LIMIT 1
+    ) AS send_id
+    FROM inbound r WHERE r.id = ANY($1::bigint[])
+) pick
+WHERE i.id = pick.id AND pick.send_id IS NOT NULL
+"""
+
 # The phone asked this tenant to stop.
 OPT_OUT = "INSERT INTO opt_outs (tenant_id, phone) VALUES ($1, $2) ON CONFLICT DO NOTHING"
 
-# Push the reply to the tenant's webhook, if it has one.
-QUEUE_WEBHOOK = """
+# Push the replies $1 to their tenants' webhooks, where they have one.
+QUEUE_WEBHOOKS = """
 INSERT INTO webhook_deliveries (tenant_id, inbound_id)
-SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM webhooks WHERE tenant_id = $1)
+SELECT i.tenant_id, i.id FROM inbound i
+WHERE i.id = ANY($1::bigint[]) AND EXISTS (SELECT 1 FROM webhooks w WHERE w.tenant_id = i.tenant_id)
+ORDER BY i.id
 ON CONFLICT DO NOTHING
 """
 
 # A page of replies to the tenant at path $1 (or its whole subtree), in id order.
 INBOUND_PAGE = """
-SELECT i.id, t.code AS tenant, i.phone, i.address, i.text, i.opt_out, i.gateway, i.received_at
+SELECT i.id, t.code AS tenant, i.phone, i.address, i.text, i.opt_out, i.gateway, i.received_at,
+       i.send_id
 FROM inbound i JOIN tenants t ON t.id = i.tenant_id
 WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~')) AND i.id > $3
 ORDER BY i.id
@@ -431,7 +452,8 @@ WITH due AS (
     RETURNING d.id, d.tenant_id, d.inbound_id, d.attempts
 )
 SELECT l.id AS delivery_id, l.attempts, w.url, w.secret,
-       i.id, t.code AS tenant, i.phone, i.address, i.text, i.opt_out, i.gateway, i.received_at
+       i.id, t.code AS tenant, i.phone, i.address, i.text, i.opt_out, i.gateway, i.received_at,
+       i.send_id
 FROM leased l
 JOIN webhooks w ON w.tenant_id = l.tenant_id
 JOIN inbound i ON i.id = l.inbound_id

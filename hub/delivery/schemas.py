@@ -34,6 +34,9 @@ class InboundView(msgspec.Struct, frozen=True):
     opt_out: bool  # T, TD, 退订, 取消 or N: the phone no longer gets this tenant's messages
     gateway: str
     received_at: datetime
+    # The send it answers: the tenant's newest send to this phone that asked for a reply and
+    # went within HUB_DELIVERY__REPLY_WINDOW_SECONDS before it; null if none did.
+    send_id: int | None = None
 
 
 class InboundPage(msgspec.Struct, frozen=True):

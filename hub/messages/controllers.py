@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated, Any, Literal
 
 import asyncpg
@@ -14,14 +15,21 @@ from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_204_NO_CONTENT
 from hub import wire
 from hub.db import Database
 from hub.dedup import service as dedup
+from hub.dedup.repository import StoredAnswer
 from hub.delivery import service as delivery
 from hub.errors import error_responses
-from hub.messages import service
+from hub.messages import followup, service
 from hub.messages.schemas import (
+    DatedBy,
+    FollowKind,
+    FollowUpRequest,
     MessagePage,
     QuietHoursSetting,
     QuietHoursView,
+    ReplyPage,
     SendAccepted,
+    SendFilters,
+    SendPage,
     SendRequest,
     SendView,
 )
@@ -61,6 +69,7 @@ Status = Literal[
     "cancelled",
     "expired",
 ]
+SendStateFilter = Literal["scheduled", "held", "queued", "cancelled", "done"]
 
 
 class MessageController(Controller):
@@ -132,6 +141,69 @@ class MessageController(Controller):
         return accepted
 
     @get(
+        "/",
+        guards=[require(Data.MESSAGES)],
+        responses=error_responses(422),
+        summary="The caller's sends (subtree=true: its descendants' too), newest first, filtered",
+    )
+    async def list_sends(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        subtree: Annotated[bool, QueryParameter(description="include descendants")] = False,
+        date_from: Annotated[
+            date | None,
+            QueryParameter(name="from", description="first day (Asia/Shanghai), YYYY-MM-DD"),
+        ] = None,
+        date_to: Annotated[
+            date | None,
+            QueryParameter(name="to", description="last day (Asia/Shanghai), inclusive"),
+        ] = None,
+        dated: Annotated[
+            DatedBy, QueryParameter(description="the days are of its creation or due time")
+        ] = "created",
+        send_state: Annotated[SendStateFilter | None, QueryParameter(name="state")] = None,
+        has_status: Annotated[
+            list[Status] | None,
+            QueryParameter(description="sends with a message in any of these statuses"),
+        ] = None,
+        text: Annotated[
+            str | None,
+            QueryParameter(
+                min_length=1,
+                max_length=100,
+                pattern=r"^[^\x00-\x1f\x7f-\x9f]+$",
+                description="the body contains this text (matched literally)",
+            ),
+        ] = None,
+        sender: Annotated[
+            str | None,
+            QueryParameter(
+                max_length=80,
+                pattern=r"^[a-z]+:[A-Za-z0-9_.-]{1,64}$",
+                description="created by: key:<prefix>, campaign:<id>, …",
+            ),
+        ] = None,
+        reply_wanted: Annotated[bool | None, QueryParameter()] = None,
+        before: Annotated[int | None, QueryParameter(ge=1, le=2**53)] = None,
+        limit: Annotated[int, QueryParameter(ge=1, le=200)] = 50,
+    ) -> SendPage:
+        filters = SendFilters(
+            subtree=subtree,
+            date_from=date_from,
+            date_to=date_to,
+            dated=dated,
+            state=send_state,
+            has_status=list(has_status or []),
+            text=text,
+            sender=sender,
+            reply_wanted=reply_wanted,
+            before=before,
+            limit=limit,
+        )
+        return await followup.list_sends(conn, request.user, filters)
+
+    @get(
         "/{send_id:int}",
         guards=[require(Data.MESSAGES)],
         responses=error_responses(404, 422),
@@ -170,8 +242,99 @@ class MessageController(Controller):
         after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
         limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
         status: Annotated[Status | None, QueryParameter()] = None,
+        replied: Annotated[
+            bool | None,
+            QueryParameter(
+                description="only phones that replied (true) or did not (false) to the send or "
+                "its reminders and resends; needs the replies scope"
+            ),
+        ] = None,
     ) -> MessagePage:
-        return await service.list_messages(conn, request.user, send_id, after, limit, status)
+        return await service.list_messages(
+            conn, request.user, send_id, after, limit, status, replied
+        )
+
+    @get(
+        "/{send_id:int}/replies",
+        guards=[require(Data.REPLIES)],
+        responses=error_responses(404, 422),
+        summary="Replies linked to a send, its reminders and resends, in the order they came",
+    )
+    async def replies(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        send_id: SendId,
+        after: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
+        limit: Annotated[int, QueryParameter(ge=1, le=1000)] = 100,
+    ) -> ReplyPage:
+        return await followup.replies(conn, request.user, send_id, after, limit)
+
+    @post(
+        "/{send_id:int}/remind",
+        guards=[require(Scope.MESSAGES_WRITE)],
+        responses=error_responses(404, 409, 413, 422, 429),
+        status_code=HTTP_202_ACCEPTED,
+        summary="A new send, linked to the first, to the recipients who have not replied",
+    )
+    async def remind(
+        self,
+        request: AuthedRequest,
+        state: State,
+        send_id: SendId,
+        data: JSONBody[FollowUpRequest],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SendAccepted]:
+        return await _follow_up(request, state, send_id, "remind", data, idempotency_key)
+
+    @post(
+        "/{send_id:int}/resend",
+        guards=[require(Scope.MESSAGES_WRITE)],
+        responses=error_responses(404, 409, 413, 422, 429),
+        status_code=HTTP_202_ACCEPTED,
+        summary="A new send, linked to the first, to the recipients whose message failed",
+    )
+    async def resend(
+        self,
+        request: AuthedRequest,
+        state: State,
+        send_id: SendId,
+        data: JSONBody[FollowUpRequest],
+        idempotency_key: IdempotencyKey = None,
+    ) -> Response[SendAccepted]:
+        return await _follow_up(request, state, send_id, "resend", data, idempotency_key)
+
+
+async def _follow_up(
+    request: AuthedRequest,
+    state: State,
+    send_id: int,
+    kind: FollowKind,
+    data: FollowUpRequest,
+    idempotency_key: str | None,
+) -> Response[SendAccepted]:
+    """A reminder or resend, in a transaction of its own as a send's (its batches are enqueued
+    once it commits), under the Idempotency-Key; the key's request is the path and the body."""
+    who = request.user
+    db: Database = state.db
+    body_hash = dedup.request_hash(request.url.path.encode() + b"\n" + await request.body())
+    async with db.acquire() as conn, conn.transaction():
+        answer = await followup.once(
+            conn,
+            who,
+            idempotency_key,
+            body_hash,
+            state.settings,
+            lambda: followup.follow_up(conn, who, send_id, kind, data, state.settings),
+        )
+    if isinstance(answer, StoredAnswer):
+        replayed: Any = msgspec.Raw(answer.response)
+        return wire.HubResponse(
+            replayed, status_code=answer.status_code, headers={"Idempotent-Replayed": "true"}
+        )
+    if answer.state == "queued":
+        await delivery.enqueue_send(db, state.redis, state.settings.delivery, answer.id)
+    return wire.HubResponse(answer, status_code=HTTP_202_ACCEPTED)
 
 
 class QuietHoursController(Controller):

@@ -6,6 +6,8 @@ from datetime import datetime
 
 import msgspec
 
+from hub.messages.schemas import FollowKind, Priority
+
 # Which of these phones opted out of the tenant's messages.
 OPTED_OUT = "SELECT phone FROM opt_outs WHERE tenant_id = $1 AND phone = ANY($2::text[])"
 
@@ -13,10 +15,17 @@ OPTED_OUT = "SELECT phone FROM opt_outs WHERE tenant_id = $1 AND phone = ANY($2:
 INSERT_SEND = """
 INSERT INTO sends (tenant_id, signature, body, encoding, segments_each, priority, dedup,
                    recipients, repeats, rejects, segments, list_price_micros, actor,
-                   state, send_at, held_until, due_at)
+                   state, send_at, held_until, due_at, reply_wanted, follows, follow_kind)
 VALUES ($1, $2, $3, $4, $5, $6::send_priority, $7, $8, $9, $10::jsonb, 0, 0, $11,
-        $12::send_state, $13, $14, $15)
+        $12::send_state, $13, $14, $15, $16, $17, $18)
 RETURNING id
+"""
+
+# A send that asked for a reply: each of its phones awaits one (reply_waits is how a reply is
+# linked to it, hub.delivery.repository.LINK_REPLIES).
+AWAIT_REPLIES = """
+INSERT INTO reply_waits (tenant_id, phone, send_id, message_id)
+SELECT tenant_id, phone, send_id, id FROM messages WHERE send_id = $1 AND status <> 'opted_out'
 """
 
 # A tenant's own quiet hours, if it set any.
@@ -138,7 +147,7 @@ class SendRow(msgspec.Struct, frozen=True):
     tenant_path: str
     signature: str
     body: str
-    priority: str
+    priority: Priority
     dedup: bool
     encoding: str
     segments_each: int
@@ -146,6 +155,11 @@ class SendRow(msgspec.Struct, frozen=True):
     list_price_micros: int
     rejects: str
     created_at: datetime
+    tenant_id: int
+    actor: str
+    reply_wanted: bool
+    follows: int | None
+    follow_kind: FollowKind | None
 
 
 # A send, only if its tenant lies in the subtree whose path is $2.
@@ -153,10 +167,14 @@ SEND_IN_SUBTREE = """
 SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at,
        t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
        s.priority::text AS priority, s.dedup, s.encoding, s.segments_each, s.segments,
-       s.list_price_micros, s.rejects::text AS rejects, s.created_at
+       s.list_price_micros, s.rejects::text AS rejects, s.created_at, s.tenant_id, s.actor,
+       s.reply_wanted, s.follows, s.follow_kind
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE s.id = $1 AND t.path >= $2 AND t.path < $2 || '~'
 """
+
+# The follow-ups (reminders, resends) of the first send $1, oldest first.
+FAMILY = "SELECT id FROM sends WHERE follows = $1 ORDER BY id"
 
 # How many of a send's messages are in each status.
 STATUS_COUNTS = """
@@ -166,18 +184,27 @@ SELECT status::text AS status, count(*) AS n FROM messages WHERE send_id = $1 GR
 
 # A page of a send's messages (as MessageView) after the cursor $2, of status $4 (NULL: all),
 # for a caller whose subtree is the path $5: the copy a message was deduplicated against is named
-# only when its tenant is in that subtree; any other sender stays anonymous.
+# only when its tenant is in that subtree; any other sender stays anonymous. `replied`: whether
+# the phone replied to one of the sends $6 (the send's family; NULL: not asked, not shown), and
+# $7 keeps only those that did (true) or did not (false); NULL keeps all.
 MESSAGES_PAGE = """
 SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.segments,
        CASE WHEN v.inside THEN m.duplicate_of END AS duplicate_of,
        CASE WHEN v.inside THEN d.code END AS duplicate_tenant,
        CASE WHEN v.inside THEN 'subtree' WHEN NOT v.inside THEN 'another_sender' END
            AS duplicate_source,
-       m.updated_at
+       m.error, r.replied, m.updated_at
 FROM messages m
 LEFT JOIN tenants d ON d.id = m.duplicate_tenant_id
 LEFT JOIN LATERAL (SELECT d.path >= $5 AND d.path < $5 || '~' AS inside) v ON true
+LEFT JOIN LATERAL (
+    SELECT EXISTS (
+        SELECT 1 FROM inbound i WHERE i.send_id = ANY($6::bigint[]) AND i.phone = m.phone
+    ) AS replied
+    WHERE $6::bigint[] IS NOT NULL
+) r ON true
 WHERE m.send_id = $1 AND m.id > $2 AND ($4::message_status IS NULL OR m.status = $4)
+  AND ($7::boolean IS NULL OR r.replied = $7)
 ORDER BY m.id
 LIMIT $3
 """
@@ -214,4 +241,109 @@ SEND_STATUS_COUNTS = """
 SELECT send_id, status::text AS status, count(*) AS n
 FROM messages WHERE send_id = ANY($1::bigint[])
 GROUP BY send_id, status
+"""
+
+
+class ListedSend(msgspec.Struct, frozen=True):
+    id: int
+    tenant: str
+    state: str
+    priority: str
+    body: str
+    sender: str
+    reply_wanted: bool
+    follows: int | None
+    follow_kind: FollowKind | None
+    recipients: int
+    segments: int
+    created_at: datetime
+    due_at: datetime
+    replies: int
+
+
+# The sends of the tenant at path $1 (with $2, of its whole subtree), newest first, below the
+# cursor $3, filtered: created (or, with $6, due) in [$4, $5); state $7; having a message in a
+# status of $8; body containing $9 (a LIKE pattern, escaped by the caller); created by $10;
+# asking for a reply or not ($11). $12 rows.
+SENDS_PAGE = """
+SELECT s.id, t.code AS tenant, s.state::text AS state, s.priority::text AS priority, s.body,
+       s.actor AS sender, s.reply_wanted, s.follows, s.follow_kind, s.recipients, s.segments,
+       s.created_at, s.due_at,
+       (SELECT count(*) FROM inbound i WHERE i.send_id = s.id) AS replies
+FROM sends s JOIN tenants t ON t.id = s.tenant_id
+WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
+  AND ($3::bigint IS NULL OR s.id < $3)
+  AND ($4::timestamptz IS NULL OR CASE WHEN $6 THEN s.due_at ELSE s.created_at END >= $4)
+  AND ($5::timestamptz IS NULL OR CASE WHEN $6 THEN s.due_at ELSE s.created_at END < $5)
+  AND ($7::send_state IS NULL OR s.state = $7)
+  AND (cardinality($8::message_status[]) = 0
+       OR EXISTS (SELECT 1 FROM messages m WHERE m.send_id = s.id AND m.status = ANY($8)))
+  AND ($9::text IS NULL OR s.body LIKE $9 ESCAPE '\\')
+  AND ($10::text IS NULL OR s.actor = $10)
+  AND ($11::boolean IS NULL OR s.reply_wanted = $11)
+ORDER BY s.id DESC
+LIMIT $12
+"""
+
+
+class ReplyRow(msgspec.Struct, frozen=True):
+    id: int
+    send_id: int
+    phone: str
+    text: str
+    opt_out: bool
+    received_at: datetime
+
+
+# Replies linked to any of the sends $1, after the reply $2, in id order; $3 rows.
+REPLIES_OF = """
+SELECT i.id, i.send_id, i.phone, i.text, i.opt_out, i.received_at
+FROM inbound i
+WHERE i.send_id = ANY($1::bigint[]) AND i.id > $2
+ORDER BY i.id
+LIMIT $3
+"""
+
+# The phones of send $1 that have not replied to any of the sends $2 (its family): whom a
+# reminder goes to. Opted-out and cancelled messages are left out (they were never to go).
+NOT_REPLIED = """
+SELECT m.phone FROM messages m
+WHERE m.send_id = $1 AND m.status NOT IN ('opted_out', 'cancelled')
+  AND NOT EXISTS (SELECT 1 FROM inbound i WHERE i.send_id = ANY($2::bigint[]) AND i.phone = m.phone)
+ORDER BY m.id
+"""
+
+# The phones of send $1 whose message did not arrive: whom a resend goes to.
+UNREACHED = """
+SELECT m.phone FROM messages m
+WHERE m.send_id = $1 AND m.status IN ('failed', 'undelivered', 'expired')
+ORDER BY m.id
+"""
+
+
+class ResultRow(msgspec.Struct, frozen=True):
+    id: int
+    phone: str
+    carrier: str
+    status: str
+    error: str | None
+    updated_at: datetime
+    reply: str | None
+    replied_at: datetime | None
+
+
+# A send's messages after $2 for the results file, each with the latest reply its phone sent to
+# one of the sends $3 (its family; NULL: replies not shown); $4 rows.
+RESULTS = """
+SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.error, m.updated_at,
+       r.text AS reply, r.received_at AS replied_at
+FROM messages m
+LEFT JOIN LATERAL (
+    SELECT i.text, i.received_at FROM inbound i
+    WHERE i.send_id = ANY($3::bigint[]) AND i.phone = m.phone
+    ORDER BY i.id DESC LIMIT 1
+) r ON true
+WHERE m.send_id = $1 AND m.id > $2
+ORDER BY m.id
+LIMIT $4
 """

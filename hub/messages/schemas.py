@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, ClassVar, Literal
 
 import msgspec
@@ -13,6 +13,8 @@ from hub.messages.numbers import Rejected
 from hub.templates.schemas import TemplateBody, TemplateVars
 
 Priority = Literal["urgent", "normal", "bulk"]
+# A follow-up of a send: a reminder to those who have not replied, or a resend to the failed.
+FollowKind = Literal["remind", "resend"]
 # A phone as the caller has it; spreadsheets often send numbers. Anything unusable is rejected
 # on its own (with a reason), never the whole send.
 Phone = str | int
@@ -62,6 +64,10 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     send_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     # "off": skip the cross-tenant content dedup for this send (repeats in `to` still collapse).
     dedup: Literal["on", "off"] = "on"
+    # Ask for a reply (回复1确认参会): replies from its phones are linked to it (the newest such
+    # send of the tenant to the phone, within HUB_DELIVERY__REPLY_WINDOW_SECONDS of it going),
+    # and GET /v1/messages/{id}/recipients?replied=false lists who has not replied.
+    reply_wanted: bool = False
 
 
 class Counts(msgspec.Struct, frozen=True):
@@ -112,6 +118,12 @@ class SendView(msgspec.Struct, frozen=True):
     # Messages by status right now (accepted, sent, delivered, deduplicated, opted_out, …).
     statuses: dict[str, int]
     rejected: list[Rejected]
+    # Who created it: key:<prefix>, campaign:<id>, …
+    sender: str
+    reply_wanted: bool
+    # A reminder or resend names the first send of its family and what it is to it.
+    follows: int | None
+    follow_kind: FollowKind | None
 
 
 class QuietHoursSetting(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -143,6 +155,11 @@ class MessageView(msgspec.Struct, frozen=True):
     duplicate_source: Literal["subtree", "another_sender"] | None
     duplicate_of: int | None
     duplicate_tenant: str | None
+    # What the gateway or the hub said of a message that did not (or may not) arrive.
+    error: str | None
+    # Whether the phone replied to this send or to a send of its family (the first send and
+    # its reminders and resends); null for a key that may not read replies.
+    replied: bool | None
     updated_at: datetime
 
 
@@ -162,3 +179,86 @@ class SendSummary(msgspec.Struct, frozen=True):
 class MessagePage(msgspec.Struct, frozen=True):
     items: list[MessageView]
     next_after: int | None
+
+
+# A fragment of a send's body to look for: one line of text, bounded (the search is a LIKE over
+# the caller's sends; its characters are matched literally, `%` and `_` included).
+SearchText = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=100, pattern=r"^[^\x00-\x1f\x7f-\x9f]+$")
+]
+# Who created a send, as sends record it: key:<prefix>, campaign:<id>, user:<id> …
+Sender = Annotated[str, msgspec.Meta(max_length=80, pattern=r"^[a-z]+:[A-Za-z0-9_.-]{1,64}$")]
+DatedBy = Literal["created", "due"]
+
+
+class SendFilters(msgspec.Struct, frozen=True, kw_only=True):
+    """What GET /v1/messages and the sends page filter by (all optional, all combined)."""
+
+    subtree: bool = False
+    # Business days (Asia/Shanghai), inclusive, of the send's creation or due time.
+    date_from: date | None = None
+    date_to: date | None = None
+    dated: DatedBy = "created"
+    state: Literal["scheduled", "held", "queued", "cancelled", "done"] | None = None
+    # Sends having at least one message in any of these statuses (failed, undelivered, …).
+    has_status: list[str] = []
+    text: str | None = None
+    sender: str | None = None
+    reply_wanted: bool | None = None
+    # Keyset: sends with ids below this one (newest first).
+    before: int | None = None
+    limit: int = 50
+
+
+class SendListItem(msgspec.Struct, frozen=True):
+    id: int
+    tenant: str
+    state: str
+    priority: str
+    body: str
+    sender: str
+    reply_wanted: bool
+    follows: int | None
+    follow_kind: FollowKind | None
+    # As submitted, repeats included.
+    recipients: int
+    segments: int
+    created_at: datetime
+    due_at: datetime
+    # Replies linked to this send itself.
+    replies: int
+    statuses: dict[str, int]
+
+
+class SendPage(msgspec.Struct, frozen=True):
+    items: list[SendListItem]
+    # Pass as `before` for the next (older) page; null on the last.
+    next_before: int | None
+
+
+class LinkedReply(msgspec.Struct, frozen=True):
+    id: int
+    # The send of the family it was linked to (the first send, or a reminder or resend).
+    send_id: int
+    phone: str
+    text: str
+    opt_out: bool
+    received_at: datetime
+
+
+class ReplyPage(msgspec.Struct, frozen=True):
+    items: list[LinkedReply]
+    next_after: int | None
+
+
+class FollowUpRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A reminder or a resend: a new send, to recipients of the first, through the same path as
+    POST /v1/messages (signature, quota, dedup, quiet hours, Idempotency-Key)."""
+
+    # The text; absent: a resend repeats the send's body, a reminder prefixes it with 提醒：
+    # (the same text within the dedup window would be suppressed as a copy the phone has).
+    body: TemplateBody | None = None
+    # Absent: the first send's priority (urgent still needs messages:urgent).
+    priority: Priority | None = None
+    send_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    dedup: Literal["on", "off"] = "on"

@@ -33,6 +33,7 @@ from hub.messages.repository import SendRow
 from hub.messages.schedule import QuietHours, clock, held_until
 from hub.messages.schemas import (
     Counts,
+    FollowKind,
     MessagePage,
     MessageView,
     QuietHoursSetting,
@@ -48,7 +49,7 @@ from hub.settings import Settings
 from hub.signatures import service as signatures
 from hub.templates import service as templates
 from tenants.repository import TenantRow
-from tenants.scopes import Scope
+from tenants.scopes import Data, Scope, grants, scope_for
 from tenants.service import Principal, ancestry_paths, get_by_id
 
 OPT_OUT_CHUNK = 10_000
@@ -226,6 +227,13 @@ async def _timing(
     return _Timing(state=state, due_at=held or due, held_until=held, period=period_of(due))
 
 
+class Follows(msgspec.Struct, frozen=True):
+    """A follow-up names the first send of its family and what it is to it."""
+
+    send_id: int
+    kind: FollowKind
+
+
 async def create_send(
     conn: asyncpg.Connection,
     tenant: TenantRow,
@@ -233,6 +241,7 @@ async def create_send(
     request: SendRequest,
     settings: Settings,
     now: datetime | None = None,
+    follows: Follows | None = None,
 ) -> SendAccepted:
     now = now or calendar.now()
     signature = await signatures.for_sending(conn, tenant)
@@ -263,8 +272,13 @@ async def create_send(
         request.send_at,
         timing.held_until,
         timing.due_at,
+        request.reply_wanted,
+        follows.send_id if follows else None,
+        follows.kind if follows else None,
     )
     await _write_messages(conn, send_id, tenant, recipients, opted_out, segments.count)
+    if request.reply_wanted:
+        await conn.execute(sql.AWAIT_REPLIES, send_id)
     candidates = [p for p in phones if p not in opted_out]
     duplicates: dict[str, Holder] = {}
     if request.dedup == "on":
@@ -321,7 +335,7 @@ async def create_send(
     )
 
 
-async def _visible_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> SendRow:
+async def visible_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> SendRow:
     record = await conn.fetchrow(sql.SEND_IN_SUBTREE, send_id, who.tenant_path)
     if record is None:
         raise NotFound("send not found")
@@ -329,7 +343,7 @@ async def _visible_send(conn: asyncpg.Connection, who: Principal, send_id: int) 
 
 
 async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> SendView:
-    send = await _visible_send(conn, who, send_id)
+    send = await visible_send(conn, who, send_id)
     counts = {r["status"]: r["n"] for r in await conn.fetch(sql.STATUS_COUNTS, send_id)}
     return SendView(
         id=send.id,
@@ -349,6 +363,10 @@ async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> Se
         created_at=send.created_at,
         statuses=counts,
         rejected=msgspec.json.decode(send.rejects, type=list[Rejected]),
+        sender=send.actor,
+        reply_wanted=send.reply_wanted,
+        follows=send.follows,
+        follow_kind=send.follow_kind,
     )
 
 
@@ -356,7 +374,7 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
     """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back;
     copies that relied on its messages go out in their place. Returns the sends of those heirs
     (a queued one's batches are enqueued after the commit)."""
-    await _visible_send(conn, who, send_id)
+    await visible_send(conn, who, send_id)
     reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
     if reservation_id is None:
         raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
@@ -456,6 +474,12 @@ async def recent_sends(conn: asyncpg.Connection, tenant_id: int, limit: int) -> 
     ]
 
 
+async def family(conn: asyncpg.Connection, send: SendRow) -> list[int]:
+    """The send's family: the first send and every reminder and resend that follows it."""
+    first = send.follows or send.id
+    return [first, *(r["id"] for r in await conn.fetch(sql.FAMILY, first))]
+
+
 async def list_messages(
     conn: asyncpg.Connection,
     who: Principal,
@@ -463,10 +487,16 @@ async def list_messages(
     after: int,
     limit: int,
     status: str | None,
+    replied: bool | None = None,
 ) -> MessagePage:
-    await _visible_send(conn, who, send_id)
+    """A page of a send's messages; with `replied`, only those whose phone did (or did not)
+    reply to the send's family. Whether each replied is shown to keys that may read replies."""
+    send = await visible_send(conn, who, send_id)
+    if replied is not None and not grants(who.scopes, Data.REPLIES):
+        raise Forbidden(f"who replied is read with the {scope_for(Data.REPLIES)} scope")
+    sends = await family(conn, send) if grants(who.scopes, Data.REPLIES) else None
     records = await conn.fetch(
-        sql.MESSAGES_PAGE, send_id, after, limit + 1, status, who.tenant_path
+        sql.MESSAGES_PAGE, send_id, after, limit + 1, status, who.tenant_path, sends, replied
     )
     items = [msgspec.convert(dict(r.items()), MessageView) for r in records[:limit]]
     more = len(records) > limit

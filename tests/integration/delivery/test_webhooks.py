@@ -184,6 +184,7 @@ async def test_a_reply_is_pushed_once_signed_right_after_it_is_stored(
         "text": "收到",
         "opt_out": False,
         "gateway": gateway,
+        "send_id": None,  # no send of 510104 asked this phone for a reply
     }
     # The same reply reported again is stored once; nothing is pushed again.
     async with live_db.transaction():

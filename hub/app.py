@@ -28,6 +28,8 @@ from hub.limits.controllers import RateLimitController, RateLimitMiddleware
 from hub.limits.service import Limiter
 from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, openapi_config
+from hub.oplog.controllers import OperationController
+from hub.oplog.service import Log
 from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
@@ -105,6 +107,7 @@ def create_app(
             InboundController,
             RateLimitController,
             UserController,
+            OperationController,
             dashboard.DashboardController,
             dashboard.static_files(),
             docs,
@@ -113,6 +116,8 @@ def create_app(
             "conn": Provide(provide_connection),
             # Tenancy's routes hand the signatures they are given to hub's reviews.
             "signature_desk": Provide(Desk, use_cache=True, sync_to_thread=False),
+            # Tenancy's routes write the operation log through hub's one recorder.
+            "oplog": Provide(Log, use_cache=True, sync_to_thread=False),
         },
         # Bodies are checked for control characters and depth as they are decoded.
         request_class=HubRequest,

@@ -60,6 +60,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     login: str | None = None
     # The dashboard session a person (or an operator key) is signed in with, if any.
     session_id: int | None = None
+    # Where the request came from, as the server saw it (tenants.auth.client_address): the
+    # operation log writes it beside `actor`.
+    address: str | None = None
 
     @property
     def actor(self) -> str:

@@ -33,6 +33,7 @@ from hub.errors import ApiError
 from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.messages.numbers import Rejected, normalize
+from hub.oplog import service as oplog
 from hub.quota import service as quota
 from hub.settings import Settings, SettingsError, load_settings
 from hub.users import service as users
@@ -447,12 +448,14 @@ def cmd_quota_set(settings: Settings, args: argparse.Namespace) -> int:
         if tenant is None:
             return 1
         try:
-            account = await quota.set_limit(
+            change = await quota.set_limit(
                 conn, tenant, period, CLI_ACTOR, limit=args.limit, policy=args.policy
             )
         except ApiError as exc:
             _print(f"error: {exc.detail}")
             return 1
+        await oplog.record(conn, CLI_ACTOR, "quota.set", **quota.limit_logged(tenant, change))
+        account = change.after
         _print(
             f"{tenant.code} {tenant.name} {period_text(period)}: limit "
             f"{account.limit_segments}, policy {account.policy}, used {account.used}, "
@@ -501,7 +504,10 @@ def cmd_quota_default(settings: Settings, args: argparse.Namespace) -> int:
         if tenant is None:
             return 1
         limit = None if args.limit == "none" else int(args.limit)
+        before = await quota.get_defaults(conn, tenant)
         saved = await quota.set_defaults(conn, tenant, limit, args.policy, CLI_ACTOR)
+        logged = quota.defaults_logged(tenant, before, saved)
+        await oplog.record(conn, CLI_ACTOR, "quota.default", **logged)
         _print(
             f"{tenant.code} opens each month with limit {saved.monthly_limit}, "
             f"policy {saved.policy}"

@@ -134,6 +134,7 @@ class SendRow(msgspec.Struct, frozen=True):
     send_at: datetime | None
     held_until: datetime | None
     due_at: datetime
+    tenant_id: int
     tenant_code: str
     tenant_path: str
     signature: str
@@ -150,7 +151,7 @@ class SendRow(msgspec.Struct, frozen=True):
 
 # A send, only if its tenant lies in the subtree whose path is $2.
 SEND_IN_SUBTREE = """
-SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at,
+SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at, s.tenant_id,
        t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
        s.priority::text AS priority, s.dedup, s.encoding, s.segments_each, s.segments,
        s.list_price_micros, s.rejects::text AS rejects, s.created_at

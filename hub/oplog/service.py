@@ -30,9 +30,17 @@ _EARLIEST = datetime(2000, 1, 1, tzinfo=BEIJING_TIME)
 _LATEST = datetime(2100, 1, 1, tzinfo=BEIJING_TIME)
 
 
+class Actor(msgspec.Struct, frozen=True):
+    """Who acted, where no Principal stands for them (signing in and out, the CLI, jobs)."""
+
+    name: str  # `user:<login>`, `key:<prefix>`, `cli:<user>`, `system:<what>`
+    tenant_id: int | None = None
+    address: str | None = None
+
+
 async def record(
     conn: asyncpg.Connection,
-    by: Principal | str,
+    by: Principal | Actor | str,
     action: str,
     *,
     tenant_id: int,
@@ -43,8 +51,11 @@ async def record(
 ) -> None:
     """Append one entry: `by` did `action` (`quota.set`) to `object` (`quota:510104:2027-03`)
     of the tenant `tenant_id`. Values are written as the API writes JSON (hub.wire)."""
+    actor_tenant: int | None
     if isinstance(by, Principal):
         actor, actor_tenant, address = by.actor, by.tenant_id, by.address
+    elif isinstance(by, Actor):
+        actor, actor_tenant, address = by.name, by.tenant_id, by.address
     else:
         actor, actor_tenant, address = by, None, None
     await conn.execute(

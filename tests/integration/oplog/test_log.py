@@ -10,14 +10,9 @@ import pytest
 from hub.oplog import service as oplog
 from tenants.scopes import ALL_SCOPES, Scope
 from tenants.service import get_by_code
-from tests.factories import bearer, make_key, make_small_tree
+from tests.factories import bearer, make_key
 
 ADMIN = frozenset({Scope.TENANTS_READ, Scope.TENANTS_WRITE})
-
-
-@pytest.fixture
-async def tree(conn: asyncpg.Connection) -> None:
-    await make_small_tree(conn)
 
 
 async def _tenant_id(conn: asyncpg.Connection, code: str) -> int:

@@ -19,6 +19,7 @@ from hub.billing.controllers import BillingController, CloseController, UsageCon
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.operations import OperationPages
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
@@ -109,6 +110,7 @@ def create_app(
             UserController,
             OperationController,
             dashboard.DashboardController,
+            OperationPages,
             dashboard.static_files(),
             docs,
         ],

@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -119,7 +119,12 @@ async def _serve(
 ) -> None:
     """Serve the API (and, for `hub up`, run the worker beside it) until Ctrl-C."""
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **proxy_headers(settings),
     )
     server = uvicorn.Server(config)
 
@@ -141,6 +146,14 @@ async def _serve(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+
+
+def proxy_headers(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy settings: X-Forwarded-For believed only from HUB_HTTP__TRUSTED_PROXIES
+    (uvicorn alone would believe it from 127.0.0.1), so the address the operation log keeps is
+    the socket's peer unless an operator named the proxy in front."""
+    trusted = settings.http.trusted_proxies.replace(" ", "")
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
 
 
 def serve_app() -> Litestar:
@@ -171,6 +184,7 @@ def _serve_processes(
         workers=settings.http.workers,
         log_level="warning",
         lifespan="on",
+        **proxy_headers(settings),
     )
     sock = config.bind_socket()
     on_ready(f"http://{host}:{sock.getsockname()[1]} ({settings.http.workers} processes)")

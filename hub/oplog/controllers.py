@@ -44,14 +44,14 @@ Limit = Annotated[int, QueryParameter(ge=1, le=PAGE_MAX, description="Page size"
 
 
 def filters(
-    since: date | None,
-    until: date | None,
+    since: date | str | None,
+    until: date | str | None,
     actor: str | None,
     action: str | None,
     after: int | None = None,
     limit: int = 100,
 ) -> Filters:
-    """The filters, checked by their Struct (the page's form reaches here unchecked)."""
+    """The filters, checked by their Struct (the console's form sends its dates as text)."""
     raw = {"since": since, "until": until, "actor": actor, "action": action, "after": after}
     try:
         checked = msgspec.convert({**raw, "limit": limit}, Filters)

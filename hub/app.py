@@ -19,6 +19,7 @@ from hub.billing.controllers import BillingController, CloseController, UsageCon
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.operations import OperationPages
 from hub.dashboard.sends import SendsController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
@@ -29,6 +30,8 @@ from hub.limits.controllers import RateLimitController, RateLimitMiddleware
 from hub.limits.service import Limiter
 from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, docs_assets, openapi_config
+from hub.oplog.controllers import OperationController
+from hub.oplog.service import Log
 from hub.quota.controllers import QuotaController
 from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
@@ -106,8 +109,10 @@ def create_app(
             InboundController,
             RateLimitController,
             UserController,
+            OperationController,
             dashboard.DashboardController,
             SendsController,
+            OperationPages,
             dashboard.static_files(),
             docs,
             docs_assets(),
@@ -116,6 +121,8 @@ def create_app(
             "conn": Provide(provide_connection),
             # Tenancy's routes hand the signatures they are given to hub's reviews.
             "signature_desk": Provide(Desk, use_cache=True, sync_to_thread=False),
+            # Tenancy's routes write the operation log through hub's one recorder.
+            "oplog": Provide(Log, use_cache=True, sync_to_thread=False),
         },
         # Bodies are checked for control characters and depth as they are decoded.
         request_class=HubRequest,

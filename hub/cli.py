@@ -15,7 +15,7 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import date
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import asyncpg
 import msgspec
@@ -33,6 +33,7 @@ from hub.errors import ApiError
 from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.messages.numbers import Rejected, normalize
+from hub.oplog import service as oplog
 from hub.quota import service as quota
 from hub.settings import Settings, SettingsError, load_settings
 from hub.users import service as users
@@ -118,7 +119,12 @@ async def _serve(
 ) -> None:
     """Serve the API (and, for `hub up`, run the worker beside it) until Ctrl-C."""
     config = uvicorn.Config(
-        create_app(settings), host=host, port=port, log_level="warning", lifespan="on"
+        create_app(settings),
+        host=host,
+        port=port,
+        log_level="warning",
+        lifespan="on",
+        **proxy_headers(settings),
     )
     server = uvicorn.Server(config)
 
@@ -140,6 +146,14 @@ async def _serve(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+
+
+def proxy_headers(settings: Settings) -> dict[str, Any]:
+    """uvicorn's proxy settings: X-Forwarded-For believed only from HUB_HTTP__TRUSTED_PROXIES
+    (uvicorn alone would believe it from 127.0.0.1), so the address the operation log keeps is
+    the socket's peer unless an operator named the proxy in front."""
+    trusted = settings.http.trusted_proxies.replace(" ", "")
+    return {"proxy_headers": bool(trusted), "forwarded_allow_ips": trusted or None}
 
 
 def serve_app() -> Litestar:
@@ -170,6 +184,7 @@ def _serve_processes(
         workers=settings.http.workers,
         log_level="warning",
         lifespan="on",
+        **proxy_headers(settings),
     )
     sock = config.bind_socket()
     on_ready(f"http://{host}:{sock.getsockname()[1]} ({settings.http.workers} processes)")
@@ -447,12 +462,14 @@ def cmd_quota_set(settings: Settings, args: argparse.Namespace) -> int:
         if tenant is None:
             return 1
         try:
-            account = await quota.set_limit(
+            change = await quota.set_limit(
                 conn, tenant, period, CLI_ACTOR, limit=args.limit, policy=args.policy
             )
         except ApiError as exc:
             _print(f"error: {exc.detail}")
             return 1
+        await oplog.record(conn, CLI_ACTOR, "quota.set", **quota.limit_logged(tenant, change))
+        account = change.after
         _print(
             f"{tenant.code} {tenant.name} {period_text(period)}: limit "
             f"{account.limit_segments}, policy {account.policy}, used {account.used}, "
@@ -501,7 +518,10 @@ def cmd_quota_default(settings: Settings, args: argparse.Namespace) -> int:
         if tenant is None:
             return 1
         limit = None if args.limit == "none" else int(args.limit)
+        before = await quota.get_defaults(conn, tenant)
         saved = await quota.set_defaults(conn, tenant, limit, args.policy, CLI_ACTOR)
+        logged = quota.defaults_logged(tenant, before, saved)
+        await oplog.record(conn, CLI_ACTOR, "quota.default", **logged)
         _print(
             f"{tenant.code} opens each month with limit {saved.monthly_limit}, "
             f"policy {saved.policy}"

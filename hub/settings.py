@@ -52,6 +52,12 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # setting (docs/OPERATIONS.md); the request limiter's fallback shares its rate among them.
     workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
     debug: bool = False
+    # Proxies whose X-Forwarded-For `hub serve` believes (uvicorn's forwarded-allow-ips:
+    # comma-separated addresses or networks, e.g. "127.0.0.1,10.0.0.0/8"). Empty (default): no
+    # header is believed, and a request's address (the operation log's) is the socket's peer.
+    trusted_proxies: Annotated[
+        str, msgspec.Meta(max_length=2000, pattern=r"^[0-9A-Fa-f.:/, ]*$")
+    ] = ""
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
@@ -46,7 +47,23 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
             principal = await authenticate(conn, token)
         if principal is None:
             raise Unauthorized("invalid or revoked API key")
+        principal = msgspec.structs.replace(principal, address=client_address(connection))
         return AuthenticationResult(user=principal, auth=principal.key_prefix)
+
+
+# An address longer than this is not one (IPv6 with a zone is under 64 characters).
+ADDRESS_MAX = 100
+
+
+def client_address(connection: ASGIConnection) -> str | None:  # type: ignore[type-arg]
+    """The caller's address as the ASGI server hands it over: the socket's peer, or, behind a
+    proxy the server trusts (HUB_HTTP__TRUSTED_PROXIES, given to uvicorn as its
+    forwarded-allow-ips), the address that proxy forwarded. Never read from a header here: a
+    client writes any header it likes."""
+    client = connection.client
+    if client is None or not client.host:
+        return None
+    return client.host[:ADDRESS_MAX]
 
 
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]

@@ -18,6 +18,7 @@ from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 from tenants import service
 from tenants.auth import STOPS, require
 from tenants.errors import error_responses
+from tenants.oplog import OperationLog
 from tenants.schemas import (
     ApiKeyList,
     CreateChild,
@@ -38,6 +39,8 @@ AuthedRequest = Request[Principal, str, State]
 Conn = NamedDependency[asyncpg.Connection]
 # Where signatures given to a tenant go for review (provided by the app as `signature_desk`).
 Desk = NamedDependency[SignatureDesk]
+# Where changes are logged (provided by the app as `oplog`: hub.oplog's recorder).
+Log = NamedDependency[OperationLog]
 Code = FromPath[str]
 PageLimit = Annotated[int, QueryParameter(ge=1, le=1000, description="Page size")]
 After = Annotated[
@@ -90,11 +93,21 @@ class TenantController(Controller):
         request: AuthedRequest,
         conn: Conn,
         signature_desk: Desk,
+        oplog: Log,
         code: Code,
         data: JSONBody[UpdateTenant],
     ) -> Tenant:
-        tenant = await service.get_visible(conn, request.user, code)
-        tenant = await service.update_tenant(conn, request.user, tenant, data)
+        before = await service.get_visible(conn, request.user, code)
+        tenant = await service.update_tenant(conn, request.user, before, data)
+        if data.status is not None and data.status != before.status:
+            action = "tenant.suspend" if data.status == "suspended" else "tenant.resume"
+            await oplog.record(
+                conn, request.user, action, **service.change(before, tenant, "status")
+            )
+        if data.name is not None and data.name != before.name:
+            await oplog.record(
+                conn, request.user, "tenant.rename", **service.change(before, tenant, "name")
+            )
         if data.signature is not None:
             tenant = await signature_desk.propose(conn, request.user, tenant, data.signature)
         return service.to_tenant(tenant)
@@ -149,12 +162,22 @@ class TenantController(Controller):
         request: AuthedRequest,
         conn: Conn,
         signature_desk: Desk,
+        oplog: Log,
         code: Code,
         data: JSONBody[CreateChild],
     ) -> Tenant:
         parent = await service.get_visible(conn, request.user, code)
         max_units = request.app.state.settings.tenants.max_units_per_division
         child = await service.create_child(conn, parent, data, max_units)
+        created = {"code": child.code, "name": child.name}
+        await oplog.record(
+            conn,
+            request.user,
+            "tenant.create",
+            tenant_id=parent.id,
+            object=f"tenant:{child.code}",
+            after=created,
+        )
         signature = service.child_signature(data)
         return service.to_tenant(await signature_desk.propose(conn, request.user, child, signature))
 
@@ -166,12 +189,22 @@ class TenantController(Controller):
         summary="Create an API key for a tenant of the caller's subtree; the secret is shown once",
     )
     async def create_key(
-        self, request: AuthedRequest, conn: Conn, code: Code, data: JSONBody[CreateKey]
+        self, request: AuthedRequest, conn: Conn, oplog: Log, code: Code, data: JSONBody[CreateKey]
     ) -> NewApiKey:
         tenant = await service.get_visible(conn, request.user, code)
-        return await service.create_key(
+        new = await service.create_key(
             conn, tenant, frozenset(data.scopes), data.name, created_by=request.user
         )
+        key = {"name": data.name, "scopes": new.info.scopes}  # never the secret
+        await oplog.record(
+            conn,
+            request.user,
+            "key.create",
+            tenant_id=tenant.id,
+            object=f"key:{new.info.prefix}",
+            after=key,
+        )
+        return new
 
     @get(
         "/tenants/{code:str}/keys",
@@ -191,5 +224,10 @@ class TenantController(Controller):
         opt=STOPS,
         summary="Revoke a key of the caller's subtree; effective from the next request",
     )
-    async def revoke_key(self, request: AuthedRequest, conn: Conn, prefix: FromPath[str]) -> None:
-        await service.revoke_key(conn, request.user, prefix)
+    async def revoke_key(
+        self, request: AuthedRequest, conn: Conn, oplog: Log, prefix: FromPath[str]
+    ) -> None:
+        tenant_id = await service.revoke_key(conn, request.user, prefix)
+        await oplog.record(
+            conn, request.user, "key.revoke", tenant_id=tenant_id, object=f"key:{prefix}"
+        )

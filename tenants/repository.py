@@ -189,7 +189,7 @@ REVOKE_KEY_IN_SUBTREE = """
 UPDATE api_keys k SET revoked_at = coalesce(k.revoked_at, hub_now())
 FROM tenants t
 WHERE k.prefix = $1 AND t.id = k.tenant_id AND t.path >= $2 AND t.path < $2 || '~'
-RETURNING k.prefix
+RETURNING k.tenant_id
 """
 
 

@@ -47,6 +47,9 @@ class Data(StrEnum):
     MESSAGES = "messages"  # sends: their bodies, their recipients' phone numbers and statuses
     REPLIES = "replies"  # replies (phone number, text) and opt-outs (phone number)
     MONEY = "money"  # cost, estimates, list prices, savings, statements and their files
+    # The operation log: who changed what, from which address (its page and its export).
+    # Administrators' (管理) reading: it names people and addresses and shows settings.
+    OPERATIONS = "operations"
 
 
 READ_SCOPE: Final[Mapping[Data, Scope]] = MappingProxyType(
@@ -54,6 +57,7 @@ READ_SCOPE: Final[Mapping[Data, Scope]] = MappingProxyType(
         Data.MESSAGES: Scope.MESSAGES_READ,
         Data.REPLIES: Scope.MESSAGES_READ,
         Data.MONEY: Scope.BILLING_READ,
+        Data.OPERATIONS: Scope.TENANTS_WRITE,
     }
 )
 

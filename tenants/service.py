@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import asyncpg
 import msgspec
 
@@ -60,6 +62,9 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     login: str | None = None
     # The dashboard session a person (or an operator key) is signed in with, if any.
     session_id: int | None = None
+    # Where the request came from, as the server saw it (tenants.auth.client_address): the
+    # operation log writes it beside `actor`.
+    address: str | None = None
 
     @property
     def actor(self) -> str:
@@ -98,6 +103,17 @@ def to_tenant(row: TenantRow) -> Tenant:
         sms_extension=row.sms_extension,
         created_at=row.created_at,
     )
+
+
+def change(before: TenantRow, after: TenantRow, field: str) -> dict[str, Any]:
+    """What the operation log records of a change to one of a tenant's fields: the tenant, and
+    the field as it was and as it became (`oplog.record(conn, who, action, **change(…))`)."""
+    return {
+        "tenant_id": after.id,
+        "object": f"tenant:{after.code}",
+        "before": {field: getattr(before, field)},
+        "after": {field: getattr(after, field)},
+    }
 
 
 def to_key_info(row: ApiKeyRow) -> ApiKeyInfo:
@@ -328,10 +344,13 @@ async def list_keys(conn: asyncpg.Connection, tenant: TenantRow) -> list[ApiKeyI
     return [to_key_info(_key_row(r)) for r in await conn.fetch(sql.KEYS_OF_TENANT, tenant.id)]
 
 
-async def revoke_key(conn: asyncpg.Connection, who: Principal, prefix: str) -> None:
-    """Revoke a key of the caller's subtree (its own included). Revoking twice is harmless."""
-    if await conn.fetchval(sql.REVOKE_KEY_IN_SUBTREE, prefix, who.tenant_path) is None:
+async def revoke_key(conn: asyncpg.Connection, who: Principal, prefix: str) -> int:
+    """Revoke a key of the caller's subtree (its own included). Revoking twice is harmless.
+    Returns the id of the key's tenant."""
+    tenant_id: int | None = await conn.fetchval(sql.REVOKE_KEY_IN_SUBTREE, prefix, who.tenant_path)
+    if tenant_id is None:
         raise NotFound("API key not found")
+    return tenant_id
 
 
 class KeyCredential(msgspec.Struct, frozen=True):

@@ -57,11 +57,13 @@ from hub.db import Database
 from hub.delivery import service as delivery
 from hub.errors import ApiError, Forbidden, Invalid, NotFound, outage
 from hub.messages.reasons import STATUS_WORDS, reason, reject_word
+from hub.oplog import service as oplog
 from hub.settings import DashboardSettings, Settings
 from hub.users import service as users
 from hub.users.repository import UserRow
 from hub.users.schemas import InviteIn, NewInvite, UpdateUser
 from tenants import service as tenants
+from tenants.auth import client_address
 from tenants.controllers import Conn
 from tenants.scopes import ROLE_SCOPES, Data, Scope, grants, scope_for
 from tenants.service import Principal
@@ -230,7 +232,8 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
             signed = await service.session(conn, connection.cookies.get(COOKIE), _rules(state))
         if signed.owes_code and not connection.route_handler.opt.get(OWING_CODE):
             raise service.SecondFactorRequired("请先输入短信验证码")
-        return AuthenticationResult(user=signed.who, auth=signed)
+        who = msgspec.structs.replace(signed.who, address=client_address(connection))
+        return AuthenticationResult(user=who, auth=signed)
 
 
 # A route's opt key: no session needed (SessionMiddleware skips it).
@@ -327,6 +330,13 @@ class DashboardController(Controller):
                 if isinstance(found, ApiError):
                     return _login_page(state, found.status_code, found.detail, next)
                 token, session_id = await service.sign_in_user(conn, found, _rules(state), agent)
+                person = oplog.Actor(
+                    f"user:{found.login}", found.tenant_id, client_address(request)
+                )
+                session = f"session:{session_id}"
+                await oplog.record(
+                    conn, person, "session.sign_in", tenant_id=found.tenant_id, object=session
+                )
                 owes = users.needs_second_factor(found)
                 if owes:
                     send_id, problem = await _send_code(conn, state, found, session_id)
@@ -365,6 +375,10 @@ class DashboardController(Controller):
             )
             if refused is None:
                 await service.pass_second_factor(conn, who.session_id)
+                session = f"session:{who.session_id}"
+                await oplog.record(
+                    conn, who, "session.second_factor", tenant_id=who.tenant_id, object=session
+                )
         if refused is not None:
             return _page(
                 "code.html", who, refused.status_code, owes=True, error=refused.detail, sent=False
@@ -416,7 +430,9 @@ class DashboardController(Controller):
     @post("/logout", status_code=303, opt={PUBLIC: True})
     async def logout(self, request: Request[Any, Any, State], conn: Conn) -> Redirect:
         same_origin(request)
-        await service.sign_out(conn, request.cookies.get(COOKIE))
+        gone = await service.sign_out(conn, request.cookies.get(COOKIE), client_address(request))
+        if gone is not None and gone.tenant_id is not None:
+            await oplog.record(conn, gone, "session.sign_out", tenant_id=gone.tenant_id)
         return _signed_out(request)
 
     @post("/logout/everywhere", status_code=303, opt={OWING_CODE: True})
@@ -425,6 +441,10 @@ class DashboardController(Controller):
     ) -> Redirect:
         same_origin(request)
         await service.sign_out_everywhere(conn, who)
+        everywhere = {"everywhere": True}
+        await oplog.record(
+            conn, who, "session.sign_out", tenant_id=who.tenant_id, detail=everywhere
+        )
         return _signed_out(request)
 
     @get("/sessions")
@@ -442,6 +462,8 @@ class DashboardController(Controller):
     ) -> Redirect:
         same_origin(request)
         await service.end_session(conn, who, session_id)
+        ended = f"session:{session_id}"
+        await oplog.record(conn, who, "session.end", tenant_id=who.tenant_id, object=ended)
         if session_id == who.session_id:
             return _signed_out(request)
         return Redirect(f"{PREFIX}/sessions", status_code=303)

@@ -70,7 +70,13 @@ DELETE FROM dashboard_sessions WHERE expires_at <= hub_now() OR seen_at <= hub_n
 """
 
 # Sign-out: the session whose token hashes to $1.
-END_SESSION = "DELETE FROM dashboard_sessions WHERE token_sha256 = $1"
+# Sign-out: the session ends; whose it was (for the operation log).
+END_SESSION = """
+WITH gone AS (DELETE FROM dashboard_sessions WHERE token_sha256 = $1 RETURNING key_id, user_id)
+SELECT coalesce('user:' || u.login, 'key:' || k.prefix) AS name,
+       coalesce(u.tenant_id, k.tenant_id) AS tenant_id
+FROM gone LEFT JOIN users u ON u.id = gone.user_id LEFT JOIN api_keys k ON k.id = gone.key_id
+"""
 
 # Sign-out everywhere: every session of key $1 or of user $2.
 END_OWN_SESSIONS = "DELETE FROM dashboard_sessions WHERE key_id = $1 OR user_id = $2"

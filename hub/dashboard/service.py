@@ -46,6 +46,7 @@ from hub.dashboard.schemas import (
 from hub.delivery import inbound
 from hub.errors import ApiError, Forbidden, Invalid, NotFound
 from hub.messages import service as messages
+from hub.oplog import service as oplog
 from hub.quota import service as quota
 from hub.quota.schemas import Quota
 from hub.settings import DashboardSettings
@@ -200,10 +201,17 @@ async def pass_second_factor(conn: asyncpg.Connection, session_id: int) -> None:
     await conn.execute(sql.PASS_SECOND_FACTOR, session_id)
 
 
-async def sign_out(conn: asyncpg.Connection, token: str | None) -> None:
-    """End the session this token belongs to (nothing if none)."""
-    if token is not None and _TOKEN.match(token):
-        await conn.execute(sql.END_SESSION, _digest(token))
+async def sign_out(
+    conn: asyncpg.Connection, token: str | None, address: str | None = None
+) -> oplog.Actor | None:
+    """End the session this token belongs to (nothing if none); who it was, seen from
+    `address`."""
+    if token is None or not _TOKEN.match(token):
+        return None
+    gone = await conn.fetchrow(sql.END_SESSION, _digest(token))
+    if gone is None:
+        return None
+    return oplog.Actor(gone["name"], gone["tenant_id"], address)
 
 
 async def sign_out_everywhere(conn: asyncpg.Connection, who: Principal) -> None:
@@ -526,7 +534,8 @@ async def allocate(
     # A savepoint: a refused change (over the parent's room, below what is held) must leave
     # nothing behind, not even the accounts it opened on the way.
     async with conn.transaction():
-        await quota.set_limit(conn, child, month, who.actor, limit=limit)
+        change = await quota.set_limit(conn, child, month, who.actor, limit=limit)
+        await oplog.record(conn, who, "quota.set", **quota.limit_logged(child, change))
 
 
 # --- billing -----------------------------------------------------------------------------

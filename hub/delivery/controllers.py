@@ -17,6 +17,7 @@ from hub.delivery import repository as sql
 from hub.delivery.gateway import Gateway, HttpCallback
 from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting, WebhookView
 from hub.errors import Invalid, error_responses
+from hub.oplog import service as oplog
 from hub.wire import HubResponse
 from tenants import service as tenants
 from tenants.auth import STOPS, require
@@ -164,7 +165,13 @@ class InboundController(Controller):
                 f"webhook URL refused: {problem}",
                 fields=[{"key": "url", "message": problem, "source": "body"}],
             )
+        before = await _webhook_url(conn, tenant.id)
         await conn.execute(sql.SET_WEBHOOK, tenant.id, data.url, data.secret)
+        # The URL only: the signing secret is never logged.
+        url = {"url": data.url}
+        await oplog.record(
+            conn, request.user, "webhook.set", tenant_id=tenant.id, before=before, after=url
+        )
 
     @get(
         "/tenants/{code:str}/webhook",
@@ -189,4 +196,12 @@ class InboundController(Controller):
     )
     async def delete_webhook(self, request: AuthedRequest, conn: Conn, code: Code) -> None:
         tenant = await tenants.get_visible(conn, request.user, code)
+        before = await _webhook_url(conn, tenant.id)
         await conn.execute(sql.DELETE_WEBHOOK, tenant.id)
+        await oplog.record(conn, request.user, "webhook.delete", tenant_id=tenant.id, before=before)
+
+
+async def _webhook_url(conn: Conn, tenant_id: int) -> dict[str, str] | None:
+    """The webhook as the operation log records it: its URL (never its secret)."""
+    record = await conn.fetchrow(sql.GET_WEBHOOK, tenant_id)
+    return None if record is None else {"url": record["url"]}

@@ -28,6 +28,7 @@ from hub.errors import RateLimited, error_responses
 from hub.limits import service
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.limits.service import Decision, Limiter
+from hub.oplog import service as oplog
 from tenants import service as tenants
 from tenants.auth import READS, require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -131,7 +132,11 @@ class RateLimitController(Controller):
         service.require_operator(request.user)
         tenant = await tenants.get_visible(conn, request.user, code)
         actor = request.user.actor
+        before = await service.limits_of(conn, tenant, state.settings.limits)
         view = await service.set_limits(conn, tenant, data, actor, state.settings.limits)
+        await oplog.record(
+            conn, request.user, "limits.set", tenant_id=tenant.id, before=before, after=view
+        )
         state.limiter.forget_overrides()
         return view
 
@@ -147,5 +152,10 @@ class RateLimitController(Controller):
     ) -> None:
         service.require_operator(request.user)
         tenant = await tenants.get_visible(conn, request.user, code)
+        before = await service.limits_of(conn, tenant, state.settings.limits)
         await service.clear_limits(conn, tenant)
+        after = await service.limits_of(conn, tenant, state.settings.limits)
+        await oplog.record(
+            conn, request.user, "limits.clear", tenant_id=tenant.id, before=before, after=after
+        )
         state.limiter.forget_overrides()

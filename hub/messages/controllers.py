@@ -33,6 +33,7 @@ from hub.messages.schemas import (
     SendRequest,
     SendView,
 )
+from hub.oplog import service as oplog
 from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -128,6 +129,7 @@ class MessageController(Controller):
                 )
         tenant = await tenants.own(conn, who)
         accepted = await service.create_send(conn, tenant, who.actor, data, state.settings)
+        await oplog.record(conn, who, "send.create", **service.send_logged(tenant, accepted))
         if idempotency_key is not None:
             await dedup.remember(
                 conn,
@@ -368,8 +370,13 @@ class QuietHoursController(Controller):
         data: JSONBody[QuietHoursSetting],
     ) -> QuietHoursView:
         tenant = await tenants.get_visible(conn, request.user, code)
+        before = await _quiet_view(conn, tenant, state)
         await service.set_quiet_hours(conn, tenant, data)
-        return await _quiet_view(conn, tenant, state)
+        after = await _quiet_view(conn, tenant, state)
+        await oplog.record(
+            conn, request.user, "quiet_hours.set", tenant_id=tenant.id, before=before, after=after
+        )
+        return after
 
 
 async def _quiet_view(conn: Conn, tenant: TenantRow, state: State) -> QuietHoursView:

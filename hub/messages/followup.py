@@ -41,6 +41,7 @@ from hub.messages.schemas import (
     SendRequest,
 )
 from hub.messages.segments import MAX_CHARACTERS
+from hub.oplog import service as oplog
 from hub.settings import Settings
 from tenants.service import Principal, get_by_id
 
@@ -162,14 +163,16 @@ async def follow_up(
     service.authorize(who, request)
     tenant = await get_by_id(conn, send.tenant_id)
     assert tenant is not None  # tenants are never deleted
-    return await service.create_send(
+    accepted = await service.create_send(
         conn,
         tenant,
-        f"key:{who.key_prefix}",
+        who.actor,
         request,
         settings,
         follows=service.Follows(send.follows or send.id, kind),
     )
+    await oplog.record(conn, who, f"send.{kind}", **service.send_logged(tenant, accepted))
+    return accepted
 
 
 async def once(

@@ -143,6 +143,7 @@ class SendRow(msgspec.Struct, frozen=True):
     send_at: datetime | None
     held_until: datetime | None
     due_at: datetime
+    tenant_id: int
     tenant_code: str
     tenant_path: str
     signature: str
@@ -155,7 +156,6 @@ class SendRow(msgspec.Struct, frozen=True):
     list_price_micros: int
     rejects: str
     created_at: datetime
-    tenant_id: int
     actor: str
     reply_wanted: bool
     follows: int | None
@@ -164,10 +164,10 @@ class SendRow(msgspec.Struct, frozen=True):
 
 # A send, only if its tenant lies in the subtree whose path is $2.
 SEND_IN_SUBTREE = """
-SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at,
+SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at, s.tenant_id,
        t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
        s.priority::text AS priority, s.dedup, s.encoding, s.segments_each, s.segments,
-       s.list_price_micros, s.rejects::text AS rejects, s.created_at, s.tenant_id, s.actor,
+       s.list_price_micros, s.rejects::text AS rejects, s.created_at, s.actor,
        s.reply_wanted, s.follows, s.follow_kind
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE s.id = $1 AND t.path >= $2 AND t.path < $2 || '~'

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import Counter
 from datetime import date, datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -44,6 +45,7 @@ from hub.messages.schemas import (
     SendView,
 )
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
+from hub.oplog import service as oplog
 from hub.quota import service as quota
 from hub.settings import Settings
 from hub.signatures import service as signatures
@@ -182,6 +184,13 @@ async def set_quiet_hours(
     await conn.execute(
         sql.SET_QUIET_HOURS, tenant.id, setting.enabled, clock(setting.starts), clock(setting.ends)
     )
+
+
+def send_logged(tenant: TenantRow, sent: SendAccepted) -> dict[str, Any]:
+    """What the operation log records of a send (`send.create`): its counts, never its text or
+    phones (those stay with the send, read with messages:read)."""
+    detail = {"state": sent.state, "counts": sent.counts, "segments": sent.segments}
+    return {"tenant_id": tenant.id, "object": f"send:{sent.id}", "detail": detail}
 
 
 def authorize(who: Principal, request: SendRequest) -> None:
@@ -374,10 +383,11 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
     """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back;
     copies that relied on its messages go out in their place. Returns the sends of those heirs
     (a queued one's batches are enqueued after the commit)."""
-    await visible_send(conn, who, send_id)
+    send = await visible_send(conn, who, send_id)
     reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
     if reservation_id is None:
         raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
+    await oplog.record(conn, who, "send.cancel", tenant_id=send.tenant_id, object=f"send:{send_id}")
     # The keys its messages hold are locked before the messages are: a send claiming one of
     # them now (keys, then the messages it displaces) waits for us instead of deadlocking.
     await dedup.lock_keys(conn, [r["id"] for r in await conn.fetch(sql.WAITING, send_id)])

@@ -14,6 +14,7 @@ from litestar.params import JSONBody, PathParameter, QueryParameter
 
 from hub.calendar import PERIOD_PATTERN, parse_period
 from hub.errors import Forbidden, Invalid, error_responses
+from hub.oplog import service as oplog
 from hub.quota import service
 from hub.quota.schemas import (
     Defaults,
@@ -80,9 +81,13 @@ class QuotaController(Controller):
     ) -> Defaults:
         tenant = await tenants.get_visible(conn, request.user, code)
         _only_ancestors(request.user, tenant, "default limit")
-        return await service.set_defaults(
+        before = await service.get_defaults(conn, tenant)
+        after = await service.set_defaults(
             conn, tenant, data.monthly_limit, data.policy, _actor(request.user)
         )
+        logged = service.defaults_logged(tenant, before, after)
+        await oplog.record(conn, request.user, "quota.default", **logged)
+        return after
 
     @get(
         "/{period:str}",
@@ -115,9 +120,10 @@ class QuotaController(Controller):
         tenant = await tenants.get_visible(conn, request.user, code)
         if data.limit is not None:
             _only_ancestors(request.user, tenant, "limit")
-        await service.set_limit(
+        change = await service.set_limit(
             conn, tenant, month, _actor(request.user), limit=data.limit, policy=data.policy
         )
+        await oplog.record(conn, request.user, "quota.set", **service.limit_logged(tenant, change))
         return await service.get_quota(conn, tenant, month)
 
     @get(

@@ -367,8 +367,9 @@ async def set_limit(
     *,
     limit: int | None = None,
     policy: str | None = None,
-) -> AccountRow:
-    """Set a tenant's limit and/or policy for a month, opening the account if needed."""
+) -> LimitChange:
+    """Set a tenant's limit and/or policy for a month, opening the account if needed; the
+    account as it was (once open) and as it is now."""
     links, just_opened = await _opened_chain(conn, tenant, period, actor)
     parent = links[-2] if len(links) > 1 else None
     parent_before: AccountRow | None = None
@@ -433,7 +434,33 @@ async def set_limit(
         ledger.entry("allocate", delta, parent_before, parent_after)
     await ledger.write(conn)
     await conn.execute(sql.RECORD_THRESHOLDS, [after.id])
-    return after
+    return LimitChange(before=before, after=after)
+
+
+class LimitChange(msgspec.Struct, frozen=True):
+    before: AccountRow
+    after: AccountRow
+
+
+def limit_logged(tenant: TenantRow, change: LimitChange) -> dict[str, Any]:
+    """What the operation log records of a limit or policy change (hub.oplog.record's keywords):
+    `await oplog.record(conn, who, "quota.set", **quota.limit_logged(tenant, change))`."""
+    return {
+        "tenant_id": tenant.id,
+        "object": f"quota:{tenant.code}:{period_text(change.after.period)}",
+        "before": {"limit": change.before.limit_segments, "policy": change.before.policy},
+        "after": {"limit": change.after.limit_segments, "policy": change.after.policy},
+    }
+
+
+def defaults_logged(tenant: TenantRow, before: Defaults, after: Defaults) -> dict[str, Any]:
+    """The same for a tenant's monthly defaults (`quota.default`)."""
+    return {
+        "tenant_id": tenant.id,
+        "object": f"quota:{tenant.code}:default",
+        "before": {"monthly_limit": before.monthly_limit, "policy": before.policy},
+        "after": {"monthly_limit": after.monthly_limit, "policy": after.policy},
+    }
 
 
 async def set_defaults(

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import secrets
 from datetime import datetime, timedelta
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -30,6 +31,7 @@ from hub.errors import ApiError, Conflict, Forbidden, Invalid, NotFound, TooMany
 from hub.messages import service as messages
 from hub.messages.numbers import Recipient, normalize
 from hub.messages.schemas import SendRequest
+from hub.oplog import service as oplog
 from hub.settings import Settings, UsersSettings
 from hub.users import repository as sql
 from hub.users.repository import CodeCounts, CodeRow, InviteRow, UserRow
@@ -246,6 +248,10 @@ async def invite(
     _refuse_grant(who, frozenset(data.roles), "授予")
     user = await create_user(conn, tenant, data, who.actor, None, rules)
     token, expires = await _new_invite(conn, user.id, who.actor, rules)
+    invited = {"login": user.login, "roles": user.roles}  # never the link, never the phone
+    await oplog.record(
+        conn, who, "user.invite", tenant_id=tenant.id, object=f"user:{user.login}", after=invited
+    )
     return NewInvite(
         user=to_user(user),
         invite_path=f"{INVITE_PREFIX}{token}",
@@ -292,7 +298,23 @@ async def update_user(
         await conn.execute(sql.END_INVITES, user.id)
     found = await get(conn, user.id)
     assert found is not None
+    await _log_change(conn, who, user, found)
     return to_user(found)
+
+
+async def _log_change(conn: asyncpg.Connection, who: Principal, was: UserRow, now: UserRow) -> None:
+    """`user.roles` (before/after) and `user.disable` / `user.enable`, as they changed."""
+    person: dict[str, Any] = {"tenant_id": now.tenant_id, "object": f"user:{now.login}"}
+    if was.roles != now.roles:
+        roles: dict[str, Any] = {"before": {"roles": was.roles}, "after": {"roles": now.roles}}
+        await oplog.record(conn, who, "user.roles", **person, **roles)
+    if was.disabled != now.disabled:
+        action = "user.disable" if now.disabled else "user.enable"
+        state: dict[str, Any] = {
+            "before": {"disabled": was.disabled},
+            "after": {"disabled": now.disabled},
+        }
+        await oplog.record(conn, who, action, **person, **state)
 
 
 # --- invites -----------------------------------------------------------------------------------

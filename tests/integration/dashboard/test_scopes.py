@@ -192,6 +192,11 @@ API_AND_PAGE = {
     Data.MESSAGES: ("/v1/messages/{send}", "/dashboard/t/510104/activity", COUNTY_BODY),
     Data.REPLIES: ("/v1/inbound?subtree=true", "/dashboard/t/510104/activity", REPLY_TEXT),
     Data.MONEY: ("/v1/usage?period={period}&subtree=true", "/dashboard/t/510000", "kpi-cost"),
+    Data.OPERATIONS: (
+        "/v1/tenants/510104/operations",
+        "/dashboard/t/510104/operations",
+        'id="operations-filter"',
+    ),
 }
 
 

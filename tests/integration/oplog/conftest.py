@@ -6,7 +6,7 @@ import asyncpg
 import pytest
 
 from hub.settings import Settings, load_settings
-from tests.factories import grant, make_small_tree
+from tests.factories import grant_ahead, make_small_tree
 
 
 @pytest.fixture
@@ -24,4 +24,4 @@ def settings(db_dsn: str, redis_dsn: str) -> Settings:
 @pytest.fixture
 async def tree(conn: asyncpg.Connection) -> None:
     await make_small_tree(conn)
-    await grant(conn, {"000000": 10_000, "510000": 1_000, "510100": 500, "510104": 100})
+    await grant_ahead(conn, {"000000": 10_000, "510000": 1_000, "510100": 500, "510104": 100})

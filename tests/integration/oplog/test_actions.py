@@ -3,12 +3,15 @@ the person), from which address, what, and for settings the value before and aft
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
+from hub import calendar
+from hub.calendar import current_period, period_text
 from tenants.scopes import ALL_SCOPES
 from tests.factories import bearer, make_key
 
@@ -87,12 +90,13 @@ async def test_key_create_and_revoke_never_log_the_secret(
 async def test_quota_set_and_default_carry_before_and_after(
     conn: asyncpg.Connection, client: httpx.AsyncClient, city: str
 ) -> None:
+    month = period_text(current_period())
     put = await client.put(
-        "/v1/tenants/510104/quota/2027-03", json={"limit": 80}, headers=bearer(city)
+        f"/v1/tenants/510104/quota/{month}", json={"limit": 80}, headers=bearer(city)
     )
     assert put.status_code == 200, put.text
     entry = await _one(conn, "quota.set", city, "510104")
-    assert entry["object"] == "quota:510104:2027-03"
+    assert entry["object"] == f"quota:510104:{month}"
     assert entry["before"] == '{"limit": 100, "policy": "strict"}'
     assert entry["after"] == '{"limit": 80, "policy": "strict"}'
     put = await client.put(
@@ -104,13 +108,17 @@ async def test_quota_set_and_default_carry_before_and_after(
     assert entry["after"] == '{"policy": "strict", "monthly_limit": 50}'
 
 
+def _in_an_hour() -> str:
+    return (calendar.now() + timedelta(hours=1)).isoformat()
+
+
 async def test_a_send_and_its_cancel(
     conn: asyncpg.Connection, client: httpx.AsyncClient, tree: None
 ) -> None:
     county = await make_key(conn, "510104", ALL_SCOPES)
     sent = await client.post(
         "/v1/messages",
-        json={"to": ["13800138000"], "body": "开会", "send_at": "2027-03-20T10:00:00+08:00"},
+        json={"to": ["13800138000"], "body": "开会", "send_at": _in_an_hour()},
         headers=bearer(county),
     )
     assert sent.status_code == 202, sent.text
@@ -184,7 +192,9 @@ async def test_a_refused_change_leaves_no_entry(
 ) -> None:
     # Over what 510100 has left to grant: refused, and its entry rolled back with it.
     put = await client.put(
-        "/v1/tenants/510104/quota/2027-03", json={"limit": 10_000}, headers=bearer(city)
+        f"/v1/tenants/510104/quota/{period_text(current_period())}",
+        json={"limit": 10_000},
+        headers=bearer(city),
     )
     assert put.status_code == 409
     assert await _entries(conn, "quota.set") == []

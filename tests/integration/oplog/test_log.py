@@ -3,10 +3,13 @@ whoever administers the tenant (管理), and nobody else."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import asyncpg
 import httpx
 import pytest
 
+from hub.calendar import business_day
 from hub.oplog import service as oplog
 from tenants.scopes import ALL_SCOPES, Scope
 from tenants.service import get_by_code
@@ -87,14 +90,13 @@ async def test_the_api_pages_newest_first_and_filters(
     assert len(quota["items"]) == 3
     by_actor = (await client.get(url, params={"actor": "cli:u0"}, headers=bearer(key))).json()
     assert [i["object"] for i in by_actor["items"]] == ["x:6", "x:3", "x:0"]
-    # The test clock: 2027-03-16 in Beijing.
-    on = (
-        await client.get(
-            url, params={"from": "2027-03-16", "to": "2027-03-16"}, headers=bearer(key)
-        )
-    ).json()
+    # Today in Beijing, whatever the clock says.
+    today = business_day()
+    day = today.isoformat()
+    on = (await client.get(url, params={"from": day, "to": day}, headers=bearer(key))).json()
     assert len(on["items"]) == 7
-    before = (await client.get(url, params={"to": "2027-03-15"}, headers=bearer(key))).json()
+    yesterday = (today - timedelta(days=1)).isoformat()
+    before = (await client.get(url, params={"to": yesterday}, headers=bearer(key))).json()
     assert before["items"] == []
 
 

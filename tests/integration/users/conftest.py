@@ -15,7 +15,7 @@ from hub.users.repository import UserRow
 from hub.users.schemas import InviteIn
 from tenants.scopes import Role
 from tenants.service import get_by_code
-from tests.factories import grant, make_small_tree
+from tests.factories import grant_ahead, make_small_tree
 
 ORIGIN = "http://hub.test"
 SAME_ORIGIN = {"Origin": ORIGIN}
@@ -40,7 +40,7 @@ async def make_user(
 @pytest.fixture
 async def tree(conn: asyncpg.Connection) -> None:
     await make_small_tree(conn)
-    await grant(conn, {"000000": 10_000, "510000": 1_000, "510100": 500, "510104": 100})
+    await grant_ahead(conn, {"000000": 10_000, "510000": 1_000, "510100": 500, "510104": 100})
 
 
 async def sign_in(

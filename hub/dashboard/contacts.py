@@ -49,7 +49,7 @@ from tenants import service as tenants
 from tenants.controllers import Conn
 from tenants.repository import TenantRow
 from tenants.scopes import Scope
-from tenants.service import Principal
+from tenants.service import Principal, refuse_if_suspended
 
 PAGE_SIZE = 50
 # A preview shows this many of the rows it would import, and this many bad lines.
@@ -104,6 +104,16 @@ def _fields_text(fields: dict[str, str]) -> str:
     return "\n".join(f"{k}={v}" for k, v in fields.items())
 
 
+def _may_change(who: Principal, doing: str) -> None:
+    """The API's guard for a change: contacts:write, and no suspension above (403)."""
+    dashboard.require(who, Scope.CONTACTS_WRITE, doing)
+    refuse_if_suspended(who)
+
+
+def _may_write(who: Principal) -> bool:
+    return dashboard.may(who, Scope.CONTACTS_WRITE) and who.suspended_by is None
+
+
 async def _own(conn: asyncpg.Connection, who: Principal) -> TenantRow:
     return await tenants.own(conn, who)
 
@@ -137,7 +147,7 @@ class RosterPages(Controller):
             q=q,
             tag=tag,
             done=done if done in ("deleted", "resubscribed") else "",
-            may_write=dashboard.may(who, Scope.CONTACTS_WRITE),
+            may_write=_may_write(who),
         )
 
     @get("/{contact_id:int}")
@@ -163,7 +173,7 @@ class RosterPages(Controller):
         data: Annotated[EditForm, Form],
     ) -> Response[Any]:
         same_origin(request)
-        dashboard.require(who, Scope.CONTACTS_WRITE, "修改名册")
+        _may_change(who, "修改名册")
         tenant = await _own(conn, who)
         try:
             async with conn.transaction():
@@ -184,7 +194,7 @@ class RosterPages(Controller):
         contact_id: ContactId,
     ) -> Redirect:
         same_origin(request)
-        dashboard.require(who, Scope.CONTACTS_WRITE, "删除联系人")
+        _may_change(who, "删除联系人")
         tenant = await _own(conn, who)
         await service.delete_contact(conn, who, tenant, contact_id)
         return Redirect(f"{PREFIX}/contacts?done=deleted", status_code=303)
@@ -200,7 +210,7 @@ class RosterPages(Controller):
         back: Annotated[int, QueryParameter(ge=0, le=2**53)] = 0,
     ) -> Response[Any]:
         same_origin(request)
-        dashboard.require(who, Scope.CONTACTS_WRITE, "恢复接收短信")
+        _may_change(who, "恢复接收短信")
         tenant = await _own(conn, who)
         try:
             async with conn.transaction():
@@ -215,7 +225,7 @@ class RosterPages(Controller):
 
     @get("/import")
     async def import_form(self, who: Viewer) -> Template:
-        dashboard.require(who, Scope.CONTACTS_WRITE, "导入名册")
+        _may_change(who, "导入名册")
         return _page("contacts_import.html", who, preview=None, result=None, error=None)
 
     @post("/import", request_max_body_size=MAX_ROSTER_BYTES + 65_536)
@@ -228,7 +238,7 @@ class RosterPages(Controller):
     ) -> Template:
         """The upload parsed and checked, nothing imported; the file held for its confirm."""
         same_origin(request)
-        dashboard.require(who, Scope.CONTACTS_WRITE, "导入名册")
+        _may_change(who, "导入名册")
         content = await data.file.read()
         if len(content) > MAX_ROSTER_BYTES:
             raise TooLarge(f"文件超过 {MAX_ROSTER_BYTES // 1_048_576} MB")
@@ -240,13 +250,14 @@ class RosterPages(Controller):
                 "contacts_import.html", who, status, preview=None, result=None, error=error
             )
         checked = service.check_roster(rows)
+        filename = "".join(c for c in data.file.filename if c.isprintable())[:200]
         db: Database = state.db
         async with db.acquire() as conn, conn.transaction():
             tenant = await _own(conn, who)
-            token = await service.hold_upload(conn, who, tenant, data.file.filename, content)
+            token = await service.hold_upload(conn, who, tenant, filename, content)
         valid = sorted(checked.valid.values(), key=lambda pair: pair[0])
         preview = {
-            "filename": data.file.filename,
+            "filename": filename,
             "rows": checked.rows,
             "valid": len(valid),
             "shown": [(line, columns) for line, columns in valid[:PREVIEW_ROWS]],
@@ -265,7 +276,7 @@ class RosterPages(Controller):
         data: Annotated[ConfirmForm, Form],
     ) -> Template:
         same_origin(request)
-        dashboard.require(who, Scope.CONTACTS_WRITE, "导入名册")
+        _may_change(who, "导入名册")
         db: Database = state.db
         token = data.token[:100]
         async with db.acquire() as conn:
@@ -309,7 +320,7 @@ def _contact_page(
         form=shown,
         error=error,
         saved=saved,
-        may_write=dashboard.may(who, Scope.CONTACTS_WRITE),
+        may_write=_may_write(who),
     )
 
 

@@ -202,6 +202,10 @@ async def test_exports_are_inert(
     assert text.splitlines()[0] == "姓名,手机,标签,入党日期,已退订,备注"
     assert text.splitlines()[1] == '"\'=HYPERLINK(""http://x"")",\'+8613800138000,\'@书记,,,\'+1'
 
+    api = await client.get("/v1/contacts/export", params={"format": "csv"}, headers=bearer(county))
+    assert api.status_code == 200
+    assert api.content.decode("utf-8-sig") == text
+
     xlsx_file = await client.get("/dashboard/contacts/export.xlsx")
     assert xlsx_file.status_code == 200
     sheet = openpyxl.load_workbook(io.BytesIO(xlsx_file.content)).active
@@ -327,3 +331,20 @@ async def test_a_reader_is_refused_every_change(
         assert response.status_code == 403, path
     assert await conn.fetchval("SELECT name FROM contacts WHERE id = $1", zhang["id"]) == "张三"
     assert await conn.fetchval("SELECT count(*) FROM roster_uploads") == 0
+
+
+async def test_a_suspended_county_reads_its_roster_but_changes_nothing(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, county: str
+) -> None:
+    await _api_import(client, county, ROSTER)
+    (zhang,) = await _api_list(client, county, q="张三")
+    await conn.execute("UPDATE tenants SET status = 'suspended' WHERE code = '510104'")
+    await _person(client, conn, "510104", "sender", {Role.SEND})
+    shown = await client.get(f"/dashboard/contacts/{zhang['id']}")
+    assert shown.status_code == 200
+    assert 'id="edit"' not in shown.text
+    edit = await client.post(
+        f"/dashboard/contacts/{zhang['id']}", data={"name": "x"}, headers=SAME_ORIGIN
+    )
+    assert edit.status_code == 403
+    assert await conn.fetchval("SELECT name FROM contacts WHERE id = $1", zhang["id"]) == "张三"

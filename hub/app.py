@@ -17,8 +17,9 @@ from litestar.response import Redirect
 from hub import queue
 from hub.billing.controllers import BillingController, CloseController, UsageController
 from hub.campaigns.controllers import CampaignController
-from hub.contacts.controllers import ContactController
+from hub.contacts.controllers import ContactController, OptOutController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.contacts import RosterPages
 from hub.dashboard.operations import OperationPages
 from hub.dashboard.sends import SendsController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
@@ -99,6 +100,7 @@ def create_app(
             MessageController,
             QuietHoursController,
             ContactController,
+            OptOutController,
             TemplateController,
             SignatureController,
             CampaignController,
@@ -113,6 +115,7 @@ def create_app(
             dashboard.DashboardController,
             SendsController,
             OperationPages,
+            RosterPages,
             dashboard.static_files(),
             docs,
             docs_assets(),

@@ -1,17 +1,25 @@
-"""Roster routes: import a CSV/XLSX roster, list and delete contacts."""
+"""Roster routes: import a CSV/XLSX roster, list, edit, delete and export contacts, and take an
+opted-out phone back (resubscribe) with a recorded reason."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any, Literal
 
-from litestar import Controller, delete, get, post
+from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import State
-from litestar.params import PathParameter, QueryParameter, RawBody
+from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter, RawBody
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
-from hub.contacts import service
+from hub.contacts import exports, service
 from hub.contacts.rosters import RosterError, RosterTooLarge, Row
-from hub.contacts.schemas import ContactPage, ImportResult
+from hub.contacts.schemas import (
+    Contact,
+    ContactPage,
+    ContactUpdate,
+    ImportResult,
+    ResubscribeIn,
+    Resubscription,
+)
 from hub.db import Database
 from hub.errors import Invalid, TooLarge, error_responses
 from tenants import service as tenants
@@ -52,7 +60,7 @@ class ContactController(Controller):
         db: Database = state.db
         async with db.acquire() as conn, conn.transaction():
             tenant = await tenants.own(conn, request.user)
-            return await service.import_roster(conn, tenant, rows)
+            return await service.import_roster(conn, request.user, tenant, rows)
 
     @get(
         "/",
@@ -83,7 +91,63 @@ class ContactController(Controller):
         self, request: AuthedRequest, conn: Conn, contact_id: ContactId
     ) -> None:
         tenant = await tenants.own(conn, request.user)
-        await service.delete_contact(conn, tenant, contact_id)
+        await service.delete_contact(conn, request.user, tenant, contact_id)
+
+    @patch(
+        "/{contact_id:int}",
+        guards=[require(Scope.CONTACTS_WRITE)],
+        responses=error_responses(404, 422),
+        summary="Change a contact's name, tags or free fields (given ones replace, whole)",
+    )
+    async def update_contact(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        contact_id: ContactId,
+        data: JSONBody[ContactUpdate],
+    ) -> Contact:
+        tenant = await tenants.own(conn, request.user)
+        return await service.update_contact(conn, request.user, tenant, contact_id, data)
+
+    # No request transaction (`conn`): the export reads on a connection of its own.
+    @get(
+        "/export",
+        guards=[require(Scope.CONTACTS_READ)],
+        responses=error_responses(422),
+        summary="The caller's roster as CSV or XLSX (the import's columns, then free fields)",
+    )
+    async def export_contacts(
+        self,
+        request: AuthedRequest,
+        state: State,
+        format: Annotated[Literal["csv", "xlsx"], QueryParameter()] = "csv",
+    ) -> Response[Any]:
+        return await exports.contacts_export(state.db, request.user, format)
+
+
+class OptOutController(Controller):
+    path = "/v1/tenants/{code:str}/opt-outs"
+    tags = ["contacts"]  # noqa: RUF012 - Litestar reads it as a class attribute
+
+    @post(
+        "/{phone:str}/resubscribe",
+        guards=[require(Scope.CONTACTS_WRITE)],
+        responses=error_responses(404, 422),
+        status_code=HTTP_200_OK,
+        summary="Take back a phone that opted out (T/退订…), with the reason why",
+        description="Only with a reason (one line, at most 200 characters); the reason and who"
+        " did it are recorded, and the operation log has an entry. 404 when the phone has not"
+        " opted out of this tenant (or the tenant is not in the caller's subtree).",
+    )
+    async def resubscribe(
+        self,
+        request: AuthedRequest,
+        conn: Conn,
+        code: FromPath[str],
+        phone: Annotated[str, PathParameter(max_length=30)],
+        data: JSONBody[ResubscribeIn],
+    ) -> Resubscription:
+        return await service.resubscribe(conn, request.user, code, phone, data.reason)
 
 
 async def _parse(body: bytes, state: State) -> list[Row]:

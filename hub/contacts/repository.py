@@ -14,20 +14,18 @@ SET name = EXCLUDED.name, tags = EXCLUDED.tags, joined_on = EXCLUDED.joined_on,
 RETURNING (xmax = 0) AS inserted
 """
 
-# A page of a tenant's contacts after the cursor $2, optionally with tag $4 and matching $5.
+# A page of a tenant's contacts after the cursor $2, optionally with tag $4 and whose name or
+# phone matches the LIKE pattern $5 (its own characters escaped: hub.messages.followup).
 CONTACTS_PAGE = """
 SELECT c.id, c.phone, c.name, c.tags, c.joined_on, c.fields::text AS fields,
        (o.phone IS NOT NULL) AS opted_out, c.updated_at
 FROM contacts c LEFT JOIN opt_outs o ON o.tenant_id = c.tenant_id AND o.phone = c.phone
 WHERE c.tenant_id = $1 AND c.id > $2
   AND ($4::text IS NULL OR c.tags @> ARRAY[$4::text])
-  AND ($5::text IS NULL OR c.name LIKE '%' || $5 || '%' OR c.phone LIKE '%' || $5 || '%')
+  AND ($5::text IS NULL OR c.name LIKE $5 ESCAPE '\\' OR c.phone LIKE $5 ESCAPE '\\')
 ORDER BY c.id
 LIMIT $3
 """
-
-# Remove a contact of the tenant; returns its id when it was there.
-DELETE = "DELETE FROM contacts WHERE id = $1 AND tenant_id = $2 RETURNING id"
 
 # Phones of contacts with any of the tags $2, in the tenants of the subtree $1 (or one tenant).
 PHONES_BY_TAGS = """
@@ -38,3 +36,60 @@ WHERE c.tags && $2::text[]
 
 # Phones of the given contacts of one tenant; missing ids are simply absent.
 PHONES_BY_IDS = "SELECT id, phone FROM contacts WHERE tenant_id = $1 AND id = ANY($2::bigint[])"
+
+# One contact of the tenant, locked for its change.
+CONTACT = """
+SELECT c.id, c.phone, c.name, c.tags, c.joined_on, c.fields::text AS fields,
+       EXISTS (SELECT 1 FROM opt_outs o WHERE o.tenant_id = c.tenant_id AND o.phone = c.phone)
+           AS opted_out,
+       c.updated_at
+FROM contacts c WHERE c.id = $1 AND c.tenant_id = $2
+FOR UPDATE OF c
+"""
+
+# Change a contact's name, tags and free fields.
+UPDATE = """
+UPDATE contacts SET name = $3, tags = $4::text[], fields = $5::jsonb, updated_at = hub_now()
+WHERE id = $1 AND tenant_id = $2
+"""
+
+# Remove a contact of the tenant; what it was (for the operation log), when it was there.
+DELETE_RETURNING = "DELETE FROM contacts WHERE id = $1 AND tenant_id = $2 RETURNING id, name, phone"
+
+# The free fields' names of a tenant's roster (an export's columns), at most $2 of them.
+FIELD_NAMES = """
+SELECT k FROM (SELECT DISTINCT jsonb_object_keys(fields) AS k FROM contacts WHERE tenant_id = $1) f
+ORDER BY k LIMIT $2
+"""
+
+# A phone's opt-out of the tenant, removed; when it had opted out (none: it had not).
+END_OPT_OUT = "DELETE FROM opt_outs WHERE tenant_id = $1 AND phone = $2 RETURNING created_at"
+
+# A re-subscription: the phone, when it had opted out, why it is back and who took it back.
+RESUBSCRIBE = """
+INSERT INTO resubscriptions (tenant_id, phone, opted_out_at, reason, actor)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, phone, opted_out_at, reason, actor, at
+"""
+
+# Uploads older than their time are gone (each new upload sweeps them).
+FORGET_UPLOADS = "DELETE FROM roster_uploads WHERE created_at < hub_now() - $1::interval"
+
+# Hold an uploaded roster until it is confirmed.
+HOLD_UPLOAD = """
+INSERT INTO roster_uploads (token_hash, tenant_id, actor, filename, data)
+VALUES ($1, $2, $3, $4, $5)
+"""
+
+# Take back a held roster (once: it is deleted), if it is the tenant's and still in its time.
+TAKE_UPLOAD = """
+DELETE FROM roster_uploads
+WHERE token_hash = $1 AND tenant_id = $2 AND created_at >= hub_now() - $3::interval
+RETURNING filename, data
+"""
+
+# A held roster, read without taking it (its confirmation parses it before it imports).
+PEEK_UPLOAD = """
+SELECT data FROM roster_uploads
+WHERE token_hash = $1 AND tenant_id = $2 AND created_at >= hub_now() - $3::interval
+"""

@@ -1,9 +1,17 @@
-"""Rosters: import, list, delete, and the phones a send's tags or contact ids name."""
+"""Rosters: import (with a preview that writes nothing), list, edit, delete, export, and the
+phones a send's tags or contact ids name; and taking an opted-out phone back (resubscribe), only
+with a reason and who did it. The API's routes and the console's pages call these same
+functions; every change writes its operation-log entry (hub.oplog) in the caller's transaction.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
+from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import asyncpg
@@ -11,11 +19,21 @@ import msgspec
 
 from hub.contacts import repository as sql
 from hub.contacts.rosters import Row, parse_date, read_roster
-from hub.contacts.schemas import Contact, ContactPage, ImportResult, RowProblem
-from hub.errors import NotFound
+from hub.contacts.schemas import (
+    Contact,
+    ContactPage,
+    ContactUpdate,
+    ImportResult,
+    Resubscription,
+    RowProblem,
+)
+from hub.errors import Invalid, NotFound
 from hub.messages.numbers import Rejected, normalize
+from hub.oplog import service as oplog
 from hub.settings import ContactsSettings
+from tenants import service as tenants
 from tenants.repository import TenantRow
+from tenants.service import Principal
 
 
 def _check(row: Row) -> tuple[list[Any], None] | tuple[None, str]:
@@ -49,11 +67,17 @@ async def read(data: bytes, limits: ContactsSettings) -> list[Row]:
     return await asyncio.get_running_loop().run_in_executor(_PARSERS, read_roster, data, limits)
 
 
-async def import_roster(
-    conn: asyncpg.Connection, tenant: TenantRow, roster: list[Row]
-) -> ImportResult:
-    """Upsert every valid row; report each bad one with its line. A phone seen twice keeps the
-    later row (the earlier line is reported)."""
+class Checked(msgspec.Struct, frozen=True):
+    """A roster checked, nothing written: the rows that would be stored (by phone, the later
+    row of a phone seen twice) and each bad line with why."""
+
+    rows: int
+    valid: dict[str, tuple[int, list[Any]]]
+    problems: list[RowProblem]
+
+
+def check_roster(roster: list[Row]) -> Checked:
+    """Every row checked as an import checks it; nothing is written (the console's preview)."""
     valid: dict[str, tuple[int, list[Any]]] = {}
     problems: list[RowProblem] = []
     rows = 0
@@ -68,6 +92,17 @@ async def import_roster(
             earlier = valid[phone][0]
             problems.append(RowProblem(line=earlier, reason=f"same phone again on line {row.line}"))
         valid[phone] = (row.line, columns)
+    problems.sort(key=lambda p: p.line)
+    return Checked(rows=rows, valid=valid, problems=problems)
+
+
+async def import_roster(
+    conn: asyncpg.Connection, by: Principal, tenant: TenantRow, roster: list[Row]
+) -> ImportResult:
+    """Upsert every valid row; report each bad one with its line. A phone seen twice keeps the
+    later row (the earlier line is reported). One operation-log entry with the counts."""
+    checked = check_roster(roster)
+    valid, problems, rows = checked.valid, checked.problems, checked.rows
     created = updated = 0
     if valid:
         columns_by_field = list(zip(*(columns for _, columns in valid.values()), strict=True))
@@ -85,7 +120,8 @@ async def import_roster(
         )
         created = sum(1 for r in results if r["inserted"])
         updated = len(results) - created
-    problems.sort(key=lambda p: p.line)
+    counts = {"rows": rows, "created": created, "updated": updated, "rejected": len(problems)}
+    await oplog.record(conn, by, "contacts.import", tenant_id=tenant.id, detail=counts)
     return ImportResult(rows=rows, created=created, updated=updated, rejected=problems)
 
 
@@ -102,19 +138,124 @@ async def list_contacts(
     tag: str | None,
     search: str | None,
 ) -> ContactPage:
-    records = await conn.fetch(sql.CONTACTS_PAGE, tenant.id, after, limit + 1, tag, search)
-    items = []
-    for record in records[:limit]:
-        values = dict(record.items())
-        values["fields"] = msgspec.json.decode(values["fields"])
-        items.append(msgspec.convert(values, Contact))
+    """A page of the roster after the id `after`: with the tag `tag`, and whose name or phone
+    holds `search` (literally: `%` and `_` are themselves)."""
+    pattern = like_pattern(search) if search else None
+    records = await conn.fetch(sql.CONTACTS_PAGE, tenant.id, after, limit + 1, tag, pattern)
+    items = [_contact(record) for record in records[:limit]]
     more = len(records) > limit
     return ContactPage(items=items, next_after=items[-1].id if more and items else None)
 
 
-async def delete_contact(conn: asyncpg.Connection, tenant: TenantRow, contact_id: int) -> None:
-    if await conn.fetchval(sql.DELETE, contact_id, tenant.id) is None:
+def like_pattern(text: str) -> str:
+    """`text` anywhere, matched literally: LIKE's own characters escaped (ESCAPE '\\'), as
+    hub.messages.followup matches a send's body."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _contact(record: asyncpg.Record) -> Contact:
+    values = dict(record.items())
+    values["fields"] = msgspec.json.decode(values["fields"])
+    return msgspec.convert(values, Contact)
+
+
+async def get_contact(conn: asyncpg.Connection, tenant: TenantRow, contact_id: int) -> Contact:
+    """One contact of the tenant's roster (locked until the transaction ends), else 404."""
+    record = await conn.fetchrow(sql.CONTACT, contact_id, tenant.id)
+    if record is None:
         raise NotFound("contact not found")
+    return _contact(record)
+
+
+async def update_contact(
+    conn: asyncpg.Connection,
+    by: Principal,
+    tenant: TenantRow,
+    contact_id: int,
+    change: ContactUpdate,
+) -> Contact:
+    """Change a contact's name, tags or free fields (what `change` gives replaces what was)."""
+    was = await get_contact(conn, tenant, contact_id)
+    name = was.name if change.name is None else change.name.strip()
+    if not name:
+        raise Invalid("name is empty", fields=[{"key": "name", "message": "empty"}])
+    tags = was.tags if change.tags is None else list(dict.fromkeys(t.strip() for t in change.tags))
+    tags = [t for t in tags if t]
+    fields = was.fields if change.fields is None else change.fields
+    await conn.execute(
+        sql.UPDATE, contact_id, tenant.id, name, tags, msgspec.json.encode(fields).decode()
+    )
+    now = await get_contact(conn, tenant, contact_id)
+    before = {"name": was.name, "tags": was.tags, "fields": was.fields}
+    after = {"name": now.name, "tags": now.tags, "fields": now.fields}
+    if before != after:
+        await oplog.record(
+            conn,
+            by,
+            "contacts.update",
+            tenant_id=tenant.id,
+            object=f"contact:{contact_id}",
+            before=before,
+            after=after,
+        )
+    return now
+
+
+async def delete_contact(
+    conn: asyncpg.Connection, by: Principal, tenant: TenantRow, contact_id: int
+) -> None:
+    gone = await conn.fetchrow(sql.DELETE_RETURNING, contact_id, tenant.id)
+    if gone is None:
+        raise NotFound("contact not found")
+    await oplog.record(
+        conn,
+        by,
+        "contacts.delete",
+        tenant_id=tenant.id,
+        object=f"contact:{contact_id}",
+        before={"name": gone["name"], "phone": gone["phone"]},
+    )
+
+
+async def field_names(conn: asyncpg.Connection, tenant: TenantRow, most: int) -> list[str]:
+    """The names of the roster's free fields (an export's extra columns), at most `most`."""
+    return [r["k"] for r in await conn.fetch(sql.FIELD_NAMES, tenant.id, most)]
+
+
+async def resubscribe(
+    conn: asyncpg.Connection, by: Principal, code: str, phone: str, reason: str
+) -> Resubscription:
+    """Take back a phone that opted out of `code`'s messages (a tenant of the caller's subtree,
+    else 404): only with a reason, recorded with who did it, in the operation log too. 404 when
+    the phone has not opted out."""
+    tenant = await tenants.get_visible(conn, by, code)
+    reason = reason.strip()
+    if not reason or len(reason) > 200 or not reason.isprintable():
+        raise Invalid(
+            "a reason (one line, at most 200 characters) is required to resubscribe a phone",
+            fields=[{"key": "reason", "message": "required", "source": "body"}],
+        )
+    number = normalize(phone)
+    if isinstance(number, Rejected):
+        raise NotFound("this phone has not opted out")
+    opted_out_at = await conn.fetchval(sql.END_OPT_OUT, tenant.id, number.phone)
+    if opted_out_at is None:
+        raise NotFound("this phone has not opted out")
+    record = await conn.fetchrow(
+        sql.RESUBSCRIBE, tenant.id, number.phone, opted_out_at, reason, by.actor
+    )
+    assert record is not None  # INSERT … RETURNING
+    done = msgspec.convert(dict(record.items()), Resubscription)
+    await oplog.record(
+        conn,
+        by,
+        "contacts.resubscribe",
+        tenant_id=tenant.id,
+        object=f"phone:{number.phone}",
+        detail={"reason": reason, "opted_out_at": opted_out_at},
+    )
+    return done
 
 
 async def phones_for(
@@ -144,3 +285,53 @@ async def phones_for(
             if i not in found
         ]
     return phones, rejected
+
+
+# A roster uploaded for its preview is held this long for its confirmation.
+HELD_FOR = timedelta(minutes=30)
+
+
+async def hold_upload(
+    conn: asyncpg.Connection, by: Principal, tenant: TenantRow, filename: str, data: bytes
+) -> str:
+    """Keep an uploaded roster (already read once for its preview) until it is confirmed: the
+    token to confirm it with. Uploads past their time are swept here."""
+    await conn.execute(sql.FORGET_UPLOADS, HELD_FOR)
+    token = secrets.token_urlsafe(24)
+    digest = hashlib.sha256(token.encode()).digest()
+    await conn.execute(sql.HOLD_UPLOAD, digest, tenant.id, by.actor, filename[:200], data)
+    return token
+
+
+async def peek_upload(conn: asyncpg.Connection, tenant: TenantRow, token: str) -> bytes:
+    """The roster held under `token` for the tenant, left held; 404 as take_upload."""
+    digest = hashlib.sha256(token.encode()).digest()
+    data: bytes | None = await conn.fetchval(sql.PEEK_UPLOAD, digest, tenant.id, HELD_FOR)
+    if data is None:
+        raise NotFound("the uploaded roster is no longer held: upload it again")
+    return data
+
+
+async def take_upload(conn: asyncpg.Connection, tenant: TenantRow, token: str) -> bytes:
+    """The roster held under `token` for the tenant, deleted as it is taken (a confirmation
+    imports it once); 404 when it is not there or its time has passed."""
+    digest = hashlib.sha256(token.encode()).digest()
+    record = await conn.fetchrow(sql.TAKE_UPLOAD, digest, tenant.id, HELD_FOR)
+    if record is None:
+        raise NotFound("the uploaded roster is no longer held: upload it again")
+    data: bytes = record["data"]
+    return data
+
+
+async def every_contact(
+    conn: asyncpg.Connection, tenant: TenantRow, batch: int = 1_000
+) -> AsyncIterator[list[Contact]]:
+    """The whole roster, `batch` contacts at a time in id order (an export)."""
+    after = 0
+    while True:
+        page = await list_contacts(conn, tenant, after, batch, None, None)
+        if page.items:
+            yield page.items
+        if page.next_after is None:
+            return
+        after = page.next_after

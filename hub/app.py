@@ -19,6 +19,7 @@ from hub.billing.controllers import BillingController, CloseController, UsageCon
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.compose import ComposeController
 from hub.dashboard.operations import OperationPages
 from hub.dashboard.sends import SendsController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
@@ -112,6 +113,7 @@ def create_app(
             OperationController,
             dashboard.DashboardController,
             SendsController,
+            ComposeController,
             OperationPages,
             dashboard.static_files(),
             docs,

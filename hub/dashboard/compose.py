@@ -8,6 +8,8 @@ only for a key or person holding messages:urgent), a time, and "ask for a reply"
   (hub.messages.service.preview_send, as `POST /v1/messages/preview`), as the whole page (the
   预览 button, without JavaScript) or, asked with the header `X-Fragment: 1` by compose.js, as
   the preview region alone.
+- `POST /dashboard/compose/roster` reads a roster file (CSV/XLSX, the contacts import's parser)
+  and adds its phones to the pasted numbers, showing each unusable row with its line first.
 - `POST /dashboard/compose/send` sends through the API's service (`create_send` under
   `followup.once`, the Idempotency-Key layer): the form's hidden random token is its key, so a
   double click, or the browser posting the form again, makes one send. Then to the send's page.
@@ -25,13 +27,15 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.datastructures import State
+from litestar.datastructures import State, UploadFile
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.response import Redirect, Template
 
 from hub.calendar import BUSINESS_TZ
 from hub.contacts import service as contacts
+from hub.contacts.controllers import MAX_ROSTER_BYTES
+from hub.contacts.rosters import RosterError, RosterTooLarge, Row
 from hub.dashboard import service as dashboard
 from hub.dashboard.controllers import (
     PREFIX,
@@ -46,9 +50,11 @@ from hub.db import Database
 from hub.dedup import service as dedup
 from hub.dedup.repository import StoredAnswer
 from hub.delivery import service as delivery
-from hub.errors import ApiError, Invalid
+from hub.errors import ApiError, Invalid, TooLarge
 from hub.messages import followup
 from hub.messages import service as messages
+from hub.messages.numbers import Rejected, normalize
+from hub.messages.reasons import reject_word
 from hub.messages.schemas import SendAccepted, SendPreview, SendRequest
 from hub.oplog import service as oplog
 from hub.settings import Settings
@@ -168,6 +174,46 @@ async def _form_context(conn: Conn, who: Principal) -> dict[str, Any]:
     }
 
 
+def _roster_phones(rows: list[Row]) -> tuple[list[str], list[tuple[int, str]]]:
+    """The phones of a roster's rows, and each row that has none usable, with its line."""
+    phones: list[str] = []
+    problems: list[tuple[int, str]] = []
+    for row in rows:
+        if row.problem:
+            problems.append((row.line, row.problem))
+            continue
+        recipient = normalize(row.phone)
+        if isinstance(recipient, Rejected):
+            problems.append((row.line, f"{row.phone or '（空）'}：{reject_word(recipient.reason)}"))
+        else:
+            phones.append(row.phone)
+    return phones, problems
+
+
+async def _previewed(
+    conn: Conn, who: Principal, form: Composed, settings: Settings
+) -> dict[str, Any]:
+    """The preview region's context: the API's preview of the form, or why there is none."""
+    preview: SendPreview | None = None
+    problem: str | None = None
+    try:
+        data = send_request(form)
+        messages.authorize(who, data)
+        tenant = await tenants.own(conn, who)
+        preview = await messages.preview_send(conn, tenant, data, settings)
+    except ApiError as exc:
+        problem = str(exc.detail)
+    return {"preview": preview, "problem": problem, "lines": _lines(form)}
+
+
+async def _whole(conn: Conn, who: Principal, form: Composed, context: dict[str, Any]) -> Template:
+    if not form.token:
+        form = msgspec.structs.replace(form, token=secrets.token_urlsafe(18))
+    context.setdefault("roster_problems", [])
+    context.setdefault("roster_phones", None)
+    return _page("compose.html", who, form=form, **context, **await _form_context(conn, who))
+
+
 def _allowed(who: Principal) -> None:
     dashboard.require(who, Scope.MESSAGES_WRITE, "发送短信")
 
@@ -183,10 +229,7 @@ class ComposeController(Controller):
     async def compose(self, conn: Conn, who: Viewer) -> Template:
         _allowed(who)
         form = Composed(token=secrets.token_urlsafe(18))
-        context = await _form_context(conn, who)
-        return _page(
-            "compose.html", who, form=form, preview=None, problem=None, lines={}, **context
-        )
+        return await _whole(conn, who, form, {"preview": None, "problem": None, "lines": {}})
 
     @post("/preview", status_code=200)
     async def preview(
@@ -195,21 +238,34 @@ class ComposeController(Controller):
         same_origin(request)
         _allowed(who)
         form = await _composed(request)
-        preview: SendPreview | None = None
-        problem: str | None = None
-        try:
-            data = send_request(form)
-            messages.authorize(who, data)
-            tenant = await tenants.own(conn, who)
-            preview = await messages.preview_send(conn, tenant, data, state.settings)
-        except ApiError as exc:
-            problem = str(exc.detail)
-        context: dict[str, Any] = {"preview": preview, "problem": problem, "lines": _lines(form)}
+        context = await _previewed(conn, who, form, state.settings)
         if request.headers.get("x-fragment") == "1":
             return _page("compose_preview.html", who, **context)
-        if not form.token:
-            form = msgspec.structs.replace(form, token=secrets.token_urlsafe(18))
-        return _page("compose.html", who, form=form, **context, **await _form_context(conn, who))
+        return await _whole(conn, who, form, context)
+
+    @post("/roster", status_code=200, request_max_body_size=MAX_ROSTER_BYTES)
+    async def roster(
+        self, request: Request[Principal, Any, State], conn: Conn, state: State, who: Viewer
+    ) -> Template:
+        """A roster file's phones added to the pasted numbers, each unusable row shown with its
+        line before anything is sent; then the page and its preview as 预览 shows them."""
+        same_origin(request)
+        _allowed(who)
+        form = await _composed(request)
+        upload = (await request.form()).get("roster")
+        if not isinstance(upload, UploadFile) or not upload.filename:
+            raise Invalid("请选择名册文件（CSV 或 XLSX）")
+        try:
+            rows = await contacts.read(await upload.read(), state.settings.contacts)
+        except RosterTooLarge as exc:
+            raise TooLarge(f"名册过大：{exc}") from exc
+        except RosterError as exc:
+            raise Invalid(f"名册无法读取：{exc}") from exc
+        phones, problems = _roster_phones(rows)
+        form = msgspec.structs.replace(form, to="\n".join(filter(None, [form.to.strip(), *phones])))
+        context = await _previewed(conn, who, form, state.settings)
+        context.update(roster_problems=problems, roster_phones=len(phones))
+        return await _whole(conn, who, form, context)
 
     @post("/send", status_code=303)
     async def send(

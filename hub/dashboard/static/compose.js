@@ -12,7 +12,7 @@ document.addEventListener("DOMContentLoaded", function () {
       method: "POST",
       credentials: "same-origin",
       headers: { "X-Fragment": "1", "Content-Type": "application/x-www-form-urlencoded" },
-      body: new URLSearchParams(new FormData(form)).toString()
+      body: fields()
     }).then(function (resp) {
       return resp.ok ? resp.text() : null;
     }).then(function (html) {
@@ -24,6 +24,13 @@ document.addEventListener("DOMContentLoaded", function () {
       if (region && fresh) region.replaceWith(fresh);
     }).catch(function () { /* the 预览 button still works */ });
   }
+  function fields() {  // the form as text, without the roster file
+    var pairs = new URLSearchParams();
+    new FormData(form).forEach(function (value, name) {
+      if (typeof value === "string") pairs.append(name, value);
+    });
+    return pairs.toString();
+  }
   function soon() {
     clearTimeout(timer);
     timer = setTimeout(refresh, 400);
@@ -32,6 +39,7 @@ document.addEventListener("DOMContentLoaded", function () {
   form.addEventListener("change", soon);
   form.addEventListener("submit", function (event) {
     var button = event.submitter;
+    if (button && button.id === "roster-button") return;
     if (button && button.id === "preview-button") {
       event.preventDefault();
       refresh();

@@ -138,3 +138,32 @@ async def test_nul_and_a_bad_time_are_a_clear_4xx(
     )
     assert late.status_code == 422
     assert "发送时间格式无效" in late.text
+
+
+async def test_a_roster_file_adds_its_phones_and_shows_bad_lines(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, tree: None
+) -> None:
+    page = await _sender(client, conn)
+    roster = "姓名,手机,标签\n张三,13800138000,书记\n李四,12345,\n王五,186 1234 5678,\n".encode()
+    form = {"token": _token(page), "to": "13311112222", "body": "支部会议"}
+    read = await client.post(
+        "/dashboard/compose/roster",
+        data=form,
+        files={"roster": ("名册.csv", roster, "text/csv")},
+        headers=SAME_ORIGIN,
+    )
+    assert read.status_code == 200, read.text
+    assert '<li data-line="3">第 3 行：12345：号码无效</li>' in read.text
+    assert 'id="roster-added">已从名册加入 2 个号码' in read.text
+    assert re.search(r'id="pv-recipients">3<', read.text)
+    to = re.search(r'<textarea name="to" id="to"[^>]*>([^<]*)</textarea>', read.text)
+    assert to is not None
+    assert to[1].split("\n") == ["13311112222", "13800138000", "186 1234 5678"]
+    unreadable = await client.post(
+        "/dashboard/compose/roster",
+        data=form,
+        files={"roster": ("x.xlsx", b"PK\x03\x04 not a workbook", "application/octet-stream")},
+        headers=SAME_ORIGIN,
+    )
+    assert unreadable.status_code == 422
+    assert "名册无法读取" in unreadable.text

@@ -7,7 +7,10 @@ import re
 import asyncpg
 import httpx
 
+from hub.templates import service as templates
+from hub.templates.schemas import CreateTemplate
 from tenants.scopes import Role
+from tenants.service import get_by_code
 from tests.integration.users.conftest import SAME_ORIGIN, make_user, signed_in
 
 PASTED = "13800138000\n12345\n186 1234 5678, 13311112222"
@@ -167,3 +170,34 @@ async def test_a_roster_file_adds_its_phones_and_shows_bad_lines(
     )
     assert unreadable.status_code == 422
     assert "名册无法读取" in unreadable.text
+
+
+async def test_an_approved_template_with_its_variables(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, tree: None
+) -> None:
+    root, county = await get_by_code(conn, "000000"), await get_by_code(conn, "510104")
+    assert root is not None
+    assert county is not None
+    approved = await templates.create(
+        conn, root, CreateTemplate(name="开会通知", body="{时间}在{地点}开会")
+    )
+    pending = await templates.create(conn, county, CreateTemplate(name="待审", body="未审的"))
+    page = await _sender(client, conn)
+    assert f'<option value="{approved.id}">' in page
+    assert f'<option value="{pending.id}">' not in page
+    form = {
+        "token": _token(page),
+        "to": "13800138000",
+        "template": str(approved.id),
+        "vars": "时间=周五下午三点\n地点 = 三楼会议室",
+    }
+    preview = await client.post("/dashboard/compose/preview", data=form, headers=SAME_ORIGIN)
+    assert "【锦江区】周五下午三点在三楼会议室开会" in preview.text
+    missing = {**form, "vars": "时间=周五"}
+    shown = await client.post("/dashboard/compose/preview", data=missing, headers=SAME_ORIGIN)
+    assert 'id="preview-problem">missing template variables: 地点' in shown.text
+    sent = await client.post("/dashboard/compose/send", data=form, headers=SAME_ORIGIN)
+    assert sent.status_code == 303, sent.text
+    send_id = int(sent.headers["location"].rsplit("/", 1)[1])
+    body = await conn.fetchval("SELECT body FROM sends WHERE id = $1", send_id)
+    assert body == "周五下午三点在三楼会议室开会"

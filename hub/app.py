@@ -19,6 +19,7 @@ from hub.billing.controllers import BillingController, CloseController, UsageCon
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController, OptOutController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.compose import ComposeController
 from hub.dashboard.contacts import RosterPages
 from hub.dashboard.operations import OperationPages
 from hub.dashboard.sends import SendsController
@@ -114,6 +115,7 @@ def create_app(
             OperationController,
             dashboard.DashboardController,
             SendsController,
+            ComposeController,
             OperationPages,
             RosterPages,
             dashboard.static_files(),

@@ -191,6 +191,29 @@ async def estimate(
     )
 
 
+async def quote(
+    conn: asyncpg.Connection,
+    month: date,
+    segments_by_carrier: Mapping[str, int],
+    default_list_price: int,
+) -> int:
+    """What these segments would cost at the month's current prices, as `estimate` prices a
+    tenant's segments: their share of the hub's cost so far per carrier. A carrier with no volume
+    yet this month: its card's price for that many (the list price where no card is in force)."""
+    if not any(segments_by_carrier.values()):
+        return 0
+    rates = await _rates(conn, month, next_period(month), default_list_price)
+    total = 0
+    for carrier, segments in segments_by_carrier.items():
+        rate = rates.get(carrier)
+        if rate is not None and rate.hub_segments:
+            total += _share(rate.hub_cost_micros, segments, rate.hub_segments)
+        else:
+            card = await card_in_force(conn, carrier, month)
+            total += _priced(card, segments, default_list_price)[0]
+    return total
+
+
 async def close_period(
     conn: asyncpg.Connection,
     month: date,

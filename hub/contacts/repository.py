@@ -34,6 +34,16 @@ WHERE c.tags && $2::text[]
   AND (CASE WHEN $3 THEN t.path >= $1 AND t.path < $1 || '~' ELSE t.path = $1 END)
 """
 
+# Each tag of the roster at path $1 (or, with $2, of its whole subtree) and how many distinct
+# phones carry it: what a send to that tag alone reaches (PHONES_BY_TAGS).
+TAG_COUNTS = """
+SELECT tag, count(DISTINCT c.phone)::bigint AS phones
+FROM contacts c JOIN tenants t ON t.id = c.tenant_id, unnest(c.tags) AS tag
+WHERE (CASE WHEN $2 THEN t.path >= $1 AND t.path < $1 || '~' ELSE t.path = $1 END)
+GROUP BY tag ORDER BY tag
+LIMIT 1000
+"""
+
 # Phones of the given contacts of one tenant; missing ids are simply absent.
 PHONES_BY_IDS = "SELECT id, phone FROM contacts WHERE tenant_id = $1 AND id = ANY($2::bigint[])"
 

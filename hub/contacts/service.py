@@ -335,3 +335,12 @@ async def every_contact(
         if page.next_after is None:
             return
         after = page.next_after
+
+
+async def tag_counts(
+    conn: asyncpg.Connection, tenant: TenantRow, subtree: bool
+) -> list[tuple[str, int]]:
+    """The roster's tags (the tenant's own, or with `subtree` its whole subtree's), each with
+    the number of distinct phones a send to it would reach."""
+    records = await conn.fetch(sql.TAG_COUNTS, tenant.path, subtree)
+    return [(r["tag"], r["phones"]) for r in records]

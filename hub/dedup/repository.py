@@ -82,6 +82,22 @@ WHERE d.key = k.key AND h.send_id <> $1 AND old.due_at > $4::timestamptz
 RETURNING c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
 """
 
+# Read-only, for a preview: which of these keys ($1, with their phones $2) a send due at $3 would
+# find held by another message, by the rules CLAIM_FOR_SEND and TAKE_FROM_LATER apply (a key
+# whose holder's window is over or whose holder never reached the phone passes; so does one
+# held by a copy due later that still waits).
+HELD_FOR_PREVIEW = """
+SELECT k.phone
+FROM UNNEST($1::bytea[], $2::text[]) AS k(key, phone)
+JOIN dedup_keys d ON d.key = k.key
+JOIN messages h ON h.id = d.message_id
+JOIN sends hs ON hs.id = h.send_id
+WHERE d.expires_at > $3::timestamptz
+  AND h.status NOT IN ('failed', 'expired', 'cancelled', 'undelivered')
+  AND NOT (d.due_at > $3::timestamptz AND h.status = 'accepted'
+           AND hs.state IN ('scheduled', 'held'))
+"""
+
 # Copies that relied on the displaced holders $1 now rely on the new holders $2 (of tenant $3)
 # when due before $4 (within the new holder's window); the others go out themselves.
 REPOINT_RELYING = """

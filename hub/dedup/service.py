@@ -31,6 +31,8 @@ from hub.dedup.repository import Displaced, Holder, Relied, StoredAnswer
 from hub.errors import Conflict, Invalid
 
 _SPACE = re.compile(r"\s+")
+# Phones asked at a time by a preview's read-only dedup check.
+PREVIEW_CHUNK = 10_000
 
 
 def request_hash(body: bytes) -> bytes:
@@ -138,6 +140,19 @@ async def claim_send(
     records = await conn.fetch(sql.HELD_ELSEWHERE, send_id)
     holders = [msgspec.convert(dict(r.items()), Holder) for r in records]
     return {h.phone: h for h in holders}
+
+
+async def would_hold(
+    conn: asyncpg.Connection, body: str, phones: list[str], due_at: datetime
+) -> set[str]:
+    """Read-only (a preview): the phones among `phones` whose copy of `body`, due at `due_at`,
+    `claim_send` would find held by another message, i.e. would be deduplicated."""
+    held: set[str] = set()
+    for start in range(0, len(phones), PREVIEW_CHUNK):
+        chunk = phones[start : start + PREVIEW_CHUNK]
+        keys = list(content_keys(chunk, body))
+        held.update(r["phone"] for r in await conn.fetch(sql.HELD_FOR_PREVIEW, keys, chunk, due_at))
+    return held
 
 
 async def lock_keys(conn: asyncpg.Connection, holders: list[int]) -> None:

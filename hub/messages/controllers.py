@@ -30,6 +30,7 @@ from hub.messages.schemas import (
     SendAccepted,
     SendFilters,
     SendPage,
+    SendPreview,
     SendRequest,
     SendView,
 )
@@ -105,6 +106,24 @@ class MessageController(Controller):
             if isinstance(answer, Response)
             else wire.HubResponse(answer, status_code=HTTP_202_ACCEPTED)
         )
+
+    @post(
+        "/preview",
+        guards=[require(Scope.MESSAGES_WRITE)],
+        responses=error_responses(404, 409, 413, 422),
+        status_code=200,
+        request_max_body_size=MAX_SEND_BYTES,
+        summary="What POST /v1/messages would answer for this body now, sending nothing",
+        description="The same body as POST /v1/messages and the same checks (urgent needs "
+        "messages:urgent); answers its counts, rejects, segments and list price, plus the signed "
+        "text, the cost at the hub's current prices and the quota left. Writes nothing.",
+    )
+    async def preview(
+        self, request: AuthedRequest, conn: Conn, state: State, data: JSONBody[SendRequest]
+    ) -> SendPreview:
+        service.authorize(request.user, data)
+        tenant = await tenants.own(conn, request.user)
+        return await service.preview_send(conn, tenant, data, state.settings)
 
     async def _send(
         self,

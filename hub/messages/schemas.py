@@ -99,6 +99,30 @@ class SendAccepted(msgspec.Struct, frozen=True):
     list_price_micros: int
 
 
+class SendPreview(msgspec.Struct, frozen=True):
+    """What POST /v1/messages would answer for the same body now, written nowhere: the same
+    counts, segments and list price, and besides them the text as phones show it, the cost at the
+    hub's current prices and the quota left."""
+
+    # 【…】 as prepended, and the whole text a phone shows.
+    signature: str
+    text: str
+    state: SendState
+    due_at: datetime
+    held_until: datetime | None
+    counts: Counts
+    rejected: list[Rejected]
+    encoding: str
+    segments_per_message: int
+    segments: int
+    list_price_micros: int
+    # These segments at the month's current blended prices (hub.billing.service.quote).
+    cost_micros: int
+    # The month whose quota it uses (YYYY-MM) and what the tenant can still reserve in it.
+    period: str
+    quota_available: int
+
+
 class SendView(msgspec.Struct, frozen=True):
     id: int
     tenant: str

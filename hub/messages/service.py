@@ -39,12 +39,13 @@ from hub.messages.schemas import (
     MessageView,
     QuietHoursSetting,
     SendAccepted,
+    SendPreview,
     SendRequest,
     SendState,
     SendSummary,
     SendView,
 )
-from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
+from hub.messages.segments import MAX_CHARACTERS, Segments, count_segments, signed
 from hub.oplog import service as oplog
 from hub.quota import service as quota
 from hub.settings import Settings
@@ -243,6 +244,106 @@ class Follows(msgspec.Struct, frozen=True):
     kind: FollowKind
 
 
+class _Plan(msgspec.Struct, frozen=True):
+    """What a send would be, read and never written: the first two steps of the module's order,
+    shared by `create_send` and `preview_send` so the two cannot disagree."""
+
+    signature: str
+    timing: _Timing
+    body: str
+    segments: Segments
+    recipients: list[Recipient]
+    rejected: list[Rejected]
+    repeats: int
+    submitted: int
+    opted_out: set[str]
+
+
+async def _plan(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    request: SendRequest,
+    settings: Settings,
+    now: datetime,
+) -> _Plan:
+    signature = await signatures.for_sending(conn, tenant)
+    timing = await _timing(conn, tenant, request, settings, now)
+    body = await _body(conn, tenant, request)
+    text = signed(signature, body)
+    if len(text) > MAX_CHARACTERS:
+        raise _too_long(text)
+    recipients, rejected, repeats, submitted = await _recipients(conn, tenant, request)
+    opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients])
+    return _Plan(
+        signature=signature,
+        timing=timing,
+        body=body,
+        segments=count_segments(text),
+        recipients=recipients,
+        rejected=rejected,
+        repeats=repeats,
+        submitted=submitted,
+        opted_out=opted_out,
+    )
+
+
+def at_list_price(segments: int, settings: Settings) -> int:
+    """What `segments` cost at list price, micro-yuan: a send's `list_price_micros`."""
+    return segments * settings.billing.list_price_micros
+
+
+async def preview_send(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    request: SendRequest,
+    settings: Settings,
+    now: datetime | None = None,
+) -> SendPreview:
+    """What `create_send` would answer for `request` now, without writing anything: the same
+    plan, the content keys looked up instead of claimed, the quota read instead of reserved."""
+    now = now or calendar.now()
+    plan = await _plan(conn, tenant, request, settings, now)
+    candidates = [r for r in plan.recipients if r.phone not in plan.opted_out]
+    duplicates: set[str] = set()
+    if request.dedup == "on":
+        duplicates = await dedup.would_hold(
+            conn, plan.body, [r.phone for r in candidates], plan.timing.due_at
+        )
+    going = Counter(r.carrier for r in candidates if r.phone not in duplicates)
+    each = plan.segments.count
+    total = sum(going.values()) * each
+    month = plan.timing.period
+    cost = await billing.quote(
+        conn,
+        month,
+        {carrier: n * each for carrier, n in going.items()},
+        settings.billing.list_price_micros,
+    )
+    available = (await quota.get_quota(conn, tenant, month)).available
+    return SendPreview(
+        signature=f"【{plan.signature}】",
+        text=signed(plan.signature, plan.body),
+        state=plan.timing.state,
+        due_at=plan.timing.due_at,
+        held_until=plan.timing.held_until,
+        counts=Counts(
+            accepted=sum(going.values()),
+            deduplicated=len(duplicates),
+            opted_out=len(plan.opted_out),
+            rejected=len(plan.rejected),
+            repeated=plan.repeats,
+        ),
+        rejected=plan.rejected,
+        encoding=plan.segments.encoding,
+        segments_per_message=each,
+        segments=total,
+        list_price_micros=at_list_price(total, settings),
+        cost_micros=cost,
+        period=f"{month:%Y-%m}",
+        quota_available=available,
+    )
+
+
 async def create_send(
     conn: asyncpg.Connection,
     tenant: TenantRow,
@@ -253,16 +354,11 @@ async def create_send(
     follows: Follows | None = None,
 ) -> SendAccepted:
     now = now or calendar.now()
-    signature = await signatures.for_sending(conn, tenant)
-    timing = await _timing(conn, tenant, request, settings, now)
-    body = await _body(conn, tenant, request)
-    text = signed(signature, body)
-    if len(text) > MAX_CHARACTERS:
-        raise _too_long(text)
-    segments = count_segments(text)
-    recipients, rejected, repeats, submitted = await _recipients(conn, tenant, request)
+    plan = await _plan(conn, tenant, request, settings, now)
+    signature, timing, body, segments = plan.signature, plan.timing, plan.body, plan.segments
+    recipients, rejected, repeats = plan.recipients, plan.rejected, plan.repeats
+    submitted, opted_out = plan.submitted, plan.opted_out
     phones = [r.phone for r in recipients]
-    opted_out = await _opted_out(conn, tenant, phones)
 
     send_id: int = await conn.fetchval(
         sql.INSERT_SEND,
@@ -322,7 +418,7 @@ async def create_send(
             period=timing.period,
         )
         reservation_id = reservation.id
-    price = total * settings.billing.list_price_micros
+    price = at_list_price(total, settings)
     await conn.execute(sql.FINISH_SEND, send_id, reservation_id, total, price)
     return SendAccepted(
         id=send_id,

@@ -33,6 +33,15 @@ LEFT JOIN tenants r ON r.id = tp.reviewed_by
 WHERE tp.id = $1 AND t.path = ANY($2::text[])
 """
 
+# The approved templates a tenant may send: its own and its ancestors' ($1: its chain's paths).
+USABLE_LIST = f"""
+SELECT {_TEMPLATE} FROM templates tp JOIN tenants t ON t.id = tp.tenant_id
+LEFT JOIN tenants r ON r.id = tp.reviewed_by
+WHERE t.path = ANY($1::text[]) AND tp.status = 'approved'
+ORDER BY t.path, tp.name
+LIMIT 1000
+"""
+
 # Templates of the subtree $1 (or of that tenant only), optionally of one status.
 LIST = f"""
 SELECT {_TEMPLATE} FROM templates tp JOIN tenants t ON t.id = tp.tenant_id

@@ -89,6 +89,14 @@ async def sendable(conn: asyncpg.Connection, chain_paths: list[str], template_id
     return template
 
 
+async def usable(conn: asyncpg.Connection, chain_paths: list[str]) -> list[Template]:
+    """Every template `sendable` would accept for the tenant of `chain_paths`."""
+    return [
+        msgspec.convert(dict(r.items()), Template)
+        for r in await conn.fetch(sql.USABLE_LIST, chain_paths)
+    ]
+
+
 async def render(
     conn: asyncpg.Connection,
     chain_paths: list[str],

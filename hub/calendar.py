@@ -92,6 +92,20 @@ def day_start(day: date) -> datetime:
     return datetime(day.year, day.month, day.day, tzinfo=BUSINESS_TZ)
 
 
+# What a range of days given by a person can reach: none of the hub's records lies outside, and
+# a day past either end (0001-01-01, 9999-12-31) is clamped to it rather than overflowing.
+EARLIEST_DAY = date(2000, 1, 1)
+LATEST_DAY = date(2099, 12, 31)
+
+
+def days_window(first: date | None, last: date | None) -> tuple[datetime, datetime]:
+    """The instants Beijing days `first` to `last` (both included; None: open) cover:
+    [first 00:00, the day after last 00:00), clamped to EARLIEST_DAY … LATEST_DAY."""
+    start = day_start(min(max(first or EARLIEST_DAY, EARLIEST_DAY), LATEST_DAY))
+    end = day_start(max(min(last or LATEST_DAY, LATEST_DAY), EARLIEST_DAY) + timedelta(days=1))
+    return start, end
+
+
 def period_of(instant: datetime) -> date:
     """The month an instant falls in, in Asia/Shanghai (the business day)."""
     local = instant.astimezone(BUSINESS_TZ)

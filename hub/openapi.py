@@ -153,16 +153,30 @@ _CONSTRAINTS = {"minLength", "maxLength", "pattern"}
 def _nested_constraints(struct: type[msgspec.Struct], schema: Schema) -> None:
     """The constraints inside each field's list or dict, and a dict's size, from msgspec."""
     _, defs = msgspec.json.schema_components([struct])
-    for name, spec in defs[struct.__name__].get("properties", {}).items():
-        prop = (schema.properties or {}).get(name)
-        if not isinstance(prop, Schema):
+    for name, field in defs[struct.__name__].get("properties", {}).items():
+        found = (schema.properties or {}).get(name)
+        if not isinstance(found, Schema):
             continue
-        if "maxProperties" in spec:
-            prop.max_properties = spec["maxProperties"]
-        for key, attribute in _INNER.items():
-            inner = spec.get(key)
-            if isinstance(inner, dict) and _CONSTRAINTS & inner.keys():
-                setattr(prop, attribute, _schema(inner))
+        for spec, prop in _alternatives(field, found):
+            if "maxProperties" in spec:
+                prop.max_properties = spec["maxProperties"]
+            for key, attribute in _INNER.items():
+                inner = spec.get(key)
+                if isinstance(inner, dict) and _CONSTRAINTS & inner.keys():
+                    setattr(prop, attribute, _schema(inner))
+
+
+def _alternatives(spec: dict[str, Any], prop: Schema) -> Iterator[tuple[dict[str, Any], Schema]]:
+    """A field's msgspec schema beside Litestar's; for an optional list or dict (`anyOf` with
+    null), the list's or dict's member of each."""
+    yield spec, prop
+    members = [m for m in spec.get("anyOf", []) if m.get("type") in ("array", "object")]
+    theirs = [m for m in (prop.one_of or prop.any_of or []) if isinstance(m, Schema)]
+    for member in members:
+        kind = OpenAPIType.ARRAY if member["type"] == "array" else OpenAPIType.OBJECT
+        for candidate in theirs:
+            if candidate.type == kind:
+                yield member, candidate
 
 
 def _operations(app: Litestar) -> Iterator[tuple[str, Operation]]:
@@ -295,6 +309,7 @@ def _free_strings_are_text(schema: Any) -> None:
         *(schema.all_of or []),
         schema.items,
         schema.additional_properties,
+        schema.property_names,
     ]
     for child in children:
         _free_strings_are_text(child)

@@ -3,7 +3,7 @@ opted-out phone back (resubscribe) with a recorded reason."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from litestar import Controller, Response, delete, get, patch, post
 from litestar.datastructures import State
@@ -11,6 +11,7 @@ from litestar.params import FromPath, JSONBody, PathParameter, QueryParameter, R
 from litestar.status_codes import HTTP_200_OK, HTTP_204_NO_CONTENT
 
 from hub.contacts import exports, service
+from hub.contacts.exports import XLSX
 from hub.contacts.rosters import RosterError, RosterTooLarge, Row
 from hub.contacts.schemas import (
     Contact,
@@ -111,18 +112,24 @@ class ContactController(Controller):
 
     # No request transaction (`conn`): the export reads on a connection of its own.
     @get(
-        "/export",
+        "/export.csv",
         guards=[require(Scope.CONTACTS_READ)],
         responses=error_responses(422),
-        summary="The caller's roster as CSV or XLSX (the import's columns, then free fields)",
+        media_type="text/csv",
+        summary="The caller's roster as CSV (the import's columns, then free fields)",
     )
-    async def export_contacts(
-        self,
-        request: AuthedRequest,
-        state: State,
-        format: Annotated[Literal["csv", "xlsx"], QueryParameter()] = "csv",
-    ) -> Response[Any]:
-        return await exports.contacts_export(state.db, request.user, format)
+    async def export_csv(self, request: AuthedRequest, state: State) -> Response[Any]:
+        return await exports.contacts_export(state.db, request.user, "csv")
+
+    @get(
+        "/export.xlsx",
+        guards=[require(Scope.CONTACTS_READ)],
+        responses=error_responses(422),
+        media_type=XLSX,
+        summary="The caller's roster as XLSX (the import's columns, then free fields)",
+    )
+    async def export_xlsx(self, request: AuthedRequest, state: State) -> Response[Any]:
+        return await exports.contacts_export(state.db, request.user, "xlsx")
 
 
 class OptOutController(Controller):

@@ -16,13 +16,12 @@ wrap them in the Idempotency-Key check as POST /v1/messages does (`once`).
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
 
 import asyncpg
 import msgspec
 
 from hub import wire
-from hub.calendar import day_start
+from hub.calendar import days_window
 from hub.dedup import service as dedup
 from hub.dedup.repository import StoredAnswer
 from hub.errors import Conflict, Invalid
@@ -64,9 +63,7 @@ def _bounds(filters: SendFilters) -> tuple[object, object]:
             "`from` is after `to`",
             fields=[{"key": "from", "message": "after `to`", "source": "query"}],
         )
-    start = day_start(filters.date_from) if filters.date_from else None
-    end = day_start(filters.date_to + timedelta(days=1)) if filters.date_to else None
-    return start, end
+    return days_window(filters.date_from, filters.date_to)
 
 
 async def list_sends(conn: asyncpg.Connection, who: Principal, filters: SendFilters) -> SendPage:

@@ -11,14 +11,14 @@ webhook's URL, not its signing secret); anything else about a change goes in `de
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import date, datetime, time, timedelta
+from datetime import datetime
 from typing import Any
 
 import asyncpg
 import msgspec
 
 from hub import wire
-from hub.calendar import BEIJING_TIME
+from hub.calendar import days_window
 from hub.oplog import repository as sql
 from hub.oplog.repository import OperationRow
 from hub.oplog.schemas import Filters, Operation, OperationPage
@@ -26,8 +26,6 @@ from tenants import service as tenants
 from tenants.service import Principal
 
 # Only what a change leaves behind: no filter reaches further than these.
-_EARLIEST = datetime(2000, 1, 1, tzinfo=BEIJING_TIME)
-_LATEST = datetime(2100, 1, 1, tzinfo=BEIJING_TIME)
 
 
 class Actor(msgspec.Struct, frozen=True):
@@ -106,13 +104,7 @@ def _json(value: Any) -> str | None:
 
 def window(filters: Filters) -> tuple[datetime, datetime]:
     """The instants the filter's Beijing days cover: [since 00:00, the day after until 00:00)."""
-    start = _EARLIEST if filters.since is None else _midnight(filters.since)
-    end = _LATEST if filters.until is None else _midnight(filters.until + timedelta(days=1))
-    return start, end
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time(0), tzinfo=BEIJING_TIME)
+    return days_window(filters.since, filters.until)
 
 
 async def page(

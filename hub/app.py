@@ -20,6 +20,7 @@ from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.dashboard import controllers as dashboard
 from hub.dashboard.operations import OperationPages
+from hub.dashboard.reviews import ReviewPages
 from hub.dashboard.sends import SendsController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
@@ -112,6 +113,7 @@ def create_app(
             OperationController,
             dashboard.DashboardController,
             SendsController,
+            ReviewPages,
             OperationPages,
             dashboard.static_files(),
             docs,

@@ -230,3 +230,24 @@ class BillingPage(msgspec.Struct, frozen=True):
     statement: StatementHead | None
     # Why there is no statement (the month is not closed yet).
     missing: str | None
+
+
+# --- templates, signatures, reviews (hub/dashboard/reviews.py) ---------------------------
+# Bounded loosely here; the API's own Structs (CreateTemplate, ProposeSignature, Review) are the
+# rules, applied to what these carry, so a page and the API refuse the same input.
+_Long = Annotated[str, msgspec.Meta(max_length=2_000)]
+
+
+class TemplateForm(msgspec.Struct, frozen=True):
+    name: _Short = ""
+    body: _Long = ""
+
+
+class SignatureForm(msgspec.Struct, frozen=True):
+    tenant: _Short = ""
+    signature: _Short = ""
+
+
+class ReviewForm(msgspec.Struct, frozen=True):
+    decision: _Short = ""
+    note: _Long = ""

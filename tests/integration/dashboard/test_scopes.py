@@ -192,6 +192,7 @@ API_AND_PAGE = {
     Data.MESSAGES: ("/v1/messages/{send}", "/dashboard/t/510104/activity", COUNTY_BODY),
     Data.REPLIES: ("/v1/inbound?subtree=true", "/dashboard/t/510104/activity", REPLY_TEXT),
     Data.MONEY: ("/v1/usage?period={period}&subtree=true", "/dashboard/t/510000", "kpi-cost"),
+    Data.OPERATIONS: ("/v1/tenants/510000/operations", "/dashboard/t/510000", "nav-operations"),
 }
 
 

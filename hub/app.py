@@ -19,6 +19,7 @@ from hub.billing.controllers import BillingController, CloseController, UsageCon
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.admin import AdminPages
 from hub.dashboard.operations import OperationPages
 from hub.dashboard.reviews import ReviewPages
 from hub.dashboard.sends import SendsController
@@ -114,6 +115,7 @@ def create_app(
             dashboard.DashboardController,
             SendsController,
             ReviewPages,
+            AdminPages,
             OperationPages,
             dashboard.static_files(),
             docs,

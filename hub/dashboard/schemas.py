@@ -251,3 +251,30 @@ class SignatureForm(msgspec.Struct, frozen=True):
 class ReviewForm(msgspec.Struct, frozen=True):
     decision: _Short = ""
     note: _Long = ""
+
+
+# --- administration (hub/dashboard/admin.py) --------------------------------------------
+
+
+class UnitForm(msgspec.Struct, frozen=True):
+    parent: _Short = ""
+    code: _Short = ""
+    name: _Short = ""
+    signature: _Short = ""
+
+
+class StatusForm(msgspec.Struct, frozen=True):
+    status: _Short = ""
+
+
+class KeyForm(msgspec.Struct, frozen=True):
+    tenant: _Short = ""
+    name: _Short = ""
+    # One checkbox per scope, all named `scope` (a single one arrives as a string).
+    scope: list[_Short] | _Short = msgspec.field(default_factory=list)
+
+
+class WebhookForm(msgspec.Struct, frozen=True):
+    tenant: _Short = ""
+    url: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
+    secret: Annotated[str, msgspec.Meta(max_length=200)] = ""

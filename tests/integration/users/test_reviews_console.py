@@ -266,3 +266,19 @@ async def test_the_api_takes_reviews_write_and_keys_keep_their_older_scope(
             f"/v1/signatures/{proposal}/review", json=decide, headers=bearer(key)
         )
         assert decided.status_code == status, decided.text
+
+
+async def test_nul_bytes_and_huge_fields_are_a_clear_page_and_change_nothing(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    await make_user(conn, "510104", "county", {Role.SEND}, phone="13700137001")
+    await signed_in(client, conn, "county", "+8613700137001")
+    for data in (
+        {"name": "周年\x00", "body": BODY},
+        {"name": "周年", "body": "长" * 5_000},
+        {"name": "周年", "body": "伪造【签名】"},
+    ):
+        answer = await client.post("/dashboard/templates", data=data, headers=SAME_ORIGIN)
+        assert answer.status_code in (400, 413, 422), (data["name"], answer.status_code)
+        assert "<html" in answer.text
+    assert await conn.fetchval("SELECT count(*) FROM templates") == 0

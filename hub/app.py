@@ -19,9 +19,11 @@ from hub.billing.controllers import BillingController, CloseController, UsageCon
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController, OptOutController
 from hub.dashboard import controllers as dashboard
+from hub.dashboard.admin import AdminPages
 from hub.dashboard.compose import ComposeController
 from hub.dashboard.contacts import RosterPages
 from hub.dashboard.operations import OperationPages
+from hub.dashboard.reviews import ReviewPages
 from hub.dashboard.sends import SendsController
 from hub.db import Database, PoolDatabase, create_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
@@ -116,6 +118,8 @@ def create_app(
             dashboard.DashboardController,
             SendsController,
             ComposeController,
+            ReviewPages,
+            AdminPages,
             OperationPages,
             RosterPages,
             dashboard.static_files(),

@@ -14,7 +14,7 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from tenants.errors import Forbidden, Unauthorized
-from tenants.scopes import Need, grants, scope_for
+from tenants.scopes import Needs, Scope, grants, named, reviewing, scope_for
 from tenants.service import Principal, authenticate, refuse_if_suspended
 
 # Routes anyone may call: health, metrics and the API's own documentation.
@@ -69,19 +69,35 @@ def client_address(connection: ASGIConnection) -> str | None:  # type: ignore[ty
 Guard = Callable[[ASGIConnection, BaseRouteHandler], None]  # type: ignore[type-arg]
 
 
-def require(need: Need) -> Guard:
-    """A route guard: the key must hold the scope `need` is (or is read with), else 403; and a
-    route that writes (any method but a read, unless the route is marked STOPS) refuses a
-    suspended subtree's key, 403 naming the suspended tenant. Every API route has this guard,
-    so this is the one place where suspension stops writes."""
-    scope = scope_for(need)
+def require(need: Needs) -> Guard:
+    """A route guard: the key must hold the scope `need` is (or is read with; of several needs,
+    any one), else 403; and a route that writes (any method but a read, unless the route is
+    marked STOPS) refuses a suspended subtree's key, 403 naming the suspended tenant. Every API
+    route has this guard (or `require_review`), so this is the one place where suspension stops
+    writes."""
+
+    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+        _check(connection, handler, need)
+
+    guard.__name__ = f"require_{scope_for(need).name.lower()}"
+    return guard
+
+
+def require_review(before: Scope) -> Guard:
+    """`require` for deciding a proposal: reviews:write, or for an API key also `before`, the
+    scope the route took before reviews:write existed (tenants.scopes.reviewing)."""
 
     def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
         principal: Principal = connection.user
-        if not grants(principal.scopes, need):
-            raise Forbidden(f"this key lacks the {scope} scope", scope=scope.value)
-        if connection.scope.get("method") not in READS and not handler.opt.get("stops"):
-            refuse_if_suspended(principal)
+        _check(connection, handler, reviewing(before, key=principal.key_id is not None))
 
-    guard.__name__ = f"require_{scope.name.lower()}"
+    guard.__name__ = "require_reviews_write"
     return guard
+
+
+def _check(connection: ASGIConnection, handler: BaseRouteHandler, need: Needs) -> None:  # type: ignore[type-arg]
+    principal: Principal = connection.user
+    if not grants(principal.scopes, need):
+        raise Forbidden(f"this key lacks the {named(need)} scope", scope=scope_for(need).value)
+    if connection.scope.get("method") not in READS and not handler.opt.get("stops"):
+        refuse_if_suspended(principal)

@@ -15,7 +15,7 @@ from litestar.di import NamedDependency
 from litestar.params import FromPath, JSONBody, QueryParameter
 from litestar.status_codes import HTTP_201_CREATED, HTTP_204_NO_CONTENT
 
-from tenants import service
+from tenants import admin, service
 from tenants.auth import STOPS, require
 from tenants.errors import error_responses
 from tenants.oplog import OperationLog
@@ -97,19 +97,7 @@ class TenantController(Controller):
         code: Code,
         data: JSONBody[UpdateTenant],
     ) -> Tenant:
-        before = await service.get_visible(conn, request.user, code)
-        tenant = await service.update_tenant(conn, request.user, before, data)
-        if data.status is not None and data.status != before.status:
-            action = "tenant.suspend" if data.status == "suspended" else "tenant.resume"
-            await oplog.record(
-                conn, request.user, action, **service.change(before, tenant, "status")
-            )
-        if data.name is not None and data.name != before.name:
-            await oplog.record(
-                conn, request.user, "tenant.rename", **service.change(before, tenant, "name")
-            )
-        if data.signature is not None:
-            tenant = await signature_desk.propose(conn, request.user, tenant, data.signature)
+        tenant = await admin.update(conn, request.user, code, data, signature_desk, oplog)
         return service.to_tenant(tenant)
 
     @get(
@@ -166,20 +154,11 @@ class TenantController(Controller):
         code: Code,
         data: JSONBody[CreateChild],
     ) -> Tenant:
-        parent = await service.get_visible(conn, request.user, code)
         max_units = request.app.state.settings.tenants.max_units_per_division
-        child = await service.create_child(conn, parent, data, max_units)
-        created = {"code": child.code, "name": child.name}
-        await oplog.record(
-            conn,
-            request.user,
-            "tenant.create",
-            tenant_id=parent.id,
-            object=f"tenant:{child.code}",
-            after=created,
+        child = await admin.create_unit(
+            conn, request.user, code, data, max_units, signature_desk, oplog
         )
-        signature = service.child_signature(data)
-        return service.to_tenant(await signature_desk.propose(conn, request.user, child, signature))
+        return service.to_tenant(child)
 
     @post(
         "/tenants/{code:str}/keys",
@@ -191,20 +170,7 @@ class TenantController(Controller):
     async def create_key(
         self, request: AuthedRequest, conn: Conn, oplog: Log, code: Code, data: JSONBody[CreateKey]
     ) -> NewApiKey:
-        tenant = await service.get_visible(conn, request.user, code)
-        new = await service.create_key(
-            conn, tenant, frozenset(data.scopes), data.name, created_by=request.user
-        )
-        key = {"name": data.name, "scopes": new.info.scopes}  # never the secret
-        await oplog.record(
-            conn,
-            request.user,
-            "key.create",
-            tenant_id=tenant.id,
-            object=f"key:{new.info.prefix}",
-            after=key,
-        )
-        return new
+        return await admin.create_key(conn, request.user, code, data, oplog)
 
     @get(
         "/tenants/{code:str}/keys",
@@ -227,7 +193,4 @@ class TenantController(Controller):
     async def revoke_key(
         self, request: AuthedRequest, conn: Conn, oplog: Log, prefix: FromPath[str]
     ) -> None:
-        tenant_id = await service.revoke_key(conn, request.user, prefix)
-        await oplog.record(
-            conn, request.user, "key.revoke", tenant_id=tenant_id, object=f"key:{prefix}"
-        )
+        await admin.revoke_key(conn, request.user, prefix, oplog)

@@ -142,6 +142,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         Data=Data,
         Scope=Scope,
         may=lambda who, need: grants(who.scopes, need),
+        may_review=service.may_review,
         scope_for=scope_for,
     )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))

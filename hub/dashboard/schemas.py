@@ -230,3 +230,51 @@ class BillingPage(msgspec.Struct, frozen=True):
     statement: StatementHead | None
     # Why there is no statement (the month is not closed yet).
     missing: str | None
+
+
+# --- templates, signatures, reviews (hub/dashboard/reviews.py) ---------------------------
+# Bounded loosely here; the API's own Structs (CreateTemplate, ProposeSignature, Review) are the
+# rules, applied to what these carry, so a page and the API refuse the same input.
+_Long = Annotated[str, msgspec.Meta(max_length=2_000)]
+
+
+class TemplateForm(msgspec.Struct, frozen=True):
+    name: _Short = ""
+    body: _Long = ""
+
+
+class SignatureForm(msgspec.Struct, frozen=True):
+    tenant: _Short = ""
+    signature: _Short = ""
+
+
+class ReviewForm(msgspec.Struct, frozen=True):
+    decision: _Short = ""
+    note: _Long = ""
+
+
+# --- administration (hub/dashboard/admin.py) --------------------------------------------
+
+
+class UnitForm(msgspec.Struct, frozen=True):
+    parent: _Short = ""
+    code: _Short = ""
+    name: _Short = ""
+    signature: _Short = ""
+
+
+class StatusForm(msgspec.Struct, frozen=True):
+    status: _Short = ""
+
+
+class KeyForm(msgspec.Struct, frozen=True):
+    tenant: _Short = ""
+    name: _Short = ""
+    # One checkbox per scope, all named `scope` (a single one arrives as a string).
+    scope: list[_Short] | _Short = msgspec.field(default_factory=list)
+
+
+class WebhookForm(msgspec.Struct, frozen=True):
+    tenant: _Short = ""
+    url: Annotated[str, msgspec.Meta(max_length=2_000)] = ""
+    secret: Annotated[str, msgspec.Meta(max_length=200)] = ""

@@ -19,7 +19,7 @@ import re
 import secrets
 from collections.abc import Callable, Iterable
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
 import asyncpg
 import msgspec
@@ -53,9 +53,18 @@ from hub.settings import DashboardSettings
 from hub.users import service as users
 from hub.users.repository import UserRow
 from hub.users.schemas import SessionInfo
+from tenants import scopes
 from tenants import service as tenants
 from tenants.repository import TenantRow
-from tenants.scopes import Data, Need, Scope, grants, scope_for
+from tenants.scopes import (
+    SIGNATURES_REVIEWED_BEFORE,
+    TEMPLATES_REVIEWED_BEFORE,
+    Data,
+    Needs,
+    Scope,
+    grants,
+    named,
+)
 from tenants.service import Principal
 
 log = logging.getLogger("hub.dashboard")
@@ -247,14 +256,26 @@ async def end_session(conn: asyncpg.Connection, who: Principal, session_id: int)
 # --- what the key may see ----------------------------------------------------------------
 
 
-def may(who: Principal, need: Need) -> bool:
+def may(who: Principal, need: Needs) -> bool:
     """Beyond counts and quota, what the API would let this key see or do (READ_SCOPE)."""
     return grants(who.scopes, need)
 
 
-def require(who: Principal, need: Need, doing: str) -> None:
+def reviewing(who: Principal, kind: Literal["template", "signature"]) -> Needs:
+    """What deciding a template or a signature needs of `who`, as the API's review guard asks
+    (tenants.auth.require_review): reviews:write, or for an operator key its older scope."""
+    before = TEMPLATES_REVIEWED_BEFORE if kind == "template" else SIGNATURES_REVIEWED_BEFORE
+    return scopes.reviewing(before, key=who.key_id is not None)
+
+
+def may_review(who: Principal) -> bool:
+    """Whether `who` may decide templates or signatures (the review queue's page and link)."""
+    return may(who, reviewing(who, "template")) or may(who, reviewing(who, "signature"))
+
+
+def require(who: Principal, need: Needs, doing: str) -> None:
     if not may(who, need):
-        raise Forbidden(f"此密钥没有 {scope_for(need)} 权限，不能{doing}")
+        raise Forbidden(f"此密钥没有 {named(need)} 权限，不能{doing}")
 
 
 # --- overview ----------------------------------------------------------------------------

@@ -16,10 +16,8 @@ from hub.delivery import gateways, service, webhooks
 from hub.delivery import repository as sql
 from hub.delivery.gateway import Gateway, HttpCallback
 from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting, WebhookView
-from hub.errors import Invalid, error_responses
-from hub.oplog import service as oplog
+from hub.errors import error_responses
 from hub.wire import HubResponse
-from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.errors import ApiError, NotFound, Unauthorized
@@ -158,20 +156,8 @@ class InboundController(Controller):
         code: Code,
         data: JSONBody[WebhookSetting],
     ) -> None:
-        tenant = await tenants.get_visible(conn, request.user, code)
-        problem = webhooks.refusal(data.url, private_ok=state.settings.delivery.webhooks_private_ok)
-        if problem:
-            raise Invalid(
-                f"webhook URL refused: {problem}",
-                fields=[{"key": "url", "message": problem, "source": "body"}],
-            )
-        before = await _webhook_url(conn, tenant.id)
-        await conn.execute(sql.SET_WEBHOOK, tenant.id, data.url, data.secret)
-        # The URL only: the signing secret is never logged.
-        url = {"url": data.url}
-        await oplog.record(
-            conn, request.user, "webhook.set", tenant_id=tenant.id, before=before, after=url
-        )
+        private_ok = state.settings.delivery.webhooks_private_ok
+        await webhooks.set_webhook(conn, request.user, code, data, private_ok)
 
     @get(
         "/tenants/{code:str}/webhook",
@@ -180,11 +166,10 @@ class InboundController(Controller):
         summary="The tenant's webhook URL (never its secret); 404 if it has none",
     )
     async def get_webhook(self, request: AuthedRequest, conn: Conn, code: Code) -> WebhookView:
-        tenant = await tenants.get_visible(conn, request.user, code)
-        record = await conn.fetchrow(sql.GET_WEBHOOK, tenant.id)
-        if record is None:
-            raise NotFound(f"{tenant.code} has no webhook")
-        return msgspec.convert(dict(record.items()), WebhookView)
+        found = await webhooks.current(conn, request.user, code)
+        if found is None:
+            raise NotFound(f"{code} has no webhook")
+        return found
 
     @delete(
         "/tenants/{code:str}/webhook",
@@ -195,13 +180,4 @@ class InboundController(Controller):
         summary="Stop pushing replies: the webhook and its pending pushes go (repeats are fine)",
     )
     async def delete_webhook(self, request: AuthedRequest, conn: Conn, code: Code) -> None:
-        tenant = await tenants.get_visible(conn, request.user, code)
-        before = await _webhook_url(conn, tenant.id)
-        await conn.execute(sql.DELETE_WEBHOOK, tenant.id)
-        await oplog.record(conn, request.user, "webhook.delete", tenant_id=tenant.id, before=before)
-
-
-async def _webhook_url(conn: Conn, tenant_id: int) -> dict[str, str] | None:
-    """The webhook as the operation log records it: its URL (never its secret)."""
-    record = await conn.fetchrow(sql.GET_WEBHOOK, tenant_id)
-    return None if record is None else {"url": record["url"]}
+        await webhooks.delete_webhook(conn, request.user, code)

@@ -64,6 +64,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 from urllib.parse import urlsplit
 
+import asyncpg
 import httpcore
 import httpx
 import msgspec
@@ -74,7 +75,11 @@ from hub import wire
 from hub.db import Database
 from hub.delivery import repository as sql
 from hub.delivery.repository import DueWebhook
-from hub.delivery.schemas import InboundView
+from hub.delivery.schemas import InboundView, WebhookSetting, WebhookView
+from hub.errors import Invalid
+from hub.oplog import service as oplog
+from tenants import service as tenants
+from tenants.service import Principal
 
 log = logging.getLogger(__name__)
 
@@ -411,3 +416,44 @@ async def _post(client: httpx.AsyncClient, due: DueWebhook, body: bytes) -> str 
     except TimeoutError:
         error, text = "Timeout", f"no answer within {TIMEOUT:g} s"
     return f"{error}: {text}"[:ERROR_CHARS] if text else error
+
+
+# --- the setting: PUT/GET/DELETE /v1/tenants/{code}/webhook and the console's webhook page ---
+
+
+async def current(conn: asyncpg.Connection, who: Principal, code: str) -> WebhookView | None:
+    """The webhook of `code` (the caller's subtree, else 404): its URL, never its secret."""
+    tenant = await tenants.get_visible(conn, who, code)
+    record = await conn.fetchrow(sql.GET_WEBHOOK, tenant.id)
+    return None if record is None else msgspec.convert(dict(record.items()), WebhookView)
+
+
+async def set_webhook(
+    conn: asyncpg.Connection, who: Principal, code: str, data: WebhookSetting, private_ok: bool
+) -> None:
+    """Push `code`'s replies to `data.url`, signed with `data.secret`; logged (the URL only)."""
+    tenant = await tenants.get_visible(conn, who, code)
+    problem = refusal(data.url, private_ok=private_ok)
+    if problem:
+        raise Invalid(
+            f"webhook URL refused: {problem}",
+            fields=[{"key": "url", "message": problem, "source": "body"}],
+        )
+    before = await _logged_url(conn, tenant.id)
+    await conn.execute(sql.SET_WEBHOOK, tenant.id, data.url, data.secret)
+    url = {"url": data.url}  # the signing secret is never logged
+    await oplog.record(conn, who, "webhook.set", tenant_id=tenant.id, before=before, after=url)
+
+
+async def delete_webhook(conn: asyncpg.Connection, who: Principal, code: str) -> None:
+    """Stop pushing `code`'s replies: the webhook and its pending pushes go (repeats are fine)."""
+    tenant = await tenants.get_visible(conn, who, code)
+    before = await _logged_url(conn, tenant.id)
+    await conn.execute(sql.DELETE_WEBHOOK, tenant.id)
+    await oplog.record(conn, who, "webhook.delete", tenant_id=tenant.id, before=before)
+
+
+async def _logged_url(conn: asyncpg.Connection, tenant_id: int) -> dict[str, str] | None:
+    """The webhook as the operation log records it: its URL (never its secret)."""
+    record = await conn.fetchrow(sql.GET_WEBHOOK, tenant_id)
+    return None if record is None else {"url": record["url"]}

@@ -14,9 +14,9 @@ from hub.signatures import service
 from hub.signatures.schemas import Proposal, ProposalList, ProposeSignature, SignatureState
 from hub.templates.schemas import Review
 from tenants import service as tenants
-from tenants.auth import require
+from tenants.auth import require, require_review
 from tenants.controllers import AuthedRequest, Code, Conn
-from tenants.scopes import Scope
+from tenants.scopes import SIGNATURES_REVIEWED_BEFORE, Scope
 
 ProposalId = Annotated[int, PathParameter(ge=1, le=2**53)]
 
@@ -58,10 +58,11 @@ class SignatureController(Controller):
 
     @post(
         "/signatures/{proposal_id:int}/review",
-        guards=[require(Scope.TENANTS_WRITE)],
+        guards=[require_review(SIGNATURES_REVIEWED_BEFORE)],
         responses=error_responses(404, 409, 413, 422),
         status_code=HTTP_200_OK,
-        summary="Approve or reject a signature proposal made below the caller",
+        summary="Approve or reject a signature proposal made below the caller "
+        "(reviews:write; tenants:write still does for API keys, for now)",
     )
     async def review(
         self, request: AuthedRequest, conn: Conn, proposal_id: ProposalId, data: JSONBody[Review]

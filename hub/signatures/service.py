@@ -20,6 +20,7 @@ import asyncpg
 import msgspec
 
 from hub.errors import Conflict, Forbidden, NotFound
+from hub.oplog import service as oplog
 from hub.signatures import repository as sql
 from hub.signatures.repository import ProposalRow
 from hub.signatures.schemas import Proposal, SignatureState
@@ -100,6 +101,16 @@ async def propose(
     )
     if created is None:
         raise Conflict(f"another signature for {tenant.code} was proposed at the same moment")
+    if who is not None:  # the operator's own tools (who None) log their command themselves
+        await oplog.record(
+            conn,
+            who,
+            "signature.propose",
+            tenant_id=tenant.id,
+            object=f"signature:{created}",
+            before={"signature": tenant.signature},
+            after={"signature": text, "status": status},
+        )
     if not approved:
         return tenant
     await tenant_signatures.set_approved(conn, tenant.id, text)
@@ -142,6 +153,16 @@ async def review(
     decided = await conn.fetchrow(sql.REVIEW, proposal_id, status, who.tenant_id, data.note)
     if decided is None:
         raise Conflict(f"signature proposal {proposal_id} was decided meanwhile")
+    await oplog.record(
+        conn,
+        who,
+        f"signature.{data.decision}",
+        tenant_id=decided["tenant_id"],
+        object=f"signature:{proposal_id}",
+        before={"status": proposal.status},
+        after={"status": status},
+        detail={"signature": proposal.text, "note": data.note},
+    )
     if status == "approved":
         await tenant_signatures.set_approved(conn, decided["tenant_id"], decided["text"])
     return to_proposal(await _visible(conn, who, proposal_id))

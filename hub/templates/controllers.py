@@ -12,9 +12,9 @@ from hub.errors import error_responses
 from hub.templates import service
 from hub.templates.schemas import CreateTemplate, Review, Template, TemplateList
 from tenants import service as tenants
-from tenants.auth import require
+from tenants.auth import require, require_review
 from tenants.controllers import AuthedRequest, Conn
-from tenants.scopes import Scope
+from tenants.scopes import TEMPLATES_REVIEWED_BEFORE, Scope
 
 TemplateId = Annotated[int, PathParameter(ge=1, le=2**53)]
 
@@ -34,7 +34,7 @@ class TemplateController(Controller):
         self, request: AuthedRequest, conn: Conn, data: JSONBody[CreateTemplate]
     ) -> Template:
         tenant = await tenants.own(conn, request.user)
-        return await service.create(conn, tenant, data)
+        return await service.create(conn, request.user, tenant, data)
 
     @get(
         "/",
@@ -76,10 +76,11 @@ class TemplateController(Controller):
 
     @post(
         "/{template_id:int}/review",
-        guards=[require(Scope.MESSAGES_WRITE)],
+        guards=[require_review(TEMPLATES_REVIEWED_BEFORE)],
         responses=error_responses(404, 409, 413, 422),
         status_code=HTTP_200_OK,
-        summary="Approve or reject a pending template of a tenant below the caller",
+        summary="Approve or reject a pending template of a tenant below the caller "
+        "(reviews:write; messages:write still does for API keys, for now)",
     )
     async def review(
         self, request: AuthedRequest, conn: Conn, template_id: TemplateId, data: JSONBody[Review]

@@ -61,10 +61,10 @@ ORDER BY tp.id
 LIMIT 1000
 """
 
-# Record a decision on a pending template.
+# Record a decision on a pending template; its tenant's id (nothing: it was not pending).
 REVIEW = """
 UPDATE templates SET status = $2::template_status, reviewed_by = $3, reviewed_at = hub_now(),
                      review_note = $4
 WHERE id = $1 AND status = 'pending'
-RETURNING id
+RETURNING tenant_id
 """

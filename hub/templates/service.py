@@ -13,6 +13,7 @@ import asyncpg
 import msgspec
 
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
+from hub.oplog import service as oplog
 from hub.templates import repository as sql
 from hub.templates.schemas import CreateTemplate, Review, Template
 from tenants.repository import TenantRow
@@ -30,7 +31,10 @@ def _template(record: asyncpg.Record | None) -> Template | None:
     return None if record is None else msgspec.convert(dict(record.items()), Template)
 
 
-async def create(conn: asyncpg.Connection, tenant: TenantRow, data: CreateTemplate) -> Template:
+async def create(
+    conn: asyncpg.Connection, who: Principal, tenant: TenantRow, data: CreateTemplate
+) -> Template:
+    """`who` proposes a template for `tenant` (its own); logged as `template.create`."""
     status = "approved" if tenant.parent_code is None else "pending"
     created = _template(
         await conn.fetchrow(
@@ -39,6 +43,14 @@ async def create(conn: asyncpg.Connection, tenant: TenantRow, data: CreateTempla
     )
     if created is None:
         raise Conflict(f"{tenant.code} already has a template named {data.name!r}")
+    await oplog.record(
+        conn,
+        who,
+        "template.create",
+        tenant_id=tenant.id,
+        object=f"template:{created.id}",
+        after={"name": created.name, "body": created.body, "status": created.status},
+    )
     return created
 
 
@@ -69,8 +81,19 @@ async def review(
     if template.tenant == who.tenant_code:
         raise Forbidden("a tenant cannot review its own template; a tenant above it does")
     status = "approved" if data.decision == "approve" else "rejected"
-    if await conn.fetchval(sql.REVIEW, template_id, status, who.tenant_id, data.note) is None:
+    tenant_id = await conn.fetchval(sql.REVIEW, template_id, status, who.tenant_id, data.note)
+    if tenant_id is None:
         raise Conflict(f"template {template_id} was already {template.status}")
+    await oplog.record(
+        conn,
+        who,
+        f"template.{data.decision}",
+        tenant_id=tenant_id,
+        object=f"template:{template_id}",
+        before={"status": template.status},
+        after={"status": status},
+        detail={"name": template.name, "note": data.note},
+    )
     return await get(conn, who, template_id)
 
 

@@ -10,7 +10,8 @@ import httpx
 from hub.templates import service as templates
 from hub.templates.schemas import CreateTemplate
 from tenants.scopes import Role
-from tenants.service import get_by_code
+from tenants.service import authenticate, get_by_code
+from tests.factories import make_key
 from tests.integration.users.conftest import SAME_ORIGIN, make_user, signed_in
 
 PASTED = "13800138000\n12345\n186 1234 5678, 13311112222"
@@ -178,10 +179,16 @@ async def test_an_approved_template_with_its_variables(
     root, county = await get_by_code(conn, "000000"), await get_by_code(conn, "510104")
     assert root is not None
     assert county is not None
+    operator = await authenticate(conn, await make_key(conn, "000000"))
+    proposer = await authenticate(conn, await make_key(conn, "510104"))
+    assert operator is not None
+    assert proposer is not None
     approved = await templates.create(
-        conn, root, CreateTemplate(name="开会通知", body="{时间}在{地点}开会")
+        conn, operator, root, CreateTemplate(name="开会通知", body="{时间}在{地点}开会")
     )
-    pending = await templates.create(conn, county, CreateTemplate(name="待审", body="未审的"))
+    pending = await templates.create(
+        conn, proposer, county, CreateTemplate(name="待审", body="未审的")
+    )
     page = await _sender(client, conn)
     assert f'<option value="{approved.id}">' in page
     assert f'<option value="{pending.id}">' not in page

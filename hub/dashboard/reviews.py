@@ -1,0 +1,229 @@
+"""The console's templates, signatures and review queue: /dashboard/templates (propose one,
+see each one's status and the reviewer's note), /dashboard/signatures (propose a tenant's
+signature, see its proposals), /dashboard/reviews (what tenants below wait for the signed-in
+person to decide, approve or reject with a note).
+
+Every form calls the service the JSON API calls (hub.templates.service, hub.signatures.service),
+validates with the API's own Structs and asks the same scopes: proposing a template
+messages:write, a signature tenants:write, deciding reviews:write (service.reviewing, as the
+API's require_review: an operator key may still use the route's older scope). The services write the
+operation log. A tenant not in the signed-in subtree is 404, as on the API."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.datastructures import State
+from litestar.di import Provide
+from litestar.middleware.base import DefineMiddleware
+from litestar.params import Parameter, QueryParameter
+from litestar.response import Redirect, Template
+
+from hub.dashboard import service
+from hub.dashboard.controllers import (
+    PREFIX,
+    PUBLIC,
+    Form,
+    SessionMiddleware,
+    Viewer,
+    _page,
+    _viewer,
+    same_origin,
+)
+from hub.dashboard.schemas import ReviewForm, SignatureForm, TemplateForm
+from hub.errors import ApiError, Invalid, NotFound
+from hub.signatures import service as signatures
+from hub.signatures.schemas import ProposeSignature
+from hub.templates import service as templates
+from hub.templates.schemas import CreateTemplate, Review
+from tenants import service as tenants
+from tenants.controllers import Conn
+from tenants.scopes import Scope
+from tenants.service import Principal
+
+ItemId = Annotated[int, Parameter(ge=1, le=2**53)]
+Code = Annotated[str, QueryParameter(max_length=12)]
+
+
+T = TypeVar("T")
+
+
+def _checked(kind: type[T], fields: dict[str, Any]) -> T:
+    """A form's fields as the API's Struct `kind`, or 422 saying what is wrong."""
+    try:
+        return msgspec.convert(fields, kind)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"输入无效：{exc}") from None
+
+
+def _refused(exc: ApiError) -> bool:
+    """Whether a form's failure is shown on its page (404 and sign-in stay their own pages)."""
+    return not isinstance(exc, NotFound | service.SignInRequired)
+
+
+class ReviewPages(Controller):
+    path = PREFIX
+    include_in_schema = False
+    middleware = [DefineMiddleware(SessionMiddleware, exclude_from_auth_key=PUBLIC)]  # noqa: RUF012
+    dependencies = {"who": Provide(_viewer)}  # noqa: RUF012
+
+    # --- templates -----------------------------------------------------------------------
+
+    @get("/templates")
+    async def templates_page(self, conn: Conn, who: Viewer) -> Template:
+        return await _templates_page(conn, who)
+
+    @post("/templates", status_code=303)
+    async def propose_template(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        who: Viewer,
+        data: Annotated[TemplateForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        service.require(who, Scope.MESSAGES_WRITE, "提交模板")
+        try:
+            tenants.refuse_if_suspended(who)
+            form = _checked(CreateTemplate, {"name": data.name, "body": data.body})
+            async with conn.transaction():
+                made = await templates.create(conn, who, await tenants.own(conn, who), form)
+        except ApiError as exc:
+            if not _refused(exc):
+                raise
+            return await _templates_page(conn, who, exc.status_code, error=exc.detail, form=data)
+        return Redirect(f"{PREFIX}/templates?saved={made.id}", status_code=303)
+
+    # --- signatures ----------------------------------------------------------------------
+
+    @get("/signatures")
+    async def signatures_page(self, conn: Conn, who: Viewer, tenant: Code = "") -> Template:
+        return await _signatures_page(conn, who, tenant or who.tenant_code)
+
+    @post("/signatures", status_code=303)
+    async def propose_signature(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        who: Viewer,
+        data: Annotated[SignatureForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        service.require(who, Scope.TENANTS_WRITE, "提交签名")
+        code = data.tenant or who.tenant_code
+        tenant = await tenants.get_visible(conn, who, code)  # 404 before anything else
+        try:
+            tenants.refuse_if_suspended(who)
+            form = _checked(ProposeSignature, {"signature": data.signature})
+            async with conn.transaction():
+                await signatures.propose(conn, who, tenant, form.signature)
+        except ApiError as exc:
+            if not _refused(exc):
+                raise
+            return await _signatures_page(
+                conn, who, code, exc.status_code, error=exc.detail, form=data
+            )
+        return Redirect(f"{PREFIX}/signatures?tenant={tenant.code}", status_code=303)
+
+    # --- the review queue ----------------------------------------------------------------
+
+    @get("/reviews")
+    async def reviews_page(self, conn: Conn, who: Viewer) -> Template:
+        _may_review(who)
+        return await _reviews_page(conn, who)
+
+    @post("/reviews/templates/{item_id:int}", status_code=303)
+    async def review_template(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        who: Viewer,
+        item_id: ItemId,
+        data: Annotated[ReviewForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        service.require(who, service.reviewing(who, "template"), "审核模板")
+        return await _decide(conn, who, "template", item_id, data)
+
+    @post("/reviews/signatures/{item_id:int}", status_code=303)
+    async def review_signature(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        who: Viewer,
+        item_id: ItemId,
+        data: Annotated[ReviewForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        service.require(who, service.reviewing(who, "signature"), "审核签名")
+        return await _decide(conn, who, "signature", item_id, data)
+
+
+def _may_review(who: Principal) -> None:
+    if not service.may_review(who):
+        service.require(who, service.reviewing(who, "template"), "审核模板和签名")
+
+
+async def _decide(
+    conn: asyncpg.Connection, who: Principal, kind: str, item_id: int, data: ReviewForm
+) -> Response[Any]:
+    try:
+        tenants.refuse_if_suspended(who)
+        decision = _checked(Review, {"decision": data.decision, "note": data.note})
+        async with conn.transaction():
+            if kind == "template":
+                await templates.review(conn, who, item_id, decision)
+            else:
+                await signatures.review(conn, who, item_id, decision)
+    except ApiError as exc:
+        if not _refused(exc):
+            raise
+        return await _reviews_page(conn, who, exc.status_code, error=exc.detail)
+    return Redirect(f"{PREFIX}/reviews?decided={kind}:{item_id}", status_code=303)
+
+
+async def _templates_page(
+    conn: asyncpg.Connection,
+    who: Principal,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    form: TemplateForm | None = None,
+) -> Template:
+    tenant = await tenants.own(conn, who)
+    own = await templates.list_templates(conn, tenant, False, None)
+    return _page("templates.html", who, status, tenant=tenant, items=own, error=error, form=form)
+
+
+async def _signatures_page(
+    conn: asyncpg.Connection,
+    who: Principal,
+    code: str,
+    status: int = 200,
+    *,
+    error: str | None = None,
+    form: SignatureForm | None = None,
+) -> Template:
+    tenant = await tenants.get_visible(conn, who, code)
+    state = await signatures.state(conn, tenant)
+    return _page("signatures.html", who, status, tenant=tenant, state=state, error=error, form=form)
+
+
+async def _reviews_page(
+    conn: asyncpg.Connection, who: Principal, status: int = 200, *, error: str | None = None
+) -> Template:
+    pending_templates = await templates.pending_for(conn, who)
+    pending_signatures = await signatures.pending_for(conn, who)
+    return _page(
+        "reviews.html",
+        who,
+        status,
+        templates=pending_templates,
+        signatures=pending_signatures,
+        error=error,
+        may_templates=service.may(who, service.reviewing(who, "template")),
+        may_signatures=service.may(who, service.reviewing(who, "signature")),
+    )

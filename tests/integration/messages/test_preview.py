@@ -12,7 +12,7 @@ import pytest
 from hub import calendar
 from tenants.scopes import ALL_SCOPES, Scope
 from tenants.service import get_by_code
-from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.factories import bearer, grant_ahead, make_key, make_small_tree
 
 # The fields a preview shares with a send's 202 (due_at too when scheduled: "now" moves on).
 SHARED = (
@@ -31,7 +31,7 @@ TABLES = ("sends", "messages", "dedup_keys", "quota_reservations", "quota_entrie
 @pytest.fixture
 async def keys(conn: asyncpg.Connection) -> tuple[str, str]:
     await make_small_tree(conn)
-    await grant(
+    await grant_ahead(
         conn, {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000, "510105": 1_000}
     )
     return await make_key(conn, "510104"), await make_key(conn, "510105")

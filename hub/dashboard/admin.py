@@ -10,10 +10,9 @@ the webhook. A tenant outside the signed-in subtree is 404."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Any, Literal
 
 import asyncpg
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
@@ -25,17 +24,20 @@ from hub.dashboard import service
 from hub.dashboard.controllers import (
     PREFIX,
     PUBLIC,
+    CodeQuery,
     Form,
     SessionMiddleware,
     Viewer,
     _page,
     _viewer,
+    form_as,
     same_origin,
+    shown_on_page,
 )
 from hub.dashboard.schemas import KeyForm, StatusForm, UnitForm, WebhookForm
 from hub.delivery import webhooks
 from hub.delivery.schemas import WebhookSetting
-from hub.errors import ApiError, Invalid, NotFound
+from hub.errors import ApiError, Invalid
 from hub.oplog.service import Log
 from hub.signatures.service import Desk
 from tenants import admin
@@ -45,21 +47,7 @@ from tenants.schemas import CreateChild, CreateKey, NewApiKey, UpdateTenant
 from tenants.scopes import Scope
 from tenants.service import Principal
 
-Code = Annotated[str, QueryParameter(max_length=12)]
 ADMIN = f"{PREFIX}/admin"
-T = TypeVar("T")
-
-
-def _checked(kind: type[T], fields: dict[str, Any]) -> T:
-    try:
-        return msgspec.convert(fields, kind)
-    except msgspec.ValidationError as exc:
-        raise Invalid(f"输入无效：{exc}") from None
-
-
-def _shown(exc: ApiError) -> bool:
-    """A form's failure shown on its page; 404 and sign-in stay their own pages."""
-    return not isinstance(exc, NotFound | service.SignInRequired)
 
 
 class AdminPages(Controller):
@@ -71,7 +59,7 @@ class AdminPages(Controller):
     # --- units ---------------------------------------------------------------------------
 
     @get("/units")
-    async def units(self, conn: Conn, who: Viewer, tenant: Code = "") -> Template:
+    async def units(self, conn: Conn, who: Viewer, tenant: CodeQuery = "") -> Template:
         service.require(who, Scope.TENANTS_WRITE, "管理下级单位")
         return await _units_page(conn, who, tenant or who.tenant_code)
 
@@ -91,12 +79,12 @@ class AdminPages(Controller):
         fields = {"code": data.code, "name": data.name, "signature": data.signature or None}
         try:
             tenants.refuse_if_suspended(who)
-            form = _checked(CreateChild, fields)
+            form = form_as(CreateChild, fields)
             most = state.settings.tenants.max_units_per_division
             async with conn.transaction():
                 await admin.create_unit(conn, who, parent, form, most, Desk(), Log())
         except ApiError as exc:
-            if not _shown(exc):
+            if not shown_on_page(exc):
                 raise
             return await _units_page(
                 conn, who, parent, exc.status_code, error=exc.detail, form=data
@@ -120,13 +108,13 @@ class AdminPages(Controller):
         parent = unit.code if own else str(unit.parent_code)
         try:
             tenants.refuse_if_suspended(who)
-            change = _checked(UpdateTenant, {"status": data.status})
+            change = form_as(UpdateTenant, {"status": data.status})
             if change.status is None:
                 raise Invalid("请选择暂停或恢复")
             async with conn.transaction():
                 await admin.update(conn, who, code, change, Desk(), Log())
         except ApiError as exc:
-            if not _shown(exc):
+            if not shown_on_page(exc):
                 raise
             return await _units_page(conn, who, parent, exc.status_code, error=exc.detail)
         return Redirect(f"{ADMIN}/units?tenant={parent}", status_code=303)
@@ -134,7 +122,7 @@ class AdminPages(Controller):
     # --- keys ----------------------------------------------------------------------------
 
     @get("/keys")
-    async def keys(self, conn: Conn, who: Viewer, tenant: Code = "") -> Template:
+    async def keys(self, conn: Conn, who: Viewer, tenant: CodeQuery = "") -> Template:
         service.require(who, Scope.KEYS_WRITE, "管理 API 密钥")
         return await _keys_page(conn, who, tenant or who.tenant_code)
 
@@ -155,11 +143,11 @@ class AdminPages(Controller):
             tenants.refuse_if_suspended(who)
             if not [s for s in scopes if s]:
                 raise Invalid("请至少选择一个权限")
-            form = _checked(CreateKey, {"scopes": [s for s in scopes if s], "name": data.name})
+            form = form_as(CreateKey, {"scopes": [s for s in scopes if s], "name": data.name})
             async with conn.transaction():
                 made = await admin.create_key(conn, who, code, form, Log())
         except ApiError as exc:
-            if not _shown(exc):
+            if not shown_on_page(exc):
                 raise
             return await _keys_page(conn, who, code, exc.status_code, error=exc.detail)
         # The secret is in this answer only: never stored, never shown again.
@@ -172,7 +160,7 @@ class AdminPages(Controller):
         conn: Conn,
         who: Viewer,
         prefix: FromPath[str],
-        tenant: Code = "",
+        tenant: CodeQuery = "",
     ) -> Redirect:
         same_origin(request)
         service.require(who, Scope.KEYS_WRITE, "吊销 API 密钥")
@@ -183,7 +171,7 @@ class AdminPages(Controller):
     # --- webhook -------------------------------------------------------------------------
 
     @get("/webhook")
-    async def webhook(self, conn: Conn, who: Viewer, tenant: Code = "") -> Template:
+    async def webhook(self, conn: Conn, who: Viewer, tenant: CodeQuery = "") -> Template:
         service.require(who, Scope.MESSAGES_WRITE, "设置回调地址")
         return await _webhook_page(conn, who, tenant or who.tenant_code)
 
@@ -207,11 +195,11 @@ class AdminPages(Controller):
                     await webhooks.delete_webhook(conn, who, code)
                 else:
                     tenants.refuse_if_suspended(who)
-                    setting = _checked(WebhookSetting, {"url": data.url, "secret": data.secret})
+                    setting = form_as(WebhookSetting, {"url": data.url, "secret": data.secret})
                     private_ok = state.settings.delivery.webhooks_private_ok
                     await webhooks.set_webhook(conn, who, code, setting, private_ok)
         except ApiError as exc:
-            if not _shown(exc):
+            if not shown_on_page(exc):
                 raise
             return await _webhook_page(
                 conn, who, code, exc.status_code, error=exc.detail, url=data.url

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import date
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 from urllib.parse import quote, urlsplit
 
 import asyncpg
@@ -241,6 +241,24 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
 PUBLIC = "dashboard_public"
 # A route's opt key: open to a session that still owes its SMS code (the code page, sign-out).
 OWING_CODE = "dashboard_owing_code"
+
+
+T = TypeVar("T")
+# A tenant's code in a page's query (`?tenant=510104`).
+CodeQuery = Annotated[str, QueryParameter(max_length=12)]
+
+
+def form_as(kind: type[T], fields: dict[str, Any]) -> T:
+    """A form's fields as the API's Struct `kind`, or 422 saying what is wrong."""
+    try:
+        return msgspec.convert(fields, kind)
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"输入无效：{exc}") from None
+
+
+def shown_on_page(exc: ApiError) -> bool:
+    """Whether a form's failure is shown on its page (404 and sign-in stay their own pages)."""
+    return not isinstance(exc, NotFound | service.SignInRequired)
 
 
 async def _viewer(request: Request[Principal, None, State]) -> Principal:

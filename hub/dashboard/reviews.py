@@ -11,30 +11,32 @@ operation log. A tenant not in the signed-in subtree is 404, as on the API."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import asyncpg
-import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
-from litestar.params import Parameter, QueryParameter
+from litestar.params import Parameter
 from litestar.response import Redirect, Template
 
 from hub.dashboard import service
 from hub.dashboard.controllers import (
     PREFIX,
     PUBLIC,
+    CodeQuery,
     Form,
     SessionMiddleware,
     Viewer,
     _page,
     _viewer,
+    form_as,
     same_origin,
+    shown_on_page,
 )
 from hub.dashboard.schemas import ReviewForm, SignatureForm, TemplateForm
-from hub.errors import ApiError, Invalid, NotFound
+from hub.errors import ApiError
 from hub.signatures import service as signatures
 from hub.signatures.schemas import ProposeSignature
 from hub.templates import service as templates
@@ -45,23 +47,6 @@ from tenants.scopes import Scope
 from tenants.service import Principal
 
 ItemId = Annotated[int, Parameter(ge=1, le=2**53)]
-Code = Annotated[str, QueryParameter(max_length=12)]
-
-
-T = TypeVar("T")
-
-
-def _checked(kind: type[T], fields: dict[str, Any]) -> T:
-    """A form's fields as the API's Struct `kind`, or 422 saying what is wrong."""
-    try:
-        return msgspec.convert(fields, kind)
-    except msgspec.ValidationError as exc:
-        raise Invalid(f"输入无效：{exc}") from None
-
-
-def _refused(exc: ApiError) -> bool:
-    """Whether a form's failure is shown on its page (404 and sign-in stay their own pages)."""
-    return not isinstance(exc, NotFound | service.SignInRequired)
 
 
 class ReviewPages(Controller):
@@ -88,11 +73,11 @@ class ReviewPages(Controller):
         service.require(who, Scope.MESSAGES_WRITE, "提交模板")
         try:
             tenants.refuse_if_suspended(who)
-            form = _checked(CreateTemplate, {"name": data.name, "body": data.body})
+            form = form_as(CreateTemplate, {"name": data.name, "body": data.body})
             async with conn.transaction():
                 made = await templates.create(conn, who, await tenants.own(conn, who), form)
         except ApiError as exc:
-            if not _refused(exc):
+            if not shown_on_page(exc):
                 raise
             return await _templates_page(conn, who, exc.status_code, error=exc.detail, form=data)
         return Redirect(f"{PREFIX}/templates?saved={made.id}", status_code=303)
@@ -100,7 +85,7 @@ class ReviewPages(Controller):
     # --- signatures ----------------------------------------------------------------------
 
     @get("/signatures")
-    async def signatures_page(self, conn: Conn, who: Viewer, tenant: Code = "") -> Template:
+    async def signatures_page(self, conn: Conn, who: Viewer, tenant: CodeQuery = "") -> Template:
         return await _signatures_page(conn, who, tenant or who.tenant_code)
 
     @post("/signatures", status_code=303)
@@ -117,11 +102,11 @@ class ReviewPages(Controller):
         tenant = await tenants.get_visible(conn, who, code)  # 404 before anything else
         try:
             tenants.refuse_if_suspended(who)
-            form = _checked(ProposeSignature, {"signature": data.signature})
+            form = form_as(ProposeSignature, {"signature": data.signature})
             async with conn.transaction():
                 await signatures.propose(conn, who, tenant, form.signature)
         except ApiError as exc:
-            if not _refused(exc):
+            if not shown_on_page(exc):
                 raise
             return await _signatures_page(
                 conn, who, code, exc.status_code, error=exc.detail, form=data
@@ -172,14 +157,14 @@ async def _decide(
 ) -> Response[Any]:
     try:
         tenants.refuse_if_suspended(who)
-        decision = _checked(Review, {"decision": data.decision, "note": data.note})
+        decision = form_as(Review, {"decision": data.decision, "note": data.note})
         async with conn.transaction():
             if kind == "template":
                 await templates.review(conn, who, item_id, decision)
             else:
                 await signatures.review(conn, who, item_id, decision)
     except ApiError as exc:
-        if not _refused(exc):
+        if not shown_on_page(exc):
             raise
         return await _reviews_page(conn, who, exc.status_code, error=exc.detail)
     return Redirect(f"{PREFIX}/reviews?decided={kind}:{item_id}", status_code=303)

@@ -270,8 +270,8 @@ class SmscProcess:
         if self._process is not None and self._process.returncode is None:
             self._process.terminate()
             await self._process.wait()
-        if self.counts is None:
-            return {}
+        if self.counts is None or self._process is None:
+            return {}  # nothing given to write to, or never started
         counts: dict[str, Any] = json.loads(self.counts.read_text())
         return counts
 

@@ -277,8 +277,10 @@ async def test_the_peer_restarting_is_survived(tmp_path: Path) -> None:
         await first.kill()
         try:
             [outcome] = await gateway.submit([message(21, "8613800138000", "【测试】重启后")])
-            assert isinstance(outcome, Failed)
-            assert not outcome.permanent
+            # Written before the drop was seen, the submit's fate is unknown; refused, it may retry.
+            assert isinstance(outcome, Unknown) or (
+                isinstance(outcome, Failed) and not outcome.permanent
+            ), outcome
         except SmppUnavailable:
             pass  # the adapter saw the connection drop before this submit
         await second.start()

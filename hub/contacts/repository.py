@@ -44,6 +44,16 @@ GROUP BY tag ORDER BY tag
 LIMIT 1000
 """
 
+# What the roster says of each of the phones $2 (its name and free fields), from the tenant at
+# path $1 or, with $3, from its whole subtree: the nearest tenant's contact of a phone wins.
+ROSTER_ENTRIES = """
+SELECT DISTINCT ON (c.phone) c.phone, c.name, c.fields::text AS fields
+FROM contacts c JOIN tenants t ON t.id = c.tenant_id
+WHERE c.phone = ANY($2::text[])
+  AND (CASE WHEN $3 THEN t.path >= $1 AND t.path < $1 || '~' ELSE t.path = $1 END)
+ORDER BY c.phone, length(t.path), c.id
+"""
+
 # Phones of the given contacts of one tenant; missing ids are simply absent.
 PHONES_BY_IDS = "SELECT id, phone FROM contacts WHERE tenant_id = $1 AND id = ANY($2::bigint[])"
 

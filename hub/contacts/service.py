@@ -287,6 +287,26 @@ async def phones_for(
     return phones, rejected
 
 
+# The roster's column a send's {姓名} (or {name}) names; any other placeholder names a free field.
+NAME_VARIABLES = ("姓名", "name")
+ENTRIES_CHUNK = 10_000
+
+
+async def roster_values(
+    conn: asyncpg.Connection, tenant: TenantRow, phones: list[str], subtree: bool
+) -> dict[str, dict[str, str]]:
+    """Per phone that the roster knows (the tenant's own, or with `subtree` its whole subtree's,
+    the nearest tenant's contact first), the values a send's placeholders can take from it: its
+    free fields, and its name as 姓名 and name."""
+    values: dict[str, dict[str, str]] = {}
+    for start in range(0, len(phones), ENTRIES_CHUNK):
+        chunk = phones[start : start + ENTRIES_CHUNK]
+        for r in await conn.fetch(sql.ROSTER_ENTRIES, tenant.path, chunk, subtree):
+            fields = msgspec.json.decode(r["fields"], type=dict[str, str])
+            values[r["phone"]] = fields | dict.fromkeys(NAME_VARIABLES, r["name"])
+    return values
+
+
 # A roster uploaded for its preview is held this long for its confirmation.
 HELD_FOR = timedelta(minutes=30)
 

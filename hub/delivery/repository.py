@@ -52,6 +52,7 @@ class Claimed(msgspec.Struct, frozen=True):
     phone: str
     segments: int
     attempts: int
+    body: str | None  # its own body (a personal send's, with {姓名} filled in), else the send's
 
 
 # Claim up to $7 of a batch's due `accepted` messages for gateway $5 under a lease; rows another
@@ -74,7 +75,7 @@ WHERE m.id IN (
     LIMIT $7
     FOR UPDATE SKIP LOCKED
 )
-RETURNING m.id, m.phone, m.segments, m.attempts
+RETURNING m.id, m.phone, m.segments, m.attempts, m.body
 """
 
 # Just before a chunk goes to the gateway: from here on its outcome may be unknown if we die.

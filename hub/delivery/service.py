@@ -55,7 +55,7 @@ from hub.delivery.gateway import (
 from hub.delivery.pacing import Pacer
 from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
 from hub.delivery.routing import Router
-from hub.messages.segments import signed
+from hub.messages.segments import count_segments, signed
 from hub.quota import service as quota
 from hub.settings import DeliverySettings, GatewayConfig, Settings
 
@@ -136,6 +136,16 @@ async def enqueue_send(
 # --- delivering a batch ------------------------------------------------------------------
 
 
+def _outbound(send: SendInfo, text: str, sender: str, message: Claimed) -> Outbound:
+    """A claimed message as the gateway takes it: the send's text, or its own (a personal
+    send's, whose encoding is its own too)."""
+    encoding = send.encoding
+    if message.body is not None:
+        text = signed(send.signature, message.body)
+        encoding = count_segments(text).encoding
+    return Outbound(message.id, message.phone, text, message.segments, encoding, sender)  # type: ignore[arg-type]
+
+
 class Delivery:
     """One worker process's gateways, router and pacer."""
 
@@ -214,10 +224,7 @@ class Delivery:
             if not chunk:
                 break
             claimed += len(chunk)
-            outbound = [
-                Outbound(m.id, m.phone, text, m.segments, send.encoding, sender)  # type: ignore[arg-type]
-                for m in chunk
-            ]
+            outbound = [_outbound(send, text, sender, m) for m in chunk]
             outcomes = await self._submit(gateway, outbound, chunk)
             async with self.db.acquire() as conn, conn.transaction():
                 retry, handed = await self._record(conn, send, carrier, config, chunk, outcomes)

@@ -19,7 +19,17 @@ from phonenumbers import PhoneMetadata, PhoneNumberType, carrier
 from phonenumbers.carrierdata import CARRIER_DATA, CARRIER_LONGEST_PREFIX
 
 CARRIERS = ("中国移动", "中国联通", "中国电信", "中国广电")
-Reason = Literal["malformed", "invalid", "not_mainland", "not_mobile", "unknown_contact"]
+# Why a recipient is not sent to: its number, or (a personal body) no roster value for one of
+# the body's placeholders, or its own text over the limit (hub.messages.personal).
+Reason = Literal[
+    "malformed",
+    "invalid",
+    "not_mainland",
+    "not_mobile",
+    "unknown_contact",
+    "missing_value",
+    "too_long",
+]
 _SEPARATORS = re.compile(r"[\s\-.()（）]")
 # The fast path, for the common case of an 11-digit mainland mobile: libphonenumber's own mobile
 # pattern for CN and its carrier prefixes, without building a PhoneNumber (about 9 times faster;

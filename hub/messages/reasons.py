@@ -29,6 +29,8 @@ REJECT_WORDS = {
     "not_mainland": "非大陆号码",
     "not_mobile": "非手机号码",
     "unknown_contact": "联系人不存在",
+    "missing_value": "名册中缺少内容所需的变量（如姓名）",
+    "too_long": "填入变量后内容过长",
 }
 
 # Why a message did not (or may not) arrive, by status.

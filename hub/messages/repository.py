@@ -118,7 +118,7 @@ RETURNING id, reservation_id
 """
 
 # A send's messages are written with COPY (see service.create_send) into these columns.
-MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segments")
+MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segments", "body")
 
 # Mark a send's messages to these phones as duplicates of the copies that reach them: settled
 # (done_at) when that copy was delivered already, else relying on it until its outcome is known.

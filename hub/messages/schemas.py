@@ -92,8 +92,10 @@ class SendAccepted(msgspec.Struct, frozen=True):
     counts: Counts
     rejected: list[Rejected]
     encoding: str
+    # What each message costs; a personal send's ({姓名}), the dearest of them.
     segments_per_message: int
-    # Reserved from the quota: accepted * segments_per_message.
+    # Reserved from the quota: the accepted messages' segments (accepted * segments_per_message
+    # unless the send is personal).
     segments: int
     # What these segments would cost at list price, in micro-yuan (1e-6 yuan).
     list_price_micros: int
@@ -104,9 +106,12 @@ class SendPreview(msgspec.Struct, frozen=True):
     counts, segments and list price, and besides them the text as phones show it, the cost at the
     hub's current prices and the quota left."""
 
-    # 【…】 as prepended, and the whole text a phone shows.
+    # 【…】 as prepended, and the whole text a phone shows ({姓名} and other roster placeholders
+    # as written: each recipient's entry fills them in).
     signature: str
     text: str
+    # A personal send: what the first recipient that would be sent to reads.
+    example: str | None
     state: SendState
     due_at: datetime
     held_until: datetime | None

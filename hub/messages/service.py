@@ -14,6 +14,7 @@ Order inside the request's transaction, so that a 429 leaves nothing behind:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -28,8 +29,10 @@ from hub.db import in_turns
 from hub.dedup import service as dedup
 from hub.dedup.repository import Holder
 from hub.errors import Conflict, Forbidden, Invalid, NotFound
+from hub.messages import personal
 from hub.messages import repository as sql
 from hub.messages.numbers import Recipient, Rejected, normalize_all_in_turns
+from hub.messages.personal import Personal
 from hub.messages.repository import SendRow
 from hub.messages.schedule import QuietHours, clock, held_until
 from hub.messages.schemas import (
@@ -51,6 +54,7 @@ from hub.quota import service as quota
 from hub.settings import Settings
 from hub.signatures import service as signatures
 from hub.templates import service as templates
+from hub.templates.service import variables
 from tenants.repository import TenantRow
 from tenants.scopes import Data, Scope, grants, scope_for
 from tenants.service import Principal, ancestry_paths, get_by_id
@@ -119,10 +123,11 @@ async def _write_messages(
     tenant: TenantRow,
     recipients: list[Recipient],
     opted_out: set[str],
-    segments_each: int,
+    plan: _Plan,
 ) -> None:
     """One message per recipient, by COPY (a send may have a million): the rows are generated
-    as COPY consumes them, never held as a list."""
+    as COPY consumes them, never held as a list. A personal send's message keeps its own body."""
+    bodies = plan.personal.bodies if plan.personal else {}
     await conn.copy_records_to_table(
         "messages",
         columns=sql.MESSAGE_COLUMNS,
@@ -133,7 +138,8 @@ async def _write_messages(
                 r.phone,
                 r.carrier,
                 "opted_out" if r.phone in opted_out else "accepted",
-                segments_each,
+                plan.segments_of(r.phone),
+                bodies.get(r.phone),
             )
             for r in recipients
         ),
@@ -144,7 +150,7 @@ async def _deduplicate(
     conn: asyncpg.Connection,
     send_id: int,
     tenant: TenantRow,
-    body: str,
+    body: str | dict[str, str],
     phones: list[str],
     window_seconds: float,
     due_at: datetime,
@@ -251,12 +257,34 @@ class _Plan(msgspec.Struct, frozen=True):
     signature: str
     timing: _Timing
     body: str
+    # The body's segments, the same for every recipient unless the send is personal.
     segments: Segments
     recipients: list[Recipient]
     rejected: list[Rejected]
     repeats: int
     submitted: int
     opted_out: set[str]
+    # Each recipient's own text, when the body holds roster placeholders ({姓名}).
+    personal: Personal | None
+
+    def segments_of(self, phone: str) -> int:
+        return self.personal.segments[phone] if self.personal else self.segments.count
+
+    def segments_for(self, phones: Iterable[str]) -> int:
+        return sum(self.segments_of(p) for p in phones)
+
+    def most_segments(self) -> int:
+        """What the dearest message costs: a send's `segments_per_message`."""
+        if self.personal is None:
+            return self.segments.count
+        return max(self.personal.segments.values(), default=self.segments.count)
+
+    def encoding(self) -> str:
+        return self.personal.encoding if self.personal else self.segments.encoding
+
+    def bodies(self) -> str | dict[str, str]:
+        """The text content dedup keys on: one body, or each recipient's own."""
+        return self.personal.bodies if self.personal else self.body
 
 
 async def _plan(
@@ -270,9 +298,12 @@ async def _plan(
     timing = await _timing(conn, tenant, request, settings, now)
     body = await _body(conn, tenant, request)
     text = signed(signature, body)
-    if len(text) > MAX_CHARACTERS:
+    if len(text) > MAX_CHARACTERS and not variables(body):  # a personal one: each on its own
         raise _too_long(text)
     recipients, rejected, repeats, submitted = await _recipients(conn, tenant, request)
+    recipients, unfilled, own = await personal.personalise(
+        conn, tenant, signature, body, recipients, request.subtree, request.template is not None
+    )
     opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients])
     return _Plan(
         signature=signature,
@@ -280,10 +311,11 @@ async def _plan(
         body=body,
         segments=count_segments(text),
         recipients=recipients,
-        rejected=rejected,
+        rejected=rejected + unfilled,
         repeats=repeats,
         submitted=submitted,
         opted_out=opted_out,
+        personal=own,
     )
 
 
@@ -307,35 +339,35 @@ async def preview_send(
     duplicates: set[str] = set()
     if request.dedup == "on":
         duplicates = await dedup.would_hold(
-            conn, plan.body, [r.phone for r in candidates], plan.timing.due_at
+            conn, plan.bodies(), [r.phone for r in candidates], plan.timing.due_at
         )
-    going = Counter(r.carrier for r in candidates if r.phone not in duplicates)
-    each = plan.segments.count
-    total = sum(going.values()) * each
+    going = [r for r in candidates if r.phone not in duplicates]
+    by_carrier: Counter[str] = Counter()
+    for r in going:
+        by_carrier[r.carrier] += plan.segments_of(r.phone)
+    total = sum(by_carrier.values())
     month = plan.timing.period
-    cost = await billing.quote(
-        conn,
-        month,
-        {carrier: n * each for carrier, n in going.items()},
-        settings.billing.list_price_micros,
-    )
+    cost = await billing.quote(conn, month, dict(by_carrier), settings.billing.list_price_micros)
     available = (await quota.get_quota(conn, tenant, month)).available
     return SendPreview(
         signature=f"【{plan.signature}】",
         text=signed(plan.signature, plan.body),
+        example=next((signed(plan.signature, plan.personal.bodies[r.phone]) for r in going), None)
+        if plan.personal
+        else None,
         state=plan.timing.state,
         due_at=plan.timing.due_at,
         held_until=plan.timing.held_until,
         counts=Counts(
-            accepted=sum(going.values()),
+            accepted=len(going),
             deduplicated=len(duplicates),
             opted_out=len(plan.opted_out),
             rejected=len(plan.rejected),
             repeated=plan.repeats,
         ),
         rejected=plan.rejected,
-        encoding=plan.segments.encoding,
-        segments_per_message=each,
+        encoding=plan.encoding(),
+        segments_per_message=plan.most_segments(),
         segments=total,
         list_price_micros=at_list_price(total, settings),
         cost_micros=cost,
@@ -355,7 +387,7 @@ async def create_send(
 ) -> SendAccepted:
     now = now or calendar.now()
     plan = await _plan(conn, tenant, request, settings, now)
-    signature, timing, body, segments = plan.signature, plan.timing, plan.body, plan.segments
+    signature, timing, body = plan.signature, plan.timing, plan.body
     recipients, rejected, repeats = plan.recipients, plan.rejected, plan.repeats
     submitted, opted_out = plan.submitted, plan.opted_out
     phones = [r.phone for r in recipients]
@@ -365,8 +397,8 @@ async def create_send(
         tenant.id,
         signature,
         body,
-        segments.encoding,
-        segments.count,
+        plan.encoding(),
+        plan.most_segments(),
         request.priority,
         request.dedup == "on",
         submitted,
@@ -381,29 +413,37 @@ async def create_send(
         follows.send_id if follows else None,
         follows.kind if follows else None,
     )
-    await _write_messages(conn, send_id, tenant, recipients, opted_out, segments.count)
+    await _write_messages(conn, send_id, tenant, recipients, opted_out, plan)
     if request.reply_wanted:
         await conn.execute(sql.AWAIT_REPLIES, send_id)
     candidates = [p for p in phones if p not in opted_out]
     duplicates: dict[str, Holder] = {}
     if request.dedup == "on":
         duplicates = await _deduplicate(
-            conn, send_id, tenant, body, candidates, settings.dedup.window_seconds, timing.due_at
+            conn,
+            send_id,
+            tenant,
+            plan.bodies(),
+            candidates,
+            settings.dedup.window_seconds,
+            timing.due_at,
         )
     settled = {p for p, h in duplicates.items() if h.gone}
     if settled:  # what dedup saved, per carrier, for the tenant's statement
-        saved = Counter(r.carrier for r in recipients if r.phone in settled)
+        saved: Counter[str] = Counter()
+        for r in recipients:
+            if r.phone in settled:
+                saved[r.carrier] += plan.segments_of(r.phone)
+        day = business_day()
         await billing.record_usage(
-            conn,
-            "dedup",
-            {(tenant.id, c, business_day()): n * segments.count for c, n in saved.items()},
+            conn, "dedup", {(tenant.id, c, day): n for c, n in saved.items()}
         )
 
     accepted = len(candidates) - len(duplicates)
-    total = accepted * segments.count
+    total = plan.segments_for(p for p in candidates if p not in duplicates)
     # Copies relying on an original not delivered yet stay reserved: should it never arrive,
     # they go.
-    reserved = total + (len(duplicates) - len(settled)) * segments.count
+    reserved = total + plan.segments_for(p for p in duplicates if p not in settled)
     reservation_id = None
     if reserved:
         # Charged to its month, and held until it can have been delivered.
@@ -433,8 +473,8 @@ async def create_send(
             repeated=repeats,
         ),
         rejected=rejected,
-        encoding=segments.encoding,
-        segments_per_message=segments.count,
+        encoding=plan.encoding(),
+        segments_per_message=plan.most_segments(),
         segments=total,
         list_price_micros=price,
     )

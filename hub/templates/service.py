@@ -12,7 +12,7 @@ import re
 import asyncpg
 import msgspec
 
-from hub.errors import Conflict, Forbidden, Invalid, NotFound
+from hub.errors import Conflict, Forbidden, NotFound
 from hub.oplog import service as oplog
 from hub.templates import repository as sql
 from hub.templates.schemas import CreateTemplate, Review, Template
@@ -120,20 +120,18 @@ async def usable(conn: asyncpg.Connection, chain_paths: list[str]) -> list[Templ
     ]
 
 
+def fill(body: str, values: dict[str, str]) -> str:
+    """`body` with each placeholder that `values` names replaced; the others left as they are."""
+    return PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), body)
+
+
 async def render(
     conn: asyncpg.Connection,
     chain_paths: list[str],
     template_id: int,
     values: dict[str, str],
 ) -> str:
-    """The body of an approved template usable by the tenant of `chain_paths`, filled in."""
-    template = await sendable(conn, chain_paths, template_id)
-    missing = [name for name in template.variables if name not in values]
-    if missing:
-        raise Invalid(
-            f"missing template variables: {', '.join(missing)}",
-            fields=[
-                {"key": f"vars.{name}", "message": "missing", "source": "body"} for name in missing
-            ],
-        )
-    return PLACEHOLDER.sub(lambda m: values.get(m[1], m[0]), template.body)
+    """The body of an approved template usable by the tenant of `chain_paths`, filled in with
+    `values`. A variable they do not give stays a placeholder: each recipient's roster entry
+    fills it (hub.messages.personal), or the send says which is missing."""
+    return fill((await sendable(conn, chain_paths, template_id)).body, values)

@@ -54,6 +54,11 @@ WHERE c.phone = ANY($2::text[])
 ORDER BY c.phone, length(t.path), c.id
 """
 
+# The given contacts of one tenant, by id (what the compose page shows of those picked).
+CONTACTS_BY_IDS = """
+SELECT id, name, phone FROM contacts WHERE tenant_id = $1 AND id = ANY($2::bigint[]) ORDER BY id
+"""
+
 # Phones of the given contacts of one tenant; missing ids are simply absent.
 PHONES_BY_IDS = "SELECT id, phone FROM contacts WHERE tenant_id = $1 AND id = ANY($2::bigint[])"
 

@@ -1,8 +1,10 @@
 """The compose page: `/dashboard/compose`, a send written in the console.
 
-Recipients from pasted numbers and roster tags (each with how many phones it reaches, in the
-tenant's own roster and in its whole subtree); a body or an approved template; priority (urgent
-only for a key or person holding messages:urgent), a time, and "ask for a reply".
+Recipients from pasted numbers, roster tags (each with how many phones it reaches, in the
+tenant's own roster and in its whole subtree) and contacts picked on the roster page (`?contacts=`
+ids, sent as the API's `to_contacts`); a body or an approved template, where {姓名} and the
+roster's other columns are filled in per recipient (hub.messages.personal); priority (urgent only
+for a key or person holding messages:urgent), a time, and "ask for a reply".
 
 - `POST /dashboard/compose/preview` answers what the send would be: the API's preview
   (hub.messages.service.preview_send, as `POST /v1/messages/preview`), as the whole page (the
@@ -23,13 +25,14 @@ from __future__ import annotations
 import re
 import secrets
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
 from litestar.datastructures import State, UploadFile
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
+from litestar.params import QueryParameter
 from litestar.response import Redirect, Template
 
 from hub.calendar import BUSINESS_TZ
@@ -68,8 +71,21 @@ from tenants.service import Principal, ancestry_paths, refuse_if_suspended
 _SEPARATORS = re.compile(r"[\n,，;；、]")
 # Template variables, one a line: 名称=值.
 _VARIABLE = re.compile(r"^\s*([^=\s][^=]*?)\s*[=\uff1d]\s*(.*?)\s*$")
-FIELDS = ("token", "to", "subtree", "template", "body", "vars", "priority", "send_at", "reply")
+FIELDS = (
+    "token",
+    "to",
+    "contacts",
+    "subtree",
+    "template",
+    "body",
+    "vars",
+    "priority",
+    "send_at",
+    "reply",
+)
 MAX_FIELD = 1_000_000
+# Contacts picked on the roster page at most (a send's tags reach more).
+MAX_PICKED = 1_000
 
 
 class Composed(msgspec.Struct, frozen=True):
@@ -77,6 +93,7 @@ class Composed(msgspec.Struct, frozen=True):
 
     token: str = ""
     to: str = ""
+    contacts: str = ""  # picked contact ids, comma-separated
     tags: list[str] = []
     subtree: str = ""
     template: str = ""
@@ -115,6 +132,13 @@ def _variables(text: str) -> dict[str, str]:
     return found
 
 
+def _contact_ids(text: str) -> list[int]:
+    ids = [p.strip() for p in text.split(",") if p.strip()]
+    if len(ids) > MAX_PICKED or not all(i.isascii() and i.isdigit() and len(i) <= 19 for i in ids):
+        raise Invalid(f"所选联系人无效（最多 {MAX_PICKED} 人）")
+    return list(dict.fromkeys(int(i) for i in ids))
+
+
 def _send_at(text: str) -> str | None:
     """A datetime-local field (Beijing time) as the API's RFC 3339."""
     if not text.strip():
@@ -135,6 +159,7 @@ def send_request(form: Composed) -> SendRequest:
         raise Invalid("模板编号无效")
     raw: dict[str, Any] = {
         "to": _numbers(form.to),
+        "to_contacts": _contact_ids(form.contacts),
         "to_tags": form.tags,
         "subtree": form.subtree == "1",
         "priority": form.priority or "normal",
@@ -162,8 +187,12 @@ def _lines(form: Composed) -> dict[str, int]:
     return lines
 
 
-async def _form_context(conn: Conn, who: Principal) -> dict[str, Any]:
+async def _form_context(conn: Conn, who: Principal, form: Composed) -> dict[str, Any]:
     tenant = await tenants.own(conn, who)
+    try:
+        picked = await contacts.picked(conn, tenant, _contact_ids(form.contacts))
+    except Invalid:
+        picked = []  # the preview says why
     own = dict(await contacts.tag_counts(conn, tenant, subtree=False))
     below = dict(await contacts.tag_counts(conn, tenant, subtree=True))
     tags = [(tag, own.get(tag, 0), n) for tag, n in below.items()]
@@ -171,6 +200,7 @@ async def _form_context(conn: Conn, who: Principal) -> dict[str, Any]:
         "tags": tags,
         "templates": await templates.usable(conn, ancestry_paths(tenant.path)),
         "may_urgent": Scope.MESSAGES_URGENT in who.scopes,
+        "picked": picked,
     }
 
 
@@ -211,7 +241,7 @@ async def _whole(conn: Conn, who: Principal, form: Composed, context: dict[str, 
         form = msgspec.structs.replace(form, token=secrets.token_urlsafe(18))
     context.setdefault("roster_problems", [])
     context.setdefault("roster_phones", None)
-    return _page("compose.html", who, form=form, **context, **await _form_context(conn, who))
+    return _page("compose.html", who, form=form, **context, **await _form_context(conn, who, form))
 
 
 def _allowed(who: Principal) -> None:
@@ -226,9 +256,16 @@ class ComposeController(Controller):
     dependencies = {"who": Provide(_viewer)}  # noqa: RUF012
 
     @get("/")
-    async def compose(self, conn: Conn, who: Viewer) -> Template:
+    async def compose(
+        self,
+        conn: Conn,
+        who: Viewer,
+        contacts: Annotated[list[int] | None, QueryParameter(max_items=MAX_PICKED)] = None,
+    ) -> Template:
+        """The empty form, or with the contacts picked on the roster page."""
         _allowed(who)
-        form = Composed(token=secrets.token_urlsafe(18))
+        picked = ",".join(str(i) for i in dict.fromkeys(contacts or []))
+        form = Composed(token=secrets.token_urlsafe(18), contacts=picked)
         return await _whole(conn, who, form, {"preview": None, "problem": None, "lines": {}})
 
     @post("/preview", status_code=200)

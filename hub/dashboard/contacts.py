@@ -148,6 +148,7 @@ class RosterPages(Controller):
             tag=tag,
             done=done if done in ("deleted", "resubscribed") else "",
             may_write=_may_write(who),
+            may_send=Scope.MESSAGES_WRITE in who.scopes,
         )
 
     @get("/{contact_id:int}")

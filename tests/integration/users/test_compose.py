@@ -208,3 +208,51 @@ async def test_an_approved_template_with_its_variables(
     send_id = int(sent.headers["location"].rsplit("/", 1)[1])
     body = await conn.fetchval("SELECT body FROM sends WHERE id = $1", send_id)
     assert body == "周五下午三点在三楼会议室开会"
+
+
+async def test_contacts_picked_on_the_roster_page_each_read_their_own_name(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, tree: None
+) -> None:
+    ids = {}
+    for code, phone, name in (
+        ("510104", "+8613800138000", "张三"),
+        ("510104", "+8613800138001", "李四"),
+        ("510104", "+8613800138002", "王五"),
+        ("510105", "+8613800138003", "青羊区的人"),  # another county's contact
+    ):
+        ids[name] = await conn.fetchval(
+            "INSERT INTO contacts (tenant_id, phone, name, tags) "
+            "SELECT id, $2, $3, '{}' FROM tenants WHERE code = $1 RETURNING id",
+            code,
+            phone,
+            name,
+        )
+    await _sender(client, conn)
+    roster = await client.get("/dashboard/contacts")
+    assert f'name="contacts" value="{ids["张三"]}"' in roster.text
+    assert 'id="pick-send"' in roster.text
+    picked = [ids["张三"], ids["李四"], ids["青羊区的人"]]
+    page = await client.get("/dashboard/compose", params={"contacts": picked})
+    assert page.status_code == 200, page.text
+    shown = re.findall(r'<span class="pill" data-id="\d+">([^<]+)</span>', page.text)
+    assert shown == ["张三", "李四"]  # the other county's contact is not shown to pick
+    form = {
+        "token": _token(page.text),
+        "contacts": ",".join(str(i) for i in picked),
+        "body": "{姓名}同志：明早八点开会",
+    }
+    preview = await client.post("/dashboard/compose/preview", data=form, headers=SAME_ORIGIN)
+    assert re.search(r'id="pv-recipients">2<', preview.text)
+    assert "【锦江区】张三同志：明早八点开会" in preview.text  # the example
+    assert f"contact:{ids['青羊区的人']}：联系人不存在" in preview.text
+    sent = await client.post("/dashboard/compose/send", data=form, headers=SAME_ORIGIN)
+    assert sent.status_code == 303, sent.text
+    send_id = int(sent.headers["location"].rsplit("/", 1)[1])
+    bodies = await conn.fetch(
+        "SELECT body FROM messages WHERE send_id = $1 ORDER BY phone", send_id
+    )
+    assert [r["body"] for r in bodies] == ["张三同志：明早八点开会", "李四同志：明早八点开会"]
+    refused = await client.post(
+        "/dashboard/compose/preview", data={**form, "contacts": "1,x"}, headers=SAME_ORIGIN
+    )
+    assert "所选联系人无效" in refused.text

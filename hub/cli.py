@@ -317,6 +317,9 @@ def cmd_tenants_import(settings: Settings, args: argparse.Namespace) -> int:
         started = time.monotonic()
         summary = await divisions.import_divisions(conn, province, progress=_print)
         created, existing = summary.created, summary.existing
+        root = await tenant_service.ensure_root(conn)
+        detail = {"province": province, "created": created, "existing": existing}
+        await oplog.record(conn, CLI_ACTOR, "tenant.import", tenant_id=root.id, detail=detail)
         _print(
             f"imported in {time.monotonic() - started:.1f}s — created: "
             + ", ".join(f"{n} {level}" for level, n in created.items())
@@ -354,6 +357,7 @@ def cmd_keys_create(settings: Settings, args: argparse.Namespace) -> int:
         if tenant is None:
             return 1
         new = await tenant_service.create_key(conn, tenant, scopes, args.name)
+        await oplog.record(conn, CLI_ACTOR, **tenant_service.key_logged(tenant, new, args.name))
         _print(
             f"key {new.info.prefix} for {tenant.code} {tenant.name}: {', '.join(new.info.scopes)}"
         )
@@ -398,6 +402,15 @@ def cmd_users_create(settings: Settings, args: argparse.Namespace) -> int:
             return 1
         try:
             user = await users.create_user(conn, tenant, data, CLI_ACTOR, password, settings.users)
+            made = {"login": user.login, "roles": user.roles}  # never the password, the phone
+            await oplog.record(
+                conn,
+                CLI_ACTOR,
+                "user.create",
+                tenant_id=tenant.id,
+                object=f"user:{user.login}",
+                after=made,
+            )
             roles_text = "、".join(r for r in user.roles)
             _print(f"user {user.login} of {tenant.code} {tenant.name}: {roles_text}")
             if args.invite:
@@ -491,6 +504,8 @@ def cmd_rates_add(settings: Settings, args: argparse.Namespace) -> int:
     async def work(conn: asyncpg.Connection) -> int:
         try:
             saved = await billing.add_card(conn, card, CLI_ACTOR)
+            root = await tenant_service.ensure_root(conn)
+            await oplog.record(conn, CLI_ACTOR, **billing.card_logged(root.id, saved))
         except ApiError as exc:
             _print(f"error: {exc.detail}")
             return 1
@@ -552,11 +567,14 @@ def cmd_limits_set(settings: Settings, args: argparse.Namespace) -> int:
         tenant = await _cli_tenant(conn, args.tenant)
         if tenant is None:
             return 1
+        before = await limits.limits_of(conn, tenant, settings.limits)
         if args.default:
             await limits.clear_limits(conn, tenant)
             view = await limits.limits_of(conn, tenant, settings.limits)
         else:
             view = await limits.set_limits(conn, tenant, setting, CLI_ACTOR, settings.limits)
+        action = "limits.clear" if args.default else "limits.set"
+        await oplog.record(conn, CLI_ACTOR, action, tenant_id=tenant.id, before=before, after=view)
         _print(_limits_line(view))
         _print(f"every API process applies it within {settings.limits.refresh_seconds:g} s")
         return 0

@@ -69,10 +69,7 @@ async def create_key(
     secret is in the answer only (the log holds its name and scopes)."""
     tenant = await service.get_visible(conn, who, code)
     new = await service.create_key(conn, tenant, frozenset(data.scopes), data.name, created_by=who)
-    key = {"name": data.name, "scopes": new.info.scopes}  # never the secret
-    await log.record(
-        conn, who, "key.create", tenant_id=tenant.id, object=f"key:{new.info.prefix}", after=key
-    )
+    await log.record(conn, who, **service.key_logged(tenant, new, data.name))
     return new
 
 

@@ -313,6 +313,17 @@ async def ensure_root(conn: asyncpg.Connection) -> TenantRow:
     return root
 
 
+def key_logged(tenant: TenantRow, new: NewApiKey, name: str | None) -> dict[str, Any]:
+    """What the operation log records of a new key (`key.create`): its name and scopes, never
+    its secret: `await log.record(conn, who, **key_logged(tenant, new, name))`."""
+    return {
+        "action": "key.create",
+        "tenant_id": tenant.id,
+        "object": f"key:{new.info.prefix}",
+        "after": {"name": name, "scopes": new.info.scopes},
+    }
+
+
 async def create_key(
     conn: asyncpg.Connection,
     tenant: TenantRow,

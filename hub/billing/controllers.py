@@ -22,6 +22,7 @@ from hub.billing.schemas import (
 )
 from hub.calendar import PERIOD_PATTERN, parse_period
 from hub.errors import error_responses
+from hub.oplog import service as oplog
 from hub.settings import Carrier
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Conn
@@ -43,7 +44,9 @@ class BillingController(Controller):
         self, request: AuthedRequest, conn: Conn, data: JSONBody[RateCardIn]
     ) -> RateCard:
         service.require_operator(request.user)
-        return await service.add_card(conn, data, request.user.actor)
+        card = await service.add_card(conn, data, request.user.actor)
+        await oplog.record(conn, request.user, **service.card_logged(request.user.tenant_id, card))
+        return card
 
     @get(
         "/rate-cards",
@@ -78,13 +81,23 @@ class CloseController(Controller):
     ) -> CloseSummary:
         service.require_operator(request.user)
         billing = state.settings.billing
-        return await service.close_period(
+        closed = await service.close_period(
             conn,
             _month(period),
             request.user.actor,
             grace_days=billing.close_grace_days,
             default_list_price=billing.list_price_micros,
         )
+        detail = {"lines": closed.lines, "cost_micros": closed.cost_micros}
+        await oplog.record(
+            conn,
+            request.user,
+            "billing.close",
+            tenant_id=request.user.tenant_id,
+            object=f"period:{closed.period}",
+            detail=detail,
+        )
+        return closed
 
     @get(
         "/statement",

@@ -73,6 +73,17 @@ async def add_card(conn: asyncpg.Connection, card: RateCardIn, actor: str) -> Ra
     return _card(record)
 
 
+def card_logged(operator_id: int, card: RateCard) -> dict[str, Any]:
+    """What the operation log records of a new rate card (`billing.rate_card`), under the
+    operator's tenant: `await oplog.record(conn, who, **card_logged(root_id, card))`."""
+    return {
+        "action": "billing.rate_card",
+        "tenant_id": operator_id,
+        "object": f"rate_card:{card.id}",
+        "after": card,
+    }
+
+
 async def list_cards(conn: asyncpg.Connection, carrier: str | None) -> list[RateCard]:
     return [_card(r) for r in await conn.fetch(sql.CARDS, carrier)]
 

@@ -35,7 +35,7 @@ class CampaignController(Controller):
     ) -> Campaign:
         who = request.user
         tenant = await tenants.own(conn, who)
-        return await service.create(conn, tenant, data, who.actor)
+        return await service.create(conn, who, tenant, data)
 
     @get(
         "/",
@@ -57,4 +57,4 @@ class CampaignController(Controller):
     )
     async def stop(self, request: AuthedRequest, conn: Conn, campaign_id: CampaignId) -> None:
         tenant = await tenants.own(conn, request.user)
-        await service.stop(conn, tenant, campaign_id)
+        await service.stop(conn, request.user, tenant, campaign_id)

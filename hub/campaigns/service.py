@@ -30,11 +30,13 @@ from hub.errors import ApiError, NotFound
 from hub.messages import service as messages
 from hub.messages.schedule import clock
 from hub.messages.schemas import SendRequest
+from hub.oplog import service as oplog
 from hub.settings import Settings
 from hub.signatures import service as signatures
 from hub.templates import service as templates
 from tenants import service as tenants
 from tenants.repository import TenantRow
+from tenants.service import Principal
 
 log = logging.getLogger("hub.campaigns")
 
@@ -61,8 +63,9 @@ def _campaign(record: asyncpg.Record) -> Campaign:
 
 
 async def create(
-    conn: asyncpg.Connection, tenant: TenantRow, data: CreateCampaign, actor: str
+    conn: asyncpg.Connection, who: Principal, tenant: TenantRow, data: CreateCampaign
 ) -> Campaign:
+    """A campaign of `tenant` (the caller's own); logged as `campaign.create`."""
     # Each greeting is a send: refused now, not on the day, if they could not go.
     await signatures.for_sending(conn, tenant)
     await templates.sendable(conn, tenants.ancestry_paths(tenant.path), data.template)
@@ -74,19 +77,34 @@ async def create(
         data.template,
         clock(data.send_time),
         data.to_tags,
-        actor,
+        who.actor,
     )
     assert record is not None
-    return _campaign(record)
+    created = _campaign(record)
+    await oplog.record(
+        conn,
+        who,
+        "campaign.create",
+        tenant_id=tenant.id,
+        object=f"campaign:{created.id}",
+        after=created,
+    )
+    return created
 
 
 async def list_campaigns(conn: asyncpg.Connection, tenant: TenantRow) -> list[Campaign]:
     return [_campaign(r) for r in await conn.fetch(sql.OF_TENANT, tenant.id)]
 
 
-async def stop(conn: asyncpg.Connection, tenant: TenantRow, campaign_id: int) -> None:
+async def stop(
+    conn: asyncpg.Connection, who: Principal, tenant: TenantRow, campaign_id: int
+) -> None:
+    """Stop a campaign of `tenant`; logged as `campaign.stop`."""
     if await conn.fetchval(sql.STOP, campaign_id, tenant.id) is None:
         raise NotFound("campaign not found")
+    await oplog.record(
+        conn, who, "campaign.stop", tenant_id=tenant.id, object=f"campaign:{campaign_id}"
+    )
 
 
 async def _greet(
@@ -106,8 +124,10 @@ async def _greet(
     )
     try:
         async with conn.transaction():
-            sent = await messages.create_send(
-                conn, tenant, f"campaign:{campaign.id}", request, settings, now
+            actor = f"campaign:{campaign.id}"
+            sent = await messages.create_send(conn, tenant, actor, request, settings, now)
+            await oplog.record(
+                conn, f"system:{actor}", "send.create", **messages.send_logged(tenant, sent)
             )
             claimed = await conn.fetchval(sql.CLAIM, campaign.id, contact["id"], year, sent.id)
             if claimed is None:

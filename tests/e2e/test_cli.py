@@ -25,8 +25,13 @@ async def test_import_province_then_rerun(fresh_db: str) -> None:
     conn = await asyncpg.connect(fresh_db)
     try:
         assert await conn.fetchval("SELECT count(*) FROM tenants") == 206
+        logged = await conn.fetch(
+            "SELECT actor, action, detail FROM operation_log WHERE action = 'tenant.import'"
+        )
     finally:
         await conn.close()
+    assert [r["actor"].startswith("cli:") for r in logged] == [True, True]
+    assert '"province": "51"' in logged[0]["detail"]
 
 
 async def test_import_stops_at_a_tenant_under_another_parent(fresh_db: str) -> None:
@@ -72,8 +77,15 @@ async def test_keys_create_bootstraps_any_tenant(fresh_db: str) -> None:
     conn = await asyncpg.connect(fresh_db)
     try:
         principal = await authenticate(conn, key)
+        entry = await conn.fetchrow(
+            "SELECT actor, object, after FROM operation_log WHERE action = 'key.create'"
+        )
     finally:
         await conn.close()
+    assert entry is not None
+    assert entry["actor"].startswith("cli:")
+    assert entry["object"] == f"key:{key.split('_')[1]}"
+    assert key not in entry["after"]  # the name and scopes, never the secret
     assert principal is not None
     assert principal.tenant_code == "510104"
     assert sorted(principal.scopes) == ["messages:write", "tenants:read"]

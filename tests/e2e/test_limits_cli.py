@@ -47,6 +47,15 @@ async def test_set_show_and_drop_a_tenants_limits(fresh_db: str) -> None:
 
     dropped = run_hub("limits", "set", "--tenant", "510000", "--default", env=env)
     assert "its own: none: the defaults" in dropped.stdout
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        logged = await conn.fetch(
+            "SELECT action, actor FROM operation_log WHERE action LIKE 'limits.%' ORDER BY id"
+        )
+    finally:
+        await conn.close()
+    assert [r["action"] for r in logged] == ["limits.set", "limits.clear"]
+    assert all(r["actor"].startswith("cli:") for r in logged)
 
     nonsense = run_hub("limits", "set", "--tenant", "510000", "--key-rate", "0", env=env)
     assert nonsense.returncode == 2

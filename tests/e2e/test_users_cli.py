@@ -87,8 +87,14 @@ async def test_users_create_makes_the_operators_first_admin(fresh_db: str) -> No
     conn = await asyncpg.connect(fresh_db)
     try:
         rows = await conn.fetch("SELECT login, roles, password_hash FROM users ORDER BY id")
+        logged = await conn.fetch(
+            "SELECT actor, object, after::text FROM operation_log WHERE action = 'user.create'"
+            " ORDER BY id"
+        )
     finally:
         await conn.close()
+    assert [r["object"] for r in logged] == ["user:admin", "user:viewer"]
+    assert all(r["actor"].startswith("cli:") and "argon2" not in r["after"] for r in logged)
     assert [(r["login"], r["roles"]) for r in rows] == [
         ("admin", ["发送", "管理", "财务"]),
         ("viewer", ["查看"]),

@@ -40,6 +40,11 @@ async def test_close_allocates_the_hub_cost_to_the_fen_and_is_idempotent(
     again = await client.post("/v1/billing/2026-10/close", headers=bearer(operator))
     assert again.json() == summary
     assert await conn.fetchval("SELECT count(*) FROM billing_lines") == 4
+    logged = await conn.fetch(
+        "SELECT object, detail FROM operation_log WHERE action = 'billing.close' ORDER BY id"
+    )
+    assert [r["object"] for r in logged] == ["period:2026-10", "period:2026-10"]
+    assert '"cost_micros": 380000' in logged[0]["detail"]
 
 
 async def test_a_closed_month_is_never_written_again(

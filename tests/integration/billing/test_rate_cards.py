@@ -25,10 +25,20 @@ async def operator(conn: asyncpg.Connection) -> str:
     return await make_key(conn, "000000")
 
 
-async def test_the_operator_adds_and_lists_cards(client: httpx.AsyncClient, operator: str) -> None:
+async def test_the_operator_adds_and_lists_cards(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, operator: str
+) -> None:
     resp = await client.post("/v1/billing/rate-cards", json=CARD, headers=bearer(operator))
     assert resp.status_code == 201, resp.text
     card = resp.json()
+    logged = await conn.fetchrow(
+        "SELECT actor, object FROM operation_log WHERE action = 'billing.rate_card'"
+    )
+    assert logged is not None
+    assert dict(logged) == {
+        "actor": f"key:{operator.split('_')[1]}",
+        "object": f"rate_card:{card['id']}",
+    }
     assert card["bands"] == CARD["bands"]
     assert card["list_price_micros"] == 60_000  # the default: 0.06 yuan
     listed = await client.get(

@@ -103,6 +103,15 @@ async def test_greets_on_the_day_at_the_minute_once(
     )
     assert await conn.fetchval("SELECT count(*) FROM campaign_deliveries") == 2
     assert await conn.fetchval("SELECT count(*) FROM sends WHERE actor LIKE 'campaign:%'") == 2
+    # The log has the campaign made by its key, and each greeting sent by the campaign.
+    logged = await conn.fetch("SELECT actor, action, object FROM operation_log ORDER BY id")
+    sends = [f"send:{r['id']}" for r in await conn.fetch("SELECT id FROM sends ORDER BY id")]
+    assert [(r["actor"], r["action"], r["object"]) for r in logged[-3:]] == [
+        (logged[-3]["actor"], "campaign.create", f"campaign:{campaign[1]}"),
+        (f"system:campaign:{campaign[1]}", "send.create", sends[0]),
+        (f"system:campaign:{campaign[1]}", "send.create", sends[1]),
+    ]
+    assert logged[-3]["actor"] == f"key:{campaign[0].split('_')[1]}"
 
 
 async def test_leap_years_greet_leap_day_joiners_on_their_day(

@@ -326,12 +326,19 @@ async def roster_values(
 HELD_FOR = timedelta(minutes=30)
 
 
+async def forget_uploads(conn: asyncpg.Connection) -> int:
+    """Uploads held past their time deleted (each new upload and the purge cron call this);
+    how many."""
+    status = await conn.execute(sql.FORGET_UPLOADS, HELD_FOR)
+    return int(status.split()[-1])
+
+
 async def hold_upload(
     conn: asyncpg.Connection, by: Principal, tenant: TenantRow, filename: str, data: bytes
 ) -> str:
     """Keep an uploaded roster (already read once for its preview) until it is confirmed: the
     token to confirm it with. Uploads past their time are swept here."""
-    await conn.execute(sql.FORGET_UPLOADS, HELD_FOR)
+    await forget_uploads(conn)
     token = secrets.token_urlsafe(24)
     digest = hashlib.sha256(token.encode()).digest()
     await conn.execute(sql.HOLD_UPLOAD, digest, tenant.id, by.actor, filename[:200], data)

@@ -277,6 +277,19 @@ DELETE FROM unmatched_receipts WHERE (gateway, reference) IN (
 )
 """
 
+# A batch ($1) of reply waits that can link no reply any more: their message went longer than the
+# reply window ($2 seconds) ago, or ended without going (a settled copy, refused, cancelled…).
+PURGE_REPLY_WAITS = """
+DELETE FROM reply_waits w USING (
+    SELECT d.tenant_id, d.phone, d.send_id FROM reply_waits d JOIN messages m ON m.id = d.message_id
+    WHERE m.sent_at < hub_now() - make_interval(secs => $2)
+       OR (m.sent_at IS NULL AND m.done_at IS NOT NULL)
+       OR m.status IN ('rejected', 'opted_out', 'cancelled', 'expired', 'failed')
+    LIMIT $1
+) gone
+WHERE w.tenant_id = gone.tenant_id AND w.phone = gone.phone AND w.send_id = gone.send_id
+"""
+
 # Whether the hub is still recording any of these messages' submission.
 ANY_STILL_SENDING = """
 SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending')

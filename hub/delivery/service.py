@@ -553,6 +553,12 @@ async def purge_unmatched(conn: asyncpg.Connection, config: DeliverySettings, ba
     return int(status.split()[-1])
 
 
+async def purge_reply_waits(conn: asyncpg.Connection, config: DeliverySettings, batch: int) -> int:
+    """One batch of reply waits that can no longer link a reply deleted; how many."""
+    status = await conn.execute(sql.PURGE_REPLY_WAITS, batch, config.reply_window_seconds)
+    return int(status.split()[-1])
+
+
 class Applied(NamedTuple):
     applied: int
     unmatched: int

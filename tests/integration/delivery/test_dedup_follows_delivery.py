@@ -201,7 +201,13 @@ async def test_the_purge_cron_removes_what_is_past_its_window_and_keeps_the_rest
         report = await dedup_jobs.purge_expired({"db": db, "settings": live_settings})
     finally:
         await db.close()
-    assert report == {"dedup_keys": 5, "idempotency_keys": 5, "unmatched_receipts": 5}
+    assert report == {
+        "dedup_keys": 5,
+        "idempotency_keys": 5,
+        "unmatched_receipts": 5,
+        "reply_waits": 0,
+        "roster_uploads": 0,
+    }
     assert await live_db.fetchval("SELECT array_agg(message_id) FROM dedup_keys") == [99]
     assert await live_db.fetchval("SELECT array_agg(key) FROM idempotency_keys") == ["fresh"]
     assert await live_db.fetchval("SELECT array_agg(reference) FROM unmatched_receipts") == [
@@ -209,6 +215,58 @@ async def test_the_purge_cron_removes_what_is_past_its_window_and_keeps_the_rest
     ]
     # A late receipt still within the window is applied as before (not purged away).
     assert await delivery.purge_unmatched(live_db, live_settings.delivery, 100) == 0
+
+
+async def test_the_purge_ends_reply_waits_that_can_link_nothing_and_stale_uploads(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    client: httpx.AsyncClient,
+    county_key: str,
+) -> None:
+    phones = ["13800138000", "18612345678", "13311112222", "19212345678"]
+    sent = await client.post(
+        "/v1/messages",
+        json={"to": phones, "body": "明天开会，回复1确认", "reply_wanted": True},
+        headers=bearer(county_key),
+    )
+    assert sent.status_code == 202, sent.text
+    window = live_settings.delivery.reply_window_seconds
+    ids = [r["id"] for r in await live_db.fetch("SELECT id FROM messages ORDER BY phone")]
+    # Went longer than the reply window ago; went just now; cancelled; still to go.
+    await live_db.execute(
+        "UPDATE messages SET status = 'delivered', sent_at = hub_now() - make_interval(secs => $2)"
+        " - interval '1 minute', done_at = hub_now() WHERE id = $1",
+        ids[0],
+        window,
+    )
+    await live_db.execute(
+        "UPDATE messages SET status = 'delivered', sent_at = hub_now(), done_at = hub_now()"
+        " WHERE id = $1",
+        ids[1],
+    )
+    await live_db.execute(
+        "UPDATE messages SET status = 'cancelled', done_at = hub_now() WHERE id = $1", ids[2]
+    )
+    tenant = await live_db.fetchval("SELECT id FROM tenants WHERE code = '510104'")
+    for name, age in (("old.csv", timedelta(minutes=31)), ("new.csv", timedelta(minutes=1))):
+        await live_db.execute(
+            "INSERT INTO roster_uploads (token_hash, tenant_id, actor, filename, data, created_at)"
+            " VALUES ($1, $2, 'key:x', $3, '\\x00', hub_now() - $4::interval)",
+            name.encode().ljust(32, b"-"),
+            tenant,
+            name,
+            age,
+        )
+    assert live_settings.db.dsn
+    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
+    try:
+        report = await dedup_jobs.purge_expired({"db": db, "settings": live_settings})
+    finally:
+        await db.close()
+    assert (report["reply_waits"], report["roster_uploads"]) == (2, 1)
+    waiting = await live_db.fetch("SELECT message_id FROM reply_waits ORDER BY message_id")
+    assert [r["message_id"] for r in waiting] == sorted([ids[1], ids[3]])
+    assert await live_db.fetchval("SELECT filename FROM roster_uploads") == "new.csv"
 
 
 async def _relying(conn: asyncpg.Connection, send_id: int) -> bool:

@@ -467,9 +467,46 @@ class DashboardController(Controller):
         return _signed_out(request)
 
     @get("/sessions")
-    async def sessions(self, conn: Conn, state: State, who: Viewer) -> Template:
+    async def sessions(
+        self, conn: Conn, state: State, who: Viewer, done: FromQuery[str] = ""
+    ) -> Template:
         listed = await service.own_sessions(conn, who, _rules(state))
-        return _page("sessions.html", who, sessions=listed)
+        changed = done == "password"
+        return _page("sessions.html", who, sessions=listed, changed=changed, error=None)
+
+    @post("/sessions/password", status_code=303)
+    async def change_password(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        state: State,
+        who: Viewer,
+        data: Annotated[PasswordForm, Form],
+    ) -> Response[Any]:
+        """The signed-in person's password changed (the current one first); their other
+        sessions end, this one stays."""
+        same_origin(request)
+        refusal: ApiError | None = None
+        try:
+            if data.password != data.confirm:
+                raise Invalid("两次输入的新密码不一致")
+            async with conn.transaction():  # a wrong current password's count is committed
+                refusal = await users.change_password(
+                    conn, who, data.current, data.password, state.settings.users
+                )
+        except ApiError as exc:
+            refusal = exc
+        if refusal is None:
+            return Redirect(f"{PREFIX}/sessions?done=password", status_code=303)
+        listed = await service.own_sessions(conn, who, _rules(state))
+        return _page(
+            "sessions.html",
+            who,
+            refusal.status_code,
+            sessions=listed,
+            changed=False,
+            error=refusal.detail,
+        )
 
     @post("/sessions/{session_id:int}/end", status_code=303)
     async def end_session(
@@ -542,10 +579,15 @@ class DashboardController(Controller):
         who: Viewer,
         login: FromPath[str],
         data: Annotated[RolesForm, Form],
-        action: Annotated[Literal["roles", "disable", "enable"], QueryParameter()] = "roles",
+        state: State,
+        action: Annotated[
+            Literal["roles", "disable", "enable", "reset"], QueryParameter()
+        ] = "roles",
     ) -> Response[Any]:
         same_origin(request)
         service.require(who, Scope.USERS_WRITE, "管理用户")
+        if action == "reset":
+            return await self._reset(request, conn, state, who, login)
         change = (
             UpdateUser(roles=checked_roles(data) or None)
             if action == "roles"
@@ -560,6 +602,27 @@ class DashboardController(Controller):
             user = await users.managed(conn, who, login)
             return await _users_page(conn, who, user.tenant_code, exc.status_code, error=exc.detail)
         return Redirect(f"{PREFIX}/users?tenant={changed.tenant_code}", status_code=303)
+
+    async def _reset(
+        self,
+        request: Request[Any, Any, State],
+        conn: Conn,
+        state: State,
+        who: Principal,
+        login: str,
+    ) -> Template:
+        """重置密码: the user's new one-time link, shown once on the users page."""
+        user = await users.managed(conn, who, login)  # 404 outside the subtree
+        try:
+            async with conn.transaction():
+                made = await users.reset_password(
+                    conn, who, login, str(request.base_url), state.settings.users
+                )
+        except ApiError as exc:
+            if isinstance(exc, NotFound):
+                raise
+            return await _users_page(conn, who, user.tenant_code, exc.status_code, error=exc.detail)
+        return await _users_page(conn, who, user.tenant_code, 200, invited=made, reset=True)
 
     @get("/t/{code:str}")
     async def overview(
@@ -693,6 +756,7 @@ async def _users_page(
     error: str | None = None,
     form: InviteForm | None = None,
     invited: NewInvite | None = None,
+    reset: bool = False,
 ) -> Template:
     tenant = await tenants.get_visible(conn, who, code)
     listed = await users.list_users(conn, who, tenant.code)
@@ -705,6 +769,7 @@ async def _users_page(
         error=error,
         form=form,
         invited=invited,
+        reset=reset,
         roles=ROLE_FIELDS,
         grantable={f for f, r in ROLE_FIELDS.items() if ROLE_SCOPES[r] <= who.scopes},
     )

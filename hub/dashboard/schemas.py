@@ -37,6 +37,7 @@ class CodeForm(msgspec.Struct, frozen=True):
 class PasswordForm(msgspec.Struct, frozen=True):
     password: _Secret = ""
     confirm: _Secret = ""
+    current: _Secret = ""  # a change of one's own password (not an invite's first)
 
 
 class InviteForm(msgspec.Struct, frozen=True):

@@ -76,6 +76,10 @@ RETURNING id
 # A sign-in's outcome: the failures so far and the lock they earned (0 and NULL: a success).
 RECORD_ATTEMPT = "UPDATE users SET failed_attempts = $2, locked_until = $3 WHERE id = $1"
 
+# Every console session of user $1 ends but the one $2 (NULL: all of them), when their
+# password changes or is reset.
+END_SESSIONS_OF = "DELETE FROM dashboard_sessions WHERE user_id = $1 AND id IS DISTINCT FROM $2"
+
 SET_PASSWORD = """
 UPDATE users SET password_hash = $2, failed_attempts = 0, locked_until = NULL WHERE id = $1
 """

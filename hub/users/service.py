@@ -353,6 +353,34 @@ async def accept_invite(
     return user
 
 
+async def reset_password(
+    conn: asyncpg.Connection, who: Principal, login: str, base_url: str, rules: UsersSettings
+) -> NewInvite:
+    """An admin resets a user's password (of the caller's subtree, holding no role the caller
+    lacks, never the caller): the old one stops working, every session of theirs ends, and a new
+    one-time link (shown once) lets them set another. Logged as `user.reset`."""
+    user = await managed(conn, who, login)
+    if user.id == who.user_id:
+        raise Forbidden("不能重置自己的密码：请在“我的会话”页修改密码")
+    _refuse_grant(who, roles_of(user), "管理持有")
+    if user.disabled:
+        raise Conflict("账户已停用：请先启用再重置密码")
+    await conn.execute(sql.SET_PASSWORD, user.id, None)
+    await conn.execute(sql.END_SESSIONS_OF, user.id, None)
+    token, expires = await _new_invite(conn, user.id, who.actor, rules)
+    await oplog.record(
+        conn, who, "user.reset", tenant_id=user.tenant_id, object=f"user:{user.login}"
+    )
+    found = await get(conn, user.id)
+    assert found is not None
+    return NewInvite(
+        user=to_user(found),
+        invite_path=f"{INVITE_PREFIX}{token}",
+        invite_url=f"{base_url.rstrip('/')}{INVITE_PREFIX}{token}",
+        expires_at=expires,
+    )
+
+
 # --- sign-in -----------------------------------------------------------------------------------
 
 
@@ -405,6 +433,30 @@ async def sign_in(
     if _HASHER.check_needs_rehash(user.password_hash):
         await conn.execute(sql.SET_PASSWORD, user.id, await hash_password(password))
     return user
+
+
+async def change_password(
+    conn: asyncpg.Connection, who: Principal, current: str, new: str, rules: UsersSettings
+) -> ApiError | None:
+    """The signed-in person's new password, once their current one is right; their other
+    sessions end. A wrong current password counts as a failed sign-in (the same lockout): the
+    refusal is returned, not raised, so that its count is committed. Logged as
+    `user.password`."""
+    user = await get(conn, who.user_id) if who.user_id is not None else None
+    if user is None:
+        raise Forbidden("只有用户账户可以修改密码")
+    checked = await sign_in(conn, user.login, current, rules)
+    if isinstance(checked, SignInRefused):
+        return Invalid("当前密码不正确", fields=[{"key": "current", "message": "wrong"}])
+    if isinstance(checked, ApiError):
+        return checked
+    check_password(new, user.login, user.display_name, user.phone, rules.password_min)
+    await conn.execute(sql.SET_PASSWORD, user.id, await hash_password(new))
+    await conn.execute(sql.END_SESSIONS_OF, user.id, who.session_id)
+    await oplog.record(
+        conn, who, "user.password", tenant_id=user.tenant_id, object=f"user:{user.login}"
+    )
+    return None
 
 
 # --- the second factor -------------------------------------------------------------------------

@@ -125,6 +125,9 @@ def _schema(spec: dict[str, Any]) -> Schema:
     def each(key: str) -> list[Schema] | None:
         return [_schema(s) for s in spec[key]] if key in spec else None
 
+    def inner(key: str) -> Schema | None:
+        return _schema(spec[key]) if isinstance(spec.get(key), dict) else None
+
     return Schema(
         type=OpenAPIType(spec["type"]) if "type" in spec else None,
         required=spec.get("required"),
@@ -133,6 +136,10 @@ def _schema(spec: dict[str, Any]) -> Schema:
         max_length=spec.get("maxLength"),
         pattern=spec.get("pattern"),
         properties={k: _schema(v) for k, v in spec.get("properties", {}).items()} or None,
+        items=inner("items"),
+        additional_properties=inner("additionalProperties"),
+        property_names=inner("propertyNames"),
+        max_properties=spec.get("maxProperties"),
         all_of=each("allOf"),
         any_of=each("anyOf"),
         one_of=each("oneOf"),
@@ -147,7 +154,8 @@ _INNER = {
     "additionalProperties": "additional_properties",
     "propertyNames": "property_names",
 }
-_CONSTRAINTS = {"minLength", "maxLength", "pattern"}
+# (A dict of dicts, a send's `values`, has them one level further down.)
+_CONSTRAINTS = {"minLength", "maxLength", "pattern", "maxProperties", "propertyNames"}
 
 
 def _nested_constraints(struct: type[msgspec.Struct], schema: Schema) -> None:

@@ -11,7 +11,8 @@ for a key or person holding messages:urgent), a time, and "ask for a reply".
   预览 button, without JavaScript) or, asked with the header `X-Fragment: 1` by compose.js, as
   the preview region alone.
 - `POST /dashboard/compose/roster` reads a roster file (CSV/XLSX, the contacts import's parser)
-  and adds its phones to the pasted numbers, showing each unusable row with its line first.
+  and adds its phones to the pasted numbers, showing each unusable row with its line first; its
+  names and other columns ride along (a hidden field, the API's `values`) for {姓名} and the like.
 - `POST /dashboard/compose/send` sends through the API's service (`create_send` under
   `followup.once`, the Idempotency-Key layer): the form's hidden random token is its key, so a
   double click, or the browser posting the form again, makes one send. Then to the send's page.
@@ -82,8 +83,11 @@ FIELDS = (
     "priority",
     "send_at",
     "reply",
+    "people",
 )
 MAX_FIELD = 1_000_000
+# A roster file's values carried in the form at most (larger: import the roster first).
+MAX_PEOPLE = 500_000
 # Contacts picked on the roster page at most (a send's tags reach more).
 MAX_PICKED = 1_000
 
@@ -102,6 +106,7 @@ class Composed(msgspec.Struct, frozen=True):
     priority: str = "normal"
     send_at: str = ""
     reply: str = ""
+    people: str = ""  # a roster file's values by phone, JSON (the API's `values`)
 
 
 async def _composed(request: Request[Principal, Any, State]) -> Composed:
@@ -139,6 +144,16 @@ def _contact_ids(text: str) -> list[int]:
     return list(dict.fromkeys(int(i) for i in ids))
 
 
+def _people(text: str) -> dict[str, dict[str, str]]:
+    """The form's carried roster values (hidden field `people`)."""
+    if not text:
+        return {}
+    try:
+        return msgspec.json.decode(text, type=dict[str, dict[str, str]])
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        raise Invalid("表单已失效，请重新导入名册") from None
+
+
 def _send_at(text: str) -> str | None:
     """A datetime-local field (Beijing time) as the API's RFC 3339."""
     if not text.strip():
@@ -165,6 +180,8 @@ def send_request(form: Composed) -> SendRequest:
         "priority": form.priority or "normal",
         "reply_wanted": form.reply == "1",
     }
+    if form.people:
+        raw["values"] = _people(form.people)
     if template:
         raw["template"] = int(template)
         raw["vars"] = _variables(form.vars)
@@ -204,10 +221,14 @@ async def _form_context(conn: Conn, who: Principal, form: Composed) -> dict[str,
     }
 
 
-def _roster_phones(rows: list[Row]) -> tuple[list[str], list[tuple[int, str]]]:
-    """The phones of a roster's rows, and each row that has none usable, with its line."""
+def _roster_phones(
+    rows: list[Row],
+) -> tuple[list[str], list[tuple[int, str]], dict[str, dict[str, str]]]:
+    """The phones of a roster's rows, each row that has none usable (with its line), and each
+    phone's values for a body's placeholders: its name (as 姓名 and name) and other columns."""
     phones: list[str] = []
     problems: list[tuple[int, str]] = []
+    values: dict[str, dict[str, str]] = {}
     for row in rows:
         if row.problem:
             problems.append((row.line, row.problem))
@@ -217,7 +238,9 @@ def _roster_phones(rows: list[Row]) -> tuple[list[str], list[tuple[int, str]]]:
             problems.append((row.line, f"{row.phone or '（空）'}：{reject_word(recipient.reason)}"))
         else:
             phones.append(row.phone)
-    return phones, problems
+            names = dict.fromkeys(contacts.NAME_VARIABLES, row.name) if row.name else {}
+            values[row.phone] = {k: v for k, v in (row.fields | names).items() if v}
+    return phones, problems, values
 
 
 async def _previewed(
@@ -241,6 +264,7 @@ async def _whole(conn: Conn, who: Principal, form: Composed, context: dict[str, 
         form = msgspec.structs.replace(form, token=secrets.token_urlsafe(18))
     context.setdefault("roster_problems", [])
     context.setdefault("roster_phones", None)
+    context.setdefault("roster_values", True)
     return _page("compose.html", who, form=form, **context, **await _form_context(conn, who, form))
 
 
@@ -298,10 +322,17 @@ class ComposeController(Controller):
             raise TooLarge(f"名册过大：{exc}") from exc
         except RosterError as exc:
             raise Invalid(f"名册无法读取：{exc}") from exc
-        phones, problems = _roster_phones(rows)
-        form = msgspec.structs.replace(form, to="\n".join(filter(None, [form.to.strip(), *phones])))
+        phones, problems, values = _roster_phones(rows)
+        values = _people(form.people) | values
+        people = msgspec.json.encode(values).decode()
+        carried = len(people) <= MAX_PEOPLE
+        form = msgspec.structs.replace(
+            form,
+            to="\n".join(filter(None, [form.to.strip(), *phones])),
+            people=people if carried else "",
+        )
         context = await _previewed(conn, who, form, state.settings)
-        context.update(roster_problems=problems, roster_phones=len(phones))
+        context.update(roster_problems=problems, roster_phones=len(phones), roster_values=carried)
         return await _whole(conn, who, form, context)
 
     @post("/send", status_code=303)

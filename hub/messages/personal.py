@@ -2,10 +2,11 @@
 as {职务}) filled in from each recipient's roster entry.
 
 A body (or a template's, once the send's `vars` are in) that still holds placeholders is
-personal: each recipient gets its own text, its segments counted on their own. A recipient whose
-roster entry lacks a value (or that the roster does not know) is rejected on its own
-(`missing_value`), as is one whose text comes out too long (`too_long`). A placeholder that no
-recipient's entry can fill is a mistake in the send, not a gap in the roster: 400, naming it.
+personal: each recipient gets its own text, its segments counted on their own. Its values are
+the send's own `values` for the phone (a roster file's columns, say) over what the caller's
+roster says of it. A recipient without a value is rejected on its own (`missing_value`), as is
+one whose text comes out too long (`too_long`). A placeholder that no recipient can fill is a
+mistake in the send, not a gap in the roster: 422, naming it.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import msgspec
 
 from hub.contacts import service as contacts
 from hub.errors import Invalid
-from hub.messages.numbers import Recipient, Rejected
+from hub.messages.numbers import Recipient, Rejected, normalize
 from hub.messages.segments import MAX_CHARACTERS, count_segments, signed
 from hub.templates.service import fill, variables
 from tenants.repository import TenantRow
@@ -54,6 +55,7 @@ async def personalise(
     recipients: list[Recipient],
     subtree: bool,
     template: bool,
+    given: dict[str, dict[str, str]],
 ) -> tuple[list[Recipient], list[Rejected], Personal | None]:
     """The recipients that can have their own text, those that cannot (rejected one by one) and
     the texts; None when the body has no placeholder left (one text for everyone)."""
@@ -61,6 +63,10 @@ async def personalise(
     if not names:
         return recipients, [], None
     roster = await contacts.roster_values(conn, tenant, [r.phone for r in recipients], subtree)
+    for raw, values in given.items():
+        recipient = normalize(raw)
+        if isinstance(recipient, Recipient):
+            roster[recipient.phone] = roster.get(recipient.phone, {}) | values
     unfilled = set(names)  # the placeholders no recipient has a value for
     kept: list[Recipient] = []
     rejected: list[Rejected] = []

@@ -56,6 +56,12 @@ class SendRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     # Or an approved template (the sender's own or an ancestor's) and its variables.
     template: Annotated[int, msgspec.Meta(ge=1, le=2**53)] | None = None
     vars: TemplateVars = {}
+    # Per-recipient values of placeholders left in the text ({姓名}…), by phone as written in
+    # `to`: over what the caller's roster says of the phone (hub.messages.personal).
+    values: Annotated[
+        dict[Annotated[str, msgspec.Meta(max_length=64)], TemplateVars],
+        msgspec.Meta(max_length=100_000),
+    ] = {}
     # "urgent" goes past quiet hours and ahead of every normal and bulk send; it needs a key
     # with the messages:urgent scope (403 otherwise).
     priority: Priority = "normal"

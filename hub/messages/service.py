@@ -302,7 +302,14 @@ async def _plan(
         raise _too_long(text)
     recipients, rejected, repeats, submitted = await _recipients(conn, tenant, request)
     recipients, unfilled, own = await personal.personalise(
-        conn, tenant, signature, body, recipients, request.subtree, request.template is not None
+        conn,
+        tenant,
+        signature,
+        body,
+        recipients,
+        request.subtree,
+        request.template is not None,
+        request.values,
     )
     opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients])
     return _Plan(

@@ -189,3 +189,41 @@ async def test_a_name_that_makes_the_text_too_long_rejects_that_recipient(
     assert sent.status_code == 202, sent.text
     assert sent.json()["rejected"] == [{"to": "+8613800138000", "reason": "too_long"}]
     assert sent.json()["counts"]["accepted"] == 1
+
+
+async def test_values_given_with_the_send_go_over_the_roster(
+    client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str
+) -> None:
+    await _import(client, county_key)
+    sent = await client.post(
+        "/v1/messages",
+        json={
+            "to": ["13800138000", "+86 139 0000 1111", "12345"],
+            "body": "{姓名}同志：{地点}开会",
+            "values": {
+                "139 0000 1111": {"姓名": "赵六", "地点": "二楼"},
+                "13800138000": {"地点": "三楼"},  # 姓名 from the roster: 张三
+                "12345": {"姓名": "无效号码"},
+            },
+        },
+        headers=bearer(county_key),
+    )
+    assert sent.status_code == 202, sent.text
+    assert sent.json()["rejected"] == [{"to": "12345", "reason": "invalid"}]
+    bodies = {
+        r["phone"]: r["body"] for r in await live_db.fetch("SELECT phone, body FROM messages")
+    }
+    assert bodies == {
+        "+8613800138000": "张三同志：三楼开会",
+        "+8613900001111": "赵六同志：二楼开会",
+    }
+    refused = await client.post(
+        "/v1/messages",
+        json={
+            "to": ["13800138000"],
+            "body": "{姓名}",
+            "values": {"13800138000": {"姓名": "a\x01"}},
+        },
+        headers=bearer(county_key),
+    )
+    assert refused.status_code == 422

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import asyncpg
@@ -256,3 +257,42 @@ async def test_contacts_picked_on_the_roster_page_each_read_their_own_name(
         "/dashboard/compose/preview", data={**form, "contacts": "1,x"}, headers=SAME_ORIGIN
     )
     assert "所选联系人无效" in refused.text
+
+
+async def test_a_roster_files_names_fill_its_recipients_text(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, tree: None
+) -> None:
+    page = await _sender(client, conn)
+    roster = "姓名,手机,职务\n张三,13800138000,支部书记\n王五,186 1234 5678,\n".encode()
+    form = {"token": _token(page), "to": "13311112222", "body": "{姓名}同志：明早八点开会"}
+    read = await client.post(
+        "/dashboard/compose/roster",
+        data=form,
+        files={"roster": ("名册.csv", roster, "text/csv")},
+        headers=SAME_ORIGIN,
+    )
+    assert read.status_code == 200, read.text
+    assert "正文可用名册中的 {姓名} 等列" in read.text
+    # The pasted number is nobody in the file nor the roster: refused on its own.
+    assert "13311112222：名册中缺少内容所需的变量" in read.text
+    assert re.search(r'id="pv-recipients">2<', read.text)
+    people = re.search(r'name="people" id="people" value="([^"]*)"', read.text)
+    assert people is not None
+    form |= {
+        "to": "13311112222\n13800138000\n186 1234 5678",
+        "people": html.unescape(people[1]),
+    }
+    sent = await client.post("/dashboard/compose/send", data=form, headers=SAME_ORIGIN)
+    assert sent.status_code == 303, sent.text
+    send_id = int(sent.headers["location"].rsplit("/", 1)[1])
+    bodies = await conn.fetch(
+        "SELECT phone, body FROM messages WHERE send_id = $1 ORDER BY phone", send_id
+    )
+    assert [(r["phone"], r["body"]) for r in bodies] == [
+        ("+8613800138000", "张三同志：明早八点开会"),
+        ("+8618612345678", "王五同志：明早八点开会"),
+    ]
+    broken = await client.post(
+        "/dashboard/compose/preview", data={**form, "people": "{not json"}, headers=SAME_ORIGIN
+    )
+    assert "表单已失效，请重新导入名册" in broken.text

@@ -5,8 +5,9 @@ step go to test-artifacts/journey-*.png.
 1. A 发送 person's day: the roster imported (two bad lines shown with their line and why, in
    Chinese), a notice to the tag 书记 with `{姓名}` and "ask for a reply", the preview's numbers
    equal to what the API answers for the same request, sent through a carrier (the fake
-   Alibaba-style provider over HTTP, tests/peers/aliyun.py) by a running worker, receipts and a
-   reply arriving through the gateway callbacks the carrier calls, and a reminder to the rest.
+   Alibaba-style provider over HTTP, tests/peers/aliyun.py) by a running worker, each phone
+   reading its own name, receipts and a reply arriving through the gateway callbacks the
+   carrier calls, and a reminder to exactly the rest.
 2. A 发送 person reaches no administration, and the API agrees: every console page and form
    and every API route the app serves is asked (the lists come from the app's own routes).
 3. The second factor: an admin with the right password and no code opens nothing; wrong codes
@@ -56,7 +57,8 @@ SECRET = "journey-gateway-secret"
 SENDER = "jj.sender"  # 发送 in 锦江区 (510104)
 ADMIN = "sc.admin"  # 管理 in 四川省 (510000): owes the SMS code
 ADMIN_PHONE = "+8613700137000"
-BODY = "{姓名}同志：请于周五下午三点到三楼会议室开会，回复1确认参会"
+NOTICE = "同志：请于周五下午三点到三楼会议室开会，回复1确认参会"
+BODY = "{姓名}" + NOTICE
 # Line 1 is the header; line 4 has a bad phone, line 5 no name; 孙七 is no 书记.
 ROSTER = (
     "姓名,手机,标签\n"
@@ -253,6 +255,9 @@ async def test_a_senders_day_roster_notice_receipts_reply_and_reminder(
     }
     for selector, want in shown.items():
         assert (await page.inner_text(selector)).strip() == want, selector
+    example = (await page.inner_text("#preview-example")).strip()
+    assert example == f"示例（第一位收件人收到）：{preview['example']}"
+    assert preview["example"].startswith("【锦江区】张三同志：")  # the roster's first 书记
     assert preview["counts"]["accepted"] == 3
     token = await page.input_value("#compose-form input[name=token]")
 
@@ -287,7 +292,9 @@ async def test_a_senders_day_roster_notice_receipts_reply_and_reminder(
     async with running_worker(journey.settings):
         # The carrier takes the three; its receipts come back through the hub's callback.
         await eventually(lambda: len(fake.sent) == 3, patience=30)
+        # Each secretary got the notice with their own name (the roster's 姓名 for `{姓名}`).
         received = {s.phone: s.text for s in fake.sent}
+        assert received == {p: f"【锦江区】{name}{NOTICE}" for p, name in SECRETARIES.items()}
         await _statuses(journey.dsn, send_id, {"sent": 3})
         pushed = await fake.push(f"{url}/v1/gateways/ali/receipts?secret={SECRET}", fake.reports())
         assert pushed[-1].acknowledged
@@ -338,13 +345,12 @@ async def test_a_senders_day_roster_notice_receipts_reply_and_reminder(
             )
         assert sorted(m["phone"] for m in listed.json()["items"]) == rest
         await eventually(lambda: len(fake.sent) == 5, patience=30)  # let the worker finish
+        reminded = {s.phone: s.text for s in fake.sent[3:]}
     await context.close()
-
-    # Each secretary got the notice with their own name. Per-recipient roster variables are
-    # being built on main: until they land, the phones get `{姓名}` as it was written.
-    assert received == {
-        phone: f"【锦江区】{name}同志：请于周五下午三点到三楼会议室开会，回复1确认参会"
+    assert reminded == {
+        phone: f"【锦江区】提醒：{name}{NOTICE}"
         for phone, name in SECRETARIES.items()
+        if phone != REPLIER
     }
 
 

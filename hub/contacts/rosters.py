@@ -33,7 +33,7 @@ from openpyxl.xml.constants import SHARED_STRINGS as SHARED_STRINGS_TYPE
 from openpyxl.xml.constants import SHEET_MAIN_NS
 from openpyxl.xml.functions import iterparse
 
-from hub.inputs import control_problem
+from hub.inputs import CONTROL, control_problem
 from hub.settings import ContactsSettings
 
 COLUMNS = {
@@ -142,8 +142,10 @@ class Row(msgspec.Struct, frozen=True):
     tags: list[str]
     joined_on: str  # raw; parsed by parse_date
     fields: dict[str, str]
-    # Why the row cannot be stored whatever its values (a control character in a cell).
+    # Why the row cannot be stored whatever its values (a control character in a cell), and
+    # the same in Chinese for the console.
     problem: str | None = None
+    problem_words: str | None = None
 
 
 def decode_csv(data: bytes) -> str:
@@ -400,6 +402,7 @@ def _rows(data: bytes, limits: ContactsSettings) -> Iterator[Row]:
             index = columns.get(column)
             return cells[index].strip() if index is not None and index < len(cells) else ""
 
+        refused = _cells_problem(header, cells)
         yield Row(
             line=line,
             name=get("name"),
@@ -411,15 +414,22 @@ def _rows(data: bytes, limits: ContactsSettings) -> Iterator[Row]:
                 for i, v in enumerate(cells)
                 if i not in known and i < len(header) and header[i].strip() and v.strip()
             },
-            problem=_cells_problem(header, cells),
+            problem=refused[0] if refused else None,
+            problem_words=refused[1] if refused else None,
         )
 
 
-def _cells_problem(header: list[str], cells: list[str]) -> str | None:
+def _cells_problem(header: list[str], cells: list[str]) -> tuple[str, str] | None:
+    """Why a row's first cell holding a control character refuses it: (in English, in Chinese),
+    or None."""
     for index, cell in enumerate(cells):
-        if problem := control_problem(cell):
-            title = header[index].strip() if index < len(header) else ""
-            return f"column {title or index + 1}: {problem}"
+        found = CONTROL.search(cell)
+        if found is None:
+            continue
+        title = header[index].strip() if index < len(header) else ""
+        column = f"“{title}”列" if title else f"第 {index + 1} 列"
+        words = f"{column}含控制字符 U+{ord(found[0]):04X}（第 {found.start() + 1} 个字符）"
+        return f"column {title or index + 1}: {control_problem(cell)}", words
     return None
 
 

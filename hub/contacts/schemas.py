@@ -16,6 +16,8 @@ Tag = Annotated[str, msgspec.Meta(max_length=50, pattern=LINE_PATTERN)]
 class RowProblem(msgspec.Struct, frozen=True):
     line: int
     reason: str
+    # The same reason in Chinese, as the console shows it ("姓名为空", "手机号 12345：号码无效").
+    words: str = ""
 
 
 class ImportResult(msgspec.Struct, frozen=True):

@@ -29,6 +29,7 @@ from hub.contacts.schemas import (
 )
 from hub.errors import Invalid, NotFound
 from hub.messages.numbers import Rejected, normalize
+from hub.messages.reasons import reject_word
 from hub.oplog import service as oplog
 from hub.settings import ContactsSettings
 from tenants import service as tenants
@@ -36,21 +37,25 @@ from tenants.repository import TenantRow
 from tenants.service import Principal
 
 
-def _check(row: Row) -> tuple[list[Any], None] | tuple[None, str]:
-    """The row as columns to store, or why it cannot be stored."""
+def _check(row: Row) -> tuple[list[Any], None] | tuple[None, tuple[str, str]]:
+    """The row as columns to store, or why it cannot be stored (in English for the API's
+    `reason`, in Chinese for the console's `words`)."""
     if row.problem:
-        return None, row.problem
+        return None, (row.problem, row.problem_words or row.problem)
     if not row.name:
-        return None, "name is empty"
+        return None, ("name is empty", "姓名为空")
     if len(row.name) > 100:
-        return None, "name is longer than 100 characters"
+        return None, ("name is longer than 100 characters", "姓名超过 100 个字")
     recipient = normalize(row.phone)
     if isinstance(recipient, Rejected):
-        return None, f"phone {row.phone!r}: {recipient.reason.replace('_', ' ')}"
+        return None, (
+            f"phone {row.phone!r}: {recipient.reason.replace('_', ' ')}",
+            f"手机号 {row.phone or '（空）'}：{reject_word(recipient.reason)}",
+        )
     try:
         joined = parse_date(row.joined_on)
     except ValueError as exc:
-        return None, f"joined_on: {exc}"
+        return None, (f"joined_on: {exc}", f"入党日期 {row.joined_on} 无法识别（应如 2021-07-01）")
     fields = msgspec.json.encode(row.fields).decode()
     return [recipient.phone, row.name, row.tags, joined, fields], None
 
@@ -83,14 +88,17 @@ def check_roster(roster: list[Row]) -> Checked:
     rows = 0
     for row in roster:
         rows += 1
-        columns, reason = _check(row)
+        columns, why = _check(row)
         if columns is None:
-            problems.append(RowProblem(line=row.line, reason=reason or "invalid"))
+            reason, words = why or ("invalid", "无效")
+            problems.append(RowProblem(line=row.line, reason=reason, words=words))
             continue
         phone = columns[0]
         if phone in valid:
             earlier = valid[phone][0]
-            problems.append(RowProblem(line=earlier, reason=f"same phone again on line {row.line}"))
+            again = f"same phone again on line {row.line}"
+            words = f"手机号与第 {row.line} 行相同（以第 {row.line} 行为准）"
+            problems.append(RowProblem(line=earlier, reason=again, words=words))
         valid[phone] = (row.line, columns)
     problems.sort(key=lambda p: p.line)
     return Checked(rows=rows, valid=valid, problems=problems)

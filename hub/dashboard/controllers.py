@@ -143,6 +143,7 @@ def template_config() -> TemplateConfig[JinjaTemplateEngine]:
         Scope=Scope,
         may=lambda who, need: grants(who.scopes, need),
         may_review=service.may_review,
+        holder=service.holder,
         scope_for=scope_for,
     )
     return TemplateConfig(instance=JinjaTemplateEngine.from_environment(env))

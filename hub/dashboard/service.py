@@ -273,9 +273,14 @@ def may_review(who: Principal) -> bool:
     return may(who, reviewing(who, "template")) or may(who, reviewing(who, "signature"))
 
 
+def holder(who: Principal) -> str:
+    """Who lacks a scope, in a refusal's words: a key, or a person's roles."""
+    return "此密钥" if who.key_id is not None else "您的角色"
+
+
 def require(who: Principal, need: Needs, doing: str) -> None:
     if not may(who, need):
-        raise Forbidden(f"此密钥没有 {named(need)} 权限，不能{doing}")
+        raise Forbidden(f"{holder(who)}没有 {named(need)} 权限，不能{doing}")
 
 
 # --- overview ----------------------------------------------------------------------------

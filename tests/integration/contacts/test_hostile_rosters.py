@@ -290,6 +290,10 @@ async def test_control_characters_in_cells_reject_their_row(
         (3, f"column 姓名: contains the control character U+0000 at position 1 {ONLY}"),
         (4, f"column 职务: contains the control character U+001B at position 1 {ONLY}"),
     ]
+    assert [p["words"] for p in resp.json()["rejected"]] == [
+        "“姓名”列含控制字符 U+0000（第 2 个字符）",
+        "“职务”列含控制字符 U+001B（第 2 个字符）",
+    ]
     # XML cannot carry NUL, but DEL and C1 controls it can; a line break in a cell is fine.
     rows = HEADER + _cells(2, "赵\x7f六", "13800138003") + _cells(3, "钱\n七", "13800138004")
     resp = await _import(client, county, _xlsx({SHEET: _sheet(rows)}))

@@ -53,6 +53,13 @@ async def test_csv_in_every_encoding_excel_writes(
         (5, "name is empty"),
         (9, "joined_on"),
     ]
+    # The same reasons in Chinese, as the console's import preview shows them.
+    assert [p["words"] for p in result["rejected"]] == [
+        "手机号与第 7 行相同（以第 7 行为准）",
+        "手机号 12345：号码无效",
+        "姓名为空",
+        "入党日期 not a date 无法识别（应如 2021-07-01）",
+    ]
     rows = {r["name"]: r for r in await conn.fetch("SELECT * FROM contacts")}
     assert set(rows) == {"钱七", "李四", "赵六"}
     assert rows["李四"]["phone"] == "+8618612345678"

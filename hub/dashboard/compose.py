@@ -231,7 +231,7 @@ def _roster_phones(
     values: dict[str, dict[str, str]] = {}
     for row in rows:
         if row.problem:
-            problems.append((row.line, row.problem))
+            problems.append((row.line, row.problem_words or row.problem))
             continue
         recipient = normalize(row.phone)
         if isinstance(recipient, Rejected):

@@ -424,6 +424,7 @@ OTHER_FORMS = {
     "/dashboard/logout/everywhere",
     "/dashboard/sends/{send_id:int}/remind",
     "/dashboard/sends/{send_id:int}/resend",
+    "/dashboard/sessions/password",
     "/dashboard/sessions/{session_id:int}/end",
     "/dashboard/templates",
 }

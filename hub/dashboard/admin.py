@@ -5,8 +5,9 @@ pages (/dashboard/users, the tenant page's quota form).
 
 Each form calls what the API's route calls — tenants.admin (units, keys: the same rules and
 the same operation-log entries) and hub.delivery.webhooks — validates with the API's Structs,
-and asks the API's scopes: tenants:write for units, keys:write for keys, messages:write for
-the webhook. A tenant outside the signed-in subtree is 404."""
+and asks the API's scopes: tenants:write for units, keys:write for keys. The webhook (where the
+tenant's replies go) is 管理's too, tenants:write: the API's messages:write is a system's key,
+and people do not use the API. A tenant outside the signed-in subtree is 404."""
 
 from __future__ import annotations
 
@@ -172,7 +173,7 @@ class AdminPages(Controller):
 
     @get("/webhook")
     async def webhook(self, conn: Conn, who: Viewer, tenant: CodeQuery = "") -> Template:
-        service.require(who, Scope.MESSAGES_WRITE, "设置回调地址")
+        service.require(who, Scope.TENANTS_WRITE, "设置回调地址")
         return await _webhook_page(conn, who, tenant or who.tenant_code)
 
     @post("/webhook", status_code=303)
@@ -186,7 +187,7 @@ class AdminPages(Controller):
         action: Annotated[Literal["set", "delete"], QueryParameter()] = "set",
     ) -> Response[Any]:
         same_origin(request)
-        service.require(who, Scope.MESSAGES_WRITE, "设置回调地址")
+        service.require(who, Scope.TENANTS_WRITE, "设置回调地址")
         code = data.tenant or who.tenant_code
         await tenants.get_visible(conn, who, code)
         try:

@@ -363,9 +363,8 @@ SENDER_PAGES = {
     "/dashboard": 200,
     "/dashboard/admin/keys": 403,
     "/dashboard/admin/units": 403,
-    # messages:write, the API's rule for PUT /v1/tenants/{code}/webhook (docs/ARCHITECTURE.md,
-    # "Reviews and administration in the console"): a 发送 person may set it.
-    "/dashboard/admin/webhook": 200,
+    # Where the tenant's replies go: 管理's (tenants:write) in the console.
+    "/dashboard/admin/webhook": 403,
     "/dashboard/billing": 403,
     "/dashboard/billing/{period:str}/statement.csv": 403,
     "/dashboard/billing/{period:str}/statement.xlsx": 403,
@@ -399,6 +398,7 @@ ADMIN_FORMS = {
     "/dashboard/admin/keys/{prefix:str}/revoke",
     "/dashboard/admin/units",
     "/dashboard/admin/units/{code:str}/status",
+    "/dashboard/admin/webhook",
     "/dashboard/reviews/signatures/{item_id:int}",
     "/dashboard/reviews/templates/{item_id:int}",
     "/dashboard/signatures",
@@ -407,7 +407,6 @@ ADMIN_FORMS = {
     "/dashboard/users/{login:str}",
 }
 OTHER_FORMS = {
-    "/dashboard/admin/webhook",  # messages:write, as the API (above)
     "/dashboard/code",
     "/dashboard/code/send",
     "/dashboard/compose/preview",

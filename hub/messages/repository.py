@@ -182,7 +182,8 @@ SELECT status::text AS status, count(*) AS n FROM messages WHERE send_id = $1 GR
 """
 
 
-# A page of a send's messages (as MessageView) after the cursor $2, of status $4 (NULL: all),
+# A page of a send's messages (as MessageView, with the name the sender's roster has for the
+# phone) after the cursor $2, of status $4 (NULL: all),
 # for a caller whose subtree is the path $5: the copy a message was deduplicated against is named
 # only when its tenant is in that subtree; any other sender stays anonymous. `replied`: whether
 # the phone replied to one of the sends $6 (the send's family; NULL: not asked, not shown), and
@@ -193,8 +194,9 @@ SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.segments,
        CASE WHEN v.inside THEN d.code END AS duplicate_tenant,
        CASE WHEN v.inside THEN 'subtree' WHEN NOT v.inside THEN 'another_sender' END
            AS duplicate_source,
-       m.error, r.replied, m.updated_at
+       m.error, r.replied, m.updated_at, c.name
 FROM messages m
+LEFT JOIN contacts c ON c.tenant_id = m.tenant_id AND c.phone = m.phone
 LEFT JOIN tenants d ON d.id = m.duplicate_tenant_id
 LEFT JOIN LATERAL (SELECT d.path >= $5 AND d.path < $5 || '~' AS inside) v ON true
 LEFT JOIN LATERAL (

@@ -180,6 +180,8 @@ class QuietHoursView(msgspec.Struct, frozen=True):
 class MessageView(msgspec.Struct, frozen=True):
     id: int
     phone: str
+    # The phone's name in the sending tenant's roster (null: not in it).
+    name: str | None
     carrier: str
     status: str
     segments: int

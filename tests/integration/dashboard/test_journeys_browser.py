@@ -328,7 +328,8 @@ async def test_a_senders_day_roster_notice_receipts_reply_and_reminder(
         )
         assert answered == {f"+86{p}": "是" if p == REPLIER else "否" for p in SECRETARIES}
         rest = sorted(f"+86{p}" for p in SECRETARIES if p != REPLIER)
-        assert sorted((await page.inner_text("#waiting")).split("、")) == rest
+        waiting = sorted(f"+86{p}（{n}）" for p, n in SECRETARIES.items() if p != REPLIER)
+        assert sorted((await page.inner_text("#waiting")).split("、")) == waiting
         assert (await page.inner_text("#waiting-count")).strip() == "未回复 2 人"
         await shot(page, "journey-1-07-replied")
 

@@ -78,6 +78,12 @@ async def test_each_recipient_reads_their_own_name(
     outbox = {r["phone"]: r["text"] for r in await live_db.fetch("SELECT phone, text FROM outbox")}
     assert outbox == texts
     assert await live_db.fetchval("SELECT used_part FROM quota_reservations") == 4
+    listed = await client.get(f"/v1/messages/{answer['id']}/recipients", headers=bearer(county_key))
+    assert {(m["phone"], m["name"]) for m in listed.json()["items"]} == {
+        ("+8613800138000", "张三"),
+        ("+8618612345678", "李四"),
+        ("+8613311112222", "欧阳长名字同志代表"),
+    }
     assert await audit_clean(live_db) == []
 
 

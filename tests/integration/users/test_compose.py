@@ -24,6 +24,16 @@ def _token(page: str) -> str:
     return found[1]
 
 
+async def _upload(client: httpx.AsyncClient, form: dict[str, str], roster: bytes) -> httpx.Response:
+    """The compose form posted with a roster file (导入名册)."""
+    return await client.post(
+        "/dashboard/compose/roster",
+        data=form,
+        files={"roster": ("名册.csv", roster, "text/csv")},
+        headers=SAME_ORIGIN,
+    )
+
+
 async def _sender(client: httpx.AsyncClient, conn: asyncpg.Connection) -> str:
     await make_user(conn, "510104", "sender", {Role.SEND})
     await signed_in(client, conn, "sender")
@@ -151,12 +161,7 @@ async def test_a_roster_file_adds_its_phones_and_shows_bad_lines(
     page = await _sender(client, conn)
     roster = "姓名,手机,标签\n张三,13800138000,书记\n李四,12345,\n王五,186 1234 5678,\n".encode()
     form = {"token": _token(page), "to": "13311112222", "body": "支部会议"}
-    read = await client.post(
-        "/dashboard/compose/roster",
-        data=form,
-        files={"roster": ("名册.csv", roster, "text/csv")},
-        headers=SAME_ORIGIN,
-    )
+    read = await _upload(client, form, roster)
     assert read.status_code == 200, read.text
     assert '<li data-line="3">第 3 行：12345：号码无效</li>' in read.text
     assert 'id="roster-added">已从名册加入 2 个号码' in read.text
@@ -265,12 +270,7 @@ async def test_a_roster_files_names_fill_its_recipients_text(
     page = await _sender(client, conn)
     roster = "姓名,手机,职务\n张三,13800138000,支部书记\n王五,186 1234 5678,\n".encode()
     form = {"token": _token(page), "to": "13311112222", "body": "{姓名}同志：明早八点开会"}
-    read = await client.post(
-        "/dashboard/compose/roster",
-        data=form,
-        files={"roster": ("名册.csv", roster, "text/csv")},
-        headers=SAME_ORIGIN,
-    )
+    read = await _upload(client, form, roster)
     assert read.status_code == 200, read.text
     assert "正文可用名册中的 {姓名} 等列" in read.text
     # The pasted number is nobody in the file nor the roster: refused on its own.

@@ -45,9 +45,10 @@ LIMIT 1000
 """
 
 # What the roster says of each of the phones $2 (its name and free fields), from the tenant at
-# path $1 or, with $3, from its whole subtree: the nearest tenant's contact of a phone wins.
+# path $1 or, with $3, from its whole subtree: the nearest tenant's contact of a phone wins;
+# `own`: it is the tenant's own.
 ROSTER_ENTRIES = """
-SELECT DISTINCT ON (c.phone) c.phone, c.name, c.fields::text AS fields
+SELECT DISTINCT ON (c.phone) c.phone, c.name, c.fields::text AS fields, t.path = $1 AS own
 FROM contacts c JOIN tenants t ON t.id = c.tenant_id
 WHERE c.phone = ANY($2::text[])
   AND (CASE WHEN $3 THEN t.path >= $1 AND t.path < $1 || '~' ELSE t.path = $1 END)

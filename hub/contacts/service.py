@@ -320,12 +320,13 @@ async def roster_values(
 ) -> dict[str, dict[str, str]]:
     """Per phone that the roster knows (the tenant's own, or with `subtree` its whole subtree's,
     the nearest tenant's contact first), the values a send's placeholders can take from it: its
-    free fields, and its name as 姓名 and name."""
+    name as 姓名 and name, and, from the tenant's own roster only, its free fields (a unit's
+    own columns, 身份证 say, are not for the tenants above it to fill in and read back)."""
     values: dict[str, dict[str, str]] = {}
     for start in range(0, len(phones), ENTRIES_CHUNK):
         chunk = phones[start : start + ENTRIES_CHUNK]
         for r in await conn.fetch(sql.ROSTER_ENTRIES, tenant.path, chunk, subtree):
-            fields = msgspec.json.decode(r["fields"], type=dict[str, str])
+            fields = msgspec.json.decode(r["fields"], type=dict[str, str]) if r["own"] else {}
             values[r["phone"]] = fields | dict.fromkeys(NAME_VARIABLES, r["name"])
     return values
 

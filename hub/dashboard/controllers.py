@@ -365,8 +365,8 @@ class DashboardController(Controller):
         if send_id is not None:
             await delivery.enqueue_send(db, state.redis, state.settings.delivery, send_id)
         target = CODE if owes else _safe_next(next) or f"{PREFIX}/"
-        if owes and problem:
-            target = f"{CODE}?problem={quote(problem)}"
+        if owes and problem:  # a word, not the text: the link cannot carry someone's words
+            target = f"{CODE}?problem=unsent"
         return Redirect(target, cookies=[_session_cookie(request, state, token)], status_code=303)
 
     @get("/code", opt={OWING_CODE: True})
@@ -374,9 +374,8 @@ class DashboardController(Controller):
         self, request: Request[Principal, Any, State], who: Viewer, problem: FromQuery[str] = ""
     ) -> Template:
         signed: service.Signed = request.auth
-        return _page(
-            "code.html", who, owes=signed.owes_code, error=problem[:200] or None, sent=False
-        )
+        error = UNSENT_CODE if problem == "unsent" else None
+        return _page("code.html", who, owes=signed.owes_code, error=error, sent=False)
 
     @post("/code", status_code=303, opt={OWING_CODE: True})
     async def enter_code(
@@ -735,6 +734,10 @@ def _invite_page(
     return _page("invite.html", None, status, user=view, token=token, error=error, minimum=minimum)
 
 
+# Why the code page has no code to ask for yet, after a sign-in whose code could not be sent.
+UNSENT_CODE = "验证码暂未发出（发送过于频繁，或平台暂时无法发送）：请稍后点“重新发送”"
+
+
 async def _send_code(
     conn: asyncpg.Connection, state: State, user: UserRow, session_id: int
 ) -> tuple[int | None, str]:
@@ -773,6 +776,12 @@ async def _users_page(
         reset=reset,
         roles=ROLE_FIELDS,
         grantable={f for f, r in ROLE_FIELDS.items() if ROLE_SCOPES[r] <= who.scopes},
+        # Whom the viewer may reset: not themself, nobody holding a role they lack.
+        resettable={
+            u.login
+            for u in listed
+            if u.login != who.login and all(ROLE_SCOPES[r] <= who.scopes for r in u.roles)
+        },
     )
 
 

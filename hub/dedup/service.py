@@ -91,13 +91,19 @@ def normalise_body(body: str) -> str:
     return _SPACE.sub(" ", unicodedata.normalize("NFKC", body)).strip()
 
 
-def content_keys(phones: Iterable[str], body: str | Mapping[str, str]) -> Iterator[bytes]:
+def content_keys(
+    phones: Iterable[str], body: str | Mapping[str, str], tenant_id: int | None = None
+) -> Iterator[bytes]:
     """Per phone, BLAKE2b-128 of phone ‖ NUL ‖ normalised body (the signature is not part of the
-    body); `body` one for every phone, or each phone's own (a personal send). One body is
-    normalised once per send: per recipient it was 41 % of the API's CPU."""
+    body). One body is normalised once per send: per recipient it was 41 % of the API's CPU.
+
+    A personal send's texts (`body` each phone's own, {姓名} filled in) are keyed within their
+    tenant, `tenant_id` ‖ NUL first: they dedup a retry, never another tenant's copy — whose
+    `deduplicated` would confirm a guess of the name another roster holds for a phone."""
     if not isinstance(body, str):
+        assert tenant_id is not None, "a personal send's keys are its tenant's"
         for phone in phones:
-            own = f"{phone}\x00{normalise_body(body[phone])}".encode()
+            own = f"{tenant_id}\x00{phone}\x00{normalise_body(body[phone])}".encode()
             yield hashlib.blake2b(own, digest_size=16).digest()
         return
     suffix = f"\x00{normalise_body(body)}".encode()
@@ -126,7 +132,8 @@ async def claim_send(
         return {}
     await conn.execute(sql.PREPARE_KEYS)
     await conn.copy_records_to_table(
-        "send_keys", records=in_turns(zip(content_keys(phones, body), phones, strict=True))
+        "send_keys",
+        records=in_turns(zip(content_keys(phones, body, tenant_id), phones, strict=True)),
     )
     window = float(window_seconds)
     await conn.execute(sql.CLAIM_FOR_SEND, send_id, tenant_id, window, due_at)
@@ -149,14 +156,18 @@ async def claim_send(
 
 
 async def would_hold(
-    conn: asyncpg.Connection, body: str | Mapping[str, str], phones: list[str], due_at: datetime
+    conn: asyncpg.Connection,
+    tenant_id: int,
+    body: str | Mapping[str, str],
+    phones: list[str],
+    due_at: datetime,
 ) -> set[str]:
     """Read-only (a preview): the phones among `phones` whose copy of `body`, due at `due_at`,
     `claim_send` would find held by another message, i.e. would be deduplicated."""
     held: set[str] = set()
     for start in range(0, len(phones), PREVIEW_CHUNK):
         chunk = phones[start : start + PREVIEW_CHUNK]
-        keys = list(content_keys(chunk, body))
+        keys = list(content_keys(chunk, body, tenant_id))
         held.update(r["phone"] for r in await conn.fetch(sql.HELD_FOR_PREVIEW, keys, chunk, due_at))
     return held
 

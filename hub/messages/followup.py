@@ -110,21 +110,40 @@ async def replies(
     return ReplyPage(items=items, next_after=items[-1].id if more and items else None)
 
 
-async def targets(conn: asyncpg.Connection, send: SendRow, kind: FollowKind) -> list[str]:
+async def targets(
+    conn: asyncpg.Connection, send: SendRow, kind: FollowKind
+) -> dict[str, str | None]:
     """Whom a follow-up of `send` goes to: its phones that have not replied to its family
-    (remind), or whose message did not arrive (resend)."""
+    (remind), or whose message did not arrive (resend); each with its message's own body (a
+    personal send's), else None."""
     if kind == "remind":
         rows = await conn.fetch(sql.NOT_REPLIED, send.id, await service.family(conn, send))
     else:
         rows = await conn.fetch(sql.UNREACHED, send.id)
-    return [r["phone"] for r in rows]
+    return {r["phone"]: r["body"] for r in rows}
 
 
-def _request(send: SendRow, kind: FollowKind, data: FollowUpRequest, to: list[str]) -> SendRequest:
+def _texts(
+    kind: FollowKind, data: FollowUpRequest, to: dict[str, str | None]
+) -> dict[str, str] | None:
+    """A follow-up of a personal send, without a text of its own, sends each phone the text
+    its message had (a reminder with its prefix): the first send's values are not kept, and
+    the roster may have changed since."""
+    if data.body is not None or not any(to.values()):
+        return None
+    prefix = REMIND_PREFIX if kind == "remind" else ""
+    return {phone: prefix + own for phone, own in to.items() if own is not None}
+
+
+def _request(
+    send: SendRow, kind: FollowKind, data: FollowUpRequest, to: list[str], personal: bool
+) -> SendRequest:
+    """The follow-up as a send's request; a personal send's texts are each checked on their
+    own (`_texts`)."""
     body = data.body
     if body is None:
         body = REMIND_PREFIX + send.body if kind == "remind" else send.body
-        if len(body) > MAX_CHARACTERS:  # the prefix made it too long: the text must be given
+        if len(body) > MAX_CHARACTERS and not personal:  # the prefix made it too long
             raise Invalid(
                 f"the reminder's default text is over {MAX_CHARACTERS} characters; give `body`",
                 fields=[{"key": "body", "message": "give the reminder's text", "source": "body"}],
@@ -156,7 +175,7 @@ async def follow_up(
     if not to:
         nobody = "everyone has replied" if kind == "remind" else "no message failed"
         raise Conflict(f"send {send.id}: {nobody}; nothing to send", nobody=kind)
-    request = _request(send, kind, data, to)
+    request = _request(send, kind, data, list(to), personal=any(to.values()))
     service.authorize(who, request)
     tenant = await get_by_id(conn, send.tenant_id)
     assert tenant is not None  # tenants are never deleted
@@ -167,6 +186,7 @@ async def follow_up(
         request,
         settings,
         follows=service.Follows(send.follows or send.id, kind),
+        texts=_texts(kind, data, to),
     )
     await oplog.record(conn, who, f"send.{kind}", **service.send_logged(tenant, accepted))
     return accepted

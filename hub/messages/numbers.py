@@ -28,6 +28,7 @@ Reason = Literal[
     "not_mobile",
     "unknown_contact",
     "missing_value",
+    "unfit_value",
     "too_long",
 ]
 _SEPARATORS = re.compile(r"[\s\-.()（）]")

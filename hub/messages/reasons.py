@@ -30,6 +30,7 @@ REJECT_WORDS = {
     "not_mobile": "非手机号码",
     "unknown_contact": "联系人不存在",
     "missing_value": "名册中缺少内容所需的变量（如姓名）",
+    "unfit_value": "名册中的变量含【】或控制字符",
     "too_long": "填入变量后内容过长",
 }
 

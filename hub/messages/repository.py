@@ -309,7 +309,7 @@ LIMIT $3
 # The phones of send $1 that have not replied to any of the sends $2 (its family): whom a
 # reminder goes to. Opted-out and cancelled messages are left out (they were never to go).
 NOT_REPLIED = """
-SELECT m.phone FROM messages m
+SELECT m.phone, m.body FROM messages m
 WHERE m.send_id = $1 AND m.status NOT IN ('opted_out', 'cancelled')
   AND NOT EXISTS (SELECT 1 FROM inbound i WHERE i.send_id = ANY($2::bigint[]) AND i.phone = m.phone)
 ORDER BY m.id
@@ -317,7 +317,7 @@ ORDER BY m.id
 
 # The phones of send $1 whose message did not arrive: whom a resend goes to.
 UNREACHED = """
-SELECT m.phone FROM messages m
+SELECT m.phone, m.body FROM messages m
 WHERE m.send_id = $1 AND m.status IN ('failed', 'undelivered', 'expired')
 ORDER BY m.id
 """

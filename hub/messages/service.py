@@ -32,7 +32,6 @@ from hub.errors import Conflict, Forbidden, Invalid, NotFound
 from hub.messages import personal
 from hub.messages import repository as sql
 from hub.messages.numbers import Recipient, Rejected, normalize_all_in_turns
-from hub.messages.personal import Personal
 from hub.messages.repository import SendRow
 from hub.messages.schedule import QuietHours, clock, held_until
 from hub.messages.schemas import (
@@ -54,7 +53,6 @@ from hub.quota import service as quota
 from hub.settings import Settings
 from hub.signatures import service as signatures
 from hub.templates import service as templates
-from hub.templates.service import variables
 from tenants.repository import TenantRow
 from tenants.scopes import Data, Scope, grants, scope_for
 from tenants.service import Principal, ancestry_paths, get_by_id
@@ -265,7 +263,7 @@ class _Plan(msgspec.Struct, frozen=True):
     submitted: int
     opted_out: set[str]
     # Each recipient's own text, when the body holds roster placeholders ({姓名}).
-    personal: Personal | None
+    personal: personal.Personal | None
 
     def segments_of(self, phone: str) -> int:
         return self.personal.segments[phone] if self.personal else self.segments.count
@@ -293,24 +291,30 @@ async def _plan(
     request: SendRequest,
     settings: Settings,
     now: datetime,
+    texts: dict[str, str] | None = None,
 ) -> _Plan:
+    """`texts`: each phone's own body, given whole (a follow-up of a personal send)."""
     signature = await signatures.for_sending(conn, tenant)
     timing = await _timing(conn, tenant, request, settings, now)
     body = await _body(conn, tenant, request)
     text = signed(signature, body)
-    if len(text) > MAX_CHARACTERS and not variables(body):  # a personal one: each on its own
-        raise _too_long(text)
+    own: personal.Personal | None
+    if len(text) > MAX_CHARACTERS and not (texts or templates.variables(body)):
+        raise _too_long(text)  # a personal one's texts are each checked on their own
     recipients, rejected, repeats, submitted = await _recipients(conn, tenant, request)
-    recipients, unfilled, own = await personal.personalise(
-        conn,
-        tenant,
-        signature,
-        body,
-        recipients,
-        request.subtree,
-        request.template is not None,
-        request.values,
-    )
+    if texts is not None:
+        recipients, unfilled, own = personal.own_texts(signature, body, recipients, texts)
+    else:
+        recipients, unfilled, own = await personal.personalise(
+            conn,
+            tenant,
+            signature,
+            body,
+            recipients,
+            request.subtree,
+            request.template is not None,
+            request.values,
+        )
     opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients])
     return _Plan(
         signature=signature,
@@ -346,7 +350,7 @@ async def preview_send(
     duplicates: set[str] = set()
     if request.dedup == "on":
         duplicates = await dedup.would_hold(
-            conn, plan.bodies(), [r.phone for r in candidates], plan.timing.due_at
+            conn, tenant.id, plan.bodies(), [r.phone for r in candidates], plan.timing.due_at
         )
     going = [r for r in candidates if r.phone not in duplicates]
     by_carrier: Counter[str] = Counter()
@@ -391,9 +395,12 @@ async def create_send(
     settings: Settings,
     now: datetime | None = None,
     follows: Follows | None = None,
+    texts: dict[str, str] | None = None,
 ) -> SendAccepted:
+    """`texts`: each phone's own body given whole, in place of filling the body's placeholders
+    (a follow-up of a personal send: the text its first message had)."""
     now = now or calendar.now()
-    plan = await _plan(conn, tenant, request, settings, now)
+    plan = await _plan(conn, tenant, request, settings, now, texts)
     signature, timing, body = plan.signature, plan.timing, plan.body
     recipients, rejected, repeats = plan.recipients, plan.rejected, plan.repeats
     submitted, opted_out = plan.submitted, plan.opted_out

@@ -12,17 +12,17 @@ from tenants.schemas import CONTROL_CHARS, LINE_PATTERN
 # What a body (and a variable's value) may not hold: control characters other than line
 # breaks and tabs, and the 【】 brackets, which only the hub writes (the sender's signature): a
 # body holding them could show a phone a second, forged signature.
-_NOT_IN_BODY = rf"{CONTROL_CHARS}【】"
+NOT_IN_BODY = rf"{CONTROL_CHARS}【】"
 TemplateBody = Annotated[
     str,
-    msgspec.Meta(min_length=1, max_length=500, pattern=rf"^[^{_NOT_IN_BODY}]+(?!\n)$"),
+    msgspec.Meta(min_length=1, max_length=500, pattern=rf"^[^{NOT_IN_BODY}]+(?!\n)$"),
 ]
 # A template's variables, as a send gives them: at most 50, each value at most 500 characters
 # of body text (a placeholder's name has at most 40, see hub.templates.service.PLACEHOLDER).
 TemplateVars = Annotated[
     dict[
         Annotated[str, msgspec.Meta(min_length=1, max_length=40)],
-        Annotated[str, msgspec.Meta(max_length=500, pattern=rf"^[^{_NOT_IN_BODY}]*(?!\n)$")],
+        Annotated[str, msgspec.Meta(max_length=500, pattern=rf"^[^{NOT_IN_BODY}]*(?!\n)$")],
     ],
     msgspec.Meta(max_length=50),
 ]

@@ -156,11 +156,12 @@ async def test_a_template_takes_what_vars_leave_from_the_roster(
     assert [f["key"] for f in missing.json()["fields"]] == ["vars.地点"]
 
 
-async def test_dedup_keys_on_the_text_each_phone_reads(
+async def test_personal_texts_dedup_within_their_tenant_only(
     client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str
 ) -> None:
-    """The same personal notice twice reaches each phone once; another county's roster that
-    names a phone differently sends it a different text, which is not a copy."""
+    """The same personal notice twice reaches each phone once. Another county's copy, even of
+    the very same text, is never a duplicate of it: its `deduplicated` would confirm a guess of
+    the name 锦江区's roster holds for the phone (the preview costs nothing to ask)."""
     await _import(client, county_key)
     request = {"to_tags": ["书记"], "body": NOTICE}
     first = await client.post("/v1/messages", json=request, headers=bearer(county_key))
@@ -170,11 +171,14 @@ async def test_dedup_keys_on_the_text_each_phone_reads(
     await _import(
         client, qingyang, "姓名,手机,标签\n张三丰,13800138000,书记\n李四,18612345678,书记\n"
     )
+    guess = {"to": ["18612345678"], "body": NOTICE.replace("{姓名}", "李四")}
+    previewed = await client.post("/v1/messages/preview", json=guess, headers=bearer(qingyang))
+    assert previewed.json()["counts"]["deduplicated"] == 0
     other = await client.post("/v1/messages", json=request, headers=bearer(qingyang))
-    # 李四 reads the same text from either county: a copy. 张三丰 is not 张三.
+    # 李四 reads the same text from either county; each county's goes.
     assert other.json()["counts"] == {
-        "accepted": 1,
-        "deduplicated": 1,
+        "accepted": 2,
+        "deduplicated": 0,
         "opted_out": 0,
         "rejected": 0,
         "repeated": 0,
@@ -233,3 +237,86 @@ async def test_values_given_with_the_send_go_over_the_roster(
         headers=bearer(county_key),
     )
     assert refused.status_code == 422
+
+
+async def test_a_value_with_brackets_or_control_characters_is_refused_for_its_recipient(
+    client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """A roster's names and fields may hold 【】; filled into a text they would show the phone a
+    second, forged signature."""
+    await _import(
+        client,
+        county_key,
+        "姓名,手机,标签,职务\n】【国务院办公厅】紧急通知【,13800138000,书记,书记\n"
+        "李四,18612345678,书记,【中共中央组织部】\n王五,13311112222,书记,委员\n",
+    )
+    sent = await client.post(
+        "/v1/messages",
+        json={"to_tags": ["书记"], "body": "{姓名}{职务}：明早八点开会"},
+        headers=bearer(county_key),
+    )
+    assert sent.status_code == 202, sent.text
+    assert sorted(r["to"] for r in sent.json()["rejected"] if r["reason"] == "unfit_value") == [
+        "+8613800138000",
+        "+8618612345678",
+    ]
+    assert await live_db.fetchval("SELECT array_agg(body) FROM messages") == [
+        "王五委员：明早八点开会"
+    ]
+
+
+async def test_a_province_fills_names_from_its_units_rosters_but_not_their_fields(
+    client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str
+) -> None:
+    await _import(client, county_key)  # 锦江区's roster, with 职务
+    city = await make_key(live_db, "510100")
+    named = await client.post(
+        "/v1/messages/preview",
+        json={"to_tags": ["书记"], "subtree": True, "body": "{姓名}同志：明早八点开会"},
+        headers=bearer(city),
+    )
+    assert named.status_code == 200, named.text
+    assert named.json()["counts"]["accepted"] == 3
+    fields = await client.post(
+        "/v1/messages/preview",
+        json={"to": ["13800138000"], "subtree": True, "body": "{职务}：明早八点开会"},
+        headers=bearer(city),
+    )
+    assert fields.status_code == 422  # a unit's own columns are not for the city to read back
+    assert "{职务}" in fields.json()["detail"]
+
+
+async def test_a_reminder_of_a_personal_send_repeats_each_phones_own_text(
+    client: httpx.AsyncClient, live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """The values a send was given are not kept (a roster file's, say): its reminder and resend
+    send each phone the text its message had."""
+    sent = await client.post(
+        "/v1/messages",
+        json={
+            "to": ["13800138000", "18612345678"],
+            "body": "{姓名}同志：明早八点开会，回复1确认",
+            "values": {"13800138000": {"姓名": "张三"}, "18612345678": {"姓名": "李四"}},
+            "reply_wanted": True,
+        },
+        headers=bearer(county_key),
+    )
+    assert sent.status_code == 202, sent.text
+    reminded = await client.post(
+        f"/v1/messages/{sent.json()['id']}/remind", json={}, headers=bearer(county_key)
+    )
+    assert reminded.status_code == 202, reminded.text
+    bodies = await live_db.fetch(
+        "SELECT phone, body FROM messages WHERE send_id = $1 ORDER BY phone", reminded.json()["id"]
+    )
+    assert [(r["phone"], r["body"]) for r in bodies] == [
+        ("+8613800138000", "提醒：张三同志：明早八点开会，回复1确认"),
+        ("+8618612345678", "提醒：李四同志：明早八点开会，回复1确认"),
+    ]
+    # A reminder with a text of its own is filled from the roster as any send (none here).
+    own = await client.post(
+        f"/v1/messages/{sent.json()['id']}/remind",
+        json={"body": "{姓名}同志：请尽快回复"},
+        headers=bearer(county_key),
+    )
+    assert own.status_code == 422

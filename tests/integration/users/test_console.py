@@ -42,6 +42,9 @@ async def test_the_second_factor_blocks_an_admin_without_the_code(
     for path in ["/dashboard/", "/dashboard/t/510000", "/dashboard/users", "/dashboard/sessions"]:
         assert _to(await client.get(path), "/dashboard/code"), path
     assert (await client.get("/dashboard/code")).status_code == 200
+    # The page's own words only: a link cannot put someone else's on it.
+    lure = await client.get("/dashboard/code", params={"problem": "请拨打 400-000-0000 领取验证码"})
+    assert "400-000-0000" not in lure.text
     # The code went out from the operator's root tenant: urgent, dedup off, its quota.
     send = await conn.fetchrow(
         "SELECT t.code, s.priority, s.dedup, s.state, s.reservation_id IS NOT NULL AS reserved "

@@ -266,6 +266,11 @@ async def resubscribe(
     return done
 
 
+def _possible_ids(ids: list[int]) -> list[int]:
+    """The ids that can be a contact's (others cannot be ids at all: bigint, from 1)."""
+    return [i for i in ids if 0 < i < 2**63]
+
+
 async def phones_for(
     conn: asyncpg.Connection,
     tenant: TenantRow,
@@ -282,7 +287,7 @@ async def phones_for(
         phones += [r["phone"] for r in records]
     rejected: list[Rejected] = []
     if contact_ids:
-        possible = [i for i in contact_ids if 0 < i < 2**63]  # others cannot be ids at all
+        possible = _possible_ids(contact_ids)
         found = {
             r["id"]: r["phone"] for r in await conn.fetch(sql.PHONES_BY_IDS, tenant.id, possible)
         }
@@ -303,7 +308,7 @@ class Picked(msgspec.Struct, frozen=True):
 
 async def picked(conn: asyncpg.Connection, tenant: TenantRow, ids: list[int]) -> list[Picked]:
     """The tenant's own contacts among `ids` (others are simply not there), by id."""
-    possible = [i for i in ids if 0 < i < 2**63]
+    possible = _possible_ids(ids)
     return [
         Picked(id=r["id"], name=r["name"], phone=r["phone"])
         for r in await conn.fetch(sql.CONTACTS_BY_IDS, tenant.id, possible)
@@ -313,6 +318,11 @@ async def picked(conn: asyncpg.Connection, tenant: TenantRow, ids: list[int]) ->
 # The roster's column a send's {姓名} (or {name}) names; any other placeholder names a free field.
 NAME_VARIABLES = ("姓名", "name")
 ENTRIES_CHUNK = 10_000
+
+
+def named(name: str) -> dict[str, str]:
+    """A contact's name as a send's placeholders take it: {姓名} and {name}."""
+    return dict.fromkeys(NAME_VARIABLES, name) if name else {}
 
 
 async def roster_values(
@@ -327,7 +337,7 @@ async def roster_values(
         chunk = phones[start : start + ENTRIES_CHUNK]
         for r in await conn.fetch(sql.ROSTER_ENTRIES, tenant.path, chunk, subtree):
             fields = msgspec.json.decode(r["fields"], type=dict[str, str]) if r["own"] else {}
-            values[r["phone"]] = fields | dict.fromkeys(NAME_VARIABLES, r["name"])
+            values[r["phone"]] = fields | named(r["name"])
     return values
 
 

@@ -238,8 +238,9 @@ def _roster_phones(
             problems.append((row.line, f"{row.phone or '（空）'}：{reject_word(recipient.reason)}"))
         else:
             phones.append(row.phone)
-            names = dict.fromkeys(contacts.NAME_VARIABLES, row.name) if row.name else {}
-            values[row.phone] = {k: v for k, v in (row.fields | names).items() if v}
+            values[row.phone] = {
+                k: v for k, v in (row.fields | contacts.named(row.name)).items() if v
+            }
     return phones, problems, values
 
 

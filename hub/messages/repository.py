@@ -264,7 +264,11 @@ class ListedSend(msgspec.Struct, frozen=True):
 # The sends of the tenant at path $1 (with $2, of its whole subtree), newest first, below the
 # cursor $3, filtered: created (or, with $6, due) in [$4, $5); state $7; having a message in a
 # status of $8; body containing $9 (a LIKE pattern, escaped by the caller); created by $10;
-# asking for a reply or not ($11). $12 rows.
+# asking for a reply or not ($11). $12 rows. "Having a message in $8" asks each send in turn,
+# newest first, until the page is full (an index-only probe of messages_send, which carries
+# the status): as an EXISTS, the planner may instead read every such message of the hub into a
+# hash first (650 ms over 3.5 million messages, ops/bench/console_pages.py). Run with
+# fetch_planned.
 SENDS_PAGE = """
 SELECT s.id, t.code AS tenant, s.state::text AS state, s.priority::text AS priority, s.body,
        s.actor AS sender, s.reply_wanted, s.follows, s.follow_kind, s.recipients, s.segments,
@@ -277,7 +281,7 @@ WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
   AND ($5::timestamptz IS NULL OR CASE WHEN $6 THEN s.due_at ELSE s.created_at END < $5)
   AND ($7::send_state IS NULL OR s.state = $7)
   AND (cardinality($8::message_status[]) = 0
-       OR EXISTS (SELECT 1 FROM messages m WHERE m.send_id = s.id AND m.status = ANY($8)))
+       OR (SELECT true FROM messages m WHERE m.send_id = s.id AND m.status = ANY($8) LIMIT 1))
   AND ($9::text IS NULL OR s.body LIKE $9 ESCAPE '\\')
   AND ($10::text IS NULL OR s.actor = $10)
   AND ($11::boolean IS NULL OR s.reply_wanted = $11)

@@ -345,5 +345,6 @@ async def tag_counts(
 ) -> list[tuple[str, int]]:
     """The roster's tags (the tenant's own, or with `subtree` its whole subtree's), each with
     the number of distinct phones a send to it would reach."""
-    records = await conn.fetch(sql.TAG_COUNTS, tenant.path, subtree)
+    query = sql.SUBTREE_TAG_COUNTS if subtree else sql.OWN_TAG_COUNTS
+    records = await conn.fetch(query, tenant.path)
     return [(r["tag"], r["phones"]) for r in records]

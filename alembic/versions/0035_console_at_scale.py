@@ -15,6 +15,9 @@ by status and asks "has a failed (or deduplicated) message", and both become ind
 the probes of "having failed" touch no heap page). No update gets dearer: `status` is already
 in `messages_relying`'s predicate, so every change of it already writes every index.
 
+`inbound_send_order`: a send's replies in the order they came, the send page's list of them
+(hub.messages.repository.REPLIES_OF).
+
 On a hub with many millions of messages this rebuilds the index under a write lock on
 `messages`: run it in a quiet hour, or build `messages_send_status` first by hand with
 CREATE INDEX CONCURRENTLY (this migration then only swaps the names).
@@ -60,6 +63,8 @@ def upgrade() -> None:
     FROM contacts c CROSS JOIN LATERAL (SELECT DISTINCT unnest(c.tags)) AS x(tag)
     GROUP BY 1, 2;
 
+    CREATE INDEX inbound_send_order ON inbound (send_id, id) WHERE send_id IS NOT NULL;
+
     CREATE INDEX IF NOT EXISTS messages_send_status ON messages (send_id, id) INCLUDE (status);
     DROP INDEX messages_send;
     ALTER INDEX messages_send_status RENAME TO messages_send;
@@ -73,6 +78,7 @@ def downgrade() -> None:
     DROP TRIGGER contacts_tags_delete ON contacts;
     DROP FUNCTION contact_tags_follow();
     DROP TABLE contact_tags;
+    DROP INDEX inbound_send_order;
 
     CREATE INDEX messages_send_plain ON messages (send_id, id);
     DROP INDEX messages_send;

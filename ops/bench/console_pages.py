@@ -21,8 +21,8 @@ baseline from the same run — the page's main rows read with one plain asyncpg 
 connection (e.g. `SELECT … FROM contacts WHERE tenant_id = $1 ORDER BY id LIMIT 50`), what no
 page can beat.
 
-`--reuse` keeps the seeded database (`hub_bench_console`) between runs on the same server and
-only migrates it, when it was seeded with the same scale.
+The database (`hub_bench_console`, or --database) is dropped afterwards; `--reuse` keeps it
+between runs on the same server and only migrates it when it was seeded at the same scale.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ import asyncpg
 import httpx
 
 from hub import calendar
-from hub.db import create_database, migrate, with_database
+from hub.db import create_database, drop_database, migrate, with_database
 from hub.embedded import EmbeddedPostgres, EmbeddedValkey
 from hub.settings import UsersSettings
 from hub.users.service import CODE_ACTOR
@@ -477,29 +477,30 @@ def machine(version: str) -> str:
 
 async def _database(args: argparse.Namespace, scale: Scale) -> str:
     """The seeded database: reused when --reuse finds one seeded at this scale."""
-    dsn = with_database(args.dsn, BENCH_DB)
+    name = args.database
+    dsn = with_database(args.dsn, name)
     if args.reuse:
         admin = await asyncpg.connect(args.dsn)
         try:
             comment = await admin.fetchval(
                 """SELECT shobj_description(oid, 'pg_database') FROM pg_database
                    WHERE datname = $1""",
-                BENCH_DB,
+                name,
             )
         finally:
             await admin.close()
         if comment == scale.comment():
-            _say(f"reusing {BENCH_DB} ({comment}); migrating it")
+            _say(f"reusing {name} ({comment}); migrating it")
             await asyncio.to_thread(migrate, dsn)
             return dsn
-    await create_database(args.dsn, BENCH_DB)
+    await create_database(args.dsn, name)
     await asyncio.to_thread(migrate, dsn)
-    _say(f"seeding {BENCH_DB}: {scale.comment()}")
+    _say(f"seeding {name}: {scale.comment()}")
     started = time.monotonic()
     conn = await asyncpg.connect(dsn)
     try:
         await data.seed(conn, scale, UsersSettings())
-        await conn.execute(f"COMMENT ON DATABASE {BENCH_DB} IS '{scale.comment()}'")
+        await conn.execute(f"COMMENT ON DATABASE \"{name}\" IS '{scale.comment()}'")
     finally:
         await conn.close()
     _say(f"seeded in {time.monotonic() - started:.0f} s")
@@ -526,6 +527,8 @@ async def _run(args: argparse.Namespace, redis_dsn: str) -> int:
             await asyncio.to_thread(server.wait, 30)
     finally:
         await conn.close()
+        if not args.reuse:
+            await drop_database(args.dsn, args.database)
 
 
 async def _pages(

@@ -2,6 +2,7 @@
 
     .venv/bin/python -m ops.bench.console_pages [--dsn postgresql://…] [--redis redis://…]
         [--contacts 100000] [--sends 2000] [--repeat 20] [--only sends] [--reuse]
+        [--database hub_bench_console]
 
 Issue 14's measure: the server's time for each page under /dashboard ≤ 300 ms (median and p95).
 The data (ops/bench/console_seed.py): province 51's tree around the county 510104 锦江区, the
@@ -594,6 +595,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--export-repeat", type=int, default=3)
     parser.add_argument("--only", default="", help="only pages whose name holds this")
+    parser.add_argument("--database", default=BENCH_DB, help="the benchmark's own database")
     parser.add_argument(
         "--reuse",
         action="store_true",

@@ -27,6 +27,7 @@ from hub.contacts.schemas import (
     Resubscription,
     RowProblem,
 )
+from hub.db import fetch_planned
 from hub.errors import Invalid, NotFound
 from hub.messages.numbers import Rejected, normalize
 from hub.messages.reasons import reject_word
@@ -149,7 +150,9 @@ async def list_contacts(
     """A page of the roster after the id `after`: with the tag `tag`, and whose name or phone
     holds `search` (literally: `%` and `_` are themselves)."""
     pattern = like_pattern(search) if search else None
-    records = await conn.fetch(sql.CONTACTS_PAGE, tenant.id, after, limit + 1, tag, pattern)
+    records = await fetch_planned(
+        conn, sql.CONTACTS_PAGE, tenant.id, after, limit + 1, tag, pattern
+    )
     items = [_contact(record) for record in records[:limit]]
     more = len(records) > limit
     return ContactPage(items=items, next_after=items[-1].id if more and items else None)
@@ -403,5 +406,6 @@ async def tag_counts(
 ) -> list[tuple[str, int]]:
     """The roster's tags (the tenant's own, or with `subtree` its whole subtree's), each with
     the number of distinct phones a send to it would reach."""
-    records = await conn.fetch(sql.TAG_COUNTS, tenant.path, subtree)
+    query = sql.SUBTREE_TAG_COUNTS if subtree else sql.OWN_TAG_COUNTS
+    records = await conn.fetch(query, tenant.path)
     return [(r["tag"], r["phones"]) for r in records]

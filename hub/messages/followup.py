@@ -22,6 +22,7 @@ import msgspec
 
 from hub import wire
 from hub.calendar import days_window
+from hub.db import fetch_planned
 from hub.dedup import service as dedup
 from hub.dedup.repository import StoredAnswer
 from hub.errors import Conflict, Invalid
@@ -69,7 +70,8 @@ def _bounds(filters: SendFilters) -> tuple[object, object]:
 async def list_sends(conn: asyncpg.Connection, who: Principal, filters: SendFilters) -> SendPage:
     """The caller's sends (with `subtree`, its descendants' too), newest first, filtered."""
     start, end = _bounds(filters)
-    records = await conn.fetch(
+    records = await fetch_planned(
+        conn,
         sql.SENDS_PAGE,
         who.tenant_path,
         filters.subtree,

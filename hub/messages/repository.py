@@ -187,7 +187,12 @@ SELECT status::text AS status, count(*) AS n FROM messages WHERE send_id = $1 GR
 # for a caller whose subtree is the path $5: the copy a message was deduplicated against is named
 # only when its tenant is in that subtree; any other sender stays anonymous. `replied`: whether
 # the phone replied to one of the sends $6 (the send's family; NULL: not asked, not shown), and
-# $7 keeps only those that did (true) or did not (false); NULL keeps all.
+# $7 keeps only those that did (true) or did not (false); NULL keeps all. "Replied" is asked
+# per message shown (an inbound_send probe): as an EXISTS, the planner may first read every
+# reply of the send into a hash (90,000 for a send to a whole county's roster). "Send $1 after
+# message $2" is a range of messages_send in its order (as contacts.repository.CONTACTS_PAGE):
+# written `send_id = $1 AND id > $2 ORDER BY id`, the planner may walk the primary key from $2,
+# and on a send's last page go on through every later message of the hub (380 ms).
 MESSAGES_PAGE = """
 SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.segments,
        CASE WHEN v.inside THEN m.duplicate_of END AS duplicate_of,
@@ -200,14 +205,17 @@ LEFT JOIN contacts c ON c.tenant_id = m.tenant_id AND c.phone = m.phone
 LEFT JOIN tenants d ON d.id = m.duplicate_tenant_id
 LEFT JOIN LATERAL (SELECT d.path >= $5 AND d.path < $5 || '~' AS inside) v ON true
 LEFT JOIN LATERAL (
-    SELECT EXISTS (
-        SELECT 1 FROM inbound i WHERE i.send_id = ANY($6::bigint[]) AND i.phone = m.phone
-    ) AS replied
+    SELECT coalesce((
+        SELECT true FROM inbound i
+        WHERE i.send_id = ANY($6::bigint[]) AND i.phone = m.phone
+        LIMIT 1
+    ), false) AS replied
     WHERE $6::bigint[] IS NOT NULL
 ) r ON true
-WHERE m.send_id = $1 AND m.id > $2 AND ($4::message_status IS NULL OR m.status = $4)
+WHERE (m.send_id, m.id) > ($1, $2) AND m.send_id <= $1
+  AND ($4::message_status IS NULL OR m.status = $4)
   AND ($7::boolean IS NULL OR r.replied = $7)
-ORDER BY m.id
+ORDER BY m.send_id, m.id
 LIMIT $3
 """
 
@@ -266,7 +274,11 @@ class ListedSend(msgspec.Struct, frozen=True):
 # The sends of the tenant at path $1 (with $2, of its whole subtree), newest first, below the
 # cursor $3, filtered: created (or, with $6, due) in [$4, $5); state $7; having a message in a
 # status of $8; body containing $9 (a LIKE pattern, escaped by the caller); created by $10;
-# asking for a reply or not ($11). $12 rows.
+# asking for a reply or not ($11). $12 rows. "Having a message in $8" asks each send in turn,
+# newest first, until the page is full (an index-only probe of messages_send, which carries
+# the status): as an EXISTS, the planner may instead read every such message of the hub into a
+# hash first (650 ms over 3.5 million messages, ops/bench/console_pages.py). Run with
+# fetch_planned.
 SENDS_PAGE = """
 SELECT s.id, t.code AS tenant, s.state::text AS state, s.priority::text AS priority, s.body,
        s.actor AS sender, s.reply_wanted, s.follows, s.follow_kind, s.recipients, s.segments,
@@ -279,7 +291,7 @@ WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
   AND ($5::timestamptz IS NULL OR CASE WHEN $6 THEN s.due_at ELSE s.created_at END < $5)
   AND ($7::send_state IS NULL OR s.state = $7)
   AND (cardinality($8::message_status[]) = 0
-       OR EXISTS (SELECT 1 FROM messages m WHERE m.send_id = s.id AND m.status = ANY($8)))
+       OR (SELECT true FROM messages m WHERE m.send_id = s.id AND m.status = ANY($8) LIMIT 1))
   AND ($9::text IS NULL OR s.body LIKE $9 ESCAPE '\\')
   AND ($10::text IS NULL OR s.actor = $10)
   AND ($11::boolean IS NULL OR s.reply_wanted = $11)
@@ -297,12 +309,21 @@ class ReplyRow(msgspec.Struct, frozen=True):
     received_at: datetime
 
 
-# Replies linked to any of the sends $1, after the reply $2, in id order; $3 rows.
+# Replies linked to any of the sends $1, after the reply $2, in id order; $3 rows. Each send's
+# first $3 from the inbound_send_order index, then merged: read as one scan of the primary key
+# filtered by send, a send whose 90,000 replies came after 240,000 others took 75 ms to find
+# its first 200 (ops/bench/console_pages.py).
 REPLIES_OF = """
-SELECT i.id, i.send_id, i.phone, i.text, i.opt_out, i.received_at
-FROM inbound i
-WHERE i.send_id = ANY($1::bigint[]) AND i.id > $2
-ORDER BY i.id
+SELECT r.id, r.send_id, r.phone, r.text, r.opt_out, r.received_at
+FROM unnest($1::bigint[]) AS f(send_id)
+CROSS JOIN LATERAL (
+    SELECT i.id, i.send_id, i.phone, i.text, i.opt_out, i.received_at
+    FROM inbound i
+    WHERE i.send_id = f.send_id AND i.id > $2
+    ORDER BY i.id
+    LIMIT $3
+) r
+ORDER BY r.id
 LIMIT $3
 """
 
@@ -335,7 +356,8 @@ class ResultRow(msgspec.Struct, frozen=True):
 
 
 # A send's messages after $2 for the results file, each with the latest reply its phone sent to
-# one of the sends $3 (its family; NULL: replies not shown); $4 rows.
+# one of the sends $3 (its family; NULL: replies not shown); $4 rows. The send's messages as a
+# range of messages_send, as MESSAGES_PAGE reads them.
 RESULTS = """
 SELECT m.id, m.phone, m.carrier, m.status::text AS status, m.error, m.updated_at,
        r.text AS reply, r.received_at AS replied_at
@@ -345,7 +367,7 @@ LEFT JOIN LATERAL (
     WHERE i.send_id = ANY($3::bigint[]) AND i.phone = m.phone
     ORDER BY i.id DESC LIMIT 1
 ) r ON true
-WHERE m.send_id = $1 AND m.id > $2
-ORDER BY m.id
+WHERE (m.send_id, m.id) > ($1, $2) AND m.send_id <= $1
+ORDER BY m.send_id, m.id
 LIMIT $4
 """

@@ -19,6 +19,7 @@ import msgspec
 
 from hub import wire
 from hub.calendar import days_window
+from hub.db import fetch_planned
 from hub.oplog import repository as sql
 from hub.oplog.repository import OperationRow
 from hub.oplog.schemas import Filters, Operation, OperationPage
@@ -113,7 +114,8 @@ async def page(
     """A page of the log of `code`, a tenant of the caller's subtree (else 404), newest first."""
     tenant = await tenants.get_visible(conn, who, code)
     start, end = window(filters)
-    records = await conn.fetch(
+    records = await fetch_planned(
+        conn,
         sql.PAGE,
         tenant.id,
         start,
@@ -136,8 +138,8 @@ async def every(
     start, end = window(filters)
     after = filters.after
     while True:
-        records = await conn.fetch(
-            sql.PAGE, tenant_id, start, end, filters.actor, filters.action, after, batch
+        records = await fetch_planned(
+            conn, sql.PAGE, tenant_id, start, end, filters.actor, filters.action, after, batch
         )
         if not records:
             return

@@ -11,6 +11,7 @@ import httpx
 import openpyxl
 import pytest
 
+from hub.contacts import service as contacts
 from tenants.service import get_by_code
 from tests.factories import bearer, grant, make_key, make_small_tree
 
@@ -178,3 +179,35 @@ async def test_send_to_tags_and_contacts_and_across_the_subtree(
     assert direct.json()["rejected"] == [
         {"to": f"contact:{i}", "reason": "unknown_contact"} for i in (999_999, -1, 2**70)
     ]
+
+
+async def test_pages_walk_one_roster_among_interleaved_ones(conn: asyncpg.Connection) -> None:
+    """A tenant's pages hold its own contacts only, in id order, whatever the tenants beside
+    it in id: the keyset is a range of the (tenant_id, id) index (contacts.repository)."""
+    await make_small_tree(conn)
+    codes = ("510100", "510104", "510105")  # a lower and a higher tenant id than 510104's
+    found = {code: await get_by_code(conn, code) for code in codes}
+    for n in range(12):  # imported in turns: each roster's ids interleave with the others'
+        for code, tenant in found.items():
+            assert tenant is not None
+            tags = ["书记"] if n % 3 == 0 else ["党员"]
+            await conn.execute(
+                "INSERT INTO contacts (tenant_id, phone, name, tags) VALUES ($1, $2, $3, $4)",
+                tenant.id,
+                f"+86138{codes.index(code)}{n:07d}",
+                f"{code}-{n}",
+                tags,
+            )
+    county = found["510104"]
+    assert county is not None
+    for tag, expected in ((None, list(range(12))), ("书记", [0, 3, 6, 9])):
+        names, after = [], 0
+        while True:
+            page = await contacts.list_contacts(conn, county, after, 3, tag, None)
+            names += [c.name for c in page.items]
+            if page.next_after is None:
+                break
+            after = page.next_after
+        assert names == [f"510104-{n}" for n in expected]
+    searched = await contacts.list_contacts(conn, county, 0, 50, None, "510104-1")
+    assert [c.name for c in searched.items] == ["510104-1", "510104-10", "510104-11"]

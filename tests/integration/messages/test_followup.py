@@ -165,6 +165,39 @@ async def test_recipients_replied_and_the_sends_replies(
     assert bad.json()["error"] in ("invalid", "malformed")
 
 
+async def test_a_familys_replies_come_in_order_a_page_at_a_time(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, settings: Settings, keys: dict[str, str]
+) -> None:
+    """Replies to a send and to its reminder, interleaved, read two at a time: one list in the
+    order they came (messages.repository.REPLIES_OF merges each send's own)."""
+    asked = await send(client, keys["county"], "回复1确认参会", reply_wanted=True)
+    await went(conn, asked)
+    await reply(conn, settings, "510104", PHONES[0])
+    remind = (
+        await client.post(f"/v1/messages/{asked}/remind", json={}, headers=bearer(keys["county"]))
+    ).json()["id"]
+    await went(conn, remind)
+    came = []  # to the reminder, the first send (PHONES[0] was not reminded), the reminder …
+    for phone, text in ((PHONES[1], "1"), (PHONES[0], "收到"), (PHONES[2], "1"), (PHONES[3], "2")):
+        came.append(await reply(conn, settings, "510104", phone, text))
+    assert [await linked(conn, i) for i in came] == [remind, asked, remind, remind]
+    read: list[int] = []
+    after = 0
+    while True:
+        page = await client.get(
+            f"/v1/messages/{remind}/replies",
+            params={"after": after, "limit": 2},
+            headers=bearer(keys["county"]),
+        )
+        assert page.status_code == 200, page.text
+        read += [r["id"] for r in page.json()["items"]]
+        if page.json()["next_after"] is None:
+            break
+        after = page.json()["next_after"]
+    first = await conn.fetchval("SELECT min(id) FROM inbound WHERE send_id = $1", asked)
+    assert read == sorted(read) == [first, *sorted(came)]
+
+
 async def test_reading_replies_needs_the_replies_scope(
     conn: asyncpg.Connection, client: httpx.AsyncClient, keys: dict[str, str]
 ) -> None:

@@ -23,14 +23,14 @@ On a hub with many millions of messages this rebuilds the index under a write lo
 CREATE INDEX CONCURRENTLY (this migration then only swaps the names).
 
 Revision ID: 0035
-Revises: 0033
+Revises: 0034
 Create Date: 2026-12-16
 """
 
 from hub.db import run_script, sql_file
 
 revision = "0035"
-down_revision = "0033"
+down_revision = "0034"
 branch_labels = None
 depends_on = None
 

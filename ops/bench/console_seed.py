@@ -590,6 +590,9 @@ async def messages(conn: asyncpg.Connection, holders: list[int]) -> None:
     await _timed("replies written", conn.execute(replies, "tag"))
     for kind in ("all", "group"):
         await conn.execute(replies, kind)
+    # The reminders' recipients are the phones without a reply: a plan without the replies'
+    # statistics (PostgreSQL 18, embedded) probed them by scanning, for more than ten minutes.
+    await conn.execute("ANALYZE inbound")
     for kind in ("remind", "resend"):
         await conn.execute(insert(FOLLOW_SOURCE.format(kind=kind)), 1, other)
     await conn.execute(replies, "remind")

@@ -274,11 +274,10 @@ class ListedSend(msgspec.Struct, frozen=True):
 # The sends of the tenant at path $1 (with $2, of its whole subtree), newest first, below the
 # cursor $3, filtered: created (or, with $6, due) in [$4, $5); state $7; having a message in a
 # status of $8; body containing $9 (a LIKE pattern, escaped by the caller); created by $10;
-# asking for a reply or not ($11). $12 rows. "Having a message in $8" asks each send in turn,
-# newest first, until the page is full (an index-only probe of messages_send, which carries
-# the status): as an EXISTS, the planner may instead read every such message of the hub into a
-# hash first (650 ms over 3.5 million messages, ops/bench/console_pages.py). Run with
-# fetch_planned.
+# asking for a reply or not ($11). $12 rows. "Having a message in $8" is a probe per candidate
+# send (LIMIT 1 on messages_send, index-only: it carries the status): as an EXISTS, the planner
+# may instead read every such message of the hub into a hash first (650 ms over 3.5 million
+# messages, ops/bench/console_pages.py). Run with fetch_planned.
 SENDS_PAGE = """
 SELECT s.id, t.code AS tenant, s.state::text AS state, s.priority::text AS priority, s.body,
        s.actor AS sender, s.reply_wanted, s.follows, s.follow_kind, s.recipients, s.segments,

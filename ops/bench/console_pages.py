@@ -131,7 +131,7 @@ async def sign_in(
 class Page:
     name: str
     path: str
-    who: str  # county | operator
+    who: str  # county | operator | anonymous (signed out) | owing (its SMS code not entered)
     baseline: str  # the raw query for the page's main rows
     args: tuple[Any, ...] = ()
     export: bool = False
@@ -165,6 +165,8 @@ B_KEYS = "SELECT * FROM api_keys WHERE tenant_id = $1 ORDER BY created_at"
 B_WEBHOOK = "SELECT url, updated_at FROM webhooks WHERE tenant_id = $1"
 B_USERS = "SELECT * FROM users WHERE tenant_id = $1 ORDER BY id"
 B_SESSIONS = "SELECT * FROM dashboard_sessions WHERE user_id = $1 ORDER BY id DESC"
+B_INVITE = """SELECT u.login, u.display_name FROM user_invites i JOIN users u ON u.id = i.user_id
+              WHERE i.token_sha256 = sha256(convert_to($1, 'UTF8'))"""
 B_OPLOG = """SELECT * FROM operation_log WHERE tenant_id = $1 ORDER BY at DESC, id DESC
              LIMIT 50"""
 B_BILLING = """SELECT sum(segments), sum(cost_micros) FROM billing_lines
@@ -301,6 +303,15 @@ def pages(s: Seeded, user_ids: dict[str, int]) -> list[Page]:
             "operations, late page", _q(ops, after=s.cursors["operations"]), "county", B_OPLOG, (c,)
         ),
         Page("billing", "/dashboard/billing", "county", B_BILLING, (last, county_ids)),
+        Page("sign-in", "/dashboard/login", "anonymous", B_INVITE, (data.INVITE_TOKEN,)),
+        Page("SMS code", "/dashboard/code", "owing", B_SESSIONS, (user_ids["county"],)),
+        Page(
+            "invite",
+            f"/dashboard/invite/{data.INVITE_TOKEN}",
+            "anonymous",
+            B_INVITE,
+            (data.INVITE_TOKEN,),
+        ),
         Page(
             "operator: province overview",
             f"/dashboard/t/{PROVINCE}",
@@ -544,13 +555,17 @@ async def _pages(
     async with (
         httpx.AsyncClient(base_url=base, timeout=600) as county,
         httpx.AsyncClient(base_url=base, timeout=600) as operator,
+        httpx.AsyncClient(base_url=base, timeout=600) as anonymous,
+        httpx.AsyncClient(base_url=base, timeout=600) as owing,
     ):
         await wait_ready(county)
         await sign_in(county, conn, "bench.county", "+8613900000001")
-        # The operator's code: a minute after the county's would be refused per phone, never
-        # per person; they are different people with different phones.
         await sign_in(operator, conn, "bench.operator", "+8613900000002")
-        clients = {"county": county, "operator": operator}
+        # A second browser of the county's person, its code not entered: the code page.
+        form = {"login": "bench.county", "password": data.PASSWORD}
+        answer = await owing.post("/dashboard/login", data=form, headers={"Origin": base})
+        assert answer.headers["location"].startswith("/dashboard/code"), answer.text[:300]
+        clients = {"county": county, "operator": operator, "anonymous": anonymous, "owing": owing}
         results = []
         for page in pages(seeded, user_ids):
             if args.only and args.only not in page.name:

@@ -9,6 +9,8 @@ from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 from hub.db import with_database
 from hub.embedded import EmbeddedPostgres
 
@@ -27,3 +29,15 @@ def run_on_postgres(
             return asyncio.run(main(args))
         finally:
             pg.stop()
+
+
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    """Until the `hub serve` behind `client` answers /readyz (60 s at most)."""
+    for _ in range(600):
+        try:
+            if (await client.get("/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        await asyncio.sleep(0.1)
+    raise RuntimeError("hub serve did not become ready in 60 s")

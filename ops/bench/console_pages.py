@@ -53,6 +53,7 @@ from hub.embedded import EmbeddedPostgres, EmbeddedValkey
 from hub.settings import UsersSettings
 from hub.users.service import CODE_ACTOR
 from ops.bench import console_seed as data
+from ops.bench import wait_ready
 from ops.bench.console_seed import COUNTY, PROVINCE, Scale, Seeded
 
 BENCH_DB = "hub_bench_console"
@@ -81,17 +82,6 @@ def start_serve(dsn: str, redis_dsn: str, port: int) -> Any:
         HUB_USERS__CODES_PER_PHONE_DAY="1000",
     )
     return subprocess.Popen([str(Path(sys.executable).parent / "hub"), "serve"], env=env)
-
-
-async def wait_ready(client: httpx.AsyncClient) -> None:
-    for _ in range(600):
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("hub serve did not become ready in 60 s")
 
 
 # --- signing in --------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from hub.calendar import current_period
 from hub.db import create_database, migrate, with_database
 from hub.embedded import EmbeddedPostgres, EmbeddedValkey
 from hub.quota import service as quota
+from ops.bench import wait_ready
 from ops.bench.send_million import PREFIXES, recipients
 from tenants.divisions import import_divisions
 from tenants.scopes import ALL_SCOPES
@@ -181,24 +182,13 @@ def _start_server(dsn: str, redis_dsn: str, port: int, workers: int) -> subproce
     return subprocess.Popen([str(Path(sys.executable).parent / "hub"), "serve"], env=env)
 
 
-async def _ready(client: httpx.AsyncClient) -> None:
-    for _ in range(600):
-        try:
-            if (await client.get("/readyz")).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        await asyncio.sleep(0.1)
-    raise RuntimeError("hub serve did not become ready in 60 s")
-
-
 async def _measure(args: argparse.Namespace, base: str, big_key: str, keys: dict[str, str]) -> int:
     text = "今晚七点在党员活动室召开支部大会，请准时参加。"
     big_body = msgspec.json.encode({"to": recipients(args.recipients), "body": text})
     # Idle connections are dropped before uvicorn drops them (5 s): a POST never meets a closed one.
     limits = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=2)
     async with httpx.AsyncClient(base_url=base, timeout=900, limits=limits) as client:
-        await _ready(client)
+        await wait_ready(client)
         load = Load(client, keys, args.rate)
         await load.run(2.0)  # warm up: connections, prepared statements
         _say(f"baseline: {args.rate:g} small sends/s from {len(keys)} tenants, {args.baseline} s")

@@ -526,6 +526,7 @@ async def send_code(
     try:
         async with conn.transaction():  # a savepoint: a refused send leaves nothing behind
             sent = await messages.create_send(conn, root, CODE_ACTOR, request, settings, now)
+            await oplog.record(conn, CODE_ACTOR, "send.create", **messages.send_logged(root, sent))
     except ApiError as exc:
         raise CodeNotSent(f"验证码暂时无法发送（{exc.detail}），请联系平台运营方") from exc
     if sent.counts.accepted != 1:

@@ -60,6 +60,14 @@ async def test_the_second_factor_blocks_an_admin_without_the_code(
         "reserved": True,
     }
     code = await last_code(conn)
+    logged = await conn.fetchrow(
+        "SELECT t.code, o.object, o.detail::text FROM operation_log o"
+        " JOIN tenants t ON t.id = o.tenant_id WHERE o.actor = $1 AND o.action = 'send.create'",
+        users.CODE_ACTOR,
+    )
+    assert logged is not None
+    assert logged["code"] == "000000"
+    assert code not in logged["detail"]  # counts, never the code
     stored = await conn.fetchval("SELECT code_sha256 FROM user_codes")
     assert code.encode() not in stored
     # A wrong code counts; the right one opens the console.

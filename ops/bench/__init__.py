@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import tempfile
-from collections.abc import Callable, Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -41,3 +42,16 @@ async def wait_ready(client: httpx.AsyncClient) -> None:
             pass
         await asyncio.sleep(0.1)
     raise RuntimeError("hub serve did not become ready in 60 s")
+
+
+async def timed(times: int, op: Callable[[], Awaitable[Any]], warm: int = 2) -> list[float]:
+    """Seconds each of `times` runs of `op` took, after `warm` runs untimed (prepared
+    statements, caches)."""
+    for _ in range(warm):
+        await op()
+    samples = []
+    for _ in range(times):
+        started = time.perf_counter()
+        await op()
+        samples.append(time.perf_counter() - started)
+    return samples

@@ -37,7 +37,6 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -53,7 +52,7 @@ from hub.embedded import EmbeddedPostgres, EmbeddedValkey
 from hub.settings import UsersSettings
 from hub.users.service import CODE_ACTOR
 from ops.bench import console_seed as data
-from ops.bench import wait_ready
+from ops.bench import timed, wait_ready
 from ops.bench.console_seed import COUNTY, PROVINCE, Scale, Seeded
 
 BENCH_DB = "hub_bench_console"
@@ -404,17 +403,6 @@ class Result:
         return statistics.median(self.raw) * 1000
 
 
-async def _repeat(times: int, op: Callable[[], Awaitable[Any]], warm: int = 2) -> list[float]:
-    for _ in range(warm):
-        await op()
-    samples = []
-    for _ in range(times):
-        started = time.perf_counter()
-        await op()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
 async def measure(
     page: Page, client: httpx.AsyncClient, conn: asyncpg.Connection, repeat: int
 ) -> Result:
@@ -426,8 +414,8 @@ async def measure(
         assert answer.status_code == 200, f"{page.name}: {answer.status_code} {answer.text[:300]}"
         size = len(answer.content)
 
-    times = await _repeat(repeat, fetch, warm=1 if page.export else 2)
-    raw = await _repeat(repeat, lambda: conn.fetch(page.baseline, *page.args))
+    times = await timed(repeat, fetch, warm=1 if page.export else 2)
+    raw = await timed(repeat, lambda: conn.fetch(page.baseline, *page.args))
     return Result(page, times, raw, size)
 
 

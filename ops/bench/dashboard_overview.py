@@ -28,7 +28,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from datetime import UTC, date, datetime, timedelta
 
 import asyncpg
@@ -41,7 +41,7 @@ from hub.dashboard.controllers import COOKIE
 from hub.db import PoolDatabase, create_database, create_pool, migrate
 from hub.quota import service as quota
 from hub.settings import load_settings
-from ops.bench import run_on_postgres
+from ops.bench import run_on_postgres, timed
 from tenants import service as tenants
 from tenants.divisions import import_divisions
 from tenants.scopes import Scope
@@ -218,17 +218,6 @@ def _stats(label: str, samples: list[float]) -> str:
     )
 
 
-async def _repeat(times: int, op: Callable[[], Awaitable[None]]) -> list[float]:
-    for _ in range(3):  # warm-up: prepared statements, caches
-        await op()
-    samples = []
-    for _ in range(times):
-        started = time.perf_counter()
-        await op()
-        samples.append(time.perf_counter() - started)
-    return samples
-
-
 async def _measure(dsn: str, code: str, month: date, repeat: int) -> tuple[list[float], ...]:
     key = await _key(dsn, code)
     settings = load_settings({"HUB_DB__DSN": dsn})
@@ -242,7 +231,7 @@ async def _measure(dsn: str, code: str, month: date, repeat: int) -> tuple[list[
                 async with conn.transaction():
                     await service.overview(conn, who, code, month, list_price=60_000)
 
-            service_times = await _repeat(repeat, overview)
+            service_times = await timed(repeat, overview, warm=3)
             view = await service.overview(conn, who, code, month, list_price=60_000)
             _say(
                 f"  {view.name}: {len(view.children)} children, {view.counts.segments:,} segments, "
@@ -261,7 +250,7 @@ async def _measure(dsn: str, code: str, month: date, repeat: int) -> tuple[list[
                 response = await client.get(f"/dashboard/t/{code}?period={month:%Y-%m}")
                 assert response.status_code == 200, response.text[:500]
 
-            page_times = await _repeat(repeat, page)
+            page_times = await timed(repeat, page, warm=3)
         return service_times, page_times
     finally:
         await pool.close()

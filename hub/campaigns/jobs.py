@@ -40,7 +40,7 @@ async def run_due(
                 done = await service.greet_batch(
                     conn, settings, campaign, now, after=after, limit=batch
                 )
-            greeted += len(done.sends)
+            greeted += done.greeted
             if done.sends and committed is not None:
                 await committed(done.sends)
             after = done.last_contact

@@ -68,9 +68,14 @@ FROM batch b
 ORDER BY b.id
 """
 
-# This year's greeting is taken (nothing when a concurrent run took it first).
+# This year's greeting of contacts $2 is taken by send $4: how many were (fewer when a
+# concurrent run took some first).
 CLAIM = """
-INSERT INTO campaign_deliveries (campaign_id, contact_id, year, send_id) VALUES ($1, $2, $3, $4)
-ON CONFLICT DO NOTHING
-RETURNING contact_id
+WITH taken AS (
+    INSERT INTO campaign_deliveries (campaign_id, contact_id, year, send_id)
+    SELECT $1, contact, $3, $4 FROM unnest($2::bigint[]) AS contact
+    ON CONFLICT DO NOTHING
+    RETURNING contact_id
+)
+SELECT count(*) FROM taken
 """

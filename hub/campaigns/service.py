@@ -2,15 +2,17 @@
 the campaign's template with {name} and {years}, once per year whatever reruns (29 February
 joiners are greeted on 28 February in common years).
 
-Each greeting is a send of its own (the text is personal) in a savepoint: one that cannot go
-(quota exhausted…) is rolled back alone and tried again on the next run.
-
 A run goes campaign by campaign and, within one, a batch of contacts at a time (`greet_batch`,
-keyset on the contact id): the job commits each batch before it takes the next, so a greeting's
-quota reservation holds the tenant's quota rows for one batch at most, never for the whole run,
-and the tenant's own API sends wait for one batch at most. `campaign_deliveries` is written in
-the same transaction as each greeting's send, so a run stopped anywhere resumes where its last
-commit left it, greeting nobody twice.
+keyset on the contact id). A batch's greetings are one send with each phone's own text (its
+`values`, hub.messages.personal), and `campaign_deliveries` is written in the same transaction.
+The job commits each batch before it takes the next, so a batch's quota reservation holds the
+tenant's quota rows for one batch at most, never for the whole run (the tenant's own API sends
+wait for one batch at most), and a run stopped anywhere resumes where its last commit left it,
+greeting nobody twice.
+
+When the batch's send cannot be made (quota short for all of it, a template withdrawn) or a
+concurrent run greeted some of it first, its greetings go one send each, in a savepoint of their
+own: one that cannot go is rolled back alone and tried again on the next run.
 """
 
 from __future__ import annotations
@@ -51,9 +53,11 @@ class _AlreadyGreeted(Exception):
 
 
 class Batch(msgspec.Struct, frozen=True):
-    """What one batch did: the sends it created, and the last contact it looked at (None: no
-    contact was left to look at, the campaign is done for today)."""
+    """What one batch did: the contacts it greeted, the sends that carry them, and the last
+    contact it looked at (None: no contact was left to look at, the campaign is done for
+    today)."""
 
+    greeted: int
     sends: list[int]
     last_contact: int | None
 
@@ -111,16 +115,17 @@ async def _greet(
     conn: asyncpg.Connection,
     tenant: TenantRow,
     campaign: DueCampaign,
-    contact: asyncpg.Record,
+    contacts: list[asyncpg.Record],
     year: int,
     settings: Settings,
     now: datetime,
 ) -> int | None:
-    """The greeting's send, or None when it could not go (or a concurrent run sent it)."""
+    """One send greeting all of `contacts`, each by its own text; None when it could not be
+    made, or a concurrent run greeted one of them first (nothing is left of it then)."""
     request = SendRequest(
-        to=[contact["phone"]],
+        to=[c["phone"] for c in contacts],
         template=campaign.template_id,
-        vars={"name": contact["name"], "years": str(contact["years"])},
+        values={c["phone"]: {"name": c["name"], "years": str(c["years"])} for c in contacts},
     )
     try:
         async with conn.transaction():
@@ -129,14 +134,17 @@ async def _greet(
             await oplog.record(
                 conn, f"system:{actor}", "send.create", **messages.send_logged(tenant, sent)
             )
-            claimed = await conn.fetchval(sql.CLAIM, campaign.id, contact["id"], year, sent.id)
-            if claimed is None:
+            ids = [c["id"] for c in contacts]
+            if await conn.fetchval(sql.CLAIM, campaign.id, ids, year, sent.id) < len(ids):
                 raise _AlreadyGreeted
     except _AlreadyGreeted:
         return None
     except ApiError as exc:  # quota exhausted, template withdrawn…: next run tries again
         log.warning(
-            "campaign %s could not greet contact %s: %s", campaign.id, contact["id"], exc.detail
+            "campaign %s could not greet contacts %s…: %s",
+            campaign.id,
+            contacts[0]["id"],
+            exc.detail,
         )
         return None
     return sent.id
@@ -168,7 +176,7 @@ async def greet_batch(
     next batch starts."""
     tenant = await tenants.get_by_id(conn, campaign.tenant_id)
     if tenant is None:
-        return Batch(sends=[], last_contact=None)
+        return Batch(greeted=0, sends=[], last_contact=None)
     today, leap_day_joiners = _anniversary(now)
     contacts = await conn.fetch(
         sql.CELEBRATING,
@@ -182,12 +190,16 @@ async def greet_batch(
         after,
         limit,
     )
+    waiting = [c for c in contacts if not c["greeted"]]
+    last = contacts[-1]["id"] if len(contacts) == limit else None
+    if not waiting:
+        return Batch(greeted=0, sends=[], last_contact=last)
+    together = await _greet(conn, tenant, campaign, waiting, today.year, settings, now)
+    if together is not None:
+        return Batch(greeted=len(waiting), sends=[together], last_contact=last)
     sends = []
-    for contact in contacts:
-        if contact["greeted"]:
-            continue
-        send_id = await _greet(conn, tenant, campaign, contact, today.year, settings, now)
+    for contact in waiting:  # one by one: those that can go, go
+        send_id = await _greet(conn, tenant, campaign, [contact], today.year, settings, now)
         if send_id is not None:
             sends.append(send_id)
-    last = contacts[-1]["id"] if len(contacts) == limit else None
-    return Batch(sends=sends, last_contact=last)
+    return Batch(greeted=len(sends), sends=sends, last_contact=last)

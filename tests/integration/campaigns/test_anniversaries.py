@@ -70,8 +70,9 @@ async def campaign(conn: asyncpg.Connection, client: httpx.AsyncClient) -> tuple
     return county, made.json()["id"]
 
 
-async def _bodies(conn: asyncpg.Connection) -> list[str]:
-    return [r["body"] for r in await conn.fetch("SELECT body FROM sends ORDER BY id")]
+async def _texts(conn: asyncpg.Connection) -> list[str]:
+    """The greetings' own texts, as they go (a greeting's send carries the template)."""
+    return [r["body"] for r in await conn.fetch("SELECT body FROM messages ORDER BY id")]
 
 
 async def test_greets_on_the_day_at_the_minute_once(
@@ -89,7 +90,7 @@ async def test_greets_on_the_day_at_the_minute_once(
         )
         == 2
     )
-    assert sorted(await _bodies(conn)) == sorted(
+    assert sorted(await _texts(conn)) == sorted(
         [
             "张三同志：今天是您入党26周年纪念日。",
             "李四同志：今天是您入党7周年纪念日。",  # 29 February → 28 February in 2027
@@ -102,16 +103,33 @@ async def test_greets_on_the_day_at_the_minute_once(
         == 0
     )
     assert await conn.fetchval("SELECT count(*) FROM campaign_deliveries") == 2
-    assert await conn.fetchval("SELECT count(*) FROM sends WHERE actor LIKE 'campaign:%'") == 2
-    # The log has the campaign made by its key, and each greeting sent by the campaign.
-    logged = await conn.fetch("SELECT actor, action, object FROM operation_log ORDER BY id")
+    # The day's greetings are one send, each phone with its own text.
     sends = [f"send:{r['id']}" for r in await conn.fetch("SELECT id FROM sends ORDER BY id")]
-    assert [(r["actor"], r["action"], r["object"]) for r in logged[-3:]] == [
-        (logged[-3]["actor"], "campaign.create", f"campaign:{campaign[1]}"),
+    assert len(sends) == 1
+    # The log has the campaign made by its key, and the greetings sent by the campaign.
+    logged = await conn.fetch("SELECT actor, action, object FROM operation_log ORDER BY id")
+    assert [(r["actor"], r["action"], r["object"]) for r in logged[-2:]] == [
+        (logged[-2]["actor"], "campaign.create", f"campaign:{campaign[1]}"),
         (f"system:campaign:{campaign[1]}", "send.create", sends[0]),
-        (f"system:campaign:{campaign[1]}", "send.create", sends[1]),
     ]
-    assert logged[-3]["actor"] == f"key:{campaign[0].split('_')[1]}"
+    assert logged[-2]["actor"] == f"key:{campaign[0].split('_')[1]}"
+
+
+async def test_greetings_the_quota_cannot_take_together_go_one_by_one(
+    conn: asyncpg.Connection, campaign: tuple[str, int], settings: Settings
+) -> None:
+    # Room for one greeting, not for the day's two in one send: one goes, one waits.
+    await grant(conn, {"510104": 1}, period_of(shanghai(2027, 2, 28, 9, 0)))
+    db = SingleConnectionDatabase(conn)
+    assert await campaigns.run_due(db, settings, shanghai(2027, 2, 28, 9, 0)) == 1
+    assert await _texts(conn) == ["张三同志：今天是您入党26周年纪念日。"]
+    # The next run, with room again, greets the other one, and nobody twice.
+    await grant(conn, {"510104": 100}, period_of(shanghai(2027, 2, 28, 9, 0)))
+    assert await campaigns.run_due(db, settings, shanghai(2027, 2, 28, 9, 1)) == 1
+    assert sorted(await _texts(conn)) == sorted(
+        ["张三同志：今天是您入党26周年纪念日。", "李四同志：今天是您入党7周年纪念日。"]
+    )
+    assert await campaigns.run_due(db, settings, shanghai(2027, 2, 28, 9, 2)) == 0
 
 
 async def test_leap_years_greet_leap_day_joiners_on_their_day(

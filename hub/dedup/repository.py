@@ -155,13 +155,14 @@ class Relied(msgspec.Struct, frozen=True):
     reservation_id: int | None
 
 
-# The originals $1 reached the phone (or may have): the copies relying on them are settled (their
-# segments released from their sends' reservations and counted as dedup savings).
+# The originals $1 reached the phone (or may have): the copies relying on them (and due before
+# $2, when given) are settled (their segments released from their sends' reservations and
+# counted as dedup savings).
 SETTLE_RELYING = """
 UPDATE messages m SET done_at = hub_now(), updated_at = hub_now()
 FROM sends s
 WHERE m.status = 'deduplicated' AND m.done_at IS NULL AND m.duplicate_of = ANY($1::bigint[])
-  AND s.id = m.send_id
+  AND s.id = m.send_id AND ($2::timestamptz IS NULL OR s.due_at < $2)
 RETURNING m.tenant_id, m.carrier, m.segments, s.reservation_id
 """
 

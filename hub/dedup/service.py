@@ -189,26 +189,41 @@ class Followed(msgspec.Struct, frozen=True):
 
 
 async def follow(
-    conn: asyncpg.Connection, reached: Sequence[int], missed: Sequence[int] = ()
+    conn: asyncpg.Connection,
+    reached: Sequence[int],
+    missed: Sequence[int] = (),
+    *,
+    presumed: Sequence[int] = (),
+    due_before: datetime | None = None,
 ) -> Followed:
     """Layer 3 follows what became of the originals. Copies relying on one that `reached` the
-    phone (delivered, or no receipt came while one could still matter) are settled: their
-    segments released from their sends' reservations and counted as saved.
+    phone (delivered, or no receipt came within its gateway's receipt window) are settled: their
+    segments released from their sends' reservations and counted as saved. Those relying on one
+    `presumed` to have reached it (no receipt yet, but the validity period is over) are settled
+    only once they could not go out themselves either (their sends due before `due_before`, the
+    start of a validity period ending now): a copy due later keeps relying, and goes out should
+    a late receipt say the original missed.
     Those relying on one that `missed` it (failed, expired, cancelled, undelivered) get their
     notice from the first of them due, which goes out instead and takes the key.
 
     The originals' keys are locked first, all in one key order, so a send claiming one of them
     either committed first (its copy is seen here) or waits and finds the outcome."""
-    if not reached and not missed:
+    originals = [*reached, *presumed, *missed]
+    if not originals:
         return Followed({}, {}, [])
-    await lock_keys(conn, [*reached, *missed])
+    await lock_keys(conn, originals)
     # Then the relying copies' sends (shared, id order), before any copy: a cancel locks its
-    # send first and its copies after, so it either closed them before or waits for us.
-    await conn.fetchval(sql.LOCK_RELYING_SENDS, [*reached, *missed])
+    # send before its copies, so it either closed them before or waits for us.
+    await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
     released: dict[int, tuple[int, int]] = {}
     saved: dict[UsageKey, int] = defaultdict(int)
     today = business_day()
-    for record in await conn.fetch(sql.SETTLE_RELYING, list(reached)) if reached else []:
+    settled: list[asyncpg.Record] = []
+    if reached:
+        settled += await conn.fetch(sql.SETTLE_RELYING, list(reached), None)
+    if presumed and due_before is not None:
+        settled += await conn.fetch(sql.SETTLE_RELYING, list(presumed), due_before)
+    for record in settled:
         r = msgspec.convert(dict(record.items()), Relied)
         if r.reservation_id is not None:
             released[r.reservation_id] = (0, released.get(r.reservation_id, (0, 0))[1] + r.segments)

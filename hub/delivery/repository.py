@@ -318,8 +318,9 @@ RETURNING u.gateway, u.reference, u.status::text AS status, u.code
 # A page of the originals copies still rely on: the next $5 after original id $4, walked on the
 # partial index of relying copies (messages_relying: only copies still relying, never the whole
 # table), each with whether its outcome is decided: it reached the phone (delivered; or `sent`,
-# outcome unknown included, with no receipt within its gateway's wait, $1 gateways and $2 waits in
-# seconds, the validity $3 for a gateway no longer configured) or never did.
+# outcome unknown included, with no receipt within its gateway's wait, $1 gateways and $2 waits
+# in seconds, the validity $3 for a gateway no longer configured) or never did; and, for one
+# `sent`, whether a receipt may still come (within its gateway's receipt window, $6).
 ORIGINALS_DECIDED = """
 WITH relied AS (
     SELECT DISTINCT duplicate_of AS id FROM messages
@@ -329,10 +330,13 @@ WITH relied AS (
 SELECT o.id, o.status IN ('sent', 'delivered') AS reached,
        o.status IN ('delivered', 'undelivered', 'failed', 'expired', 'cancelled')
        OR o.status = 'sent'
-          AND o.sent_at <= hub_now() - make_interval(secs => coalesce(g.wait, $3)) AS decided
+          AND o.sent_at <= hub_now() - make_interval(secs => coalesce(g.wait, $3)) AS decided,
+       o.status = 'sent'
+          AND o.sent_at > hub_now() - make_interval(secs => coalesce(g.receipts, $3)) AS presumed
 FROM relied r
 JOIN messages o ON o.id = r.id
-LEFT JOIN UNNEST($1::text[], $2::float8[]) AS g(name, wait) ON g.name = o.gateway
+LEFT JOIN UNNEST($1::text[], $2::float8[], $6::float8[]) AS g(name, wait, receipts)
+    ON g.name = o.gateway
 ORDER BY o.id
 """
 

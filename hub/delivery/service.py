@@ -517,6 +517,9 @@ async def settle_outcomes(
     reached: Sequence[int],
     missed: Sequence[int],
     own: dict[int, tuple[int, int]],
+    *,
+    presumed: Sequence[int] = (),
+    due_before: datetime | None = None,
 ) -> list[int]:
     """The last steps of every transaction that records what became of messages; returns the
     sends whose copies now go out in place of messages that missed the phone (to enqueue after
@@ -524,8 +527,9 @@ async def settle_outcomes(
 
     Matched `receipts` count as delivered or undelivered, and on a gateway that bills on
     delivery use or release their segments. Copies relying on messages that `reached` the phone
-    (or were delivered) are settled, those relying on ones that `missed` it (or were
-    undelivered) handed over (`dedup.follow`: their keys locked first, in key order). Then every
+    (or were delivered) are settled, those relying on ones `presumed` to have reached it only
+    when due before `due_before`, those relying on ones that `missed` it (or were undelivered)
+    handed over (`dedup.follow`: their keys locked first, in key order). Then every
     reservation touched is settled in one call with the caller's `own` parts: quota rows are the
     last locks a transaction takes."""
     parts = dict(own)
@@ -534,7 +538,7 @@ async def settle_outcomes(
         parts = dedup.merge_parts(parts, await _settle_on_delivery(conn, configs, receipts))
         reached = [*reached, *(r.id for r in receipts if r.status == "delivered")]
         missed = [*missed, *(r.id for r in receipts if r.status != "delivered")]
-    followed = await dedup.follow(conn, reached, missed)
+    followed = await dedup.follow(conn, reached, missed, presumed=presumed, due_before=due_before)
     if followed.saved:
         await billing.record_usage(conn, "dedup", followed.saved)
     parts = dedup.merge_parts(parts, followed.released)
@@ -702,20 +706,34 @@ async def settle_decided(
     still rely on (up to `batch`, walked on the partial index of relying copies), those whose
     outcome is known have their copies settled or handed over. An original still `sent` (or
     closed as "outcome unknown") whose receipt has not come within its gateway's receipt window
-    or the validity period, whichever ends first, counts as delivered: a copy handed the phone
-    later could not go out in its own validity anyway. Returns the page's last original (None:
-    the walk is over), how many were decided, and the heirs' sends."""
+    counts as delivered. Once the validity period is over (if it ends first) it is presumed
+    delivered: its copies that could not go out themselves any more (due a validity period ago)
+    are settled, and a copy due later keeps relying until the receipt comes or its own validity
+    is over (an `undelivered` receipt then hands it the phone). Returns the page's last original
+    (None: the walk is over), how many were decided, and the heirs' sends."""
     configs = gateway_configs(settings)
     names = list(configs)
-    waits = [min(configs[n].receipt_window_seconds, settings.validity_seconds) for n in names]
+    windows = [configs[n].receipt_window_seconds for n in names]
+    waits = [min(w, settings.validity_seconds) for w in windows]
     page = await conn.fetch(
-        sql.ORIGINALS_DECIDED, names, waits, settings.validity_seconds, after, batch
+        sql.ORIGINALS_DECIDED, names, waits, settings.validity_seconds, after, batch, windows
     )
-    reached = [r["id"] for r in page if r["decided"] and r["reached"]]
-    missed = [r["id"] for r in page if r["decided"] and not r["reached"]]
-    heirs = await settle_outcomes(conn, configs, [], reached, missed, {})
+    decided = [r for r in page if r["decided"]]
+    reached = [r["id"] for r in decided if r["reached"] and not r["presumed"]]
+    presumed = [r["id"] for r in decided if r["presumed"]]
+    missed = [r["id"] for r in decided if not r["reached"]]
+    heirs = await settle_outcomes(
+        conn,
+        configs,
+        [],
+        reached,
+        missed,
+        {},
+        presumed=presumed,
+        due_before=calendar.now() - timedelta(seconds=settings.validity_seconds),
+    )
     last = page[-1]["id"] if len(page) == batch else None
-    return last, len(reached) + len(missed), heirs
+    return last, len(decided), heirs
 
 
 class Recorder:

@@ -534,13 +534,20 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
     copies that relied on its messages go out in their place. Returns the sends of those heirs
     (a queued one's batches are enqueued after the commit)."""
     send = await visible_send(conn, who, send_id)
+
+    async def lock_keys() -> None:
+        await dedup.lock_keys(conn, [r["id"] for r in await conn.fetch(sql.WAITING, send_id)])
+
+    # The keys its messages hold are locked before its messages are: a send claiming one of
+    # them (keys, then the messages it displaces) waits for us, and so does a hand-over (keys,
+    # then the sends relying on them), instead of deadlocking. Once before the send's row, and
+    # once after: a hand-over we waited for there may have made heirs of its messages.
+    await lock_keys()
     reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
     if reservation_id is None:
         raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
+    await lock_keys()
     await oplog.record(conn, who, "send.cancel", tenant_id=send.tenant_id, object=f"send:{send_id}")
-    # The keys its messages hold are locked before the messages are: a send claiming one of
-    # them now (keys, then the messages it displaces) waits for us instead of deadlocking.
-    await dedup.lock_keys(conn, [r["id"] for r in await conn.fetch(sql.WAITING, send_id)])
     cancelled = [r["id"] for r in await conn.fetch(sql.CANCEL_MESSAGES, send_id)]
     heirs = await dedup.cancel_send(conn, send_id, cancelled)
     if reservation_id:

@@ -432,3 +432,54 @@ async def test_a_cancelled_originals_queued_heir_is_enqueued_when_the_cancel_com
 
 def _db(conn: asyncpg.Connection) -> SingleConnectionDatabase:
     return SingleConnectionDatabase(conn)
+
+
+async def test_copies_due_later_outlast_an_original_presumed_delivered_and_go_if_it_missed(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    client: httpx.AsyncClient,
+    county_key: str,
+) -> None:
+    """The original went 7 hours ago, past the validity period, and its receipt has not come
+    (it still may: the outbox's receipt window is longer). A copy that came with it is settled
+    as if delivered; one due 10 hours from now keeps relying, and when the receipt comes at
+    last saying undelivered, it goes out itself."""
+    validity = live_settings.delivery.validity_seconds
+    (outbox,) = live_settings.delivery.gateways
+    assert validity < 7 * 3600 < outbox.receipt_window_seconds
+    month = next_period(current_period())  # 10 hours from now may be next month
+    await grant(
+        live_db, {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}, month
+    )
+    original = await _post(client, county_key, priority="urgent")
+    alongside = await _post(client, await make_key(live_db, "510100"), priority="urgent")
+    later = await _post(
+        client,
+        await make_key(live_db, "510000"),
+        send_at=(calendar.now() + timedelta(hours=10)).isoformat(),
+    )
+    assert await _relying(live_db, alongside)
+    assert await _relying(live_db, later)
+    await live_db.execute(
+        "UPDATE messages SET status = 'sent', gateway = 'outbox', reference = 'ref-7h',"
+        " attempts = 1, sent_at = hub_now() - interval '7 hours',"
+        " submitted_at = hub_now() - interval '7 hours' WHERE send_id = $1",
+        original,
+    )
+    await live_db.execute(
+        "UPDATE sends SET due_at = hub_now() - interval '7 hours' WHERE id = ANY($1::bigint[])",
+        [original, alongside],
+    )
+    db = _db(live_db)
+    await delivery.decide(db, redis, live_settings.delivery)
+    assert not await _relying(live_db, alongside)  # could not go out itself any more
+    assert await statuses(live_db, alongside) == {"deduplicated": 1}
+    assert await _relying(live_db, later)  # still could: it waits for the receipt
+
+    recorder = delivery.Recorder(db, live_settings, redis)
+    await recorder.receipts("outbox", [Receipt("ref-7h", "undelivered", "UNDELIV")])
+    assert await statuses(live_db, original) == {"undelivered": 1}
+    assert await statuses(live_db, later) == {"accepted": 1}  # it goes when it is due
+    assert await statuses(live_db, alongside) == {"deduplicated": 1}
+    assert await audit_clean(live_db) == []

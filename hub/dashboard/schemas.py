@@ -203,9 +203,8 @@ class Overview(msgspec.Struct, frozen=True):
 class ChildLimit(msgspec.Struct, frozen=True):
     code: str
     name: str
-    limit: int
-    used: int
-    reserved: int
+    # The child's limit against its whole subtree's use: the overview's bar for it.
+    quota: QuotaBar
 
 
 class TenantPage(msgspec.Struct, frozen=True):

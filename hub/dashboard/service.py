@@ -48,7 +48,7 @@ from hub.errors import ApiError, Forbidden, Invalid, NotFound
 from hub.messages import service as messages
 from hub.oplog import service as oplog
 from hub.quota import service as quota
-from hub.quota.schemas import Quota
+from hub.quota.schemas import ChildQuota, Quota
 from hub.settings import DashboardSettings
 from hub.users import service as users
 from hub.users.repository import UserRow
@@ -376,6 +376,12 @@ _SORTS: dict[str, Callable[[ChildRow], Any]] = {
 }
 
 
+def _bar(quota: Quota | ChildQuota) -> QuotaBar:
+    """A tenant's limit against its whole subtree's use (`subtree`, quota's one definition of
+    used and reserved): the overview's bars and the tenant page's children show this."""
+    return QuotaBar(quota.limit, quota.subtree.used, quota.subtree.reserved)
+
+
 async def _rows_by_child(
     conn: asyncpg.Connection,
     tenant: TenantRow,
@@ -402,7 +408,7 @@ async def _rows_by_child(
                 name=child.name,
                 counts=counts,
                 money=money,
-                quota=QuotaBar(child.limit, child.subtree.used, child.subtree.reserved),
+                quota=_bar(child),
                 delivery=deliveries.get(child.code, Delivery()),
             )
         )
@@ -447,7 +453,7 @@ async def overview(
             delivered=sum(d.delivered for d in deliveries.values()),
             undelivered=sum(d.undelivered for d in deliveries.values()),
         ),
-        quota=QuotaBar(account.limit, account.subtree.used, account.subtree.reserved),
+        quota=_bar(account),
         alerts=await _alerts(conn, tenant, month, children),
         chart=chart(month, days),
         own=own,
@@ -512,9 +518,7 @@ async def tenant_page(
         limit=account.limit,
         allocated=account.allocated,
         policy=account.policy,
-        children=[
-            ChildLimit(c.code, c.name, c.limit, c.used, c.reserved) for c in account.children
-        ],
+        children=[ChildLimit(c.code, c.name, _bar(c)) for c in account.children],
         entries=await quota.latest_entries(conn, tenant, month, RECENT),
         sends=sends,
         replies=replies,

@@ -207,22 +207,32 @@ SET monthly_limit = EXCLUDED.monthly_limit, policy = EXCLUDED.policy, updated_at
 """
 
 
-class ChildSummary(msgspec.Struct, frozen=True):
+class AccountView(AccountRow, frozen=True):
+    """A tenant's account for a month as the quota views read it. One not open yet (`opened`
+    false, id 0) reads as what it will open with: its default limit and policy, nothing used,
+    reserved or granted."""
+
     code: str
     name: str
-    policy: str | None
-    limit_segments: int | None
-    used: int | None
-    reserved: int | None
+    opened: bool
 
 
-# A tenant's children with their accounts for the month (NULLs where none is open).
-CHILDREN = """
-SELECT t.code, t.name, a.policy::text AS policy, a.limit_segments, a.used, a.reserved
+# The columns of AccountView for tenants `t` and the month $2 (the queries add which tenants).
+_ACCOUNT_VIEW = """
+SELECT coalesce(a.id, 0) AS id, t.id AS tenant_id, $2::date AS period, t.depth,
+       coalesce(a.policy, d.policy, 'strict')::text AS policy,
+       coalesce(a.limit_segments, d.monthly_limit, 0) AS limit_segments,
+       coalesce(a.used, 0) AS used, coalesce(a.reserved, 0) AS reserved,
+       coalesce(a.allocated, 0) AS allocated, t.code, t.name, a.id IS NOT NULL AS opened
 FROM tenants t LEFT JOIN quota_accounts a ON a.tenant_id = t.id AND a.period = $2
-WHERE t.parent_id = $1
-ORDER BY t.code
+LEFT JOIN quota_defaults d ON d.tenant_id = t.id
 """
+
+# Tenant $1's account for the month $2, as its own quota view reads it.
+OWN_ACCOUNT = _ACCOUNT_VIEW + "WHERE t.id = $1"
+
+# Tenant $1's children's accounts for the month $2, read the same way (its list of children).
+CHILDREN = _ACCOUNT_VIEW + "WHERE t.parent_id = $1 ORDER BY t.code"
 
 
 class BranchUse(msgspec.Struct, frozen=True):

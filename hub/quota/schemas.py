@@ -39,13 +39,16 @@ class SubtreeUsage(msgspec.Struct, frozen=True):
 
 
 class ChildQuota(msgspec.Struct, frozen=True):
+    # The child's account as its own `GET …/quota/{period}` reads it: not open yet, what it will
+    # open with (its default limit and policy, nothing used).
     code: str
     name: str
     opened: bool
-    policy: str | None
+    policy: str
     limit: int
     used: int
     reserved: int
+    allocated: int
     available: int
     # What the child's whole subtree has used and holds reserved (its account's `used` and
     # `reserved` are what was charged to that account).

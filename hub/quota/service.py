@@ -480,18 +480,18 @@ async def get_defaults(conn: asyncpg.Connection, tenant: TenantRow) -> Defaults:
 # --- reads -------------------------------------------------------------------------------
 
 
-def _child(record: asyncpg.Record, subtree: SubtreeUsage) -> ChildQuota:
-    row: sql.ChildSummary = _convert(record, sql.ChildSummary)
-    limit, used, reserved = row.limit_segments or 0, row.used or 0, row.reserved or 0
+def _child(account: sql.AccountView, subtree: SubtreeUsage) -> ChildQuota:
+    """A child's row in its parent's view: its account read as its own view reads it."""
     return ChildQuota(
-        code=row.code,
-        name=row.name,
-        opened=row.policy is not None,
-        policy=row.policy,
-        limit=limit,
-        used=used,
-        reserved=reserved,
-        available=max(0, limit - used - reserved),
+        code=account.code,
+        name=account.name,
+        opened=account.opened,
+        policy=account.policy,
+        limit=account.limit_segments,
+        used=account.used,
+        reserved=account.reserved,
+        allocated=account.allocated,
+        available=_available(account),
         subtree=subtree,
     )
 
@@ -510,46 +510,34 @@ async def subtree_use(
 
 
 async def get_quota(conn: asyncpg.Connection, tenant: TenantRow, period: date) -> Quota:
-    """The account (or what it would open with), the subtree's real use, and each child."""
-    account: AccountRow | None = _convert(
-        await conn.fetchrow(sql.ACCOUNT, tenant.id, period), AccountRow
+    """The account (or what it would open with), the subtree's real use, and each child, whose
+    account is read the same way (sql.AccountView, `_available`): a child's row says what the
+    child's own view says."""
+    own: sql.AccountView = _convert(
+        await conn.fetchrow(sql.OWN_ACCOUNT, tenant.id, period), sql.AccountView
     )
-    if account is None:
-        defaults = await get_defaults(conn, tenant)
-        account = AccountRow(
-            id=0,
-            tenant_id=tenant.id,
-            period=period,
-            depth=tenant.depth,
-            policy=defaults.policy,
-            limit_segments=defaults.monthly_limit or 0,
-            used=0,
-            reserved=0,
-            allocated=0,
-        )
-        opened = False
-    else:
-        opened = True
     alerts = [
         Alert(threshold=r["threshold"], reached_at=r["created_at"])
-        for r in await conn.fetch(sql.THRESHOLDS_REACHED, account.id)
+        for r in await conn.fetch(sql.THRESHOLDS_REACHED, own.id)
     ]
     branches = await subtree_use(conn, tenant, period)
     nothing = SubtreeUsage(used=0, reserved=0)
     children = [
-        _child(r, branches.get(r["code"], nothing))
-        for r in await conn.fetch(sql.CHILDREN, tenant.id, period)
+        _child(child, branches.get(child.code, nothing))
+        for child in (
+            _convert(r, sql.AccountView) for r in await conn.fetch(sql.CHILDREN, tenant.id, period)
+        )
     ]
     return Quota(
         tenant=tenant.code,
         period=period_text(period),
-        opened=opened,
-        policy=account.policy,
-        limit=account.limit_segments,
-        used=account.used,
-        reserved=account.reserved,
-        allocated=account.allocated,
-        available=_available(account),
+        opened=own.opened,
+        policy=own.policy,
+        limit=own.limit_segments,
+        used=own.used,
+        reserved=own.reserved,
+        allocated=own.allocated,
+        available=_available(own),
         subtree=SubtreeUsage(
             used=sum(b.used for b in branches.values()),
             reserved=sum(b.reserved for b in branches.values()),

@@ -11,6 +11,8 @@ import pytest
 
 from hub.calendar import days_in, period_text
 from hub.dashboard.controllers import WORDS
+from hub.quota import service as quota
+from tenants.service import get_by_code
 from tests.factories import bearer, make_key
 from tests.integration.dashboard.conftest import (
     SAME_ORIGIN,
@@ -227,6 +229,33 @@ async def test_allocate_quota_from_the_form(signed_in: httpx.AsyncClient, seeded
     assert (
         await signed_in.get(f"/v1/tenants/510300/quota/{period}", headers=bearer(seeded.api_key))
     ).json()["limit"] == 7000
+
+
+async def test_tenant_page_children_use_what_the_overview_bars_use(
+    signed_in: httpx.AsyncClient, seeded: Seeded, conn: asyncpg.Connection
+) -> None:
+    # 锦江区 holds 30 more under the strict 成都市, which has sent nothing itself.
+    county = await get_by_code(conn, "510104")
+    assert county is not None
+    await quota.reserve(conn, county, 30, "send:1", "t", ttl_seconds=3600, period=seeded.period)
+    period = period_text(seeded.period)
+    listed = (
+        await signed_in.get(f"/v1/tenants/510000/quota/{period}", headers=bearer(seeded.api_key))
+    ).json()
+    overview = (await signed_in.get(f"/dashboard/t/510000?period={period}")).text
+    page = (await signed_in.get(f"/dashboard/t/510000/activity?period={period}")).text
+    for child in listed["children"]:
+        code, subtree = child["code"], child["subtree"]
+        bar = re.search(
+            r'data-used="(\d+)" data-reserved="(\d+)" data-limit="(\d+)"', row(overview, code)
+        )
+        assert bar, code
+        used, limit = re.findall(r'<td class="num[^"]*"[^>]*>([0-9,]+)</td>', row(page, code))
+        assert int(used.replace(",", "")) == int(bar[1]) + int(bar[2]), code
+        assert int(bar[1]) + int(bar[2]) == subtree["used"] + subtree["reserved"], code
+        assert int(limit.replace(",", "")) == int(bar[3]) == child["limit"], code
+    # 成都市's line: its counties' 1,350 posted and 30 held, not its own account's nothing.
+    assert "1,380" in row(page, "510100")
 
 
 @pytest.mark.parametrize(

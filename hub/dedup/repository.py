@@ -66,8 +66,10 @@ class Displaced(msgspec.Struct, frozen=True):
 
 # A copy due later never suppresses one due earlier: keys whose holder is due after this send
 # ($4) and still waits (its send scheduled or held, so no worker can be sending it) pass to this
-# send's messages; returns who held them (`old` reads the rows as they were when the statement
-# began). A holder already released to delivery is on its way: this copy relies on it.
+# send's messages, as do keys whose holder's send is parked (its tenant suspended: it goes
+# nowhere until the suspension ends); returns who held them (`old` reads the rows as they were
+# when the statement began). A holder already released to delivery is on its way: this copy
+# relies on it.
 TAKE_FROM_LATER = """
 UPDATE dedup_keys d
 SET message_id = c.id, tenant_id = $2, due_at = $4::timestamptz,
@@ -77,15 +79,16 @@ JOIN messages c ON c.send_id = $1 AND c.phone = k.phone
 JOIN dedup_keys old ON old.key = k.key
 JOIN messages h ON h.id = old.message_id
 JOIN sends hs ON hs.id = h.send_id
-WHERE d.key = k.key AND h.send_id <> $1 AND old.due_at > $4::timestamptz
-  AND h.status = 'accepted' AND hs.state IN ('scheduled', 'held')
+WHERE d.key = k.key AND h.send_id <> $1 AND h.status = 'accepted'
+  AND (old.due_at > $4::timestamptz AND hs.state IN ('scheduled', 'held')
+       OR hs.parked_at IS NOT NULL)
 RETURNING c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
 """
 
 # Read-only, for a preview: which of these keys ($1, with their phones $2) a send due at $3 would
 # find held by another message, by the rules CLAIM_FOR_SEND and TAKE_FROM_LATER apply (a key
 # whose holder's window is over or whose holder never reached the phone passes; so does one
-# held by a copy due later that still waits).
+# held by a copy due later that still waits, or by a parked one).
 HELD_FOR_PREVIEW = """
 SELECT k.phone
 FROM UNNEST($1::bytea[], $2::text[]) AS k(key, phone)
@@ -94,8 +97,9 @@ JOIN messages h ON h.id = d.message_id
 JOIN sends hs ON hs.id = h.send_id
 WHERE d.expires_at > $3::timestamptz
   AND h.status NOT IN ('failed', 'expired', 'cancelled', 'undelivered')
-  AND NOT (d.due_at > $3::timestamptz AND h.status = 'accepted'
-           AND hs.state IN ('scheduled', 'held'))
+  AND NOT (h.status = 'accepted'
+           AND (d.due_at > $3::timestamptz AND hs.state IN ('scheduled', 'held')
+                OR hs.parked_at IS NOT NULL))
 """
 
 # Copies that relied on the displaced holders $1 now rely on the new holders $2 (of tenant $3)
@@ -179,14 +183,17 @@ SELECT count(*) FROM (
 ) s
 """
 
-# The originals $1 never reached the phone (failed, expired, cancelled, undelivered): per
-# original, the copy relying on it that is due first goes out instead (back to `accepted`, still
+# The originals $1 never reached the phone (failed, expired, cancelled, undelivered), or ($2) are
+# held up by a suspension (their sends parked): per original, the copy relying on it that can go
+# first (not parked itself, then due first) goes out instead (back to `accepted`, still
 # reserved) and takes its key (its window from its own due time, as long as the key's); the other
-# copies rely on that heir. With no copy relying, the key goes. Returns the heirs' sends.
+# copies rely on that heir, and so ($2) does a parked original. With no copy relying, the key of
+# one that missed goes (a parked one keeps it: a claim takes it). Returns the heirs' sends.
 HAND_OVER = """
 WITH relying AS (
     SELECT m.id, m.duplicate_of AS original, m.tenant_id, s.due_at,
-           row_number() OVER (PARTITION BY m.duplicate_of ORDER BY s.due_at, m.id) AS n
+           row_number() OVER (PARTITION BY m.duplicate_of
+                              ORDER BY s.parked_at IS NOT NULL, s.due_at, m.id) AS n
     FROM messages m JOIN sends s ON s.id = m.send_id
     WHERE m.status = 'deduplicated' AND m.done_at IS NULL
       AND m.duplicate_of = ANY($1::bigint[]) AND s.state <> 'cancelled'
@@ -206,12 +213,26 @@ WITH relying AS (
     SET message_id = h.id, tenant_id = h.tenant_id, due_at = h.due_at,
         expires_at = h.due_at + (d.expires_at - d.due_at)
     FROM heirs h WHERE d.message_id = h.original
+), aside AS (
+    UPDATE messages m
+    SET status = 'deduplicated', duplicate_of = h.id, duplicate_tenant_id = h.tenant_id,
+        done_at = NULL, updated_at = hub_now()
+    FROM heirs h WHERE $2 AND m.id = h.original AND m.status = 'accepted'
 ), gone AS (
     DELETE FROM dedup_keys d
-    WHERE d.message_id = ANY($1::bigint[])
+    WHERE NOT $2 AND d.message_id = ANY($1::bigint[])
       AND NOT EXISTS (SELECT 1 FROM heirs h WHERE h.original = d.message_id)
 )
 SELECT DISTINCT send_id FROM heirs
+"""
+
+# The messages of the parked sends $1 that copies rely on, still waiting to go.
+RELIED_ON_IN = """
+SELECT o.id FROM messages o
+WHERE o.send_id = ANY($1::bigint[]) AND o.status = 'accepted'
+  AND EXISTS (SELECT 1 FROM messages m
+              WHERE m.duplicate_of = o.id AND m.status = 'deduplicated' AND m.done_at IS NULL)
+ORDER BY o.id
 """
 
 # A cancelled send's own copies that relied on others are settled with it (its whole

@@ -230,8 +230,22 @@ async def follow(
         saved[r.tenant_id, r.carrier, today] += r.segments
     heirs: list[int] = []
     if missed:
-        heirs = [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, list(missed))]
+        heirs = [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, list(missed), False)]
     return Followed(released, dict(saved), heirs)
+
+
+async def step_aside(conn: asyncpg.Connection, parked: list[int]) -> list[int]:
+    """These sends were parked (their tenant or one above it suspended): no other tenant's copy
+    waits on a suspension. The copies relying on their messages get the phone (the first that
+    can go goes out instead, holding the key) and the parked messages rely on it in turn: settled
+    when it arrives, handed the phone back should it miss. Returns the heirs' sends (to enqueue
+    after the commit). Locks as `follow` does: keys first, then the relying copies' sends."""
+    originals = [r["id"] for r in await conn.fetch(sql.RELIED_ON_IN, parked)]
+    if not originals:
+        return []
+    await lock_keys(conn, originals)
+    await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
+    return [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, originals, True)]
 
 
 async def cancel_send(conn: asyncpg.Connection, send_id: int, cancelled: list[int]) -> list[int]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hub.dedup import service as dedup
 from hub.delivery.service import enqueue_send
 from hub.messages import service
 
@@ -37,7 +38,11 @@ async def release_due_sends(ctx: dict[str, Any]) -> int:
     while True:
         async with db.acquire() as conn, conn.transaction():
             parked = await service.park_suspended(conn, BATCH)
-        if parked < BATCH:
+        if parked:  # copies relying on them must not wait on the suspension
+            async with db.acquire() as conn, conn.transaction():
+                heirs = await dedup.step_aside(conn, parked)
+            await enqueue(heirs)
+        if len(parked) < BATCH:
             break
     while True:
         async with db.acquire() as conn, conn.transaction():

@@ -570,14 +570,15 @@ async def release_due(conn: asyncpg.Connection, limit: int | None = None) -> lis
 # ends it goes on as if it fell due then: queued, its validity and reservation timeout afresh.
 
 
-async def park_suspended(conn: asyncpg.Connection, limit: int | None = None) -> int:
-    """Park the due sends of suspended subtrees, up to `limit` of them (None: all); how many.
-    Their reservations stop expiring until they are unparked."""
+async def park_suspended(conn: asyncpg.Connection, limit: int | None = None) -> list[int]:
+    """Park the due sends of suspended subtrees, up to `limit` of them (None: all); their ids.
+    Their reservations stop expiring until they are unparked. (Copies of other sends relying
+    on their messages are handed the phone in a transaction of its own: `dedup.step_aside`.)"""
     rows = await conn.fetch(sql.PARK_SUSPENDED, limit)
     reservations = [r["reservation_id"] for r in rows if r["reservation_id"] is not None]
     if reservations:
         await quota.set_expiry(conn, reservations, None)
-    return len(rows)
+    return [r["id"] for r in rows]
 
 
 async def resumed(

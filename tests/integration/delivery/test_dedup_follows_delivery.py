@@ -19,6 +19,7 @@ from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool
 from hub.dedup import jobs as dedup_jobs
 from hub.delivery import service as delivery
 from hub.delivery.gateway import Receipt
+from hub.messages import jobs as message_jobs
 from hub.messages import service as messages
 from hub.settings import GatewayConfig, Settings
 from hub.worker import cron_jobs
@@ -482,4 +483,83 @@ async def test_copies_due_later_outlast_an_original_presumed_delivered_and_go_if
     assert await statuses(live_db, original) == {"undelivered": 1}
     assert await statuses(live_db, later) == {"accepted": 1}  # it goes when it is due
     assert await statuses(live_db, alongside) == {"deduplicated": 1}
+    assert await audit_clean(live_db) == []
+
+
+async def _suspend(client: httpx.AsyncClient, province: str, status: str) -> None:
+    changed = await client.patch(
+        "/v1/tenants/510104", json={"status": status}, headers=bearer(province)
+    )
+    assert changed.status_code == 200, changed.text
+
+
+async def test_a_copy_takes_the_phone_from_a_suspended_countys_parked_message(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    client: httpx.AsyncClient,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """The county's notice is parked by its suspension: the city's same notice does not rely
+    on it (it could wait for weeks) but goes out, and the parked one relies on the city's; when
+    the suspension ends, the county's notice is not sent a second time."""
+    province = await make_key(live_db, "510000")
+    original = await _post(client, county_key, priority="urgent")
+    await _suspend(client, province, "suspended")
+    jobs = {"db": _db(live_db), "settings": live_settings, "redis": redis}
+    await message_jobs.release_due_sends(jobs)  # parks the county's send
+    await redis.flushdb()  # its batch, enqueued before it was parked, would only find it parked
+    assert await live_db.fetchval("SELECT parked_at IS NOT NULL FROM sends WHERE id = $1", original)
+    copy = await client.post(
+        "/v1/messages",
+        json={"to": [PHONE], "body": BODY, "priority": "urgent"},
+        headers=bearer(await make_key(live_db, "510100")),
+    )
+    assert copy.status_code == 202, copy.text
+    assert copy.json()["counts"]["accepted"] == 1
+    assert await _relying(live_db, original)
+
+    await run_worker()
+    assert await statuses(live_db, copy.json()["id"]) == {"delivered": 1}
+    assert await statuses(live_db, original) == {"deduplicated": 1}
+    assert not await _relying(live_db, original)  # settled against the city's
+
+    await _suspend(client, province, "active")
+    await message_jobs.release_due_sends(jobs)  # unparks it: nothing left to send
+    await run_worker()
+    sent = await live_db.fetch("SELECT text FROM outbox")
+    assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
+    assert await audit_clean(live_db) == []
+
+
+async def test_copies_relying_on_a_message_that_gets_parked_go_out_in_its_place(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    client: httpx.AsyncClient,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """The city's copy relied on the county's notice, which then waits on the county's
+    suspension: parking it hands the phone to the city's copy (enqueued at once), and the
+    county's message relies on that one instead."""
+    province = await make_key(live_db, "510000")
+    original = await _post(client, county_key, priority="urgent")
+    copy = await _post(client, await make_key(live_db, "510100"), priority="urgent")
+    assert await _relying(live_db, copy)
+    await _suspend(client, province, "suspended")
+    await redis.flushdb()
+    jobs = {"db": _db(live_db), "settings": live_settings, "redis": redis}
+    await message_jobs.release_due_sends(jobs)
+    assert await statuses(live_db, copy) == {"accepted": 1}
+    assert await _relying(live_db, original)
+    assert await redis.zcard("arq:queue") == 1  # the heir's batch
+
+    await run_worker()
+    assert await statuses(live_db, copy) == {"delivered": 1}
+    assert await statuses(live_db, original) == {"deduplicated": 1}
+    assert not await _relying(live_db, original)
+    sent = await live_db.fetch("SELECT text FROM outbox")
+    assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
     assert await audit_clean(live_db) == []

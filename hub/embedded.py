@@ -223,6 +223,11 @@ class EmbeddedValkey:
         self._server, self.port = server, server.port
         return f"redis://127.0.0.1:{server.port}/0"
 
+    @property
+    def pid(self) -> int | None:
+        process = None if self._server is None else self._server._process
+        return None if process is None else int(process.pid)
+
     def running(self) -> bool:
         """Whether its process runs (polled, so a dead one is reaped rather than a zombie)."""
         process = None if self._server is None else self._server._process

@@ -171,6 +171,9 @@ class DeliverySettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     )
     # Messages per delivery job (one job per gateway route per batch).
     batch_size: Annotated[int, msgspec.Meta(ge=1, le=500)] = 500
+    # Redis not taking a send's batches within this long (hung, not gone) counts as down: the
+    # send is answered, and the sweeper enqueues its batches later (they are in PostgreSQL).
+    enqueue_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     # A message not delivered within this long of being due expires (and its quota is voided).
     validity_seconds: Annotated[float, msgspec.Meta(gt=0)] = 6 * 3600.0
     # A claimed batch not finished within this long goes back to the queue (its worker died).

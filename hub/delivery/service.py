@@ -100,8 +100,9 @@ async def enqueue_send(
     """Enqueue the batch jobs of a committed, queued send; how many were new.
 
     Job ids name the batch, so enqueueing again (the sweeper) adds nothing while a batch's job is
-    queued or running. Messages due within `grace` seconds count as due. Redis failing is logged
-    and left to the sweeper: the messages are safe in PostgreSQL.
+    queued or running. Messages due within `grace` seconds count as due. Redis failing (or not
+    answering within `enqueue_timeout_seconds`) is logged and left to the sweeper: the messages
+    are safe in PostgreSQL.
     """
     async with db.acquire() as conn:
         batches = await conn.fetch(sql.BATCHES, send_id, settings.batch_size, grace)
@@ -123,7 +124,8 @@ async def enqueue_send(
         for b in batches
     ]
     try:
-        enqueued = await asyncio.gather(*jobs)
+        async with asyncio.timeout(settings.enqueue_timeout_seconds):
+            enqueued = await asyncio.gather(*jobs)
     except (TimeoutError, OSError, ConnectionError) as exc:
         log.warning("send %s: batches not enqueued (%s); the sweeper will", send_id, exc)
         return 0

@@ -617,7 +617,16 @@ def _invariants(account: AuditAccountRow) -> list[str]:
 
 
 async def audit(conn: asyncpg.Connection, period: date) -> tuple[int, list[str]]:
-    """Check a month's ledger; returns (accounts checked, problems found)."""
+    """Check a month's ledger; returns (accounts checked, problems found). It is read in one
+    snapshot (a repeatable-read transaction of its own, unless the caller's): read table by
+    table, a settlement committed between two reads showed as a mismatch."""
+    if conn.is_in_transaction():
+        return await _audit(conn, period)
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        return await _audit(conn, period)
+
+
+async def _audit(conn: asyncpg.Connection, period: date) -> tuple[int, list[str]]:
     accounts = [
         msgspec.convert(dict(r.items()), AuditAccountRow)
         for r in await conn.fetch(sql.PERIOD_ACCOUNTS, period)

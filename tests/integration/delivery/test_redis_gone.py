@@ -5,6 +5,9 @@ were recorded: they are reported again."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -81,6 +84,57 @@ async def test_a_send_while_redis_is_down_is_taken_and_goes_out_when_it_is_back(
     )
     assert sent == []
     assert await live_db.fetchval("SELECT count(*) FROM outbox") == len(PHONES)
+    assert await audit_clean(live_db) == []
+
+
+async def test_a_send_while_redis_hangs_is_answered_and_goes_out_later(
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    county_key: str,
+    own_valkey: EmbeddedValkey,
+    run_worker: RunWorker,
+) -> None:
+    """Redis hung (its process stopped, its connections open): the send is answered all the
+    same, its batches left to the sweeper, and it goes out once Redis answers again."""
+    dsn = f"redis://127.0.0.1:{own_valkey.port}/0"
+    settings = msgspec.structs.replace(
+        live_settings,
+        redis=msgspec.structs.replace(live_settings.redis, dsn=dsn),
+        delivery=msgspec.structs.replace(live_settings.delivery, enqueue_timeout_seconds=0.5),
+    )
+    redis = await queue.connect(dsn)
+    pid = own_valkey.pid
+    assert pid is not None
+    try:
+        async for client in live_client(settings, redis):
+            assert await redis.ping()
+            os.kill(pid, signal.SIGSTOP)
+            try:
+                # A bound on waiting, not a speed: unbounded, the answer never comes.
+                resp = await asyncio.wait_for(
+                    client.post(
+                        "/v1/messages",
+                        json={"to": PHONES, "body": "卡住也要通知"},
+                        headers=bearer(county_key),
+                    ),
+                    timeout=120,
+                )
+            finally:
+                os.kill(pid, signal.SIGCONT)
+            assert resp.status_code == 202, resp.text
+            send_id = resp.json()["id"]
+        assert await statuses(live_db, send_id) == {"accepted": len(PHONES)}
+        assert settings.db.dsn
+        db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+        try:
+            report = await service.sweep(db, redis, settings.delivery)
+        finally:
+            await db.close()
+        assert report["enqueued"] >= 1
+        await run_worker(settings)
+    finally:
+        await redis.aclose()
+    assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
     assert await audit_clean(live_db) == []
 
 

@@ -64,31 +64,40 @@ class Displaced(msgspec.Struct, frozen=True):
     displaced_due: datetime
 
 
-# A copy due later never suppresses one due earlier: keys whose holder is due after this send
-# ($4) and still waits (its send scheduled or held, so no worker can be sending it) pass to this
-# send's messages, as do keys whose holder's send is parked (its tenant suspended: it goes
-# nowhere until the suspension ends); returns who held them (`old` reads the rows as they were
-# when the statement began). A holder already released to delivery is on its way: this copy
-# relies on it.
+# A copy due later never suppresses one due earlier, nor a copy in a slower lane one in a faster
+# lane: keys whose holder still waits to go pass to this send's messages — a holder due after
+# this send ($4) whose send is scheduled or held, one whose send is parked (its tenant suspended:
+# it goes nowhere until the suspension ends), or one queued in a slower lane than this send's
+# (an urgent notice is not held behind a bulk queue). Each holder's message is locked first,
+# skipping one a worker is claiming: one already on its way keeps its key, and this copy relies
+# on it. Returns who held the keys taken.
 TAKE_FROM_LATER = """
+WITH taken AS (
+    SELECT k.key, c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
+    FROM send_keys k
+    JOIN messages c ON c.send_id = $1 AND c.phone = k.phone
+    JOIN dedup_keys old ON old.key = k.key
+    JOIN messages h ON h.id = old.message_id
+    JOIN sends hs ON hs.id = h.send_id
+    JOIN sends me ON me.id = $1
+    WHERE h.send_id <> $1 AND h.status = 'accepted'
+      AND (old.due_at > $4::timestamptz AND hs.state IN ('scheduled', 'held')
+           OR hs.parked_at IS NOT NULL
+           OR hs.state = 'queued' AND hs.priority > me.priority)
+    FOR UPDATE OF h SKIP LOCKED
+)
 UPDATE dedup_keys d
-SET message_id = c.id, tenant_id = $2, due_at = $4::timestamptz,
+SET message_id = t.message_id, tenant_id = $2, due_at = $4::timestamptz,
     expires_at = $4::timestamptz + make_interval(secs => $3)
-FROM send_keys k
-JOIN messages c ON c.send_id = $1 AND c.phone = k.phone
-JOIN dedup_keys old ON old.key = k.key
-JOIN messages h ON h.id = old.message_id
-JOIN sends hs ON hs.id = h.send_id
-WHERE d.key = k.key AND h.send_id <> $1 AND h.status = 'accepted'
-  AND (old.due_at > $4::timestamptz AND hs.state IN ('scheduled', 'held')
-       OR hs.parked_at IS NOT NULL)
-RETURNING c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
+FROM taken t
+WHERE d.key = t.key
+RETURNING t.message_id, t.displaced, t.displaced_due
 """
 
-# Read-only, for a preview: which of these keys ($1, with their phones $2) a send due at $3 would
-# find held by another message, by the rules CLAIM_FOR_SEND and TAKE_FROM_LATER apply (a key
-# whose holder's window is over or whose holder never reached the phone passes; so does one
-# held by a copy due later that still waits, or by a parked one).
+# Read-only, for a preview: which of these keys ($1, with their phones $2) a send due at $3 in
+# lane $4 would find held by another message, by the rules CLAIM_FOR_SEND and TAKE_FROM_LATER
+# apply (a key whose holder's window is over or whose holder never reached the phone passes; so
+# does one held by a copy that still waits: due later, parked, or queued in a slower lane).
 HELD_FOR_PREVIEW = """
 SELECT k.phone
 FROM UNNEST($1::bytea[], $2::text[]) AS k(key, phone)
@@ -99,7 +108,8 @@ WHERE d.expires_at > $3::timestamptz
   AND h.status NOT IN ('failed', 'expired', 'cancelled', 'undelivered')
   AND NOT (h.status = 'accepted'
            AND (d.due_at > $3::timestamptz AND hs.state IN ('scheduled', 'held')
-                OR hs.parked_at IS NOT NULL))
+                OR hs.parked_at IS NOT NULL
+                OR hs.state = 'queued' AND hs.priority > $4::send_priority))
 """
 
 # Copies that relied on the displaced holders $1 now rely on the new holders $2 (of tenant $3)

@@ -161,14 +161,19 @@ async def would_hold(
     body: str | Mapping[str, str],
     phones: list[str],
     due_at: datetime,
+    priority: str,
 ) -> set[str]:
-    """Read-only (a preview): the phones among `phones` whose copy of `body`, due at `due_at`,
-    `claim_send` would find held by another message, i.e. would be deduplicated."""
+    """Read-only (a preview): the phones among `phones` whose copy of `body`, due at `due_at`
+    in lane `priority`, `claim_send` would find held by another message, i.e. would be
+    deduplicated."""
     held: set[str] = set()
     for start in range(0, len(phones), PREVIEW_CHUNK):
         chunk = phones[start : start + PREVIEW_CHUNK]
         keys = list(content_keys(chunk, body, tenant_id))
-        held.update(r["phone"] for r in await conn.fetch(sql.HELD_FOR_PREVIEW, keys, chunk, due_at))
+        held.update(
+            r["phone"]
+            for r in await conn.fetch(sql.HELD_FOR_PREVIEW, keys, chunk, due_at, priority)
+        )
     return held
 
 

@@ -350,7 +350,12 @@ async def preview_send(
     duplicates: set[str] = set()
     if request.dedup == "on":
         duplicates = await dedup.would_hold(
-            conn, tenant.id, plan.bodies(), [r.phone for r in candidates], plan.timing.due_at
+            conn,
+            tenant.id,
+            plan.bodies(),
+            [r.phone for r in candidates],
+            plan.timing.due_at,
+            request.priority,
         )
     going = [r for r in candidates if r.phone not in duplicates]
     by_carrier: Counter[str] = Counter()

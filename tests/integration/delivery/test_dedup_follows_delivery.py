@@ -563,3 +563,38 @@ async def test_copies_relying_on_a_message_that_gets_parked_go_out_in_its_place(
     sent = await live_db.fetch("SELECT text FROM outbox")
     assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
     assert await audit_clean(live_db) == []
+
+
+async def test_an_urgent_copy_is_not_held_behind_a_bulk_queue(
+    live_db: asyncpg.Connection,
+    client: httpx.AsyncClient,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """The county's bulk notice is queued, not gone yet (its lane waits behind every normal and
+    urgent batch): the city's urgent notice of the same text takes the phone and goes, the
+    preview says so first, and the bulk copy relies on it."""
+    bulk = await _post(client, county_key, priority="bulk")
+    city = await make_key(live_db, "510100")
+    urgent_request = {"to": [PHONE], "body": BODY, "priority": "urgent"}
+    preview = await client.post("/v1/messages/preview", json=urgent_request, headers=bearer(city))
+    assert preview.status_code == 200, preview.text
+    assert preview.json()["counts"]["deduplicated"] == 0
+    # A bulk copy would rely on it: only a faster lane takes the phone.
+    same_lane = await client.post(
+        "/v1/messages/preview", json={**urgent_request, "priority": "bulk"}, headers=bearer(city)
+    )
+    assert same_lane.status_code == 200, same_lane.text
+    assert same_lane.json()["counts"]["deduplicated"] == 1
+    urgent = await client.post("/v1/messages", json=urgent_request, headers=bearer(city))
+    assert urgent.status_code == 202, urgent.text
+    assert urgent.json()["counts"]["accepted"] == 1
+    assert await _relying(live_db, bulk)
+
+    await run_worker()
+    assert await statuses(live_db, urgent.json()["id"]) == {"delivered": 1}
+    assert await statuses(live_db, bulk) == {"deduplicated": 1}
+    assert not await _relying(live_db, bulk)
+    sent = await live_db.fetch("SELECT text FROM outbox")
+    assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
+    assert await audit_clean(live_db) == []

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from pathlib import Path
@@ -22,6 +23,8 @@ from litestar.datastructures import State
 from alembic import command
 from hub import calendar
 from hub.settings import DbSettings
+
+log = logging.getLogger("hub.db")
 
 T = TypeVar("T")
 
@@ -128,17 +131,31 @@ async def retrying(
 
 
 async def create_pool(settings: DbSettings, dsn: str) -> asyncpg.Pool:
+    """A pool whose connections open within `connect_timeout` seconds. PostgreSQL unreachable
+    at start-up is no reason not to start: the pool then opens its connections as work comes
+    (each request answered 503 `unavailable` until PostgreSQL is back)."""
     timeout_ms = int(settings.statement_timeout * 1000)
-    return await asyncpg.create_pool(
-        dsn,
-        min_size=min(settings.pool_min, settings.pool_max),
-        max_size=settings.pool_max,
-        server_settings={
-            "statement_timeout": str(timeout_ms),
-            "timezone": "UTC",
-            **calendar.CLOCK.server_settings(),
-        },
-    )
+
+    async def pool(min_size: int) -> asyncpg.Pool:
+        return await asyncpg.create_pool(
+            dsn,
+            min_size=min_size,
+            max_size=settings.pool_max,
+            timeout=settings.connect_timeout,
+            server_settings={
+                "statement_timeout": str(timeout_ms),
+                "timezone": "UTC",
+                **calendar.CLOCK.server_settings(),
+            },
+        )
+
+    try:
+        return await pool(min(settings.pool_min, settings.pool_max))
+    except Exception as exc:
+        if not unreachable(exc):
+            raise
+        log.warning("PostgreSQL unreachable at start-up (%r): connecting as work comes", exc)
+        return await pool(0)
 
 
 async def fetch_planned(

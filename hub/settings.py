@@ -34,6 +34,8 @@ class DbSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     pool_max: Annotated[int, msgspec.Meta(ge=1, le=500)] = 20
     # Seconds one statement may run before PostgreSQL cancels it.
     statement_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
+    # Seconds a new connection may take (an unreachable host answers 503 after this long).
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 
 
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -18,6 +18,7 @@ import httpx
 import msgspec
 import pytest
 from arq.connections import ArqRedis
+from litestar.testing import AsyncTestClient
 
 from hub.app import create_app
 from hub.db import PoolDatabase, create_pool, migrate
@@ -120,3 +121,28 @@ async def test_postgres_gone_is_503_everywhere_and_the_hub_recovers(
     await asyncio.to_thread(server.start)
     after = await _answers(client, key, cookie)
     assert [r.status_code for r in after] == [200, 200, 200, 202, 200, 200], [r.text for r in after]
+
+
+async def test_the_hub_starts_while_postgres_is_down_and_answers_503_until_it_is_up(
+    own_postgres: tuple[EmbeddedPostgres, str], settings: Settings
+) -> None:
+    server, dsn = own_postgres
+    await asyncio.to_thread(server.stop)
+    assert settings.redis.dsn
+    app = create_app(_on(settings, dsn))  # its own pool and Redis, opened at start-up
+    async with AsyncTestClient(app) as client:
+        down = await client.get("/v1/tenants/510104", headers=bearer("hub_x_y"))
+        assert down.status_code == 503, down.text
+        assert down.json()["error"] == "unavailable"
+        assert down.headers.get("Retry-After")
+        assert (await client.get("/readyz")).status_code == 503
+
+        await asyncio.to_thread(server.start)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await make_small_tree(conn)
+            key = await make_key(conn, "510104")
+        finally:
+            await conn.close()
+        up = await client.get("/v1/tenants/510104", headers=bearer(key))
+        assert up.status_code == 200, up.text

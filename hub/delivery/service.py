@@ -372,6 +372,10 @@ class Delivery:
             )
         own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
         heirs = await settle_outcomes(conn, {gateway.name: gateway}, early, [], missed, own)
+        if sent and gateway.bills_on == "delivered" and send.reservation_id is not None:
+            # Their segments wait in the reservation for their receipts: it lasts while one may
+            # come (quota rows last, as settle_outcomes left them).
+            await quota.extend_expiry(conn, [send.reservation_id], gateway.receipt_window_seconds)
         return min((at for _, at in retries), default=None), heirs
 
     async def _record_sent(

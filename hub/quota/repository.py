@@ -175,6 +175,13 @@ SET expires_at = CASE WHEN $2::float8 IS NULL THEN 'infinity'::timestamptz
 WHERE id = ANY($1::bigint[]) AND status = 'pending'
 """
 
+# Pending reservations among $1 last at least $2 seconds from now (never shortened).
+EXTEND_EXPIRY = """
+UPDATE quota_reservations
+SET expires_at = greatest(expires_at, hub_now() + make_interval(secs => $2::float8))
+WHERE id = ANY($1::bigint[]) AND status = 'pending'
+"""
+
 # Mark reservations settled.
 SETTLE = """
 UPDATE quota_reservations r

@@ -342,6 +342,15 @@ async def set_expiry(
     await conn.execute(sql.SET_EXPIRY, reservation_ids, seconds)
 
 
+async def extend_expiry(
+    conn: asyncpg.Connection, reservation_ids: list[int], seconds: float
+) -> None:
+    """Pending reservations among these last at least `seconds` from now: segments that went to
+    a gateway billing on delivery stay reserved while their receipts may still come (expired
+    sooner, a late receipt's use would be dropped while billing counts it)."""
+    await conn.execute(sql.EXTEND_EXPIRY, reservation_ids, seconds)
+
+
 async def expire_due(conn: asyncpg.Connection, batch: int = 500) -> int:
     """Expire up to `batch` reservations past their timeout; returns how many."""
     records = await conn.fetch(sql.LOCK_EXPIRED, batch)

@@ -8,9 +8,13 @@ from arq.connections import ArqRedis
 
 from hub.billing import service as billing
 from hub.calendar import current_period
+from hub.db import SingleConnectionDatabase
+from hub.delivery import service as delivery
+from hub.delivery.gateway import Receipt
 from hub.settings import GatewayConfig, Settings
 from tests.factories import bearer
 from tests.integration.delivery.conftest import RunWorker, live_client, with_gateways
+from tests.peers.aliyun import AliyunFake, running
 
 PHONES = ["13800138000", "13800138001", "18612345678", "13311110000"]  # 移动 twice, 联通, 电信
 
@@ -106,3 +110,60 @@ async def test_a_gateway_billing_on_delivery_bills_only_what_was_delivered(
     await run_worker(settings)
     # 13311110000 was undelivered: not billable.
     assert await _usage(live_db) == {"510104/中国移动": (2, 0), "510104/中国联通": (1, 0)}
+
+
+async def test_on_a_gateway_billing_on_delivery_the_quota_waits_as_long_as_the_receipts(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """What went waits in the send's reservation for its receipts: the reservation lasts as
+    long as a receipt may come (past its own timeout), so a late receipt's segments are counted
+    used where billing counts them billable, not dropped with an expired reservation."""
+    window = 72 * 3600.0
+    assert window > live_settings.quota.reservation_ttl_seconds
+    with running(AliyunFake()) as fake:  # it reports no receipts unless asked
+        ali = GatewayConfig(
+            name="ali",
+            kind="aliyun",
+            url=fake.url,
+            username=fake.access_key_id,
+            password=fake.secret,
+            rate=1e6,
+            bills_on="delivered",
+            receipt_window_seconds=window,
+            options={"template_code": fake.template_code},
+        )
+        settings = with_gateways(live_settings, ali)
+        async for client in live_client(settings, redis):
+            sent = await client.post(
+                "/v1/messages", json={"to": PHONES[:2], "body": "通知"}, headers=bearer(county_key)
+            )
+        send_id = sent.json()["id"]
+        await run_worker(settings)
+    reservation = await live_db.fetchrow(
+        "SELECT r.status::text AS status, r.expires_at >= hub_now()"
+        " + make_interval(secs => $2::float8 - 60) AS lasts"
+        " FROM quota_reservations r JOIN sends s ON s.reservation_id = r.id WHERE s.id = $1",
+        send_id,
+        window,
+    )
+    assert reservation is not None
+    assert (reservation["status"], reservation["lasts"]) == ("pending", True)
+
+    references = [
+        r["reference"]
+        for r in await live_db.fetch("SELECT reference FROM messages WHERE send_id = $1", send_id)
+    ]
+    recorder = delivery.Recorder(SingleConnectionDatabase(live_db), settings, redis)
+    await recorder.receipts("ali", [Receipt(ref, "delivered", "DELIVRD") for ref in references])
+    assert await _usage(live_db) == {"510104/中国移动": (2, 0)}
+    county = await live_db.fetchrow(
+        "SELECT a.used, a.reserved FROM quota_accounts a JOIN tenants t ON t.id = a.tenant_id"
+        " WHERE t.code = '510104' AND a.period = $1",
+        current_period(),
+    )
+    assert county is not None
+    assert (county["used"], county["reserved"]) == (2, 0)

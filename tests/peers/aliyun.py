@@ -41,6 +41,7 @@ import httpx
 import msgspec
 import uvicorn
 
+from hub.settings import GatewayConfig
 from tests.peers import wall_clock
 
 Scope = dict[str, Any]
@@ -147,6 +148,22 @@ class AliyunFake:
         self._lock = threading.Lock()
         self._biz_ids = itertools.count(900619746936498440)
         self.reset()
+
+    def gateway(self, *, options: Mapping[str, Any] | None = None, **fields: Any) -> GatewayConfig:
+        """The hub's gateway `ali` on this fake (running: its url is set), unpaced, with
+        `fields` and `options` over that."""
+        return msgspec.structs.replace(
+            GatewayConfig(
+                name="ali",
+                kind="aliyun",
+                url=self.url,
+                username=self.access_key_id,
+                password=self.secret,
+                rate=1e6,
+                options={"template_code": self.template_code, **(options or {})},
+            ),
+            **fields,
+        )
 
     def reset(self) -> None:
         with self._lock:

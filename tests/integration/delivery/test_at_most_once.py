@@ -238,15 +238,7 @@ async def test_an_aliyun_request_that_times_out_is_not_sent_again(
 ) -> None:
     with running(AliyunFake()) as fake:
         fake.delay_next(1, 1.5)  # it sends the SMS once its pause is over, answering no one
-        config = GatewayConfig(
-            name="ali",
-            kind="aliyun",
-            url=fake.url,
-            username=fake.access_key_id,
-            password=fake.secret,
-            rate=1e6,
-            options={"template_code": fake.template_code, "timeout": 0.3},
-        )
+        config = fake.gateway(options={"timeout": 0.3})
         settings = with_gateways(live_settings, config, **FAST_RETRY)
         sent = await send(settings, redis, county_key, [PHONE], "明早八点开会")
         async with running_worker(settings):

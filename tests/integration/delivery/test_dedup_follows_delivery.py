@@ -21,7 +21,7 @@ from hub.delivery import service as delivery
 from hub.delivery.gateway import Receipt
 from hub.messages import jobs as message_jobs
 from hub.messages import service as messages
-from hub.settings import GatewayConfig, Settings
+from hub.settings import Settings
 from hub.worker import cron_jobs
 from tests.factories import bearer, grant, make_key
 from tests.integration.delivery.conftest import (
@@ -100,15 +100,7 @@ async def test_a_copy_relying_on_one_the_gateway_refuses_goes_out_instead(
 ) -> None:
     city = await make_key(live_db, "510100")
     with running(AliyunFake()) as fake:
-        ali = GatewayConfig(
-            name="ali",
-            kind="aliyun",
-            url=fake.url,
-            username=fake.access_key_id,
-            password=fake.secret,
-            rate=1e6,
-            options={"template_code": fake.template_code},
-        )
+        ali = fake.gateway()
         settings = with_gateways(live_settings, ali)
         async for client in live_client(settings, redis):
             original = await _post(client, county_key)
@@ -320,16 +312,7 @@ async def test_a_copy_made_while_its_original_awaits_its_receipt_relies_until_th
     original's receipt window is over, then the sweeper settles it as if delivered."""
     city = await make_key(live_db, "510100")
     with running(AliyunFake()) as fake:  # it reports no receipts unless asked
-        ali = GatewayConfig(
-            name="ali",
-            kind="aliyun",
-            url=fake.url,
-            username=fake.access_key_id,
-            password=fake.secret,
-            rate=1e6,
-            receipt_window_seconds=600,
-            options={"template_code": fake.template_code},
-        )
+        ali = fake.gateway(receipt_window_seconds=600)
         settings = with_gateways(live_settings, ali)
         async for client in live_client(settings, redis):
             original = await _post(client, county_key)

@@ -53,16 +53,7 @@ async def test_traffic_leaves_a_failing_gateway_and_comes_back_when_it_recovers(
     live_settings: Settings, live_db: asyncpg.Connection, redis: ArqRedis, county_key: str
 ) -> None:
     with running(AliyunFake()) as fake:
-        primary = GatewayConfig(
-            name="ali",
-            kind="aliyun",
-            url=fake.url,
-            username=fake.access_key_id,
-            password=fake.secret,
-            fallback="outbox",
-            rate=1e6,
-            options={"template_code": fake.template_code},
-        )
+        primary = fake.gateway(fallback="outbox")
         outbox = GatewayConfig(name="outbox", kind="outbox", rate=1e6, options={"receipt_delay": 0})
         settings = with_gateways(
             live_settings,

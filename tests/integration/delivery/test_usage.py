@@ -125,17 +125,7 @@ async def test_on_a_gateway_billing_on_delivery_the_quota_waits_as_long_as_the_r
     window = 72 * 3600.0
     assert window > live_settings.quota.reservation_ttl_seconds
     with running(AliyunFake()) as fake:  # it reports no receipts unless asked
-        ali = GatewayConfig(
-            name="ali",
-            kind="aliyun",
-            url=fake.url,
-            username=fake.access_key_id,
-            password=fake.secret,
-            rate=1e6,
-            bills_on="delivered",
-            receipt_window_seconds=window,
-            options={"template_code": fake.template_code},
-        )
+        ali = fake.gateway(bills_on="delivered", receipt_window_seconds=window)
         settings = with_gateways(live_settings, ali)
         async for client in live_client(settings, redis):
             sent = await client.post(

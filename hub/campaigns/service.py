@@ -12,7 +12,9 @@ greeting nobody twice.
 
 When the batch's send cannot be made (quota short for all of it, a template withdrawn) or a
 concurrent run greeted some of it first, its greetings go one send each, in a savepoint of their
-own: one that cannot go is rolled back alone and tried again on the next run.
+own: one that cannot go is rolled back alone and tried again on the next run. A contact the
+send rejects on its own (a name that cannot be filled in) is not greeted either: the next run
+tries again.
 """
 
 from __future__ import annotations
@@ -48,8 +50,9 @@ log = logging.getLogger("hub.campaigns")
 BATCH = 50
 
 
-class _AlreadyGreeted(Exception):
-    """A concurrent run greeted this contact first: undo our send."""
+class _NotGreeted(Exception):
+    """A concurrent run greeted one of these contacts first, or none of them could be sent to:
+    undo our send."""
 
 
 class Batch(msgspec.Struct, frozen=True):
@@ -119,9 +122,11 @@ async def _greet(
     year: int,
     settings: Settings,
     now: datetime,
-) -> int | None:
-    """One send greeting all of `contacts`, each by its own text; None when it could not be
-    made, or a concurrent run greeted one of them first (nothing is left of it then)."""
+) -> tuple[int, int] | None:
+    """One send greeting `contacts`, each by its own text: the send and how many it greeted
+    (a recipient it rejects, say a name that cannot be filled in, is not greeted: the next run
+    tries again). None when it could not be made, greeted nobody, or a concurrent run greeted
+    one of them first (nothing is left of it then)."""
     request = SendRequest(
         to=[c["phone"] for c in contacts],
         template=campaign.template_id,
@@ -134,10 +139,12 @@ async def _greet(
             await oplog.record(
                 conn, f"system:{actor}", "send.create", **messages.send_logged(tenant, sent)
             )
-            ids = [c["id"] for c in contacts]
-            if await conn.fetchval(sql.CLAIM, campaign.id, ids, year, sent.id) < len(ids):
-                raise _AlreadyGreeted
-    except _AlreadyGreeted:
+            rejected = {r.to for r in sent.rejected}
+            ids = [c["id"] for c in contacts if c["phone"] not in rejected]
+            claimed = await conn.fetchval(sql.CLAIM, campaign.id, ids, year, sent.id) if ids else 0
+            if not ids or claimed < len(ids):
+                raise _NotGreeted
+    except _NotGreeted:
         return None
     except ApiError as exc:  # quota exhausted, template withdrawn…: next run tries again
         log.warning(
@@ -147,7 +154,7 @@ async def _greet(
             exc.detail,
         )
         return None
-    return sent.id
+    return sent.id, len(ids)
 
 
 def _anniversary(now: datetime) -> tuple[date, bool]:
@@ -196,10 +203,10 @@ async def greet_batch(
         return Batch(greeted=0, sends=[], last_contact=last)
     together = await _greet(conn, tenant, campaign, waiting, today.year, settings, now)
     if together is not None:
-        return Batch(greeted=len(waiting), sends=[together], last_contact=last)
+        return Batch(greeted=together[1], sends=[together[0]], last_contact=last)
     sends = []
     for contact in waiting:  # one by one: those that can go, go
-        send_id = await _greet(conn, tenant, campaign, [contact], today.year, settings, now)
-        if send_id is not None:
-            sends.append(send_id)
+        alone = await _greet(conn, tenant, campaign, [contact], today.year, settings, now)
+        if alone is not None:
+            sends.append(alone[0])
     return Batch(greeted=len(sends), sends=sends, last_contact=last)

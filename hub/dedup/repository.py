@@ -67,10 +67,10 @@ class Displaced(msgspec.Struct, frozen=True):
 # A copy due later never suppresses one due earlier, nor a copy in a slower lane one in a faster
 # lane: keys whose holder still waits to go pass to this send's messages — a holder due after
 # this send ($4) whose send is scheduled or held, one whose send is parked (its tenant suspended:
-# it goes nowhere until the suspension ends), or one queued in a slower lane than this send's
-# (an urgent notice is not held behind a bulk queue). Each holder's message is locked first,
-# skipping one a worker is claiming: one already on its way keeps its key, and this copy relies
-# on it. Returns who held the keys taken.
+# it goes nowhere until the suspension ends), or, for a send due now, one queued in a slower
+# lane than its own (an urgent notice is not held behind a bulk queue). Each holder's message
+# is locked first, skipping one a worker is claiming: one already on its way keeps its key, and
+# this copy relies on it. Returns who held the keys taken.
 TAKE_FROM_LATER = """
 WITH taken AS (
     SELECT k.key, c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
@@ -83,7 +83,7 @@ WITH taken AS (
     WHERE h.send_id <> $1 AND h.status = 'accepted'
       AND (old.due_at > $4::timestamptz AND hs.state IN ('scheduled', 'held')
            OR hs.parked_at IS NOT NULL
-           OR hs.state = 'queued' AND hs.priority > me.priority)
+           OR hs.state = 'queued' AND me.state = 'queued' AND hs.priority > me.priority)
     FOR UPDATE OF h SKIP LOCKED
 )
 UPDATE dedup_keys d
@@ -94,10 +94,11 @@ WHERE d.key = t.key
 RETURNING t.message_id, t.displaced, t.displaced_due
 """
 
-# Read-only, for a preview: which of these keys ($1, with their phones $2) a send due at $3 in
-# lane $4 would find held by another message, by the rules CLAIM_FOR_SEND and TAKE_FROM_LATER
-# apply (a key whose holder's window is over or whose holder never reached the phone passes; so
-# does one held by a copy that still waits: due later, parked, or queued in a slower lane).
+# Read-only, for a preview: which of these keys ($1, with their phones $2) a send due at $3 (in
+# lane $4 when due now; NULL when later) would find held by another message, by the rules
+# CLAIM_FOR_SEND and TAKE_FROM_LATER apply (a key whose holder's window is over or whose holder
+# never reached the phone passes; so does one held by a copy that still waits: due later,
+# parked, or queued in a slower lane).
 HELD_FOR_PREVIEW = """
 SELECT k.phone
 FROM UNNEST($1::bytea[], $2::text[]) AS k(key, phone)
@@ -169,14 +170,15 @@ class Relied(msgspec.Struct, frozen=True):
     reservation_id: int | None
 
 
-# The originals $1 reached the phone (or may have): the copies relying on them (and due before
-# $2, when given) are settled (their segments released from their sends' reservations and
-# counted as dedup savings).
+# The originals $1 reached the phone (or may have): the copies relying on them (and, when $2 is
+# given, due before $2 and not parked: a parked send's validity starts when it is unparked) are
+# settled (their segments released from their sends' reservations and counted as dedup
+# savings).
 SETTLE_RELYING = """
 UPDATE messages m SET done_at = hub_now(), updated_at = hub_now()
 FROM sends s
 WHERE m.status = 'deduplicated' AND m.done_at IS NULL AND m.duplicate_of = ANY($1::bigint[])
-  AND s.id = m.send_id AND ($2::timestamptz IS NULL OR s.due_at < $2)
+  AND s.id = m.send_id AND ($2::timestamptz IS NULL OR s.due_at < $2 AND s.parked_at IS NULL)
 RETURNING m.tenant_id, m.carrier, m.segments, s.reservation_id
 """
 
@@ -195,10 +197,11 @@ SELECT count(*) FROM (
 
 # The originals $1 never reached the phone (failed, expired, cancelled, undelivered), or ($2) are
 # held up by a suspension (their sends parked): per original, the copy relying on it that can go
-# first (not parked itself, then due first) goes out instead (back to `accepted`, still
-# reserved) and takes its key (its window from its own due time, as long as the key's); the other
-# copies rely on that heir, and so ($2) does a parked original. With no copy relying, the key of
-# one that missed goes (a parked one keeps it: a claim takes it). Returns the heirs' sends.
+# first (not parked itself, then due first; with $2 only one not parked) goes out instead (back
+# to `accepted`, still reserved) and takes its key (its window from its own due time, as long as
+# the key's); the other copies rely on that heir, and so ($2) does the parked original. With no
+# copy relying, the key of one that missed goes (a parked one keeps it: a claim takes it).
+# Returns the heirs' sends.
 HAND_OVER = """
 WITH relying AS (
     SELECT m.id, m.duplicate_of AS original, m.tenant_id, s.due_at,
@@ -207,6 +210,7 @@ WITH relying AS (
     FROM messages m JOIN sends s ON s.id = m.send_id
     WHERE m.status = 'deduplicated' AND m.done_at IS NULL
       AND m.duplicate_of = ANY($1::bigint[]) AND s.state <> 'cancelled'
+      AND (NOT $2 OR s.parked_at IS NULL)
 ), heirs AS (
     UPDATE messages m
     SET status = 'accepted', duplicate_of = NULL, duplicate_tenant_id = NULL, retry_at = NULL,
@@ -236,13 +240,28 @@ WITH relying AS (
 SELECT DISTINCT send_id FROM heirs
 """
 
-# The messages of the parked sends $1 that copies rely on, still waiting to go.
-RELIED_ON_IN = """
-SELECT o.id FROM messages o
-WHERE o.send_id = ANY($1::bigint[]) AND o.status = 'accepted'
-  AND EXISTS (SELECT 1 FROM messages m
-              WHERE m.duplicate_of = o.id AND m.status = 'deduplicated' AND m.done_at IS NULL)
+# A page of the parked messages copies rely on: the next $2 after message $1, walked on the
+# partial index of relying copies (messages_relying); nothing is read while no tenant is
+# suspended.
+PARKED_RELIED_ON = """
+SELECT DISTINCT r.duplicate_of AS id
+FROM messages r
+JOIN messages o ON o.id = r.duplicate_of
+JOIN sends s ON s.id = o.send_id
+WHERE r.status = 'deduplicated' AND r.done_at IS NULL AND r.duplicate_of > $1
+  AND o.status = 'accepted' AND s.parked_at IS NOT NULL
+  AND EXISTS (SELECT 1 FROM tenants WHERE status = 'suspended')
+ORDER BY 1
+LIMIT $2
+"""
+
+# Of the messages $1, those still waiting in a parked send, locked (after their keys and the
+# relying copies' sends); one a worker is claiming (its send unparked meanwhile) is skipped.
+LOCK_PARKED = """
+SELECT o.id FROM messages o JOIN sends s ON s.id = o.send_id
+WHERE o.id = ANY($1::bigint[]) AND o.status = 'accepted' AND s.parked_at IS NOT NULL
 ORDER BY o.id
+FOR UPDATE OF o SKIP LOCKED
 """
 
 # A cancelled send's own copies that relied on others are settled with it (its whole

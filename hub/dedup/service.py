@@ -161,18 +161,17 @@ async def would_hold(
     body: str | Mapping[str, str],
     phones: list[str],
     due_at: datetime,
-    priority: str,
+    lane: str | None,
 ) -> set[str]:
     """Read-only (a preview): the phones among `phones` whose copy of `body`, due at `due_at`
-    in lane `priority`, `claim_send` would find held by another message, i.e. would be
-    deduplicated."""
+    (in `lane` when it goes now; None when it waits), `claim_send` would find held by another
+    message, i.e. would be deduplicated."""
     held: set[str] = set()
     for start in range(0, len(phones), PREVIEW_CHUNK):
         chunk = phones[start : start + PREVIEW_CHUNK]
         keys = list(content_keys(chunk, body, tenant_id))
         held.update(
-            r["phone"]
-            for r in await conn.fetch(sql.HELD_FOR_PREVIEW, keys, chunk, due_at, priority)
+            r["phone"] for r in await conn.fetch(sql.HELD_FOR_PREVIEW, keys, chunk, due_at, lane)
         )
     return held
 
@@ -239,18 +238,24 @@ async def follow(
     return Followed(released, dict(saved), heirs)
 
 
-async def step_aside(conn: asyncpg.Connection, parked: list[int]) -> list[int]:
-    """These sends were parked (their tenant or one above it suspended): no other tenant's copy
-    waits on a suspension. The copies relying on their messages get the phone (the first that
-    can go goes out instead, holding the key) and the parked messages rely on it in turn: settled
-    when it arrives, handed the phone back should it miss. Returns the heirs' sends (to enqueue
-    after the commit). Locks as `follow` does: keys first, then the relying copies' sends."""
-    originals = [r["id"] for r in await conn.fetch(sql.RELIED_ON_IN, parked)]
-    if not originals:
-        return []
-    await lock_keys(conn, originals)
-    await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
-    return [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, originals, True)]
+async def step_aside(
+    conn: asyncpg.Connection, after: int, limit: int
+) -> tuple[int | None, list[int]]:
+    """One page of the parked messages other copies rely on (their tenant or one above it
+    suspended), after message `after`: no other tenant's copy waits on a suspension. The first
+    of its copies that can go (not parked itself) gets the phone and goes out instead, holding
+    the key, and the parked message relies on it in turn: settled when it arrives, handed the
+    phone back should it miss. Returns where the next page starts (None: the walk is over) and
+    the heirs' sends (to enqueue after the commit). Locks as `follow` does: keys, then the
+    relying copies' sends, then the messages."""
+    page = [r["id"] for r in await conn.fetch(sql.PARKED_RELIED_ON, after, limit)]
+    if not page:
+        return None, []
+    await lock_keys(conn, page)
+    await conn.fetchval(sql.LOCK_RELYING_SENDS, page)
+    parked = [r["id"] for r in await conn.fetch(sql.LOCK_PARKED, page)]
+    heirs = [r["send_id"] for r in await conn.fetch(sql.HAND_OVER, parked, True)] if parked else []
+    return (page[-1] if len(page) == limit else None), heirs
 
 
 async def cancel_send(conn: asyncpg.Connection, send_id: int, cancelled: list[int]) -> list[int]:

@@ -24,7 +24,7 @@ import asyncio
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -371,11 +371,13 @@ class Delivery:
                 [by_id[o.message_id].attempts for o, _ in retries],
             )
         own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
-        heirs = await settle_outcomes(conn, {gateway.name: gateway}, early, [], missed, own)
+        # What went to a gateway billing on delivery waits in the reservation for its receipts.
+        extend: dict[int, float] = {}
         if sent and gateway.bills_on == "delivered" and send.reservation_id is not None:
-            # Their segments wait in the reservation for their receipts: it lasts while one may
-            # come (quota rows last, as settle_outcomes left them).
-            await quota.extend_expiry(conn, [send.reservation_id], gateway.receipt_window_seconds)
+            extend[send.reservation_id] = gateway.receipt_window_seconds
+        heirs = await settle_outcomes(
+            conn, {gateway.name: gateway}, early, [], missed, own, extend=extend
+        )
         return min((at for _, at in retries), default=None), heirs
 
     async def _record_sent(
@@ -526,6 +528,7 @@ async def settle_outcomes(
     *,
     presumed: Sequence[int] = (),
     due_before: datetime | None = None,
+    extend: Mapping[int, float] | None = None,
 ) -> list[int]:
     """The last steps of every transaction that records what became of messages; returns the
     sends whose copies now go out in place of messages that missed the phone (to enqueue after
@@ -536,8 +539,8 @@ async def settle_outcomes(
     (or were delivered) are settled, those relying on ones `presumed` to have reached it only
     when due before `due_before`, those relying on ones that `missed` it (or were undelivered)
     handed over (`dedup.follow`: their keys locked first, in key order). Then every
-    reservation touched is settled in one call with the caller's `own` parts: quota rows are the
-    last locks a transaction takes."""
+    reservation touched is settled in one call with the caller's `own` parts (and those to
+    `extend`, see `quota.settle_parts`): quota rows are the last locks a transaction takes."""
     parts = dict(own)
     if receipts:
         await _count_outcomes(conn, receipts)
@@ -548,8 +551,8 @@ async def settle_outcomes(
     if followed.saved:
         await billing.record_usage(conn, "dedup", followed.saved)
     parts = dedup.merge_parts(parts, followed.released)
-    if any(u or r for u, r in parts.values()):
-        await quota.settle_parts(conn, parts, ACTOR)
+    if extend or any(u or r for u, r in parts.values()):
+        await quota.settle_parts(conn, parts, ACTOR, extend=extend)
     return followed.heirs
 
 

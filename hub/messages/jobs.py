@@ -12,6 +12,8 @@ from hub.messages import service
 # Sends per transaction: each step below commits a batch before it takes the next, so no lock
 # it takes (sends, their reservations) is held for longer than one batch.
 BATCH = 500
+# Parked messages whose relying copies are handed the phone per transaction (each locks its keys).
+STEP_ASIDE_BATCH = 200
 
 
 async def release_due_sends(ctx: dict[str, Any]) -> int:
@@ -38,12 +40,15 @@ async def release_due_sends(ctx: dict[str, Any]) -> int:
     while True:
         async with db.acquire() as conn, conn.transaction():
             parked = await service.park_suspended(conn, BATCH)
-        if parked:  # copies relying on them must not wait on the suspension
-            async with db.acquire() as conn, conn.transaction():
-                heirs = await dedup.step_aside(conn, parked)
-            await enqueue(heirs)
-        if len(parked) < BATCH:
+        if parked < BATCH:
             break
+    # Copies of other sends relying on parked messages must not wait on a suspension: every
+    # pass looks (a page per transaction), so none is missed whatever stopped the last one.
+    relied_after: int | None = 0
+    while relied_after is not None:
+        async with db.acquire() as conn, conn.transaction():
+            relied_after, heirs = await dedup.step_aside(conn, relied_after, STEP_ASIDE_BATCH)
+        await enqueue(heirs)
     while True:
         async with db.acquire() as conn, conn.transaction():
             released = await service.release_due(conn, BATCH)

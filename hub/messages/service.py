@@ -355,7 +355,7 @@ async def preview_send(
             plan.bodies(),
             [r.phone for r in candidates],
             plan.timing.due_at,
-            request.priority,
+            request.priority if plan.timing.state == "queued" else None,
         )
     going = [r for r in candidates if r.phone not in duplicates]
     by_carrier: Counter[str] = Counter()
@@ -534,24 +534,41 @@ async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> Se
     )
 
 
+# Tries a cancel takes to lock its messages' keys in key order (see cancel_send).
+CANCEL_TRIES = 3
+
+
 async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> list[int]:
     """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back;
     copies that relied on its messages go out in their place. Returns the sends of those heirs
     (a queued one's batches are enqueued after the commit)."""
     send = await visible_send(conn, who, send_id)
 
-    async def lock_keys() -> None:
-        await dedup.lock_keys(conn, [r["id"] for r in await conn.fetch(sql.WAITING, send_id)])
+    async def waiting() -> set[int]:
+        return {r["id"] for r in await conn.fetch(sql.WAITING, send_id)}
 
-    # The keys its messages hold are locked before its messages are: a send claiming one of
-    # them (keys, then the messages it displaces) waits for us, and so does a hand-over (keys,
-    # then the sends relying on them), instead of deadlocking. Once before the send's row, and
-    # once after: a hand-over we waited for there may have made heirs of its messages.
-    await lock_keys()
-    reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
-    if reservation_id is None:
-        raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
-    await lock_keys()
+    # The keys its messages hold are locked before its send and its messages are: a send
+    # claiming one of them (keys, then the messages it displaces) waits for us, and so does a
+    # hand-over (keys, then the sends relying on them), instead of deadlocking. A hand-over we
+    # waited for at the send's row may have made heirs of its messages, holding keys we have
+    # not locked: then all of it again from a savepoint, every key in key order (the last try
+    # takes the new ones as they come: should that deadlock, the answer is a 503 `busy`).
+    locking = await waiting()
+    for attempt in range(CANCEL_TRIES):
+        savepoint = conn.transaction()
+        await savepoint.start()
+        await dedup.lock_keys(conn, sorted(locking))
+        reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
+        if reservation_id is None:
+            await savepoint.rollback()
+            raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
+        now = await waiting()
+        if now <= locking or attempt == CANCEL_TRIES - 1:
+            await dedup.lock_keys(conn, sorted(now - locking))
+            await savepoint.commit()
+            break
+        await savepoint.rollback()
+        locking |= now
     await oplog.record(conn, who, "send.cancel", tenant_id=send.tenant_id, object=f"send:{send_id}")
     cancelled = [r["id"] for r in await conn.fetch(sql.CANCEL_MESSAGES, send_id)]
     heirs = await dedup.cancel_send(conn, send_id, cancelled)
@@ -575,15 +592,15 @@ async def release_due(conn: asyncpg.Connection, limit: int | None = None) -> lis
 # ends it goes on as if it fell due then: queued, its validity and reservation timeout afresh.
 
 
-async def park_suspended(conn: asyncpg.Connection, limit: int | None = None) -> list[int]:
-    """Park the due sends of suspended subtrees, up to `limit` of them (None: all); their ids.
+async def park_suspended(conn: asyncpg.Connection, limit: int | None = None) -> int:
+    """Park the due sends of suspended subtrees, up to `limit` of them (None: all); how many.
     Their reservations stop expiring until they are unparked. (Copies of other sends relying
-    on their messages are handed the phone in a transaction of its own: `dedup.step_aside`.)"""
+    on their messages are handed the phone in transactions of their own: `dedup.step_aside`.)"""
     rows = await conn.fetch(sql.PARK_SUSPENDED, limit)
     reservations = [r["reservation_id"] for r in rows if r["reservation_id"] is not None]
     if reservations:
         await quota.set_expiry(conn, reservations, None)
-    return [r["id"] for r in rows]
+    return len(rows)
 
 
 async def resumed(

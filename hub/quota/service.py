@@ -290,7 +290,11 @@ async def _settle(
 
 
 async def settle_parts(
-    conn: asyncpg.Connection, parts: Mapping[int, tuple[int, int]], actor: str
+    conn: asyncpg.Connection,
+    parts: Mapping[int, tuple[int, int]],
+    actor: str,
+    *,
+    extend: Mapping[int, float] | None = None,
 ) -> None:
     """Settle pieces of reservations: `{reservation id: (segments used, segments released)}`.
 
@@ -298,8 +302,15 @@ async def settle_parts(
     release what failed or expired. The reservation is settled (posted, or voided if nothing
     was used) when nothing is left. Pieces of a reservation no longer pending (it expired) are
     dropped: its segments were already released.
+
+    Reservations in `extend` ({id: seconds}) still pending afterwards last at least that long
+    from now: segments that went to a gateway billing on delivery wait in it while their
+    receipts may come (expired sooner, a late receipt's use would be dropped while billing
+    counts it). They are locked with the others, in the one order.
     """
+    extend = extend or {}
     live = {r: p for r, p in parts.items() if p[0] > 0 or p[1] > 0}
+    live |= {r: parts.get(r, (0, 0)) for r in extend}
     if live:
         ids = sorted(live)
         await conn.execute(
@@ -309,6 +320,8 @@ async def settle_parts(
             [live[r][1] for r in ids],
             actor,
         )
+    for reservation, seconds in extend.items():
+        await conn.execute(sql.EXTEND_EXPIRY, [reservation], seconds)
 
 
 async def _lock_pending(conn: asyncpg.Connection, ids: Iterable[int]) -> list[ReservationRow]:
@@ -340,15 +353,6 @@ async def set_expiry(
     """Pending reservations among these expire `seconds` from now, or never (None): a send that
     waits on a suspension keeps its quota until it may go, then has a fresh timeout."""
     await conn.execute(sql.SET_EXPIRY, reservation_ids, seconds)
-
-
-async def extend_expiry(
-    conn: asyncpg.Connection, reservation_ids: list[int], seconds: float
-) -> None:
-    """Pending reservations among these last at least `seconds` from now: segments that went to
-    a gateway billing on delivery stay reserved while their receipts may still come (expired
-    sooner, a late receipt's use would be dropped while billing counts it)."""
-    await conn.execute(sql.EXTEND_EXPIRY, reservation_ids, seconds)
 
 
 async def expire_due(conn: asyncpg.Connection, batch: int = 500) -> int:

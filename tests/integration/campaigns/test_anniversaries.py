@@ -187,3 +187,20 @@ async def test_tags_limit_who_is_greeted_and_stopping_stops(
         )
         == 1
     )  # 张三
+
+
+async def test_a_contact_the_send_rejects_is_not_counted_greeted_and_is_tried_again(
+    conn: asyncpg.Connection, campaign: tuple[str, int], settings: Settings
+) -> None:
+    # A third one celebrating today whose name would forge a signature: rejected on its own.
+    await conn.execute(
+        "INSERT INTO contacts (tenant_id, phone, name, joined_on)"
+        " SELECT id, '+8613900139000', '【假】', '2001-02-28' FROM tenants WHERE code = '510104'"
+    )
+    db = SingleConnectionDatabase(conn)
+    assert await campaigns.run_due(db, settings, shanghai(2027, 2, 28, 9, 0)) == 2
+    assert await conn.fetchval("SELECT count(*) FROM campaign_deliveries") == 2
+    assert await campaigns.run_due(db, settings, shanghai(2027, 2, 28, 9, 1)) == 0
+    assert await conn.fetchval("SELECT count(*) FROM campaign_deliveries") == 2
+    # Each run's send to it alone was undone: the two greetings' one send stays.
+    assert await conn.fetchval("SELECT count(*) FROM sends WHERE actor LIKE 'campaign:%'") == 1

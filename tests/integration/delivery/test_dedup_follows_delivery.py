@@ -533,8 +533,9 @@ async def test_copies_relying_on_a_message_that_gets_parked_go_out_in_its_place(
     assert await _relying(live_db, copy)
     await _suspend(client, province, "suspended")
     await redis.flushdb()
+    assert await messages.park_suspended(live_db) == 1  # parked by a pass that stopped there
     jobs = {"db": _db(live_db), "settings": live_settings, "redis": redis}
-    await message_jobs.release_due_sends(jobs)
+    await message_jobs.release_due_sends(jobs)  # the next pass looks at every parked message
     assert await statuses(live_db, copy) == {"accepted": 1}
     assert await _relying(live_db, original)
     assert await redis.zcard("arq:queue") == 1  # the heir's batch
@@ -581,3 +582,51 @@ async def test_an_urgent_copy_is_not_held_behind_a_bulk_queue(
     sent = await live_db.fetch("SELECT text FROM outbox")
     assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
     assert await audit_clean(live_db) == []
+
+
+async def test_a_copy_due_later_does_not_take_the_phone_from_a_queued_bulk_one(
+    live_db: asyncpg.Connection, client: httpx.AsyncClient, county_key: str
+) -> None:
+    """The lane rule is for copies due now: an urgent notice scheduled for two hours ahead
+    relies on the bulk copy queued now, which goes first."""
+    month = next_period(current_period())  # two hours from now may be next month
+    await grant(
+        live_db, {"000000": 10_000, "510000": 5_000, "510100": 3_000, "510104": 1_000}, month
+    )
+    bulk = await _post(client, county_key, priority="bulk")
+    later = await _post(
+        client,
+        await make_key(live_db, "510100"),
+        priority="urgent",
+        send_at=(calendar.now() + timedelta(hours=2)).isoformat(),
+    )
+    assert await _relying(live_db, later)
+    assert await statuses(live_db, bulk) == {"accepted": 1}
+
+
+async def test_a_parked_copy_outlasts_an_original_presumed_delivered(
+    live_settings: Settings,
+    live_db: asyncpg.Connection,
+    redis: ArqRedis,
+    client: httpx.AsyncClient,
+    county_key: str,
+) -> None:
+    """A parked copy's validity starts when it is unparked: its due time long past does not
+    settle it against an original only presumed delivered."""
+    original = await _post(client, county_key, priority="urgent")
+    copy = await _post(client, await make_key(live_db, "510100"), priority="urgent")
+    await live_db.execute(
+        "UPDATE messages SET status = 'sent', gateway = 'outbox', reference = 'ref-p',"
+        " attempts = 1, sent_at = hub_now() - interval '7 hours',"
+        " submitted_at = hub_now() - interval '7 hours' WHERE send_id = $1",
+        original,
+    )
+    await live_db.execute(  # the city was suspended 7 hours ago, its copy parked since
+        "UPDATE sends SET due_at = hub_now() - interval '7 hours',"
+        " parked_at = CASE WHEN id = $2 THEN hub_now() - interval '7 hours' END"
+        " WHERE id = ANY($1::bigint[])",
+        [original, copy],
+        copy,
+    )
+    await delivery.decide(_db(live_db), redis, live_settings.delivery)
+    assert await _relying(live_db, copy)

@@ -64,7 +64,7 @@ async def test_scheduled_sends_wait_out_a_long_suspension_then_go(
     await _status(client, keys["510000"], "510104", "suspended")
 
     await conn.execute("UPDATE sends SET due_at = hub_now() - interval '1 second'")  # the hour
-    assert len(await messages.park_suspended(conn)) == 2
+    assert await messages.park_suspended(conn) == 2
     assert await messages.release_due(conn) == [sibling]
     assert await _sends(conn) == {
         county: ("scheduled", True),
@@ -82,7 +82,7 @@ async def test_scheduled_sends_wait_out_a_long_suspension_then_go(
 
     await _status(client, keys["510000"], "510104", "active")
     assert sorted(await messages.unpark_resumed(conn, settings)) == [county, unit]
-    assert len(await messages.park_suspended(conn)) == 0
+    assert await messages.park_suspended(conn) == 0
     assert await _sends(conn) == {
         county: ("queued", False),
         unit: ("queued", False),
@@ -104,7 +104,7 @@ async def test_a_cancelled_parked_send_releases_its_quota(
     send = await _send(client, keys["510104001"], send_at=at)
     await _status(client, keys["510000"], "510104", "suspended")
     await conn.execute("UPDATE sends SET due_at = hub_now() - interval '1 second'")
-    assert len(await messages.park_suspended(conn)) == 1
+    assert await messages.park_suspended(conn) == 1
     cancelled = await client.delete(f"/v1/messages/{send}", headers=bearer(keys["510104001"]))
     assert cancelled.status_code == 204, cancelled.text
     assert (await _reservations(conn))[send][0] == "voided"
@@ -124,7 +124,7 @@ async def test_after_a_suspension_normal_sends_still_keep_quiet_hours(
     await _status(client, keys["510000"], "510104", "suspended")
     # (The test's transaction reads one hub_now(), from before these sends were made.)
     await conn.execute("UPDATE sends SET due_at = hub_now() - interval '1 second'")
-    assert len(await messages.park_suspended(conn)) == 2
+    assert await messages.park_suspended(conn) == 2
     await _status(client, keys["510000"], "510104", "active")
 
     night = datetime(2027, 3, 16, 23, 30, tzinfo=BUSINESS_TZ)

@@ -133,11 +133,11 @@ async def test_times_read_in_beijing_whatever_the_browsers_zone(
         page = await context.new_page()
         await sign_in(page, hub.url, hub.seeded.province_key)
         await page.goto(f"{hub.url}/dashboard/t/510104/activity")
-        assert await page.inner_text(f'tr[data-send="{send_id}"] td >> nth=0') == "03-16 10:00"
+        assert await page.inner_text(f'tr[data-send="{send_id}"] td >> nth=0') == "2027-03-16 10:00"
         assert "北京时间" in await page.inner_text("#time-zone")
         await page.goto(f"{hub.url}/dashboard/sends/{send_id}")
         assert "2027-03-16 10:00（北京时间）" in await page.inner_text("h1")
-        assert await page.inner_text("#recipients tbody td >> nth=5") == "03-16 10:00:00"
+        assert await page.inner_text("#recipients tbody td >> nth=5") == "2027-03-16 10:00:00"
         await shot(page, f"times-{zone.replace('/', '-')}")
         await context.close()
 

@@ -262,6 +262,18 @@ async def test_the_purge_ends_reply_waits_that_can_link_nothing_and_stale_upload
     assert await live_db.fetchval("SELECT filename FROM roster_uploads") == "new.csv"
 
 
+async def _sent_7_hours_ago(conn: asyncpg.Connection, send_id: int, reference: str) -> None:
+    """The send's message went through the outbox 7 hours ago (past the validity period, within
+    the receipt window), and no receipt has come."""
+    await conn.execute(
+        "UPDATE messages SET status = 'sent', gateway = 'outbox', reference = $2, attempts = 1,"
+        " sent_at = hub_now() - interval '7 hours', submitted_at = hub_now() - interval '7 hours'"
+        " WHERE send_id = $1",
+        send_id,
+        reference,
+    )
+
+
 async def _relying(conn: asyncpg.Connection, send_id: int) -> bool:
     """Whether the send's message is a copy still relying on its original (not settled)."""
     done: bool = await conn.fetchval(
@@ -445,12 +457,7 @@ async def test_copies_due_later_outlast_an_original_presumed_delivered_and_go_if
     )
     assert await _relying(live_db, alongside)
     assert await _relying(live_db, later)
-    await live_db.execute(
-        "UPDATE messages SET status = 'sent', gateway = 'outbox', reference = 'ref-7h',"
-        " attempts = 1, sent_at = hub_now() - interval '7 hours',"
-        " submitted_at = hub_now() - interval '7 hours' WHERE send_id = $1",
-        original,
-    )
+    await _sent_7_hours_ago(live_db, original, "ref-7h")
     await live_db.execute(
         "UPDATE sends SET due_at = hub_now() - interval '7 hours' WHERE id = ANY($1::bigint[])",
         [original, alongside],
@@ -615,12 +622,7 @@ async def test_a_parked_copy_outlasts_an_original_presumed_delivered(
     settle it against an original only presumed delivered."""
     original = await _post(client, county_key, priority="urgent")
     copy = await _post(client, await make_key(live_db, "510100"), priority="urgent")
-    await live_db.execute(
-        "UPDATE messages SET status = 'sent', gateway = 'outbox', reference = 'ref-p',"
-        " attempts = 1, sent_at = hub_now() - interval '7 hours',"
-        " submitted_at = hub_now() - interval '7 hours' WHERE send_id = $1",
-        original,
-    )
+    await _sent_7_hours_ago(live_db, original, "ref-p")
     await live_db.execute(  # the city was suspended 7 hours ago, its copy parked since
         "UPDATE sends SET due_at = hub_now() - interval '7 hours',"
         " parked_at = CASE WHEN id = $2 THEN hub_now() - interval '7 hours' END"

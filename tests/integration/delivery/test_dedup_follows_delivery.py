@@ -476,6 +476,17 @@ async def test_copies_due_later_outlast_an_original_presumed_delivered_and_go_if
     assert await audit_clean(live_db) == []
 
 
+async def _went_in_its_place(conn: asyncpg.Connection, city: int, county: int) -> None:
+    """The city's copy was delivered in place of the county's, which is settled against it:
+    the phone got the notice once, from the city, and the ledger is clean."""
+    assert await statuses(conn, city) == {"delivered": 1}
+    assert await statuses(conn, county) == {"deduplicated": 1}
+    assert not await _relying(conn, county)
+    sent = await conn.fetch("SELECT text FROM outbox")
+    assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
+    assert await audit_clean(conn) == []
+
+
 async def _suspend(client: httpx.AsyncClient, province: str, status: str) -> None:
     changed = await client.patch(
         "/v1/tenants/510104", json={"status": status}, headers=bearer(province)
@@ -511,9 +522,7 @@ async def test_a_copy_takes_the_phone_from_a_suspended_countys_parked_message(
     assert await _relying(live_db, original)
 
     await run_worker()
-    assert await statuses(live_db, copy.json()["id"]) == {"delivered": 1}
-    assert await statuses(live_db, original) == {"deduplicated": 1}
-    assert not await _relying(live_db, original)  # settled against the city's
+    await _went_in_its_place(live_db, copy.json()["id"], original)
 
     await _suspend(client, province, "active")
     await message_jobs.release_due_sends(jobs)  # unparks it: nothing left to send
@@ -548,12 +557,7 @@ async def test_copies_relying_on_a_message_that_gets_parked_go_out_in_its_place(
     assert await redis.zcard("arq:queue") == 1  # the heir's batch
 
     await run_worker()
-    assert await statuses(live_db, copy) == {"delivered": 1}
-    assert await statuses(live_db, original) == {"deduplicated": 1}
-    assert not await _relying(live_db, original)
-    sent = await live_db.fetch("SELECT text FROM outbox")
-    assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
-    assert await audit_clean(live_db) == []
+    await _went_in_its_place(live_db, copy, original)
 
 
 async def test_an_urgent_copy_is_not_held_behind_a_bulk_queue(
@@ -583,12 +587,7 @@ async def test_an_urgent_copy_is_not_held_behind_a_bulk_queue(
     assert await _relying(live_db, bulk)
 
     await run_worker()
-    assert await statuses(live_db, urgent.json()["id"]) == {"delivered": 1}
-    assert await statuses(live_db, bulk) == {"deduplicated": 1}
-    assert not await _relying(live_db, bulk)
-    sent = await live_db.fetch("SELECT text FROM outbox")
-    assert [r["text"] for r in sent] == [f"【成都市】{BODY}"]
-    assert await audit_clean(live_db) == []
+    await _went_in_its_place(live_db, urgent.json()["id"], bulk)
 
 
 async def test_a_copy_due_later_does_not_take_the_phone_from_a_queued_bulk_one(

@@ -28,10 +28,11 @@ from hub.app import create_app
 from hub.billing import service as billing
 from hub.billing.schemas import RateCardIn
 from hub.calendar import parse_period, period_text
-from hub.db import migrate
+from hub.db import SingleConnectionDatabase, migrate
 from hub.errors import ApiError
 from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
+from hub.messages import months
 from hub.messages.numbers import Rejected, normalize
 from hub.oplog import service as oplog
 from hub.quota import service as quota
@@ -299,10 +300,23 @@ async def _work(settings: Settings) -> None:
         await task
 
 
+async def _make_partitions(dsn: str) -> list[str]:
+    """This month's message partition and the next ones (the worker's cron makes them too)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await months.make_ahead(SingleConnectionDatabase(conn))
+    finally:
+        await conn.close()
+
+
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
     data_dir = _data_dir(settings, args)
     with embedded.servers(settings.db.dsn, None, data_dir, need_redis=False) as dsns:
         migrate(dsns.db, args.revision)
+        if args.revision == "head":
+            made = asyncio.run(_make_partitions(dsns.db))
+            if made:
+                _print(f"message partitions made: {', '.join(made)}")
     _print(f"database at {args.revision}")
     return 0
 

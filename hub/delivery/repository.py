@@ -16,6 +16,7 @@ FROM (
            (row_number() OVER (PARTITION BY m.carrier ORDER BY m.id) - 1) / $2 AS n
     FROM messages m JOIN sends s ON s.id = m.send_id
     WHERE m.send_id = $1 AND s.state = 'queued' AND m.status = 'accepted'
+      AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
       AND (m.retry_at IS NULL OR m.retry_at <= hub_now() + make_interval(secs => $3))
 ) b
 GROUP BY carrier, n, priority
@@ -83,6 +84,7 @@ MARK_SUBMITTED = """
 UPDATE messages m SET submitted_at = hub_now()
 FROM UNNEST($1::bigint[], $2::smallint[]) AS c(id, attempts)
 WHERE m.id = c.id AND m.attempts = c.attempts AND m.status = 'sending'
+  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
 RETURNING m.id
 """
 
@@ -95,6 +97,7 @@ SET status = 'sent', reference = r.reference, sent_at = hub_now(), lease_until =
 FROM UNNEST($1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::smallint[])
      AS r(id, reference, attempts, error, parts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
+  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
 RETURNING m.id, m.reference
 """
 
@@ -105,6 +108,7 @@ SET status = $2::message_status, error = r.error, done_at = hub_now(), lease_unt
     updated_at = hub_now()
 FROM UNNEST($1::bigint[], $3::text[], $4::smallint[]) AS r(id, error, attempts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
+  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
 RETURNING m.id
 """
 
@@ -116,6 +120,7 @@ SET status = 'accepted', retry_at = r.retry_at, error = r.error, submitted_at = 
 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::smallint[])
      AS r(id, retry_at, error, attempts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
+  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
 RETURNING m.id
 """
 
@@ -241,6 +246,7 @@ SET status = CASE WHEN submitted_at IS NULL THEN 'accepted' ELSE status END::mes
     lease_until = CASE WHEN submitted_at IS NULL THEN NULL ELSE lease_until END,
     updated_at = hub_now()
 WHERE send_id = $1 AND status = 'sending' AND lease_until < hub_now()
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
 RETURNING id, attempts, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown,
           (submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
@@ -253,6 +259,7 @@ SELECT count(*) FILTER (WHERE status = 'accepted' AND retry_at IS NULL
        count(*) FILTER (WHERE status IN ('accepted', 'sending')
                          OR status = 'deduplicated' AND done_at IS NULL) AS open
 FROM messages WHERE send_id = $1
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
 """
 
 # No message of it can change by our hand any more.
@@ -263,6 +270,7 @@ EXPIRE_MESSAGES = """
 UPDATE messages SET status = 'expired', error = 'validity period ended', done_at = hub_now(),
                     retry_at = NULL, updated_at = hub_now()
 WHERE send_id = $1 AND status = 'accepted'
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
   AND (SELECT due_at FROM sends WHERE id = $1) + make_interval(secs => $2) <= hub_now()
 RETURNING id, segments
 """
@@ -292,7 +300,8 @@ WHERE w.tenant_id = gone.tenant_id AND w.phone = gone.phone AND w.send_id = gone
 
 # Whether the hub is still recording any of these messages' submission.
 ANY_STILL_SENDING = """
-SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending')
+SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending'
+                AND id BETWEEN hub_least_id($1) AND hub_greatest_id($1))
 """
 
 # Receipts kept as unmatched whose message has since been recorded `sent` within its gateway's

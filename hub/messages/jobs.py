@@ -7,7 +7,7 @@ from typing import Any
 
 from hub.dedup import service as dedup
 from hub.delivery.service import enqueue_send
-from hub.messages import service
+from hub.messages import months, service
 
 # Sends per transaction: each step below commits a batch before it takes the next, so no lock
 # it takes (sends, their reservations) is held for longer than one batch.
@@ -56,3 +56,8 @@ async def release_due_sends(ctx: dict[str, Any]) -> int:
         moved += len(released)
         if len(released) < BATCH:
             return moved
+
+
+async def make_partitions(ctx: dict[str, Any]) -> list[str]:
+    """This month's message partition and the next ones, made ahead (daily and at start)."""
+    return await months.make_ahead(ctx["db"])

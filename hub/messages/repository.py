@@ -25,7 +25,9 @@ RETURNING id
 # linked to it, hub.delivery.repository.LINK_REPLIES).
 AWAIT_REPLIES = """
 INSERT INTO reply_waits (tenant_id, phone, send_id, message_id)
-SELECT tenant_id, phone, send_id, id FROM messages WHERE send_id = $1 AND status <> 'opted_out'
+SELECT tenant_id, phone, send_id, id FROM messages
+WHERE send_id = $1 AND status <> 'opted_out'
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
 """
 
 # A tenant's own quiet hours, if it set any.
@@ -47,12 +49,17 @@ RETURNING coalesce(reservation_id, 0) AS reservation_id
 """
 
 # A send's messages still waiting to go.
-WAITING = "SELECT id FROM messages WHERE send_id = $1 AND status = 'accepted'"
+WAITING = """
+SELECT id FROM messages
+WHERE send_id = $1 AND status = 'accepted'
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
+"""
 
 # Its messages that were to go are cancelled; their ids.
 CANCEL_MESSAGES = """
 UPDATE messages SET status = 'cancelled', updated_at = hub_now()
 WHERE send_id = $1 AND status = 'accepted'
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
 RETURNING id
 """
 
@@ -129,6 +136,7 @@ UPDATE messages m SET status = 'deduplicated', duplicate_of = d.original,
 FROM UNNEST($2::text[], $3::bigint[], $4::bigint[], $5::boolean[])
      AS d(phone, original, tenant_id, gone)
 WHERE m.send_id = $1 AND m.phone = d.phone
+  AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
 """
 
 # The send's reservation and what it cost.
@@ -176,9 +184,18 @@ WHERE s.id = $1 AND t.path >= $2 AND t.path < $2 || '~'
 # The follow-ups (reminders, resends) of the first send $1, oldest first.
 FAMILY = "SELECT id FROM sends WHERE follows = $1 ORDER BY id"
 
-# How many of a send's messages are in each status.
+# How many of a send's messages are in each status: counted from its messages, or, once
+# retention kept its summary (and dropped them, hub.messages.retention), read from that.
 STATUS_COUNTS = """
-SELECT status::text AS status, count(*) AS n FROM messages WHERE send_id = $1 GROUP BY status
+SELECT status::text AS status, count(*) AS n FROM messages
+WHERE send_id = $1
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
+  AND NOT EXISTS (SELECT 1 FROM sends WHERE id = $1 AND summary IS NOT NULL)
+GROUP BY status
+UNION ALL
+SELECT c.key AS status, c.value::bigint AS n
+FROM sends s CROSS JOIN jsonb_each_text(s.summary -> 'statuses') c
+WHERE s.id = $1
 """
 
 
@@ -213,6 +230,7 @@ LEFT JOIN LATERAL (
     WHERE $6::bigint[] IS NOT NULL
 ) r ON true
 WHERE (m.send_id, m.id) > ($1, $2) AND m.send_id <= $1
+  AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
   AND ($4::message_status IS NULL OR m.status = $4)
   AND ($7::boolean IS NULL OR r.replied = $7)
 ORDER BY m.send_id, m.id
@@ -246,11 +264,17 @@ class SendStatusCount(msgspec.Struct, frozen=True):
     n: int
 
 
-# Messages by status for the sends $1 (as GET /v1/messages/{id} counts them).
+# Messages by status for the sends $1 (as GET /v1/messages/{id} counts them: from the
+# messages, or from the summary retention kept).
 SEND_STATUS_COUNTS = """
 SELECT send_id, status::text AS status, count(*) AS n
-FROM messages WHERE send_id = ANY($1::bigint[])
+FROM messages
+WHERE send_id = ANY(ARRAY(SELECT id FROM sends WHERE id = ANY($1::bigint[]) AND summary IS NULL))
 GROUP BY send_id, status
+UNION ALL
+SELECT s.id AS send_id, c.key AS status, c.value::bigint AS n
+FROM sends s CROSS JOIN jsonb_each_text(s.summary -> 'statuses') c
+WHERE s.id = ANY($1::bigint[])
 """
 
 
@@ -290,6 +314,7 @@ WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
   AND ($5::timestamptz IS NULL OR CASE WHEN $6 THEN s.due_at ELSE s.created_at END < $5)
   AND ($7::send_state IS NULL OR s.state = $7)
   AND (cardinality($8::message_status[]) = 0
+       OR s.summary -> 'statuses' ?| $8::text[]
        OR (SELECT true FROM messages m WHERE m.send_id = s.id AND m.status = ANY($8) LIMIT 1))
   AND ($9::text IS NULL OR s.body LIKE $9 ESCAPE '\\')
   AND ($10::text IS NULL OR s.actor = $10)
@@ -331,6 +356,7 @@ LIMIT $3
 NOT_REPLIED = """
 SELECT m.phone, m.body FROM messages m
 WHERE m.send_id = $1 AND m.status NOT IN ('opted_out', 'cancelled')
+  AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
   AND NOT EXISTS (SELECT 1 FROM inbound i WHERE i.send_id = ANY($2::bigint[]) AND i.phone = m.phone)
 ORDER BY m.id
 """
@@ -339,6 +365,7 @@ ORDER BY m.id
 UNREACHED = """
 SELECT m.phone, m.body FROM messages m
 WHERE m.send_id = $1 AND m.status IN ('failed', 'undelivered', 'expired')
+  AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
 ORDER BY m.id
 """
 
@@ -367,6 +394,7 @@ LEFT JOIN LATERAL (
     ORDER BY i.id DESC LIMIT 1
 ) r ON true
 WHERE (m.send_id, m.id) > ($1, $2) AND m.send_id <= $1
+  AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
 ORDER BY m.send_id, m.id
 LIMIT $4
 """

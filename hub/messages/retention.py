@@ -112,7 +112,7 @@ RETURNING m.tableoid::regclass::text AS partition
 # What ERASE would erase of the sends $1 (dry), by partition: created before $2 and at or after
 # $3 (what an earlier step of the same run would have erased is not counted twice).
 ERASABLE = """
-SELECT tableoid::regclass::text AS partition, count(*) AS n
+SELECT m.tableoid::regclass::text AS partition, count(*) AS n
 FROM messages m JOIN sends s ON s.id = m.send_id
 WHERE s.id = ANY($1::bigint[])
   AND m.id >= s.message_ids_from AND m.id < s.message_ids_from + (1::bigint << 40)

@@ -91,9 +91,9 @@ async def test_dropping_a_month_blocks_no_send_for_more_than_a_second(
                 stop.set()
                 return took, [g.what for g in gone if g.how == "partition dropped"]
 
-            *_, (took, dropped) = await asyncio.gather(
-                *(sender(i) for i in range(SENDERS)), retention()
-            )
+            running = asyncio.create_task(retention())
+            await asyncio.gather(*(sender(i) for i in range(SENDERS)))
+            took, dropped = await running
     finally:
         await retention_pool.close()
         await pool.close()

@@ -57,10 +57,16 @@ class Sweep(msgspec.Struct, frozen=True, kw_only=True):
     table: str
     where: str
     how: str  # as the run reports it: "rows deleted", "phones and texts erased"
+    # As the run names it (the table unless a column is meant: "sends.rejects").
+    what: str = ""
     # The id the batches walk; None: the table has no single id (each batch takes any rows).
     key: str | None = "id"
     # None: the rows are deleted; otherwise what an UPDATE sets (the personal columns).
     erase: str | None = None
+
+    @property
+    def shown(self) -> str:
+        return self.what or self.table
 
     @property
     def count(self) -> str:
@@ -121,6 +127,7 @@ OUTBOX = Sweep(table="outbox", where="created_at < $1", key="message_id", how="r
 # send still says how many were refused and why.
 REJECTS = Sweep(
     table="sends",
+    what="sends.rejects",
     where=(
         "created_at < $1 AND EXISTS "
         "(SELECT 1 FROM jsonb_array_elements(rejects) r WHERE r ->> 'to' <> '')"

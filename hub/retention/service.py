@@ -70,7 +70,7 @@ async def sweep(
     if dry_run:
         async with db.acquire() as conn:
             rows = int(await conn.fetchval(what.count, cutoff))
-        return [Gone(what=what.table, how=what.how, rows=rows)]
+        return [Gone(what=what.shown, how=what.how, rows=rows)]
     total, last = 0, 0
     while True:
         args = (cutoff, batch) if what.key is None else (cutoff, batch, last)
@@ -80,14 +80,14 @@ async def sweep(
         total += done["n"]
         last = done["last"]
         if done["n"] < batch:
-            return [Gone(what=what.table, how=what.how, rows=total)]
+            return [Gone(what=what.shown, how=what.how, rows=total)]
 
 
 def _step(what: Sweep, cutoff: Callable[[Policy], datetime | None]) -> Step:
     async def step(db: Database, policy: Policy, dry_run: bool) -> list[Gone]:
         return await sweep(db, what, cutoff(policy), policy.batch, dry_run)
 
-    step.__name__ = f"sweep_{what.table}"
+    step.__name__ = f"sweep_{what.shown}"
     return step
 
 

@@ -251,7 +251,7 @@ TABLES: dict[str, tuple[int, Add, Holds]] = {
         _add_outbox,
         _exists("SELECT 1 FROM outbox WHERE message_id = $1"),
     ),
-    "sends": (DEFAULTS.rejects_days, _add_rejects, _holds_rejects),
+    "sends.rejects": (DEFAULTS.rejects_days, _add_rejects, _holds_rejects),
     "dashboard_sessions": (
         DEFAULTS.sessions_days,
         _add_session,
@@ -302,7 +302,10 @@ async def _all_old(conn: asyncpg.Connection, world: World, each: int = 1) -> Non
 
 async def _snapshot(conn: asyncpg.Connection) -> dict[str, list[str]]:
     return {
-        table: sorted(r["row"] for r in await conn.fetch(f"SELECT t::text AS row FROM {table} t"))
+        table: sorted(
+            r["row"]
+            for r in await conn.fetch(f"SELECT t::text AS row FROM {table.split('.')[0]} t")
+        )
         for table in TABLES
     }
 

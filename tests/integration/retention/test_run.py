@@ -4,6 +4,7 @@ force outlive it, and usage and the ledgers are untouched."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
@@ -14,9 +15,9 @@ import msgspec
 import pytest
 
 from hub.billing import service as billing
-from hub.db import SingleConnectionDatabase
+from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool
 from hub.retention import service
-from hub.retention.schemas import Gone
+from hub.retention.schemas import Gone, Policy
 from hub.settings import RetentionSettings, Settings
 from tests.factories import bearer, grant_ahead, make_key, make_small_tree, make_tenant
 
@@ -433,3 +434,52 @@ async def test_usage_and_the_ledgers_are_the_same_after_a_run(
     assert before[0]  # there is usage to keep
     await service.run(SingleConnectionDatabase(conn), settings, NOW, dry_run=False)
     assert await ledgers() == before
+
+
+async def test_on_a_real_pool_each_batch_commits_and_a_locked_row_waits_for_the_next_run(
+    fresh_db: str, settings: Settings
+) -> None:
+    """Batches of 2 over 5 old replies, one of them locked by a request meanwhile: the run
+    neither waits for it nor fails, commits the other 4 (another connection sees them), and
+    the next run takes the fifth."""
+    small = msgspec.structs.replace(
+        settings,
+        db=msgspec.structs.replace(settings.db, dsn=fresh_db),
+        retention=msgspec.structs.replace(settings.retention, batch=2),
+    )
+    other = await asyncpg.connect(fresh_db)
+    db = PoolDatabase(await create_pool(small.db, fresh_db))
+    try:
+        tenant = await make_tenant(other, "510000", "四川省")
+        w = World(tenant_id=tenant.id, user_id=0, send_id=0, campaign_id=0)
+        old = NOW - timedelta(days=DEFAULTS.inbound_days + 1)
+        ids = [await _add_inbound(other, w, old) for _ in range(5)]
+        holder = await asyncpg.connect(fresh_db)
+        try:
+            async with holder.transaction():
+                await holder.execute("SELECT 1 FROM inbound WHERE id = $1 FOR UPDATE", ids[2])
+                async with asyncio.timeout(30):
+                    first = await service.carry_out(
+                        db, await _policy(db, small), dry_run=False, steps=[INBOUND_STEP]
+                    )
+        finally:
+            await holder.close()
+        assert _rows(first) == {"inbound": 4}
+        kept = await other.fetch("SELECT id FROM inbound WHERE phone <> '' ORDER BY id")
+        assert [r["id"] for r in kept] == [ids[2]]
+        second = await service.carry_out(
+            db, await _policy(db, small), dry_run=False, steps=[INBOUND_STEP]
+        )
+        assert _rows(second) == {"inbound": 1}
+        assert await other.fetchval("SELECT count(*) FROM inbound WHERE phone <> ''") == 0
+    finally:
+        await db.close()
+        await other.close()
+
+
+INBOUND_STEP = next(s for s in service.STEPS if s.__name__ == "sweep_inbound")
+
+
+async def _policy(db: PoolDatabase, settings: Settings) -> Policy:
+    async with db.acquire() as conn:
+        return await service.policy(conn, settings.retention, NOW)

@@ -51,8 +51,24 @@ class PeriodRow(msgspec.Struct, frozen=True):
 # --- the sweeps ---------------------------------------------------------------------------
 
 
+# The tenants whose own period is shorter than the operator's, and their cutoffs (Policy's
+# tenants_before): every sweep's query has them, those for messages' data use them.
+SHORTER = (
+    "shorter AS (SELECT * FROM unnest($2::bigint[], $3::timestamptz[]) AS s (tenant_id, before))"
+)
+
+
+def _before(table: str, column: str) -> str:
+    """`column` is older than the row's tenant's cutoff (its own shorter one, else `$1`)."""
+    return (
+        f"{column} < coalesce((SELECT s.before FROM shorter s"
+        f" WHERE s.tenant_id = {table}.tenant_id), $1)"
+    )
+
+
 class Sweep(msgspec.Struct, frozen=True, kw_only=True):
-    """What one step erases: rows of `table` matching `where` (`$1` is the cutoff)."""
+    """What one step erases: rows of `table` matching `where`, where `$1` is the operator's
+    cutoff and `shorter (tenant_id, before)` the cutoffs of tenants that chose shorter."""
 
     table: str
     where: str
@@ -70,25 +86,26 @@ class Sweep(msgspec.Struct, frozen=True, kw_only=True):
 
     @property
     def count(self) -> str:
-        return f"SELECT count(*) FROM {self.table} WHERE {self.where}"
+        """`$1` cutoff, `$2` and `$3` the shorter tenants' ids and cutoffs."""
+        return f"WITH {SHORTER} SELECT count(*) FROM {self.table} WHERE {self.where}"
 
     @property
     def batch(self) -> str:
-        """One batch: `$1` cutoff, `$2` rows at most, `$3` the last key done (keyset sweeps);
-        answers how many rows went and the last key."""
+        """One batch: `$1` to `$3` as `count`'s, `$4` rows at most, `$5` the last key done
+        (keyset sweeps only); answers how many rows went and the last key."""
         if self.key is None:
             pick = (
-                f"SELECT ctid FROM {self.table} WHERE {self.where} LIMIT $2 FOR UPDATE SKIP LOCKED"
+                f"SELECT ctid FROM {self.table} WHERE {self.where} LIMIT $4 FOR UPDATE SKIP LOCKED"
             )
             match, last = "ctid = ANY (ARRAY (SELECT ctid FROM picked))", "0::bigint"
             returning = "RETURNING 1 AS k"
         else:
             pick = (
-                f"SELECT {self.key} FROM {self.table} WHERE {self.key} > $3 AND ({self.where})"
-                f" ORDER BY {self.key} LIMIT $2 FOR UPDATE SKIP LOCKED"
+                f"SELECT {self.key} FROM {self.table} WHERE {self.key} > $5 AND ({self.where})"
+                f" ORDER BY {self.key} LIMIT $4 FOR UPDATE SKIP LOCKED"
             )
             match = f"{self.key} IN (SELECT {self.key} FROM picked)"
-            last = "coalesce(max(k), $3)"
+            last = "coalesce(max(k), $5)"
             returning = f"RETURNING {self.key} AS k"
         change = (
             f"DELETE FROM {self.table} WHERE {match} {returning}"
@@ -96,16 +113,17 @@ class Sweep(msgspec.Struct, frozen=True, kw_only=True):
             else f"UPDATE {self.table} SET {self.erase} WHERE {match} {returning}"
         )
         return (
-            f"WITH picked AS ({pick}), done AS ({change})\n"
+            f"WITH {SHORTER}, picked AS ({pick}), done AS ({change})\n"
             f"SELECT count(*) AS n, {last} AS last FROM done"
         )
 
 
-# Replies: phone and text erased; the row stays (its send's reply count, the opt-out flag,
+# Replies: phone and text erased (a tenant's shorter period holds for them too, as for its
+# messages); the row stays (its send's reply count, the opt-out flag,
 # the archive's "n replies").
 INBOUND = Sweep(
     table="inbound",
-    where="received_at < $1 AND (phone <> '' OR text <> '')",
+    where=f"{_before('inbound', 'received_at')} AND (phone <> '' OR text <> '')",
     erase="phone = '', text = ''",
     how="phones and texts erased",
 )
@@ -123,13 +141,13 @@ UNMATCHED_RECEIPTS = Sweep(
     table="unmatched_receipts", where="received_at < $1", key=None, how="rows deleted"
 )
 OUTBOX = Sweep(table="outbox", where="created_at < $1", key="message_id", how="rows deleted")
-# A send's refused recipients: each `to` (a phone as submitted) emptied, its reason kept, so the
-# send still says how many were refused and why.
+# A send's refused recipients (the tenant's shorter period holds): each `to` (a phone) emptied,
+# its reason kept, so the send still says how many were refused and why.
 REJECTS = Sweep(
     table="sends",
     what="sends.rejects",
     where=(
-        "created_at < $1 AND EXISTS "
+        f"{_before('sends', 'created_at')} AND EXISTS "
         "(SELECT 1 FROM jsonb_array_elements(rejects) r WHERE r ->> 'to' <> '')"
     ),
     erase=(

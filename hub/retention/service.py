@@ -61,19 +61,26 @@ async def policy(conn: asyncpg.Connection, config: RetentionSettings, now: datet
 
 
 async def sweep(
-    db: Database, what: Sweep, cutoff: datetime | None, batch: int, dry_run: bool
+    db: Database,
+    what: Sweep,
+    cutoff: datetime | None,
+    shorter: dict[int, datetime],
+    batch: int,
+    dry_run: bool,
 ) -> list[Gone]:
-    """Erase what `what` matches before `cutoff`, `batch` rows per committed transaction, until
-    a batch comes back short; dry: count it. No cutoff: nothing."""
+    """Erase what `what` matches before `cutoff` (or a tenant's `shorter` one, where the sweep
+    heeds them), `batch` rows per committed transaction, until a batch comes back short; dry:
+    count it. No cutoff: nothing."""
     if cutoff is None:
         return []
+    tenants, befores = list(shorter), list(shorter.values())
     if dry_run:
         async with db.acquire() as conn:
-            rows = int(await conn.fetchval(what.count, cutoff))
+            rows = int(await conn.fetchval(what.count, cutoff, tenants, befores))
         return [Gone(what=what.shown, how=what.how, rows=rows)]
     total, last = 0, 0
     while True:
-        args = (cutoff, batch) if what.key is None else (cutoff, batch, last)
+        args = [cutoff, tenants, befores, batch] + ([] if what.key is None else [last])
         async with db.acquire() as conn, conn.transaction():
             done = await conn.fetchrow(what.batch, *args)
         assert done is not None
@@ -85,7 +92,7 @@ async def sweep(
 
 def _step(what: Sweep, cutoff: Callable[[Policy], datetime | None]) -> Step:
     async def step(db: Database, policy: Policy, dry_run: bool) -> list[Gone]:
-        return await sweep(db, what, cutoff(policy), policy.batch, dry_run)
+        return await sweep(db, what, cutoff(policy), policy.tenants_before, policy.batch, dry_run)
 
     step.__name__ = f"sweep_{what.shown}"
     return step

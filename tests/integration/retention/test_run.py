@@ -483,3 +483,28 @@ INBOUND_STEP = next(s for s in service.STEPS if s.__name__ == "sweep_inbound")
 async def _policy(db: PoolDatabase, settings: Settings) -> Policy:
     async with db.acquire() as conn:
         return await service.policy(conn, settings.retention, NOW)
+
+
+async def test_a_tenants_shorter_period_erases_its_replies_and_refused_phones_sooner(
+    conn: asyncpg.Connection, settings: Settings
+) -> None:
+    await make_small_tree(conn)
+    ids = {r["code"]: r["id"] for r in await conn.fetch("SELECT code, id FROM tenants")}
+    await conn.execute(
+        "INSERT INTO retention_periods (tenant_id, messages_days, subtree, updated_by)"
+        " VALUES ($1, 30, true, 'test')",
+        ids["510100"],
+    )
+    month_ago = NOW - timedelta(days=31)
+    replies, sends = {}, {}
+    for code in ("510104", "520000"):  # under 成都市's 30 days; 贵州省 on the hub's 180
+        w = World(tenant_id=ids[code], user_id=0, send_id=0, campaign_id=0, serial=ids[code])
+        replies[code] = await _add_inbound(conn, w, month_ago)
+        sends[code] = await _add_rejects(conn, w, month_ago)
+    gone = await service.run(SingleConnectionDatabase(conn), settings, NOW, dry_run=False)
+    assert _rows(gone)["inbound"] == 1
+    assert _rows(gone)["sends.rejects"] == 1
+    assert not await _holds_inbound(conn, replies["510104"])
+    assert not await _holds_rejects(conn, sends["510104"])
+    assert await _holds_inbound(conn, replies["520000"])
+    assert await _holds_rejects(conn, sends["520000"])

@@ -37,6 +37,7 @@ from hub.openapi import complete_schema, docs_assets, openapi_config
 from hub.oplog.controllers import OperationController
 from hub.oplog.service import Log
 from hub.quota.controllers import QuotaController
+from hub.retention.controllers import RetentionController
 from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
 from hub.signatures.service import Desk
@@ -102,6 +103,7 @@ def create_app(
             QuotaController,
             MessageController,
             QuietHoursController,
+            RetentionController,
             ContactController,
             OptOutController,
             TemplateController,

@@ -1,5 +1,5 @@
 """The `hub` command: up, serve, worker, migrate, tenants import, keys create, users create,
-quota, rates, limits, audit."""
+quota, rates, limits, audit, retention."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,7 +28,7 @@ from hub.app import create_app
 from hub.billing import service as billing
 from hub.billing.schemas import RateCardIn
 from hub.calendar import parse_period, period_text
-from hub.db import SingleConnectionDatabase, migrate
+from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool, migrate
 from hub.errors import ApiError
 from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
@@ -36,6 +36,8 @@ from hub.messages import months
 from hub.messages.numbers import Rejected, normalize
 from hub.oplog import service as oplog
 from hub.quota import service as quota
+from hub.retention import service as retention
+from hub.retention.schemas import Gone, Policy
 from hub.settings import Settings, SettingsError, load_settings
 from hub.users import service as users
 from hub.users.schemas import InviteIn
@@ -621,6 +623,46 @@ def cmd_audit_quota(settings: Settings, args: argparse.Namespace) -> int:
     return _run_on_db(settings, args, work)
 
 
+def _retention_table(chosen: Policy, gone: list[Gone], dry_run: bool) -> list[str]:
+    """What went (or would go) per table, then every cutoff, as aligned columns."""
+    head = ("table", "what", "would go" if dry_run else "went")
+    rows = [head, *((g.what, g.how, f"{g.rows:,}") for g in gone)]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:>{widths[2]}}" for r in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += ["", f"cutoffs (before, {calendar.BUSINESS_TZ.key}):"]
+    for name, value in msgspec.structs.asdict(chosen).items():
+        if name.endswith("_before") and isinstance(value, datetime):
+            lines.append(f"  {name.removesuffix('_before'):<22} {calendar.shown(value)}")
+    lines.append(f"  tenants with a shorter period: {len(chosen.tenants_before)}")
+    return lines
+
+
+def cmd_retention_run(settings: Settings, args: argparse.Namespace) -> int:
+    """Erase (or, with --dry-run, count) what is past its retention period, batch by batch."""
+    data_dir = _data_dir(settings, args)
+
+    async def work(dsn: str) -> int:
+        db = PoolDatabase(await create_pool(settings.db, dsn))
+        try:
+            now = calendar.now()
+            async with db.acquire() as conn:
+                chosen = await retention.policy(conn, settings.retention, now)
+            gone = await retention.carry_out(db, chosen, args.dry_run, actor=CLI_ACTOR)
+        finally:
+            await db.close()
+        verb = "would go (dry run: nothing changed)" if args.dry_run else "went"
+        _print(f"retention at {calendar.shown(now)}: {sum(g.rows for g in gone):,} rows {verb}")
+        for line in _retention_table(chosen, gone, args.dry_run):
+            _print(line)
+        return 0
+
+    with embedded.servers(settings.db.dsn, None, data_dir, need_redis=False) as dsns:
+        if settings.db.dsn is None:
+            migrate(dsns.db)
+        return asyncio.run(work(dsns.db))
+
+
 # --- argument parsing ---------------------------------------------------------------------
 
 
@@ -730,6 +772,14 @@ def _parser() -> argparse.ArgumentParser:
     aq.add_argument("--period", type=_month, help="YYYY-MM; default: this month")
     data_dir_arg(aq)
     aq.set_defaults(run=cmd_audit_quota)
+
+    ret = sub.add_parser("retention", help="personal data past its period").add_subparsers(
+        dest="retention_command", required=True
+    )
+    rrun = ret.add_parser("run", help="erase what is past its period (HUB_RETENTION__*)")
+    rrun.add_argument("--dry-run", action="store_true", help="only say what would go")
+    data_dir_arg(rrun)
+    rrun.set_defaults(run=cmd_retention_run)
 
     keys = sub.add_parser("keys", help="API keys").add_subparsers(
         dest="keys_command", required=True

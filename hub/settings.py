@@ -253,6 +253,43 @@ class UsersSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     codes_per_phone_day: Annotated[int, msgspec.Meta(ge=1)] = 10
 
 
+Days = Annotated[int, msgspec.Meta(ge=1, le=3650)]
+
+
+class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """How long personal data is kept (hub.retention; docs/DATA.md "Retention"): the nightly
+    run (and `hub retention run`) erases or deletes what is older, in committed batches."""
+
+    # Messages' phones and bodies (a tenant may choose shorter: PUT /v1/tenants/{code}/retention).
+    messages_days: Days = 180
+    # Replies (`inbound`): their phones and texts are erased; the row (and opt-out flag) stays.
+    inbound_days: Days = 180
+    # Ended opt-outs (`resubscriptions`: phone, reason, who). Opt-outs in force are never
+    # erased: the phone is what keeps the hub from messaging it again.
+    resubscriptions_days: Days = 365
+    # Webhook pushes of replies, delivered or given up (`last_error` may echo the payload).
+    webhook_deliveries_days: Days = 30
+    # Stored Idempotency-Key answers (they list refused phones), whatever their TTL says.
+    idempotency_keys_days: Days = 7
+    # Receipts no message claimed.
+    unmatched_receipts_days: Days = 7
+    # What the outbox gateway was given (phone and the text as the phone shows it).
+    outbox_days: Days = 30
+    # The refused recipients of a send (`sends.rejects`): phones erased, reasons kept.
+    rejects_days: Days = 180
+    # Console sessions ended (expired or idle) this long ago; second-factor codes and invites
+    # this long after they were made or expired.
+    sessions_days: Days = 30
+    user_codes_days: Days = 30
+    user_invites_days: Days = 30
+    # Anniversary greetings recorded for contacts since deleted.
+    campaign_deliveries_days: Days = 30
+    # Rows per transaction: each batch commits, so no lock outlives it.
+    batch: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 5000
+    # The nightly run starts at this hour of the business day (Asia/Shanghai).
+    run_hour: Annotated[int, msgspec.Meta(ge=0, le=23)] = 3
+
+
 class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Start the hub's clock at this instant (ISO 8601 with an offset) and let it run on from
     # there, in Python and in PostgreSQL alike: for tests, drills and demos ("as if it were
@@ -274,6 +311,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dashboard: DashboardSettings = DashboardSettings()
     users: UsersSettings = UsersSettings()
     limits: LimitsSettings = LimitsSettings()
+    retention: RetentionSettings = RetentionSettings()
     clock: ClockSettings = ClockSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"

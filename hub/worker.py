@@ -30,6 +30,7 @@ from hub.delivery.service import DELIVER_JOB, Delivery
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
 from hub.messages.jobs import make_partitions, release_due_sends
 from hub.quota.jobs import expire_reservations
+from hub.retention.jobs import run_retention
 from hub.settings import Settings
 
 # Tuned for a queue of batch jobs (one per few hundred messages): short polls keep latency low
@@ -122,6 +123,16 @@ def cron_jobs() -> list[CronJob]:
             second=set(range(0, 60, 10)),
             unique=True,
         ),
+        # Hourly; the job works only in the business day's HUB_RETENTION__RUN_HOUR (03:00 in
+        # Shanghai): personal data past its period goes, in committed batches (hub.retention).
+        cron(
+            run_retention,
+            name="hub.retention.run.cron",
+            minute={37},
+            second={0},
+            unique=True,
+            timeout=6 * 3600,
+        ),
     ]
 
 
@@ -166,6 +177,7 @@ def build_worker(
                     (run_campaigns, "hub.campaigns.run", None),
                     (roll_up_usage, "hub.billing.roll_up", None),
                     (purge_expired, "hub.dedup.purge", None),
+                    (run_retention, "hub.retention.run", None),
                     # No result kept: a batch's job id names the batch, and arq refuses an id
                     # whose result it still holds, so the sweeper could not enqueue the batch
                     # again for the messages its last job left behind.

@@ -277,7 +277,9 @@ TABLES: dict[str, tuple[int, Add, Holds]] = {
 
 
 def _rows(gone: list[Gone]) -> dict[str, int]:
-    return {g.what: g.rows for g in gone}
+    """What went from the tables these tests fill (the messages' step and its partitions have
+    their own tests: tests/integration/messages/test_retention.py)."""
+    return {g.what: g.rows for g in gone if g.what in TABLES}
 
 
 @pytest.mark.parametrize("table", sorted(TABLES))
@@ -351,7 +353,7 @@ async def test_a_real_run_logs_its_counts_and_cutoffs_and_no_personal_data(
     assert entry is not None
     assert entry["actor"] == "system:retention"
     detail = msgspec.json.decode(entry["detail"])
-    assert {g["what"]: g["rows"] for g in detail["gone"]} == dict.fromkeys(TABLES, 1)
+    assert _rows([msgspec.convert(g, Gone) for g in detail["gone"]]) == dict.fromkeys(TABLES, 1)
     assert detail["policy"]["messages_before"].startswith("2026-09-17")  # 180 days before
     assert "+86" not in entry["detail"]
     assert "1390013900" not in entry["detail"]

@@ -253,6 +253,17 @@ class UsersSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     codes_per_phone_day: Annotated[int, msgspec.Meta(ge=1)] = 10
 
 
+class PeopleSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The operator's key for a phone's HMAC-SHA256 (hub.people): an erased phone is kept only
+    # so (`erased_phones`), and the operation log names a looked-up or erased phone so. Without
+    # it the lookup and the erasure answer 503. Rotating it breaks matching: phones erased
+    # under the old key are sent to again. To rotate, keep the old key in `previous_secrets`
+    # (every key there is matched too) until every erased phone was erased again under the new
+    # one (docs/DATA.md, "A person's data").
+    secret: str = ""
+    previous_secrets: list[str] = []
+
+
 class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Start the hub's clock at this instant (ISO 8601 with an offset) and let it run on from
     # there, in Python and in PostgreSQL alike: for tests, drills and demos ("as if it were
@@ -274,6 +285,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     dashboard: DashboardSettings = DashboardSettings()
     users: UsersSettings = UsersSettings()
     limits: LimitsSettings = LimitsSettings()
+    people: PeopleSettings = PeopleSettings()
     clock: ClockSettings = ClockSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"

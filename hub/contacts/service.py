@@ -32,7 +32,8 @@ from hub.errors import Invalid, NotFound
 from hub.messages.numbers import Rejected, normalize
 from hub.messages.reasons import reject_word
 from hub.oplog import service as oplog
-from hub.settings import ContactsSettings
+from hub.people import service as people
+from hub.settings import ContactsSettings, PeopleSettings
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.service import Principal
@@ -105,13 +106,28 @@ def check_roster(roster: list[Row]) -> Checked:
     return Checked(rows=rows, valid=valid, problems=problems)
 
 
+# Why a roster row of a phone the operator erased (hub.people) is not imported.
+ERASED = ("phone was erased at its owner's request", "此号码已应本人要求删除，不能再加入名册")
+
+
 async def import_roster(
-    conn: asyncpg.Connection, by: Principal, tenant: TenantRow, roster: list[Row]
+    conn: asyncpg.Connection,
+    by: Principal,
+    tenant: TenantRow,
+    roster: list[Row],
+    erasures: PeopleSettings,
 ) -> ImportResult:
     """Upsert every valid row; report each bad one with its line. A phone seen twice keeps the
-    later row (the earlier line is reported). One operation-log entry with the counts."""
+    later row (the earlier line is reported); an erased phone is refused (`ERASED`). One
+    operation-log entry with the counts."""
     checked = check_roster(roster)
-    valid, problems, rows = checked.valid, checked.problems, checked.rows
+    valid, problems, rows = dict(checked.valid), list(checked.problems), checked.rows
+    erased = await people.erased_among(conn, erasures, valid)
+    if erased:
+        for phone in erased:
+            line, _ = valid.pop(phone)
+            problems.append(RowProblem(line=line, reason=ERASED[0], words=ERASED[1]))
+        problems.sort(key=lambda p: p.line)
     created = updated = 0
     if valid:
         columns_by_field = list(zip(*(columns for _, columns in valid.values()), strict=True))

@@ -286,7 +286,7 @@ class RosterPages(Controller):
         rows = await _parse(content, state)  # read once already: it was readable then
         async with db.acquire() as conn, conn.transaction():
             await service.take_upload(conn, tenant, token)  # once: a second confirm is 404
-            result = await service.import_roster(conn, who, tenant, rows)
+            result = await service.import_roster(conn, who, tenant, rows, state.settings.people)
         return _page("contacts_import.html", who, preview=None, result=result, error=None)
 
     # No request transaction (`conn`): the export reads on a connection of its own.

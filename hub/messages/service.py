@@ -49,6 +49,7 @@ from hub.messages.schemas import (
 )
 from hub.messages.segments import MAX_CHARACTERS, Segments, count_segments, signed
 from hub.oplog import service as oplog
+from hub.people import service as people
 from hub.quota import service as quota
 from hub.settings import Settings
 from hub.signatures import service as signatures
@@ -105,13 +106,17 @@ async def _recipients(
     return recipients, rejected + unknown_contacts, repeats, submitted
 
 
-async def _opted_out(conn: asyncpg.Connection, tenant: TenantRow, phones: list[str]) -> set[str]:
+async def _opted_out(
+    conn: asyncpg.Connection, tenant: TenantRow, phones: list[str], settings: Settings
+) -> set[str]:
     """The phones that opted out of the tenant's messages, asked OPT_OUT_CHUNK at a time: one
-    array of a million phones takes asyncpg a second of CPU to encode, stalling the process."""
+    array of a million phones takes asyncpg a second of CPU to encode, stalling the process.
+    A phone the operator erased (hub.people) counts as opted out of every tenant's."""
     found: set[str] = set()
     for start in range(0, len(phones), OPT_OUT_CHUNK):
         chunk = phones[start : start + OPT_OUT_CHUNK]
         found.update(r["phone"] for r in await conn.fetch(sql.OPTED_OUT, tenant.id, chunk))
+    found |= await people.erased_among(conn, settings.people, phones)
     return found
 
 
@@ -315,7 +320,7 @@ async def _plan(
             request.template is not None,
             request.values,
         )
-    opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients])
+    opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients], settings)
     return _Plan(
         signature=signature,
         timing=timing,
@@ -401,9 +406,12 @@ async def create_send(
     now: datetime | None = None,
     follows: Follows | None = None,
     texts: dict[str, str] | None = None,
+    system: bool = False,
 ) -> SendAccepted:
     """`texts`: each phone's own body given whole, in place of filling the body's placeholders
-    (a follow-up of a personal send: the text its first message had)."""
+    (a follow-up of a personal send: the text its first message had). `system`: the hub's own
+    send (a second-factor code), shown by no list or page; its `texts` are forgotten once
+    delivery is done with them (hub.delivery)."""
     now = now or calendar.now()
     plan = await _plan(conn, tenant, request, settings, now, texts)
     signature, timing, body = plan.signature, plan.timing, plan.body
@@ -431,6 +439,7 @@ async def create_send(
         request.reply_wanted,
         follows.send_id if follows else None,
         follows.kind if follows else None,
+        system,
     )
     await _write_messages(conn, send_id, tenant, recipients, opted_out, plan)
     if request.reply_wanted:

@@ -106,17 +106,13 @@ async def _recipients(
     return recipients, rejected + unknown_contacts, repeats, submitted
 
 
-async def _opted_out(
-    conn: asyncpg.Connection, tenant: TenantRow, phones: list[str], settings: Settings
-) -> set[str]:
+async def _opted_out(conn: asyncpg.Connection, tenant: TenantRow, phones: list[str]) -> set[str]:
     """The phones that opted out of the tenant's messages, asked OPT_OUT_CHUNK at a time: one
-    array of a million phones takes asyncpg a second of CPU to encode, stalling the process.
-    A phone the operator erased (hub.people) counts as opted out of every tenant's."""
+    array of a million phones takes asyncpg a second of CPU to encode, stalling the process."""
     found: set[str] = set()
     for start in range(0, len(phones), OPT_OUT_CHUNK):
         chunk = phones[start : start + OPT_OUT_CHUNK]
         found.update(r["phone"] for r in await conn.fetch(sql.OPTED_OUT, tenant.id, chunk))
-    found |= await people.erased_among(conn, settings.people, phones)
     return found
 
 
@@ -129,8 +125,10 @@ async def _write_messages(
     plan: _Plan,
 ) -> None:
     """One message per recipient, by COPY (a send may have a million): the rows are generated
-    as COPY consumes them, never held as a list. A personal send's message keeps its own body."""
+    as COPY consumes them, never held as a list. A personal send's message keeps its own body;
+    a message to an erased phone keeps neither (opted out: it goes nowhere)."""
     bodies = plan.personal.bodies if plan.personal else {}
+    erased = plan.erased
     await conn.copy_records_to_table(
         "messages",
         columns=sql.MESSAGE_COLUMNS,
@@ -138,11 +136,11 @@ async def _write_messages(
             (
                 send_id,
                 tenant.id,
-                r.phone,
+                None if r.phone in erased else r.phone,
                 r.carrier,
                 "opted_out" if r.phone in opted_out else "accepted",
                 plan.segments_of(r.phone),
-                bodies.get(r.phone),
+                None if r.phone in erased else bodies.get(r.phone),
             )
             for r in recipients
         ),
@@ -267,6 +265,8 @@ class _Plan(msgspec.Struct, frozen=True):
     repeats: int
     submitted: int
     opted_out: set[str]
+    # Of those, phones the operator erased: their messages are written without the phone.
+    erased: set[str]
     # Each recipient's own text, when the body holds roster placeholders ({姓名}).
     personal: personal.Personal | None
 
@@ -320,7 +320,10 @@ async def _plan(
             request.template is not None,
             request.values,
         )
-    opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients], settings)
+    phones = [r.phone for r in recipients]
+    # A phone the operator erased (hub.people) is opted out of every tenant's messages.
+    erased = await people.erased_among(conn, settings.people, phones)
+    opted_out = await _opted_out(conn, tenant, phones) | erased
     return _Plan(
         signature=signature,
         timing=timing,
@@ -331,6 +334,7 @@ async def _plan(
         repeats=repeats,
         submitted=submitted,
         opted_out=opted_out,
+        erased=erased,
         personal=own,
     )
 

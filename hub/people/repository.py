@@ -91,6 +91,9 @@ LIMIT $2
 
 # --- erased phones ------------------------------------------------------------------------
 
+# Whether any phone was ever erased (if not, nothing needs hashing).
+ANY_ERASED = "SELECT EXISTS (SELECT 1 FROM erased_phones)"
+
 # Which of the hashes $1 are erased phones.
 ERASED_AMONG = "SELECT hash FROM erased_phones WHERE hash = ANY($1::bytea[])"
 

@@ -105,10 +105,14 @@ async def erased_among(
     conn: asyncpg.Connection, people: PeopleSettings, phones: Iterable[str]
 ) -> set[str]:
     """Which of `phones` (E.164) were erased: no tenant may message them or hold them in a
-    roster. Nothing is hashed while no phone was ever erased (one probe of an empty table)."""
-    keys = _keys(people)
-    if not keys or not await conn.fetchval("SELECT EXISTS (SELECT 1 FROM erased_phones)"):
+    roster. Nothing is hashed while no phone was ever erased (one probe of an empty table).
+    With erased phones kept and no secret to match them, it fails closed (503) rather than
+    message them again."""
+    if not await conn.fetchval(sql.ANY_ERASED):
         return set()
+    keys = _keys(people)
+    if not keys:
+        raise NoSecret("HUB_PEOPLE__SECRET is unset but erased phones are kept: set it again")
     found: set[str] = set()
     wanted = list(phones)
     for start in range(0, len(wanted), CHUNK):

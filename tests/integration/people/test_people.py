@@ -416,3 +416,20 @@ async def test_the_log_refuses_updates_but_a_redaction(
         await conn.execute(
             "UPDATE operation_log SET detail = NULL, redacted_at = hub_now() WHERE id = $1", entry
         )
+
+
+async def test_rotating_the_secret_keeps_matching_only_with_the_old_one_kept(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    erased = await client.post(
+        "/v1/people/erase", json={"phone": PHONE, "reason": "本人申请"}, headers=bearer(keys.root)
+    )
+    assert erased.status_code == 200, erased.text
+    kept = PeopleSettings(secret="a-new-secret", previous_secrets=[SECRET])
+    assert await people.erased_among(conn, kept, [PHONE, OTHER]) == {PHONE}
+    # Rotated without the old secret: the erased phone no longer matches (docs/DATA.md).
+    lost = PeopleSettings(secret="a-new-secret")
+    assert await people.erased_among(conn, lost, [PHONE, OTHER]) == set()
+    # Without any secret while erased phones are kept, a send fails closed (503), not open.
+    with pytest.raises(people.NoSecret):
+        await people.erased_among(conn, PeopleSettings(), [OTHER])

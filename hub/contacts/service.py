@@ -110,6 +110,25 @@ def check_roster(roster: list[Row]) -> Checked:
 ERASED = ("phone was erased at its owner's request", "此号码已应本人要求删除，不能再加入名册")
 
 
+async def without_erased(
+    conn: asyncpg.Connection, checked: Checked, erasures: PeopleSettings
+) -> Checked:
+    """`checked` less the rows of phones the operator erased (hub.people), each reported as a
+    problem (`ERASED`): the import's and the console preview's one check."""
+    erased = await people.erased_among(conn, erasures, checked.valid)
+    if not erased:
+        return checked
+    refused = [
+        RowProblem(line=checked.valid[phone][0], reason=ERASED[0], words=ERASED[1])
+        for phone in erased
+    ]
+    return Checked(
+        rows=checked.rows,
+        valid={p: row for p, row in checked.valid.items() if p not in erased},
+        problems=sorted([*checked.problems, *refused], key=lambda p: p.line),
+    )
+
+
 async def import_roster(
     conn: asyncpg.Connection,
     by: Principal,
@@ -120,14 +139,8 @@ async def import_roster(
     """Upsert every valid row; report each bad one with its line. A phone seen twice keeps the
     later row (the earlier line is reported); an erased phone is refused (`ERASED`). One
     operation-log entry with the counts."""
-    checked = check_roster(roster)
-    valid, problems, rows = dict(checked.valid), list(checked.problems), checked.rows
-    erased = await people.erased_among(conn, erasures, valid)
-    if erased:
-        for phone in erased:
-            line, _ = valid.pop(phone)
-            problems.append(RowProblem(line=line, reason=ERASED[0], words=ERASED[1]))
-        problems.sort(key=lambda p: p.line)
+    checked = await without_erased(conn, check_roster(roster), erasures)
+    valid, problems, rows = checked.valid, checked.problems, checked.rows
     created = updated = 0
     if valid:
         columns_by_field = list(zip(*(columns for _, columns in valid.values()), strict=True))

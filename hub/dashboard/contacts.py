@@ -250,11 +250,12 @@ class RosterPages(Controller):
             return _page(
                 "contacts_import.html", who, status, preview=None, result=None, error=error
             )
-        checked = service.check_roster(rows)
         filename = "".join(c for c in data.file.filename if c.isprintable())[:200]
         db: Database = state.db
         async with db.acquire() as conn, conn.transaction():
             tenant = await _own(conn, who)
+            erasures = state.settings.people
+            checked = await service.without_erased(conn, service.check_roster(rows), erasures)
             token = await service.hold_upload(conn, who, tenant, filename, content)
         valid = sorted(checked.valid.values(), key=lambda pair: pair[0])
         preview = {

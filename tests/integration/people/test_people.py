@@ -3,6 +3,7 @@ table, and what an erased phone means afterwards (opted out everywhere, refused 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -12,9 +13,11 @@ import pytest
 from hub.oplog import service as oplog
 from hub.people import service as people
 from hub.settings import PeopleSettings
+from tenants.scopes import Role
 from tenants.service import get_by_code
 from tests.factories import bearer
 from tests.integration.people.conftest import OTHER, PHONE, SECRET, Keys
+from tests.integration.users.conftest import SAME_ORIGIN, make_user, signed_in
 
 NATIONAL = PHONE[3:]  # 13800138000: how the phone appears in any text that quotes it
 
@@ -433,3 +436,22 @@ async def test_rotating_the_secret_keeps_matching_only_with_the_old_one_kept(
     # Without any secret while erased phones are kept, a send fails closed (503), not open.
     with pytest.raises(people.NoSecret):
         await people.erased_among(conn, PeopleSettings(), [OTHER])
+
+
+async def test_the_consoles_roster_preview_flags_an_erased_phone(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    erased = await client.post(
+        "/v1/people/erase", json={"phone": PHONE, "reason": "本人申请"}, headers=bearer(keys.root)
+    )
+    assert erased.status_code == 200, erased.text
+    await make_user(conn, "510104", "sender", {Role.SEND}, phone="13700137000")
+    await signed_in(client, conn, "sender", phone="+8613700137000")
+    roster = f"姓名,手机\n张三,{NATIONAL}\n李四,{OTHER}\n"
+    upload = {"file": ("roster.csv", roster.encode(), "text/csv")}
+    preview = await client.post("/dashboard/contacts/import", files=upload, headers=SAME_ORIGIN)
+    assert preview.status_code == 200, preview.text
+    problems = re.search(r'<table class="data" id="problems">(.*?)</table>', preview.text, re.S)
+    assert problems is not None
+    assert re.findall(r'data-line="(\d+)"', problems[1]) == ["2"]
+    assert "此号码已应本人要求删除" in problems[1]

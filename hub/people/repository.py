@@ -124,27 +124,32 @@ class ErasedMessage(msgspec.Struct, frozen=True):
     segments: int
     gateway: str | None
     reference: str | None
-    # It was still waiting to go: now cancelled, its segments to release.
+    # It was still waiting to go (now cancelled), or a copy relying on another message to the
+    # phone (now done): its segments to release.
     waiting: bool
 
 
 # Messages to the phone lose it and their own body (and the gateway's words, which may quote
 # it); one still waiting to go is cancelled (delivery claims only `accepted` messages with a
-# phone). The send, status, times and segments stay: statements and the archive outlive them.
+# phone), and a copy relying on another message to the phone (deduplicated, not done: every
+# such original is to this phone too) is done, so nothing hands the phone to it. The send,
+# status, times and segments stay: statements and the archive outlive them.
 ERASE_MESSAGES = """
 WITH picked AS (
-    SELECT id, status = 'accepted' AS waiting FROM messages
+    SELECT id, status = 'accepted' AS waiting,
+           status = 'deduplicated' AND done_at IS NULL AS relying
+    FROM messages
     WHERE phone = $1 ORDER BY id LIMIT $2
     FOR UPDATE
 )
 UPDATE messages m
 SET phone = NULL, body = NULL, error = NULL,
     status = CASE WHEN p.waiting THEN 'cancelled'::message_status ELSE m.status END,
-    done_at = CASE WHEN p.waiting THEN hub_now() ELSE m.done_at END,
+    done_at = CASE WHEN p.waiting OR p.relying THEN hub_now() ELSE m.done_at END,
     updated_at = hub_now()
 FROM picked p
 WHERE m.id = p.id
-RETURNING m.id, m.send_id, m.segments, m.gateway, m.reference, p.waiting
+RETURNING m.id, m.send_id, m.segments, m.gateway, m.reference, p.waiting OR p.relying AS waiting
 """
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 import httpx
@@ -29,10 +30,10 @@ def live_settings(live_settings: Settings) -> Settings:
     return msgspec.structs.replace(live_settings, people=PeopleSettings(secret="s"))
 
 
-async def _send(client: httpx.AsyncClient, key: str, to: list[str], body: str) -> dict[str, object]:
+async def _send(client: httpx.AsyncClient, key: str, to: list[str], body: str) -> dict[str, Any]:
     response = await client.post("/v1/messages", json={"to": to, "body": body}, headers=bearer(key))
     assert response.status_code == 202, response.text
-    answer: dict[str, object] = response.json()
+    answer: dict[str, Any] = response.json()
     return answer
 
 
@@ -43,11 +44,14 @@ async def test_an_erased_phone_reaches_no_gateway(
     qingyang = await make_key(live_db, "510105")
     # Sent before the erasure, not delivered yet: the erasure cancels it.
     before = await _send(client, county_key, [PHONE, OTHER], "明早八点开会")
+    # A copy of it from another county, relying on it to reach the phone: erased, it is done.
+    copy = await _send(client, qingyang, [PHONE], "明早八点开会")
+    assert copy["counts"]["deduplicated"] == 1
     erased = await client.post(
         "/v1/people/erase", json={"phone": PHONE, "reason": "本人申请"}, headers=bearer(root)
     )
     assert erased.status_code == 200, erased.text
-    assert erased.json()["counts"]["messages"] == 1
+    assert erased.json()["counts"]["messages"] == 2
     after = await _send(client, qingyang, [PHONE, OTHER], "周五学习")
     assert after["counts"] == {
         "accepted": 1,
@@ -66,15 +70,20 @@ async def test_an_erased_phone_reaches_no_gateway(
     assert [tuple(r) for r in rows] == [
         (before["id"], None, "cancelled"),
         (before["id"], OTHER, "delivered"),
+        (copy["id"], None, "deduplicated"),
         (after["id"], None, "opted_out"),
         (after["id"], OTHER, "delivered"),
     ]
-    # The cancelled message's segment went back: each send used one and holds none.
+    # The cancelled message's segment and the copy's went back: no send holds any.
     reservations = await live_db.fetch(
         "SELECT status::text AS status, used_part, released_part FROM quota_reservations"
         " ORDER BY id"
     )
-    assert [tuple(r) for r in reservations] == [("posted", 1, 1), ("posted", 1, 0)]
+    assert [tuple(r) for r in reservations] == [
+        ("posted", 1, 1),
+        ("voided", 0, 1),
+        ("posted", 1, 0),
+    ]
     assert await audit_clean(live_db) == []
 
 

@@ -36,6 +36,7 @@ from hub.messages.controllers import MessageController, QuietHoursController
 from hub.openapi import complete_schema, docs_assets, openapi_config
 from hub.oplog.controllers import OperationController
 from hub.oplog.service import Log
+from hub.people.controllers import PeopleController
 from hub.quota.controllers import QuotaController
 from hub.retention.controllers import RetentionController
 from hub.settings import Settings, load_settings
@@ -117,6 +118,7 @@ def create_app(
             RateLimitController,
             UserController,
             OperationController,
+            PeopleController,
             dashboard.DashboardController,
             SendsController,
             ComposeController,

@@ -290,6 +290,17 @@ class RetentionSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True)
     run_hour: Annotated[int, msgspec.Meta(ge=0, le=23)] = 3
 
 
+class PeopleSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The operator's key for a phone's HMAC-SHA256 (hub.people): an erased phone is kept only
+    # so (`erased_phones`), and the operation log names a looked-up or erased phone so. Without
+    # it the lookup and the erasure answer 503. Rotating it breaks matching: phones erased
+    # under the old key are sent to again. To rotate, keep the old key in `previous_secrets`
+    # (every key there is matched too) until every erased phone was erased again under the new
+    # one (docs/DATA.md, "A person's data").
+    secret: str = ""
+    previous_secrets: list[str] = []
+
+
 class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Start the hub's clock at this instant (ISO 8601 with an offset) and let it run on from
     # there, in Python and in PostgreSQL alike: for tests, drills and demos ("as if it were
@@ -312,6 +323,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     users: UsersSettings = UsersSettings()
     limits: LimitsSettings = LimitsSettings()
     retention: RetentionSettings = RetentionSettings()
+    people: PeopleSettings = PeopleSettings()
     clock: ClockSettings = ClockSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"

@@ -61,7 +61,9 @@ class ContactController(Controller):
         db: Database = state.db
         async with db.acquire() as conn, conn.transaction():
             tenant = await tenants.own(conn, request.user)
-            return await service.import_roster(conn, request.user, tenant, rows)
+            return await service.import_roster(
+                conn, request.user, tenant, rows, state.settings.people
+            )
 
     @get(
         "/",

@@ -32,7 +32,8 @@ from hub.errors import Invalid, NotFound
 from hub.messages.numbers import Rejected, normalize
 from hub.messages.reasons import reject_word
 from hub.oplog import service as oplog
-from hub.settings import ContactsSettings
+from hub.people import service as people
+from hub.settings import ContactsSettings, PeopleSettings
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.service import Principal
@@ -105,12 +106,40 @@ def check_roster(roster: list[Row]) -> Checked:
     return Checked(rows=rows, valid=valid, problems=problems)
 
 
+# Why a roster row of a phone the operator erased (hub.people) is not imported.
+ERASED = ("phone was erased at its owner's request", "此号码已应本人要求删除，不能再加入名册")
+
+
+async def without_erased(
+    conn: asyncpg.Connection, checked: Checked, erasures: PeopleSettings
+) -> Checked:
+    """`checked` less the rows of phones the operator erased (hub.people), each reported as a
+    problem (`ERASED`): the import's and the console preview's one check."""
+    erased = await people.erased_among(conn, erasures, checked.valid)
+    if not erased:
+        return checked
+    refused = [
+        RowProblem(line=checked.valid[phone][0], reason=ERASED[0], words=ERASED[1])
+        for phone in erased
+    ]
+    return Checked(
+        rows=checked.rows,
+        valid={p: row for p, row in checked.valid.items() if p not in erased},
+        problems=sorted([*checked.problems, *refused], key=lambda p: p.line),
+    )
+
+
 async def import_roster(
-    conn: asyncpg.Connection, by: Principal, tenant: TenantRow, roster: list[Row]
+    conn: asyncpg.Connection,
+    by: Principal,
+    tenant: TenantRow,
+    roster: list[Row],
+    erasures: PeopleSettings,
 ) -> ImportResult:
     """Upsert every valid row; report each bad one with its line. A phone seen twice keeps the
-    later row (the earlier line is reported). One operation-log entry with the counts."""
-    checked = check_roster(roster)
+    later row (the earlier line is reported); an erased phone is refused (`ERASED`). One
+    operation-log entry with the counts."""
+    checked = await without_erased(conn, check_roster(roster), erasures)
     valid, problems, rows = checked.valid, checked.problems, checked.rows
     created = updated = 0
     if valid:

@@ -250,11 +250,12 @@ class RosterPages(Controller):
             return _page(
                 "contacts_import.html", who, status, preview=None, result=None, error=error
             )
-        checked = service.check_roster(rows)
         filename = "".join(c for c in data.file.filename if c.isprintable())[:200]
         db: Database = state.db
         async with db.acquire() as conn, conn.transaction():
             tenant = await _own(conn, who)
+            erasures = state.settings.people
+            checked = await service.without_erased(conn, service.check_roster(rows), erasures)
             token = await service.hold_upload(conn, who, tenant, filename, content)
         valid = sorted(checked.valid.values(), key=lambda pair: pair[0])
         preview = {
@@ -286,7 +287,7 @@ class RosterPages(Controller):
         rows = await _parse(content, state)  # read once already: it was readable then
         async with db.acquire() as conn, conn.transaction():
             await service.take_upload(conn, tenant, token)  # once: a second confirm is 404
-            result = await service.import_roster(conn, who, tenant, rows)
+            result = await service.import_roster(conn, who, tenant, rows, state.settings.people)
         return _page("contacts_import.html", who, preview=None, result=result, error=None)
 
     # No request transaction (`conn`): the export reads on a connection of its own.

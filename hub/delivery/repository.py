@@ -35,13 +35,15 @@ class SendInfo(msgspec.Struct, frozen=True):
     sms_extension: str
     reservation_id: int | None
     segments_each: int
+    # The hub's own send (a second-factor code): its messages' texts go once they went.
+    system: bool = False
 
 
 # What every message of a send shares: its text, sender, lane and reservation; nothing while
 # it waits on a suspension of its tenant or one above it (parked or not yet).
 SEND_INFO = """
 SELECT s.id, s.tenant_id, s.signature, s.body, s.encoding, s.priority::text AS priority,
-       s.due_at, t.sms_extension, s.reservation_id, s.segments_each
+       s.due_at, t.sms_extension, s.reservation_id, s.segments_each, s.system
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE s.id = $1 AND s.state = 'queued' AND s.parked_at IS NULL
   AND tenant_suspended_by(t.path) IS NULL
@@ -68,6 +70,7 @@ SET status = 'sending', gateway = $5, attempts = m.attempts + 1, retry_at = NULL
 WHERE m.id IN (
     SELECT id FROM messages
     WHERE send_id = $1 AND carrier = $2 AND id BETWEEN $3 AND $4 AND status = 'accepted'
+      AND phone IS NOT NULL  -- erased at its owner's request (hub.people): never sent
       AND (retry_at IS NULL OR retry_at <= hub_now())
       AND NOT EXISTS (SELECT 1 FROM sends s JOIN tenants t ON t.id = s.tenant_id
                       WHERE s.id = $1 AND (s.parked_at IS NOT NULL
@@ -77,6 +80,18 @@ WHERE m.id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING m.id, m.phone, m.segments, m.attempts, m.body
+"""
+
+# A system send's messages $1 that are done with the gateway (not waiting for a retry) lose
+# their own text (a second-factor code), and the outbox's copy of them becomes the send's
+# stored placeholder $2: the code went to the phone and is kept nowhere.
+FORGET_TEXTS = """
+WITH done AS (
+    UPDATE messages SET body = NULL
+    WHERE id = ANY($1::bigint[]) AND status <> 'accepted' AND body IS NOT NULL
+    RETURNING id
+)
+UPDATE outbox SET text = $2 WHERE message_id IN (SELECT id FROM done)
 """
 
 # Just before a chunk goes to the gateway: from here on its outcome may be unknown if we die.

@@ -138,6 +138,14 @@ async def enqueue_send(
 # --- delivering a batch ------------------------------------------------------------------
 
 
+async def _forget_texts(conn: asyncpg.Connection, send: SendInfo, chunk: list[Claimed]) -> None:
+    """A system send's chunk, recorded: the texts it carried (second-factor codes) are kept
+    no longer than needed (sql.FORGET_TEXTS)."""
+    if send.system:
+        placeholder = signed(send.signature, send.body)
+        await conn.execute(sql.FORGET_TEXTS, [m.id for m in chunk], placeholder)
+
+
 def _outbound(send: SendInfo, text: str, sender: str, message: Claimed) -> Outbound:
     """A claimed message as the gateway takes it: the send's text, or its own (a personal
     send's, whose encoding is its own too)."""
@@ -230,6 +238,7 @@ class Delivery:
             outcomes = await self._submit(gateway, outbound, chunk)
             async with self.db.acquire() as conn, conn.transaction():
                 retry, handed = await self._record(conn, send, carrier, config, chunk, outcomes)
+                await _forget_texts(conn, send, chunk)
             heirs.update(handed)
             if retry is not None:
                 retry_at = min(retry_at or retry, retry)

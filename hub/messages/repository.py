@@ -15,9 +15,10 @@ OPTED_OUT = "SELECT phone FROM opt_outs WHERE tenant_id = $1 AND phone = ANY($2:
 INSERT_SEND = """
 INSERT INTO sends (tenant_id, signature, body, encoding, segments_each, priority, dedup,
                    recipients, repeats, rejects, segments, list_price_micros, actor,
-                   state, send_at, held_until, due_at, reply_wanted, follows, follow_kind)
+                   state, send_at, held_until, due_at, reply_wanted, follows, follow_kind,
+                   system)
 VALUES ($1, $2, $3, $4, $5, $6::send_priority, $7, $8, $9, $10::jsonb, 0, 0, $11,
-        $12::send_state, $13, $14, $15, $16, $17, $18)
+        $12::send_state, $13, $14, $15, $16, $17, $18, $19)
 RETURNING id
 """
 
@@ -170,7 +171,8 @@ class SendRow(msgspec.Struct, frozen=True):
     follow_kind: FollowKind | None
 
 
-# A send, only if its tenant lies in the subtree whose path is $2.
+# A send, only if its tenant lies in the subtree whose path is $2. The hub's own sends (system:
+# the second factor's codes) are no one's to read: not found, as for another subtree's.
 SEND_IN_SUBTREE = """
 SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at, s.tenant_id,
        t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
@@ -178,7 +180,7 @@ SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at, s.tenant
        s.list_price_micros, s.rejects::text AS rejects, s.created_at, s.actor,
        s.reply_wanted, s.follows, s.follow_kind
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
-WHERE s.id = $1 AND t.path >= $2 AND t.path < $2 || '~'
+WHERE s.id = $1 AND t.path >= $2 AND t.path < $2 || '~' AND NOT s.system
 """
 
 # The follow-ups (reminders, resends) of the first send $1, oldest first.
@@ -248,11 +250,11 @@ class RecentSend(msgspec.Struct, frozen=True):
     created_at: datetime
 
 
-# A tenant's own latest sends, newest first.
+# A tenant's own latest sends, newest first (not the hub's own: system).
 RECENT_SENDS = """
 SELECT s.id, s.body, s.state::text AS state, s.priority::text AS priority, s.recipients,
        s.segments, s.created_at
-FROM sends s WHERE s.tenant_id = $1
+FROM sends s WHERE s.tenant_id = $1 AND NOT s.system
 ORDER BY s.id DESC
 LIMIT $2
 """
@@ -298,8 +300,9 @@ class ListedSend(msgspec.Struct, frozen=True):
 # The sends of the tenant at path $1 (with $2, of its whole subtree), newest first, below the
 # cursor $3, filtered: created (or, with $6, due) in [$4, $5); state $7; having a message in a
 # status of $8; body containing $9 (a LIKE pattern, escaped by the caller); created by $10;
-# asking for a reply or not ($11). $12 rows. "Having a message in $8" is a probe per candidate
-# send (LIMIT 1 on messages_send, index-only: it carries the status): as an EXISTS, the planner
+# asking for a reply or not ($11). $12 rows. Never the hub's own sends (system: codes).
+# "Having a message in $8" is a probe per candidate send (LIMIT 1 on messages_send,
+# index-only: it carries the status): as an EXISTS, the planner
 # may instead read every such message of the hub into a hash first (650 ms over 3.5 million
 # messages, ops/bench/console_pages.py). Run with fetch_planned.
 SENDS_PAGE = """
@@ -309,6 +312,7 @@ SELECT s.id, t.code AS tenant, s.state::text AS state, s.priority::text AS prior
        (SELECT count(*) FROM inbound i WHERE i.send_id = s.id) AS replies
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
+  AND NOT s.system
   AND ($3::bigint IS NULL OR s.id < $3)
   AND ($4::timestamptz IS NULL OR CASE WHEN $6 THEN s.due_at ELSE s.created_at END >= $4)
   AND ($5::timestamptz IS NULL OR CASE WHEN $6 THEN s.due_at ELSE s.created_at END < $5)
@@ -352,10 +356,11 @@ LIMIT $3
 """
 
 # The phones of send $1 that have not replied to any of the sends $2 (its family): whom a
-# reminder goes to. Opted-out and cancelled messages are left out (they were never to go).
+# reminder goes to. Opted-out and cancelled messages are left out (they were never to go), and
+# so are erased ones (hub.people).
 NOT_REPLIED = """
 SELECT m.phone, m.body FROM messages m
-WHERE m.send_id = $1 AND m.status NOT IN ('opted_out', 'cancelled')
+WHERE m.send_id = $1 AND m.status NOT IN ('opted_out', 'cancelled') AND m.phone IS NOT NULL
   AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
   AND NOT EXISTS (SELECT 1 FROM inbound i WHERE i.send_id = ANY($2::bigint[]) AND i.phone = m.phone)
 ORDER BY m.id
@@ -364,7 +369,7 @@ ORDER BY m.id
 # The phones of send $1 whose message did not arrive: whom a resend goes to.
 UNREACHED = """
 SELECT m.phone, m.body FROM messages m
-WHERE m.send_id = $1 AND m.status IN ('failed', 'undelivered', 'expired')
+WHERE m.send_id = $1 AND m.status IN ('failed', 'undelivered', 'expired') AND m.phone IS NOT NULL
   AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
 ORDER BY m.id
 """
@@ -372,7 +377,7 @@ ORDER BY m.id
 
 class ResultRow(msgspec.Struct, frozen=True):
     id: int
-    phone: str
+    phone: str | None  # null: erased (hub.people)
     carrier: str
     status: str
     error: str | None

@@ -32,6 +32,9 @@ from hub.messages.reasons import reason, reject_word, status_word
 from tenants.scopes import Data, grants
 from tenants.service import Principal
 
+# A message's phone erased at its owner's request (hub.people), as the file shows it.
+ERASED = "（已删除）"
+
 BATCH = 2_000
 MEDIA = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 TIME_FORMAT = "yyyy-mm-dd hh:mm:ss"
@@ -56,7 +59,7 @@ def _local(instant: datetime | None) -> datetime | None:
 def result_row(row: sql.ResultRow, replies_shown: bool) -> tuple[Any, ...]:
     replied: Any = ("是" if row.reply is not None else "否") if replies_shown else ""
     return (
-        row.phone,
+        row.phone or ERASED,
         row.carrier,
         status_word(row.status),
         reason(row.status, row.error),

@@ -179,7 +179,8 @@ class QuietHoursView(msgspec.Struct, frozen=True):
 
 class MessageView(msgspec.Struct, frozen=True):
     id: int
-    phone: str
+    # Null once the operator erased the phone at its owner's request (hub.people).
+    phone: str | None
     # The phone's name in the sending tenant's roster (null: not in it).
     name: str | None
     carrier: str

@@ -49,6 +49,7 @@ from hub.messages.schemas import (
 )
 from hub.messages.segments import MAX_CHARACTERS, Segments, count_segments, signed
 from hub.oplog import service as oplog
+from hub.people import service as people
 from hub.quota import service as quota
 from hub.settings import Settings
 from hub.signatures import service as signatures
@@ -124,8 +125,10 @@ async def _write_messages(
     plan: _Plan,
 ) -> None:
     """One message per recipient, by COPY (a send may have a million): the rows are generated
-    as COPY consumes them, never held as a list. A personal send's message keeps its own body."""
+    as COPY consumes them, never held as a list. A personal send's message keeps its own body;
+    a message to an erased phone keeps neither (opted out: it goes nowhere)."""
     bodies = plan.personal.bodies if plan.personal else {}
+    erased = plan.erased
     await conn.copy_records_to_table(
         "messages",
         columns=sql.MESSAGE_COLUMNS,
@@ -133,11 +136,11 @@ async def _write_messages(
             (
                 send_id,
                 tenant.id,
-                r.phone,
+                None if r.phone in erased else r.phone,
                 r.carrier,
                 "opted_out" if r.phone in opted_out else "accepted",
                 plan.segments_of(r.phone),
-                bodies.get(r.phone),
+                None if r.phone in erased else bodies.get(r.phone),
             )
             for r in recipients
         ),
@@ -262,6 +265,8 @@ class _Plan(msgspec.Struct, frozen=True):
     repeats: int
     submitted: int
     opted_out: set[str]
+    # Of those, phones the operator erased: their messages are written without the phone.
+    erased: set[str]
     # Each recipient's own text, when the body holds roster placeholders ({姓名}).
     personal: personal.Personal | None
 
@@ -315,7 +320,10 @@ async def _plan(
             request.template is not None,
             request.values,
         )
-    opted_out = await _opted_out(conn, tenant, [r.phone for r in recipients])
+    phones = [r.phone for r in recipients]
+    # A phone the operator erased (hub.people) is opted out of every tenant's messages.
+    erased = await people.erased_among(conn, settings.people, phones)
+    opted_out = await _opted_out(conn, tenant, phones) | erased
     return _Plan(
         signature=signature,
         timing=timing,
@@ -326,6 +334,7 @@ async def _plan(
         repeats=repeats,
         submitted=submitted,
         opted_out=opted_out,
+        erased=erased,
         personal=own,
     )
 
@@ -401,9 +410,12 @@ async def create_send(
     now: datetime | None = None,
     follows: Follows | None = None,
     texts: dict[str, str] | None = None,
+    system: bool = False,
 ) -> SendAccepted:
     """`texts`: each phone's own body given whole, in place of filling the body's placeholders
-    (a follow-up of a personal send: the text its first message had)."""
+    (a follow-up of a personal send: the text its first message had). `system`: the hub's own
+    send (a second-factor code), shown by no list or page; its `texts` are forgotten once
+    delivery is done with them (hub.delivery)."""
     now = now or calendar.now()
     plan = await _plan(conn, tenant, request, settings, now, texts)
     signature, timing, body = plan.signature, plan.timing, plan.body
@@ -431,6 +443,7 @@ async def create_send(
         request.reply_wanted,
         follows.send_id if follows else None,
         follows.kind if follows else None,
+        system,
     )
     await _write_messages(conn, send_id, tenant, recipients, opted_out, plan)
     if request.reply_wanted:

@@ -497,6 +497,18 @@ def _refuse_codes(counts: CodeCounts, now: datetime, rules: UsersSettings) -> No
         )
 
 
+# What the stored send says in place of the code.
+CODE_MASK = "******"
+
+
+def code_text(code: str, rules: UsersSettings) -> str:
+    """The second factor's SMS, with `code` (or CODE_MASK, as the send stores it)."""
+    minutes = max(1, int(rules.code_seconds // 60))
+    return (
+        f"您的控制台登录验证码：{code}，{minutes} 分钟内有效。请勿告诉他人；如非本人操作，请忽略。"
+    )
+
+
 async def send_code(
     conn: asyncpg.Connection,
     user: UserRow,
@@ -515,17 +527,20 @@ async def send_code(
     assert record is not None
     _refuse_codes(msgspec.convert(dict(record.items()), CodeCounts), now, rules)
     code = f"{secrets.randbelow(10**6):06d}"
-    minutes = max(1, int(rules.code_seconds // 60))
-    body = (
-        f"您的控制台登录验证码：{code}，{minutes} 分钟内有效。请勿告诉他人；如非本人操作，请忽略。"
-    )
     root = await tenants.get_by_code(conn, ROOT_CODE)
     if root is None:
         raise CodeNotSent("验证码暂时无法发送：平台尚未初始化")
-    request = SendRequest(to=[user.phone], body=body, priority="urgent", dedup="off")
+    # The send keeps the placeholder; the code travels in the message's own text, which
+    # delivery forgets once it went (a system send: no list or page shows it either).
+    stored = SendRequest(
+        to=[user.phone], body=code_text(CODE_MASK, rules), priority="urgent", dedup="off"
+    )
+    texts = {user.phone: code_text(code, rules)}
     try:
         async with conn.transaction():  # a savepoint: a refused send leaves nothing behind
-            sent = await messages.create_send(conn, root, CODE_ACTOR, request, settings, now)
+            sent = await messages.create_send(
+                conn, root, CODE_ACTOR, stored, settings, now, texts=texts, system=True
+            )
             await oplog.record(conn, CODE_ACTOR, "send.create", **messages.send_logged(root, sent))
     except ApiError as exc:
         raise CodeNotSent(f"验证码暂时无法发送（{exc.detail}），请联系平台运营方") from exc

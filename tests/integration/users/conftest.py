@@ -52,9 +52,10 @@ async def sign_in(
 
 
 async def last_code(conn: asyncpg.Connection, phone: str = "+8613800138000") -> str:
-    """The code the hub sent to `phone`, read from the operator's send (as the phone got it)."""
+    """The code the hub sends to `phone`, read from the operator's message before delivery (the
+    send itself stores a placeholder, and the message forgets the code once it went)."""
     body = await conn.fetchval(
-        "SELECT s.body FROM sends s JOIN messages m ON m.send_id = s.id "
+        "SELECT m.body FROM sends s JOIN messages m ON m.send_id = s.id "
         "WHERE s.actor = $1 AND m.phone = $2 ORDER BY s.id DESC LIMIT 1",
         users.CODE_ACTOR,
         phone,

@@ -37,6 +37,7 @@ from hub.openapi import complete_schema, docs_assets, openapi_config
 from hub.oplog.controllers import OperationController
 from hub.oplog.service import Log
 from hub.quota.controllers import QuotaController
+from hub.reviews.controllers import ReviewController, ReviewRuleController
 from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
 from hub.signatures.service import Desk
@@ -105,6 +106,8 @@ def create_app(
             ContactController,
             OptOutController,
             TemplateController,
+            ReviewController,
+            ReviewRuleController,
             SignatureController,
             CampaignController,
             GatewayCallbackController,

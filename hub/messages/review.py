@@ -29,13 +29,13 @@ import asyncpg
 import msgspec
 
 from hub import calendar
-from hub.errors import Conflict, Forbidden, Invalid
+from hub.errors import Conflict, Forbidden
 from hub.messages import repository as sql
 from hub.messages import service
 from hub.messages.repository import SendRow
 from hub.oplog import service as oplog
 from hub.quota import service as quota
-from hub.reviews.schemas import Decision
+from hub.reviews.schemas import Decision, Rejection
 from hub.settings import Settings
 from tenants.service import Principal, get_by_id
 
@@ -140,15 +140,10 @@ async def approve(
 
 
 async def reject(
-    conn: asyncpg.Connection, who: Principal, send_id: int, decision: Decision
+    conn: asyncpg.Connection, who: Principal, send_id: int, decision: Rejection
 ) -> list[int]:
     """Reject a send waiting in review (its sender sees the note), or object to an urgent one
     that went; the sends of heirs to enqueue (none: a send in review holds no keys)."""
-    if not decision.note.strip():
-        raise Invalid(
-            "a rejection needs a note for the sender",
-            fields=[{"key": "note", "message": "required to reject", "source": "body"}],
-        )
     send = await _decidable(conn, who, send_id)
     action: dict[str, Any] = {"tenant_id": send.tenant_id, "object": f"send:{send_id}"}
     detail = {"note": decision.note}

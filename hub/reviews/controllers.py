@@ -18,7 +18,14 @@ from hub.messages import service as messages
 from hub.messages.schemas import SendView
 from hub.oplog import service as oplog
 from hub.reviews import service
-from hub.reviews.schemas import Decision, ReviewPage, RuleSetting, RuleView, Waiting
+from hub.reviews.schemas import (
+    Decision,
+    Rejection,
+    ReviewPage,
+    RuleSetting,
+    RuleView,
+    Waiting,
+)
 from tenants import service as tenants
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -129,7 +136,7 @@ class ReviewController(Controller):
         summary="Reject a send waiting in review, with a note: cancelled, its quota released",
     )
     async def reject(
-        self, request: AuthedRequest, state: State, send_id: SendId, data: JSONBody[Decision]
+        self, request: AuthedRequest, state: State, send_id: SendId, data: JSONBody[Rejection]
     ) -> SendView:
         db: Database = state.db
         async with db.acquire() as conn, conn.transaction():

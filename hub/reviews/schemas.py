@@ -46,9 +46,21 @@ class RuleView(msgspec.Struct, frozen=True):
 
 
 class Decision(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """Approve (a note is optional) or reject (a note is required, for the sender)."""
+    """An approval, with a note if the reviewer likes."""
 
     note: Note = ""
+
+
+class Rejection(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """A rejection: the note is required (the sender reads it): some visible character."""
+
+    note: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=500,
+            pattern=rf"^[^{CONTROL_CHARS}]*[^{CONTROL_CHARS}\s][^{CONTROL_CHARS}]*(?!\n)$",
+        ),
+    ]
 
 
 class ReviewItem(msgspec.Struct, frozen=True):

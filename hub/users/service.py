@@ -525,7 +525,10 @@ async def send_code(
     request = SendRequest(to=[user.phone], body=body, priority="urgent", dedup="off")
     try:
         async with conn.transaction():  # a savepoint: a refused send leaves nothing behind
-            sent = await messages.create_send(conn, root, CODE_ACTOR, request, settings, now)
+            # Never reviewed: a sign-in code is the hub's own, and no reviewer may read it.
+            sent = await messages.create_send(
+                conn, root, CODE_ACTOR, request, settings, now, reviewed=False
+            )
             await oplog.record(conn, CODE_ACTOR, "send.create", **messages.send_logged(root, sent))
     except ApiError as exc:
         raise CodeNotSent(f"验证码暂时无法发送（{exc.detail}），请联系平台运营方") from exc

@@ -339,6 +339,12 @@ class ListedSend(msgspec.Struct, frozen=True):
     created_at: datetime
     due_at: datetime
     replies: int
+    review_due_at: datetime | None
+    review_after: bool
+    approved_by: str | None
+    rejected_by: str | None
+    review_note: str | None
+    cancel_reason: str | None
 
 
 # The sends of the tenant at path $1 (with $2, of its whole subtree), newest first, below the
@@ -352,7 +358,9 @@ SENDS_PAGE = """
 SELECT s.id, t.code AS tenant, s.state::text AS state, s.priority::text AS priority, s.body,
        s.actor AS sender, s.reply_wanted, s.follows, s.follow_kind, s.recipients, s.segments,
        s.created_at, s.due_at,
-       (SELECT count(*) FROM inbound i WHERE i.send_id = s.id) AS replies
+       (SELECT count(*) FROM inbound i WHERE i.send_id = s.id) AS replies,
+       s.review_due_at, s.review_after, s.approved_by, s.rejected_by, s.review_note,
+       s.cancel_reason
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
   AND ($3::bigint IS NULL OR s.id < $3)

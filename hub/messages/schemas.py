@@ -280,6 +280,13 @@ class SendListItem(msgspec.Struct, frozen=True):
     # Replies linked to this send itself.
     replies: int
     statuses: dict[str, int]
+    # Review (审核), as GET /v1/messages/{id} shows it.
+    review_due_at: datetime | None = None
+    review_after: bool = False
+    approved_by: str | None = None
+    rejected_by: str | None = None
+    review_note: str | None = None
+    cancel_reason: str | None = None
 
 
 class SendPage(msgspec.Struct, frozen=True):

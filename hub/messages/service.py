@@ -371,6 +371,12 @@ async def preview_send(
             request.priority if plan.timing.state == "queued" else None,
         )
     going = [r for r in candidates if r.phone not in duplicates]
+    caught = await reviews.caught(
+        conn, tenant, free_text=request.template is None, recipients=len(candidates)
+    )
+    state: SendState = (
+        "review" if caught is not None and request.priority != "urgent" else plan.timing.state
+    )
     by_carrier: Counter[str] = Counter()
     for r in going:
         by_carrier[r.carrier] += plan.segments_of(r.phone)
@@ -384,7 +390,7 @@ async def preview_send(
         example=next((signed(plan.signature, plan.personal.bodies[r.phone]) for r in going), None)
         if plan.personal
         else None,
-        state=plan.timing.state,
+        state=state,
         due_at=plan.timing.due_at,
         held_until=plan.timing.held_until,
         counts=Counts(

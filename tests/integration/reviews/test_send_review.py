@@ -117,6 +117,12 @@ async def test_without_a_rule_a_send_goes_and_each_rule_catches_what_it_says(
     assert shown["review_due_at"] == calendar.rfc3339(expires)
 
     assert (await set_rule(client, keys["county"], "510104", rule="free_text")).status_code == 200
+    previewed = await client.post(
+        "/v1/messages/preview",
+        json={"to": PHONES[:1], "body": "一人通知"},
+        headers=bearer(keys["county"]),
+    )
+    assert previewed.json()["state"] == "review", previewed.text
     assert (await send(client, keys["county"], PHONES[:1], body="一人通知"))["state"] == "review"
     assert (await set_rule(client, keys["county"], "510104", rule="none")).status_code == 200
     assert (await send(client, keys["county"], PHONES[:1], body="又一人通知"))["state"] == "queued"
@@ -212,6 +218,11 @@ async def test_a_caught_send_reserves_its_quota_claims_no_key_and_is_not_enqueue
     await set_rule(client, keys["county"], "510104", rule="free_text")
     caught = await send(client, keys["county"])
     assert (caught["state"], caught["segments"]) == ("review", 3)
+    listed = await client.get(
+        "/v1/messages", params={"state": "review"}, headers=bearer(keys["county"])
+    )
+    assert [s["id"] for s in listed.json()["items"]] == [caught["id"]]
+    assert listed.json()["items"][0]["review_due_at"] is not None
     assert await quota_of(client, keys["county"], "510104") == (3, 0)
     claimed = await conn.fetchval(
         "SELECT count(*) FROM dedup_keys d JOIN messages m ON m.id = d.message_id"
@@ -433,6 +444,11 @@ async def test_a_rejection_needs_a_note_and_releases_the_whole_reservation(
     assert shown["statuses"] == {"cancelled": 3}
     assert await quota_of(client, keys["county"], "510104") == (0, 0)
     assert await audit_clean(conn) == []
+    listed = await client.get(
+        "/v1/messages", params={"state": "cancelled"}, headers=bearer(keys["county"])
+    )
+    [item] = listed.json()["items"]
+    assert (item["cancel_reason"], item["review_note"]) == ("rejected", "措辞不当，请修改后重发")
     # The sender can no longer cancel it, nor can it be approved.
     gone = await client.delete(f"/v1/messages/{caught['id']}", headers=bearer(keys["county"]))
     assert gone.status_code == 409

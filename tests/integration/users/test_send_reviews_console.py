@@ -6,6 +6,8 @@ as waiting for review, then as rejected with the note."""
 
 from __future__ import annotations
 
+import re
+
 import asyncpg
 import httpx
 import pytest
@@ -114,3 +116,37 @@ async def test_a_reviewer_decides_caught_sends_in_the_console(
         assert 'id="review-rejected"' in page.text
         assert "请注明报送方式" in page.text
     assert (await quota.audit(conn, calendar.current_period()))[1] == []
+
+
+async def test_compose_says_a_send_will_wait_for_review_and_the_send_page_shows_it(
+    client: httpx.AsyncClient, conn: asyncpg.Connection
+) -> None:
+    admin = await make_key(conn, "510100")
+    ruled = await client.put(
+        "/v1/tenants/510104/review-rule",
+        json={"rule": "above", "above": 1},
+        headers=bearer(admin),
+    )
+    assert ruled.status_code == 200, ruled.text
+    await make_user(conn, "510104", "sender", {Role.SEND}, phone="13700137001")
+    await signed_in(client, conn, "sender", "+8613700137001")
+    page = (await client.get("/dashboard/compose")).text
+    token = re.search(r'name="token" value="([^"]+)"', page)
+    assert token is not None
+    form = {
+        "token": token[1],
+        "to": "13800138001\n13800138002",
+        "body": NOTICE,
+        "priority": "normal",
+    }
+    preview = await client.post("/dashboard/compose/preview", data=form, headers=SAME_ORIGIN)
+    assert 'id="preview-review"' in preview.text
+    one = await client.post(
+        "/dashboard/compose/preview", data={**form, "to": "13800138001"}, headers=SAME_ORIGIN
+    )
+    assert 'id="preview-review"' not in one.text
+    sent = await client.post("/dashboard/compose/send", data=form, headers=SAME_ORIGIN)
+    assert sent.status_code == 303, sent.text
+    shown = (await client.get(sent.headers["location"])).text
+    assert 'id="in-review"' in shown
+    assert "收件人数超过审核门槛" in shown

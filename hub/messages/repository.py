@@ -60,12 +60,13 @@ WHERE id = $1
 """
 
 # An approved send leaves review, as if sent now: its state and times recomputed; NULL when it
-# had already left review (another decision, a cancel or the expiry won).
+# had already left review (another decision, a cancel or the expiry won) or its review is
+# overdue (the expiry cron closes it).
 APPROVE = """
 UPDATE sends SET state = $2::send_state, due_at = $3, held_until = $4,
                  approved_by = $5, approved_at = hub_now(), review_due_at = NULL,
                  review_note = nullif($6, '')
-WHERE id = $1 AND state = 'review'
+WHERE id = $1 AND state = 'review' AND review_due_at > hub_now()
 RETURNING reservation_id
 """
 

@@ -29,6 +29,7 @@ import asyncpg
 import msgspec
 
 from hub import calendar
+from hub.calendar import period_of
 from hub.errors import Conflict, Forbidden
 from hub.messages import repository as sql
 from hub.messages import service
@@ -100,7 +101,7 @@ async def approve(
         decision.note,
     )
     if row is None:
-        raise Conflict(f"send {send_id} was decided or cancelled meanwhile")
+        raise Conflict(f"send {send_id} was decided, cancelled or its review expired meanwhile")
     to_go = [
         msgspec.convert(dict(r.items()), sql.ToGo) for r in await conn.fetch(sql.TO_GO, send_id)
     ]
@@ -118,12 +119,27 @@ async def approve(
         timing.due_at,
     )
     reservation_id: int | None = row["reservation_id"]
-    if reservation_id is not None:
-        released = send.segments - claimed.going - claimed.relying
+    wait = (timing.due_at - now).total_seconds()
+    ttl = wait + settings.quota.reservation_ttl_seconds
+    needed = claimed.going + claimed.relying
+    # The month it was reserved in: the one it was asked to go in when made (service._Timing).
+    asked = send.send_at if send.send_at and send.send_at > send.created_at else send.created_at
+    if reservation_id is not None and timing.period != period_of(asked):
+        # Approved in a later month than it was reserved in: it is charged to the month it
+        # goes in, as a send made now would be (429 if that month is short: it stays in review).
+        await quota.void(conn, reservation_id, who.actor)
+        reservation_id = None
+        if needed:
+            cause = f"send:{send_id}"
+            reservation_id = (
+                await quota.reserve(
+                    conn, tenant, needed, cause, who.actor, ttl_seconds=ttl, period=timing.period
+                )
+            ).id
+    elif reservation_id is not None:
+        released = send.segments - needed
         if released:
             await quota.settle_parts(conn, {reservation_id: (0, released)}, who.actor)
-        wait = (timing.due_at - now).total_seconds()
-        ttl = wait + settings.quota.reservation_ttl_seconds
         await quota.set_expiry(conn, [reservation_id], ttl)
     price = service.at_list_price(claimed.going, settings)
     await conn.execute(sql.FINISH_SEND, send_id, reservation_id, claimed.going, price)

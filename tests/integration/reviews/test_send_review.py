@@ -488,6 +488,11 @@ async def test_a_review_expires_after_the_configured_time(
         assert await review.expire_due(conn) == 0
     assert (await view(client, keys["county"], caught["id"]))["state"] == "review"
     async with clock_moved(conn, timedelta(hours=72, seconds=1)):
+        # Overdue: not approvable even before the cron has closed it.
+        overdue = await client.post(
+            f"/v1/reviews/{caught['id']}/approve", json={}, headers=bearer(keys["county_reviewer"])
+        )
+        assert overdue.status_code == 409
         assert await review.expire_due(conn) == 1
         assert await review.expire_due(conn) == 0
     shown = await view(client, keys["county"], caught["id"])

@@ -39,6 +39,7 @@ from hub.oplog.service import Log
 from hub.people.controllers import PeopleController
 from hub.quota.controllers import QuotaController
 from hub.retention.controllers import RetentionController
+from hub.reviews.controllers import ReviewController, ReviewRuleController
 from hub.settings import Settings, load_settings
 from hub.signatures.controllers import SignatureController
 from hub.signatures.service import Desk
@@ -108,6 +109,8 @@ def create_app(
             ContactController,
             OptOutController,
             TemplateController,
+            ReviewController,
+            ReviewRuleController,
             SignatureController,
             CampaignController,
             GatewayCallbackController,

@@ -115,6 +115,9 @@ class MessagesSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     quiet_ends: ClockTime = "08:00"
     # How far ahead `send_at` may be.
     schedule_days: Annotated[int, msgspec.Meta(ge=1, le=366)] = 90
+    # How long a send caught by a review rule waits for a decision before it expires (its
+    # quota released, its state cancelled with reason "review expired").
+    review_hours: Annotated[int, msgspec.Meta(ge=1, le=24 * 90)] = 72
 
 
 class BillingSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -28,7 +28,7 @@ from hub.delivery import jobs as delivery_jobs
 from hub.delivery import webhooks
 from hub.delivery.service import DELIVER_JOB, Delivery
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
-from hub.messages.jobs import make_partitions, release_due_sends
+from hub.messages.jobs import expire_reviews, make_partitions, release_due_sends
 from hub.quota.jobs import expire_reservations
 from hub.retention.jobs import run_retention
 from hub.settings import Settings
@@ -92,6 +92,8 @@ def cron_jobs() -> list[CronJob]:
             run_at_startup=True,
             unique=True,
         ),
+        # Every minute: sends whose review expired are closed and their quota released.
+        cron(expire_reviews, name="hub.messages.expire_reviews.cron", second={25}, unique=True),
         # Every minute: a campaign at 09:00 greets at 09:00, to the minute.
         cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
         # Each minute: usage entries into the daily rollup (reads add the rest anyway).
@@ -174,6 +176,7 @@ def build_worker(
                     (expire_reservations, "hub.quota.expire", None),
                     (release_due_sends, "hub.messages.release_due", None),
                     (make_partitions, "hub.messages.partitions", None),
+                    (expire_reviews, "hub.messages.expire_reviews", None),
                     (run_campaigns, "hub.campaigns.run", None),
                     (roll_up_usage, "hub.billing.roll_up", None),
                     (purge_expired, "hub.dedup.purge", None),

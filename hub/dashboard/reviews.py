@@ -1,7 +1,9 @@
 """The console's templates, signatures and review queue: /dashboard/templates (propose one,
 see each one's status and the reviewer's note), /dashboard/signatures (propose a tenant's
 signature, see its proposals), /dashboard/reviews (what tenants below wait for the signed-in
-person to decide, approve or reject with a note).
+person to decide, approve or reject with a note: templates, signatures, and sends caught by a
+review rule or urgent ones to review after the fact, decided by hub.messages.review as the API's
+/v1/reviews does).
 
 Every form calls the service the JSON API calls (hub.templates.service, hub.signatures.service),
 validates with the API's own Structs and asks the same scopes: proposing a template
@@ -36,7 +38,12 @@ from hub.dashboard.controllers import (
     shown_on_page,
 )
 from hub.dashboard.schemas import ReviewForm, SignatureForm, TemplateForm
-from hub.errors import ApiError
+from hub.db import Database
+from hub.delivery import service as delivery
+from hub.errors import ApiError, Invalid
+from hub.messages import review
+from hub.reviews import service as reviews
+from hub.reviews.schemas import Decision, Rejection
 from hub.signatures import service as signatures
 from hub.signatures.schemas import ProposeSignature
 from hub.templates import service as templates
@@ -47,6 +54,8 @@ from tenants.scopes import Scope
 from tenants.service import Principal
 
 ItemId = Annotated[int, Parameter(ge=1, le=2**53)]
+# Sends of each review queue shown on the page (oldest first); the API pages through all.
+SENDS_SHOWN = 200
 
 
 class ReviewPages(Controller):
@@ -133,6 +142,41 @@ class ReviewPages(Controller):
         service.require(who, service.reviewing(who, "template"), "审核模板")
         return await _decide(conn, who, "template", item_id, data)
 
+    @post("/reviews/sends/{item_id:int}", status_code=303)
+    async def review_send(
+        self,
+        request: Request[Any, Any, State],
+        who: Viewer,
+        item_id: ItemId,
+        data: Annotated[ReviewForm, Form],
+    ) -> Response[Any]:
+        same_origin(request)
+        service.require(who, Scope.REVIEWS_WRITE, "审核发送")
+        state: State = request.app.state
+        db: Database = state.db
+        try:
+            if data.decision == "approve":
+                tenants.refuse_if_suspended(who)
+            # Its own transaction, as the API's: a queued send is enqueued once it commits.
+            now: str = "cancelled"
+            async with db.acquire() as own, own.transaction():
+                if data.decision == "approve":
+                    approval = form_as(Decision, {"note": data.note})
+                    now = await review.approve(own, who, item_id, approval, state.settings)
+                elif data.decision == "reject":
+                    rejection = form_as(Rejection, {"note": data.note})
+                    await review.reject(own, who, item_id, rejection)
+                else:
+                    raise Invalid("decision: approve or reject")
+        except ApiError as exc:
+            if not shown_on_page(exc):
+                raise
+            async with db.acquire() as conn:
+                return await _reviews_page(conn, who, exc.status_code, error=exc.detail)
+        if now == "queued":
+            await delivery.enqueue_send(db, state.redis, state.settings.delivery, item_id)
+        return Redirect(f"{PREFIX}/reviews?decided=send:{item_id}", status_code=303)
+
     @post("/reviews/signatures/{item_id:int}", status_code=303)
     async def review_signature(
         self,
@@ -202,12 +246,20 @@ async def _reviews_page(
 ) -> Template:
     pending_templates = await templates.pending_for(conn, who)
     pending_signatures = await signatures.pending_for(conn, who)
+    may_sends = service.may(who, Scope.REVIEWS_WRITE)
+    sends = after = None
+    if may_sends:
+        sends = await reviews.queue(conn, who, "review", None, 0, SENDS_SHOWN)
+        after = await reviews.queue(conn, who, "after", None, 0, SENDS_SHOWN)
     return _page(
         "reviews.html",
         who,
         status,
         templates=pending_templates,
         signatures=pending_signatures,
+        sends=sends.items if sends else [],
+        after=after.items if after else [],
+        may_sends=may_sends,
         error=error,
         may_templates=service.may(who, service.reviewing(who, "template")),
         may_signatures=service.may(who, service.reviewing(who, "signature")),

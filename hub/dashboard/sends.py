@@ -56,7 +56,7 @@ from tenants.scopes import Data, Scope
 from tenants.service import Principal, refuse_if_suspended
 
 PAGE_SIZE = 50
-STATES = ("scheduled", "held", "queued", "cancelled", "done")
+STATES = ("scheduled", "held", "queued", "cancelled", "done", "review")
 # What the list can look for among messages' statuses (the page's choice of "having …").
 HAVING = {"failed": ("failed", "undelivered", "expired"), "deduplicated": ("deduplicated",)}
 Text = Annotated[str, QueryParameter(max_length=100)]

@@ -71,7 +71,7 @@ Status = Literal[
     "cancelled",
     "expired",
 ]
-SendStateFilter = Literal["scheduled", "held", "queued", "cancelled", "done"]
+SendStateFilter = Literal["scheduled", "held", "queued", "cancelled", "done", "review"]
 
 
 class MessageController(Controller):
@@ -239,7 +239,7 @@ class MessageController(Controller):
         responses=error_responses(404, 409, 422),
         status_code=HTTP_204_NO_CONTENT,
         opt=STOPS,
-        summary="Cancel a scheduled or held send; its quota is released",
+        summary="Cancel a scheduled, held or in-review send; its quota is released",
     )
     async def cancel(self, request: AuthedRequest, state: State, send_id: SendId) -> None:
         # Its own transaction, as a send's: the heirs' batches are enqueued once it commits.

@@ -171,6 +171,8 @@ async def follow_up(
     """A reminder or a resend of a send the caller may see: a new send of the send's tenant,
     linked to the first send of its family. 409 when there is nobody to send it to."""
     send = await service.visible_send(conn, who, send_id)
+    if send.state == "review":
+        raise Conflict(f"send {send.id} is waiting for review: follow it up once it has gone")
     if kind == "remind" and not send.reply_wanted:
         raise Conflict(f"send {send.id} asked for no reply: there is nobody to remind")
     to = await targets(conn, send, kind)
@@ -189,6 +191,9 @@ async def follow_up(
         settings,
         follows=service.Follows(send.follows or send.id, kind),
         texts=_texts(kind, data, to),
+        # Its first send's text (which went, approved or not caught) repeated: not reviewed
+        # again; a text of its own is, like any send's.
+        reviewed=data.body is not None,
     )
     await oplog.record(conn, who, f"send.{kind}", **service.send_logged(tenant, accepted))
     return accepted

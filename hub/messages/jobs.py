@@ -1,5 +1,5 @@
 """Message jobs: release scheduled and held sends when their time comes; park and unpark the
-sends of suspended subtrees."""
+sends of suspended subtrees; close sends whose review expired."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from hub.dedup import service as dedup
 from hub.delivery.service import enqueue_send
-from hub.messages import months, service
+from hub.messages import months, review, service
 
 # Sends per transaction: each step below commits a batch before it takes the next, so no lock
 # it takes (sends, their reservations) is held for longer than one batch.
@@ -61,3 +61,15 @@ async def release_due_sends(ctx: dict[str, Any]) -> int:
 async def make_partitions(ctx: dict[str, Any]) -> list[str]:
     """This month's message partition and the next ones, made ahead (daily and at start)."""
     return await months.make_ahead(ctx["db"])
+
+
+async def expire_reviews(ctx: dict[str, Any]) -> int:
+    """Sends whose review expired are closed, their quota released: a batch per transaction;
+    how many."""
+    closed = 0
+    while True:
+        async with ctx["db"].acquire() as conn, conn.transaction():
+            done = await review.expire_due(conn)
+        closed += done
+        if done < review.EXPIRE_BATCH:
+            return closed

@@ -42,11 +42,70 @@ SET enabled = EXCLUDED.enabled, starts = EXCLUDED.starts, ends = EXCLUDED.ends,
     updated_at = hub_now()
 """
 
-# Cancel a send that has not gone yet; returns its reservation when it could be cancelled.
+# Cancel a send that has not gone yet, if in one of the states $2: its sender's cancel
+# (scheduled, held, review), a reviewer's rejection ($4 rejected_by, $5 the note) or an expired
+# review, with the reason $3; returns its reservation when it could be cancelled.
 CANCEL_SEND = """
-UPDATE sends SET state = 'cancelled', cancelled_at = hub_now(), parked_at = NULL
-WHERE id = $1 AND state IN ('scheduled', 'held')
+UPDATE sends SET state = 'cancelled', cancelled_at = hub_now(), parked_at = NULL,
+                 review_due_at = NULL, cancel_reason = $3, rejected_by = $4,
+                 rejected_at = CASE WHEN $4::text IS NOT NULL THEN hub_now() END,
+                 review_note = coalesce($5, review_note)
+WHERE id = $1 AND state = ANY($2::send_state[])
 RETURNING coalesce(reservation_id, 0) AS reservation_id
+"""
+
+# A send caught by a review rule: why, and whether it waits $3 hours for a decision (else it
+# went at once, an urgent send reviewed after the fact: $4).
+MARK_REVIEW = """
+UPDATE sends SET review_reason = $2, review_after = $4,
+                 review_due_at = CASE WHEN NOT $4 THEN hub_now() + make_interval(hours => $3) END
+WHERE id = $1
+"""
+
+# An approved send leaves review, as if sent now: its state and times recomputed; NULL when it
+# had already left review (another decision, a cancel or the expiry won) or its review is
+# overdue (the expiry cron closes it).
+APPROVE = """
+UPDATE sends SET state = $2::send_state, due_at = $3, held_until = $4,
+                 approved_by = $5, approved_at = hub_now(), review_due_at = NULL,
+                 review_note = nullif($6, '')
+WHERE id = $1 AND state = 'review' AND review_due_at > hub_now()
+RETURNING reservation_id
+"""
+
+# The messages of a send in review that are to go, with what a claim of their keys needs.
+TO_GO = """
+SELECT phone, carrier, segments, body FROM messages
+WHERE send_id = $1 AND status = 'accepted' ORDER BY id
+"""
+
+
+class ToGo(msgspec.Struct, frozen=True):
+    phone: str
+    carrier: str
+    segments: int
+    body: str | None
+
+
+# An urgent send that went at once, reviewed after the fact: approved ($3 NULL) or objected to
+# (its sender told by the note; what went cannot be unsent). NULL when already decided.
+DECIDE_AFTER = """
+UPDATE sends SET approved_by = CASE WHEN $3 THEN $2 END,
+                 approved_at = CASE WHEN $3 THEN hub_now() END,
+                 rejected_by = CASE WHEN NOT $3 THEN $2 END,
+                 rejected_at = CASE WHEN NOT $3 THEN hub_now() END,
+                 review_note = nullif($4, '')
+WHERE id = $1 AND review_after AND approved_at IS NULL AND rejected_at IS NULL
+RETURNING id
+"""
+
+# Sends whose review expired: up to $1 of them, locked (the others are being decided).
+REVIEWS_EXPIRED = """
+SELECT id, tenant_id FROM sends
+WHERE review_due_at <= hub_now() AND state = 'review'
+ORDER BY review_due_at, id
+LIMIT $1
+FOR UPDATE SKIP LOCKED
 """
 
 # A send's messages still waiting to go.
@@ -169,6 +228,16 @@ class SendRow(msgspec.Struct, frozen=True):
     reply_wanted: bool
     follows: int | None
     follow_kind: FollowKind | None
+    review_reason: str | None
+    review_due_at: datetime | None
+    review_after: bool
+    approved_by: str | None
+    approved_at: datetime | None
+    rejected_by: str | None
+    rejected_at: datetime | None
+    review_note: str | None
+    cancel_reason: str | None
+    reservation_id: int | None
 
 
 # A send, only if its tenant lies in the subtree whose path is $2. The hub's own sends (system:
@@ -178,7 +247,9 @@ SELECT s.id, s.state::text AS state, s.send_at, s.held_until, s.due_at, s.tenant
        t.code AS tenant_code, t.path AS tenant_path, s.signature, s.body,
        s.priority::text AS priority, s.dedup, s.encoding, s.segments_each, s.segments,
        s.list_price_micros, s.rejects::text AS rejects, s.created_at, s.actor,
-       s.reply_wanted, s.follows, s.follow_kind
+       s.reply_wanted, s.follows, s.follow_kind, s.review_reason, s.review_due_at,
+       s.review_after, s.approved_by, s.approved_at, s.rejected_by, s.rejected_at,
+       s.review_note, s.cancel_reason, s.reservation_id
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE s.id = $1 AND t.path >= $2 AND t.path < $2 || '~' AND NOT s.system
 """
@@ -295,6 +366,12 @@ class ListedSend(msgspec.Struct, frozen=True):
     created_at: datetime
     due_at: datetime
     replies: int
+    review_due_at: datetime | None
+    review_after: bool
+    approved_by: str | None
+    rejected_by: str | None
+    review_note: str | None
+    cancel_reason: str | None
 
 
 # The sends of the tenant at path $1 (with $2, of its whole subtree), newest first, below the
@@ -309,7 +386,9 @@ SENDS_PAGE = """
 SELECT s.id, t.code AS tenant, s.state::text AS state, s.priority::text AS priority, s.body,
        s.actor AS sender, s.reply_wanted, s.follows, s.follow_kind, s.recipients, s.segments,
        s.created_at, s.due_at,
-       (SELECT count(*) FROM inbound i WHERE i.send_id = s.id) AS replies
+       (SELECT count(*) FROM inbound i WHERE i.send_id = s.id) AS replies,
+       s.review_due_at, s.review_after, s.approved_by, s.rejected_by, s.review_note,
+       s.cancel_reason
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
   AND NOT s.system

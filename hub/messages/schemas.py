@@ -85,12 +85,14 @@ class Counts(msgspec.Struct, frozen=True):
     repeated: int
 
 
-SendState = Literal["scheduled", "held", "queued", "cancelled"]
+# review: caught by a review rule (hub.reviews), waiting for a reviewer's decision.
+SendState = Literal["scheduled", "held", "queued", "cancelled", "review"]
 
 
 class SendAccepted(msgspec.Struct, frozen=True):
     id: int
-    # scheduled (send_at ahead), held (in quiet hours until held_until), queued, cancelled.
+    # scheduled (send_at ahead), held (in quiet hours until held_until), queued, cancelled,
+    # review (caught by a review rule: it goes once approved; due_at is then recomputed).
     state: SendState
     # When it may go: send_at, or the end of the quiet hours it fell in.
     due_at: datetime
@@ -159,6 +161,19 @@ class SendView(msgspec.Struct, frozen=True):
     # A reminder or resend names the first send of its family and what it is to it.
     follows: int | None
     follow_kind: FollowKind | None
+    # Review (审核): why a rule caught it (free_text, above:<N>; null: not caught); while it
+    # waits (state review), when the review expires; an urgent send that went at once and
+    # is reviewed after the fact (review_after). Who decided, when, and the note.
+    review_reason: str | None = None
+    review_due_at: datetime | None = None
+    review_after: bool = False
+    approved_by: str | None = None
+    approved_at: datetime | None = None
+    rejected_by: str | None = None
+    rejected_at: datetime | None = None
+    review_note: str | None = None
+    # Why a cancelled send was: rejected, review expired (null: its sender cancelled it).
+    cancel_reason: str | None = None
 
 
 class QuietHoursSetting(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -237,7 +252,7 @@ class SendFilters(msgspec.Struct, frozen=True, kw_only=True):
     date_from: date | None = None
     date_to: date | None = None
     dated: DatedBy = "created"
-    state: Literal["scheduled", "held", "queued", "cancelled", "done"] | None = None
+    state: Literal["scheduled", "held", "queued", "cancelled", "done", "review"] | None = None
     # Sends having at least one message in any of these statuses (failed, undelivered, …).
     has_status: list[str] = []
     text: str | None = None
@@ -266,6 +281,13 @@ class SendListItem(msgspec.Struct, frozen=True):
     # Replies linked to this send itself.
     replies: int
     statuses: dict[str, int]
+    # Review (审核), as GET /v1/messages/{id} shows it.
+    review_due_at: datetime | None = None
+    review_after: bool = False
+    approved_by: str | None = None
+    rejected_by: str | None = None
+    review_note: str | None = None
+    cancel_reason: str | None = None
 
 
 class SendPage(msgspec.Struct, frozen=True):

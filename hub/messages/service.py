@@ -51,6 +51,7 @@ from hub.messages.segments import MAX_CHARACTERS, Segments, count_segments, sign
 from hub.oplog import service as oplog
 from hub.people import service as people
 from hub.quota import service as quota
+from hub.reviews import service as reviews
 from hub.settings import Settings
 from hub.signatures import service as signatures
 from hub.templates import service as templates
@@ -229,8 +230,20 @@ async def _timing(
     settings: Settings,
     now: datetime,
 ) -> _Timing:
-    """When the send may go and what state that puts it in."""
-    due = request.send_at if request.send_at is not None and request.send_at > now else now
+    return await timing_of(conn, tenant, request.send_at, request.priority, settings, now)
+
+
+async def timing_of(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    send_at: datetime | None,
+    priority: str,
+    settings: Settings,
+    now: datetime,
+) -> _Timing:
+    """When a send asked for `send_at` may go, were it sent `now`, and what state that puts it
+    in (a send approved after review is timed so, at its approval)."""
+    due = send_at if send_at is not None and send_at > now else now
     days = settings.messages.schedule_days
     if due > now + timedelta(days=days):
         raise Invalid(
@@ -238,7 +251,7 @@ async def _timing(
             fields=[{"key": "send_at", "message": f"at most {days} days ahead", "source": "body"}],
         )
     held = None
-    if request.priority != "urgent":
+    if priority != "urgent":
         held = held_until(due, (await quiet_hours_for(conn, tenant, settings))[0])
     state: SendState = "scheduled" if due > now else "held" if held else "queued"
     return _Timing(state=state, due_at=held or due, held_until=held, period=period_of(due))
@@ -367,6 +380,12 @@ async def preview_send(
             request.priority if plan.timing.state == "queued" else None,
         )
     going = [r for r in candidates if r.phone not in duplicates]
+    caught = await reviews.caught(
+        conn, tenant, free_text=request.template is None, recipients=len(candidates)
+    )
+    state: SendState = (
+        "review" if caught is not None and request.priority != "urgent" else plan.timing.state
+    )
     by_carrier: Counter[str] = Counter()
     for r in going:
         by_carrier[r.carrier] += plan.segments_of(r.phone)
@@ -380,7 +399,7 @@ async def preview_send(
         example=next((signed(plan.signature, plan.personal.bodies[r.phone]) for r in going), None)
         if plan.personal
         else None,
-        state=plan.timing.state,
+        state=state,
         due_at=plan.timing.due_at,
         held_until=plan.timing.held_until,
         counts=Counts(
@@ -401,6 +420,57 @@ async def preview_send(
     )
 
 
+class Claimed(msgspec.Struct, frozen=True):
+    """What a claim of a send's content keys found: the phones whose key another message
+    holds, the segments of the messages that go, and those of the copies relying on an original
+    whose outcome is not known yet (they stay reserved: should it never arrive, they go)."""
+
+    duplicates: dict[str, Holder]
+    going: int
+    relying: int
+
+
+class ToClaim(msgspec.Struct, frozen=True):
+    phone: str
+    carrier: str
+    segments: int
+
+
+async def claim_keys(
+    conn: asyncpg.Connection,
+    send_id: int,
+    tenant: TenantRow,
+    bodies: str | dict[str, str],
+    recipients: list[ToClaim],
+    dedup_on: bool,
+    settings: Settings,
+    due_at: datetime,
+) -> Claimed:
+    """Layer 3 for a send's messages that are to go (written already, the send's state and
+    due time set): claim their keys, mark the duplicates, and count what dedup saved at once
+    (duplicates of copies already delivered) on the tenant's statement. A new send claims so
+    before it reserves; a send approved after review, when approved (then releasing what it
+    had reserved for the duplicates settled here)."""
+    duplicates: dict[str, Holder] = {}
+    if dedup_on:
+        phones = [r.phone for r in recipients]
+        window = settings.dedup.window_seconds
+        duplicates = await _deduplicate(conn, send_id, tenant, bodies, phones, window, due_at)
+    settled = {p for p, h in duplicates.items() if h.gone}
+    if settled:  # what dedup saved, per carrier, for the tenant's statement
+        saved: Counter[str] = Counter()
+        for r in recipients:
+            if r.phone in settled:
+                saved[r.carrier] += r.segments
+        day = business_day()
+        await billing.record_usage(
+            conn, "dedup", {(tenant.id, c, day): n for c, n in saved.items()}
+        )
+    going = sum(r.segments for r in recipients if r.phone not in duplicates)
+    relying = sum(r.segments for r in recipients if r.phone in duplicates.keys() - settled)
+    return Claimed(duplicates=duplicates, going=going, relying=relying)
+
+
 async def create_send(
     conn: asyncpg.Connection,
     tenant: TenantRow,
@@ -411,17 +481,33 @@ async def create_send(
     follows: Follows | None = None,
     texts: dict[str, str] | None = None,
     system: bool = False,
+    *,
+    reviewed: bool = True,
 ) -> SendAccepted:
     """`texts`: each phone's own body given whole, in place of filling the body's placeholders
     (a follow-up of a personal send: the text its first message had). `system`: the hub's own
     send (a second-factor code), shown by no list or page; its `texts` are forgotten once
-    delivery is done with them (hub.delivery)."""
+    delivery is done with them (hub.delivery). `reviewed`: whether the tenant's review rules
+    apply (hub.reviews); a send they catch waits in `review`, its quota reserved and its keys
+    unclaimed (hub.messages.review), unless it is urgent: that goes at once and is reviewed
+    after the fact."""
     now = now or calendar.now()
     plan = await _plan(conn, tenant, request, settings, now, texts)
     signature, timing, body = plan.signature, plan.timing, plan.body
     recipients, rejected, repeats = plan.recipients, plan.rejected, plan.repeats
     submitted, opted_out = plan.submitted, plan.opted_out
-    phones = [r.phone for r in recipients]
+    candidates = [
+        ToClaim(r.phone, r.carrier, plan.segments_of(r.phone))
+        for r in recipients
+        if r.phone not in opted_out
+    ]
+    caught = None
+    if reviewed:
+        caught = await reviews.caught(
+            conn, tenant, free_text=request.template is None, recipients=len(candidates)
+        )
+    waits = caught is not None and request.priority != "urgent"
+    state: SendState = "review" if waits else timing.state
 
     send_id: int = await conn.fetchval(
         sql.INSERT_SEND,
@@ -436,7 +522,7 @@ async def create_send(
         repeats,
         msgspec.json.encode(rejected).decode(),
         actor,
-        timing.state,
+        state,
         request.send_at,
         timing.held_until,
         timing.due_at,
@@ -445,37 +531,28 @@ async def create_send(
         follows.kind if follows else None,
         system,
     )
+    if caught is not None:
+        hours = settings.messages.review_hours
+        await conn.execute(sql.MARK_REVIEW, send_id, caught, hours, not waits)
     await _write_messages(conn, send_id, tenant, recipients, opted_out, plan)
     if request.reply_wanted:
         await conn.execute(sql.AWAIT_REPLIES, send_id)
-    candidates = [p for p in phones if p not in opted_out]
-    duplicates: dict[str, Holder] = {}
-    if request.dedup == "on":
-        duplicates = await _deduplicate(
+    if waits:  # its keys are claimed when it is approved, as if sent then
+        claimed = Claimed(duplicates={}, going=sum(r.segments for r in candidates), relying=0)
+    else:
+        claimed = await claim_keys(
             conn,
             send_id,
             tenant,
             plan.bodies(),
             candidates,
-            settings.dedup.window_seconds,
+            request.dedup == "on",
+            settings,
             timing.due_at,
         )
-    settled = {p for p, h in duplicates.items() if h.gone}
-    if settled:  # what dedup saved, per carrier, for the tenant's statement
-        saved: Counter[str] = Counter()
-        for r in recipients:
-            if r.phone in settled:
-                saved[r.carrier] += plan.segments_of(r.phone)
-        day = business_day()
-        await billing.record_usage(
-            conn, "dedup", {(tenant.id, c, day): n for c, n in saved.items()}
-        )
-
+    duplicates, total = claimed.duplicates, claimed.going
     accepted = len(candidates) - len(duplicates)
-    total = plan.segments_for(p for p in candidates if p not in duplicates)
-    # Copies relying on an original not delivered yet stay reserved: should it never arrive,
-    # they go.
-    reserved = total + plan.segments_for(p for p in duplicates if p not in settled)
+    reserved = total + claimed.relying
     reservation_id = None
     if reserved:
         # Charged to its month, and held until it can have been delivered.
@@ -490,11 +567,13 @@ async def create_send(
             period=timing.period,
         )
         reservation_id = reservation.id
+        if waits:  # kept until decided; the review's expiry releases it
+            await quota.set_expiry(conn, [reservation.id], None)
     price = at_list_price(total, settings)
     await conn.execute(sql.FINISH_SEND, send_id, reservation_id, total, price)
     return SendAccepted(
         id=send_id,
-        state=timing.state,
+        state=state,
         due_at=timing.due_at,
         held_until=timing.held_until,
         counts=Counts(
@@ -544,6 +623,15 @@ async def get_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> Se
         reply_wanted=send.reply_wanted,
         follows=send.follows,
         follow_kind=send.follow_kind,
+        review_reason=send.review_reason,
+        review_due_at=send.review_due_at,
+        review_after=send.review_after,
+        approved_by=send.approved_by,
+        approved_at=send.approved_at,
+        rejected_by=send.rejected_by,
+        rejected_at=send.rejected_at,
+        review_note=send.review_note,
+        cancel_reason=send.cancel_reason,
     )
 
 
@@ -552,10 +640,30 @@ CANCEL_TRIES = 3
 
 
 async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) -> list[int]:
-    """Cancel a send that has not gone yet: its messages, its quota and its dedup keys go back;
-    copies that relied on its messages go out in their place. Returns the sends of those heirs
-    (a queued one's batches are enqueued after the commit)."""
+    """Cancel a send that has not gone yet (scheduled, held, or waiting in review): its
+    messages, its quota and its dedup keys go back; copies that relied on its messages go out
+    in their place. Returns the sends of those heirs (a queued one's batches are enqueued after
+    the commit)."""
     send = await visible_send(conn, who, send_id)
+    heirs = await close_send(conn, send_id, ["scheduled", "held", "review"], who.actor)
+    await oplog.record(conn, who, "send.cancel", tenant_id=send.tenant_id, object=f"send:{send_id}")
+    return heirs
+
+
+async def close_send(
+    conn: asyncpg.Connection,
+    send_id: int,
+    states: list[str],
+    actor: str,
+    *,
+    reason: str | None = None,
+    rejected_by: str | None = None,
+    note: str | None = None,
+) -> list[int]:
+    """The one way a send that has not gone is cancelled (its sender's cancel, a reviewer's
+    rejection, an expired review): if it is in one of `states`, else 409. Its messages end
+    `cancelled`, its whole reservation is released and the keys its messages held pass on;
+    returns the sends of the heirs."""
 
     async def waiting() -> set[int]:
         return {r["id"] for r in await conn.fetch(sql.WAITING, send_id)}
@@ -571,10 +679,14 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
         savepoint = conn.transaction()
         await savepoint.start()
         await dedup.lock_keys(conn, sorted(locking))
-        reservation_id = await conn.fetchval(sql.CANCEL_SEND, send_id)
+        reservation_id = await conn.fetchval(
+            sql.CANCEL_SEND, send_id, states, reason, rejected_by, note
+        )
         if reservation_id is None:
             await savepoint.rollback()
-            raise Conflict(f"send {send_id} has already gone to delivery or was cancelled")
+            raise Conflict(
+                f"send {send_id} has already gone to delivery or was cancelled (or decided)"
+            )
         now = await waiting()
         if now <= locking or attempt == CANCEL_TRIES - 1:
             await dedup.lock_keys(conn, sorted(now - locking))
@@ -582,11 +694,10 @@ async def cancel_send(conn: asyncpg.Connection, who: Principal, send_id: int) ->
             break
         await savepoint.rollback()
         locking |= now
-    await oplog.record(conn, who, "send.cancel", tenant_id=send.tenant_id, object=f"send:{send_id}")
     cancelled = [r["id"] for r in await conn.fetch(sql.CANCEL_MESSAGES, send_id)]
     heirs = await dedup.cancel_send(conn, send_id, cancelled)
     if reservation_id:
-        await quota.void(conn, reservation_id, who.actor)
+        await quota.void(conn, reservation_id, actor)
     return heirs
 
 

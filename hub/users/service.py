@@ -538,8 +538,17 @@ async def send_code(
     texts = {user.phone: code_text(code, rules)}
     try:
         async with conn.transaction():  # a savepoint: a refused send leaves nothing behind
+            # Never reviewed: a sign-in code is the hub's own, and no reviewer may read it.
             sent = await messages.create_send(
-                conn, root, CODE_ACTOR, stored, settings, now, texts=texts, system=True
+                conn,
+                root,
+                CODE_ACTOR,
+                stored,
+                settings,
+                now,
+                texts=texts,
+                system=True,
+                reviewed=False,
             )
             await oplog.record(conn, CODE_ACTOR, "send.create", **messages.send_logged(root, sent))
     except ApiError as exc:

@@ -14,6 +14,7 @@ from litestar.params import PathParameter, QueryParameter
 from hub.archive import service
 from hub.archive.schemas import ArchiveFile
 from hub.errors import error_responses
+from hub.wire import HubResponse
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.scopes import Data
@@ -42,7 +43,7 @@ def answer(found: ArchiveFile, *, inline: bool = False) -> Response[bytes]:
     disposition = "inline" if inline else "attachment"
     # The page needs nothing but its own inline style: no script, no request elsewhere.
     locked = {"Content-Security-Policy": PAGE_POLICY} if inline else {}
-    return Response(
+    return HubResponse(
         found.data,
         media_type=found.media_type,
         headers={

@@ -121,14 +121,15 @@ async def month_files(
     month: date,
     *,
     subtree: bool,
+    kinds: tuple[Kind, ...] = KINDS,
 ) -> dict[str, ArchiveFile]:
-    """The month's page and XLSX: those stored at its first fetch once it is closed, else
-    rendered now (not final)."""
+    """The month's page and XLSX: both as stored at its first fetch once it is closed, else
+    those of `kinds` rendered now (not final)."""
     if await billing.closed_at(conn, month) is None:
         archive = await month_archive(conn, settings, tenant, month, subtree=subtree)
         return {
             kind: _file(tenant.code, month, subtree, kind, await _rendered(archive, kind), False)
-            for kind in KINDS
+            for kind in kinds
         }
     stored = await _stored(conn, tenant, month, subtree)
     if len(stored) < len(KINDS):
@@ -178,5 +179,6 @@ async def fetch(
     tenant = await tenants.get_visible(conn, who, code)
     if asked.month is None:
         return await year_zip(conn, settings, tenant, asked.year, subtree=subtree)
-    files = await month_files(conn, settings, tenant, asked.month, subtree=subtree)
-    return files[asked.kind]
+    kind: Kind = "xlsx" if asked.kind == "xlsx" else "html"
+    files = await month_files(conn, settings, tenant, asked.month, subtree=subtree, kinds=(kind,))
+    return files[kind]

@@ -12,7 +12,7 @@ from litestar.datastructures import State
 from litestar.params import PathParameter, QueryParameter
 
 from hub.archive import service
-from hub.archive.schemas import ArchiveFile
+from hub.archive.schemas import FILE_PATTERN, ArchiveFile
 from hub.errors import error_responses
 from hub.wire import HubResponse
 from tenants.auth import require
@@ -23,6 +23,7 @@ FileName = Annotated[
     str,
     PathParameter(
         max_length=100,
+        pattern=FILE_PATTERN,
         description="`YYYY-MM.xlsx`, `YYYY-MM.html` (the printable page) or `YYYY.zip`",
     ),
 ]
@@ -62,7 +63,7 @@ class ArchiveController(Controller):
     tags = ["archive"]  # noqa: RUF012 - Litestar reads it as a class attribute
 
     @get(
-        "/{name:path}",
+        "/{name:str}",
         guards=[require(Data.MESSAGES)],
         media_type="application/octet-stream",
         responses=error_responses(404, 422),

@@ -50,9 +50,8 @@ class Asked(msgspec.Struct, frozen=True):
 
 
 def parse_name(name: str) -> Asked:
-    """`2027-02` or `2027-02.html` (the page), `2027-02.xlsx`, `2027.zip`; else 422 (a path
-    such as `../x` too: the route takes the rest of the path, slashes and all)."""
-    name = name.removeprefix("/")
+    """`2027-02` or `2027-02.html` (the page), `2027-02.xlsx`, `2027.zip`; else 422. (The
+    API's route checks the same pattern first; the console's pages rely on this.)"""
     if len(name) > NAME_MAX or not _FILE.match(name):
         raise Invalid(
             "the archive's file is YYYY-MM (the page), YYYY-MM.html, YYYY-MM.xlsx or YYYY.zip, "

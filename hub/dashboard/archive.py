@@ -26,7 +26,7 @@ class ArchivePages(Controller):
     middleware = [DefineMiddleware(SessionMiddleware, exclude_from_auth_key=PUBLIC)]  # noqa: RUF012
     dependencies = {"who": Provide(_viewer)}  # noqa: RUF012
 
-    @get("/t/{code:str}/archive/{name:path}")
+    @get("/t/{code:str}/archive/{name:str}")
     async def archive(
         self,
         state: State,

@@ -198,7 +198,8 @@ async def test_subtree_adds_the_units_below_and_is_stored_apart(
         "2027-02.pdf",
         "2027-02.xlsx%00",
         "2027%00.zip",
-        "..%2F..%2Fetc%2Fpasswd",
+        "..%5C..%5Cetc",
+        "....",
         "2027-02.xlsx%0A",
         "2" * 90,
     ],
@@ -209,6 +210,13 @@ async def test_a_malformed_file_name_is_422(
     answer = await client.get(f"{BASE}/{name}", headers=bearer(county))
     assert answer.status_code == 422, answer.text
     assert answer.json()["error"] == "invalid"
+
+
+async def test_a_path_with_slashes_finds_no_file(client: httpx.AsyncClient, county: str) -> None:
+    """`../` in the name: a slash ends the segment, so no archive route matches (404)."""
+    for path in (f"{BASE}/..%2F..%2Fetc%2Fpasswd", f"{BASE}/2027-02.xlsx%2F..%2F..%2Fx"):
+        answer = await client.get(path, headers=bearer(county))
+        assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
 
 
 async def test_another_county_and_an_ancestor_are_404_and_counts_alone_are_403(

@@ -6,18 +6,23 @@ subtree. The same files as GET /v1/tenants/{code}/archive/{file}, read with the 
 
 from __future__ import annotations
 
+from typing import Annotated
+
 from litestar import Controller, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
-from litestar.params import FromPath
+from litestar.params import FromPath, PathParameter
 
 from hub.archive import service as archive
-from hub.archive.controllers import FileName, Subtree, answer
+from hub.archive.controllers import Subtree, answer
 from hub.dashboard import service
 from hub.dashboard.controllers import PREFIX, PUBLIC, SessionMiddleware, Viewer, _viewer
 from tenants.controllers import Conn
 from tenants.scopes import Data
+
+# Checked by the service (hub.archive.service.parse_name): a bad name is its 422 page.
+PageName = Annotated[str, PathParameter(max_length=100)]
 
 
 class ArchivePages(Controller):
@@ -33,7 +38,7 @@ class ArchivePages(Controller):
         conn: Conn,
         who: Viewer,
         code: FromPath[str],
-        name: FileName,
+        name: PageName,
         subtree: Subtree = False,
     ) -> Response[bytes]:
         service.require(who, Data.MESSAGES, "查看发送档案")

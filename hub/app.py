@@ -15,11 +15,13 @@ from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.response import Redirect
 
 from hub import queue
+from hub.archive.controllers import ArchiveController
 from hub.billing.controllers import BillingController, CloseController, UsageController
 from hub.campaigns.controllers import CampaignController
 from hub.contacts.controllers import ContactController, OptOutController
 from hub.dashboard import controllers as dashboard
 from hub.dashboard.admin import AdminPages
+from hub.dashboard.archive import ArchivePages
 from hub.dashboard.compose import ComposeController
 from hub.dashboard.contacts import RosterPages
 from hub.dashboard.operations import OperationPages
@@ -122,12 +124,14 @@ def create_app(
             UserController,
             OperationController,
             PeopleController,
+            ArchiveController,
             dashboard.DashboardController,
             SendsController,
             ComposeController,
             ReviewPages,
             AdminPages,
             OperationPages,
+            ArchivePages,
             RosterPages,
             dashboard.static_files(),
             docs,

@@ -22,7 +22,7 @@ Create Date: 2026-12-03
 from hub.db import run_script, sql_file
 
 revision = "0038"
-down_revision = "0036"
+down_revision = "0037"
 branch_labels = None
 depends_on = None
 

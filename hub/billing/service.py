@@ -344,6 +344,13 @@ async def close_summary(conn: asyncpg.Connection, month: date) -> CloseSummary:
     )
 
 
+async def closed_at(conn: asyncpg.Connection, month: date) -> datetime | None:
+    """When `month` was closed; None while it is open (a closed month is never written again:
+    the archive freezes a month's files once it is closed)."""
+    closed: datetime | None = await conn.fetchval(sql.CLOSED_AT, month)
+    return closed
+
+
 async def ensure_open(conn: asyncpg.Connection, month: date) -> None:
     """409 if `month` (or a later one) is closed: a closed period is never written again."""
     last = await conn.fetchval(sql.LAST_CLOSED)

@@ -482,3 +482,63 @@ WHERE (m.send_id, m.id) > ($1, $2) AND m.send_id <= $1
 ORDER BY m.send_id, m.id
 LIMIT $4
 """
+
+
+class ArchiveSendRow(msgspec.Struct, frozen=True):
+    id: int
+    tenant: str
+    signature: str
+    body: str
+    priority: str
+    state: str
+    actor: str
+    approved_by: str | None
+    approved_at: datetime | None
+    created_at: datetime
+    due_at: datetime
+    cancelled_at: datetime | None
+    recipients: int
+    reply_wanted: bool
+    follows: int | None
+    follow_kind: FollowKind | None
+
+
+# The sends of the tenant at path $1 (with $2, of its whole subtree) due in [$3, $4): the month
+# they went (or were to go) in, for the archive (hub.archive), in the order they were due. The
+# body is the send's own (a personal send's keeps its placeholders, never a recipient's text).
+# `approved_by`/`approved_at`: migration 0037 (review, issue 15 point 1, writes them).
+ARCHIVE_SENDS = """
+SELECT s.id, t.code AS tenant, s.signature, s.body, s.priority::text AS priority,
+       s.state::text AS state, s.actor, s.approved_by, s.approved_at, s.created_at, s.due_at,
+       s.cancelled_at, s.recipients, s.reply_wanted, s.follows, s.follow_kind
+FROM sends s JOIN tenants t ON t.id = s.tenant_id
+WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
+  AND s.due_at >= $3 AND s.due_at < $4
+ORDER BY s.due_at, s.id
+"""
+
+# Per send of $1 and status: how many messages, their segments, the first to go and the last
+# to reach a final status. No phone leaves this query.
+ARCHIVE_COUNTS = """
+SELECT send_id, status::text AS status, count(*) AS n, sum(segments)::bigint AS segments,
+       min(sent_at) AS first_sent, max(done_at) AS last_done
+FROM messages WHERE send_id = ANY($1::bigint[])
+GROUP BY send_id, status
+"""
+
+# How many replies each of the sends $1 has.
+REPLY_COUNTS = """
+SELECT send_id, count(*) AS n FROM inbound WHERE send_id = ANY($1::bigint[]) GROUP BY send_id
+"""
+
+# The first $2 replies of each of the sends $1 (their texts and times, never their phones), in
+# the order they came (inbound_send_order).
+REPLY_TEXTS = """
+SELECT f.send_id, r.text, r.opt_out, r.received_at
+FROM unnest($1::bigint[]) AS f(send_id)
+CROSS JOIN LATERAL (
+    SELECT i.id, i.text, i.opt_out, i.received_at FROM inbound i
+    WHERE i.send_id = f.send_id ORDER BY i.id LIMIT $2
+) r
+ORDER BY f.send_id, r.id
+"""

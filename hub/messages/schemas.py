@@ -322,3 +322,41 @@ class FollowUpRequest(msgspec.Struct, forbid_unknown_fields=True, frozen=True, k
     priority: Priority | None = None
     send_at: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     dedup: Literal["on", "off"] = "on"
+
+
+class ArchivedReply(msgspec.Struct, frozen=True):
+    """A reply as the archive keeps it: what was said and when, never who (the phone)."""
+
+    text: str
+    opt_out: bool
+    received_at: datetime
+
+
+class ArchivedSend(msgspec.Struct, frozen=True, kw_only=True):
+    """One notice as the archive (hub.archive) records it: its text, who sent and approved it,
+    its times, its recipients counted by status (never their phones), its replies and what
+    the segments that went cost at list price."""
+
+    id: int
+    tenant: str
+    signature: str  # as sent: 【…】
+    body: str  # the send's text; a personal send's keeps its placeholders
+    priority: str
+    state: str
+    sender: str  # the actor: user:<login>, key:<prefix>, campaign:<id>
+    approved_by: str | None
+    approved_at: datetime | None
+    created_at: datetime
+    due_at: datetime
+    cancelled_at: datetime | None
+    first_sent_at: datetime | None  # the first of its messages handed to a carrier
+    last_done_at: datetime | None  # the last of its messages to reach a final status
+    recipients: int  # as submitted, repeats included
+    statuses: dict[str, int]  # messages by status
+    went_segments: int  # segments of messages that went to a carrier (sent, (un)delivered)
+    list_price_micros: int  # those segments at list price
+    reply_wanted: bool
+    follows: int | None
+    follow_kind: FollowKind | None
+    replies: int
+    reply_texts: list[ArchivedReply]  # the first ARCHIVE_REPLY_TEXTS, while kept

@@ -35,6 +35,8 @@ from hub.messages.numbers import Recipient, Rejected, normalize_all_in_turns
 from hub.messages.repository import SendRow
 from hub.messages.schedule import QuietHours, clock, held_until
 from hub.messages.schemas import (
+    ArchivedReply,
+    ArchivedSend,
     Counts,
     FollowKind,
     MessagePage,
@@ -815,3 +817,72 @@ async def list_messages(
     items = [msgspec.convert(dict(r.items()), MessageView) for r in records[:limit]]
     more = len(records) > limit
     return MessagePage(items=items, next_after=items[-1].id if more and items else None)
+
+
+# Statuses whose segments went to a carrier: what the archive counts as billed.
+WENT = frozenset({"sent", "delivered", "undelivered"})
+# How many reply texts the archive keeps per send (their count is always whole).
+ARCHIVE_REPLY_TEXTS = 1_000
+
+
+async def archive_sends(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    tenant_path: str,
+    start: datetime,
+    end: datetime,
+    *,
+    subtree: bool = False,
+) -> list[ArchivedSend]:
+    """The sends of the tenant at `tenant_path` (with `subtree`, of every tenant below it too)
+    due in [start, end), as the archive records them, in the order they were due. Cost: the
+    segments that went (WENT) at list price, `at_list_price`; the settled share of a closed
+    month exists per tenant and carrier only (billing's statement), never per send."""
+    records = await conn.fetch(sql.ARCHIVE_SENDS, tenant_path, subtree, start, end)
+    sends = [msgspec.convert(dict(r.items()), sql.ArchiveSendRow) for r in records]
+    ids = [s.id for s in sends]
+    statuses: dict[int, dict[str, int]] = {i: {} for i in ids}
+    went: Counter[int] = Counter()
+    first_sent: dict[int, datetime] = {}
+    last_done: dict[int, datetime] = {}
+    for r in await conn.fetch(sql.ARCHIVE_COUNTS, ids):
+        send_id = r["send_id"]
+        statuses[send_id][r["status"]] = r["n"]
+        if r["status"] in WENT:
+            went[send_id] += r["segments"]
+        if r["first_sent"] is not None:
+            first_sent[send_id] = min(first_sent.get(send_id, r["first_sent"]), r["first_sent"])
+        if r["last_done"] is not None:
+            last_done[send_id] = max(last_done.get(send_id, r["last_done"]), r["last_done"])
+    replies = {r["send_id"]: r["n"] for r in await conn.fetch(sql.REPLY_COUNTS, ids)}
+    texts: dict[int, list[ArchivedReply]] = {i: [] for i in ids}
+    for r in await conn.fetch(sql.REPLY_TEXTS, ids, ARCHIVE_REPLY_TEXTS):
+        texts[r["send_id"]].append(ArchivedReply(r["text"], r["opt_out"], r["received_at"]))
+    return [
+        ArchivedSend(
+            id=s.id,
+            tenant=s.tenant,
+            signature=f"【{s.signature}】",
+            body=s.body,
+            priority=s.priority,
+            state=s.state,
+            sender=s.actor,
+            approved_by=s.approved_by,
+            approved_at=s.approved_at,
+            created_at=s.created_at,
+            due_at=s.due_at,
+            cancelled_at=s.cancelled_at,
+            first_sent_at=first_sent.get(s.id),
+            last_done_at=last_done.get(s.id),
+            recipients=s.recipients,
+            statuses=dict(sorted(statuses[s.id].items())),
+            went_segments=went[s.id],
+            list_price_micros=at_list_price(went[s.id], settings),
+            reply_wanted=s.reply_wanted,
+            follows=s.follows,
+            follow_kind=s.follow_kind,
+            replies=replies.get(s.id, 0),
+            reply_texts=texts[s.id],
+        )
+        for s in sends
+    ]

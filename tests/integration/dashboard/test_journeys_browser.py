@@ -387,6 +387,8 @@ SENDER_PAGES = {
     "/dashboard/static/{file_path:path}": 200,
     "/dashboard/t/{code:str}": 200,
     "/dashboard/t/{code:str}/activity": 200,
+    # The archive (档案记实): the notices' texts, read with messages:read like the sends.
+    "/dashboard/t/{code:str}/archive/{name:str}": 200,
     "/dashboard/t/{code:str}/operations": 403,
     "/dashboard/t/{code:str}/operations.xlsx": 403,
     "/dashboard/templates": 200,
@@ -469,6 +471,7 @@ async def test_a_sender_reaches_no_administration_and_the_api_agrees(
         "campaign_id": "1",
         "phone": "+8613800138001",
         "session_id": "1",
+        "name": calendar.period_text(calendar.current_period()),  # the month's archive page
     }
 
     context = await browser.new_context(viewport={"width": 1280, "height": 900}, locale="zh-CN")
@@ -580,6 +583,7 @@ async def test_the_second_factor_blocks_an_admin_until_the_right_code(
         "contact_id": "1",
         "send_id": "1",
         "file_path": "dashboard.css",
+        "name": calendar.period_text(calendar.current_period()),
     }
     # Every console page a session may open (sign-in, sign-out, invites and the code page
     # itself are open before the code; static files are no page).

@@ -5,7 +5,7 @@
 message id prunes to one partition with no change to its SQL, and a query by send adds its
 send's month range (`hub_send_messages_from/to`). Partitions are `messages_YYYY_MM`; the rows
 that exist keep their ids (all below 2^40) in `messages_before`, which is the old table itself,
-attached for [MINVALUE, first id of this month): nothing is copied. `messages_default` catches
+attached for [MINVALUE, 2^40): nothing is copied. `messages_default` catches
 a message of a month whose partition is not made yet; the worker's daily cron and `hub migrate`
 make this month's and the next two (hub.messages.months). `phone` and `body` are nullable:
 retention erases them. `sends.summary` keeps a send's counts once retention dropped its
@@ -96,14 +96,12 @@ def upgrade() -> None:
     CREATE INDEX messages_send ON messages (send_id, id) INCLUDE (status);
 
     -- The old table's indexes match the parent's, so attaching adopts them (nothing is built).
-    DO $$
-    BEGIN
-        EXECUTE format('ALTER TABLE messages_before ADD CONSTRAINT messages_before_ids
-                        CHECK (id < %s)', hub_month_floor(hub_now()));
-        EXECUTE format('ALTER TABLE messages ATTACH PARTITION messages_before
-                        FOR VALUES FROM (MINVALUE) TO (%s)', hub_month_floor(hub_now()));
-        ALTER TABLE messages_before DROP CONSTRAINT messages_before_ids;
-    END $$;
+    -- Its ids came from a plain sequence: all below 2^40, the first id of month index 1
+    -- (2000-02), so every real month can have a partition of its own.
+    ALTER TABLE messages_before ADD CONSTRAINT messages_before_ids CHECK (id < 1099511627776);
+    ALTER TABLE messages ATTACH PARTITION messages_before
+        FOR VALUES FROM (MINVALUE) TO (1099511627776);
+    ALTER TABLE messages_before DROP CONSTRAINT messages_before_ids;
     CREATE TABLE messages_default PARTITION OF messages DEFAULT;
     SELECT hub_message_partitions(hub_now(), 2);
     """)

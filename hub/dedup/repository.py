@@ -48,6 +48,7 @@ CLAIM_FOR_SEND = """
 INSERT INTO dedup_keys AS d (key, message_id, tenant_id, due_at, expires_at)
 SELECT k.key, m.id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
 FROM send_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
+    AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
 ORDER BY k.key
 ON CONFLICT (key) DO UPDATE
 SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
@@ -76,6 +77,7 @@ WITH taken AS (
     SELECT k.key, c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
     FROM send_keys k
     JOIN messages c ON c.send_id = $1 AND c.phone = k.phone
+        AND c.id >= hub_send_messages_from($1) AND c.id < hub_send_messages_to($1)
     JOIN dedup_keys old ON old.key = k.key
     JOIN messages h ON h.id = old.message_id
     JOIN sends hs ON hs.id = h.send_id

@@ -184,12 +184,15 @@ async def _summarize(db: Database, part: _Partition) -> None:
 async def _drop(db: Database, part: _Partition) -> int:
     """Detach and drop `part` with briefly waited locks; how many messages it held."""
 
-    async def work(conn: asyncpg.Connection) -> int:
+    # Counted first, outside the DDL's transaction: a retry after a lock wait does not count
+    # again (its month is past: nothing is written to it any more).
+    async with db.acquire() as conn:
         rows: int = await conn.fetchval(PARTITION_ROWS.format(name=part.name))
-        await conn.execute(DROP_PARTITION.format(name=part.name))
-        return rows
 
-    rows = await months.briefly_locking(db, work, f"dropping {part.name}")
+    async def work(conn: asyncpg.Connection) -> None:
+        await conn.execute(DROP_PARTITION.format(name=part.name))
+
+    await months.briefly_locking(db, work, f"dropping {part.name}")
     log.info("dropped %s (%d messages)", part.name, rows)
     return rows
 

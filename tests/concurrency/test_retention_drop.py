@@ -108,3 +108,45 @@ async def test_dropping_a_month_blocks_no_send_for_more_than_a_second(
     assert [a.status_code for a in answers] == [202] * len(answers), [
         a.text for a in answers if a.status_code != 202
     ]
+
+
+async def test_a_drop_behind_a_long_transaction_gives_way_and_tries_again(fresh_db: str) -> None:
+    """A transaction holding `messages` for 1.2 s: the DDL gives up after 500 ms each time (a
+    send arriving meanwhile queues behind it no longer than that), and goes on its next try."""
+    await _setup(fresh_db)
+    holder = await asyncpg.connect(fresh_db)
+    sender = await asyncpg.connect(fresh_db, server_settings={"lock_timeout": "1s"})
+    pool = await asyncpg.create_pool(fresh_db, min_size=1, max_size=2)
+    try:
+        holding = holder.transaction()
+        await holding.start()
+        await holder.execute("LOCK TABLE messages IN ROW EXCLUSIVE MODE")  # as a send does
+
+        async def release() -> None:
+            await asyncio.sleep(1.2)
+            await holding.commit()
+
+        async def a_send_meanwhile() -> float:
+            await asyncio.sleep(0.2)  # the DDL is waiting by now
+            started = time.perf_counter()
+            async with sender.transaction():
+                await sender.execute("LOCK TABLE messages IN ROW EXCLUSIVE MODE")
+            return time.perf_counter() - started
+
+        started = time.perf_counter()
+        policy = Policy(now=month_start(1), messages_before=month_start(0))
+        gone, waited, _ = await asyncio.gather(
+            erase_old(PoolDatabase(pool), policy, dry_run=False), a_send_meanwhile(), release()
+        )
+        took = time.perf_counter() - started
+    finally:
+        await pool.close()
+        await sender.close()
+        await holder.close()
+    print(
+        f"\nDDL behind a 1.2 s transaction: done in {took * 1000:.0f} ms; a send meanwhile"
+        f" waited {waited * 1000:.0f} ms"
+    )
+    assert [g.how for g in gone].count("partition dropped") >= 1
+    assert took >= 1.2  # it waited for the holder, giving way in between
+    assert waited < 1.0  # the send never waited out its own lock_timeout

@@ -42,7 +42,8 @@ $$;
 -- Make sure the partitions of the month of `at` and the `ahead` months after it exist; the
 -- names of those it created. Rows of such a month that the DEFAULT partition caught meanwhile
 -- (the clock ran into a month before its partition was made) move into the new partition in
--- the same transaction. Waits at most `lock_timeout` for its lock on `messages`.
+-- the same transaction, under an exclusive lock on `messages` (brief: the DEFAULT partition
+-- holds rows only when the cron was late). Waits at most `lock_timeout` for that lock.
 CREATE OR REPLACE FUNCTION hub_message_partitions(at timestamptz, ahead int)
 RETURNS SETOF text LANGUAGE plpgsql AS $$
 DECLARE
@@ -61,6 +62,9 @@ BEGIN
         name := format('messages_%s_%s', 2000 + m / 12, lpad((m % 12 + 1)::text, 2, '0'));
         lo := m::bigint << 40;
         CONTINUE WHEN to_regclass(name) IS NOT NULL OR lo < legacy;
+        -- Every partition (the DEFAULT one too) locked before rows move: a worker's UPDATE
+        -- waiting on a row that a plain DELETE moved would find it gone and change nothing.
+        LOCK TABLE messages IN ACCESS EXCLUSIVE MODE;
         EXECUTE format('CREATE TABLE %I (LIKE messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
                        name);
         EXECUTE format('WITH moved AS (DELETE FROM messages_default WHERE id >= %s AND id < %s

@@ -36,8 +36,9 @@ def upgrade() -> None:
     -- tests and tools move.
     ALTER TABLE sends ADD COLUMN IF NOT EXISTS message_ids_from bigint NOT NULL DEFAULT 0;
     -- A send's messages counted by status, kept by retention before it drops them
-    -- (hub.messages.retention): {"statuses": {status: messages}, "segments": {status: segments}}.
-    -- The send's counts read it once set (hub.messages.repository.STATUS_COUNTS).
+    -- (hub.messages.retention): {"statuses": {status: messages}, "segments": {status: segments},
+    -- "first_sent", "last_done"}. The send's counts and its archive read it once set
+    -- (hub.messages.repository.STATUS_COUNTS, ARCHIVE_COUNTS).
     ALTER TABLE sends ADD COLUMN IF NOT EXISTS summary jsonb;
     """)
     run_script(sql_file(FUNCTIONS))

@@ -517,13 +517,23 @@ WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
 ORDER BY s.due_at, s.id
 """
 
-# Per send of $1 and status: how many messages, their segments, the first to go and the last
-# to reach a final status. No phone leaves this query.
+# Per send of $1 and status: how many messages, the segments that went (of one that went in
+# part, its parts), the first to go and the last to reach a final status; from the messages in
+# the send's month, or, once retention kept its summary (hub.messages.retention.SUMMARIZE, the
+# same figures) and dropped them, from that. No phone leaves this query.
 ARCHIVE_COUNTS = """
-SELECT send_id, status::text AS status, count(*) AS n, sum(segments)::bigint AS segments,
-       min(sent_at) AS first_sent, max(done_at) AS last_done
-FROM messages WHERE send_id = ANY($1::bigint[])
-GROUP BY send_id, status
+SELECT m.send_id, m.status::text AS status, count(*) AS n,
+       sum(coalesce(m.segments_sent, m.segments))::bigint AS segments,
+       min(m.sent_at) AS first_sent, max(m.done_at) AS last_done
+FROM sends s JOIN messages m ON m.send_id = s.id
+     AND m.id >= s.message_ids_from AND m.id < s.message_ids_from + (1::bigint << 40)
+WHERE s.id = ANY($1::bigint[]) AND s.summary IS NULL
+GROUP BY m.send_id, m.status
+UNION ALL
+SELECT s.id, c.key, c.value::bigint, (s.summary -> 'segments' ->> c.key)::bigint,
+       (s.summary ->> 'first_sent')::timestamptz, (s.summary ->> 'last_done')::timestamptz
+FROM sends s CROSS JOIN jsonb_each_text(s.summary -> 'statuses') c
+WHERE s.id = ANY($1::bigint[])
 """
 
 # How many replies each of the sends $1 has.

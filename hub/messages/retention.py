@@ -59,18 +59,22 @@ ORDER BY id
 LIMIT $4
 """
 
-# The summary of each of the sends $1 (their messages by status, and segments by status: the
-# parts that went for one that went in part); every send gets one, {} for one without messages.
+# The summary of each of the sends $1 (their messages by status, segments by status: the parts
+# that went for one that went in part, and the first sent and last done, as the archive reads
+# them: hub.messages.repository.ARCHIVE_COUNTS); every send gets one.
 SUMMARIZE = """
 UPDATE sends s SET summary = jsonb_build_object(
-    'statuses', coalesce(c.statuses, '{}'::jsonb), 'segments', coalesce(c.segments, '{}'::jsonb))
+    'statuses', coalesce(c.statuses, '{}'::jsonb), 'segments', coalesce(c.segments, '{}'::jsonb),
+    'first_sent', c.first_sent, 'last_done', c.last_done)
 FROM UNNEST($1::bigint[]) AS x(id)
 LEFT JOIN (
     SELECT send_id, jsonb_object_agg(status, n) AS statuses,
-           jsonb_object_agg(status, seg) AS segments
+           jsonb_object_agg(status, seg) AS segments,
+           min(first_sent) AS first_sent, max(last_done) AS last_done
     FROM (
         SELECT m.send_id, m.status::text AS status, count(*) AS n,
-               sum(coalesce(m.segments_sent, m.segments)) AS seg
+               sum(coalesce(m.segments_sent, m.segments)) AS seg,
+               min(m.sent_at) AS first_sent, max(m.done_at) AS last_done
         FROM messages m
         WHERE m.send_id = ANY($1::bigint[]) AND m.id >= $2 AND m.id < $3
         GROUP BY m.send_id, m.status

@@ -46,7 +46,9 @@ SET rule = EXCLUDED.rule, above = EXCLUDED.above, subtree = EXCLUDED.subtree,
 QUEUE = """
 SELECT s.id, t.code AS tenant, t.name AS tenant_name, s.state::text AS state,
        s.priority::text AS priority, s.signature, s.body, s.actor AS sender,
-       (SELECT count(*) FROM messages m WHERE m.send_id = s.id AND m.status <> 'opted_out')
+       (SELECT count(*) FROM messages m
+        WHERE m.send_id = s.id AND m.status <> 'opted_out'
+          AND m.id >= s.message_ids_from AND m.id < s.message_ids_from + (1::bigint << 40))
            AS recipients,
        s.segments, s.list_price_micros, s.created_at, s.due_at, s.review_reason,
        s.review_due_at, s.review_after

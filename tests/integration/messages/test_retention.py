@@ -14,6 +14,7 @@ from hub.messages import service as messages
 from hub.messages.retention import erase_old
 from hub.quota import service as quota
 from hub.retention.schemas import Gone, Policy
+from hub.settings import Settings
 from tests.factories import make_small_tree
 from tests.integration.messages.months import month_start, send_at
 
@@ -71,7 +72,8 @@ async def _state(conn: asyncpg.Connection, year: Year) -> dict[str, object]:
 
 
 async def _views(conn: asyncpg.Connection, year: Year) -> dict[str, object]:
-    """Each county's sends as the console lists them (counts by status), and a month's usage."""
+    """Each county's sends as the console lists them (counts by status) and as its archive
+    records them (counts, cost, first sent and last done), and a month's usage."""
     a = await messages.recent_sends(conn, year.a, 50)
     b = await messages.recent_sends(conn, year.b, 50)
     city = await conn.fetchval("SELECT path FROM tenants WHERE code = '510100'")
@@ -79,7 +81,17 @@ async def _views(conn: asyncpg.Connection, year: Year) -> dict[str, object]:
         await billing.usage(conn, city, calendar.period_of(month_start(k)), subtree=True)
         for k in range(MONTHS)
     ]
-    return {"a": [(s.id, s.statuses) for s in a], "b": [(s.id, s.statuses) for s in b], "u": usage}
+    path = await conn.fetchval("SELECT path FROM tenants WHERE id = $1", year.a)
+    archive = await messages.archive_sends(
+        conn, Settings(), path, month_start(0), month_start(MONTHS), subtree=False
+    )
+    assert len(archive) == MONTHS
+    return {
+        "a": [(s.id, s.statuses) for s in a],
+        "b": [(s.id, s.statuses) for s in b],
+        "u": usage,
+        "archive": archive,
+    }
 
 
 async def _phones_of(conn: asyncpg.Connection, send_id: int) -> tuple[int, int]:

@@ -9,6 +9,7 @@ import contextlib
 import getpass
 import logging
 import os
+import secrets
 import signal
 import sys
 import time
@@ -51,6 +52,8 @@ from tenants.scopes import ALL_SCOPES, parse_roles, parse_scopes
 log = logging.getLogger("hub.cli")
 DEMO_PROVINCE = "51"
 DEMO_KEY_FILE = "demo-key"
+# The key of erased phones' HMAC that `hub up` made, when HUB_PEOPLE__SECRET is not set.
+PEOPLE_SECRET_FILE = "people-secret"
 # Where `hub up` kept the dashboard's cookie-signing secret before sessions moved to PostgreSQL.
 RETIRED_SECRET_FILE = "dashboard-secret"
 CLI_ACTOR = f"cli:{os.environ.get('USER', 'operator')}"
@@ -105,6 +108,23 @@ async def _seed(dsn: str, saved_key: str) -> str:
         return await _demo_key(conn, saved_key)
 
     return await _with_conn(dsn, work)
+
+
+def _with_people_secret(settings: Settings, data_dir: Path) -> Settings:
+    """`hub up` with no HUB_PEOPLE__SECRET: the one it made in the data dir on its first run
+    (kept there, 0600), so that erased phones stay matched across restarts; also in the
+    environment, for the serve processes."""
+    if settings.people.secret:
+        return settings
+    path = data_dir / PEOPLE_SECRET_FILE
+    if not path.exists():
+        path.touch(0o600)
+        path.write_text(secrets.token_hex(32) + "\n")
+    secret = path.read_text().strip()
+    os.environ["HUB_PEOPLE__SECRET"] = secret
+    return msgspec.structs.replace(
+        settings, people=msgspec.structs.replace(settings.people, secret=secret)
+    )
 
 
 def _demo_key_file(data_dir: Path) -> tuple[Path, str]:
@@ -215,7 +235,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         if key != saved_key:
             key_file.write_text(key + "\n")
             key_file.chmod(0o600)
-        settings = _with_dsns(settings, dsns)
+        settings = _with_people_secret(_with_dsns(settings, dsns), data_dir)
         people = asyncio.run(_has_users(dsns.db))
         (data_dir / RETIRED_SECRET_FILE).unlink(missing_ok=True)  # a secret nothing reads
 

@@ -103,6 +103,15 @@ def stop_hub(proc: subprocess.Popen[str]) -> str:
     return out
 
 
+def _people_found(url: str, auth: dict[str, str]) -> list[int]:
+    """The sends the operator's lookup finds for the phone the test sent to."""
+    found = httpx.post(
+        f"{url}/v1/people/lookup", json={"phone": "13800138000"}, headers=auth, timeout=10
+    )
+    assert found.status_code == 200, found.text
+    return [m["send_id"] for m in found.json()["messages"]]
+
+
 def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
     data_dir = tmp_path / "hubdata"
     port = free_port()
@@ -167,6 +176,10 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
         )
         assert sent.status_code == 202, sent.text
         assert _delivered(f"{url}/v1/messages/{sent.json()['id']}", auth)
+        # The operator's lookup of a person works out of the box: `hub up` made the HMAC's
+        # secret (HUB_PEOPLE__SECRET) in the data dir.
+        assert _people_found(url, auth) == [sent.json()["id"]]
+        secret = (data_dir / "people-secret").read_text()
         cookie = _dashboard_session(url, key)
     finally:
         if proc.poll() is None:
@@ -190,6 +203,8 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
         page = httpx.get(f"{url2}/dashboard/t/000000", cookies={"hub_dashboard": cookie})
         assert page.status_code == 200
         assert not (data_dir / "dashboard-secret").exists()
+        assert (data_dir / "people-secret").read_text() == secret
+        assert _people_found(url2, {"Authorization": f"Bearer {key2}"}) == [sent.json()["id"]]
     finally:
         stop_hub(proc2)
     assert os.path.exists(data_dir / "postgres" / "PG_VERSION")

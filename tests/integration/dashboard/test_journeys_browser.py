@@ -403,6 +403,7 @@ ADMIN_FORMS = {
     "/dashboard/admin/units/{code:str}/status",
     "/dashboard/admin/webhook",
     "/dashboard/reviews/signatures/{item_id:int}",
+    "/dashboard/reviews/sends/{item_id:int}",
     "/dashboard/reviews/templates/{item_id:int}",
     "/dashboard/signatures",
     "/dashboard/t/{code:str}/quota",

@@ -167,6 +167,7 @@ async def test_every_write_route_refuses_a_suspended_subtree(
         ("DELETE", "/v1/messages/{send_id:int}"),
         ("DELETE", "/v1/campaigns/{campaign_id:int}"),
         ("DELETE", "/v1/tenants/{code:str}/webhook"),
+        ("POST", "/v1/reviews/{send_id:int}/reject"),  # a waiting send stopped
     }
     prefix = (await make_key(conn, "510104001")).split("_")[1]
     for method, path, stops in routes:

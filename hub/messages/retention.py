@@ -4,15 +4,18 @@ the period are erased, whole months by dropping their partitions.
 1. Each send whose messages go with a dropped partition first gets its summary
    (`sends.summary`: messages and segments by status), a batch of sends per transaction, so its
    counts (hub.messages.repository.STATUS_COUNTS, the lists, the dashboard) stay as they were.
-2. Monthly partitions entirely before `policy.messages_before` are detached and dropped, and
-   `messages_before` (the rows from before partitioning) once all of its rows are past the
-   cutoff: plain DETACH (CONCURRENTLY is refused while a DEFAULT partition exists) and DROP in
-   one transaction whose lock waits end after hub.messages.months.LOCK_TIMEOUT, tried again a
-   few times: a send queues behind it for at most that long.
+2. Monthly partitions entirely before `policy.messages_before` whose every message is done
+   (none still to go, none relying on an original whose outcome is unknown) are detached and
+   dropped, and `messages_before` (the rows from before partitioning) once all of its rows are
+   past the cutoff: plain DETACH (CONCURRENTLY is refused while a DEFAULT partition exists)
+   and DROP in one transaction whose lock waits end after hub.messages.months.LOCK_TIMEOUT,
+   tried again a few times: a send queues behind it for at most that long.
 3. Messages before the cutoff in partitions that stay (the cutoff's month, `messages_before`,
-   the DEFAULT partition), and those of tenants with a shorter period before theirs, lose phone
-   and body, a few thousand per transaction; so do the outbox's copies (the default gateway's
-   store, keyed by message id: its rows are deleted).
+   the DEFAULT partition, a month holding one not gone yet), and those of tenants with a
+   shorter period before theirs, lose phone and body once they are done (a send scheduled,
+   held, parked or in review keeps its phones until it has gone), a few thousand per
+   transaction; so do the outbox's copies (the default gateway's store, keyed by message id:
+   its rows are deleted).
 4. Dry: the same plan counted, nothing changed.
 """
 
@@ -46,6 +49,20 @@ FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
 WHERE i.inhparent = 'messages'::regclass AND c.relname <> 'messages_default'
 ORDER BY lo
 """
+
+
+# A message that has not gone yet: still to go (a send scheduled, held, parked or in review
+# may wait long past a short period), or a copy relying on an original whose outcome is not
+# known. Retention leaves it whole, and its month's partition, until it is done.
+def _waiting(m: str = "") -> str:
+    return (
+        f"({m}status IN ('accepted', 'sending')"
+        f" OR ({m}status = 'deduplicated' AND {m}done_at IS NULL))"
+    )
+
+
+# Whether a partition holds a message that has not gone yet.
+PARTITION_WAITING = f"SELECT EXISTS (SELECT 1 FROM {{name}} WHERE {_waiting()})"
 
 # Whether `messages_before` holds a message created at or after $1.
 LEGACY_HAS_RECENT = "SELECT EXISTS (SELECT 1 FROM messages_before WHERE created_at >= $1)"
@@ -100,13 +117,14 @@ ORDER BY id
 LIMIT $3
 """
 
-# Erase phone and body of up to $3 messages of send $1 created before $2; the partition of each.
-ERASE = """
+# Erase phone and body of up to $3 messages of send $1 created before $2 that are done; the
+# partition of each.
+ERASE = f"""
 UPDATE messages m SET phone = NULL, body = NULL
 WHERE m.id IN (
     SELECT id FROM messages
     WHERE send_id = $1 AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
-      AND created_at < $2 AND (phone IS NOT NULL OR body IS NOT NULL)
+      AND created_at < $2 AND (phone IS NOT NULL OR body IS NOT NULL) AND NOT {_waiting()}
     LIMIT $3
 )
   AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
@@ -115,12 +133,13 @@ RETURNING m.tableoid::regclass::text AS partition
 
 # What ERASE would erase of the sends $1 (dry), by partition: created before $2 and at or after
 # $3 (what an earlier step of the same run would have erased is not counted twice).
-ERASABLE = """
+ERASABLE = f"""
 SELECT m.tableoid::regclass::text AS partition, count(*) AS n
 FROM messages m JOIN sends s ON s.id = m.send_id
 WHERE s.id = ANY($1::bigint[])
   AND m.id >= s.message_ids_from AND m.id < s.message_ids_from + (1::bigint << 40)
   AND m.created_at < $2 AND m.created_at >= $3 AND (m.phone IS NOT NULL OR m.body IS NOT NULL)
+  AND NOT {_waiting("m.")}
 GROUP BY 1
 """
 
@@ -158,13 +177,20 @@ async def _partitions(db: Database) -> list[_Partition]:
 
 
 async def _to_drop(db: Database, cutoff: datetime) -> list[_Partition]:
-    """The partitions whose every message was created before `cutoff`."""
+    """The partitions whose every message was created before `cutoff` and is done (one that
+    has not gone yet keeps its month: the erase step takes the others)."""
     floor = months.month_floor(cutoff)
-    drop = [p for p in await _partitions(db) if p.name != LEGACY and p.hi <= floor]
+    past = [p for p in await _partitions(db) if p.name != LEGACY and p.hi <= floor]
     async with db.acquire() as conn:
         legacy = await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", LEGACY)
         if legacy and not await conn.fetchval(LEGACY_HAS_RECENT, cutoff):
-            drop.insert(0, _Partition(LEGACY, 0, 1 << 40))
+            past.insert(0, _Partition(LEGACY, 0, 1 << 40))
+        drop = []
+        for part in past:
+            if await conn.fetchval(PARTITION_WAITING.format(name=part.name)):
+                log.info("%s keeps its messages: some have not gone yet", part.name)
+            else:
+                drop.append(part)
     return drop
 
 

@@ -174,3 +174,37 @@ async def test_a_tenant_with_a_shorter_period_loses_more_and_others_keep_theirs(
         year.b,
     )
     assert outbox == 2 * len(PHONES)  # months 10 and 11
+
+
+async def test_a_message_not_gone_yet_keeps_its_phone_and_its_month(
+    conn: asyncpg.Connection,
+) -> None:
+    """A send parked, scheduled or in review long past a short period has not gone: its phones
+    and its month's partition stay until it is done; the rest of its month is erased."""
+    year = await _a_year(conn)
+    waiting = {}
+    for k in (0, 6):  # a month that would be dropped, and the cutoff's month
+        waiting[k] = await conn.fetchval(
+            "UPDATE messages SET status = 'accepted', done_at = NULL"
+            " WHERE id = (SELECT min(id) FROM messages WHERE send_id = $1) RETURNING id",
+            year.sends[year.a, k],
+        )
+    relying = await conn.fetchval(
+        "UPDATE messages SET status = 'deduplicated', duplicate_of = $2, duplicate_tenant_id = $3,"
+        " done_at = NULL WHERE id = (SELECT max(id) FROM messages WHERE send_id = $1) RETURNING id",
+        year.sends[year.b, 6],
+        waiting[6],
+        year.a,
+    )
+
+    gone = await erase_old(SingleConnectionDatabase(conn), _policy(6), dry_run=False)
+
+    kept_month = months.partition_name(months.month_index(month_start(0)))
+    assert kept_month not in {g.what for g in gone if g.how == "partition dropped"}
+    assert Gone(what=kept_month, how="phones and bodies erased", rows=2 * len(PHONES) - 1) in gone
+    for message_id in (*waiting.values(), relying):
+        assert await conn.fetchval("SELECT phone FROM messages WHERE id = $1", message_id)
+    for k in (0, 6):  # the others of those sends, done, lost theirs
+        assert await _phones_of(conn, year.sends[year.a, k]) == (len(PHONES), 1)
+    assert await _phones_of(conn, year.sends[year.b, 6]) == (len(PHONES), 1)
+    assert await _phones_of(conn, year.sends[year.b, 0]) == (len(PHONES), 0)

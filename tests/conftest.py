@@ -46,6 +46,7 @@ from hub.db import (
     with_database,
 )
 from hub.embedded import start_valkey
+from hub.messages import months
 from hub.settings import Settings
 
 # The package logs every pg_ctl call with its whole output at INFO.
@@ -119,7 +120,9 @@ async def template_db(pg_admin_dsn: str) -> str:
 
 
 async def _clone(admin_dsn: str, name: str, template: str) -> str:
-    """A clone of the template whose every connection reads the test clock (hub_now())."""
+    """A clone of the template whose every connection reads the test clock (hub_now()), with
+    the message partitions of the clock's month and the next two, as the worker makes them
+    (the template's were made at the day it was migrated)."""
     dsn = await create_database(admin_dsn, name, template)
     if shift := calendar.CLOCK.server_settings().get(calendar.OFFSET_SETTING):
         admin = await asyncpg.connect(admin_dsn)
@@ -129,6 +132,11 @@ async def _clone(admin_dsn: str, name: str, template: str) -> str:
             )
         finally:
             await admin.close()
+    clone = await asyncpg.connect(dsn)
+    try:
+        await months.make_ahead(SingleConnectionDatabase(clone))
+    finally:
+        await clone.close()
     return dsn
 
 

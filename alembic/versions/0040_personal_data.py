@@ -7,8 +7,11 @@ second factor's codes kept out of the send history.
   `(send_id, id)` and `(gateway, reference)`; the rosters, opt-outs and reply waits are keyed by
   tenant first). `messages_phone` is `(phone, id)`: the lookup pages by message id. On a
   partitioned `messages` an index on the parent is created on each partition. Building it
-  holds writes to `messages` back meanwhile: on a hub with many millions of messages, build it
-  first by hand with CREATE INDEX CONCURRENTLY under the same name (this then skips it).
+  holds writes to `messages` back meanwhile. On a hub with many millions of messages, build it
+  first by hand without that lock (PostgreSQL refuses CONCURRENTLY on a partitioned parent):
+  `CREATE INDEX messages_phone ON ONLY messages (phone, id)`, then for each partition
+  `CREATE INDEX CONCURRENTLY messages_<partition>_phone ON <partition> (phone, id)` and
+  `ALTER INDEX messages_phone ATTACH PARTITION messages_<partition>_phone`; this then skips it.
 - `erased_phones`: an erased phone as HMAC-SHA256 under the operator's HUB_PEOPLE__SECRET, so
   no tenant messages it again (the send path counts it `opted_out`) and no roster takes it back.
 - `sends.system`: the hub's own sends (the second factor's codes): no list, page or export shows

@@ -89,6 +89,7 @@ FORGET_TEXTS = """
 WITH done AS (
     UPDATE messages SET body = NULL
     WHERE id = ANY($1::bigint[]) AND status <> 'accepted' AND body IS NOT NULL
+      AND id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
     RETURNING id
 )
 UPDATE outbox SET text = $2 WHERE message_id IN (SELECT id FROM done)

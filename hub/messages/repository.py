@@ -76,7 +76,9 @@ RETURNING reservation_id
 # The messages of a send in review that are to go, with what a claim of their keys needs.
 TO_GO = """
 SELECT phone, carrier, segments, body FROM messages
-WHERE send_id = $1 AND status = 'accepted' ORDER BY id
+WHERE send_id = $1 AND status = 'accepted'
+  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
+ORDER BY id
 """
 
 

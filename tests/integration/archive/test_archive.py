@@ -9,21 +9,21 @@ import hashlib
 import io
 import json
 import zipfile
-from datetime import timedelta
+from datetime import date
 
 import asyncpg
 import httpx
 import openpyxl
 import pytest
 
+from hub import calendar
 from hub.archive import service as archive
 from hub.settings import Settings
 from tenants import service as tenants
 from tenants.scopes import Scope
 from tests.factories import bearer, make_key
 from tests.integration.archive.conftest import (
-    FEB_10,
-    FEBRUARY,
+    CLOSED,
     NOTICE,
     PHONES,
     Month,
@@ -34,6 +34,8 @@ from tests.integration.archive.conftest import (
 )
 
 BASE = "/v1/tenants/510104/archive"
+# The closed month's files, by name: `2027-02` under the pinned clock.
+SHUT = calendar.period_text(CLOSED)
 
 
 @pytest.fixture
@@ -54,8 +56,8 @@ async def _get(client: httpx.AsyncClient, key: str, path: str) -> httpx.Response
 
 
 async def _late_news(conn: asyncpg.Connection, send_id: int) -> None:
-    """A late receipt (undelivered turns delivered) and a late reply."""
-    later = FEB_10 + timedelta(days=30)
+    """A late receipt (undelivered turns delivered) and a late reply, now."""
+    later = calendar.now()
     await receipt(conn, send_id, PHONES[2], "delivered", later)
     await reply(conn, send_id, PHONES[1], "2 请假", later)
 
@@ -67,24 +69,22 @@ async def test_a_closed_month_is_the_same_bytes_every_time_whatever_comes_later(
     month: Month,
     county: str,
 ) -> None:
-    await close(conn, FEBRUARY)
-    first = {
-        kind: await _get(client, county, f"{BASE}/2027-02.{kind}") for kind in ("xlsx", "html")
-    }
+    await close(conn, CLOSED)
+    first = {kind: await _get(client, county, f"{BASE}/{SHUT}.{kind}") for kind in ("xlsx", "html")}
     assert first["xlsx"].headers["x-archive-final"] == "true"
     assert "定稿" in first["html"].text
     assert "未定稿" not in first["html"].text
     await _late_news(conn, month.notice)
     for kind in ("xlsx", "html"):
-        again = await _get(client, county, f"{BASE}/2027-02.{kind}")
+        again = await _get(client, county, f"{BASE}/{SHUT}.{kind}")
         assert again.content == first[kind].content, kind
     # The page without an extension is the same stored page.
-    assert (await _get(client, county, f"{BASE}/2027-02")).content == first["html"].content
+    assert (await _get(client, county, f"{BASE}/{SHUT}")).content == first["html"].content
     # The late news is real: the same month read live now says otherwise.
     assert "2 请假" not in first["html"].text
     tenant = await tenants.get_by_code(conn, "510104")
     assert tenant is not None
-    live = await archive.month_archive(conn, settings, tenant, FEBRUARY, subtree=False)
+    live = await archive.month_archive(conn, settings, tenant, CLOSED, subtree=False)
     assert [(n.replies, n.statuses) for n in live.notices] == [(2, {"delivered": 3})]
     assert await conn.fetchval("SELECT count(*) FROM archive_files") == 2
 
@@ -92,27 +92,29 @@ async def test_a_closed_month_is_the_same_bytes_every_time_whatever_comes_later(
 async def test_an_open_month_follows_the_data_and_says_it_is_not_final(
     client: httpx.AsyncClient, conn: asyncpg.Connection, month: Month, county: str
 ) -> None:
-    before = await _get(client, county, f"{BASE}/2027-03.xlsx")
-    page = await _get(client, county, f"{BASE}/2027-03.html")
+    current = calendar.period_text(month.open_month)
+    before = await _get(client, county, f"{BASE}/{current}.xlsx")
+    page = await _get(client, county, f"{BASE}/{current}.html")
     assert before.headers["x-archive-final"] == "false"
     assert "未定稿" in page.text
     assert 'id="not-final"' in page.text
-    await reply(conn, month.march, PHONES[0], "收到三月通知", FEB_10 + timedelta(days=34))
-    after = await _get(client, county, f"{BASE}/2027-03.xlsx")
+    assert f'data-send="{month.current}"' in page.text
+    await reply(conn, month.current, PHONES[0], "收到本月通知", calendar.now())
+    after = await _get(client, county, f"{BASE}/{current}.xlsx")
     assert after.content != before.content
-    assert "收到三月通知" in (await _get(client, county, f"{BASE}/2027-03.html")).text
+    assert "收到本月通知" in (await _get(client, county, f"{BASE}/{current}.html")).text
     assert await conn.fetchval("SELECT count(*) FROM archive_files") == 0
-    # February, not closed yet, is live too (its late news shows).
+    # The closed month, not closed yet, is live too (its late news shows).
     await _late_news(conn, month.notice)
-    assert "2 请假" in (await _get(client, county, f"{BASE}/2027-02.html")).text
+    assert "2 请假" in (await _get(client, county, f"{BASE}/{SHUT}.html")).text
 
 
 async def test_the_xlsx_shows_each_notice_and_no_phone(
     client: httpx.AsyncClient, conn: asyncpg.Connection, month: Month, county: str
 ) -> None:
-    await close(conn, FEBRUARY)
-    answer = await _get(client, county, f"{BASE}/2027-02.xlsx")
-    assert 'filename="archive-510104-2027-02.xlsx"' in answer.headers["content-disposition"]
+    await close(conn, CLOSED)
+    answer = await _get(client, county, f"{BASE}/{SHUT}.xlsx")
+    assert f'filename="archive-510104-{SHUT}.xlsx"' in answer.headers["content-disposition"]
     book = openpyxl.load_workbook(io.BytesIO(answer.content))
     assert book.sheetnames == ["说明", "通知", "回复"]
     rows = [[c.value for c in row] for row in book["通知"].iter_rows()]
@@ -138,44 +140,44 @@ async def test_the_xlsx_shows_each_notice_and_no_phone(
 async def test_a_year_zip_is_the_same_bytes_and_its_manifest_checks_each_member(
     client: httpx.AsyncClient, conn: asyncpg.Connection, month: Month, county: str
 ) -> None:
-    await close(conn, FEBRUARY)
-    first = await _get(client, county, f"{BASE}/2027.zip")
+    await close(conn, CLOSED)
+    first = await _get(client, county, f"{BASE}/{CLOSED.year}.zip")
     await _late_news(conn, month.notice)
-    again = await _get(client, county, f"{BASE}/2027.zip")
+    again = await _get(client, county, f"{BASE}/{CLOSED.year}.zip")
     assert again.content == first.content
-    assert first.headers["x-archive-final"] == "false"  # ten months of 2027 are still open
+    assert first.headers["x-archive-final"] == "false"  # its other eleven months are open
     with zipfile.ZipFile(io.BytesIO(first.content)) as opened:
         names = opened.namelist()
         assert names == [
-            "archive-510104-2027-02.html",
-            "archive-510104-2027-02.xlsx",
+            f"archive-510104-{SHUT}.html",
+            f"archive-510104-{SHUT}.xlsx",
             "manifest.json",
         ]
         manifest = json.loads(opened.read("manifest.json"))
-        assert manifest["months"] == ["2027-02"]
+        assert manifest["months"] == [SHUT]
         assert [f["name"] for f in manifest["files"]] == names[:-1]
         for entry in manifest["files"]:
             member = opened.read(entry["name"])
             assert len(member) == entry["size"]
             assert hashlib.sha256(member).hexdigest() == entry["sha256"]
-        month_xlsx = await _get(client, county, f"{BASE}/2027-02.xlsx")
+        month_xlsx = await _get(client, county, f"{BASE}/{SHUT}.xlsx")
         assert opened.read(names[1]) == month_xlsx.content
-    # No month of 2026 is closed: nothing to file yet.
-    nothing = await client.get(f"{BASE}/2026.zip", headers=bearer(county))
+    # No month of the year before is closed: nothing to file yet.
+    nothing = await client.get(f"{BASE}/{CLOSED.year - 1}.zip", headers=bearer(county))
     assert (nothing.status_code, nothing.json()["error"]) == (404, "not_found")
 
 
 async def test_subtree_adds_the_units_below_and_is_stored_apart(
     client: httpx.AsyncClient, conn: asyncpg.Connection, month: Month, county: str
 ) -> None:
-    await close(conn, FEBRUARY)
-    own = await _get(client, county, f"{BASE}/2027-02.html")
-    whole = await _get(client, county, f"{BASE}/2027-02.html?subtree=true")
+    await close(conn, CLOSED)
+    own = await _get(client, county, f"{BASE}/{SHUT}.html")
+    whole = await _get(client, county, f"{BASE}/{SHUT}.html?subtree=true")
     assert f'data-send="{month.unit_notice}"' not in own.text
     assert f'data-send="{month.unit_notice}"' in whole.text
     assert f'data-send="{month.notice}"' in whole.text
     book = openpyxl.load_workbook(
-        io.BytesIO((await _get(client, county, f"{BASE}/2027-02.xlsx?subtree=true")).content)
+        io.BytesIO((await _get(client, county, f"{BASE}/{SHUT}.xlsx?subtree=true")).content)
     )
     bodies = [r[3].value for r in book["通知"].iter_rows(min_row=2)]
     assert bodies[1] == "【春熙路街道】=街道通知：明天上午九点集合"  # text, never a formula
@@ -214,7 +216,7 @@ async def test_a_malformed_file_name_is_422(
 
 async def test_a_path_with_slashes_finds_no_file(client: httpx.AsyncClient, county: str) -> None:
     """`../` in the name: a slash ends the segment, so no archive route matches (404)."""
-    for path in (f"{BASE}/..%2F..%2Fetc%2Fpasswd", f"{BASE}/2027-02.xlsx%2F..%2F..%2Fx"):
+    for path in (f"{BASE}/..%2F..%2Fetc%2Fpasswd", f"{BASE}/{SHUT}.xlsx%2F..%2F..%2Fx"):
         answer = await client.get(path, headers=bearer(county))
         assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
 
@@ -222,20 +224,20 @@ async def test_a_path_with_slashes_finds_no_file(client: httpx.AsyncClient, coun
 async def test_another_county_and_an_ancestor_are_404_and_counts_alone_are_403(
     client: httpx.AsyncClient, conn: asyncpg.Connection, month: Month, county: str
 ) -> None:
-    await close(conn, FEBRUARY)
+    await close(conn, CLOSED)
     neighbour = await make_key(conn, "510105")
     for key, path in (
-        (neighbour, f"{BASE}/2027-02.xlsx"),
-        (neighbour, f"{BASE}/2027.zip"),
-        (county, "/v1/tenants/510100/archive/2027-02.xlsx"),
-        (county, "/v1/tenants/999999/archive/2027-02.xlsx"),
+        (neighbour, f"{BASE}/{SHUT}.xlsx"),
+        (neighbour, f"{BASE}/{CLOSED.year}.zip"),
+        (county, f"/v1/tenants/510100/archive/{SHUT}.xlsx"),
+        (county, f"/v1/tenants/999999/archive/{SHUT}.xlsx"),
     ):
         answer = await client.get(path, headers=bearer(key))
         assert (answer.status_code, answer.json()["error"]) == (404, "not_found"), path
     city = await make_key(conn, "510100")
-    assert (await client.get(f"{BASE}/2027-02.xlsx", headers=bearer(city))).status_code == 200
+    assert (await client.get(f"{BASE}/{SHUT}.xlsx", headers=bearer(city))).status_code == 200
     counts_only = await make_key(conn, "510104", frozenset({Scope.DASHBOARD_READ}))
-    answer = await client.get(f"{BASE}/2027-02.xlsx", headers=bearer(counts_only))
+    answer = await client.get(f"{BASE}/{SHUT}.xlsx", headers=bearer(counts_only))
     assert (answer.status_code, answer.json()["error"]) == (403, "forbidden")
     # Nothing was stored by the refused asks.
     assert await conn.fetchval("SELECT count(*) FROM archive_files") == 2
@@ -244,8 +246,8 @@ async def test_another_county_and_an_ancestor_are_404_and_counts_alone_are_403(
 async def test_a_stored_file_is_never_changed(
     client: httpx.AsyncClient, conn: asyncpg.Connection, month: Month, county: str
 ) -> None:
-    await close(conn, FEBRUARY)
-    await _get(client, county, f"{BASE}/2027-02.xlsx")
+    await close(conn, CLOSED)
+    await _get(client, county, f"{BASE}/{SHUT}.xlsx")
     with pytest.raises(asyncpg.RaiseError, match="never changed"):
         async with conn.transaction():
             await conn.execute("UPDATE archive_files SET bytes = 'x'")
@@ -253,5 +255,6 @@ async def test_a_stored_file_is_never_changed(
 
 def test_file_names_parse() -> None:
     assert archive.parse_name("2027-02").kind == "html"
-    assert archive.parse_name("2027-02.xlsx").month == FEBRUARY
+    assert archive.parse_name("2027-02.xlsx").month == date(2027, 2, 1)
     assert archive.parse_name("2027.zip") == archive.Asked(2027, None, "zip")
+    assert archive.parse_name(f"{SHUT}.xlsx") == archive.Asked(CLOSED.year, CLOSED, "xlsx")

@@ -153,6 +153,8 @@ async def test_the_api_and_worker_queries_scan_one_partition(
         ),
         "results file": (messages_sql.RESULTS, (target, 0, None, 1000)),
         "cancel": (messages_sql.CANCEL_MESSAGES, (target,)),
+        "approve: what goes": (messages_sql.TO_GO, (target,)),
+        "archive counts": (messages_sql.ARCHIVE_COUNTS, ([target],)),
         # The worker: batches, claim, outcomes by ids, the sweeper's checks by send.
         "batches": (delivery_sql.BATCHES, (target, 500, 0.0)),
         "claim": (
@@ -164,6 +166,7 @@ async def test_the_api_and_worker_queries_scan_one_partition(
             (ids, [f"r{i}" for i in ids], [0] * n, [""] * n, [0] * n),
         ),
         "still sending (ids array)": (delivery_sql.ANY_STILL_SENDING, (ids,)),
+        "texts forgotten (ids)": (delivery_sql.FORGET_TEXTS, (ids, "验证码：******")),
         "open messages": (delivery_sql.OPEN_MESSAGES, (target,)),
         "expired leases": (delivery_sql.EXPIRED_LEASES, (target,)),
         "by id": ("SELECT id, status FROM messages WHERE id = $1", (ids[0],)),

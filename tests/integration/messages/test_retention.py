@@ -21,6 +21,8 @@ from tests.integration.messages.months import month_start, send_at
 PHONES = [f"+86139{n:08d}" for n in range(5)]
 STATUSES = ("delivered", "undelivered", "failed")
 MONTHS = 12
+# A closed month's statement lines, as they are stored.
+STATEMENT = "SELECT * FROM billing_lines WHERE period = $1 ORDER BY tenant_id, carrier, origin"
 
 
 class Year:
@@ -110,6 +112,13 @@ async def test_a_year_past_its_period_drops_old_months_and_erases_the_cutoff_mon
 ) -> None:
     year = await _a_year(conn)
     policy = _policy(6)
+    # The first month's statement, closed: its lines must not change.
+    first = calendar.period_of(month_start(0))
+    await billing.close_period(
+        conn, first, "test", grace_days=3, default_list_price=60_000, now=month_start(2)
+    )
+    lines = [dict(r) for r in await conn.fetch(STATEMENT, first)]
+    assert lines
     views = await _views(conn, year)
     before = await _state(conn, year)
 
@@ -142,6 +151,7 @@ async def test_a_year_past_its_period_drops_old_months_and_erases_the_cutoff_mon
     # Every send shows the same counts, from its summary once its messages are gone; usage and
     # the quota ledger never read them.
     assert await _views(conn, year) == views
+    assert [dict(r) for r in await conn.fetch(STATEMENT, first)] == lines
     assert views["a"][-1][1] == {"delivered": 2, "failed": 1, "undelivered": 2}  # type: ignore[index]
     for k in range(MONTHS):
         _, problems = await quota.audit(conn, calendar.period_of(month_start(k)))

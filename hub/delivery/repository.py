@@ -83,16 +83,13 @@ RETURNING m.id, m.phone, m.segments, m.attempts, m.body
 """
 
 # A system send's messages $1 that are done with the gateway (not waiting for a retry) lose
-# their own text (a second-factor code), and the outbox's copy of them becomes the send's
-# stored placeholder $2: the code went to the phone and is kept nowhere.
+# their own text (a second-factor code): the code went to the phone and the hub keeps it
+# nowhere. (The built-in outbox gateway stands for the carrier and the phone: what it was
+# given stays there, for `hub outbox --phone`, until its retention period.)
 FORGET_TEXTS = """
-WITH done AS (
-    UPDATE messages SET body = NULL
-    WHERE id = ANY($1::bigint[]) AND status <> 'accepted' AND body IS NOT NULL
-      AND id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
-    RETURNING id
-)
-UPDATE outbox SET text = $2 WHERE message_id IN (SELECT id FROM done)
+UPDATE messages SET body = NULL
+WHERE id = ANY($1::bigint[]) AND status <> 'accepted' AND body IS NOT NULL
+  AND id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
 """
 
 # Just before a chunk goes to the gateway: from here on its outcome may be unknown if we die.

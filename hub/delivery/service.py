@@ -142,8 +142,7 @@ async def _forget_texts(conn: asyncpg.Connection, send: SendInfo, chunk: list[Cl
     """A system send's chunk, recorded: the texts it carried (second-factor codes) are kept
     no longer than needed (sql.FORGET_TEXTS)."""
     if send.system:
-        placeholder = signed(send.signature, send.body)
-        await conn.execute(sql.FORGET_TEXTS, [m.id for m in chunk], placeholder)
+        await conn.execute(sql.FORGET_TEXTS, [m.id for m in chunk])
 
 
 def _outbound(send: SendInfo, text: str, sender: str, message: Claimed) -> Outbound:

@@ -204,6 +204,15 @@ def send_logged(tenant: TenantRow, sent: SendAccepted) -> dict[str, Any]:
     return {"tenant_id": tenant.id, "object": f"send:{sent.id}", "detail": detail}
 
 
+def _free_text(request: SendRequest) -> bool:
+    """Whether the review rules see a send as free text: a body of its own, or an approved
+    template whose variables carry a text of their own (templates.carries_free_text)."""
+    if request.template is None:
+        return True
+    filled = [*request.vars.values(), *(v for own in request.values.values() for v in own.values())]
+    return templates.carries_free_text(filled)
+
+
 def authorize(who: Principal, request: SendRequest) -> None:
     """An urgent send goes past quiet hours and ahead of every normal and bulk send: only keys
     granted `messages:urgent` may ask for it (403 before anything is read or written)."""
@@ -383,7 +392,7 @@ async def preview_send(
         )
     going = [r for r in candidates if r.phone not in duplicates]
     caught = await reviews.caught(
-        conn, tenant, free_text=request.template is None, recipients=len(candidates)
+        conn, tenant, free_text=_free_text(request), recipients=len(candidates)
     )
     state: SendState = (
         "review" if caught is not None and request.priority != "urgent" else plan.timing.state
@@ -506,7 +515,7 @@ async def create_send(
     caught = None
     if reviewed:
         caught = await reviews.caught(
-            conn, tenant, free_text=request.template is None, recipients=len(candidates)
+            conn, tenant, free_text=_free_text(request), recipients=len(candidates)
         )
     waits = caught is not None and request.priority != "urgent"
     state: SendState = "review" if waits else timing.state

@@ -8,6 +8,7 @@ templates and its ancestors' (a province writes the notice, its counties send it
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 
 import asyncpg
 import msgspec
@@ -20,6 +21,19 @@ from tenants.repository import TenantRow
 from tenants.service import Principal
 
 PLACEHOLDER = re.compile(r"\{(\w{1,40})\}")
+
+# The longest value a template's variable may carry and still be a variable: carriers cap a
+# notice template's variable near this (Alibaba Cloud: 35 characters, no links), so that an
+# approved template cannot carry a text of its own. A template send whose values say more is
+# free text to the review rules (hub.reviews).
+VARIABLE_MAX = 35
+_LINK = re.compile(r"https?://|www\.", re.IGNORECASE)
+
+
+def carries_free_text(values: Iterable[str]) -> bool:
+    """Whether values filled into an approved template say more than a variable does: over
+    VARIABLE_MAX characters, or a link."""
+    return any(len(v) > VARIABLE_MAX or _LINK.search(v) for v in values)
 
 
 def variables(body: str) -> list[str]:

@@ -151,6 +151,20 @@ async def test_an_approved_template_is_not_free_text(
     )
     assert templated.status_code == 202, templated.text
     assert templated.json()["state"] == "queued"
+    # Variables that carry a text of their own (longer than a variable, or a link, in `vars` or
+    # in a phone's `values`) make it free text again: an approved "{正文}" is no way around.
+    for extra in (
+        {"vars": {"时间": "周五" + "，另有要事" * 7}},
+        {"vars": {"时间": "周五 http://evil.example"}},
+        {"vars": {"时间": "周五"}, "values": {PHONES[0]: {"时间": "详见 www.evil.example"}}},
+    ):
+        caught = await client.post(
+            "/v1/messages",
+            json={"to": PHONES, "template": made.json()["id"], **extra},
+            headers=bearer(keys["county"]),
+        )
+        assert caught.status_code == 202, caught.text
+        assert caught.json()["state"] == "review", extra
 
 
 async def test_a_subtree_rule_binds_every_tenant_below_and_cannot_be_loosened(

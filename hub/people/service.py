@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
@@ -280,6 +281,13 @@ async def erase(
     if "\x00" in request.reason:
         raise Invalid("reason: holds a NUL character", fields=[{"key": "reason"}])
     phone = phone_of(request.phone)
+    # The reason is kept (erased_phones, the log): it must not hold the phone it erases, in
+    # any spacing ("138-0013-8000").
+    if digits_of(phone) in re.sub(r"\D", "", request.reason):
+        raise Invalid(
+            "reason: holds the phone being erased; say why without it",
+            fields=[{"key": "reason", "message": "holds the phone"}],
+        )
     digest = phone_hash(_secret(people), phone)
     # First the hash: from its commit on, no send reaches the phone and no roster takes it.
     async with db.acquire() as conn, conn.transaction():

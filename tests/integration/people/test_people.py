@@ -177,6 +177,14 @@ async def test_bad_bodies_are_clear_4xx(client: httpx.AsyncClient, keys: Keys) -
     assert garbled.status_code == 400
     no_reason = await client.post("/v1/people/erase", json={"phone": PHONE}, headers=root)
     assert no_reason.status_code == 422
+    # A reason that names the phone (in any spacing) would keep it: refused, nothing erased.
+    national = PHONE.removeprefix("+86")
+    spaced = f"本人({national[:3]}-{national[3:7]} {national[7:]})来电要求删除"
+    naming = await client.post(
+        "/v1/people/erase", json={"phone": PHONE, "reason": spaced}, headers=root
+    )
+    assert naming.status_code == 422, naming.text
+    assert naming.json()["fields"][0]["key"] == "reason"
 
 
 async def test_without_the_operators_secret_nothing_is_looked_up(

@@ -12,7 +12,7 @@ from hub.messages.schemas import ArchivedSend
 Kind = Literal["html", "xlsx"]
 KINDS: tuple[Kind, ...] = ("html", "xlsx")  # the order a month's files are stored in
 MEDIA: dict[str, str] = {
-    "html": "text/html; charset=utf-8",
+    "html": "text/html",  # Litestar adds "; charset=utf-8"
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
     "zip": "application/zip",
 }

@@ -515,7 +515,7 @@ SELECT s.id, t.code AS tenant, s.signature, s.body, s.priority::text AS priority
        s.cancelled_at, s.recipients, s.reply_wanted, s.follows, s.follow_kind
 FROM sends s JOIN tenants t ON t.id = s.tenant_id
 WHERE (t.path = $1 OR ($2 AND t.path > $1 AND t.path < $1 || '~'))
-  AND s.due_at >= $3 AND s.due_at < $4
+  AND s.due_at >= $3 AND s.due_at < $4 AND NOT s.system  -- a sign-in code is no notice
 ORDER BY s.due_at, s.id
 """
 

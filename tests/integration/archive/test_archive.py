@@ -96,6 +96,7 @@ async def test_an_open_month_follows_the_data_and_says_it_is_not_final(
     before = await _get(client, county, f"{BASE}/{current}.xlsx")
     page = await _get(client, county, f"{BASE}/{current}.html")
     assert before.headers["x-archive-final"] == "false"
+    assert page.headers["content-type"] == "text/html; charset=utf-8"
     assert "未定稿" in page.text
     assert 'id="not-final"' in page.text
     assert f'data-send="{month.current}"' in page.text

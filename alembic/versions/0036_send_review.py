@@ -33,6 +33,9 @@ def upgrade() -> None:
         subtree    boolean NOT NULL DEFAULT false,
         updated_by text NOT NULL,
         updated_at timestamptz NOT NULL DEFAULT now(),
+        -- The path of the tenant whose key or person set it: a tenant below that one may not
+        -- change it (a county does not loosen the rule its city set on it).
+        set_by_path text NOT NULL,
         CHECK ((rule = 'above') = (above IS NOT NULL))
     );
 

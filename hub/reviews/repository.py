@@ -30,13 +30,18 @@ FROM review_rules r JOIN tenants t ON t.id = r.tenant_id
 WHERE r.tenant_id = $1
 """
 
-# Set a tenant's own rule.
+# Set a tenant's own rule (the tenant at path $7), by a caller at path $6; unless a tenant
+# above the caller set it: then nothing (no row answered). A `none` imposes nothing: it is the
+# tenant's own to change.
 SET = """
-INSERT INTO review_rules (tenant_id, rule, above, subtree, updated_by, updated_at)
-VALUES ($1, $2, $3, $4, $5, hub_now())
+INSERT INTO review_rules (tenant_id, rule, above, subtree, updated_by, updated_at, set_by_path)
+VALUES ($1, $2, $3, $4, $5, hub_now(), CASE WHEN $2 = 'none' THEN $7 ELSE $6 END)
 ON CONFLICT (tenant_id) DO UPDATE
 SET rule = EXCLUDED.rule, above = EXCLUDED.above, subtree = EXCLUDED.subtree,
-    updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at
+    updated_by = EXCLUDED.updated_by, updated_at = EXCLUDED.updated_at,
+    set_by_path = EXCLUDED.set_by_path
+WHERE NOT ($6 > review_rules.set_by_path AND $6 < review_rules.set_by_path || '~')
+RETURNING tenant_id
 """
 
 # The queue of the caller at path $1 (actor $2, whose own sends it never decides): sends of

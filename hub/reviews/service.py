@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncpg
 import msgspec
 
-from hub.errors import Invalid
+from hub.errors import Forbidden, Invalid
 from hub.reviews import repository as sql
 from hub.reviews.schemas import ReviewItem, ReviewPage, Rule, RuleSetting, RuleView, Waiting
 from tenants.repository import TenantRow
@@ -70,7 +70,21 @@ async def set_rule(
                 {"key": "above", "message": "only and always with rule=above", "source": "body"}
             ],
         )
-    await conn.execute(sql.SET, tenant.id, setting.rule, setting.above, setting.subtree, who.actor)
+    set_it = await conn.fetchval(
+        sql.SET,
+        tenant.id,
+        setting.rule,
+        setting.above,
+        setting.subtree,
+        who.actor,
+        who.tenant_path,
+        tenant.path,
+    )
+    if set_it is None:
+        raise Forbidden(
+            f"the review rule of {tenant.code} was set by a tenant above yours: only that "
+            "tenant, or one above it, may change it"
+        )
 
 
 async def queue(

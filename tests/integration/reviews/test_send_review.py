@@ -210,6 +210,13 @@ async def test_who_may_read_and_set_a_rule(
         "SELECT after->>'rule' FROM operation_log WHERE action = 'review_rule.set'"
     )
     assert logged == "free_text"
+    # The county cannot loosen (or change) the rule its city set on it; the city still can.
+    loosened = await set_rule(client, keys["county"], "510104", rule="none")
+    assert loosened.status_code == 403, loosened.text
+    assert "set by a tenant above" in loosened.json()["detail"]
+    assert (await send(client, keys["county"], body="仍须审核"))["state"] == "review"
+    assert (await set_rule(client, keys["city"], "510104", rule="none")).status_code == 200
+    assert (await set_rule(client, keys["county"], "510104", rule="free_text")).status_code == 200
     # Bad input: a threshold without `above`, `above` without one, unknown fields, huge numbers.
     for bad in (
         {"rule": "free_text", "above": 3},

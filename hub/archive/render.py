@@ -22,12 +22,11 @@ from typing import Any
 import msgspec
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from openpyxl import Workbook
-from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from hub.archive.schemas import ArchiveFile, MonthArchive
 from hub.calendar import BEIJING, beijing, shown
-from hub.exports.cells import xlsx_cell
+from hub.exports.cells import append_row
 from hub.messages.reasons import STATUS_WORDS
 from hub.messages.schemas import ArchivedSend
 
@@ -46,7 +45,6 @@ STATE_WORDS = {
 PRIORITY_WORDS = {"urgent": "紧急", "normal": "普通", "bulk": "批量"}
 FOLLOW_WORDS = {"remind": "提醒未回复者", "resend": "补发未送达者"}
 STATUSES = tuple(STATUS_WORDS)  # the sheet's columns, one per status, in the hub's order
-TIME_FORMAT = "yyyy-mm-dd hh:mm"
 
 _ENV = Environment(
     loader=FileSystemLoader(Path(__file__).resolve().parent),
@@ -160,28 +158,12 @@ def _sheet(
     for n, width in enumerate(widths):
         sheet.column_dimensions[_column(n)].width = width
     sheet.freeze_panes = "A2"
-    _append(sheet, header, bold=True)
+    append_row(sheet, header, bold=True)
     return sheet
 
 
 def _column(n: int) -> str:
     return (chr(ord("A") + n // 26 - 1) if n >= 26 else "") + chr(ord("A") + n % 26)
-
-
-def _append(
-    sheet: WriteOnlyWorksheet, row: Iterable[Any], *, bold: bool = False, money: int = -1
-) -> None:
-    cells = []
-    for n, value in enumerate(row):
-        cell = xlsx_cell(sheet, value)
-        if n == money:
-            cell.number_format = "#,##0.00"
-        elif isinstance(value, datetime):
-            cell.number_format = TIME_FORMAT
-        if bold:
-            cell.font = Font(bold=True)
-        cells.append(cell)
-    sheet.append(cells)
 
 
 def xlsx(archive: MonthArchive) -> bytes:
@@ -205,13 +187,15 @@ def xlsx(archive: MonthArchive) -> bytes:
         ("通知数", len(archive.notices)),
         ("费用口径", f"标准价：已发往运营商的条数乘以每条 {yuan(archive.list_price_micros)} 元"),
     ):
-        _append(about, row)
+        append_row(about, row)
     notices = _sheet(book, "通知", NOTICE_HEADER, NOTICE_WIDTHS)
     replies = _sheet(book, "回复", REPLY_HEADER, (10, 17, 60, 6))
     for n, notice in enumerate(archive.notices, start=1):
-        _append(notices, _notice_row(n, notice), money=MONEY_COLUMN)
+        append_row(notices, _notice_row(n, notice), {MONEY_COLUMN})
         for r in notice.reply_texts:
-            _append(replies, (notice.id, _local(r.received_at), r.text, "是" if r.opt_out else ""))
+            append_row(
+                replies, (notice.id, _local(r.received_at), r.text, "是" if r.opt_out else "")
+            )
     out = io.BytesIO()
     book.save(out)
     return repack(out.getvalue())

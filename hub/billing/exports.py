@@ -18,7 +18,7 @@ import csv
 import io
 import os
 import tempfile
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, Literal
@@ -27,7 +27,6 @@ from litestar import Response
 from litestar.background_tasks import BackgroundTask
 from litestar.response import File, Stream
 from openpyxl import Workbook
-from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 from hub import wire
@@ -35,7 +34,7 @@ from hub.billing import service
 from hub.billing.schemas import StatementHead, StatementLine, Totals
 from hub.calendar import BEIJING, beijing, shown
 from hub.db import Database
-from hub.exports.cells import csv_value, xlsx_cell
+from hub.exports.cells import append_row, csv_value
 from tenants.service import Principal
 
 Format = Literal["json", "csv", "xlsx"]
@@ -70,7 +69,6 @@ LEVEL_HEADER = (
 LINE_MONEY, LEVEL_MONEY = {8, 9, 10}, {3, 4, 5}  # the columns in yuan
 LINE_WIDTHS = (9, 10, 28, 6, 10, 6, 9, 10, 12, 14, 12, 9, 20)
 LEVEL_WIDTHS = (14, 8, 12, 14, 16, 14, 10, 20)
-TIME_FORMAT = "yyyy-mm-dd hh:mm"  # an XLSX date cell, shown as `shown()` writes it
 BATCH = 2_000
 MEDIA = {
     "json": "application/json",
@@ -207,13 +205,15 @@ async def _xlsx(db: Database, who: Principal, month: date, head: StatementHead) 
     closed = _closed(head, "xlsx")
     levels = _sheet(book, f"{head.period} 汇总", LEVEL_HEADER, LEVEL_WIDTHS)
     for level in head.levels:
-        _append(levels, _level_row(level.level, level.tenants, level.totals, closed), LEVEL_MONEY)
-    _append(levels, _level_row("合计", "", head.totals, ""), LEVEL_MONEY, bold=True)
+        append_row(
+            levels, _level_row(level.level, level.tenants, level.totals, closed), LEVEL_MONEY
+        )
+    append_row(levels, _level_row("合计", "", head.totals, ""), LEVEL_MONEY, bold=True)
     lines = _sheet(book, f"{head.period} 明细", LINE_HEADER, LINE_WIDTHS)
     async for batch in _batches(db, who, month):
         rows = [_line_row(head.period, closed, x) for x in batch]
         await asyncio.to_thread(_append_all, lines, rows)
-    _append(lines, _totals_row(head.totals), LINE_MONEY, bold=True)
+    append_row(lines, _totals_row(head.totals), LINE_MONEY, bold=True)
     handle, path = tempfile.mkstemp(prefix="hub-statement-", suffix=".xlsx")
     os.close(handle)
     try:
@@ -232,26 +232,10 @@ def _sheet(
     for n, width in enumerate(widths):
         sheet.column_dimensions[chr(ord("A") + n)].width = width
     sheet.freeze_panes = "A2"
-    _append(sheet, header, set(), bold=True)
+    append_row(sheet, header, set(), bold=True)
     return sheet
-
-
-def _append(
-    sheet: WriteOnlyWorksheet, row: Iterable[Any], money: set[int], *, bold: bool = False
-) -> None:
-    cells = []
-    for n, value in enumerate(row):
-        cell = xlsx_cell(sheet, value)
-        if n in money:
-            cell.number_format = "#,##0.00"
-        elif isinstance(value, datetime):
-            cell.number_format = TIME_FORMAT
-        if bold:
-            cell.font = Font(bold=True)
-        cells.append(cell)
-    sheet.append(cells)
 
 
 def _append_all(sheet: WriteOnlyWorksheet, rows: list[tuple[Any, ...]]) -> None:
     for row in rows:
-        _append(sheet, row, LINE_MONEY)
+        append_row(sheet, row, LINE_MONEY)

@@ -12,9 +12,12 @@ the export. Numbers stay numbers.
 from __future__ import annotations
 
 import re
+from collections.abc import Collection, Iterable
+from datetime import datetime
 from typing import Any
 
 from openpyxl.cell import WriteOnlyCell
+from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -37,3 +40,30 @@ def xlsx_cell(sheet: WriteOnlyWorksheet, value: Any) -> WriteOnlyCell:
     if value.startswith(FORMULA_STARTS):
         cell.quotePrefix = True
     return cell
+
+
+# An XLSX date cell, shown as hub.calendar.shown() writes a time.
+TIME_FORMAT = "yyyy-mm-dd hh:mm"
+MONEY_FORMAT = "#,##0.00"
+
+
+def append_row(
+    sheet: WriteOnlyWorksheet,
+    row: Iterable[Any],
+    money: Collection[int] = (),
+    *,
+    bold: bool = False,
+) -> None:
+    """One row of write-only cells (`xlsx_cell`): the columns in `money` as yuan, times as
+    TIME_FORMAT, all bold for a header or a total."""
+    cells = []
+    for n, value in enumerate(row):
+        cell = xlsx_cell(sheet, value)
+        if n in money:
+            cell.number_format = MONEY_FORMAT
+        elif isinstance(value, datetime):
+            cell.number_format = TIME_FORMAT
+        if bold:
+            cell.font = Font(bold=True)
+        cells.append(cell)
+    sheet.append(cells)

@@ -13,7 +13,7 @@ import pytest
 from hub.archive import service as archive
 from hub.settings import Settings
 from tenants import service as tenants
-from tests.integration.archive.conftest import FEB_10, FEBRUARY, PHONES, close, make_month, reply
+from tests.integration.archive.conftest import CLOSED, CLOSED_10, PHONES, close, make_month, reply
 from tests.integration.delivery.conftest import eventually
 
 pytestmark = pytest.mark.concurrency
@@ -26,18 +26,18 @@ async def test_concurrent_first_fetches_store_one_copy(fresh_db: str, settings: 
     try:
         async with setup.transaction():
             month = await make_month(setup, settings)
-            await close(setup, FEBRUARY)
+            await close(setup, CLOSED)
         county = await tenants.get_by_code(setup, "510104")
         assert county is not None
         one = first.transaction()
         await one.start()
-        stored_first = await archive.month_files(first, settings, county, FEBRUARY, subtree=False)
+        stored_first = await archive.month_files(first, settings, county, CLOSED, subtree=False)
         # A late reply commits before the second reads: its rendering differs.
-        await reply(setup, month.notice, PHONES[1], "2 请假", FEB_10 + timedelta(days=30))
+        await reply(setup, month.notice, PHONES[1], "2 请假", CLOSED_10 + timedelta(days=30))
         two = second.transaction()
         await two.start()
         fetching = asyncio.create_task(
-            archive.month_files(second, settings, county, FEBRUARY, subtree=False)
+            archive.month_files(second, settings, county, CLOSED, subtree=False)
         )
         # It reads, renders, and then waits for the first's uncommitted rows.
         waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"

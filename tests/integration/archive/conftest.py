@@ -28,10 +28,6 @@ CLOSED = calendar.previous_period(calendar.current_period())
 CLOSED_10 = calendar.day_start(CLOSED.replace(day=10)) + timedelta(hours=10)
 # How long after its month a period may be closed (`billing.close_period`'s grace window).
 GRACE_DAYS = 3
-# The names tests/concurrency/test_archive_first_fetch.py imports them by (under the pinned
-# clock, February 2027 and 10 February).
-FEBRUARY = CLOSED
-FEB_10 = CLOSED_10
 NOTICE = "同志：请于周五下午三点到三楼会议室开会，回复1确认参会"
 PHONES = ["13800138001", "13900139002", "18612345674"]
 

@@ -717,8 +717,16 @@ def _session_cookie(request: Request[Any, Any, State], state: State, token: str)
         max_age=int(_rules(state).session_hours * 3600),
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request, state),
     )
+
+
+def _secure(request: Request[Any, Any, State], state: State) -> bool:
+    """Whether the cookie is `Secure`: always with HUB_HTTP__SECURE_COOKIES (a hub reached only
+    through HTTPS), else when the request came by HTTPS as uvicorn saw it. Behind a proxy that
+    ends TLS that is its X-Forwarded-Proto, believed only from HUB_HTTP__TRUSTED_PROXIES: a
+    client's own header changes nothing."""
+    return bool(state.settings.http.secure_cookies) or request.url.scheme == "https"
 
 
 def _login_page(state: State, status: int, error: str | None, next: str) -> Template:
@@ -794,7 +802,7 @@ def _signed_out(request: Request[Any, Any, State]) -> Redirect:
         max_age=0,
         httponly=True,
         samesite="strict",
-        secure=request.url.scheme == "https",
+        secure=_secure(request, request.app.state),
     )
     return Redirect(LOGIN, cookies=[gone], status_code=303)
 

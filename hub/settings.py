@@ -60,6 +60,12 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     trusted_proxies: Annotated[
         str, msgspec.Meta(max_length=2000, pattern=r"^[0-9A-Fa-f.:/, ]*$")
     ] = ""
+    # The dashboard's cookie is `Secure` (sent back only over HTTPS) on every answer, whatever
+    # scheme the request came by: for a hub reached only through HTTPS. False: `Secure` only when
+    # the request came by HTTPS as the server sees it (behind a proxy that ends TLS, only when a
+    # proxy named in trusted_proxies says so with X-Forwarded-Proto; a client's own claim is
+    # ignored). Production behind TLS: true.
+    secure_cookies: bool = False
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).
@@ -155,8 +161,12 @@ class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # gateway that reuses its ids (an SMSC restarted, a counter wrapped) never reaches an older
     # message; a later receipt is kept as unmatched.
     receipt_window_seconds: Annotated[float, msgspec.Meta(gt=0)] = 72 * 3600.0
-    # Its callbacks to /v1/gateways/{name}/receipts and /inbound must carry this secret.
+    # Its callbacks to /v1/gateways/{name}/receipts and /inbound must carry this secret...
     secret: str = ""
+    # ...or one of these: former secrets, still taken while the gateway is switched to the new
+    # one (a rotation without refused callbacks; docs/OPERATIONS.md "Rotating secrets"). Remove
+    # them once the gateway sends the new one.
+    previous_secrets: list[str] = []
     # Address and credentials; what each means is the kind's own (see hub/delivery/gateways/).
     url: str = ""
     host: str = "127.0.0.1"

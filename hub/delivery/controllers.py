@@ -17,6 +17,7 @@ from hub.delivery import repository as sql
 from hub.delivery.gateway import Gateway, HttpCallback
 from hub.delivery.schemas import InboundPage, InboundView, WebhookSetting, WebhookView
 from hub.errors import error_responses
+from hub.settings import GatewayConfig
 from hub.wire import HubResponse
 from tenants.auth import STOPS, require
 from tenants.controllers import AuthedRequest, Code, Conn
@@ -48,10 +49,18 @@ def _gateway(state: State, name: str, request: CallbackRequest) -> Gateway:
     if gateway is None:
         raise NotFound(f"no gateway named {name!r}")
     given = request.headers.get(SECRET_HEADER) or request.query_params.get("secret") or ""
-    expected = gateway.config.secret
-    if not expected or not hmac.compare_digest(given.encode(), expected.encode()):
+    if not knows_secret(gateway.config, given):
         raise Unauthorized(f"wrong or missing secret for gateway {name!r}")
     return gateway
+
+
+def knows_secret(config: GatewayConfig, given: str) -> bool:
+    """Whether `given` is the gateway's secret or one of its previous ones (kept while a
+    rotation is under way). Each is compared in constant time, and all of them every time, so
+    the answer's timing says neither which one matched nor how much of one did."""
+    taken = [s for s in (config.secret, *config.previous_secrets) if s]
+    matches = [hmac.compare_digest(given.encode(), s.encode()) for s in taken]
+    return any(matches)
 
 
 async def _callback(

@@ -452,10 +452,18 @@ ORDER BY i.id
 LIMIT $4
 """
 
-# Set a tenant's webhook.
+# Set a tenant's webhook. A new secret keeps the one it replaces as previous_secret for $4
+# seconds (both sign each push meanwhile); the same secret again leaves that overlap alone.
 SET_WEBHOOK = """
 INSERT INTO webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
-ON CONFLICT (tenant_id) DO UPDATE SET url = $2, secret = $3, updated_at = hub_now()
+ON CONFLICT (tenant_id) DO UPDATE SET
+    url = $2,
+    secret = $3,
+    updated_at = hub_now(),
+    previous_secret = CASE WHEN webhooks.secret = $3 THEN webhooks.previous_secret
+                           WHEN $4 > 0 THEN webhooks.secret END,
+    previous_until = CASE WHEN webhooks.secret = $3 THEN webhooks.previous_until
+                          WHEN $4 > 0 THEN hub_now() + make_interval(secs => $4) END
 """
 
 # A tenant's webhook, without its secret.
@@ -474,6 +482,8 @@ class DueWebhook(msgspec.Struct, frozen=True):
     attempts: int
     url: str
     secret: str
+    # The secret the current one replaced, while their overlap lasts (else None).
+    previous_secret: str | None = None
 
 
 # Claim up to $1 due, undelivered webhook pushes under a lease: next_at moves $2 seconds ahead, so
@@ -492,6 +502,7 @@ WITH due AS (
     RETURNING d.id, d.tenant_id, d.inbound_id, d.attempts
 )
 SELECT l.id AS delivery_id, l.attempts, w.url, w.secret,
+       CASE WHEN w.previous_until > hub_now() THEN w.previous_secret END AS previous_secret,
        i.id, t.code AS tenant, i.phone, i.address, i.text, i.opt_out, i.gateway, i.received_at,
        i.send_id
 FROM leased l

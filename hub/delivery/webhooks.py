@@ -39,12 +39,20 @@ the API writes it: `received_at` is `2027-03-16T10:00:00.000000+08:00`), and
     X-Hub-Delivery:  <delivery id>
     X-Hub-Timestamp: <unix seconds when this attempt was sent>
     X-Hub-Signature: sha256=<hex HMAC-SHA256(secret, "<timestamp>.<body>")>
+    X-Hub-Signature-Previous: sha256=<the same under the previous secret>  (during a rotation)
 
 How a tenant verifies one (`verify` does exactly this; `sign` is the recipe): take the raw body
 bytes as received (before any JSON parsing), recompute `sign(secret, timestamp_header, body)`,
 compare it with `X-Hub-Signature` in constant time (`hmac.compare_digest`), and reject a
 timestamp more than 5 minutes from its own clock, so a captured request cannot be replayed
 later. Then answer 2xx quickly; anything else is retried.
+
+Rotating the secret: for `SECRET_OVERLAP` (a day) after a tenant sets a new secret, each push
+also carries `X-Hub-Signature-Previous`, the same signature under the secret it replaced. A
+receiver that accepts either header (`verify(..., previous_signature=...)`) keeps accepting
+pushes whichever secret it holds while it is switched; `X-Hub-Signature` alone is always the
+new secret's, so receivers that read only it behave as before. Setting the same secret again
+does not restart the day.
 """
 
 from __future__ import annotations
@@ -92,6 +100,9 @@ BACKOFF_BASE = 10.0  # seconds before the second attempt; doubled each time
 BACKOFF_CAP = 3600.0
 TOLERANCE = 300  # seconds a receiver should accept a timestamp off its clock
 ERROR_CHARS = 300  # of an answer or exception kept in last_error
+# After a new secret is set, pushes are signed under the one it replaced too, this long.
+SECRET_OVERLAP = 24 * 3600.0
+PREVIOUS_HEADER = "X-Hub-Signature-Previous"
 
 
 def sign(secret: str, timestamp: int | str, body: bytes) -> str:
@@ -107,16 +118,23 @@ def verify(
     body: bytes,
     signature: str,
     *,
+    previous_signature: str = "",
     now: float | None = None,
     tolerance: float = TOLERANCE,
 ) -> bool:
-    """A receiver's check: the signature matches (constant-time) and the timestamp is within
-    `tolerance` seconds of `now` (default: the clock)."""
+    """A receiver's check: `signature` (X-Hub-Signature) or, during a rotation,
+    `previous_signature` (X-Hub-Signature-Previous) matches (constant-time, both compared), and
+    the timestamp is within `tolerance` seconds of `now` (default: the clock). So a receiver
+    holding either the new or the old secret accepts the push."""
     if not timestamp.isdigit():
         return False
     if abs((time.time() if now is None else now) - int(timestamp)) > tolerance:
         return False
-    return hmac.compare_digest(sign(secret, timestamp, body), signature)
+    expected = sign(secret, timestamp, body).encode()
+    # Bytes: compare_digest refuses str with non-ASCII characters, which a header may hold.
+    current = hmac.compare_digest(expected, signature.encode("utf-8", "replace"))
+    previous = hmac.compare_digest(expected, previous_signature.encode("utf-8", "replace"))
+    return current or previous
 
 
 def retry_delay(attempts: int) -> float:
@@ -395,6 +413,8 @@ async def _post(client: httpx.AsyncClient, due: DueWebhook, body: bytes) -> str 
         "X-Hub-Timestamp": str(timestamp),
         "X-Hub-Signature": sign(due.secret, timestamp, body),
     }
+    if due.previous_secret is not None:  # a rotation's overlap: the old secret signs too
+        headers[PREVIOUS_HEADER] = sign(due.previous_secret, timestamp, body)
     try:
         # TIMEOUT for the whole call, not per phase: the lease counts on it. Streamed: only the
         # start of a failing answer is read, however long it is.
@@ -431,7 +451,8 @@ async def current(conn: asyncpg.Connection, who: Principal, code: str) -> Webhoo
 async def set_webhook(
     conn: asyncpg.Connection, who: Principal, code: str, data: WebhookSetting, private_ok: bool
 ) -> None:
-    """Push `code`'s replies to `data.url`, signed with `data.secret`; logged (the URL only)."""
+    """Push `code`'s replies to `data.url`, signed with `data.secret` (and for SECRET_OVERLAP
+    with the secret it replaces, if it is new); logged (the URL only)."""
     tenant = await tenants.get_visible(conn, who, code)
     problem = refusal(data.url, private_ok=private_ok)
     if problem:
@@ -440,7 +461,7 @@ async def set_webhook(
             fields=[{"key": "url", "message": problem, "source": "body"}],
         )
     before = await _logged_url(conn, tenant.id)
-    await conn.execute(sql.SET_WEBHOOK, tenant.id, data.url, data.secret)
+    await conn.execute(sql.SET_WEBHOOK, tenant.id, data.url, data.secret, SECRET_OVERLAP)
     url = {"url": data.url}  # the signing secret is never logged
     await oplog.record(conn, who, "webhook.set", tenant_id=tenant.id, before=before, after=url)
 

@@ -23,7 +23,9 @@ def _variables(text: str) -> dict[str, str]:
         line = line.removeprefix("# ").strip()
         if line.startswith("HUB_") and "=" in line:
             name, value = line.split("=", 1)
-            found[name] = value
+            # systemd (and a shell) keeps a single-quoted value as it is, quotes removed.
+            quoted = len(value) > 1 and value[0] == value[-1] == "'"
+            found[name] = value[1:-1] if quoted else value
     return found
 
 
@@ -33,6 +35,7 @@ def test_the_example_environment_is_a_valid_configuration() -> None:
     assert settings.http.trusted_proxies
     assert settings.http.secure_cookies is True
     assert settings.http.workers == 2
+    assert settings.delivery.gateways[0].name == "cmcc"  # the JSON reached the setting whole
 
 
 def test_every_unit_names_the_env_file_and_the_hub_command() -> None:

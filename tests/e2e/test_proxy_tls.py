@@ -243,7 +243,9 @@ async def test_through_nginx_the_cookie_is_secure_and_the_address_real(
         # TLS with modern settings: HSTS on every answer.
         assert "max-age=" in home.headers["strict-transport-security"]
         # /metrics is for the private network; this browser is not on it (127.0.0.1 is).
-        assert (await browser.get("/metrics")).status_code == 403
+        refused = await browser.get("/metrics")
+        assert refused.status_code == 403
+        assert refused.json()["error"] == "forbidden"  # the hub's error shape, from nginx
     assert await _logged_address(fresh_db, "through-nginx") == BROWSER
     async with httpx.AsyncClient(base_url=rig.https, verify=rig.tls) as local:
         assert (await local.get("/metrics")).status_code == 200

@@ -224,9 +224,15 @@ async def _create_key(client: httpx.AsyncClient, key: str, name: str) -> None:
     assert made.status_code == 201, made.text
 
 
-async def test_through_nginx_the_cookie_is_secure_and_the_address_real(
-    rig: Rig, fresh_db: str
-) -> None:
+async def test_nginx_in_front_of_hub_serve(rig: Rig, fresh_db: str) -> None:
+    """One hub and one nginx for every check (each start costs seconds on a loaded machine)."""
+    await _through_nginx_the_cookie_is_secure_and_the_address_real(rig, fresh_db)
+    await _forged_proxy_headers_around_nginx_change_nothing(rig, fresh_db)
+    await _plain_http_to_nginx_is_sent_to_https(rig)
+    await _nginx_takes_the_hubs_largest_body_and_refuses_more_in_json(rig)
+
+
+async def _through_nginx_the_cookie_is_secure_and_the_address_real(rig: Rig, fresh_db: str) -> None:
     async with _client(rig.https, BROWSER, rig.tls) as browser:
         signed = await _sign_in(browser, rig.key, rig.https)
         assert signed.status_code == 303, signed.text
@@ -251,7 +257,7 @@ async def test_through_nginx_the_cookie_is_secure_and_the_address_real(
         assert (await local.get("/metrics")).status_code == 200
 
 
-async def test_plain_http_to_nginx_is_sent_to_https(rig: Rig) -> None:
+async def _plain_http_to_nginx_is_sent_to_https(rig: Rig) -> None:
     async with _client(rig.http, BROWSER) as plain:
         answer = await plain.get("/dashboard/login?next=/dashboard/")
     assert answer.status_code == 301
@@ -259,7 +265,7 @@ async def test_plain_http_to_nginx_is_sent_to_https(rig: Rig) -> None:
     assert answer.headers["location"].endswith("/dashboard/login?next=/dashboard/")
 
 
-async def test_forged_proxy_headers_around_nginx_change_nothing(rig: Rig, fresh_db: str) -> None:
+async def _forged_proxy_headers_around_nginx_change_nothing(rig: Rig, fresh_db: str) -> None:
     """A client that reaches the hub directly (not from a trusted proxy) and claims HTTPS and
     another address: the cookie is not marked Secure on its say-so (it came by plain HTTP), and
     the log keeps its real address."""
@@ -271,7 +277,7 @@ async def test_forged_proxy_headers_around_nginx_change_nothing(rig: Rig, fresh_
     assert await _logged_address(fresh_db, "around-nginx") == AROUND
 
 
-async def test_nginx_takes_the_hubs_largest_body_and_refuses_more_in_json(rig: Rig) -> None:
+async def _nginx_takes_the_hubs_largest_body_and_refuses_more_in_json(rig: Rig) -> None:
     """client_max_body_size sits just above the hub's 40 MiB: a body just over the hub's limit
     reaches the hub (its own 413), one past nginx's gets nginx's 413 in the same JSON shape."""
     headers = {"Authorization": f"Bearer {rig.key}", "Content-Type": "application/json"}

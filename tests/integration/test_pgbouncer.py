@@ -11,12 +11,13 @@ import argparse
 import asyncio
 import logging
 from datetime import timedelta
+from typing import Any
 
 import asyncpg
 import pytest
 
 from hub import calendar, cli
-from hub.db import create_pool, fetch_planned, pooled_options
+from hub.db import PoolDatabase, create_pool, fetch_planned, pooled_options
 from hub.settings import DbSettings, load_settings
 from tests.conftest import HubDb
 from tests.integration.delivery.conftest import eventually
@@ -36,11 +37,9 @@ async def test_the_hub_pool_shares_few_server_connections(
 ) -> None:
     assert hub_db.peer is not None
     database = hub_db.dsn.rsplit("/", 1)[1]
-    settings = DbSettings(
-        dsn=hub_db.dsn, pooler="transaction", pool_min=CLIENTS, pool_max=CLIENTS
-    )
+    settings = DbSettings(dsn=hub_db.dsn, pooler="transaction", pool_min=CLIENTS, pool_max=CLIENTS)
     with caplog.at_level(logging.WARNING, logger="hub.db"):
-        pool = await create_pool(settings, hub_db.dsn)
+        pool = PoolDatabase(await create_pool(settings, hub_db.dsn))
     # The database carries what could not be sent at login: the check found nothing amiss.
     assert [r.message for r in caplog.records if r.name == "hub.db"] == []
     go_on = asyncio.Event()
@@ -99,9 +98,9 @@ async def test_without_the_pooler_setting_the_hub_fails_through_pgbouncer(
 
     # And even with nothing sent at login, asyncpg's statement cache breaks: a statement it
     # keeps prepared on one server connection is missing on the next.
-    async def twice(options: dict[str, object]) -> None:
-        one = await asyncpg.connect(dsn, **options)  # type: ignore[arg-type]
-        other = await asyncpg.connect(dsn, **options)  # type: ignore[arg-type]
+    async def twice(options: dict[str, Any]) -> None:
+        one = await asyncpg.connect(dsn, **options)
+        other = await asyncpg.connect(dsn, **options)
         try:
             assert await one.fetchval("SELECT $1::int + 1", 1) == 2
             # `other` takes that server connection (PgBouncer reuses the last one freed) ...

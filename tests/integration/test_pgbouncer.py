@@ -20,6 +20,7 @@ from hub import calendar, cli
 from hub.db import PoolDatabase, create_pool, fetch_planned, pooled_options
 from hub.settings import DbSettings, load_settings
 from tests.conftest import HubDb
+from tests.e2e.conftest import clean_env, key_from, run_hub
 from tests.integration.delivery.conftest import eventually
 from tests.peers.pgbouncer import POOL_SIZE, PgBouncerPeer
 
@@ -139,3 +140,22 @@ def test_migrations_refuse_to_go_through_the_pooler(capsys: pytest.CaptureFixtur
     args = argparse.Namespace(revision="head", data_dir=None)
     assert cli.cmd_migrate(settings, args) == 2
     assert "straight to PostgreSQL" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("hub_db", ["pgbouncer"], indirect=True)
+async def test_hub_commands_work_through_the_pooler(hub_db: HubDb, fresh_db: str) -> None:
+    """Two `hub` processes one after the other: each would name its first cached statement
+    `__asyncpg_stmt_1__`, and the second would find the first's left on the server connection
+    PgBouncer hands it ("already exists"). Through the pooler they cache nothing."""
+    env = clean_env(HUB_DB__DSN=hub_db.dsn, HUB_DB__POOLER="transaction")
+    for _ in range(2):
+        done = await asyncio.to_thread(
+            run_hub, "keys", "create", "--tenant", "000000", "--scope", "all", env=env
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert key_from(done.stdout).startswith("hub_")
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        assert await conn.fetchval("SELECT count(*) FROM api_keys") == 2
+    finally:
+        await conn.close()

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from datetime import timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -85,7 +86,7 @@ async def test_the_hub_pool_shares_few_server_connections(
 async def test_without_the_pooler_setting_the_hub_fails_through_pgbouncer(
     fresh_db: str, pgbouncer_peer: PgBouncerPeer
 ) -> None:
-    database = fresh_db.rsplit("/", 1)[1]
+    database = urlsplit(fresh_db).path.lstrip("/")
     dsn = pgbouncer_peer.dsn(database)
     # The settings the hub sends at login straight to PostgreSQL are refused by PgBouncer:
     # every connection fails (the hub would answer 503 to every request).
@@ -121,7 +122,7 @@ async def test_without_the_pooler_setting_the_hub_fails_through_pgbouncer(
 async def test_the_hub_warns_when_the_database_lacks_its_settings(
     fresh_db: str, pgbouncer_peer: PgBouncerPeer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dsn = pgbouncer_peer.dsn(fresh_db.rsplit("/", 1)[1])
+    dsn = pgbouncer_peer.dsn(urlsplit(fresh_db).path.lstrip("/"))
     settings = DbSettings(dsn=dsn, pooler="transaction", pool_min=1, pool_max=2)
     with caplog.at_level(logging.WARNING, logger="hub.db"):
         pool = await create_pool(settings, dsn)

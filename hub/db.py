@@ -200,11 +200,12 @@ async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
     rolls back a transaction left open before this runs)."""
 
 
-# What a pooled connection finds for the settings it could not send at login.
+# What a pooled connection finds for the settings it could not send at login. Each process
+# computes the clock's shift when it starts (HUB_CLOCK__START): within a second is the same.
 _POOLED_SETTINGS = """
 SELECT extract(epoch FROM current_setting('statement_timeout')::interval) * 1000 AS timeout_ms,
-       coalesce(nullif(current_setting('hub.clock_offset', true), ''), '0')::interval
-           = $1::text::interval AS same_clock
+       abs(extract(epoch FROM coalesce(nullif(current_setting('hub.clock_offset', true), ''),
+                                       '0')::interval - $1::text::interval)) < 1 AS same_clock
 """
 
 

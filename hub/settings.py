@@ -37,7 +37,7 @@ class DbSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Seconds a new connection may take (an unreachable host answers 503 after this long).
     connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
     # "transaction": `dsn` goes through a transaction pooler (PgBouncer's pool_mode =
-    # transaction), so no statement is kept prepared between transactions and no setting is
+    # transaction), so no statement is kept prepared between transactions and only timezone is
     # sent at login; the role or database carries statement_timeout (docs/OPERATIONS.md,
     # "Behind PgBouncer"). "none": `dsn` is PostgreSQL itself.
     pooler: Literal["none", "transaction"] = "none"

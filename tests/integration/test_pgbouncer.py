@@ -122,16 +122,27 @@ async def test_without_the_pooler_setting_the_hub_fails_through_pgbouncer(
 async def test_the_hub_warns_when_the_database_lacks_its_settings(
     fresh_db: str, pgbouncer_peer: PgBouncerPeer, caplog: pytest.LogCaptureFixture
 ) -> None:
-    dsn = pgbouncer_peer.dsn(urlsplit(fresh_db).path.lstrip("/"))
+    name = urlsplit(fresh_db).path.lstrip("/")
+    # fresh_db carries no statement_timeout; give it a clock a day off the hub's.
+    shift = calendar.CLOCK.offset + timedelta(days=1)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await conn.execute(
+            f"ALTER DATABASE \"{name}\" SET hub.clock_offset = '{shift.total_seconds()} s'"
+        )
+    finally:
+        await conn.close()
+    dsn = pgbouncer_peer.dsn(name)
     settings = DbSettings(dsn=dsn, pooler="transaction", pool_min=1, pool_max=2)
     with caplog.at_level(logging.WARNING, logger="hub.db"):
         pool = await create_pool(settings, dsn)
     await pool.close()
     warned = [r.getMessage() for r in caplog.records if r.name == "hub.db"]
-    # fresh_db carries the clock's shift (tests/conftest.py `_clone`) but no statement_timeout.
-    assert len(warned) == 1, warned
+    assert len(warned) == 2, warned
     assert "statement_timeout is 0 ms" in warned[0]
     assert "ALTER ROLE" in warned[0]
+    assert "hub.clock_offset is not the hub clock's shift" in warned[1]
+    assert "ALTER DATABASE" in warned[1]
 
 
 def test_migrations_refuse_to_go_through_the_pooler(capsys: pytest.CaptureFixture[str]) -> None:

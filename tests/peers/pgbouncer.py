@@ -31,8 +31,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-import asyncpg
-
 from tests.peers import require_binary
 
 PGBOUNCER = "/usr/sbin/pgbouncer"
@@ -201,9 +199,3 @@ async def pgbouncer(server_dsn: str) -> AsyncIterator[PgBouncerPeer]:
                 process.kill()
                 await process.wait()
         shutil.rmtree(folder, ignore_errors=True)
-
-
-async def connect(peer: PgBouncerPeer, database: str) -> asyncpg.Connection:
-    """A plain connection through PgBouncer, as transaction pooling needs it (no statement
-    cache: each statement is parsed again on whichever server connection runs it)."""
-    return await asyncpg.connect(peer.dsn(database), statement_cache_size=0)

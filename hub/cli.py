@@ -29,7 +29,7 @@ from hub.app import create_app
 from hub.billing import service as billing
 from hub.billing.schemas import RateCardIn
 from hub.calendar import parse_period, period_text
-from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool, migrate
+from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool, migrate, pooled_options
 from hub.errors import ApiError
 from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
@@ -76,9 +76,13 @@ def _data_dir(settings: Settings, args: argparse.Namespace) -> Path:
     return Path(getattr(args, "data_dir", None) or settings.data_dir)
 
 
-async def _with_conn(dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    """Run `work` in one transaction on one connection."""
-    conn = await asyncpg.connect(dsn, server_settings=calendar.CLOCK.server_settings())
+async def _with_conn(
+    dsn: str, work: Callable[[asyncpg.Connection], Awaitable[T]], pooled: bool = False
+) -> T:
+    """Run `work` in one transaction on one connection (`pooled`: through a transaction
+    pooler, hub.db.pooled_options)."""
+    options = pooled_options() if pooled else {"server_settings": calendar.CLOCK.server_settings()}
+    conn = await asyncpg.connect(dsn, **options)
     try:
         async with conn.transaction():
             return await work(conn)
@@ -286,7 +290,8 @@ def _run_on_db(
     with embedded.servers(settings.db.dsn, None, data_dir, need_redis=False) as dsns:
         if settings.db.dsn is None:
             migrate(dsns.db)  # embedded: keep it at head, as `hub up` would
-        return asyncio.run(_with_conn(dsns.db, work))
+        pooled = settings.db.dsn is not None and settings.db.pooler == "transaction"
+        return asyncio.run(_with_conn(dsns.db, work, pooled))
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -332,6 +337,14 @@ async def _make_partitions(dsn: str) -> list[str]:
 
 
 def cmd_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.db.pooler != "none":
+        # Alembic's SQLAlchemy connection keeps statements prepared, and a migration may need
+        # the session it started in: migrations go to PostgreSQL itself.
+        _print(
+            "error: migrations go straight to PostgreSQL, not through the pooler: run "
+            "`hub migrate` with HUB_DB__DSN naming the server and HUB_DB__POOLER=none"
+        )
+        return 2
     data_dir = _data_dir(settings, args)
     with embedded.servers(settings.db.dsn, None, data_dir, need_redis=False) as dsns:
         migrate(dsns.db, args.revision)

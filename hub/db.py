@@ -133,8 +133,21 @@ async def retrying(
 async def create_pool(settings: DbSettings, dsn: str) -> asyncpg.Pool:
     """A pool whose connections open within `connect_timeout` seconds. PostgreSQL unreachable
     at start-up is no reason not to start: the pool then opens its connections as work comes
-    (each request answered 503 `unavailable` until PostgreSQL is back)."""
+    (each request answered 503 `unavailable` until PostgreSQL is back).
+
+    Behind a transaction pooler (`pooler = "transaction"`) each transaction may run on another
+    server connection, and nothing a session keeps lasts from one to the next (see
+    `pooled_options`)."""
     timeout_ms = int(settings.statement_timeout * 1000)
+    options: dict[str, Any] = {
+        "server_settings": {
+            "statement_timeout": str(timeout_ms),
+            "timezone": "UTC",
+            **calendar.CLOCK.server_settings(),
+        }
+    }
+    if settings.pooler == "transaction":
+        options = {**pooled_options(), "reset": _nothing_to_reset}
 
     async def pool(min_size: int) -> asyncpg.Pool:
         return await asyncpg.create_pool(
@@ -142,20 +155,84 @@ async def create_pool(settings: DbSettings, dsn: str) -> asyncpg.Pool:
             min_size=min_size,
             max_size=settings.pool_max,
             timeout=settings.connect_timeout,
-            server_settings={
-                "statement_timeout": str(timeout_ms),
-                "timezone": "UTC",
-                **calendar.CLOCK.server_settings(),
-            },
+            **options,
         )
 
     try:
-        return await pool(min(settings.pool_min, settings.pool_max))
+        created = await pool(min(settings.pool_min, settings.pool_max))
     except Exception as exc:
         if not unreachable(exc):
             raise
         log.warning("PostgreSQL unreachable at start-up (%r): connecting as work comes", exc)
         return await pool(0)
+    if settings.pooler == "transaction":
+        await _check_pooled_settings(created, timeout_ms)
+    return created
+
+
+def pooled_options() -> dict[str, Any]:
+    """asyncpg's connection options for a DSN that goes through a transaction pooler (PgBouncer
+    1.18 in pool_mode = transaction), which hands each transaction whichever server connection
+    is free:
+
+    - No statement cache: a statement asyncpg keeps prepared on one server connection is
+      missing on the next ("prepared statement __asyncpg_stmt_…__ does not exist"), and one
+      left behind on a server connection clashes with another process's of the same name.
+      Each statement then goes unnamed, parsed again beside its Bind. `fetch_planned`'s
+      `prepare()` goes unnamed too, in its request's transaction.
+    - At login only `timezone`, a setting PgBouncer keeps for each client and sets on the
+      server connection that serves it. It refuses any other (`unsupported startup
+      parameter`), and `ignore_startup_parameters` would drop them silently: statement_timeout
+      and the clock's shift (`hub.clock_offset`) come from the role or the database instead
+      (`ALTER ROLE hub SET statement_timeout = '30s'`); `create_pool` checks them.
+    - (`create_pool` adds:) no reset when a connection goes back to the pool. asyncpg's
+      (`RESET ALL`, `UNLISTEN *`, `pg_advisory_unlock_all()`…) would run on whichever server
+      connection is free then, not the one the transaction used, and cost a round trip each
+      time. The hub keeps no session state (advisory locks are transaction-scoped, SETs are
+      LOCAL, the dedup scratch table is created and emptied in the transaction that uses it),
+      so there is nothing to undo.
+    """
+    return {"statement_cache_size": 0, "server_settings": {"timezone": "UTC"}}
+
+
+async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
+    """Behind a transaction pooler the session is not the connection's to reset (asyncpg still
+    rolls back a transaction left open before this runs)."""
+
+
+# What a pooled connection finds for the settings it could not send at login. Each process
+# computes the clock's shift when it starts (HUB_CLOCK__START): within a second is the same.
+_POOLED_SETTINGS = """
+SELECT extract(epoch FROM current_setting('statement_timeout')::interval) * 1000 AS timeout_ms,
+       abs(extract(epoch FROM coalesce(nullif(current_setting('hub.clock_offset', true), ''),
+                                       '0')::interval - $1::text::interval)) < 1 AS same_clock
+"""
+
+
+async def _check_pooled_settings(pool: asyncpg.Pool, timeout_ms: int) -> None:
+    """Warn when the role or database behind the pooler does not carry the hub's
+    statement_timeout or clock shift (they cannot be sent at login through it)."""
+    shift = calendar.CLOCK.server_settings().get(calendar.OFFSET_SETTING, "0")
+    async with pool.acquire() as conn:
+        found = await conn.fetchrow(_POOLED_SETTINGS, shift)
+    assert found is not None
+    if int(found["timeout_ms"]) != timeout_ms:
+        log.warning(
+            "behind the pooler, statement_timeout is %d ms, not the %d ms HUB_DB__STATEMENT_TIMEOUT"
+            " says: run ALTER ROLE <the hub's role> SET statement_timeout = '%dms'",
+            int(found["timeout_ms"]),
+            timeout_ms,
+            timeout_ms,
+        )
+    if not found["same_clock"]:
+        log.warning(
+            "behind the pooler, the database's %s is not the hub clock's shift (%s): "
+            "run ALTER DATABASE <the hub's database> SET %s = '%s'",
+            calendar.OFFSET_SETTING,
+            shift,
+            calendar.OFFSET_SETTING,
+            shift,
+        )
 
 
 async def fetch_planned(
@@ -170,7 +247,8 @@ async def fetch_planned(
     console's operation log went from 12 ms to 400 ms on a connection that had served a few
     filtered pages first (ops/bench/console_pages.py). Such a list runs here as a statement of
     its own, prepared afresh and so always planned for its arguments: one more round trip and
-    a fraction of a millisecond of planning.
+    a fraction of a millisecond of planning. (Behind a transaction pooler the statement is
+    unnamed, `pooled_options`, and lives only in the caller's transaction.)
     """
     statement = await conn.prepare(query)
     return await statement.fetch(*args)

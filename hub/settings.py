@@ -36,6 +36,11 @@ class DbSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     statement_timeout: Annotated[float, msgspec.Meta(gt=0)] = 30.0
     # Seconds a new connection may take (an unreachable host answers 503 after this long).
     connect_timeout: Annotated[float, msgspec.Meta(gt=0)] = 5.0
+    # "transaction": `dsn` goes through a transaction pooler (PgBouncer's pool_mode =
+    # transaction), so no statement is kept prepared between transactions and only timezone is
+    # sent at login; the role or database carries statement_timeout (docs/OPERATIONS.md,
+    # "Behind PgBouncer"). "none": `dsn` is PostgreSQL itself.
+    pooler: Literal["none", "transaction"] = "none"
 
 
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

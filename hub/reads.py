@@ -9,14 +9,16 @@ sign-in checks (a revoked key stops at once) and every other route stay on the p
 answer says which side served it (`X-Hub-Read: standby|primary`), and `hub_reads_total` counts
 the reads by side and reason.
 
-How far behind: the primary's WAL flush position is read first, then the standby's replay
-position. If the standby has replayed up to it, every commit made before the check is there:
-lag 0, whether or not the primary is idle. Otherwise two bounds, of which the smaller counts:
-the time since an earlier check whose primary position the standby has replayed by now (the
-process's own monotonic clock), and the age of the last commit the standby replayed (the
-servers' clocks; its own would be wrong on an idle primary, where it grows with no lag at all).
-Either bound is an upper bound of how old the standby's view is. The verdict is kept about a
-second per process (`CHECK_SECONDS`): two small queries a second, whatever the traffic.
+How far behind (`lag_bound`): the primary's WAL flush position is read first, then the
+standby's replay position. If the standby has replayed up to it, every commit made before the
+check is there: the lag is the few milliseconds the check took, whether or not the primary is
+idle. If not, the standby is asked once more a moment later (a commit in flight arrives within
+milliseconds). Still behind, the smaller of two bounds counts: the time since an earlier check
+whose primary position the standby has replayed by now (the process's own monotonic clock), and
+the age of the last commit the standby replayed (the servers' clocks: alone it would be wrong on
+an idle primary, where it grows with nothing missing). Each is an upper bound of how old the
+standby's view is. The verdict is kept about a second per process (`CHECK_SECONDS`): two or
+three small queries a second, whatever the traffic.
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from typing import Any, Literal
 
 import asyncpg
@@ -52,6 +55,9 @@ _NOTE = "hub_read"
 # not answer within it counts as unreachable).
 CHECK_SECONDS = 1.0
 CHECK_TIMEOUT = 1.0
+# A standby found behind the primary's position is asked again this much later: a commit in
+# flight reaches it within milliseconds, a real lag does not.
+SETTLE = 0.05
 # Primary positions remembered for the replayed-position bound (about a minute of checks).
 HISTORY = 64
 
@@ -137,9 +143,15 @@ class Standby:
                 raise
             # The primary does not answer: nothing to compare with; its own reads will say so.
             return self._verdict_of("primary", "unmeasured", None, exc)
+        self._seen.append((checked, flushed))
         try:
             async with asyncio.timeout(CHECK_TIMEOUT), self.db.acquire() as conn:
                 row = await conn.fetchrow(STANDBY_POSITION)
+                if row is not None and row["recovering"] and (row["replayed"] or 0) < flushed:
+                    # Behind at this very instant: a commit on its way, or a real lag. A
+                    # moment later tells them apart.
+                    await asyncio.sleep(SETTLE)
+                    row = await conn.fetchrow(STANDBY_POSITION)
         except Exception as exc:
             if not unreachable(exc):
                 raise
@@ -148,21 +160,27 @@ class Standby:
         if not row["recovering"]:
             # Promoted (or never a standby): its data is not known to follow the primary's.
             return self._verdict_of("primary", "not_standby", None)
-        lag = self._lag(checked, flushed, int(row["replayed"]), row["since_commit"])
-        self._seen.append((checked, flushed))
+        replayed = int(row["replayed"] or 0)
+        lag = lag_bound(time.monotonic(), self._seen, replayed, row["since_commit"])
         if lag <= self.max_lag:
             return self._verdict_of("standby", "fresh", lag)
         return self._verdict_of("primary", "lag", lag)
 
-    def _lag(self, checked: float, flushed: int, replayed: int, since_commit: Any) -> float:
-        """How old the standby's view may be, in seconds (an upper bound)."""
-        if replayed >= flushed:
-            return 0.0
-        bounds = [max(float(since_commit), 0.0)] if since_commit is not None else []
-        covered = [at for at, position in self._seen if position <= replayed]
-        if covered:
-            bounds.append(time.monotonic() - max(covered))
-        return min(bounds, default=float("inf"))
+
+def lag_bound(
+    now: float, seen: Iterable[tuple[float, int]], replayed: int, since_commit: float | None
+) -> float:
+    """How old a standby's view may be at `now`, in seconds: an upper bound, the smaller of
+    two. `seen`: (when, the primary's flush position then) of this and earlier checks, on the
+    process's monotonic clock; the standby has replayed up to `replayed`, so every commit
+    before the newest such moment whose position it has reached is there. `since_commit`: the
+    age of the last commit it replayed (None before its first), which an idle primary makes
+    large though nothing is missing, hence the first bound."""
+    bounds = [max(since_commit, 0.0)] if since_commit is not None else []
+    covered = [at for at, position in seen if position <= replayed]
+    if covered:
+        bounds.append(max(now - max(covered), 0.0))
+    return min(bounds, default=math.inf)
 
 
 def standby_of(state: State) -> Standby | None:

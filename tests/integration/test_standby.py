@@ -230,6 +230,29 @@ async def test_reads_follow_the_standby_and_the_primary_while_it_lags(hub: Hub) 
     assert await _standby_limit(hub.pair, "510100", hub.period) == 23_456
 
 
+async def test_an_idle_primary_is_no_lag(hub: Hub) -> None:
+    """While the primary commits nothing, the last commit the standby replayed grows old (the
+    age `now() - pg_last_xact_replay_timestamp()` would call lag), yet the standby holds
+    everything: it keeps serving."""
+
+    async def usage() -> httpx.Response:
+        return await hub.client.get(
+            f"/v1/usage?period={period_text(hub.period)}", headers=bearer(hub.province_key)
+        )
+
+    await until(usage, lambda a: a.headers[HEADER] == "standby", "the standby serves")
+    older = f"interval '{4 * float(MAX_LAG)} seconds'"
+    idle = f"SELECT coalesce(clock_timestamp() - pg_last_xact_replay_timestamp() > {older}, true)"
+    async with asyncio.timeout(PATIENCE):
+        while True:
+            if await _on_standby(hub.pair, idle):
+                break
+            await asyncio.sleep(0.1)
+    answer = await usage()
+    assert answer.status_code == 200, answer.text
+    assert answer.headers[HEADER] == "standby"
+
+
 async def test_the_archive_files_a_closed_month_on_the_primary_then_reads_the_standby(
     hub: Hub,
 ) -> None:

@@ -158,6 +158,15 @@ def _overview(hub: Hub) -> Callable[[], Awaitable[httpx.Response]]:
     return probe
 
 
+def _usage(hub: Hub) -> Callable[[], Awaitable[httpx.Response]]:
+    async def probe() -> httpx.Response:
+        return await hub.client.get(
+            f"/v1/usage?period={period_text(hub.period)}", headers=bearer(hub.province_key)
+        )
+
+    return probe
+
+
 def _shows(side: str, limit: int) -> Callable[[httpx.Response], bool]:
     def holds(answer: httpx.Response) -> bool:
         return answer.headers[HEADER] == side and f'data-limit="{limit}"' in answer.text
@@ -208,11 +217,17 @@ async def test_reads_follow_the_standby_and_the_primary_while_it_lags(hub: Hub) 
     # Written on the primary through the API, read on the standby once it has replayed it.
     await _set_limit(hub, "510100", 12_345)
     await until(overview, _shows("standby", 12_345), "the standby serves the new limit")
-    usage = await hub.client.get(
-        f"/v1/usage?period={period_text(hub.period)}", headers=bearer(hub.province_key)
-    )
-    assert usage.status_code == 200, usage.text
-    assert usage.headers[HEADER] == "standby"
+    await until(_usage(hub), lambda a: a.headers[HEADER] == "standby", "usage on the standby")
+    activity = f"/dashboard/t/510000/activity?period={period_text(hub.period)}"
+
+    async def activity_page() -> httpx.Response:
+        return await hub.client.get(activity)
+
+    await until(activity_page, lambda a: a.headers[HEADER] == "standby", "activity on standby")
+    # The page a quota form returns to (`saved`) reads the primary, fresh standby or not.
+    saved = await hub.client.get(f"{activity}&saved=510100")
+    assert saved.status_code == 200, saved.text
+    assert saved.headers[HEADER] == "primary"
 
     # Replay paused: the next write stays on the primary only; reads turn to the primary once
     # the standby is further behind than the setting, and show the new limit.
@@ -223,6 +238,7 @@ async def test_reads_follow_the_standby_and_the_primary_while_it_lags(hub: Hub) 
         assert await _standby_limit(hub.pair, "510100", hub.period) == 12_345
         metrics = await hub.client.get("/metrics")
         assert 'hub_reads_total{reason="lag",side="primary"}' in metrics.text
+        assert 'hub_reads_total{reason="own_write",side="primary"}' in metrics.text
     finally:
         await _on_standby(hub.pair, "SELECT pg_wal_replay_resume()")
     # Replay resumed: the standby catches up and serves again.
@@ -234,12 +250,7 @@ async def test_an_idle_primary_is_no_lag(hub: Hub) -> None:
     """While the primary commits nothing, the last commit the standby replayed grows old (the
     age `now() - pg_last_xact_replay_timestamp()` would call lag), yet the standby holds
     everything: it keeps serving."""
-
-    async def usage() -> httpx.Response:
-        return await hub.client.get(
-            f"/v1/usage?period={period_text(hub.period)}", headers=bearer(hub.province_key)
-        )
-
+    usage = _usage(hub)
     await until(usage, lambda a: a.headers[HEADER] == "standby", "the standby serves")
     older = f"interval '{4 * float(MAX_LAG)} seconds'"
     idle = f"SELECT coalesce(clock_timestamp() - pg_last_xact_replay_timestamp() > {older}, true)"

@@ -87,6 +87,7 @@ class Verdict(msgspec.Struct, frozen=True):
     reason: str
     lag: float | None
     until: float
+    cause: str = ""  # the error that made it, if one did
 
 
 class Standby:
@@ -122,15 +123,17 @@ class Standby:
         if before is None or (before.side, before.reason) != (fresh.side, fresh.reason):
             lag = "unknown" if fresh.lag is None else f"{fresh.lag:.3f} s"
             level = logging.INFO if fresh.side == "standby" else logging.WARNING
-            log.log(level, "reads go to the %s (%s; lag %s)", fresh.side, fresh.reason, lag)
+            cause = f": {fresh.cause}" if fresh.cause else ""
+            log.log(
+                level, "reads go to the %s (%s; lag %s)%s", fresh.side, fresh.reason, lag, cause
+            )
         self._verdict = fresh
 
     def _verdict_of(
         self, side: Side, reason: str, lag: float | None, exc: BaseException | None = None
     ) -> Verdict:
-        if exc is not None:
-            log.debug("standby check: %r", exc)
-        return Verdict(side, reason, lag, time.monotonic() + CHECK_SECONDS)
+        cause = "" if exc is None else repr(exc)[:200]
+        return Verdict(side, reason, lag, time.monotonic() + CHECK_SECONDS, cause)
 
     async def _measure(self) -> Verdict:
         try:

@@ -27,7 +27,7 @@ from hub.dashboard.contacts import RosterPages
 from hub.dashboard.operations import OperationPages
 from hub.dashboard.reviews import ReviewPages
 from hub.dashboard.sends import SendsController
-from hub.db import Database, PoolDatabase, create_pool, provide_connection
+from hub.db import Database, PoolDatabase, create_pool, create_read_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController
@@ -40,6 +40,7 @@ from hub.oplog.controllers import OperationController
 from hub.oplog.service import Log
 from hub.people.controllers import PeopleController
 from hub.quota.controllers import QuotaController
+from hub.reads import Standby, mark_side, provide_read_connection
 from hub.retention.controllers import RetentionController
 from hub.reviews.controllers import ReviewController, ReviewRuleController
 from hub.settings import Settings, load_settings
@@ -89,6 +90,13 @@ def create_app(
                 pool = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
                 stack.push_async_callback(pool.close)
                 app.state.db = pool
+            if (read_pool := await create_read_pool(settings.db)) is not None:
+                # Reads that may lag go there while it keeps up (hub.reads).
+                standby = Standby(
+                    PoolDatabase(read_pool), app.state.db, settings.db.read_max_lag_seconds
+                )
+                stack.push_async_callback(standby.db.close)
+                app.state.standby = standby
             if redis is None:
                 if not settings.redis.dsn:
                     raise RuntimeError("HUB_REDIS__DSN is not set (`hub up` sets it for you)")
@@ -139,6 +147,9 @@ def create_app(
         ],
         dependencies={
             "conn": Provide(provide_connection),
+            # Reads that may lag: a read-only transaction on the standby when one is set and
+            # fresh enough, else on the primary (hub.reads).
+            "read_conn": Provide(provide_read_connection),
             # Tenancy's routes hand the signatures they are given to hub's reviews.
             "signature_desk": Provide(Desk, use_cache=True, sync_to_thread=False),
             # Tenancy's routes write the operation log through hub's one recorder.
@@ -155,6 +166,8 @@ def create_app(
             # After the key middleware: it charges the key that middleware found.
             RateLimitMiddleware(exclude=KEYLESS),
         ],
+        # The side that served a read that may lag, as the answer's X-Hub-Read header.
+        before_send=[mark_side],
         exception_handlers=dashboard.html_errors(exception_handlers()),
         template_config=dashboard.template_config(),
         lifespan=[connections],

@@ -235,6 +235,15 @@ async def _check_pooled_settings(pool: asyncpg.Pool, timeout_ms: int) -> None:
         )
 
 
+async def create_read_pool(settings: DbSettings) -> asyncpg.Pool | None:
+    """The pool of the hot standby that serves reads which may lag (`HUB_DB__READ_DSN`,
+    hub.reads), its connections opened as the primary's are (create_pool: the same timeouts,
+    time zone and hub clock); None when no standby is set."""
+    if not settings.read_dsn:
+        return None
+    return await create_pool(settings, settings.read_dsn)
+
+
 async def fetch_planned(
     conn: asyncpg.Connection, query: str, *args: object
 ) -> list[asyncpg.Record]:

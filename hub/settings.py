@@ -41,6 +41,11 @@ class DbSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # sent at login; the role or database carries statement_timeout (docs/OPERATIONS.md,
     # "Behind PgBouncer"). "none": `dsn` is PostgreSQL itself.
     pooler: Literal["none", "transaction"] = "none"
+    # A hot standby (PostgreSQL streaming replication) for reads that may lag a little: the
+    # dashboard's pages, statements, the archive and /v1/usage (hub.reads). None: the primary.
+    read_dsn: str | None = None
+    # Those reads go to the primary instead while the standby is further behind than this.
+    read_max_lag_seconds: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
 
 
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -5,19 +5,22 @@ code is the same 404 as everywhere, a malformed file name 422."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.params import PathParameter, QueryParameter
 
+from hub import reads
 from hub.archive import service
 from hub.archive.schemas import FILE_PATTERN, ArchiveFile
+from hub.db import Database
 from hub.errors import error_responses
 from hub.wire import HubResponse
 from tenants.auth import require
-from tenants.controllers import AuthedRequest, Code, Conn
+from tenants.controllers import AuthedRequest, Code
 from tenants.scopes import Data
+from tenants.service import Principal
 
 FileName = Annotated[
     str,
@@ -79,10 +82,33 @@ class ArchiveController(Controller):
         self,
         request: AuthedRequest,
         state: State,
-        conn: Conn,
         code: Code,
         name: FileName,
         subtree: Subtree = False,
     ) -> Response[bytes]:
-        found = await service.fetch(conn, state.settings, request.user, code, name, subtree=subtree)
+        found = await fetch(request, state, request.user, code, name, subtree=subtree)
         return answer(found, inline=found.media_type.startswith("text/html"))
+
+
+async def fetch(
+    request: Request[Any, Any, Any],
+    state: State,
+    who: Principal,
+    code: str,
+    name: str,
+    *,
+    subtree: bool,
+) -> ArchiveFile:
+    """The file, read where reads that may lag go (hub.reads: a standby when one is set); a
+    closed month's first fetch, which stores its files, on the primary."""
+    async with reads.reading(state, request.scope) as conn:
+        try:
+            return await service.fetch(
+                conn, state.settings, who, code, name, subtree=subtree, store=False
+            )
+        except service.NotStored:
+            pass
+    reads.note(request.scope, "primary")
+    db: Database = state.db
+    async with db.acquire() as conn, conn.transaction():
+        return await service.fetch(conn, state.settings, who, code, name, subtree=subtree)

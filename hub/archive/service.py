@@ -41,6 +41,11 @@ _FILE = re.compile(FILE_PATTERN)
 NAME_MAX = 16  # the longest name FILE_PATTERN takes: `2027-02.xlsx`
 
 
+class NotStored(Exception):
+    """A closed month's files are not stored yet, and this reading may not store them (it
+    reads a standby, hub.reads): its first fetch is the primary's to do."""
+
+
 class Asked(msgspec.Struct, frozen=True):
     """A file named in the path: a month's page or XLSX, or a year's ZIP."""
 
@@ -121,9 +126,11 @@ async def month_files(
     *,
     subtree: bool,
     kinds: tuple[Kind, ...] = KINDS,
+    store: bool = True,
 ) -> dict[str, ArchiveFile]:
     """The month's page and XLSX: both as stored at its first fetch once it is closed, else
-    those of `kinds` rendered now (not final)."""
+    those of `kinds` rendered now (not final). Without `store`, a closed month not yet stored
+    raises NotStored."""
     if await billing.closed_at(conn, month) is None:
         archive = await month_archive(conn, settings, tenant, month, subtree=subtree)
         return {
@@ -132,6 +139,8 @@ async def month_files(
         }
     stored = await _stored(conn, tenant, month, subtree)
     if len(stored) < len(KINDS):
+        if not store:
+            raise NotStored(f"{tenant.code} {month:%Y-%m}")
         archive = await month_archive(conn, settings, tenant, month, subtree=subtree)
         for kind in KINDS:  # always in this order: concurrent first fetches wait, not deadlock
             data = await _rendered(archive, kind)
@@ -145,7 +154,13 @@ async def month_files(
 
 
 async def year_zip(
-    conn: asyncpg.Connection, settings: Settings, tenant: TenantRow, year: int, *, subtree: bool
+    conn: asyncpg.Connection,
+    settings: Settings,
+    tenant: TenantRow,
+    year: int,
+    *,
+    subtree: bool,
+    store: bool = True,
 ) -> ArchiveFile:
     """The year's closed months (page and XLSX each) and a manifest, as one ZIP; 404 while no
     month of it is closed. Final once all twelve are."""
@@ -155,7 +170,9 @@ async def year_zip(
         month = date(year, n, 1)
         if await billing.closed_at(conn, month) is None:
             continue
-        files += (await month_files(conn, settings, tenant, month, subtree=subtree)).values()
+        files += (
+            await month_files(conn, settings, tenant, month, subtree=subtree, store=store)
+        ).values()
         months.append(f"{month:%Y-%m}")
     if not files:
         raise NotFound(f"no month of {year} is closed yet: its monthly archives are not final")
@@ -172,12 +189,16 @@ async def fetch(
     name: str,
     *,
     subtree: bool = False,
+    store: bool = True,
 ) -> ArchiveFile:
-    """The archive's file `name` of tenant `code` (the caller's own or below it, else 404)."""
+    """The archive's file `name` of tenant `code` (the caller's own or below it, else 404).
+    Without `store` (a read-only reading), NotStored when a closed month is fetched first."""
     asked = parse_name(name)
     tenant = await tenants.get_visible(conn, who, code)
     if asked.month is None:
-        return await year_zip(conn, settings, tenant, asked.year, subtree=subtree)
+        return await year_zip(conn, settings, tenant, asked.year, subtree=subtree, store=store)
     kind: Kind = "xlsx" if asked.kind == "xlsx" else "html"
-    files = await month_files(conn, settings, tenant, asked.month, subtree=subtree, kinds=(kind,))
+    files = await month_files(
+        conn, settings, tenant, asked.month, subtree=subtree, kinds=(kind,), store=store
+    )
     return files[kind]

@@ -11,6 +11,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
+from hub import reads
 from hub.billing import exports, service
 from hub.billing.schemas import (
     CloseSummary,
@@ -23,6 +24,7 @@ from hub.billing.schemas import (
 from hub.calendar import PERIOD_PATTERN, parse_period
 from hub.errors import error_responses
 from hub.oplog import service as oplog
+from hub.reads import ReadConn
 from hub.settings import Carrier
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Conn
@@ -142,8 +144,9 @@ async def _export(
     request: AuthedRequest, state: State, period: str, fmt: exports.Format
 ) -> Response[Any]:
     # No request transaction (`conn`): the export reads on a connection of its own while it
-    # streams, after the handler has returned.
-    return await exports.statement_export(state.db, request.user, _month(period), fmt)
+    # streams, after the handler has returned; on the standby when it keeps up (hub.reads).
+    db = await reads.reader(state, request.scope)
+    return await exports.statement_export(db, request.user, _month(period), fmt)
 
 
 def _month(period: str) -> date:
@@ -166,13 +169,13 @@ class UsageController(Controller):
     async def usage(
         self,
         request: AuthedRequest,
-        conn: Conn,
+        read_conn: ReadConn,
         state: State,
         period: Annotated[str, QueryParameter(pattern=PERIOD_PATTERN, description="YYYY-MM")],
         subtree: Annotated[bool, QueryParameter(description="every tenant below too")] = False,
     ) -> UsageView:
         return await service.estimate(
-            conn,
+            read_conn,
             request.user.tenant_path,
             _month(period),
             subtree=subtree,

@@ -6,19 +6,17 @@ subtree. The same files as GET /v1/tenants/{code}/archive/{file}, read with the 
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from litestar import Controller, Response, get
+from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
 from litestar.params import FromPath, PathParameter
 
-from hub.archive import service as archive
-from hub.archive.controllers import Subtree, answer
+from hub.archive.controllers import Subtree, answer, fetch
 from hub.dashboard import service
 from hub.dashboard.controllers import PREFIX, PUBLIC, SessionMiddleware, Viewer, _viewer
-from tenants.controllers import Conn
 from tenants.scopes import Data
 
 # Checked by the service (hub.archive.service.parse_name): a bad name is its 422 page.
@@ -34,13 +32,13 @@ class ArchivePages(Controller):
     @get("/t/{code:str}/archive/{name:str}")
     async def archive(
         self,
+        request: Request[Any, Any, Any],
         state: State,
-        conn: Conn,
         who: Viewer,
         code: FromPath[str],
         name: PageName,
         subtree: Subtree = False,
     ) -> Response[bytes]:
         service.require(who, Data.MESSAGES, "查看发送档案")
-        found = await archive.fetch(conn, state.settings, who, code, name, subtree=subtree)
+        found = await fetch(request, state, who, code, name, subtree=subtree)
         return answer(found, inline=found.media_type.startswith("text/html"))

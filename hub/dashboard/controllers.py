@@ -38,6 +38,7 @@ from litestar.static_files import create_static_files_router
 from litestar.template.config import TemplateConfig
 from litestar.types import ExceptionHandler, ExceptionHandlersMap
 
+from hub import reads
 from hub.billing import exports
 from hub.calendar import current_period, parse_period, period_text, previous_period, shown
 from hub.dashboard import service
@@ -58,6 +59,7 @@ from hub.delivery import service as delivery
 from hub.errors import ApiError, Forbidden, Invalid, NotFound, outage
 from hub.messages.reasons import STATUS_WORDS, reason, reject_word
 from hub.oplog import service as oplog
+from hub.reads import ReadConn
 from hub.settings import DashboardSettings, Settings
 from hub.users import service as users
 from hub.users.repository import UserRow
@@ -627,7 +629,7 @@ class DashboardController(Controller):
     @get("/t/{code:str}")
     async def overview(
         self,
-        conn: Conn,
+        read_conn: ReadConn,
         state: State,
         who: Viewer,
         code: FromPath[str],
@@ -637,7 +639,7 @@ class DashboardController(Controller):
     ) -> Template:
         key: SortKey = next((k for k in SORT_KEYS if k == sort), "code")
         view = await service.overview(
-            conn,
+            read_conn,
             who,
             code,
             _month(period),
@@ -650,13 +652,17 @@ class DashboardController(Controller):
     @get("/t/{code:str}/activity")
     async def activity(
         self,
-        conn: Conn,
+        request: Request[Any, Any, State],
+        state: State,
         who: Viewer,
         code: FromPath[str],
         period: PeriodQuery = None,
         saved: FromQuery[str] = "",
     ) -> Template:
-        view = await service.tenant_page(conn, who, code, _month(period))
+        # Right after the viewer's own allocation (`saved`, the form's redirect) the page
+        # reads the primary: a standby may not hold that change yet.
+        async with reads.reading(state, request.scope, own_write=bool(saved)) as conn:
+            view = await service.tenant_page(conn, who, code, _month(period))
         return _page("tenant.html", who, view=view, error=None, form=None, saved=saved[:20])
 
     @post("/t/{code:str}/quota", status_code=303)
@@ -689,24 +695,26 @@ class DashboardController(Controller):
         return Redirect(target, status_code=303)
 
     @get("/billing")
-    async def billing(self, conn: Conn, who: Viewer, period: PeriodQuery = None) -> Template:
+    async def billing(
+        self, read_conn: ReadConn, who: Viewer, period: PeriodQuery = None
+    ) -> Template:
         month = _month(period) if period else previous_period(current_period())
-        view = await service.billing_page(conn, who, month)
+        view = await service.billing_page(read_conn, who, month)
         return _page("billing.html", who, view=view)
 
     # No request transaction (`conn`): the export reads on a connection of its own while the
     # browser downloads.
     @get("/billing/{period:str}/statement.csv")
     async def statement_csv(
-        self, state: State, who: Viewer, period: FromPath[str]
+        self, request: Request[Any, Any, State], state: State, who: Viewer, period: FromPath[str]
     ) -> Response[Any]:
-        return await _export(state, who, period, "csv")
+        return await _export(request, state, who, period, "csv")
 
     @get("/billing/{period:str}/statement.xlsx")
     async def statement_xlsx(
-        self, state: State, who: Viewer, period: FromPath[str]
+        self, request: Request[Any, Any, State], state: State, who: Viewer, period: FromPath[str]
     ) -> Response[Any]:
-        return await _export(state, who, period, "xlsx")
+        return await _export(request, state, who, period, "xlsx")
 
 
 def _session_cookie(request: Request[Any, Any, State], state: State, token: str) -> Cookie:
@@ -814,8 +822,15 @@ def _safe_next(target: str) -> str:
 
 
 async def _export(
-    state: State, who: Principal, period: str, fmt: Literal["csv", "xlsx"]
+    request: Request[Any, Any, State],
+    state: State,
+    who: Principal,
+    period: str,
+    fmt: Literal["csv", "xlsx"],
 ) -> Response[Any]:
-    """A statement download: billing's own export, for the session's key."""
+    """A statement download: billing's own export, for the session's key (on the standby
+    when it keeps up, hub.reads)."""
     service.require(who, Data.MONEY, "下载账单")
-    return await exports.statement_export(state.db, who, _month(period), fmt)
+    month = _month(period)
+    db = await reads.reader(state, request.scope)
+    return await exports.statement_export(db, who, month, fmt)

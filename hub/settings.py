@@ -60,6 +60,10 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     trusted_proxies: Annotated[
         str, msgspec.Meta(max_length=2000, pattern=r"^[0-9A-Fa-f.:/, ]*$")
     ] = ""
+    # When set, /metrics answers only `Authorization: Bearer <this>` (Prometheus's
+    # `authorization` setting); empty (default): open, to be reached from the private network
+    # only (docs/OPERATIONS.md, Metrics and alerts).
+    metrics_token: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).

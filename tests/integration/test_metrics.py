@@ -142,8 +142,8 @@ async def test_breaker_state_renders_from_its_redis_hash(
         settings, delivery=msgspec.structs.replace(settings.delivery, gateways=gateways)
     )
     now, _ = await redis.time()
-    await redis.hset("hub:breaker:cmcc", mapping={"failures": 5, "open_until": now + 30})
-    await redis.hset("hub:breaker:ali", mapping={"failures": 2, "open_until": now - 30})
+    await redis.hset("hub:breaker:cmcc", mapping={"failures": 5, "open_until": now + 30})  # type: ignore[misc]
+    await redis.hset("hub:breaker:ali", mapping={"failures": 2, "open_until": now - 30})  # type: ignore[misc]
     app = create_app(settings, db=SingleConnectionDatabase(conn), redis=redis)
     transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
     async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:

@@ -22,6 +22,7 @@ from arq.connections import ArqRedis
 from hub import calendar
 from hub.db import Database
 from hub.delivery import service as delivery
+from hub.health import service as health
 from hub.health import tally
 from hub.messages import service as messages
 from hub.quota import service as quota
@@ -237,8 +238,15 @@ async def _billing_close(src: Sources) -> list[Family]:
     ]
 
 
+async def _ready(src: Sources) -> list[Family]:
+    checks = await health.readiness(src.db, src.redis)  # never raises: "ok" or what failed
+    ready = {name: float(answer == "ok") for name, answer in checks.items()}
+    return [gauge("hub_ready", "1 if the dependency answers (as /readyz)", ready, "dependency")]
+
+
 Source = Callable[[Sources], Awaitable[list[Family]]]
 SOURCES: dict[str, Source] = {
+    "ready": _ready,
     "queue": _queue,
     "oldest_due": _oldest_due,
     "messages": _messages,

@@ -176,6 +176,7 @@ async def test_redis_down_leaves_its_sources_out_and_still_answers(
         await dead_redis.aclose()
     up = {name: found[f'hub_metrics_source_up{{source="{name}"}}'] for name in SOURCES}
     assert up == {
+        "ready": 1,
         "queue": 0,
         "oldest_due": 1,
         "messages": 1,
@@ -185,6 +186,8 @@ async def test_redis_down_leaves_its_sources_out_and_still_answers(
         "billing_close": 0,
     }
     assert 'hub_messages_in_flight{status="accepted"}' in found
+    assert found['hub_ready{dependency="redis"}'] == 0
+    assert found['hub_ready{dependency="postgres"}'] == 1
     assert not any(name.startswith("hub_gateway_breaker_open") for name in found)
     assert any(name.startswith("hub_requests_total") for name in found)  # this process's own
 

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import hmac
+import os
 from typing import Any
 
 from litestar import Controller, Request, Response, get
 from litestar.datastructures import State
 from litestar.openapi.datastructures import ResponseSpec
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
 from hub.errors import RETRY_AFTER_UNAVAILABLE as RETRY_AFTER
 from hub.errors import Unauthorized
@@ -62,5 +63,15 @@ class MetricsController(Controller):
         # What this process measured goes to Redis first, so its own scrape shows it.
         await state.tally.flush(state.redis)
         families = await metrics.collect(state.db, state.redis, state.settings)
-        body = generate_latest(REGISTRY) + metrics.render(families).encode()
+        body = generate_latest(_requests_registry()) + metrics.render(families).encode()
         return HubResponse(body, media_type=TEXT_FORMAT)
+
+
+def _requests_registry() -> CollectorRegistry:
+    """This process's request metrics; every `hub serve` worker's on one port when
+    PROMETHEUS_MULTIPROC_DIR names a folder they share (prometheus_client's multiprocess mode)."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return REGISTRY
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return registry

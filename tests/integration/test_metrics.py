@@ -14,7 +14,9 @@ from arq.connections import ArqRedis
 
 from hub.app import create_app
 from hub.db import SingleConnectionDatabase
+from hub.health import tally
 from hub.health.metrics import SOURCES
+from hub.health.tally import Tally
 from hub.settings import GatewayConfig, Settings
 from tests.factories import bearer, grant, make_key, make_small_tree
 
@@ -207,3 +209,24 @@ async def test_a_metrics_token_keeps_outsiders_out(
     assert refused.status_code == wrong.status_code == 401
     assert refused.json()["error"] == "unauthorized"
     assert found['hub_metrics_source_up{source="messages"}'] == 1
+
+
+async def test_what_a_flush_could_not_write_is_kept_for_the_next(redis: ArqRedis) -> None:
+    tallied = Tally()
+    tallied.observe(tally.SUBMIT_SECONDS, 0.2, gateway="cmcc")
+    tallied.count(tally.GATEWAY_MESSAGES, 3, gateway="cmcc", outcome="accepted")
+    dead = ArqRedis(host="127.0.0.1", port=_closed_port(), socket_connect_timeout=1)
+    try:
+        assert not await tallied.flush(dead)
+    finally:
+        await dead.aclose()
+    tallied.count(tally.GATEWAY_MESSAGES, 2, gateway="cmcc", outcome="accepted")
+    assert await tallied.flush(redis)
+    stored = await redis.hgetall(tally.PREFIX + tally.GATEWAY_MESSAGES)  # type: ignore[misc]
+    assert {k.decode(): float(v) for k, v in stored.items()} == {"gateway=cmcc,outcome=accepted": 5}
+    buckets = await redis.hgetall(tally.PREFIX + tally.SUBMIT_SECONDS)  # type: ignore[misc]
+    assert {k.decode(): float(v) for k, v in buckets.items()} == {
+        "gateway=cmcc,le=0.25": 1,
+        "gateway=cmcc,stat=sum": 0.2,
+        "gateway=cmcc,stat=count": 1,
+    }

@@ -11,7 +11,7 @@ from litestar import Litestar, get
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware.base import DefineMiddleware
-from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.prometheus import PrometheusConfig
 from litestar.response import Redirect
 
 from hub import queue
@@ -30,7 +30,8 @@ from hub.dashboard.sends import SendsController
 from hub.db import Database, PoolDatabase, create_pool, create_read_pool, provide_connection
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
-from hub.health.controllers import HealthController
+from hub.health.controllers import HealthController, MetricsController
+from hub.health.tally import Tally
 from hub.inputs import HubRequest, InputGuardMiddleware
 from hub.limits.controllers import RateLimitController, RateLimitMiddleware
 from hub.limits.service import Limiter
@@ -60,10 +61,6 @@ GATEWAY_CALLBACKS = f"^{GATEWAY_CALLBACK_PREFIX}"
 DASHBOARD = "^/dashboard"
 # Routes that take no API key: neither the key middleware nor the request limiter runs there.
 KEYLESS = [*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
-
-
-class MetricsController(PrometheusController):
-    include_in_schema = False
 
 
 @get("/docs", include_in_schema=False)
@@ -103,6 +100,9 @@ def create_app(
                 client = await queue.connect(settings.redis.dsn)
                 stack.push_async_callback(client.aclose)
                 app.state.redis = client
+            # Receipt lags and close times this process measures, added up in Redis.
+            app.state.tally.start_flushing(app.state.redis)
+            stack.push_async_callback(app.state.tally.stop_flushing, app.state.redis)
             yield
 
     logging.getLogger("hub").setLevel(settings.log_level.upper())
@@ -184,6 +184,8 @@ def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | No
     state: dict[str, object] = {
         "settings": settings,
         "limiter": Limiter(settings.limits, processes=settings.http.workers),
+        # What this process measures for /metrics (hub.health.tally).
+        "tally": Tally(),
     }
     if db is not None:
         state["db"] = db

@@ -76,6 +76,10 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # proxy named in trusted_proxies says so with X-Forwarded-Proto; a client's own claim is
     # ignored). Production behind TLS: true.
     secure_cookies: bool = False
+    # When set, /metrics answers only `Authorization: Bearer <this>` (Prometheus's
+    # `authorization` setting); empty (default): open, to be reached from the private network
+    # only (docs/OPERATIONS.md, Metrics and alerts).
+    metrics_token: Annotated[str, msgspec.Meta(max_length=200)] = ""
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import date
 from typing import Annotated, Any
 
@@ -11,7 +12,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import JSONBody, PathParameter, QueryParameter
 from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 
-from hub import reads
+from hub import calendar, reads
 from hub.billing import exports, service
 from hub.billing.schemas import (
     CloseSummary,
@@ -22,7 +23,8 @@ from hub.billing.schemas import (
     UsageView,
 )
 from hub.calendar import PERIOD_PATTERN, parse_period
-from hub.errors import error_responses
+from hub.errors import ApiError, error_responses
+from hub.health import tally as tallied
 from hub.oplog import service as oplog
 from hub.reads import ReadConn
 from hub.settings import Carrier
@@ -83,13 +85,26 @@ class CloseController(Controller):
     ) -> CloseSummary:
         service.require_operator(request.user)
         billing = state.settings.billing
-        closed = await service.close_period(
-            conn,
-            _month(period),
-            request.user.actor,
-            grace_days=billing.close_grace_days,
-            default_list_price=billing.list_price_micros,
-        )
+        month = _month(period)
+        # Timed for /metrics (hub.health.tally) when this call does the close; a repeat
+        # answers the summary at once and is not a close.
+        closing = await service.closed_at(conn, month) is None
+        started = time.monotonic()
+        try:
+            closed = await service.close_period(
+                conn,
+                month,
+                request.user.actor,
+                grace_days=billing.close_grace_days,
+                default_list_price=billing.list_price_micros,
+            )
+        except ApiError:
+            raise  # refused (too early, an older month open): the close did not fail
+        except Exception:
+            state.tally.count(tallied.CLOSE_FAILURES)
+            raise
+        if closing:
+            state.tally.closed(time.monotonic() - started, calendar.now().timestamp())
         detail = {"lines": closed.lines, "cost_micros": closed.cost_micros}
         await oplog.record(
             conn,

@@ -90,7 +90,7 @@ async def _callback(
             rejected=msgspec.to_builtins(parsed.rejected),
         )
     # The same recorder a gateway's own connection pushes to (SMPP, the outbox).
-    recorder = service.Recorder(state.db, state.settings, state.redis)
+    recorder = service.Recorder(state.db, state.settings, state.redis, state.tally)
     if parsed.receipts:
         await recorder.receipts(name, parsed.receipts)
     if parsed.replies:

@@ -150,6 +150,8 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
     gateway: str
     # Closed as "outcome unknown" before its receipt came: already counted used and billable.
     counted: bool
+    # From its `sent` to this receipt, in seconds (the receipt lag /metrics shows).
+    lag_seconds: float = 0.0
 
 
 # Apply receipts: a receipt is for the NEWEST message of gateway $1 holding its reference, and
@@ -173,7 +175,8 @@ FROM target t
 WHERE m.id = t.id AND m.status = 'sent'
 RETURNING m.id, m.send_id, m.tenant_id, m.carrier,
           coalesce(m.segments_sent, m.segments) AS segments, m.reference, m.status::text AS status,
-          (m.sent_at AT TIME ZONE 'Asia/Shanghai')::date AS day, m.gateway, t.counted
+          (m.sent_at AT TIME ZONE 'Asia/Shanghai')::date AS day, m.gateway, t.counted,
+          extract(epoch FROM hub_now() - m.sent_at)::float8 AS lag_seconds
 """
 
 # Serialise the recording of `sent` references with receipts for them that found no message:
@@ -548,3 +551,22 @@ LIMIT $2
 
 # How many phones opted out of a tenant's messages.
 OPT_OUT_COUNT = "SELECT count(*) FROM opt_outs WHERE tenant_id = $1"
+
+
+# --- what operators watch (/metrics) -------------------------------------------------------
+
+# The lanes of the sends $1 (whose batch jobs wait in arq's queue).
+SEND_LANES = "SELECT id, priority::text AS priority FROM sends WHERE id = ANY($1::bigint[])"
+
+# How long the oldest message due and not yet handed to a gateway has waited, in seconds (0:
+# none): the queued sends (walked on sends_open) still holding an `accepted` or `sending`
+# message, by when they fell due. A send parked by a suspension waits by design: not counted.
+OLDEST_DUE_AGE = """
+SELECT coalesce(extract(epoch FROM hub_now() - min(s.due_at)), 0)::float8
+FROM sends s
+WHERE s.state = 'queued' AND s.parked_at IS NULL AND s.due_at <= hub_now()
+  AND EXISTS (
+    SELECT 1 FROM messages m
+    WHERE m.send_id = s.id AND m.status IN ('accepted', 'sending')
+      AND m.id >= s.message_ids_from AND m.id < s.message_ids_from + (1::bigint << 40))
+"""

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime, timedelta
@@ -55,6 +56,7 @@ from hub.delivery.gateway import (
 from hub.delivery.pacing import Pacer
 from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
 from hub.delivery.routing import Router
+from hub.health import tally as tallied
 from hub.messages.segments import count_segments, signed
 from hub.quota import service as quota
 from hub.settings import DeliverySettings, GatewayConfig, Settings
@@ -168,11 +170,14 @@ class Delivery:
         self.gateways = built
         self.router = Router(built, self.config)
         self.pacer = Pacer(redis)
-        self.events = Recorder(db, settings, redis)
+        # Gateway calls timed and counted, receipts' lags: added up in Redis for /metrics.
+        self.tally = tallied.Tally()
+        self.events = Recorder(db, settings, redis, self.tally)
         # Retries waiting to be put back in their lane (see _keep_lane).
         self._lanes: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
+        self.tally.start_flushing(self.redis)
         for gateway in self.gateways.values():
             try:
                 await gateway.start(self.events)
@@ -187,6 +192,7 @@ class Delivery:
         await asyncio.gather(*self._lanes, return_exceptions=True)
         for gateway in self.gateways.values():
             await gateway.close()
+        await self.tally.stop_flushing(self.redis)
 
     async def deliver_batch(self, send_id: int, carrier: str, first_id: int, last_id: int) -> int:
         """Deliver one batch, a chunk at a time; returns how many messages it claimed.
@@ -263,7 +269,7 @@ class Delivery:
         if not outbound:
             return []
         try:
-            outcomes = await gateway.submit(outbound)
+            outcomes = await self._call(gateway, outbound)
         except ConnectionError as exc:
             # The adapters' word for "unreachable, nothing handed over": all of them go again.
             log.warning("gateway %s unreachable: %r", name, exc)
@@ -280,6 +286,34 @@ class Delivery:
             isinstance(o, Unknown) or (isinstance(o, Failed) and not o.permanent) for o in outcomes
         )
         self.router.outcome(name, ok=troubled < len(outbound))
+        return outcomes
+
+    async def _call(self, gateway: Gateway, outbound: list[Outbound]) -> list[Outcome]:
+        """`gateway.submit`, timed and its outcomes counted for /metrics (`_submit` decides
+        what an error means: the counts follow it)."""
+        name, started = gateway.config.name, time.monotonic()
+        try:
+            outcomes = await gateway.submit(outbound)
+        except Exception as exc:
+            unreachable = isinstance(exc, ConnectionError)
+            self.tally.observe(tallied.SUBMIT_SECONDS, time.monotonic() - started, gateway=name)
+            reason = "unreachable" if unreachable else "exception"
+            self.tally.count(tallied.SUBMIT_ERRORS, gateway=name, reason=reason)
+            outcome = "retry" if unreachable else "unknown"
+            self.tally.count(tallied.GATEWAY_MESSAGES, len(outbound), gateway=name, outcome=outcome)
+            raise
+        self.tally.observe(tallied.SUBMIT_SECONDS, time.monotonic() - started, gateway=name)
+        for o in outcomes:
+            outcome = (
+                "accepted"
+                if isinstance(o, Accepted)
+                else "unknown"
+                if isinstance(o, Unknown)
+                else "failed"
+                if o.permanent
+                else "retry"
+            )
+            self.tally.count(tallied.GATEWAY_MESSAGES, gateway=name, outcome=outcome)
         return outcomes
 
     def _sort(
@@ -587,12 +621,19 @@ class Applied(NamedTuple):
 
 
 async def apply_receipts(
-    conn: asyncpg.Connection, gateway: GatewayConfig, receipts: Sequence[Receipt]
+    conn: asyncpg.Connection,
+    gateway: GatewayConfig,
+    receipts: Sequence[Receipt],
+    *,
+    seen: list[ReceiptTarget] | None = None,
 ) -> Applied:
     """Move messages to delivered/undelivered (see `match_receipts`) and settle what follows
     (`settle_outcomes`): the copies relying on a delivered message are settled, those relying
-    on an undelivered one get their notice from the first of them due."""
+    on an undelivered one get their notice from the first of them due. The messages moved are
+    added to `seen` when given (their receipt lags, for /metrics once committed)."""
     rows, unmatched = await match_receipts(conn, gateway, receipts)
+    if seen is not None:
+        seen.extend(rows)
     heirs = await settle_outcomes(conn, {gateway.name: gateway}, rows, [], [], {})
     return Applied(len(rows), unmatched, heirs)
 
@@ -759,14 +800,25 @@ class Recorder:
     adapter retries a batch that fails (SMPP's receipts are acknowledged already), so one NUL in
     one reply would otherwise hold back every receipt and reply after it."""
 
-    def __init__(self, db: Database, settings: Settings, redis: ArqRedis) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        redis: ArqRedis,
+        tally: tallied.Tally | None = None,
+    ) -> None:
         self.db, self.settings, self.redis = db, settings, redis
         self.configs = gateway_configs(settings.delivery)
+        self.tally = tally  # where receipts' lags are counted (for /metrics), if anywhere
 
     async def receipts(self, gateway: str, receipts: Sequence[Receipt]) -> None:
         storable = _storable(gateway, "receipt", receipts)
+        seen: list[ReceiptTarget] = []
         async with self.db.acquire() as conn, conn.transaction():
-            applied = await apply_receipts(conn, self.configs[gateway], storable)
+            applied = await apply_receipts(conn, self.configs[gateway], storable, seen=seen)
+        if self.tally is not None:
+            for row in seen:
+                self.tally.observe(tallied.RECEIPT_LAG, max(row.lag_seconds, 0.0), gateway=gateway)
         for heir in applied.heirs:  # copies that relied on an undelivered message go out
             await enqueue_send(self.db, self.redis, self.settings.delivery, heir)
 
@@ -899,3 +951,41 @@ async def decide(db: Database, redis: ArqRedis, settings: DeliverySettings) -> d
     for heir in sorted(heirs):
         report["enqueued"] += await enqueue_send(db, redis, settings, heir)
     return report
+
+
+# --- what operators watch (/metrics) -----------------------------------------------------
+
+LANES = tuple(LANE_HEAD_START)
+# Jobs in arq's queue that are not batches of a send (webhook pushes, crons).
+OTHER_LANE = "other"
+
+
+async def queue_by_lane(db: Database, redis: ArqRedis) -> dict[str, int]:
+    """The jobs waiting in arq's queue, per lane: a batch job's id names its send
+    (`enqueue_send`), whose priority is its lane; a batch whose send is gone counts as `other`
+    with the jobs that are no batches. Due and deferred (a retry's) alike."""
+    members = await redis.zrange(redis.default_queue_name, 0, -1)
+    per_send: dict[int, int] = defaultdict(int)
+    counts = dict.fromkeys((*LANES, OTHER_LANE), 0)
+    for member in members:
+        job_id = member.decode() if isinstance(member, bytes) else str(member)
+        kind, _, rest = job_id.partition(":")
+        send = rest.partition(":")[0]
+        if kind == "deliver" and send.isdigit():
+            per_send[int(send)] += 1
+        else:
+            counts[OTHER_LANE] += 1
+    if per_send:
+        async with db.acquire() as conn:
+            lanes = {
+                r["id"]: r["priority"] for r in await conn.fetch(sql.SEND_LANES, list(per_send))
+            }
+        for send_id, jobs in per_send.items():
+            counts[lanes.get(send_id, OTHER_LANE)] += jobs
+    return counts
+
+
+async def oldest_due_age(conn: asyncpg.Connection) -> float:
+    """Seconds the oldest message due and not yet handed to a gateway has waited (0: none)."""
+    age: float = await conn.fetchval(sql.OLDEST_DUE_AGE)
+    return max(age, 0.0)

@@ -554,3 +554,25 @@ CROSS JOIN LATERAL (
 ) r
 ORDER BY f.send_id, r.id
 """
+
+
+# --- what operators watch (/metrics) -------------------------------------------------------
+
+# The messages of the sends being delivered (queued: walked on sends_open), by status: what
+# delivery has in hand, read off messages_send (send_id, id) INCLUDE (status) within each send's
+# month. Done sends are not read, so the month's millions of finished messages cost nothing.
+IN_FLIGHT_STATUSES = """
+SELECT m.status::text AS status, count(*) AS n
+FROM sends s
+JOIN messages m ON m.send_id = s.id
+  AND m.id >= s.message_ids_from AND m.id < s.message_ids_from + (1::bigint << 40)
+WHERE s.state = 'queued'
+GROUP BY m.status
+"""
+
+# Sends not finished, by state (each state on its partial index: sends_open, sends_review).
+OPEN_SEND_STATES = """
+SELECT state::text AS state, count(*) AS n FROM sends
+WHERE state IN ('scheduled', 'held', 'queued', 'review')
+GROUP BY state
+"""

@@ -895,3 +895,13 @@ async def archive_sends(
         )
         for s in sends
     ]
+
+
+async def in_flight(conn: asyncpg.Connection) -> dict[str, int]:
+    """The messages of the sends being delivered, by status (sql.IN_FLIGHT_STATUSES)."""
+    return {r["status"]: r["n"] for r in await conn.fetch(sql.IN_FLIGHT_STATUSES)}
+
+
+async def open_sends(conn: asyncpg.Connection) -> dict[str, int]:
+    """Sends not finished (scheduled, held, in review, queued), by state."""
+    return {r["state"]: r["n"] for r in await conn.fetch(sql.OPEN_SEND_STATES)}

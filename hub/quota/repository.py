@@ -346,3 +346,14 @@ LEFT JOIN quota_reservations r ON r.tenant_id = d.id AND r.period = a.period
 WHERE a.period = $1
 GROUP BY a.id, t.code, a.limit_segments
 """
+
+
+# Per threshold (80, 100): the accounts of month $1 that reached it (quota_events) and still
+# stand at or over it (a raised limit ends the alert), as RECORD_THRESHOLDS measures them.
+ALERTS_STANDING = """
+SELECT e.threshold, count(*) AS n
+FROM quota_events e JOIN quota_accounts a ON a.id = e.account_id
+WHERE a.period = $1 AND a.limit_segments > 0
+  AND (a.used + a.reserved) * 100 >= e.threshold * a.limit_segments
+GROUP BY e.threshold
+"""

@@ -51,6 +51,10 @@ class QuotaExhausted(ApiError):
     code = "quota_exhausted"
 
 
+# The shares of a limit whose reaching is noted once a month (quota_events; RECORD_THRESHOLDS).
+ALERT_THRESHOLDS = (80, 100)
+
+
 def _convert(record: asyncpg.Record | None, kind: type[Any]) -> Any:
     return None if record is None else msgspec.convert(dict(record.items()), kind)
 
@@ -677,3 +681,11 @@ async def _audit(conn: asyncpg.Connection, period: date) -> tuple[int, list[str]
                 f"{r['code']}: its subtree holds {r['total']} over its limit {r['limit_segments']}"
             )
     return len(accounts), problems
+
+
+async def alerts_standing(conn: asyncpg.Connection, period: date) -> dict[int, int]:
+    """Per alert threshold (80 and 100 % of the limit): how many tenants' accounts of the month
+    reached it and still stand there (sql.ALERTS_STANDING)."""
+    counts = dict.fromkeys(ALERT_THRESHOLDS, 0)
+    counts.update({r["threshold"]: r["n"] for r in await conn.fetch(sql.ALERTS_STANDING, period)})
+    return counts

@@ -5,8 +5,9 @@ but that dedup is lost when Redis is flushed or once the job's result expires. S
 first inserts (name, tick) into PostgreSQL's `cron_ticks`, in a short transaction of its own,
 and runs the job only if its row went in. The tick is the cron's scheduled instant, which every
 worker computes alike from the cron's spec (arq names it in the job id), truncated to the
-second. A try arq runs again (the job raised Retry) may take its tick over while the tick's run
-has not finished. Rows older than KEEP go with the purge (hub.dedup.jobs).
+second. arq tries a cron once (its max_tries): a run that failed, or whose worker died, leaves
+its row unfinished and the next tick runs as usual. Rows older than KEEP go with the purge
+(hub.dedup.jobs).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ log = logging.getLogger(__name__)
 
 KEEP = timedelta(days=7)
 
-# Claim a tick: a row of ours, or one whose run has not finished when arq runs the job again.
+# Claim a tick: true if this worker's row went in.
 CLAIM = """
-INSERT INTO cron_ticks AS t (name, tick, worker) VALUES ($1, $2, $3)
-ON CONFLICT (name, tick) DO UPDATE SET worker = EXCLUDED.worker, started_at = hub_now()
-    WHERE $4 AND t.finished_at IS NULL
+INSERT INTO cron_ticks (name, tick, worker) VALUES ($1, $2, $3)
+ON CONFLICT (name, tick) DO NOTHING
 RETURNING true
 """
 
@@ -57,9 +57,8 @@ def once_per_tick(name: str, job: Callable[..., Awaitable[Any]]) -> WorkerCorout
     @functools.wraps(job)
     async def run(ctx: dict[str, Any]) -> Any:
         tick = tick_of(ctx)
-        again = int(ctx.get("job_try", 1)) > 1
         async with ctx["db"].acquire() as conn:
-            mine = await conn.fetchval(CLAIM, name, tick, ctx["worker_name"], again)
+            mine = await conn.fetchval(CLAIM, name, tick, ctx["worker_name"])
         if not mine:
             log.info("%s at %s: run by another worker", name, tick.isoformat())
             return None

@@ -169,7 +169,7 @@ def build_worker(
         if "db" in ctx:
             await ctx.pop("db").close()
 
-    return Worker(
+    worker = Worker(
         functions=[
             func(surviving(job), name=name, max_tries=MAX_TRIES, keep_result=keep)
             for job, name, keep in cast(
@@ -203,6 +203,19 @@ def build_worker(
         max_jobs=MAX_JOBS,
         keep_result=60,
     )
+    # arq marks a running job "in progress" for the longest timeout of any job (the retention
+    # run's six hours) and no worker starts it again meanwhile: a job whose worker was killed
+    # would wait that long, and the sweeper cannot enqueue a batch again under its id. A job is
+    # free again as soon as its messages' lease runs out. Every job is idempotent, and a cron is
+    # tried once (arq's max_tries) and guarded by its tick (hub.crons), so a slow job started
+    # again alongside itself does no harm.
+    worker.in_progress_timeout_s = in_progress_seconds(settings)
+    return worker
+
+
+def in_progress_seconds(settings: Settings) -> float:
+    """How long arq keeps a started job from being started again (see build_worker)."""
+    return settings.delivery.lease_seconds + 10
 
 
 async def run_surviving(settings: Settings, *, restart_after: float = 1.0) -> None:

@@ -37,8 +37,9 @@ from hub.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
 
-# How long a breaker call may wait on Redis before this process decides alone.
-BREAKER_TIMEOUT_SECONDS = 0.5
+# How long a breaker call may wait on Redis before this process decides alone (generous: on a
+# busy machine an event loop answers late, and a slow answer is still the shared one).
+BREAKER_TIMEOUT_SECONDS = 2.0
 
 
 def breaker_key(gateway: str) -> str:

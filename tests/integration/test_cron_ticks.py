@@ -38,7 +38,6 @@ def _ctx(
         "db": db,
         "worker_name": worker,
         "job_id": f"{NAME}:{TICK_MS}",
-        "job_try": job_try,
         "score": score or TICK_MS + 137,
     }
 
@@ -76,24 +75,8 @@ async def test_two_workers_racing_on_one_tick_run_it_once(
     assert rows[0]["tick"] == datetime.fromtimestamp(TICK_MS // 1000, UTC)
     assert rows[0]["finished_at"] is not None
     # Later, the same tick again (Redis flushed, arq's id forgotten): it does not run again.
-    assert await wrapped(_ctx(pools[1], "host-b:2", job_try=2)) is None
+    assert await wrapped(_ctx(pools[1], "host-b:2")) is None
     assert len(runs) == 1
-
-
-async def test_a_try_again_of_an_unfinished_tick_runs_it(pools: list[PoolDatabase]) -> None:
-    runs: list[int] = []
-
-    async def job(ctx: dict[str, Any]) -> None:
-        runs.append(ctx["job_try"])
-        if ctx["job_try"] == 1:
-            raise ConnectionError("PostgreSQL went away")
-
-    wrapped = crons.once_per_tick(NAME, job)
-    with pytest.raises(ConnectionError):
-        await wrapped(_ctx(pools[0], "host-a:1"))
-    assert await wrapped(_ctx(pools[1], "host-b:2")) is None  # another worker's first try
-    await wrapped(_ctx(pools[1], "host-b:2", job_try=2))  # arq's retry of the same job
-    assert runs == [1, 2]
 
 
 async def test_the_purge_drops_ticks_past_a_week(pools: list[PoolDatabase], fresh_db: str) -> None:

@@ -5,9 +5,10 @@ but that dedup is lost when Redis is flushed or once the job's result expires. S
 first inserts (name, tick) into PostgreSQL's `cron_ticks`, in a short transaction of its own,
 and runs the job only if its row went in. The tick is the cron's scheduled instant, which every
 worker computes alike from the cron's spec (arq names it in the job id), truncated to the
-second. arq tries a cron once (its max_tries): a run that failed, or whose worker died, leaves
-its row unfinished and the next tick runs as usual. Rows older than KEEP go with the purge
-(hub.dedup.jobs).
+second. A worker killed after arq handed it the job but before its row went in loses nothing:
+another worker tries the job again (hub.worker.CRON_TRIES). One killed, or failing, after its
+row went in leaves the row unfinished (`finished_at` NULL), and the tick is not run again (the
+next tick runs as usual). Rows older than KEEP go with the purge (hub.dedup.jobs).
 """
 
 from __future__ import annotations

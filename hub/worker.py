@@ -71,10 +71,16 @@ def surviving(job: Job) -> WorkerCoroutine:
     return cast(WorkerCoroutine, run)
 
 
+# Tries of a cron's job: a worker killed after it took the job but before it claimed the tick
+# would lose the tick; another worker tries it again once arq's in-progress mark lapses
+# (build_worker). The tick's row keeps any later try from running it twice.
+CRON_TRIES = 3
+
+
 def shared(job: Job, name: str, **when: Any) -> CronJob:
     """A cron run once per tick by one of the workers: arq's unique job id, and a row in
     PostgreSQL's cron_ticks that survives Redis (hub.crons)."""
-    return cron(once_per_tick(name, job), name=name, unique=True, **when)
+    return cron(once_per_tick(name, job), name=name, unique=True, max_tries=CRON_TRIES, **when)
 
 
 def cron_jobs() -> list[CronJob]:
@@ -206,9 +212,9 @@ def build_worker(
     # arq marks a running job "in progress" for the longest timeout of any job (the retention
     # run's six hours) and no worker starts it again meanwhile: a job whose worker was killed
     # would wait that long, and the sweeper cannot enqueue a batch again under its id. A job is
-    # free again as soon as its messages' lease runs out. Every job is idempotent, and a cron is
-    # tried once (arq's max_tries) and guarded by its tick (hub.crons), so a slow job started
-    # again alongside itself does no harm.
+    # free again as soon as its messages' lease runs out. Every job is idempotent, and a cron
+    # is guarded by its tick (hub.crons), so a slow job started again alongside itself does no
+    # harm.
     worker.in_progress_timeout_s = in_progress_seconds(settings)
     return worker
 

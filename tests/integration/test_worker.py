@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 
 from hub.quota import service as quota
 from hub.settings import Settings
-from hub.worker import build_worker
+from hub.worker import CRON_TRIES, build_worker
 from tenants.service import ensure_root
 
 
@@ -99,3 +99,5 @@ def test_a_killed_workers_job_is_free_again_once_its_lease_ran_out(settings: Set
     worker = build_worker(live)
     assert worker.in_progress_timeout_s == live.delivery.lease_seconds + 10
     assert max(f.timeout_s or 0 for f in worker.functions.values()) == 6 * 3600
+    # A cron its killed worker took but never claimed is tried again by another (hub.crons).
+    assert {j.max_tries for j in worker.cron_jobs if j.unique} == {CRON_TRIES}

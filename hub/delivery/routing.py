@@ -14,7 +14,7 @@ The breaker's state in Redis (read as is by /metrics; keep this contract):
   at or above the limit; closed otherwise. An absent hash is a closed breaker.
 - `hub:breaker:{gateway}:trial`, set (NX, expiring after `circuit_seconds`) by the one process
   that takes the half-open trial; the others keep skipping the gateway until it answers (or the
-  key expires, as when that process died).
+  key expires, as when that process died, or the process gives it back unused).
 Both change only in Lua scripts, so each change is atomic.
 
 When Redis cannot be reached (or does not answer within BREAKER_TIMEOUT_SECONDS) the process
@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 
@@ -51,8 +53,9 @@ def trial_key(gateway: str) -> str:
     return f"hub:breaker:{gateway}:trial"
 
 
-# KEYS: the hash, the trial key. ARGV: circuit_failures, circuit_seconds.
-# Returns 1 if the gateway may take a chunk now (closed, or this caller won the half-open trial).
+# KEYS: the hash, the trial key. ARGV: circuit_failures, circuit_seconds, this router's token.
+# Returns 1 if the gateway may take a chunk now (closed), 2 if this caller won the half-open
+# trial, 0 if not.
 _MAY_TRY = """
 local b = redis.call('HMGET', KEYS[1], 'failures', 'open_until')
 local failures, open_until = tonumber(b[1]) or 0, tonumber(b[2]) or 0
@@ -61,7 +64,14 @@ local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
 if now < open_until then return 0 end
 local ttl = math.max(1, math.ceil(tonumber(ARGV[2]) * 1000))
-if redis.call('SET', KEYS[2], '1', 'NX', 'PX', ttl) then return 1 end
+if redis.call('SET', KEYS[2], ARGV[3], 'NX', 'PX', ttl) then return 2 end
+return 0
+"""
+
+# KEYS: the trial key. ARGV: this router's token. A trial won but not used (nothing to send)
+# goes back at once, if it is still this router's.
+_GIVE_BACK = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
 
@@ -123,6 +133,10 @@ class Router:
         }
         self._may_try = redis.register_script(_MAY_TRY) if redis is not None else None
         self._outcome = redis.register_script(_OUTCOME) if redis is not None else None
+        self._give_back = redis.register_script(_GIVE_BACK) if redis is not None else None
+        # Names this router's trials in Redis; the gateways whose trial it holds.
+        self._token = f"{socket.gethostname()}:{os.getpid()}:{id(self)}"
+        self.trials: set[str] = set()
 
     def primary(self, carrier: str) -> Gateway:
         for gateway in self.gateways.values():
@@ -135,11 +149,19 @@ class Router:
         if self._may_try is not None:
             try:
                 async with asyncio.timeout(BREAKER_TIMEOUT_SECONDS):
-                    answer = await self._may_try(
-                        keys=[breaker_key(name), trial_key(name)],
-                        args=[self.settings.circuit_failures, self.settings.circuit_seconds],
+                    answer = int(
+                        await self._may_try(
+                            keys=[breaker_key(name), trial_key(name)],
+                            args=[
+                                self.settings.circuit_failures,
+                                self.settings.circuit_seconds,
+                                self._token,
+                            ],
+                        )
                     )
-                return bool(int(answer))
+                if answer == 2:
+                    self.trials.add(name)
+                return answer > 0
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("breaker %s: Redis unavailable (%r); this process decides", name, exc)
         return not self.breakers[name].open
@@ -161,6 +183,7 @@ class Router:
 
     async def outcome(self, gateway: str, ok: bool) -> None:
         """A chunk's outcome at `gateway`, counted here and in the shared breaker."""
+        self.trials.discard(gateway)
         breaker = self.breakers[gateway]
         breaker.success() if ok else breaker.failure()
         if self._outcome is None:
@@ -173,3 +196,16 @@ class Router:
                 )
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("breaker %s: outcome kept in this process only (%r)", gateway, exc)
+
+    async def unused(self, gateway: str) -> None:
+        """The chunk routed to `gateway` had nothing to send: a half-open trial this router
+        won goes back, so the next chunk (any process's) tries at once rather than after
+        `circuit_seconds`."""
+        if gateway not in self.trials or self._give_back is None:
+            return
+        self.trials.discard(gateway)
+        try:
+            async with asyncio.timeout(BREAKER_TIMEOUT_SECONDS):
+                await self._give_back(keys=[trial_key(gateway)], args=[self._token])
+        except (RedisError, OSError, TimeoutError) as exc:
+            log.warning("breaker %s: trial not given back (%r); it expires", gateway, exc)

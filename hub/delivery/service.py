@@ -231,6 +231,7 @@ class Delivery:
             if unused:
                 await self.pacer.give_back(config.name, unused, config.rate)
             if not chunk:
+                await self.router.unused(config.name)
                 break
             claimed += len(chunk)
             outbound = [_outbound(send, text, sender, m) for m in chunk]
@@ -261,6 +262,7 @@ class Delivery:
             }
         outbound = [m for m in outbound if m.id in owned]
         if not outbound:
+            await self.router.unused(name)
             return []
         try:
             outcomes = await gateway.submit(outbound)

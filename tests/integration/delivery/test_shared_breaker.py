@@ -127,3 +127,19 @@ async def test_with_redis_away_each_process_keeps_its_own_breaker(redis: ArqRedi
         assert await _to(alone) == "cmcc"
     finally:
         await gone.aclose()
+
+
+async def test_a_trial_with_nothing_to_send_goes_back_at_once(
+    redis: ArqRedis, other: ArqRedis
+) -> None:
+    one, two = _router(redis), _router(other)
+    for _ in range(3):
+        await one.outcome("cmcc", ok=False)
+    await _end_open_spell(redis)
+    assert await _to(one) == "cmcc"  # one wins the trial…
+    assert await _to(two) == "backup"
+    await two.unused("cmcc")  # (not two's to give back)
+    assert await _to(two) == "backup"
+    await one.unused("cmcc")  # …but its chunk found nothing to claim
+    assert await _to(two) == "cmcc"  # the next chunk tries, not circuit_seconds later
+    assert await _to(one) == "backup"

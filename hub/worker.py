@@ -22,6 +22,7 @@ from arq.worker import Worker
 from hub import calendar, queue
 from hub.billing.jobs import roll_up_usage
 from hub.campaigns.jobs import run_campaigns
+from hub.crons import once_per_tick
 from hub.db import PoolDatabase, create_pool, unreachable
 from hub.dedup.jobs import purge_expired
 from hub.delivery import jobs as delivery_jobs
@@ -70,8 +71,21 @@ def surviving(job: Job) -> WorkerCoroutine:
     return cast(WorkerCoroutine, run)
 
 
+# Tries of a cron's job: a worker killed after it took the job but before it claimed the tick
+# would lose the tick; another worker tries it again once arq's in-progress mark lapses
+# (build_worker). The tick's row keeps any later try from running it twice.
+CRON_TRIES = 3
+
+
+def shared(job: Job, name: str, **when: Any) -> CronJob:
+    """A cron run once per tick by one of the workers: arq's unique job id, and a row in
+    PostgreSQL's cron_ticks that survives Redis (hub.crons)."""
+    return cron(once_per_tick(name, job), name=name, unique=True, max_tries=CRON_TRIES, **when)
+
+
 def cron_jobs() -> list[CronJob]:
-    """The periodic jobs, new for each worker (arq keeps each one's next run on it)."""
+    """The periodic jobs, new for each worker (arq keeps each one's next run on it). All but
+    the heartbeat (one per worker) run once per tick across the workers (hub.crons)."""
     return [
         cron(
             heartbeat,
@@ -80,59 +94,54 @@ def cron_jobs() -> list[CronJob]:
             unique=False,
         ),
         # Every minute; one worker at a time (SKIP LOCKED would make two harmless anyway).
-        cron(expire_reservations, name="hub.quota.expire.cron", second={5}, unique=True),
-        cron(release_due_sends, name="hub.messages.release_due.cron", second={0}, unique=True),
+        shared(expire_reservations, "hub.quota.expire.cron", second={5}),
+        shared(release_due_sends, "hub.messages.release_due.cron", second={0}),
         # Daily (and at start): this month's message partition and the next two, made ahead.
-        cron(
+        shared(
             make_partitions,
-            name="hub.messages.partitions.cron",
+            "hub.messages.partitions.cron",
             hour={3},
             minute={17},
             second={0},
             run_at_startup=True,
-            unique=True,
         ),
         # Every minute: sends whose review expired are closed and their quota released.
-        cron(expire_reviews, name="hub.messages.expire_reviews.cron", second={25}, unique=True),
+        shared(expire_reviews, "hub.messages.expire_reviews.cron", second={25}),
         # Every minute: a campaign at 09:00 greets at 09:00, to the minute.
-        cron(run_campaigns, name="hub.campaigns.run.cron", second={20}, unique=True),
+        shared(run_campaigns, "hub.campaigns.run.cron", second={20}),
         # Each minute: usage entries into the daily rollup (reads add the rest anyway).
-        cron(roll_up_usage, name="hub.billing.roll_up.cron", second={50}, unique=True),
+        shared(roll_up_usage, "hub.billing.roll_up.cron", second={50}),
         # Twice a minute: what Redis lost or a dead worker left goes back to work.
-        cron(delivery_jobs.sweep, name="hub.delivery.sweep.cron", second={10, 40}, unique=True),
+        shared(delivery_jobs.sweep, "hub.delivery.sweep.cron", second={10, 40}),
         # Every five minutes: copies relying on an original whose outcome is known (or whose
         # receipt never came in time) are settled or go out (hub.delivery.service.decide).
-        cron(
+        shared(
             delivery_jobs.decide,
-            name="hub.delivery.decide.cron",
+            "hub.delivery.decide.cron",
             minute=set(range(1, 60, 5)),
             second={45},
-            unique=True,
         ),
         # Every ten minutes: dedup keys, Idempotency-Key answers and unmatched receipts past
         # their windows go (in small committed batches), so those tables stay bounded.
-        cron(
+        shared(
             purge_expired,
-            name="hub.dedup.purge.cron",
+            "hub.dedup.purge.cron",
             minute=set(range(3, 60, 10)),
             second={30},
-            unique=True,
         ),
         # Every 10 s: replies whose push was not enqueued, or is due again after a failure.
-        cron(
+        shared(
             delivery_jobs.push_webhooks,
-            name="hub.delivery.webhooks.cron",
+            "hub.delivery.webhooks.cron",
             second=set(range(0, 60, 10)),
-            unique=True,
         ),
         # Hourly; the job works only in the business day's HUB_RETENTION__RUN_HOUR (03:00 in
         # Shanghai): personal data past its period goes, in committed batches (hub.retention).
-        cron(
+        shared(
             run_retention,
-            name="hub.retention.run.cron",
+            "hub.retention.run.cron",
             minute={37},
             second={0},
-            unique=True,
             timeout=6 * 3600,
         ),
     ]
@@ -166,7 +175,7 @@ def build_worker(
         if "db" in ctx:
             await ctx.pop("db").close()
 
-    return Worker(
+    worker = Worker(
         functions=[
             func(surviving(job), name=name, max_tries=MAX_TRIES, keep_result=keep)
             for job, name, keep in cast(
@@ -200,6 +209,19 @@ def build_worker(
         max_jobs=MAX_JOBS,
         keep_result=60,
     )
+    # arq marks a running job "in progress" for the longest timeout of any job (the retention
+    # run's six hours) and no worker starts it again meanwhile: a job whose worker was killed
+    # would wait that long, and the sweeper cannot enqueue a batch again under its id. A job is
+    # free again as soon as its messages' lease runs out. Every job is idempotent, and a cron
+    # is guarded by its tick (hub.crons), so a slow job started again alongside itself does no
+    # harm.
+    worker.in_progress_timeout_s = in_progress_seconds(settings)
+    return worker
+
+
+def in_progress_seconds(settings: Settings) -> float:
+    """How long arq keeps a started job from being started again (see build_worker)."""
+    return settings.delivery.lease_seconds + 10
 
 
 async def run_surviving(settings: Settings, *, restart_after: float = 1.0) -> None:

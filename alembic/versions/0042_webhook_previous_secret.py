@@ -14,7 +14,7 @@ Create Date: 2026-12-03
 from hub.db import run_script
 
 revision = "0042"
-down_revision = "0040"
+down_revision = "0041"
 branch_labels = None
 depends_on = None
 

@@ -1,10 +1,12 @@
 """The purge: keep the tables that only matter within a window bounded (dedup keys, stored
-Idempotency-Key answers, unmatched receipts, reply waits, roster uploads awaiting confirmation)."""
+Idempotency-Key answers, unmatched receipts, reply waits, roster uploads awaiting confirmation,
+cron ticks past a week)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from hub import calendar, crons
 from hub.contacts import service as contacts
 from hub.dedup import service
 from hub.delivery import service as delivery
@@ -32,4 +34,7 @@ async def purge_expired(ctx: dict[str, Any]) -> dict[str, int]:
             break
     async with ctx["db"].acquire() as conn:
         report["roster_uploads"] = await contacts.forget_uploads(conn)
+        report["cron_ticks"] = 0
+        while (ticks := await crons.purge(conn, calendar.now(), BATCH)) > 0:
+            report["cron_ticks"] += ticks
     return report

@@ -168,7 +168,7 @@ class Delivery:
             for name, config in gateway_configs(self.config).items()
         }
         self.gateways = built
-        self.router = Router(built, self.config)
+        self.router = Router(built, self.config, redis)
         self.pacer = Pacer(redis)
         # Gateway calls timed and counted, receipts' lags: added up in Redis for /metrics.
         self.tally = tallied.Tally()
@@ -184,7 +184,7 @@ class Delivery:
             except Exception:
                 # A gateway down at start-up opens its circuit; the others still deliver.
                 log.exception("gateway %s did not start", gateway.config.name)
-                self.router.outcome(gateway.config.name, ok=False)
+                await self.router.outcome(gateway.config.name, ok=False)
 
     async def close(self) -> None:
         for task in self._lanes:
@@ -215,7 +215,7 @@ class Delivery:
         retry_at: datetime | None = None
         heirs: set[int] = set()  # sends whose copies go out in place of one that never did
         while True:
-            gateway = self.router.route(carrier)  # per chunk: a circuit may open mid-batch
+            gateway = await self.router.route(carrier)  # per chunk: a circuit may open mid-batch
             config = gateway.config
             wanted = config.chunk * send.segments_each
             await self.pacer.take(config.name, wanted, config.rate)
@@ -237,6 +237,7 @@ class Delivery:
             if unused:
                 await self.pacer.give_back(config.name, unused, config.rate)
             if not chunk:
+                await self.router.unused(config.name)
                 break
             claimed += len(chunk)
             outbound = [_outbound(send, text, sender, m) for m in chunk]
@@ -267,25 +268,26 @@ class Delivery:
             }
         outbound = [m for m in outbound if m.id in owned]
         if not outbound:
+            await self.router.unused(name)
             return []
         try:
             outcomes = await self._call(gateway, outbound)
         except ConnectionError as exc:
             # The adapters' word for "unreachable, nothing handed over": all of them go again.
             log.warning("gateway %s unreachable: %r", name, exc)
-            self.router.outcome(name, ok=False)
+            await self.router.outcome(name, ok=False)
             return [
                 Failed(m.id, permanent=False, code="unreachable", detail=str(exc)) for m in outbound
             ]
         except Exception as exc:
             # Anything else may have struck with some of them written: at most once.
             log.exception("gateway %s failed mid-call: its messages' outcome is unknown", name)
-            self.router.outcome(name, ok=False)
+            await self.router.outcome(name, ok=False)
             return [Unknown(m.id, code="gateway_error", detail=repr(exc)) for m in outbound]
         troubled = sum(
             isinstance(o, Unknown) or (isinstance(o, Failed) and not o.permanent) for o in outcomes
         )
-        self.router.outcome(name, ok=troubled < len(outbound))
+        await self.router.outcome(name, ok=troubled < len(outbound))
         return outcomes
 
     async def _call(self, gateway: Gateway, outbound: list[Outbound]) -> list[Outcome]:

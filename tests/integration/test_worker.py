@@ -10,7 +10,7 @@ from arq.connections import ArqRedis
 
 from hub.quota import service as quota
 from hub.settings import Settings
-from hub.worker import build_worker
+from hub.worker import CRON_TRIES, build_worker
 from tenants.service import ensure_root
 
 
@@ -88,3 +88,16 @@ def test_each_worker_gets_the_periodic_jobs_of_its_own(settings: Settings) -> No
     assert {"hub.delivery.sweep.cron", "hub.billing.roll_up.cron"} <= names
     assert not {id(job) for job in one.cron_jobs} & {id(job) for job in two.cron_jobs}
     assert build_worker(live, crons=False).cron_jobs == []
+
+
+def test_a_killed_workers_job_is_free_again_once_its_lease_ran_out(settings: Settings) -> None:
+    """arq would keep a started job from starting again for its longest job timeout (the
+    retention run's six hours): a batch whose worker was killed would wait that long."""
+    live = msgspec.structs.replace(
+        settings, db=msgspec.structs.replace(settings.db, dsn="postgresql://unused/db")
+    )
+    worker = build_worker(live)
+    assert worker.in_progress_timeout_s == live.delivery.lease_seconds + 10
+    assert max(f.timeout_s or 0 for f in worker.functions.values()) == 6 * 3600
+    # A cron its killed worker took but never claimed is tried again by another (hub.crons).
+    assert {j.max_tries for j in worker.cron_jobs if j.unique} == {CRON_TRIES}

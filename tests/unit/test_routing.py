@@ -45,39 +45,39 @@ def _router(clock: _Clock) -> Router:
     return Router({c.name: _Gateway(c) for c in configs}, settings, clock=clock)
 
 
-def test_carriers_go_to_their_own_gateway_and_the_rest_to_the_catch_all() -> None:
+async def test_carriers_go_to_their_own_gateway_and_the_rest_to_the_catch_all() -> None:
     router = _router(_Clock())
-    assert router.route("中国移动").config.name == "cmcc"
-    assert router.route("中国联通").config.name == "telecom"
-    assert router.route("中国广电").config.name == "backup"
-    assert router.route("unknown").config.name == "backup"
+    assert (await router.route("中国移动")).config.name == "cmcc"
+    assert (await router.route("中国联通")).config.name == "telecom"
+    assert (await router.route("中国广电")).config.name == "backup"
+    assert (await router.route("unknown")).config.name == "backup"
 
 
-def test_a_failing_gateway_is_skipped_while_open_and_tried_again_after() -> None:
+async def test_a_failing_gateway_is_skipped_while_open_and_tried_again_after() -> None:
     clock = _Clock()
     router = _router(clock)
     for _ in range(2):
-        router.outcome("cmcc", ok=False)
-    assert router.route("中国移动").config.name == "cmcc"  # two failures: still closed
-    router.outcome("cmcc", ok=False)
-    assert router.route("中国移动").config.name == "backup"  # open: the fallback takes it
+        await router.outcome("cmcc", ok=False)
+    assert (await router.route("中国移动")).config.name == "cmcc"  # two failures: still closed
+    await router.outcome("cmcc", ok=False)
+    assert (await router.route("中国移动")).config.name == "backup"  # open: the fallback takes it
     clock.now += 29
-    assert router.route("中国移动").config.name == "backup"
+    assert (await router.route("中国移动")).config.name == "backup"
     clock.now += 2
-    assert router.route("中国移动").config.name == "cmcc"  # half open: one try
-    router.outcome("cmcc", ok=False)
-    assert router.route("中国移动").config.name == "backup"  # failed again: open again
+    assert (await router.route("中国移动")).config.name == "cmcc"  # half open: one try
+    await router.outcome("cmcc", ok=False)
+    assert (await router.route("中国移动")).config.name == "backup"  # failed again: open again
     clock.now += 31
-    router.outcome("cmcc", ok=True)
-    assert router.route("中国移动").config.name == "cmcc"  # recovered: closed
+    await router.outcome("cmcc", ok=True)
+    assert (await router.route("中国移动")).config.name == "cmcc"  # recovered: closed
     for _ in range(2):
-        router.outcome("cmcc", ok=False)
-    assert router.route("中国移动").config.name == "cmcc"  # the count started again
+        await router.outcome("cmcc", ok=False)
+    assert (await router.route("中国移动")).config.name == "cmcc"  # the count started again
 
 
-def test_with_every_gateway_open_the_primary_is_tried() -> None:
+async def test_with_every_gateway_open_the_primary_is_tried() -> None:
     router = _router(_Clock())
     for name in ("telecom", "backup"):
         for _ in range(3):
-            router.outcome(name, ok=False)
-    assert router.route("中国电信").config.name == "telecom"
+            await router.outcome(name, ok=False)
+    assert (await router.route("中国电信")).config.name == "telecom"

@@ -200,6 +200,7 @@ async def test_the_purge_cron_removes_what_is_past_its_window_and_keeps_the_rest
         "unmatched_receipts": 5,
         "reply_waits": 0,
         "roster_uploads": 0,
+        "cron_ticks": 0,
     }
     assert await live_db.fetchval("SELECT array_agg(message_id) FROM dedup_keys") == [99]
     assert await live_db.fetchval("SELECT array_agg(key) FROM idempotency_keys") == ["fresh"]

@@ -1,0 +1,77 @@
+"""Each periodic job once per tick, whichever worker (and however many) sees the tick.
+
+arq's `unique` crons already share one job id per tick (`{name}:{scheduled unix ms}`) in Redis,
+but that dedup is lost when Redis is flushed or once the job's result expires. So a worker
+first inserts (name, tick) into PostgreSQL's `cron_ticks`, in a short transaction of its own,
+and runs the job only if its row went in. The tick is the cron's scheduled instant, which every
+worker computes alike from the cron's spec (arq names it in the job id), truncated to the
+second. A worker killed after arq handed it the job but before its row went in loses nothing:
+another worker tries the job again (hub.worker.CRON_TRIES). One killed, or failing, after its
+row went in leaves the row unfinished (`finished_at` NULL), and the tick is not run again (the
+next tick runs as usual). Rows older than KEEP go with the purge (hub.dedup.jobs).
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
+
+import asyncpg
+from arq.typing import WorkerCoroutine
+
+log = logging.getLogger(__name__)
+
+KEEP = timedelta(days=7)
+
+# Claim a tick: true if this worker's row went in.
+CLAIM = """
+INSERT INTO cron_ticks (name, tick, worker) VALUES ($1, $2, $3)
+ON CONFLICT (name, tick) DO NOTHING
+RETURNING true
+"""
+
+# The tick's run is over.
+FINISH = "UPDATE cron_ticks SET finished_at = hub_now() WHERE name = $1 AND tick = $2"
+
+# A batch of ticks older than $1.
+PURGE = """
+DELETE FROM cron_ticks WHERE (name, tick) IN (
+    SELECT name, tick FROM cron_ticks WHERE tick < $1 LIMIT $2
+)
+"""
+
+
+def tick_of(ctx: dict[str, Any]) -> datetime:
+    """The scheduled instant of the cron run in `ctx`, to the second: from the job id arq
+    gives a unique cron (`name:unix ms`), else from its queue score (the time it was due)."""
+    _, _, suffix = str(ctx.get("job_id", "")).rpartition(":")
+    ms = int(suffix) if suffix.isdigit() else int(ctx["score"])
+    return datetime.fromtimestamp(ms // 1000, UTC)
+
+
+def once_per_tick(name: str, job: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
+    """`job` run only by the worker whose row for this tick went in (see the module)."""
+
+    @functools.wraps(job)
+    async def run(ctx: dict[str, Any]) -> Any:
+        tick = tick_of(ctx)
+        async with ctx["db"].acquire() as conn:
+            mine = await conn.fetchval(CLAIM, name, tick, ctx["worker_name"])
+        if not mine:
+            log.info("%s at %s: run by another worker", name, tick.isoformat())
+            return None
+        result = await job(ctx)
+        async with ctx["db"].acquire() as conn:
+            await conn.execute(FINISH, name, tick)
+        return result
+
+    return cast(WorkerCoroutine, run)
+
+
+async def purge(conn: asyncpg.Connection, now: datetime, batch: int) -> int:
+    """Delete a batch of ticks older than KEEP; how many."""
+    status = await conn.execute(PURGE, now - KEEP, batch)
+    return int(status.split()[-1])

@@ -1,0 +1,96 @@
+"""Each cron runs once per tick across workers: the row in cron_ticks decides, not Redis."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import asyncpg
+import pytest
+
+from hub import calendar, crons
+from hub.db import PoolDatabase, create_pool
+from hub.settings import Settings
+
+NAME = "hub.delivery.sweep.cron"
+TICK_MS = 1_798_731_010_000  # a sweep's tick (second 10), as arq names it in the job id
+
+
+@pytest.fixture
+async def pools(fresh_db: str, settings: Settings) -> AsyncIterator[list[PoolDatabase]]:
+    """Two workers' own pools on one database."""
+    dbs = [PoolDatabase(await create_pool(settings.db, fresh_db)) for _ in range(2)]
+    try:
+        yield dbs
+    finally:
+        for db in dbs:
+            await db.close()
+
+
+def _ctx(
+    db: PoolDatabase, worker: str, job_try: int = 1, score: int | None = None
+) -> dict[str, Any]:
+    """What arq hands a unique cron's run (its job id names the tick; the score is when it
+    was queued, which differs between workers)."""
+    return {
+        "db": db,
+        "worker_name": worker,
+        "job_id": f"{NAME}:{TICK_MS}",
+        "score": score or TICK_MS + 137,
+    }
+
+
+def test_the_tick_is_the_scheduled_second_whoever_computes_it() -> None:
+    tick = datetime.fromtimestamp(TICK_MS // 1000, UTC)
+    assert crons.tick_of({"job_id": f"{NAME}:{TICK_MS}", "score": 1}) == tick
+    # No tick in the id (a cron without arq's unique id): the due time, to the second.
+    assert crons.tick_of({"job_id": "abc123", "score": TICK_MS + 999}) == tick
+
+
+async def test_two_workers_racing_on_one_tick_run_it_once(
+    pools: list[PoolDatabase], fresh_db: str
+) -> None:
+    runs: list[str] = []
+
+    async def job(ctx: dict[str, Any]) -> str:
+        runs.append(ctx["worker_name"])
+        await asyncio.sleep(0.05)
+        return "swept"
+
+    wrapped = crons.once_per_tick(NAME, job)
+    answers = await asyncio.gather(
+        wrapped(_ctx(pools[0], "host-a:1", score=TICK_MS + 3)),
+        wrapped(_ctx(pools[1], "host-b:2", score=TICK_MS + 250)),
+    )
+    assert len(runs) == 1
+    assert sorted(answers, key=str) == sorted(["swept", None], key=str)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        rows = await conn.fetch("SELECT name, tick, worker, finished_at FROM cron_ticks")
+    finally:
+        await conn.close()
+    assert [(r["name"], r["worker"]) for r in rows] == [(NAME, runs[0])]
+    assert rows[0]["tick"] == datetime.fromtimestamp(TICK_MS // 1000, UTC)
+    assert rows[0]["finished_at"] is not None
+    # Later, the same tick again (Redis flushed, arq's id forgotten): it does not run again.
+    assert await wrapped(_ctx(pools[1], "host-b:2")) is None
+    assert len(runs) == 1
+
+
+async def test_the_purge_drops_ticks_past_a_week(pools: list[PoolDatabase], fresh_db: str) -> None:
+    now = calendar.now()
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        for age in (timedelta(days=8), timedelta(days=7, minutes=1), timedelta(days=6)):
+            await conn.execute(
+                "INSERT INTO cron_ticks (name, tick, worker) VALUES ($1, $2, 'w')", NAME, now - age
+            )
+        assert await crons.purge(conn, now, 1) == 1  # a batch at a time
+        assert await crons.purge(conn, now, 10) == 1
+        assert await crons.purge(conn, now, 10) == 0
+        left = await conn.fetchval("SELECT array_agg(tick) FROM cron_ticks")
+    finally:
+        await conn.close()
+    assert left == [now - timedelta(days=6)]

@@ -21,6 +21,7 @@ from arq.connections import ArqRedis
 
 from hub import calendar
 from hub.db import Database
+from hub.delivery import routing
 from hub.delivery import service as delivery
 from hub.health import service as health
 from hub.health import tally
@@ -31,9 +32,6 @@ from hub.settings import Settings
 log = logging.getLogger(__name__)
 
 SOURCE_TIMEOUT = 2.0
-# The breaker's state, as hub.delivery.routing keeps it in Redis: `failures` (chunks failed in a
-# row) and `open_until` (unix seconds, Redis's own clock). No key: closed, no failures.
-BREAKER_KEY = "hub:breaker:{}"
 # Message statuses always written (0 when none), so an alert on one never finds it missing.
 STATUSES = ("accepted", "sending", "sent", "delivered", "undelivered", "failed", "expired")
 SEND_STATES = ("scheduled", "held", "review", "queued")
@@ -198,7 +196,9 @@ async def _breakers(src: Sources) -> list[Family]:
     is_open: dict[str, float] = {}
     failures: dict[str, float] = {}
     for name in src.gateways:
-        key = BREAKER_KEY.format(name)
+        # As hub.delivery.routing keeps it: `failures` (chunks failed in a row) and `open_until`
+        # (unix seconds, Redis's own clock). No key: closed, no failures.
+        key = routing.breaker_key(name)
         got: list[bytes | None] = await src.redis.hmget(key, ["failures", "open_until"])  # type: ignore[misc]
         count, until = (float(v) if v is not None else 0.0 for v in got)
         is_open[name], failures[name] = float(until > now), count

@@ -111,7 +111,12 @@ class OutboxGateway:
             log.warning("outbox %s: receipts not recorded yet (%r)", self.config.name, exc)
 
     async def _record(self, ids: list[int], receipts: list[Receipt]) -> None:
+        """Apply `receipts`, first giving their references to messages recorded as sent with
+        none (the sweeper closed their chunk as unknown when it outlived its lease): otherwise
+        the receipts would find no message and be kept as unmatched."""
         assert self.events is not None
+        async with self.db.acquire() as conn:
+            await conn.execute(sql.OUTBOX_KNOWN_REFERENCE, ids)
         await self.events.receipts(self.config.name, receipts)
         async with self.db.acquire() as conn:
             await conn.execute(sql.OUTBOX_REPORTED, ids)
@@ -123,8 +128,6 @@ class OutboxGateway:
                 sql.OUTBOX_UNREPORTED, self.config.name, older_than, REPORT_AGAIN_BATCH
             )
             ids = [r["id"] for r in rows]
-            if ids:
-                await conn.execute(sql.OUTBOX_KNOWN_REFERENCE, ids)
         if ids:
             await self._record(ids, [self._receipt(r["id"], r["phone"]) for r in rows])
             log.info("outbox %s: %d receipts reported again", self.config.name, len(ids))

@@ -21,6 +21,7 @@ from arq.connections import ArqRedis
 from hub import queue
 from hub.db import PoolDatabase, create_pool
 from hub.delivery import service
+from hub.delivery.gateway import Outbound
 from hub.delivery.gateways.outbox import OutboxGateway
 from hub.embedded import EmbeddedValkey
 from hub.settings import Settings
@@ -184,3 +185,48 @@ async def test_receipts_lost_with_their_worker_are_reported_again(
         await db.close()
     assert await statuses(live_db, send_id) == {"delivered": 10}
     assert await audit_clean(live_db) == []
+
+
+async def test_receipts_of_a_chunk_closed_as_unknown_while_it_was_handed_over_still_match(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+) -> None:
+    """A live worker's chunk outlived its lease: the sweeper closed its messages as sent with
+    "outcome unknown" and no reference while the outbox still took them. The receipts the
+    outbox then reports at once give those messages their reference first, so they end
+    delivered, not unmatched."""
+    resp = await client.post(
+        "/v1/messages", json={"to": PHONES[:5], "body": "租约过期"}, headers=bearer(county_key)
+    )
+    send_id = resp.json()["id"]
+    rows = await live_db.fetch(
+        "SELECT id, phone, segments FROM messages WHERE send_id = $1", send_id
+    )
+    # As the sweeper leaves a chunk whose lease ran out mid-submit.
+    await live_db.execute(
+        "UPDATE messages SET status = 'sent', reference = NULL, error = 'outcome unknown',"
+        " gateway = 'outbox', sent_at = hub_now() WHERE send_id = $1",
+        send_id,
+    )
+    assert live_settings.db.dsn
+    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
+    try:
+        worker = service.Delivery(live_settings, db, redis)
+        await worker.start()
+        try:
+            outbox = worker.gateways["outbox"]
+            assert isinstance(outbox, OutboxGateway)
+            outbound = [
+                Outbound(r["id"], r["phone"], "租约过期", r["segments"], "ucs2", "10690000")
+                for r in rows
+            ]
+            await outbox.submit(outbound)
+        finally:
+            await worker.close()  # waits for the outbox's report
+    finally:
+        await db.close()
+    assert await statuses(live_db, send_id) == {"delivered": 5}
+    assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0

@@ -24,7 +24,9 @@ import httpx
 import pytest
 
 from hub import calendar
+from hub.db import create_pool
 from hub.quota import service as quota
+from hub.settings import load_settings
 from tests.e2e.conftest import HUB, clean_env, free_port
 from tests.factories import bearer, grant, make_key, make_small_tree
 from tests.peers.pg_cluster import PgCluster, hub_database
@@ -241,3 +243,36 @@ async def test_postgres_restarted_under_load_loses_no_send(tmp_path: Path, redis
             print(f"answers {dict(load.answers)}, sends {len(sends)}, outbox {outboxed}")
     finally:
         cluster.cleanup()
+
+
+async def test_a_multi_host_dsn_reaches_the_writable_server(tmp_path: Path) -> None:
+    """The other way to follow a failover without a proxy: HUB_DB__DSN listing every node, with
+    `target_session_attrs=read-write` (asyncpg ≥ 0.28 reads it from the DSN, as libpq does).
+    The first node here refuses writes, as a standby or a demoted primary does: the hub's pool
+    skips it for the writable one, and without the option it would have taken the first."""
+    nodes = [PgCluster(tmp_path / "first"), PgCluster(tmp_path / "second")]
+    try:
+        for node in nodes:
+            node.init()
+        nodes[0].conf("default_transaction_read_only = on")
+        for node in nodes:
+            node.start()
+        hosts = ",".join(str(node.socket_dir) for node in nodes)
+        dsn = f"postgresql://postgres@/postgres?host={hosts}&target_session_attrs=read-write"
+        settings = load_settings({"HUB_DB__DSN": dsn})
+        pool = await create_pool(settings.db, dsn)
+        try:
+            async with pool.acquire() as conn:
+                where = await conn.fetchval("SHOW unix_socket_directories")
+                assert where == str(nodes[1].socket_dir)
+                await conn.execute("CREATE TABLE written (n int)")
+        finally:
+            await pool.close()
+        anyone = await asyncpg.connect(f"postgresql://postgres@/postgres?host={hosts}")
+        try:
+            assert await anyone.fetchval("SHOW unix_socket_directories") == str(nodes[0].socket_dir)
+        finally:
+            await anyone.close()
+    finally:
+        for node in nodes:
+            node.cleanup()

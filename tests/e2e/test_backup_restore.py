@@ -7,7 +7,7 @@ ledger's reservations and postings). The last WAL segment is switched out and ar
 what every table holds is recorded. The server is then crashed and its data folder deleted,
 the base backup copied back with a `restore_command` and `recovery.signal`, and the restored
 server must hold exactly what was recorded — and nothing written after the last archived
-segment — with `hub audit quota` clean.
+segment — with the quota audit (`hub audit quota`'s function) clean.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ from hub.db import PoolDatabase, create_pool
 from hub.quota import service as quota
 from hub.settings import Settings, load_settings
 from hub.worker import build_worker
-from tests.e2e.conftest import clean_env, run_hub
 from tests.factories import bearer, grant, make_key, make_small_tree
 from tests.peers.pg_cluster import (
     PgCluster,
@@ -254,12 +253,14 @@ async def test_a_destroyed_hub_comes_back_from_its_base_backup_and_wal_archive(
             assert back == len(sends)
         finally:
             await conn.close()
-        audited = run_hub(
-            "audit", "quota", "--period", period.strftime("%Y-%m"),
-            env=clean_env(HUB_DB__DSN=dsn),
-        )  # fmt: skip
-        assert audited.returncode == 0, audited.stdout + audited.stderr
-        assert ": clean" in audited.stdout, audited.stdout
+        # `hub audit quota`'s own check, on the restored ledger.
+        conn = await asyncpg.connect(dsn)
+        try:
+            checked_after, problems_after = await quota.audit(conn, period)
+        finally:
+            await conn.close()
+        assert checked_after == checked
+        assert problems_after == []
         # The restored hub takes new work.
         async with _hub(settings, redis) as client:
             conn = await asyncpg.connect(dsn)

@@ -109,7 +109,7 @@ class PgCluster:
         server_owned(self.pgdata)
         run_as_server(
             tool("initdb"), "-D", str(self.pgdata), "--auth=trust", "--encoding=UTF8",
-            "--no-instructions", "-U", "postgres",
+            "--no-instructions", "--no-sync", "-U", "postgres",
         )  # fmt: skip
         self.conf(
             "listen_addresses = ''",

@@ -102,12 +102,21 @@ UNREACHABLE: tuple[type[Exception], ...] = (
 # asyncpg's InterfaceError also means misuse (two queries at once on one connection); only
 # these words say the connection is gone.
 _CLOSED = ("connection is closed", "underlying connection is closed", "pool is closing")
+# A pooled connection idle when PostgreSQL shut down (a restart, a failover) is sent an
+# unasked FATAL ("terminating connection due to administrator command") just before the socket
+# closes. asyncpg, expecting nothing, puts the connection in its "consume an error" state (2),
+# and a request that takes it from the pool in between fails at its first query with this
+# InternalClientError; releasing it then drops it from the pool. Misuse shows another state
+# (the number of the operation in flight), so only state 2 means "gone".
+_SHUT_DOWN_WHILE_IDLE = "another operation (2) is in progress"
 
 
 def unreachable(exc: BaseException) -> bool:
     """Whether `exc` says PostgreSQL cannot be reached (see UNREACHABLE)."""
     if isinstance(exc, UNREACHABLE):
         return True
+    if isinstance(exc, asyncpg.exceptions.InternalClientError):
+        return _SHUT_DOWN_WHILE_IDLE in str(exc)
     return isinstance(exc, asyncpg.exceptions.InterfaceError) and any(
         words in str(exc) for words in _CLOSED
     )

@@ -211,7 +211,15 @@ def _outage(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
 
 def exception_handlers() -> ExceptionHandlersMap:
     outages: ExceptionHandlersMap = dict.fromkeys(
-        (TRANSIENT, *UNREACHABLE, asyncpg.exceptions.InterfaceError, *REDIS_UNREACHABLE), _outage
+        (
+            TRANSIENT,
+            *UNREACHABLE,
+            asyncpg.exceptions.InterfaceError,
+            # A connection PostgreSQL's shutdown left unusable (hub.db.unreachable), or misuse.
+            asyncpg.exceptions.InternalClientError,
+            *REDIS_UNREACHABLE,
+        ),
+        _outage,
     )
     return {
         ApiError: _api_error,

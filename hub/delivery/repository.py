@@ -256,15 +256,29 @@ LIMIT $3
 
 # A send's messages whose lease ran out (their worker died): those never handed to the gateway
 # go back to `accepted`; those handed over with no answer recorded are returned for a decision.
+# An outbox gateway ($2: their names) can be asked: a message it has no row for was never taken
+# (its worker lost PostgreSQL between marking it handed over and the insert) and goes back too;
+# going again adds nothing if the insert lands after all (ON CONFLICT DO NOTHING).
 EXPIRED_LEASES = """
-UPDATE messages
-SET status = CASE WHEN submitted_at IS NULL THEN 'accepted' ELSE status END::message_status,
-    lease_until = CASE WHEN submitted_at IS NULL THEN NULL ELSE lease_until END,
+WITH expired AS (
+    SELECT m.id, m.submitted_at IS NOT NULL
+                 AND NOT (m.gateway = ANY($2::text[])
+                          AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.message_id = m.id))
+                 AS handed
+    FROM messages m
+    WHERE m.send_id = $1 AND m.status = 'sending' AND m.lease_until < hub_now()
+      AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
+)
+UPDATE messages m
+SET status = CASE WHEN e.handed THEN m.status ELSE 'accepted' END::message_status,
+    lease_until = CASE WHEN e.handed THEN m.lease_until END,
+    submitted_at = CASE WHEN e.handed THEN m.submitted_at END,
     updated_at = hub_now()
-WHERE send_id = $1 AND status = 'sending' AND lease_until < hub_now()
-  AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
-RETURNING id, attempts, tenant_id, carrier, segments, submitted_at IS NOT NULL AS unknown,
-          (submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
+FROM expired e
+WHERE m.id = e.id AND m.send_id = $1 AND m.status = 'sending' AND m.lease_until < hub_now()
+  AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
+RETURNING m.id, m.attempts, m.tenant_id, m.carrier, m.segments, e.handed AS unknown,
+          (m.submitted_at AT TIME ZONE 'Asia/Shanghai')::date AS day
 """
 
 # Messages of a send still open: waiting, being sent, or relying on a copy whose outcome is not

@@ -902,7 +902,8 @@ async def _sweep_send(
     sends whose copies go out in place of messages it expired are added to `heirs`."""
     async with db.acquire() as conn, conn.transaction():
         reservation_id = await conn.fetchval(sql.SEND_RESERVATION, send_id)
-        leases = await conn.fetch(sql.EXPIRED_LEASES, send_id)
+        outboxes = [g.name for g in settings.gateways if g.kind == "outbox"]
+        leases = await conn.fetch(sql.EXPIRED_LEASES, send_id, outboxes)
         unknown = [r for r in leases if r["unknown"]]
         report["requeued"] += len(leases) - len(unknown)
         used = released = 0

@@ -21,7 +21,7 @@ import logging
 from collections.abc import Sequence
 from typing import Literal
 
-from hub.db import Database
+from hub.db import Database, unreachable
 from hub.delivery import repository as sql
 from hub.delivery.gateway import (
     Accepted,
@@ -63,16 +63,25 @@ class OutboxGateway:
             m for m in messages if self.refused_suffix and m.phone.endswith(self.refused_suffix)
         ]
         messages = [m for m in messages if m not in refused]
-        async with self.db.acquire() as conn:
-            await conn.execute(
-                sql.OUTBOX_INSERT,
-                [m.id for m in messages],
-                [self.config.name] * len(messages),
-                [m.phone for m in messages],
-                [m.sender for m in messages],
-                [m.text for m in messages],
-                [m.segments for m in messages],
-            )
+        try:
+            async with self.db.acquire() as conn:
+                await conn.execute(
+                    sql.OUTBOX_INSERT,
+                    [m.id for m in messages],
+                    [self.config.name] * len(messages),
+                    [m.phone for m in messages],
+                    [m.sender for m in messages],
+                    [m.text for m in messages],
+                    [m.segments for m in messages],
+                )
+        except Exception as exc:
+            if not unreachable(exc):
+                raise
+            # The outbox is the hub's own table: with PostgreSQL gone nothing went out, or the
+            # insert committed unseen and doing it again adds nothing. So the messages go again
+            # (the adapters' ConnectionError), never "outcome unknown", which would leave a
+            # message the outbox never took `sent` for good.
+            raise ConnectionError(f"outbox {self.config.name}: PostgreSQL unreachable") from exc
         outcomes: list[Outcome] = [Accepted(m.id, f"outbox-{m.id}") for m in messages]
         outcomes += [
             Failed(m.id, True, "REFUSED", "the outbox refuses this number") for m in refused

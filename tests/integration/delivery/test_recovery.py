@@ -64,7 +64,8 @@ async def test_a_dead_workers_leases_are_recovered_at_most_once(
     )
     send_id = resp.json()["id"]
     await redis.flushdb()
-    # A worker claimed all ten, handed four to the gateway and died (SIGKILL leaves just this).
+    # A worker claimed all ten, marked six handed over, the outbox took four of them, and the
+    # worker died (SIGKILL leaves just this).
     await live_db.execute(
         "UPDATE messages SET status = 'sending', gateway = 'outbox', attempts = 1,"
         " lease_until = hub_now() - interval '1 second' WHERE send_id = $1",
@@ -72,15 +73,22 @@ async def test_a_dead_workers_leases_are_recovered_at_most_once(
     )
     await live_db.execute(
         "UPDATE messages SET submitted_at = hub_now() WHERE id IN"
-        " (SELECT id FROM messages WHERE send_id = $1 ORDER BY id LIMIT 4)",
+        " (SELECT id FROM messages WHERE send_id = $1 ORDER BY id LIMIT 6)",
+        send_id,
+    )
+    await live_db.execute(
+        "INSERT INTO outbox (message_id, gateway, phone, sender, text, segments)"
+        " SELECT id, 'outbox', phone, '10690000', '防汛通知', segments FROM messages"
+        " WHERE send_id = $1 ORDER BY id LIMIT 4",
         send_id,
     )
     report = await _sweep(live_settings, redis)
+    # The outbox can be asked: the two it never took go again with the four never handed over.
     assert (report["requeued"], report["unknown"]) == (6, 4)
     await run_worker()
     # The four maybe-delivered ones are never sent again; the six are delivered.
     assert await statuses(live_db, send_id) == {"sent": 4, "delivered": 6}
-    assert await live_db.fetchval("SELECT count(*) FROM outbox") == 6
+    assert await live_db.fetchval("SELECT count(*) FROM outbox") == 10
     unknown = await live_db.fetch("SELECT error FROM messages WHERE status = 'sent'")
     assert all("outcome unknown" in r["error"] for r in unknown)
     assert await audit_clean(live_db) == []

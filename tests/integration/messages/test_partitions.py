@@ -168,7 +168,7 @@ async def test_the_api_and_worker_queries_scan_one_partition(
         "still sending (ids array)": (delivery_sql.ANY_STILL_SENDING, (ids,)),
         "texts forgotten (ids)": (delivery_sql.FORGET_TEXTS, (ids,)),
         "open messages": (delivery_sql.OPEN_MESSAGES, (target,)),
-        "expired leases": (delivery_sql.EXPIRED_LEASES, (target,)),
+        "expired leases": (delivery_sql.EXPIRED_LEASES, (target, ["outbox"])),
         "by id": ("SELECT id, status FROM messages WHERE id = $1", (ids[0],)),
     }
     for name, (query, args) in queries.items():

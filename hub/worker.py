@@ -15,6 +15,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from arq import Retry, cron, func
+from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker
@@ -59,6 +61,9 @@ def surviving(job: Job) -> WorkerCoroutine:
 
     @functools.wraps(job)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
+        held = asyncio.create_task(
+            hold_in_progress(ctx["redis"], ctx["job_id"], in_progress_seconds(ctx["settings"]))
+        )
         try:
             return await job(ctx, *args, **kwargs)
         except Exception as exc:
@@ -67,8 +72,24 @@ def surviving(job: Job) -> WorkerCoroutine:
             defer = min(2 ** (ctx.get("job_try", 1) - 1), RETRY_CAP_SECONDS)
             log.warning("%s: a server is gone (%r); again in %d s", job.__name__, exc, defer)
             raise Retry(defer=defer) from exc
+        finally:
+            held.cancel()
 
     return cast(WorkerCoroutine, run)
+
+
+async def hold_in_progress(redis: ArqRedis, job_id: str, seconds: float) -> None:
+    """Keep arq's in-progress mark of a running job for `seconds` more, a third of that apart,
+    until cancelled: a job that runs long (a batch paced by a slow carrier, the retention run)
+    is never started a second time beside itself, while a killed worker's job is free again
+    `seconds` after its last renewal (build_worker). Redis gone: the next renewal tries again."""
+    key = in_progress_key_prefix + job_id
+    while True:
+        await asyncio.sleep(seconds / 3)
+        try:
+            await redis.pexpire(key, int(seconds * 1000))  # none when it ended
+        except queue.REDIS_UNREACHABLE as exc:
+            log.warning("in-progress mark of %s not renewed (%r)", job_id, exc)
 
 
 # Tries of a cron's job: a worker killed after it took the job but before it claimed the tick
@@ -211,10 +232,10 @@ def build_worker(
     )
     # arq marks a running job "in progress" for the longest timeout of any job (the retention
     # run's six hours) and no worker starts it again meanwhile: a job whose worker was killed
-    # would wait that long, and the sweeper cannot enqueue a batch again under its id. A job is
-    # free again as soon as its messages' lease runs out. Every job is idempotent, and a cron
-    # is guarded by its tick (hub.crons), so a slow job started again alongside itself does no
-    # harm.
+    # would wait that long, and the sweeper cannot enqueue a batch again under its id. Here the
+    # mark lasts as long as a lease, and a running job renews it (hold_in_progress): a killed
+    # worker's job is free again soon after its messages' lease runs out, a live one never
+    # starts twice.
     worker.in_progress_timeout_s = in_progress_seconds(settings)
     return worker
 

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import date
 
 import asyncpg
 import msgspec
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix
 
 from hub.quota import service as quota
 from hub.settings import Settings
-from hub.worker import CRON_TRIES, build_worker
+from hub.worker import CRON_TRIES, build_worker, hold_in_progress
 from tenants.service import ensure_root
 
 
@@ -101,3 +103,20 @@ def test_a_killed_workers_job_is_free_again_once_its_lease_ran_out(settings: Set
     assert max(f.timeout_s or 0 for f in worker.functions.values()) == 6 * 3600
     # A cron its killed worker took but never claimed is tried again by another (hub.crons).
     assert {j.max_tries for j in worker.cron_jobs if j.unique} == {CRON_TRIES}
+
+
+async def test_a_running_job_keeps_its_in_progress_mark_and_a_dead_ones_lapses(
+    redis: ArqRedis,
+) -> None:
+    """The mark lasts a lease: a job still running renews it (so no worker starts it a second
+    time beside itself, however slow its carrier), and once it stops being renewed it lapses."""
+    key = in_progress_key_prefix + "hub.delivery.deliver:7:cm:1:500"
+    await redis.set(key, b"1", px=600)
+    held = asyncio.create_task(hold_in_progress(redis, "hub.delivery.deliver:7:cm:1:500", 0.6))
+    try:
+        await asyncio.sleep(1.5)  # over twice the mark's life
+        assert await redis.exists(key)
+    finally:
+        held.cancel()
+    await asyncio.sleep(1.0)  # the worker is "killed": nothing renews it
+    assert not await redis.exists(key)

@@ -5,10 +5,12 @@ but that dedup is lost when Redis is flushed or once the job's result expires. S
 first inserts (name, tick) into PostgreSQL's `cron_ticks`, in a short transaction of its own,
 and runs the job only if its row went in. The tick is the cron's scheduled instant, which every
 worker computes alike from the cron's spec (arq names it in the job id), truncated to the
-second. A worker killed after arq handed it the job but before its row went in loses nothing:
-another worker tries the job again (hub.worker.CRON_TRIES). One killed, or failing, after its
-row went in leaves the row unfinished (`finished_at` NULL), and the tick is not run again (the
-next tick runs as usual). Rows older than KEEP go with the purge (hub.dedup.jobs).
+second. A worker killed after arq handed it the job loses nothing: another worker tries the job
+again (hub.worker.CRON_TRIES) once arq's in-progress mark lapses, and if the dead worker's row
+went in, unfinished (`finished_at` NULL), the try takes it over when it is older than the
+mark's life (`ctx["in_progress_seconds"]`, hub.worker.in_progress_seconds; a live run renews
+its mark, so only a dead or failed run's job is tried again). A job that failed for a server
+gone is so run again too. Rows older than KEEP go with the purge (hub.dedup.jobs).
 """
 
 from __future__ import annotations
@@ -26,10 +28,13 @@ log = logging.getLogger(__name__)
 
 KEEP = timedelta(days=7)
 
-# Claim a tick: true if this worker's row went in.
+# Claim a tick: true if this worker's row went in, or took over an unfinished one older than
+# $4 seconds (its worker died or its run failed).
 CLAIM = """
 INSERT INTO cron_ticks (name, tick, worker) VALUES ($1, $2, $3)
-ON CONFLICT (name, tick) DO NOTHING
+ON CONFLICT (name, tick) DO UPDATE SET worker = excluded.worker, started_at = hub_now()
+WHERE cron_ticks.finished_at IS NULL
+  AND cron_ticks.started_at < hub_now() - make_interval(secs => $4)
 RETURNING true
 """
 
@@ -53,13 +58,15 @@ def tick_of(ctx: dict[str, Any]) -> datetime:
 
 
 def once_per_tick(name: str, job: Callable[..., Awaitable[Any]]) -> WorkerCoroutine:
-    """`job` run only by the worker whose row for this tick went in (see the module)."""
+    """`job` run only by the worker whose row for this tick went in (see the module); `stale`
+    is the worker's `ctx["in_progress_seconds"]`."""
 
     @functools.wraps(job)
     async def run(ctx: dict[str, Any]) -> Any:
         tick = tick_of(ctx)
         async with ctx["db"].acquire() as conn:
-            mine = await conn.fetchval(CLAIM, name, tick, ctx["worker_name"])
+            stale = ctx["in_progress_seconds"]
+            mine = await conn.fetchval(CLAIM, name, tick, ctx["worker_name"], stale)
         if not mine:
             log.info("%s at %s: run by another worker", name, tick.isoformat())
             return None

@@ -62,7 +62,7 @@ def surviving(job: Job) -> WorkerCoroutine:
     @functools.wraps(job)
     async def run(ctx: dict[str, Any], *args: Any, **kwargs: Any) -> Any:
         held = asyncio.create_task(
-            hold_in_progress(ctx["redis"], ctx["job_id"], in_progress_seconds(ctx["settings"]))
+            hold_in_progress(ctx["redis"], ctx["job_id"], ctx["in_progress_seconds"])
         )
         try:
             return await job(ctx, *args, **kwargs)
@@ -180,6 +180,7 @@ def build_worker(
     async def startup(ctx: dict[str, Any]) -> None:
         ctx["db"] = PoolDatabase(await create_pool(settings.db, db_dsn))
         ctx["settings"] = settings
+        ctx["in_progress_seconds"] = in_progress_seconds(settings)
         ctx["worker_name"] = f"{socket.gethostname()}:{os.getpid()}"
         ctx["worker_started_at"] = calendar.now()
         ctx["delivery"] = Delivery(settings, ctx["db"], ctx["redis"])

@@ -16,6 +16,7 @@ from hub.settings import Settings
 
 NAME = "hub.delivery.sweep.cron"
 TICK_MS = 1_798_731_010_000  # a sweep's tick (second 10), as arq names it in the job id
+STALE = 130.0  # the workers' in-progress mark: a lease (120 s) + 10 s
 
 
 @pytest.fixture
@@ -39,6 +40,7 @@ def _ctx(
         "worker_name": worker,
         "job_id": f"{NAME}:{TICK_MS}",
         "score": score or TICK_MS + 137,
+        "in_progress_seconds": STALE,
     }
 
 
@@ -94,3 +96,48 @@ async def test_the_purge_drops_ticks_past_a_week(pools: list[PoolDatabase], fres
     finally:
         await conn.close()
     assert left == [now - timedelta(days=6)]
+
+
+async def test_a_tick_whose_worker_died_mid_run_is_taken_over_by_the_next_try(
+    pools: list[PoolDatabase], fresh_db: str
+) -> None:
+    """A worker claimed the tick and died (its row unfinished). arq tries the job again once the
+    dead worker's in-progress mark lapsed; that try takes the tick over, while a try finding an
+    unfinished row younger than the mark (its run is alive) leaves it alone."""
+    runs: list[str] = []
+
+    async def job(ctx: dict[str, Any]) -> str:
+        runs.append(ctx["worker_name"])
+        return "swept"
+
+    wrapped = crons.once_per_tick(NAME, job)
+    tick = datetime.fromtimestamp(TICK_MS // 1000, UTC)
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        await conn.execute(
+            "INSERT INTO cron_ticks (name, tick, worker, started_at)"
+            " VALUES ($1, $2, 'dead:1', hub_now() - make_interval(secs => $3))",
+            NAME,
+            tick,
+            STALE / 2,
+        )
+        assert await wrapped(_ctx(pools[0], "host-a:1", job_try=2)) is None  # alive, maybe
+        await conn.execute(
+            "UPDATE cron_ticks SET started_at = hub_now() - make_interval(secs => $1)",
+            STALE + 1,
+        )
+        assert await wrapped(_ctx(pools[0], "host-a:1", job_try=2)) == "swept"
+        assert runs == ["host-a:1"]
+        row = await conn.fetchrow("SELECT worker, finished_at FROM cron_ticks")
+        assert row is not None
+        assert row["worker"] == "host-a:1"
+        assert row["finished_at"] is not None
+        # Finished: never again, however old.
+        await conn.execute(
+            "UPDATE cron_ticks SET started_at = hub_now() - make_interval(secs => $1)",
+            STALE * 10,
+        )
+        assert await wrapped(_ctx(pools[1], "host-b:2", job_try=3)) is None
+        assert runs == ["host-a:1"]
+    finally:
+        await conn.close()

@@ -442,7 +442,7 @@ async def run_on(
                 meter.start()
                 try:
                     posted, to_sent, to_delivered = await _drive(
-                        client, key, phones(n, seed=number), args.per_post, poller
+                        client, key, phones(n, seed=number + since), args.per_post, poller
                     )
                 finally:
                     meter.stop(time.perf_counter() - started)

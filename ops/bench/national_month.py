@@ -430,6 +430,7 @@ class Figures:
     seconds: dict[str, float] = field(default_factory=dict)
     rates: dict[str, float] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
+    scans: list[str] = field(default_factory=list)  # big sequential scans, by step
 
 
 async def _keys(dsn: str) -> dict[str, str]:
@@ -446,10 +447,16 @@ async def _keys(dsn: str) -> dict[str, str]:
 
 
 async def _send(dsn: str, redis_dsn: str, key: str, recipients: int, number: int) -> float:
-    """Seconds from POST to 202 of one send through `hub serve` (no worker)."""
+    """Seconds from POST to 202 of one send through `hub serve` (no worker); its phones and
+    text new to the database (never deduplicated against an earlier run's)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        number += 1000 * await conn.fetchval("SELECT coalesce(max(id), 0) FROM sends")
+    finally:
+        await conn.close()
     port = free_port()
     env = delivery.hub_env(dsn, redis_dsn, port, delivery.gateway_config("outbox", 0))
-    phones = delivery.phones(recipients, seed=1000 + number)
+    phones = delivery.phones(recipients, seed=number)
     with delivery.hub_processes(env, ("serve",)):
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=900) as client:
             await wait_ready(client)
@@ -544,20 +551,60 @@ async def _sizes(dsn: str) -> dict[str, int]:
         await conn.close()
 
 
+SCANS = """
+SELECT relname, seq_scan, seq_tup_read FROM pg_stat_user_tables
+WHERE relname LIKE 'messages\\_%' OR relname IN ('sends', 'quota_entries', 'quota_reservations')
+"""
+
+
+async def _scans(dsn: str) -> dict[str, tuple[int, int]]:
+    """Sequential scans so far, and rows they read, per messages partition and big table."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await asyncio.sleep(1.5)  # backends flush their counters at least once a second
+        return {r["relname"]: (r["seq_scan"], r["seq_tup_read"]) for r in await conn.fetch(SCANS)}
+    finally:
+        await conn.close()
+
+
+class ScanWatch:
+    """Sequential scans of 10,000 rows or more of the big tables, step by step."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self.last: dict[str, tuple[int, int]] = {}
+        self.seen: list[str] = []
+
+    async def mark(self, step: str = "") -> None:
+        now = await _scans(self.dsn)
+        for name, (count, rows) in now.items():
+            before = self.last.get(name, (0, 0))
+            if step and rows - before[1] >= 10_000:
+                self.seen.append(
+                    f"{step}: {name} {count - before[0]} scans, {rows - before[1]:,} rows"
+                )
+        self.last = now
+
+
 async def measure_hub(args: argparse.Namespace, dsn: str, redis_dsn: str) -> Figures:
     f = Figures()
+    watch = ScanWatch(dsn)
+    await watch.mark()
     month = (calendar.current_period() - timedelta(days=1)).replace(day=1)
     keys = await _keys(dsn)
     for label, code in (("dashboard national", "000000"), ("dashboard province", PROVINCE)):
         _, page = await dashboard_measure(dsn, code, month, args.repeat)
         f.seconds[f"{label} page"] = statistics.median(page)
+        await watch.mark(label)
     usage = await _in_app(
         dsn, redis_dsn, keys["000000"], f"/v1/usage?period={month:%Y-%m}&subtree=true", args.repeat
     )
     f.seconds["/v1/usage root (subtree)"] = statistics.median(usage)
+    await watch.mark("/v1/usage")
     closed = await _close_and_export(dsn, keys["000000"], month, args.repeat)
     f.seconds[f"close {month:%Y-%m} ({closed['lines']:,.0f} lines)"] = closed["close"]
     f.seconds[f"XLSX export ({closed['xlsx_mb']:.1f} MB)"] = closed["xlsx"]
+    await watch.mark("close and XLSX")
     ns = argparse.Namespace(
         outbox_messages=args.delivery_messages,
         smpp_messages=0,
@@ -574,13 +621,16 @@ async def measure_hub(args: argparse.Namespace, dsn: str, redis_dsn: str) -> Fig
         result = await delivery.run_on(ns, dsn, "outbox", number, keys[SENDER], redis_dsn)
         rates.append(result.delivered_rate)
         _say(f"    delivery run {number}: {result.delivered_rate:,.0f} segments/s")
+        await watch.mark(f"delivery run {number}")
     f.rates["outbox delivery, segments/s"] = statistics.median(rates)
     sends = []
     for number in range(1, args.repeat + 1):
         sends.append(await _send(dsn, redis_dsn, keys[SENDER], args.send_recipients, number))
         _say(f"    send run {number}: {sends[-1]:.2f} s")
+        await watch.mark(f"send run {number}")
     f.seconds[f"send to {args.send_recipients:,}"] = statistics.median(sends)
     f.sizes = await _sizes(dsn)
+    f.scans = watch.seen
     return f
 
 
@@ -601,6 +651,10 @@ def _report(empty: Figures, national: Figures) -> None:
         flag = "" if e / n <= 1.5 else "  > 1.5x"
         _say(f"{name:<40} {e:>10,.0f} {n:>10,.0f} {e / n:>6.2f}x{flag}")
     _say()
+    for label, figures in (("empty", empty), ("national", national)):
+        _say(f"sequential scans of 10,000 rows or more, {label} hub: {len(figures.scans)}")
+        for line in figures.scans:
+            _say(f"  {line}")
     _say("sizes (pg_total_relation_size: table, indexes, TOAST)")
     for name, n in national.sizes.items():
         if max(n, empty.sizes.get(name, 0)) >= 2**20:

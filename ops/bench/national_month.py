@@ -322,8 +322,10 @@ DO $$
 DECLARE
     s record;
     res bigint;
+    n int := 0;
 BEGIN
-    FOR s IN SELECT * FROM bench_settle ORDER BY send_id LOOP
+    FOR s IN SELECT b.* FROM bench_settle b JOIN sends x ON x.id = b.send_id
+             WHERE x.reservation_id IS NULL ORDER BY b.send_id LOOP
         SELECT r.reservation_id INTO res
         FROM quota_reserve(ARRAY[s.account_id], s.amount, s.tenant_id, s.period,
                            'send:' || s.send_id, 'bench', 86400) AS r;
@@ -333,6 +335,12 @@ BEGIN
         PERFORM quota_settle_parts(ARRAY[res], ARRAY[s.used], ARRAY[s.amount - s.used],
                                    'bench');
         UPDATE sends SET reservation_id = res WHERE id = s.send_id;
+        -- Committed every 500 sends: in one transaction a busy tenant's account row would carry
+        -- every version it had (a chain to walk at each update: quadratic).
+        n := n + 1;
+        IF n % 500 = 0 THEN
+            COMMIT;
+        END IF;
     END LOOP;
 END $$
 """
@@ -362,10 +370,7 @@ async def write_month(dsn: str, messages: int) -> None:
         took = await copy_month(conn, index, _rows(index * months.MONTH_SPAN + 1, sends), COLUMNS)
         rate = messages / took
         _say(f"  COPY {messages:,} messages into {partition}: {took:.0f} s, {rate:,.0f}/s")
-        await conn.execute(
-            "CREATE TEMP TABLE bench_settle (send_id bigint, tenant_id bigint,"
-            " account_id bigint, period date, amount bigint, used bigint)"
-        )
+        await conn.execute(SETTLE_TABLE)
         accounts = {
             r["tenant_id"]: r["id"]
             for r in await conn.fetch(
@@ -386,24 +391,71 @@ async def write_month(dsn: str, messages: int) -> None:
                 for s in sends
             ],
         )
-        await _step(
-            "quota reserved and settled per send (quota_reserve, quota_settle_parts)",
-            conn.execute(SETTLE),
-        )
-        await _step("usage_daily rolled up", conn.execute(ROLL_UP.format(partition=partition)))
-        await conn.execute("ANALYZE")
-        checked, problems = await quota.audit(conn, period)
-        _say(f"  quota audit of {period:%Y-%m}: {checked} accounts, {problems or 'clean'}")
-        totals = await conn.fetchrow(
-            "SELECT (SELECT sum(used) FROM quota_accounts WHERE period = $1),"
-            " (SELECT sum(billable) FROM usage_daily WHERE day >= $1 AND day < $2)",
-            period,
-            month_start(index + 1).date(),
-        )
-        assert totals is not None
-        _say(f"  segments used by quota {totals[0]:,}, billable by usage {totals[1]:,}")
+        await _finish(conn, index)
     finally:
         await conn.close()
+
+
+SETTLE_TABLE = """
+CREATE TEMP TABLE bench_settle (send_id bigint, tenant_id bigint, account_id bigint,
+                                period date, amount bigint, used bigint)
+"""
+
+# Each send's segments and those a gateway took, read back from the month (when the month's
+# ledger is finished apart from its writing: --phase finish).
+SETTLE_FROM_MONTH = """
+INSERT INTO bench_settle
+SELECT s.id, s.tenant_id, a.id, $1::date, s.segments, coalesce(u.used, 0)
+FROM sends s
+JOIN quota_accounts a ON a.tenant_id = s.tenant_id AND a.period = $1::date
+LEFT JOIN (
+    SELECT send_id,
+           sum(segments) FILTER (WHERE status IN ('delivered', 'undelivered', 'expired')) AS used
+    FROM {partition} GROUP BY send_id
+) u ON u.send_id = s.id
+WHERE s.message_ids_from = $2 AND s.reservation_id IS NULL
+"""
+
+
+async def finish_month(dsn: str) -> None:
+    """The quota ledger and usage of a month whose messages are written (resumable)."""
+    index = months.month_index(calendar.now()) - 1
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(SETTLE_TABLE)
+        await _step(
+            "each send's use read back from the month",
+            conn.execute(
+                SETTLE_FROM_MONTH.format(partition=months.partition_name(index)),
+                month_start(index).date(),
+                index * months.MONTH_SPAN,
+            ),
+        )
+        await _finish(conn, index)
+    finally:
+        await conn.close()
+
+
+async def _finish(conn: asyncpg.Connection, index: int) -> None:
+    """Each send's quota reserved and settled, usage rolled up, the ledger audited."""
+    partition = months.partition_name(index)
+    period = month_start(index).date()
+    await _step(
+        "quota reserved and settled per send (quota_reserve, quota_settle_parts)",
+        conn.execute(SETTLE),
+    )
+    await _step("usage_daily rolled up", conn.execute(ROLL_UP.format(partition=partition)))
+    await conn.execute("ANALYZE")
+    checked, problems = await quota.audit(conn, period)
+    _say(f"  quota audit of {period:%Y-%m}: {checked} accounts, {problems or 'clean'}")
+    totals = await conn.fetchrow(
+        "SELECT (SELECT sum(used) FROM quota_accounts WHERE period = $1),"
+        " (SELECT sum(billable) FROM usage_daily WHERE day >= $1 AND day < $2)",
+        period,
+        month_start(index + 1).date(),
+    )
+    assert totals is not None
+    _say(f"  segments used by quota {totals[0]:,}, billable by usage {totals[1]:,}")
 
 
 async def generate(args: argparse.Namespace) -> None:
@@ -686,6 +738,8 @@ async def _run(args: argparse.Namespace, redis_dsn: str) -> int:
     try:
         if args.phase in ("all", "generate"):
             await generate(args)
+        if args.phase == "finish":
+            await finish_month(with_database(args.dsn, names(args.prefix)[0]))
         if args.phase in ("all", "measure"):
             await measure(args, redis_dsn)
     finally:
@@ -706,7 +760,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--delivery-messages", type=int, default=50_000)
     parser.add_argument("--send-recipients", type=int, default=100_000)
-    parser.add_argument("--phase", choices=["all", "generate", "measure"], default="all")
+    parser.add_argument("--phase", choices=["all", "generate", "finish", "measure"], default="all")
     parser.add_argument("--prefix", default="hub_national", help="the databases' names")
     parser.add_argument("--keep", action="store_true", help="keep the databases at the end")
     args = parser.parse_args()

@@ -149,18 +149,11 @@ class Holder(msgspec.Struct, frozen=True):
 
 # The send's phones whose key another send's message holds, who holds it, and whether it has
 # reached the phone already (delivered). A holder `sent` (or closed as "outcome unknown") waits
-# for its receipt: an `undelivered` one hands its copies on. The holders' ids bound the scan of
-# messages (pruned when the query runs) to their months: a join on ids alone let the planner read
-# every month whole, at every send (docs/BENCHMARKS.md, "A national month").
+# for its receipt: an `undelivered` one hands its copies on.
 HELD_ELSEWHERE = """
-WITH keys AS MATERIALIZED (
-    SELECT k.phone, d.message_id, d.tenant_id
-    FROM send_keys k JOIN dedup_keys d ON d.key = k.key
-)
-SELECT k.phone, k.message_id, k.tenant_id, held.status = 'delivered' AS gone
-FROM keys k JOIN messages held ON held.id = k.message_id
+SELECT k.phone, d.message_id, d.tenant_id, held.status = 'delivered' AS gone
+FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
 WHERE held.send_id <> $1
-  AND held.id BETWEEN (SELECT min(message_id) FROM keys) AND (SELECT max(message_id) FROM keys)
 """
 
 # Before the originals $1 settle or hand over: their keys are locked (key order), so a send

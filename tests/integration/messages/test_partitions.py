@@ -10,7 +10,6 @@ import asyncpg
 import pytest
 
 from hub.db import SingleConnectionDatabase
-from hub.dedup import repository as dedup_sql
 from hub.delivery import repository as delivery_sql
 from hub.messages import months
 from hub.messages import repository as messages_sql
@@ -199,36 +198,3 @@ async def test_receipt_match_probes_each_partition_by_index(conn: asyncpg.Connec
             )
         )
     assert "Seq Scan on messages_" not in plan, plan
-
-
-@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
-async def test_a_sends_dedup_holders_are_read_from_their_months_only(
-    conn: asyncpg.Connection, generic: bool
-) -> None:
-    """A send asks who holds its keys (HELD_ELSEWHERE) at every send: it reads the holders'
-    months, never every month (a national month is 30 M messages: a hash join over all of
-    them made every send read them whole, docs/BENCHMARKS.md "A national month")."""
-    sends = await _four_months(conn)
-    holder = sends[1]
-    ids = [
-        r["id"]
-        for r in await conn.fetch("SELECT id FROM messages WHERE send_id = $1 ORDER BY id", holder)
-    ]
-    tenant_id = await conn.fetchval("SELECT tenant_id FROM sends WHERE id = $1", holder)
-    keys = [bytes([n]) * 16 for n in range(len(ids))]
-    await conn.execute(dedup_sql.PREPARE_KEYS)
-    await conn.executemany(
-        "INSERT INTO send_keys (key, phone) VALUES ($1, $2)", list(zip(keys, PHONES, strict=True))
-    )
-    await conn.executemany(
-        "INSERT INTO dedup_keys (key, message_id, tenant_id, due_at, expires_at)"
-        " VALUES ($1, $2, $3, hub_now(), hub_now() + interval '1 day')",
-        [(k, i, tenant_id) for k, i in zip(keys, ids, strict=True)],
-    )
-    part = months.partition_name(months.month_index(month_start(1)))
-
-    scanned = await _scanned(conn, dedup_sql.HELD_ELSEWHERE, (sends[3],), generic)
-
-    assert set(scanned) == {part}, scanned
-    held = await conn.fetch(dedup_sql.HELD_ELSEWHERE, sends[3])
-    assert sorted(r["message_id"] for r in held) == ids  # and it still finds every holder

@@ -687,13 +687,15 @@ async def measure_hub(args: argparse.Namespace, dsn: str, redis_dsn: str) -> Fig
         await watch.mark(f"delivery run {number}")
     f.rates["outbox delivery, segments/s"] = statistics.median(rates)
     sends = []
-    for number in range(1, args.repeat + 1):
+    for number in range(1, (args.send_repeat or args.repeat) + 1):
         sends.append(await _send(dsn, redis_dsn, keys[SENDER], args.send_recipients, number))
         _say(f"    send run {number}: {sends[-1]:.2f} s")
         await watch.mark(f"send run {number}")
     f.seconds[f"send to {args.send_recipients:,}"] = statistics.median(sends)
     f.sizes = await _sizes(dsn)
     f.scans = watch.seen
+    for name, value in f.seconds.items():
+        _say(f"    {name}: {value * 1000:,.0f} ms")
     return f
 
 
@@ -771,6 +773,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--delivery-messages", type=int, default=50_000)
     parser.add_argument("--send-recipients", type=int, default=100_000)
+    parser.add_argument(
+        "--send-repeat",
+        type=int,
+        help="send runs (default --repeat; each later one meets the"
+        " earlier ones' sends still queued: no worker runs then)",
+    )
     parser.add_argument("--phase", choices=["all", "generate", "finish", "measure"], default="all")
     parser.add_argument("--prefix", default="hub_national", help="the databases' names")
     parser.add_argument("--keep", action="store_true", help="keep the databases at the end")

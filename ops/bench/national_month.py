@@ -639,11 +639,17 @@ class ScanWatch:
 
 
 async def _forget_keys(dsn: str) -> None:
-    """The earlier runs' dedup keys: a run's random phones must not meet them (every recipient
-    of a delivery run is to go)."""
+    """The earlier runs' dedup keys (a run's random phones must not meet them: every recipient
+    of a delivery run is to go), and their sends still queued (a send run has no worker): each
+    run starts as the first did."""
     conn = await asyncpg.connect(dsn)
     try:
         await conn.execute("DELETE FROM dedup_keys")
+        await conn.execute(
+            "UPDATE messages SET status = 'cancelled' WHERE status = 'accepted'"
+            " AND id >= hub_month_floor(hub_now())"
+        )
+        await conn.execute("UPDATE sends SET state = 'cancelled' WHERE state = 'queued'")
     finally:
         await conn.close()
 
@@ -688,6 +694,7 @@ async def measure_hub(args: argparse.Namespace, dsn: str, redis_dsn: str) -> Fig
     f.rates["outbox delivery, segments/s"] = statistics.median(rates)
     sends = []
     for number in range(1, (args.send_repeat or args.repeat) + 1):
+        await _forget_keys(dsn)
         sends.append(await _send(dsn, redis_dsn, keys[SENDER], args.send_recipients, number))
         _say(f"    send run {number}: {sends[-1]:.2f} s")
         await watch.mark(f"send run {number}")

@@ -52,6 +52,21 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
+async def add_cards(conn: asyncpg.Connection, month: date) -> None:
+    """Rate cards from `month` on for three of the four carriers (中国广电 pays list price)."""
+    bands = [
+        Band(0, 10_000_000, 45_000),
+        Band(10_000_000, 50_000_000, 40_000),
+        Band(50_000_000, None, 35_000),
+    ]
+    for card in (
+        RateCardIn(carrier="中国移动", valid_from=month, mode="graduated", bands=bands),
+        RateCardIn(carrier="中国联通", valid_from=month, mode="volume", bands=bands),
+        RateCardIn(carrier="中国电信", valid_from=month, mode="graduated", bands=bands),
+    ):
+        await billing.add_card(conn, card, "bench")
+
+
 async def seed(admin_dsn: str, days: int) -> tuple[str, int]:
     """The template database: the whole tree, cards and `days` days of rollups."""
     dsn = await create_database(admin_dsn, TEMPLATE)
@@ -60,17 +75,7 @@ async def seed(admin_dsn: str, days: int) -> tuple[str, int]:
     try:
         async with conn.transaction():
             await import_divisions(conn)
-            bands = [
-                Band(0, 10_000_000, 45_000),
-                Band(10_000_000, 50_000_000, 40_000),
-                Band(50_000_000, None, 35_000),
-            ]
-            for card in (  # 中国广电 has no card: list price
-                RateCardIn(carrier="中国移动", valid_from=MONTH, mode="graduated", bands=bands),
-                RateCardIn(carrier="中国联通", valid_from=MONTH, mode="volume", bands=bands),
-                RateCardIn(carrier="中国电信", valid_from=MONTH, mode="graduated", bands=bands),
-            ):
-                await billing.add_card(conn, card, "bench")
+            await add_cards(conn, MONTH)
             tenants = [
                 r["id"]
                 for r in await conn.fetch("SELECT id FROM tenants WHERE parent_id IS NOT NULL")

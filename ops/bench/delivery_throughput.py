@@ -186,12 +186,15 @@ def gateway_config(scenario: str, smsc_port: int) -> dict[str, Any]:
 
 
 @contextlib.contextmanager
-def hub_processes(env: dict[str, str]) -> Iterator[tuple[subprocess.Popen[bytes], ...]]:
-    """`hub serve` and one `hub worker`, stopped (SIGTERM, then SIGKILL) on exit."""
+def hub_processes(
+    env: dict[str, str], commands: tuple[str, ...] = ("serve", "worker")
+) -> Iterator[tuple[subprocess.Popen[bytes], ...]]:
+    """`hub serve` and one `hub worker` (or `commands`), stopped (SIGTERM, then SIGKILL) on
+    exit."""
     hub = str(Path(sys.executable).parent / "hub")
     started: list[subprocess.Popen[bytes]] = []
     try:
-        for command in ("serve", "worker"):
+        for command in commands:
             started.append(subprocess.Popen([hub, command], env=env, stdout=subprocess.DEVNULL))
         yield tuple(started)
     finally:
@@ -266,8 +269,9 @@ class Result:
 class Poller:
     """Counts messages by status every POLL_SECONDS; notes when thresholds are first crossed."""
 
-    def __init__(self, dsn: str) -> None:
+    def __init__(self, dsn: str, since_send: int = 0) -> None:
         self.dsn = dsn
+        self.since_send = since_send  # only the messages of sends after this one
         self.counts: dict[str, int] = {}
         self.timeline: list[tuple[float, int, int]] = []  # (t, done, delivered)
 
@@ -279,7 +283,10 @@ class Poller:
         last_change, last = time.perf_counter(), (-1, -1)
         try:
             while True:
-                rows = await conn.fetch("SELECT status::text, count(*) FROM messages GROUP BY 1")
+                rows = await conn.fetch(
+                    "SELECT status::text, count(*) FROM messages WHERE send_id > $1 GROUP BY 1",
+                    self.since_send,
+                )
                 now = time.perf_counter()
                 self.counts = {r[0]: r[1] for r in rows}
                 done = sum(self.counts.get(s, 0) for s in DONE)
@@ -361,7 +368,7 @@ async def _bare(port: int, n: int) -> Bare:
     return Bare(rate, time.perf_counter() - started, _cpu(me) - cpu)
 
 
-def _hub_env(dsn: str, redis_dsn: str, http_port: int, gateway: dict[str, Any]) -> dict[str, str]:
+def hub_env(dsn: str, redis_dsn: str, http_port: int, gateway: dict[str, Any]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
         HUB_DB__DSN=dsn,
@@ -402,6 +409,19 @@ async def run_once(
     args: argparse.Namespace, scenario: str, number: int, key: str, redis_dsn: str
 ) -> Result:
     dsn = await _fresh_database(args, redis_dsn)
+    return await run_on(args, dsn, scenario, number, key, redis_dsn)
+
+
+async def run_on(
+    args: argparse.Namespace, dsn: str, scenario: str, number: int, key: str, redis_dsn: str
+) -> Result:
+    """One run on the database `dsn` as it is: only the messages of sends made in the run are
+    counted (`args`: outbox_messages, smpp_messages, per_post, profile, timeline, pgdata)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        since = await conn.fetchval("SELECT coalesce(max(id), 0) FROM sends")
+    finally:
+        await conn.close()
     n = args.outbox_messages if scenario == "outbox" else args.smpp_messages
     smsc = SmscProcess(free_port()) if scenario == "smpp" else None
     if smsc is not None:
@@ -409,7 +429,7 @@ async def run_once(
     try:
         bare = await _bare(smsc.port, n) if smsc is not None else None
         port = free_port()
-        env = _hub_env(dsn, redis_dsn, port, gateway_config(scenario, smsc.port if smsc else 0))
+        env = hub_env(dsn, redis_dsn, port, gateway_config(scenario, smsc.port if smsc else 0))
         with hub_processes(env) as (api, worker):
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", timeout=600
@@ -418,11 +438,11 @@ async def run_once(
                 meter = _meter(args, api.pid, worker.pid)
                 label = f"{scenario}-{number}"
                 spies = _profilers(args.profile, label, {"worker": worker.pid, "api": api.pid})
-                poller, started = Poller(dsn), time.perf_counter()
+                poller, started = Poller(dsn, since), time.perf_counter()
                 meter.start()
                 try:
                     posted, to_sent, to_delivered = await _drive(
-                        client, key, phones(n, seed=number), args.per_post, poller
+                        client, key, phones(n, seed=number + since), args.per_post, poller
                     )
                 finally:
                     meter.stop(time.perf_counter() - started)

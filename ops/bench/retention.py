@@ -25,7 +25,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
 
 import asyncpg
@@ -57,7 +57,8 @@ def _say(text: str) -> None:
     print(text, flush=True)
 
 
-def _month(index: int) -> datetime:
+def month_start(index: int) -> datetime:
+    """The first instant of month `index` (months since 2000-01) in the business zone."""
     return datetime(2000 + index // 12, index % 12 + 1, 1, tzinfo=calendar.BUSINESS_TZ)
 
 
@@ -105,18 +106,27 @@ async def _fill(
     conn: asyncpg.Connection, index: int, tenant_id: int, messages: int, per_send: int
 ) -> float:
     """A month's partition with `messages` messages by COPY; the COPY's rows per second."""
-    at = _month(index).replace(day=10, hour=9)
-    await conn.fetch("SELECT hub_message_partitions($1, 0)", at)
+    at = month_start(index).replace(day=10, hour=9)
     sends = await _sends(conn, tenant_id, at, messages // per_send, per_send)
+    rows = _rows(index * months.MONTH_SPAN + 1, sends, tenant_id, per_send, at)
+    took = await copy_month(conn, index, rows, COLUMNS)
+    return len(sends) * per_send / took
+
+
+async def copy_month(
+    conn: asyncpg.Connection,
+    index: int,
+    rows: Iterable[tuple[object, ...]],
+    columns: Sequence[str],
+) -> float:
+    """COPY `rows` into month `index`'s partition (made if missing), then ANALYZE it; the
+    COPY's seconds. Ids must lie in the month's range (index * MONTH_SPAN onwards)."""
+    await conn.fetch("SELECT hub_message_partitions($1, 0)", month_start(index).replace(day=10))
     started = time.perf_counter()
-    await conn.copy_records_to_table(
-        months.partition_name(index),
-        records=_rows(index * months.MONTH_SPAN + 1, sends, tenant_id, per_send, at),
-        columns=COLUMNS,
-    )
+    await conn.copy_records_to_table(months.partition_name(index), records=rows, columns=columns)
     took = time.perf_counter() - started
     await conn.execute(f"ANALYZE {months.partition_name(index)}")
-    return len(sends) * per_send / took
+    return took
 
 
 async def _main(args: argparse.Namespace) -> int:
@@ -146,13 +156,13 @@ async def _main(args: argparse.Namespace) -> int:
         pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
         try:
             db = PoolDatabase(pool)
-            cut = _month(old + 1)
+            cut = month_start(old + 1)
             started = time.perf_counter()
             part = retention._Partition(months.partition_name(old), old * months.MONTH_SPAN, 0)
             part.hi = part.lo + months.MONTH_SPAN
             await retention._summarize(db, part)
             summaries = time.perf_counter() - started
-            policy = Policy(now=_month(old + 8), messages_before=cut)
+            policy = Policy(now=month_start(old + 8), messages_before=cut)
             gone = await retention.erase_old(db, policy, dry_run=False)
             total = time.perf_counter() - started
             _say(
@@ -161,9 +171,9 @@ async def _main(args: argparse.Namespace) -> int:
                 f" detach + drop and the rest {total - summaries:.2f} s); {gone}"
             )
             shorter = Policy(
-                now=_month(old + 8),
+                now=month_start(old + 8),
                 messages_before=cut,
-                tenants_before={tenant_id: _month(old + 2)},
+                tenants_before={tenant_id: month_start(old + 2)},
             )
             started = time.perf_counter()
             gone = await retention.erase_old(db, shorter, dry_run=False)

@@ -103,9 +103,12 @@ class Standby:
         self._seen: deque[tuple[float, int]] = deque(maxlen=HISTORY)
 
     async def verdict(self) -> Verdict:
-        """The side reads go to now: measured at most every CHECK_SECONDS, by one request
-        while the others wait for its answer."""
+        """The side reads go to now: measured at most every CHECK_SECONDS, by one request.
+        The others meanwhile go by the last verdict (no request waits on the standby's round
+        trips); only the process's first requests wait for the first one."""
         if (held := self._verdict) is not None and time.monotonic() < held.until:
+            return held
+        if held is not None and self._checking.locked():
             return held
         async with self._checking:
             if (held := self._verdict) is not None and time.monotonic() < held.until:

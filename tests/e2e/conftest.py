@@ -42,3 +42,25 @@ def key_from(output: str) -> str:
     lines = [line for line in output.splitlines() if line.startswith("HUB_API_KEY=")]
     assert len(lines) == 1, output
     return lines[0].removeprefix("HUB_API_KEY=")
+
+
+# Every hand-over to an outbox gateway, in `handovers`: the outbox table keeps one row per
+# message (its insert does nothing for a message it holds), so a message handed over twice
+# shows only here.
+RECORD_HANDOVERS = """
+CREATE TABLE handovers (
+    message_id bigint NOT NULL,
+    gateway    text NOT NULL,
+    phone      text NOT NULL,
+    segments   int NOT NULL,
+    at         timestamptz NOT NULL
+);
+CREATE FUNCTION record_handover() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO handovers VALUES (NEW.message_id, NEW.gateway, NEW.phone, NEW.segments,
+                                  clock_timestamp());
+    RETURN NEW;
+END $$;
+CREATE TRIGGER record_handover BEFORE INSERT ON outbox
+    FOR EACH ROW EXECUTE FUNCTION record_handover();
+"""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from hub.settings import load_settings
+from tests.peers import require_binary
 
 DEPLOY = Path(__file__).resolve().parents[2] / "ops" / "deploy"
 UNITS = ["hub-serve.service", "hub-worker@.service", "hub-migrate.service"]
@@ -47,9 +47,7 @@ def test_every_unit_names_the_env_file_and_the_hub_command() -> None:
 
 @pytest.mark.parametrize("name", UNITS)
 def test_the_units_pass_systemd_analyze_verify(name: str, tmp_path: Path) -> None:
-    analyze = shutil.which("systemd-analyze")
-    if analyze is None:
-        pytest.skip("systemd-analyze is not installed (package systemd)")
+    analyze = require_binary("systemd-analyze", "systemd")
     hub = Path(sys.executable).parent / "hub"
     # The same unit with this checkout's `hub` where /opt/hub would be: verify checks that the
     # command exists and is executable.

@@ -31,6 +31,7 @@ from hub.db import Database, PoolDatabase, create_pool, create_read_pool, provid
 from hub.delivery.controllers import GatewayCallbackController, InboundController
 from hub.errors import exception_handlers
 from hub.health.controllers import HealthController, MetricsController
+from hub.health.metrics import Scrapes
 from hub.health.tally import Tally
 from hub.inputs import HubRequest, InputGuardMiddleware
 from hub.limits.controllers import RateLimitController, RateLimitMiddleware
@@ -186,6 +187,8 @@ def _initial_state(settings: Settings, db: Database | None, redis: ArqRedis | No
         "limiter": Limiter(settings.limits, processes=settings.http.workers),
         # What this process measures for /metrics (hub.health.tally).
         "tally": Tally(),
+        # One /metrics collection at a time (hub.health.metrics.Scrapes).
+        "scrapes": Scrapes(),
     }
     if db is not None:
         state["db"] = db

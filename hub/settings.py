@@ -78,8 +78,8 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     secure_cookies: bool = False
     # When set, /metrics answers only `Authorization: Bearer <this>` (Prometheus's
     # `authorization` setting); empty (default): open, to be reached from the private network
-    # only (docs/OPERATIONS.md, Metrics and alerts).
-    metrics_token: Annotated[str, msgspec.Meta(max_length=200)] = ""
+    # only (docs/OPERATIONS.md, Metrics and alerts). Printable ASCII: a header carries it.
+    metrics_token: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[\x21-\x7e]*$")] = ""
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).

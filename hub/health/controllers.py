@@ -60,9 +60,13 @@ class MetricsController(Controller):
                 raise Unauthorized(
                     "/metrics needs `Authorization: Bearer <HUB_HTTP__METRICS_TOKEN>`"
                 )
-        # What this process measured goes to Redis first, so its own scrape shows it.
-        await state.tally.flush(state.redis)
-        families = await metrics.collect(state.db, state.redis, state.settings)
+
+        async def collect() -> list[metrics.Family]:
+            # What this process measured goes to Redis first, so its own scrape shows it.
+            await state.tally.flush(state.redis)
+            return await metrics.collect(state.db, state.redis, state.settings)
+
+        families = await state.scrapes.collect(collect)
         body = generate_latest(_requests_registry()) + metrics.render(families).encode()
         return HubResponse(body, media_type=TEXT_FORMAT)
 

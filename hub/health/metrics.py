@@ -282,6 +282,22 @@ async def collect(db: Database, redis: ArqRedis, settings: Settings) -> list[Fam
     ]
 
 
+class Scrapes:
+    """One collection at a time per process: a scrape that comes while one runs gets that one's
+    answer. So a flood of scrapes (an outsider's, where /metrics is left open) costs the
+    servers one collection after another, never one each at once."""
+
+    def __init__(self) -> None:
+        self._running: asyncio.Future[list[Family]] | None = None
+
+    async def collect(self, compute: Callable[[], Awaitable[list[Family]]]) -> list[Family]:
+        if self._running is None:
+            running = asyncio.ensure_future(compute())
+            self._running = running
+            running.add_done_callback(lambda _: setattr(self, "_running", None))
+        return await asyncio.shield(self._running)
+
+
 # --- the text format ---------------------------------------------------------------------
 
 

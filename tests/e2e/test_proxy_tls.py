@@ -46,6 +46,7 @@ class Rig:
     hub: str  # the hub itself
     tls: ssl.SSLContext  # trusts the test's certificate
     key: str  # the operator's key
+    log: Path  # nginx's access log of the site
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
@@ -71,10 +72,11 @@ def _replace(text: str, old: str, new: str) -> str:
     return text.replace(old, new)
 
 
-def _site(hub_port: int, http_port: int, https_port: int, cert: Path, key: Path) -> str:
-    """The deploy's site with this machine's addresses and the test's certificate: nothing
-    else changes."""
+def _site(hub_port: int, http_port: int, https_port: int, cert: Path, key: Path, log: Path) -> str:
+    """The deploy's site with this machine's addresses, the test's certificate and its access
+    log's path: nothing else changes."""
     site = SITE.read_text()
+    site = _replace(site, "/var/log/nginx/hub.access.log", str(log))
     upstream = f"server 127.0.0.1:{hub_port} max_fails=3 fail_timeout=10s;"
     site = _replace(site, "server 10.0.0.11:8000 max_fails=3 fail_timeout=10s;", upstream)
     site = _replace(site, "    server 10.0.0.12:8000 max_fails=3 fail_timeout=10s;\n", "")
@@ -139,7 +141,8 @@ def nginx(nginx_folder: Path, hub_process: int) -> Iterator[tuple[int, int, Path
     cert, key = _certificate(nginx_folder)
     http_port, https_port = free_port(), free_port()
     site = nginx_folder / "hub.conf"
-    site.write_text(_site(hub_process, http_port, https_port, cert, key))
+    log = nginx_folder / "hub.access.log"
+    site.write_text(_site(hub_process, http_port, https_port, cert, key, log))
     config = nginx_folder / "nginx.conf"
     config.write_text(_main_config(nginx_folder, site))
     command = [binary, "-p", str(nginx_folder), "-c", str(config), "-e", "stderr"]
@@ -174,7 +177,9 @@ async def _wait_ready(url: str, **client: object) -> None:
 
 
 @pytest.fixture
-async def rig(fresh_db: str, hub_process: int, nginx: tuple[int, int, Path]) -> Rig:
+async def rig(
+    fresh_db: str, hub_process: int, nginx: tuple[int, int, Path], nginx_folder: Path
+) -> Rig:
     http_port, https_port, cert = nginx
     tls = ssl.create_default_context(cafile=str(cert))
     rig = Rig(
@@ -183,6 +188,7 @@ async def rig(fresh_db: str, hub_process: int, nginx: tuple[int, int, Path]) -> 
         hub=f"http://127.0.0.1:{hub_process}",
         tls=tls,
         key=await _operator_key(fresh_db),
+        log=nginx_folder / "hub.access.log",
     )
     await _wait_ready(rig.hub)
     await _wait_ready(rig.https, verify=tls)
@@ -249,10 +255,16 @@ async def _through_nginx_the_cookie_is_secure_and_the_address_real(rig: Rig, fre
         # TLS with modern settings: HSTS on every answer.
         assert "max-age=" in home.headers["strict-transport-security"]
         # /metrics is for the private network; this browser is not on it (127.0.0.1 is).
-        refused = await browser.get("/metrics")
-        assert refused.status_code == 403
-        assert refused.json()["error"] == "forbidden"  # the hub's error shape, from nginx
+        for path in ("/metrics", "/metrics/", "/metrics/?x=1"):
+            refused = await browser.get(path)
+            assert refused.status_code == 403, path
+            assert refused.json()["error"] == "forbidden"  # the hub's error shape, from nginx
+        # A carrier's callback carries the gateway's secret in its query: never logged.
+        await browser.post("/v1/gateways/outbox/receipts?secret=leak-me-not-42", json=[])
     assert await _logged_address(fresh_db, "through-nginx") == BROWSER
+    access = (rig.log).read_text()
+    assert "/v1/gateways/outbox/receipts" in access
+    assert "leak-me-not-42" not in access
     async with httpx.AsyncClient(base_url=rig.https, verify=rig.tls) as local:
         assert (await local.get("/metrics")).status_code == 200
 

@@ -4,8 +4,10 @@ tests/integration/delivery/test_metrics_delivery.py."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
+from typing import Any
 
 import asyncpg
 import httpx
@@ -230,3 +232,31 @@ async def test_what_a_flush_could_not_write_is_kept_for_the_next(redis: ArqRedis
         "gateway=cmcc,stat=sum": 0.2,
         "gateway=cmcc,stat=count": 1,
     }
+
+
+async def test_scrapes_at_once_share_one_collection(
+    settings: Settings, conn: asyncpg.Connection, redis: ArqRedis
+) -> None:
+    """A flood of scrapes (an outsider's, where /metrics is left open) costs one collection at
+    a time: those that come while one runs get its answer."""
+    app = create_app(settings, db=SingleConnectionDatabase(conn), redis=redis)
+    ran = 0
+    queue_source = SOURCES["queue"]
+
+    async def counted(src: Any) -> Any:
+        nonlocal ran
+        ran += 1
+        await asyncio.sleep(0.2)  # a slow source: the other scrapes arrive meanwhile
+        return await queue_source(src)
+
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+        SOURCES["queue"] = counted
+        try:
+            scrapes = await asyncio.gather(*(scrape(client) for _ in range(20)))
+            assert ran == 1
+            assert all(s['hub_metrics_source_up{source="queue"}'] == 1 for s in scrapes)
+            await scrape(client)  # one that comes after collects afresh
+            assert ran == 2
+        finally:
+            SOURCES["queue"] = queue_source

@@ -54,3 +54,11 @@ def test_cli_refuses_to_start_with_an_unknown_variable() -> None:
     )
     assert result.returncode == 2
     assert "HUB_DB__DSM" in result.stderr
+
+
+def test_a_metrics_token_a_header_cannot_carry_is_refused() -> None:
+    """A Bearer header is ASCII: a token with other characters would lock Prometheus out."""
+    assert load_settings({"HUB_HTTP__METRICS_TOKEN": "tok-123_ok"}).http.metrics_token
+    for token in ("tok-ÄÖ-secret", "with space", "tab\there"):
+        with pytest.raises(SettingsError, match="HUB_HTTP__METRICS_TOKEN"):
+            load_settings({"HUB_HTTP__METRICS_TOKEN": token})

@@ -9,12 +9,14 @@ second. A worker killed after arq handed it the job loses nothing: another worke
 again (hub.worker.CRON_TRIES) once arq's in-progress mark lapses, and if the dead worker's row
 went in, unfinished (`finished_at` NULL), the try takes it over when it is older than the
 mark's life (`ctx["in_progress_seconds"]`, hub.worker.in_progress_seconds; a live run renews
-its mark, so only a dead or failed run's job is tried again). A job that failed for a server
-gone is so run again too. Rows older than KEEP go with the purge (hub.dedup.jobs).
+its mark, so only a dead run's job is tried again). A run that fails gives its tick back at once
+(its row deleted), so arq's next try of a job that found a server gone runs it. Rows older
+than KEEP go with the purge (hub.dedup.jobs).
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -36,6 +38,11 @@ ON CONFLICT (name, tick) DO UPDATE SET worker = excluded.worker, started_at = hu
 WHERE cron_ticks.finished_at IS NULL
   AND cron_ticks.started_at < hub_now() - make_interval(secs => $4)
 RETURNING true
+"""
+
+# The tick's run failed: free for the job's next try.
+RELEASE = """
+DELETE FROM cron_ticks WHERE name = $1 AND tick = $2 AND worker = $3 AND finished_at IS NULL
 """
 
 # The tick's run is over.
@@ -70,7 +77,14 @@ def once_per_tick(name: str, job: Callable[..., Awaitable[Any]]) -> WorkerCorout
         if not mine:
             log.info("%s at %s: run by another worker", name, tick.isoformat())
             return None
-        result = await job(ctx)
+        try:
+            result = await job(ctx)
+        except BaseException:
+            # Failed (or a server gone: arq tries it again): the tick is free for that try.
+            with contextlib.suppress(Exception):
+                async with ctx["db"].acquire() as conn:
+                    await conn.execute(RELEASE, name, tick, ctx["worker_name"])
+            raise
         async with ctx["db"].acquire() as conn:
             await conn.execute(FINISH, name, tick)
         return result

@@ -141,3 +141,31 @@ async def test_a_tick_whose_worker_died_mid_run_is_taken_over_by_the_next_try(
         assert runs == ["host-a:1"]
     finally:
         await conn.close()
+
+
+async def test_a_tick_whose_run_failed_is_run_by_the_next_try(
+    pools: list[PoolDatabase], fresh_db: str
+) -> None:
+    """A run that fails (PostgreSQL gone mid-run: arq tries the job again a few seconds later)
+    gives its tick back, so the next try runs it."""
+    runs: list[str] = []
+
+    async def job(ctx: dict[str, Any]) -> str:
+        runs.append(ctx["worker_name"])
+        if len(runs) == 1:
+            raise ConnectionError("PostgreSQL went away")
+        return "swept"
+
+    wrapped = crons.once_per_tick(NAME, job)
+    with pytest.raises(ConnectionError):
+        await wrapped(_ctx(pools[0], "host-a:1"))
+    assert await wrapped(_ctx(pools[1], "host-b:2", job_try=2)) == "swept"
+    assert runs == ["host-a:1", "host-b:2"]
+    conn = await asyncpg.connect(fresh_db)
+    try:
+        row = await conn.fetchrow("SELECT worker, finished_at FROM cron_ticks")
+    finally:
+        await conn.close()
+    assert row is not None
+    assert row["worker"] == "host-b:2"
+    assert row["finished_at"] is not None

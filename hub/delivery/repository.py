@@ -470,16 +470,22 @@ LIMIT $4
 """
 
 # Set a tenant's webhook. A new secret keeps the one it replaces as previous_secret for $4
-# seconds (both sign each push meanwhile); the same secret again leaves that overlap alone.
+# seconds (both sign each push meanwhile); the same secret again, or a step back to the
+# previous one, leaves that overlap's end alone (switching back and forth never stretches it);
+# a new URL ends it (its receiver never had the old secret).
 SET_WEBHOOK = """
 INSERT INTO webhooks (tenant_id, url, secret) VALUES ($1, $2, $3)
 ON CONFLICT (tenant_id) DO UPDATE SET
     url = $2,
     secret = $3,
     updated_at = hub_now(),
-    previous_secret = CASE WHEN webhooks.secret = $3 THEN webhooks.previous_secret
+    previous_secret = CASE WHEN webhooks.url <> $2 THEN NULL
+                           WHEN webhooks.secret = $3 THEN webhooks.previous_secret
+                           WHEN webhooks.previous_secret = $3 THEN webhooks.secret
                            WHEN $4 > 0 THEN webhooks.secret END,
-    previous_until = CASE WHEN webhooks.secret = $3 THEN webhooks.previous_until
+    previous_until = CASE WHEN webhooks.url <> $2 THEN NULL
+                          WHEN webhooks.secret = $3 THEN webhooks.previous_until
+                          WHEN webhooks.previous_secret = $3 THEN webhooks.previous_until
                           WHEN $4 > 0 THEN hub_now() + make_interval(secs => $4) END
 """
 

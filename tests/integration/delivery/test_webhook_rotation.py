@@ -112,6 +112,34 @@ async def test_pushes_are_signed_under_both_secrets_for_a_day_then_the_new_one(
     assert NEW not in shown.text
 
 
+async def test_the_overlap_is_neither_stretched_by_going_back_nor_carried_to_a_new_url(
+    live_db: asyncpg.Connection,
+    county_key: str,
+    client: httpx.AsyncClient,
+    endpoint: Endpoint,
+) -> None:
+    """Switching back and forth between two secrets does not keep the older valid past the
+    first day, and a new URL never gets signatures under the secret its receiver never had."""
+    await _set(client, county_key, endpoint.url, OLD)
+    await _set(client, county_key, endpoint.url, NEW)
+    until = await live_db.fetchval("SELECT previous_until FROM webhooks")
+    await _move_clock(live_db, timedelta(hours=12))
+    await _set(client, county_key, endpoint.url, OLD)  # back
+    await _set(client, county_key, endpoint.url, NEW)  # and forth
+    assert await live_db.fetchval("SELECT previous_until FROM webhooks") == until
+    await _move_clock(live_db, timedelta(hours=24, minutes=1))
+    after = await _push_one(live_db, endpoint, 1)
+    assert "x-hub-signature-previous" not in after.headers
+
+    # Another party's URL with its own secret: nothing is signed with the tenant's old one.
+    await _set(client, county_key, endpoint.url, OTHER)  # an overlap starts for NEW …
+    assert await live_db.fetchval("SELECT previous_secret FROM webhooks") == NEW
+    await _set(client, county_key, f"{endpoint.url}/other-party", OLD)  # … and ends here
+    moved = await _push_one(live_db, endpoint, 2)
+    assert "x-hub-signature-previous" not in moved.headers
+    assert not _accepted_by(moved, NEW)
+
+
 def test_verify_takes_either_header_but_never_an_empty_one() -> None:
     body, stamp = b'{"id": 1}', "1700000000"
     new, old = webhooks.sign(NEW, stamp, body), webhooks.sign(OLD, stamp, body)

@@ -27,8 +27,8 @@ from hub.app import create_app
 from hub.db import PoolDatabase, create_pool
 from hub.quota import service as quota
 from hub.settings import Settings, load_settings
-from hub.worker import build_worker
 from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.integration.delivery.conftest import running_worker
 from tests.peers.pg_cluster import (
     PgCluster,
     archive_command,
@@ -95,21 +95,14 @@ async def _hub(settings: Settings, redis: ArqRedis) -> AsyncIterator[httpx.Async
     """The API on a real pool to the test's server, and a worker delivering beside it."""
     assert settings.db.dsn
     pool = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
-    worker = build_worker(settings, handle_signals=False, crons=False)
-    task = asyncio.create_task(worker.async_run())
     transport = httpx.ASGITransport(app=create_app(settings, db=pool, redis=redis))  # type: ignore[arg-type]
     try:
-        async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+        async with (
+            running_worker(settings, crons=False),
+            httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client,
+        ):
             yield client
     finally:
-        if worker.main_task is not None:
-            worker.main_task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        running = [t for t in worker.tasks.values() if not t.done()]
-        if running:
-            await asyncio.wait(running, timeout=60)
-        await worker.close()
         await pool.close()
 
 

@@ -110,9 +110,9 @@ def run_worker(live_settings: Settings) -> RunWorker:
 
 
 @contextlib.asynccontextmanager
-async def running_worker(settings: Settings) -> AsyncIterator[Worker]:
+async def running_worker(settings: Settings, *, crons: bool = True) -> AsyncIterator[Worker]:
     """A worker that keeps running (receipts keep arriving on its gateway connections)."""
-    worker = build_worker(settings, handle_signals=False)
+    worker = build_worker(settings, handle_signals=False, crons=crons)
     task = asyncio.create_task(worker.async_run())
     try:
         yield worker

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Iterator, Sequence
 from itertools import count
 from typing import Literal, cast
 
+import asyncpg
 import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
@@ -27,7 +28,14 @@ from hub.delivery.gateway import (
 )
 from hub.delivery.gateways import aliyun
 from hub.delivery.routing import Router, breaker_key
-from hub.settings import DeliverySettings, GatewayConfig
+from hub.settings import DeliverySettings, GatewayConfig, Settings
+from tests.factories import bearer
+from tests.integration.delivery.conftest import (
+    eventually,
+    live_client,
+    running_worker,
+    with_gateways,
+)
 from tests.peers.aliyun import AliyunFake, running
 
 pytestmark = [pytest.mark.peer]
@@ -164,3 +172,44 @@ async def test_a_half_open_trial_refused_for_its_phones_is_given_back(
     await _chunk(one, ali, ["+8613900000000"])  # says nothing of the gateway
     assert await _to(two) == "ali"  # the trial went back: the next chunk tries at once
     assert await _failures(redis) == LIMIT
+
+
+async def test_a_rate_limited_phone_is_retried_at_the_primary_not_sent_through_the_fallback(
+    live_settings: Settings, live_db: asyncpg.Connection, redis: ArqRedis, county_key: str
+) -> None:
+    with running(AliyunFake()) as fake:
+        outbox = GatewayConfig(name="outbox", kind="outbox", rate=1e6, options={"receipt_delay": 0})
+        settings = with_gateways(
+            live_settings,
+            fake.gateway(fallback="outbox"),
+            outbox,
+            circuit_failures=2,
+            retry_base_seconds=0.05,
+        )
+        fake.fail_next(3, "isv.BUSINESS_LIMIT_CONTROL")  # more than circuit_failures
+        phones = ["13900000001", "13900000002", "13900000003"]
+        async with running_worker(settings):
+            async for client in live_client(settings, redis):
+                for phone in phones:
+                    sent = await client.post(
+                        "/v1/messages",
+                        json={"to": [phone], "body": "通知"},
+                        headers=bearer(county_key),
+                    )
+                    assert sent.status_code == 202, sent.text
+            await eventually(lambda: _out(live_db, 3))
+        rows = await live_db.fetch("SELECT gateway, attempts, status::text FROM messages")
+        assert fake.answers[:3] == ["isv.BUSINESS_LIMIT_CONTROL"] * 3
+        # Each went again later, to the primary: the breaker never opened for them.
+        assert sorted((r["gateway"], r["status"]) for r in rows) == [("ali", "sent")] * 3
+        assert sorted(x.phone for x in fake.sent) == phones
+        assert await _failures(redis) == 0
+
+
+async def _out(conn: asyncpg.Connection, expected: int) -> bool:
+    """Out at a gateway for good: sent (Alibaba's fake pushes no receipt) or delivered (the
+    outbox's receipt)."""
+    done = await conn.fetchval(
+        "SELECT count(*) FROM messages WHERE status IN ('sent', 'delivered')"
+    )
+    return bool(done == expected)

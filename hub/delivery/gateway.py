@@ -58,12 +58,18 @@ class Accepted(msgspec.Struct, frozen=True, tag="accepted"):
 
 class Failed(msgspec.Struct, frozen=True, tag="failed"):
     """The gateway refused it, and said so: nothing of it was taken. Permanent: never retry (bad
-    number, content refused). Not permanent: retry later (throttled, busy, not connected)."""
+    number, content refused). Not permanent: retry later (throttled, busy, not connected).
+
+    `per_recipient`: the refusal is about this message's phone (a per-number frequency limit, a
+    full queue for that handset, a bad number), not about the gateway. Such refusals, and
+    permanent ones, never count against the gateway's circuit breaker: one tenant's phones must
+    not decide where everyone's traffic goes."""
 
     message_id: int
     permanent: bool
     code: str
     detail: str = ""
+    per_recipient: bool = False
 
 
 class Unknown(msgspec.Struct, frozen=True, tag="unknown"):

@@ -4,7 +4,9 @@ worker process (and host) through Redis.
 A carrier goes to the first configured gateway that lists it (or lists no carriers). A gateway
 that fails `circuit_failures` chunks in a row is open (skipped) for `circuit_seconds`; its
 traffic follows its `fallback` chain. After that time ONE chunk, in one process, tries it again
-(half open): a success closes it, a failure opens it again.
+(half open): a success closes it, a failure opens it again. A chunk fails when nothing of it
+was taken and the gateway is to blame (see `verdict`); a chunk refused only for its own phones
+or content changes nothing.
 
 The breaker's state in Redis (read as is by /metrics; keep this contract):
 - `hub:breaker:{gateway}`, a hash: `failures` (chunks failed in a row, an integer) and
@@ -29,12 +31,12 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from hub.delivery.gateway import Gateway
+from hub.delivery.gateway import Accepted, Failed, Gateway, Outbound, Outcome
 from hub.settings import DeliverySettings
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,23 @@ if failures >= tonumber(ARGV[2]) then
 end
 return failures
 """
+
+
+def verdict(sent: Sequence[Outbound], outcomes: Sequence[Outcome]) -> bool | None:
+    """What a chunk's answer says of the gateway: True, it works (it took a message); False, it
+    failed (nothing taken, and a message is unknown, unanswered or refused for the gateway's own
+    reasons); None, nothing (every message was refused for itself: its phone, its content).
+
+    A chunk is one tenant's messages, so a refusal about a phone must not count: one tenant could
+    open the breaker for everyone (phones the carrier rate-limits) or keep it shut during an
+    outage (numbers that do not exist)."""
+    if any(isinstance(o, Accepted) for o in outcomes):
+        return True
+    answered = {o.message_id for o in outcomes}
+    if any(m.id not in answered for m in sent):
+        return False
+    blamed = (not isinstance(o, Failed) or not (o.permanent or o.per_recipient) for o in outcomes)
+    return False if any(blamed) else None
 
 
 class Breaker:
@@ -197,10 +216,21 @@ class Router:
         except (RedisError, OSError, TimeoutError) as exc:
             log.warning("breaker %s: outcome kept in this process only (%r)", gateway, exc)
 
+    async def answered(
+        self, gateway: str, sent: Sequence[Outbound], outcomes: Sequence[Outcome]
+    ) -> None:
+        """A chunk's answer at `gateway`, for its breaker (see `verdict`): a success, a
+        failure, or nothing learnt (as if unused)."""
+        ok = verdict(sent, outcomes)
+        if ok is None:
+            await self.unused(gateway)
+        else:
+            await self.outcome(gateway, ok)
+
     async def unused(self, gateway: str) -> None:
-        """The chunk routed to `gateway` had nothing to send: a half-open trial this router
-        won goes back, so the next chunk (any process's) tries at once rather than after
-        `circuit_seconds`."""
+        """The chunk routed to `gateway` had nothing to send, or its answer said nothing of the
+        gateway: a half-open trial this router won goes back, so the next chunk (any
+        process's) tries at once rather than after `circuit_seconds`."""
         if gateway not in self.trials or self._give_back is None:
             return
         self.trials.discard(gateway)

@@ -284,10 +284,7 @@ class Delivery:
             log.exception("gateway %s failed mid-call: its messages' outcome is unknown", name)
             await self.router.outcome(name, ok=False)
             return [Unknown(m.id, code="gateway_error", detail=repr(exc)) for m in outbound]
-        troubled = sum(
-            isinstance(o, Unknown) or (isinstance(o, Failed) and not o.permanent) for o in outcomes
-        )
-        await self.router.outcome(name, ok=troubled < len(outbound))
+        await self.router.answered(name, outbound, outcomes)
         return outcomes
 
     async def _call(self, gateway: Gateway, outbound: list[Outbound]) -> list[Outcome]:

@@ -5,8 +5,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Literal
 
-from hub.delivery.gateway import Events, HttpCallback, Outbound, Outcome, Parsed
-from hub.delivery.routing import Router
+from hub.delivery.gateway import (
+    Accepted,
+    Events,
+    Failed,
+    HttpCallback,
+    Outbound,
+    Outcome,
+    Parsed,
+    Unknown,
+)
+from hub.delivery.gateways import smpp
+from hub.delivery.routing import Router, verdict
 from hub.settings import DeliverySettings, GatewayConfig
 
 
@@ -81,3 +91,28 @@ async def test_with_every_gateway_open_the_primary_is_tried() -> None:
         for _ in range(3):
             await router.outcome(name, ok=False)
     assert (await router.route("中国电信")).config.name == "telecom"
+
+
+def _sent(*ids: int) -> list[Outbound]:
+    return [Outbound(i, f"+861380013800{i}", "【测试】一", 1, "ucs2", "1069") for i in ids]
+
+
+def test_a_chunks_verdict_blames_the_gateway_only_for_its_own_trouble() -> None:
+    limited = Failed(1, False, "isv.BUSINESS_LIMIT_CONTROL", per_recipient=True)
+    illegal = Failed(2, True, "isv.MOBILE_NUMBER_ILLEGAL", per_recipient=True)
+    busy = Failed(2, False, "isp.SYSTEM_ERROR")
+    assert verdict(_sent(1, 2), [limited, Accepted(2, "r")]) is True
+    assert verdict(_sent(1, 2), [limited, illegal]) is None  # nothing said of the gateway
+    assert verdict(_sent(1), [Failed(1, True, "isv.TEMPLATE_MISSING")]) is None
+    assert verdict(_sent(1, 2), [limited, busy]) is False
+    assert verdict(_sent(1, 2), [limited, Unknown(2, "timeout")]) is False
+    assert verdict(_sent(1, 2), [limited]) is False  # a message left unanswered
+
+
+def test_smpp_refusals_about_one_destination_are_per_recipient() -> None:
+    assert smpp.failure(1, 0x58).per_recipient  # ESME_RTHROTTLED
+    assert smpp.failure(1, 0x14).per_recipient  # ESME_RMSGQFUL
+    assert smpp.failure(1, 0x45).per_recipient  # ESME_RSUBMITFAIL
+    assert smpp.failure(1, 0x401).per_recipient  # a vendor's code
+    assert not smpp.failure(1, 0x08).per_recipient  # ESME_RSYSERR: the SMSC itself
+    assert not smpp.failure(1, smpp.NOT_BOUND).per_recipient

@@ -30,7 +30,8 @@ Answers, per request (Alibaba accepts or refuses a request whole):
   request is split in halves and each half resent, down to single phones. Nothing was sent (the
   request was refused whole), so this sends nobody anything twice; one bad number among 100 costs
   about 14 more requests and fails alone — permanently for an illegal number, transiently for a
-  rate-limited one — instead of failing 99 good ones with it.
+  rate-limited one — instead of failing 99 good ones with it. Either way the phone is to blame,
+  not the gateway (`per_recipient`): the circuit breaker does not count it.
 - Transient (retry later): `isp.*` (`isp.SYSTEM_ERROR`), `Throttling*`, the console's day/month
   limits, `isv.AMOUNT_NOT_ENOUGH` and `isv.OUT_OF_SERVICE` (the account needs topping up: a pause,
   not a verdict on the message), HTTP 5xx.
@@ -289,9 +290,12 @@ def _local_time(text: str) -> datetime | None:
     return None
 
 
-def _failed(items: Sequence[_Item], permanent: bool, code: str, detail: str) -> list[Outcome]:
+def _failed(
+    items: Sequence[_Item], permanent: bool, code: str, detail: str, per_recipient: bool = False
+) -> list[Outcome]:
     return [
-        Failed(item.message_id, permanent=permanent, code=code, detail=detail) for item in items
+        Failed(item.message_id, permanent, code, detail, per_recipient=per_recipient)
+        for item in items
     ]
 
 
@@ -381,6 +385,7 @@ class AliyunGateway:
                 permanent=True,
                 code="number_not_supported",
                 detail="SendBatchSms takes mainland China mobile numbers only",
+                per_recipient=True,
             )
         sign_name, body = split_signature(message.text, self.options.sign_name)
         if not sign_name:
@@ -414,7 +419,7 @@ class AliyunGateway:
         if kind == "split" and len(chunk) > 1:
             return await self._split(chunk)
         if kind == "split":
-            return _failed(chunk, PER_NUMBER[code], code, detail)
+            return _failed(chunk, PER_NUMBER[code], code, detail, per_recipient=True)
         if kind == "down":
             return _Down(f"{code}: {detail}")
         return _failed(chunk, kind == "permanent", code, detail)

@@ -84,7 +84,8 @@ class OutboxGateway:
             raise ConnectionError(f"outbox {self.config.name}: PostgreSQL unreachable") from exc
         outcomes: list[Outcome] = [Accepted(m.id, f"outbox-{m.id}") for m in messages]
         outcomes += [
-            Failed(m.id, True, "REFUSED", "the outbox refuses this number") for m in refused
+            Failed(m.id, True, "REFUSED", "the outbox refuses this number", per_recipient=True)
+            for m in refused
         ]
         if self.events is not None:
             receipts = [self._receipt(m.id, m.phone) for m in messages]

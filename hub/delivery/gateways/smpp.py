@@ -24,7 +24,9 @@ first part's. A submit_sm_resp refusing it with ESME_RTHROTTLED, ESME_RMSGQFUL, 
 ESME_RINVBNDSTS, ESME_RSUBMITFAIL, ESME_RX_T_APPN, ESME_RDELIVERYFAILURE, ESME_RUNKNOWNERR or a
 vendor code (0x400-0x4FF) is transient; every other status (ESME_RINVDSTADR, the invalid-
 parameter family) is permanent. A session found down before the submit_sm was written is
-transient too (nothing went).
+transient too (nothing went). ESME_RMSGQFUL, ESME_RSUBMITFAIL, ESME_RTHROTTLED and the vendor
+codes are taken as about the destination (`Failed.per_recipient`): SMSCs give them for one
+phone's queue or limit, so they never count against the circuit breaker.
 
 At most once: a submit_sm that got no submit_sm_resp at all (smpp34 raises ESME_RSYSERR when its
 30 s response timer runs out or the connection drops with the PDU written) may be at the SMSC,
@@ -150,6 +152,9 @@ STATUS_NAMES = {
 }
 # Worth retrying: the SMSC is busy, throttling us, or failed; or we never got an answer.
 TRANSIENT = {NOT_BOUND, 0x04, 0x08, 0x14, 0x45, 0x58, 0x64, 0xFE, 0xFF}
+# Refusals SMSCs give about one destination (its queue full, a per-number limit, a vendor's
+# per-number code), not about themselves: they never count against the circuit breaker.
+PER_DESTINATION = {0x14, 0x45, 0x58}
 
 INBOUND_CAPACITY = 100_000  # with smpp34's default (1,024) a busy transceiver wedges
 LATER_PART_TRIES = 3  # a refused part 2..n leaves the earlier parts sent: try harder
@@ -492,9 +497,11 @@ def _status_of(error: smpp34.SmppError) -> int:
 
 
 def failure(message_id: int, status: int, detail: str = "") -> Failed:
-    transient = status in TRANSIENT or 0x400 <= status <= 0x4FF
+    vendor = 0x400 <= status <= 0x4FF
+    transient = status in TRANSIENT or vendor
     code = STATUS_NAMES.get(status, f"0x{status:08X}")
-    return Failed(message_id=message_id, permanent=not transient, code=code, detail=detail)
+    per_recipient = status in PER_DESTINATION or vendor
+    return Failed(message_id, not transient, code, detail, per_recipient=per_recipient)
 
 
 class _Session:

@@ -235,6 +235,7 @@ async def test_a_number_outside_the_mainland_fails_without_a_request(
         permanent=True,
         code="number_not_supported",
         detail="SendBatchSms takes mainland China mobile numbers only",
+        per_recipient=True,
     )
     assert isinstance(outcomes[2], Accepted)
     assert fake.calls == 1

@@ -112,7 +112,7 @@ def test_a_chunks_verdict_blames_the_gateway_only_for_its_own_trouble() -> None:
 def test_smpp_refusals_about_one_destination_are_per_recipient() -> None:
     assert smpp.failure(1, 0x58).per_recipient  # ESME_RTHROTTLED
     assert smpp.failure(1, 0x14).per_recipient  # ESME_RMSGQFUL
-    assert smpp.failure(1, 0x45).per_recipient  # ESME_RSUBMITFAIL
+    assert not smpp.failure(1, 0x45).per_recipient  # ESME_RSUBMITFAIL: the SMSC failed
     assert smpp.failure(1, 0x401).per_recipient  # a vendor's code
     assert not smpp.failure(1, 0x08).per_recipient  # ESME_RSYSERR: the SMSC itself
     assert not smpp.failure(1, smpp.NOT_BOUND).per_recipient

@@ -152,9 +152,11 @@ STATUS_NAMES = {
 }
 # Worth retrying: the SMSC is busy, throttling us, or failed; or we never got an answer.
 TRANSIENT = {NOT_BOUND, 0x04, 0x08, 0x14, 0x45, 0x58, 0x64, 0xFE, 0xFF}
-# Refusals SMSCs give about one destination (its queue full, a per-number limit, a vendor's
-# per-number code), not about themselves: they never count against the circuit breaker.
-PER_DESTINATION = {0x14, 0x45, 0x58}
+# Refusals SMSCs give about one destination (its message queue full, the account throttled for
+# a moment, a vendor's per-number code), not about themselves: they never count against the
+# circuit breaker (a throttle means slower, not elsewhere). ESME_RSUBMITFAIL (0x45), a general
+# failure, does.
+PER_DESTINATION = {0x14, 0x58}
 
 INBOUND_CAPACITY = 100_000  # with smpp34's default (1,024) a busy transceiver wedges
 LATER_PART_TRIES = 3  # a refused part 2..n leaves the earlier parts sent: try harder

@@ -187,12 +187,16 @@ class Delivery:
                 await self.router.outcome(gateway.config.name, ok=False)
 
     async def close(self) -> None:
-        for task in self._lanes:
-            task.cancel()
-        await asyncio.gather(*self._lanes, return_exceptions=True)
-        for gateway in self.gateways.values():
-            await gateway.close()
-        await self.tally.stop_flushing(self.redis)
+        try:
+            for task in self._lanes:
+                task.cancel()
+            await asyncio.gather(*self._lanes, return_exceptions=True)
+            for gateway in self.gateways.values():
+                await gateway.close()
+        finally:
+            # Even when a gateway's close fails: a flusher left running would be destroyed
+            # with the event loop in the middle of a Redis call.
+            await self.tally.stop_flushing(self.redis)
 
     async def deliver_batch(self, send_id: int, carrier: str, first_id: int, last_id: int) -> int:
         """Deliver one batch, a chunk at a time; returns how many messages it claimed.

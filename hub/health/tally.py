@@ -134,13 +134,13 @@ class Tally:
             return True
         try:
             async with asyncio.timeout(FLUSH_TIMEOUT):
-                pipe = redis.pipeline(transaction=False)
-                for metric, fields in counts.items():
-                    for name, amount in fields.items():
-                        pipe.hincrbyfloat(PREFIX + metric, name, amount)
-                for metric, values in gauges.items():
-                    pipe.hset(PREFIX + metric, mapping=values)
-                await pipe.execute()
+                async with redis.pipeline(transaction=False) as pipe:
+                    for metric, fields in counts.items():
+                        for name, amount in fields.items():
+                            pipe.hincrbyfloat(PREFIX + metric, name, amount)
+                    for metric, values in gauges.items():
+                        pipe.hset(PREFIX + metric, mapping=values)
+                    await pipe.execute()
         except Exception as exc:  # redis-py's own errors, OSError, the timeout
             # A pipeline that failed midway may have added part: counting that part again is
             # the lesser harm (a counter a little high) beside losing what the process saw.

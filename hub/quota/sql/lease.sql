@@ -92,12 +92,14 @@ DECLARE
     held bigint;
     new_id bigint;
     new_expiry timestamptz;
+    fast boolean := false;
 BEGIN
     -- An unlocked look decides the path; the fast path checks again under the lease's lock.
     SELECT l.id, l.amount - l.drawn INTO v_lease, free FROM quota_leases l
     WHERE l.account_id = holder AND l.status = 'active' AND l.accounts = above
       AND l.expires_at > hub_now();
     IF v_lease IS NOT NULL AND free >= p_amount THEN
+        fast := true;
         SELECT * INTO own FROM quota_accounts a WHERE a.id = holder FOR UPDATE;
         SELECT l.amount - l.drawn INTO free FROM quota_leases l
         WHERE l.id = v_lease AND l.status = 'active' AND l.expires_at > hub_now()
@@ -128,7 +130,13 @@ BEGIN
     IF own.policy = 'strict' THEN
         held := held + own.allocated;
     END IF;
-    IF held > own.limit_segments THEN
+    IF held > own.limit_segments AND NOT fast THEN
+        -- Without a lease to draw from, the answer is quota_reserve's (the highest level
+        -- short), and nothing is written.
+        RETURN QUERY SELECT * FROM quota_reserve(p_accounts, p_amount, p_tenant, p_period,
+            p_cause, p_actor, p_ttl);
+        RETURN;
+    ELSIF held > own.limit_segments THEN
         RETURN QUERY SELECT NULL::bigint, NULL::timestamptz, own.id, own.tenant_id,
             own.policy::text, own.limit_segments, own.used, own.reserved, own.allocated;
         RETURN;

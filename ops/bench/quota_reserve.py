@@ -10,7 +10,10 @@ under three policy layouts, one month each (see POLICIES): every level `strict` 
 a reservation locks the county's row only); every level above the county `pooled` (it locks
 county, prefecture, province and root: the hot chain the design note warns about); and only the
 province `pooled`. A reservation runs in BEGIN … COMMIT as a send would, or as one autocommit
-statement (then the chain's row locks are released inside the server).
+statement (then the chain's row locks are released inside the server). The "leases" scenarios
+reserve as a send does by default (hub/quota/sql/lease.sql: a county under pooled ancestors
+draws from a block of --lease-block segments it leased of their quota, so the chain is locked
+once per block); the others reserve on the chain directly, as before leases.
 
 Without --dsn it starts an embedded PostgreSQL in a temporary folder and removes it afterwards.
 """
@@ -32,6 +35,7 @@ import asyncpg
 
 from hub.db import create_database, migrate
 from hub.quota import service as quota
+from hub.settings import QuotaSettings
 from ops.bench import run_on_postgres
 from tenants.divisions import import_divisions
 from tenants.repository import TenantRow
@@ -46,6 +50,7 @@ POLICIES = {
     # beside the county, so only a province's own subtree shares a hot row.
     MIXED: ("strict", "pooled", "strict", "strict"),
 }
+# (HUB_BENCH_DATABASE names another, when benchmarks share a server)
 BENCH_DB = "hub_bench"
 TOP = 10**12
 
@@ -55,7 +60,7 @@ def _say(line: str) -> None:
 
 
 async def _prepare(admin_dsn: str) -> str:
-    dsn = await create_database(admin_dsn, BENCH_DB)
+    dsn = await create_database(admin_dsn, os.environ.get("HUB_BENCH_DATABASE", BENCH_DB))
     await asyncio.to_thread(migrate, dsn)
     return dsn
 
@@ -107,18 +112,26 @@ async def _run_clients(
 
 
 def _reserving(
-    counties: list[TenantRow], period: date, *, own_transaction: bool = True
+    counties: list[TenantRow],
+    period: date,
+    *,
+    own_transaction: bool = True,
+    leases: QuotaSettings | None = None,
 ) -> Callable[..., Awaitable[None]]:
     """A reservation for a random county: inside BEGIN … COMMIT (as a send's transaction), or
-    as its own statement (autocommit: the chain's locks are released inside the server)."""
+    as its own statement (autocommit: the chain's locks are released inside the server);
+    drawn from leases with `leases`."""
 
     async def op(conn: asyncpg.Connection, rng: random.Random) -> None:
         county = rng.choice(counties)
+        reserve = quota.reserve(
+            conn, county, 1, "b", "b", ttl_seconds=3600, period=period, leases=leases
+        )
         if own_transaction:
             async with conn.transaction():
-                await quota.reserve(conn, county, 1, "b", "b", ttl_seconds=3600, period=period)
+                await reserve
         else:
-            await quota.reserve(conn, county, 1, "b", "b", ttl_seconds=3600, period=period)
+            await reserve
 
     return op
 
@@ -139,6 +152,7 @@ async def _main(args: argparse.Namespace) -> int:
     finally:
         await conn.close()
     sichuan = [c for c in counties if c.code.startswith("51")]
+    leases = QuotaSettings(lease_block=args.lease_block)
     scenarios: list[tuple[str, Callable[..., Awaitable[None]]]] = [
         ("bare single-row UPDATE", _bare),
         ("strict · spread over 31 provinces", _reserving(counties, STRICT)),
@@ -149,6 +163,13 @@ async def _main(args: argparse.Namespace) -> int:
         ("strict · hot chain, autocommit", _reserving(sichuan, STRICT, own_transaction=False)),
         ("pooled · hot chain, autocommit", _reserving(sichuan, POOLED, own_transaction=False)),
         ("province pooled · autocommit", _reserving(sichuan, MIXED, own_transaction=False)),
+        ("pooled · spread · leases", _reserving(counties, POOLED, leases=leases)),
+        ("pooled · hot chain · leases", _reserving(sichuan, POOLED, leases=leases)),
+        ("province pooled · hot · leases", _reserving(sichuan, MIXED, leases=leases)),
+        (
+            "pooled · hot chain · leases, autocommit",
+            _reserving(sichuan, POOLED, own_transaction=False, leases=leases),
+        ),
     ]
     if args.sql:
         conn = await asyncpg.connect(dsn)
@@ -161,16 +182,16 @@ async def _main(args: argparse.Namespace) -> int:
             continue
         runs = [await _run_clients(dsn, args.clients, args.seconds, op) for _ in range(args.repeat)]
         rates[name] = statistics.median(runs)
-        _say(f"  {name:<36} {rates[name]:>8,.0f}/s  (runs: {', '.join(f'{r:,.0f}' for r in runs)})")
+        _say(f"  {name:<40} {rates[name]:>8,.0f}/s  (runs: {', '.join(f'{r:,.0f}' for r in runs)})")
     bare = rates["bare single-row UPDATE"]
     _say("")
     _say(
         f"PostgreSQL {version}, {args.clients} clients, {args.seconds:g}s x {args.repeat}, "
         f"{os.cpu_count()} cores, Python {platform.python_version()}"
     )
-    _say(f"{'scenario':<36} {'per second':>12} {'x bare':>8}")
+    _say(f"{'scenario':<40} {'per second':>12} {'x bare':>8}")
     for name, rate in rates.items():
-        _say(f"{name:<36} {rate:>12,.0f} {rate / bare:>8.2f}")
+        _say(f"{name:<40} {rate:>12,.0f} {rate / bare:>8.2f}")
     return 0
 
 
@@ -181,6 +202,12 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument(
+        "--lease-block",
+        type=int,
+        default=QuotaSettings().lease_block,
+        help="segments per lease in the leases scenarios (HUB_QUOTA__LEASE_BLOCK's default)",
+    )
     parser.add_argument(
         "--sql", action="append", default=[], help="extra SQL run before (experiments)"
     )

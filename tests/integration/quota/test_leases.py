@@ -6,6 +6,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import asyncpg
+import httpx
 import pytest
 
 from hub import calendar
@@ -14,11 +15,11 @@ from hub.quota import service as quota
 from hub.quota.jobs import return_leases
 from hub.quota.schemas import Reservation
 from hub.quota.service import QuotaExhausted
-from hub.settings import QuotaSettings
+from hub.settings import QuotaSettings, Settings
 from hub.worker import cron_jobs
 from tenants.repository import TenantRow
 from tenants.service import get_by_code
-from tests.factories import make_small_tree
+from tests.factories import bearer, make_key, make_small_tree
 
 TTL = 3600.0
 LEASES = QuotaSettings(lease_block=10, lease_ttl_seconds=600.0)
@@ -221,3 +222,21 @@ async def test_the_audit_finds_a_lease_that_does_not_add_up(tree: asyncpg.Connec
     _, problems = await quota.audit(conn, calendar.current_period())
     assert any("drawn 4, its reservations drew 3" in p for p in problems)
     assert any("its reservations say" in p for p in problems)
+
+
+async def test_a_send_draws_from_a_lease_by_default(
+    tree: asyncpg.Connection, client: httpx.AsyncClient, settings: Settings
+) -> None:
+    """POST /v1/messages under pooled ancestors leases with the settings' defaults (on)."""
+    conn = tree
+    assert settings.quota.lease_block == QuotaSettings().lease_block > 0
+    key = await make_key(conn, "510104")
+    for phone in ("13800138000", "18612345678"):
+        resp = await client.post(
+            "/v1/messages", json={"to": [phone], "body": "今晚七点开会"}, headers=bearer(key)
+        )
+        assert resp.status_code == 202, resp.text
+    ((_, amount, drawn, status, _),) = await _leases(conn)
+    assert (amount, drawn, status) == (settings.quota.lease_block, 2, "active")
+    assert await conn.fetchval("SELECT count(*) FROM quota_reservations WHERE lease_id > 0") == 2
+    await _audit_clean(conn)

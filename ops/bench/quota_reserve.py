@@ -33,7 +33,7 @@ from datetime import date
 
 import asyncpg
 
-from hub.db import create_database, migrate
+from hub.db import create_database, migrate, with_database
 from hub.quota import service as quota
 from hub.settings import QuotaSettings
 from ops.bench import run_on_postgres
@@ -140,7 +140,22 @@ async def _bare(conn: asyncpg.Connection, _: random.Random) -> None:
     await conn.execute("UPDATE bench_counter SET n = n + 1 WHERE id = 1")
 
 
+async def _reused(admin_dsn: str) -> tuple[str, list[TenantRow], str]:
+    dsn = with_database(admin_dsn, os.environ.get("HUB_BENCH_DATABASE", BENCH_DB))
+    conn = await asyncpg.connect(dsn)
+    try:
+        codes = [r["code"] for r in await conn.fetch("SELECT code FROM tenants ORDER BY path")]
+        tenants = [t for t in [await get_by_code(conn, c) for c in codes] if t is not None]
+        version = str(await conn.fetchval("SHOW server_version"))
+    finally:
+        await conn.close()
+    return dsn, [t for t in tenants if t.level == "county"], version
+
+
 async def _main(args: argparse.Namespace) -> int:
+    if args.reuse:
+        dsn, counties, version = await _reused(args.dsn)
+        return await _measure(dsn, args, counties, version)
     dsn = await _prepare(args.dsn)
     conn = await asyncpg.connect(dsn)
     try:
@@ -151,6 +166,12 @@ async def _main(args: argparse.Namespace) -> int:
         version = await conn.fetchval("SHOW server_version")
     finally:
         await conn.close()
+    return await _measure(dsn, args, counties, str(version))
+
+
+async def _measure(
+    dsn: str, args: argparse.Namespace, counties: list[TenantRow], version: str
+) -> int:
     sichuan = [c for c in counties if c.code.startswith("51")]
     leases = QuotaSettings(lease_block=args.lease_block)
     scenarios: list[tuple[str, Callable[..., Awaitable[None]]]] = [
@@ -176,10 +197,11 @@ async def _main(args: argparse.Namespace) -> int:
         for statement in args.sql:
             await conn.execute(statement)
         await conn.close()
+    chosen = [(n, op) for n, op in scenarios if not args.only or args.only in n or "bare" in n]
+    if args.paired:
+        return await _paired(dsn, args, chosen[1:], str(version))
     rates: dict[str, float] = {}
-    for name, op in scenarios:
-        if args.only and args.only not in name and "bare" not in name:
-            continue
+    for name, op in chosen:
         runs = [await _run_clients(dsn, args.clients, args.seconds, op) for _ in range(args.repeat)]
         rates[name] = statistics.median(runs)
         _say(f"  {name:<40} {rates[name]:>8,.0f}/s  (runs: {', '.join(f'{r:,.0f}' for r in runs)})")
@@ -195,6 +217,43 @@ async def _main(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _paired(
+    dsn: str,
+    args: argparse.Namespace,
+    scenarios: list[tuple[str, Callable[..., Awaitable[None]]]],
+    version: str,
+) -> int:
+    """Each run of a scenario right after a run of the bare UPDATE, its ratio to that one: on a
+    machine others load too, a baseline measured minutes apart says little."""
+    table: list[tuple[str, float, float, float]] = []
+    for name, op in scenarios:
+        pairs = []
+        for _ in range(args.repeat):
+            bare = await _run_clients(dsn, args.clients, args.seconds, _bare)
+            rate = await _run_clients(dsn, args.clients, args.seconds, op)
+            pairs.append((bare, rate))
+        ratios = [rate / bare for bare, rate in pairs]
+        row = (
+            name,
+            statistics.median(r for _, r in pairs),
+            statistics.median(b for b, _ in pairs),
+            statistics.median(ratios),
+        )
+        table.append(row)
+        runs = ", ".join(f"{r:,.0f}/{b:,.0f}" for b, r in pairs)
+        _say(f"  {name:<40} {row[1]:>8,.0f}/s  x bare {row[3]:.2f}  (runs/bare: {runs})")
+    _say("")
+    _say(
+        f"PostgreSQL {version}, {args.clients} clients, {args.seconds:g}s x {args.repeat} paired "
+        f"with the bare UPDATE, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"load average {' '.join(f'{x:.1f}' for x in os.getloadavg())}"
+    )
+    _say(f"{'scenario':<40} {'per second':>12} {'bare':>8} {'x bare':>8}")
+    for name, rate, bare, ratio in table:
+        _say(f"{name:<40} {rate:>12,.0f} {bare:>8,.0f} {ratio:>8.2f}")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dsn", help="an admin DSN; the benchmark creates its own database")
@@ -202,6 +261,16 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--only", help="run only scenarios whose name contains this")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="run the bare UPDATE before each run of each scenario; report median ratios",
+    )
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="use the database a previous run left (no import, no grants)",
+    )
     parser.add_argument(
         "--lease-block",
         type=int,

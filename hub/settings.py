@@ -118,6 +118,12 @@ class TenantsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class QuotaSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # A reservation not posted or voided within this many seconds expires (the sweeper voids it).
     reservation_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 24 * 3600.0
+    # Leases (escrow, hub/quota/sql/lease.sql): a tenant charged to pooled ancestors leases
+    # this many segments of their quota at once and reserves from the lease with only its own
+    # row locked (a send this big or bigger reserves on the chain directly); 0 turns leases off.
+    lease_block: Annotated[int, msgspec.Meta(ge=0)] = 100
+    # A lease not used up within this long (and at the latest at its month's end) is returned.
+    lease_ttl_seconds: Annotated[float, msgspec.Meta(gt=0)] = 300.0
 
 
 class DedupSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -32,7 +32,7 @@ from hub.delivery import webhooks
 from hub.delivery.service import DELIVER_JOB, Delivery
 from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
 from hub.messages.jobs import expire_reviews, make_partitions, release_due_sends
-from hub.quota.jobs import expire_reservations
+from hub.quota.jobs import expire_reservations, return_leases
 from hub.retention.jobs import run_retention
 from hub.settings import Settings
 
@@ -116,6 +116,8 @@ def cron_jobs() -> list[CronJob]:
         ),
         # Every minute; one worker at a time (SKIP LOCKED would make two harmless anyway).
         shared(expire_reservations, "hub.quota.expire.cron", second={5}),
+        # Every minute: leases past their time or month go back to the pooled ancestors.
+        shared(return_leases, "hub.quota.return_leases.cron", second={35}),
         shared(release_due_sends, "hub.messages.release_due.cron", second={0}),
         # Daily (and at start): this month's message partition and the next two, made ahead.
         shared(
@@ -205,6 +207,7 @@ def build_worker(
                 [
                     (heartbeat, "hub.heartbeat", None),
                     (expire_reservations, "hub.quota.expire", None),
+                    (return_leases, "hub.quota.return_leases", None),
                     (release_due_sends, "hub.messages.release_due", None),
                     (make_partitions, "hub.messages.partitions", None),
                     (expire_reviews, "hub.messages.expire_reviews", None),

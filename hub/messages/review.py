@@ -133,7 +133,14 @@ async def approve(
             cause = f"send:{send_id}"
             reservation_id = (
                 await quota.reserve(
-                    conn, tenant, needed, cause, who.actor, ttl_seconds=ttl, period=timing.period
+                    conn,
+                    tenant,
+                    needed,
+                    cause,
+                    who.actor,
+                    ttl_seconds=ttl,
+                    period=timing.period,
+                    leases=settings.quota,
                 )
             ).id
     elif reservation_id is not None:

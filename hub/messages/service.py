@@ -576,6 +576,7 @@ async def create_send(
             actor,
             ttl_seconds=wait + settings.quota.reservation_ttl_seconds,
             period=timing.period,
+            leases=settings.quota,
         )
         reservation_id = reservation.id
         if waits:  # kept until decided; the review's expiry releases it

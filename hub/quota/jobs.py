@@ -1,4 +1,4 @@
-"""Quota jobs: expire reservations nobody settled in time."""
+"""Quota jobs: expire reservations nobody settled in time; return leases past their time."""
 
 from __future__ import annotations
 
@@ -17,4 +17,15 @@ async def expire_reservations(ctx: dict[str, Any]) -> int:
             expired = await service.expire_due(conn, BATCH)
         total += expired
         if expired < BATCH:
+            return total
+
+
+async def return_leases(ctx: dict[str, Any]) -> int:
+    """Return every lease past its time or month, a batch per transaction; returns how many."""
+    total = 0
+    while True:
+        async with ctx["db"].acquire() as conn, conn.transaction():
+            returned = await service.return_due_leases(conn, BATCH)
+        total += returned
+        if returned < BATCH:
             return total

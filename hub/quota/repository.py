@@ -104,6 +104,19 @@ ON CONFLICT DO NOTHING
 # hub/quota/sql/reserve.sql: lock, check, insert, charge, log and note thresholds at once).
 RESERVE = "SELECT * FROM quota_reserve($1, $2, $3, $4, $5, $6, $7)"
 
+# The same from the tenant's lease of its pooled ancestors' quota, leasing a block of $8
+# segments for $9 seconds when it has none with room (quota_draw in hub/quota/sql/lease.sql).
+DRAW = "SELECT * FROM quota_draw($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+
+# Active leases past their time (or their month), oldest first.
+DUE_LEASES = """
+SELECT id FROM quota_leases WHERE status = 'active' AND expires_at <= hub_now()
+ORDER BY expires_at LIMIT $1
+"""
+
+# Return the leases among $1 that are due, their accounts locked root first; how many.
+RETURN_LEASES = "SELECT quota_return_leases($1::bigint[], $2)"
+
 
 class ReserveResult(msgspec.Struct, frozen=True):
     reservation_id: int | None
@@ -326,14 +339,32 @@ WHERE a.period = $1
 ORDER BY e.account_id, e.id
 """
 
-# Per account: what its reservations say it should hold.
+# What an active lease `l` still holds on each of its accounts (the pooled ancestors'):
+# what it has not lent to its tenant's reservations yet. Those hold the rest themselves.
+LEASE_HELD_OF = "CASE WHEN l.status = 'active' THEN l.amount - l.drawn ELSE 0 END"
+
+# Per account: what its reservations, and the leases held on it, say it should hold.
 RESERVATION_TOTALS = f"""
-SELECT acc.id AS account_id,
-       coalesce(sum({RESERVED_OF}), 0)::bigint AS reserved,
-       coalesce(sum({USED_OF}), 0)::bigint AS used
-FROM quota_reservations r CROSS JOIN LATERAL unnest(r.accounts) AS acc(id)
-WHERE r.period = $1
-GROUP BY acc.id
+SELECT account_id, sum(reserved)::bigint AS reserved, sum(used)::bigint AS used
+FROM (
+    SELECT acc.id AS account_id, {RESERVED_OF} AS reserved, {USED_OF} AS used
+    FROM quota_reservations r CROSS JOIN LATERAL unnest(r.accounts) AS acc(id)
+    WHERE r.period = $1
+    UNION ALL
+    SELECT acc.id, {LEASE_HELD_OF}, 0
+    FROM quota_leases l CROSS JOIN LATERAL unnest(l.accounts) AS acc(id)
+    WHERE l.period = $1
+) held
+GROUP BY account_id
+"""
+
+# Leases of the month whose `drawn` is not the sum of the reservations drawn from them.
+LEASES_MISDRAWN = """
+SELECT l.id, l.drawn, coalesce(sum(r.amount), 0)::bigint AS draws
+FROM quota_leases l LEFT JOIN quota_reservations r ON r.lease_id = l.id
+WHERE l.period = $1
+GROUP BY l.id
+HAVING l.drawn <> coalesce(sum(r.amount), 0)
 """
 
 # Per tenant with an account: the real usage of its whole subtree.

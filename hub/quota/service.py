@@ -42,6 +42,7 @@ from hub.quota.schemas import (
     Reservation,
     SubtreeUsage,
 )
+from hub.settings import QuotaSettings
 from tenants.repository import TenantRow
 from tenants.service import ancestry_paths
 
@@ -193,8 +194,13 @@ async def reserve(
     *,
     ttl_seconds: float,
     period: date | None = None,
+    leases: QuotaSettings | None = None,
 ) -> Reservation:
-    """Reserve `amount` segments for `tenant` or raise QuotaExhausted naming the level short."""
+    """Reserve `amount` segments for `tenant` or raise QuotaExhausted naming the level short.
+
+    With `leases` (the quota settings) whose `lease_block` is more than `amount`, a tenant
+    charged to pooled ancestors reserves from its lease of their quota (quota_draw): the
+    chain is locked once per block, not once per send."""
     if amount <= 0:
         raise ValueError("a reservation is for at least one segment")
     month = period or current_period()
@@ -203,9 +209,15 @@ async def reserve(
         links, _ = await _opened_chain(conn, tenant, month, actor)
         charged = [link.account_id for link in links[:-1] if link.policy == "pooled"]
         charged.append(links[-1].account_id)
-        record = await conn.fetchrow(
-            sql.RESERVE, charged, amount, tenant.id, month, cause, actor, float(ttl_seconds)
-        )
+        ttl = float(ttl_seconds)
+        if leases is not None and len(charged) > 1 and amount < leases.lease_block:
+            block, lease_ttl = leases.lease_block, leases.lease_ttl_seconds
+            args = (charged, amount, tenant.id, month, cause, actor, ttl, block, lease_ttl)
+            record = await conn.fetchrow(sql.DRAW, *args)
+        else:
+            record = await conn.fetchrow(
+                sql.RESERVE, charged, amount, tenant.id, month, cause, actor, ttl
+            )
         return links, charged, _convert(record, ReserveResult)
 
     # A deadlock or serialization failure left (a lock taken out of order elsewhere) is tried
@@ -357,6 +369,16 @@ async def set_expiry(
     """Pending reservations among these expire `seconds` from now, or never (None): a send that
     waits on a suspension keeps its quota until it may go, then has a fresh timeout."""
     await conn.execute(sql.SET_EXPIRY, reservation_ids, seconds)
+
+
+async def return_due_leases(conn: asyncpg.Connection, batch: int = 500) -> int:
+    """Return up to `batch` leases past their time or month (what they hold undrawn goes back
+    to the pooled ancestors); returns how many."""
+    due = [r["id"] for r in await conn.fetch(sql.DUE_LEASES, batch)]
+    if not due:
+        return 0
+    returned: int = await conn.fetchval(sql.RETURN_LEASES, due, "system:lease")
+    return returned
 
 
 async def expire_due(conn: asyncpg.Connection, batch: int = 500) -> int:
@@ -599,6 +621,10 @@ _DELTAS: dict[str, Callable[[AuditEntryRow], tuple[int, int, int, int]]] = {
     "post": lambda e: (0, e.amount, -(e.reservation_amount or 0), 0),
     "void": lambda e: (0, 0, -e.amount, 0),
     "expire": lambda e: (0, 0, -e.amount, 0),
+    # A pooled ancestor's share of a tenant's lease (hub/quota/sql/lease.sql): held when taken,
+    # and what was not drawn released when returned.
+    "lease": lambda e: (0, 0, e.amount, 0),
+    "return": lambda e: (0, 0, -e.amount, 0),
 }
 
 
@@ -667,7 +693,21 @@ async def _audit(conn: asyncpg.Connection, period: date) -> tuple[int, list[str]
                 f"{account.code}: allocated {account.allocated} is not the sum of "
                 f"its children's limits {children_limits.get(account.tenant_id, 0)}"
             )
-    by_id = {a.id: a for a in accounts}
+    problems += await _held_as_reserved(conn, period, {a.id: a for a in accounts})
+    for r in await conn.fetch(sql.SUBTREE_TOTALS, period):
+        if r["total"] > r["limit_segments"]:
+            problems.append(
+                f"{r['code']}: its subtree holds {r['total']} over its limit {r['limit_segments']}"
+            )
+    return len(accounts), problems
+
+
+async def _held_as_reserved(
+    conn: asyncpg.Connection, period: date, by_id: dict[int, AuditAccountRow]
+) -> list[str]:
+    """Every account's balances against its reservations and the leases held on it, and every
+    lease's `drawn` against the reservations drawn from it."""
+    problems = []
     for r in await conn.fetch(sql.RESERVATION_TOTALS, period):
         account = by_id[r["account_id"]]
         if (account.used, account.reserved) != (r["used"], r["reserved"]):
@@ -675,12 +715,9 @@ async def _audit(conn: asyncpg.Connection, period: date) -> tuple[int, list[str]
                 f"{account.code}: holds used {account.used} reserved "
                 f"{account.reserved}; its reservations say {r['used']}/{r['reserved']}"
             )
-    for r in await conn.fetch(sql.SUBTREE_TOTALS, period):
-        if r["total"] > r["limit_segments"]:
-            problems.append(
-                f"{r['code']}: its subtree holds {r['total']} over its limit {r['limit_segments']}"
-            )
-    return len(accounts), problems
+    for r in await conn.fetch(sql.LEASES_MISDRAWN, period):
+        problems.append(f"lease {r['id']}: drawn {r['drawn']}, its reservations drew {r['draws']}")
+    return problems
 
 
 async def alerts_standing(conn: asyncpg.Connection, period: date) -> dict[int, int]:

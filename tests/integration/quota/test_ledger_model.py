@@ -1,7 +1,8 @@
 """The quota ledger against a small in-memory model, driven by hypothesis.
 
-Random sequences of limit changes, reservations, posts, voids and expiries run on the real
-database and on the model; after every step the balances must agree, and every tenant's whole
+Random sequences of limit changes, reservations (direct, or drawn from a lease of the pooled
+ancestors' quota), posts, voids, expiries and lease returns run on the real database and on the
+model; after every step the balances must agree, and every tenant's whole
 subtree must hold no more than its limit. At the end of each sequence the audit must be clean.
 """
 
@@ -14,6 +15,7 @@ from datetime import date
 from typing import Any
 
 import asyncpg
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -29,10 +31,14 @@ from hypothesis.stateful import (
 from hub.errors import Conflict
 from hub.quota import service as quota
 from hub.quota.service import QuotaExhausted
+from hub.settings import QuotaSettings
 from tenants.service import get_by_code
 from tests.factories import make_small_tree
 
-NOV = date(2026, 11, 1)
+# A month to come (a lease of a month already over would be due at once, so none is taken).
+NOV = date(2031, 11, 1)
+# Leases of 40 segments: the model's sends (1 to 60) draw from them or, as big, go direct.
+LEASES = QuotaSettings(lease_block=40, lease_ttl_seconds=3600.0)
 PARENT = {
     "000000": None,
     "510000": "000000",
@@ -73,6 +79,38 @@ class Model:
     # reservation id → (tenant, charged codes, amount)
     pending: dict[int, tuple[str, list[str], int]] = field(default_factory=dict)
     settled: dict[int, tuple[str, int]] = field(default_factory=dict)  # id → (tenant, used)
+    # The active lease of each holder: [ancestors it is held on, amount, drawn].
+    leases: dict[str, tuple[list[str], int, int]] = field(default_factory=dict)
+
+    def return_lease(self, code: str) -> None:
+        above, amount, drawn = self.leases.pop(code)
+        for c in above:
+            self.accounts[c].reserved -= amount - drawn
+
+    def draw(self, code: str, charged: list[str], amount: int) -> str | None:
+        """Reserve from `code`'s lease (leasing a block when it has none with room); the level
+        short, if any. Only the holder's account changes when its lease has room."""
+        above, own = charged[:-1], self.accounts[code]
+        lease = self.leases.get(code)
+        if lease is not None and lease[0] == above and lease[1] - lease[2] >= amount:
+            if own.available() < amount:
+                return code
+            self.leases[code] = (above, lease[1], lease[2] + amount)
+            own.reserved += amount
+            return None
+        if own.available() < amount:  # then as a direct reservation: the highest level short
+            return next(c for c in charged if self.accounts[c].available() < amount)
+        if lease is not None:  # what it held undrawn is the ancestors' again
+            self.return_lease(code)
+        short = next((c for c in above if self.accounts[c].available() < amount), None)
+        if short is not None:
+            return short
+        size = min(LEASES.lease_block, *(self.accounts[c].available() for c in above))
+        for c in above:
+            self.accounts[c].reserved += size
+        self.leases[code] = (above, size, amount)
+        own.reserved += amount
+        return None
 
     def open_chain(self, code: str) -> bool:
         """Open missing accounts root first from their defaults (under a strict parent, only
@@ -158,15 +196,31 @@ class LedgerMachine(RuleBasedStateMachine):
             parent.allocated += delta
         self.model = model
 
-    @rule(target=reservations, code=st.sampled_from(CODES), amount=st.integers(1, 60))
-    def reserve(self, code: str, amount: int) -> int:
+    @rule(
+        target=reservations,
+        code=st.sampled_from(CODES),
+        amount=st.integers(1, 60),
+        leased=st.booleans(),
+    )
+    def reserve(self, code: str, amount: int, leased: bool) -> int:
         model = copy.deepcopy(self.model)
         model.open_chain(code)
         chain = _chain(code)
         charged = [c for c in chain[:-1] if model.accounts[c].policy == "pooled"] + [code]
-        short = next((c for c in charged if model.accounts[c].available() < amount), None)
+        draws = leased and len(charged) > 1 and amount < LEASES.lease_block
+        if draws:
+            short = model.draw(code, charged, amount)
+        else:
+            short = next((c for c in charged if model.accounts[c].available() < amount), None)
         work = quota.reserve(
-            self.conn, self.tenants[code], amount, "model", "model", ttl_seconds=3600, period=NOV
+            self.conn,
+            self.tenants[code],
+            amount,
+            "model",
+            "model",
+            ttl_seconds=3600,
+            period=NOV,
+            leases=LEASES if leased else None,
         )
         try:
             reservation = self.run(self._atomic(work))
@@ -177,7 +231,7 @@ class LedgerMachine(RuleBasedStateMachine):
         assert refused_at == short, f"DB refused at {refused_at}, model at {short}"
         if short is not None:
             return -1
-        for c in charged:
+        for c in charged if not draws else []:
             model.accounts[c].reserved += amount
         model.pending[reservation.id] = (code, charged, amount)
         self.model = model
@@ -221,6 +275,20 @@ class LedgerMachine(RuleBasedStateMachine):
         assert self.run(self._atomic(quota.expire_due(self.conn))) == 1
         self._settle(reservation, None)
 
+    @rule()
+    def return_leases(self) -> None:
+        """Every active lease falls due and the sweeper returns it."""
+        self.run(
+            self.conn.execute(
+                "UPDATE quota_leases SET expires_at = hub_now() - interval '1 second' "
+                "WHERE status = 'active'"
+            )
+        )
+        due = len(self.model.leases)
+        assert self.run(self._atomic(quota.return_due_leases(self.conn))) == due
+        for code in list(self.model.leases):
+            self.model.return_lease(code)
+
     @invariant()
     def balances_agree(self) -> None:
         if not hasattr(self, "outer"):
@@ -254,13 +322,26 @@ class LedgerMachine(RuleBasedStateMachine):
             assert held[code] <= account.limit, f"{code} subtree holds {held[code]}"
 
 
-def test_ledger_matches_its_model(db_dsn: str) -> None:
+class PooledLedgerMachine(LedgerMachine):
+    """The same with every level pooled and roomy: most sends lease, draw and return."""
+
+    @initialize(
+        defaults=st.fixed_dictionaries(
+            {code: st.tuples(st.integers(40, 300), st.just("pooled")) for code in CODES}
+        )
+    )
+    def start(self, defaults: dict[str, tuple[int, str]]) -> None:
+        LedgerMachine.start(self, defaults)
+
+
+@pytest.mark.parametrize("machine", [LedgerMachine, PooledLedgerMachine])
+def test_ledger_matches_its_model(db_dsn: str, machine: type[LedgerMachine]) -> None:
     loop = asyncio.new_event_loop()
     conn = loop.run_until_complete(asyncpg.connect(db_dsn))
-    LedgerMachine.loop, LedgerMachine.conn = loop, conn
+    machine.loop, machine.conn = loop, conn
     try:
         run_state_machine_as_test(
-            LedgerMachine,
+            machine,
             settings=settings(
                 max_examples=40,
                 stateful_step_count=30,

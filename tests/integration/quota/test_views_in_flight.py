@@ -1,7 +1,9 @@
 """Quota numbers are true while sends are in flight: delivery settles a reservation chunk by
 chunk, a reservation may expire having used part of it, and every view — the API's `subtree`
 block and its children, the dashboard's bars — says what the audit (`hub audit quota`) holds
-true at each step, never a pending reservation's whole amount as reserved and nothing used."""
+true at each step, never a pending reservation's whole amount as reserved and nothing used.
+Under pooled ancestors with leases too: a pooled account's own `reserved` then holds whole
+blocks, but no view's subtree numbers count a lease."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from datetime import date
 
 import asyncpg
 import httpx
+import pytest
 
 from hub import calendar
 from hub.dashboard import service as dashboard
 from hub.quota import service as quota
+from hub.settings import QuotaSettings
 from tenants.service import authenticate, get_by_code
 from tests.factories import bearer, grant, make_key, make_small_tree
 
@@ -70,11 +74,19 @@ async def _views_agree(
     return truth
 
 
+@pytest.mark.parametrize(
+    ("policy", "leases"),
+    [("strict", None), ("pooled", QuotaSettings(lease_block=50))],
+    ids=["strict", "pooled-leases"],
+)
 async def test_every_view_agrees_with_the_audit_at_each_step(
-    conn: asyncpg.Connection, client: httpx.AsyncClient
+    conn: asyncpg.Connection,
+    client: httpx.AsyncClient,
+    policy: str,
+    leases: QuotaSettings | None,
 ) -> None:
     await make_small_tree(conn)
-    await grant(conn, {"000000": 1000, "510000": 500, "510100": 300})
+    await grant(conn, {"000000": 1000, "510000": 500, "510100": 300}, policy=policy)
     await grant(conn, {"510104": 100, "510105": 100, UNIT: 40})
     period = calendar.current_period()
     key = await make_key(conn, "510100")
@@ -82,10 +94,13 @@ async def test_every_view_agrees_with_the_audit_at_each_step(
     assert county is not None
     assert sibling is not None
     assert unit is not None
-    big = await quota.reserve(conn, county, 10, "send:1", "t", ttl_seconds=3600)
-    small = await quota.reserve(conn, unit, 8, "send:2", "t", ttl_seconds=3600)
-    other = await quota.reserve(conn, sibling, 5, "send:3", "t", ttl_seconds=3600)
+    big = await quota.reserve(conn, county, 10, "send:1", "t", ttl_seconds=3600, leases=leases)
+    small = await quota.reserve(conn, unit, 8, "send:2", "t", ttl_seconds=3600, leases=leases)
+    other = await quota.reserve(conn, sibling, 5, "send:3", "t", ttl_seconds=3600, leases=leases)
     assert await _views_agree(conn, client, key, period) == {"510104": (0, 18), "510105": (0, 5)}
+    own = await client.get(f"/v1/tenants/510100/quota/{period:%Y-%m}", headers=bearer(key))
+    # The city's own account: pooled, it holds its three leasing tenants' blocks whole.
+    assert own.json()["reserved"] == (150 if leases else 0)
 
     # Delivery's first chunks: 3 of the county's segments went out, 2 failed; 1 of the sibling's.
     await quota.settle_parts(conn, {big.id: (3, 2), other.id: (1, 0)}, "system:delivery")

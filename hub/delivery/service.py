@@ -144,7 +144,8 @@ async def _forget_texts(conn: asyncpg.Connection, send: SendInfo, chunk: list[Cl
     """A system send's chunk, recorded: the texts it carried (second-factor codes) are kept
     no longer than needed (sql.FORGET_TEXTS)."""
     if send.system:
-        await conn.execute(sql.FORGET_TEXTS, [m.id for m in chunk])
+        ids = [m.id for m in chunk]
+        await conn.execute(sql.FORGET_TEXTS, ids, *sql.bounds(ids))
 
 
 def _outbound(send: SendInfo, text: str, sender: str, message: Claimed) -> Outbound:
@@ -267,7 +268,10 @@ class Delivery:
             owned = {
                 r["id"]
                 for r in await conn.fetch(
-                    sql.MARK_SUBMITTED, [m.id for m in chunk], [m.attempts for m in chunk]
+                    sql.MARK_SUBMITTED,
+                    [m.id for m in chunk],
+                    [m.attempts for m in chunk],
+                    *sql.bounds([m.id for m in chunk]),
                 )
             }
         outbound = [m for m in outbound if m.id in owned]
@@ -398,22 +402,26 @@ class Delivery:
             used, released = used + maybe_used, released + maybe_released
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
+                ids = [o.message_id for o in group]
                 rows = await conn.fetch(
                     sql.RECORD_FINAL,
-                    [o.message_id for o in group],
+                    ids,
                     status,
                     [f"{o.code}: {o.detail}" if o.detail else o.code for o in group],
                     [by_id[o.message_id].attempts for o in group],
+                    *sql.bounds(ids),
                 )
                 released += sum(by_id[r["id"]].segments for r in rows)
                 missed += [r["id"] for r in rows]
         if retries:
+            ids = [o.message_id for o, _ in retries]
             await conn.execute(
                 sql.RECORD_RETRY,
-                [o.message_id for o, _ in retries],
+                ids,
                 [at for _, at in retries],
                 [o.code for o, _ in retries],
                 [by_id[o.message_id].attempts for o, _ in retries],
+                *sql.bounds(ids),
             )
         own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
         # What went to a gateway billing on delivery waits in the reservation for its receipts.
@@ -439,13 +447,15 @@ class Delivery:
         # already kept as unmatched and taken below (see apply_receipts).
         await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
         parts = {o.message_id: parts_sent(o.parts, by_id[o.message_id].segments) for o in sent}
+        ids = [o.message_id for o in sent]
         rows = await conn.fetch(
             sql.RECORD_SENT,
-            [o.message_id for o in sent],
+            ids,
             [o.reference for o in sent],
             [by_id[o.message_id].attempts for o in sent],
             [o.detail for o in sent],
             [parts[o.message_id] for o in sent],
+            *sql.bounds(ids),
         )
         used = released = 0
         for r in rows:
@@ -453,7 +463,8 @@ class Delivery:
             went = parts[r["id"]] or segments
             released += segments - went
             used += went if gateway.bills_on == "accepted" else 0
-        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, [r["id"] for r in rows])
+        recorded = [r["id"] for r in rows]
+        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, recorded, *sql.bounds(recorded))
         receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
         return used, released, (await match_receipts(conn, gateway, receipts))[0]
 
@@ -541,6 +552,7 @@ async def close_unknown(conn: asyncpg.Connection, messages: Sequence[MaybeSent])
         [m.attempts for m in messages],
         [m.why for m in messages],
         [parts_sent(m.parts, m.segments) for m in messages],
+        *sql.bounds([m.id for m in messages]),
     )
     closed = {r["id"] for r in rows}
     maybe_sent: dict[billing.UsageKey, int] = defaultdict(int)

@@ -74,11 +74,14 @@ class Claimed(msgspec.Struct, frozen=True):
 # worker holds are skipped (it owns them). `attempts` identifies this claim: every later write
 # checks it, so a worker whose lease ran out (and whose rows were claimed again) changes nothing.
 # Nothing is claimed once the send's tenant or one above it is suspended (checked per chunk, so
-# a suspension stops a batch between two chunks).
+# a suspension stops a batch between two chunks). $8: the gateway can be asked what it took (the
+# outbox): the claim marks the rows handed over itself (MARK_SUBMITTED's work), since a dead
+# worker's rows that it never took go again all the same (EXPIRED_LEASES asks it).
 CLAIM = """
 UPDATE messages m
 SET status = 'sending', gateway = $5, attempts = m.attempts + 1, retry_at = NULL,
-    lease_until = hub_now() + make_interval(secs => $6), updated_at = hub_now()
+    lease_until = hub_now() + make_interval(secs => $6), updated_at = hub_now(),
+    submitted_at = CASE WHEN $8::boolean THEN hub_now() END
 WHERE m.id IN (
     SELECT id FROM messages
     WHERE send_id = $1 AND carrier = $2 AND id BETWEEN $3 AND $4 AND status = 'accepted'

@@ -80,6 +80,13 @@ def gateway_configs(settings: DeliverySettings) -> dict[str, GatewayConfig]:
     return {g.name: g for g in settings.gateways}
 
 
+def askable(config: GatewayConfig) -> bool:
+    """Whether the hub can ask the gateway which messages it took (the outbox: its own table).
+    Such a gateway's chunk is marked handed over by its claim, and a dead worker's messages it
+    never took go again (EXPIRED_LEASES); any other's, once marked, are never sent again."""
+    return config.kind == "outbox"
+
+
 def lane_score(priority: str) -> datetime:
     """Where a batch of this lane enqueued now stands in arq's queue (lowest served first).
     arq orders its queue by wall-clock scores (its own time.time()), not by the hub's clock."""
@@ -236,6 +243,7 @@ class Delivery:
                         config.name,
                         self.config.lease_seconds,
                         config.chunk,
+                        askable(config),
                     )
                 ]
             unused = wanted - sum(m.segments for m in chunk)
@@ -262,8 +270,11 @@ class Delivery:
     async def _submit(
         self, gateway: Gateway, outbound: list[Outbound], chunk: Sequence[Claimed]
     ) -> list[Outcome]:
-        """Mark the chunk handed over (only rows this claim still owns), then submit those."""
+        """Mark the chunk handed over (only rows this claim still owns), then submit those. (A
+        gateway that can be asked what it took had its chunk marked by the claim.)"""
         name = gateway.config.name
+        if askable(gateway.config):
+            return await self._submit_marked(gateway, outbound)
         async with self.db.acquire() as conn:
             owned = {
                 r["id"]
@@ -278,6 +289,11 @@ class Delivery:
         if not outbound:
             await self.router.unused(name)
             return []
+        return await self._submit_marked(gateway, outbound)
+
+    async def _submit_marked(self, gateway: Gateway, outbound: list[Outbound]) -> list[Outcome]:
+        """Submit messages marked handed over; what an error means for them."""
+        name = gateway.config.name
         try:
             outcomes = await self._call(gateway, outbound)
         except ConnectionError as exc:
@@ -915,7 +931,7 @@ async def _sweep_send(
     sends whose copies go out in place of messages it expired are added to `heirs`."""
     async with db.acquire() as conn, conn.transaction():
         reservation_id = await conn.fetchval(sql.SEND_RESERVATION, send_id)
-        outboxes = [g.name for g in settings.gateways if g.kind == "outbox"]
+        outboxes = [g.name for g in settings.gateways if askable(g)]
         leases = await conn.fetch(sql.EXPIRED_LEASES, send_id, outboxes)
         unknown = [r for r in leases if r["unknown"]]
         report["requeued"] += len(leases) - len(unknown)

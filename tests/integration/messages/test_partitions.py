@@ -160,7 +160,7 @@ async def test_the_api_and_worker_queries_scan_one_partition(
         "batches": (delivery_sql.BATCHES, (target, 500, 0.0)),
         "claim": (
             delivery_sql.CLAIM,
-            (target, "中国移动", accepted[0], accepted[-1], "outbox", 30.0, 100),
+            (target, "中国移动", accepted[0], accepted[-1], "outbox", 30.0, 100, True),
         ),
         "record sent (ids)": (
             delivery_sql.RECORD_SENT,

@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import date, datetime
 
 import msgspec
+
+
+def bounds(ids: Sequence[int]) -> tuple[int, int]:
+    """The least and greatest of some message ids (an empty range for none), passed beside
+    `id = ANY(ids)` as `id BETWEEN $a AND $b`: PostgreSQL prunes to the ids' partitions on
+    these plain parameters at executor start, generic plans too, and checks them per row as two
+    integer comparisons. (SQL functions of the array there, `hub_least_id($1)`, are not folded in
+    a generic plan: PostgreSQL ran them for every row, ≈ 3.5 calls per delivered message and a
+    third of its time in the outbox benchmark; docs/BENCHMARKS.md, issue 17 point 4.)"""
+    return (min(ids), max(ids)) if ids else (0, -1)
+
 
 # A queued send's `accepted` messages that are due, cut into batches of at most $2 per carrier:
 # (carrier, first id, last id, the send's lane). The API runs it after commit; the sweeper for
@@ -62,11 +74,14 @@ class Claimed(msgspec.Struct, frozen=True):
 # worker holds are skipped (it owns them). `attempts` identifies this claim: every later write
 # checks it, so a worker whose lease ran out (and whose rows were claimed again) changes nothing.
 # Nothing is claimed once the send's tenant or one above it is suspended (checked per chunk, so
-# a suspension stops a batch between two chunks).
+# a suspension stops a batch between two chunks). $8: the gateway can be asked what it took (the
+# outbox): the claim marks the rows handed over itself (MARK_SUBMITTED's work), since a dead
+# worker's rows that it never took go again all the same (EXPIRED_LEASES asks it).
 CLAIM = """
 UPDATE messages m
 SET status = 'sending', gateway = $5, attempts = m.attempts + 1, retry_at = NULL,
-    lease_until = hub_now() + make_interval(secs => $6), updated_at = hub_now()
+    lease_until = hub_now() + make_interval(secs => $6), updated_at = hub_now(),
+    submitted_at = CASE WHEN $8::boolean THEN hub_now() END
 WHERE m.id IN (
     SELECT id FROM messages
     WHERE send_id = $1 AND carrier = $2 AND id BETWEEN $3 AND $4 AND status = 'accepted'
@@ -89,7 +104,7 @@ RETURNING m.id, m.phone, m.segments, m.attempts, m.body
 FORGET_TEXTS = """
 UPDATE messages SET body = NULL
 WHERE id = ANY($1::bigint[]) AND status <> 'accepted' AND body IS NOT NULL
-  AND id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
+  AND id BETWEEN $2::bigint AND $3::bigint  -- the ids' bounds: prunes to their partition
 """
 
 # Just before a chunk goes to the gateway: from here on its outcome may be unknown if we die.
@@ -97,7 +112,7 @@ MARK_SUBMITTED = """
 UPDATE messages m SET submitted_at = hub_now()
 FROM UNNEST($1::bigint[], $2::smallint[]) AS c(id, attempts)
 WHERE m.id = c.id AND m.attempts = c.attempts AND m.status = 'sending'
-  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
+  AND m.id BETWEEN $3::bigint AND $4::bigint  -- the ids' bounds: prunes to their partition
 RETURNING m.id
 """
 
@@ -110,7 +125,7 @@ SET status = 'sent', reference = r.reference, sent_at = hub_now(), lease_until =
 FROM UNNEST($1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::smallint[])
      AS r(id, reference, attempts, error, parts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
-  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
+  AND m.id BETWEEN $6::bigint AND $7::bigint  -- the ids' bounds: prunes to their partition
 RETURNING m.id, m.reference
 """
 
@@ -121,7 +136,7 @@ SET status = $2::message_status, error = r.error, done_at = hub_now(), lease_unt
     updated_at = hub_now()
 FROM UNNEST($1::bigint[], $3::text[], $4::smallint[]) AS r(id, error, attempts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
-  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
+  AND m.id BETWEEN $5::bigint AND $6::bigint  -- the ids' bounds: prunes to their partition
 RETURNING m.id
 """
 
@@ -133,7 +148,7 @@ SET status = 'accepted', retry_at = r.retry_at, error = r.error, submitted_at = 
 FROM UNNEST($1::bigint[], $2::timestamptz[], $3::text[], $4::smallint[])
      AS r(id, retry_at, error, attempts)
 WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
-  AND m.id BETWEEN hub_least_id($1) AND hub_greatest_id($1)  -- prunes to one partition
+  AND m.id BETWEEN $5::bigint AND $6::bigint  -- the ids' bounds: prunes to their partition
 RETURNING m.id
 """
 
@@ -212,6 +227,7 @@ TAKE_UNMATCHED = """
 DELETE FROM unmatched_receipts u USING messages m
 WHERE m.id = ANY($2::bigint[]) AND u.gateway = $1 AND u.reference = m.reference
   AND u.received_at >= m.submitted_at
+  AND m.id BETWEEN $3::bigint AND $4::bigint  -- the ids' bounds: prunes to their partitions
 RETURNING u.reference, u.status::text AS status, u.code
 """
 
@@ -227,6 +243,7 @@ SET status = 'sent', sent_at = hub_now(), lease_until = NULL, segments_sent = nu
     error = 'outcome unknown: ' || u.why, updated_at = hub_now()
 FROM UNNEST($1::bigint[], $2::smallint[], $3::text[], $4::smallint[]) AS u(id, attempts, why, parts)
 WHERE m.id = u.id AND m.attempts = u.attempts AND m.status = 'sending'
+  AND m.id BETWEEN $5::bigint AND $6::bigint  -- the ids' bounds: prunes to their partitions
 RETURNING m.id
 """
 
@@ -331,7 +348,7 @@ WHERE w.tenant_id = gone.tenant_id AND w.phone = gone.phone AND w.send_id = gone
 # Whether the hub is still recording any of these messages' submission.
 ANY_STILL_SENDING = """
 SELECT EXISTS (SELECT 1 FROM messages WHERE id = ANY($1::bigint[]) AND status = 'sending'
-                AND id BETWEEN hub_least_id($1) AND hub_greatest_id($1))
+                AND id BETWEEN $2::bigint AND $3::bigint)
 """
 
 # Receipts kept as unmatched whose message has since been recorded `sent` within its gateway's
@@ -395,6 +412,7 @@ UPDATE outbox o SET reported_at = hub_now()
 FROM messages m
 WHERE o.message_id = ANY($1::bigint[]) AND m.id = o.message_id AND o.reported_at IS NULL
   AND m.status <> 'sending'
+  AND m.id BETWEEN $2::bigint AND $3::bigint  -- the ids' bounds: prunes to their partitions
 """
 
 # Outbox rows whose receipt the hub has not recorded, older than $2 seconds (the normal report
@@ -416,6 +434,7 @@ UPDATE messages m SET reference = 'outbox-' || m.id::text, updated_at = hub_now(
 FROM outbox o
 WHERE m.id = ANY($1::bigint[]) AND o.message_id = m.id AND m.gateway = o.gateway
   AND m.status = 'sent' AND m.reference IS NULL
+  AND m.id BETWEEN $2::bigint AND $3::bigint  -- the ids' bounds: prunes to their partitions
 """
 
 # The tenant a reply's address names.

@@ -80,6 +80,13 @@ def gateway_configs(settings: DeliverySettings) -> dict[str, GatewayConfig]:
     return {g.name: g for g in settings.gateways}
 
 
+def askable(config: GatewayConfig) -> bool:
+    """Whether the hub can ask the gateway which messages it took (the outbox: its own table).
+    Such a gateway's chunk is marked handed over by its claim, and a dead worker's messages it
+    never took go again (EXPIRED_LEASES); any other's, once marked, are never sent again."""
+    return config.kind == "outbox"
+
+
 def lane_score(priority: str) -> datetime:
     """Where a batch of this lane enqueued now stands in arq's queue (lowest served first).
     arq orders its queue by wall-clock scores (its own time.time()), not by the hub's clock."""
@@ -144,7 +151,8 @@ async def _forget_texts(conn: asyncpg.Connection, send: SendInfo, chunk: list[Cl
     """A system send's chunk, recorded: the texts it carried (second-factor codes) are kept
     no longer than needed (sql.FORGET_TEXTS)."""
     if send.system:
-        await conn.execute(sql.FORGET_TEXTS, [m.id for m in chunk])
+        ids = [m.id for m in chunk]
+        await conn.execute(sql.FORGET_TEXTS, ids, *sql.bounds(ids))
 
 
 def _outbound(send: SendInfo, text: str, sender: str, message: Claimed) -> Outbound:
@@ -235,6 +243,7 @@ class Delivery:
                         config.name,
                         self.config.lease_seconds,
                         config.chunk,
+                        askable(config),
                     )
                 ]
             unused = wanted - sum(m.segments for m in chunk)
@@ -261,19 +270,30 @@ class Delivery:
     async def _submit(
         self, gateway: Gateway, outbound: list[Outbound], chunk: Sequence[Claimed]
     ) -> list[Outcome]:
-        """Mark the chunk handed over (only rows this claim still owns), then submit those."""
+        """Mark the chunk handed over (only rows this claim still owns), then submit those. (A
+        gateway that can be asked what it took had its chunk marked by the claim.)"""
         name = gateway.config.name
+        if askable(gateway.config):
+            return await self._submit_marked(gateway, outbound)
         async with self.db.acquire() as conn:
             owned = {
                 r["id"]
                 for r in await conn.fetch(
-                    sql.MARK_SUBMITTED, [m.id for m in chunk], [m.attempts for m in chunk]
+                    sql.MARK_SUBMITTED,
+                    [m.id for m in chunk],
+                    [m.attempts for m in chunk],
+                    *sql.bounds([m.id for m in chunk]),
                 )
             }
         outbound = [m for m in outbound if m.id in owned]
         if not outbound:
             await self.router.unused(name)
             return []
+        return await self._submit_marked(gateway, outbound)
+
+    async def _submit_marked(self, gateway: Gateway, outbound: list[Outbound]) -> list[Outcome]:
+        """Submit messages marked handed over; what an error means for them."""
+        name = gateway.config.name
         try:
             outcomes = await self._call(gateway, outbound)
         except ConnectionError as exc:
@@ -398,22 +418,26 @@ class Delivery:
             used, released = used + maybe_used, released + maybe_released
         for status, group in (("failed", failed), ("expired", expired)):
             if group:
+                ids = [o.message_id for o in group]
                 rows = await conn.fetch(
                     sql.RECORD_FINAL,
-                    [o.message_id for o in group],
+                    ids,
                     status,
                     [f"{o.code}: {o.detail}" if o.detail else o.code for o in group],
                     [by_id[o.message_id].attempts for o in group],
+                    *sql.bounds(ids),
                 )
                 released += sum(by_id[r["id"]].segments for r in rows)
                 missed += [r["id"] for r in rows]
         if retries:
+            ids = [o.message_id for o, _ in retries]
             await conn.execute(
                 sql.RECORD_RETRY,
-                [o.message_id for o, _ in retries],
+                ids,
                 [at for _, at in retries],
                 [o.code for o, _ in retries],
                 [by_id[o.message_id].attempts for o, _ in retries],
+                *sql.bounds(ids),
             )
         own = {send.reservation_id: (used, released)} if send.reservation_id is not None else {}
         # What went to a gateway billing on delivery waits in the reservation for its receipts.
@@ -439,13 +463,15 @@ class Delivery:
         # already kept as unmatched and taken below (see apply_receipts).
         await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, [o.reference for o in sent])
         parts = {o.message_id: parts_sent(o.parts, by_id[o.message_id].segments) for o in sent}
+        ids = [o.message_id for o in sent]
         rows = await conn.fetch(
             sql.RECORD_SENT,
-            [o.message_id for o in sent],
+            ids,
             [o.reference for o in sent],
             [by_id[o.message_id].attempts for o in sent],
             [o.detail for o in sent],
             [parts[o.message_id] for o in sent],
+            *sql.bounds(ids),
         )
         used = released = 0
         for r in rows:
@@ -453,7 +479,8 @@ class Delivery:
             went = parts[r["id"]] or segments
             released += segments - went
             used += went if gateway.bills_on == "accepted" else 0
-        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, [r["id"] for r in rows])
+        recorded = [r["id"] for r in rows]
+        early = await conn.fetch(sql.TAKE_UNMATCHED, gateway.name, recorded, *sql.bounds(recorded))
         receipts = [Receipt(r["reference"], r["status"], r["code"]) for r in early]
         return used, released, (await match_receipts(conn, gateway, receipts))[0]
 
@@ -541,6 +568,7 @@ async def close_unknown(conn: asyncpg.Connection, messages: Sequence[MaybeSent])
         [m.attempts for m in messages],
         [m.why for m in messages],
         [parts_sent(m.parts, m.segments) for m in messages],
+        *sql.bounds([m.id for m in messages]),
     )
     closed = {r["id"] for r in rows}
     maybe_sent: dict[billing.UsageKey, int] = defaultdict(int)
@@ -903,7 +931,7 @@ async def _sweep_send(
     sends whose copies go out in place of messages it expired are added to `heirs`."""
     async with db.acquire() as conn, conn.transaction():
         reservation_id = await conn.fetchval(sql.SEND_RESERVATION, send_id)
-        outboxes = [g.name for g in settings.gateways if g.kind == "outbox"]
+        outboxes = [g.name for g in settings.gateways if askable(g)]
         leases = await conn.fetch(sql.EXPIRED_LEASES, send_id, outboxes)
         unknown = [r for r in leases if r["unknown"]]
         report["requeued"] += len(leases) - len(unknown)

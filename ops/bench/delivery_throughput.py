@@ -29,6 +29,8 @@ PostgreSQL server (postmaster and every backend, exited ones included; embedded,
 the fake SMSC, Valkey, this client, and "other": the machine's busy time (all cores, not idle)
 less all of those — kernel work not charged to a process, and anything else running on the
 machine (a large "other" means the run shared the cores). "ms/1k" = CPU ms per 1,000 segments.
+PostgreSQL is also shown less the CPU of the backend serving this client's status poll (its
+count(*) every POLL_SECONDS costs more the longer a run lasts: the benchmark's, not the hub's).
 --profile DIR records the worker and the API with py-spy (on PATH) over the timed window, as
 collapsed stacks in DIR; --timeline appends each run's polls to a JSON-lines file.
 """
@@ -274,6 +276,9 @@ class Poller:
         self.since_send = since_send  # only the messages of sends after this one
         self.counts: dict[str, int] = {}
         self.timeline: list[tuple[float, int, int]] = []  # (t, done, delivered)
+        # CPU seconds of this poller's own PostgreSQL backend over the run: the benchmark's
+        # cost, not the hub's (its count(*) grows with the run's length).
+        self.backend_cpu = 0.0
 
     async def run(self, started: float, total: int, posted: asyncio.Event) -> tuple[float, float]:
         """Seconds from `started` until every one of `total` messages is done, and delivered
@@ -281,6 +286,8 @@ class Poller:
         conn = await asyncpg.connect(self.dsn)
         to_sent: float | None = None
         last_change, last = time.perf_counter(), (-1, -1)
+        backend = psutil.Process(await conn.fetchval("SELECT pg_backend_pid()"))
+        cpu_before = _cpu(backend)
         try:
             while True:
                 rows = await conn.fetch(
@@ -304,6 +311,7 @@ class Poller:
                     raise RuntimeError(f"stuck for {STALL_SECONDS:.0f} s at {self.counts}")
                 await asyncio.sleep(POLL_SECONDS)
         finally:
+            self.backend_cpu = _cpu(backend) - cpu_before
             await conn.close()
 
     def steady_rate(self, total: int) -> float:
@@ -446,6 +454,7 @@ async def run_on(
                     )
                 finally:
                     meter.stop(time.perf_counter() - started)
+                    meter.used["postgres_poll"] = poller.backend_cpu
                     for spy in spies:
                         spy.send_signal(signal.SIGINT)
                     for spy in spies:
@@ -516,6 +525,12 @@ def _report(r: Result) -> None:
         if name in c
     ]
     _say(f"       CPU: {', '.join(parts)}; machine busy {c['machine_share']:.0%}")
+    if "postgres" in c and "postgres_poll" in c:
+        hub_pg = c["postgres"] - c["postgres_poll"]
+        _say(
+            f"       postgres less the benchmark's own status poll "
+            f"({c['postgres_poll']:.1f} s): {hub_pg:.1f} s ({hub_pg * per_k:.0f} ms/1k)"
+        )
     if (b := r.bare) is not None:
         _say(
             f"       bare smpp34: {b.rate:,.0f}/s to the last submit_sm_resp, "
@@ -533,6 +548,14 @@ def _summary(results: list[Result]) -> None:
         runs = [r for r in results if r.scenario == scenario]
         med = statistics.median
         worker = med([r.cpu["worker"] for r in runs])
+        if all("postgres" in r.cpu for r in runs):
+            per_k = 1e6 / runs[0].messages
+            pg = med([r.cpu["postgres"] for r in runs]) * per_k
+            hub_pg = med([r.cpu["postgres"] - r.cpu.get("postgres_poll", 0.0) for r in runs])
+            _say(
+                f"{scenario}, median of {len(runs)}: PostgreSQL CPU {pg:.0f} ms per 1,000 "
+                f"segments, {hub_pg * per_k:.0f} less the benchmark's status poll"
+            )
         _say(
             f"{scenario}, median of {len(runs)}: to sent {med([r.sent_rate for r in runs]):,.0f} "
             f"segments/s, to delivered {med([r.delivered_rate for r in runs]):,.0f} segments/s "

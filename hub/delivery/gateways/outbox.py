@@ -112,7 +112,7 @@ class OutboxGateway:
         try:
             while loop.time() < deadline:
                 async with self.db.acquire() as conn:
-                    if not await conn.fetchval(sql.ANY_STILL_SENDING, ids):
+                    if not await conn.fetchval(sql.ANY_STILL_SENDING, ids, *sql.bounds(ids)):
                         break
                 await asyncio.sleep(0.02)
             await self._record(ids, receipts)
@@ -126,10 +126,10 @@ class OutboxGateway:
         the receipts would find no message and be kept as unmatched."""
         assert self.events is not None
         async with self.db.acquire() as conn:
-            await conn.execute(sql.OUTBOX_KNOWN_REFERENCE, ids)
+            await conn.execute(sql.OUTBOX_KNOWN_REFERENCE, ids, *sql.bounds(ids))
         await self.events.receipts(self.config.name, receipts)
         async with self.db.acquire() as conn:
-            await conn.execute(sql.OUTBOX_REPORTED, ids)
+            await conn.execute(sql.OUTBOX_REPORTED, ids, *sql.bounds(ids))
 
     async def report_again(self, older_than: float = REPORT_AGAIN_AFTER_SECONDS) -> int:
         """Report the receipts the hub has not recorded (see the module); how many."""

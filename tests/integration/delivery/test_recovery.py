@@ -7,6 +7,7 @@ import httpx
 from arq.connections import ArqRedis
 
 from hub.db import PoolDatabase, create_pool
+from hub.delivery import repository as delivery_sql
 from hub.delivery import service
 from hub.settings import Settings
 from tests.factories import bearer
@@ -94,6 +95,54 @@ async def test_a_dead_workers_leases_are_recovered_at_most_once(
     assert await audit_clean(live_db) == []
     used = await live_db.fetchval("SELECT used_part FROM quota_reservations")
     assert used == 10
+
+
+async def test_an_outbox_claim_marks_its_chunk_and_a_dead_workers_chunk_goes_again(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    run_worker: RunWorker,
+) -> None:
+    """The outbox can be asked what it took, so its claim marks the chunk handed over itself
+    (one statement and one row version fewer per message): a worker that dies between the claim
+    and the outbox's insert leaves messages that go again, never "outcome unknown". Any other
+    gateway's claim leaves them unmarked (MARK_SUBMITTED marks them just before the call)."""
+    resp = await client.post(
+        "/v1/messages", json={"to": PHONES[:10], "body": "防汛通知"}, headers=bearer(county_key)
+    )
+    send_id = resp.json()["id"]
+    await redis.flushdb()
+    chunk = await live_db.fetchrow(
+        "SELECT min(carrier), min(id), max(id) FROM messages WHERE send_id = $1", send_id
+    )
+    assert chunk is not None
+    args = (send_id, *chunk)
+    other = await live_db.fetch(delivery_sql.CLAIM, *args, "smsc", 30.0, 4, False)
+    marked = (
+        "SELECT count(*) FROM messages WHERE id = ANY($1::bigint[]) AND submitted_at IS NOT NULL"
+    )
+    assert await live_db.fetchval(marked, [r["id"] for r in other]) == 0
+    await live_db.execute(
+        "UPDATE messages SET status = 'accepted', lease_until = NULL, gateway = NULL"
+        " WHERE send_id = $1",
+        send_id,
+    )
+    claimed = await live_db.fetch(delivery_sql.CLAIM, *args, "outbox", 30.0, 100, True)
+    assert len(claimed) == 10
+    assert await live_db.fetchval(marked, [r["id"] for r in claimed]) == 10
+    # The worker died before the outbox's insert: its lease runs out.
+    await live_db.execute(
+        "UPDATE messages SET lease_until = hub_now() - interval '1 second' WHERE send_id = $1",
+        send_id,
+    )
+    report = await _sweep(live_settings, redis)
+    assert (report["requeued"], report["unknown"]) == (10, 0)
+    await run_worker()
+    assert await statuses(live_db, send_id) == {"delivered": 10}
+    assert await live_db.fetchval("SELECT count(*) FROM outbox") == 10
+    assert await audit_clean(live_db) == []
 
 
 async def test_messages_past_their_validity_expire_and_release_their_quota(

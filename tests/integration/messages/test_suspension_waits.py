@@ -144,7 +144,7 @@ async def test_nothing_of_a_suspended_send_is_claimed(
 
     async def claim() -> list[asyncpg.Record]:
         return await conn.fetch(
-            delivery_sql.CLAIM, send, carrier, min(ids), max(ids), "outbox", 60.0, 100
+            delivery_sql.CLAIM, send, carrier, min(ids), max(ids), "outbox", 60.0, 100, True
         )
 
     await _status(client, keys["510000"], "510100", "suspended")

@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import codecs
+import functools
 import logging
 import random
 import re
@@ -276,12 +277,20 @@ def _gsm_chunks(codes: list[bytes]) -> list[bytes]:
     return [*chunks, bytes(current)]
 
 
-def encode(text: str, encoding: Literal["gsm7", "ucs2"], reference: int) -> Pdus:
-    """The submit_sm payloads for `text`; `reference` is the concatenation reference byte."""
+@functools.lru_cache(maxsize=64)
+def _chunked(text: str, encoding: Literal["gsm7", "ucs2"]) -> tuple[int, tuple[bytes, ...]]:
+    """`text`'s data_coding and parts, without headers: kept, as every message of a send (a
+    batch's hundreds of submits) carries the same text."""
     codes = gsm_codes(text) if encoding == "gsm7" else None
     coding, chunks = (UCS2, _ucs2_chunks(text)) if codes is None else (GSM, _gsm_chunks(codes))
+    return coding, tuple(chunks)
+
+
+def encode(text: str, encoding: Literal["gsm7", "ucs2"], reference: int) -> Pdus:
+    """The submit_sm payloads for `text`; `reference` is the concatenation reference byte."""
+    coding, chunks = _chunked(text, encoding)
     if len(chunks) == 1:
-        return Pdus(coding, 0, chunks)
+        return Pdus(coding, 0, list(chunks))
     if len(chunks) > 255:
         raise ValueError(f"{len(chunks)} parts: a concatenated SMS has at most 255")
     total = len(chunks)

@@ -388,13 +388,14 @@ def read_receipt(text: str, tlvs: dict[int, smpp34.Tlv], zone: ZoneInfo) -> Rece
     )
 
 
+_DATE_PATTERNS = {10: "%y%m%d%H%M", 12: "%y%m%d%H%M%S"}  # by length
 _dates: dict[tuple[str, ZoneInfo], datetime | None] = {}
 
 
 def _receipt_time(value: str, zone: ZoneInfo) -> datetime | None:
     """`done date` (YYMMDDhhmm[ss]) in `zone`; None if it is not one. strptime costs more than
     the rest of a receipt, and receipts arriving together share their minute: kept."""
-    pattern = {10: "%y%m%d%H%M", 12: "%y%m%d%H%M%S"}.get(len(value))
+    pattern = _DATE_PATTERNS.get(len(value))
     if pattern is None:
         return None
     key = (value, zone)
@@ -685,7 +686,7 @@ class SmppGateway:
         self, message: Outbound, pdus: Pdus, payload: bytes, reference: str, tries: int
     ) -> str | Failed:
         """The part's message id, or why it was refused (after `tries` for a transient one)."""
-        refused = failure(message.id, NOT_BOUND)
+        refused: Failed | None = None
         for attempt in range(tries):
             if attempt:
                 await asyncio.sleep(0.2 * 2**attempt)
@@ -695,7 +696,7 @@ class SmppGateway:
             refused = failure(message.id, status, detail)
             if refused.permanent or status == NO_ANSWER:  # never write an unanswered part again
                 break
-        return refused
+        return refused or failure(message.id, NOT_BOUND)
 
     async def _send(
         self, message: Outbound, pdus: Pdus, payload: bytes, reference: str
@@ -900,18 +901,21 @@ class SmppGateway:
         self, pdu: smpp34.DeliverSmEvent, receipts: list[Receipt], replies: list[Inbound]
     ) -> None:
         tlvs = {tlv.tag: tlv for tlv in pdu.tlvs}
-        if pdu.esm_class & ESM_UDHI:
-            concat, body = split_udh(pdu.short_message)
-        else:
-            concat, body = _sar(tlvs), pdu.short_message
-        text = decode(body, pdu.data_coding)
-        if pdu.esm_class & ESM_TYPE in RECEIPT_TYPES:
+        esm_class, short_message = pdu.esm_class, pdu.short_message
+        if esm_class & ESM_TYPE in RECEIPT_TYPES:  # no concatenation to look for
+            body = split_udh(short_message)[1] if esm_class & ESM_UDHI else short_message
+            text = decode(body, pdu.data_coding)
             receipt = read_receipt(text, tlvs, self._zone)
             if receipt is None:
                 log.debug("smpp %s: receipt skipped: %r", self.name, text[:200])
             else:
                 receipts += self._receipts.receipt(receipt)
             return
+        if esm_class & ESM_UDHI:
+            concat, body = split_udh(short_message)
+        else:
+            concat, body = _sar(tlvs), short_message
+        text = decode(body, pdu.data_coding)
         joined = self._replies.add(pdu.source_addr, pdu.destination_addr, concat, text)
         if joined is not None:
             replies.append(Inbound(phone=pdu.source_addr, to=pdu.destination_addr, text=joined))

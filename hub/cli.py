@@ -42,6 +42,7 @@ from hub.retention.schemas import Gone, Policy
 from hub.settings import Settings, SettingsError, load_settings
 from hub.users import service as users
 from hub.users.schemas import InviteIn
+from hub.worker import run as run_worker
 from hub.worker import run_surviving
 from tenants import divisions
 from tenants import service as tenant_service
@@ -151,6 +152,8 @@ async def _serve(
         port=port,
         log_level="warning",
         lifespan="on",
+        # asyncio's own loop, even with uvloop installed (it is the worker's: hub.worker.run).
+        loop="asyncio",
         **proxy_headers(settings),
     )
     server = uvicorn.Server(config)
@@ -211,6 +214,7 @@ def _serve_processes(
         workers=settings.http.workers,
         log_level="warning",
         lifespan="on",
+        loop="asyncio",  # as in _serve: uvloop is the worker's alone
         **proxy_headers(settings),
     )
     sock = config.bind_socket()
@@ -312,7 +316,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
     with embedded.servers(settings.db.dsn, settings.redis.dsn, _data_dir(settings, args)) as dsns:
         _print("hub worker running; Ctrl-C stops it")
-        asyncio.run(_work(_with_dsns(settings, dsns)))
+        run_worker(_work(_with_dsns(settings, dsns)), settings)
     return 0
 
 

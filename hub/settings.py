@@ -341,6 +341,14 @@ class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     start: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
 
 
+class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    # The event loop of `hub worker`: "uvloop" (the default where it is installed: smpp34's
+    # cross-thread wake-ups and asyncpg's round trips cost the worker about a third less CPU;
+    # docs/BENCHMARKS.md, issue 17 point 2) or "asyncio". `hub up` and `hub serve` always run
+    # asyncio's own loop.
+    event_loop: Literal["asyncio", "uvloop"] | None = None
+
+
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     db: DbSettings = DbSettings()
     redis: RedisSettings = RedisSettings()
@@ -358,6 +366,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     retention: RetentionSettings = RetentionSettings()
     people: PeopleSettings = PeopleSettings()
     clock: ClockSettings = ClockSettings()
+    worker: WorkerSettings = WorkerSettings()
     # Where `hub up` keeps the embedded servers' data and its run file.
     data_dir: str = ".hub"
     log_level: str = "INFO"

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import importlib.util
 import logging
 import os
 import socket
-from collections.abc import Awaitable, Callable
-from typing import Any, cast
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, Literal, TypeVar, cast
 
 from arq import Retry, cron, func
 from arq.connections import ArqRedis
@@ -48,6 +49,29 @@ RETRY_CAP_SECONDS = 30
 
 log = logging.getLogger("hub.worker")
 Job = Callable[..., Awaitable[Any]]
+T = TypeVar("T")
+EventLoop = Literal["asyncio", "uvloop"]
+
+
+def event_loop(settings: Settings) -> EventLoop:
+    """The loop `hub worker` runs on: HUB_WORKER__EVENT_LOOP, else uvloop where installed."""
+    chosen = settings.worker.event_loop
+    if chosen is None:
+        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
+    return chosen
+
+
+def run(main: Coroutine[Any, Any, T], settings: Settings) -> T:
+    """Run `main` (the worker) to its end on the event loop `event_loop(settings)` names."""
+    if event_loop(settings) == "uvloop":
+        try:
+            import uvloop
+        except ImportError as exc:
+            main.close()
+            raise RuntimeError("HUB_WORKER__EVENT_LOOP=uvloop: uvloop is not installed") from exc
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(main)
+    return asyncio.run(main)
 
 
 def server_gone(exc: BaseException) -> bool:

@@ -700,14 +700,17 @@ async def match_receipts(
         ]
 
     rows = await apply(list(latest))
-    rest = [r for r in latest if r not in {row.reference for row in rows}]
+    moved = {row.reference for row in rows}  # once, not once per receipt (it was quadratic)
+    rest = [r for r in latest if r not in moved]
     unknown: list[str] = []
     if rest:
         # A worker may be recording these as `sent` right now: its locks make us wait for its
         # commit, and the second try sees it. Had we locked first, it takes what we keep.
         await conn.fetchval(sql.LOCK_REFERENCES, gateway.name, rest)
-        rows += await apply(rest)
-        rest = [r for r in rest if r not in {row.reference for row in rows}]
+        again = await apply(rest)
+        rows += again
+        moved = {row.reference for row in again}
+        rest = [r for r in rest if r not in moved]
     if rest:
         window = gateway.receipt_window_seconds
         known = {

@@ -3,6 +3,7 @@
     .venv/bin/python -m ops.bench.delivery_throughput [--scenario outbox|smpp|both] [--repeat 3]
         [--outbox-messages 100000] [--smpp-messages 20000] [--per-post 10000]
         [--dsn postgresql://… [--pgdata DIR]] [--redis redis://…] [--profile DIR] [--timeline F]
+        [--worker-loop asyncio|uvloop] [--bare-loops asyncio,uvloop]
 
 Real processes, as in production: `hub serve` and one `hub worker`, on embedded PostgreSQL and
 Valkey (or the servers of --dsn / --redis). Each run gets a fresh database (a copy of a seeded
@@ -20,9 +21,11 @@ Scenarios:
 - `outbox`: the embedded outbox gateway (`receipt_delay` 0.05 s): the hub's own cost alone.
 - `smpp`: the SMPP adapter (window 10) against the fake SMSC `python -m tests.peers.smsc`, a
   separate process. In the same run, against the same SMSC process and before the hub's run,
-  `ops.bench.smpp_bare.bare_rate` measures a bare smpp34 client (window 10, receipts on) on the
-  same number of messages: its rate is to its last submit_sm_resp (its wall time to the last
-  receipt is shown too). hub / bare is the hub's "to sent" and "to delivered" rate over it.
+  `ops.bench.smpp_bare` measures a bare smpp34 client (window 10, receipts on) on the
+  same number of messages, once on each event loop of --bare-loops (a child process each): its
+  rate to its last submit_sm_resp and to its last receipt. hub / bare is the hub's "to sent"
+  rate over the first, and its "to delivered" rate over the second. --worker-loop sets the
+  worker's HUB_WORKER__EVENT_LOOP (unset: the worker's default, uvloop where installed).
 
 CPU: user + system seconds over the timed window of the worker process, the API process, the
 PostgreSQL server (postmaster and every backend, exited ones included; embedded, or --pgdata),
@@ -65,7 +68,7 @@ from redis.asyncio import Redis
 from hub.db import create_database, with_database
 from hub.embedded import EmbeddedPostgres, EmbeddedValkey
 from ops.bench.send_million import PREFIXES, seed_database
-from ops.bench.smpp_bare import bare_rate
+from ops.bench.smpp_bare import bare_in_process
 from tests.peers.smsc import SmscProcess, free_port
 
 TEMPLATE_DB = "hub_bench_delivery_tpl"
@@ -257,7 +260,7 @@ class Result:
     cpu: dict[str, float]
     statuses: dict[str, int]
     late: int = 0  # messages still without their receipt applied LATE_SECONDS after all were sent
-    bare: Bare | None = None  # the bare smpp34 client, same run and SMSC
+    bares: dict[str, Bare] = field(default_factory=dict)  # the bare client per loop, same SMSC
 
     @property
     def sent_rate(self) -> float:
@@ -369,15 +372,17 @@ def _check_accepted(resp: httpx.Response, recipients: int) -> None:
         raise RuntimeError(f"send not as planned: {resp.status_code} {resp.text[:300]}")
 
 
-async def _bare(port: int, n: int) -> Bare:
-    me = psutil.Process()
-    cpu, started = _cpu(me), time.perf_counter()
-    rate = await bare_rate("127.0.0.1", port, n, WINDOW)
-    return Bare(rate, time.perf_counter() - started, _cpu(me) - cpu)
+async def _bare(port: int, n: int, loop: str) -> Bare:
+    run = await asyncio.to_thread(bare_in_process, port, n, WINDOW, loop)
+    return Bare(run.rate, run.to_receipts, run.cpu)
 
 
-def hub_env(dsn: str, redis_dsn: str, http_port: int, gateway: dict[str, Any]) -> dict[str, str]:
+def hub_env(
+    dsn: str, redis_dsn: str, http_port: int, gateway: dict[str, Any], worker_loop: str = ""
+) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
+    if worker_loop:
+        env["HUB_WORKER__EVENT_LOOP"] = worker_loop
     env.update(
         HUB_DB__DSN=dsn,
         HUB_REDIS__DSN=redis_dsn,
@@ -424,7 +429,8 @@ async def run_on(
     args: argparse.Namespace, dsn: str, scenario: str, number: int, key: str, redis_dsn: str
 ) -> Result:
     """One run on the database `dsn` as it is: only the messages of sends made in the run are
-    counted (`args`: outbox_messages, smpp_messages, per_post, profile, timeline, pgdata)."""
+    counted (`args`: outbox_messages, smpp_messages, per_post, profile, timeline, pgdata, and
+    optionally worker_loop and bare_loops)."""
     conn = await asyncpg.connect(dsn)
     try:
         since = await conn.fetchval("SELECT coalesce(max(id), 0) FROM sends")
@@ -435,9 +441,13 @@ async def run_on(
     if smsc is not None:
         await smsc.start()
     try:
-        bare = await _bare(smsc.port, n) if smsc is not None else None
+        bares = {}
+        for loop in getattr(args, "bare_loops", "asyncio").split(",") if smsc else ():
+            assert smsc is not None
+            bares[loop] = await _bare(smsc.port, n, loop)
         port = free_port()
-        env = hub_env(dsn, redis_dsn, port, gateway_config(scenario, smsc.port if smsc else 0))
+        gateway = gateway_config(scenario, smsc.port if smsc else 0)
+        env = hub_env(dsn, redis_dsn, port, gateway, getattr(args, "worker_loop", ""))
         with hub_processes(env) as (api, worker):
             async with httpx.AsyncClient(
                 base_url=f"http://127.0.0.1:{port}", timeout=600
@@ -472,7 +482,7 @@ async def run_on(
             cpu=meter.used,
             statuses=poller.counts,
             late=poller.waiting_at(to_sent + LATE_SECONDS),
-            bare=bare,
+            bares=bares,
         )
     finally:
         if smsc is not None:
@@ -531,12 +541,13 @@ def _report(r: Result) -> None:
             f"       postgres less the benchmark's own status poll "
             f"({c['postgres_poll']:.1f} s): {hub_pg:.1f} s ({hub_pg * per_k:.0f} ms/1k)"
         )
-    if (b := r.bare) is not None:
+    for loop, b in r.bares.items():
         _say(
-            f"       bare smpp34: {b.rate:,.0f}/s to the last submit_sm_resp, "
+            f"       bare smpp34 on {loop}: {b.rate:,.0f}/s to the last submit_sm_resp, "
             f"{r.messages / b.to_receipts:,.0f}/s to the last receipt, "
             f"CPU {b.cpu:.1f} s ({b.cpu * per_k:.0f} ms/1k); hub / bare: "
-            f"to sent {r.sent_rate / b.rate:.2f}, to delivered {r.delivered_rate / b.rate:.2f}"
+            f"to sent {r.sent_rate / b.rate:.2f}, "
+            f"to delivered {r.delivered_rate * b.to_receipts / r.messages:.2f}"
         )
     if set(r.statuses) - {"delivered"}:
         _say(f"       statuses: {r.statuses}")
@@ -562,12 +573,15 @@ def _summary(results: list[Result]) -> None:
             f"(10-90 % {med([r.steady for r in runs]):,.0f}/s); worker CPU {worker:.1f} s "
             f"= {worker * 1e6 / runs[0].messages:.0f} ms per 1,000 segments"
         )
-        bares = [(r, r.bare) for r in runs if r.bare is not None]
-        if bares:
+        for loop in dict.fromkeys(loop for r in runs for loop in r.bares):
+            bares = [(r, r.bares[loop]) for r in runs if loop in r.bares]
             _say(
-                f"  bare smpp34 {med([b.rate for _, b in bares]):,.0f}/s; hub / bare: to sent "
-                f"{med([r.sent_rate / b.rate for r, b in bares]):.2f}, to delivered "
-                f"{med([r.delivered_rate / b.rate for r, b in bares]):.2f}"
+                f"  bare smpp34 on {loop}: {med([b.rate for _, b in bares]):,.0f}/s to the last "
+                f"submit_sm_resp, {med([r.messages / b.to_receipts for r, b in bares]):,.0f}/s "
+                f"to the last receipt; hub / bare: to sent "
+                f"{med([r.sent_rate / b.rate for r, b in bares]):.2f}, to delivered (over the "
+                f"bare client's rate to its last receipt) "
+                f"{med([r.delivered_rate * b.to_receipts / r.messages for r, b in bares]):.2f}"
             )
 
 
@@ -601,6 +615,10 @@ def main() -> int:
         "--pgdata", type=Path, help="with --dsn: the server's data dir, to count its CPU"
     )
     parser.add_argument("--profile", type=Path, help="py-spy the worker and API into this dir")
+    parser.add_argument("--worker-loop", choices=["asyncio", "uvloop"], default="")
+    parser.add_argument(
+        "--bare-loops", default="asyncio,uvloop", help="the bare client's loops, comma-separated"
+    )
     parser.add_argument(
         "--timeline", type=Path, help="write each run's polls (t, sent or beyond, delivered) here"
     )

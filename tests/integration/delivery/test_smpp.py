@@ -338,6 +338,17 @@ def test_gsm7_uses_the_default_alphabet_and_falls_back_to_ucs2() -> None:
     assert encode("你好", "gsm7", 0).data_coding == 8
 
 
+def test_a_text_encoded_again_gets_its_own_reference_and_list() -> None:
+    first = encode("字" * 100, "ucs2", reference=1)
+    first.payloads.append(b"spoiled")  # what a caller does to its list is its own
+    again = encode("字" * 100, "ucs2", reference=2)  # from the memory of texts
+    assert [p[:6] for p in again.payloads] == [bytes([5, 0, 3, 2, 2, n]) for n in (1, 2)]
+    assert [p[6:] for p in again.payloads] == [p[6:] for p in first.payloads[:2]]
+    single = encode("hello", "gsm7", 0)
+    single.payloads.clear()
+    assert encode("hello", "gsm7", 5).payloads == [b"hello"]
+
+
 def test_receipt_text_is_read() -> None:
     zone = __import__("zoneinfo").ZoneInfo("Asia/Shanghai")
     text = "id:0A1B sub:001 dlvrd:000 submit date:2611271200 done date:2611271201 stat:REJECTD "

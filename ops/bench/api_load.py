@@ -119,6 +119,13 @@ class Round:
     latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # CPU seconds the server's processes and its PostgreSQL backends spent in the round: what a
+    # send costs, which a loaded machine stretches far less than it stretches the wall clock.
+    cpu_app: float = 0.0
+    cpu_pg: float = 0.0
+
+    def ms_per_send(self, cpu: float) -> float:
+        return cpu * 1000 / max(self.sends, 1)
 
     @property
     def rate(self) -> float:
@@ -140,9 +147,15 @@ class Phones:
 
 
 async def _drive(
-    client: httpx.AsyncClient, keys: list[str], clients: int, seconds: float, phones: Phones
+    client: httpx.AsyncClient,
+    keys: list[str],
+    clients: int,
+    seconds: float,
+    phones: Phones,
+    meter: Meter | None = None,
 ) -> Round:
     result = Round()
+    before = (0.0, 0.0) if meter is None else await meter.read()
     stop = time.perf_counter() + seconds
 
     async def one_client(i: int) -> None:
@@ -166,17 +179,81 @@ async def _drive(
     started = time.perf_counter()
     await asyncio.gather(*(one_client(i) for i in range(clients)))
     result.seconds = time.perf_counter() - started
+    if meter is not None:
+        app, pg = await meter.read()
+        result.cpu_app, result.cpu_pg = app - before[0], pg - before[1]
     return result
 
 
 def _line(name: str, r: Round) -> str:
     return (
         f"{name:<5} {r.rate:8.1f} sends/s  p50 {r.cut(50):7.1f} ms  p99 {r.cut(99):7.1f} ms"
-        f"  n={r.sends}" + (f"  errors={len(r.errors)} e.g. {r.errors[0]}" if r.errors else "")
+        f"  CPU/send: app {r.ms_per_send(r.cpu_app):5.2f} ms, PostgreSQL "
+        f"{r.ms_per_send(r.cpu_pg):5.2f} ms  n={r.sends}"
+        + (f"  errors={len(r.errors)} e.g. {r.errors[0]}" if r.errors else "")
     )
 
 
-async def _measure(args: argparse.Namespace, hub_url: str, bare_url: str, keys: list[str]) -> int:
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU of these processes so far (gone ones count nothing)."""
+    total = 0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])
+    return total / TICKS
+
+
+def _tree(root: int) -> list[int]:
+    """`root` and every process below it (uvicorn's supervisor and its workers)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [root], [root]
+    while frontier:
+        frontier = [pid for pid, parent in parents.items() if parent in frontier]
+        found += frontier
+    return found
+
+
+class Meter:
+    """CPU of one server's process tree and of the bench database's backends."""
+
+    def __init__(self, server: int, dsn: str) -> None:
+        self.server = server
+        self.dsn = dsn
+
+    async def read(self) -> tuple[float, float]:
+        conn = await asyncpg.connect(self.dsn)
+        try:
+            backends = [
+                r["pid"]
+                for r in await conn.fetch(
+                    "SELECT pid FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            ]
+        finally:
+            await conn.close()
+        return _cpu_seconds(_tree(self.server)), _cpu_seconds(backends)
+
+
+async def _measure(
+    args: argparse.Namespace,
+    hub_url: str,
+    bare_url: str,
+    keys: list[str],
+    meters: tuple[Meter, Meter],
+) -> int:
     limits = httpx.Limits(max_connections=args.clients, max_keepalive_connections=args.clients)
     phones = Phones(0)
     rows: list[tuple[Round, Round]] = []
@@ -191,8 +268,8 @@ async def _measure(args: argparse.Namespace, hub_url: str, bare_url: str, keys: 
         await _drive(hub, keys, args.clients, args.warm, phones)
         for n in range(1, args.rounds + 1):
             load = os.getloadavg()[0]
-            b = await _drive(bare, keys, args.clients, args.seconds, phones)
-            h = await _drive(hub, keys, args.clients, args.seconds, phones)
+            b = await _drive(bare, keys, args.clients, args.seconds, phones, meters[1])
+            h = await _drive(hub, keys, args.clients, args.seconds, phones, meters[0])
             rows.append((b, h))
             _say(f"round {n} (load {load:.1f})")
             _say("  " + _line("bare", b))
@@ -210,6 +287,14 @@ async def _measure(args: argparse.Namespace, hub_url: str, bare_url: str, keys: 
         f"p99 {median(h.cut(99) for _, h in rows):.1f} ms)"
     )
     _say(f"hub / bare (median of the rounds' ratios) {median(ratios):.2f}  (goal ≥ {GOAL_RATIO})")
+    for name, pick in (("bare", 0), ("hub", 1)):
+        app = median(r[pick].ms_per_send(r[pick].cpu_app) for r in rows)
+        pg = median(r[pick].ms_per_send(r[pick].cpu_pg) for r in rows)
+        _say(f"CPU per send, median, {name}: app {app:.2f} ms, PostgreSQL {pg:.2f} ms")
+    cost = [
+        b.ms_per_send(b.cpu_app + b.cpu_pg) / h.ms_per_send(h.cpu_app + h.cpu_pg) for b, h in rows
+    ]
+    _say(f"bare CPU per send / hub CPU per send (median) {median(cost):.2f}")
     p99 = median(h.cut(99) for _, h in rows)
     _say(f"hub p99 / goal ({GOAL_P99_MS:.0f} ms) {p99 / GOAL_P99_MS:.2f}")
     _say(f"load average (1, 5, 15 min): {os.getloadavg()}")
@@ -226,8 +311,9 @@ async def _run(args: argparse.Namespace, redis_dsn: str) -> int:
     hub = _hub_server(dsn, redis_dsn, hub_port, args.workers, extra)
     bare = _bare_server(dsn, bare_port, args.workers)
     try:
+        meters = (Meter(hub.pid, dsn), Meter(bare.pid, dsn))
         return await _measure(
-            args, f"http://127.0.0.1:{hub_port}", f"http://127.0.0.1:{bare_port}", keys
+            args, f"http://127.0.0.1:{hub_port}", f"http://127.0.0.1:{bare_port}", keys, meters
         )
     finally:
         for server in (hub, bare):

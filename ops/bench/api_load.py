@@ -185,6 +185,17 @@ async def _drive(
     return result
 
 
+async def _ready(client: httpx.AsyncClient) -> None:
+    """wait_ready, for up to three minutes: on a loaded machine uvicorn's processes take long."""
+    for attempt in range(3):
+        try:
+            await wait_ready(client)
+            return
+        except RuntimeError:
+            if attempt == 2:
+                raise
+
+
 def _line(name: str, r: Round) -> str:
     return (
         f"{name:<5} {r.rate:8.1f} sends/s  p50 {r.cut(50):7.1f} ms  p99 {r.cut(99):7.1f} ms"
@@ -261,8 +272,8 @@ async def _measure(
         httpx.AsyncClient(base_url=hub_url, timeout=60, limits=limits) as hub,
         httpx.AsyncClient(base_url=bare_url, timeout=60, limits=limits) as bare,
     ):
-        await wait_ready(hub)
-        await wait_ready(bare)
+        for client in (hub, bare):
+            await _ready(client)
         _say(f"warm-up: {args.warm} s each")
         await _drive(bare, keys, args.clients, args.warm, phones)
         await _drive(hub, keys, args.clients, args.warm, phones)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -53,6 +54,7 @@ from hub.users.controllers import UserController
 from hub.wire import HubResponse
 from tenants.auth import PUBLIC_PATHS, ApiKeyMiddleware
 from tenants.controllers import TenantController
+from tenants.key_cache import KeyCache, follow_changes
 
 VERSION = "0.1.0"
 # Gateways call these with their own secret, not an API key.
@@ -67,6 +69,20 @@ KEYLESS = [*PUBLIC_PATHS, GATEWAY_CALLBACKS, DASHBOARD]
 @get("/docs", include_in_schema=False)
 async def docs() -> Redirect:
     return Redirect("/schema/swagger")
+
+
+def key_cache(settings: Settings) -> KeyCache | None:
+    """The process's cache of checked keys, or None: none asked for (key_cache_seconds = 0), or
+    PostgreSQL reached through a transaction pooler, where LISTEN cannot work."""
+    if settings.http.key_cache_seconds <= 0 or settings.db.pooler == "transaction":
+        return None
+    return KeyCache(settings.http.key_cache_seconds)
+
+
+async def _stop(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
 
 
 def create_app(
@@ -88,6 +104,10 @@ def create_app(
                 pool = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
                 stack.push_async_callback(pool.close)
                 app.state.db = pool
+                if (cache := key_cache(settings)) is not None:
+                    follower = asyncio.create_task(follow_changes(settings.db.dsn, cache))
+                    stack.push_async_callback(_stop, follower)
+                    app.state.key_cache = cache
             if (read_pool := await create_read_pool(settings.db)) is not None:
                 # Reads that may lag go there while it keeps up (hub.reads).
                 standby = Standby(

@@ -153,7 +153,8 @@ async def create_pool(settings: DbSettings, dsn: str) -> asyncpg.Pool:
             "statement_timeout": str(timeout_ms),
             "timezone": "UTC",
             **calendar.CLOCK.server_settings(),
-        }
+        },
+        "reset": _nothing_to_reset,
     }
     if settings.pooler == "transaction":
         options = {**pooled_options(), "reset": _nothing_to_reset}
@@ -205,8 +206,16 @@ def pooled_options() -> dict[str, Any]:
 
 
 async def _nothing_to_reset(conn: asyncpg.Connection) -> None:
-    """Behind a transaction pooler the session is not the connection's to reset (asyncpg still
-    rolls back a transaction left open before this runs)."""
+    """What a connection going back to the pool needs beyond asyncpg's own rollback of a
+    transaction left open (and its dropping of listeners), which runs before this: nothing.
+
+    asyncpg's default reset (`pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL`) costs
+    a round trip on every release, three per send (the key check, the send, its enqueue), and
+    undoes only session state the hub never makes: its advisory locks are transaction-scoped,
+    its SETs are LOCAL, it LISTENs on connections of its own (never pooled ones), its cursors
+    live in transactions, and the dedup scratch table is ON COMMIT DELETE ROWS
+    (tests/integration/test_pool_release.py holds that). Behind a transaction pooler the session
+    is not even the connection's to reset."""
 
 
 # What a pooled connection finds for the settings it could not send at login. Each process

@@ -80,6 +80,11 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # `authorization` setting); empty (default): open, to be reached from the private network
     # only (docs/OPERATIONS.md, Metrics and alerts). Printable ASCII: a header carries it.
     metrics_token: Annotated[str, msgspec.Meta(max_length=200, pattern=r"^[\x21-\x7e]*$")] = ""
+    # Seconds each API process may keep a key it has checked (tenants.key_cache): a revocation,
+    # a change of scopes or a tenant's suspension drops it at once on every process (PostgreSQL
+    # NOTIFY); this bounds a lost notification. 0: read the key on every request. Behind a
+    # transaction pooler (HUB_DB__POOLER=transaction) there is no cache, whatever this says.
+    key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 10.0
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).

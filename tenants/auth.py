@@ -14,6 +14,8 @@ from litestar.handlers.base import BaseRouteHandler
 from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
 
 from tenants.errors import Forbidden, Unauthorized
+from tenants.key_cache import KeyCache
+from tenants.keys import parse_token
 from tenants.scopes import Needs, Scope, grants, named, reviewing, scope_for
 from tenants.service import Principal, authenticate, refuse_if_suspended
 
@@ -36,15 +38,23 @@ def _bearer(header: str | None) -> str | None:
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     """`Authorization: Bearer hub_<prefix>_<secret>` → `request.user` is a Principal.
 
-    Looked up on every request, never cached, so a revocation holds from the next request on.
+    Looked up in PostgreSQL, or in the process's KeyCache (`app.state.key_cache`, when the app
+    keeps one: tenants.key_cache), whose entries go as their key or any tenant changes.
     """
 
     async def authenticate_request(self, connection: ASGIConnection) -> AuthenticationResult:  # type: ignore[type-arg]
-        token = _bearer(connection.headers.get("authorization"))
-        if token is None:
+        raw = _bearer(connection.headers.get("authorization"))
+        if raw is None:
             raise Unauthorized("missing API key: send `Authorization: Bearer hub_…`")
-        async with connection.app.state.db.acquire() as conn:
-            principal = await authenticate(conn, token)
+        cache: KeyCache | None = getattr(connection.app.state, "key_cache", None)
+        token = parse_token(raw)
+        principal = None if cache is None or token is None else cache.get(token)
+        if principal is None:
+            generation = 0 if cache is None else cache.generation
+            async with connection.app.state.db.acquire() as conn:
+                principal = await authenticate(conn, raw)
+            if principal is not None and cache is not None and token is not None:
+                cache.put(token, principal, generation)
         if principal is None:
             raise Unauthorized("invalid or revoked API key")
         principal = msgspec.structs.replace(principal, address=client_address(connection))

@@ -33,6 +33,9 @@ from hub.errors import Conflict, Invalid
 _SPACE = re.compile(r"\s+")
 # Phones asked at a time by a preview's read-only dedup check.
 PREVIEW_CHUNK = 10_000
+# Sends of at most this many recipients claim their keys without the scratch table: the keys go
+# as arrays beside each statement (a statement's parameters; a few KiB), not by COPY.
+INLINE_KEYS = 100
 
 
 def request_hash(body: bytes) -> bytes:
@@ -130,16 +133,23 @@ async def claim_send(
     """
     if not phones:
         return {}
-    await conn.execute(sql.PREPARE_KEYS)
-    await conn.copy_records_to_table(
-        "send_keys",
-        records=in_turns(zip(content_keys(phones, body, tenant_id), phones, strict=True)),
-    )
+    # A few keys go as arrays beside each statement (sql.inline_keys); many go by COPY.
+    inline: tuple[list[bytes], list[str]] | tuple[()] = ()
+    if len(phones) <= INLINE_KEYS:
+        inline = (list(content_keys(phones, body, tenant_id)), phones)
+    else:
+        await conn.execute(sql.PREPARE_KEYS)
+        await conn.copy_records_to_table(
+            "send_keys",
+            records=in_turns(zip(content_keys(phones, body, tenant_id), phones, strict=True)),
+        )
     window = float(window_seconds)
-    await conn.execute(sql.CLAIM_FOR_SEND, send_id, tenant_id, window, due_at)
+    claim = sql.CLAIM_FOR_SEND_INLINE if inline else sql.CLAIM_FOR_SEND
+    await conn.execute(claim, send_id, tenant_id, window, due_at, *inline)
+    take = sql.TAKE_FROM_LATER_INLINE if inline else sql.TAKE_FROM_LATER
     taken = [
         msgspec.convert(dict(r.items()), Displaced)
-        for r in await conn.fetch(sql.TAKE_FROM_LATER, send_id, tenant_id, window, due_at)
+        for r in await conn.fetch(take, send_id, tenant_id, window, due_at, *inline)
     ]
     # Due within this copy's window: the later copy relies on this one; further off, it still
     # goes out itself (it only lost the key).
@@ -150,7 +160,8 @@ async def claim_send(
         limit = due_at + timedelta(seconds=window)
         await conn.execute(sql.REPOINT_RELYING, displaced, originals, tenant_id, limit)
         await conn.execute(sql.RELY_ON, displaced, originals, tenant_id)
-    records = await conn.fetch(sql.HELD_ELSEWHERE, send_id)
+    held = sql.HELD_ELSEWHERE_INLINE if inline else sql.HELD_ELSEWHERE
+    records = await conn.fetch(held, send_id, *inline)
     holders = [msgspec.convert(dict(r.items()), Holder) for r in records]
     return {h.phone: h for h in holders}
 

@@ -7,15 +7,15 @@ prefix when the key is revoked, deleted or its scopes, secret or tenant change (
 `last_used_at` moves); `*` (everything) when a tenant's status, code or path changes or a tenant
 goes, since a suspension covers the whole subtree below it. NOTIFY is sent at commit.
 
-Revision ID: 0043
-Revises: 0042
+Revision ID: 0044
+Revises: 0043
 Create Date: 2026-12-04
 """
 
 from hub.db import run_script
 
-revision = "0043"
-down_revision = "0042"
+revision = "0044"
+down_revision = "0043"
 branch_labels = None
 depends_on = None
 

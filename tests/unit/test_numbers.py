@@ -2,7 +2,15 @@ from __future__ import annotations
 
 import pytest
 
-from hub.messages.numbers import Recipient, Rejected, normalize, normalize_all
+from hub.messages.numbers import (
+    CARRIER_DATA,
+    Recipient,
+    Rejected,
+    _carrier,
+    _carrier_of_prefix,
+    normalize,
+    normalize_all,
+)
 
 
 @pytest.mark.parametrize(
@@ -103,3 +111,15 @@ def test_the_fast_path_is_fast() -> None:
     finally:
         phonenumbers.parse = original
     assert calls == 0
+
+
+def test_a_carrier_looked_up_by_prefix_is_the_one_the_whole_number_has() -> None:
+    """The carrier is cached per leading digits (as many as the longest CN prefix in the data):
+    for every prefix the data knows, a number starting with it gets the carrier the whole
+    number's lookup gives."""
+    whole = _carrier_of_prefix.__wrapped__  # the lookup without the cache, on every digit
+    prefixes = sorted(k[2:] for k in CARRIER_DATA if k.startswith("861"))
+    assert prefixes
+    for prefix in prefixes:
+        national = (prefix + "0123456789")[:11]
+        assert _carrier(national) == whole(national), national

@@ -3,7 +3,7 @@
 Every API request used to read its key from PostgreSQL (an acquire and a round trip before the
 request's own work). A `KeyCache` keeps the Principal of a key that authenticated, with the
 SHA-256 of its secret, for at most `seconds`. `follow_changes` LISTENs on `hub_credentials`
-(migration 0043's triggers announce a key's prefix when it is revoked or its scopes, secret or
+(migration 0044's triggers announce a key's prefix when it is revoked or its scopes, secret or
 tenant change, and `*` when any tenant's status, code or path changes: suspension covers a
 subtree), and drops what changed as the notification arrives, milliseconds after the commit.
 

@@ -52,7 +52,16 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # The ledger is append-only: once a lease was taken, its entries are part of every balance's
+    # history (and an active one holds quota on the ancestors), so going back would lose money
+    # history. Only a hub that never leased goes back.
     run_script("""
+    DO $$
+    BEGIN
+        IF EXISTS (SELECT 1 FROM quota_leases) THEN
+            RAISE EXCEPTION 'quota leases were taken: the ledger cannot go back before 0043';
+        END IF;
+    END $$;
     DROP FUNCTION quota_draw;
     DROP FUNCTION quota_return_leases;
     DROP FUNCTION quota_return_lease;
@@ -60,7 +69,6 @@ def downgrade() -> None:
     DROP TABLE quota_leases;
     DROP TYPE lease_status;
     -- Enum values cannot be dropped: rebuild the type without them.
-    DELETE FROM quota_entries WHERE kind IN ('lease', 'return');
     ALTER TYPE quota_entry_kind RENAME TO quota_entry_kind_old;
     CREATE TYPE quota_entry_kind AS ENUM
         ('open', 'limit', 'allocate', 'policy', 'reserve', 'post', 'void', 'expire', 'use');

@@ -1,9 +1,9 @@
 from __future__ import annotations
 
 import pytest
+from phonenumbers.carrierdata import CARRIER_DATA
 
 from hub.messages.numbers import (
-    CARRIER_DATA,
     Recipient,
     Rejected,
     _carrier,

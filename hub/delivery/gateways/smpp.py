@@ -279,8 +279,8 @@ def _gsm_chunks(codes: list[bytes]) -> list[bytes]:
 
 @functools.lru_cache(maxsize=64)
 def _chunked(text: str, encoding: Literal["gsm7", "ucs2"]) -> tuple[int, tuple[bytes, ...]]:
-    """`text`'s data_coding and parts, without headers: kept, as every message of a send (a
-    batch's hundreds of submits) carries the same text."""
+    """`text`'s data_coding and parts, without headers: kept while a batch is submitted (its
+    hundreds of messages carry the same text), then dropped (SmppGateway.submit)."""
     codes = gsm_codes(text) if encoding == "gsm7" else None
     coding, chunks = (UCS2, _ucs2_chunks(text)) if codes is None else (GSM, _gsm_chunks(codes))
     return coding, tuple(chunks)
@@ -627,9 +627,14 @@ class SmppGateway:
             for i in turns:  # shared: each slot takes the next message
                 outcomes[i] = await self._submit_message(messages[i])
 
-        async with asyncio.TaskGroup() as group:
-            for _ in range(min(self.options.window, len(messages))):
-                group.create_task(slot())
+        try:
+            async with asyncio.TaskGroup() as group:
+                for _ in range(min(self.options.window, len(messages))):
+                    group.create_task(slot())
+        finally:
+            # The encoded texts are kept for one batch only: a text the hub forgets once
+            # delivered (a login code) must not linger in the worker's memory either.
+            _chunked.cache_clear()
         return [o for o in outcomes if o is not None]
 
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:

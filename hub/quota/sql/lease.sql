@@ -147,7 +147,9 @@ BEGIN
         WHERE l.account_id = holder AND l.status = 'active';
         SELECT min(a.limit_segments - a.used - a.reserved) INTO room
         FROM quota_accounts a WHERE a.id = ANY(above);
-        size := least(greatest(p_block, p_amount), room);
+        -- Never more than the tenant itself may still reserve: the rest would only keep its
+        -- siblings from quota it cannot use.
+        size := least(greatest(p_block, p_amount), room, own.limit_segments - held + p_amount);
         -- (a month already over, reserved late, leases nothing: its lease would be due now)
         IF size < p_amount OR (p_period + interval '1 month')::timestamp
                                   AT TIME ZONE 'Asia/Shanghai' <= hub_now() THEN

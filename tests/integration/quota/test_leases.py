@@ -158,7 +158,8 @@ async def test_a_sender_over_its_own_limit_leases_nothing(tree: asyncpg.Connecti
     with pytest.raises(QuotaExhausted) as caught:
         await _reserve(conn, "510104", 3)
     assert caught.value.extra["tenant"] == "510104"
-    assert [(r["amount"], r["drawn"]) for r in await _leases(conn)] == [(10, 3)]
+    # The lease was never more than its 4 (not the block of 10).
+    assert [(r["amount"], r["drawn"]) for r in await _leases(conn)] == [(4, 3)]
 
 
 async def test_sends_as_big_as_a_block_and_leases_off_reserve_on_the_chain(
@@ -237,6 +238,22 @@ async def test_a_send_draws_from_a_lease_by_default(
         )
         assert resp.status_code == 202, resp.text
     ((_, amount, drawn, status, _),) = await _leases(conn)
-    assert (amount, drawn, status) == (settings.quota.lease_block, 2, "active")
+    # A block, or what the county may still reserve if that is less (its limit here).
+    block = min(settings.quota.lease_block, POOLED["510104"][0])
+    assert (amount, drawn, status) == (block, 2, "active")
     assert await conn.fetchval("SELECT count(*) FROM quota_reservations WHERE lease_id > 0") == 2
+    await _audit_clean(conn)
+
+
+async def test_a_lease_is_never_more_than_the_tenant_may_still_reserve(
+    tree: asyncpg.Connection,
+) -> None:
+    """A county with 3 segments of its own left leases 3, not a whole block its siblings could
+    have used."""
+    conn = tree
+    await _reserve(conn, "510104", 47, leases=None)  # on the chain: 3 left of its 50
+    await _reserve(conn, "510104", 1)
+    ((_, amount, drawn, _, _),) = await _leases(conn)
+    assert (amount, drawn) == (3, 1)
+    assert await _balances(conn, "510100") == (0, 47 + 3)
     await _audit_clean(conn)

@@ -99,8 +99,9 @@ async def test_every_view_agrees_with_the_audit_at_each_step(
     other = await quota.reserve(conn, sibling, 5, "send:3", "t", ttl_seconds=3600, leases=leases)
     assert await _views_agree(conn, client, key, period) == {"510104": (0, 18), "510105": (0, 5)}
     own = await client.get(f"/v1/tenants/510100/quota/{period:%Y-%m}", headers=bearer(key))
-    # The city's own account: pooled, it holds its three leasing tenants' blocks whole.
-    assert own.json()["reserved"] == (150 if leases else 0)
+    # The city's own account: pooled, it holds its three leasing tenants' blocks whole (the
+    # unit's is its own limit of 40, less than a block: it may not reserve more).
+    assert own.json()["reserved"] == (50 + 40 + 50 if leases else 0)
 
     # Delivery's first chunks: 3 of the county's segments went out, 2 failed; 1 of the sibling's.
     await quota.settle_parts(conn, {big.id: (3, 2), other.id: (1, 0)}, "system:delivery")

@@ -1,6 +1,6 @@
 """Keys kept by each API process (tenants.key_cache) never outlive a change to them: a revoked
 key, changed scopes or a suspended tenant is dropped on every process as PostgreSQL's NOTIFY
-arrives (migration 0043). Real PostgreSQL, committed changes; the cache's expiry is set far
+arrives (migration 0044). Real PostgreSQL, committed changes; the cache's expiry is set far
 longer than any test, so only the notifications can make these pass."""
 
 from __future__ import annotations

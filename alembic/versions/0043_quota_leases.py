@@ -65,6 +65,7 @@ def downgrade() -> None:
     DROP FUNCTION quota_draw;
     DROP FUNCTION quota_return_leases;
     DROP FUNCTION quota_return_lease;
+    DROP FUNCTION quota_hold;
     ALTER TABLE quota_reservations DROP COLUMN lease_id;
     DROP TABLE quota_leases;
     DROP TYPE lease_status;

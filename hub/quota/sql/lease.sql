@@ -10,6 +10,32 @@
 -- each ancestor is `amount - drawn`; returning it (expiry, month end, a new lease) releases
 -- that. Lock order as everywhere: accounts by (depth, id), then the lease.
 
+-- Hold p_amount more as reserved on each of p_accounts (locked by the caller): one entry of
+-- p_kind each, and the 80 %/100 % threshold events that crosses (as quota_reserve does).
+CREATE OR REPLACE FUNCTION quota_hold(p_accounts bigint[], p_amount bigint,
+    p_kind quota_entry_kind, p_reservation bigint, p_cause text, p_actor text)
+RETURNS void LANGUAGE sql AS $fn$
+    WITH held AS (
+        UPDATE quota_accounts a SET reserved = a.reserved + p_amount
+        WHERE a.id = ANY(p_accounts)
+        RETURNING a.id, a.limit_segments, a.used, a.reserved, a.allocated
+    ), logged AS (
+        INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after,
+            used_before, used_after, reserved_before, reserved_after, allocated_before,
+            allocated_after, reservation_id, cause, actor)
+        SELECT c.id, p_kind, p_amount, c.limit_segments, c.limit_segments, c.used, c.used,
+               c.reserved - p_amount, c.reserved, c.allocated, c.allocated, p_reservation,
+               p_cause, p_actor
+        FROM held c
+    )
+    INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
+    SELECT c.id, t.threshold, c.used, c.reserved, c.limit_segments
+    FROM held c CROSS JOIN (VALUES (80), (100)) AS t(threshold)
+    WHERE c.limit_segments > 0
+      AND (c.used + c.reserved) * 100 >= t.threshold * c.limit_segments
+    ON CONFLICT DO NOTHING;
+$fn$;
+
 -- Return lease p_lease (its accounts already locked by the caller): what it holds undrawn is
 -- released on each ancestor, one `return` entry each. Returns the segments released (0 when
 -- it was no longer active).
@@ -162,25 +188,7 @@ BEGIN
                 least(hub_now() + make_interval(secs => p_lease_ttl),
                       (p_period + interval '1 month')::timestamp AT TIME ZONE 'Asia/Shanghai'))
         RETURNING id INTO v_lease;
-        WITH leased AS (
-            UPDATE quota_accounts a SET reserved = a.reserved + size
-            WHERE a.id = ANY(above)
-            RETURNING a.id, a.limit_segments, a.used, a.reserved, a.allocated
-        ), logged AS (
-            INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after,
-                used_before, used_after, reserved_before, reserved_after, allocated_before,
-                allocated_after, reservation_id, cause, actor)
-            SELECT c.id, 'lease', size, c.limit_segments, c.limit_segments, c.used, c.used,
-                   c.reserved - size, c.reserved, c.allocated, c.allocated, NULL,
-                   'lease:' || v_lease, p_actor
-            FROM leased c
-        )
-        INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
-        SELECT c.id, t.threshold, c.used, c.reserved, c.limit_segments
-        FROM leased c CROSS JOIN (VALUES (80), (100)) AS t(threshold)
-        WHERE c.limit_segments > 0
-          AND (c.used + c.reserved) * 100 >= t.threshold * c.limit_segments
-        ON CONFLICT DO NOTHING;
+        PERFORM quota_hold(above, size, 'lease', NULL, 'lease:' || v_lease, p_actor);
     END IF;
 
     INSERT INTO quota_reservations AS r
@@ -191,25 +199,7 @@ BEGIN
     UPDATE quota_leases SET drawn = drawn + p_amount WHERE id = v_lease;
 
     -- Only the tenant's own account changes: the ancestors' share is already in the lease.
-    WITH charged AS (
-        UPDATE quota_accounts a SET reserved = a.reserved + p_amount
-        WHERE a.id = holder
-        RETURNING a.id, a.limit_segments, a.used, a.reserved, a.allocated
-    ), logged AS (
-        INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after,
-            used_before, used_after, reserved_before, reserved_after, allocated_before,
-            allocated_after, reservation_id, cause, actor)
-        SELECT c.id, 'reserve', p_amount, c.limit_segments, c.limit_segments, c.used,
-               c.used, c.reserved - p_amount, c.reserved, c.allocated, c.allocated, new_id,
-               p_cause, p_actor
-        FROM charged c
-    )
-    INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
-    SELECT c.id, t.threshold, c.used, c.reserved, c.limit_segments
-    FROM charged c CROSS JOIN (VALUES (80), (100)) AS t(threshold)
-    WHERE c.limit_segments > 0
-      AND (c.used + c.reserved) * 100 >= t.threshold * c.limit_segments
-    ON CONFLICT DO NOTHING;
+    PERFORM quota_hold(ARRAY[holder], p_amount, 'reserve', new_id, p_cause, p_actor);
 
     RETURN QUERY SELECT new_id, new_expiry, NULL::bigint, NULL::bigint, NULL::text,
         NULL::bigint, NULL::bigint, NULL::bigint, NULL::bigint;

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from hub.db import with_database
-from hub.embedded import EmbeddedPostgres
+from hub.embedded import EmbeddedPostgres, EmbeddedValkey
 
 
 def run_on_postgres(
@@ -30,6 +30,26 @@ def run_on_postgres(
             return asyncio.run(main(args))
         finally:
             pg.stop()
+
+
+def run_on_servers(
+    args: argparse.Namespace,
+    run: Callable[[argparse.Namespace, str], Coroutine[Any, Any, int]],
+) -> int:
+    """`run(args, redis_dsn)` with an embedded Valkey, against the PostgreSQL of `args.dsn` or
+    else an embedded one (its admin DSN put in `args.dsn`); both stopped and removed after."""
+    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
+        valkey = EmbeddedValkey(Path(tmp))
+        pg = EmbeddedPostgres(Path(tmp)) if not args.dsn else None
+        try:
+            redis_dsn = valkey.start()
+            if pg is not None:
+                args.dsn = with_database(pg.start(), "postgres")
+            return asyncio.run(run(args, redis_dsn))
+        finally:
+            valkey.stop()
+            if pg is not None:
+                pg.stop()
 
 
 async def wait_ready(client: httpx.AsyncClient) -> None:

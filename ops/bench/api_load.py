@@ -25,7 +25,6 @@ import os
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,10 +34,9 @@ import httpx
 import msgspec
 
 from hub.calendar import current_period
-from hub.db import create_database, migrate, with_database
-from hub.embedded import EmbeddedPostgres, EmbeddedValkey
+from hub.db import create_database, migrate
 from hub.quota import service as quota
-from ops.bench import wait_ready
+from ops.bench import run_on_servers, wait_ready
 from ops.bench.api_bare import TABLE
 from ops.bench.send_million import PREFIXES
 from tenants.divisions import import_divisions
@@ -344,18 +342,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--env", action="append", default=[], help="HUB_X=Y for hub serve")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        valkey = EmbeddedValkey(Path(tmp))
-        pg = EmbeddedPostgres(Path(tmp)) if not args.dsn else None
-        try:
-            redis_dsn = valkey.start()
-            if pg is not None:
-                args.dsn = with_database(pg.start(), "postgres")
-            return asyncio.run(_run(args, redis_dsn))
-        finally:
-            valkey.stop()
-            if pg is not None:
-                pg.stop()
+    return run_on_servers(args, _run)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -36,10 +35,9 @@ import httpx
 import msgspec
 
 from hub.calendar import current_period
-from hub.db import create_database, migrate, with_database
-from hub.embedded import EmbeddedPostgres, EmbeddedValkey
+from hub.db import create_database, migrate
 from hub.quota import service as quota
-from ops.bench import wait_ready
+from ops.bench import run_on_servers, wait_ready
 from ops.bench.send_million import PREFIXES, recipients
 from tenants.divisions import import_divisions
 from tenants.scopes import ALL_SCOPES
@@ -245,18 +243,7 @@ def main() -> int:
     parser.add_argument("--baseline", type=int, default=15, help="seconds of baseline")
     parser.add_argument("--recipients", type=int, default=1_000_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        valkey = EmbeddedValkey(Path(tmp))
-        pg = EmbeddedPostgres(Path(tmp)) if not args.dsn else None
-        try:
-            redis_dsn = valkey.start()
-            if pg is not None:
-                args.dsn = with_database(pg.start(), "postgres")
-            return asyncio.run(_run(args, redis_dsn))
-        finally:
-            valkey.stop()
-            if pg is not None:
-                pg.stop()
+    return run_on_servers(args, _run)
 
 
 if __name__ == "__main__":

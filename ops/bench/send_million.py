@@ -17,7 +17,6 @@ import os
 import random
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -25,10 +24,10 @@ import asyncpg
 import httpx
 
 from hub.calendar import current_period
-from hub.db import create_database, migrate, with_database
-from hub.embedded import EmbeddedPostgres, EmbeddedValkey
+from hub.db import create_database, migrate
 from hub.messages.numbers import Recipient, normalize
 from hub.quota import service as quota
+from ops.bench import run_on_servers
 from tenants.divisions import import_divisions
 from tenants.scopes import ALL_SCOPES
 from tenants.service import create_key, get_by_code
@@ -200,18 +199,7 @@ def main() -> int:
     parser.add_argument("--dsn", help="an admin DSN; the benchmark creates its own database")
     parser.add_argument("--recipients", type=int, default=1_000_000)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="hub-bench-") as tmp:
-        valkey = EmbeddedValkey(Path(tmp))
-        pg = EmbeddedPostgres(Path(tmp)) if not args.dsn else None
-        try:
-            redis_dsn = valkey.start()
-            if pg is not None:
-                args.dsn = with_database(pg.start(), "postgres")
-            return asyncio.run(_run(args, redis_dsn))
-        finally:
-            valkey.stop()
-            if pg is not None:
-                pg.stop()
+    return run_on_servers(args, _run)
 
 
 if __name__ == "__main__":

@@ -105,7 +105,9 @@ class Model:
         short = next((c for c in above if self.accounts[c].available() < amount), None)
         if short is not None:
             return short
-        size = min(LEASES.lease_block, *(self.accounts[c].available() for c in above))
+        # Never more than the holder itself may still reserve.
+        room = (self.accounts[c].available() for c in above)
+        size = min(LEASES.lease_block, own.available(), *room)
         for c in above:
             self.accounts[c].reserved += size
         self.leases[code] = (above, size, amount)

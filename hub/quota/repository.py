@@ -117,6 +117,21 @@ ORDER BY expires_at LIMIT $1
 # Return the leases among $1 that are due, their accounts locked root first; how many.
 RETURN_LEASES = "SELECT quota_return_leases($1::bigint[], $2)"
 
+# The accounts of every active lease held on account $1 (a descendant's lease of its quota).
+LEASED_ON = """
+SELECT DISTINCT unnest(accounts) FROM quota_leases
+WHERE status = 'active' AND accounts @> ARRAY[$1::bigint]
+"""
+
+# Return every active lease held on account $1 whose accounts are all among $2 (the caller
+# locked them root first): the segments released.
+RETURN_LEASES_ON = """
+SELECT coalesce(sum(quota_return_lease(l.id, $3)), 0)::bigint
+FROM (SELECT id FROM quota_leases
+      WHERE status = 'active' AND accounts @> ARRAY[$1::bigint] AND accounts <@ $2::bigint[]
+      ORDER BY id FOR UPDATE) l
+"""
+
 
 class ReserveResult(msgspec.Struct, frozen=True):
     reservation_id: int | None

@@ -392,10 +392,41 @@ async def expire_due(conn: asyncpg.Connection, batch: int = 500) -> int:
 
 
 def _available(account: AccountRow) -> int:
+    return max(0, _room(account))
+
+
+async def _return_leases_in_the_way(
+    conn: asyncpg.Connection,
+    tenant: TenantRow,
+    period: date,
+    actor: str,
+    limit: int | None,
+    policy: str | None,
+) -> None:
+    """Before a limit is lowered (or a policy tightened) below what the account holds, return
+    the leases its descendants hold on it: what they leased undrawn is the account's again, so
+    only real reservations and use can refuse the change. Nothing is locked before: the leases'
+    accounts are locked root first, as everywhere."""
+    account: AccountRow = _convert(await conn.fetchrow(sql.ACCOUNT, tenant.id, period), AccountRow)
+    changed = msgspec.structs.replace(
+        account, limit_segments=account.limit_segments if limit is None else limit
+    )
+    if policy is not None:
+        changed = msgspec.structs.replace(changed, policy=policy)
+    if account.reserved == 0 or _room(changed) >= 0:
+        return
+    accounts = [r[0] for r in await conn.fetch(sql.LEASED_ON, account.id)]
+    if accounts:
+        await conn.execute(sql.LOCK_ACCOUNTS, accounts)
+        await conn.fetchval(sql.RETURN_LEASES_ON, account.id, accounts, actor)
+
+
+def _room(account: AccountRow) -> int:
+    """What an account may still reserve or grant; negative when it holds more than its limit."""
     held = account.used + account.reserved
     if account.policy == "strict":
         held += account.allocated
-    return max(0, account.limit_segments - held)
+    return account.limit_segments - held
 
 
 async def set_limit(
@@ -410,6 +441,8 @@ async def set_limit(
     """Set a tenant's limit and/or policy for a month, opening the account if needed; the
     account as it was (once open) and as it is now."""
     links, just_opened = await _opened_chain(conn, tenant, period, actor)
+    if not just_opened:
+        await _return_leases_in_the_way(conn, tenant, period, actor, limit, policy)
     parent = links[-2] if len(links) > 1 else None
     parent_before: AccountRow | None = None
     if parent is not None:

@@ -11,6 +11,7 @@ import pytest
 
 from hub import calendar
 from hub.db import SingleConnectionDatabase
+from hub.errors import Conflict
 from hub.quota import service as quota
 from hub.quota.jobs import return_leases
 from hub.quota.schemas import Reservation
@@ -256,4 +257,32 @@ async def test_a_lease_is_never_more_than_the_tenant_may_still_reserve(
     ((_, amount, drawn, _, _),) = await _leases(conn)
     assert (amount, drawn) == (3, 1)
     assert await _balances(conn, "510100") == (0, 47 + 3)
+    await _audit_clean(conn)
+
+
+async def test_lowering_a_pooled_limit_returns_the_leases_held_on_it_first(
+    tree: asyncpg.Connection,
+) -> None:
+    """The city holds its counties' leases as reserved; lowering its limit below that (but not
+    below what they really reserved) returns the leases instead of refusing."""
+    conn = tree
+    for county in ("510104", "510105"):
+        await _reserve(conn, county, 1)
+    assert await _balances(conn, "510100") == (0, 20)
+    city, month = await _t(conn, "510100"), calendar.current_period()
+    # Below the 2 really reserved: refused, and nothing is returned (the savepoint rolls back).
+    with pytest.raises(Conflict, match="already holds"):
+        async with conn.transaction():
+            await quota.set_limit(conn, city, month, "test", limit=1)
+    assert [r["status"] for r in await _leases(conn)] == ["active", "active"]
+    change = await quota.set_limit(conn, city, month, "test", limit=5)
+    assert change.after.limit_segments == 5
+    assert [r["status"] for r in await _leases(conn)] == ["returned", "returned"]
+    # The ancestors above the city got the undrawn 18 back as well.
+    for code in ANCESTORS:
+        assert await _balances(conn, code) == (0, 2)
+    # A lease held on an account the change does not touch stays.
+    await _reserve(conn, "510104", 1)
+    await quota.set_limit(conn, await _t(conn, "510000"), month, "test", limit=499)
+    assert [r["status"] for r in await _leases(conn)][-1] == "active"
     await _audit_clean(conn)

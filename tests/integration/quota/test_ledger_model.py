@@ -174,8 +174,14 @@ class LedgerMachine(RuleBasedStateMachine):
         parent = model.accounts.get(PARENT[code] or "")
         new_policy = policy or account.policy
         delta = limit - account.limit
-        held = account.used + account.reserved
-        held += account.allocated if new_policy == "strict" else 0
+
+        def held() -> int:
+            strict = new_policy == "strict"
+            return account.used + account.reserved + (account.allocated if strict else 0)
+
+        if limit < held():  # the leases its descendants hold on it go back first
+            for holder in [h for h, lease in model.leases.items() if code in lease[0]]:
+                model.return_lease(holder)
         loosens = not just_opened and account.policy == "strict" and new_policy == "pooled"
         overgrants = (
             parent is not None
@@ -183,7 +189,7 @@ class LedgerMachine(RuleBasedStateMachine):
             and 0 < delta
             and delta > parent.available()
         )
-        refused = loosens or limit < held or overgrants
+        refused = loosens or limit < held() or overgrants
         work = quota.set_limit(
             self.conn, self.tenants[code], NOV, "model", limit=limit, policy=policy
         )

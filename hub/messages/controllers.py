@@ -18,7 +18,6 @@ from hub.dedup import service as dedup
 from hub.dedup.repository import StoredAnswer
 from hub.delivery import service as delivery
 from hub.errors import error_responses
-from hub.inputs import CHECKED_ALONE
 from hub.messages import followup, service
 from hub.messages.schemas import (
     DatedBy,
@@ -58,8 +57,6 @@ IdempotencyKey = Annotated[
 # 100,000 contact ids of up to 17 bytes, and the rest (body, tags, template variables) in well
 # under 1 MiB: 36 + 1.7 + 1 MB, rounded up. A million plain 11-digit numbers are ~14 MB.
 MAX_SEND_BYTES = 40 * 1024 * 1024
-# A phone in `to` carrying a control character is a bad number, rejected on its own.
-PHONES_ALONE = {CHECKED_ALONE: frozenset({"to"})}
 SendId = Annotated[int, PathParameter(ge=1, le=2**53, description="The send's id")]
 Status = Literal[
     "accepted",
@@ -87,7 +84,6 @@ class MessageController(Controller):
         responses=error_responses(404, 409, 413, 422, 429),
         status_code=HTTP_202_ACCEPTED,
         request_max_body_size=MAX_SEND_BYTES,
-        opt=PHONES_ALONE,
         summary="Send one text to many phones; bad numbers are rejected one by one",
     )
     async def send(
@@ -117,7 +113,6 @@ class MessageController(Controller):
         responses=error_responses(404, 409, 413, 422),
         status_code=200,
         request_max_body_size=MAX_SEND_BYTES,
-        opt=PHONES_ALONE,
         summary="What POST /v1/messages would answer for this body now, sending nothing",
         description="The same body as POST /v1/messages and the same checks (urgent needs "
         "messages:urgent); answers its counts, rejects, segments and list price, plus the signed "

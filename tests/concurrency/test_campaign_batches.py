@@ -28,6 +28,7 @@ from hub.app import create_app
 from hub.calendar import BUSINESS_TZ
 from hub.campaigns import service as campaigns
 from hub.campaigns.jobs import run_campaigns
+from hub.campaigns.service import BATCH
 from hub.db import PoolDatabase, create_pool
 from hub.quota import service as quota
 from hub.settings import LimitsSettings, Settings
@@ -149,6 +150,20 @@ async def _progress(conn: asyncpg.Connection, job: asyncio.Task[Any], beyond: in
         await asyncio.sleep(0.05)  # a commit in another session offers nothing to wait on
 
 
+class _Undo(Exception):
+    """Rolls a transaction back from inside its block."""
+
+
+async def _waiting_for_a_lock(conn: asyncpg.Connection, job: asyncio.Task[Any]) -> bool:
+    """Wait until a session waits for a lock (the job, at a row another session holds): True;
+    or until the job has ended: False."""
+    while not job.done():
+        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)"):
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
 async def _holding_quota(conn: asyncpg.Connection, job: asyncio.Task[Any]) -> bool:
     """Wait until another session holds a reservation it has not committed (the job, halfway
     through a greeting's transaction, holding the province's quota row): True; or until the
@@ -233,17 +248,41 @@ async def test_a_run_stopped_midway_resumes_without_greeting_anyone_twice(
     redis: ArqRedis,
     live_settings: Settings,
 ) -> None:
-    contacts, stop_after = 400, 100
-    await _province_campaign(watcher, client, contacts)
-    ctx = _ctx(pool, redis, live_settings)
-    job = asyncio.create_task(run_campaigns(ctx))
-    await _progress(watcher, job, stop_after)
-    job.cancel()  # the worker dies mid-run
-    with contextlib.suppress(asyncio.CancelledError):
-        await job
+    contacts, stop_after = 400, 3 * BATCH
+    province = await _province_campaign(watcher, client, contacts)
+    # The job is stopped at a known place, whatever the machine's speed: another session holds
+    # (uncommitted) the greeting of the first contact of the fourth batch, so the job commits
+    # three batches and then waits on that row's key, where the worker dies.
+    other = await client.post(
+        "/v1/messages", json={"to": ["13900139000"], "body": "通知"}, headers=bearer(province)
+    )
+    assert other.status_code == 202, other.text
+    assert live_settings.db.dsn
+    blocker = await asyncpg.connect(live_settings.db.dsn)
+    try:
+        async with blocker.transaction():
+            await blocker.execute(
+                "INSERT INTO campaign_deliveries (campaign_id, contact_id, year, send_id)"
+                " SELECT (SELECT id FROM campaigns), (SELECT id FROM contacts ORDER BY id"
+                " OFFSET $1 LIMIT 1), $2, $3",
+                stop_after,
+                calendar.now().astimezone(BUSINESS_TZ).year,
+                other.json()["id"],
+            )
+            ctx = _ctx(pool, redis, live_settings)
+            job = asyncio.create_task(run_campaigns(ctx))
+            assert await _waiting_for_a_lock(watcher, job)
+            job.cancel()  # the worker dies mid-run
+            with contextlib.suppress(asyncio.CancelledError):
+                await job
+            raise _Undo  # the other session's greeting goes too
+    except _Undo:
+        pass
+    finally:
+        await blocker.close()
     kept = await _greeted(watcher)
     # What was committed before the stop stays committed; the rest was not reached.
-    assert stop_after < kept < contacts
+    assert kept == stop_after
 
     rest = await run_campaigns(ctx)  # the next minute's run
     assert rest == contacts - kept

@@ -397,7 +397,7 @@ def _available(account: AccountRow) -> int:
 
 async def _return_leases_in_the_way(
     conn: asyncpg.Connection,
-    tenant: TenantRow,
+    links: list[ChainLink],
     period: date,
     actor: str,
     limit: int | None,
@@ -405,9 +405,11 @@ async def _return_leases_in_the_way(
 ) -> None:
     """Before a limit is lowered (or a policy tightened) below what the account holds, return
     the leases its descendants hold on it: what they leased undrawn is the account's again, so
-    only real reservations and use can refuse the change. Nothing is locked before: the leases'
-    accounts are locked root first, as everywhere."""
-    account: AccountRow = _convert(await conn.fetchrow(sql.ACCOUNT, tenant.id, period), AccountRow)
+    only real reservations and use can refuse the change. Nothing is locked before: the
+    leases' accounts and the tenant's chain (which set_limit locks next) are locked root
+    first, as everywhere."""
+    tenant_id = links[-1].tenant_id
+    account: AccountRow = _convert(await conn.fetchrow(sql.ACCOUNT, tenant_id, period), AccountRow)
     changed = msgspec.structs.replace(
         account, limit_segments=account.limit_segments if limit is None else limit
     )
@@ -417,6 +419,8 @@ async def _return_leases_in_the_way(
         return
     accounts = [r[0] for r in await conn.fetch(sql.LEASED_ON, account.id)]
     if accounts:
+        chain = {link.account_id for link in links if link.account_id is not None}
+        accounts = sorted(chain | set(accounts))
         await conn.execute(sql.LOCK_ACCOUNTS, accounts)
         await conn.fetchval(sql.RETURN_LEASES_ON, account.id, accounts, actor)
 
@@ -442,7 +446,7 @@ async def set_limit(
     account as it was (once open) and as it is now."""
     links, just_opened = await _opened_chain(conn, tenant, period, actor)
     if not just_opened:
-        await _return_leases_in_the_way(conn, tenant, period, actor, limit, policy)
+        await _return_leases_in_the_way(conn, links, period, actor, limit, policy)
     parent = links[-2] if len(links) > 1 else None
     parent_before: AccountRow | None = None
     if parent is not None:

@@ -154,11 +154,18 @@ class _Undo(Exception):
     """Rolls a transaction back from inside its block."""
 
 
-async def _waiting_for_a_lock(conn: asyncpg.Connection, job: asyncio.Task[Any]) -> bool:
-    """Wait until a session waits for a lock (the job, at a row another session holds): True;
-    or until the job has ended: False."""
+async def _waiting_for(
+    conn: asyncpg.Connection, holder: asyncpg.Connection, job: asyncio.Task[Any]
+) -> bool:
+    """Wait until a session waits for a lock `holder` holds (the job, at the row it holds):
+    True; or until the job has ended: False. (pg_locks is the whole server's: other tests'
+    sessions wait for locks too.)"""
+    pid = holder.get_server_pid()
     while not job.done():
-        if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted)"):
+        if await conn.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))",
+            pid,
+        ):
             return True
         await asyncio.sleep(0.05)
     return False
@@ -271,7 +278,7 @@ async def test_a_run_stopped_midway_resumes_without_greeting_anyone_twice(
             )
             ctx = _ctx(pool, redis, live_settings)
             job = asyncio.create_task(run_campaigns(ctx))
-            assert await _waiting_for_a_lock(watcher, job)
+            assert await _waiting_for(watcher, blocker, job)
             job.cancel()  # the worker dies mid-run
             with contextlib.suppress(asyncio.CancelledError):
                 await job

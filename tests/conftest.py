@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import getpass
 import hashlib
 import logging
 import os
@@ -94,7 +95,7 @@ def pg_admin_dsn() -> Iterator[str]:
     # get_server creates the folder, and (as root) the system user it runs the server as,
     # outside its inter-process lock: on a fresh machine two workers raced to `useradd` and
     # initdb then could not chmod the folder. One worker at a time gets the server.
-    with open(data.parent / "hub-test-pg.lock", "w") as lock:
+    with open(data.parent / f"hub-test-pg-{getpass.getuser()}.lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         data.mkdir(exist_ok=True)
         server = get_server(data, cleanup_mode="delete")

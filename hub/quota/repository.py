@@ -123,6 +123,15 @@ SELECT DISTINCT unnest(accounts) FROM quota_leases
 WHERE status = 'active' AND accounts @> ARRAY[$1::bigint]
 """
 
+# What the active leases held on account $1 whose accounts are all among $2 (the caller locked
+# them root first) hold undrawn; the leases locked.
+UNDRAWN_ON = """
+SELECT coalesce(sum(l.free), 0)::bigint
+FROM (SELECT amount - drawn AS free FROM quota_leases
+      WHERE status = 'active' AND accounts @> ARRAY[$1::bigint] AND accounts <@ $2::bigint[]
+      ORDER BY id FOR UPDATE) l
+"""
+
 # Return every active lease held on account $1 whose accounts are all among $2 (the caller
 # locked them root first): the segments released.
 RETURN_LEASES_ON = """

@@ -404,25 +404,38 @@ async def _return_leases_in_the_way(
     policy: str | None,
 ) -> None:
     """Before a limit is lowered (or a policy tightened) below what the account holds, return
-    the leases its descendants hold on it: what they leased undrawn is the account's again, so
-    only real reservations and use can refuse the change. Nothing is locked before: the
-    leases' accounts and the tenant's chain (which set_limit locks next) are locked root
-    first, as everywhere."""
+    the leases its descendants hold on it, if that makes the change fit: what they leased
+    undrawn is the account's again, so only what it really holds (use, reservations and, when
+    strict, what it granted) refuses the change. A change that would be refused all the same
+    returns nothing. Nothing is locked before: the leases' accounts, the tenant's and its
+    parent's (which set_limit locks next) are locked root first, as everywhere."""
     tenant_id = links[-1].tenant_id
     account: AccountRow = _convert(await conn.fetchrow(sql.ACCOUNT, tenant_id, period), AccountRow)
-    changed = msgspec.structs.replace(
-        account, limit_segments=account.limit_segments if limit is None else limit
-    )
-    if policy is not None:
-        changed = msgspec.structs.replace(changed, policy=policy)
-    if account.reserved == 0 or _room(changed) >= 0:
+    new_policy = policy or account.policy
+    if account.reserved == 0 or (account.policy == "strict" and new_policy == "pooled"):
+        return  # nothing leased on it, or a loosening set_limit refuses anyway
+    new_limit = account.limit_segments if limit is None else limit
+    changed = msgspec.structs.replace(account, limit_segments=new_limit, policy=new_policy)
+    if _room(changed) >= 0:
         return
-    accounts = [r[0] for r in await conn.fetch(sql.LEASED_ON, account.id)]
-    if accounts:
-        chain = {link.account_id for link in links if link.account_id is not None}
-        accounts = sorted(chain | set(accounts))
-        await conn.execute(sql.LOCK_ACCOUNTS, accounts)
-        await conn.fetchval(sql.RETURN_LEASES_ON, account.id, accounts, actor)
+    accounts = {r[0] for r in await conn.fetch(sql.LEASED_ON, account.id)}
+    if not accounts:
+        return
+    accounts |= {link.account_id for link in links[-2:] if link.account_id is not None}
+    locked = [
+        _convert(r, AccountRow) for r in await conn.fetch(sql.LOCK_ACCOUNTS, sorted(accounts))
+    ]
+    own = next(a for a in locked if a.id == account.id)
+    parent = next((a for a in locked if len(links) > 1 and a.id == links[-2].account_id), None)
+    if parent is not None and parent.policy == "strict":
+        if new_limit - own.limit_segments > _available(parent):
+            return  # a raise its strict parent cannot grant: refused anyway
+    undrawn = await conn.fetchval(sql.UNDRAWN_ON, account.id, sorted(accounts))
+    after = msgspec.structs.replace(
+        own, limit_segments=new_limit, policy=new_policy, reserved=own.reserved - undrawn
+    )
+    if undrawn and _room(after) >= 0:
+        await conn.fetchval(sql.RETURN_LEASES_ON, account.id, sorted(accounts), actor)
 
 
 def _room(account: AccountRow) -> int:

@@ -179,7 +179,9 @@ async def _holding_quota(conn: asyncpg.Connection, job: asyncio.Task[Any]) -> bo
         if await conn.fetchval(
             "SELECT EXISTS (SELECT 1 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation"
             " WHERE c.relname = 'quota_reservations' AND l.mode = 'RowExclusiveLock'"
-            " AND l.pid <> pg_backend_pid())"
+            " AND l.pid <> pg_backend_pid()"
+            # pg_locks is the whole server's, and the tests' clones share table oids.
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()))"
         ):
             return True
         await asyncio.sleep(0.01)  # another session's lock offers nothing to wait on

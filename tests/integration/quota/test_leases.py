@@ -270,19 +270,32 @@ async def test_lowering_a_pooled_limit_returns_the_leases_held_on_it_first(
         await _reserve(conn, county, 1)
     assert await _balances(conn, "510100") == (0, 20)
     city, month = await _t(conn, "510100"), calendar.current_period()
-    # Below the 2 really reserved: refused, and nothing is returned (the savepoint rolls back).
+    # Below the 2 really reserved: refused before anything is written (no savepoint here: a
+    # caller that commits after a refusal, as the CLI does, keeps nothing of it).
     with pytest.raises(Conflict, match="already holds"):
-        async with conn.transaction():
-            await quota.set_limit(conn, city, month, "test", limit=1)
+        await quota.set_limit(conn, city, month, "test", limit=1)
     assert [r["status"] for r in await _leases(conn)] == ["active", "active"]
+    assert await _balances(conn, "510100") == (0, 20)
     change = await quota.set_limit(conn, city, month, "test", limit=5)
     assert change.after.limit_segments == 5
     assert [r["status"] for r in await _leases(conn)] == ["returned", "returned"]
     # The ancestors above the city got the undrawn 18 back as well.
     for code in ANCESTORS:
         assert await _balances(conn, code) == (0, 2)
-    # A lease held on an account the change does not touch stays.
+    # A new lease, held on the province and the city (and the root): 3, all the city has left.
     await _reserve(conn, "510104", 1)
+    assert [r["amount"] for r in await _leases(conn)][-1] == 3
+    assert await _balances(conn, "510000") == (0, 5)
+    # A change to another account leaves it alone, refused or not: the sibling county holds
+    # no lease, and its own 1 reserved refuses a limit of 0.
+    with pytest.raises(Conflict, match="already holds"):
+        await quota.set_limit(conn, await _t(conn, "510105"), month, "test", limit=0)
     await quota.set_limit(conn, await _t(conn, "510000"), month, "test", limit=499)
     assert [r["status"] for r in await _leases(conn)][-1] == "active"
+    # The province lowered to 4, below its 5 but above the 3 really reserved: the lease (held
+    # on accounts below the province too) goes back.
+    await quota.set_limit(conn, await _t(conn, "510000"), month, "test", limit=4)
+    assert [r["status"] for r in await _leases(conn)][-1] == "returned"
+    for code in ANCESTORS:
+        assert await _balances(conn, code) == (0, 3)
     await _audit_clean(conn)

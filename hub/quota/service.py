@@ -427,9 +427,8 @@ async def _return_leases_in_the_way(
     ]
     own = next(a for a in locked if a.id == account.id)
     parent = next((a for a in locked if len(links) > 1 and a.id == links[-2].account_id), None)
-    if parent is not None and parent.policy == "strict":
-        if new_limit - own.limit_segments > _available(parent):
-            return  # a raise its strict parent cannot grant: refused anyway
+    if parent is not None and not _grant_fits(parent, new_limit - own.limit_segments):
+        return  # a raise its strict parent cannot grant: refused anyway
     undrawn = await conn.fetchval(sql.UNDRAWN_ON, account.id, sorted(accounts))
     after = msgspec.structs.replace(
         own, limit_segments=new_limit, policy=new_policy, reserved=own.reserved - undrawn
@@ -517,8 +516,8 @@ def _check_grant(
     tenant: TenantRow, parent: ChainLink, account: AccountRow, delta: int, period: date
 ) -> None:
     """Refuse raising `tenant` by `delta` when its strict parent has not that much to grant."""
-    room = _available(account)
-    if account.policy == "strict" and delta > room:
+    if not _grant_fits(account, delta):
+        room = _available(account)
         raise Conflict(
             f"{parent.code} is strict and has {room} segments left to grant; "
             f"raising {tenant.code} by {delta} does not fit",
@@ -530,6 +529,11 @@ def _check_grant(
             reserved=account.reserved,
             requested=delta,
         )
+
+
+def _grant_fits(parent: AccountRow, delta: int) -> bool:
+    """Whether `parent` can grant a child `delta` more (a pooled parent grants anything)."""
+    return parent.policy != "strict" or delta <= _available(parent)
 
 
 class LimitChange(msgspec.Struct, frozen=True):

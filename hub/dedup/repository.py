@@ -43,8 +43,10 @@ TRUNCATE send_keys;
 # window ($3 seconds from its due time) is over by the time this copy is due, or whose holder never
 # reached the phone (failed, expired, cancelled, undelivered), passes to this copy. Every
 # conflicting row is locked by this statement, taken or not: the claim's later steps see it stay
-# as it is.
+# as it is. Returns how many keys it claimed: when that is all of them, no other message holds
+# one (the rows are locked until the send commits) and the claim's later steps are skipped.
 CLAIM_FOR_SEND = """
+WITH claimed AS (
 INSERT INTO dedup_keys AS d (key, message_id, tenant_id, due_at, expires_at)
 SELECT k.key, m.id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
 FROM send_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
@@ -56,6 +58,9 @@ SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
 WHERE d.expires_at <= EXCLUDED.due_at
    OR EXISTS (SELECT 1 FROM messages h WHERE h.id = d.message_id
               AND h.status IN ('failed', 'expired', 'cancelled', 'undelivered'))
+RETURNING 1
+)
+SELECT count(*) FROM claimed
 """
 
 

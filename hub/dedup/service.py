@@ -145,7 +145,8 @@ async def claim_send(
         )
     window = float(window_seconds)
     claim = sql.CLAIM_FOR_SEND_INLINE if inline else sql.CLAIM_FOR_SEND
-    await conn.execute(claim, send_id, tenant_id, window, due_at, *inline)
+    if await conn.fetchval(claim, send_id, tenant_id, window, due_at, *inline) == len(phones):
+        return {}  # every key was free: nothing to take from another message, none held
     take = sql.TAKE_FROM_LATER_INLINE if inline else sql.TAKE_FROM_LATER
     taken = [
         msgspec.convert(dict(r.items()), Displaced)

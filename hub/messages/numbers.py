@@ -11,7 +11,7 @@ import asyncio
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Literal
 
 import msgspec
@@ -121,7 +121,7 @@ def _full(raw: str, text: str) -> Recipient | Rejected:
     )
 
 
-class _Collected:
+class Collected:
     """Unique valid recipients in first-seen order, the rejects, and the repeats, so far."""
 
     def __init__(self) -> None:
@@ -129,7 +129,9 @@ class _Collected:
         self.rejected: list[Rejected] = []
         self.repeats = 0
 
-    def add(self, raws: Iterable[str | int]) -> None:
+    def stream(self, raws: Iterable[str | int]) -> Iterator[Recipient]:
+        """Each new unique valid recipient of `raws` as it is found (rejects and repeats are
+        counted as they go by)."""
         for raw in raws:
             result = normalize(raw)
             if isinstance(result, Rejected):
@@ -138,6 +140,11 @@ class _Collected:
                 self.repeats += 1
             else:
                 self.seen[result.phone] = result
+                yield result
+
+    def add(self, raws: Iterable[str | int]) -> None:
+        for _ in self.stream(raws):
+            pass
 
     def result(self) -> tuple[list[Recipient], list[Rejected], int]:
         return list(self.seen.values()), self.rejected, self.repeats
@@ -145,7 +152,7 @@ class _Collected:
 
 def normalize_all(raws: list[str | int]) -> tuple[list[Recipient], list[Rejected], int]:
     """Unique valid recipients in first-seen order, the rejects, and how many repeats there were."""
-    collected = _Collected()
+    collected = Collected()
     collected.add(raws)
     return collected.result()
 
@@ -156,7 +163,7 @@ async def normalize_all_in_turns(
     """normalize_all, letting the event loop serve other requests after every `every` numbers:
     a million take seconds of CPU, which must not stall everyone else's requests in this
     process (docs/BENCHMARKS.md, "a million-recipient send and the other tenants")."""
-    collected = _Collected()
+    collected = Collected()
     for start in range(0, len(raws), every):
         collected.add(raws[start : start + every])
         await asyncio.sleep(0)

@@ -11,6 +11,12 @@ from hub.messages.schemas import FollowKind, Priority
 # Which of these phones opted out of the tenant's messages.
 OPTED_OUT = "SELECT phone FROM opt_outs WHERE tenant_id = $1 AND phone = ANY($2::text[])"
 
+# Every phone that opted out of tenant $1's messages, at most $2 of them.
+OPT_OUTS_OF = "SELECT phone FROM opt_outs WHERE tenant_id = $1 LIMIT $2"
+
+# A large send's counts once its numbers are checked (as its messages were written).
+SET_CHECKED = "UPDATE sends SET repeats = $2, rejects = $3::jsonb WHERE id = $1"
+
 # A new send; its counts are filled in once its messages are written.
 INSERT_SEND = """
 INSERT INTO sends (tenant_id, signature, body, encoding, segments_each, priority, dedup,
@@ -54,10 +60,11 @@ WHERE id = $1 AND state = ANY($2::send_state[])
 RETURNING coalesce(reservation_id, 0) AS reservation_id
 """
 
-# A send caught by a review rule: why, and whether it waits $3 hours for a decision (else it
-# went at once, an urgent send reviewed after the fact: $4).
+# A send caught by a review rule: why, and whether it waits in `review` $3 hours for a decision
+# (else it went at once, an urgent send reviewed after the fact: $4).
 MARK_REVIEW = """
 UPDATE sends SET review_reason = $2, review_after = $4,
+                 state = CASE WHEN $4 THEN state ELSE 'review' END,
                  review_due_at = CASE WHEN NOT $4 THEN hub_now() + make_interval(hours => $3) END
 WHERE id = $1
 """

@@ -102,6 +102,11 @@ async def is_erased(conn: asyncpg.Connection, people: PeopleSettings, phone: str
     return bool(await erased_among(conn, people, [phone]))
 
 
+async def any_erased(conn: asyncpg.Connection) -> bool:
+    """Whether the operator ever erased a phone (if not, none is checked)."""
+    return bool(await conn.fetchval(sql.ANY_ERASED))
+
+
 async def erased_among(
     conn: asyncpg.Connection, people: PeopleSettings, phones: Iterable[str]
 ) -> set[str]:
@@ -109,7 +114,7 @@ async def erased_among(
     roster. Nothing is hashed while no phone was ever erased (one probe of an empty table).
     With erased phones kept and no secret to match them, it fails closed (503) rather than
     message them again."""
-    if not await conn.fetchval(sql.ANY_ERASED):
+    if not await any_erased(conn):
         return set()
     keys = _keys(people)
     if not keys:

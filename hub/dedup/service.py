@@ -144,8 +144,13 @@ async def claim_send(
             records=in_turns(zip(content_keys(phones, body, tenant_id), phones, strict=True)),
         )
     window = float(window_seconds)
-    claim = sql.CLAIM_FOR_SEND_INLINE if inline else sql.CLAIM_FOR_SEND
-    if await conn.fetchval(claim, send_id, tenant_id, window, due_at, *inline) == len(phones):
+    if inline:
+        claimed = await conn.fetchval(
+            sql.CLAIM_FOR_SEND_INLINE, send_id, tenant_id, window, due_at, *inline
+        )
+    else:
+        claimed = await _claim(conn, send_id, tenant_id, window, due_at, len(phones))
+    if claimed == len(phones):
         return {}  # every key was free: nothing to take from another message, none held
     take = sql.TAKE_FROM_LATER_INLINE if inline else sql.TAKE_FROM_LATER
     taken = [
@@ -165,6 +170,27 @@ async def claim_send(
     records = await conn.fetch(held, send_id, *inline)
     holders = [msgspec.convert(dict(r.items()), Holder) for r in records]
     return {h.phone: h for h in holders}
+
+
+async def _claim(
+    conn: asyncpg.Connection,
+    send_id: int,
+    tenant_id: int,
+    window: float,
+    due_at: datetime,
+    keys: int,
+) -> int:
+    """A large send's keys (in send_keys) claimed: those no message holds by a plain INSERT
+    (sql.CLAIM_FREE), then the rest by the rules (sql.CLAIM_FOR_SEND); how many it took."""
+    try:
+        async with conn.transaction():  # a savepoint: a key claimed meanwhile undoes it all
+            free: int = await conn.fetchval(sql.CLAIM_FREE, send_id, tenant_id, window, due_at)
+    except asyncpg.UniqueViolationError:
+        free = 0
+    if free == keys:
+        return free
+    taken: int = await conn.fetchval(sql.CLAIM_FOR_SEND, send_id, tenant_id, window, due_at)
+    return free + taken
 
 
 async def would_hold(

@@ -16,6 +16,8 @@ from arq.connections import ArqRedis
 from hub.app import create_app
 from hub.calendar import current_period
 from hub.db import PoolDatabase
+from hub.messages import service as messages
+from hub.messages.schemas import SendAccepted, SendRequest
 from hub.quota import service as quota
 from hub.settings import Settings
 from tenants.service import get_by_code
@@ -100,3 +102,43 @@ async def test_overlapping_rosters_at_the_same_instant(
     # Until its original is sent (nothing is, here) a duplicate stays reserved: should the
     # original fail, the duplicate goes out in its place.
     assert reserved == NOTICES * (len(PHONES) + 300)
+
+
+async def test_a_large_claim_waiting_on_another_sends_keys_takes_them_by_the_rules(
+    fresh_db: str, settings: Settings
+) -> None:
+    """A send's keys no message holds are claimed by a plain INSERT (hub.dedup.service._claim):
+    one that waits on a key another send is inserting fails once that send commits, rolls back
+    to its savepoint and claims by the rules: the phones the first send reached are its
+    duplicates, and nothing errs."""
+    await _setup(fresh_db)
+    first, second, watcher = [await asyncpg.connect(fresh_db) for _ in range(3)]
+    notice = SendRequest(to=list[str | int](PHONES[:600]), body="请按时参加学习")
+    try:
+        province, county = [await get_by_code(watcher, code) for code in ("510000", "510104")]
+        assert province is not None
+        assert county is not None
+        started = first.transaction()
+        await started.start()
+        ahead = await messages.create_send(first, province, "t", notice, settings)
+        later = SendRequest(to=list[str | int](PHONES[300:]), body=notice.body)
+
+        async def behind() -> SendAccepted:
+            async with second.transaction():
+                return await messages.create_send(second, county, "t", later, settings)
+
+        job = asyncio.create_task(behind())
+        pid = first.get_server_pid()
+        while not await watcher.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))",
+            pid,
+        ):
+            assert not job.done(), "the second send did not wait for the first one's keys"
+            await asyncio.sleep(0.02)
+        await started.commit()
+        sent = await job
+    finally:
+        for conn in (first, second, watcher):
+            await conn.close()
+    assert ahead.counts.accepted == 600
+    assert (sent.counts.accepted, sent.counts.deduplicated) == (300, 300)

@@ -17,7 +17,7 @@ import hashlib
 import re
 import unicodedata
 from collections import defaultdict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 
 import asyncpg
@@ -36,6 +36,8 @@ PREVIEW_CHUNK = 10_000
 # Sends of at most this many recipients claim their keys without the scratch table: the keys go
 # as arrays beside each statement (a statement's parameters; a few KiB), not by COPY.
 INLINE_KEYS = 100
+# A content key's length (BLAKE2b-128).
+KEY_BYTES = 16
 
 
 def request_hash(body: bytes) -> bytes:
@@ -107,11 +109,24 @@ def content_keys(
         assert tenant_id is not None, "a personal send's keys are its tenant's"
         for phone in phones:
             own = f"{tenant_id}\x00{phone}\x00{normalise_body(body[phone])}".encode()
-            yield hashlib.blake2b(own, digest_size=16).digest()
+            yield hashlib.blake2b(own, digest_size=KEY_BYTES).digest()
         return
+    yield from map(keyer(body), phones)
+
+
+def keyer(body: str) -> Callable[[str], bytes]:
+    """The content key of a phone's copy of one `body` (`content_keys`, one at a time)."""
     suffix = f"\x00{normalise_body(body)}".encode()
-    for phone in phones:
-        yield hashlib.blake2b(phone.encode() + suffix, digest_size=16).digest()
+
+    def key(phone: str) -> bytes:
+        return hashlib.blake2b(phone.encode() + suffix, digest_size=KEY_BYTES).digest()
+
+    return key
+
+
+def unpacked(keys: bytes) -> Iterator[bytes]:
+    """Content keys kept end to end (16 bytes each), one by one."""
+    return (keys[i : i + KEY_BYTES] for i in range(0, len(keys), KEY_BYTES))
 
 
 async def claim_send(
@@ -122,11 +137,12 @@ async def claim_send(
     phones: list[str],
     window_seconds: float,
     due_at: datetime,
+    keys: bytes | None = None,
 ) -> dict[str, Holder]:
     """Claim the content keys of a send's messages (already written, due at `due_at`) for
     `phones`; returns, per phone whose key another message holds, who holds it. Keys go in by
     COPY and the claim is a few set-wise statements, so a million recipients cost no round trip
-    per row.
+    per row. `keys`: the phones' keys, when computed already (end to end, in their order).
 
     Time decides, not arrival: a copy due later than this one that has not gone out gives its key
     up, and relies on this one (within the window of this one's due time) instead of being sent.
@@ -135,13 +151,13 @@ async def claim_send(
         return {}
     # A few keys go as arrays beside each statement (sql.inline_keys); many go by COPY.
     inline: tuple[list[bytes], list[str]] | tuple[()] = ()
+    ordered = content_keys(phones, body, tenant_id) if keys is None else unpacked(keys)
     if len(phones) <= INLINE_KEYS:
-        inline = (list(content_keys(phones, body, tenant_id)), phones)
+        inline = (list(ordered), phones)
     else:
         await conn.execute(sql.PREPARE_KEYS)
         await conn.copy_records_to_table(
-            "send_keys",
-            records=in_turns(zip(content_keys(phones, body, tenant_id), phones, strict=True)),
+            "send_keys", records=in_turns(zip(ordered, phones, strict=True))
         )
     window = float(window_seconds)
     if inline:

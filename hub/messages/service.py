@@ -16,7 +16,7 @@ Order inside the request's transaction, so that a 429 leaves nothing behind:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Container, Iterable
+from collections.abc import Callable, Container, Iterable, Iterator
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -163,18 +163,21 @@ async def _opted_out(conn: asyncpg.Connection, tenant: TenantRow, phones: list[s
 
 
 async def _write_messages(
-    conn: asyncpg.Connection, send_id: int, tenant: TenantRow, plan: _Plan
+    conn: asyncpg.Connection, send_id: int, tenant: TenantRow, plan: _Plan, keyed: bool
 ) -> _Plan:
     """One message per recipient, by COPY (a send may have a million): the rows are generated
     as COPY consumes them, never held as a list. A personal send's message keeps its own body;
     a message to an erased phone keeps neither (opted out: it goes nowhere). Returns the plan
-    with its recipients checked: a large send's numbers are normalised as COPY takes them, and
-    its counts of repeats and rejects written once they are known."""
-    unchecked, collected = plan.unchecked, Collected()
+    with its recipients checked: a large send's numbers are normalised as COPY takes them (and,
+    when `keyed`, their content keys computed, while PostgreSQL writes), and its counts of
+    repeats and rejects written once they are known."""
+    unchecked, collected, keys = plan.unchecked, Collected(), bytearray()
     recipients: Iterable[Recipient] = plan.recipients
     opted_out: Container[str] = plan.opted_out
     if unchecked is not None:
         recipients, opted_out = collected.stream(unchecked.raws), unchecked.opt_outs
+        if keyed:
+            recipients = _keying(recipients, dedup.keyer(plan.body), opted_out, keys)
     await _copy_messages(conn, send_id, tenant, plan, recipients, opted_out)
     if unchecked is None:
         return plan
@@ -185,10 +188,24 @@ async def _write_messages(
         repeats=collected.repeats,
         opted_out={p for p in collected.seen if p in unchecked.opt_outs},
         unchecked=None,
+        keys=bytes(keys) if keyed else None,
     )
     rejected = msgspec.json.encode(checked.rejected).decode()
     await conn.execute(sql.SET_CHECKED, send_id, checked.repeats, rejected)
     return checked
+
+
+def _keying(
+    recipients: Iterable[Recipient],
+    key: Callable[[str], bytes],
+    opted_out: Container[str],
+    keys: bytearray,
+) -> Iterator[Recipient]:
+    """`recipients`, the content key of each one not opted out added to `keys` as it passes."""
+    for r in recipients:
+        if r.phone not in opted_out:
+            keys += key(r.phone)
+        yield r
 
 
 async def _copy_messages(
@@ -227,13 +244,14 @@ async def _deduplicate(
     phones: list[str],
     window_seconds: float,
     due_at: datetime,
+    keys: bytes | None = None,
 ) -> dict[str, Holder]:
     """Layer 3: mark messages whose content key another message holds; returns, per phone, who
     holds it. A duplicate of a copy already delivered is settled at once; one whose original's
     outcome is not known yet relies on it (done_at unset) and keeps its segments reserved until
     it is (see `dedup.follow`)."""
     duplicates = await dedup.claim_send(
-        conn, send_id, tenant.id, body, phones, window_seconds, due_at
+        conn, send_id, tenant.id, body, phones, window_seconds, due_at, keys
     )
     if duplicates:
         await conn.execute(
@@ -366,6 +384,9 @@ class _Plan(msgspec.Struct, frozen=True):
     # `opted_out` are empty and `rejected` holds only the unknown contacts): `_write_messages`
     # checks them.
     unchecked: _Unchecked | None = None
+    # The content keys of the recipients not opted out, in order (dedup.unpacked), when they
+    # were computed as the numbers were checked.
+    keys: bytes | None = None
 
     def segments_of(self, phone: str) -> int:
         return self.personal.segments[phone] if self.personal else self.segments.count
@@ -551,17 +572,19 @@ async def claim_keys(
     dedup_on: bool,
     settings: Settings,
     due_at: datetime,
+    keys: bytes | None = None,
 ) -> Claimed:
     """Layer 3 for a send's messages that are to go (written already, the send's state and
     due time set): claim their keys, mark the duplicates, and count what dedup saved at once
     (duplicates of copies already delivered) on the tenant's statement. A new send claims so
     before it reserves; a send approved after review, when approved (then releasing what it
-    had reserved for the duplicates settled here)."""
+    had reserved for the duplicates settled here). `keys`: the recipients' content keys when
+    computed already (dedup.unpacked)."""
     duplicates: dict[str, Holder] = {}
     if dedup_on:
         phones = [r.phone for r in recipients]
         window = settings.dedup.window_seconds
-        duplicates = await _deduplicate(conn, send_id, tenant, bodies, phones, window, due_at)
+        duplicates = await _deduplicate(conn, send_id, tenant, bodies, phones, window, due_at, keys)
     settled = {p for p, h in duplicates.items() if h.gone}
     if settled:  # what dedup saved, per carrier, for the tenant's statement
         saved: Counter[str] = Counter()
@@ -622,7 +645,8 @@ async def create_send(
         follows.kind if follows else None,
         system,
     )
-    plan = await _write_messages(conn, send_id, tenant, plan)
+    dedup_on = request.dedup == "on"
+    plan = await _write_messages(conn, send_id, tenant, plan, keyed=dedup_on)
     rejected, opted_out = plan.rejected, plan.opted_out
     candidates = [
         ToClaim(r.phone, r.carrier, plan.segments_of(r.phone))
@@ -650,9 +674,10 @@ async def create_send(
             tenant,
             plan.bodies(),
             candidates,
-            request.dedup == "on",
+            dedup_on,
             settings,
             timing.due_at,
+            keys=plan.keys,
         )
     duplicates, total = claimed.duplicates, claimed.going
     accepted = len(candidates) - len(duplicates)

@@ -17,8 +17,9 @@ from tests.factories import bearer, grant_ahead, make_key, make_small_tree
 
 NOTICE = "今晚七点在党员活动室召开支部大会"
 OPTED_OUT = ["+8613300000007", "+8613300000070"]
-# Held by 青羊区's copy of the notice: 锦江区's is deduplicated.
-HELD = "13300000003"
+# Held by 青羊区's copy of the notice: 锦江区's is deduplicated (its content key is computed as
+# the numbers are checked, after the opted-out ones, which have none).
+HELD = "13300005003"
 SHARED = ("state", "counts", "rejected", "segments", "list_price_micros")
 
 
@@ -105,6 +106,10 @@ async def test_a_large_send_checked_as_it_is_written_agrees_with_its_preview(
         sent["id"],
     )
     assert [r["phone"] for r in opted] == OPTED_OUT
+    duplicate = await conn.fetchval(
+        "SELECT phone FROM messages WHERE send_id = $1 AND status = 'deduplicated'", sent["id"]
+    )
+    assert duplicate == "+86" + HELD
 
 
 async def test_a_large_send_caught_by_a_review_rule_waits_unclaimed(

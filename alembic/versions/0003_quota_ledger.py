@@ -180,6 +180,9 @@ def upgrade() -> None:
 def downgrade() -> None:
     run_script("""
     DROP FUNCTION quota_reserve;
+    -- (hub/quota/sql/lease.sql's, loaded by 0043; quota_reserve calls them from 0045 on)
+    DROP FUNCTION IF EXISTS quota_note_thresholds;
+    DROP FUNCTION IF EXISTS quota_alert_held;
     DROP TABLE quota_events;
     DROP TABLE quota_entries;
     DROP TABLE quota_reservations;

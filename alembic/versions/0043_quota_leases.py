@@ -66,6 +66,10 @@ def downgrade() -> None:
     DROP FUNCTION quota_return_leases;
     DROP FUNCTION quota_return_lease;
     DROP FUNCTION quota_hold;
+    -- (lease.sql's since 0045, and called by quota_reserve: an account then holds for its
+    -- alerts what it holds; 0003's downgrade drops both)
+    CREATE OR REPLACE FUNCTION quota_alert_held(p_account bigint, p_held bigint)
+    RETURNS bigint LANGUAGE sql STABLE AS 'SELECT p_held';
     ALTER TABLE quota_reservations DROP COLUMN lease_id;
     DROP TABLE quota_leases;
     DROP TYPE lease_status;

@@ -193,12 +193,12 @@ class NotedAlert(msgspec.Struct, frozen=True):
 # the highest threshold each reached, fullest first.
 SUBTREE_ALERTS = """
 SELECT t.code, t.name, max(e.threshold)::int AS threshold, max(e.created_at) AS reached_at,
-       a.used + a.reserved AS held, a.limit_segments
+       quota_alert_held(a.id, a.used + a.reserved) AS held, a.limit_segments
 FROM quota_events e
 JOIN quota_accounts a ON a.id = e.account_id
 JOIN tenants t ON t.id = a.tenant_id
 WHERE a.period = $2 AND t.path >= $1 AND t.path < $1 || '~'
-GROUP BY t.code, t.name, t.path, a.used, a.reserved, a.limit_segments
+GROUP BY t.code, t.name, t.path, a.id, a.used, a.reserved, a.limit_segments
 ORDER BY max(e.threshold) DESC, t.path
 LIMIT $3
 """

@@ -90,15 +90,9 @@ SELECT * FROM UNNEST($1::bigint[], $2::quota_entry_kind[], $3::bigint[], $4::big
     $11::bigint[], $12::bigint[], $13::text[], $14::text[])
 """
 
-# Record 80 % / 100 % of the limit reached (once per account and threshold).
-RECORD_THRESHOLDS = """
-INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
-SELECT a.id, t.threshold, a.used, a.reserved, a.limit_segments
-FROM quota_accounts a CROSS JOIN (VALUES (80), (100)) AS t(threshold)
-WHERE a.id = ANY($1::bigint[]) AND a.limit_segments > 0
-  AND (a.used + a.reserved) * 100 >= t.threshold * a.limit_segments
-ON CONFLICT DO NOTHING
-"""
+# Record 80 % / 100 % of the limit reached (once per account and threshold; what an account
+# holds for its alerts is quota_alert_held's: hub/quota/sql/lease.sql).
+RECORD_THRESHOLDS = "SELECT quota_note_thresholds($1::bigint[])"
 
 # Reserve on the charged accounts, root first, all or nothing (quota_reserve in
 # hub/quota/sql/reserve.sql: lock, check, insert, charge, log and note thresholds at once).
@@ -409,6 +403,6 @@ ALERTS_STANDING = """
 SELECT e.threshold, count(*) AS n
 FROM quota_events e JOIN quota_accounts a ON a.id = e.account_id
 WHERE a.period = $1 AND a.limit_segments > 0
-  AND (a.used + a.reserved) * 100 >= e.threshold * a.limit_segments
+  AND quota_alert_held(a.id, a.used + a.reserved) * 100 >= e.threshold * a.limit_segments
 GROUP BY e.threshold
 """

@@ -10,8 +10,31 @@
 -- each ancestor is `amount - drawn`; returning it (expiry, month end, a new lease) releases
 -- that. Lock order as everywhere: accounts by (depth, id), then the lease.
 
+-- What account p_account holds for its 80 %/100 % alerts, given p_held (its used + reserved):
+-- less what the active leases held on it hold undrawn. A lease is not use: its holder's sends
+-- turn it into use as they draw from it, and what is undrawn goes back when it is returned.
+-- (The account's `reserved` keeps the whole block: no other tenant may have it meanwhile.)
+CREATE OR REPLACE FUNCTION quota_alert_held(p_account bigint, p_held bigint)
+RETURNS bigint LANGUAGE sql STABLE AS $fn$
+    SELECT p_held - coalesce(sum(l.amount - l.drawn), 0)::bigint
+    FROM quota_leases l WHERE l.status = 'active' AND l.accounts @> ARRAY[p_account]
+$fn$;
+
+-- Note the 80 %/100 % thresholds of their limits the accounts p_accounts hold now
+-- (quota_alert_held), once per account and threshold.
+CREATE OR REPLACE FUNCTION quota_note_thresholds(p_accounts bigint[])
+RETURNS void LANGUAGE sql AS $fn$
+    INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
+    SELECT a.id, t.threshold, a.used, a.reserved, a.limit_segments
+    FROM quota_accounts a CROSS JOIN (VALUES (80), (100)) AS t(threshold)
+    WHERE a.id = ANY(p_accounts) AND a.limit_segments > 0
+      AND quota_alert_held(a.id, a.used + a.reserved) * 100 >= t.threshold * a.limit_segments
+    ON CONFLICT DO NOTHING;
+$fn$;
+
 -- Hold p_amount more as reserved on each of p_accounts (locked by the caller): one entry of
--- p_kind each, and the 80 %/100 % threshold events that crosses (as quota_reserve does).
+-- p_kind each, and the 80 %/100 % threshold events that crosses. A lease's block crosses none
+-- on the ancestors it is held on: their thresholds are noted when it is returned.
 CREATE OR REPLACE FUNCTION quota_hold(p_accounts bigint[], p_amount bigint,
     p_kind quota_entry_kind, p_reservation bigint, p_cause text, p_actor text)
 RETURNS void LANGUAGE sql AS $fn$
@@ -19,26 +42,21 @@ RETURNS void LANGUAGE sql AS $fn$
         UPDATE quota_accounts a SET reserved = a.reserved + p_amount
         WHERE a.id = ANY(p_accounts)
         RETURNING a.id, a.limit_segments, a.used, a.reserved, a.allocated
-    ), logged AS (
-        INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after,
-            used_before, used_after, reserved_before, reserved_after, allocated_before,
-            allocated_after, reservation_id, cause, actor)
-        SELECT c.id, p_kind, p_amount, c.limit_segments, c.limit_segments, c.used, c.used,
-               c.reserved - p_amount, c.reserved, c.allocated, c.allocated, p_reservation,
-               p_cause, p_actor
-        FROM held c
     )
-    INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
-    SELECT c.id, t.threshold, c.used, c.reserved, c.limit_segments
-    FROM held c CROSS JOIN (VALUES (80), (100)) AS t(threshold)
-    WHERE c.limit_segments > 0
-      AND (c.used + c.reserved) * 100 >= t.threshold * c.limit_segments
-    ON CONFLICT DO NOTHING;
+    INSERT INTO quota_entries (account_id, kind, amount, limit_before, limit_after,
+        used_before, used_after, reserved_before, reserved_after, allocated_before,
+        allocated_after, reservation_id, cause, actor)
+    SELECT c.id, p_kind, p_amount, c.limit_segments, c.limit_segments, c.used, c.used,
+           c.reserved - p_amount, c.reserved, c.allocated, c.allocated, p_reservation,
+           p_cause, p_actor
+    FROM held c;
+    SELECT quota_note_thresholds(p_accounts);
 $fn$;
 
 -- Return lease p_lease (its accounts already locked by the caller): what it holds undrawn is
--- released on each ancestor, one `return` entry each. Returns the segments released (0 when
--- it was no longer active).
+-- released on each ancestor, one `return` entry each, and the thresholds its draws made them
+-- reach are noted (a draw writes the holder's account only). Returns the segments released
+-- (0 when it was no longer active).
 CREATE OR REPLACE FUNCTION quota_return_lease(p_lease bigint, p_actor text)
 RETURNS bigint LANGUAGE plpgsql AS $fn$
 DECLARE
@@ -65,6 +83,7 @@ BEGIN
                'lease:' || p_lease, p_actor
         FROM released c;
     END IF;
+    PERFORM quota_note_thresholds(held);
     RETURN back;
 END
 $fn$;

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from hub import calendar
+from hub.dashboard.repository import SUBTREE_ALERTS
 from hub.db import SingleConnectionDatabase
 from hub.errors import Conflict
 from hub.quota import service as quota
@@ -298,4 +299,56 @@ async def test_lowering_a_pooled_limit_returns_the_leases_held_on_it_first(
     assert [r["status"] for r in await _leases(conn)][-1] == "returned"
     for code in ANCESTORS:
         assert await _balances(conn, code) == (0, 3)
+    await _audit_clean(conn)
+
+
+async def _noted(conn: asyncpg.Connection, code: str) -> list[int]:
+    rows = await conn.fetch(
+        "SELECT e.threshold FROM quota_events e JOIN quota_accounts a ON a.id = e.account_id "
+        "JOIN tenants t ON t.id = a.tenant_id WHERE t.code = $1 ORDER BY e.threshold",
+        code,
+    )
+    return [r["threshold"] for r in rows]
+
+
+async def test_an_ancestor_alerts_on_what_its_leases_drew_not_on_the_blocks(
+    tree: asyncpg.Connection,
+) -> None:
+    """Two counties' blocks fill the city's 20 (its `reserved`), but 2 are drawn: no alert. Once
+    their draws reach 80 % of it, the alert is noted when the leases go back (a draw writes the
+    county's account only); the dashboard's alert and the standing count say what is drawn."""
+    conn = tree
+    await _limits(conn, {"510100": (20, "pooled"), "510104": (12, "strict")})
+    for county in ("510104", "510105"):
+        await _reserve(conn, county, 1)
+    assert await _balances(conn, "510100") == (0, 20)
+    assert await _noted(conn, "510100") == []
+    await _reserve(conn, "510104", 9)  # its block drawn whole: 10 of its 12
+    await _reserve(conn, "510105", 7)  # 8 of its block's 10
+    assert await _noted(conn, "510104") == [80]  # a draw notes the drawing county's own
+    assert await _noted(conn, "510100") == []  # 18 drawn of the city's 20, not noted yet
+    # Its undrawn 2 still held, the city's alert (were it noted) stands at what was drawn.
+    month = calendar.current_period()
+    city = await _t(conn, "510100")
+    assert (
+        await conn.fetchval(
+            "SELECT quota_alert_held(a.id, a.used + a.reserved) FROM quota_accounts a "
+            "WHERE a.tenant_id = $1 AND a.period = $2",
+            city.id,
+            month,
+        )
+        == 18
+    )
+    await conn.execute("UPDATE quota_leases SET expires_at = hub_now() - interval '1 second'")
+    ctx = {"db": SingleConnectionDatabase(conn)}
+    assert await return_leases(ctx) == 2
+    assert await _noted(conn, "510100") == [80]
+    assert await _balances(conn, "510100") == (0, 18)
+    # Standing: the city (18 of 20) and the county (10 of 12); the dashboard lists both.
+    assert (await quota.alerts_standing(conn, month))[80] == 2
+    alerts = await conn.fetch(SUBTREE_ALERTS, city.path, month, 10)
+    assert [(a["code"], a["threshold"], a["held"]) for a in alerts] == [
+        ("510100", 80, 18),
+        ("510104", 80, 10),
+    ]
     await _audit_clean(conn)

@@ -40,29 +40,28 @@ TRUNCATE send_keys;
 
 
 # The send's keys (COPYed into send_keys, or two arrays: inline_keys) with its messages (due at
-# $4, a window of $3 seconds) where `where` holds, in key order: two sends claiming overlapping
-# keys wait for each other instead of deadlocking.
-def _send_keys(where: str) -> str:
+# $4, a window of $3 seconds), those where `only` holds, in key order: each claim is one
+# statement in that order, so two sends claiming overlapping keys wait for each other instead
+# of deadlocking.
+def _send_keys(only: str = "") -> str:
     return f"""
 SELECT k.key, m.id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
 FROM send_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
     AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
-WHERE {where}
+{f"WHERE {only}" if only else ""}
 ORDER BY k.key
 """
 
 
-# Claim the send's keys but those its messages hold already (CLAIM_FREE's). A key whose holder's
-# window is over by the time this copy is due, or whose holder never reached the phone (failed,
-# expired, cancelled, undelivered), passes to this copy. Every conflicting row is locked by this
-# statement, taken or not: the claim's later steps see it stay as it is. Returns how many keys
-# it claimed: when that is all of them, no other message holds one (the rows are locked until
-# the send commits) and the later steps are skipped.
-_NOT_OURS = "NOT EXISTS (SELECT 1 FROM dedup_keys o WHERE o.key = k.key AND o.message_id = m.id)"
+# Claim the send's keys. A key whose holder's window is over by the time this copy is due, or
+# whose holder never reached the phone (failed, expired, cancelled, undelivered), passes to this
+# copy. Every conflicting row is locked by this statement, taken or not: the claim's later steps
+# see it stay as it is. Returns how many keys it claimed: when that is all of them, no other
+# message holds one (the rows are locked until the send commits) and the later steps are skipped.
 CLAIM_FOR_SEND = f"""
 WITH claimed AS (
 INSERT INTO dedup_keys AS d (key, message_id, tenant_id, due_at, expires_at)
-{_send_keys(_NOT_OURS)}
+{_send_keys()}
 ON CONFLICT (key) DO UPDATE
 SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
     due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at
@@ -74,11 +73,15 @@ RETURNING 1
 SELECT count(*) FROM claimed
 """
 
-# First, for a large send, the keys no message holds, by a plain INSERT: about a quarter cheaper
-# per key than CLAIM_FOR_SEND, whose speculative insertion of every row (ON CONFLICT) was most
-# of a fresh million-recipient send's claim. A key another send inserted meanwhile fails it
-# (unique violation, once that send commits); the caller then rolls back to its savepoint and
-# claims them all by CLAIM_FOR_SEND. Returns how many it claimed.
+# Whether any of a large send's keys (in send_keys) is held by a message already.
+ANY_HELD = "SELECT EXISTS (SELECT 1 FROM send_keys k JOIN dedup_keys d ON d.key = k.key)"
+
+# A large send none of whose keys is held: all of them by a plain INSERT, about a quarter
+# cheaper per key than CLAIM_FOR_SEND, whose speculative insertion of every row (ON CONFLICT)
+# was most of a fresh million-recipient send's claim. All or nothing (hub.dedup.service._claim):
+# should another send have claimed one meanwhile, it inserts fewer than all (or fails on the
+# unique key, once that send commits) and is undone to its savepoint, and CLAIM_FOR_SEND claims
+# them. Returns how many it claimed.
 CLAIM_FREE = f"""
 WITH claimed AS (
 INSERT INTO dedup_keys (key, message_id, tenant_id, due_at, expires_at)

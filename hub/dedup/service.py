@@ -188,6 +188,10 @@ async def claim_send(
     return {h.phone: h for h in holders}
 
 
+class _ClaimedMeanwhile(Exception):
+    """Another send claimed one of the keys between the look and the INSERT."""
+
+
 async def _claim(
     conn: asyncpg.Connection,
     send_id: int,
@@ -196,17 +200,22 @@ async def _claim(
     due_at: datetime,
     keys: int,
 ) -> int:
-    """A large send's keys (in send_keys) claimed: those no message holds by a plain INSERT
-    (sql.CLAIM_FREE), then the rest by the rules (sql.CLAIM_FOR_SEND); how many it took."""
-    try:
-        async with conn.transaction():  # a savepoint: a key claimed meanwhile undoes it all
-            free: int = await conn.fetchval(sql.CLAIM_FREE, send_id, tenant_id, window, due_at)
-    except asyncpg.UniqueViolationError:
-        free = 0
-    if free == keys:
-        return free
-    taken: int = await conn.fetchval(sql.CLAIM_FOR_SEND, send_id, tenant_id, window, due_at)
-    return free + taken
+    """A large send's keys (in send_keys) claimed; how many it took. When no message holds any
+    of them, all by a plain INSERT (sql.CLAIM_FREE); otherwise, or should one be claimed
+    meanwhile (the INSERT undone to its savepoint), by the rules (sql.CLAIM_FOR_SEND). Either
+    way in one statement in key order: never half one way and half the other, whose two
+    passes could deadlock with another send's claim."""
+    if not await conn.fetchval(sql.ANY_HELD):
+        try:
+            async with conn.transaction():  # a savepoint
+                free: int = await conn.fetchval(sql.CLAIM_FREE, send_id, tenant_id, window, due_at)
+                if free != keys:
+                    raise _ClaimedMeanwhile
+            return free
+        except (asyncpg.UniqueViolationError, _ClaimedMeanwhile):
+            pass
+    claimed: int = await conn.fetchval(sql.CLAIM_FOR_SEND, send_id, tenant_id, window, due_at)
+    return claimed
 
 
 async def would_hold(

@@ -11,7 +11,7 @@ import asyncio
 import functools
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Sequence
 from typing import Literal
 
 import msgspec
@@ -146,6 +146,18 @@ class Collected:
         for _ in self.stream(raws):
             pass
 
+    async def stream_in_turns(
+        self, raws: Sequence[str | int], every: int = 100
+    ) -> AsyncIterator[Recipient]:
+        """`stream`, letting the event loop serve other requests after every `every` numbers
+        (rejects and repeats too): a million take seconds of CPU, which must not stall everyone
+        else's requests in this process (docs/BENCHMARKS.md, "a million-recipient send and the
+        other tenants")."""
+        for start in range(0, len(raws), every):
+            for recipient in self.stream(raws[start : start + every]):
+                yield recipient
+            await asyncio.sleep(0)
+
     def result(self) -> tuple[list[Recipient], list[Rejected], int]:
         return list(self.seen.values()), self.rejected, self.repeats
 
@@ -160,11 +172,8 @@ def normalize_all(raws: list[str | int]) -> tuple[list[Recipient], list[Rejected
 async def normalize_all_in_turns(
     raws: list[str | int], every: int = 100
 ) -> tuple[list[Recipient], list[Rejected], int]:
-    """normalize_all, letting the event loop serve other requests after every `every` numbers:
-    a million take seconds of CPU, which must not stall everyone else's requests in this
-    process (docs/BENCHMARKS.md, "a million-recipient send and the other tenants")."""
+    """normalize_all, letting the event loop serve other requests (Collected.stream_in_turns)."""
     collected = Collected()
-    for start in range(0, len(raws), every):
-        collected.add(raws[start : start + every])
-        await asyncio.sleep(0)
+    async for _ in collected.stream_in_turns(raws, every):
+        pass
     return collected.result()

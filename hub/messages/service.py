@@ -16,7 +16,7 @@ Order inside the request's transaction, so that a 429 leaves nothing behind:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Container, Iterable, Iterator
+from collections.abc import AsyncIterator, Callable, Container, Iterable
 from datetime import date, datetime, timedelta
 from typing import Any
 
@@ -172,10 +172,10 @@ async def _write_messages(
     when `keyed`, their content keys computed, while PostgreSQL writes), and its counts of
     repeats and rejects written once they are known."""
     unchecked, collected, keys = plan.unchecked, Collected(), bytearray()
-    recipients: Iterable[Recipient] = plan.recipients
+    recipients: AsyncIterator[Recipient] = in_turns(plan.recipients)
     opted_out: Container[str] = plan.opted_out
     if unchecked is not None:
-        recipients, opted_out = collected.stream(unchecked.raws), unchecked.opt_outs
+        recipients, opted_out = collected.stream_in_turns(unchecked.raws), unchecked.opt_outs
         if keyed:
             recipients = _keying(recipients, dedup.keyer(plan.body), opted_out, keys)
     await _copy_messages(conn, send_id, tenant, plan, recipients, opted_out)
@@ -195,14 +195,14 @@ async def _write_messages(
     return checked
 
 
-def _keying(
-    recipients: Iterable[Recipient],
+async def _keying(
+    recipients: AsyncIterator[Recipient],
     key: Callable[[str], bytes],
     opted_out: Container[str],
     keys: bytearray,
-) -> Iterator[Recipient]:
+) -> AsyncIterator[Recipient]:
     """`recipients`, the content key of each one not opted out added to `keys` as it passes."""
-    for r in recipients:
+    async for r in recipients:
         if r.phone not in opted_out:
             keys += key(r.phone)
         yield r
@@ -213,15 +213,16 @@ async def _copy_messages(
     send_id: int,
     tenant: TenantRow,
     plan: _Plan,
-    recipients: Iterable[Recipient],
+    recipients: AsyncIterator[Recipient],
     opted_out: Container[str],
 ) -> None:
+    """The rows of `recipients` (which give the event loop its turns), COPYed as they come."""
     bodies = plan.personal.bodies if plan.personal else {}
     erased = plan.erased
     await conn.copy_records_to_table(
         "messages",
         columns=sql.MESSAGE_COLUMNS,
-        records=in_turns(
+        records=(
             (
                 send_id,
                 tenant.id,
@@ -231,7 +232,7 @@ async def _copy_messages(
                 plan.segments_of(r.phone),
                 None if r.phone in erased else bodies.get(r.phone),
             )
-            for r in recipients
+            async for r in recipients
         ),
     )
 

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Awaitable
 
 from hub.db import in_turns
-from hub.messages.numbers import normalize_all, normalize_all_in_turns
+from hub.messages.numbers import Collected, normalize_all, normalize_all_in_turns
 
 
 async def turns_of_others_during(work: Awaitable[object]) -> int:
@@ -47,3 +47,18 @@ async def test_copy_rows_come_in_turns() -> None:
         assert [row async for row in in_turns(range(5_000), every=500)] == list(range(5_000))
 
     assert await turns_of_others_during(work()) >= 10
+
+
+async def _streamed(collected: Collected, raws: list[str | int]) -> None:
+    rows = [r async for r in collected.stream_in_turns(raws, every=500)]
+    assert len(rows) == len(collected.seen)
+
+
+async def test_numbers_checked_as_they_stream_give_turns_even_when_none_is_new() -> None:
+    """A large send's numbers are checked as its messages are written (a row per new recipient):
+    one number repeated 5,000 times, or 5,000 bad ones, yield one row or none, and still give
+    the event loop a turn every `every` numbers."""
+    for raws in (["13800138000"] * 5_000, ["12345"] * 5_000):
+        collected = Collected()
+        assert await turns_of_others_during(_streamed(collected, list[str | int](raws))) >= 10
+        assert collected.repeats + len(collected.rejected) + len(collected.seen) == 5_000

@@ -43,11 +43,11 @@ async def keys(conn: asyncpg.Connection) -> dict[str, str]:
     await grant_ahead(
         conn,
         {
-            "000000": 100_000,
-            "510000": 50_000,
-            "510100": 30_000,
+            "000000": 200_000,
+            "510000": 100_000,
+            "510100": 60_000,
             "510104": 20_000,
-            "510105": 1_000,
+            "510105": 20_000,
         },
     )
     jinjiang = await get_by_code(conn, "510104")
@@ -163,3 +163,23 @@ async def test_which_sends_are_checked_as_they_are_written(
     # Once a phone was erased, each phone is checked against the erased ones first.
     await conn.execute("INSERT INTO erased_phones (hash, reason) VALUES ($1, 'x')", bytes(32))
     assert not await unchecked(large)
+
+
+async def test_a_large_send_every_copy_of_which_relies_on_another_reserves_them_all(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, keys: dict[str, str]
+) -> None:
+    """青羊区 sends the notice to 10,000 phones first; 锦江区's copies all rely on its
+    originals (not delivered yet), and stay reserved until they are. (Their segments were once
+    summed against a set rebuilt per recipient: quadratic, hours of CPU for a million.)"""
+    to = [f"133{i:08d}" for i in range(service.STREAM_FROM)]
+    first = await _send(client, keys["qingyang"], "/v1/messages", {"to": to, "body": NOTICE})
+    assert first["counts"]["accepted"] == service.STREAM_FROM
+    sent = await _send(client, keys["jinjiang"], "/v1/messages", {"to": to, "body": NOTICE})
+    unique = service.STREAM_FROM - len(OPTED_OUT)
+    assert (sent["counts"]["accepted"], sent["counts"]["deduplicated"]) == (0, unique)
+    reserved = await conn.fetchval(
+        "SELECT r.amount FROM quota_reservations r JOIN sends s ON s.reservation_id = r.id"
+        " WHERE s.id = $1",
+        sent["id"],
+    )
+    assert reserved == unique

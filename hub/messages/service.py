@@ -365,7 +365,8 @@ class Follows(msgspec.Struct, frozen=True):
 
 class _Plan(msgspec.Struct, frozen=True):
     """What a send would be, read and never written: the first two steps of the module's order,
-    shared by `create_send` and `preview_send` so the two cannot disagree."""
+    shared by `create_send` and `preview_send` so the two cannot disagree. (A large send's plan
+    for writing leaves its numbers `unchecked`: `_write_messages` checks them as it writes.)"""
 
     signature: str
     timing: _Timing

@@ -180,6 +180,9 @@ class Outage(NamedTuple):
         return {"Retry-After": str(self.retry_after)}
 
 
+# How long a client should wait after a statement ran out of time: the load that made it slow
+# does not pass in a second.
+RETRY_AFTER_SLOW = 30
 # How long a client should wait when a server is gone: `hub up` restarts a dead embedded server
 # within a few seconds; a managed PostgreSQL fails over in about as long.
 RETRY_AFTER_UNAVAILABLE = 5
@@ -192,6 +195,11 @@ def outage(exc: BaseException) -> Outage | None:
         # A deadlock or serialization failure that persisted through hub.db.retrying.
         detail = "the hub is busy with a conflicting change; try again in a moment"
         return Outage("busy", detail, 1)
+    if isinstance(exc, asyncpg.exceptions.QueryCanceledError):
+        # A statement over HUB_DB__STATEMENT_TIMEOUT (its transaction rolled back): the database
+        # is too busy for this request now, e.g. a million-recipient send while others deliver.
+        detail = "the database took too long on this request and undid it; try again later"
+        return Outage("busy", detail, RETRY_AFTER_SLOW)
     if isinstance(exc, REDIS_UNREACHABLE):
         detail = "Redis is unreachable; try again in a moment"
         return Outage("unavailable", detail, RETRY_AFTER_UNAVAILABLE)
@@ -213,6 +221,7 @@ def exception_handlers() -> ExceptionHandlersMap:
     outages: ExceptionHandlersMap = dict.fromkeys(
         (
             TRANSIENT,
+            asyncpg.exceptions.QueryCanceledError,
             *UNREACHABLE,
             asyncpg.exceptions.InterfaceError,
             # A connection PostgreSQL's shutdown left unusable (hub.db.unreachable), or misuse.

@@ -61,10 +61,15 @@ class Rejected(msgspec.Struct, frozen=True, gc=False):
     reason: Reason
 
 
+# The longest value taken for a number (a mobile with +86, spaces and dashes is under 25): one
+# longer is malformed, and is echoed cut to this length.
+ECHO_CHARS = 64
+
+
 def _echo(raw: str) -> str:
     """A rejected value as we echo and store it: bounded, and without NUL (PostgreSQL text
     cannot hold it)."""
-    return raw[:64].replace("\x00", "\ufffd")
+    return raw[:ECHO_CHARS].replace("\x00", "\ufffd")
 
 
 # How many leading digits of a national number decide its carrier: the longest prefix the CN
@@ -89,15 +94,20 @@ def _carrier_of_prefix(national: str) -> str:
 
 
 def normalize(raw: str | int) -> Recipient | Rejected:
-    raw = _echo(str(raw))
-    text = raw if raw.isascii() else unicodedata.normalize("NFKC", raw)
+    given = str(raw)
+    shown = _echo(given)
+    # Checked whole, not as echoed: a number with junk past the echo's cut is no number; nor is
+    # a negative integer (its sign is not a separator).
+    if len(given) > ECHO_CHARS or (isinstance(raw, int) and raw < 0):
+        return Rejected(to=shown, reason="malformed")
+    text = shown if shown.isascii() else unicodedata.normalize("NFKC", shown)
     text = _SEPARATORS.sub("", text)
     if text.startswith("00"):
         text = "+" + text[2:]
     fast = _NATIONAL_MOBILE.fullmatch(text)
     if fast and _CN_MOBILE.fullmatch(fast[1]):
         return Recipient(phone="+86" + fast[1], carrier=_carrier(fast[1]))
-    return _full(raw, text)
+    return _full(shown, text)
 
 
 def _full(raw: str, text: str) -> Recipient | Rejected:

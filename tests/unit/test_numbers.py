@@ -76,6 +76,16 @@ def test_rejected_values_are_echoed_bounded_and_storable() -> None:
     assert normalize(13800138000) == Recipient(phone="+8613800138000", carrier="中国移动")
 
 
+def test_a_number_is_checked_whole_not_as_echoed() -> None:
+    """Junk past the echo's cut (64 characters) does not make a number of what came before it,
+    and a negative integer is not a number with a dash."""
+    padded = "13800138000" + " " * 53 + "JUNK-AFTER-64"
+    assert normalize(padded) == Rejected(to=padded[:64], reason="malformed")
+    assert normalize("13800138000" + " " * 53) == Recipient("+8613800138000", "中国移动")
+    assert normalize(-13800138000) == Rejected(to="-13800138000", reason="malformed")
+    assert normalize("138-0013-8000") == Recipient("+8613800138000", "中国移动")
+
+
 def test_the_fast_path_agrees_with_libphonenumber_everywhere() -> None:
     """Every 4-digit mobile prefix 1000 to 1999, several numbers each, as three spellings."""
     import random

@@ -10,8 +10,11 @@ again (hub.worker.CRON_TRIES) once arq's in-progress mark lapses, and if the dea
 went in, unfinished (`finished_at` NULL), the try takes it over when it is older than the
 mark's life (`ctx["in_progress_seconds"]`, hub.worker.in_progress_seconds; a live run renews
 its mark, so only a dead run's job is tried again). A run that fails gives its tick back at once
-(its row deleted), so arq's next try of a job that found a server gone runs it. Rows older
-than KEEP go with the purge (hub.dedup.jobs).
+(its row deleted), so arq's next try of a job that found a server gone runs it. Rows started
+more than KEEP ago go with the purge (hub.dedup.jobs). A tick is arq's wall-clock instant, not
+the hub's (hub.calendar), so their age is measured by `started_at`, which the hub's clock wrote:
+a hub whose clock was started elsewhere (a drill, the tests) would otherwise find every tick of
+this week months old, and its purge would drop the rows that keep a tick from running twice.
 """
 
 from __future__ import annotations
@@ -48,10 +51,10 @@ DELETE FROM cron_ticks WHERE name = $1 AND tick = $2 AND worker = $3 AND finishe
 # The tick's run is over.
 FINISH = "UPDATE cron_ticks SET finished_at = hub_now() WHERE name = $1 AND tick = $2"
 
-# A batch of ticks older than $1.
+# A batch of ticks started before $1.
 PURGE = """
 DELETE FROM cron_ticks WHERE (name, tick) IN (
-    SELECT name, tick FROM cron_ticks WHERE tick < $1 LIMIT $2
+    SELECT name, tick FROM cron_ticks WHERE started_at < $1 LIMIT $2
 )
 """
 
@@ -93,6 +96,6 @@ def once_per_tick(name: str, job: Callable[..., Awaitable[Any]]) -> WorkerCorout
 
 
 async def purge(conn: asyncpg.Connection, now: datetime, batch: int) -> int:
-    """Delete a batch of ticks older than KEEP; how many."""
+    """Delete a batch of ticks started more than KEEP before `now`; how many."""
     status = await conn.execute(PURGE, now - KEEP, batch)
     return int(status.split()[-1])

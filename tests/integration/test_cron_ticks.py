@@ -12,6 +12,7 @@ import pytest
 
 from hub import calendar, crons
 from hub.db import PoolDatabase, create_pool
+from hub.dedup.jobs import purge_expired
 from hub.settings import Settings
 
 NAME = "hub.delivery.sweep.cron"
@@ -81,21 +82,53 @@ async def test_two_workers_racing_on_one_tick_run_it_once(
     assert len(runs) == 1
 
 
-async def test_the_purge_drops_ticks_past_a_week(pools: list[PoolDatabase], fresh_db: str) -> None:
+async def test_the_purge_drops_ticks_started_past_a_week(
+    pools: list[PoolDatabase], fresh_db: str, settings: Settings
+) -> None:
+    """A tick is arq's wall-clock instant; the hub's clock may have been started elsewhere (as
+    here, and in a drill). So a tick's age is when the hub started it: this week's ticks stay,
+    though arq's instants read months before the hub's now, and keep their ticks from running
+    twice."""
     now = calendar.now()
+    # What arq names a tick on this host: a whole second, months before the hub's clock.
+    months_before = (now - timedelta(days=120)).replace(microsecond=0)
     conn = await asyncpg.connect(fresh_db)
     try:
-        for age in (timedelta(days=8), timedelta(days=7, minutes=1), timedelta(days=6)):
+        ages = (timedelta(days=8), timedelta(days=7, minutes=1), timedelta(days=6))
+        for n, age in enumerate(ages):
             await conn.execute(
-                "INSERT INTO cron_ticks (name, tick, worker) VALUES ($1, $2, 'w')", NAME, now - age
+                "INSERT INTO cron_ticks (name, tick, worker, started_at) VALUES ($1, $2, 'w', $3)",
+                NAME,
+                months_before + timedelta(seconds=30 * n),
+                now - age,
             )
+        # The job started now: its row stays, though its tick reads 120 days ago.
+        await conn.execute(
+            "INSERT INTO cron_ticks (name, tick, worker) VALUES ($1, $2, 'w')",
+            NAME,
+            months_before + timedelta(seconds=90),
+        )
         assert await crons.purge(conn, now, 1) == 1  # a batch at a time
         assert await crons.purge(conn, now, 10) == 1
         assert await crons.purge(conn, now, 10) == 0
-        left = await conn.fetchval("SELECT array_agg(tick) FROM cron_ticks")
+        # The purge job, as a worker runs it, finds nothing more to drop.
+        report = await purge_expired({"db": pools[0], "settings": settings})
+        assert report["cron_ticks"] == 0
+        left = await conn.fetchval("SELECT array_agg(tick ORDER BY tick) FROM cron_ticks")
     finally:
         await conn.close()
-    assert left == [now - timedelta(days=6)]
+    assert left == [months_before + timedelta(seconds=60), months_before + timedelta(seconds=90)]
+    # So the tick that started now is still run once only.
+    ran: list[str] = []
+
+    async def job(ctx: dict[str, Any]) -> str:
+        ran.append(ctx["worker_name"])
+        return "swept"
+
+    tick_ms = int((months_before + timedelta(seconds=90)).timestamp() * 1000)
+    ctx = {**_ctx(pools[1], "host-b:2"), "job_id": f"{NAME}:{tick_ms}"}
+    assert await crons.once_per_tick(NAME, job)(ctx) is None
+    assert ran == []
 
 
 async def test_a_tick_whose_worker_died_mid_run_is_taken_over_by_the_next_try(

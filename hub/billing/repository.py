@@ -32,9 +32,9 @@ LIMIT 1
 # Segments of kind $1 per tenant, carrier and the (Asia/Shanghai) day they belong to.
 RECORD_USAGE = """
 INSERT INTO usage_entries (tenant_id, day, carrier, kind, segments)
-SELECT u.tenant_id, u.day, u.carrier, $1::usage_kind, u.segments
-FROM UNNEST($2::bigint[], $3::text[], $4::date[], $5::bigint[])
-     AS u(tenant_id, carrier, day, segments)
+SELECT u.tenant_id, u.day, u.carrier, u.kind, u.segments
+FROM UNNEST($1::usage_kind[], $2::bigint[], $3::text[], $4::date[], $5::bigint[])
+     AS u(kind, tenant_id, carrier, day, segments)
 WHERE u.segments > 0
 """
 

@@ -107,10 +107,17 @@ async def record_usage(
     midnight, or after the month's end, counts on the day its message went out — within the
     close's grace window for that month's close, later as an adjustment. Appended, never
     updated in place: callers sit on delivery's hot path."""
-    live = [(t, c, d, n) for (t, c, d), n in segments.items() if n > 0]
+    await record_usages(conn, {kind: segments})
+
+
+async def record_usages(
+    conn: asyncpg.Connection, usage: Mapping[UsageKind, Mapping[UsageKey, int]]
+) -> None:
+    """`record_usage` of several kinds at once, in one statement."""
+    live = [(k, t, c, d, n) for k, per in usage.items() for (t, c, d), n in per.items() if n > 0]
     if live:
-        tenants, carriers, days, counts = (list(column) for column in zip(*live, strict=True))
-        await conn.execute(sql.RECORD_USAGE, kind, tenants, carriers, days, counts)
+        columns = (list(column) for column in zip(*live, strict=True))
+        await conn.execute(sql.RECORD_USAGE, *columns)
 
 
 async def roll_up(conn: asyncpg.Connection, batch: int = 10_000) -> int:

@@ -280,15 +280,17 @@ async def follow(
         return Followed({}, {}, [])
     await lock_keys(conn, originals)
     # Then the relying copies' sends (shared, id order), before any copy: a cancel locks its
-    # send before its copies, so it either closed them before or waits for us.
-    await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
+    # send before its copies, so it either closed them before or waits for us. None locked:
+    # no copy relies on these (with their keys locked, no claim can make one), so none to
+    # settle — the common case, a statement less per chunk of receipts.
+    relying_sends = await conn.fetchval(sql.LOCK_RELYING_SENDS, originals)
     released: dict[int, tuple[int, int]] = {}
     saved: dict[UsageKey, int] = defaultdict(int)
     today = business_day()
     settled: list[asyncpg.Record] = []
-    if reached:
+    if reached and relying_sends:
         settled += await conn.fetch(sql.SETTLE_RELYING, list(reached), None)
-    if presumed and due_before is not None:
+    if presumed and due_before is not None and relying_sends:
         settled += await conn.fetch(sql.SETTLE_RELYING, list(presumed), due_before)
     for record in settled:
         r = msgspec.convert(dict(record.items()), Relied)

@@ -219,4 +219,10 @@ class Gateway(Protocol):
         """Read an HTTP callback (receipts or replies) this kind of gateway sends."""
         ...
 
+    def recorded(self, ids: Sequence[int]) -> None:
+        """The hub committed what became of these messages of a `submit` (each `sent`, failed,
+        or due again). A gateway that must not report a receipt before that (the outbox, which
+        reports its own) may report now; the others have nothing to do."""
+        ...
+
     async def close(self) -> None: ...

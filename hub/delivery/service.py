@@ -255,6 +255,7 @@ class Delivery:
             async with self.db.acquire() as conn, conn.transaction():
                 retry, handed = await self._record(conn, send, carrier, config, chunk, outcomes)
                 await _forget_texts(conn, send, chunk)
+            gateway.recorded([m.id for m in chunk])
             heirs.update(handed)
             if retry is not None:
                 retry_at = min(retry_at or retry, retry)
@@ -613,8 +614,9 @@ async def settle_outcomes(
     `extend`, see `quota.settle_parts`): quota rows are the last locks a transaction takes."""
     parts = dict(own)
     if receipts:
-        await _count_outcomes(conn, receipts)
-        parts = dedup.merge_parts(parts, await _settle_on_delivery(conn, configs, receipts))
+        billable, on_delivery = await _settle_on_delivery(conn, configs, receipts)
+        await billing.record_usages(conn, {**_outcomes(receipts), "billable": billable})
+        parts = dedup.merge_parts(parts, on_delivery)
         reached = [*reached, *(r.id for r in receipts if r.status == "delivered")]
         missed = [*missed, *(r.id for r in receipts if r.status != "delivered")]
     followed = await dedup.follow(conn, reached, missed, presumed=presumed, due_before=due_before)
@@ -727,24 +729,28 @@ async def match_receipts(
     return rows, len(unknown)
 
 
-async def _count_outcomes(conn: asyncpg.Connection, rows: Sequence[ReceiptTarget]) -> None:
+Usage = dict[billing.UsageKind, dict[billing.UsageKey, int]]
+
+
+def _outcomes(rows: Sequence[ReceiptTarget]) -> Usage:
     """Delivered and undelivered segments per tenant and carrier: the delivery rate."""
-    outcomes: dict[bool, dict[billing.UsageKey, int]] = {
-        True: defaultdict(int),
-        False: defaultdict(int),
+    outcomes: Usage = {
+        "delivered": defaultdict(int),
+        "undelivered": defaultdict(int),
     }
     for r in rows:
-        outcomes[r.status == "delivered"][r.tenant_id, r.carrier, r.day] += r.segments
-    await billing.record_usage(conn, "delivered", outcomes[True])
-    await billing.record_usage(conn, "undelivered", outcomes[False])
+        outcomes["delivered" if r.status == "delivered" else "undelivered"][
+            r.tenant_id, r.carrier, r.day
+        ] += r.segments
+    return outcomes
 
 
 async def _settle_on_delivery(
     conn: asyncpg.Connection, configs: dict[str, GatewayConfig], rows: Sequence[ReceiptTarget]
-) -> dict[int, tuple[int, int]]:
-    """Where the gateway bills on delivery: delivered segments are billable, and the parts of
-    the sends' reservations to settle (delivered used, undelivered released). Not a message
-    closed as "outcome unknown" before its receipt came: that counted as used then."""
+) -> tuple[dict[billing.UsageKey, int], dict[int, tuple[int, int]]]:
+    """Where the gateway bills on delivery: the delivered segments that become billable, and
+    the parts of the sends' reservations to settle (delivered used, undelivered released). Not
+    a message closed as "outcome unknown" before its receipt came: that counted as used then."""
     per_send: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     billable: dict[billing.UsageKey, int] = defaultdict(int)
     for r in rows:
@@ -755,13 +761,12 @@ async def _settle_on_delivery(
         if r.status == "delivered":
             billable[r.tenant_id, r.carrier, r.day] += r.segments
     if not per_send:
-        return {}
-    await billing.record_usage(conn, "billable", billable)
+        return {}, {}
     reservations = {
         r["id"]: r["reservation_id"]
         for r in await conn.fetch(sql.SEND_RESERVATIONS, list(per_send))
     }
-    return {
+    return billable, {
         reservations[s]: (u, f) for s, (u, f) in per_send.items() if reservations.get(s) is not None
     }
 

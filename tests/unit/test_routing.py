@@ -31,6 +31,8 @@ class _Gateway:
     async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
         raise AssertionError("routing never submits")
 
+    def recorded(self, ids: Sequence[int]) -> None: ...
+
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
         raise AssertionError("routing never parses")
 

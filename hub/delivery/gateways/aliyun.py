@@ -486,6 +486,9 @@ class AliyunGateway:
 
     # -- callbacks --
 
+    def recorded(self, ids: Sequence[int]) -> None:
+        pass  # its receipts come from the carrier, whenever they come
+
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
         """Each entry of the push on its own: a bad one is rejected, named in the answer (which
         still acknowledges the push, so Alibaba does not send the good ones again)."""

@@ -223,6 +223,9 @@ class KannelGateway:
             return Unknown(message.id, "timeout" if timeout else "no_answer", repr(exc))
         return _outcome(message.id, answer)
 
+    def recorded(self, ids: Sequence[int]) -> None:
+        pass  # its receipts come from the carrier, whenever they come
+
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
         """Kannel calls with GET and a query only, one receipt or reply a call (a bad one is
         its only item, rejected); the hub has checked `secret` already."""

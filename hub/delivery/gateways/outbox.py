@@ -37,6 +37,8 @@ from hub.settings import GatewayConfig
 
 log = logging.getLogger(__name__)
 RECORD_WAIT_SECONDS = 10.0
+# Without word from its worker, how often a report asks whether its messages are recorded.
+POLL_SECONDS = 0.5
 # Unreported rows older than this are taken as lost (the normal report comes in about a second;
 # a report waits at most RECORD_WAIT_SECONDS for the hub to record its messages).
 REPORT_AGAIN_AFTER_SECONDS = 15.0
@@ -52,6 +54,8 @@ class OutboxGateway:
         self.refused_suffix = str(config.options.get("refused_suffix", ""))
         self.events: Events | None = None
         self._pending: set[asyncio.Task[None]] = set()
+        # The chunks whose receipts wait for the hub's record of them, by message id.
+        self._unrecorded: dict[int, asyncio.Event] = {}
         self._again: asyncio.Task[None] | None = None
 
     async def start(self, events: Events) -> None:
@@ -87,9 +91,11 @@ class OutboxGateway:
             Failed(m.id, True, "REFUSED", "the outbox refuses this number", per_recipient=True)
             for m in refused
         ]
-        if self.events is not None:
+        if self.events is not None and messages:
             receipts = [self._receipt(m.id, m.phone) for m in messages]
-            task = asyncio.create_task(self._report(receipts))
+            record_done = asyncio.Event()
+            self._unrecorded.update((m.id, record_done) for m in messages)
+            task = asyncio.create_task(self._report(receipts, record_done))
             self._pending.add(task)
             task.add_done_callback(self._pending.discard)
         return outcomes
@@ -102,23 +108,37 @@ class OutboxGateway:
             code="UNDELIV" if failed else "DELIVRD",
         )
 
-    async def _report(self, receipts: list[Receipt]) -> None:
+    def recorded(self, ids: Sequence[int]) -> None:
+        for message_id in ids:
+            if (chunk := self._unrecorded.pop(message_id, None)) is not None:
+                chunk.set()
+
+    async def _report(self, receipts: list[Receipt], record_done: asyncio.Event) -> None:
         """Report once the hub has recorded the messages as sent, as a carrier's receipt comes
-        after its answer to the submit (waits at most RECORD_WAIT_SECONDS)."""
+        after its answer to the submit: when its worker says so (`recorded`), else after asking
+        PostgreSQL every POLL_SECONDS (its record failed, or is slow) for at most
+        RECORD_WAIT_SECONDS."""
         await asyncio.sleep(self.receipt_delay)
         ids = [int(r.reference.removeprefix("outbox-")) for r in receipts]
         loop = asyncio.get_running_loop()
         deadline = loop.time() + RECORD_WAIT_SECONDS
         try:
             while loop.time() < deadline:
+                try:
+                    await asyncio.wait_for(record_done.wait(), POLL_SECONDS)
+                    break
+                except TimeoutError:
+                    pass
                 async with self.db.acquire() as conn:
                     if not await conn.fetchval(sql.ANY_STILL_SENDING, ids, *sql.bounds(ids)):
                         break
-                await asyncio.sleep(0.02)
             await self._record(ids, receipts)
         except Exception as exc:
             # Kept: the rows stay unreported, and _report_again_forever reports them again.
             log.warning("outbox %s: receipts not recorded yet (%r)", self.config.name, exc)
+        finally:
+            for message_id in ids:
+                self._unrecorded.pop(message_id, None)
 
     async def _record(self, ids: list[int], receipts: list[Receipt]) -> None:
         """Apply `receipts`, first giving their references to messages recorded as sent with

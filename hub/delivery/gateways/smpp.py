@@ -637,6 +637,9 @@ class SmppGateway:
             _chunked.cache_clear()
         return [o for o in outcomes if o is not None]
 
+    def recorded(self, ids: Sequence[int]) -> None:
+        pass  # its receipts come from the carrier, whenever they come
+
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
         raise ValueError("an SMPP gateway pushes receipts and replies on its session, not HTTP")
 

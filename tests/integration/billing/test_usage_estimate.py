@@ -65,3 +65,28 @@ async def test_a_bad_period_is_422(conn: asyncpg.Connection, client: httpx.Async
     resp = await client.get("/v1/usage", params={"period": "2026-13"}, headers=bearer(key))
     assert resp.status_code == 422
     assert resp.json()["error"] == "invalid"
+
+
+async def test_usage_of_several_kinds_goes_in_at_once_each_kept_apart(
+    conn: asyncpg.Connection,
+) -> None:
+    await make_small_tree(conn)
+    ids = {r["code"]: r["id"] for r in await conn.fetch("SELECT code, id FROM tenants")}
+    day = business_day()
+    county, mobile = ids["510104"], "中国移动"
+    await billing.record_usages(
+        conn,
+        {
+            "delivered": {(county, mobile, day): 3},
+            "undelivered": {(county, mobile, day): 0},  # nothing: no entry
+            "billable": {(county, mobile, day): 3, (ids["510105"], mobile, day): 2},
+        },
+    )
+    rows = await conn.fetch(
+        "SELECT tenant_id, kind::text AS kind, segments FROM usage_entries ORDER BY 2, 1"
+    )
+    assert [(r["tenant_id"], r["kind"], r["segments"]) for r in rows] == [
+        (county, "billable", 3),
+        (ids["510105"], "billable", 2),
+        (county, "delivered", 3),
+    ]

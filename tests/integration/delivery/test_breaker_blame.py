@@ -62,6 +62,8 @@ class _Fallback:
     async def submit(self, messages: Sequence[Outbound]) -> list[Outcome]:
         raise AssertionError("nothing is sent here")
 
+    def recorded(self, ids: Sequence[int]) -> None: ...
+
     def parse_callback(self, kind: Literal["receipts", "inbound"], call: HttpCallback) -> Parsed:
         raise AssertionError("nothing is parsed here")
 

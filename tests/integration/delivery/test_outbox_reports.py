@@ -1,0 +1,116 @@
+"""The outbox reports a chunk's receipts once its worker has recorded the chunk: told so by the
+worker (`Gateway.recorded`), without asking PostgreSQL; asked, only when no word came (its
+record failed or is slow)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import httpx
+import pytest
+from arq.connections import ArqRedis
+
+from hub.db import PoolDatabase, create_pool
+from hub.delivery import service
+from hub.delivery.gateway import Outbound
+from hub.delivery.gateways import outbox
+from hub.settings import Settings
+from tests.factories import bearer
+from tests.integration.delivery.conftest import audit_clean, statuses
+
+PHONES = [f"1390014{n:04d}" for n in range(5)]
+# How long a test waits for reports that must come (a hang guard, not a measure of speed).
+HANG = 60
+
+
+async def _send(client: httpx.AsyncClient, key: str, body: str) -> int:
+    resp = await client.post("/v1/messages", json={"to": PHONES, "body": body}, headers=bearer(key))
+    assert resp.status_code == 202, resp.text
+    return int(resp.json()["id"])
+
+
+async def test_a_batch_is_reported_on_its_workers_word_without_asking_postgres(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Neither a poll nor the deadline could report within the test: only the worker's word.
+    monkeypatch.setattr(outbox, "POLL_SECONDS", 3600.0)
+    monkeypatch.setattr(outbox, "RECORD_WAIT_SECONDS", 7200.0)
+    send_id = await _send(client, county_key, "记录即回执")
+    batch = await live_db.fetchrow(
+        "SELECT carrier, min(id) AS first, max(id) AS last FROM messages WHERE send_id = $1"
+        " GROUP BY carrier",
+        send_id,
+    )
+    assert batch is not None
+    assert live_settings.db.dsn
+    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
+    try:
+        worker = service.Delivery(live_settings, db, redis)
+        await worker.start()
+        try:
+            delivered = await worker.deliver_batch(
+                send_id, batch["carrier"], batch["first"], batch["last"]
+            )
+            assert delivered == len(PHONES)
+        finally:
+            await asyncio.wait_for(worker.close(), HANG)  # waits for the outbox's reports
+    finally:
+        await db.close()
+    assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
+    assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0
+    assert await live_db.fetchval("SELECT count(*) FROM outbox WHERE reported_at IS NULL") == 0
+    assert await audit_clean(live_db) == []
+
+
+async def test_without_word_the_outbox_asks_until_the_chunk_is_recorded(
+    client: httpx.AsyncClient,
+    live_db: asyncpg.Connection,
+    live_settings: Settings,
+    redis: ArqRedis,
+    county_key: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Submitted by a worker whose record never says so (here: the test records the chunk by
+    hand): the outbox asks, reports nothing while the chunk is still `sending`, and reports
+    once it is `sent`."""
+    monkeypatch.setattr(outbox, "POLL_SECONDS", 0.01)
+    monkeypatch.setattr(outbox, "RECORD_WAIT_SECONDS", 7200.0)
+    send_id = await _send(client, county_key, "无人告知")
+    rows = await live_db.fetch(
+        "UPDATE messages SET status = 'sending', gateway = 'outbox', attempts = 1,"
+        " submitted_at = hub_now() WHERE send_id = $1 RETURNING id, phone, segments",
+        send_id,
+    )
+    assert live_settings.db.dsn
+    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
+    try:
+        worker = service.Delivery(live_settings, db, redis)
+        await worker.start()
+        try:
+            gateway = worker.gateways["outbox"]
+            outbound = [
+                Outbound(r["id"], r["phone"], "无人告知", r["segments"], "ucs2", "10690000")
+                for r in rows
+            ]
+            await gateway.submit(outbound)
+            # Asked again and again, it keeps the receipts while the chunk is `sending`.
+            for _ in range(5):
+                await asyncio.sleep(0.05)
+                assert await statuses(live_db, send_id) == {"sending": len(PHONES)}
+            await live_db.execute(
+                "UPDATE messages SET status = 'sent', reference = 'outbox-' || id,"
+                " sent_at = hub_now() WHERE send_id = $1",
+                send_id,
+            )
+        finally:
+            await asyncio.wait_for(worker.close(), HANG)
+    finally:
+        await db.close()
+    assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
+    assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0

@@ -5,6 +5,8 @@ record failed or is slow)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
@@ -30,6 +32,23 @@ async def _send(client: httpx.AsyncClient, key: str, body: str) -> int:
     return int(resp.json()["id"])
 
 
+@contextlib.asynccontextmanager
+async def _worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[service.Delivery]:
+    """A worker's delivery on a pool of its own, its gateways started; closing it waits for
+    the outbox's reports."""
+    assert settings.db.dsn
+    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    try:
+        worker = service.Delivery(settings, db, redis)
+        await worker.start()
+        try:
+            yield worker
+        finally:
+            await asyncio.wait_for(worker.close(), HANG)
+    finally:
+        await db.close()
+
+
 async def test_a_batch_is_reported_on_its_workers_word_without_asking_postgres(
     client: httpx.AsyncClient,
     live_db: asyncpg.Connection,
@@ -48,20 +67,11 @@ async def test_a_batch_is_reported_on_its_workers_word_without_asking_postgres(
         send_id,
     )
     assert batch is not None
-    assert live_settings.db.dsn
-    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
-    try:
-        worker = service.Delivery(live_settings, db, redis)
-        await worker.start()
-        try:
-            delivered = await worker.deliver_batch(
-                send_id, batch["carrier"], batch["first"], batch["last"]
-            )
-            assert delivered == len(PHONES)
-        finally:
-            await asyncio.wait_for(worker.close(), HANG)  # waits for the outbox's reports
-    finally:
-        await db.close()
+    async with _worker(live_settings, redis) as worker:
+        claimed = await worker.deliver_batch(
+            send_id, batch["carrier"], batch["first"], batch["last"]
+        )
+        assert claimed == len(PHONES)
     assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0
     assert await live_db.fetchval("SELECT count(*) FROM outbox WHERE reported_at IS NULL") == 0
@@ -87,30 +97,19 @@ async def test_without_word_the_outbox_asks_until_the_chunk_is_recorded(
         " submitted_at = hub_now() WHERE send_id = $1 RETURNING id, phone, segments",
         send_id,
     )
-    assert live_settings.db.dsn
-    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
-    try:
-        worker = service.Delivery(live_settings, db, redis)
-        await worker.start()
-        try:
-            gateway = worker.gateways["outbox"]
-            outbound = [
-                Outbound(r["id"], r["phone"], "无人告知", r["segments"], "ucs2", "10690000")
-                for r in rows
-            ]
-            await gateway.submit(outbound)
-            # Asked again and again, it keeps the receipts while the chunk is `sending`.
-            for _ in range(5):
-                await asyncio.sleep(0.05)
-                assert await statuses(live_db, send_id) == {"sending": len(PHONES)}
-            await live_db.execute(
-                "UPDATE messages SET status = 'sent', reference = 'outbox-' || id,"
-                " sent_at = hub_now() WHERE send_id = $1",
-                send_id,
-            )
-        finally:
-            await asyncio.wait_for(worker.close(), HANG)
-    finally:
-        await db.close()
+    outbound = [
+        Outbound(r["id"], r["phone"], "无人告知", r["segments"], "ucs2", "10690000") for r in rows
+    ]
+    async with _worker(live_settings, redis) as worker:
+        await worker.gateways["outbox"].submit(outbound)
+        # Asked again and again, it keeps the receipts while the chunk is `sending`.
+        for _ in range(5):
+            await asyncio.sleep(0.05)
+            assert await statuses(live_db, send_id) == {"sending": len(PHONES)}
+        await live_db.execute(
+            "UPDATE messages SET status = 'sent', reference = 'outbox-' || id,"
+            " sent_at = hub_now() WHERE send_id = $1",
+            send_id,
+        )
     assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0

@@ -29,7 +29,8 @@ ORDER BY valid_from DESC
 LIMIT 1
 """
 
-# Segments of kind $1 per tenant, carrier and the (Asia/Shanghai) day they belong to.
+# Segments per kind, tenant, carrier and the (Asia/Shanghai) day they belong to (one row per
+# element of the arrays).
 RECORD_USAGE = """
 INSERT INTO usage_entries (tenant_id, day, carrier, kind, segments)
 SELECT u.tenant_id, u.day, u.carrier, u.kind, u.segments

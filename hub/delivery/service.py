@@ -144,6 +144,15 @@ async def enqueue_send(
 # --- delivering a batch ------------------------------------------------------------------
 
 
+def _tell_recorded(gateway: Gateway, chunk: Sequence[Claimed]) -> None:
+    """Tell the gateway its chunk's record is committed (`Gateway.recorded`). Nothing it does
+    with the word may undo the batch's work: an error is logged, not raised."""
+    try:
+        gateway.recorded([m.id for m in chunk])
+    except Exception:
+        log.exception("gateway %s: recorded() failed", gateway.config.name)
+
+
 async def _forget_texts(conn: asyncpg.Connection, send: SendInfo, chunk: list[Claimed]) -> None:
     """A system send's chunk, recorded: the texts it carried (second-factor codes) are kept
     no longer than needed (sql.FORGET_TEXTS)."""
@@ -255,7 +264,7 @@ class Delivery:
             async with self.db.acquire() as conn, conn.transaction():
                 retry, handed = await self._record(conn, send, carrier, config, chunk, outcomes)
                 await _forget_texts(conn, send, chunk)
-            gateway.recorded([m.id for m in chunk])
+            _tell_recorded(gateway, chunk)
             heirs.update(handed)
             if retry is not None:
                 retry_at = min(retry_at or retry, retry)

@@ -10,7 +10,9 @@ statement: the claim (`sending`, its gateway), `sent` with a reference, the rece
 `messages_reference` on (gateway, reference), `messages_relying`'s predicate on status and
 done_at); "HOT-able" has none on a column the claim or the receipt changes. Each at fillfactor
 100 and 85. Printed: the serving backend's CPU (user + system, /proc) per 1,000 rows, and how
-many updates were HOT. The table is dropped after.
+many updates were HOT. The table (`bench_hot_updates`, in the database --dsn names) is dropped
+after. PostgreSQL must run on this host, in this PID namespace: its backend's CPU is read from
+/proc.
 """
 
 from __future__ import annotations

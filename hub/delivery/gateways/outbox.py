@@ -118,11 +118,11 @@ class OutboxGateway:
         after its answer to the submit: when its worker says so (`recorded`), else after asking
         PostgreSQL every POLL_SECONDS (its record failed, or is slow) for at most
         RECORD_WAIT_SECONDS."""
-        await asyncio.sleep(self.receipt_delay)
         ids = [int(r.reference.removeprefix("outbox-")) for r in receipts]
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + RECORD_WAIT_SECONDS
         try:
+            await asyncio.sleep(self.receipt_delay)
+            deadline = loop.time() + RECORD_WAIT_SECONDS
             while loop.time() < deadline:
                 try:
                     await asyncio.wait_for(record_done.wait(), POLL_SECONDS)
@@ -137,8 +137,9 @@ class OutboxGateway:
             # Kept: the rows stay unreported, and _report_again_forever reports them again.
             log.warning("outbox %s: receipts not recorded yet (%r)", self.config.name, exc)
         finally:
-            for message_id in ids:
-                self._unrecorded.pop(message_id, None)
+            for message_id in ids:  # never a later chunk's wait for the same message
+                if self._unrecorded.get(message_id) is record_done:
+                    del self._unrecorded[message_id]
 
     async def _record(self, ids: list[int], receipts: list[Receipt]) -> None:
         """Apply `receipts`, first giving their references to messages recorded as sent with

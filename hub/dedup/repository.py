@@ -158,8 +158,7 @@ SET status = CASE WHEN s.due_at < $4::timestamptz THEN 'deduplicated'
     duplicate_tenant_id = CASE WHEN s.due_at < $4 THEN $3::bigint END,
     updated_at = hub_now()
 FROM UNNEST($1::bigint[], $2::bigint[]) AS r(displaced, original), sends s
-WHERE m.duplicate_of = r.displaced AND m.status = 'deduplicated' AND m.done_at IS NULL
-  AND s.id = m.send_id
+WHERE m.relies_on = r.displaced AND s.id = m.send_id
 """
 
 # The displaced holders $1 (still waiting) rely on the new ones $2 of tenant $3: not sent, their
@@ -227,7 +226,7 @@ class Relied(msgspec.Struct, frozen=True):
 SETTLE_RELYING = """
 UPDATE messages m SET done_at = hub_now(), updated_at = hub_now()
 FROM sends s
-WHERE m.status = 'deduplicated' AND m.done_at IS NULL AND m.duplicate_of = ANY($1::bigint[])
+WHERE m.relies_on = ANY($1::bigint[])
   AND s.id = m.send_id AND ($2::timestamptz IS NULL OR s.due_at < $2 AND s.parked_at IS NULL)
 RETURNING m.tenant_id, m.carrier, m.segments, s.reservation_id
 """
@@ -238,9 +237,7 @@ RETURNING m.tenant_id, m.carrier, m.segments, s.reservation_id
 LOCK_RELYING_SENDS = """
 SELECT count(*) FROM (
     SELECT id FROM sends
-    WHERE id IN (SELECT send_id FROM messages
-                 WHERE status = 'deduplicated' AND done_at IS NULL
-                   AND duplicate_of = ANY($1::bigint[]))
+    WHERE id IN (SELECT send_id FROM messages WHERE relies_on = ANY($1::bigint[]))
     ORDER BY id FOR SHARE
 ) s
 """
@@ -254,12 +251,11 @@ SELECT count(*) FROM (
 # Returns the heirs' sends.
 HAND_OVER = """
 WITH relying AS (
-    SELECT m.id, m.duplicate_of AS original, m.tenant_id, s.due_at,
-           row_number() OVER (PARTITION BY m.duplicate_of
+    SELECT m.id, m.relies_on AS original, m.tenant_id, s.due_at,
+           row_number() OVER (PARTITION BY m.relies_on
                               ORDER BY s.parked_at IS NOT NULL, s.due_at, m.id) AS n
     FROM messages m JOIN sends s ON s.id = m.send_id
-    WHERE m.status = 'deduplicated' AND m.done_at IS NULL
-      AND m.duplicate_of = ANY($1::bigint[]) AND s.state <> 'cancelled'
+    WHERE m.relies_on = ANY($1::bigint[]) AND s.state <> 'cancelled'
       AND (NOT $2 OR s.parked_at IS NULL)
 ), heirs AS (
     UPDATE messages m
@@ -294,11 +290,11 @@ SELECT DISTINCT send_id FROM heirs
 # partial index of relying copies (messages_relying); nothing is read while no tenant is
 # suspended.
 PARKED_RELIED_ON = """
-SELECT DISTINCT r.duplicate_of AS id
+SELECT DISTINCT r.relies_on AS id
 FROM messages r
-JOIN messages o ON o.id = r.duplicate_of
+JOIN messages o ON o.id = r.relies_on
 JOIN sends s ON s.id = o.send_id
-WHERE r.status = 'deduplicated' AND r.done_at IS NULL AND r.duplicate_of > $1
+WHERE r.relies_on > $1
   AND o.status = 'accepted' AND s.parked_at IS NOT NULL
   AND EXISTS (SELECT 1 FROM tenants WHERE status = 'suspended')
 ORDER BY 1
@@ -318,7 +314,7 @@ FOR UPDATE OF o SKIP LOCKED
 # reservation is voided): none of them is ever handed a key.
 CLOSE_RELYING_OF_SEND = """
 UPDATE messages SET done_at = hub_now(), updated_at = hub_now()
-WHERE send_id = $1 AND status = 'deduplicated' AND done_at IS NULL
+WHERE send_id = $1 AND relies_on IS NOT NULL
 """
 
 # Past their window, in small batches (the purge cron commits each): content keys whose holder

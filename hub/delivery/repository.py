@@ -173,15 +173,22 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
 # only if that one was sent within the receipt window ($5 seconds): a gateway that reuses its ids
 # (an SMSC restarted, a counter wrapped) never reaches an older message. `sent` moves forward to
 # delivered or undelivered; a message already final stays as it is (repeats change nothing); one
-# not yet `sent` is not matched (see apply_receipts). `segments` are those that went.
+# not yet `sent` is not matched (see apply_receipts). `segments` are those that went. Each
+# receipt probes `messages_reference` (on the reference alone, migration 0047) by itself: as a
+# join, the planner took a hash join over the month's messages whenever its statistics lagged.
 APPLY_RECEIPTS = """
 WITH target AS (
     SELECT DISTINCT ON (m.reference) m.id, r.status, r.code,
            coalesce(m.error LIKE 'outcome unknown:%', false) AS counted
     FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
-    JOIN messages m ON m.gateway = $1 AND m.reference = r.reference
-    WHERE m.sent_at > hub_now() - make_interval(secs => $5)
-    ORDER BY m.reference, m.sent_at DESC, m.id DESC
+    CROSS JOIN LATERAL (
+        SELECT id, reference, error FROM messages
+        WHERE reference = r.reference AND gateway = $1
+          AND sent_at > hub_now() - make_interval(secs => $5)
+        ORDER BY sent_at DESC, id DESC
+        LIMIT 1
+    ) m
+    ORDER BY m.reference
 )
 UPDATE messages m
 SET status = t.status::message_status, error = nullif(t.code, ''), done_at = hub_now(),
@@ -304,7 +311,7 @@ OPEN_MESSAGES = """
 SELECT count(*) FILTER (WHERE status = 'accepted' AND retry_at IS NULL
                          OR status = 'accepted' AND retry_at <= hub_now()) AS due,
        count(*) FILTER (WHERE status IN ('accepted', 'sending')
-                         OR status = 'deduplicated' AND done_at IS NULL) AS open
+                         OR relies_on IS NOT NULL) AS open
 FROM messages WHERE send_id = $1
   AND id >= hub_send_messages_from($1) AND id < hub_send_messages_to($1)
 """
@@ -379,9 +386,8 @@ RETURNING u.gateway, u.reference, u.status::text AS status, u.code
 # `sent`, whether a receipt may still come (within its gateway's receipt window, $6).
 ORIGINALS_DECIDED = """
 WITH relied AS (
-    SELECT DISTINCT duplicate_of AS id FROM messages
-    WHERE status = 'deduplicated' AND done_at IS NULL AND duplicate_of > $4
-    ORDER BY duplicate_of LIMIT $5
+    SELECT DISTINCT relies_on AS id FROM messages WHERE relies_on > $4
+    ORDER BY relies_on LIMIT $5
 )
 SELECT o.id, o.status IN ('sent', 'delivered') AS reached,
        o.status IN ('delivered', 'undelivered', 'failed', 'expired', 'cancelled')

@@ -387,8 +387,8 @@ class ListedSend(msgspec.Struct, frozen=True):
 # cursor $3, filtered: created (or, with $6, due) in [$4, $5); state $7; having a message in a
 # status of $8; body containing $9 (a LIKE pattern, escaped by the caller); created by $10;
 # asking for a reply or not ($11). $12 rows. Never the hub's own sends (system: codes).
-# "Having a message in $8" is a probe per candidate send (LIMIT 1 on messages_send,
-# index-only: it carries the status): as an EXISTS, the planner
+# "Having a message in $8" is a probe per candidate send (LIMIT 1 on messages_send, reading
+# each message's status off its row until one matches): as an EXISTS, the planner
 # may instead read every such message of the hub into a hash first (650 ms over 3.5 million
 # messages, ops/bench/console_pages.py). Run with fetch_planned.
 SENDS_PAGE = """
@@ -566,8 +566,8 @@ ORDER BY f.send_id, r.id
 # --- what operators watch (/metrics) -------------------------------------------------------
 
 # The messages of the sends being delivered (queued: walked on sends_open), by status: what
-# delivery has in hand, read off messages_send (send_id, id) INCLUDE (status) within each send's
-# month. Done sends are not read, so the month's millions of finished messages cost nothing.
+# delivery has in hand, walked on messages_send (send_id, id) within each send's month. Done
+# sends are not read, so the month's millions of finished messages cost nothing.
 IN_FLIGHT_STATUSES = """
 SELECT m.status::text AS status, count(*) AS n
 FROM sends s

@@ -55,10 +55,7 @@ ORDER BY lo
 # may wait long past a short period), or a copy relying on an original whose outcome is not
 # known. Retention leaves it whole, and its month's partition, until it is done.
 def _waiting(m: str = "") -> str:
-    return (
-        f"({m}status IN ('accepted', 'sending')"
-        f" OR ({m}status = 'deduplicated' AND {m}done_at IS NULL))"
-    )
+    return f"({m}status IN ('accepted', 'sending') OR {m}relies_on IS NOT NULL)"
 
 
 # Whether a partition holds a message that has not gone yet.

@@ -137,7 +137,7 @@ class ErasedMessage(msgspec.Struct, frozen=True):
 ERASE_MESSAGES = """
 WITH picked AS (
     SELECT id, status = 'accepted' AS waiting,
-           status = 'deduplicated' AND done_at IS NULL AS relying
+           relies_on IS NOT NULL AS relying
     FROM messages
     WHERE phone = $1 ORDER BY id LIMIT $2
     FOR UPDATE

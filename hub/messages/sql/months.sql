@@ -57,6 +57,10 @@ DECLARE
         SELECT substring(pg_get_expr(c.relpartbound, c.oid) FROM 'TO \(''?(\d+)')::bigint
         FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'messages'::regclass AND c.relname = 'messages_before'), 0);
+    -- The columns a row is written with (a generated one is computed, never given).
+    written text := (SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum)
+                     FROM pg_attribute WHERE attrelid = 'messages'::regclass AND attnum > 0
+                       AND NOT attisdropped AND attgenerated = '');
 BEGIN
     FOR m IN first .. first + ahead LOOP
         name := format('messages_%s_%s', 2000 + m / 12, lpad((m % 12 + 1)::text, 2, '0'));
@@ -65,11 +69,13 @@ BEGIN
         -- Every partition (the DEFAULT one too) locked before rows move: a worker's UPDATE
         -- waiting on a row that a plain DELETE moved would find it gone and change nothing.
         LOCK TABLE messages IN ACCESS EXCLUSIVE MODE;
-        EXECUTE format('CREATE TABLE %I (LIKE messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS)',
-                       name);
+        -- 15 % of each page left free: a message's claim and receipt are HOT updates
+        -- (migration 0047).
+        EXECUTE format('CREATE TABLE %I (LIKE messages INCLUDING DEFAULTS INCLUDING CONSTRAINTS
+                        INCLUDING GENERATED) WITH (fillfactor = 85)', name);
         EXECUTE format('WITH moved AS (DELETE FROM messages_default WHERE id >= %s AND id < %s
-                        RETURNING *) INSERT INTO %I SELECT * FROM moved',
-                       lo, lo + (1::bigint << 40), name);
+                        RETURNING %s) INSERT INTO %I (%3$s) SELECT * FROM moved',
+                       lo, lo + (1::bigint << 40), written, name);
         EXECUTE format('ALTER TABLE messages ATTACH PARTITION %I FOR VALUES FROM (%s) TO (%s)',
                        name, lo, lo + (1::bigint << 40));
         RETURN NEXT name;

@@ -402,33 +402,40 @@ LEFT JOIN UNNEST($1::text[], $2::float8[], $6::float8[]) AS g(name, wait, receip
 ORDER BY o.id
 """
 
-# The outbox gateway: what it was given, once per message whatever retries happen.
+# The outbox gateway: what it was given, once per message whatever retries happen, each with
+# its receipt to report (outbox_pending, migration 0048).
 OUTBOX_INSERT = """
-INSERT INTO outbox (message_id, gateway, phone, sender, text, segments)
-SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
-                     $6::smallint[])
-ON CONFLICT (message_id) DO NOTHING
+WITH taken AS (
+    INSERT INTO outbox (message_id, gateway, phone, sender, text, segments)
+    SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
+                         $6::smallint[])
+    ON CONFLICT (message_id) DO NOTHING
+    RETURNING message_id, gateway, created_at
+)
+INSERT INTO outbox_pending (message_id, gateway, created_at) SELECT * FROM taken
 """
 
-# The outbox's receipts recorded: these rows need no report again. Not while the hub is still
+# The outbox's receipts recorded: these need no report again. Not while the hub is still
 # recording the message's submission (a receipt then waits as unmatched, and is reported again
 # in case its worker dies and the message is closed as "outcome unknown").
 OUTBOX_REPORTED = """
-UPDATE outbox o SET reported_at = hub_now()
-FROM messages m
-WHERE o.message_id = ANY($1::bigint[]) AND m.id = o.message_id AND o.reported_at IS NULL
-  AND m.status <> 'sending'
+DELETE FROM outbox_pending p
+USING messages m
+WHERE p.message_id = ANY($1::bigint[]) AND m.id = p.message_id AND m.status <> 'sending'
   AND m.id BETWEEN $2::bigint AND $3::bigint  -- the ids' bounds: prunes to their partitions
 """
 
-# Outbox rows whose receipt the hub has not recorded, older than $2 seconds (the normal report
-# comes within a second): lost while PostgreSQL or the worker was down.
+# Receipts the hub has not recorded, of messages the outbox took more than $2 seconds ago (the
+# normal report comes within a second): lost while PostgreSQL or the worker was down. One whose
+# outbox row went (its phone erased) is reported with no phone.
 OUTBOX_UNREPORTED = """
-SELECT o.message_id AS id, o.phone FROM outbox o JOIN messages m ON m.id = o.message_id
-WHERE o.gateway = $1 AND o.reported_at IS NULL
-  AND o.created_at < hub_now() - make_interval(secs => $2)
+SELECT p.message_id AS id, coalesce(o.phone, '') AS phone
+FROM outbox_pending p
+JOIN messages m ON m.id = p.message_id
+LEFT JOIN outbox o ON o.message_id = p.message_id
+WHERE p.gateway = $1 AND p.created_at < hub_now() - make_interval(secs => $2)
   AND m.status <> 'sending'
-ORDER BY o.message_id
+ORDER BY p.message_id
 LIMIT $3
 """
 

@@ -141,6 +141,10 @@ UNMATCHED_RECEIPTS = Sweep(
     table="unmatched_receipts", where="received_at < $1", key=None, how="rows deleted"
 )
 OUTBOX = Sweep(table="outbox", where="created_at < $1", key="message_id", how="rows deleted")
+# Receipts the outbox never got to report (a message stuck for the whole period): with its copies.
+OUTBOX_PENDING = Sweep(
+    table="outbox_pending", where="created_at < $1", key="message_id", how="rows deleted"
+)
 # A send's refused recipients (the tenant's shorter period holds): each `to` (a phone) emptied,
 # its reason kept, so the send still says how many were refused and why.
 REJECTS = Sweep(

@@ -107,6 +107,7 @@ STEPS: list[Step] = [
     _step(sql.INBOUND, lambda p: p.inbound_before),
     _step(sql.REJECTS, lambda p: p.rejects_before),
     _step(sql.OUTBOX, lambda p: p.outbox_before),
+    _step(sql.OUTBOX_PENDING, lambda p: p.outbox_before),
     _step(sql.IDEMPOTENCY_KEYS, lambda p: p.idempotency_keys_before),
     _step(sql.UNMATCHED_RECEIPTS, lambda p: p.unmatched_receipts_before),
     _step(sql.RESUBSCRIPTIONS, lambda p: p.resubscriptions_before),

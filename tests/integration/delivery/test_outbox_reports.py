@@ -74,7 +74,7 @@ async def test_a_batch_is_reported_on_its_workers_word_without_asking_postgres(
         assert claimed == len(PHONES)
     assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0
-    assert await live_db.fetchval("SELECT count(*) FROM outbox WHERE reported_at IS NULL") == 0
+    assert await live_db.fetchval("SELECT count(*) FROM outbox_pending") == 0
     assert await audit_clean(live_db) == []
 
 

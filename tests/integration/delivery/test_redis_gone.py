@@ -147,7 +147,7 @@ async def test_receipts_lost_with_their_worker_are_reported_again(
     """A worker hands a batch to the outbox and dies before the outbox's receipts are recorded
     (here: a Delivery never started, so its outbox has nowhere to report). The next worker's
     outbox reports them, and a message closed as "outcome unknown" that the outbox holds gets
-    its receipt too."""
+    its receipt too, and so does one whose outbox copy went (its phone erased)."""
     resp = await client.post(
         "/v1/messages", json={"to": PHONES[:10], "body": "回执不丢"}, headers=bearer(county_key)
     )
@@ -171,6 +171,9 @@ async def test_receipts_lost_with_their_worker_are_reported_again(
             "UPDATE messages SET reference = NULL, error = 'outcome unknown' WHERE id = $1",
             unknown,
         )
+        # And the outbox's copy of another went meanwhile (its phone erased): still reported.
+        await live_db.execute("DELETE FROM outbox WHERE message_id = $1", batch["last"])
+        assert await live_db.fetchval("SELECT count(*) FROM outbox_pending") == 10
 
         next_worker = service.Delivery(live_settings, db, redis)
         await next_worker.start()
@@ -184,6 +187,7 @@ async def test_receipts_lost_with_their_worker_are_reported_again(
     finally:
         await db.close()
     assert await statuses(live_db, send_id) == {"delivered": 10}
+    assert await live_db.fetchval("SELECT count(*) FROM outbox_pending") == 0
     assert await audit_clean(live_db) == []
 
 

@@ -158,6 +158,16 @@ async def _add_outbox(conn: asyncpg.Connection, w: World, at: datetime) -> objec
     )
 
 
+async def _add_outbox_pending(conn: asyncpg.Connection, w: World, at: datetime) -> object:
+    """A receipt the outbox never got to report."""
+    return await conn.fetchval(
+        "INSERT INTO outbox_pending (message_id, gateway, created_at) VALUES ($1, 'outbox', $2)"
+        " RETURNING message_id",
+        w.next(),
+        at,
+    )
+
+
 async def _add_rejects(conn: asyncpg.Connection, w: World, at: datetime) -> object:
     rejects = '[{"to": "1390013900x", "reason": "invalid"}, {"to": "12345", "reason": "invalid"}]'
     return await _send(conn, w.tenant_id, at, rejects)
@@ -251,6 +261,11 @@ TABLES: dict[str, tuple[int, Add, Holds]] = {
         DEFAULTS.outbox_days,
         _add_outbox,
         _exists("SELECT 1 FROM outbox WHERE message_id = $1"),
+    ),
+    "outbox_pending": (
+        DEFAULTS.outbox_days,
+        _add_outbox_pending,
+        _exists("SELECT 1 FROM outbox_pending WHERE message_id = $1"),
     ),
     "sends.rejects": (DEFAULTS.rejects_days, _add_rejects, _holds_rejects),
     "dashboard_sessions": (

@@ -21,13 +21,16 @@ RETURNS bigint LANGUAGE sql STABLE AS $fn$
 $fn$;
 
 -- Note the 80 %/100 % thresholds of their limits the accounts p_accounts hold now
--- (quota_alert_held), once per account and threshold.
+-- (quota_alert_held), once per account and threshold. An account whose used + reserved is
+-- below a threshold holds less still: its leases are not looked up (PostgreSQL runs the cheaper
+-- condition first), which is every send's case until its account nears 80 %.
 CREATE OR REPLACE FUNCTION quota_note_thresholds(p_accounts bigint[])
 RETURNS void LANGUAGE sql AS $fn$
     INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
     SELECT a.id, t.threshold, a.used, a.reserved, a.limit_segments
     FROM quota_accounts a CROSS JOIN (VALUES (80), (100)) AS t(threshold)
     WHERE a.id = ANY(p_accounts) AND a.limit_segments > 0
+      AND (a.used + a.reserved) * 100 >= t.threshold * a.limit_segments
       AND quota_alert_held(a.id, a.used + a.reserved) * 100 >= t.threshold * a.limit_segments
     ON CONFLICT DO NOTHING;
 $fn$;

@@ -21,6 +21,7 @@ from arq.worker import Worker
 from hub import calendar
 from hub.app import create_app
 from hub.db import PoolDatabase, create_pool
+from hub.delivery import service
 from hub.quota import service as quota
 from hub.settings import GatewayConfig, Settings
 from hub.worker import build_worker
@@ -128,6 +129,33 @@ async def running_worker(settings: Settings, *, crons: bool = True) -> AsyncIter
         if running:
             await asyncio.wait(running, timeout=60)
         await worker.close()
+
+
+async def sweep_once(settings: Settings, redis: ArqRedis) -> dict[str, int]:
+    """The sweeper's round, on a pool of its own."""
+    assert settings.db.dsn
+    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    try:
+        return await service.sweep(db, redis, settings.delivery)
+    finally:
+        await db.close()
+
+
+@contextlib.asynccontextmanager
+async def started_delivery(settings: Settings, redis: ArqRedis) -> AsyncIterator[service.Delivery]:
+    """A worker's delivery on a pool of its own, its gateways started; closing it waits (a
+    minute at most) for the outbox's reports."""
+    assert settings.db.dsn
+    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
+    try:
+        delivery = service.Delivery(settings, db, redis)
+        await delivery.start()
+        try:
+            yield delivery
+        finally:
+            await asyncio.wait_for(delivery.close(), 60)
+    finally:
+        await db.close()
 
 
 @contextlib.asynccontextmanager

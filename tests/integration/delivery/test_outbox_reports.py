@@ -5,48 +5,25 @@ record failed or is slow)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import AsyncIterator
 
 import asyncpg
 import httpx
 import pytest
 from arq.connections import ArqRedis
 
-from hub.db import PoolDatabase, create_pool
-from hub.delivery import service
 from hub.delivery.gateway import Outbound
 from hub.delivery.gateways import outbox
 from hub.settings import Settings
 from tests.factories import bearer
-from tests.integration.delivery.conftest import audit_clean, statuses
+from tests.integration.delivery.conftest import audit_clean, started_delivery, statuses
 
 PHONES = [f"1390014{n:04d}" for n in range(5)]
-# How long a test waits for reports that must come (a hang guard, not a measure of speed).
-HANG = 60
 
 
 async def _send(client: httpx.AsyncClient, key: str, body: str) -> int:
     resp = await client.post("/v1/messages", json={"to": PHONES, "body": body}, headers=bearer(key))
     assert resp.status_code == 202, resp.text
     return int(resp.json()["id"])
-
-
-@contextlib.asynccontextmanager
-async def _worker(settings: Settings, redis: ArqRedis) -> AsyncIterator[service.Delivery]:
-    """A worker's delivery on a pool of its own, its gateways started; closing it waits for
-    the outbox's reports."""
-    assert settings.db.dsn
-    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
-    try:
-        worker = service.Delivery(settings, db, redis)
-        await worker.start()
-        try:
-            yield worker
-        finally:
-            await asyncio.wait_for(worker.close(), HANG)
-    finally:
-        await db.close()
 
 
 async def test_a_batch_is_reported_on_its_workers_word_without_asking_postgres(
@@ -67,7 +44,7 @@ async def test_a_batch_is_reported_on_its_workers_word_without_asking_postgres(
         send_id,
     )
     assert batch is not None
-    async with _worker(live_settings, redis) as worker:
+    async with started_delivery(live_settings, redis) as worker:
         claimed = await worker.deliver_batch(
             send_id, batch["carrier"], batch["first"], batch["last"]
         )
@@ -100,7 +77,7 @@ async def test_without_word_the_outbox_asks_until_the_chunk_is_recorded(
     outbound = [
         Outbound(r["id"], r["phone"], "无人告知", r["segments"], "ucs2", "10690000") for r in rows
     ]
-    async with _worker(live_settings, redis) as worker:
+    async with started_delivery(live_settings, redis) as worker:
         await worker.gateways["outbox"].submit(outbound)
         # Asked again and again, it keeps the receipts while the chunk is `sending`.
         for _ in range(5):

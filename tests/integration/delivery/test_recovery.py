@@ -6,23 +6,12 @@ import asyncpg
 import httpx
 from arq.connections import ArqRedis
 
-from hub.db import PoolDatabase, create_pool
 from hub.delivery import repository as delivery_sql
-from hub.delivery import service
 from hub.settings import Settings
 from tests.factories import bearer
-from tests.integration.delivery.conftest import RunWorker, audit_clean, statuses
+from tests.integration.delivery.conftest import RunWorker, audit_clean, statuses, sweep_once
 
 PHONES = [f"1380013{n:04d}" for n in range(50)]
-
-
-async def _sweep(settings: Settings, redis: ArqRedis) -> dict[str, int]:
-    assert settings.db.dsn
-    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
-    try:
-        return await service.sweep(db, redis, settings.delivery)
-    finally:
-        await db.close()
 
 
 async def test_redis_flushed_after_the_send_loses_nothing(
@@ -41,12 +30,12 @@ async def test_redis_flushed_after_the_send_loses_nothing(
     await run_worker()
     assert await statuses(live_db, send_id) == {"accepted": 50}
 
-    report = await _sweep(live_settings, redis)
+    report = await sweep_once(live_settings, redis)
     assert report["enqueued"] >= 1
     await run_worker()
     assert await statuses(live_db, send_id) == {"delivered": 50}
     # The next round finds nothing open and closes the send.
-    assert (await _sweep(live_settings, redis))["done"] == 1
+    assert (await sweep_once(live_settings, redis))["done"] == 1
     assert await live_db.fetchval("SELECT state::text FROM sends WHERE id = $1", send_id) == "done"
     assert await live_db.fetchval("SELECT count(*) FROM outbox") == 50
     assert await audit_clean(live_db) == []
@@ -83,7 +72,7 @@ async def test_a_dead_workers_leases_are_recovered_at_most_once(
         " WHERE send_id = $1 ORDER BY id LIMIT 4",
         send_id,
     )
-    report = await _sweep(live_settings, redis)
+    report = await sweep_once(live_settings, redis)
     # The outbox can be asked: the two it never took go again with the four never handed over.
     assert (report["requeued"], report["unknown"]) == (6, 4)
     await run_worker()
@@ -137,7 +126,7 @@ async def test_an_outbox_claim_marks_its_chunk_and_a_dead_workers_chunk_goes_aga
         "UPDATE messages SET lease_until = hub_now() - interval '1 second' WHERE send_id = $1",
         send_id,
     )
-    report = await _sweep(live_settings, redis)
+    report = await sweep_once(live_settings, redis)
     assert (report["requeued"], report["unknown"]) == (10, 0)
     await run_worker()
     assert await statuses(live_db, send_id) == {"delivered": 10}
@@ -160,7 +149,7 @@ async def test_messages_past_their_validity_expire_and_release_their_quota(
     await live_db.execute(
         "UPDATE sends SET due_at = hub_now() - interval '7 hours' WHERE id = $1", send_id
     )
-    report = await _sweep(live_settings, redis)
+    report = await sweep_once(live_settings, redis)
     assert report["expired"] == 5
     assert await statuses(live_db, send_id) == {"expired": 5}
     reservation = await live_db.fetchrow(
@@ -190,6 +179,6 @@ async def test_the_sweeper_can_enqueue_a_batch_whose_job_has_run(
     await run_worker()  # the batch's job runs and finds nothing due
     assert await statuses(live_db, send_id) == {"accepted": 3}
     await live_db.execute("UPDATE messages SET retry_at = NULL WHERE send_id = $1", send_id)
-    assert (await _sweep(live_settings, redis))["enqueued"] == 1
+    assert (await sweep_once(live_settings, redis))["enqueued"] == 1
     await run_worker()
     assert await statuses(live_db, send_id) == {"delivered": 3}

@@ -26,19 +26,15 @@ from hub.delivery.gateways.outbox import OutboxGateway
 from hub.embedded import EmbeddedValkey
 from hub.settings import Settings
 from tests.factories import bearer
-from tests.integration.delivery.conftest import RunWorker, audit_clean, live_client, statuses
+from tests.integration.delivery.conftest import (
+    RunWorker,
+    audit_clean,
+    live_client,
+    statuses,
+    sweep_once,
+)
 
 PHONES = [f"1390013{n:04d}" for n in range(30)]
-
-
-async def _sweep(settings: Settings, redis: ArqRedis) -> dict[str, int]:
-    """The sweeper's round, on a pool of its own."""
-    assert settings.db.dsn
-    db = PoolDatabase(await create_pool(settings.db, settings.db.dsn))
-    try:
-        return await service.sweep(db, redis, settings.delivery)
-    finally:
-        await db.close()
 
 
 @pytest.fixture
@@ -79,7 +75,7 @@ async def test_a_send_while_redis_is_down_is_taken_and_goes_out_when_it_is_back(
         assert await statuses(live_db, send_id) == {"accepted": len(PHONES)}
 
         own_valkey.restart()
-        assert (await _sweep(settings, redis))["enqueued"] >= 1
+        assert (await sweep_once(settings, redis))["enqueued"] >= 1
         await run_worker(settings)
     finally:
         await redis.aclose()
@@ -129,7 +125,7 @@ async def test_a_send_while_redis_hangs_is_answered_and_goes_out_later(
             assert resp.status_code == 202, resp.text
             send_id = resp.json()["id"]
         assert await statuses(live_db, send_id) == {"accepted": len(PHONES)}
-        assert (await _sweep(settings, redis))["enqueued"] >= 1
+        assert (await sweep_once(settings, redis))["enqueued"] >= 1
         await run_worker(settings)
     finally:
         await redis.aclose()

@@ -30,6 +30,7 @@ from tests.integration.delivery.conftest import (
     RunWorker,
     audit_clean,
     live_client,
+    started_delivery,
     statuses,
     sweep_once,
 )
@@ -211,22 +212,13 @@ async def test_receipts_of_a_chunk_closed_as_unknown_while_it_was_handed_over_st
         " gateway = 'outbox', sent_at = hub_now() WHERE send_id = $1",
         send_id,
     )
-    assert live_settings.db.dsn
-    db = PoolDatabase(await create_pool(live_settings.db, live_settings.db.dsn))
-    try:
-        worker = service.Delivery(live_settings, db, redis)
-        await worker.start()
-        try:
-            outbox = worker.gateways["outbox"]
-            assert isinstance(outbox, OutboxGateway)
-            outbound = [
-                Outbound(r["id"], r["phone"], "租约过期", r["segments"], "ucs2", "10690000")
-                for r in rows
-            ]
-            await outbox.submit(outbound)
-        finally:
-            await worker.close()  # waits for the outbox's report
-    finally:
-        await db.close()
+    async with started_delivery(live_settings, redis) as worker:  # closing waits for the report
+        outbox = worker.gateways["outbox"]
+        assert isinstance(outbox, OutboxGateway)
+        outbound = [
+            Outbound(r["id"], r["phone"], "租约过期", r["segments"], "ucs2", "10690000")
+            for r in rows
+        ]
+        await outbox.submit(outbound)
     assert await statuses(live_db, send_id) == {"delivered": 5}
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0

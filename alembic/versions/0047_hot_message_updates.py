@@ -46,17 +46,22 @@ $$;
 
 
 def upgrade() -> None:
+    # In this order: the three indexes go before the rewrite (which would rebuild them), and the
+    # fillfactor is set before it (which writes the pages with the room left).
+    run_script("""
+    DROP INDEX IF EXISTS messages_relying;
+    DROP INDEX IF EXISTS messages_send;
+    DROP INDEX IF EXISTS messages_reference;
+    """)
+    run_script(_FILLFACTOR.replace("{fillfactor}", "85"))
     run_script("""
     ALTER TABLE messages ADD COLUMN IF NOT EXISTS relies_on bigint GENERATED ALWAYS AS
         (CASE WHEN status = 'deduplicated' AND done_at IS NULL THEN duplicate_of END) STORED;
-    DROP INDEX IF EXISTS messages_relying;
     CREATE INDEX messages_relying ON messages (relies_on) WHERE relies_on IS NOT NULL;
-    DROP INDEX IF EXISTS messages_send;
     CREATE INDEX messages_send ON messages (send_id, id);
-    DROP INDEX IF EXISTS messages_reference;
     CREATE INDEX messages_reference ON messages (reference) WHERE reference IS NOT NULL;
+    ANALYZE messages;
     """)
-    run_script(_FILLFACTOR.replace("{fillfactor}", "85"))
     run_script(sql_file(FUNCTIONS))
 
 

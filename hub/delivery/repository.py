@@ -402,17 +402,19 @@ LEFT JOIN UNNEST($1::text[], $2::float8[], $6::float8[]) AS g(name, wait, receip
 ORDER BY o.id
 """
 
-# The outbox gateway: what it was given, once per message whatever retries happen, each with
-# its receipt to report (outbox_pending, migration 0048).
+# The outbox gateway: what it was given, once per message whatever retries happen, and its
+# receipt to report (outbox_pending, migration 0048), queued again by a retry: a receipt
+# reported while the message waited to go again is reported once more after it went.
 OUTBOX_INSERT = """
 WITH taken AS (
     INSERT INTO outbox (message_id, gateway, phone, sender, text, segments)
     SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::text[],
                          $6::smallint[])
     ON CONFLICT (message_id) DO NOTHING
-    RETURNING message_id, gateway, created_at
 )
-INSERT INTO outbox_pending (message_id, gateway, created_at) SELECT * FROM taken
+INSERT INTO outbox_pending (message_id, gateway)
+SELECT * FROM UNNEST($1::bigint[], $2::text[])
+ON CONFLICT (message_id) DO NOTHING
 """
 
 # The outbox's receipts recorded: these need no report again. Not while the hub is still

@@ -88,7 +88,7 @@ def start_serve(dsn: str, redis_dsn: str, port: int) -> Any:
 
 async def _last_code(conn: asyncpg.Connection, phone: str) -> str:
     body = await conn.fetchval(
-        "SELECT s.body FROM sends s JOIN messages m ON m.send_id = s.id "
+        "SELECT m.body FROM sends s JOIN messages m ON m.send_id = s.id "
         "WHERE s.actor = $1 AND m.phone = $2 ORDER BY s.id DESC LIMIT 1",
         CODE_ACTOR,
         phone,

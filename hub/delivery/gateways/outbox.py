@@ -7,10 +7,12 @@ before the receipts go out; `undelivered_suffix` (phones ending in it get an `un
 receipt); `refused_suffix` (phones ending in it are refused at submit, for good, as a carrier
 refuses a number it does not serve).
 
-Its receipts are not lost when PostgreSQL or the worker is down as it reports them: each outbox
-row is marked once the hub recorded its receipt, and rows left unmarked
+Its receipts are not lost when PostgreSQL or the worker is down as it reports them: each
+message it takes queues its receipt (`outbox_pending`, in the statement that takes it, a retry
+included), the report deletes it once the hub recorded the receipt, and those left
 (`REPORT_AGAIN_AFTER_SECONDS` old) are reported again every `REPORT_AGAIN_EVERY_SECONDS` by
-every running worker (a repeated receipt changes nothing). The outbox can be asked, so a
+every running worker (a repeated receipt changes nothing; one whose outbox row was erased meanwhile
+reads as delivered). The outbox can be asked, so a
 message closed as "outcome unknown" that it holds gets its reference and its receipt.
 """
 

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from arq.connections import ArqRedis
 
+from hub.delivery import repository as delivery_sql
 from hub.delivery.gateway import Outbound
 from hub.delivery.gateways import outbox
 from hub.settings import Settings
@@ -90,3 +91,19 @@ async def test_without_word_the_outbox_asks_until_the_chunk_is_recorded(
         )
     assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0
+
+
+async def test_a_message_handed_over_again_queues_its_receipt_again(
+    live_db: asyncpg.Connection,
+) -> None:
+    """The outbox keeps its first copy of a message, but a retry's hand-over queues the receipt
+    again: one reported while the message waited to go again is reported once more."""
+    first = ([7], ["outbox"], ["+8613900000001"], ["10690000"], ["通知"], [1])
+    await live_db.execute(delivery_sql.OUTBOX_INSERT, *first)
+    await live_db.execute("DELETE FROM outbox_pending")  # reported meanwhile
+    again = ([7], ["outbox"], ["+8613900000001"], ["10690000"], ["通知，再发"], [1])
+    await live_db.execute(delivery_sql.OUTBOX_INSERT, *again)
+    await live_db.execute(delivery_sql.OUTBOX_INSERT, *again)  # and a third time: one row
+    pending = await live_db.fetch("SELECT message_id, gateway FROM outbox_pending")
+    assert [tuple(r) for r in pending] == [(7, "outbox")]
+    assert await live_db.fetchval("SELECT text FROM outbox WHERE message_id = 7") == "通知"

@@ -11,9 +11,9 @@ Its receipts are not lost when PostgreSQL or the worker is down as it reports th
 message it takes queues its receipt (`outbox_pending`, in the statement that takes it, a retry
 included), the report deletes it once the hub recorded the receipt, and those left
 (`REPORT_AGAIN_AFTER_SECONDS` old) are reported again every `REPORT_AGAIN_EVERY_SECONDS` by
-every running worker (a repeated receipt changes nothing; one whose outbox row was erased meanwhile
-reads as delivered). The outbox can be asked, so a
-message closed as "outcome unknown" that it holds gets its reference and its receipt.
+every running worker (a repeated receipt changes nothing; one whose outbox row was erased
+meanwhile reads as delivered). The outbox can be asked, so a message closed as "outcome
+unknown" that it holds gets its reference and its receipt.
 """
 
 from __future__ import annotations

@@ -96,3 +96,16 @@ async def make_small_tree(conn: asyncpg.Connection) -> None:
     await make_tenant(conn, "510104001", "春熙路街道", parent="510104")
     await make_tenant(conn, "510300", "自贡市", parent="510000")
     await make_tenant(conn, "520000", "贵州省")
+
+
+async def hold_references(conn: asyncpg.Connection, *ids: int) -> None:
+    """What recording `sent` writes beside a message's reference (`message_references`, which
+    receipts look it up in), for a test that sets `messages.reference` itself."""
+    await conn.execute(
+        "INSERT INTO message_references (message_id, gateway, reference)"
+        " SELECT id, gateway, reference FROM messages"
+        " WHERE id = ANY($1::bigint[]) AND reference IS NOT NULL"
+        " ON CONFLICT (message_id) DO UPDATE"
+        " SET gateway = EXCLUDED.gateway, reference = EXCLUDED.reference",
+        list(ids),
+    )

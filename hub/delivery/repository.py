@@ -116,17 +116,27 @@ WHERE m.id = c.id AND m.attempts = c.attempts AND m.status = 'sending'
 RETURNING m.id
 """
 
-# The gateway took them: `sent`, with its reference. Only our own leased rows change. A
-# multi-part message that went only in part keeps how many parts went ($5, 0: all) and why ($4).
+# The gateway took them: `sent`, with its reference, which receipts find in
+# message_references: no index on `messages` names it, so this update is HOT where the page has
+# room (migration 0050). Only our own leased rows change. A multi-part message that went only
+# in part keeps how many parts went ($5, 0: all) and why ($4).
 RECORD_SENT = """
-UPDATE messages m
-SET status = 'sent', reference = r.reference, sent_at = hub_now(), lease_until = NULL,
-    segments_sent = nullif(r.parts, 0), error = nullif(r.error, ''), updated_at = hub_now()
-FROM UNNEST($1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::smallint[])
-     AS r(id, reference, attempts, error, parts)
-WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
-  AND m.id BETWEEN $6::bigint AND $7::bigint  -- the ids' bounds: prunes to their partition
-RETURNING m.id, m.reference
+WITH sent AS (
+    UPDATE messages m
+    SET status = 'sent', reference = r.reference, sent_at = hub_now(), lease_until = NULL,
+        segments_sent = nullif(r.parts, 0), error = nullif(r.error, ''), updated_at = hub_now()
+    FROM UNNEST($1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::smallint[])
+         AS r(id, reference, attempts, error, parts)
+    WHERE m.id = r.id AND m.status = 'sending' AND m.attempts = r.attempts
+      AND m.id BETWEEN $6::bigint AND $7::bigint  -- the ids' bounds: prunes to their partition
+    RETURNING m.id, m.gateway, m.reference
+), held AS (
+    INSERT INTO message_references (message_id, gateway, reference)
+    SELECT id, gateway, reference FROM sent
+    ON CONFLICT (message_id) DO UPDATE
+    SET gateway = EXCLUDED.gateway, reference = EXCLUDED.reference
+)
+SELECT id, reference FROM sent
 """
 
 # It failed for good, or its validity ran out: a final status with the reason.
@@ -174,21 +184,23 @@ class ReceiptTarget(msgspec.Struct, frozen=True):
 # (an SMSC restarted, a counter wrapped) never reaches an older message. `sent` moves forward to
 # delivered or undelivered; a message already final stays as it is (repeats change nothing); one
 # not yet `sent` is not matched (see apply_receipts). `segments` are those that went. Each
-# receipt probes `messages_reference` (on the reference alone, migration 0047) by itself: as a
-# join, the planner took a hash join over the month's messages whenever its statistics lagged.
+# receipt probes message_references by itself (migration 0050), which serves as the references'
+# index: what it says is checked on the message. (As a join, the planner took a hash join over
+# the month's messages whenever its statistics lagged.) The references ($2) are distinct.
 APPLY_RECEIPTS = """
 WITH target AS (
-    SELECT DISTINCT ON (m.reference) m.id, r.status, r.code,
-           coalesce(m.error LIKE 'outcome unknown:%', false) AS counted
+    SELECT m.id, r.status, r.code, coalesce(m.error LIKE 'outcome unknown:%', false) AS counted
     FROM UNNEST($2::text[], $3::text[], $4::text[]) AS r(reference, status, code)
     CROSS JOIN LATERAL (
-        SELECT id, reference, error FROM messages
-        WHERE reference = r.reference AND gateway = $1
-          AND sent_at > hub_now() - make_interval(secs => $5)
-        ORDER BY sent_at DESC, id DESC
+        SELECT m.id, m.error FROM message_references h
+        JOIN messages m ON m.id = h.message_id AND m.gateway = h.gateway
+                       AND m.reference = h.reference
+        WHERE h.gateway = $1 AND h.reference = r.reference
+          AND m.sent_at > hub_now() - make_interval(secs => $5)
+        ORDER BY m.sent_at DESC, m.id DESC
         LIMIT 1
     ) m
-    ORDER BY m.reference
+    ORDER BY r.reference
 )
 UPDATE messages m
 SET status = t.status::message_status, error = nullif(t.code, ''), done_at = hub_now(),
@@ -222,9 +234,10 @@ SET status = EXCLUDED.status, code = EXCLUDED.code, received_at = EXCLUDED.recei
 # References that matched nothing: known to us (a message sent within the receipt window, $3
 # seconds, already final: a repeat) or not (kept: it may be for a message not yet recorded).
 KNOWN_REFERENCES = """
-SELECT reference FROM messages
-WHERE gateway = $1 AND reference = ANY($2::text[])
-  AND sent_at > hub_now() - make_interval(secs => $3)
+SELECT h.reference FROM message_references h
+JOIN messages m ON m.id = h.message_id AND m.gateway = h.gateway AND m.reference = h.reference
+WHERE h.gateway = $1 AND h.reference = ANY($2::text[])
+  AND m.sent_at > hub_now() - make_interval(secs => $3)
 """
 
 # Receipts that arrived before these messages ($2) were recorded `sent`, taken for applying:
@@ -367,7 +380,9 @@ TAKE_NOW_MATCHED = """
 WITH matched AS (
     SELECT u.gateway, u.reference FROM unmatched_receipts u
     JOIN UNNEST($2::text[], $3::float8[]) AS g(name, window_seconds) ON g.name = u.gateway
-    JOIN messages m ON m.gateway = u.gateway AND m.reference = u.reference AND m.status = 'sent'
+    JOIN message_references h ON h.gateway = u.gateway AND h.reference = u.reference
+    JOIN messages m ON m.id = h.message_id AND m.gateway = h.gateway
+                   AND m.reference = h.reference AND m.status = 'sent'
     WHERE u.received_at >= m.submitted_at
       AND m.sent_at > hub_now() - make_interval(secs => g.window_seconds)
     LIMIT $1
@@ -443,13 +458,20 @@ LIMIT $3
 
 # A message handed to the outbox by a worker that died before recording it (closed `sent`,
 # "outcome unknown", without a reference): the outbox can be asked, and it has it, so it gets
-# the outbox's reference and its receipt matches.
+# the outbox's reference (held in message_references, as RECORD_SENT does) and its receipt
+# matches.
 OUTBOX_KNOWN_REFERENCE = """
-UPDATE messages m SET reference = 'outbox-' || m.id::text, updated_at = hub_now()
-FROM outbox o
-WHERE m.id = ANY($1::bigint[]) AND o.message_id = m.id AND m.gateway = o.gateway
-  AND m.status = 'sent' AND m.reference IS NULL
-  AND m.id BETWEEN $2::bigint AND $3::bigint  -- the ids' bounds: prunes to their partitions
+WITH known AS (
+    UPDATE messages m SET reference = 'outbox-' || m.id::text, updated_at = hub_now()
+    FROM outbox o
+    WHERE m.id = ANY($1::bigint[]) AND o.message_id = m.id AND m.gateway = o.gateway
+      AND m.status = 'sent' AND m.reference IS NULL
+      AND m.id BETWEEN $2::bigint AND $3::bigint  -- the ids' bounds: prunes to their partitions
+    RETURNING m.id, m.gateway, m.reference
+)
+INSERT INTO message_references (message_id, gateway, reference)
+SELECT id, gateway, reference FROM known
+ON CONFLICT (message_id) DO UPDATE SET gateway = EXCLUDED.gateway, reference = EXCLUDED.reference
 """
 
 # The tenant a reply's address names.

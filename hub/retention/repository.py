@@ -141,6 +141,14 @@ UNMATCHED_RECEIPTS = Sweep(
     table="unmatched_receipts", where="received_at < $1", key=None, how="rows deleted"
 )
 OUTBOX = Sweep(table="outbox", where="created_at < $1", key="message_id", how="rows deleted")
+# Who held a gateway's reference (receipts' lookup, migration 0050): with their messages' months,
+# those the messages' step drops (a message id carries its month).
+MESSAGE_REFERENCES = Sweep(
+    table="message_references",
+    where="message_id < hub_month_floor($1)",
+    key="message_id",
+    how="rows deleted",
+)
 # Receipts the outbox never got to report (a message stuck for the whole period): with its copies.
 OUTBOX_PENDING = Sweep(
     table="outbox_pending", where="created_at < $1", key="message_id", how="rows deleted"

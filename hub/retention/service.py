@@ -106,6 +106,7 @@ STEPS: list[Step] = [
     _step(sql.WEBHOOK_DELIVERIES, lambda p: p.webhook_deliveries_before),
     _step(sql.INBOUND, lambda p: p.inbound_before),
     _step(sql.REJECTS, lambda p: p.rejects_before),
+    _step(sql.MESSAGE_REFERENCES, lambda p: p.messages_before),
     _step(sql.OUTBOX, lambda p: p.outbox_before),
     _step(sql.OUTBOX_PENDING, lambda p: p.outbox_before),
     _step(sql.IDEMPOTENCY_KEYS, lambda p: p.idempotency_keys_before),

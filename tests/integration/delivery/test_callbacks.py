@@ -17,7 +17,7 @@ from hub.delivery import inbound, service
 from hub.delivery.gateway import Inbound, Receipt
 from hub.delivery.gateways.smpp import build as build_smpp
 from hub.settings import DeliverySettings, GatewayConfig, Settings
-from tests.factories import bearer, make_key
+from tests.factories import bearer, hold_references, make_key
 from tests.integration.delivery.conftest import (
     SECRET,
     eventually,
@@ -38,7 +38,7 @@ async def _sent_message(conn: asyncpg.Connection, reference: str, gateway: str =
         " RETURNING id",
         tenant_id,
     )
-    return int(
+    message = int(
         await conn.fetchval(
             "INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments, gateway,"
             " reference, sent_at)"
@@ -50,6 +50,26 @@ async def _sent_message(conn: asyncpg.Connection, reference: str, gateway: str =
             gateway,
         )
     )
+    await hold_references(conn, message)
+    return message
+
+
+async def test_a_receipt_matches_only_a_message_still_holding_its_reference(
+    live_db: asyncpg.Connection, county_key: str
+) -> None:
+    """Receipts look a reference up in `message_references`, and what it says is checked on the
+    message: a row naming a reference its message no longer holds matches nothing."""
+    message = await _sent_message(live_db, "ref-now")
+    await live_db.execute(
+        "UPDATE message_references SET reference = 'ref-before' WHERE message_id = $1", message
+    )
+    async with live_db.transaction():
+        receipt = Receipt("ref-before", "delivered", "DELIVRD")
+        assert await service.apply_receipts(live_db, GATEWAY, [receipt]) == (0, 1, [])
+    status = await live_db.fetchval("SELECT status::text FROM messages WHERE id = $1", message)
+    assert status == "sent"
+    kept = await live_db.fetchval("SELECT reference FROM unmatched_receipts")
+    assert kept == "ref-before"
 
 
 async def test_a_late_receipt_counts_on_the_day_its_message_went_out(

@@ -23,7 +23,7 @@ from hub.messages import jobs as message_jobs
 from hub.messages import service as messages
 from hub.settings import Settings
 from hub.worker import cron_jobs
-from tests.factories import bearer, grant, make_key
+from tests.factories import bearer, grant, hold_references, make_key
 from tests.integration.delivery.conftest import (
     RunWorker,
     audit_clean,
@@ -266,13 +266,14 @@ async def test_the_purge_ends_reply_waits_that_can_link_nothing_and_stale_upload
 async def _sent_7_hours_ago(conn: asyncpg.Connection, send_id: int, reference: str) -> None:
     """The send's message went through the outbox 7 hours ago (past the validity period, within
     the receipt window), and no receipt has come."""
-    await conn.execute(
+    sent = await conn.fetch(
         "UPDATE messages SET status = 'sent', gateway = 'outbox', reference = $2, attempts = 1,"
         " sent_at = hub_now() - interval '7 hours', submitted_at = hub_now() - interval '7 hours'"
-        " WHERE send_id = $1",
+        " WHERE send_id = $1 RETURNING id",
         send_id,
         reference,
     )
+    await hold_references(conn, *(r["id"] for r in sent))
 
 
 async def _relying(conn: asyncpg.Connection, send_id: int) -> bool:
@@ -384,6 +385,7 @@ async def test_copies_wait_for_the_receipt_of_an_original_closed_as_outcome_unkn
     await live_db.execute(
         "UPDATE messages SET reference = $2 WHERE id = $1", message, f"outbox-{message}"
     )
+    await hold_references(live_db, message)
     await recorder.receipts("outbox", [Receipt(f"outbox-{message}", "undelivered", "UNDELIV")])
     assert await statuses(live_db, original) == {"undelivered": 1}
     assert await statuses(live_db, copy) == {"accepted": 1}

@@ -15,7 +15,7 @@ from hub.delivery import repository as delivery_sql
 from hub.delivery.gateway import Outbound
 from hub.delivery.gateways import outbox
 from hub.settings import Settings
-from tests.factories import bearer
+from tests.factories import bearer, hold_references
 from tests.integration.delivery.conftest import audit_clean, started_delivery, statuses
 
 PHONES = [f"1390014{n:04d}" for n in range(5)]
@@ -84,11 +84,12 @@ async def test_without_word_the_outbox_asks_until_the_chunk_is_recorded(
         for _ in range(5):
             await asyncio.sleep(0.05)
             assert await statuses(live_db, send_id) == {"sending": len(PHONES)}
-        await live_db.execute(
+        sent = await live_db.fetch(
             "UPDATE messages SET status = 'sent', reference = 'outbox-' || id,"
-            " sent_at = hub_now() WHERE send_id = $1",
+            " sent_at = hub_now() WHERE send_id = $1 RETURNING id",
             send_id,
         )
+        await hold_references(live_db, *(r["id"] for r in sent))
     assert await statuses(live_db, send_id) == {"delivered": len(PHONES)}
     assert await live_db.fetchval("SELECT count(*) FROM unmatched_receipts") == 0
 

@@ -10,6 +10,7 @@ import msgspec
 from arq.connections import ArqRedis
 
 from hub.settings import GatewayConfig, Settings
+from tests.factories import hold_references
 from tests.integration.delivery.conftest import live_client, with_gateways
 
 OLD, NEW = "old-secret-of-the-gateway", "new-secret-of-the-gateway"
@@ -34,7 +35,7 @@ async def _sent(conn: asyncpg.Connection, biz_id: str, phone: str) -> int:
         " RETURNING id",
         tenant_id,
     )
-    return int(
+    message = int(
         await conn.fetchval(
             "INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments, gateway,"
             " reference, sent_at)"
@@ -45,6 +46,8 @@ async def _sent(conn: asyncpg.Connection, biz_id: str, phone: str) -> int:
             f"{biz_id}:{phone}",
         )
     )
+    await hold_references(conn, message)
+    return message
 
 
 async def _push(api: httpx.AsyncClient, secret: str, biz_id: str, phone: str) -> int:

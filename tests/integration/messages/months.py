@@ -8,6 +8,7 @@ from datetime import datetime
 import asyncpg
 
 from hub import calendar
+from tests.factories import hold_references
 
 
 def month_start(months_after: int) -> datetime:
@@ -50,18 +51,20 @@ async def send_at(
             tenant_id,
             len(phones),
         )
-        await conn.execute(
+        written = await conn.fetch(
             "INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments, body,"
             " gateway, reference, sent_at)"
             " SELECT $1::bigint, $2::bigint, p, '中国移动', s::message_status, 2, '通知' || p,"
             "        'outbox',"
             "        'ref-' || $1::bigint::text || '-' || p, hub_now()"
-            " FROM UNNEST($3::text[], $4::text[]) AS x(p, s)",
+            " FROM UNNEST($3::text[], $4::text[]) AS x(p, s)"
+            " RETURNING id",
             send_id,
             tenant_id,
             list(phones),
             [statuses[i % len(statuses)] for i in range(len(phones))],
         )
+        await hold_references(conn, *(r["id"] for r in written))
         # The default gateway's copies of them (its store is keyed by message id).
         await conn.execute(
             "INSERT INTO outbox (message_id, gateway, phone, sender, text, segments)"

@@ -1,5 +1,6 @@
-"""A message's claim and its receipt rewrite it in place (HOT): no index names a column they
-change, and every month's partition leaves room on its pages for the new versions (migration
+"""A message's claim, its `sent` and its receipt rewrite it in place (HOT): no index names a
+column they change (the gateway's reference is looked up in `message_references`, migration
+0050), and every month's partition leaves room on its pages for the new versions (migration
 0047; docs/BENCHMARKS.md, issue 17 point 4)."""
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ async def _hot_updates(conn: asyncpg.Connection, partition: str) -> int:
     return n
 
 
-async def test_a_claim_and_its_receipt_rewrite_the_message_in_place(
+async def test_a_claim_its_sent_and_its_receipt_rewrite_the_message_in_place(
     conn: asyncpg.Connection,
 ) -> None:
     await months.make_ahead(SingleConnectionDatabase(conn), month_start(0), 0)
@@ -49,7 +50,6 @@ async def test_a_claim_and_its_receipt_rewrite_the_message_in_place(
         assert [r["id"] for r in claimed] == [message_id]
         assert await _hot_updates(conn, part) == before + 1, "the claim was not HOT"
 
-        # Recording `sent` sets the reference the receipts look up: a new index entry.
         sent = await conn.fetch(
             delivery_sql.RECORD_SENT,
             [message_id],
@@ -59,13 +59,15 @@ async def test_a_claim_and_its_receipt_rewrite_the_message_in_place(
             [0],
             *bounds,
         )
-        assert len(sent) == 1
-        after_sent = await _hot_updates(conn, part)
+        assert [(r["id"], r["reference"]) for r in sent] == [(message_id, "ref-9")]
+        assert await _hot_updates(conn, part) == before + 2, "recording `sent` was not HOT"
+        held = await conn.fetch("SELECT gateway, reference FROM message_references")
+        assert [tuple(r) for r in held] == [("smpp-a", "ref-9")]
         applied = await conn.fetch(
             delivery_sql.APPLY_RECEIPTS, "smpp-a", ["ref-9"], ["delivered"], ["DELIVRD"], 3600.0
         )
         assert [r["id"] for r in applied] == [message_id]
-        assert await _hot_updates(conn, part) == after_sent + 1, "the receipt was not HOT"
+        assert await _hot_updates(conn, part) == before + 3, "the receipt was not HOT"
 
 
 async def test_a_copy_relies_on_its_original_until_it_is_done(conn: asyncpg.Connection) -> None:

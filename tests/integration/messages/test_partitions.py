@@ -201,8 +201,9 @@ async def test_the_api_and_worker_queries_scan_one_partition(
 
 async def test_receipt_match_probes_each_partition_by_index(conn: asyncpg.Connection) -> None:
     """A receipt names the gateway's reference, not the message: the month it was written in is
-    unknown (a send may wait for months: scheduled, parked, in review), so the match probes
-    every partition's `messages_reference` index once, and reads no table in full."""
+    unknown (a send may wait for months: scheduled, parked, in review), so the match looks the
+    reference up in `message_references` (one index, whatever the months), then the message by
+    its id, and reads no table in full."""
     await _four_months(conn)
     async with conn.transaction():
         # Whether each partition has the index to probe, whatever its statistics say (a month
@@ -221,6 +222,7 @@ async def test_receipt_match_probes_each_partition_by_index(conn: asyncpg.Connec
             )
         )
     assert "Seq Scan on messages_" not in plan, plan
+    assert "message_references_held" in plan, plan
 
 
 async def test_statements_over_message_ids_call_no_function_per_row(

@@ -311,6 +311,25 @@ async def test_each_table_loses_what_is_just_past_its_cutoff_and_keeps_what_is_j
     assert await holds(conn, young)
 
 
+async def test_message_references_go_with_the_months_before_the_cutoffs(
+    conn: asyncpg.Connection, settings: Settings, world: World
+) -> None:
+    """Who held a gateway's reference goes by whole months, as the messages' partitions do: a
+    message id carries its month, so the sweep walks the ids below the cutoff's month."""
+    cutoff = NOW - timedelta(days=DEFAULTS.messages_days)
+    month = await conn.fetchval("SELECT hub_month_floor($1)", cutoff)  # its first message id
+    await conn.execute(
+        "INSERT INTO message_references (message_id, gateway, reference)"
+        " VALUES ($1, 'outbox', 'last-of-before'), ($2, 'outbox', 'first-of-the-cutoffs')",
+        month - 1,
+        month,
+    )
+    gone = await service.run(SingleConnectionDatabase(conn), settings, NOW, dry_run=False)
+    assert {g.what: g.rows for g in gone}["message_references"] == 1
+    kept = await conn.fetch("SELECT reference FROM message_references")
+    assert [r["reference"] for r in kept] == ["first-of-the-cutoffs"]
+
+
 async def _all_old(conn: asyncpg.Connection, world: World, each: int = 1) -> None:
     for table, (days, add, _) in TABLES.items():
         for n in range(each):

@@ -6,11 +6,16 @@ so that update wrote a new entry in each of the message's four indexes and a new
 for every message (docs/BENCHMARKS.md, issue 17 point 4). `message_references` holds (message,
 gateway, reference), one row per message with a reference, written by the statement that sets
 it: a receipt finds its message there with one probe, not one per month's partition. The
-message keeps its `reference` (what the console, exports and people's requests show) and
-everything else a receipt checks (when it was sent, its status).
+message keeps its `reference` and everything else a receipt checks (when it was sent, its
+status): every lookup checks the row against it.
 
-Its rows go with their messages' months: the retention run deletes those of months before its
-cutoff's (hub/retention), as it drops their partitions.
+Its rows go with their messages: the retention run deletes those of months before its cutoff's
+whose message is gone (hub/retention).
+
+**The running version cannot live beside it** (docs/OPERATIONS.md, upgrades): its workers would
+record `sent` without the row, and those messages' receipts would never match. Stop the API and
+the workers for it. The backfill reads every partition under a lock that holds off writes to
+`messages` (reads go on), so no `sent` committed meanwhile is missed.
 
 Revision ID: 0050
 Revises: 0049
@@ -34,6 +39,7 @@ def upgrade() -> None:
         gateway text NOT NULL,
         reference text NOT NULL
     );
+    LOCK TABLE messages IN SHARE MODE;
     INSERT INTO message_references (message_id, gateway, reference)
     SELECT id, gateway, reference FROM messages WHERE reference IS NOT NULL AND gateway IS NOT NULL;
     CREATE INDEX message_references_held ON message_references (gateway, reference);

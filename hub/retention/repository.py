@@ -141,11 +141,15 @@ UNMATCHED_RECEIPTS = Sweep(
     table="unmatched_receipts", where="received_at < $1", key=None, how="rows deleted"
 )
 OUTBOX = Sweep(table="outbox", where="created_at < $1", key="message_id", how="rows deleted")
-# Who held a gateway's reference (receipts' lookup, migration 0050): with their messages' months,
-# those the messages' step drops (a message id carries its month).
+# Who held a gateway's reference (receipts' lookup, migration 0050): those of months before the
+# cutoff's (a message id carries its month) whose message went with its month's partition in
+# the messages' step; a month kept for a message still waiting keeps them.
 MESSAGE_REFERENCES = Sweep(
     table="message_references",
-    where="message_id < hub_month_floor($1)",
+    where=(
+        "message_id < hub_month_floor($1) AND NOT EXISTS"
+        " (SELECT 1 FROM messages m WHERE m.id = message_references.message_id)"
+    ),
     key="message_id",
     how="rows deleted",
 )

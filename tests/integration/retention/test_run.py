@@ -19,7 +19,14 @@ from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool
 from hub.retention import service
 from hub.retention.schemas import Gone, Policy
 from hub.settings import RetentionSettings, Settings
-from tests.factories import bearer, grant_ahead, make_key, make_small_tree, make_tenant
+from tests.factories import (
+    bearer,
+    grant_ahead,
+    hold_references,
+    make_key,
+    make_small_tree,
+    make_tenant,
+)
 
 NOW = datetime(2027, 3, 16, 2, 0, tzinfo=UTC)  # a fixed instant, passed to the run
 JUST = timedelta(seconds=1)
@@ -314,10 +321,19 @@ async def test_each_table_loses_what_is_just_past_its_cutoff_and_keeps_what_is_j
 async def test_message_references_go_with_the_months_before_the_cutoffs(
     conn: asyncpg.Connection, settings: Settings, world: World
 ) -> None:
-    """Who held a gateway's reference goes by whole months, as the messages' partitions do: a
-    message id carries its month, so the sweep walks the ids below the cutoff's month."""
+    """Who held a gateway's reference goes with its message: of the months before the cutoff's
+    (a message id carries its month), once the message went with its month's partition. A
+    message still waiting to go keeps its month, and its reference its row."""
     cutoff = NOW - timedelta(days=DEFAULTS.messages_days)
     month = await conn.fetchval("SELECT hub_month_floor($1)", cutoff)  # its first message id
+    waiting = await conn.fetchval(
+        "INSERT INTO messages (id, send_id, tenant_id, phone, carrier, status, segments,"
+        " gateway, reference) VALUES (7, $1, $2, '+8613900139000', '中国移动', 'accepted', 1,"
+        " 'outbox', 'of-a-waiting-message') RETURNING id",
+        world.send_id,
+        world.tenant_id,
+    )
+    await hold_references(conn, waiting)
     await conn.execute(
         "INSERT INTO message_references (message_id, gateway, reference)"
         " VALUES ($1, 'outbox', 'last-of-before'), ($2, 'outbox', 'first-of-the-cutoffs')",
@@ -326,8 +342,8 @@ async def test_message_references_go_with_the_months_before_the_cutoffs(
     )
     gone = await service.run(SingleConnectionDatabase(conn), settings, NOW, dry_run=False)
     assert {g.what: g.rows for g in gone}["message_references"] == 1
-    kept = await conn.fetch("SELECT reference FROM message_references")
-    assert [r["reference"] for r in kept] == ["first-of-the-cutoffs"]
+    kept = await conn.fetch("SELECT reference FROM message_references ORDER BY message_id")
+    assert [r["reference"] for r in kept] == ["of-a-waiting-message", "first-of-the-cutoffs"]
 
 
 async def _all_old(conn: asyncpg.Connection, world: World, each: int = 1) -> None:

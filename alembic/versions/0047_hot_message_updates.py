@@ -24,7 +24,6 @@ Create Date: 2026-12-04
 """
 
 from hub.db import run_script, sql_file
-from hub.messages.months import fillfactor_script
 
 revision = "0047"
 down_revision = "0046"
@@ -32,6 +31,18 @@ branch_labels = None
 depends_on = None
 
 FUNCTIONS = "hub/messages/sql/months.sql"
+
+_FILLFACTOR = """
+DO $$
+DECLARE p regclass;
+BEGIN
+    FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'messages'::regclass
+    LOOP
+        EXECUTE format('ALTER TABLE %s SET (fillfactor = {fillfactor})', p);
+    END LOOP;
+END
+$$;
+"""
 
 
 def upgrade() -> None:
@@ -42,7 +53,7 @@ def upgrade() -> None:
     DROP INDEX IF EXISTS messages_send;
     DROP INDEX IF EXISTS messages_reference;
     """)
-    run_script(fillfactor_script(85))
+    run_script(_FILLFACTOR.replace("{fillfactor}", "85"))
     run_script("""
     ALTER TABLE messages ADD COLUMN IF NOT EXISTS relies_on bigint GENERATED ALWAYS AS
         (CASE WHEN status = 'deduplicated' AND done_at IS NULL THEN duplicate_of END) STORED;
@@ -65,5 +76,5 @@ def downgrade() -> None:
         WHERE status = 'deduplicated' AND done_at IS NULL;
     ALTER TABLE messages DROP COLUMN IF EXISTS relies_on;
     """)
-    run_script(fillfactor_script(100))
+    run_script(_FILLFACTOR.replace("{fillfactor}", "100"))
     run_script(sql_file(FUNCTIONS))

@@ -16,7 +16,6 @@ Create Date: 2026-12-05
 """
 
 from hub.db import run_script, sql_file
-from hub.messages.months import fillfactor_script
 
 revision = "0051"
 down_revision = "0050"
@@ -25,11 +24,23 @@ depends_on = None
 
 FUNCTIONS = "hub/messages/sql/months.sql"
 
+_FILLFACTOR = """
+DO $$
+DECLARE p regclass;
+BEGIN
+    FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'messages'::regclass
+    LOOP
+        EXECUTE format('ALTER TABLE %s SET (fillfactor = {fillfactor})', p);
+    END LOOP;
+END
+$$;
+"""
+
 
 def upgrade() -> None:
-    run_script(fillfactor_script(50))
+    run_script(_FILLFACTOR.replace("{fillfactor}", "50"))
     run_script(sql_file(FUNCTIONS))
 
 
 def downgrade() -> None:
-    run_script(fillfactor_script(85))
+    run_script(_FILLFACTOR.replace("{fillfactor}", "85"))

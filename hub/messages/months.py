@@ -35,23 +35,6 @@ MONTH_SPAN = 1 << 40
 # Make the partitions of $1's month and the $2 months after it; the names made.
 MAKE_PARTITIONS = "SELECT hub_message_partitions($1, $2) AS name"
 
-
-def fillfactor_script(percent: int) -> str:
-    """SQL setting every existing partition's fillfactor (new months take theirs from
-    hub_message_partitions): for the migrations that change it (0047, 0051)."""
-    return f"""
-DO $$
-DECLARE p regclass;
-BEGIN
-    FOR p IN SELECT inhrelid::regclass FROM pg_inherits WHERE inhparent = 'messages'::regclass
-    LOOP
-        EXECUTE format('ALTER TABLE %s SET (fillfactor = {int(percent)})', p);
-    END LOOP;
-END
-$$;
-"""
-
-
 T = TypeVar("T")
 
 

@@ -1,8 +1,8 @@
 """A gateway's references are looked up in a narrow table of their own, not in an index on
-`messages`: recording `sent` becomes a HOT update like the claim and the receipt.
+`messages`: recording `sent` can be a HOT update, like the claim and the receipt.
 
 `messages_reference` (one per month's partition) named the column that recording `sent` sets,
-so that update wrote a new entry in each of the message's four indexes and a new heap tuple,
+so that update wrote a new heap tuple and a new entry in each of the message's four indexes,
 for every message (docs/BENCHMARKS.md, issue 17 point 4). `message_references` holds (message,
 gateway, reference), one row per message with a reference, written by the statement that sets
 it: a receipt finds its message there with one probe, not one per month's partition. The

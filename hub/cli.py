@@ -42,8 +42,8 @@ from hub.retention.schemas import Gone, Policy
 from hub.settings import Settings, SettingsError, load_settings
 from hub.users import service as users
 from hub.users.schemas import InviteIn
+from hub.worker import EventLoop, chosen_loop, run_surviving
 from hub.worker import run as run_worker
-from hub.worker import run_surviving
 from tenants import divisions
 from tenants import service as tenant_service
 from tenants.keys import parse_token
@@ -152,8 +152,7 @@ async def _serve(
         port=port,
         log_level="warning",
         lifespan="on",
-        # asyncio's own loop, even with uvloop installed (it is the worker's: hub.worker.run).
-        loop="asyncio",
+        loop=api_loop(settings),
         **proxy_headers(settings),
     )
     server = uvicorn.Server(config)
@@ -176,6 +175,12 @@ async def _serve(
         for task in background:
             task.cancel()
         await asyncio.gather(*background, return_exceptions=True)
+
+
+def api_loop(settings: Settings) -> EventLoop:
+    """uvicorn's event loop for the API (and `hub up`'s worker beside it): HUB_HTTP__EVENT_LOOP,
+    else uvloop where installed."""
+    return chosen_loop(settings.http.event_loop, "HUB_HTTP__EVENT_LOOP")
 
 
 def proxy_headers(settings: Settings) -> dict[str, Any]:
@@ -214,7 +219,7 @@ def _serve_processes(
         workers=settings.http.workers,
         log_level="warning",
         lifespan="on",
-        loop="asyncio",  # as in _serve: uvloop is the worker's alone
+        loop=api_loop(settings),
         **proxy_headers(settings),
     )
     sock = config.bind_socket()

@@ -85,6 +85,10 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # NOTIFY); this bounds a lost notification. 0: read the key on every request. Behind a
     # transaction pooler (HUB_DB__POOLER=transaction) there is no cache, whatever this says.
     key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 10.0
+    # The event loop of `hub serve`'s processes and `hub up`: "uvloop" (the default where it is
+    # installed: a send's twenty round trips to PostgreSQL and Redis cost the API process about
+    # a tenth less CPU; docs/BENCHMARKS.md, issue 17 point 5) or "asyncio".
+    event_loop: Literal["asyncio", "uvloop"] | None = None
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).
@@ -349,8 +353,8 @@ class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The event loop of `hub worker`: "uvloop" (the default where it is installed: smpp34's
     # cross-thread wake-ups and asyncpg's round trips cost the worker about a third less CPU;
-    # docs/BENCHMARKS.md, issue 17 point 2) or "asyncio". `hub up` and `hub serve` always run
-    # asyncio's own loop.
+    # docs/BENCHMARKS.md, issue 17 point 2) or "asyncio". `hub up` runs its worker on the API's
+    # loop (HUB_HTTP__EVENT_LOOP).
     event_loop: Literal["asyncio", "uvloop"] | None = None
 
 

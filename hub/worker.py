@@ -53,22 +53,32 @@ T = TypeVar("T")
 EventLoop = Literal["asyncio", "uvloop"]
 
 
+def chosen_loop(configured: EventLoop | None, setting: str) -> EventLoop:
+    """The event loop a setting names (`setting`: its variable, for the error), else uvloop
+    where it is installed. One named but not installed is a start-up error."""
+    installed = importlib.util.find_spec("uvloop") is not None
+    if configured is None:
+        return "uvloop" if installed else "asyncio"
+    if configured == "uvloop" and not installed:
+        raise RuntimeError(f"{setting}=uvloop: uvloop is not installed")
+    return configured
+
+
 def event_loop(settings: Settings) -> EventLoop:
     """The loop `hub worker` runs on: HUB_WORKER__EVENT_LOOP, else uvloop where installed."""
-    chosen = settings.worker.event_loop
-    if chosen is None:
-        return "uvloop" if importlib.util.find_spec("uvloop") is not None else "asyncio"
-    return chosen
+    return chosen_loop(settings.worker.event_loop, "HUB_WORKER__EVENT_LOOP")
 
 
 def run(main: Coroutine[Any, Any, T], settings: Settings) -> T:
     """Run `main` (the worker) to its end on the event loop `event_loop(settings)` names."""
-    if event_loop(settings) == "uvloop":
-        try:
-            import uvloop
-        except ImportError as exc:
-            main.close()
-            raise RuntimeError("HUB_WORKER__EVENT_LOOP=uvloop: uvloop is not installed") from exc
+    try:
+        loop = event_loop(settings)
+    except RuntimeError:
+        main.close()
+        raise
+    if loop == "uvloop":
+        import uvloop
+
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             return runner.run(main)
     return asyncio.run(main)

@@ -1,13 +1,14 @@
 """Benchmark: 1-recipient sends from 50 concurrent HTTP clients, the hub beside a bare app.
 
     .venv/bin/python -m ops.bench.api_load [--dsn postgresql://…] [--workers 2] [--clients 50]
-        [--seconds 10] [--rounds 3] [--env HUB_X=Y …]
+        [--seconds 10] [--rounds 3] [--loop asyncio|uvloop] [--env HUB_X=Y …]
 
 Real processes as in production: `hub serve` with HUB_HTTP__WORKERS uvicorn processes, a real
 PostgreSQL (embedded 18.6, or the one at --dsn) and Redis (embedded Valkey), no worker (the
 batches wait in the queue; the API's work ends at the enqueue). Beside it, in the same run and on
-the same server stack (uvicorn, the same number of processes, the same pool size):
-ops/bench/api_bare.py, a bare Litestar app doing one INSERT per request — the baseline.
+the same server stack (uvicorn, the same event loop, the same number of processes, the same pool
+size): ops/bench/api_bare.py, a bare Litestar app doing one INSERT per request — the baseline.
+`--loop` is both servers' event loop (unset: `hub serve`'s default, uvloop where installed).
 
 Closed loop: `--clients` clients each POST a send to one new phone (`{"to": [phone], "body":
 …}`), wait for the 202 and POST the next, for `--seconds`; the keys are spread over `--tenants`
@@ -36,6 +37,7 @@ import msgspec
 from hub.calendar import current_period
 from hub.db import create_database, migrate
 from hub.quota import service as quota
+from hub.worker import chosen_loop
 from ops.bench import run_on_servers, wait_ready
 from ops.bench.api_bare import TABLE
 from ops.bench.send_million import PREFIXES
@@ -84,7 +86,7 @@ async def _seed(admin_dsn: str, tenants: int) -> tuple[str, list[str]]:
 
 
 def _hub_server(
-    dsn: str, redis_dsn: str, port: int, workers: int, extra: dict[str, str]
+    dsn: str, redis_dsn: str, port: int, workers: int, loop: str, extra: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
@@ -92,6 +94,7 @@ def _hub_server(
         HUB_REDIS__DSN=redis_dsn,
         HUB_HTTP__PORT=str(port),
         HUB_HTTP__WORKERS=str(workers),
+        HUB_HTTP__EVENT_LOOP=loop,
         HUB_LOG_LEVEL="WARNING",
         HUB_MESSAGES__QUIET_HOURS="false",
         # The request limiter still runs (its Redis call is part of a send's cost), out of the way.
@@ -104,10 +107,11 @@ def _hub_server(
     return subprocess.Popen([str(Path(sys.executable).parent / "hub"), "serve"], env=env)
 
 
-def _bare_server(dsn: str, port: int, workers: int) -> subprocess.Popen[bytes]:
+def _bare_server(dsn: str, port: int, workers: int, loop: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HUB_BARE_DSN": dsn}
     command = [sys.executable, "-m", "uvicorn", "ops.bench.api_bare:create_app", "--factory"]
     command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+    command += ["--loop", loop]
     return subprocess.Popen(command, env=env)
 
 
@@ -317,8 +321,10 @@ async def _run(args: argparse.Namespace, redis_dsn: str) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     hub_port = 18600 + os.getpid() % 500
     bare_port = hub_port + 500
-    hub = _hub_server(dsn, redis_dsn, hub_port, args.workers, extra)
-    bare = _bare_server(dsn, bare_port, args.workers)
+    loop = chosen_loop(args.loop, "--loop")
+    _say(f"both servers on {loop}")
+    hub = _hub_server(dsn, redis_dsn, hub_port, args.workers, loop, extra)
+    bare = _bare_server(dsn, bare_port, args.workers, loop)
     try:
         meters = (Meter(hub.pid, dsn), Meter(bare.pid, dsn))
         return await _measure(
@@ -340,6 +346,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=10.0, help="of each round and server")
     parser.add_argument("--warm", type=float, default=3.0, help="seconds of warm-up each")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--loop", choices=["asyncio", "uvloop"], help="both servers' event loop")
     parser.add_argument("--env", action="append", default=[], help="HUB_X=Y for hub serve")
     args = parser.parse_args()
     return run_on_servers(args, _run)

@@ -13,7 +13,7 @@ import secrets
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -24,7 +24,7 @@ import uvicorn
 from litestar import Litestar
 from uvicorn.supervisors import Multiprocess
 
-from hub import calendar, embedded
+from hub import calendar, embedded, loops
 from hub.app import create_app
 from hub.billing import service as billing
 from hub.billing.schemas import RateCardIn
@@ -39,11 +39,12 @@ from hub.oplog import service as oplog
 from hub.quota import service as quota
 from hub.retention import service as retention
 from hub.retention.schemas import Gone, Policy
-from hub.settings import Settings, SettingsError, load_settings
+from hub.settings import EventLoop, Settings, SettingsError, load_settings
 from hub.users import service as users
 from hub.users.schemas import InviteIn
-from hub.worker import EventLoop, chosen_loop, run_surviving
+from hub.worker import event_loop as worker_loop
 from hub.worker import run as run_worker
+from hub.worker import run_surviving
 from tenants import divisions
 from tenants import service as tenant_service
 from tenants.keys import parse_token
@@ -152,7 +153,7 @@ async def _serve(
         port=port,
         log_level="warning",
         lifespan="on",
-        loop=api_loop(settings),
+        loop="none",  # already running: the caller's (run_api)
         **proxy_headers(settings),
     )
     server = uvicorn.Server(config)
@@ -178,9 +179,19 @@ async def _serve(
 
 
 def api_loop(settings: Settings) -> EventLoop:
-    """uvicorn's event loop for the API (and `hub up`'s worker beside it): HUB_HTTP__EVENT_LOOP,
+    """The API's event loop (and that of `hub up`'s worker beside it): HUB_HTTP__EVENT_LOOP,
     else uvloop where installed."""
-    return chosen_loop(settings.http.event_loop, "HUB_HTTP__EVENT_LOOP")
+    return loops.chosen(settings.http.event_loop, "HUB_HTTP__EVENT_LOOP")
+
+
+def run_api(main: Coroutine[Any, Any, T], settings: Settings) -> T:
+    """Run `main` (`_serve`) to its end on the API's event loop (api_loop)."""
+    try:
+        loop = api_loop(settings)
+    except SettingsError:
+        main.close()
+        raise
+    return loops.run(main, loop)
 
 
 def proxy_headers(settings: Settings) -> dict[str, Any]:
@@ -228,6 +239,7 @@ def _serve_processes(
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    api_loop(settings)  # a loop that cannot run stops it before any server starts
     data_dir = _data_dir(settings, args)
     data_dir.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
@@ -277,7 +289,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
         try:
             # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly.
             with contextlib.suppress(KeyboardInterrupt):
-                asyncio.run(_serve(settings, args.host, args.port, ready, with_worker=True))
+                run_api(_serve(settings, args.host, args.port, ready, with_worker=True), settings)
         finally:
             (data_dir / embedded.RUN_FILE).unlink(missing_ok=True)
             _print("hub stopped; stopping its servers")
@@ -304,6 +316,7 @@ def _run_on_db(
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    api_loop(settings)  # a loop that cannot run stops it before any server starts
     with embedded.servers(settings.db.dsn, settings.redis.dsn, _data_dir(settings, args)) as dsns:
 
         def ready(url: str) -> None:
@@ -314,11 +327,12 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
             _serve_processes(settings, args.host, args.port, ready)
             return 0
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(settings, args.host, args.port, ready))
+            run_api(_serve(settings, args.host, args.port, ready), settings)
     return 0
 
 
 def cmd_worker(settings: Settings, args: argparse.Namespace) -> int:
+    worker_loop(settings)  # a loop that cannot run stops it before any server starts
     with embedded.servers(settings.db.dsn, settings.redis.dsn, _data_dir(settings, args)) as dsns:
         _print("hub worker running; Ctrl-C stops it")
         run_worker(_work(_with_dsns(settings, dsns)), settings)
@@ -879,7 +893,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hub").setLevel(settings.log_level.upper())
     # arq logs every job at INFO (a heartbeat each half minute): keep its warnings only.
     logging.getLogger("arq").setLevel(logging.WARNING)
-    return int(args.run(settings, args))
+    try:
+        return int(args.run(settings, args))
+    except SettingsError as exc:  # found only when a command starts (an event loop, say)
+        print(f"hub: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

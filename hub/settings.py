@@ -27,6 +27,10 @@ class SettingsError(Exception):
     """The environment does not describe a valid configuration."""
 
 
+# An event loop a process may run on (hub.loops).
+EventLoop = Literal["asyncio", "uvloop"]
+
+
 class DbSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # None: `hub up` starts an embedded PostgreSQL under data_dir.
     dsn: str | None = None
@@ -85,10 +89,11 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # NOTIFY); this bounds a lost notification. 0: read the key on every request. Behind a
     # transaction pooler (HUB_DB__POOLER=transaction) there is no cache, whatever this says.
     key_cache_seconds: Annotated[float, msgspec.Meta(ge=0, le=300)] = 10.0
-    # The event loop of `hub serve`'s processes and `hub up`: "uvloop" (the default where it is
-    # installed: a send's twenty round trips to PostgreSQL and Redis cost the API process about
-    # a tenth less CPU; docs/BENCHMARKS.md, issue 17 point 5) or "asyncio".
-    event_loop: Literal["asyncio", "uvloop"] | None = None
+    # The event loop of the API, in `hub serve` and `hub up` (whose worker runs on it too):
+    # "uvloop" (the default where it is installed: a send's round trips to PostgreSQL and Redis
+    # cost the API process about a tenth less CPU; docs/BENCHMARKS.md, issue 17 point 5) or
+    # "asyncio". hub.loops.
+    event_loop: EventLoop | None = None
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).
@@ -354,8 +359,8 @@ class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The event loop of `hub worker`: "uvloop" (the default where it is installed: smpp34's
     # cross-thread wake-ups and asyncpg's round trips cost the worker about a third less CPU;
     # docs/BENCHMARKS.md, issue 17 point 2) or "asyncio". `hub up` runs its worker on the API's
-    # loop (HUB_HTTP__EVENT_LOOP).
-    event_loop: Literal["asyncio", "uvloop"] | None = None
+    # loop (HUB_HTTP__EVENT_LOOP). hub.loops.
+    event_loop: EventLoop | None = None
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import importlib.util
 import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any, Literal, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from arq import Retry, cron, func
 from arq.connections import ArqRedis
@@ -22,7 +21,7 @@ from arq.cron import CronJob
 from arq.typing import WorkerCoroutine
 from arq.worker import Worker
 
-from hub import calendar, queue
+from hub import calendar, loops, queue
 from hub.billing.jobs import roll_up_usage
 from hub.campaigns.jobs import run_campaigns
 from hub.crons import once_per_tick
@@ -35,7 +34,7 @@ from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
 from hub.messages.jobs import expire_reviews, make_partitions, release_due_sends
 from hub.quota.jobs import expire_reservations, return_leases
 from hub.retention.jobs import run_retention
-from hub.settings import Settings
+from hub.settings import EventLoop, Settings, SettingsError
 
 # Tuned for a queue of batch jobs (one per few hundred messages): short polls keep latency low
 # (arq's default 0.5 s poll measured ≈1,000 jobs/s; 0.05 s ≈1,700/s on 2 cores), and a modest
@@ -50,38 +49,21 @@ RETRY_CAP_SECONDS = 30
 log = logging.getLogger("hub.worker")
 Job = Callable[..., Awaitable[Any]]
 T = TypeVar("T")
-EventLoop = Literal["asyncio", "uvloop"]
-
-
-def chosen_loop(configured: EventLoop | None, setting: str) -> EventLoop:
-    """The event loop a setting names (`setting`: its variable, for the error), else uvloop
-    where it is installed. One named but not installed is a start-up error."""
-    installed = importlib.util.find_spec("uvloop") is not None
-    if configured is None:
-        return "uvloop" if installed else "asyncio"
-    if configured == "uvloop" and not installed:
-        raise RuntimeError(f"{setting}=uvloop: uvloop is not installed")
-    return configured
 
 
 def event_loop(settings: Settings) -> EventLoop:
     """The loop `hub worker` runs on: HUB_WORKER__EVENT_LOOP, else uvloop where installed."""
-    return chosen_loop(settings.worker.event_loop, "HUB_WORKER__EVENT_LOOP")
+    return loops.chosen(settings.worker.event_loop, "HUB_WORKER__EVENT_LOOP")
 
 
 def run(main: Coroutine[Any, Any, T], settings: Settings) -> T:
     """Run `main` (the worker) to its end on the event loop `event_loop(settings)` names."""
     try:
         loop = event_loop(settings)
-    except RuntimeError:
+    except SettingsError:
         main.close()
         raise
-    if loop == "uvloop":
-        import uvloop
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            return runner.run(main)
-    return asyncio.run(main)
+    return loops.run(main, loop)
 
 
 def server_gone(exc: BaseException) -> bool:

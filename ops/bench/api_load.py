@@ -34,10 +34,11 @@ import asyncpg
 import httpx
 import msgspec
 
+from hub import loops
 from hub.calendar import current_period
 from hub.db import create_database, migrate
 from hub.quota import service as quota
-from hub.worker import chosen_loop
+from hub.settings import EventLoop
 from ops.bench import run_on_servers, wait_ready
 from ops.bench.api_bare import TABLE
 from ops.bench.send_million import PREFIXES
@@ -86,7 +87,7 @@ async def _seed(admin_dsn: str, tenants: int) -> tuple[str, list[str]]:
 
 
 def _hub_server(
-    dsn: str, redis_dsn: str, port: int, workers: int, loop: str, extra: dict[str, str]
+    dsn: str, redis_dsn: str, port: int, workers: int, loop: EventLoop, extra: dict[str, str]
 ) -> subprocess.Popen[bytes]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HUB_")}
     env.update(
@@ -107,7 +108,7 @@ def _hub_server(
     return subprocess.Popen([str(Path(sys.executable).parent / "hub"), "serve"], env=env)
 
 
-def _bare_server(dsn: str, port: int, workers: int, loop: str) -> subprocess.Popen[bytes]:
+def _bare_server(dsn: str, port: int, workers: int, loop: EventLoop) -> subprocess.Popen[bytes]:
     env = {**os.environ, "HUB_BARE_DSN": dsn}
     command = [sys.executable, "-m", "uvicorn", "ops.bench.api_bare:create_app", "--factory"]
     command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
@@ -321,7 +322,7 @@ async def _run(args: argparse.Namespace, redis_dsn: str) -> int:
     extra = dict(item.split("=", 1) for item in args.env)
     hub_port = 18600 + os.getpid() % 500
     bare_port = hub_port + 500
-    loop = chosen_loop(args.loop, "--loop")
+    loop = loops.chosen(args.loop, "--loop")
     _say(f"both servers on {loop}")
     hub = _hub_server(dsn, redis_dsn, hub_port, args.workers, loop, extra)
     bare = _bare_server(dsn, bare_port, args.workers, loop)

@@ -186,12 +186,7 @@ def api_loop(settings: Settings) -> EventLoop:
 
 def run_api(main: Coroutine[Any, Any, T], settings: Settings) -> T:
     """Run `main` (`_serve`) to its end on the API's event loop (api_loop)."""
-    try:
-        loop = api_loop(settings)
-    except SettingsError:
-        main.close()
-        raise
-    return loops.run(main, loop)
+    return loops.run(main, settings.http.event_loop, "HUB_HTTP__EVENT_LOOP")
 
 
 def proxy_headers(settings: Settings) -> dict[str, Any]:
@@ -222,7 +217,16 @@ def _serve_processes(
     # environment).
     os.environ["HUB_DB__DSN"] = settings.db.dsn
     os.environ["HUB_REDIS__DSN"] = settings.redis.dsn
-    config = uvicorn.Config(
+    config = processes_config(settings, host, port)
+    sock = config.bind_socket()
+    on_ready(f"http://{host}:{sock.getsockname()[1]} ({settings.http.workers} processes)")
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def processes_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for HUB_HTTP__WORKERS `hub serve` processes (each runs the API on
+    api_loop: uvicorn builds its loop)."""
+    return uvicorn.Config(
         "hub.cli:serve_app",
         factory=True,
         host=host,
@@ -233,9 +237,6 @@ def _serve_processes(
         loop=api_loop(settings),
         **proxy_headers(settings),
     )
-    sock = config.bind_socket()
-    on_ready(f"http://{host}:{sock.getsockname()[1]} ({settings.http.workers} processes)")
-    Multiprocess(config, sockets=[sock]).run()
 
 
 def cmd_up(settings: Settings, args: argparse.Namespace) -> int:

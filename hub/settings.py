@@ -357,7 +357,7 @@ class ClockSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class WorkerSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The event loop of `hub worker`: "uvloop" (the default where it is installed: smpp34's
-    # cross-thread wake-ups and asyncpg's round trips cost the worker about a third less CPU;
+    # cross-thread wake-ups and asyncpg's round trips cost the worker about a quarter less CPU;
     # docs/BENCHMARKS.md, issue 17 point 2) or "asyncio". `hub up` runs its worker on the API's
     # loop (HUB_HTTP__EVENT_LOOP). hub.loops.
     event_loop: EventLoop | None = None

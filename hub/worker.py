@@ -34,7 +34,7 @@ from hub.health.jobs import HEARTBEAT_SECONDS, heartbeat
 from hub.messages.jobs import expire_reviews, make_partitions, release_due_sends
 from hub.quota.jobs import expire_reservations, return_leases
 from hub.retention.jobs import run_retention
-from hub.settings import EventLoop, Settings, SettingsError
+from hub.settings import EventLoop, Settings
 
 # Tuned for a queue of batch jobs (one per few hundred messages): short polls keep latency low
 # (arq's default 0.5 s poll measured ≈1,000 jobs/s; 0.05 s ≈1,700/s on 2 cores), and a modest
@@ -58,12 +58,7 @@ def event_loop(settings: Settings) -> EventLoop:
 
 def run(main: Coroutine[Any, Any, T], settings: Settings) -> T:
     """Run `main` (the worker) to its end on the event loop `event_loop(settings)` names."""
-    try:
-        loop = event_loop(settings)
-    except SettingsError:
-        main.close()
-        raise
-    return loops.run(main, loop)
+    return loops.run(main, settings.worker.event_loop, "HUB_WORKER__EVENT_LOOP")
 
 
 def server_gone(exc: BaseException) -> bool:

@@ -168,6 +168,7 @@ async def test_a_submit_cancelled_while_its_messages_wait_writes_none_of_them(
     second = asyncio.create_task(gateway.submit(waiting))
     for _ in range(5):  # loop turns, not time: its tasks start and wait for the window
         await asyncio.sleep(0)
+    assert not second.done()  # waiting, not refused
     second.cancel()
     with pytest.raises(asyncio.CancelledError):
         await second

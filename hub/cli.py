@@ -288,7 +288,8 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
             _print(f"HUB_API_KEY={key}")
 
         try:
-            # uvicorn re-raises the Ctrl-C it handled once it has shut down cleanly.
+            # uvicorn raises the Ctrl-C or SIGTERM (main makes it one) it handled again once it
+            # has shut down cleanly.
             with contextlib.suppress(KeyboardInterrupt):
                 run_api(_serve(settings, args.host, args.port, ready, with_worker=True), settings)
         finally:
@@ -894,11 +895,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("hub").setLevel(settings.log_level.upper())
     # arq logs every job at INFO (a heartbeat each half minute): keep its warnings only.
     logging.getLogger("arq").setLevel(logging.WARNING)
+    # SIGTERM (systemd's stop, `docker stop`, `kill`) stops a command as Ctrl-C does: its
+    # embedded servers stop and `hub up`'s run file goes. uvicorn handles both signals while it
+    # serves and raises them again once it has shut down, and SIGTERM's default action would
+    # end the process right there, leaving PostgreSQL running under the data dir.
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         return int(args.run(settings, args))
     except SettingsError as exc:  # found only when a command starts (an event loop, say)
         print(f"hub: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # before a server was up (one that was returns as it stops)
+        print("hub: interrupted", file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

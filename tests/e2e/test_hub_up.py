@@ -96,11 +96,22 @@ def _dashboard_session(url: str, key: str) -> str:
     return signed.cookies["hub_dashboard"]
 
 
-def stop_hub(proc: subprocess.Popen[str]) -> str:
-    proc.send_signal(signal.SIGINT)
+def stop_hub(proc: subprocess.Popen[str], signum: int = signal.SIGINT) -> str:
+    """Stop it as Ctrl-C (or, with SIGTERM, as systemd or `docker stop`) does: exit 0."""
+    proc.send_signal(signum)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out
     return out
+
+
+def _all_stopped(data_dir: Path) -> None:
+    """Nothing of `hub up` is left: no server under the data dir, no run file."""
+    # A liveness bound, not a speed claim: a loaded 2-core CI machine may take a while.
+    deadline = time.monotonic() + 45
+    while _servers_of(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert _servers_of(data_dir) == []
+    assert not (data_dir / "run.json").exists()
 
 
 def _people_found(url: str, auth: dict[str, str]) -> list[int]:
@@ -185,12 +196,7 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
         if proc.poll() is None:
             stop_hub(proc)
 
-    # A liveness bound, not a speed claim: a loaded 2-core CI machine may take a while.
-    deadline = time.monotonic() + 45
-    while _servers_of(data_dir) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert _servers_of(data_dir) == []
-    assert not (data_dir / "run.json").exists()
+    _all_stopped(data_dir)
 
     # A second run reuses the data: same tenants, same demo key, and the dashboard session
     # (it lives in PostgreSQL). The signing secret earlier versions kept is deleted.
@@ -206,5 +212,38 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
         assert (data_dir / "people-secret").read_text() == secret
         assert _people_found(url2, {"Authorization": f"Bearer {key2}"}) == [sent.json()["id"]]
     finally:
-        stop_hub(proc2)
+        # SIGTERM (systemd's stop, `docker stop`) stops it as cleanly as Ctrl-C: uvicorn raises
+        # the signal again once it has shut down, which once ended the process on the spot and
+        # left PostgreSQL running under the data dir.
+        out = stop_hub(proc2, signal.SIGTERM)
+    assert "hub stopped; stopping its servers" in out
+    _all_stopped(data_dir)
     assert os.path.exists(data_dir / "postgres" / "PG_VERSION")
+
+
+def test_sigterm_while_starting_stops_what_started(tmp_path: Path) -> None:
+    """SIGTERM as soon as the embedded PostgreSQL runs, before the hub is up (migrations, the
+    demo data): it exits 130 and leaves no server behind."""
+    data_dir = tmp_path / "hubdata"
+    proc = subprocess.Popen(
+        [HUB, "up", "--data-dir", str(data_dir), "--port", str(free_port())],
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        started = data_dir / "postgres" / "postmaster.pid"  # the server's own lock file
+        deadline = time.monotonic() + 120
+        while not started.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert started.exists(), "the embedded PostgreSQL never started"
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out
+    assert "hub: interrupted" in out
+    assert "hub is up" not in out
+    _all_stopped(data_dir)

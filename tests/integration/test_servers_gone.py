@@ -146,3 +146,14 @@ async def test_the_hub_starts_while_postgres_is_down_and_answers_503_until_it_is
             await conn.close()
         up = await client.get("/v1/tenants/510104", headers=bearer(key))
         assert up.status_code == 200, up.text
+
+
+def test_stop_finds_the_server_an_interrupted_start_left(
+    own_postgres: tuple[EmbeddedPostgres, str],
+) -> None:
+    """A start() cut short (Ctrl-C or SIGTERM while `hub up` starts) after the package started
+    the server never marked it started: stop() still stops it, as the data dir's owner."""
+    server, _ = own_postgres
+    assert server.running()
+    EmbeddedPostgres(server.pgdata.parent).stop()  # knows nothing but the data dir
+    assert not server.running()

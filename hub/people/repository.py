@@ -129,27 +129,48 @@ class ErasedMessage(msgspec.Struct, frozen=True):
     waiting: bool
 
 
+# A gateway's reference that holds the phone's digits ($N: the national number of a +86
+# phone) as a number of its own: Alibaba's is `BizId:13800138000` (hub.delivery.gateways.aliyun).
+_NUMBER_IN = "{} ~ ('(^|[^0-9])' || {} || '([^0-9]|$)')"
+
 # Messages to the phone lose it and their own body (and the gateway's words, which may quote
 # it); one still waiting to go is cancelled (delivery claims only `accepted` messages with a
 # phone), and a copy relying on another message to the phone (deduplicated, not done: every
-# such original is to this phone too) is done, so nothing hands the phone to it. The send,
-# status, times and segments stay: statements and the archive outlive them.
-ERASE_MESSAGES = """
+# such original is to this phone too) is done, so nothing hands the phone to it. A reference
+# holding the phone ($3, its digits) becomes `erased:<message id>`, here and in
+# message_references: a receipt for it matches nothing. The send, status, times and segments
+# stay: statements and the archive outlive them. Returns the reference as it was.
+ERASE_MESSAGES = f"""
 WITH picked AS (
     SELECT id, status = 'accepted' AS waiting,
-           relies_on IS NOT NULL AS relying
+           relies_on IS NOT NULL AS relying, reference AS held,
+           coalesce({_NUMBER_IN.format("reference", "$3")}, false) AS quoting
     FROM messages
     WHERE phone = $1 ORDER BY id LIMIT $2
     FOR UPDATE
+), unquoted AS (
+    UPDATE message_references h SET reference = 'erased:' || h.message_id
+    FROM picked p
+    WHERE h.message_id = p.id AND p.quoting
 )
 UPDATE messages m
 SET phone = NULL, body = NULL, error = NULL,
+    reference = CASE WHEN p.quoting THEN 'erased:' || m.id ELSE m.reference END,
     status = CASE WHEN p.waiting THEN 'cancelled'::message_status ELSE m.status END,
     done_at = CASE WHEN p.waiting OR p.relying THEN hub_now() ELSE m.done_at END,
     updated_at = hub_now()
 FROM picked p
 WHERE m.id = p.id
-RETURNING m.id, m.send_id, m.segments, m.gateway, m.reference, p.waiting OR p.relying AS waiting
+RETURNING m.id, m.send_id, m.segments, m.gateway, p.held AS reference,
+          p.waiting OR p.relying AS waiting
+"""
+
+# Receipts not matched to a message whose reference holds the phone ($1, its digits): one
+# that came before its message's `sent` was recorded, or for a message erased before.
+DELETE_UNMATCHED_QUOTING = f"""
+DELETE FROM unmatched_receipts WHERE (gateway, reference) IN (
+    SELECT gateway, reference FROM unmatched_receipts
+    WHERE {_NUMBER_IN.format("reference", "$1")} LIMIT $2)
 """
 
 

@@ -219,7 +219,10 @@ class _Erasure:
         return bool(ids)
 
     async def messages(self, conn: asyncpg.Connection) -> bool:
-        rows = _rows(await conn.fetch(sql.ERASE_MESSAGES, self.phone, BATCH), sql.ErasedMessage)
+        rows = _rows(
+            await conn.fetch(sql.ERASE_MESSAGES, self.phone, BATCH, self.digits),
+            sql.ErasedMessage,
+        )
         if not rows:
             return False
         ids = [m.id for m in rows]
@@ -256,6 +259,7 @@ class _Erasure:
     async def run(self) -> dict[str, int]:
         await self.batches(self.contacts)
         await self.batches(self.messages)
+        await self.by_phone("unmatched_receipts", sql.DELETE_UNMATCHED_QUOTING, self.digits)
         await self.by_phone("outbox", sql.DELETE_OUTBOX)
         await self.by_phone("reply_waits", sql.DELETE_REPLY_WAITS)
         await self.batches(self.replies)

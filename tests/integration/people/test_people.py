@@ -396,6 +396,71 @@ async def test_erasure_removes_the_phone_everywhere_and_keeps_it_opted_out(
     assert (looked["erased"], looked["messages"], looked["contacts"]) == (True, [], [])
 
 
+async def test_erasure_takes_the_phone_out_of_a_gateways_references(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """Alibaba's reference is `BizId:<phone>`: the erased message's reference (on the message
+    and in message_references) and receipts found for no message that quote the phone go;
+    another phone's, and a reference that only holds the digits inside a longer number, stay."""
+    sent = await _send(client, keys.jinjiang, [PHONE, OTHER], "今晚七点开会")
+    mine, others = [
+        await conn.fetchval(
+            "SELECT id FROM messages WHERE send_id = $1 AND phone = $2", sent["id"], phone
+        )
+        for phone in (PHONE, OTHER)
+    ]
+    for message, phone in ((mine, NATIONAL), (others, OTHER[3:])):
+        await conn.execute(
+            "UPDATE messages SET status = 'sent', gateway = 'aliyun', reference = $2,"
+            " sent_at = hub_now() WHERE id = $1",
+            message,
+            f"BIZ1:{phone}",
+        )
+        await conn.execute(
+            "INSERT INTO message_references (message_id, gateway, reference)"
+            " VALUES ($1, 'aliyun', $2)",
+            message,
+            f"BIZ1:{phone}",
+        )
+    # Receipts that found no message: one for the phone, one for the other, one whose number
+    # only holds the phone's digits (a reference is matched as a whole number, not a substring).
+    quoting = [f"BIZ0:{NATIONAL}", f"BIZ0:{OTHER[3:]}", f"BIZ0:9{NATIONAL}"]
+    for reference in quoting:
+        await conn.execute(
+            "INSERT INTO unmatched_receipts (gateway, reference, status, code)"
+            " VALUES ('aliyun', $1, 'delivered', 'DELIVRD')",
+            reference,
+        )
+
+    response = await client.post(
+        "/v1/people/erase",
+        json={"phone": PHONE, "reason": "本人来函要求删除"},
+        headers=bearer(keys.root),
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["counts"]["unmatched_receipts"] == 1
+
+    held = {
+        r["message_id"]: r["reference"]
+        for r in await conn.fetch("SELECT message_id, reference FROM message_references")
+    }
+    assert held == {mine: f"erased:{mine}", others: f"BIZ1:{OTHER[3:]}"}
+    assert await conn.fetchval("SELECT reference FROM messages WHERE id = $1", mine) == (
+        f"erased:{mine}"
+    )
+    assert await conn.fetchval("SELECT reference FROM messages WHERE id = $1", others) == (
+        f"BIZ1:{OTHER[3:]}"
+    )
+    assert sorted(r["reference"] for r in await conn.fetch("SELECT * FROM unmatched_receipts")) == [
+        f"BIZ0:{OTHER[3:]}",
+        f"BIZ0:9{NATIONAL}",
+    ]
+    found = await conn.fetchval(
+        "SELECT count(*) FROM message_references WHERE strpos(reference, $1) > 0", NATIONAL
+    )
+    assert found == 0
+
+
 async def test_the_log_refuses_updates_but_a_redaction(
     conn: asyncpg.Connection, keys: Keys
 ) -> None:

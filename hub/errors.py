@@ -36,6 +36,7 @@ from tenants.errors import (
 
 __all__ = [
     "ApiError",
+    "ClientGone",
     "Conflict",
     "ErrorBody",
     "Forbidden",
@@ -82,6 +83,15 @@ class Malformed(ApiError):
 class TooLarge(ApiError):
     status_code = 413
     code = "too_large"
+
+
+class ClientGone(ApiError):
+    """The client closed its connection before the hub had read its request's body: nobody
+    reads the answer and nothing went wrong in the hub, so no server error is logged (a client
+    that hangs up mid-upload, again and again, must not fill the log with tracebacks)."""
+
+    status_code = 499  # nginx's "client closed request"
+    code = "client_gone"
 
 
 class TooManyRequests(ApiError):

@@ -14,16 +14,17 @@ a 400; no body of the API is more than a few levels deep.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 from urllib.parse import parse_qsl
 
 from litestar import Request
 from litestar.enums import RequestEncodingType, ScopeType
+from litestar.exceptions import InternalServerException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from hub.db import in_turns
-from hub.errors import Invalid, Malformed
+from hub.errors import ClientGone, Invalid, Malformed
 from tenants.schemas import CONTROL_CHARS
 
 # C0 controls but tab, LF and CR; DEL; the C1 controls (U+0080 to U+009F).
@@ -89,6 +90,15 @@ class HubRequest(Request[Any, Any, Any]):
             raise Malformed("request body is not valid JSON: nested too deeply") from exc
         await check_json(await self.body(), value)
         return value
+
+    async def stream(self) -> AsyncGenerator[bytes, None]:
+        """The body as it comes; a client gone before its end is ClientGone, not Litestar's 500
+        (its only InternalServerException here is for that: `http.disconnect`)."""
+        try:
+            async for chunk in super().stream():
+                yield chunk
+        except InternalServerException as exc:
+            raise ClientGone("the client closed the connection before sending its body") from exc
 
     async def body(self) -> bytes:
         body = await super().body()

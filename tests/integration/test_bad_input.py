@@ -5,11 +5,14 @@ store NUL nor bind an int8 past 2^63; msgspec raises RecursionError)."""
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
+from litestar import Litestar
 
 from tests.factories import bearer, grant, make_key, make_small_tree
 
@@ -275,3 +278,56 @@ async def test_signature_brackets_in_bodies_are_422(
     assert resp.json()["fields"][0]["key"] == key
     assert await conn.fetchval("SELECT count(*) FROM sends") == 0
     assert await conn.fetchval("SELECT count(*) FROM templates") == 0
+
+
+async def test_a_client_gone_before_its_body_ends_logs_no_server_error(
+    app: Litestar,
+    client: httpx.AsyncClient,
+    conn: asyncpg.Connection,
+    county: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that hangs up half-way through its body (ASGI's `http.disconnect`, as uvicorn
+    passes it on) is answered 499 `client_gone` and leaves no traceback in the log: a county
+    could otherwise fill it with "server errors" by hanging up, again and again."""
+    half = b'{"to": ["13800138000"], "body": "'
+    events: list[dict[str, Any]] = [
+        {"type": "http.request", "body": half, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return events.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/v1/messages",
+        "raw_path": b"/v1/messages",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"hub.test"),
+            (b"authorization", f"Bearer {county}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"200"),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("hub.test", 80),
+        "state": {},
+    }
+    with caplog.at_level(logging.INFO):
+        await app(scope, receive, send)  # type: ignore[arg-type]
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 499
+    answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+    assert json.loads(answer)["error"] == "client_gone"
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert await conn.fetchval("SELECT count(*) FROM sends") == 0  # the send never started

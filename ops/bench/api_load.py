@@ -1,7 +1,7 @@
 """Benchmark: 1-recipient sends from 50 concurrent HTTP clients, the hub beside a bare app.
 
     .venv/bin/python -m ops.bench.api_load [--dsn postgresql://…] [--workers 2] [--clients 50]
-        [--seconds 10] [--rounds 3] [--loop asyncio|uvloop] [--env HUB_X=Y …]
+        [--seconds 10] [--rounds 3] [--loop asyncio|uvloop] [--client wrk|httpx] [--env HUB_X=Y …]
 
 Real processes as in production: `hub serve` with HUB_HTTP__WORKERS uvicorn processes, a real
 PostgreSQL (embedded 18.6, or the one at --dsn) and Redis (embedded Valkey), no worker (the
@@ -10,12 +10,15 @@ the same server stack (uvicorn, the same event loop, the same number of processe
 size): ops/bench/api_bare.py, a bare Litestar app doing one INSERT per request — the baseline.
 `--loop` is both servers' event loop (unset: `hub serve`'s default, uvloop where installed).
 
-Closed loop: `--clients` clients each POST a send to one new phone (`{"to": [phone], "body":
-…}`), wait for the 202 and POST the next, for `--seconds`; the keys are spread over `--tenants`
-counties of 成都市 (strict quota on every level, request limits raised out of the way). Rounds
-alternate bare and hub, so both meet the same machine; each round prints sends/s, p50 and p99 of
-both and the ratio; the medians of the rounds close the run. Goal: hub at least 0.5 of bare,
-p99 ≤ 100 ms.
+Closed loop: `--clients` connections each POST a send to one new phone (`{"to": [phone],
+"body": …}`), wait for the 202 and POST the next, for `--seconds`; the keys are spread over
+`--tenants` counties of 成都市 (strict quota on every level, request limits raised out of the
+way). The clients are wrk (Debian's `wrk`, driven by ops/bench/api_load.lua): C, a small part
+of one core. `--client httpx` runs them as Python coroutines in this process instead, as the
+benchmark did before 2026-12-05: that client takes a core of its own and held the bare app to
+about a tenth of what it does (docs/BENCHMARKS.md, issue 17 point 5). Rounds alternate bare and
+hub, so both meet the same machine; each round prints sends/s, p50 and p99 of both and the
+ratio; the medians of the rounds close the run. Goal: hub at least 0.5 of bare, p99 ≤ 100 ms.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -112,16 +116,18 @@ def _bare_server(dsn: str, port: int, workers: int, loop: EventLoop) -> subproce
     env = {**os.environ, "HUB_BARE_DSN": dsn}
     command = [sys.executable, "-m", "uvicorn", "ops.bench.api_bare:create_app", "--factory"]
     command += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
-    command += ["--loop", loop]
+    command += ["--loop", loop, "--http", "httptools"]
     return subprocess.Popen(command, env=env)
 
 
 @dataclass
 class Round:
     sends: int = 0
-    latencies: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    # Latency from each request's start to its answer, in ms.
+    p50: float = 0.0
+    p99: float = 0.0
     # CPU seconds the server's processes and its PostgreSQL backends spent in the round: what a
     # send costs, which a loaded machine stretches far less than it stretches the wall clock.
     cpu_app: float = 0.0
@@ -133,9 +139,6 @@ class Round:
     @property
     def rate(self) -> float:
         return self.sends / self.seconds
-
-    def cut(self, q: int) -> float:
-        return statistics.quantiles(self.latencies, n=100, method="inclusive")[q - 1]
 
 
 class Phones:
@@ -149,7 +152,61 @@ class Phones:
         return PREFIXES[self.n % len(PREFIXES)] + f"{self.n // len(PREFIXES) % 10**8:08d}"
 
 
-async def _drive(
+class WrkResult(msgspec.Struct, frozen=True):
+    """What ops/bench/api_load.lua's done() prints."""
+
+    seconds: float
+    responses: int
+    not_2xx: int
+    socket_errors: int
+    p50_ms: float
+    p99_ms: float
+
+
+LUA = Path(__file__).with_suffix(".lua")
+
+
+async def _drive_wrk(
+    url: str,
+    keys: list[str],
+    clients: int,
+    seconds: float,
+    phones: Phones,
+    meter: Meter | None = None,
+) -> Round:
+    """One round of `clients` wrk connections (2 threads) sending for `seconds`."""
+    phones.n += 10**9  # this round's numbers: none sent before (the Lua script counts up)
+    env = {
+        **os.environ,
+        "API_LOAD_KEYS": ",".join(keys),
+        "API_LOAD_PREFIXES": ",".join(PREFIXES),
+        "API_LOAD_FIRST": str(phones.n),
+        "API_LOAD_BODY": TEXT,
+    }
+    command = ["wrk", "-t", "2", "-c", str(clients), "-d", f"{seconds:g}s", "--timeout", "60s"]
+    command += ["-s", str(LUA), f"{url}/v1/messages"]
+    before = (0.0, 0.0) if meter is None else await meter.read()
+    done = await asyncio.to_thread(subprocess.run, command, env=env, capture_output=True)
+    output = done.stdout.decode()
+    line = next((x for x in output.splitlines() if x.startswith("wrk-result ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {output}{done.stderr.decode()}")
+    got = msgspec.json.decode(line.split(" ", 1)[1], type=WrkResult)
+    result = Round(
+        sends=got.responses - got.not_2xx,
+        seconds=got.seconds,
+        p50=got.p50_ms,
+        p99=got.p99_ms,
+        errors=[f"{got.not_2xx} answers not 2xx"] * bool(got.not_2xx)
+        + [f"{got.socket_errors} socket errors"] * bool(got.socket_errors),
+    )
+    if meter is not None:
+        app, pg = await meter.read()
+        result.cpu_app, result.cpu_pg = app - before[0], pg - before[1]
+    return result
+
+
+async def _drive_httpx(
     client: httpx.AsyncClient,
     keys: list[str],
     clients: int,
@@ -157,7 +214,9 @@ async def _drive(
     phones: Phones,
     meter: Meter | None = None,
 ) -> Round:
+    """One round of `clients` coroutines of this process sending for `seconds`."""
     result = Round()
+    latencies: list[float] = []
     before = (0.0, 0.0) if meter is None else await meter.read()
     stop = time.perf_counter() + seconds
 
@@ -176,12 +235,14 @@ async def _drive(
                 ok = False
                 result.errors.append(repr(exc))
             if ok:
-                result.latencies.append((time.perf_counter() - started) * 1000)
+                latencies.append((time.perf_counter() - started) * 1000)
                 result.sends += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(one_client(i) for i in range(clients)))
     result.seconds = time.perf_counter() - started
+    cuts = statistics.quantiles(latencies, n=100, method="inclusive")
+    result.p50, result.p99 = cuts[49], cuts[98]
     if meter is not None:
         app, pg = await meter.read()
         result.cpu_app, result.cpu_pg = app - before[0], pg - before[1]
@@ -201,7 +262,7 @@ async def _ready(client: httpx.AsyncClient) -> None:
 
 def _line(name: str, r: Round) -> str:
     return (
-        f"{name:<5} {r.rate:8.1f} sends/s  p50 {r.cut(50):7.1f} ms  p99 {r.cut(99):7.1f} ms"
+        f"{name:<5} {r.rate:8.1f} sends/s  p50 {r.p50:7.1f} ms  p99 {r.p99:7.1f} ms"
         f"  CPU/send: app {r.ms_per_send(r.cpu_app):5.2f} ms, PostgreSQL "
         f"{r.ms_per_send(r.cpu_pg):5.2f} ms  n={r.sends}"
         + (f"  errors={len(r.errors)} e.g. {r.errors[0]}" if r.errors else "")
@@ -277,13 +338,20 @@ async def _measure(
     ):
         for client in (hub, bare):
             await _ready(client)
-        _say(f"warm-up: {args.warm} s each")
-        await _drive(bare, keys, args.clients, args.warm, phones)
-        await _drive(hub, keys, args.clients, args.warm, phones)
+
+        async def drive(client: httpx.AsyncClient, seconds: float, meter: Meter | None) -> Round:
+            if args.client == "httpx":
+                return await _drive_httpx(client, keys, args.clients, seconds, phones, meter)
+            url = str(client.base_url).rstrip("/")
+            return await _drive_wrk(url, keys, args.clients, seconds, phones, meter)
+
+        _say(f"{args.clients} clients ({args.client}); warm-up: {args.warm} s each")
+        await drive(bare, args.warm, None)
+        await drive(hub, args.warm, None)
         for n in range(1, args.rounds + 1):
             load = os.getloadavg()[0]
-            b = await _drive(bare, keys, args.clients, args.seconds, phones, meters[1])
-            h = await _drive(hub, keys, args.clients, args.seconds, phones, meters[0])
+            b = await drive(bare, args.seconds, meters[1])
+            h = await drive(hub, args.seconds, meters[0])
             rows.append((b, h))
             _say(f"round {n} (load {load:.1f})")
             _say("  " + _line("bare", b))
@@ -294,11 +362,11 @@ async def _measure(
 
     _say(
         f"median of {len(rows)}: bare {median(b.rate for b, _ in rows):.1f} sends/s "
-        f"(p50 {median(b.cut(50) for b, _ in rows):.1f} ms, "
-        f"p99 {median(b.cut(99) for b, _ in rows):.1f} ms); "
+        f"(p50 {median(b.p50 for b, _ in rows):.1f} ms, "
+        f"p99 {median(b.p99 for b, _ in rows):.1f} ms); "
         f"hub {median(h.rate for _, h in rows):.1f} sends/s "
-        f"(p50 {median(h.cut(50) for _, h in rows):.1f} ms, "
-        f"p99 {median(h.cut(99) for _, h in rows):.1f} ms)"
+        f"(p50 {median(h.p50 for _, h in rows):.1f} ms, "
+        f"p99 {median(h.p99 for _, h in rows):.1f} ms)"
     )
     _say(f"hub / bare (median of the rounds' ratios) {median(ratios):.2f}  (goal ≥ {GOAL_RATIO})")
     for name, pick in (("bare", 0), ("hub", 1)):
@@ -309,7 +377,7 @@ async def _measure(
         b.ms_per_send(b.cpu_app + b.cpu_pg) / h.ms_per_send(h.cpu_app + h.cpu_pg) for b, h in rows
     ]
     _say(f"bare CPU per send / hub CPU per send (median) {median(cost):.2f}")
-    p99 = median(h.cut(99) for _, h in rows)
+    p99 = median(h.p99 for _, h in rows)
     _say(f"hub p99 / goal ({GOAL_P99_MS:.0f} ms) {p99 / GOAL_P99_MS:.2f}")
     _say(f"load average (1, 5, 15 min): {os.getloadavg()}")
     errors = sum(len(b.errors) + len(h.errors) for b, h in rows)
@@ -349,7 +417,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--loop", choices=["asyncio", "uvloop"], help="both servers' event loop")
     parser.add_argument("--env", action="append", default=[], help="HUB_X=Y for hub serve")
+    parser.add_argument(
+        "--client", choices=["wrk", "httpx"], default="wrk", help="what sends (httpx: in here)"
+    )
     args = parser.parse_args()
+    if args.client == "wrk" and shutil.which("wrk") is None:
+        parser.error("wrk is not installed (apt-get install wrk), or pass --client httpx")
     return run_on_servers(args, _run)
 
 

@@ -196,6 +196,17 @@ RETURNING id, reservation_id
 # A send's messages are written with COPY (see service.create_send) into these columns.
 MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segments", "body")
 
+# The same for a few, by INSERT: each column's values as an array, in recipient order (the ids
+# are given in that order, as COPY gives them).
+INSERT_MESSAGES = """
+INSERT INTO messages (send_id, tenant_id, phone, carrier, status, segments, body)
+SELECT send_id, tenant_id, phone, carrier, status::message_status, segments, body
+FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[], $6::smallint[],
+            $7::text[]) WITH ORDINALITY AS r(send_id, tenant_id, phone, carrier, status, segments,
+                                             body, n)
+ORDER BY n
+"""
+
 # Mark a send's messages to these phones as duplicates of the copies that reach them: settled
 # (done_at) when that copy was delivered already, else relying on it until its outcome is known.
 MARK_DUPLICATES = """

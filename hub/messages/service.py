@@ -71,6 +71,10 @@ OPT_OUT_CHUNK = 10_000
 # messages as the numbers come).
 STREAM_FROM = 10_000
 OPT_OUTS_READ_WHOLE = 50_000
+# A send of at most this many recipients writes its messages by INSERT, not COPY.
+INSERTED = 100
+# A message as written: send, tenant, phone, carrier, status, segments, body (MESSAGE_COLUMNS).
+MessageRecord = tuple[int, int, str | None, str, str, int, str | None]
 
 
 def _too_long(text: str) -> Invalid:
@@ -216,25 +220,29 @@ async def _copy_messages(
     recipients: AsyncIterator[Recipient],
     opted_out: Container[str],
 ) -> None:
-    """The rows of `recipients` (which give the event loop its turns), COPYed as they come."""
+    """The rows of `recipients` (which give the event loop its turns), COPYed as they come; a
+    send of at most INSERTED recipients by one INSERT (for a row or a few, COPY costs more:
+    PostgreSQL sets up a COPY and its routing through the partitions for each)."""
     bodies = plan.personal.bodies if plan.personal else {}
     erased = plan.erased
-    await conn.copy_records_to_table(
-        "messages",
-        columns=sql.MESSAGE_COLUMNS,
-        records=(
-            (
-                send_id,
-                tenant.id,
-                None if r.phone in erased else r.phone,
-                r.carrier,
-                "opted_out" if r.phone in opted_out else "accepted",
-                plan.segments_of(r.phone),
-                None if r.phone in erased else bodies.get(r.phone),
-            )
-            async for r in recipients
-        ),
-    )
+
+    def row(r: Recipient) -> MessageRecord:
+        return (
+            send_id,
+            tenant.id,
+            None if r.phone in erased else r.phone,
+            r.carrier,
+            "opted_out" if r.phone in opted_out else "accepted",
+            plan.segments_of(r.phone),
+            None if r.phone in erased else bodies.get(r.phone),
+        )
+
+    if plan.unchecked is None and len(plan.recipients) <= INSERTED:
+        if plan.recipients:  # (`recipients` are these)
+            await conn.execute(sql.INSERT_MESSAGES, *zip(*map(row, plan.recipients), strict=True))
+        return
+    records = (row(r) async for r in recipients)
+    await conn.copy_records_to_table("messages", columns=sql.MESSAGE_COLUMNS, records=records)
 
 
 async def _deduplicate(

@@ -6,6 +6,7 @@ import asyncpg
 import httpx
 import pytest
 
+from hub.messages.service import INSERTED
 from tenants.service import get_by_code
 from tests.factories import bearer, grant, make_key, make_small_tree
 
@@ -280,3 +281,36 @@ async def test_invalid_send_is_422(
     resp = await client.post("/v1/messages", json=payload, headers=bearer(county_key))
     assert resp.status_code == 422
     assert resp.json()["fields"][0]["key"] == field
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+async def test_inserted_and_copied_messages_are_the_same_rows(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, county_key: str, extra: int
+) -> None:
+    """A send of at most INSERTED recipients writes its messages by INSERT, a larger one by
+    COPY: the same rows either way, their ids in the order the recipients were given."""
+    tenant = await get_by_code(conn, "510104")
+    assert tenant is not None
+    phones = [f"{('138', '150', '186')[n % 3]}{n:08d}" for n in range(INSERTED + extra)]
+    for phone in phones[::7]:
+        await conn.execute(
+            "INSERT INTO opt_outs (tenant_id, phone) VALUES ($1, $2)", tenant.id, f"+86{phone}"
+        )
+    resp = await client.post(
+        "/v1/messages",
+        json={"to": phones, "body": f"今晚七点开会 {extra}"},
+        headers=bearer(county_key),
+    )
+    assert resp.status_code == 202, resp.text
+    rows = await conn.fetch(
+        "SELECT send_id, tenant_id, phone, carrier, status::text AS status, segments, body"
+        " FROM messages WHERE send_id = $1 ORDER BY id",
+        resp.json()["id"],
+    )
+    assert [r["phone"] for r in rows] == [f"+86{p}" for p in phones]
+    assert {(r["send_id"], r["tenant_id"], r["segments"], r["body"]) for r in rows} == {
+        (resp.json()["id"], tenant.id, 1, None)
+    }
+    statuses = [r["status"] for r in rows]
+    assert statuses == ["opted_out" if n % 7 == 0 else "accepted" for n in range(len(phones))]
+    assert all(r["carrier"] for r in rows)

@@ -122,3 +122,25 @@ async def test_signature_reviews_keep_only_what_the_operator_set(empty_db: str) 
         assert "messages:urgent" not in str(await conn.fetch("SELECT scopes FROM api_keys"))
     finally:
         await conn.close()
+
+
+# Functions each send or delivery chunk calls (migration 0051).
+KEEP_PLANS = [
+    "quota_note_thresholds",
+    "quota_hold",
+    "hub_send_messages_from",
+    "hub_send_messages_to",
+]
+
+
+async def test_the_functions_of_every_send_keep_their_plans(conn: asyncpg.Connection) -> None:
+    """Migration 0051: the functions each send and delivery chunk calls are plpgsql, whose
+    statements' plans a session keeps; PostgreSQL before 18 plans a non-inlined sql function's
+    body again on every call. (hub_message_id stays sql: it is inlined, once per statement.)"""
+    rows = await conn.fetch(
+        "SELECT p.proname, l.lanname FROM pg_proc p JOIN pg_language l ON l.oid = p.prolang"
+        " WHERE p.proname = ANY($1::text[])",
+        [*KEEP_PLANS, "hub_message_id"],
+    )
+    languages = {r["proname"]: r["lanname"] for r in rows}
+    assert languages == {**dict.fromkeys(KEEP_PLANS, "plpgsql"), "hub_message_id": "sql"}

@@ -28,15 +28,22 @@ $$;
 -- `sends.message_ids_from` (the first id of the month it was created in; 0 for a send from
 -- before partitioning: its messages are in `messages_before`). STABLE functions of a
 -- parameter, so PostgreSQL prunes the partitions of a query by send at executor start, also in
--- a generic (prepared) plan. NULL for an unknown send: no rows.
+-- a generic (prepared) plan. NULL for an unknown send: no rows. plpgsql since migration
+-- 0051, not sql: a sql function that reads a table is not inlined, and PostgreSQL before 18
+-- parses and plans its body again on every call (a query by send calls both, at planning and
+-- at executor start); plpgsql keeps the plan for the session.
 CREATE OR REPLACE FUNCTION hub_send_messages_from(send bigint) RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT message_ids_from FROM sends WHERE id = send
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT message_ids_from FROM sends WHERE id = send);
+END
 $$;
 
 CREATE OR REPLACE FUNCTION hub_send_messages_to(send bigint) RETURNS bigint
-LANGUAGE sql STABLE PARALLEL SAFE AS $$
-    SELECT message_ids_from + (1::bigint << 40) FROM sends WHERE id = send
+LANGUAGE plpgsql STABLE PARALLEL SAFE AS $$
+BEGIN
+    RETURN (SELECT message_ids_from + (1::bigint << 40) FROM sends WHERE id = send);
+END
 $$;
 
 -- Make sure the partitions of the month of `at` and the `ahead` months after it exist; the

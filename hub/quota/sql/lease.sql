@@ -24,8 +24,12 @@ $fn$;
 -- (quota_alert_held), once per account and threshold. An account whose used + reserved is
 -- below a threshold holds less still: its leases are not looked up (PostgreSQL runs the cheaper
 -- condition first), which is every send's case until its account nears 80 %.
+-- (This and quota_hold are plpgsql, not sql, since migration 0051: PostgreSQL before 18 parses
+-- and plans a non-inlined sql function's body again on every call, and every reservation calls
+-- them; plpgsql keeps their plans for the session.)
 CREATE OR REPLACE FUNCTION quota_note_thresholds(p_accounts bigint[])
-RETURNS void LANGUAGE sql AS $fn$
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
     INSERT INTO quota_events (account_id, threshold, used, reserved, limit_segments)
     SELECT a.id, t.threshold, a.used, a.reserved, a.limit_segments
     FROM quota_accounts a CROSS JOIN (VALUES (80), (100)) AS t(threshold)
@@ -33,6 +37,7 @@ RETURNS void LANGUAGE sql AS $fn$
       AND (a.used + a.reserved) * 100 >= t.threshold * a.limit_segments
       AND quota_alert_held(a.id, a.used + a.reserved) * 100 >= t.threshold * a.limit_segments
     ON CONFLICT DO NOTHING;
+END
 $fn$;
 
 -- Hold p_amount more as reserved on each of p_accounts (locked by the caller): one entry of
@@ -40,7 +45,8 @@ $fn$;
 -- on the ancestors it is held on: their thresholds are noted when it is returned.
 CREATE OR REPLACE FUNCTION quota_hold(p_accounts bigint[], p_amount bigint,
     p_kind quota_entry_kind, p_reservation bigint, p_cause text, p_actor text)
-RETURNS void LANGUAGE sql AS $fn$
+RETURNS void LANGUAGE plpgsql AS $fn$
+BEGIN
     WITH held AS (
         UPDATE quota_accounts a SET reserved = a.reserved + p_amount
         WHERE a.id = ANY(p_accounts)
@@ -53,7 +59,8 @@ RETURNS void LANGUAGE sql AS $fn$
            c.reserved - p_amount, c.reserved, c.allocated, c.allocated, p_reservation,
            p_cause, p_actor
     FROM held c;
-    SELECT quota_note_thresholds(p_accounts);
+    PERFORM quota_note_thresholds(p_accounts);
+END
 $fn$;
 
 -- Return lease p_lease (its accounts already locked by the caller): what it holds undrawn is

@@ -95,12 +95,12 @@ SELECT * FROM UNNEST($1::bigint[], $2::quota_entry_kind[], $3::bigint[], $4::big
 RECORD_THRESHOLDS = "SELECT quota_note_thresholds($1::bigint[])"
 
 # Reserve on the charged accounts, root first, all or nothing (quota_reserve in
-# hub/quota/sql/reserve.sql: lock, check, insert, charge, log and note thresholds at once).
-RESERVE = "SELECT * FROM quota_reserve($1, $2, $3, $4, $5, $6, $7)"
-
-# The same from the tenant's lease of its pooled ancestors' quota, leasing a block of $8
-# segments for $9 seconds when it has none with room (quota_draw in hub/quota/sql/lease.sql).
-DRAW = "SELECT * FROM quota_draw($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# hub/quota/sql/reserve.sql: lock, check, insert, charge, log and note thresholds at once); or,
+# with a block $8 (not NULL), from the tenant's lease of its pooled ancestors' quota, leasing a
+# block of $8 segments for $9 seconds when it has none with room (quota_draw in
+# hub/quota/sql/lease.sql). quota_take (hub/quota/sql/take.sql) tries either again itself after
+# a deadlock.
+TAKE = "SELECT * FROM quota_take($1, $2, $3, $4, $5, $6, $7, $8, $9)"
 
 # Active leases past their time (or their month), oldest first.
 DUE_LEASES = """

@@ -205,24 +205,30 @@ async def reserve(
         raise ValueError("a reservation is for at least one segment")
     month = period or current_period()
 
-    async def attempt() -> tuple[list[ChainLink], list[int | None], ReserveResult]:
-        links, _ = await _opened_chain(conn, tenant, month, actor)
+    async def take(links: list[ChainLink]) -> tuple[list[int | None], ReserveResult]:
         charged = [link.account_id for link in links[:-1] if link.policy == "pooled"]
         charged.append(links[-1].account_id)
-        ttl = float(ttl_seconds)
+        block: int | None = None
+        lease_ttl: float | None = None
         if leases is not None and len(charged) > 1 and amount < leases.lease_block:
             block, lease_ttl = leases.lease_block, leases.lease_ttl_seconds
-            args = (charged, amount, tenant.id, month, cause, actor, ttl, block, lease_ttl)
-            record = await conn.fetchrow(sql.DRAW, *args)
-        else:
-            record = await conn.fetchrow(
-                sql.RESERVE, charged, amount, tenant.id, month, cause, actor, ttl
-            )
-        return links, charged, _convert(record, ReserveResult)
+        args = (charged, amount, tenant.id, month, cause, actor, float(ttl_seconds))
+        record = await conn.fetchrow(sql.TAKE, *args, block, lease_ttl)
+        return charged, _convert(record, ReserveResult)
 
-    # A deadlock or serialization failure left (a lock taken out of order elsewhere) is tried
-    # again from a savepoint, a few times, and then answered 503 `busy`: never a 500.
-    links, charged, result = await retrying(conn, attempt)
+    async def opening() -> tuple[list[ChainLink], list[int | None], ReserveResult]:
+        opened, _ = await _opened_chain(conn, tenant, month, actor)
+        return opened, *await take(opened)
+
+    links = await _chain(conn, tenant, month)
+    if all(link.account_id is not None for link in links):
+        # Nothing is locked before quota_take, which tries again itself after a deadlock.
+        charged, result = await take(links)
+    else:
+        # Opening accounts locks the chain first: that and the reservation from a savepoint,
+        # done again after a deadlock or serialization failure, a few times, and then answered
+        # 503 `busy`: never a 500.
+        links, charged, result = await retrying(conn, opening)
     period = month
     if result.reservation_id is None:
         code = next(link.code for link in links if link.tenant_id == result.short_tenant)

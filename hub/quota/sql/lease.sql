@@ -161,8 +161,8 @@ BEGIN
         FOR UPDATE;
         IF free IS NULL OR free < p_amount THEN
             -- Another send of this tenant drew it meanwhile. We hold the tenant's lock and
-            -- the slow path must lock its ancestors first: roll back to the caller's
-            -- savepoint (releasing it) and be tried again (hub.db.retrying).
+            -- the slow path must lock its ancestors first: roll back (releasing it) and be
+            -- tried again (quota_take, hub/quota/sql/take.sql).
             RAISE EXCEPTION 'quota lease % drawn meanwhile', v_lease
                 USING ERRCODE = 'serialization_failure';
         END IF;

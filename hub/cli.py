@@ -12,6 +12,7 @@ import os
 import secrets
 import signal
 import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import date, datetime
@@ -885,6 +886,14 @@ def _limits_parsers(
     lshow.set_defaults(run=cmd_limits_show)
 
 
+def _sigterm(handler: Any) -> Any:
+    """Set SIGTERM's handler, returning the one before: only the main thread may (main() run in
+    another thread leaves it), and one set from C reads as None (restored as the default)."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, signal.SIG_DFL if handler is None else handler)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -906,7 +915,7 @@ def main(argv: list[str] | None = None) -> int:
     # embedded servers stop and `hub up`'s run file goes. uvicorn handles both signals while it
     # serves and raises them again once it has shut down, and SIGTERM's default action would
     # end the process right there, leaving PostgreSQL running under the data dir.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    previous = _sigterm(signal.default_int_handler)
     try:
         return int(args.run(settings, args))
     except SettingsError as exc:  # found only when a command starts (an event loop, say)
@@ -916,7 +925,7 @@ def main(argv: list[str] | None = None) -> int:
         print("hub: interrupted", file=sys.stderr)
         return 130
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        _sigterm(previous)
 
 
 if __name__ == "__main__":

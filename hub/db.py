@@ -122,8 +122,12 @@ def unreachable(exc: BaseException) -> bool:
     )
 
 
+# How many times a transient failure is tried (hub.db.retrying; quota_take in PostgreSQL).
+RETRY_ATTEMPTS = 5
+
+
 async def retrying(
-    conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], attempts: int = 5
+    conn: asyncpg.Connection, work: Callable[[], Awaitable[T]], attempts: int = RETRY_ATTEMPTS
 ) -> T:
     """`work()` in a savepoint, done again after a short random pause when PostgreSQL rolled it
     back as TRANSIENT: the rollback to the savepoint releases what it locked, so the other

@@ -202,7 +202,8 @@ def outage(exc: BaseException) -> Outage | None:
     """The 503 an exception means, if it means one: the one mapping the API and the dashboard's
     pages share."""
     if isinstance(exc, TRANSIENT):
-        # A deadlock or serialization failure that persisted through hub.db.retrying.
+        # A deadlock or serialization failure that persisted through its tries (hub.db.retrying,
+        # quota_take).
         detail = "the hub is busy with a conflicting change; try again in a moment"
         return Outage("busy", detail, 1)
     if isinstance(exc, asyncpg.exceptions.QueryCanceledError):

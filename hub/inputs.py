@@ -80,6 +80,11 @@ async def check_json(raw: bytes, value: Any) -> None:
             raise _refuse(path, "body", problem)
 
 
+# What Litestar's Request.stream() says when the ASGI server reports `http.disconnect`
+# (tests/integration/test_bad_input.py drives it).
+_DISCONNECTED = "client disconnected prematurely"
+
+
 class HubRequest(Request[Any, Any, Any]):
     """Every route's request: JSON and url-encoded form bodies are checked as they are read."""
 
@@ -92,12 +97,15 @@ class HubRequest(Request[Any, Any, Any]):
         return value
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
-        """The body as it comes; a client gone before its end is ClientGone, not Litestar's 500
-        (its only InternalServerException here is for that: `http.disconnect`)."""
+        """The body as it comes; a client gone before its end (`http.disconnect`) is ClientGone,
+        not Litestar's 500. Litestar's other InternalServerException here, a body read twice,
+        is our bug and stays a logged 500."""
         try:
             async for chunk in super().stream():
                 yield chunk
         except InternalServerException as exc:
+            if exc.detail != _DISCONNECTED:
+                raise
             raise ClientGone("the client closed the connection before sending its body") from exc
 
     async def body(self) -> bytes:

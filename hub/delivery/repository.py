@@ -123,7 +123,9 @@ RETURNING m.id
 RECORD_SENT = """
 WITH sent AS (
     UPDATE messages m
-    SET status = 'sent', reference = r.reference, sent_at = hub_now(), lease_until = NULL,
+    SET status = 'sent', sent_at = hub_now(), lease_until = NULL,
+        -- erased while it was being sent (hub.people): no reference that may hold the phone
+        reference = CASE WHEN m.phone IS NULL THEN 'erased:' || m.id ELSE r.reference END,
         segments_sent = nullif(r.parts, 0), error = nullif(r.error, ''), updated_at = hub_now()
     FROM UNNEST($1::bigint[], $2::text[], $3::smallint[], $4::text[], $5::smallint[])
          AS r(id, reference, attempts, error, parts)

@@ -165,12 +165,13 @@ RETURNING m.id, m.send_id, m.segments, m.gateway, p.held AS reference,
           p.waiting OR p.relying AS waiting
 """
 
-# Receipts not matched to a message whose reference holds the phone ($1, its digits): one
-# that came before its message's `sent` was recorded, or for a message erased before.
-DELETE_UNMATCHED_QUOTING = f"""
+# Receipts not matched to a message whose reference ends in the phone ($1, its digits), as
+# Alibaba's does: one that came before its message's `sent` was recorded, or for a message
+# erased before. (Other tenants' receipts are kept: only that shape, not any number in it.)
+DELETE_UNMATCHED_QUOTING = """
 DELETE FROM unmatched_receipts WHERE (gateway, reference) IN (
     SELECT gateway, reference FROM unmatched_receipts
-    WHERE {_NUMBER_IN.format("reference", "$1")} LIMIT $2)
+    WHERE reference LIKE '%:' || $1 LIMIT $2)
 """
 
 

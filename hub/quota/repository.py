@@ -99,8 +99,8 @@ RECORD_THRESHOLDS = "SELECT quota_note_thresholds($1::bigint[])"
 # with a block $8 (not NULL), from the tenant's lease of its pooled ancestors' quota, leasing a
 # block of $8 segments for $9 seconds when it has none with room (quota_draw in
 # hub/quota/sql/lease.sql). quota_take (hub/quota/sql/take.sql) tries either again itself after
-# a deadlock.
-TAKE = "SELECT * FROM quota_take($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+# a deadlock, $10 tries at most.
+TAKE = "SELECT * FROM quota_take($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
 
 # Active leases past their time (or their month), oldest first.
 DUE_LEASES = """

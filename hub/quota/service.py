@@ -21,7 +21,7 @@ import asyncpg
 import msgspec
 
 from hub.calendar import current_period, period_text
-from hub.db import retrying
+from hub.db import RETRY_ATTEMPTS, retrying
 from hub.errors import ApiError, Conflict, Invalid
 from hub.quota import repository as sql
 from hub.quota.repository import (
@@ -205,7 +205,7 @@ async def reserve(
         raise ValueError("a reservation is for at least one segment")
     month = period or current_period()
 
-    async def take(links: list[ChainLink]) -> tuple[list[int | None], ReserveResult]:
+    async def take(links: list[ChainLink], tries: int) -> tuple[list[int | None], ReserveResult]:
         charged = [link.account_id for link in links[:-1] if link.policy == "pooled"]
         charged.append(links[-1].account_id)
         block: int | None = None
@@ -213,17 +213,17 @@ async def reserve(
         if leases is not None and len(charged) > 1 and amount < leases.lease_block:
             block, lease_ttl = leases.lease_block, leases.lease_ttl_seconds
         args = (charged, amount, tenant.id, month, cause, actor, float(ttl_seconds))
-        record = await conn.fetchrow(sql.TAKE, *args, block, lease_ttl)
+        record = await conn.fetchrow(sql.TAKE, *args, block, lease_ttl, tries)
         return charged, _convert(record, ReserveResult)
 
     async def opening() -> tuple[list[ChainLink], list[int | None], ReserveResult]:
         opened, _ = await _opened_chain(conn, tenant, month, actor)
-        return opened, *await take(opened)
+        return opened, *await take(opened, 1)  # retrying tries again
 
     links = await _chain(conn, tenant, month)
     if all(link.account_id is not None for link in links):
         # Nothing is locked before quota_take, which tries again itself after a deadlock.
-        charged, result = await take(links)
+        charged, result = await take(links, RETRY_ATTEMPTS)
     else:
         # Opening accounts locks the chain first: that and the reservation from a savepoint,
         # done again after a deadlock or serialization failure, a few times, and then answered

@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from hub.delivery import repository as delivery_sql
 from hub.oplog import service as oplog
 from hub.people import service as people
 from hub.settings import PeopleSettings
@@ -459,6 +460,42 @@ async def test_erasure_takes_the_phone_out_of_a_gateways_references(
         "SELECT count(*) FROM message_references WHERE strpos(reference, $1) > 0", NATIONAL
     )
     assert found == 0
+
+
+async def test_a_message_erased_while_it_is_being_sent_keeps_no_reference_to_the_phone(
+    conn: asyncpg.Connection, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """The erasure leaves a message being sent (`sending`) to finish without its phone: the
+    gateway's answer, Alibaba's `BizId:<phone>`, is recorded as `erased:<id>`, on the message
+    and in message_references. Another message's reference is recorded as given."""
+    sent = await _send(client, keys.jinjiang, [PHONE, OTHER], "今晚七点开会")
+    ids = [
+        await conn.fetchval(
+            "SELECT id FROM messages WHERE send_id = $1 AND phone = $2", sent["id"], phone
+        )
+        for phone in (PHONE, OTHER)
+    ]
+    await conn.execute(
+        "UPDATE messages SET status = 'sending', gateway = 'aliyun', attempts = 1"
+        " WHERE id = ANY($1::bigint[])",
+        ids,
+    )
+    erased = await client.post(
+        "/v1/people/erase", json={"phone": PHONE, "reason": "本人要求"}, headers=bearer(keys.root)
+    )
+    assert erased.status_code == 200, erased.text
+    answered = [f"BIZ1:{NATIONAL}", f"BIZ1:{OTHER[3:]}"]
+    await conn.execute(
+        delivery_sql.RECORD_SENT, ids, answered, [1, 1], ["", ""], [0, 0], min(ids), max(ids)
+    )
+    rows = await conn.fetch(
+        "SELECT m.id, m.status::text AS status, m.reference, h.reference AS held"
+        " FROM messages m JOIN message_references h ON h.message_id = m.id ORDER BY m.id"
+    )
+    assert [(r["status"], r["reference"], r["held"]) for r in rows] == [
+        ("sent", f"erased:{ids[0]}", f"erased:{ids[0]}"),
+        ("sent", answered[1], answered[1]),
+    ]
 
 
 async def test_the_log_refuses_updates_but_a_redaction(

@@ -220,7 +220,8 @@ def api_config(
     settings: Settings, app: Litestar | str, host: str, port: int, **more: Any
 ) -> uvicorn.Config:
     """uvicorn's settings for the API: HTTP parsed by httptools (C; uvicorn's pure-Python h11
-    cost a 1-recipient send a seventh more CPU), lifespan on, proxies as `proxy_headers`."""
+    cost a 1-recipient send a seventh more CPU), lifespan on, proxies as `proxy_headers`, and
+    requests still running HUB_HTTP__SHUTDOWN_SECONDS after a stop was asked are cut."""
     return uvicorn.Config(
         app,
         host=host,
@@ -228,6 +229,7 @@ def api_config(
         http="httptools",
         log_level="warning",
         lifespan="on",
+        timeout_graceful_shutdown=settings.http.shutdown_seconds,
         **proxy_headers(settings),
         **more,
     )

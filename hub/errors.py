@@ -36,6 +36,7 @@ from tenants.errors import (
 
 __all__ = [
     "ApiError",
+    "BodyTimeout",
     "ClientGone",
     "Conflict",
     "ErrorBody",
@@ -92,6 +93,13 @@ class ClientGone(ApiError):
 
     status_code = 499  # nginx's "client closed request"
     code = "client_gone"
+
+
+class BodyTimeout(ApiError):
+    """The request's body stopped coming for HUB_HTTP__BODY_TIMEOUT_SECONDS."""
+
+    status_code = 408
+    code = "timeout"
 
 
 class TooManyRequests(ApiError):

@@ -13,6 +13,7 @@ a 400; no body of the API is more than a few levels deep.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
@@ -24,7 +25,8 @@ from litestar.exceptions import InternalServerException
 from litestar.types import ASGIApp, Receive, Scope, Send
 
 from hub.db import in_turns
-from hub.errors import ClientGone, Invalid, Malformed
+from hub.errors import BodyTimeout, ClientGone, Invalid, Malformed
+from hub.settings import Settings
 from tenants.schemas import CONTROL_CHARS
 
 # C0 controls but tab, LF and CR; DEL; the C1 controls (U+0080 to U+009F).
@@ -98,15 +100,29 @@ class HubRequest(Request[Any, Any, Any]):
 
     async def stream(self) -> AsyncGenerator[bytes, None]:
         """The body as it comes; a client gone before its end (`http.disconnect`) is ClientGone,
-        not Litestar's 500. Litestar's other InternalServerException here, a body read twice,
-        is our bug and stays a logged 500."""
+        not Litestar's 500 (Litestar's other InternalServerException here, a body read twice,
+        is our bug and stays a logged 500), and one whose body stops coming for
+        HUB_HTTP__BODY_TIMEOUT_SECONDS is BodyTimeout (408)."""
+        settings: Settings = self.app.state.settings
+        patience = settings.http.body_timeout_seconds
+        chunks = super().stream()
         try:
-            async for chunk in super().stream():
+            while True:
+                try:
+                    async with asyncio.timeout(patience):
+                        chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+                except TimeoutError:
+                    detail = f"the request's body stopped coming for {patience:g} s"
+                    raise BodyTimeout(detail) from None
                 yield chunk
         except InternalServerException as exc:
             if exc.detail != _DISCONNECTED:
                 raise
             raise ClientGone("the client closed the connection before sending its body") from exc
+        finally:
+            await chunks.aclose()
 
     async def body(self) -> bytes:
         body = await super().body()

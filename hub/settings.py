@@ -94,6 +94,14 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # cost the API process about a tenth less CPU; docs/BENCHMARKS.md, issue 17 point 5) or
     # "asyncio". hub.loops.
     event_loop: EventLoop | None = None
+    # A request whose body stops coming for this long is answered 408 `timeout` and its
+    # connection freed (a client that sends half a body and waits holds a connection and, on
+    # SIGTERM, the shutdown). A million-recipient send's body streams without such a pause.
+    body_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    # On SIGTERM or Ctrl-C, requests still running this long after the API stopped taking new
+    # ones are cut (uvicorn's timeout_graceful_shutdown): under systemd's TimeoutStopSec (90 s
+    # in ops/deploy), so the worker beside `hub up` drains and the embedded servers stop.
+    shutdown_seconds: Annotated[int, msgspec.Meta(ge=1, le=3600)] = 60
 
 
 # Units a second; at least one unit in about 17 minutes (a bound the OpenAPI document keeps).

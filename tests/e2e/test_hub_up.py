@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import time
 from pathlib import Path
@@ -201,7 +202,8 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
     # A second run reuses the data: same tenants, same demo key, and the dashboard session
     # (it lives in PostgreSQL). The signing secret earlier versions kept is deleted.
     (data_dir / "dashboard-secret").write_text("0" * 64 + "\n")
-    proc2, url2, key2 = start_hub(data_dir, free_port())
+    port2 = free_port()
+    proc2, url2, key2 = start_hub(data_dir, port2, env=clean_env(HUB_HTTP__SHUTDOWN_SECONDS="2"))
     try:
         assert key2 == key
         again = httpx.get(f"{url2}/v1/tenants/510104", headers={"Authorization": f"Bearer {key2}"})
@@ -211,11 +213,19 @@ def test_up_serves_shares_its_servers_and_stops_clean(tmp_path: Path) -> None:
         assert not (data_dir / "dashboard-secret").exists()
         assert (data_dir / "people-secret").read_text() == secret
         assert _people_found(url2, {"Authorization": f"Bearer {key2}"}) == [sent.json()["id"]]
+        # Half a sign-in form, no key needed, and then nothing: the shutdown does not wait for
+        # it past HUB_HTTP__SHUTDOWN_SECONDS.
+        held = socket.create_connection(("127.0.0.1", port2))
+        held.sendall(
+            b"POST /dashboard/login HTTP/1.1\r\nHost: hub\r\nContent-Length: 100\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\nkey="
+        )
     finally:
         # SIGTERM (systemd's stop, `docker stop`) stops it as cleanly as Ctrl-C: uvicorn raises
         # the signal again once it has shut down, which once ended the process on the spot and
         # left PostgreSQL running under the data dir.
         out = stop_hub(proc2, signal.SIGTERM)
+    held.close()
     assert "hub stopped; stopping its servers" in out
     _all_stopped(data_dir)
     assert os.path.exists(data_dir / "postgres" / "PG_VERSION")

@@ -5,15 +5,21 @@ store NUL nor bind an int8 past 2^63; msgspec raises RecursionError)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
+from arq.connections import ArqRedis
 from litestar import Litestar
 
+from hub.app import create_app
+from hub.db import SingleConnectionDatabase
+from hub.settings import Settings
 from tests.factories import bearer, grant, make_key, make_small_tree
 
 BODY = {"to": ["13800138000"], "body": "通知"}
@@ -280,25 +286,18 @@ async def test_signature_brackets_in_bodies_are_422(
     assert await conn.fetchval("SELECT count(*) FROM templates") == 0
 
 
-async def test_a_client_gone_before_its_body_ends_logs_no_server_error(
-    app: Litestar,
-    client: httpx.AsyncClient,
-    conn: asyncpg.Connection,
-    county: str,
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """A client that hangs up half-way through its body (ASGI's `http.disconnect`, as uvicorn
-    passes it on) is answered 499 `client_gone` and leaves no traceback in the log: a county
-    could otherwise fill it with "server errors" by hanging up, again and again."""
-    half = b'{"to": ["13800138000"], "body": "'
-    events: list[dict[str, Any]] = [
-        {"type": "http.request", "body": half, "more_body": True},
-        {"type": "http.disconnect"},
-    ]
+async def _post_by_asgi(
+    app: Litestar, key: str, events: list[dict[str, Any]]
+) -> tuple[int, dict[str, Any]]:
+    """POST /v1/messages through the app's ASGI interface, its body as `events` (then a wait
+    that never ends): the status and JSON it answered."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        return events.pop(0)
+        if events:
+            return events.pop(0)
+        await asyncio.Event().wait()  # the client sends nothing more
+        raise AssertionError("unreachable")
 
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
@@ -315,7 +314,7 @@ async def test_a_client_gone_before_its_body_ends_logs_no_server_error(
         "query_string": b"",
         "headers": [
             (b"host", b"hub.test"),
-            (b"authorization", f"Bearer {county}".encode()),
+            (b"authorization", f"Bearer {key}".encode()),
             (b"content-type", b"application/json"),
             (b"content-length", b"200"),
         ],
@@ -323,11 +322,56 @@ async def test_a_client_gone_before_its_body_ends_logs_no_server_error(
         "server": ("hub.test", 80),
         "state": {},
     }
-    with caplog.at_level(logging.INFO):
-        await app(scope, receive, send)  # type: ignore[arg-type]
+    await app(scope, receive, send)  # type: ignore[arg-type]
     start = next(m for m in sent if m["type"] == "http.response.start")
-    assert start["status"] == 499
     answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
-    assert json.loads(answer)["error"] == "client_gone"
+    return start["status"], json.loads(answer)
+
+
+HALF_A_SEND = {
+    "type": "http.request",
+    "body": b'{"to": ["13800138000"], "body": "',
+    "more_body": True,
+}
+
+
+async def test_a_client_gone_before_its_body_ends_logs_no_server_error(
+    app: Litestar,
+    conn: asyncpg.Connection,
+    county: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A client that hangs up half-way through its body (ASGI's `http.disconnect`, as uvicorn
+    passes it on) is answered 499 `client_gone` and leaves no traceback in the log: a county
+    could otherwise fill it with "server errors" by hanging up, again and again."""
+    with caplog.at_level(logging.INFO):
+        status, answer = await _post_by_asgi(
+            app, county, [dict(HALF_A_SEND), {"type": "http.disconnect"}]
+        )
+    assert (status, answer["error"]) == (499, "client_gone")
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert await conn.fetchval("SELECT count(*) FROM sends") == 0  # the send never started
+
+
+async def test_a_body_that_stops_coming_is_408_after_the_body_timeout(
+    settings: Settings,
+    conn: asyncpg.Connection,
+    redis: ArqRedis,
+    county: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Half a body and then nothing (the connection kept open): 408 `timeout` once
+    HUB_HTTP__BODY_TIMEOUT_SECONDS pass without more of it, and the connection is free; without
+    it, a client could hold a connection, and on SIGTERM the shutdown, for as long as it likes."""
+    http = msgspec.structs.replace(settings.http, body_timeout_seconds=0.2)
+    app = create_app(
+        msgspec.structs.replace(settings, http=http),
+        db=SingleConnectionDatabase(conn),
+        redis=redis,
+    )
+    with caplog.at_level(logging.INFO):
+        status, answer = await asyncio.wait_for(_post_by_asgi(app, county, [dict(HALF_A_SEND)]), 30)
+    assert (status, answer["error"]) == (408, "timeout")
+    assert "0.2 s" in answer["detail"]
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert await conn.fetchval("SELECT count(*) FROM sends") == 0

@@ -61,6 +61,16 @@ async def _reply(conn: asyncpg.Connection, code: str, phone: str, text: str) -> 
     return reply_id
 
 
+async def _messages_to(conn: asyncpg.Connection, send_id: int, phones: list[str]) -> list[int]:
+    """The ids of the send's messages to `phones`, in that order."""
+    return [
+        await conn.fetchval(
+            "SELECT id FROM messages WHERE send_id = $1 AND phone = $2", send_id, phone
+        )
+        for phone in phones
+    ]
+
+
 async def _in_savepoint(conn: asyncpg.Connection, script: str) -> None:
     async with conn.transaction():
         await conn.execute(script)
@@ -229,12 +239,7 @@ async def test_erasure_removes_the_phone_everywhere_and_keeps_it_opted_out(
     assert deleted.status_code == 204, deleted.text
     first = await _send(client, keys.jinjiang, [PHONE, OTHER], "今晚七点开会", reply_wanted=True)
     waiting = await _send(client, keys.qingyang, [PHONE], "明早九点学习")
-    mine, others = [
-        await conn.fetchval(
-            "SELECT id FROM messages WHERE send_id = $1 AND phone = $2", first["id"], phone
-        )
-        for phone in (PHONE, OTHER)
-    ]
+    mine, others = await _messages_to(conn, first["id"], [PHONE, OTHER])
     # The first went (a reference, a receipt not matched yet, the outbox's copy); the other waits.
     await conn.execute(
         "UPDATE messages SET status = 'sent', gateway = 'outbox', reference = 'ref-1'"
@@ -404,12 +409,7 @@ async def test_erasure_takes_the_phone_out_of_a_gateways_references(
     and in message_references) and receipts found for no message that quote the phone go;
     another phone's, and a reference that only holds the digits inside a longer number, stay."""
     sent = await _send(client, keys.jinjiang, [PHONE, OTHER], "今晚七点开会")
-    mine, others = [
-        await conn.fetchval(
-            "SELECT id FROM messages WHERE send_id = $1 AND phone = $2", sent["id"], phone
-        )
-        for phone in (PHONE, OTHER)
-    ]
+    mine, others = await _messages_to(conn, sent["id"], [PHONE, OTHER])
     for message, phone in ((mine, NATIONAL), (others, OTHER[3:])):
         await conn.execute(
             "UPDATE messages SET status = 'sent', gateway = 'aliyun', reference = $2,"
@@ -469,12 +469,7 @@ async def test_a_message_erased_while_it_is_being_sent_keeps_no_reference_to_the
     gateway's answer, Alibaba's `BizId:<phone>`, is recorded as `erased:<id>`, on the message
     and in message_references. Another message's reference is recorded as given."""
     sent = await _send(client, keys.jinjiang, [PHONE, OTHER], "今晚七点开会")
-    ids = [
-        await conn.fetchval(
-            "SELECT id FROM messages WHERE send_id = $1 AND phone = $2", sent["id"], phone
-        )
-        for phone in (PHONE, OTHER)
-    ]
+    ids = await _messages_to(conn, sent["id"], [PHONE, OTHER])
     await conn.execute(
         "UPDATE messages SET status = 'sending', gateway = 'aliyun', attempts = 1"
         " WHERE id = ANY($1::bigint[])",

@@ -31,10 +31,12 @@ SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code,
     response = EXCLUDED.response, created_at = hub_now(), expires_at = EXCLUDED.expires_at
 """
 
-# A session-local scratch table for a send's content keys (emptied at every commit).
+# A session-local scratch table for a send's content keys (emptied at every commit); each key's
+# message when known (a large send's: hub.dedup.service.KnownKeys).
 PREPARE_KEYS = """
-CREATE TEMP TABLE IF NOT EXISTS send_keys (key bytea NOT NULL, phone text NOT NULL)
-    ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS send_keys (
+    key bytea NOT NULL, phone text NOT NULL, message_id bigint
+) ON COMMIT DELETE ROWS;
 TRUNCATE send_keys;
 """
 
@@ -53,15 +55,28 @@ ORDER BY k.key
 """
 
 
+# The same rows when send_keys holds each key's message (KnownKeys): no join with the send's
+# messages, which was a third of a million-recipient claim. $1 is the send, unused here but for
+# the same parameters.
+def _send_keys_by_id(only: str = "") -> str:
+    return f"""
+SELECT k.key, k.message_id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
+FROM send_keys k
+WHERE $1::bigint IS NOT NULL{f" AND {only}" if only else ""}
+ORDER BY k.key
+"""
+
+
 # Claim the send's keys. A key whose holder's window is over by the time this copy is due, or
 # whose holder never reached the phone (failed, expired, cancelled, undelivered), passes to this
 # copy. Every conflicting row is locked by this statement, taken or not: the claim's later steps
 # see it stay as it is. Returns how many keys it claimed: when that is all of them, no other
 # message holds one (the rows are locked until the send commits) and the later steps are skipped.
-CLAIM_FOR_SEND = f"""
+def _claim_for_send(rows: str) -> str:
+    return f"""
 WITH claimed AS (
 INSERT INTO dedup_keys AS d (key, message_id, tenant_id, due_at, expires_at)
-{_send_keys()}
+{rows}
 ON CONFLICT (key) DO UPDATE
 SET message_id = EXCLUDED.message_id, tenant_id = EXCLUDED.tenant_id,
     due_at = EXCLUDED.due_at, expires_at = EXCLUDED.expires_at
@@ -73,8 +88,13 @@ RETURNING 1
 SELECT count(*) FROM claimed
 """
 
+
+CLAIM_FOR_SEND = _claim_for_send(_send_keys())
+CLAIM_FOR_SEND_BY_ID = _claim_for_send(_send_keys_by_id())
+
 # Whether any of a large send's keys (in send_keys) is held by a message already.
 ANY_HELD = "SELECT EXISTS (SELECT 1 FROM send_keys k JOIN dedup_keys d ON d.key = k.key)"
+
 
 # A large send none of whose keys is held: all of them by a plain INSERT, about a quarter
 # cheaper per key than CLAIM_FOR_SEND, whose speculative insertion of every row (ON CONFLICT)
@@ -82,14 +102,20 @@ ANY_HELD = "SELECT EXISTS (SELECT 1 FROM send_keys k JOIN dedup_keys d ON d.key 
 # should another send have claimed one meanwhile, it inserts fewer than all (or fails on the
 # unique key, once that send commits) and is undone to its savepoint, and CLAIM_FOR_SEND claims
 # them. Returns how many it claimed.
-CLAIM_FREE = f"""
+def _claim_free(rows: str) -> str:
+    return f"""
 WITH claimed AS (
 INSERT INTO dedup_keys (key, message_id, tenant_id, due_at, expires_at)
-{_send_keys("NOT EXISTS (SELECT 1 FROM dedup_keys d WHERE d.key = k.key)")}
+{rows}
 RETURNING 1
 )
 SELECT count(*) FROM claimed
 """
+
+
+_FREE = "NOT EXISTS (SELECT 1 FROM dedup_keys d WHERE d.key = k.key)"
+CLAIM_FREE = _claim_free(_send_keys(_FREE))
+CLAIM_FREE_BY_ID = _claim_free(_send_keys_by_id(_FREE))
 
 
 class Displaced(msgspec.Struct, frozen=True):

@@ -15,6 +15,8 @@ Order inside the request's transaction, so that a 429 leaves nothing behind:
 
 from __future__ import annotations
 
+import sys
+from array import array
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Container, Iterable
 from datetime import date, datetime, timedelta
@@ -173,43 +175,37 @@ async def _write_messages(
     as COPY consumes them, never held as a list. A personal send's message keeps its own body;
     a message to an erased phone keeps neither (opted out: it goes nowhere). Returns the plan
     with its recipients checked: a large send's numbers are normalised as COPY takes them (and,
-    when `keyed`, their content keys computed, while PostgreSQL writes), and its counts of
-    repeats and rejects written once they are known."""
-    unchecked, collected, keys = plan.unchecked, Collected(), bytearray()
-    recipients: AsyncIterator[Recipient] = in_turns(plan.recipients)
-    opted_out: Container[str] = plan.opted_out
-    if unchecked is not None:
-        recipients, opted_out = collected.stream_in_turns(unchecked.raws), unchecked.opt_outs
-        if keyed:
-            recipients = _keying(recipients, dedup.keyer(plan.body), opted_out, keys)
-    await _copy_messages(conn, send_id, tenant, plan, recipients, opted_out)
+    when `keyed`, their content keys computed with their messages' ids, while PostgreSQL
+    writes), and its counts of repeats and rejects written once they are known."""
+    unchecked, collected = plan.unchecked, Collected()
     if unchecked is None:
+        await _copy_messages(conn, send_id, tenant, plan, in_turns(plan.recipients))
         return plan
+    opt_outs = unchecked.opt_outs
+    keys, ids = bytearray(), array("q")
+    key = dedup.keyer(plan.body)
+
+    def keying(r: Recipient, message_id: int) -> None:
+        if r.phone not in opt_outs:
+            keys.extend(key(r.phone))
+            ids.append(message_id)
+
+    recipients = collected.stream_in_turns(unchecked.raws)
+    await _copy_messages(
+        conn, send_id, tenant, plan, recipients, opt_outs, keying if keyed else None
+    )
     checked = msgspec.structs.replace(
         plan,
         recipients=list(collected.seen.values()),
         rejected=collected.rejected + plan.rejected,
         repeats=collected.repeats,
-        opted_out={p for p in collected.seen if p in unchecked.opt_outs},
+        opted_out={p for p in collected.seen if p in opt_outs},
         unchecked=None,
-        keys=bytes(keys) if keyed else None,
+        known=dedup.KnownKeys(keys, ids) if keyed else None,
     )
     rejected = msgspec.json.encode(checked.rejected).decode()
     await conn.execute(sql.SET_CHECKED, send_id, checked.repeats, rejected)
     return checked
-
-
-async def _keying(
-    recipients: AsyncIterator[Recipient],
-    key: Callable[[str], bytes],
-    opted_out: Container[str],
-    keys: bytearray,
-) -> AsyncIterator[Recipient]:
-    """`recipients`, the content key of each one not opted out added to `keys` as it passes."""
-    async for r in recipients:
-        if r.phone not in opted_out:
-            keys += key(r.phone)
-        yield r
 
 
 async def _copy_messages(
@@ -218,13 +214,18 @@ async def _copy_messages(
     tenant: TenantRow,
     plan: _Plan,
     recipients: AsyncIterator[Recipient],
-    opted_out: Container[str],
+    opted_out: Container[str] | None = None,
+    written: Callable[[Recipient, int], None] | None = None,
 ) -> None:
-    """The rows of `recipients` (which give the event loop its turns), COPYed as they come; a
-    send of at most INSERTED recipients by one INSERT (for a row or a few, COPY costs more:
-    PostgreSQL sets up a COPY and its routing through the partitions for each)."""
+    """The rows of `recipients` (which give the event loop its turns), COPYed as they come,
+    each with an id of its own from `hub_message_ids` (one per number, at most: the month is
+    worked out once, not for each row by the column's default); `written` is told each row's
+    recipient and id as it goes. A send of at most INSERTED recipients is written by one
+    INSERT (for a row or a few, COPY costs more: PostgreSQL sets up a COPY and its routing
+    through the partitions for each). `opted_out`: the plan's, unless given."""
     bodies = plan.personal.bodies if plan.personal else {}
     erased = plan.erased
+    opted_out = plan.opted_out if opted_out is None else opted_out
 
     def row(r: Recipient) -> MessageRecord:
         return (
@@ -241,8 +242,21 @@ async def _copy_messages(
         if plan.recipients:  # (`recipients` are these)
             await conn.execute(sql.INSERT_MESSAGES, *zip(*map(row, plan.recipients), strict=True))
         return
-    records = (row(r) async for r in recipients)
-    await conn.copy_records_to_table("messages", columns=sql.MESSAGE_COLUMNS, records=records)
+    most = len(plan.unchecked.raws) if plan.unchecked else len(plan.recipients)
+    ids = array("q", await conn.fetchval(sql.NEW_MESSAGE_IDS, most))
+    if sys.byteorder == "little":
+        ids.byteswap()  # int8send is big-endian
+    new_ids = iter(ids)
+
+    async def records() -> AsyncIterator[tuple[object, ...]]:
+        async for r in recipients:
+            message_id = next(new_ids)
+            if written is not None:
+                written(r, message_id)
+            yield (*row(r), message_id)
+
+    columns = (*sql.MESSAGE_COLUMNS, "id")
+    await conn.copy_records_to_table("messages", columns=columns, records=records())
 
 
 async def _deduplicate(
@@ -253,14 +267,14 @@ async def _deduplicate(
     phones: list[str],
     window_seconds: float,
     due_at: datetime,
-    keys: bytes | None = None,
+    known: dedup.KnownKeys | None = None,
 ) -> dict[str, Holder]:
     """Layer 3: mark messages whose content key another message holds; returns, per phone, who
     holds it. A duplicate of a copy already delivered is settled at once; one whose original's
     outcome is not known yet relies on it (done_at unset) and keeps its segments reserved until
     it is (see `dedup.follow`)."""
     duplicates = await dedup.claim_send(
-        conn, send_id, tenant.id, body, phones, window_seconds, due_at, keys
+        conn, send_id, tenant.id, body, phones, window_seconds, due_at, known
     )
     if duplicates:
         await conn.execute(
@@ -394,9 +408,9 @@ class _Plan(msgspec.Struct, frozen=True):
     # `opted_out` are empty and `rejected` holds only the unknown contacts): `_write_messages`
     # checks them.
     unchecked: _Unchecked | None = None
-    # The content keys of the recipients not opted out, in order (dedup.unpacked), when they
-    # were computed as the numbers were checked.
-    keys: bytes | None = None
+    # The content keys of the recipients not opted out, in order, and their messages, when
+    # the keys were computed as the numbers were checked.
+    known: dedup.KnownKeys | None = None
 
     def segments_of(self, phone: str) -> int:
         return self.personal.segments[phone] if self.personal else self.segments.count
@@ -582,19 +596,21 @@ async def claim_keys(
     dedup_on: bool,
     settings: Settings,
     due_at: datetime,
-    keys: bytes | None = None,
+    known: dedup.KnownKeys | None = None,
 ) -> Claimed:
     """Layer 3 for a send's messages that are to go (written already, the send's state and
     due time set): claim their keys, mark the duplicates, and count what dedup saved at once
     (duplicates of copies already delivered) on the tenant's statement. A new send claims so
     before it reserves; a send approved after review, when approved (then releasing what it
-    had reserved for the duplicates settled here). `keys`: the recipients' content keys when
-    computed already (dedup.unpacked)."""
+    had reserved for the duplicates settled here). `known`: the recipients' content keys and
+    messages, when known already."""
     duplicates: dict[str, Holder] = {}
     if dedup_on:
         phones = [r.phone for r in recipients]
         window = settings.dedup.window_seconds
-        duplicates = await _deduplicate(conn, send_id, tenant, bodies, phones, window, due_at, keys)
+        duplicates = await _deduplicate(
+            conn, send_id, tenant, bodies, phones, window, due_at, known
+        )
     settled = {p for p, h in duplicates.items() if h.gone}
     if settled:  # what dedup saved, per carrier, for the tenant's statement
         saved: Counter[str] = Counter()
@@ -688,7 +704,7 @@ async def create_send(
             dedup_on,
             settings,
             timing.due_at,
-            keys=plan.keys,
+            known=plan.known,
         )
     duplicates, total = claimed.duplicates, claimed.going
     accepted = len(candidates) - len(duplicates)

@@ -10,6 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
+from hub.dedup.service import keyer
 from hub.messages import service
 from hub.messages.schemas import SendRequest
 from tenants.service import get_by_code
@@ -57,6 +58,19 @@ async def keys(conn: asyncpg.Connection) -> dict[str, str]:
         [(jinjiang.id, p) for p in OPTED_OUT],
     )
     return {"jinjiang": await make_key(conn, "510104"), "qingyang": await make_key(conn, "510105")}
+
+
+async def _keys_held(conn: asyncpg.Connection, send_id: int) -> int:
+    """How many content keys the send's messages hold, each checked to be its own message's:
+    a large send claims them with the message ids read back after its COPY, not by phone."""
+    rows = await conn.fetch(
+        "SELECT d.key, m.phone FROM dedup_keys d JOIN messages m ON m.id = d.message_id"
+        " WHERE m.send_id = $1",
+        send_id,
+    )
+    key = keyer(NOTICE)
+    assert [r["phone"] for r in rows if r["key"] != key(r["phone"])] == []
+    return len(rows)
 
 
 async def _send(client: httpx.AsyncClient, key: str, path: str, body: dict[str, Any]) -> Any:
@@ -110,6 +124,8 @@ async def test_a_large_send_checked_as_it_is_written_agrees_with_its_preview(
         "SELECT phone FROM messages WHERE send_id = $1 AND status = 'deduplicated'", sent["id"]
     )
     assert duplicate == "+86" + HELD
+    # Each key claimed (the opted-out phones, which come early, have none) is its message's.
+    assert await _keys_held(conn, sent["id"]) == unique - 3
 
 
 async def test_a_large_send_caught_by_a_review_rule_waits_unclaimed(
@@ -174,6 +190,7 @@ async def test_a_large_send_every_copy_of_which_relies_on_another_reserves_them_
     to = [f"133{i:08d}" for i in range(service.STREAM_FROM)]
     first = await _send(client, keys["qingyang"], "/v1/messages", {"to": to, "body": NOTICE})
     assert first["counts"]["accepted"] == service.STREAM_FROM
+    assert await _keys_held(conn, first["id"]) == service.STREAM_FROM  # none held: all free
     sent = await _send(client, keys["jinjiang"], "/v1/messages", {"to": to, "body": NOTICE})
     unique = service.STREAM_FROM - len(OPTED_OUT)
     assert (sent["counts"]["accepted"], sent["counts"]["deduplicated"]) == (0, unique)

@@ -2,8 +2,10 @@
 (hub/messages/sql/months.sql), the month worked out once instead of for every row by
 `hub_message_id()`, the column's default, which stays for every other insert.
 
-The running version does not call it: it can live beside this one. docs/BENCHMARKS.md, issue 17
-point 1.
+The running version does not call it: it can live beside this one. (The per-connection scratch
+table of a send's keys gained a column with this change and was named anew for it,
+`send_content_keys`: a server connection behind a transaction pooler may keep the running
+version's `send_keys`.) docs/BENCHMARKS.md, issue 17 point 1.
 
 Revision ID: 0052
 Revises: 0051

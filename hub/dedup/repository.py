@@ -32,36 +32,38 @@ SET request_hash = EXCLUDED.request_hash, status_code = EXCLUDED.status_code,
 """
 
 # A session-local scratch table for a send's content keys (emptied at every commit); each key's
-# message when known (a large send's: hub.dedup.service.KnownKeys).
+# message when known (a large send's: hub.dedup.service.KnownKeys). Named anew when it gained
+# `message_id` (it was `send_keys`): behind a transaction pooler a server connection keeps the
+# version before's two-column table, which neither version could then use.
 PREPARE_KEYS = """
-CREATE TEMP TABLE IF NOT EXISTS send_keys (
+CREATE TEMP TABLE IF NOT EXISTS send_content_keys (
     key bytea NOT NULL, phone text NOT NULL, message_id bigint
 ) ON COMMIT DELETE ROWS;
-TRUNCATE send_keys;
+TRUNCATE send_content_keys;
 """
 
 
-# The send's keys (COPYed into send_keys, or two arrays: inline_keys) with its messages (due at
-# $4, a window of $3 seconds), those where `only` holds, in key order: each claim is one
+# The send's keys (COPYed into send_content_keys, or two arrays: inline_keys) with its messages
+# (due at $4, a window of $3 seconds), those where `only` holds, in key order: each claim is one
 # statement in that order, so two sends claiming overlapping keys wait for each other instead
 # of deadlocking.
 def _send_keys(only: str = "") -> str:
     return f"""
 SELECT k.key, m.id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
-FROM send_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
+FROM send_content_keys k JOIN messages m ON m.send_id = $1 AND m.phone = k.phone
     AND m.id >= hub_send_messages_from($1) AND m.id < hub_send_messages_to($1)
 {f"WHERE {only}" if only else ""}
 ORDER BY k.key
 """
 
 
-# The same rows when send_keys holds each key's message (KnownKeys): no join with the send's
-# messages, which was a third of a million-recipient claim. $1 is the send, unused here but for
+# The same rows when send_content_keys holds each key's message (KnownKeys): no join with the
+# send's messages (1.7 of a million-recipient claim's 8 s). $1 is the send, unused here but for
 # the same parameters.
 def _send_keys_by_id(only: str = "") -> str:
     return f"""
 SELECT k.key, k.message_id, $2, $4::timestamptz, $4::timestamptz + make_interval(secs => $3)
-FROM send_keys k
+FROM send_content_keys k
 WHERE $1::bigint IS NOT NULL{f" AND {only}" if only else ""}
 ORDER BY k.key
 """
@@ -92,8 +94,8 @@ SELECT count(*) FROM claimed
 CLAIM_FOR_SEND = _claim_for_send(_send_keys())
 CLAIM_FOR_SEND_BY_ID = _claim_for_send(_send_keys_by_id())
 
-# Whether any of a large send's keys (in send_keys) is held by a message already.
-ANY_HELD = "SELECT EXISTS (SELECT 1 FROM send_keys k JOIN dedup_keys d ON d.key = k.key)"
+# Whether any of a large send's keys (in send_content_keys) is held by a message already.
+ANY_HELD = "SELECT EXISTS (SELECT 1 FROM send_content_keys k JOIN dedup_keys d ON d.key = k.key)"
 
 
 # A large send none of whose keys is held: all of them by a plain INSERT, about a quarter
@@ -134,7 +136,7 @@ class Displaced(msgspec.Struct, frozen=True):
 TAKE_FROM_LATER = """
 WITH taken AS (
     SELECT k.key, c.id AS message_id, old.message_id AS displaced, old.due_at AS displaced_due
-    FROM send_keys k
+    FROM send_content_keys k
     JOIN messages c ON c.send_id = $1 AND c.phone = k.phone
         AND c.id >= hub_send_messages_from($1) AND c.id < hub_send_messages_to($1)
     JOIN dedup_keys old ON old.key = k.key
@@ -210,19 +212,20 @@ class Holder(msgspec.Struct, frozen=True):
 # for its receipt: an `undelivered` one hands its copies on.
 HELD_ELSEWHERE = """
 SELECT k.phone, d.message_id, d.tenant_id, held.status = 'delivered' AS gone
-FROM send_keys k JOIN dedup_keys d ON d.key = k.key JOIN messages held ON held.id = d.message_id
+FROM send_content_keys k JOIN dedup_keys d ON d.key = k.key
+JOIN messages held ON held.id = d.message_id
 WHERE held.send_id <> $1
 """
 
 
-# A small send's keys need no scratch table: each statement that reads send_keys reads them from
-# two arrays instead (its next two parameters), saving the table's preparation and the COPY
-# (three round trips) on every few-recipient send.
+# A small send's keys need no scratch table: each statement that reads send_content_keys reads
+# them from two arrays instead (its next two parameters), saving the table's preparation and the
+# COPY (three round trips) on every few-recipient send.
 def inline_keys(query: str, first_param: int) -> str:
-    """`query` reading `send_keys k` from `UNNEST($first_param, $first_param + 1)`."""
-    assert query.count("send_keys k") == 1, "one scratch-table read per statement"
+    """`query` reading `send_content_keys k` from `UNNEST($first_param, $first_param + 1)`."""
+    assert query.count("send_content_keys k") == 1, "one scratch-table read per statement"
     arrays = f"UNNEST(${first_param}::bytea[], ${first_param + 1}::text[]) AS k(key, phone)"
-    return query.replace("send_keys k", arrays)
+    return query.replace("send_content_keys k", arrays)
 
 
 CLAIM_FOR_SEND_INLINE = inline_keys(CLAIM_FOR_SEND, 5)

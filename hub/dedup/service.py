@@ -128,7 +128,8 @@ def keyer(body: str) -> Callable[[str], bytes]:
 
 def unpacked(keys: bytes | bytearray) -> Iterator[bytes]:
     """Content keys kept end to end (16 bytes each), one by one."""
-    return (bytes(keys[i : i + KEY_BYTES]) for i in range(0, len(keys), KEY_BYTES))
+    view = memoryview(keys)
+    return (bytes(view[i : i + KEY_BYTES]) for i in range(0, len(keys), KEY_BYTES))
 
 
 class KnownKeys(NamedTuple):
@@ -169,7 +170,7 @@ async def claim_send(
         await conn.execute(sql.PREPARE_KEYS)
         ids = () if known is None else (known.message_ids,)
         await conn.copy_records_to_table(
-            "send_keys",
+            "send_content_keys",
             columns=("key", "phone", "message_id")[: 2 + len(ids)],
             records=in_turns(zip(ordered, phones, *ids, strict=True)),
         )
@@ -216,12 +217,12 @@ async def _claim(
     keys: int,
     by_id: bool,
 ) -> int:
-    """A large send's keys (in send_keys) claimed; how many it took. When no message holds any
-    of them, all by a plain INSERT (sql.CLAIM_FREE); otherwise, or should one be claimed
-    meanwhile (the INSERT undone to its savepoint), by the rules (sql.CLAIM_FOR_SEND). Either
-    way in one statement in key order: never half one way and half the other, whose two
-    passes could deadlock with another send's claim. `by_id`: send_keys holds each key's
-    message."""
+    """A large send's keys (in send_content_keys) claimed; how many it took. When no message
+    holds any of them, all by a plain INSERT (sql.CLAIM_FREE); otherwise, or should one be
+    claimed meanwhile (the INSERT undone to its savepoint), by the rules (sql.CLAIM_FOR_SEND).
+    Either way in one statement in key order: never half one way and half the other, whose two
+    passes could deadlock with another send's claim. `by_id`: send_content_keys holds each
+    key's message."""
     args = (send_id, tenant_id, window, due_at)
     if not await conn.fetchval(sql.ANY_HELD):
         try:

@@ -193,11 +193,12 @@ WHERE id = ANY($1::bigint[]) AND parked_at IS NOT NULL
 RETURNING id, reservation_id
 """
 
-# A send's messages are written with COPY (see service.create_send) into these columns.
 # `$1` new message ids, ascending, 8 bytes each end to end (hub/messages/sql/months.sql): a
 # million are 8 MB, not a million Python ints.
 NEW_MESSAGE_IDS = "SELECT hub_message_ids($1)"
 
+# A send's messages are written with COPY (see service.create_send) into these columns, and `id`
+# (from NEW_MESSAGE_IDS).
 MESSAGE_COLUMNS = ("send_id", "tenant_id", "phone", "carrier", "status", "segments", "body")
 
 # The same for a few, by INSERT: each column's values as an array, in recipient order (the ids

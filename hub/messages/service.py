@@ -75,7 +75,8 @@ STREAM_FROM = 10_000
 OPT_OUTS_READ_WHOLE = 50_000
 # A send of at most this many recipients writes its messages by INSERT, not COPY.
 INSERTED = 100
-# A message as written: send, tenant, phone, carrier, status, segments, body (MESSAGE_COLUMNS).
+# A message as written: send, tenant, phone, carrier, status, segments, body (MESSAGE_COLUMNS;
+# a COPY adds each row's id).
 MessageRecord = tuple[int, int, str | None, str, str, int, str | None]
 
 

@@ -47,8 +47,8 @@ async def _state(db: PoolDatabase) -> dict[str, int]:
         assert not conn.is_in_transaction()
         found = await conn.fetchrow(LEFT_BEHIND)
         assert found is not None
-        if await conn.fetchval("SELECT to_regclass('pg_temp.send_keys')") is not None:
-            left = await conn.fetchval("SELECT count(*) FROM pg_temp.send_keys")
+        if await conn.fetchval("SELECT to_regclass('pg_temp.send_content_keys')") is not None:
+            left = await conn.fetchval("SELECT count(*) FROM pg_temp.send_content_keys")
             assert left == 0, "the dedup scratch table kept rows"
         return dict(found)
 

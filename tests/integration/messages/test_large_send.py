@@ -62,7 +62,7 @@ async def keys(conn: asyncpg.Connection) -> dict[str, str]:
 
 async def _keys_held(conn: asyncpg.Connection, send_id: int) -> int:
     """How many content keys the send's messages hold, each checked to be its own message's:
-    a large send claims them with the message ids read back after its COPY, not by phone."""
+    a large send claims them with the ids its COPY gave their messages, not by phone."""
     rows = await conn.fetch(
         "SELECT d.key, m.phone FROM dedup_keys d JOIN messages m ON m.id = d.message_id"
         " WHERE m.send_id = $1",

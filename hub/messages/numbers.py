@@ -95,6 +95,11 @@ def _carrier_of_prefix(national: str) -> str:
 
 def normalize(raw: str | int) -> Recipient | Rejected:
     given = str(raw)
+    # The commonest spelling, 11 ASCII digits from 1: nothing to strip, cut or echo first (half
+    # the time a million such numbers took; the test of the fast path checks it too).
+    if len(given) == 11 and given.isascii() and given.isdigit() and given[0] == "1":
+        if _CN_MOBILE.fullmatch(given):
+            return Recipient(phone="+86" + given, carrier=_carrier(given))
     shown = _echo(given)
     # Checked whole, not as echoed: a number with junk past the echo's cut is no number; nor is
     # a negative integer (its sign is not a separator).

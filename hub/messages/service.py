@@ -18,9 +18,9 @@ from __future__ import annotations
 import sys
 from array import array
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Container, Iterable
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Sequence
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import msgspec
@@ -582,10 +582,14 @@ class Claimed(msgspec.Struct, frozen=True):
     relying: int
 
 
-class ToClaim(msgspec.Struct, frozen=True):
-    phone: str
-    carrier: str
-    segments: int
+class ToClaim(Protocol):
+    """A message to claim a key for: a Recipient of a new send, a ToGo of an approved one."""
+
+    @property
+    def phone(self) -> str: ...
+
+    @property
+    def carrier(self) -> str: ...
 
 
 async def claim_keys(
@@ -593,7 +597,8 @@ async def claim_keys(
     send_id: int,
     tenant: TenantRow,
     bodies: str | dict[str, str],
-    recipients: list[ToClaim],
+    recipients: Sequence[ToClaim],
+    segments_of: Callable[[str], int],
     dedup_on: bool,
     settings: Settings,
     due_at: datetime,
@@ -603,8 +608,9 @@ async def claim_keys(
     due time set): claim their keys, mark the duplicates, and count what dedup saved at once
     (duplicates of copies already delivered) on the tenant's statement. A new send claims so
     before it reserves; a send approved after review, when approved (then releasing what it
-    had reserved for the duplicates settled here). `known`: the recipients' content keys and
-    messages, when known already."""
+    had reserved for the duplicates settled here). `segments_of`: a recipient's segments, by
+    phone (a million recipients need no object each to carry them). `known`: the recipients'
+    content keys and messages, when known already."""
     duplicates: dict[str, Holder] = {}
     if dedup_on:
         phones = [r.phone for r in recipients]
@@ -617,14 +623,14 @@ async def claim_keys(
         saved: Counter[str] = Counter()
         for r in recipients:
             if r.phone in settled:
-                saved[r.carrier] += r.segments
+                saved[r.carrier] += segments_of(r.phone)
         day = business_day()
         await billing.record_usage(
             conn, "dedup", {(tenant.id, c, day): n for c, n in saved.items()}
         )
-    going = sum(r.segments for r in recipients if r.phone not in duplicates)
+    going = sum(segments_of(r.phone) for r in recipients if r.phone not in duplicates)
     waiting = duplicates.keys() - settled  # once: per recipient, a million duplicates took hours
-    relying = sum(r.segments for r in recipients if r.phone in waiting)
+    relying = sum(segments_of(r.phone) for r in recipients if r.phone in waiting)
     return Claimed(duplicates=duplicates, going=going, relying=relying)
 
 
@@ -676,11 +682,7 @@ async def create_send(
     dedup_on = request.dedup == "on"
     plan = await _write_messages(conn, send_id, tenant, plan, keyed=dedup_on)
     rejected, opted_out = plan.rejected, plan.opted_out
-    candidates = [
-        ToClaim(r.phone, r.carrier, plan.segments_of(r.phone))
-        for r in plan.recipients
-        if r.phone not in opted_out
-    ]
+    candidates = [r for r in plan.recipients if r.phone not in opted_out]
     caught = None
     if reviewed:
         caught = await reviews.caught(
@@ -694,7 +696,8 @@ async def create_send(
     if request.reply_wanted:
         await conn.execute(sql.AWAIT_REPLIES, send_id)
     if waits:  # its keys are claimed when it is approved, as if sent then
-        claimed = Claimed(duplicates={}, going=sum(r.segments for r in candidates), relying=0)
+        going = plan.segments_for(r.phone for r in candidates)
+        claimed = Claimed(duplicates={}, going=going, relying=0)
     else:
         claimed = await claim_keys(
             conn,
@@ -702,6 +705,7 @@ async def create_send(
             tenant,
             plan.bodies(),
             candidates,
+            plan.segments_of,
             dedup_on,
             settings,
             timing.due_at,

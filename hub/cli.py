@@ -32,6 +32,7 @@ from hub.billing.schemas import RateCardIn
 from hub.calendar import parse_period, period_text
 from hub.db import PoolDatabase, SingleConnectionDatabase, create_pool, migrate, pooled_options
 from hub.errors import ApiError
+from hub.http_server import ApiConfig
 from hub.limits import service as limits
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.messages import months
@@ -218,15 +219,16 @@ def _serve_processes(
 
 def api_config(
     settings: Settings, app: Litestar | str, host: str, port: int, **more: Any
-) -> uvicorn.Config:
+) -> ApiConfig:
     """uvicorn's settings for the API: HTTP parsed by httptools (C; uvicorn's pure-Python h11
-    cost a 1-recipient send a seventh more CPU), lifespan on, proxies as `proxy_headers`, and
-    requests still running HUB_HTTP__SHUTDOWN_SECONDS after a stop was asked are cut."""
-    return uvicorn.Config(
+    cost a 1-recipient send a seventh more CPU) with a deadline for each request's head
+    (hub.http_server), lifespan on, proxies as `proxy_headers`, and requests still running
+    HUB_HTTP__SHUTDOWN_SECONDS after a stop was asked are cut."""
+    return ApiConfig(
         app,
+        head_timeout=settings.http.head_timeout_seconds,
         host=host,
         port=port,
-        http="httptools",
         log_level="warning",
         lifespan="on",
         timeout_graceful_shutdown=settings.http.shutdown_seconds,
@@ -235,7 +237,7 @@ def api_config(
     )
 
 
-def processes_config(settings: Settings, host: str, port: int) -> uvicorn.Config:
+def processes_config(settings: Settings, host: str, port: int) -> ApiConfig:
     """uvicorn's settings for HUB_HTTP__WORKERS `hub serve` processes (each runs the API on
     api_loop: uvicorn builds its loop)."""
     return api_config(

@@ -98,6 +98,10 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # connection freed (a client that sends half a body and waits holds a connection and, on
     # SIGTERM, the shutdown). A million-recipient send's body streams without such a pause.
     body_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0
+    # A connection must send a request's line and headers within this long of its opening (a
+    # later request: of its first byte), else it is answered 408 `timeout` and closed: a client
+    # trickling them would hold a connection for ever (hub.http_server).
+    head_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
     # On SIGTERM or Ctrl-C, requests still running this long after the API stopped taking new
     # ones are cut (uvicorn's timeout_graceful_shutdown): under systemd's TimeoutStopSec (90 s
     # in ops/deploy), so the worker beside `hub up` drains and the embedded servers stop.

@@ -221,12 +221,13 @@ def api_config(
     settings: Settings, app: Litestar | str, host: str, port: int, **more: Any
 ) -> ApiConfig:
     """uvicorn's settings for the API: HTTP parsed by httptools (C; uvicorn's pure-Python h11
-    cost a 1-recipient send a seventh more CPU) with a deadline for each request's head
-    (hub.http_server), lifespan on, proxies as `proxy_headers`, and requests still running
-    HUB_HTTP__SHUTDOWN_SECONDS after a stop was asked are cut."""
+    cost a 1-recipient send a seventh more CPU) with a deadline and a size cap for each
+    request's head (hub.http_server), lifespan on, proxies as `proxy_headers`, and requests
+    still running HUB_HTTP__SHUTDOWN_SECONDS after a stop was asked are cut."""
     return ApiConfig(
         app,
         head_timeout=settings.http.head_timeout_seconds,
+        max_head_bytes=settings.http.max_head_bytes,
         host=host,
         port=port,
         log_level="warning",

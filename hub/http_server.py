@@ -1,13 +1,23 @@
-"""uvicorn as the API runs it: httptools' parser, with a deadline for each request's head.
+"""uvicorn as the API runs it: httptools' parser, with a deadline and a size cap for each
+request's head, and its own refusals in the JSON error shape.
 
 uvicorn times out neither a connection that sends nothing nor one that sends its request line
 and headers a byte at a time: its keep-alive timer runs only between requests and stops at the
-first byte of the next one. So anyone who can reach the port could hold connections (and file
-descriptors) for ever with a few bytes a minute. Here a connection has
-HUB_HTTP__HEAD_TIMEOUT_SECONDS from its opening, and each later request from its first byte, to
-send the whole head; then it is answered 408 `timeout` and closed. (Behind nginx, its
-`client_header_timeout` does the same first; a body that stops coming is the app's:
-HUB_HTTP__BODY_TIMEOUT_SECONDS.)
+first byte of the next one. Nor does it cap a head's size: httptools gathers a header's value
+in memory however long it grows (a client streamed 94 MB into one in 10 s). So anyone who can
+reach the port could hold connections, file descriptors and memory at will. Here:
+- a connection has HUB_HTTP__HEAD_TIMEOUT_SECONDS from its opening, and each later request from
+  its first byte, to send the whole head; then it is answered 408 `timeout` and closed;
+- a head larger than HUB_HTTP__MAX_HEAD_BYTES (its line and headers, as parsed) is answered 431
+  `too_large` and the connection closed, before the app sees it; one that keeps coming is cut
+  off as soon as its reads pass the cap (so it holds at most one read, 256 KiB, more);
+- a request httptools cannot parse is answered 400 `malformed` in the JSON shape, as the app's
+  own refusals are (uvicorn's is plain text).
+Each refusal ends the connection as nginx's lingering close does: the answer and a FIN, then
+what the client still sends is read and dropped for LINGER_SECONDS before the socket closes
+(closing with unread bytes would reset the connection, and the client could lose the answer).
+Behind nginx, its `client_header_timeout` and `large_client_header_buffers` come first. A body
+that stops coming is the app's: HUB_HTTP__BODY_TIMEOUT_SECONDS.
 """
 
 from __future__ import annotations
@@ -22,38 +32,49 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("hub.http")
 
+LINGER_SECONDS = 1.0
+REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
-def _late_answer() -> bytes:
-    body = json.dumps(
-        {"error": "timeout", "detail": "the request's line and headers did not arrive in time"}
-    ).encode()
+
+def refusal(status: int, body: dict[str, Any]) -> bytes:
+    """A whole HTTP/1.1 answer in the JSON error shape, closing the connection."""
+    content = json.dumps(body).encode()
     head = (
-        "HTTP/1.1 408 Request Timeout\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
+        f"HTTP/1.1 {status} {REASONS[status]}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(content)}\r\nconnection: close\r\n\r\n"
     )
-    return head.encode() + body
+    return head.encode() + content
 
 
-LATE_ANSWER = _late_answer()
+LATE = refusal(408, {"error": "timeout", "detail": "the request's head did not arrive in time"})
 
 
 class ApiConfig(uvicorn.Config):
-    """uvicorn's settings with `head_timeout` (seconds) for `HeadDeadlineProtocol`. A class of
-    its own, not an attribute set on uvicorn's, so it survives the pickling that hands it to
-    each `hub serve` process."""
+    """uvicorn's settings with the head's deadline (seconds) and size cap (bytes) for
+    `GuardedProtocol`. A class of its own, not attributes set on uvicorn's, so they survive the
+    pickling that hands it to each `hub serve` process."""
 
-    def __init__(self, app: Any, *, head_timeout: float, **kwargs: Any) -> None:
-        super().__init__(app, http=HeadDeadlineProtocol, **kwargs)
-        self.head_timeout = head_timeout
+    def __init__(self, app: Any, *, head_timeout: float, max_head_bytes: int, **kw: Any) -> None:
+        super().__init__(app, http=GuardedProtocol, **kw)
+        self.head_timeout, self.max_head_bytes = head_timeout, max_head_bytes
 
 
-class HeadDeadlineProtocol(HttpToolsProtocol):
-    """httptools' protocol, closing a connection whose request head is late (module text)."""
+class HeadTooLarge(Exception):
+    """Raised from a parser callback: httptools stops parsing what is left of the read."""
+
+
+class GuardedProtocol(HttpToolsProtocol):
+    """httptools' protocol, refusing a late or oversized head and answering a malformed request
+    in the JSON shape (module text)."""
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
         self._head_seconds: float = getattr(config, "head_timeout", 10.0)
+        self._max_head: int = getattr(config, "max_head_bytes", 65_536)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0  # read of the head awaited, before the read being parsed
+        self._heads = 0  # heads parsed on this connection
+        self._refused = False  # answered with a refusal: what comes now is dropped
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -63,16 +84,35 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
         self._head_arrived()
         super().connection_lost(exc)
 
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        awaiting, heads = self._head_timer is not None, self._heads
+        super().data_received(data)
+        if not awaiting or self._heads != heads or self.transport.is_closing():
+            return  # not in a head, or it ended in this read (a later one starts afresh)
+        self._head_bytes += len(data)
+        if self._head_bytes > self._max_head:
+            self._too_large()
+
     def on_message_begin(self) -> None:
         self._await_head()  # from the connection's opening for its first request
         super().on_message_begin()
 
     def on_headers_complete(self) -> None:
         self._head_arrived()
+        self._heads += 1
+        if len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > self._max_head:
+            self._too_large()
+            raise HeadTooLarge  # the app never sees it; uvicorn's own 400 finds it answered
         super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(refusal(400, {"error": "malformed", "detail": msg}), "%s", msg)
 
     def _await_head(self) -> None:
         if self._head_timer is None:
+            self._head_bytes = 0
             self._head_timer = self.loop.call_later(self._head_seconds, self._head_late)
 
     def _head_arrived(self) -> None:
@@ -80,10 +120,22 @@ class HeadDeadlineProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
+    def _too_large(self) -> None:
+        detail = f"the request's line and headers exceed {self._max_head} bytes"
+        body = {"error": "too_large", "detail": detail, "limit_bytes": self._max_head}
+        self._refuse(refusal(431, body), "a head of over %d bytes", self._max_head)
+
     def _head_late(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing():
+        self._refuse(LATE, "a head not in after %.1f s", self._head_seconds)
+
+    def _refuse(self, answer: bytes, why: str, *args: object) -> None:
+        self._head_arrived()
+        if self._refused or self.transport.is_closing():
             return
-        log.info("a request head from %s took over %.1f s: closed", self.client, self._head_seconds)
-        self.transport.write(LATE_ANSWER)
-        self.transport.close()
+        self._refused = True
+        log.info("refused %s: " + why, self.client, *args)
+        self.transport.write(answer)
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_SECONDS, self.transport.close)

@@ -102,6 +102,9 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # later request: of its first byte), else it is answered 408 `timeout` and closed: a client
     # trickling them would hold a connection for ever (hub.http_server).
     head_timeout_seconds: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    # A request's line and headers larger than this are answered 431 `too_large` and the
+    # connection closed (uvicorn alone gathers a header however long it grows).
+    max_head_bytes: Annotated[int, msgspec.Meta(ge=8192, le=1_048_576)] = 65_536
     # On SIGTERM or Ctrl-C, requests still running this long after the API stopped taking new
     # ones are cut (uvicorn's timeout_graceful_shutdown): under systemd's TimeoutStopSec (90 s
     # in ops/deploy), so the worker beside `hub up` drains and the embedded servers stop.

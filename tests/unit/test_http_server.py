@@ -1,5 +1,6 @@
-"""The deadline for a request's head (hub.http_server): a real uvicorn server on a socket, with
-a tiny ASGI app in front of the protocol the API runs on."""
+"""The deadline and size cap for a request's head, and the JSON shape of uvicorn's own refusals
+(hub.http_server): a real uvicorn server on a socket, a tiny ASGI app behind the protocol the
+API runs on."""
 
 from __future__ import annotations
 
@@ -13,20 +14,26 @@ import pytest
 import uvicorn
 
 from hub import cli
-from hub.http_server import ApiConfig, HeadDeadlineProtocol
+from hub.http_server import ApiConfig, GuardedProtocol
 from hub.settings import load_settings
 
 HEAD_TIMEOUT = 0.3
+MAX_HEAD = 16_384
 PATIENCE = 30.0  # how long the test waits for an answer at most: not what it asserts
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers 200 with its path; `/slow` after twice the head timeout."""
+    """Answers 200 with its path and the length of the body it read; `/slow` after twice the
+    head timeout."""
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
         await asyncio.sleep(2 * HEAD_TIMEOUT)
-    body = scope["path"].encode()
+    read, more = 0, True
+    while more:
+        message = await receive()
+        read, more = read + len(message.get("body", b"")), message.get("more_body", False)
+    body = f"{scope['path']} {read}".encode()
     headers = [(b"content-length", str(len(body)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -35,7 +42,13 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 @pytest.fixture
 async def port() -> AsyncIterator[int]:
     config = ApiConfig(
-        app, head_timeout=HEAD_TIMEOUT, host="127.0.0.1", port=0, log_level="warning", loop="none"
+        app,
+        head_timeout=HEAD_TIMEOUT,
+        max_head_bytes=MAX_HEAD,
+        host="127.0.0.1",
+        port=0,
+        log_level="warning",
+        loop="none",
     )
     server = uvicorn.Server(config)
     serving = asyncio.create_task(server.serve())
@@ -62,8 +75,10 @@ async def closed(reader: asyncio.StreamReader) -> bool:
     return await asyncio.wait_for(reader.read(), PATIENCE) == b""
 
 
-def request(path: str) -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: hub\r\n\r\n".encode()
+def request(path: str, body: bytes = b"", padding: int = 0) -> bytes:
+    """A POST of `body`, its head `padding` bytes longer than it needs to be."""
+    head = f"POST {path} HTTP/1.1\r\nHost: hub\r\nContent-Length: {len(body)}\r\n"
+    return f"{head}X-Pad: {'p' * padding}\r\n\r\n".encode() + body
 
 
 async def test_a_connection_that_sends_nothing_is_answered_408_and_closed(port: int) -> None:
@@ -97,7 +112,7 @@ async def test_a_head_trickled_a_byte_at_a_time_is_cut_off(port: int) -> None:
 async def test_a_later_request_on_a_kept_connection_has_its_own_deadline(port: int) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request("/first"))
-    assert await answer(reader) == (200, b"/first")
+    assert await answer(reader) == (200, b"/first 0")
     writer.write(b"GET /second HTTP/1.1\r\n")  # and the rest never comes
     status, _ = await answer(reader)
     assert status == 408
@@ -110,18 +125,71 @@ async def test_a_slow_handler_or_a_pipelined_request_is_not_cut(port: int) -> No
     requests sent together are each answered."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     writer.write(request("/slow") + request("/next"))
-    assert await answer(reader) == (200, b"/slow")
-    assert await answer(reader) == (200, b"/next")
+    assert await answer(reader) == (200, b"/slow 0")
+    assert await answer(reader) == (200, b"/next 0")
     writer.close()
 
 
-def test_both_ways_of_serving_use_the_deadline_from_the_settings() -> None:
-    settings = load_settings({"HUB_HTTP__HEAD_TIMEOUT_SECONDS": "2.5"})
+async def test_a_head_past_the_cap_is_431_and_closed_however_it_comes(port: int) -> None:
+    """All at once, or a header value streamed without end (httptools would gather it all)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(request("/big", padding=MAX_HEAD))
+    status, body = await answer(reader)
+    assert status == 431
+    assert json.loads(body) == {
+        "error": "too_large",
+        "detail": f"the request's line and headers exceed {MAX_HEAD} bytes",
+        "limit_bytes": MAX_HEAD,
+    }
+    assert await closed(reader)
+    writer.close()
+
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: hub\r\nX-Endless: ")
+
+    async def stream() -> None:
+        while True:
+            writer.write(b"v" * 4096)
+            await writer.drain()
+
+    streaming = asyncio.create_task(stream())
+    try:
+        assert (await answer(reader))[0] == 431
+    finally:
+        streaming.cancel()
+        writer.close()
+
+
+async def test_a_head_under_the_cap_with_a_large_body_is_served_whole(port: int) -> None:
+    """Only the head counts: a body of many reads after a head near the cap, in one write."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    body = b"b" * 2_000_000
+    writer.write(request("/upload", body, padding=MAX_HEAD - 200))
+    assert await answer(reader) == (200, f"/upload {len(body)}".encode())
+    writer.write(request("/again"))  # and the connection goes on
+    assert await answer(reader) == (200, b"/again 0")
+    writer.close()
+
+
+async def test_a_malformed_request_is_400_in_the_json_shape(port: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"GET / HTTP/1.1\r\nHost: hub\r\nBad Header\x00: x\r\n\r\n")
+    status, body = await answer(reader)
+    assert status == 400
+    assert json.loads(body)["error"] == "malformed"
+    assert await closed(reader)
+    writer.close()
+
+
+def test_both_ways_of_serving_use_the_head_limits_from_the_settings() -> None:
+    settings = load_settings(
+        {"HUB_HTTP__HEAD_TIMEOUT_SECONDS": "2.5", "HUB_HTTP__MAX_HEAD_BYTES": "20000"}
+    )
     single = cli.api_config(settings, "hub.cli:serve_app", "127.0.0.1", 0, loop="none")
     several = cli.processes_config(settings, "127.0.0.1", 0)
     # The processes' config is pickled to each process (spawn): it keeps its deadline.
     several = pickle.loads(pickle.dumps(several))
     for config in (single, several):
         assert isinstance(config, ApiConfig)
-        assert config.head_timeout == 2.5
-        assert config.http is HeadDeadlineProtocol
+        assert (config.head_timeout, config.max_head_bytes) == (2.5, 20_000)
+        assert config.http is GuardedProtocol

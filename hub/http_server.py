@@ -10,12 +10,19 @@ reach the port could hold connections, file descriptors and memory at will. Here
   its first byte, to send the whole head; then it is answered 408 `timeout` and closed;
 - a head larger than HUB_HTTP__MAX_HEAD_BYTES (its line and headers, as parsed) is answered 431
   `too_large` and the connection closed, before the app sees it; one that keeps coming is cut
-  off as soon as its reads pass the cap (so it holds at most one read, 256 KiB, more);
+  off as soon as its reads pass the cap (so it holds at most one read, 256 KiB, more). The same
+  cap holds for what follows a chunked body (trailer fields, which httptools gathers as it
+  does headers, even after the app has answered): reads after the head that carry no body
+  bytes add up, and past the cap the connection is cut;
 - a request httptools cannot parse is answered 400 `malformed` in the JSON shape, as the app's
   own refusals are (uvicorn's is plain text).
-Each refusal ends the connection as nginx's lingering close does: the answer and a FIN, then
-what the client still sends is read and dropped for LINGER_SECONDS before the socket closes
-(closing with unread bytes would reset the connection, and the client could lose the answer).
+- a request answered before its body ended (a 401, a 413, or a route that reads no body) ends
+  its connection: uvicorn would keep it, and each byte of a body announced as a gigabyte would
+  stop its keep-alive timer, holding the connection for as long as the client trickles.
+Each refusal, and that end, closes the connection as nginx's lingering close does: the answer
+and a FIN, then what the client still sends is read and dropped for LINGER_SECONDS before the
+socket closes (closing with unread bytes would reset the connection, and the client could lose
+the answer).
 Behind nginx, its `client_header_timeout` and `large_client_header_buffers` come first. A body
 that stops coming is the app's: HUB_HTTP__BODY_TIMEOUT_SECONDS.
 """
@@ -75,6 +82,9 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_bytes = 0  # read of the head awaited, before the read being parsed
         self._heads = 0  # heads parsed on this connection
         self._refused = False  # answered with a refusal: what comes now is dropped
+        self._in_body = False  # between a head and the end of its message
+        self._body_bytes = 0  # body bytes parsed on this connection
+        self._tail_bytes = 0  # bytes of the reads in a body that carried none of it
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -87,13 +97,22 @@ class GuardedProtocol(HttpToolsProtocol):
     def data_received(self, data: bytes) -> None:
         if self._refused:
             return
-        awaiting, heads = self._head_timer is not None, self._heads
+        awaiting, heads, body = self._head_timer is not None, self._heads, self._body_bytes
+        in_body = self._in_body
         super().data_received(data)
-        if not awaiting or self._heads != heads or self.transport.is_closing():
-            return  # not in a head, or it ended in this read (a later one starts afresh)
-        self._head_bytes += len(data)
-        if self._head_bytes > self._max_head:
-            self._too_large()
+        if self._heads != heads or self.transport.is_closing():
+            return  # a head ended in this read (a later one starts afresh)
+        if awaiting:
+            self._head_bytes += len(data)
+            if self._head_bytes > self._max_head:
+                self._too_large()
+        elif in_body and self._in_body:
+            # Chunk sizes or trailers: a few bytes between body bytes, unless a client streams
+            # fields after the last chunk.
+            self._tail_bytes = self._tail_bytes + len(data) if self._body_bytes == body else 0
+            if self._tail_bytes > self._max_head:
+                answered = self.cycle is not None and self.cycle.response_started
+                self._too_large(answer=not answered)
 
     def on_message_begin(self) -> None:
         self._await_head()  # from the connection's opening for its first request
@@ -105,7 +124,22 @@ class GuardedProtocol(HttpToolsProtocol):
         if len(self.url) + sum(len(n) + len(v) + 4 for n, v in self.headers) > self._max_head:
             self._too_large()
             raise HeadTooLarge  # the app never sees it; uvicorn's own 400 finds it answered
+        self._in_body, self._tail_bytes = True, 0
         super().on_headers_complete()
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self._in_body and not self.transport.is_closing():
+            self._refused = True
+            self._linger()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(refusal(400, {"error": "malformed", "detail": msg}), "%s", msg)
@@ -120,10 +154,11 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _too_large(self) -> None:
+    def _too_large(self, *, answer: bool = True) -> None:
+        """431, or (`answer` False: the app has answered this request) only the close."""
         detail = f"the request's line and headers exceed {self._max_head} bytes"
         body = {"error": "too_large", "detail": detail, "limit_bytes": self._max_head}
-        self._refuse(refusal(431, body), "a head of over %d bytes", self._max_head)
+        self._refuse(refusal(431, body) if answer else b"", "over %d bytes of head", self._max_head)
 
     def _head_late(self) -> None:
         self._head_timer = None
@@ -135,7 +170,15 @@ class GuardedProtocol(HttpToolsProtocol):
             return
         self._refused = True
         log.info("refused %s: " + why, self.client, *args)
+        if not answer or (self.cycle is not None and not self.cycle.response_complete):
+            self.transport.close()  # nothing to say, or an answer in flight not to cut into
+            return
         self.transport.write(answer)
+        self._linger()
+
+    def _linger(self) -> None:
+        """End what we send; drop what still comes (`_refused`) for a while, then close."""
+        self._head_arrived()
         if self.transport.can_write_eof():
             self.transport.write_eof()
         self.loop.call_later(LINGER_SECONDS, self.transport.close)

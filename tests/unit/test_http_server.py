@@ -5,6 +5,7 @@ API runs on."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import pickle
 from collections.abc import AsyncIterator
@@ -23,13 +24,13 @@ PATIENCE = 30.0  # how long the test waits for an answer at most: not what it as
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answers 200 with its path and the length of the body it read; `/slow` after twice the
-    head timeout."""
+    """Answers 200 with its path and the length of the body it read (`/early`: none); `/slow`
+    after twice the head timeout."""
     if scope["type"] != "http":
         return
     if scope["path"] == "/slow":
         await asyncio.sleep(2 * HEAD_TIMEOUT)
-    read, more = 0, True
+    read, more = 0, scope["path"] != "/early"
     while more:
         message = await receive()
         read, more = read + len(message.get("body", b"")), message.get("more_body", False)
@@ -47,6 +48,7 @@ async def port() -> AsyncIterator[int]:
         max_head_bytes=MAX_HEAD,
         host="127.0.0.1",
         port=0,
+        timeout_keep_alive=1,
         log_level="warning",
         loop="none",
     )
@@ -193,3 +195,55 @@ def test_both_ways_of_serving_use_the_head_limits_from_the_settings() -> None:
         assert isinstance(config, ApiConfig)
         assert (config.head_timeout, config.max_head_bytes) == (2.5, 20_000)
         assert config.http is GuardedProtocol
+
+
+@pytest.mark.parametrize("shape", ["endless value", "many fields"])
+async def test_trailers_past_the_cap_end_the_connection(port: int, shape: str) -> None:
+    """Fields after a chunked body's last chunk, which httptools gathers as it does a head's,
+    even once the app has answered."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"5\r\nhello\r\n0\r\n")
+    assert await answer(reader) == (200, b"/early 0")  # answered before the trailers end
+    if shape == "endless value":
+        tail = b"X-Endless: " + b"v" * 4 * MAX_HEAD
+    else:
+        tail = b"".join(b"X-%d: a\r\n" % n for n in range(MAX_HEAD // 2))
+    writer.write(tail)  # four times the cap, and no end of the fields
+    try:
+        with contextlib.suppress(ConnectionError):  # cut with the client's bytes unread
+            assert await closed(reader)  # else it would wait out PATIENCE, still reading
+    finally:
+        writer.close()
+
+
+async def test_a_long_chunked_body_in_small_chunks_is_served_whole(port: int) -> None:
+    """Chunk sizes are framing between body bytes, not a tail to cap."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /chunks HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n")
+    for _ in range(20_000):
+        writer.write(b"1\r\nx\r\n")
+    writer.write(b"0\r\nX-Trailer: fine\r\n\r\n")
+    assert await answer(reader) == (200, b"/chunks 20000")
+    writer.close()
+
+
+async def test_a_request_answered_before_its_body_ends_ends_its_connection(port: int) -> None:
+    """A body announced as a gigabyte and trickled after the answer: each byte would stop the
+    keep-alive timer, holding the connection for as long as the client liked."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nHost: hub\r\nContent-Length: 1000000000\r\n\r\nb")
+    assert await answer(reader) == (200, b"/early 0")
+
+    async def trickle() -> None:
+        while True:
+            writer.write(b"b")
+            await asyncio.sleep(0.2)  # well inside the keep-alive timeout (1 s here)
+
+    trickling = asyncio.create_task(trickle())
+    try:
+        with contextlib.suppress(ConnectionError):
+            assert await closed(reader)
+    finally:
+        trickling.cancel()
+        writer.close()

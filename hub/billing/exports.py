@@ -5,9 +5,9 @@ month's close time in Beijing time (its column says so): text `2026-11-04 10:00`
 cell on Beijing's clock in XLSX (Excel's dates have no zone).
 
 The lines come from a server-side cursor on a connection of the export's own, a few thousand at
-a time: the whole tree never sits in memory. JSON and CSV stream as they are read; an XLSX file
-is a zip, so it is written to a temporary file (openpyxl's write-only mode keeps the rows on
-disk too) and then streamed from it.
+a time: the whole tree never sits in memory. Each format is written to a temporary file as they
+are read (openpyxl's write-only mode keeps an XLSX's rows on disk too) and then sent from it:
+a client that stops reading holds no database connection (hub/exports/files.py).
 """
 
 from __future__ import annotations
@@ -24,8 +24,6 @@ from decimal import Decimal
 from typing import Any, Literal
 
 from litestar import Response
-from litestar.background_tasks import BackgroundTask
-from litestar.response import File, Stream
 from openpyxl import Workbook
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 
@@ -35,6 +33,7 @@ from hub.billing.schemas import StatementHead, StatementLine, Totals
 from hub.calendar import BEIJING, beijing, shown
 from hub.db import Database
 from hub.exports.cells import append_row, csv_value
+from hub.exports.files import download, spooled
 from tenants.service import Principal
 
 Format = Literal["json", "csv", "xlsx"]
@@ -133,20 +132,11 @@ async def statement_export(db: Database, who: Principal, month: date, fmt: Forma
         head = await service.statement_head(conn, who, month)
     name = f"statement-{head.period}-{who.tenant_code}.{fmt}"
     if fmt == "xlsx":
-        path = await _xlsx(db, who, month, head)
-        return File(
-            path,
-            filename=name,
-            media_type=MEDIA[fmt],
-            background=BackgroundTask(os.unlink, path),
-        )
+        return download(await _xlsx(db, who, month, head), name, MEDIA[fmt])
     if fmt == "json":  # the API's own answer, shown inline
-        return Stream(_json_chunks(db, who, month, head), media_type=MEDIA[fmt])
-    return Stream(
-        _csv(db, who, month, head),
-        media_type=MEDIA[fmt],
-        headers={"Content-Disposition": f'attachment; filename="{name}"'},
-    )
+        path = await spooled(_json_chunks(db, who, month, head), "hub-statement-")
+        return download(path, name, MEDIA[fmt], disposition="inline")
+    return download(await spooled(_csv(db, who, month, head), "hub-statement-"), name, MEDIA[fmt])
 
 
 async def _batches(db: Database, who: Principal, month: date) -> AsyncIterator[list[StatementLine]]:

@@ -1,4 +1,5 @@
-"""A tenant's roster as CSV (streamed) or XLSX (a temporary file, then streamed): the columns
+"""A tenant's roster as CSV or XLSX, each built in a temporary file and then sent
+(hub/exports/files.py: a client that stops reading holds no database connection): the columns
 the import reads (姓名, 手机, 标签, 入党日期), whether the phone opted out, then one column per
 free field. Every text cell is inert (hub/exports/cells.py): a name or a tag that begins with
 `=`, `+`, `-` or `@` stays text and never runs as a formula.
@@ -18,8 +19,6 @@ from collections.abc import AsyncIterator
 from typing import Any, Literal
 
 from litestar import Response
-from litestar.background_tasks import BackgroundTask
-from litestar.response import File, Stream
 from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -29,6 +28,7 @@ from hub.contacts.rosters import MAX_COLUMNS
 from hub.contacts.schemas import Contact
 from hub.db import Database
 from hub.exports.cells import csv_value, xlsx_cell
+from hub.exports.files import download, spooled
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.service import Principal
@@ -56,13 +56,9 @@ async def contacts_export(db: Database, who: Principal, fmt: Format) -> Response
         fields = await service.field_names(conn, tenant, MAX_COLUMNS - len(HEADER))
     name = f"contacts-{tenant.code}.{fmt}"
     if fmt == "csv":
-        return Stream(
-            _csv(db, tenant, fields),
-            media_type="text/csv; charset=utf-8",
-            headers={"Content-Disposition": f'attachment; filename="{name}"'},
-        )
-    path = await _xlsx(db, tenant, fields)
-    return File(path, filename=name, media_type=XLSX, background=BackgroundTask(os.unlink, path))
+        path = await spooled(_csv(db, tenant, fields), "hub-contacts-")
+        return download(path, name, "text/csv; charset=utf-8")
+    return download(await _xlsx(db, tenant, fields), name, XLSX)
 
 
 async def _batches(db: Database, tenant: TenantRow) -> AsyncIterator[list[Contact]]:

@@ -17,14 +17,12 @@ into it), so a double click, or the browser sending the form again, makes one se
 
 from __future__ import annotations
 
-import os
 import secrets
 from datetime import date
 from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
-from litestar.background_tasks import BackgroundTask
 from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
@@ -47,6 +45,7 @@ from hub.dedup import service as dedup
 from hub.dedup.repository import StoredAnswer
 from hub.delivery import service as delivery
 from hub.errors import Invalid
+from hub.exports.files import download
 from hub.messages import followup, results
 from hub.messages import service as messages
 from hub.messages.schemas import DatedBy, FollowKind, FollowUpRequest, SendAccepted, SendFilters
@@ -203,12 +202,7 @@ class SendsController(Controller):
     async def results_file(self, state: State, who: Viewer, send_id: FromPath[int]) -> File:
         dashboard.require(who, Data.MESSAGES, "下载发送结果")
         path, name = await results.results_xlsx(state.db, who, send_id)
-        return File(
-            path,
-            filename=name,
-            media_type=results.MEDIA,
-            background=BackgroundTask(os.unlink, path),
-        )
+        return download(path, name, results.MEDIA)
 
 
 async def _follow_up(

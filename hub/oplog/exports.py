@@ -16,8 +16,6 @@ from datetime import datetime
 from typing import Any
 
 from litestar import Response
-from litestar.background_tasks import BackgroundTask
-from litestar.response import File
 from openpyxl import Workbook
 from openpyxl.styles import Font
 from openpyxl.worksheet._write_only import WriteOnlyWorksheet
@@ -26,6 +24,7 @@ from hub import wire
 from hub.calendar import BEIJING, beijing
 from hub.db import Database
 from hub.exports.cells import xlsx_cell
+from hub.exports.files import download
 from hub.oplog import service
 from hub.oplog.schemas import Filters, Operation
 from tenants import service as tenants
@@ -57,12 +56,7 @@ async def operations_xlsx(
     async with db.acquire() as conn:
         tenant = await tenants.get_visible(conn, who, code)
     path = await _write(db, tenant.id, filters)
-    return File(
-        path,
-        filename=f"operations-{tenant.code}.xlsx",
-        media_type=MEDIA,
-        background=BackgroundTask(os.unlink, path),
-    )
+    return download(path, f"operations-{tenant.code}.xlsx", MEDIA)
 
 
 def _row(entry: Operation) -> tuple[Any, ...]:

@@ -3,7 +3,10 @@ request leaves anything in its session for the next one to find."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
+from typing import Any
 
 import asyncpg
 import httpx
@@ -119,3 +122,67 @@ async def test_release_sends_no_reset_query(one_connection: PoolDatabase) -> Non
     async with one_connection.acquire() as conn:
         assert await conn.fetchval("SHOW application_name") == "borrower one"
         await conn.execute("RESET application_name")
+
+
+async def test_a_client_that_stops_reading_an_export_holds_no_connection(
+    one_connection: PoolDatabase, settings: Settings, fresh_db: str, redis: ArqRedis
+) -> None:
+    """An export is written whole before its first byte goes (hub/exports/files.py): a client
+    that stops reading mid-download leaves the pool's one connection free. (Streamed as it was
+    read, twenty stalled roster downloads took a whole pool from every tenant.)"""
+    setup = await asyncpg.connect(fresh_db)
+    try:
+        await make_small_tree(setup)
+        key = await make_key(setup, "510104")
+    finally:
+        await setup.close()
+    app = create_app(settings, db=one_connection, redis=redis)
+    roster = "姓名,手机\n" + "".join(f"党员{n},1380013{n:04d}\n" for n in range(3000))
+    transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]  # ASGI typing differs
+    async with httpx.AsyncClient(transport=transport, base_url="http://hub.test") as client:
+        imported = await client.post(
+            "/v1/contacts/import",
+            content=roster.encode(),
+            headers={**bearer(key), "Content-Type": "text/csv"},
+        )
+        assert imported.status_code == 200, imported.text
+
+    chunks: list[bytes] = []
+    stalled = asyncio.Event()
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()  # no body; then nothing
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body":
+            chunks.append(message.get("body", b""))
+            if len(chunks) == 2 or not message.get("more_body", False):
+                stalled.set()
+                await asyncio.Event().wait()  # the client reads no more, and never leaves
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "GET",
+        "scheme": "http",
+        "path": "/v1/contacts/export.csv",
+        "raw_path": b"/v1/contacts/export.csv",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"host", b"hub.test"), (b"authorization", f"Bearer {key}".encode())],
+        "client": ("127.0.0.1", 40000),
+        "server": ("hub.test", 80),
+        "state": {},
+    }
+    downloading = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(stalled.wait(), 60)
+        assert b"".join(chunks).decode("utf-8-sig").startswith("姓名,手机")
+        async with asyncio.timeout(30), one_connection.acquire() as conn:
+            assert await conn.fetchval("SELECT count(*) FROM contacts") == 3000
+    finally:
+        downloading.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await downloading

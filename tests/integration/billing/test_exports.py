@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 import asyncpg
 import httpx
 import msgspec
 import openpyxl
 import pytest
-from litestar.response import Stream
+from litestar.response import File
 
-from hub.billing import exports
+from hub.billing import exports, service
 from hub.billing.schemas import Statement
 from hub.db import SingleConnectionDatabase
 from hub.exports import cells as exports_cells
@@ -80,19 +81,27 @@ async def test_xlsx_opens_in_a_real_reader_with_numbers_in_yuan_and_totals(
 async def test_json_is_written_as_it_is_read(
     conn: asyncpg.Connection, province: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # httpx's in-process transport gathers a body whole, so the stream is read here directly.
+    """A batch of lines at a time into the file the answer is sent from (hub/exports/files.py):
+    the whole tree never sits in memory, and no connection waits on the client."""
     monkeypatch.setattr(exports, "BATCH", 1)  # one line per batch
     who = await authenticate(conn, province)
     assert who is not None
-    resp = await exports.statement_export(SingleConnectionDatabase(conn), who, OCTOBER, "json")
-    assert isinstance(resp, Stream)
-    assert isinstance(resp.iterator, AsyncIterator)
-    chunks = [chunk async for chunk in resp.iterator if isinstance(chunk, bytes)]
+    db = SingleConnectionDatabase(conn)
+    head = await service.statement_head(conn, who, OCTOBER)
+    chunks = [chunk async for chunk in exports._json_chunks(db, who, OCTOBER, head)]
     assert len(chunks) == 6  # the head, then the 4 lines one by one, then the end
     statement = msgspec.json.decode(b"".join(chunks), type=Statement)
     assert [line.tenant for line in statement.lines] == ["510104", "510104", "510105", "510300"]
     assert statement.totals.cost_micros == sum(line.cost_micros for line in statement.lines)
     assert [level.level for level in statement.levels] == ["prefecture", "county"]
+
+    resp = await exports.statement_export(db, who, OCTOBER, "json")
+    assert isinstance(resp, File)
+    path = Path(resp.file_path)
+    try:
+        assert await asyncio.to_thread(path.read_bytes) == b"".join(chunks)
+    finally:
+        await asyncio.to_thread(path.unlink)
 
 
 async def test_the_json_statement_is_the_same_over_http(

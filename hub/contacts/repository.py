@@ -155,6 +155,15 @@ RETURNING id, phone, opted_out_at, reason, actor, at
 # Uploads older than their time are gone (each new upload sweeps them).
 FORGET_UPLOADS = "DELETE FROM roster_uploads WHERE created_at < hub_now() - $1::interval"
 
+# The rosters a tenant holds in their time, and who uploaded each.
+HELD_UPLOADS = """
+SELECT actor FROM roster_uploads
+WHERE tenant_id = $1 AND created_at >= hub_now() - $2::interval
+"""
+
+# A new upload replaces the one its uploader held before (its preview's token is let go).
+LET_GO_UPLOADS_OF = "DELETE FROM roster_uploads WHERE tenant_id = $1 AND actor = $2"
+
 # Hold an uploaded roster until it is confirmed.
 HOLD_UPLOAD = """
 INSERT INTO roster_uploads (token_hash, tenant_id, actor, filename, data)

@@ -28,7 +28,7 @@ from hub.contacts.schemas import (
     RowProblem,
 )
 from hub.db import fetch_planned
-from hub.errors import Invalid, NotFound
+from hub.errors import Invalid, NotFound, TooManyRequests
 from hub.messages.numbers import Rejected, normalize
 from hub.messages.reasons import reject_word
 from hub.oplog import service as oplog
@@ -373,8 +373,11 @@ async def roster_values(
     return values
 
 
-# A roster uploaded for its preview is held this long for its confirmation.
+# A roster uploaded for its preview is held this long for its confirmation; a tenant holds at
+# most UPLOADS_HELD at once, one per uploader (each up to 20 MB in PostgreSQL: an unbounded
+# number let one console user fill the database's disk with previews never confirmed).
 HELD_FOR = timedelta(minutes=30)
+UPLOADS_HELD = 5
 
 
 async def forget_uploads(conn: asyncpg.Connection) -> int:
@@ -388,8 +391,17 @@ async def hold_upload(
     conn: asyncpg.Connection, by: Principal, tenant: TenantRow, filename: str, data: bytes
 ) -> str:
     """Keep an uploaded roster (already read once for its preview) until it is confirmed: the
-    token to confirm it with. Uploads past their time are swept here."""
+    token to confirm it with. It replaces the one its uploader held (whose token is let go);
+    TooManyRequests when UPLOADS_HELD others of the tenant are waiting. Uploads past their time
+    are swept here."""
     await forget_uploads(conn)
+    held = [r["actor"] for r in await conn.fetch(sql.HELD_UPLOADS, tenant.id, HELD_FOR)]
+    if sum(actor != by.actor for actor in held) >= UPLOADS_HELD:
+        raise TooManyRequests(
+            f"{UPLOADS_HELD} uploaded rosters of this unit wait for confirmation: confirm one, "
+            f"or upload again after {int(HELD_FOR.total_seconds() // 60)} minutes"
+        )
+    await conn.execute(sql.LET_GO_UPLOADS_OF, tenant.id, by.actor)
     token = secrets.token_urlsafe(24)
     digest = hashlib.sha256(token.encode()).digest()
     await conn.execute(sql.HOLD_UPLOAD, digest, tenant.id, by.actor, filename[:200], data)

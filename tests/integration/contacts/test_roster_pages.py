@@ -11,10 +11,15 @@ import re
 
 import asyncpg
 import httpx
+import msgspec
 import openpyxl
 import pytest
 
+from hub.contacts import service as contacts
+from hub.errors import NotFound, TooManyRequests
+from tenants import service as tenants
 from tenants.scopes import Role, Scope
+from tenants.service import authenticate
 from tests.factories import bearer, grant, make_key, make_small_tree
 from tests.integration.users.conftest import SAME_ORIGIN, make_user, signed_in
 
@@ -350,3 +355,32 @@ async def test_a_suspended_county_reads_its_roster_but_changes_nothing(
     )
     assert edit.status_code == 403
     assert await conn.fetchval("SELECT name FROM contacts WHERE id = $1", zhang["id"]) == "张三"
+
+
+async def test_a_new_upload_replaces_its_uploaders_last_and_a_unit_holds_a_few(
+    conn: asyncpg.Connection, county: str
+) -> None:
+    """Each held roster may be 20 MB in PostgreSQL: previews never confirmed must not pile up
+    (one console user once held 59 in 40 s, 2.3 GB on disk)."""
+    who = await authenticate(conn, county)
+    assert who is not None
+    tenant = await tenants.own(conn, who)
+    data = ROSTER.encode()
+    first = await contacts.hold_upload(conn, who, tenant, "a.csv", data)
+    again = await contacts.hold_upload(conn, who, tenant, "b.csv", data)
+    assert await conn.fetchval("SELECT count(*) FROM roster_uploads") == 1
+    with pytest.raises(NotFound):
+        await contacts.peek_upload(conn, tenant, first)
+    assert await contacts.peek_upload(conn, tenant, again) == data
+
+    others = [
+        msgspec.structs.replace(who, key_id=None, key_prefix=None, user_id=n, login=f"u{n}")
+        for n in range(1, 10)
+    ]
+    assert len({o.actor for o in others} | {who.actor}) == 10
+    for other in others[: contacts.UPLOADS_HELD - 1]:
+        await contacts.hold_upload(conn, other, tenant, "c.csv", data)
+    with pytest.raises(TooManyRequests):  # five wait: a sixth uploader is refused
+        await contacts.hold_upload(conn, others[-1], tenant, "d.csv", data)
+    await contacts.hold_upload(conn, who, tenant, "e.csv", data)  # one of the five replaces its own
+    assert await conn.fetchval("SELECT count(*) FROM roster_uploads") == contacts.UPLOADS_HELD

@@ -33,6 +33,7 @@ from openpyxl.xml.constants import SHARED_STRINGS as SHARED_STRINGS_TYPE
 from openpyxl.xml.constants import SHEET_MAIN_NS
 from openpyxl.xml.functions import iterparse
 
+from hub.exports.cells import csv_text
 from hub.inputs import CONTROL, control_problem
 from hub.settings import ContactsSettings
 
@@ -177,16 +178,19 @@ def _csv(data: bytes, limits: ContactsSettings) -> Iterator[list[str]]:
 
     def lines() -> Iterator[str]:
         # Checked before the csv module splits a line, so a line of a million commas never
-        # becomes a million cells.
-        for number, line in enumerate(io.StringIO(decode_csv(data)), start=1):
+        # becomes a million cells. Lines may end in CR LF, LF or CR alone (old Mac exports).
+        for number, line in enumerate(io.StringIO(decode_csv(data), newline=None), start=1):
             if len(line) > longest:
                 raise RosterTooLarge(f"line {number} is longer than {longest} characters")
             yield line
 
     try:
-        yield from csv.reader(lines())
-    except csv.Error as exc:  # a quoted field over csv's own limit (131,072 characters)
-        raise RosterTooLarge(f"the CSV cannot be read: {exc}") from exc
+        for cells in csv.reader(lines()):
+            yield [csv_text(cell) for cell in cells]  # what our own export made inert
+    except csv.Error as exc:
+        if "field limit" in str(exc):  # a quoted field over csv's own limit (131,072 chars)
+            raise RosterTooLarge(f"the CSV cannot be read: {exc}") from exc
+        raise RosterError(f"the CSV cannot be read: {exc}") from exc
 
 
 def _part_limit(name: str, total: int) -> int:

@@ -31,6 +31,14 @@ def csv_value(value: Any) -> Any:
     return value
 
 
+def csv_text(cell: str) -> str:
+    """A CSV cell read back as the text `csv_value` was given: its leading `'` dropped (a
+    roster exported, then imported again, keeps its phones and names as they were)."""
+    if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS):
+        return cell[1:]
+    return cell
+
+
 def xlsx_cell(sheet: WriteOnlyWorksheet, value: Any) -> WriteOnlyCell:
     """A write-only XLSX cell: text is always a string cell, never a formula."""
     if not isinstance(value, str):

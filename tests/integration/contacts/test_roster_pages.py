@@ -223,6 +223,23 @@ async def test_exports_are_inert(
     assert name.quotePrefix
     assert sheet["C2"].value == "@书记"
 
+    # The CSV imported again, as a clerk would after editing it: the same contact, unchanged
+    # (its inert `'` read back off every cell).
+    before = await _api_list(client, county)
+    again = await _api_import(client, county, api.content.decode("utf-8-sig"))
+    assert again.json()["rejected"] == [], again.text
+    assert await _api_list(client, county) == before
+
+
+async def test_a_csv_with_lines_ending_in_cr_alone_is_read(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, county: str
+) -> None:
+    """Old Mac and some Excel exports end lines with CR only (read as one line, the csv module
+    refused it, and the hub called that 413 too large)."""
+    await _api_import(client, county, "姓名,手机\r张三,13800138000\r李四,18612345678\r")
+    phones = sorted(str(c["phone"]) for c in await _api_list(client, county))
+    assert phones == ["+8613800138000", "+8618612345678"]
+
 
 async def test_resubscribe_needs_a_reason_and_records_who(
     client: httpx.AsyncClient, conn: asyncpg.Connection, county: str

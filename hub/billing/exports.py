@@ -33,7 +33,7 @@ from hub.billing.schemas import StatementHead, StatementLine, Totals
 from hub.calendar import BEIJING, beijing, shown
 from hub.db import Database
 from hub.exports.cells import append_row, csv_value
-from hub.exports.files import download, spooled
+from hub.exports.files import building, download, spooled
 from tenants.service import Principal
 
 Format = Literal["json", "csv", "xlsx"]
@@ -131,12 +131,14 @@ async def statement_export(db: Database, who: Principal, month: date, fmt: Forma
     async with db.acquire() as conn:
         head = await service.statement_head(conn, who, month)
     name = f"statement-{head.period}-{who.tenant_code}.{fmt}"
-    if fmt == "xlsx":
-        return download(await _xlsx(db, who, month, head), name, MEDIA[fmt])
-    if fmt == "json":  # the API's own answer, shown inline
-        path = await spooled(_json_chunks(db, who, month, head), "hub-statement-")
-        return download(path, name, MEDIA[fmt], disposition="inline")
-    return download(await spooled(_csv(db, who, month, head), "hub-statement-"), name, MEDIA[fmt])
+    async with building(who.tenant_id):
+        if fmt == "xlsx":
+            return download(await _xlsx(db, who, month, head), name, MEDIA[fmt])
+        if fmt == "json":  # the API's own answer, shown inline
+            path = await spooled(_json_chunks(db, who, month, head), "hub-statement-")
+            return download(path, name, MEDIA[fmt], disposition="inline")
+        path = await spooled(_csv(db, who, month, head), "hub-statement-")
+        return download(path, name, MEDIA[fmt])
 
 
 async def _batches(db: Database, who: Principal, month: date) -> AsyncIterator[list[StatementLine]]:

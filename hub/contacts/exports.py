@@ -28,7 +28,7 @@ from hub.contacts.rosters import MAX_COLUMNS
 from hub.contacts.schemas import Contact
 from hub.db import Database
 from hub.exports.cells import csv_value, xlsx_cell
-from hub.exports.files import download, spooled
+from hub.exports.files import building, download, spooled
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.service import Principal
@@ -55,10 +55,11 @@ async def contacts_export(db: Database, who: Principal, fmt: Format) -> Response
         tenant = await tenants.own(conn, who)
         fields = await service.field_names(conn, tenant, MAX_COLUMNS - len(HEADER))
     name = f"contacts-{tenant.code}.{fmt}"
-    if fmt == "csv":
-        path = await spooled(_csv(db, tenant, fields), "hub-contacts-")
-        return download(path, name, "text/csv; charset=utf-8")
-    return download(await _xlsx(db, tenant, fields), name, XLSX)
+    async with building(who.tenant_id):
+        if fmt == "csv":
+            path = await spooled(_csv(db, tenant, fields), "hub-contacts-")
+            return download(path, name, "text/csv; charset=utf-8")
+        return download(await _xlsx(db, tenant, fields), name, XLSX)
 
 
 async def _batches(db: Database, tenant: TenantRow) -> AsyncIterator[list[Contact]]:

@@ -45,7 +45,7 @@ from hub.dedup import service as dedup
 from hub.dedup.repository import StoredAnswer
 from hub.delivery import service as delivery
 from hub.errors import Invalid
-from hub.exports.files import download
+from hub.exports.files import building, download
 from hub.messages import followup, results
 from hub.messages import service as messages
 from hub.messages.schemas import DatedBy, FollowKind, FollowUpRequest, SendAccepted, SendFilters
@@ -201,7 +201,8 @@ class SendsController(Controller):
     @get("/{send_id:int}/results.xlsx")
     async def results_file(self, state: State, who: Viewer, send_id: FromPath[int]) -> File:
         dashboard.require(who, Data.MESSAGES, "下载发送结果")
-        path, name = await results.results_xlsx(state.db, who, send_id)
+        async with building(who.tenant_id):
+            path, name = await results.results_xlsx(state.db, who, send_id)
         return download(path, name, results.MEDIA)
 
 

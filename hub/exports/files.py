@@ -5,6 +5,10 @@ a client that stopped reading kept that connection (and its open transaction) fo
 liked: twenty stalled roster downloads took the whole pool and every other tenant's request
 waited. Written to a file first, the connection is back in the pool before the client reads a
 byte; a stalled client holds a file, deleted when its answer ends.
+
+Building one costs CPU (an XLSX of a 20,000-person roster: seconds), so a tenant builds at most
+EXPORTS_PER_TENANT at once in each API process (`building`); past that, 429. (Ten at once took
+every other tenant's answers from milliseconds to seconds.)
 """
 
 from __future__ import annotations
@@ -12,11 +16,34 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import AsyncIterable
+from collections import Counter
+from collections.abc import AsyncIterable, AsyncIterator
 from typing import Literal
 
 from litestar.background_tasks import BackgroundTask
 from litestar.response import File
+
+from hub.errors import TooManyRequests
+
+EXPORTS_PER_TENANT = 2
+_building: Counter[int] = Counter()  # downloads being built in this process, by tenant
+
+
+@contextlib.asynccontextmanager
+async def building(tenant_id: int) -> AsyncIterator[None]:
+    """One of the tenant's EXPORTS_PER_TENANT downloads being built, else TooManyRequests."""
+    if _building[tenant_id] >= EXPORTS_PER_TENANT:
+        raise TooManyRequests(
+            f"{EXPORTS_PER_TENANT} downloads of this unit are being prepared: "
+            "try again when one is done"
+        )
+    _building[tenant_id] += 1
+    try:
+        yield
+    finally:
+        _building[tenant_id] -= 1
+        if not _building[tenant_id]:
+            del _building[tenant_id]
 
 
 def download(

@@ -24,7 +24,7 @@ from hub import wire
 from hub.calendar import BEIJING, beijing
 from hub.db import Database
 from hub.exports.cells import xlsx_cell
-from hub.exports.files import download
+from hub.exports.files import building, download
 from hub.oplog import service
 from hub.oplog.schemas import Filters, Operation
 from tenants import service as tenants
@@ -55,7 +55,8 @@ async def operations_xlsx(
     filters select, every page of it, as a download."""
     async with db.acquire() as conn:
         tenant = await tenants.get_visible(conn, who, code)
-    path = await _write(db, tenant.id, filters)
+    async with building(who.tenant_id):
+        path = await _write(db, tenant.id, filters)
     return download(path, f"operations-{tenant.code}.xlsx", MEDIA)
 
 

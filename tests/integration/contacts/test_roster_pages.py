@@ -6,6 +6,7 @@ phone comes back only with a reason, recorded with who did it; a sibling county 
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 
@@ -17,6 +18,7 @@ import pytest
 
 from hub.contacts import service as contacts
 from hub.errors import NotFound, TooManyRequests
+from hub.exports import files
 from tenants import service as tenants
 from tenants.scopes import Role, Scope
 from tenants.service import authenticate
@@ -401,3 +403,24 @@ async def test_a_new_upload_replaces_its_uploaders_last_and_a_unit_holds_a_few(
         await contacts.hold_upload(conn, others[-1], tenant, "d.csv", data)
     await contacts.hold_upload(conn, who, tenant, "e.csv", data)  # one of the five replaces its own
     assert await conn.fetchval("SELECT count(*) FROM roster_uploads") == contacts.UPLOADS_HELD
+
+
+async def test_a_unit_builds_two_downloads_at_once_and_others_are_not_held(
+    client: httpx.AsyncClient, conn: asyncpg.Connection, county: str
+) -> None:
+    """Building an XLSX of a big roster costs seconds of CPU: a third at once is 429, and
+    another unit is not held by them (hub.exports.files.building)."""
+    await _api_import(client, county, ROSTER)
+    sibling = await make_key(conn, "510105")
+    tenant_id = await conn.fetchval("SELECT id FROM tenants WHERE code = '510104'")
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(files.EXPORTS_PER_TENANT):  # two being built (held here)
+            await stack.enter_async_context(files.building(tenant_id))
+        for path in ("/v1/contacts/export.csv", "/v1/contacts/export.xlsx"):
+            refused = await client.get(path, headers=bearer(county))
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"] == "rate_limited"
+        other = await client.get("/v1/contacts/export.csv", headers=bearer(sibling))
+        assert other.status_code == 200
+    again = await client.get("/v1/contacts/export.csv", headers=bearer(county))
+    assert again.status_code == 200

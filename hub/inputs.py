@@ -126,9 +126,13 @@ class HubRequest(Request[Any, Any, Any]):
 
     async def body(self) -> bytes:
         body = await super().body()
-        # Litestar parses a url-encoded form from the body itself (not through form()).
-        if self.content_type[0] == RequestEncodingType.URL_ENCODED and (
-            error := _pairs_problem(body, "body")
+        # Litestar parses a url-encoded form from the body itself (not through form()). A route
+        # that reads its body as bytes (opt raw_body: a roster file, which `curl --data-binary`
+        # labels a form) is no form.
+        if (
+            self.content_type[0] == RequestEncodingType.URL_ENCODED
+            and not self.route_handler.opt.get("raw_body")
+            and (error := _pairs_problem(body, "body"))
         ):
             raise error
         return body
@@ -138,7 +142,8 @@ def _pairs_problem(encoded: bytes, source: str) -> Invalid | None:
     """The first control character in `a=1&b=2` (a query, a form), naming its parameter."""
     text = encoded.decode("utf-8", "replace")
     for name, value in parse_qsl(text, keep_blank_values=True, errors="replace"):
-        for where, part in ((f"{name!r} (a parameter name)", name), (name, value)):
+        shown = name if len(name) <= 40 else name[:40] + "…"  # never a whole body echoed
+        for where, part in ((f"{shown!r} (a parameter name)", name), (shown, value)):
             if problem := control_problem(part):
                 return _refuse(where, source, problem)
     return None

@@ -47,6 +47,7 @@ class ContactController(Controller):
         responses=error_responses(413, 422),
         status_code=HTTP_200_OK,
         request_max_body_size=MAX_ROSTER_BYTES,
+        opt={"raw_body": True},  # a file, whatever its Content-Type says (hub.inputs)
         summary="Import a roster (CSV in UTF-8, UTF-8 with BOM or GBK; or XLSX) as the body",
         description="Columns by header: 姓名/name, 手机/phone, 标签/tags (separated by 、，; or |),"
         " 入党日期/joined_on, and any others as free fields. Valid rows are upserted by phone;"

@@ -158,6 +158,17 @@ async def test_dashboard_forms_refuse_control_characters(client: httpx.AsyncClie
     assert resp.status_code == 422
     assert "control character" in resp.text
 
+    # A long parameter name is named by its start: an error never echoes a whole body.
+    long_name = "k\x03" + "x" * 10_000
+    resp = await client.post(
+        "/dashboard/login",
+        content=f"{long_name}=1".encode(),
+        headers={"Origin": "http://hub.test", "Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert resp.status_code == 422
+    assert "k\\x03" + "x" * 38 + "…" in resp.text
+    assert "x" * 100 not in resp.text
+
 
 SMALL_BODY_LIMIT = 16_384  # HUB_HTTP__MAX_BODY_BYTES, the limit of every route but a few
 

@@ -375,3 +375,15 @@ async def test_other_tenants_are_served_while_a_roster_is_parsed(
     answered.set()
     assert (await upload).status_code == 413
     assert order == ["other tenant answered", "roster parsed"]
+
+
+@pytest.mark.parametrize("content_type", ["application/x-www-form-urlencoded", None])
+async def test_a_roster_posted_with_another_content_type_is_read_by_its_bytes(
+    client: httpx.AsyncClient, county: str, content_type: str | None
+) -> None:
+    """`curl --data-binary @roster.xlsx` sends it as a form; the file is read by what it is,
+    and nothing of its bytes comes back in an answer."""
+    headers = bearer(county) | ({"Content-Type": content_type} if content_type else {})
+    resp = await client.post("/v1/contacts/import", content=_xlsx({}), headers=headers)
+    assert resp.status_code == 200, resp.text[:300]
+    assert resp.json()["created"] >= 1

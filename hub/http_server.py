@@ -20,9 +20,10 @@ reach the port could hold connections, file descriptors and memory at will. Here
   its connection: uvicorn would keep it, and each byte of a body announced as a gigabyte would
   stop its keep-alive timer, holding the connection for as long as the client trickles.
 Each refusal, and that end, closes the connection as nginx's lingering close does: the answer
-and a FIN, then what the client still sends is read and dropped for LINGER_SECONDS before the
-socket closes (closing with unread bytes would reset the connection, and the client could lose
-the answer).
+and a FIN, then what the client still sends is read and dropped until it pauses for
+LINGER_IDLE_SECONDS (at most LINGER_MAX_SECONDS) before the socket closes: closing with unread
+bytes would reset the connection, and a client still uploading (a 40 MiB send refused 429)
+would lose the answer.
 Behind nginx, its `client_header_timeout` and `large_client_header_buffers` come first. A body
 that stops coming is the app's: HUB_HTTP__BODY_TIMEOUT_SECONDS.
 """
@@ -39,7 +40,8 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 log = logging.getLogger("hub.http")
 
-LINGER_SECONDS = 1.0
+LINGER_IDLE_SECONDS = 2.0
+LINGER_MAX_SECONDS = 30.0
 REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
@@ -76,9 +78,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def __init__(self, config: uvicorn.Config, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
-        self._head_seconds: float = getattr(config, "head_timeout", 10.0)
-        self._max_head: int = getattr(config, "max_head_bytes", 65_536)
+        assert isinstance(config, ApiConfig)
+        self._head_seconds, self._max_head = config.head_timeout, config.max_head_bytes
         self._head_timer: asyncio.TimerHandle | None = None
+        self._closing: asyncio.TimerHandle | None = None  # the lingering close's
+        self._linger_until = 0.0
         self._head_bytes = 0  # read of the head awaited, before the read being parsed
         self._heads = 0  # heads parsed on this connection
         self._refused = False  # answered with a refusal: what comes now is dropped
@@ -92,10 +96,13 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_arrived()
+        if self._closing is not None:
+            self._closing.cancel()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
+            self._close_when_idle()  # dropped: the client is still sending
             return
         awaiting, heads, body = self._head_timer is not None, self._heads, self._body_bytes
         in_body = self._in_body
@@ -111,8 +118,8 @@ class GuardedProtocol(HttpToolsProtocol):
             # fields after the last chunk.
             self._tail_bytes = self._tail_bytes + len(data) if self._body_bytes == body else 0
             if self._tail_bytes > self._max_head:
-                answered = self.cycle is not None and self.cycle.response_started
-                self._too_large(answer=not answered)
+                # Its request is in the app, or answered: no answer of ours, only the end.
+                self._refuse(b"", "over %d bytes after a body", self._max_head)
 
     def on_message_begin(self) -> None:
         self._await_head()  # from the connection's opening for its first request
@@ -136,8 +143,10 @@ class GuardedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        # The request answered is the one being read only when none waits behind it.
+        last = not self.pipeline
         super().on_response_complete()
-        if self._in_body and not self.transport.is_closing():
+        if last and self._in_body and not self.transport.is_closing():
             self._refused = True
             self._linger()
 
@@ -154,14 +163,16 @@ class GuardedProtocol(HttpToolsProtocol):
             self._head_timer.cancel()
             self._head_timer = None
 
-    def _too_large(self, *, answer: bool = True) -> None:
-        """431, or (`answer` False: the app has answered this request) only the close."""
+    def _too_large(self) -> None:
         detail = f"the request's line and headers exceed {self._max_head} bytes"
         body = {"error": "too_large", "detail": detail, "limit_bytes": self._max_head}
-        self._refuse(refusal(431, body) if answer else b"", "over %d bytes of head", self._max_head)
+        self._refuse(refusal(431, body), "over %d bytes of head", self._max_head)
 
     def _head_late(self) -> None:
         self._head_timer = None
+        if self.flow.read_paused:  # uvicorn reads no more until an earlier answer is out
+            self._await_head()
+            return
         self._refuse(LATE, "a head not in after %.1f s", self._head_seconds)
 
     def _refuse(self, answer: bytes, why: str, *args: object) -> None:
@@ -177,8 +188,16 @@ class GuardedProtocol(HttpToolsProtocol):
         self._linger()
 
     def _linger(self) -> None:
-        """End what we send; drop what still comes (`_refused`) for a while, then close."""
+        """End what we send; drop what still comes (`_refused`) until it pauses, then close."""
         self._head_arrived()
+        self._unset_keepalive_if_required()
         if self.transport.can_write_eof():
             self.transport.write_eof()
-        self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        self._linger_until = self.loop.time() + LINGER_MAX_SECONDS
+        self._close_when_idle()
+
+    def _close_when_idle(self) -> None:
+        if self._closing is not None:
+            self._closing.cancel()
+        at = min(self.loop.time() + LINGER_IDLE_SECONDS, self._linger_until)
+        self._closing = self.loop.call_at(at, self.transport.close)

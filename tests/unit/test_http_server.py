@@ -199,17 +199,18 @@ def test_both_ways_of_serving_use_the_head_limits_from_the_settings() -> None:
 
 @pytest.mark.parametrize("shape", ["endless value", "many fields"])
 async def test_trailers_past_the_cap_end_the_connection(port: int, shape: str) -> None:
-    """Fields after a chunked body's last chunk, which httptools gathers as it does a head's,
-    even once the app has answered."""
+    """Fields after a chunked body's last chunk, which httptools gathers as it does a head's
+    (and would for ever: the app is still waiting for the body's end, and no deadline runs)."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(b"POST /early HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n")
-    writer.write(b"5\r\nhello\r\n0\r\n")
-    assert await answer(reader) == (200, b"/early 0")  # answered before the trailers end
+    writer.write(b"POST /reads HTTP/1.1\r\nHost: hub\r\nTransfer-Encoding: chunked\r\n\r\n")
+    writer.write(b"5\r\nhello\r\n0\r\n")  # the app waits for the end of the body
     if shape == "endless value":
         tail = b"X-Endless: " + b"v" * 4 * MAX_HEAD
     else:
         tail = b"".join(b"X-%d: a\r\n" % n for n in range(MAX_HEAD // 2))
-    writer.write(tail)  # four times the cap, and no end of the fields
+    for start in range(0, len(tail), 4096):  # four times the cap, and no end of the fields
+        writer.write(tail[start : start + 4096])
+        await asyncio.sleep(0)
     try:
         with contextlib.suppress(ConnectionError):  # cut with the client's bytes unread
             assert await closed(reader)  # else it would wait out PATIENCE, still reading
@@ -247,3 +248,30 @@ async def test_a_request_answered_before_its_body_ends_ends_its_connection(port:
     finally:
         trickling.cancel()
         writer.close()
+
+
+async def test_a_pipelined_request_whose_body_comes_late_is_served(port: int) -> None:
+    """The request answered is not the one still reading its body: nothing ends."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(
+        request("/slow") + b"POST /late HTTP/1.1\r\nHost: hub\r\nContent-Length: 10\r\n\r\n12345"
+    )
+    assert await answer(reader) == (200, b"/slow 0")
+    writer.write(b"67890")
+    assert await answer(reader) == (200, b"/late 10")
+    writer.close()
+
+
+async def test_an_upload_answered_early_still_gets_its_answer(port: int) -> None:
+    """A client still sending a large body after the answer (a send refused 429, say) is read
+    and dropped until it pauses: closing with its bytes unread would reset the connection
+    before it read the answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nHost: hub\r\nContent-Length: 4000000\r\n\r\n")
+    for _ in range(20):  # 4 MB over about 3 s, longer than the idle wait
+        writer.write(b"b" * 200_000)
+        await writer.drain()
+        await asyncio.sleep(0.15)
+    assert await answer(reader) == (200, b"/early 0")
+    assert await closed(reader)
+    writer.close()

@@ -155,9 +155,14 @@ RETURNING id, phone, opted_out_at, reason, actor, at
 # Uploads older than their time are gone (each new upload sweeps them).
 FORGET_UPLOADS = "DELETE FROM roster_uploads WHERE created_at < hub_now() - $1::interval"
 
+# One upload of a tenant at a time counts its held rosters (parallel uploads would each miss
+# the others' uncommitted rows). A statement of its own: the count after it must see what the
+# upload it waited for committed.
+LOCK_UPLOADS = "SELECT pg_advisory_xact_lock(hashtextextended('roster_uploads', $1))"
+
 # The rosters a tenant holds in their time, and who uploaded each.
 HELD_UPLOADS = """
-SELECT actor FROM roster_uploads
+SELECT actor, created_at FROM roster_uploads
 WHERE tenant_id = $1 AND created_at >= hub_now() - $2::interval
 """
 

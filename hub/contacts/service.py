@@ -17,6 +17,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
+from hub.calendar import shown
 from hub.contacts import repository as sql
 from hub.contacts.rosters import Row, parse_date, read_roster
 from hub.contacts.schemas import (
@@ -395,11 +396,14 @@ async def hold_upload(
     TooManyRequests when UPLOADS_HELD others of the tenant are waiting. Uploads past their time
     are swept here."""
     await forget_uploads(conn)
-    held = [r["actor"] for r in await conn.fetch(sql.HELD_UPLOADS, tenant.id, HELD_FOR)]
-    if sum(actor != by.actor for actor in held) >= UPLOADS_HELD:
+    await conn.execute(sql.LOCK_UPLOADS, tenant.id)
+    held = await conn.fetch(sql.HELD_UPLOADS, tenant.id, HELD_FOR)
+    others = [r["created_at"] for r in held if r["actor"] != by.actor]
+    if len(others) >= UPLOADS_HELD:
+        free_at = min(others) + HELD_FOR
         raise TooManyRequests(
-            f"{UPLOADS_HELD} uploaded rosters of this unit wait for confirmation: confirm one, "
-            f"or upload again after {int(HELD_FOR.total_seconds() // 60)} minutes"
+            f"本单位已有{UPLOADS_HELD}份上传的名册等待确认，请待其确认，"
+            f"或于{shown(free_at)}后再上传"
         )
     await conn.execute(sql.LET_GO_UPLOADS_OF, tenant.id, by.actor)
     token = secrets.token_urlsafe(24)

@@ -44,7 +44,7 @@ from hub.dashboard.controllers import (
     same_origin,
 )
 from hub.db import Database
-from hub.errors import ApiError, Invalid, NotFound, TooLarge
+from hub.errors import ApiError, Invalid, NotFound, TooLarge, TooManyRequests
 from tenants import service as tenants
 from tenants.controllers import Conn
 from tenants.repository import TenantRow
@@ -252,11 +252,16 @@ class RosterPages(Controller):
             )
         filename = "".join(c for c in data.file.filename if c.isprintable())[:200]
         db: Database = state.db
-        async with db.acquire() as conn, conn.transaction():
-            tenant = await _own(conn, who)
-            erasures = state.settings.people
-            checked = await service.without_erased(conn, service.check_roster(rows), erasures)
-            token = await service.hold_upload(conn, who, tenant, filename, content)
+        try:
+            async with db.acquire() as conn, conn.transaction():
+                tenant = await _own(conn, who)
+                erasures = state.settings.people
+                checked = await service.without_erased(conn, service.check_roster(rows), erasures)
+                token = await service.hold_upload(conn, who, tenant, filename, content)
+        except TooManyRequests as exc:  # the unit's other uploads wait: the form stays
+            return _page(
+                "contacts_import.html", who, 429, preview=None, result=None, error=exc.detail
+            )
         valid = sorted(checked.valid.values(), key=lambda pair: pair[0])
         preview = {
             "filename": filename,

@@ -27,7 +27,7 @@ from litestar.datastructures import State
 from litestar.di import Provide
 from litestar.middleware import DefineMiddleware
 from litestar.params import FromPath, QueryParameter
-from litestar.response import File, Redirect, Template
+from litestar.response import Redirect, Stream, Template
 
 from hub.dashboard import service as dashboard
 from hub.dashboard.controllers import (
@@ -199,7 +199,7 @@ class SendsController(Controller):
 
     # No request transaction (`conn`): the file is written on a connection of its own.
     @get("/{send_id:int}/results.xlsx")
-    async def results_file(self, state: State, who: Viewer, send_id: FromPath[int]) -> File:
+    async def results_file(self, state: State, who: Viewer, send_id: FromPath[int]) -> Stream:
         dashboard.require(who, Data.MESSAGES, "下载发送结果")
         async with building(who.tenant_id):
             path, name = await results.results_xlsx(state.db, who, send_id)

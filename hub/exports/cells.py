@@ -25,8 +25,9 @@ _NOT_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
 
 
 def csv_value(value: Any) -> Any:
-    """A value for a CSV cell: text that a spreadsheet would evaluate gets a leading `'`."""
-    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+    """A value for a CSV cell: text that a spreadsheet would evaluate gets a leading `'`, and so
+    does text that begins with one (so that `csv_text` gives every value back as it was)."""
+    if isinstance(value, str) and value.startswith((*FORMULA_STARTS, "'")):
         return "'" + value
     return value
 
@@ -34,7 +35,7 @@ def csv_value(value: Any) -> Any:
 def csv_text(cell: str) -> str:
     """A CSV cell read back as the text `csv_value` was given: its leading `'` dropped (a
     roster exported, then imported again, keeps its phones and names as they were)."""
-    if cell.startswith("'") and cell[1:].startswith(FORMULA_STARTS):
+    if cell.startswith("'") and cell[1:].startswith((*FORMULA_STARTS, "'")):
         return cell[1:]
     return cell
 

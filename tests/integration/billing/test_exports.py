@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import io
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 
 import asyncpg
 import httpx
 import msgspec
 import openpyxl
 import pytest
-from litestar.response import File
+from litestar.response import Stream
 
 from hub.billing import exports, service
 from hub.billing.schemas import Statement
@@ -96,12 +95,10 @@ async def test_json_is_written_as_it_is_read(
     assert [level.level for level in statement.levels] == ["prefecture", "county"]
 
     resp = await exports.statement_export(db, who, OCTOBER, "json")
-    assert isinstance(resp, File)
-    path = Path(resp.file_path)
-    try:
-        assert await asyncio.to_thread(path.read_bytes) == b"".join(chunks)
-    finally:
-        await asyncio.to_thread(path.unlink)
+    assert isinstance(resp, Stream)
+    assert isinstance(resp.iterator, AsyncIterator)
+    sent = [chunk async for chunk in resp.iterator if isinstance(chunk, bytes)]
+    assert b"".join(sent) == b"".join(chunks)
 
 
 async def test_the_json_statement_is_the_same_over_http(

@@ -13,11 +13,8 @@ a client that stops reading holds no database connection (hub/exports/files.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
-import os
-import tempfile
 from collections.abc import AsyncIterator, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -33,7 +30,7 @@ from hub.billing.schemas import StatementHead, StatementLine, Totals
 from hub.calendar import BEIJING, beijing, shown
 from hub.db import Database
 from hub.exports.cells import append_row, csv_value
-from hub.exports.files import building, download, spooled
+from hub.exports.files import building, download, saved, spooled
 from tenants.service import Principal
 
 Format = Literal["json", "csv", "xlsx"]
@@ -206,14 +203,7 @@ async def _xlsx(db: Database, who: Principal, month: date, head: StatementHead) 
         rows = [_line_row(head.period, closed, x) for x in batch]
         await asyncio.to_thread(_append_all, lines, rows)
     append_row(lines, _totals_row(head.totals), LINE_MONEY, bold=True)
-    handle, path = tempfile.mkstemp(prefix="hub-statement-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        await asyncio.to_thread(book.save, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+    path = await saved(book, "hub-statement-")
     return path
 
 

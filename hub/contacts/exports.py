@@ -10,11 +10,8 @@ Read on a connection of the export's own, in a read-only transaction, a thousand
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
-import os
-import tempfile
 from collections.abc import AsyncIterator
 from typing import Any, Literal
 
@@ -28,7 +25,7 @@ from hub.contacts.rosters import MAX_COLUMNS
 from hub.contacts.schemas import Contact
 from hub.db import Database
 from hub.exports.cells import csv_value, xlsx_cell
-from hub.exports.files import building, download, spooled
+from hub.exports.files import building, download, saved, spooled
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.service import Principal
@@ -91,14 +88,7 @@ async def _xlsx(db: Database, tenant: TenantRow, fields: list[str]) -> str:
     sheet.append(header)
     async for batch in _batches(db, tenant):
         await asyncio.to_thread(_append_all, sheet, [_row(c, fields) for c in batch])
-    handle, path = tempfile.mkstemp(prefix="hub-contacts-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        await asyncio.to_thread(book.save, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+    path = await saved(book, "hub-contacts-")
     return path
 
 

@@ -15,6 +15,7 @@ every other tenant's answers from milliseconds to seconds.)
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
@@ -23,6 +24,7 @@ from collections.abc import AsyncIterable, AsyncIterator
 from typing import BinaryIO, Literal
 
 from litestar.response import Stream
+from openpyxl import Workbook
 
 from hub.errors import TooManyRequests
 
@@ -75,6 +77,20 @@ async def _read(handle: BinaryIO) -> AsyncIterator[bytes]:
     with handle:
         while chunk := handle.read(CHUNK_BYTES):
             yield chunk
+
+
+async def saved(book: Workbook, prefix: str) -> str:
+    """An openpyxl workbook saved (in a thread: seconds for a big one) to a new temporary .xlsx
+    file; its path (the caller serves and deletes it)."""
+    handle, path = tempfile.mkstemp(prefix=prefix, suffix=".xlsx")
+    os.close(handle)
+    try:
+        await asyncio.to_thread(book.save, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        raise
+    return path
 
 
 async def spooled(chunks: AsyncIterable[bytes], prefix: str) -> str:

@@ -11,9 +11,6 @@ temporary one the caller streams and deletes.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
@@ -26,6 +23,7 @@ from openpyxl.worksheet._write_only import WriteOnlyWorksheet
 from hub.calendar import BEIJING, beijing
 from hub.db import Database
 from hub.exports.cells import xlsx_cell
+from hub.exports.files import saved
 from hub.messages import repository as sql
 from hub.messages import service
 from hub.messages.reasons import reason, reject_word, status_word
@@ -103,14 +101,7 @@ async def results_xlsx(db: Database, who: Principal, send_id: int) -> tuple[str,
                 _append_all, sheet, [result_row(r, replies_shown) for r in rows]
             )
             after = rows[-1].id
-    handle, path = tempfile.mkstemp(prefix="hub-results-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        await asyncio.to_thread(book.save, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+    path = await saved(book, "hub-results-")
     return path, f"send-{send.id}-results.xlsx"
 
 

@@ -9,9 +9,6 @@ written by openpyxl's write-only mode to a temporary file, then streamed from it
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tempfile
 from datetime import datetime
 from typing import Any
 
@@ -24,7 +21,7 @@ from hub import wire
 from hub.calendar import BEIJING, beijing
 from hub.db import Database
 from hub.exports.cells import xlsx_cell
-from hub.exports.files import building, download
+from hub.exports.files import building, download, saved
 from hub.oplog import service
 from hub.oplog.schemas import Filters, Operation
 from tenants import service as tenants
@@ -93,14 +90,7 @@ async def _write(db: Database, tenant_id: int, filters: Filters) -> str:
     async with db.acquire() as conn, conn.transaction(readonly=True):
         async for batch in service.every(conn, tenant_id, filters):
             await asyncio.to_thread(_append_all, sheet, [_row(x) for x in batch])
-    handle, path = tempfile.mkstemp(prefix="hub-operations-", suffix=".xlsx")
-    os.close(handle)
-    try:
-        await asyncio.to_thread(book.save, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(path)
-        raise
+    path = await saved(book, "hub-operations-")
     return path
 
 

@@ -87,6 +87,12 @@ async def check_json(raw: bytes, value: Any) -> None:
 _DISCONNECTED = "client disconnected prematurely"
 
 
+# A body may take BODY_GRACE_SECONDS, and a second more for every BODY_MIN_RATE bytes it has sent
+# (HubRequest.stream): a 40 MiB send needs 1 KiB/s on average, a trickle is cut.
+BODY_GRACE_SECONDS = 10.0
+BODY_MIN_RATE = 1024
+
+
 class HubRequest(Request[Any, Any, Any]):
     """Every route's request: JSON and url-encoded form bodies are checked as they are read."""
 
@@ -102,20 +108,31 @@ class HubRequest(Request[Any, Any, Any]):
         """The body as it comes; a client gone before its end (`http.disconnect`) is ClientGone,
         not Litestar's 500 (Litestar's other InternalServerException here, a body read twice,
         is our bug and stays a logged 500), and one whose body stops coming for
-        HUB_HTTP__BODY_TIMEOUT_SECONDS is BodyTimeout (408)."""
+        HUB_HTTP__BODY_TIMEOUT_SECONDS, or comes slower than BODY_MIN_RATE bytes a second
+        (its waits add up to more than BODY_GRACE_SECONDS plus a second per BODY_MIN_RATE
+        bytes come: a byte every few seconds would hold the request for days; the time the
+        handler spends between reads is not the client's), is BodyTimeout (408)."""
         settings: Settings = self.app.state.settings
         patience = settings.http.body_timeout_seconds
+        loop = asyncio.get_running_loop()
+        waited, received = 0.0, 0  # only the time spent waiting for the client counts
         chunks = super().stream()
         try:
             while True:
+                due = BODY_GRACE_SECONDS + received / BODY_MIN_RATE - waited
+                asked = loop.time()
                 try:
-                    async with asyncio.timeout(patience):
+                    async with asyncio.timeout(min(patience, max(due, 0.0))):
                         chunk = await anext(chunks)
                 except StopAsyncIteration:
                     return
                 except TimeoutError:
                     detail = f"the request's body stopped coming for {patience:g} s"
+                    if due < patience:
+                        detail = f"the request's body came slower than {BODY_MIN_RATE} bytes/s"
                     raise BodyTimeout(detail) from None
+                waited += loop.time() - asked
+                received += len(chunk)
                 yield chunk
         except InternalServerException as exc:
             if exc.detail != _DISCONNECTED:

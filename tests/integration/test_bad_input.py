@@ -17,6 +17,7 @@ import pytest
 from arq.connections import ArqRedis
 from litestar import Litestar
 
+from hub import inputs
 from hub.app import create_app
 from hub.db import SingleConnectionDatabase
 from hub.settings import Settings
@@ -298,14 +299,15 @@ async def test_signature_brackets_in_bodies_are_422(
 
 
 async def _post_by_asgi(
-    app: Litestar, key: str, events: list[dict[str, Any]]
+    app: Litestar, key: str, events: list[dict[str, Any]], pause: float = 0.0
 ) -> tuple[int, dict[str, Any]]:
-    """POST /v1/messages through the app's ASGI interface, its body as `events` (then a wait
-    that never ends): the status and JSON it answered."""
+    """POST /v1/messages through the app's ASGI interface, its body as `events`, `pause` s
+    apart (then a wait that never ends): the status and JSON it answered."""
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
         if events:
+            await asyncio.sleep(pause)
             return events.pop(0)
         await asyncio.Event().wait()  # the client sends nothing more
         raise AssertionError("unreachable")
@@ -385,4 +387,26 @@ async def test_a_body_that_stops_coming_is_408_after_the_body_timeout(
     assert (status, answer["error"]) == (408, "timeout")
     assert "0.2 s" in answer["detail"]
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert await conn.fetchval("SELECT count(*) FROM sends") == 0
+
+
+async def test_a_body_trickled_slower_than_the_minimum_rate_is_408(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    redis: ArqRedis,
+    county: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A byte now and then, each inside the body timeout, held a request (and a connection) for
+    days: 2,000 unauthenticated logins were kept so. A body gets a grace period, then must keep
+    up a minimum rate."""
+    monkeypatch.setattr(inputs, "BODY_GRACE_SECONDS", 0.3)
+    app = create_app(settings, db=SingleConnectionDatabase(conn), redis=redis)
+    trickle = [dict(HALF_A_SEND)] + [
+        {"type": "http.request", "body": b"x", "more_body": True} for _ in range(1000)
+    ]
+
+    status, answer = await asyncio.wait_for(_post_by_asgi(app, county, trickle, pause=0.05), 30)
+    assert (status, answer["error"]) == (408, "timeout")
+    assert "bytes/s" in answer["detail"]
     assert await conn.fetchval("SELECT count(*) FROM sends") == 0

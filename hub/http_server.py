@@ -21,9 +21,10 @@ reach the port could hold connections, file descriptors and memory at will. Here
   stop its keep-alive timer, holding the connection for as long as the client trickles.
 Each refusal, and that end, closes the connection as nginx's lingering close does: the answer
 and a FIN, then what the client still sends is read and dropped until it pauses for
-LINGER_IDLE_SECONDS (at most LINGER_MAX_SECONDS) before the socket closes: closing with unread
-bytes would reset the connection, and a client still uploading (a 40 MiB send refused 429)
-would lose the answer.
+LINGER_IDLE_SECONDS (at most LINGER_MAX_SECONDS, and at most LINGER_MAX_BYTES: a little over the
+largest legal body) before the socket closes: closing with unread bytes would reset the
+connection, and a client still uploading (a 40 MiB send refused 429) would lose the answer. (A
+client streaming as fast as loopback allows once made a process drop 100 GB in those 30 s.)
 Behind nginx, its `client_header_timeout` and `large_client_header_buffers` come first. A body
 that stops coming is the app's: HUB_HTTP__BODY_TIMEOUT_SECONDS.
 """
@@ -42,6 +43,7 @@ log = logging.getLogger("hub.http")
 
 LINGER_IDLE_SECONDS = 2.0
 LINGER_MAX_SECONDS = 30.0
+LINGER_MAX_BYTES = 48 << 20  # the largest legal body is a send's 40 MiB
 REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
@@ -83,6 +85,7 @@ class GuardedProtocol(HttpToolsProtocol):
         self._head_timer: asyncio.TimerHandle | None = None
         self._closing: asyncio.TimerHandle | None = None  # the lingering close's
         self._linger_until = 0.0
+        self._dropped = 0  # bytes read and dropped since the refusal
         self._head_bytes = 0  # read of the head awaited, before the read being parsed
         self._heads = 0  # heads parsed on this connection
         self._refused = False  # answered with a refusal: what comes now is dropped
@@ -102,7 +105,11 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         if self._refused:
-            self._close_when_idle()  # dropped: the client is still sending
+            self._dropped += len(data)
+            if self._dropped > LINGER_MAX_BYTES:
+                self.transport.close()  # more than any upload it could still be finishing
+            else:
+                self._close_when_idle()  # dropped: the client is still sending
             return
         awaiting, heads, body = self._head_timer is not None, self._heads, self._body_bytes
         in_body = self._in_body

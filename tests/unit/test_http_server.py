@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import uvicorn
 
-from hub import cli
+from hub import cli, http_server
 from hub.http_server import ApiConfig, GuardedProtocol
 from hub.settings import load_settings
 
@@ -274,4 +274,24 @@ async def test_an_upload_answered_early_still_gets_its_answer(port: int) -> None
         await asyncio.sleep(0.15)
     assert await answer(reader) == (200, b"/early 0")
     assert await closed(reader)
+    writer.close()
+
+
+async def test_a_refused_client_that_never_stops_sending_is_cut_off(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lingering close drops what still comes only up to LINGER_MAX_BYTES (here 1 MiB): a
+    client streaming without a pause would otherwise make the process read and drop all it
+    sends for LINGER_MAX_SECONDS (100 GB once, over loopback)."""
+    monkeypatch.setattr(http_server, "LINGER_MAX_BYTES", 1 << 20)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(b"POST /early HTTP/1.1\r\nHost: hub\r\nContent-Length: 1000000000\r\n\r\n")
+    assert await answer(reader) == (200, b"/early 0")
+    sent, block = 0, b"b" * 65_536
+    with contextlib.suppress(ConnectionError):
+        while sent < 64 << 20:  # 64 times the cap, without a pause
+            writer.write(block)
+            await asyncio.wait_for(writer.drain(), PATIENCE)
+            sent += len(block)
+    assert sent < 64 << 20  # the server closed long before: the writes failed
     writer.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import date, timedelta
+from typing import Any
 
 import asyncpg
 
@@ -81,6 +82,32 @@ async def grant_ahead(conn: asyncpg.Connection, limits: dict[str, int]) -> None:
 
 def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
+
+
+def asgi_scope(
+    method: str, path: str, key: str, headers: list[tuple[bytes, bytes]] | None = None
+) -> dict[str, Any]:
+    """The ASGI scope of an HTTP/1.1 request with `key`, for a test that plays the client's part
+    in the app's receive and send itself (a client that stalls, trickles or goes away)."""
+    return {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": method,
+        "scheme": "http",
+        "path": path,
+        "raw_path": path.encode(),
+        "root_path": "",
+        "query_string": b"",
+        "headers": [
+            (b"host", b"hub.test"),
+            (b"authorization", f"Bearer {key}".encode()),
+            *(headers or []),
+        ],
+        "client": ("127.0.0.1", 40000),
+        "server": ("hub.test", 80),
+        "state": {},
+    }
 
 
 async def make_small_tree(conn: asyncpg.Connection) -> None:

@@ -128,14 +128,14 @@ async def statement_export(db: Database, who: Principal, month: date, fmt: Forma
     async with db.acquire() as conn:
         head = await service.statement_head(conn, who, month)
     name = f"statement-{head.period}-{who.tenant_code}.{fmt}"
-    async with building(who.tenant_id):
+    async with building(who.tenant_id) as slot:
         if fmt == "xlsx":
-            return download(await _xlsx(db, who, month, head), name, MEDIA[fmt])
+            return download(await _xlsx(db, who, month, head), name, MEDIA[fmt], slot)
         if fmt == "json":  # the API's own answer, shown inline
             path = await spooled(_json_chunks(db, who, month, head), "hub-statement-")
-            return download(path, name, MEDIA[fmt], disposition="inline")
+            return download(path, name, MEDIA[fmt], slot, disposition="inline")
         path = await spooled(_csv(db, who, month, head), "hub-statement-")
-        return download(path, name, MEDIA[fmt])
+        return download(path, name, MEDIA[fmt], slot)
 
 
 async def _batches(db: Database, who: Principal, month: date) -> AsyncIterator[list[StatementLine]]:

@@ -52,11 +52,11 @@ async def contacts_export(db: Database, who: Principal, fmt: Format) -> Response
         tenant = await tenants.own(conn, who)
         fields = await service.field_names(conn, tenant, MAX_COLUMNS - len(HEADER))
     name = f"contacts-{tenant.code}.{fmt}"
-    async with building(who.tenant_id):
+    async with building(who.tenant_id) as slot:
         if fmt == "csv":
             path = await spooled(_csv(db, tenant, fields), "hub-contacts-")
-            return download(path, name, "text/csv; charset=utf-8")
-        return download(await _xlsx(db, tenant, fields), name, XLSX)
+            return download(path, name, "text/csv; charset=utf-8", slot)
+        return download(await _xlsx(db, tenant, fields), name, XLSX, slot)
 
 
 async def _batches(db: Database, tenant: TenantRow) -> AsyncIterator[list[Contact]]:

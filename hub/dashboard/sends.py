@@ -201,9 +201,9 @@ class SendsController(Controller):
     @get("/{send_id:int}/results.xlsx")
     async def results_file(self, state: State, who: Viewer, send_id: FromPath[int]) -> Stream:
         dashboard.require(who, Data.MESSAGES, "下载发送结果")
-        async with building(who.tenant_id):
+        async with building(who.tenant_id) as slot:
             path, name = await results.results_xlsx(state.db, who, send_id)
-        return download(path, name, results.MEDIA)
+            return download(path, name, results.MEDIA, slot)
 
 
 async def _follow_up(

@@ -8,9 +8,12 @@ byte. The file is opened and unlinked before the answer starts (`download`): a s
 holds an open file, and nothing is left on disk however the answer ends (a client gone, a task
 cancelled at shutdown).
 
-Building one costs CPU (an XLSX of a 20,000-person roster: seconds), so a tenant builds at most
-EXPORTS_PER_TENANT at once in each API process (`building`); past that, 429. (Ten at once took
-every other tenant's answers from milliseconds to seconds.)
+Building one costs CPU (an XLSX of a 20,000-person roster: seconds), and sending it holds its
+file, so a tenant has at most EXPORTS_PER_TENANT downloads at once in each API process, from the
+building to the end of the answer (`building`, handed to `download`); past that, 429. (Ten at
+once took every other tenant's answers from milliseconds to seconds; sixty stalled 18 MB roster
+downloads held 1 GB of disk while the slot covered only the building.) A tenant's stalled
+downloads so hold back only its own next ones.
 """
 
 from __future__ import annotations
@@ -30,53 +33,88 @@ from hub.errors import TooManyRequests
 
 EXPORTS_PER_TENANT = 2
 CHUNK_BYTES = 1 << 20  # read from the page cache a mebibyte at a time
-_building: Counter[int] = Counter()  # downloads being built in this process, by tenant
+_held: Counter[int] = Counter()  # downloads being built or sent by this process, by tenant
+
+
+class Slot:
+    """One of a tenant's EXPORTS_PER_TENANT downloads, held from its building to the end of its
+    answer (or the end of `building`, if no answer was made)."""
+
+    def __init__(self, tenant_id: int) -> None:
+        if _held[tenant_id] >= EXPORTS_PER_TENANT:
+            raise TooManyRequests(
+                f"{EXPORTS_PER_TENANT} downloads of this unit are being prepared or sent: "
+                "try again when one is done"
+            )
+        _held[tenant_id] += 1
+        self.tenant_id, self.held, self.handed = tenant_id, True, False
+
+    def release(self) -> None:
+        if self.held:
+            self.held = False
+            _held[self.tenant_id] -= 1
+            if not _held[self.tenant_id]:
+                del _held[self.tenant_id]
 
 
 @contextlib.asynccontextmanager
-async def building(tenant_id: int) -> AsyncIterator[None]:
-    """One of the tenant's EXPORTS_PER_TENANT downloads being built, else TooManyRequests."""
-    if _building[tenant_id] >= EXPORTS_PER_TENANT:
-        raise TooManyRequests(
-            f"{EXPORTS_PER_TENANT} downloads of this unit are being prepared: "
-            "try again when one is done"
-        )
-    _building[tenant_id] += 1
+async def building(tenant_id: int) -> AsyncIterator[Slot]:
+    """One of the tenant's EXPORTS_PER_TENANT slots (else TooManyRequests), for `download` to
+    keep until its answer ends; let go here if no download took it."""
+    slot = Slot(tenant_id)
     try:
-        yield
+        yield slot
     finally:
-        _building[tenant_id] -= 1
-        if not _building[tenant_id]:
-            del _building[tenant_id]
+        if not slot.handed:
+            slot.release()
 
 
 def download(
     path: str,
     filename: str,
     media_type: str,
+    slot: Slot,
     *,
     disposition: Literal["attachment", "inline"] = "attachment",
 ) -> Stream:
     """The file at `path` (an ASCII `filename`) as the answer; its name is gone from the disk
-    before this returns, its bytes when the answer's reading of them ends."""
-    handle = open(path, "rb")  # closed by _read, or with it
+    before this returns, its bytes and `slot` when the answer's reading of them ends (or the
+    answer is dropped unread)."""
+    handle = open(path, "rb")  # closed by _Sending
     try:
         os.unlink(path)
         size = os.fstat(handle.fileno()).st_size
     except BaseException:
         handle.close()
         raise
+    slot.handed = True
     headers = {
         "Content-Disposition": f'{disposition}; filename="{filename}"',
         "Content-Length": str(size),
     }
-    return Stream(_read(handle), media_type=media_type, headers=headers)
+    return Stream(_read(_Sending(handle, slot)), media_type=media_type, headers=headers)
 
 
-async def _read(handle: BinaryIO) -> AsyncIterator[bytes]:
-    with handle:
-        while chunk := handle.read(CHUNK_BYTES):
+class _Sending:
+    """A download's open file and its slot, let go together when its answer ends, or when the
+    answer is dropped unread (a client gone before it started)."""
+
+    def __init__(self, handle: BinaryIO, slot: Slot) -> None:
+        self.handle, self.slot = handle, slot
+
+    def close(self) -> None:
+        self.handle.close()
+        self.slot.release()
+
+    __del__ = close
+
+
+async def _read(sending: _Sending) -> AsyncIterator[bytes]:
+    try:
+        while chunk := sending.handle.read(CHUNK_BYTES):
             yield chunk
+    finally:
+        sending.close()
 
 
 async def saved(book: Workbook, prefix: str) -> str:

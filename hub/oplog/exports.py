@@ -52,9 +52,9 @@ async def operations_xlsx(
     filters select, every page of it, as a download."""
     async with db.acquire() as conn:
         tenant = await tenants.get_visible(conn, who, code)
-    async with building(who.tenant_id):
+    async with building(who.tenant_id) as slot:
         path = await _write(db, tenant.id, filters)
-    return download(path, f"operations-{tenant.code}.xlsx", MEDIA)
+        return download(path, f"operations-{tenant.code}.xlsx", MEDIA, slot)
 
 
 def _row(entry: Operation) -> tuple[Any, ...]:

@@ -21,7 +21,7 @@ from hub import inputs
 from hub.app import create_app
 from hub.db import SingleConnectionDatabase
 from hub.settings import Settings
-from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.factories import asgi_scope, bearer, grant, make_key, make_small_tree
 
 BODY = {"to": ["13800138000"], "body": "通知"}
 SEND = ("POST", "/v1/messages")
@@ -315,26 +315,8 @@ async def _post_by_asgi(
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/messages",
-        "raw_path": b"/v1/messages",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [
-            (b"host", b"hub.test"),
-            (b"authorization", f"Bearer {key}".encode()),
-            (b"content-type", b"application/json"),
-            (b"content-length", b"200"),
-        ],
-        "client": ("127.0.0.1", 40000),
-        "server": ("hub.test", 80),
-        "state": {},
-    }
+    length = [(b"content-type", b"application/json"), (b"content-length", b"200")]
+    scope = asgi_scope("POST", "/v1/messages", key, length)
     await app(scope, receive, send)  # type: ignore[arg-type]
     start = next(m for m in sent if m["type"] == "http.response.start")
     answer = b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")

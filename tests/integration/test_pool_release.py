@@ -4,9 +4,8 @@ request leaves anything in its session for the next one to find."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import asyncpg
 import httpx
@@ -16,8 +15,9 @@ from arq.connections import ArqRedis
 
 from hub.app import create_app
 from hub.db import PoolDatabase, create_pool
+from hub.exports import files
 from hub.settings import Settings
-from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.factories import asgi_scope, bearer, grant, make_key, make_small_tree
 
 # Session state a request could leave behind, each counted on the connection itself. (asyncpg
 # sets `jit` off while it introspects a type, and back as it was: a session setting of the
@@ -129,7 +129,9 @@ async def test_a_client_that_stops_reading_an_export_holds_no_connection(
 ) -> None:
     """An export is written whole before its first byte goes (hub/exports/files.py): a client
     that stops reading mid-download leaves the pool's one connection free. (Streamed as it was
-    read, twenty stalled roster downloads took a whole pool from every tenant.)"""
+    read, twenty stalled roster downloads took a whole pool from every tenant.) It keeps its
+    unit's download slot (and its file) until it goes: its unit's third download at once is
+    429, and a slot is free again when a stalled client leaves."""
     setup = await asyncpg.connect(fresh_db)
     try:
         await make_small_tree(setup)
@@ -147,42 +149,52 @@ async def test_a_client_that_stops_reading_an_export_holds_no_connection(
         )
         assert imported.status_code == 200, imported.text
 
+        stalled = [await _stalled_download(app, key) for _ in range(files.EXPORTS_PER_TENANT)]
+        try:
+            for download in stalled:
+                assert b"".join(download.chunks).decode("utf-8-sig").startswith("姓名,手机")
+            async with asyncio.timeout(30), one_connection.acquire() as conn:
+                assert await conn.fetchval("SELECT count(*) FROM contacts") == 3000
+            refused = await client.get("/v1/contacts/export.csv", headers=bearer(key))
+            assert refused.status_code == 429, refused.text
+            await stalled.pop().leave()
+            again = await client.get("/v1/contacts/export.csv", headers=bearer(key))
+            assert again.status_code == 200, again.text
+            assert again.text.startswith("\ufeff姓名,手机")
+        finally:
+            for download in stalled:
+                await download.leave()
+
+
+class Stalled(NamedTuple):
+    """A roster download whose client took its first chunk and reads no more until it leaves."""
+
+    chunks: list[bytes]
+    gone: asyncio.Event
+    serving: asyncio.Task[None]
+
+    async def leave(self) -> None:
+        """The client goes away: the rest of the answer is dropped, as uvicorn drops what is
+        sent to a closed connection, and the answer ends."""
+        self.gone.set()
+        await asyncio.wait_for(self.serving, 30)
+
+
+async def _stalled_download(app: Any, key: str) -> Stalled:
     chunks: list[bytes] = []
-    stalled = asyncio.Event()
+    stalled, gone = asyncio.Event(), asyncio.Event()
 
     async def receive() -> dict[str, Any]:
-        await asyncio.Event().wait()  # no body; then nothing
-        raise AssertionError("unreachable")
+        await gone.wait()
+        return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
-        if message["type"] == "http.response.body":
+        if message["type"] == "http.response.body" and not gone.is_set():
             chunks.append(message.get("body", b""))
-            if len(chunks) == 2 or not message.get("more_body", False):
-                stalled.set()
-                await asyncio.Event().wait()  # the client reads no more, and never leaves
+            stalled.set()
+            await gone.wait()  # the answer is still being read from its file
 
-    scope = {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "GET",
-        "scheme": "http",
-        "path": "/v1/contacts/export.csv",
-        "raw_path": b"/v1/contacts/export.csv",
-        "root_path": "",
-        "query_string": b"",
-        "headers": [(b"host", b"hub.test"), (b"authorization", f"Bearer {key}".encode())],
-        "client": ("127.0.0.1", 40000),
-        "server": ("hub.test", 80),
-        "state": {},
-    }
-    downloading = asyncio.create_task(app(scope, receive, send))  # type: ignore[arg-type]
-    try:
-        await asyncio.wait_for(stalled.wait(), 60)
-        assert b"".join(chunks).decode("utf-8-sig").startswith("姓名,手机")
-        async with asyncio.timeout(30), one_connection.acquire() as conn:
-            assert await conn.fetchval("SELECT count(*) FROM contacts") == 3000
-    finally:
-        downloading.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await downloading
+    scope = asgi_scope("GET", "/v1/contacts/export.csv", key)
+    serving = asyncio.create_task(app(scope, receive, send))
+    await asyncio.wait_for(stalled.wait(), 60)
+    return Stalled(chunks, gone, serving)

@@ -1,15 +1,21 @@
 """A download from a temporary file (hub/exports/files.py): nothing of it stays on disk, however
-its answer ends."""
+its answer ends, and a tenant's slot is held until it does."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import tempfile
 from collections.abc import AsyncIterator
 
+import pytest
+
+from hub.errors import TooManyRequests
 from hub.exports import files
 from hub.exports.cells import csv_text, csv_value
+
+TENANT = 4_242  # no tenant row is needed: slots are counted in the process
 
 
 async def test_a_download_leaves_no_file_even_if_never_read() -> None:
@@ -17,7 +23,8 @@ async def test_a_download_leaves_no_file_even_if_never_read() -> None:
     handle, path = tempfile.mkstemp(prefix="hub-test-")
     with os.fdopen(handle, "wb") as out:
         out.write(data)
-    answer = files.download(path, "roster.csv", "text/csv", disposition="inline")
+    async with files.building(TENANT) as slot:
+        answer = files.download(path, "roster.csv", "text/csv", slot, disposition="inline")
     assert not await asyncio.to_thread(os.path.exists, path)  # gone before a byte is sent
     assert answer.headers["Content-Length"] == str(len(data))
     assert answer.headers["Content-Disposition"] == 'inline; filename="roster.csv"'
@@ -32,12 +39,59 @@ async def test_spooled_chunks_become_one_file() -> None:
         for n in range(3):
             yield bytes([n]) * 10
 
-    path = await files.spooled(chunks(), "hub-test-")
-    answer = files.download(path, "x.bin", "application/octet-stream")
+    async with files.building(TENANT) as slot:
+        path = await files.spooled(chunks(), "hub-test-")
+        answer = files.download(path, "x.bin", "application/octet-stream", slot)
     assert isinstance(answer.iterator, AsyncIterator)
     assert b"".join([c async for c in answer.iterator if isinstance(c, bytes)]) == (
         b"\x00" * 10 + b"\x01" * 10 + b"\x02" * 10
     )
+
+
+async def _answer(prefix: str) -> AsyncIterator[bytes | str]:
+    """A download of a small file, made under one of TENANT's slots: its body."""
+    async with files.building(TENANT) as slot:
+        path = await files.spooled(_one_chunk(), prefix)
+        answer = files.download(path, "x.bin", "application/octet-stream", slot)
+    assert isinstance(answer.iterator, AsyncIterator)
+    return answer.iterator
+
+
+async def _one_chunk() -> AsyncIterator[bytes]:
+    yield b"x" * 100
+
+
+async def test_a_tenants_slot_is_held_until_its_answer_ends() -> None:
+    """A stalled download keeps its slot (and its file) until its answer ends, read to the end,
+    broken off, or dropped unread: a tenant's third at once is 429, another tenant's is not."""
+    read_whole, stalled = await _answer("hub-a-"), await _answer("hub-b-")
+    with pytest.raises(TooManyRequests):
+        async with files.building(TENANT):
+            pass
+    async with files.building(TENANT + 1):  # another tenant is not held by them
+        pass
+    assert [c async for c in read_whole] == [b"x" * 100]
+    third = await _answer("hub-c-")  # read_whole's slot is free again; stalled still holds one
+    with pytest.raises(TooManyRequests):
+        async with files.building(TENANT):
+            pass
+    assert await anext(stalled) == b"x" * 100  # a client that read some, then went away
+    await stalled.aclose()  # type: ignore[attr-defined]
+    del third  # an answer never started: its slot goes with it
+    gc.collect()
+    for _ in range(files.EXPORTS_PER_TENANT):
+        async with files.building(TENANT):
+            pass
+    assert TENANT not in files._held
+
+
+async def test_a_slot_taken_by_no_download_is_let_go() -> None:
+    with pytest.raises(FileNotFoundError):
+        async with files.building(TENANT) as slot:
+            files.download("/nonexistent/x.csv", "x.csv", "text/csv", slot)
+    async with files.building(TENANT), files.building(TENANT):
+        pass
+    assert TENANT not in files._held
 
 
 def test_a_csv_cell_reads_back_as_the_value_it_was_written_from() -> None:

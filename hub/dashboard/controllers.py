@@ -57,6 +57,7 @@ from hub.dashboard.schemas import (
 from hub.db import Database
 from hub.delivery import service as delivery
 from hub.errors import ApiError, Forbidden, Invalid, NotFound, outage
+from hub.limits import controllers as limits
 from hub.messages.reasons import STATUS_WORDS, reason, reject_word
 from hub.oplog import service as oplog
 from hub.reads import ReadConn
@@ -237,6 +238,8 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
         if signed.owes_code and not connection.route_handler.opt.get(OWING_CODE):
             raise service.SecondFactorRequired("请先输入短信验证码")
         who = msgspec.structs.replace(signed.who, address=client_address(connection))
+        if connection.scope.get("method") == "POST":  # a write: before its body is read
+            await limits.charge(connection.scope, who)
         return AuthenticationResult(user=who, auth=signed)
 
 

@@ -192,9 +192,10 @@ class Limiter:
             return None
 
     async def check(self, db: Database, redis: Redis, who: Principal, cost: float) -> Decision:
-        """Take `cost` units from the key's and the tenant's buckets, or refuse (nothing taken)."""
+        """Take `cost` units from the caller's (its key's, or a signed-in person's) and the
+        tenant's buckets, or refuse (nothing taken)."""
         limits = await self._limits(db, who.tenant_id)
-        keys = [f"hub:limit:key:{who.key_prefix}", f"hub:limit:tenant:{who.tenant_id}"]
+        keys = [f"hub:limit:{who.actor}", f"hub:limit:tenant:{who.tenant_id}"]
         shapes = [limits.key, limits.tenant]
         taken = await self._take_shared(redis, keys, shapes, min(cost, *(s.burst for s in shapes)))
         shared = taken is not None

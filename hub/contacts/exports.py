@@ -55,7 +55,7 @@ async def contacts_export(db: Database, who: Principal, fmt: Format) -> Response
     async with building(who.tenant_id) as slot:
         if fmt == "csv":
             path = await spooled(_csv(db, tenant, fields), "hub-contacts-")
-            return download(path, name, "text/csv; charset=utf-8", slot)
+            return download(path, name, "text/csv", slot)  # Litestar adds the charset
         return download(await _xlsx(db, tenant, fields), name, XLSX, slot)
 
 

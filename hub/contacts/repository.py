@@ -175,6 +175,10 @@ INSERT INTO roster_uploads (token_hash, tenant_id, actor, filename, data)
 VALUES ($1, $2, $3, $4, $5)
 """
 
+# The space of uploads let go, back to PostgreSQL for the next ones (not to the disk): skipped
+# while another VACUUM of the table runs.
+RECLAIM_UPLOADS = "VACUUM (SKIP_LOCKED) roster_uploads"
+
 # Take back a held roster (once: it is deleted), if it is the tenant's and still in its time.
 TAKE_UPLOAD = """
 DELETE FROM roster_uploads

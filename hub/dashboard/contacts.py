@@ -262,6 +262,7 @@ class RosterPages(Controller):
             return _page(
                 "contacts_import.html", who, 429, preview=None, result=None, error=exc.detail
             )
+        await service.reclaim_uploads(db)  # the upload it replaced, if any
         valid = sorted(checked.valid.values(), key=lambda pair: pair[0])
         preview = {
             "filename": filename,
@@ -293,6 +294,7 @@ class RosterPages(Controller):
         async with db.acquire() as conn, conn.transaction():
             await service.take_upload(conn, tenant, token)  # once: a second confirm is 404
             result = await service.import_roster(conn, who, tenant, rows, state.settings.people)
+        await service.reclaim_uploads(db)
         return _page("contacts_import.html", who, preview=None, result=result, error=None)
 
     # No request transaction (`conn`): the export reads on a connection of its own.

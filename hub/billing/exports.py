@@ -68,7 +68,7 @@ LEVEL_WIDTHS = (14, 8, 12, 14, 16, 14, 10, 20)
 BATCH = 2_000
 MEDIA = {
     "json": "application/json",
-    "csv": "text/csv; charset=utf-8",
+    "csv": "text/csv",  # Litestar adds "; charset=utf-8"
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 

@@ -35,7 +35,7 @@ async def test_csv_has_a_bom_chinese_headers_yuan_and_a_totals_row(
 ) -> None:
     resp = await client.get("/v1/billing/2026-10/statement.csv", headers=bearer(province))
     assert resp.status_code == 200, resp.text
-    assert resp.headers["content-type"].startswith("text/csv")
+    assert resp.headers["content-type"] == "text/csv; charset=utf-8"  # once
     assert 'filename="statement-2026-10-510000.csv"' in resp.headers["content-disposition"]
     assert resp.content.startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel shows the Chinese
     rows = list(csv.reader(io.StringIO(resp.content.decode("utf-8-sig"))))

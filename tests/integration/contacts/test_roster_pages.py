@@ -24,7 +24,7 @@ from hub.exports import files
 from tenants import service as tenants
 from tenants.scopes import Role, Scope
 from tenants.service import authenticate
-from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.factories import bearer, county_caller, grant, make_key, make_small_tree
 from tests.integration.users.conftest import SAME_ORIGIN, make_user, signed_in
 
 ROSTER = (
@@ -414,10 +414,7 @@ async def test_replaced_uploads_give_their_space_back(fresh_db: str) -> None:
     3.9 GB): after each preview the table's space is made reusable (contacts.reclaim_uploads)."""
     setup = await asyncpg.connect(fresh_db)
     try:
-        await make_small_tree(setup)
-        who = await authenticate(setup, await make_key(setup, "510104"))
-        assert who is not None
-        tenant = await tenants.own(setup, who)
+        who, tenant = await county_caller(setup)
         data = os.urandom(1 << 20)  # stored as it is: random bytes do not compress
         for n in range(20):
             async with setup.transaction():

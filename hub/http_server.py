@@ -25,6 +25,10 @@ LINGER_IDLE_SECONDS (at most LINGER_MAX_SECONDS, and at most LINGER_MAX_BYTES: a
 largest legal body) before the socket closes: closing with unread bytes would reset the
 connection, and a client still uploading (a 40 MiB send refused 429) would lose the answer. (A
 client streaming as fast as loopback allows once made a process drop 100 GB in those 30 s.)
+An answer the client stops reading is cut off too: once what is written waits in the transport's
+buffer (past its high-water mark) for SEND_TIMEOUT_SECONDS without draining below the low one,
+the connection is aborted, as nginx's `send_timeout` does. uvicorn would wait for ever, and a
+stalled download holds its unit's download slot and its file (hub.exports.files).
 Behind nginx, its `client_header_timeout` and `large_client_header_buffers` come first. A body
 that stops coming is the app's: HUB_HTTP__BODY_TIMEOUT_SECONDS.
 """
@@ -44,6 +48,7 @@ log = logging.getLogger("hub.http")
 LINGER_IDLE_SECONDS = 2.0
 LINGER_MAX_SECONDS = 30.0
 LINGER_MAX_BYTES = 48 << 20  # the largest legal body is a send's 40 MiB
+SEND_TIMEOUT_SECONDS = 60.0  # nginx's send_timeout
 REASONS = {400: "Bad Request", 408: "Request Timeout", 431: "Request Header Fields Too Large"}
 
 
@@ -83,6 +88,7 @@ class GuardedProtocol(HttpToolsProtocol):
         assert isinstance(config, ApiConfig)
         self._head_seconds, self._max_head = config.head_timeout, config.max_head_bytes
         self._head_timer: asyncio.TimerHandle | None = None
+        self._send_timer: asyncio.TimerHandle | None = None  # while the answer does not drain
         self._closing: asyncio.TimerHandle | None = None  # the lingering close's
         self._linger_until = 0.0
         self._dropped = 0  # bytes read and dropped since the refusal
@@ -99,6 +105,7 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._head_arrived()
+        self._drained()
         if self._closing is not None:
             self._closing.cancel()
         super().connection_lost(exc)
@@ -156,6 +163,25 @@ class GuardedProtocol(HttpToolsProtocol):
         if last and self._in_body and not self.transport.is_closing():
             self._refused = True
             self._linger()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._send_timer is None:
+            self._send_timer = self.loop.call_later(SEND_TIMEOUT_SECONDS, self._send_late)
+
+    def resume_writing(self) -> None:
+        self._drained()
+        super().resume_writing()
+
+    def _drained(self) -> None:
+        if self._send_timer is not None:
+            self._send_timer.cancel()
+            self._send_timer = None
+
+    def _send_late(self) -> None:
+        self._send_timer = None
+        log.info("cut off %s: its answer not read for %.0f s", self.client, SEND_TIMEOUT_SECONDS)
+        self.transport.abort()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(refusal(400, {"error": "malformed", "detail": msg}), "%s", msg)

@@ -11,7 +11,9 @@ import pytest
 
 from hub.contacts import service as contacts
 from hub.errors import TooManyRequests
-from tests.factories import county_caller
+from tenants import service as tenants
+from tenants.service import authenticate
+from tests.factories import make_key, make_small_tree
 from tests.integration.delivery.conftest import eventually
 
 pytestmark = pytest.mark.concurrency
@@ -22,7 +24,10 @@ async def test_a_unit_holds_no_more_uploads_than_its_cap_under_concurrency(fresh
     first = await asyncpg.connect(fresh_db)
     second = await asyncpg.connect(fresh_db)
     try:
-        who, tenant = await county_caller(setup)
+        await make_small_tree(setup)
+        who = await authenticate(setup, await make_key(setup, "510104"))
+        assert who is not None
+        tenant = await tenants.own(setup, who)
         people = [
             msgspec.structs.replace(who, key_id=None, key_prefix=None, user_id=n, login=f"u{n}")
             for n in range(contacts.UPLOADS_HELD + 1)

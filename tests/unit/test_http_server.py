@@ -20,13 +20,21 @@ from hub.settings import load_settings
 
 HEAD_TIMEOUT = 0.3
 MAX_HEAD = 16_384
+BIG = 64 << 20
 PATIENCE = 30.0  # how long the test waits for an answer at most: not what it asserts
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
     """Answers 200 with its path and the length of the body it read (`/early`: none); `/slow`
-    after twice the head timeout."""
+    after twice the head timeout; `/big` with BIG bytes, a mebibyte at a time."""
     if scope["type"] != "http":
+        return
+    if scope["path"] == "/big":
+        headers = [(b"content-length", str(BIG).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        for _ in range(BIG >> 20):
+            await send({"type": "http.response.body", "body": b"b" * (1 << 20), "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
         return
     if scope["path"] == "/slow":
         await asyncio.sleep(2 * HEAD_TIMEOUT)
@@ -294,4 +302,22 @@ async def test_a_refused_client_that_never_stops_sending_is_cut_off(
             await asyncio.wait_for(writer.drain(), PATIENCE)
             sent += len(block)
     assert sent < 64 << 20  # the server closed long before: the writes failed
+    writer.close()
+
+
+async def test_an_answer_the_client_stops_reading_is_cut_off(
+    port: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """uvicorn waits for ever on a client that reads nothing of its answer (a stalled download
+    holds its unit's slot and its file): past SEND_TIMEOUT_SECONDS (here 0.3 s) without its
+    answer draining, the connection is aborted, and the client gets only what was in flight."""
+    monkeypatch.setattr(http_server, "SEND_TIMEOUT_SECONDS", 0.3)
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, limit=1 << 20)
+    writer.write(b"GET /big HTTP/1.1\r\nHost: hub\r\n\r\n")
+    await asyncio.sleep(2)  # reading nothing, long past the deadline
+    received = 0
+    with contextlib.suppress(ConnectionError):
+        while chunk := await asyncio.wait_for(reader.read(1 << 20), PATIENCE):
+            received += len(chunk)
+    assert received < BIG  # cut off: the rest never came
     writer.close()

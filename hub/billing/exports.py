@@ -30,7 +30,7 @@ from hub.billing.schemas import StatementHead, StatementLine, Totals
 from hub.calendar import BEIJING, beijing, shown
 from hub.db import Database
 from hub.exports.cells import append_row, csv_value
-from hub.exports.files import building, download, saved, spooled
+from hub.exports.files import CSV, building, download, saved, spooled
 from tenants.service import Principal
 
 Format = Literal["json", "csv", "xlsx"]
@@ -68,7 +68,7 @@ LEVEL_WIDTHS = (14, 8, 12, 14, 16, 14, 10, 20)
 BATCH = 2_000
 MEDIA = {
     "json": "application/json",
-    "csv": "text/csv",  # Litestar adds "; charset=utf-8"
+    "csv": CSV,
     "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
 }
 

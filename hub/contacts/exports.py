@@ -25,7 +25,7 @@ from hub.contacts.rosters import MAX_COLUMNS
 from hub.contacts.schemas import Contact
 from hub.db import Database
 from hub.exports.cells import csv_value, xlsx_cell
-from hub.exports.files import building, download, saved, spooled
+from hub.exports.files import CSV, building, download, saved, spooled
 from tenants import service as tenants
 from tenants.repository import TenantRow
 from tenants.service import Principal
@@ -55,7 +55,7 @@ async def contacts_export(db: Database, who: Principal, fmt: Format) -> Response
     async with building(who.tenant_id) as slot:
         if fmt == "csv":
             path = await spooled(_csv(db, tenant, fields), "hub-contacts-")
-            return download(path, name, "text/csv", slot)  # Litestar adds the charset
+            return download(path, name, CSV, slot)
         return download(await _xlsx(db, tenant, fields), name, XLSX, slot)
 
 

@@ -22,6 +22,7 @@ import asyncio
 import contextlib
 import os
 import tempfile
+import threading
 from collections import Counter
 from collections.abc import AsyncIterable, AsyncIterator
 from typing import BinaryIO, Literal
@@ -34,6 +35,8 @@ from hub.errors import TooManyRequests
 EXPORTS_PER_TENANT = 2
 CHUNK_BYTES = 1 << 20  # read from the page cache a mebibyte at a time
 _held: Counter[int] = Counter()  # downloads being built or sent by this process, by tenant
+_counting = threading.Lock()
+CSV = "text/csv"  # Litestar adds "; charset=utf-8" to a text/* type
 
 
 class Slot:
@@ -41,20 +44,22 @@ class Slot:
     answer (or the end of `building`, if no answer was made)."""
 
     def __init__(self, tenant_id: int) -> None:
-        if _held[tenant_id] >= EXPORTS_PER_TENANT:
-            raise TooManyRequests(
-                f"{EXPORTS_PER_TENANT} downloads of this unit are being prepared or sent: "
-                "try again when one is done"
-            )
-        _held[tenant_id] += 1
+        with _counting:
+            if _held[tenant_id] >= EXPORTS_PER_TENANT:
+                raise TooManyRequests(
+                    f"{EXPORTS_PER_TENANT} downloads of this unit are being prepared or sent: "
+                    "try again when one is done"
+                )
+            _held[tenant_id] += 1
         self.tenant_id, self.held, self.handed = tenant_id, True, False
 
     def release(self) -> None:
-        if self.held:
-            self.held = False
-            _held[self.tenant_id] -= 1
-            if not _held[self.tenant_id]:
-                del _held[self.tenant_id]
+        with _counting:  # also from __del__, which may run in any thread
+            if self.held:
+                self.held = False
+                _held[self.tenant_id] -= 1
+                if not _held[self.tenant_id]:
+                    del _held[self.tenant_id]
 
 
 @contextlib.asynccontextmanager
@@ -91,6 +96,9 @@ def download(
     headers = {
         "Content-Disposition": f'{disposition}; filename="{filename}"',
         "Content-Length": str(size),
+        # nginx would read the whole file into a buffer of its own on disk (up to 1 GB) for a
+        # client that stalls: the stall stays here, where the unit's slot counts it.
+        "X-Accel-Buffering": "no",
     }
     return Stream(_read(_Sending(handle, slot)), media_type=media_type, headers=headers)
 
@@ -103,8 +111,10 @@ class _Sending:
         self.handle, self.slot = handle, slot
 
     def close(self) -> None:
-        self.handle.close()
-        self.slot.release()
+        try:
+            self.slot.release()
+        finally:
+            self.handle.close()
 
     __del__ = close
 

@@ -121,7 +121,9 @@ class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     A read costs 1 unit, another write 2, a send 5, a roster import 20, a statement export 5;
     every request also costs 1 unit per 64 KiB of body (never more than a full bucket). The
-    operator may override them per tenant (PUT /v1/tenants/{code}/rate-limits, `hub limits`).
+    console's heavy writes (roster previews, a send) cost the same, from the signed-in person's
+    bucket (the key's shape) and the tenant's. The operator may override them per tenant
+    (PUT /v1/tenants/{code}/rate-limits, `hub limits`).
     """
 
     # Units a second each key gains, and the most it may hold (a burst).

@@ -56,8 +56,9 @@ from hub.dashboard.schemas import (
 )
 from hub.db import Database
 from hub.delivery import service as delivery
-from hub.errors import ApiError, Forbidden, Invalid, NotFound, outage
-from hub.limits import controllers as limits
+from hub.errors import ApiError, Forbidden, Invalid, NotFound, RateLimited, outage
+from hub.limits import controllers as limit_middleware
+from hub.limits import service as limits
 from hub.messages.reasons import STATUS_WORDS, reason, reject_word
 from hub.oplog import service as oplog
 from hub.reads import ReadConn
@@ -194,7 +195,8 @@ def _error_page(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
         log.exception("dashboard error on %s %s", request.method, request.url.path, exc_info=exc)
         status, detail = 500, "服务器内部错误"
     title = _TITLES.get(status, "出错了")
-    return _page("error.html", None, status, status=status, title=title, detail=detail)
+    headers = exc.headers if isinstance(exc, RateLimited) else None  # Retry-After
+    return _page("error.html", None, status, headers, status=status, title=title, detail=detail)
 
 
 def html_errors(handlers: ExceptionHandlersMap) -> ExceptionHandlersMap:
@@ -238,8 +240,11 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
         if signed.owes_code and not connection.route_handler.opt.get(OWING_CODE):
             raise service.SecondFactorRequired("请先输入短信验证码")
         who = msgspec.structs.replace(signed.who, address=client_address(connection))
-        if connection.scope.get("method") == "POST":  # a write: before its body is read
-            await limits.charge(connection.scope, who)
+        scope = connection.scope
+        method, route = str(scope.get("method", "")), str(scope.get("path_template", ""))
+        if (method, route) in limits.COSTS:  # a heavy write, charged before its body is read
+            length = limit_middleware.declared(connection.headers, scope)
+            await limits.charge(state.limiter, db, state.redis, who, method, route, length)
         return AuthenticationResult(user=who, auth=signed)
 
 

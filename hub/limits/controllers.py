@@ -1,17 +1,9 @@
 """The request limiter (middleware) and the operator's route for a tenant's rate limits.
 
-What a request costs, in units taken from its key's and its tenant's buckets:
-- a read (GET) 1; any other write 2;
-- a send (POST /v1/messages) 5, a roster import 20, a statement export 5: they cost the hub more;
-- and 1 more per 64 KiB of declared body (a million-recipient send, ~14 MB, costs 5 + 213),
-  never more than a full bucket, so any legal request can get through once the bucket is full.
-
-The limiter counts every route that takes an API key: not gateway callbacks (a gateway's own
-secret), health, metrics or the API docs, which the app leaves out of the key middleware and of
-this one alike. The console's writes (POST) by a signed-in person are charged the same way to
-that person's bucket (the key's shape) and the tenant's, by the console's own sign-in check
-(`charge`): its roster uploads cost as the API's imports do (50 parallel 20 MB previews by one
-person once took a process from 1.1 to 3.6 GB and another county's request to 27 s).
+The limiter charges every route that takes an API key what hub.limits.service.cost_of says: not
+gateway callbacks (a gateway's own secret), health, metrics, the API docs or the dashboard,
+which the app leaves out of the key middleware and of this one alike (the dashboard's sign-in
+check charges its heavy writes itself).
 """
 
 from __future__ import annotations
@@ -27,70 +19,24 @@ from litestar.params import JSONBody
 from litestar.status_codes import HTTP_204_NO_CONTENT
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from hub.errors import RateLimited, error_responses
+from hub.errors import error_responses
 from hub.limits import service
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
-from hub.limits.service import Decision, Limiter
 from hub.oplog import service as oplog
 from tenants import service as tenants
-from tenants.auth import READS, require
+from tenants.auth import require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.scopes import Scope as KeyScope
 from tenants.service import Principal
 
-# Routes that cost more than a plain read or write, by method and route template.
-COSTS: dict[tuple[str, str], int] = {
-    ("POST", "/v1/messages"): 5,
-    ("POST", "/v1/contacts/import"): 20,
-    ("GET", "/v1/billing/{period}/statement.csv"): 5,
-    ("GET", "/v1/billing/{period}/statement.xlsx"): 5,
-    ("POST", "/dashboard/contacts/import"): 20,
-    ("POST", "/dashboard/contacts/import/confirm"): 20,
-    ("POST", "/dashboard/compose/roster"): 20,
-    ("POST", "/dashboard/compose/send"): 5,
-}
-BODY_UNIT = 64 * 1024
-# A tenant code in the path; anything else (NUL included) is a 422 before any query.
 
-
-def cost_of(method: str, route: str, content_length: str | None) -> int:
-    """Units a request costs (before the cap at a full bucket)."""
-    base = COSTS.get((method, route), 1 if method in READS else 2)
-    digits = content_length or ""
-    body = int(digits) if digits.isascii() and digits.isdigit() else 0
-    return base + body // BODY_UNIT
-
-
-async def charge(scope: Scope, who: Principal) -> Decision:
-    """Take what the request costs from its caller's and its tenant's buckets; RateLimited
-    (nothing taken) when either is short."""
-    state: State = scope["litestar_app"].state
-    limiter: Limiter = state.limiter
-    length = Headers.from_scope(scope).get("content-length")
-    method = str(scope.get("method", "GET"))
-    cost = cost_of(method, str(scope.get("path_template", "")), length)
-    decision = await limiter.check(state.db, state.redis, who, cost)
-    if not decision.allowed:
-        raise _refusal(decision, who)
-    return decision
-
-
-def _refusal(decision: Decision, who: Principal) -> RateLimited:
-    wait = int(decision.headers()["Retry-After"])
-    rate, burst = decision.limit.rate, decision.limit.burst
-    if who.login is not None:  # a person in the console reads it
-        whose = "您的账号" if decision.bucket == "key" else "本单位"
-        detail = (
-            f"操作过于频繁：{whose}每秒可用 {rate:g} 个单位，最多累积 {burst:g} 个；"
-            f"请 {wait} 秒后再试"
-        )
-    else:
-        whose = "this API key" if decision.bucket == "key" else "this tenant's keys together"
-        detail = (
-            f"too many requests for {whose}: {rate:g} units a second, bursts of {burst:g}; "
-            f"retry in {wait} s"
-        )
-    return RateLimited(detail, headers=decision.headers(), limit=decision.bucket, retry_after=wait)
+def declared(headers: Headers, scope: Scope) -> int:
+    """The request's body size to charge, from its head (service.body_length)."""
+    return service.body_length(
+        headers.get("content-length"),
+        "transfer-encoding" in headers,
+        scope["route_handler"].resolve_request_max_body_size(),  # type: ignore[union-attr]
+    )
 
 
 class RateLimitMiddleware(ASGIMiddleware):
@@ -108,7 +54,12 @@ class RateLimitMiddleware(ASGIMiddleware):
         if not isinstance(who, Principal):  # OPTIONS (no key needed) and excluded routes
             await next_app(scope, receive, send)
             return
-        decision = await charge(scope, who)
+        state: State = scope["litestar_app"].state
+        method, route = str(scope.get("method", "GET")), str(scope.get("path_template", ""))
+        length = declared(Headers.from_scope(scope), scope)
+        decision = await service.charge(
+            state.limiter, state.db, state.redis, who, method, route, length
+        )
         extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
 
         async def send_with_headers(message: dict) -> None:  # type: ignore[type-arg]

@@ -3,9 +3,11 @@ to per-process buckets when that Redis is stopped. Every limit here is tight on 
 
 from __future__ import annotations
 
+import asyncio
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -18,10 +20,10 @@ from hub import queue
 from hub.app import create_app
 from hub.db import SingleConnectionDatabase
 from hub.embedded import start_valkey
-from hub.limits.controllers import COSTS, cost_of
+from hub.limits.service import COSTS, body_length, cost_of
 from hub.settings import Settings, load_settings
 from tenants.scopes import Role
-from tests.factories import bearer, grant, make_key, make_small_tree
+from tests.factories import asgi_scope, bearer, grant, make_key, make_small_tree
 from tests.integration.users.conftest import SAME_ORIGIN, make_user, signed_in
 
 TIGHT = {
@@ -130,12 +132,38 @@ async def test_a_send_costs_more_than_a_read(
 
 
 def test_costs_by_route_and_body() -> None:
-    assert cost_of("GET", "/v1/me", None) == 1
-    assert cost_of("PUT", "/v1/tenants/{code}/quota/{period}", "120") == 2
-    assert cost_of("POST", "/v1/messages", "100") == 5
-    assert cost_of("POST", "/v1/messages", str(14_000_000)) == 5 + 213
-    assert cost_of("POST", "/v1/contacts/import", None) == 20
-    assert cost_of("POST", "/v1/messages", "garbage") == 5
+    assert cost_of("GET", "/v1/me", 0) == 1
+    assert cost_of("PUT", "/v1/tenants/{code}/quota/{period}", 120) == 2
+    assert cost_of("POST", "/v1/messages", 100) == 5
+    assert cost_of("POST", "/v1/messages", 14_000_000) == 5 + 213
+    assert cost_of("POST", "/v1/contacts/import", 0) == 20
+    assert body_length("14000000", chunked=False, route_max=40 << 20) == 14_000_000
+    assert body_length("garbage", chunked=False, route_max=40 << 20) == 0
+    assert body_length(None, chunked=False, route_max=40 << 20) == 0  # no body at all
+    assert body_length(None, chunked=True, route_max=40 << 20) == 40 << 20  # its most
+
+
+async def test_a_body_of_unannounced_length_is_charged_as_the_largest_its_route_takes(
+    conn: asyncpg.Connection, settings: Settings, redis: ArqRedis, tree: None
+) -> None:
+    """A chunked body's size is not known before it is read: charged by Content-Length, a 20 MB
+    roster sent chunked cost 20 units instead of 340 (one person held 24 console previews at
+    once). It costs what the route's largest body would."""
+    roomy = {f"HUB_LIMITS__{k}_BURST": "1000" for k in ("KEY", "TENANT")}
+    key = await make_key(conn, "510104")
+    roster = "姓名,手机\n张三,13800138000\n".encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield roster
+
+    headers = {**bearer(key), "Content-Type": "text/csv"}
+    async with client_of(app_on(tight_settings(settings, **roomy), conn, redis)) as client:
+        announced = await client.post("/v1/contacts/import", content=roster, headers=headers)
+        assert announced.status_code == 200, announced.text
+        assert announced.headers["RateLimit-Remaining"] == str(1000 - 20)
+        chunked = await client.post("/v1/contacts/import", content=chunks(), headers=headers)
+        assert chunked.status_code == 200, chunked.text
+        assert chunked.headers["RateLimit-Remaining"] == str(1000 - 20 - (20 + 320))
 
 
 async def test_a_request_costing_more_than_the_bucket_still_goes_once_it_is_full(
@@ -181,35 +209,71 @@ async def test_health_metrics_and_gateway_callbacks_are_not_limited(
     assert (await tight.get("/v1/me", headers=bearer(key))).headers["RateLimit-Remaining"] == "3"
 
 
-async def test_a_persons_console_writes_are_charged_before_their_body_is_read(
-    conn: asyncpg.Connection, tight: httpx.AsyncClient, tree: None
+async def test_a_persons_heavy_console_writes_are_charged_before_their_body_is_read(
+    conn: asyncpg.Connection, settings: Settings, redis: ArqRedis, tree: None
 ) -> None:
     """A roster preview in the console costs what the API's import does, from the person's own
     bucket and the tenant's (50 parallel 20 MB previews by one person once took a process to
-    3.6 GB): past them, 429 in Chinese and nothing held. A sibling county's person is not held
-    back, and the console's pages are not charged."""
+    3.6 GB): past them, 429 in Chinese with Retry-After, before a byte of the body is read, and
+    nothing held. A sibling county's person is not held back; the console's pages and its other
+    forms (securing an account must not wait on the unit's keys) are not charged."""
     await make_user(conn, "510104", "sender", {Role.SEND})
     await make_user(conn, "510104", "second", {Role.SEND}, phone="13800138001")
     await make_user(conn, "510105", "sibling", {Role.SEND}, phone="13800138002")
     upload = {"file": ("roster.csv", "姓名,手机\n张三,13800138000\n".encode(), "text/csv")}
+    app = app_on(tight_settings(settings), conn, redis)
+    async with client_of(app) as console:
 
-    async def preview(login: str, phone: str) -> httpx.Response:
-        tight.cookies.clear()
-        await signed_in(tight, conn, login, phone)
-        return await tight.post("/dashboard/contacts/import", files=upload, headers=SAME_ORIGIN)
+        async def preview(login: str, phone: str) -> httpx.Response:
+            console.cookies.clear()
+            await signed_in(console, conn, login, phone)
+            return await console.post(
+                "/dashboard/contacts/import", files=upload, headers=SAME_ORIGIN
+            )
 
-    assert (await preview("sender", "+8613800138000")).status_code == 200  # its 4 units
-    again = await tight.post("/dashboard/contacts/import", files=upload, headers=SAME_ORIGIN)
-    assert again.status_code == 429
-    assert "操作过于频繁：您的账号" in again.text
-    assert (await tight.get("/dashboard/contacts/import")).status_code == 200  # a page: free
-    refused = await preview("second", "+8613800138001")  # the tenant's 6 units: 2 left
-    assert refused.status_code == 429
-    assert "操作过于频繁：本单位" in refused.text
-    assert await conn.fetchval("SELECT count(*) FROM roster_uploads") == 1
-    assert (await preview("sibling", "+8613800138002")).status_code == 200
-    key = await make_key(conn, "510104")  # the refusals took nothing: the tenant has 2 left
-    assert (await tight.get("/v1/me", headers=bearer(key))).headers["RateLimit-Remaining"] == "1"
+        assert (await preview("sender", "+8613800138000")).status_code == 200  # its 4 units
+        again = await console.post("/dashboard/contacts/import", files=upload, headers=SAME_ORIGIN)
+        assert again.status_code == 429
+        assert "操作过于频繁：您的账号" in again.text
+        assert int(again.headers["Retry-After"]) > 0
+        # A body announced as 20 MiB that never comes: refused all the same, none of it read.
+        cookie = "; ".join(f"{k}={v}" for k, v in console.cookies.items())
+        announced = [
+            (b"cookie", cookie.encode()),
+            (b"origin", SAME_ORIGIN["Origin"].encode()),
+            (b"content-type", b"multipart/form-data; boundary=x"),
+            (b"content-length", str(20 << 20).encode()),
+        ]
+        status = await _status_by_asgi(app, "/dashboard/contacts/import", announced)
+        assert status == 429
+        assert (await console.get("/dashboard/contacts/import")).status_code == 200  # a page
+        refused = await preview("second", "+8613800138001")  # the tenant's 6 units: 2 left
+        assert refused.status_code == 429
+        assert "操作过于频繁：本单位" in refused.text
+        assert await conn.fetchval("SELECT count(*) FROM roster_uploads") == 1
+        ended = await console.post("/dashboard/logout/everywhere", headers=SAME_ORIGIN)
+        assert ended.status_code == 303  # not charged
+        assert (await preview("sibling", "+8613800138002")).status_code == 200
+        key = await make_key(conn, "510104")  # the refusals took nothing: the tenant has 2 left
+        me = await console.get("/v1/me", headers=bearer(key))
+        assert me.headers["RateLimit-Remaining"] == "1"
+
+
+async def _status_by_asgi(app: Litestar, path: str, headers: list[tuple[bytes, bytes]]) -> int:
+    """The status `app` answers a POST whose body never comes (its receive waits for ever)."""
+    started: list[int] = []
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            started.append(message["status"])
+
+    scope = {**asgi_scope("POST", path, ""), "headers": [(b"host", b"hub.test"), *headers]}
+    await asyncio.wait_for(app(scope, receive, send), 30)  # type: ignore[arg-type]
+    return started[0]
 
 
 # --- Redis gone -------------------------------------------------------------------------------
@@ -317,7 +381,7 @@ def test_every_costed_route_exists(app: Litestar) -> None:
     # The limiter sees Litestar's route templates (`path_template`: OpenAPI's spelling).
     routes = {(m, r.path_format) for r in app.routes for m in getattr(r, "methods", ())}
     for method, route in COSTS:
-        assert (method, route) in routes
+        assert (method, route) in routes, (method, route)
 
 
 async def test_malformed_and_nul_laden_overrides_are_4xx(

@@ -125,14 +125,6 @@ async def make_small_tree(conn: asyncpg.Connection) -> None:
     await make_tenant(conn, "520000", "贵州省")
 
 
-async def county_caller(conn: asyncpg.Connection) -> tuple[service.Principal, TenantRow]:
-    """The small tree, and a new key of 锦江区 (510104) as the caller, with its tenant."""
-    await make_small_tree(conn)
-    who = await service.authenticate(conn, await make_key(conn, "510104"))
-    assert who is not None
-    return who, await service.own(conn, who)
-
-
 async def hold_references(conn: asyncpg.Connection, *ids: int) -> None:
     """What recording `sent` writes beside a message's reference (`message_references`, which
     receipts look it up in), for a test that sets `messages.reference` itself."""

@@ -156,9 +156,10 @@ RETURNING id, phone, opted_out_at, reason, actor, at
 FORGET_UPLOADS = "DELETE FROM roster_uploads WHERE created_at < hub_now() - $1::interval"
 
 # One upload of a tenant at a time counts its held rosters (parallel uploads would each miss
-# the others' uncommitted rows). A statement of its own: the count after it must see what the
-# upload it waited for committed.
-LOCK_UPLOADS = "SELECT pg_advisory_xact_lock(hashtextextended('roster_uploads', $1))"
+# the others' uncommitted rows): false if another holds the tenant's lock. Not waited for: a
+# county's parallel previews queued on it, each holding a pooled connection, took the whole pool
+# from every other tenant.
+LOCK_UPLOADS = "SELECT pg_try_advisory_xact_lock(hashtextextended('roster_uploads', $1))"
 
 # The rosters a tenant holds in their time, and who uploaded each.
 HELD_UPLOADS = """

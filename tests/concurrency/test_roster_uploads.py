@@ -1,5 +1,6 @@
-"""Two console uploads of one unit at once: the second counts the first's uncommitted roster (a
-lock per unit), so the cap of held uploads holds under concurrency too."""
+"""Two console uploads of one unit at once: the second is refused while the first holds the
+unit's lock (not queued on it, holding a pooled connection), so the cap of held uploads holds
+under concurrency too."""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from hub.errors import TooManyRequests
 from tenants import service as tenants
 from tenants.service import authenticate
 from tests.factories import make_key, make_small_tree
-from tests.integration.delivery.conftest import eventually
 
 pytestmark = pytest.mark.concurrency
 
@@ -39,15 +39,15 @@ async def test_a_unit_holds_no_more_uploads_than_its_cap_under_concurrency(fresh
         await contacts.hold_upload(first, people[-2], tenant, "b.csv", b"x")  # takes it
         two = second.transaction()
         await two.start()
-        racing = asyncio.create_task(
-            contacts.hold_upload(second, people[-1], tenant, "c.csv", b"x")
-        )
-        waiting = "SELECT wait_event_type = 'Lock' FROM pg_stat_activity WHERE pid = $1"
-        await eventually(lambda: setup.fetchval(waiting, second.get_server_pid()))
-        await one.commit()
-        with pytest.raises(TooManyRequests):
-            await asyncio.wait_for(racing, 30)
+        with pytest.raises(TooManyRequests, match="正在保存"):  # not waited for: refused at once
+            await asyncio.wait_for(
+                contacts.hold_upload(second, people[-1], tenant, "c.csv", b"x"), 30
+            )
         await two.rollback()
+        await one.commit()
+        with pytest.raises(TooManyRequests, match="等待确认"):  # and now the cap is reached
+            async with second.transaction():
+                await contacts.hold_upload(second, people[-1], tenant, "c.csv", b"x")
         held = await setup.fetchval("SELECT count(*) FROM roster_uploads")
         assert held == contacts.UPLOADS_HELD
     finally:

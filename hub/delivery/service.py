@@ -58,6 +58,7 @@ from hub.delivery.repository import Claimed, ReceiptTarget, SendInfo
 from hub.delivery.routing import Router
 from hub.health import tally as tallied
 from hub.messages.segments import count_segments, signed
+from hub.people import service as people
 from hub.quota import service as quota
 from hub.settings import DeliverySettings, GatewayConfig, Settings
 
@@ -860,6 +861,12 @@ class Recorder:
         storable = _storable(gateway, "receipt", receipts)
         seen: list[ReceiptTarget] = []
         async with self.db.acquire() as conn, conn.transaction():
+            erased = await people.quoting_erased(
+                conn, self.settings.people, (r.reference for r in storable)
+            )
+            if erased:  # late receipts for messages to an erased phone: nothing to keep
+                storable = [r for r in storable if r.reference not in erased]
+                log.info("gateway %s: %d receipts quote an erased phone", gateway, len(erased))
             applied = await apply_receipts(conn, self.configs[gateway], storable, seen=seen)
         if self.tally is not None:
             for row in seen:

@@ -84,6 +84,31 @@ def digits_of(phone: str) -> str:
     return phone[3:] if phone.startswith("+86") else phone.lstrip("+")
 
 
+# A gateway reference that quotes its phone, as Alibaba's `BizId:<phone>` does (national digits
+# for a +86 phone, as digits_of writes them).
+_QUOTED = re.compile(r":(\d{5,15})$")
+
+
+def _quoted_phone(reference: str) -> str | None:
+    if (found := _QUOTED.search(reference)) is None:
+        return None
+    digits = found[1]
+    return f"+86{digits}" if len(digits) == 11 and digits.startswith("1") else f"+{digits}"
+
+
+async def quoting_erased(
+    conn: asyncpg.Connection, people: PeopleSettings, references: Iterable[str]
+) -> set[str]:
+    """The references among these that quote an erased phone. A receipt for one comes late: the
+    erasure rewrote its message's reference, so it matches nothing, and kept as unmatched it
+    would hold the phone again (until the unmatched are purged)."""
+    quoted = {r: phone for r in references if (phone := _quoted_phone(r)) is not None}
+    if not quoted:
+        return set()
+    erased = await erased_among(conn, people, set(quoted.values()))
+    return {r for r, phone in quoted.items() if phone in erased}
+
+
 def phone_hash(secret: str, phone: str) -> bytes:
     return hmac.digest(secret.encode(), phone.encode(), hashlib.sha256)
 

@@ -8,12 +8,17 @@ from typing import Any
 
 import asyncpg
 import httpx
+import msgspec
 import pytest
+from arq.connections import ArqRedis
 
+from hub.db import SingleConnectionDatabase
 from hub.delivery import repository as delivery_sql
+from hub.delivery.gateway import Receipt
+from hub.delivery.service import Recorder
 from hub.oplog import service as oplog
 from hub.people import service as people
-from hub.settings import PeopleSettings
+from hub.settings import GatewayConfig, PeopleSettings, Settings
 from tenants.scopes import Role
 from tenants.service import get_by_code
 from tests.factories import bearer
@@ -460,6 +465,33 @@ async def test_erasure_takes_the_phone_out_of_a_gateways_references(
         "SELECT count(*) FROM message_references WHERE strpos(reference, $1) > 0", NATIONAL
     )
     assert found == 0
+
+
+async def test_a_late_receipt_quoting_an_erased_phone_is_not_kept(
+    conn: asyncpg.Connection,
+    client: httpx.AsyncClient,
+    keys: Keys,
+    settings: Settings,
+    redis: ArqRedis,
+) -> None:
+    """Alibaba may report on a message after its phone was erased: the receipt matches nothing
+    (the erasure rewrote the message's reference), and kept as unmatched it would hold the phone
+    again. Another phone's receipt that matches nothing yet is kept, as always."""
+    erased = await client.post(
+        "/v1/people/erase", json={"phone": PHONE, "reason": "本人要求"}, headers=bearer(keys.root)
+    )
+    assert erased.status_code == 200, erased.text
+    aliyun = GatewayConfig(
+        name="aliyun", kind="aliyun", username="id", password="secret", secret="callback"
+    )
+    delivery = msgspec.structs.replace(settings.delivery, gateways=[aliyun])
+    recorder = Recorder(
+        SingleConnectionDatabase(conn), msgspec.structs.replace(settings, delivery=delivery), redis
+    )
+    late = [f"BIZ2:{NATIONAL}", f"BIZ2:{OTHER[3:]}", f"BIZ2:9{NATIONAL}"]
+    await recorder.receipts("aliyun", [Receipt(r, "delivered", "DELIVRD") for r in late])
+    kept = await conn.fetch("SELECT reference FROM unmatched_receipts ORDER BY reference")
+    assert [r["reference"] for r in kept] == [f"BIZ2:{OTHER[3:]}", f"BIZ2:9{NATIONAL}"]
 
 
 async def test_a_message_erased_while_it_is_being_sent_keeps_no_reference_to_the_phone(

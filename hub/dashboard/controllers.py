@@ -57,7 +57,6 @@ from hub.dashboard.schemas import (
 from hub.db import Database
 from hub.delivery import service as delivery
 from hub.errors import ApiError, Forbidden, Invalid, NotFound, RateLimited, outage
-from hub.limits import controllers as limit_middleware
 from hub.limits import service as limits
 from hub.messages.reasons import STATUS_WORDS, reason, reject_word
 from hub.oplog import service as oplog
@@ -243,8 +242,9 @@ class SessionMiddleware(AbstractAuthenticationMiddleware):
         scope = connection.scope
         method, route = str(scope.get("method", "")), str(scope.get("path_template", ""))
         if (method, route) in limits.COSTS:  # a heavy write, charged before its body is read
-            length = limit_middleware.declared(connection.headers, scope)
-            await limits.charge(state.limiter, db, state.redis, who, method, route, length)
+            biggest = connection.route_handler.resolve_request_max_body_size()
+            length = limits.body_length(connection.headers, biggest)
+            await state.limiter.charge(db, state.redis, who, method, route, length)
         return AuthenticationResult(user=who, auth=signed)
 
 

@@ -22,21 +22,13 @@ from litestar.types import ASGIApp, Receive, Scope, Send
 from hub.errors import error_responses
 from hub.limits import service
 from hub.limits.schemas import RateLimitsSetting, RateLimitsView
+from hub.limits.service import Limiter
 from hub.oplog import service as oplog
 from tenants import service as tenants
 from tenants.auth import require
 from tenants.controllers import AuthedRequest, Code, Conn
 from tenants.scopes import Scope as KeyScope
 from tenants.service import Principal
-
-
-def declared(headers: Headers, scope: Scope) -> int:
-    """The request's body size to charge, from its head (service.body_length)."""
-    return service.body_length(
-        headers.get("content-length"),
-        "transfer-encoding" in headers,
-        scope["route_handler"].resolve_request_max_body_size(),  # type: ignore[union-attr]
-    )
 
 
 class RateLimitMiddleware(ASGIMiddleware):
@@ -55,11 +47,11 @@ class RateLimitMiddleware(ASGIMiddleware):
             await next_app(scope, receive, send)
             return
         state: State = scope["litestar_app"].state
+        limiter: Limiter = state.limiter
         method, route = str(scope.get("method", "GET")), str(scope.get("path_template", ""))
-        length = declared(Headers.from_scope(scope), scope)
-        decision = await service.charge(
-            state.limiter, state.db, state.redis, who, method, route, length
-        )
+        biggest = scope["route_handler"].resolve_request_max_body_size()  # type: ignore[union-attr]
+        length = service.body_length(Headers.from_scope(scope), biggest)
+        decision = await limiter.charge(state.db, state.redis, who, method, route, length)
         extra = [(k.lower().encode(), v.encode()) for k, v in decision.headers().items()]
 
         async def send_with_headers(message: dict) -> None:  # type: ignore[type-arg]

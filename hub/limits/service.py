@@ -32,7 +32,7 @@ import asyncio
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import asyncpg
@@ -160,14 +160,15 @@ async def clear_limits(conn: asyncpg.Connection, tenant: TenantRow) -> None:
     await conn.execute(sql.CLEAR_OVERRIDE, tenant.id)
 
 
-def body_length(content_length: str | None, chunked: bool, route_max: int | None) -> int:
-    """The body's size as the limiter charges it, before a byte is read: as announced, or for a
-    body of unannounced length (chunked) the most its route accepts (else a 20 MB preview sent
-    chunked cost 20 units instead of 300, and one person held 24 at once)."""
-    digits = content_length or ""
+def body_length(headers: Mapping[str, str], route_max: int | None) -> int:
+    """A request's body size as the limiter charges it, from its (lower-case) headers before a
+    byte is read: as announced, or for a body of unannounced length (chunked) the most its route
+    accepts (else a 20 MB preview sent chunked cost 20 units instead of 340, and one person held
+    24 at once)."""
+    digits = headers.get("content-length") or ""
     if digits.isascii() and digits.isdigit():
         return int(digits)
-    return (route_max or 0) if chunked else 0
+    return (route_max or 0) if "transfer-encoding" in headers else 0
 
 
 def cost_of(method: str, route: str, length: int) -> int:
@@ -176,21 +177,8 @@ def cost_of(method: str, route: str, length: int) -> int:
     return base + length // BODY_UNIT
 
 
-async def charge(
-    limiter: Limiter,
-    db: Database,
-    redis: Redis,
-    who: Principal,
-    method: str,
-    route: str,
-    length: int,
-) -> Decision:
-    """Take what a request (its body `length` bytes, `body_length`) costs from its caller's and
-    its tenant's buckets; RateLimited (nothing taken) when either is short, worded for a person
-    when one signed in."""
-    decision = await limiter.check(db, redis, who, cost_of(method, route, length))
-    if decision.allowed:
-        return decision
+def _refusal(decision: Decision, who: Principal) -> RateLimited:
+    """The 429 of a refused request, worded for a person when one signed in."""
     wait = int(decision.headers()["Retry-After"])
     rate, burst = decision.limit.rate, decision.limit.burst
     if who.user_id is not None:  # a person, in the console
@@ -205,7 +193,7 @@ async def charge(
             f"too many requests for {whose}: {rate:g} units a second, bursts of {burst:g}; "
             f"retry in {wait} s"
         )
-    raise RateLimited(detail, headers=decision.headers(), limit=decision.bucket, retry_after=wait)
+    return RateLimited(detail, headers=decision.headers(), limit=decision.bucket, retry_after=wait)
 
 
 class Limiter:
@@ -264,6 +252,16 @@ class Limiter:
                 )
             self._redis_down_until = self._clock() + self._settings.fallback_seconds
             return None
+
+    async def charge(
+        self, db: Database, redis: Redis, who: Principal, method: str, route: str, length: int
+    ) -> Decision:
+        """Take what a request (its body `length` bytes: `body_length`) costs from its caller's
+        and its tenant's buckets; RateLimited (nothing taken) when either is short."""
+        decision = await self.check(db, redis, who, cost_of(method, route, length))
+        if not decision.allowed:
+            raise _refusal(decision, who)
+        return decision
 
     async def check(self, db: Database, redis: Redis, who: Principal, cost: float) -> Decision:
         """Take `cost` units from the caller's (its key's, or a signed-in person's) and the

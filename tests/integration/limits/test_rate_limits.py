@@ -137,10 +137,10 @@ def test_costs_by_route_and_body() -> None:
     assert cost_of("POST", "/v1/messages", 100) == 5
     assert cost_of("POST", "/v1/messages", 14_000_000) == 5 + 213
     assert cost_of("POST", "/v1/contacts/import", 0) == 20
-    assert body_length("14000000", chunked=False, route_max=40 << 20) == 14_000_000
-    assert body_length("garbage", chunked=False, route_max=40 << 20) == 0
-    assert body_length(None, chunked=False, route_max=40 << 20) == 0  # no body at all
-    assert body_length(None, chunked=True, route_max=40 << 20) == 40 << 20  # its most
+    assert body_length({"content-length": "14000000"}, 40 << 20) == 14_000_000
+    assert body_length({"content-length": "garbage"}, 40 << 20) == 0
+    assert body_length({}, 40 << 20) == 0  # no body at all
+    assert body_length({"transfer-encoding": "chunked"}, 40 << 20) == 40 << 20  # its most
 
 
 async def test_a_body_of_unannounced_length_is_charged_as_the_largest_its_route_takes(

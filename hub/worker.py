@@ -185,7 +185,11 @@ def build_worker(
     settings: Settings, *, burst: bool = False, handle_signals: bool = True, crons: bool = True
 ) -> Worker:
     """The hub's arq worker. `crons=False` leaves the periodic jobs out: a test's burst run
-    then does only what was queued, whatever second of the minute it runs in."""
+    then does only what was queued, whatever second of the minute it runs in.
+
+    Built inside the loop that runs it: arq's Worker takes the current loop when it is made,
+    and outside a running one it makes a loop of its own that nobody closes."""
+    asyncio.get_running_loop()  # RuntimeError here, not an unclosed loop found by a later GC
     db_dsn, redis_dsn = settings.db.dsn, settings.redis.dsn
     if not db_dsn or not redis_dsn:
         raise RuntimeError("the worker needs HUB_DB__DSN and HUB_REDIS__DSN (hub up sets both)")

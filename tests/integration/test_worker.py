@@ -7,6 +7,7 @@ from datetime import date
 
 import asyncpg
 import msgspec
+import pytest
 from arq.connections import ArqRedis
 from arq.constants import in_progress_key_prefix
 
@@ -81,7 +82,7 @@ async def test_worker_expires_overdue_reservations(
     assert reserved == 10
 
 
-def test_each_worker_gets_the_periodic_jobs_of_its_own(settings: Settings) -> None:
+async def test_each_worker_gets_the_periodic_jobs_of_its_own(settings: Settings) -> None:
     live = msgspec.structs.replace(
         settings, db=msgspec.structs.replace(settings.db, dsn="postgresql://unused/db")
     )
@@ -92,7 +93,19 @@ def test_each_worker_gets_the_periodic_jobs_of_its_own(settings: Settings) -> No
     assert build_worker(live, crons=False).cron_jobs == []
 
 
-def test_a_killed_workers_job_is_free_again_once_its_lease_ran_out(settings: Settings) -> None:
+def test_a_worker_is_built_only_inside_the_loop_that_runs_it(settings: Settings) -> None:
+    """Outside a running loop arq's Worker would make one of its own and never close it (its
+    ResourceWarning then failed whichever test the garbage collector happened to run in)."""
+    live = msgspec.structs.replace(
+        settings, db=msgspec.structs.replace(settings.db, dsn="postgresql://unused/db")
+    )
+    with pytest.raises(RuntimeError, match="no running event loop"):
+        build_worker(live)
+
+
+async def test_a_killed_workers_job_is_free_again_once_its_lease_ran_out(
+    settings: Settings,
+) -> None:
     """arq would keep a started job from starting again for its longest job timeout (the
     retention run's six hours): a batch whose worker was killed would wait that long."""
     live = msgspec.structs.replace(

@@ -134,8 +134,8 @@ class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     tenant_burst: Burst = 600.0
     # How soon every API process sees an operator's override (each reloads them this often).
     refresh_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
-    # Redis not answering within this long counts as down: the process then limits on its own
-    # for `fallback_seconds` before it asks Redis again.
+    # Redis not answering within this long twice running counts as down: the process then
+    # limits on its own for `fallback_seconds` before it asks Redis again.
     redis_timeout_seconds: Annotated[float, msgspec.Meta(gt=0)] = 1.0
     fallback_seconds: Annotated[float, msgspec.Meta(gt=0)] = 5.0
 

@@ -239,9 +239,18 @@ class Limiter:
         """From Redis; None while it is unreachable (then this process limits on its own)."""
         if self._clock() < self._redis_down_until:
             return None
+        buckets = self._buckets(redis)
         try:
-            async with asyncio.timeout(self._settings.redis_timeout_seconds):
-                return await self._buckets(redis).take(keys, shapes, cost, debt=False)
+            try:
+                async with asyncio.timeout(self._settings.redis_timeout_seconds):
+                    return await buckets.take(keys, shapes, cost, debt=False)
+            except TimeoutError:
+                # One late answer is not a Redis gone: a loop stalled past the deadline (a
+                # flood's large bodies parsed) times out a call whose answer had come. Falling
+                # back then would hand the flood the local buckets' burst; the second try may
+                # charge twice instead, which only a stalled moment's requests pay.
+                async with asyncio.timeout(self._settings.redis_timeout_seconds):
+                    return await buckets.take(keys, shapes, cost, debt=False)
         except (RedisError, OSError, TimeoutError) as exc:
             if self._clock() >= self._redis_down_until:  # once, not by every request in flight
                 log.warning(

@@ -306,6 +306,32 @@ async def test_without_redis_each_process_limits_on_its_own(
         assert "Retry-After" in refused.headers
 
 
+async def test_one_late_answer_from_redis_does_not_hand_out_the_local_burst(
+    conn: asyncpg.Connection, settings: Settings, tree: None
+) -> None:
+    """A loop stalled past the deadline (or a Redis slow for a moment) times out one call.
+    Falling back on it gave each process's full local bucket on top of the shared one: a
+    flood that stalls the loop bought itself a burst. Here Redis holds its writes for 1.2 s
+    (CLIENT PAUSE WRITE): the call times out once, the limiter asks again, and the shared
+    bucket still decides."""
+    with tempfile.TemporaryDirectory(prefix="hub-test-paused-") as tmp:
+        server = start_valkey(Path(tmp))
+        redis = await queue.connect(f"redis://127.0.0.1:{server.port}/0")
+        try:
+            key = await make_key(conn, "510104")
+            app = app_on(tight_settings(settings), conn, redis)
+            async with client_of(app) as client:
+                assert await statuses(client, key, 1) == [200]  # 3 of the key's 4 left
+                await redis.execute_command("CLIENT", "PAUSE", "1200", "WRITE")  # type: ignore[no-untyped-call]
+                # Falling back, the process's own bucket of 4 would let all five through.
+                seen = await statuses(client, key, 5)
+            assert seen.count(200) <= 3, seen
+            assert seen[-1] == 429, seen
+        finally:
+            await redis.aclose()
+            server.stop()
+
+
 async def test_without_redis_the_processes_split_the_rate(
     conn: asyncpg.Connection, settings: Settings, tree: None
 ) -> None:

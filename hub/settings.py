@@ -117,13 +117,14 @@ Burst = Annotated[float, msgspec.Meta(ge=1, le=1e9)]
 
 
 class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Request-rate limits (hub.limits): token buckets per API key and per tenant, in units.
+    """Request-rate limits (hub.limits): token buckets per API key, per tenant and per
+    division, in units.
 
     A read costs 1 unit, another write 2, a send 5, a roster import 20, a statement export 5;
     every request also costs 1 unit per 64 KiB of body (never more than a full bucket). The
     console's heavy writes (roster previews, a send) cost the same, from the signed-in person's
-    bucket (the key's shape) and the tenant's. The operator may override them per tenant
-    (PUT /v1/tenants/{code}/rate-limits, `hub limits`).
+    bucket (the key's shape), the tenant's and the division's. The operator may override them
+    per tenant (PUT /v1/tenants/{code}/rate-limits, `hub limits`).
     """
 
     # Units a second each key gains, and the most it may hold (a burst).
@@ -132,6 +133,11 @@ class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The same for all of a tenant's keys together.
     tenant_rate: Rate = 40.0
     tenant_burst: Burst = 600.0
+    # The same for a division (province, prefecture or county) and every unit below it that no
+    # nearer division holds, together: a county does not multiply its limits by creating
+    # units. Never below the division's own tenant limits (an override lifting it lifts this).
+    division_rate: Rate = 200.0
+    division_burst: Burst = 3000.0
     # How soon every API process sees an operator's override (each reloads them this often).
     refresh_seconds: Annotated[float, msgspec.Meta(gt=0)] = 10.0
     # Redis not answering within this long twice running counts as down: the process then

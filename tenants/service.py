@@ -241,8 +241,16 @@ def check_unit_code(parent: TenantRow, code: str) -> None:
 
 def division_path(tenant: TenantRow) -> str:
     """The path of the division (province, prefecture or county) `tenant` is, or lies in."""
-    codes = tenant.path.split("/")[:-1]
-    return "".join(f"{code}/" for code in codes if len(code) <= DIVISION_DIGITS)
+    return _division_path(tenant.path)
+
+
+def division_code(path: str) -> str:
+    """The code of the division a tenant of this path is, or lies in."""
+    return _division_path(path).split("/")[-2]
+
+
+def _division_path(path: str) -> str:
+    return "".join(f"{code}/" for code in path.split("/")[:-1] if len(code) <= DIVISION_DIGITS)
 
 
 async def create_child(

@@ -19,8 +19,11 @@ class OverrideRow(msgspec.Struct, frozen=True):
 
 _COLUMNS = "tenant_id, key_rate, key_burst, tenant_rate, tenant_burst, updated_by, updated_at"
 
-# Every override: what each API process keeps in memory.
-ALL_OVERRIDES = f"SELECT {_COLUMNS} FROM rate_limits"
+# Every override with its tenant's code: what each API process keeps in memory.
+ALL_OVERRIDES = f"""
+SELECT {", ".join(f"r.{c}" for c in _COLUMNS.split(", "))}, t.code
+FROM rate_limits r JOIN tenants t ON t.id = r.tenant_id
+"""
 
 # One tenant's override.
 OVERRIDE = f"SELECT {_COLUMNS} FROM rate_limits WHERE tenant_id = $1"

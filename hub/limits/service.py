@@ -1,9 +1,11 @@
-"""Request-rate limits per API key and per tenant, and the operator's overrides.
+"""Request-rate limits per API key, per tenant and per division, and the operator's overrides.
 
-Every request an API key makes costs units (`cost_of`) taken from two token buckets at once: its
-key's and its tenant's (all the tenant's keys together), both held in Redis and so shared by every
-API process (hub.buckets). Either bucket short → 429 with how long to wait, and nothing is taken
-from the other. What a request costs:
+Every request an API key makes costs units (`cost_of`) taken from three token buckets at once:
+its key's, its tenant's (all the tenant's keys together) and its division's (the province,
+prefecture or county the tenant is or lies in, with every unit below it that no nearer division
+holds: else a county multiplied its limits by creating units, up to 2,000 of them). All three are
+held in Redis and so shared by every API process (hub.buckets). Any bucket short → 429 with how
+long to wait, and nothing is taken from the others. What a request costs:
 - a read (GET) 1; any other write 2;
 - a send (POST /v1/messages) 5, a roster import 20, a statement export 5: they cost the hub more;
 - and 1 more per 64 KiB of declared body (a million-recipient send, ~14 MB, costs 5 + 213; a
@@ -12,9 +14,10 @@ from the other. What a request costs:
 
 The console's heavy writes (its roster previews and their confirmation, its send) are charged
 the same way by its sign-in check, before their body is read, to the signed-in person's bucket
-(a key's shape) and the tenant's: 50 parallel 20 MB previews by one person once took a process
-from 1.1 to 3.6 GB and another county's request to 27 s. Its other forms (an SMS code, ending a
-session) are not: a unit's keys at their limit must not keep a person from securing an account.
+(a key's shape), the tenant's and the division's: 50 parallel 20 MB previews by one person once
+took a process from 1.1 to 3.6 GB and another county's request to 27 s. Its other forms (an SMS
+code, ending a session) are not: a unit's keys at their limit must not keep a person from
+securing an account.
 
 When Redis does not answer, each process limits on its own with the same buckets in memory, its
 share of the rate (rate / HUB_HTTP__WORKERS), for HUB_LIMITS__FALLBACK_SECONDS before asking
@@ -49,7 +52,7 @@ from hub.limits.schemas import RateLimitsSetting, RateLimitsView
 from hub.settings import LimitsSettings
 from tenants.auth import READS
 from tenants.repository import TenantRow
-from tenants.service import ROOT_CODE, Principal
+from tenants.service import ROOT_CODE, Principal, division_code
 
 log = logging.getLogger(__name__)
 
@@ -75,12 +78,16 @@ class Limits(msgspec.Struct, frozen=True):
     tenant: Limit
 
 
+Bucket = Literal["key", "tenant", "division"]
+BUCKETS: tuple[Bucket, ...] = ("key", "tenant", "division")
+
+
 class Decision(msgspec.Struct, frozen=True):
     allowed: bool
     # Refused: seconds until the request would be let through.
     retry_after: float
-    # The bucket nearer to empty (refused: the one that refused), its shape and whole units left.
-    bucket: Literal["key", "tenant"]
+    # The bucket nearest to empty (refused: the one that refused), its shape and whole units left.
+    bucket: Bucket
     limit: Limit
     left: int
     # False while Redis is unreachable and this process limits on its own.
@@ -182,13 +189,19 @@ def _refusal(decision: Decision, who: Principal) -> RateLimited:
     wait = int(decision.headers()["Retry-After"])
     rate, burst = decision.limit.rate, decision.limit.burst
     if who.user_id is not None:  # a person, in the console
-        whose = "您的账号" if decision.bucket == "key" else "本单位"
+        whose = {"key": "您的账号", "tenant": "本单位", "division": "本辖区及其下属单位"}[
+            decision.bucket
+        ]
         detail = (
             f"操作过于频繁：{whose}每秒可用 {rate:g} 个单位，最多累积 {burst:g} 个；"
             f"请 {wait} 秒后再试"
         )
     else:
-        whose = "this API key" if decision.bucket == "key" else "this tenant's keys together"
+        whose = {
+            "key": "this API key",
+            "tenant": "this tenant's keys together",
+            "division": "this division and its units together",
+        }[decision.bucket]
         detail = (
             f"too many requests for {whose}: {rate:g} units a second, bursts of {burst:g}; "
             f"retry in {wait} s"
@@ -209,7 +222,7 @@ class Limiter:
         self._processes = processes
         self._clock = clock
         self._local = LocalBuckets(clock)
-        self._overrides: dict[int, Limits] = {}
+        self._overrides: dict[str, Limits] = {}  # by tenant code
         self._loaded_at: float | None = None
         self._redis_down_until = -math.inf
         self._shared: tuple[Redis, Buckets] | None = None
@@ -218,15 +231,31 @@ class Limiter:
         """Reload the overrides on the next request (this process just changed one)."""
         self._loaded_at = None
 
-    async def _limits(self, db: Database, tenant_id: int) -> Limits:
+    async def _limits(self, db: Database, who: Principal) -> list[tuple[str, Limit]]:
+        """The buckets a caller's request takes from: Redis key and shape of its key's (or
+        signed-in person's), its tenant's and its division's. A division's bucket is never
+        smaller than the division's own tenant bucket, so an override that lifts a county
+        lifts what its units share too."""
         now = self._clock()
         if self._loaded_at is None or now - self._loaded_at >= self._settings.refresh_seconds:
             async with db.acquire() as conn:
                 records = await conn.fetch(sql.ALL_OVERRIDES)
-            rows = [msgspec.convert(dict(r.items()), OverrideRow) for r in records]
-            self._overrides = {row.tenant_id: in_force(self._settings, row) for row in rows}
+            self._overrides = {r["code"]: in_force(self._settings, _override(r)) for r in records}
             self._loaded_at = now
-        return self._overrides.get(tenant_id) or in_force(self._settings, None)
+        defaults = in_force(self._settings, None)
+        own = self._overrides.get(who.tenant_code, defaults)
+        division = division_code(who.tenant_path)
+        floor = self._overrides.get(division, defaults).tenant
+        shared = Limit(
+            rate=max(self._settings.division_rate, floor.rate),
+            burst=max(self._settings.division_burst, floor.burst),
+        )
+        caller = f"key:{who.key_prefix}" if who.user_id is None else f"user:{who.user_id}"
+        return [
+            (f"hub:limit:{caller}", own.key),
+            (f"hub:limit:tenant:{who.tenant_id}", own.tenant),
+            (f"hub:limit:division:{division}", shared),
+        ]
 
     def _buckets(self, redis: Redis) -> Buckets:
         if self._shared is None or self._shared[0] is not redis:
@@ -273,12 +302,10 @@ class Limiter:
         return decision
 
     async def check(self, db: Database, redis: Redis, who: Principal, cost: float) -> Decision:
-        """Take `cost` units from the caller's (its key's, or a signed-in person's) and the
-        tenant's buckets, or refuse (nothing taken)."""
-        limits = await self._limits(db, who.tenant_id)
-        caller = f"key:{who.key_prefix}" if who.user_id is None else f"user:{who.user_id}"
-        keys = [f"hub:limit:{caller}", f"hub:limit:tenant:{who.tenant_id}"]
-        shapes = [limits.key, limits.tenant]
+        """Take `cost` units from the caller's (its key's, or a signed-in person's), the
+        tenant's and the division's buckets, or refuse (nothing taken)."""
+        buckets = await self._limits(db, who)
+        keys, shapes = [key for key, _ in buckets], [shape for _, shape in buckets]
         taken = await self._take_shared(redis, keys, shapes, min(cost, *(s.burst for s in shapes)))
         shared = taken is not None
         if taken is None:
@@ -287,11 +314,11 @@ class Limiter:
             shapes = [Limit(rate=s.rate / n, burst=max(1.0, s.burst / n)) for s in shapes]
             taken = self._local.take(keys, shapes, min(cost, *(s.burst for s in shapes)))
         allowed = taken.wait_seconds == 0
-        which = taken.shortest if not allowed else min((0, 1), key=lambda i: taken.left[i])
+        which = taken.shortest if not allowed else min(range(len(keys)), key=taken.left.__getitem__)
         return Decision(
             allowed=allowed,
             retry_after=taken.wait_seconds,
-            bucket="key" if which == 0 else "tenant",
+            bucket=BUCKETS[which],
             limit=shapes[which],
             left=taken.left[which],
             shared=shared,

@@ -20,10 +20,13 @@ from hub import queue
 from hub.app import create_app
 from hub.db import SingleConnectionDatabase
 from hub.embedded import start_valkey
+from hub.limits import service as limits
+from hub.limits.schemas import RateLimitsSetting
 from hub.limits.service import COSTS, body_length, cost_of
 from hub.settings import Settings, load_settings
+from tenants import service
 from tenants.scopes import Role
-from tests.factories import asgi_scope, bearer, grant, make_key, make_small_tree
+from tests.factories import asgi_scope, bearer, grant, make_key, make_small_tree, make_tenant
 from tests.integration.users.conftest import SAME_ORIGIN, make_user, signed_in
 
 TIGHT = {
@@ -114,6 +117,48 @@ async def test_a_flooding_county_does_not_block_another(
     assert await statuses(tight, other, 4) == [200] * 4
     province = await make_key(conn, "510000")
     assert await statuses(tight, province, 4) == [200] * 4
+
+
+async def test_a_countys_units_share_its_division_bucket(
+    conn: asyncpg.Connection, settings: Settings, redis: ArqRedis, tree: None
+) -> None:
+    """A county may create up to 2,000 units, each with a tenant bucket of its own: without a
+    bucket per division it multiplied its limits by creating units. The county and its units
+    share one (here 6 units, the county's own tenant burst); other divisions have their own."""
+    await make_tenant(conn, "510104002", "督院街街道", parent="510104")
+    first, second = await make_key(conn, "510104001"), await make_key(conn, "510104002")
+    county, neighbour, city = [await make_key(conn, c) for c in ("510104", "510105", "510100")]
+    division = {"HUB_LIMITS__DIVISION_RATE": "0.01", "HUB_LIMITS__DIVISION_BURST": "1"}
+    app = app_on(tight_settings(settings, **division), conn, redis)
+    async with client_of(app) as client:
+        assert await statuses(client, first, 5) == [200, 200, 200, 200, 429]  # its key's 4
+        assert await statuses(client, second, 3) == [200, 200, 429]  # the division's last 2
+        refused = await client.get("/v1/me", headers=bearer(second))
+        assert refused.json()["limit"] == "division"
+        assert "Retry-After" in refused.headers
+        assert await statuses(client, county, 1) == [429]
+        # Its neighbour county and the prefecture above it are divisions of their own.
+        assert await statuses(client, neighbour, 1) == [200]
+        assert await statuses(client, city, 1) == [200]
+
+
+async def test_an_override_lifting_a_county_lifts_what_its_units_share(
+    conn: asyncpg.Connection, settings: Settings, redis: ArqRedis, tree: None
+) -> None:
+    """The operator lifts a county (PUT /v1/tenants/510104/rate-limits): its units, sharing
+    its division's bucket, are not held at the hub's default for a division."""
+    await make_tenant(conn, "510104002", "督院街街道", parent="510104")
+    first, second = await make_key(conn, "510104001"), await make_key(conn, "510104002")
+    county = await service.get_by_code(conn, "510104")
+    assert county is not None
+    lifted = RateLimitsSetting(tenant_burst=20)
+    await limits.set_limits(conn, county, lifted, "test", settings.limits)
+    # A division's bucket is never below its own tenant's: 20 here, not the default's 1.
+    division = {"HUB_LIMITS__DIVISION_RATE": "0.01", "HUB_LIMITS__DIVISION_BURST": "1"}
+    async with client_of(app_on(tight_settings(settings, **division), conn, redis)) as client:
+        assert await statuses(client, first, 5) == [200, 200, 200, 200, 429]
+        assert await statuses(client, second, 5) == [200, 200, 200, 200, 429]  # its key's 4
+        assert (await client.get("/v1/me", headers=bearer(second))).json()["limit"] == "key"
 
 
 async def test_a_send_costs_more_than_a_read(

@@ -133,9 +133,10 @@ class LimitsSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # The same for all of a tenant's keys together.
     tenant_rate: Rate = 40.0
     tenant_burst: Burst = 600.0
-    # The same for a division (province, prefecture or county) and every unit below it that no
-    # nearer division holds, together: a county does not multiply its limits by creating
-    # units. Never below the division's own tenant limits (an override lifting it lifts this).
+    # The same for all the units of a division (province, prefecture or county) together, its
+    # units' units included: a county does not multiply its limits by creating units. The
+    # division itself is not charged to it. Never below the division's own tenant limits (an
+    # override lifting a county lifts this); a unit's own override does not lift it.
     division_rate: Rate = 200.0
     division_burst: Burst = 3000.0
     # How soon every API process sees an operator's override (each reloads them this often).

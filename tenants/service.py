@@ -245,8 +245,10 @@ def division_path(tenant: TenantRow) -> str:
 
 
 def division_code(path: str) -> str:
-    """The code of the division a tenant of this path is, or lies in."""
-    return _division_path(path).split("/")[-2]
+    """The code of the division a tenant of this path is, or lies in (the root's for a path
+    with none, which no tenant has)."""
+    codes = _division_path(path).split("/")[:-1]
+    return codes[-1] if codes else ROOT_CODE
 
 
 def _division_path(path: str) -> str:

@@ -1,1 +1,2 @@
-"""Limits that keep one tenant from starving the rest: request-rate buckets per key and tenant."""
+"""Limits that keep one tenant from starving the rest: request-rate buckets per key, tenant and
+division."""

@@ -32,7 +32,8 @@ from tenants.service import Principal
 
 
 class RateLimitMiddleware(ASGIMiddleware):
-    """Runs after the key middleware: charges the calling key and tenant, or answers 429."""
+    """Runs after the key middleware: charges the calling key, tenant and division, or answers
+    429."""
 
     scopes = (ScopeType.HTTP,)
 

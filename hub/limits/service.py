@@ -1,10 +1,11 @@
 """Request-rate limits per API key, per tenant and per division, and the operator's overrides.
 
-Every request an API key makes costs units (`cost_of`) taken from three token buckets at once:
-its key's, its tenant's (all the tenant's keys together) and its division's (the province,
-prefecture or county the tenant is or lies in, with every unit below it that no nearer division
-holds: else a county multiplied its limits by creating units, up to 2,000 of them). All three are
-held in Redis and so shared by every API process (hub.buckets). Any bucket short → 429 with how
+Every request an API key makes costs units (`cost_of`) taken from token buckets at once: its
+key's, its tenant's (all the tenant's keys together) and, for a unit, its division's (all the
+units of the province, prefecture or county they lie in, down to units' units: else a county
+multiplied its limits by creating units, up to 2,000 of them; the division itself is not charged
+to it, so its units cannot shut it out). All are held in Redis and so shared by every API
+process (hub.buckets). Any bucket short → 429 with how
 long to wait, and nothing is taken from the others. What a request costs:
 - a read (GET) 1; any other write 2;
 - a send (POST /v1/messages) 5, a roster import 20, a statement export 5: they cost the hub more;
@@ -189,7 +190,7 @@ def _refusal(decision: Decision, who: Principal) -> RateLimited:
     wait = int(decision.headers()["Retry-After"])
     rate, burst = decision.limit.rate, decision.limit.burst
     if who.user_id is not None:  # a person, in the console
-        whose = {"key": "您的账号", "tenant": "本单位", "division": "本辖区及其下属单位"}[
+        whose = {"key": "您的账号", "tenant": "本单位", "division": "所属辖区各单位合计"}[
             decision.bucket
         ]
         detail = (
@@ -200,7 +201,7 @@ def _refusal(decision: Decision, who: Principal) -> RateLimited:
         whose = {
             "key": "this API key",
             "tenant": "this tenant's keys together",
-            "division": "this division and its units together",
+            "division": "the units of this division together",
         }[decision.bucket]
         detail = (
             f"too many requests for {whose}: {rate:g} units a second, bursts of {burst:g}; "
@@ -233,9 +234,10 @@ class Limiter:
 
     async def _limits(self, db: Database, who: Principal) -> list[tuple[str, Limit]]:
         """The buckets a caller's request takes from: Redis key and shape of its key's (or
-        signed-in person's), its tenant's and its division's. A division's bucket is never
-        smaller than the division's own tenant bucket, so an override that lifts a county
-        lifts what its units share too."""
+        signed-in person's), its tenant's and, for a unit, its division's (all the division's
+        units together; the division itself is not charged to it, so its units cannot shut it
+        out). A division's bucket is never smaller than the division's own tenant bucket, so an
+        override that lifts a county lifts what its units share too."""
         now = self._clock()
         if self._loaded_at is None or now - self._loaded_at >= self._settings.refresh_seconds:
             async with db.acquire() as conn:
@@ -251,11 +253,13 @@ class Limiter:
             burst=max(self._settings.division_burst, floor.burst),
         )
         caller = f"key:{who.key_prefix}" if who.user_id is None else f"user:{who.user_id}"
-        return [
+        buckets = [
             (f"hub:limit:{caller}", own.key),
             (f"hub:limit:tenant:{who.tenant_id}", own.tenant),
-            (f"hub:limit:division:{division}", shared),
         ]
+        if division != who.tenant_code:
+            buckets.append((f"hub:limit:division:{division}", shared))
+        return buckets
 
     def _buckets(self, redis: Redis) -> Buckets:
         if self._shared is None or self._shared[0] is not redis:
@@ -294,8 +298,8 @@ class Limiter:
     async def charge(
         self, db: Database, redis: Redis, who: Principal, method: str, route: str, length: int
     ) -> Decision:
-        """Take what a request (its body `length` bytes: `body_length`) costs from its caller's
-        and its tenant's buckets; RateLimited (nothing taken) when either is short."""
+        """Take what a request (its body `length` bytes: `body_length`) costs from its buckets
+        (`check`); RateLimited (nothing taken) when any is short."""
         decision = await self.check(db, redis, who, cost_of(method, route, length))
         if not decision.allowed:
             raise _refusal(decision, who)
@@ -303,7 +307,7 @@ class Limiter:
 
     async def check(self, db: Database, redis: Redis, who: Principal, cost: float) -> Decision:
         """Take `cost` units from the caller's (its key's, or a signed-in person's), the
-        tenant's and the division's buckets, or refuse (nothing taken)."""
+        tenant's and (a unit) the division's buckets, or refuse (nothing taken)."""
         buckets = await self._limits(db, who)
         keys, shapes = [key for key, _ in buckets], [shape for _, shape in buckets]
         taken = await self._take_shared(redis, keys, shapes, min(cost, *(s.burst for s in shapes)))

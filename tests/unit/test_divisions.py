@@ -5,6 +5,7 @@ from collections import Counter
 import pytest
 
 from tenants.divisions import divisions, org_department, province_codes
+from tenants.service import division_code
 
 
 def test_all_counts_match_gb_t_2260_as_of_nov_2025() -> None:
@@ -64,3 +65,21 @@ def test_one_province() -> None:
 )
 def test_signature_is_the_organization_department(name: str, department: str) -> None:
     assert org_department(name) == department
+
+
+@pytest.mark.parametrize(
+    ("path", "division"),
+    [
+        ("000000/", "000000"),  # the root is a division of its own
+        ("000000/510000/", "510000"),
+        ("000000/510000/510100/510104/", "510104"),
+        ("000000/510000/510100/510104/510104001/", "510104"),
+        ("000000/510000/510100/510104/510104001/510104001001/", "510104"),  # a unit's unit
+        ("000000/510000/510000001/", "510000"),  # a unit right under a province
+        ("000000/000000001/", "000000"),  # the operator's own unit
+        ("", "000000"),  # no tenant has it: the root's, not an IndexError
+    ],
+)
+def test_the_division_a_tenant_is_or_lies_in(path: str, division: str) -> None:
+    """The request limiter charges a unit's requests to this division's bucket."""
+    assert division_code(path) == division

@@ -122,22 +122,30 @@ async def test_a_flooding_county_does_not_block_another(
 async def test_a_countys_units_share_its_division_bucket(
     conn: asyncpg.Connection, settings: Settings, redis: ArqRedis, tree: None
 ) -> None:
-    """A county may create up to 2,000 units, each with a tenant bucket of its own: without a
-    bucket per division it multiplied its limits by creating units. The county and its units
-    share one (here 6 units, the county's own tenant burst); other divisions have their own."""
+    """A county may create up to 2,000 units (and they units of their own), each with a tenant
+    bucket of its own: without a bucket per division it multiplied its limits by creating
+    units. Its units, their units included, share one (here 6 units, the county's own tenant
+    burst). The county itself is not charged to it, so its units cannot shut it out; other
+    divisions have their own."""
     await make_tenant(conn, "510104002", "督院街街道", parent="510104")
-    first, second = await make_key(conn, "510104001"), await make_key(conn, "510104002")
+    await make_tenant(conn, "510104002001", "督院街社区", parent="510104002")
+    first, second, third = [
+        await make_key(conn, c) for c in ("510104001", "510104002", "510104002001")
+    ]
     county, neighbour, city = [await make_key(conn, c) for c in ("510104", "510105", "510100")]
     division = {"HUB_LIMITS__DIVISION_RATE": "0.01", "HUB_LIMITS__DIVISION_BURST": "1"}
     app = app_on(tight_settings(settings, **division), conn, redis)
     async with client_of(app) as client:
         assert await statuses(client, first, 5) == [200, 200, 200, 200, 429]  # its key's 4
-        assert await statuses(client, second, 3) == [200, 200, 429]  # the division's last 2
-        refused = await client.get("/v1/me", headers=bearer(second))
-        assert refused.json()["limit"] == "division"
-        assert "Retry-After" in refused.headers
-        assert await statuses(client, county, 1) == [429]
-        # Its neighbour county and the prefecture above it are divisions of their own.
+        assert await statuses(client, second, 1) == [200]
+        assert await statuses(client, third, 2) == [200, 429]  # the division's last one
+        for key in (second, third):
+            refused = await client.get("/v1/me", headers=bearer(key))
+            assert refused.status_code == 429
+            assert refused.json()["limit"] == "division"
+            assert "Retry-After" in refused.headers
+        # The county, its neighbour county and the prefecture above it: their own buckets.
+        assert await statuses(client, county, 4) == [200, 200, 200, 200]
         assert await statuses(client, neighbour, 1) == [200]
         assert await statuses(client, city, 1) == [200]
 

@@ -5,8 +5,8 @@ key's, its tenant's (all the tenant's keys together) and, for a unit, its divisi
 units of the province, prefecture or county they lie in, down to units' units: else a county
 multiplied its limits by creating units, up to 2,000 of them; the division itself is not charged
 to it, so its units cannot shut it out). All are held in Redis and so shared by every API
-process (hub.buckets). Any bucket short → 429 with how
-long to wait, and nothing is taken from the others. What a request costs:
+process (hub.buckets). Any bucket short → 429 with how long to wait, and nothing is taken from
+the others. What a request costs:
 - a read (GET) 1; any other write 2;
 - a send (POST /v1/messages) 5, a roster import 20, a statement export 5: they cost the hub more;
 - and 1 more per 64 KiB of declared body (a million-recipient send, ~14 MB, costs 5 + 213; a

@@ -637,7 +637,9 @@ def _limits_line(view: RateLimitsView) -> str:
     own = ", ".join(view.overridden) or "none: the defaults"
     return (
         f"{view.tenant}: each key {view.key_rate:g}/s (burst {view.key_burst:g}), the tenant "
-        f"{view.tenant_rate:g}/s (burst {view.tenant_burst:g}); its own: {own}"
+        f"{view.tenant_rate:g}/s (burst {view.tenant_burst:g}), the units of division "
+        f"{view.division} together {view.division_rate:g}/s (burst {view.division_burst:g}); "
+        f"its own: {own}"
     )
 
 

@@ -25,6 +25,9 @@ SELECT {", ".join(f"r.{c}" for c in _COLUMNS.split(", "))}, t.code
 FROM rate_limits r JOIN tenants t ON t.id = r.tenant_id
 """
 
+# The override of the tenant with this code (a unit's division's).
+OVERRIDE_OF_CODE = ALL_OVERRIDES + "WHERE t.code = $1"
+
 # One tenant's override.
 OVERRIDE = f"SELECT {_COLUMNS} FROM rate_limits WHERE tenant_id = $1"
 

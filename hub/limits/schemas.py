@@ -27,7 +27,13 @@ class RateLimitsView(msgspec.Struct, frozen=True):
     key_burst: float
     tenant_rate: float
     tenant_burst: float
-    # Which of the four are the tenant's own.
+    # What all the units of the tenant's division share (`division`: its code, the tenant's own
+    # for a province, prefecture or county, whose own requests it does not count): the hub's
+    # default, never below the division's own tenant limits.
+    division: str
+    division_rate: float
+    division_burst: float
+    # Which of the four above are the tenant's own.
     overridden: list[str]
     updated_by: str | None
     updated_at: datetime | None

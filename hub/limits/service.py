@@ -121,6 +121,16 @@ def in_force(defaults: LimitsSettings, row: OverrideRow | None) -> Limits:
     )
 
 
+def division_limit(defaults: LimitsSettings, division: Limits) -> Limit:
+    """What all the units of a division share: the hub's default, never below the division's
+    own tenant limits (`division`: in force), so an override lifting a county lifts its units'
+    share too."""
+    return Limit(
+        rate=max(defaults.division_rate, division.tenant.rate),
+        burst=max(defaults.division_burst, division.tenant.burst),
+    )
+
+
 def require_operator(who: Principal) -> None:
     """Overrides are the hub operator's (the root tenant's keys): a county must not lift its own."""
     if who.tenant_code != ROOT_CODE:
@@ -131,14 +141,23 @@ def _override(record: asyncpg.Record | None) -> OverrideRow | None:
     return None if record is None else msgspec.convert(dict(record.items()), OverrideRow)
 
 
-def _view(tenant: TenantRow, defaults: LimitsSettings, row: OverrideRow | None) -> RateLimitsView:
-    limits = in_force(defaults, row)
+async def _view(
+    conn: asyncpg.Connection, tenant: TenantRow, defaults: LimitsSettings, row: OverrideRow | None
+) -> RateLimitsView:
+    limits, division = in_force(defaults, row), division_code(tenant.path)
+    above = limits
+    if division != tenant.code:
+        above = in_force(defaults, _override(await conn.fetchrow(sql.OVERRIDE_OF_CODE, division)))
+    shared = division_limit(defaults, above)
     return RateLimitsView(
         tenant=tenant.code,
         key_rate=limits.key.rate,
         key_burst=limits.key.burst,
         tenant_rate=limits.tenant.rate,
         tenant_burst=limits.tenant.burst,
+        division=division,
+        division_rate=shared.rate,
+        division_burst=shared.burst,
         overridden=[f for f in FIELDS if row is not None and getattr(row, f) is not None],
         updated_by=row.updated_by if row else None,
         updated_at=row.updated_at if row else None,
@@ -148,7 +167,9 @@ def _view(tenant: TenantRow, defaults: LimitsSettings, row: OverrideRow | None) 
 async def limits_of(
     conn: asyncpg.Connection, tenant: TenantRow, defaults: LimitsSettings
 ) -> RateLimitsView:
-    return _view(tenant, defaults, _override(await conn.fetchrow(sql.OVERRIDE, tenant.id)))
+    return await _view(
+        conn, tenant, defaults, _override(await conn.fetchrow(sql.OVERRIDE, tenant.id))
+    )
 
 
 async def set_limits(
@@ -161,7 +182,7 @@ async def set_limits(
     """Replace the tenant's override (a field left out keeps the default)."""
     values = [getattr(setting, f) for f in FIELDS]
     row = _override(await conn.fetchrow(sql.SET_OVERRIDE, tenant.id, *values, actor))
-    return _view(tenant, defaults, row)
+    return await _view(conn, tenant, defaults, row)
 
 
 async def clear_limits(conn: asyncpg.Connection, tenant: TenantRow) -> None:
@@ -247,11 +268,7 @@ class Limiter:
         defaults = in_force(self._settings, None)
         own = self._overrides.get(who.tenant_code, defaults)
         division = division_code(who.tenant_path)
-        floor = self._overrides.get(division, defaults).tenant
-        shared = Limit(
-            rate=max(self._settings.division_rate, floor.rate),
-            burst=max(self._settings.division_burst, floor.burst),
-        )
+        shared = division_limit(self._settings, self._overrides.get(division, defaults))
         caller = f"key:{who.key_prefix}" if who.user_id is None else f"user:{who.user_id}"
         buckets = [
             (f"hub:limit:{caller}", own.key),

@@ -167,6 +167,14 @@ async def test_an_override_lifting_a_county_lifts_what_its_units_share(
         assert await statuses(client, first, 5) == [200, 200, 200, 200, 429]
         assert await statuses(client, second, 5) == [200, 200, 200, 200, 429]  # its key's 4
         assert (await client.get("/v1/me", headers=bearer(second))).json()["limit"] == "key"
+        # The limits' views say so: a unit's names its county's, the county's its own.
+        reader = await make_key(conn, "510104")
+        for code in ("510104001", "510104"):
+            path = f"/v1/tenants/{code}/rate-limits"
+            view = (await client.get(path, headers=bearer(reader))).json()
+            assert (view["division"], view["division_burst"]) == ("510104", 20), view
+        view = (await client.get("/v1/tenants/510105/rate-limits", headers=bearer(reader))).json()
+        assert view["error"] == "not_found"  # another county's: not the county's to read
 
 
 async def test_a_send_costs_more_than_a_read(
